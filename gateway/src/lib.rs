@@ -1,0 +1,144 @@
+//! Mercato's API gateway: the one door clients use.
+//!
+//! - [`config`]: routes (path prefix → upstream, public or authenticated) and timeouts.
+//! - [`routes`]: longest-prefix matching on whole path segments.
+//! - [`upstream`]: the instances of each upstream service and the pick among them.
+//! - [`proxy`]: authenticates, rewrites headers (identity headers are the gateway's alone,
+//!   hop-by-hop headers dropped, `x-forwarded-*` added), streams the body both ways, and turns
+//!   upstream failures into `502`/`504` problems instead of hangs.
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod proxy;
+pub mod routes;
+pub mod upstream;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mercato_runtime::{CancellationToken, ClientConfig, HttpConfig, Readiness, Registry, Server, Service};
+use mercato_security::{JwksClient, JwksClientConfig, Verifier, VerifierConfig};
+
+pub use config::{GatewayConfig, RouteAuth, RouteConfig};
+
+/// The gateway's name in logs and metrics.
+pub const NAME: &str = "gateway";
+
+/// The header carrying the verified subject to services; never accepted from clients.
+pub const SUBJECT_HEADER: &str = "x-auth-subject";
+/// The header carrying the verified roles, comma-separated; never accepted from clients.
+pub const ROLES_HEADER: &str = "x-auth-roles";
+
+/// Everything the gateway needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub http: HttpConfig,
+    pub client: ClientConfig,
+    pub gateway: GatewayConfig,
+    pub auth: VerifierConfig,
+    /// Upstream name → base URLs of its instances.
+    pub upstreams: BTreeMap<String, Vec<String>>,
+    /// Where the identity service publishes its keys.
+    pub jwks_url: String,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid gateway configuration: {key}: {message}")]
+    Config { key: String, message: String },
+    #[error("gateway cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A built gateway, bound and ready to run.
+#[derive(Debug)]
+pub struct App {
+    server: Server,
+}
+
+/// Checks the routes against the upstreams and binds the listener.
+///
+/// # Errors
+/// See [`StartError`].
+pub async fn build(config: &Config) -> Result<App, StartError> {
+    let table = routes::RouteTable::new(&config.gateway.routes, &config.upstreams)?;
+    let upstreams = upstream::Upstreams::new(&config.upstreams)?;
+    let jwks = JwksClient::new(JwksClientConfig {
+        url: config.jwks_url.clone(),
+        max_age: Duration::from_secs(config.gateway.jwks_max_age_secs),
+        min_refresh_interval: Duration::from_millis(config.gateway.jwks_min_refresh_interval_ms),
+        timeout: Duration::from_millis(
+            config
+                .client
+                .connect_timeout_ms
+                .max(config.gateway.connect_timeout_ms)
+                * 2,
+        ),
+    });
+    let verifier = Verifier::new(config.auth.clone(), Arc::new(jwks.clone()));
+    let proxy = proxy::Proxy::new(
+        table,
+        upstreams,
+        verifier,
+        &config.gateway,
+        &config.client,
+        config.http.body_limit_bytes,
+    );
+    let readiness = Readiness::new().with_check("jwks", move || {
+        let jwks = jwks.clone();
+        async move {
+            if jwks.has_keys() {
+                return Ok(());
+            }
+            jwks.refresh().await.map(|_| ()).map_err(|e| e.to_string())
+        }
+    });
+    let service = Service {
+        name: NAME,
+        routes: proxy.router(),
+        readiness,
+        registry: Registry::default(),
+        own_fallback: true,
+    };
+    // The gateway streams to upstreams that enforce their own time limits; its own limit is the
+    // upstream timeout, so the server-wide request timeout is off.
+    let http = HttpConfig {
+        request_timeout_ms: 0,
+        ..config.http.clone()
+    };
+    let server = Server::bind(config.listen, &http, service)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    Ok(App { server })
+}
+
+impl App {
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// Serves until `shutdown` is cancelled.
+    ///
+    /// # Errors
+    /// The server failed.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        self.server.run_until_stopped(shutdown).await
+    }
+}

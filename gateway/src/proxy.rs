@@ -1,0 +1,256 @@
+//! Forwarding a request to its upstream.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{StatusCode, Uri, Version};
+use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use mercato_runtime::observe::{RouteLabel, UNMATCHED};
+use mercato_runtime::{ClientConfig, Problem, auth};
+use mercato_security::Verifier;
+
+use crate::config::{GatewayConfig, RouteAuth};
+use crate::routes::RouteTable;
+use crate::upstream::Upstreams;
+use crate::{ROLES_HEADER, SUBJECT_HEADER};
+
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The proxy's shared state.
+#[derive(Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    routes: RouteTable,
+    upstreams: Upstreams,
+    verifier: Verifier,
+    client: Client<HttpConnector, Body>,
+    upstream_timeout: Duration,
+    body_limit: usize,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("routes", &self.inner.routes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Proxy {
+    #[must_use]
+    pub fn new(
+        routes: RouteTable,
+        upstreams: Upstreams,
+        verifier: Verifier,
+        gateway: &GatewayConfig,
+        client: &ClientConfig,
+        body_limit: usize,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(Duration::from_millis(gateway.connect_timeout_ms)));
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_millis(client.pool_idle_timeout_ms))
+            .pool_max_idle_per_host(gateway.pool_max_idle_per_host)
+            .build(connector);
+        Self {
+            inner: Arc::new(Inner {
+                routes,
+                upstreams,
+                verifier,
+                client,
+                upstream_timeout: Duration::from_millis(gateway.upstream_timeout_ms),
+                body_limit,
+            }),
+        }
+    }
+
+    /// Every path not served by the runtime itself goes through the proxy.
+    pub fn router(self) -> Router {
+        Router::new().fallback(forward).with_state(self)
+    }
+}
+
+fn labelled(mut response: Response, label: &Arc<str>) -> Response {
+    response.extensions_mut().insert(RouteLabel(Arc::clone(label)));
+    response
+}
+
+async fn forward(
+    State(proxy): State<Proxy>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let inner = &proxy.inner;
+    let Some(route) = inner.routes.find(request.uri().path()).cloned() else {
+        let label: Arc<str> = UNMATCHED.into();
+        return labelled(
+            Problem::not_found("no route serves this path").into_response(),
+            &label,
+        );
+    };
+    let result = forward_to(inner, &route, peer, request).await;
+    labelled(result.unwrap_or_else(IntoResponse::into_response), &route.prefix)
+}
+
+async fn forward_to(
+    inner: &Inner,
+    route: &crate::routes::Route,
+    peer: SocketAddr,
+    request: Request,
+) -> Result<Response, Problem> {
+    let (mut parts, body) = request.into_parts();
+    // Only the gateway may say who the caller is.
+    parts.headers.remove(SUBJECT_HEADER);
+    parts.headers.remove(ROLES_HEADER);
+    if route.auth == RouteAuth::Required {
+        let claims = auth::authenticate(&inner.verifier, &parts.headers).await?;
+        let subject = HeaderValue::from_str(&claims.sub)
+            .map_err(|_| Problem::unauthorized("the token's subject is not usable", true))?;
+        parts.headers.insert(SUBJECT_HEADER, subject);
+        if let Ok(roles) = HeaderValue::from_str(&claims.roles.join(",")) {
+            parts.headers.insert(ROLES_HEADER, roles);
+        }
+    }
+    strip_hop_by_hop(&mut parts.headers);
+    add_forwarded(&mut parts.headers, peer);
+
+    let instance = inner
+        .upstreams
+        .pick(&route.upstream)
+        .ok_or_else(|| Problem::unavailable(format!("no instance of {} is configured", route.upstream), 5))?;
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut target = instance.clone().into_parts();
+    target.path_and_query = Some(
+        path.parse()
+            .map_err(|_| Problem::bad_request("the request path is invalid"))?,
+    );
+    parts.uri = Uri::from_parts(target).map_err(|_| Problem::bad_request("the request path is invalid"))?;
+    parts.version = Version::HTTP_11;
+
+    let body = Body::new(Limited::new(body, inner.body_limit));
+    let outgoing = http::Request::from_parts(parts, body);
+    let upstream = route.upstream.clone();
+    let response = match tokio::time::timeout(inner.upstream_timeout, inner.client.request(outgoing)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => return Err(upstream_failure(&upstream, &error)),
+        Err(_) => {
+            tracing::warn!(%upstream, timeout_ms = inner.upstream_timeout.as_millis(), "upstream timed out");
+            return Err(Problem::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "upstream-timeout",
+                "Upstream timed out",
+            )
+            .with_detail(format!("{upstream} did not answer in time")));
+        }
+    };
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Ok(Response::from_parts(
+        parts,
+        Body::new(body.map_err(axum::Error::new)),
+    ))
+}
+
+fn upstream_failure(upstream: &str, error: &hyper_util::client::legacy::Error) -> Problem {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if e.is::<LengthLimitError>() {
+            return Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Request body too large",
+            );
+        }
+        source = e.source();
+    }
+    tracing::warn!(%upstream, %error, connect = error.is_connect(), "upstream request failed");
+    Problem::new(StatusCode::BAD_GATEWAY, "bad-gateway", "Upstream unavailable")
+        .with_detail(format!("{upstream} could not be reached"))
+        .with_header(header::RETRY_AFTER, "1")
+}
+
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+}
+
+fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr) {
+    let ip = peer.ip().to_string();
+    let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {ip}"),
+        None => ip,
+    };
+    if let Ok(value) = HeaderValue::from_str(&chain) {
+        headers.insert("x-forwarded-for", value);
+    }
+    if let Some(host) = headers.remove(header::HOST) {
+        headers.insert("x-forwarded-host", host);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("x-secret-hop").is_none());
+        assert!(h.get(header::TRANSFER_ENCODING).is_none());
+        assert!(h.get("x-kept").is_some());
+    }
+
+    #[test]
+    fn the_peer_is_appended_to_x_forwarded_for() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.insert(header::HOST, HeaderValue::from_static("shop.example"));
+        add_forwarded(&mut h, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+        assert!(h.get(header::HOST).is_none());
+    }
+}

@@ -1,0 +1,216 @@
+//! The subcommands of `mercato`.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use mercato_runtime::CancellationToken;
+
+use crate::config::{self, Config, Sources};
+use crate::services::{self, Running, ServiceName};
+
+/// Mercato: a commerce backend of Rust microservices.
+#[derive(Debug, Parser)]
+#[command(name = "mercato", version, about)]
+pub struct Cli {
+    /// Configuration file (default: ./mercato.toml when it exists).
+    #[arg(long, global = true, env = "MERCATO_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory for embedded mode (default: ./.mercato).
+    #[arg(long, global = true)]
+    pub data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway and every service in this process (embedded: SQLite, no servers needed).
+    Up,
+    /// Run one service alone (distributed mode).
+    Serve {
+        #[arg(value_enum)]
+        service: ServiceName,
+    },
+    /// Apply database migrations, then exit.
+    Migrate {
+        /// Services to migrate (default: all that own a database).
+        #[arg(value_enum)]
+        services: Vec<ServiceName>,
+    },
+    /// Print the effective configuration, secrets redacted.
+    Config,
+    /// Manage the identity service's signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Operator tasks.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a new signing key; older keys stay published until their tokens expire.
+    Rotate,
+    /// List the published keys, newest (active) first.
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Create an admin account, or make an existing account an admin. The password comes from
+    /// MERCATO_ADMIN_PASSWORD or a prompt.
+    Create {
+        #[arg(long)]
+        email: String,
+    },
+}
+
+impl Cli {
+    /// Runs the command.
+    ///
+    /// # Errors
+    /// Whatever stopped the command, for the binary to print.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let sources = Sources {
+            file: self.config.clone(),
+            env: std::env::vars().collect(),
+            data_dir: self.data_dir.clone(),
+        };
+        let config = Config::load(&sources)?;
+        mercato_runtime::telemetry::init(config.log.format);
+        match self.command {
+            Command::Up => serve(&config, ServiceName::ALL, true).await,
+            Command::Serve { service } => serve(&config, &[service], false).await,
+            Command::Migrate { services } => migrate(&config, &services).await,
+            Command::Config => {
+                print!("{}", config::render_toml(&config));
+                Ok(())
+            }
+            Command::Keys { command } => keys(&config, &command),
+            Command::Admin {
+                command: AdminCommand::Create { email },
+            } => create_admin(&config, &email).await,
+        }
+    }
+}
+
+async fn serve(config: &Config, names: &[ServiceName], embedded: bool) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    mercato_runtime::shutdown::cancel_on_signal(shutdown.clone());
+    let running = services::start(config, names, shutdown).await?;
+    print_started(config, &running, embedded);
+    running.wait().await
+}
+
+fn print_started(config: &Config, running: &Running, embedded: bool) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(
+        out,
+        "Mercato is up. Data directory: {}",
+        config.data_dir().display()
+    );
+    for s in &running.started {
+        let _ = writeln!(
+            out,
+            "  {:<10} {:<26} {}",
+            s.name.as_str(),
+            s.url,
+            s.backend.unwrap_or("")
+        );
+    }
+    if embedded && let Some(gateway) = running.url(ServiceName::Gateway) {
+        let _ = writeln!(out, "Try:");
+        let _ = writeln!(
+            out,
+            "  curl -s {gateway}/api/identity/register -H 'content-type: application/json' \\\n    -d '{{\"email\":\"ada@example.com\",\"password\":\"correct horse\",\"name\":\"Ada\"}}'"
+        );
+        let _ = writeln!(out, "Press Ctrl-C to stop.");
+    }
+    let _ = out.flush();
+}
+
+async fn migrate(config: &Config, services: &[ServiceName]) -> anyhow::Result<()> {
+    let chosen: Vec<ServiceName> = if services.is_empty() {
+        ServiceName::ALL.to_vec()
+    } else {
+        services.to_vec()
+    };
+    for service in chosen.into_iter().filter(|s| s.has_database()) {
+        let database = config.database_for(service);
+        let db = mercato_storage::Db::connect(&database).await?;
+        let applied = match service {
+            ServiceName::Identity => {
+                mercato_storage::migrate(&db, service.as_str(), mercato_identity::store::MIGRATIONS).await?
+            }
+            ServiceName::Gateway => 0,
+        };
+        println!(
+            "{}: {applied} migration(s) applied ({})",
+            service.as_str(),
+            db.backend().as_str()
+        );
+        db.close().await;
+    }
+    Ok(())
+}
+
+fn keys(config: &Config, command: &KeysCommand) -> anyhow::Result<()> {
+    let store = config.identity.key_store();
+    let ring = match command {
+        KeysCommand::Rotate => {
+            let ring = store.rotate()?;
+            println!(
+                "new signing key {}; running identity services pick it up within {} s",
+                ring.active.kid, config.identity.key_reload_interval_secs
+            );
+            ring
+        }
+        KeysCommand::List => store.load()?,
+    };
+    for key in &ring.published.keys {
+        let kid = key.kid.as_deref().unwrap_or("?");
+        let marker = if kid == ring.active.kid {
+            "active"
+        } else {
+            "retiring"
+        };
+        println!("  {kid}  {marker}");
+    }
+    Ok(())
+}
+
+async fn create_admin(config: &Config, email: &str) -> anyhow::Result<()> {
+    let password = match std::env::var("MERCATO_ADMIN_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => rpassword::prompt_password("Password for the admin account: ")
+            .context("cannot read the password")?,
+    };
+    let identity = identity_config(config);
+    let db = mercato_identity::open_database(&identity.database).await?;
+    let accounts = mercato_identity::accounts(db.clone(), &identity)?;
+    let outcome = mercato_identity::admin::create_admin(&accounts, email, &password).await;
+    db.close().await;
+    match outcome? {
+        mercato_identity::admin::AdminOutcome::Created { id } => println!("created admin {email} ({id})"),
+        mercato_identity::admin::AdminOutcome::Promoted { id } => println!("{email} ({id}) is now an admin"),
+    }
+    Ok(())
+}
+
+/// Identity's settings from the whole configuration.
+#[must_use]
+pub fn identity_config(config: &Config) -> mercato_identity::Config {
+    mercato_identity::Config {
+        listen: config.endpoint(ServiceName::Identity).listen,
+        http: config.http.clone(),
+        database: config.database_for(ServiceName::Identity),
+        auth: config.auth.clone(),
+        identity: config.identity.clone(),
+    }
+}

@@ -1,0 +1,445 @@
+//! The effective configuration: built-in defaults, then `mercato.toml` (or `--config`), then
+//! `MERCATO_*` environment variables (`__` separates sections: `MERCATO_HTTP__BODY_LIMIT_BYTES`).
+//! Placeholders `{data_dir}` and `{service}` in paths and database URLs are filled in here, and
+//! every setting is validated before anything starts, with a message that names its key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Format as _, Serialized, Toml};
+use figment::value::{Dict, Value};
+use mercato_gateway::GatewayConfig;
+use mercato_identity::IdentityConfig;
+use mercato_runtime::telemetry::LogFormat;
+use mercato_runtime::{ClientConfig, HttpConfig};
+use mercato_security::VerifierConfig;
+use mercato_storage::{Backend, DatabaseConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::services::ServiceName;
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Load(Box<figment::Error>),
+    #[error("invalid configuration: {key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// `[log]`
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+}
+
+/// Where one service listens and how others reach it (`[services.<name>]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    pub listen: SocketAddr,
+    /// The base URL other processes use; defaults to `http://<listen>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Overrides `[database] url` for this service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+}
+
+impl Endpoint {
+    fn at(listen: &str) -> Self {
+        Self {
+            listen: listen.parse().expect("default addresses parse"),
+            url: None,
+            database_url: None,
+        }
+    }
+
+    #[must_use]
+    pub fn base_url(&self) -> String {
+        self.url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    /// Where embedded mode keeps its databases and keys.
+    pub data_dir: PathBuf,
+    pub log: LogConfig,
+    pub http: HttpConfig,
+    pub client: ClientConfig,
+    pub database: DatabaseConfig,
+    pub auth: VerifierConfig,
+    pub identity: IdentityConfig,
+    pub gateway: GatewayConfig,
+    pub services: BTreeMap<String, Endpoint>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let services = BTreeMap::from([
+            ("gateway".to_owned(), Endpoint::at("127.0.0.1:8080")),
+            ("identity".to_owned(), Endpoint::at("127.0.0.1:8101")),
+        ]);
+        Self {
+            data_dir: PathBuf::from(".mercato"),
+            log: LogConfig::default(),
+            http: HttpConfig::default(),
+            client: ClientConfig::default(),
+            database: DatabaseConfig::default(),
+            auth: VerifierConfig::default(),
+            identity: IdentityConfig::default(),
+            gateway: GatewayConfig::default(),
+            services,
+        }
+    }
+}
+
+/// Where configuration comes from.
+#[derive(Debug, Clone, Default)]
+pub struct Sources {
+    /// A TOML file; `None` reads `mercato.toml` when it exists.
+    pub file: Option<PathBuf>,
+    /// The environment, as `(name, value)` pairs (tests pass their own; the binary passes
+    /// `std::env::vars()`).
+    pub env: Vec<(String, String)>,
+    /// `--data-dir`, which beats the file and the environment.
+    pub data_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// Loads, resolves and validates the configuration.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the offending key.
+    pub fn load(sources: &Sources) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Self::default()));
+        match &sources.file {
+            Some(path) => {
+                if !path.exists() {
+                    return Err(invalid("--config", format!("{} does not exist", path.display())));
+                }
+                figment = figment.merge(Toml::file_exact(path));
+            }
+            None if Path::new("mercato.toml").exists() => {
+                figment = figment.merge(Toml::file_exact("mercato.toml"));
+            }
+            None => {}
+        }
+        figment = figment.merge(Serialized::defaults(env_settings(&sources.env)));
+        let mut config: Self = figment.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        if let Some(dir) = &sources.data_dir {
+            config.data_dir.clone_from(dir);
+        }
+        config.resolve()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolve(&mut self) -> Result<(), ConfigError> {
+        if self.data_dir.is_relative() {
+            let cwd = std::env::current_dir().map_err(|e| invalid("data_dir", e.to_string()))?;
+            self.data_dir = cwd.join(&self.data_dir);
+        }
+        let data_dir = self.data_dir.display().to_string();
+        let keys = self
+            .identity
+            .keys_dir
+            .display()
+            .to_string()
+            .replace("{data_dir}", &data_dir);
+        self.identity.keys_dir = PathBuf::from(keys);
+        self.database.url = self.database.url.replace("{data_dir}", &data_dir);
+        for endpoint in self.services.values_mut() {
+            if let Some(url) = &mut endpoint.database_url {
+                *url = url.replace("{data_dir}", &data_dir);
+            }
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let section = |name: &str, found: Option<(String, String)>| match found {
+            Some((key, message)) => Err(invalid(format!("{name}.{key}"), message)),
+            None => Ok(()),
+        };
+        let owned = |f: Option<(&'static str, String)>| f.map(|(k, m)| (k.to_owned(), m));
+        section("http", owned(self.http.invalid_setting()))?;
+        section("client", owned(self.client.invalid_setting()))?;
+        section("identity", owned(self.identity.invalid_setting()))?;
+        section("gateway", self.gateway.invalid_setting())?;
+        if self.auth.issuer.is_empty() {
+            return Err(invalid("auth.issuer", "must not be empty"));
+        }
+        if self.auth.audience.is_empty() {
+            return Err(invalid("auth.audience", "must not be empty"));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid("database.max_connections", "must be greater than 0"));
+        }
+        for service in ServiceName::ALL {
+            let key = format!("services.{}", service.as_str());
+            let endpoint = self
+                .services
+                .get(service.as_str())
+                .ok_or_else(|| invalid(&key, "is missing"))?;
+            let url = endpoint.base_url();
+            if !url.starts_with("http://") && !url.starts_with("https://") {
+                return Err(invalid(
+                    format!("{key}.url"),
+                    "must start with http:// or https://",
+                ));
+            }
+            if service.has_database() {
+                let db = self.database_for(*service);
+                Backend::of_url(&db.url)
+                    .map_err(|e| invalid(format!("{key}.database_url"), e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The endpoint of `service` (validated to exist).
+    #[must_use]
+    pub fn endpoint(&self, service: ServiceName) -> &Endpoint {
+        &self.services[service.as_str()]
+    }
+
+    /// The database settings of `service`, with `{service}` filled in.
+    #[must_use]
+    pub fn database_for(&self, service: ServiceName) -> DatabaseConfig {
+        let endpoint = self.services.get(service.as_str());
+        let url = endpoint
+            .and_then(|e| e.database_url.clone())
+            .unwrap_or_else(|| self.database.url.clone())
+            .replace(
+                "{service}",
+                &format!("{}{}", self.database_prefix(), service.as_str()),
+            );
+        DatabaseConfig {
+            url,
+            ..self.database.clone()
+        }
+    }
+
+    /// PostgreSQL databases are named `mercato_<service>`; SQLite files just `<service>.db`.
+    fn database_prefix(&self) -> &'static str {
+        if self.database.url.starts_with("postgres") {
+            "mercato_"
+        } else {
+            ""
+        }
+    }
+
+    #[must_use]
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+/// Variables with the prefix that are not settings.
+const IGNORED_ENV: &[&str] = &[
+    "MERCATO_ADMIN_PASSWORD",
+    "MERCATO_CONFIG",
+    "MERCATO_TEST_POSTGRES_URL",
+    "MERCATO_REQUIRE_BACKENDS",
+];
+
+/// The `MERCATO_*` variables as nested settings: `MERCATO_HTTP__BODY_LIMIT_BYTES=10` becomes
+/// `http.body_limit_bytes = 10`. Taking the pairs as an argument keeps tests off the process
+/// environment.
+fn env_settings(env: &[(String, String)]) -> Dict {
+    let mut dict = Dict::new();
+    for (name, raw) in env {
+        let Some(rest) = name.strip_prefix("MERCATO_") else {
+            continue;
+        };
+        if rest.is_empty() || IGNORED_ENV.contains(&name.as_str()) {
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+        let value: Value = raw.parse().unwrap_or_else(|_| Value::from(raw.clone()));
+        insert_path(&mut dict, &path, value);
+    }
+    dict
+}
+
+fn insert_path(dict: &mut Dict, path: &[String], value: Value) {
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    if rest.is_empty() {
+        dict.insert(first.clone(), value);
+        return;
+    }
+    let entry = dict
+        .entry(first.clone())
+        .or_insert_with(|| Value::from(Dict::new()));
+    if !matches!(entry, Value::Dict(..)) {
+        *entry = Value::from(Dict::new());
+    }
+    if let Value::Dict(_, inner) = entry {
+        insert_path(inner, rest, value);
+    }
+}
+
+/// The configuration as TOML, with passwords in URLs replaced (`mercato config`).
+#[must_use]
+pub fn render_toml(config: &Config) -> String {
+    let value = serde_json::to_value(config).unwrap_or(serde_json::Value::Null);
+    let mut out = String::new();
+    render_table(&mut out, "", &value);
+    out
+}
+
+fn render_scalar(value: &serde_json::Value, key: &str) -> String {
+    use serde_json::Value as J;
+    match value {
+        J::String(s) => {
+            let s = if key.ends_with("url") {
+                mercato_storage::db::redact_url(s)
+            } else {
+                s.clone()
+            };
+            serde_json::to_string(&s).unwrap_or_default()
+        }
+        J::Array(items) => {
+            let inner: Vec<String> = items.iter().map(|v| render_scalar(v, key)).collect();
+            format!("[{}]", inner.join(", "))
+        }
+        J::Object(map) => {
+            let inner: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{k} = {}", render_scalar(v, k)))
+                .collect();
+            format!("{{ {} }}", inner.join(", "))
+        }
+        J::Null => "\"\"".into(),
+        other => other.to_string(),
+    }
+}
+
+fn render_table(out: &mut String, prefix: &str, value: &serde_json::Value) {
+    use std::fmt::Write as _;
+    let serde_json::Value::Object(map) = value else {
+        return;
+    };
+    for (k, v) in map.iter().filter(|(_, v)| !v.is_object()) {
+        let _ = writeln!(out, "{k} = {}", render_scalar(v, k));
+    }
+    for (k, v) in map.iter().filter(|(_, v)| v.is_object()) {
+        let name = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        let _ = writeln!(out, "\n[{name}]");
+        render_table(out, &name, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        Config::load(&Sources {
+            file: Some(write_empty(dir.path())),
+            env: env
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            data_dir: Some(dir.path().to_owned()),
+        })
+    }
+
+    fn write_empty(dir: &Path) -> PathBuf {
+        let path = dir.join("mercato.toml");
+        std::fs::write(&path, "").unwrap();
+        path
+    }
+
+    #[test]
+    fn defaults_are_embedded_sqlite_with_the_gateway_on_8080() {
+        let config = load(&[]).unwrap();
+        assert_eq!(config.endpoint(ServiceName::Gateway).listen.port(), 8080);
+        let db = config.database_for(ServiceName::Identity);
+        assert!(db.url.starts_with("sqlite://"), "{}", db.url);
+        assert!(db.url.ends_with("/identity.db?mode=rwc"), "{}", db.url);
+        assert!(config.identity.keys_dir.starts_with(&config.data_dir));
+    }
+
+    #[test]
+    fn environment_overrides_nested_settings() {
+        let config = load(&[
+            ("MERCATO_HTTP__BODY_LIMIT_BYTES", "2048"),
+            ("MERCATO_SERVICES__IDENTITY__LISTEN", "127.0.0.1:0"),
+            ("MERCATO_ADMIN_PASSWORD", "not a setting"),
+        ])
+        .unwrap();
+        assert_eq!(config.http.body_limit_bytes, 2048);
+        assert_eq!(config.endpoint(ServiceName::Identity).listen.port(), 0);
+    }
+
+    #[test]
+    fn postgres_databases_are_named_per_service() {
+        let config = load(&[("MERCATO_DATABASE__URL", "postgres://u:pw@h:5432/{service}")]).unwrap();
+        assert_eq!(
+            config.database_for(ServiceName::Identity).url,
+            "postgres://u:pw@h:5432/mercato_identity"
+        );
+        assert!(render_toml(&config).contains("postgres://u:***@h:5432/{service}"));
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key() {
+        let err = load(&[("MERCATO_HTTP__BODY_LIMIT_BYTES", "lots")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("body_limit_bytes"), "{err}");
+        let err = load(&[("MERCATO_HTTP__BODY_LIMIT_BYTES", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("http.body_limit_bytes"), "{err}");
+        let err = load(&[("MERCATO_DATABASE__URL", "mysql://x/y")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("services.identity.database_url"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_section_is_refused() {
+        let err = load(&[("MERCATO_HTTP__BODY_LIMT", "1")]).unwrap_err().to_string();
+        assert!(err.contains("body_limt"), "{err}");
+    }
+
+    #[test]
+    fn a_config_file_is_read_and_the_environment_beats_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.toml");
+        std::fs::write(&path, "[http]\nbody_limit_bytes = 100\nrequest_timeout_ms = 5\n").unwrap();
+        let config = Config::load(&Sources {
+            file: Some(path),
+            env: vec![("MERCATO_HTTP__BODY_LIMIT_BYTES".into(), "200".into())],
+            data_dir: None,
+        })
+        .unwrap();
+        assert_eq!(config.http.body_limit_bytes, 200);
+        assert_eq!(config.http.request_timeout_ms, 5);
+    }
+}

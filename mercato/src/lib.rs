@@ -1,0 +1,15 @@
+//! The `mercato` command's library: configuration, and the wiring that starts services.
+//!
+//! This is the only crate that knows every service; services never depend on each other.
+//!
+//! - [`config`]: layered configuration (defaults, `mercato.toml`, `MERCATO_*`), validated.
+//! - [`services`]: starting one service or all of them, and stopping them together.
+//! - [`cli`]: the subcommands.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod services;
+
+pub use config::{Config, Sources};
+pub use services::{Running, ServiceName, Started, start};

@@ -1,0 +1,195 @@
+//! Starting services: one, several, or all of them in one process (`mercato up`).
+//!
+//! Even in one process, services only talk over loopback HTTP: the gateway is given the
+//! addresses the other services actually bound, never their code.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use anyhow::Context as _;
+use mercato_runtime::CancellationToken;
+use tokio::task::JoinSet;
+
+use crate::config::Config;
+
+/// The services the `mercato` binary can run, in start order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
+pub enum ServiceName {
+    Identity,
+    Gateway,
+}
+
+impl ServiceName {
+    /// Every service, dependencies first.
+    pub const ALL: &'static [Self] = &[Self::Identity, Self::Gateway];
+
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Identity => mercato_identity::NAME,
+            Self::Gateway => mercato_gateway::NAME,
+        }
+    }
+
+    /// Whether the service owns a database.
+    #[must_use]
+    pub fn has_database(self) -> bool {
+        matches!(self, Self::Identity)
+    }
+}
+
+/// A service that started, as `up` reports it.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub name: ServiceName,
+    pub addr: SocketAddr,
+    pub url: String,
+    /// The storage backend, for services that own a database.
+    pub backend: Option<&'static str>,
+}
+
+/// Services running in this process.
+#[derive(Debug)]
+pub struct Running {
+    pub started: Vec<Started>,
+    tasks: JoinSet<(ServiceName, std::io::Result<()>)>,
+    shutdown: CancellationToken,
+}
+
+impl Running {
+    /// The URL a started service answers on.
+    #[must_use]
+    pub fn url(&self, name: ServiceName) -> Option<&str> {
+        self.started
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.url.as_str())
+    }
+
+    /// Waits until every service has stopped. If one stops on its own (it failed), the others
+    /// are told to stop too, and the failure is returned.
+    ///
+    /// # Errors
+    /// The first service that failed.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            let (name, result) = joined.context("a service task panicked")?;
+            if !self.shutdown.is_cancelled() {
+                tracing::error!(
+                    service = name.as_str(),
+                    "service stopped unexpectedly; stopping the rest"
+                );
+                self.shutdown.cancel();
+            }
+            if let Err(e) = result {
+                first_error.get_or_insert_with(|| anyhow::anyhow!("{} failed: {e}", name.as_str()));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Asks every service to stop and waits for them.
+    ///
+    /// # Errors
+    /// As [`Running::wait`].
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
+
+fn backend_of(url: &str) -> Option<&'static str> {
+    mercato_storage::Backend::of_url(url)
+        .ok()
+        .map(mercato_storage::Backend::as_str)
+}
+
+/// Starts `names` (in dependency order) and returns once every one is listening.
+///
+/// # Errors
+/// A service could not start; the ones already started are stopped.
+pub async fn start(
+    config: &Config,
+    names: &[ServiceName],
+    shutdown: CancellationToken,
+) -> anyhow::Result<Running> {
+    let mut names = names.to_vec();
+    names.sort();
+    names.dedup();
+    let mut running = Running {
+        started: Vec::new(),
+        tasks: JoinSet::new(),
+        shutdown: shutdown.clone(),
+    };
+    // Where each service can be reached: configured URLs, replaced by bound addresses as
+    // services start here.
+    let mut urls: BTreeMap<ServiceName, String> = ServiceName::ALL
+        .iter()
+        .map(|s| (*s, config.endpoint(*s).base_url()))
+        .collect();
+    for name in names {
+        let result = start_one(config, name, &urls, &mut running).await;
+        if let Err(e) = result {
+            shutdown.cancel();
+            while running.tasks.join_next().await.is_some() {}
+            return Err(e);
+        }
+        if let Some(s) = running.started.last() {
+            urls.insert(name, s.url.clone());
+        }
+    }
+    Ok(running)
+}
+
+async fn start_one(
+    config: &Config,
+    name: ServiceName,
+    urls: &BTreeMap<ServiceName, String>,
+    running: &mut Running,
+) -> anyhow::Result<()> {
+    let listen = config.endpoint(name).listen;
+    let token = running.shutdown.clone();
+    let (addr, backend) = match name {
+        ServiceName::Identity => {
+            let backend = backend_of(&config.database_for(name).url);
+            let app = mercato_identity::build(&crate::cli::identity_config(config)).await?;
+            let addr = app.local_addr();
+            running
+                .tasks
+                .spawn(async move { (name, app.run_until_stopped(token).await) });
+            (addr, backend)
+        }
+        ServiceName::Gateway => {
+            let identity = urls[&ServiceName::Identity].clone();
+            let app = mercato_gateway::build(&mercato_gateway::Config {
+                listen,
+                http: config.http.clone(),
+                client: config.client.clone(),
+                gateway: config.gateway.clone(),
+                auth: config.auth.clone(),
+                jwks_url: format!("{identity}/.well-known/jwks.json"),
+                upstreams: BTreeMap::from([("identity".to_owned(), vec![identity])]),
+            })
+            .await?;
+            let addr = app.local_addr();
+            running
+                .tasks
+                .spawn(async move { (name, app.run_until_stopped(token).await) });
+            (addr, None)
+        }
+    };
+    // A service bound to port 0 is reached at the port it got.
+    let url = if listen.port() == 0 {
+        format!("http://{addr}")
+    } else {
+        config.endpoint(name).base_url()
+    };
+    running.started.push(Started {
+        name,
+        addr,
+        url,
+        backend,
+    });
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! The verified caller of a request.
+//!
+//! A service installs its [`Verifier`] as a request extension; handlers that need a caller take a
+//! [`Caller`] argument. The token is verified here too, not only at the gateway: a service never
+//! trusts identity headers a client could have forged by reaching it directly.
+
+use axum::extract::FromRequestParts;
+use http::request::Parts;
+use http::{HeaderMap, header};
+use mercato_security::{Claims, TokenError, Verifier};
+
+use crate::problem::Problem;
+
+/// The authenticated subject of a request and its roles.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub subject: String,
+    pub roles: Vec<String>,
+    pub claims: Claims,
+}
+
+impl Caller {
+    #[must_use]
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+
+    /// `403` unless the caller has `role`.
+    ///
+    /// # Errors
+    /// [`Problem::forbidden`] naming the missing role.
+    pub fn require_role(&self, role: &str) -> Result<(), Problem> {
+        if self.has_role(role) {
+            Ok(())
+        } else {
+            Err(Problem::forbidden(format!("this action needs the {role} role")))
+        }
+    }
+}
+
+/// The bearer token of a request: `Ok(None)` when there is no `Authorization` header.
+///
+/// # Errors
+/// The header is present but is not `Bearer <token>`.
+pub fn bearer_token(headers: &HeaderMap) -> Result<Option<&str>, Problem> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value
+        .to_str()
+        .map_err(|_| Problem::unauthorized("the Authorization header is not readable", true))?;
+    let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(Problem::unauthorized(
+            "use the Bearer authentication scheme",
+            true,
+        ));
+    }
+    Ok(Some(token.trim()))
+}
+
+/// The answer for a token that failed verification.
+#[must_use]
+pub fn token_problem(error: &TokenError) -> Problem {
+    if error.is_transient() {
+        tracing::warn!(%error, "cannot verify tokens");
+        Problem::unavailable("tokens cannot be verified right now", 1)
+    } else {
+        Problem::unauthorized(error.to_string(), true)
+    }
+}
+
+/// Verifies the request's bearer token.
+///
+/// # Errors
+/// `401` for a missing or bad token, `503` when keys are unavailable.
+pub async fn authenticate(verifier: &Verifier, headers: &HeaderMap) -> Result<Claims, Problem> {
+    let token = bearer_token(headers)?
+        .ok_or_else(|| Problem::unauthorized("this resource needs a bearer token", false))?;
+    verifier.verify(token).await.map_err(|e| token_problem(&e))
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(verifier) = parts.extensions.get::<Verifier>().cloned() else {
+            tracing::error!("a route takes a Caller but the service installed no Verifier");
+            return Err(Problem::internal());
+        };
+        let claims = authenticate(&verifier, &parts.headers).await?;
+        Ok(Self {
+            subject: claims.sub.clone(),
+            roles: claims.roles.clone(),
+            claims,
+        })
+    }
+}

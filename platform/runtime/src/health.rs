@@ -1,0 +1,173 @@
+//! Liveness and readiness.
+//!
+//! `/health` answers as long as the process serves. `/ready` runs every registered check at once,
+//! each cut off by its own timeout (a hung dependency reports "timeout", it does not hang the
+//! probe), and answers `503` when any check fails or the service is shutting down.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// The outcome of one check: `Err` carries a short reason for operators.
+pub type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+type Check = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
+
+/// A service's readiness checks and its stopping flag.
+#[derive(Clone)]
+pub struct Readiness {
+    checks: Vec<(String, Check)>,
+    timeout: Duration,
+    stopping: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.checks.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Readiness")
+            .field("checks", &names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One check's line in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub name: String,
+    pub status: &'static str,
+    pub latency_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The body of `/ready`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadinessReport {
+    pub status: &'static str,
+    pub checks: Vec<CheckReport>,
+}
+
+impl ReadinessReport {
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.status == "ready"
+    }
+}
+
+impl Readiness {
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            checks: Vec::new(),
+            timeout: Duration::from_secs(2),
+            stopping: Arc::default(),
+        }
+    }
+
+    /// Adds a named check.
+    #[must_use]
+    pub fn with_check<F, Fut>(mut self, name: &str, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.checks.push((
+            name.to_owned(),
+            Arc::new(move || Box::pin(check()) as CheckFuture),
+        ));
+        self
+    }
+
+    pub(crate) fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
+    /// From now on the service reports "stopping".
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+    }
+
+    #[must_use]
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Runs every check concurrently.
+    pub async fn report(&self) -> ReadinessReport {
+        let timeout = self.timeout;
+        let runs = self.checks.iter().map(|(name, check)| {
+            let fut = check();
+            async move {
+                let start = Instant::now();
+                let outcome = tokio::time::timeout(timeout, fut).await;
+                let latency_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
+                let error = match outcome {
+                    Ok(Ok(())) => None,
+                    Ok(Err(reason)) => Some(reason),
+                    Err(_) => Some(format!("timed out after {} ms", timeout.as_millis())),
+                };
+                CheckReport {
+                    name: name.clone(),
+                    status: if error.is_none() { "up" } else { "down" },
+                    latency_ms,
+                    error,
+                }
+            }
+        });
+        let checks = futures_util::future::join_all(runs).await;
+        let status = if self.is_stopping() {
+            "stopping"
+        } else if checks.iter().all(|c| c.error.is_none()) {
+            "ready"
+        } else {
+            "not_ready"
+        };
+        ReadinessReport { status, checks }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_hung_check_times_out_without_hanging_the_report() {
+        let mut readiness = Readiness::new()
+            .with_check("fast", || async { Ok(()) })
+            .with_check("hung", || std::future::pending());
+        readiness.set_timeout(Duration::from_millis(500));
+        let report = readiness.report().await;
+        assert_eq!(report.status, "not_ready");
+        let hung = report.checks.iter().find(|c| c.name == "hung").unwrap();
+        assert_eq!(hung.error.as_deref(), Some("timed out after 500 ms"));
+        assert_eq!(
+            report.checks.iter().find(|c| c.name == "fast").unwrap().status,
+            "up"
+        );
+    }
+
+    #[tokio::test]
+    async fn stopping_overrides_healthy_checks() {
+        let readiness = Readiness::new().with_check("db", || async { Ok(()) });
+        assert!(readiness.report().await.is_ready());
+        readiness.set_stopping();
+        assert_eq!(readiness.report().await.status, "stopping");
+    }
+
+    #[tokio::test]
+    async fn a_failing_check_reports_its_reason() {
+        let readiness = Readiness::new().with_check("db", || async { Err("refused".into()) });
+        let report = readiness.report().await;
+        assert_eq!(report.checks[0].error.as_deref(), Some("refused"));
+    }
+}

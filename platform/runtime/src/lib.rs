@@ -1,0 +1,38 @@
+//! The runtime every Mercato service shares, so that all of them behave alike on the wire.
+//!
+//! - [`server`]: binds the listener, adds `/health`, `/ready` and `/metrics`, applies the common
+//!   middleware, and shuts down gracefully (readiness off, listener closed, in-flight work drained).
+//! - [`observe`]: per-request correlation id, tracing span, RED metrics, access log, body-size and
+//!   time limits.
+//! - [`problem`] and [`extract`]: every error a client can cause becomes `application/problem+json`.
+//! - [`health`]: readiness checks, each bounded by its own timeout.
+//! - [`metrics`]: the Prometheus registry and the HTTP metrics.
+//! - [`auth`]: the verified caller of a request, from its bearer token.
+//! - [`client`]: the HTTP client services use to call each other (timeouts, correlation id).
+//! - [`telemetry`]: JSON logs filtered by `RUST_LOG`.
+//! - [`shutdown`]: waiting for Ctrl-C or SIGTERM.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod correlation;
+pub mod extract;
+pub mod health;
+pub mod metrics;
+pub mod observe;
+pub mod problem;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use auth::Caller;
+pub use client::ServiceClient;
+pub use config::{ClientConfig, HttpConfig};
+pub use extract::Json;
+pub use health::Readiness;
+pub use problem::{FieldError, Problem};
+pub use server::{Server, Service};
+
+pub use prometheus_client::registry::Registry;
+pub use tokio_util::sync::CancellationToken;

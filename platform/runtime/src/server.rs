@@ -1,0 +1,210 @@
+//! One service's HTTP server.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{StatusCode, header};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::config::HttpConfig;
+use crate::health::Readiness;
+use crate::metrics::{self, HttpMetrics};
+use crate::observe::{Observer, observe};
+use crate::problem::Problem;
+
+/// What a service hands to the runtime: its name, routes, readiness checks and metrics.
+pub struct Service {
+    pub name: &'static str,
+    pub routes: Router,
+    pub readiness: Readiness,
+    pub registry: Registry,
+    /// The routes carry their own catch-all (the gateway's proxy); otherwise unknown paths get
+    /// the runtime's `404` problem.
+    pub own_fallback: bool,
+}
+
+/// A bound, not yet running, server.
+pub struct Server {
+    name: &'static str,
+    listener: tokio::net::TcpListener,
+    app: Router,
+    readiness: Readiness,
+    config: HttpConfig,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("name", &self.name)
+            .field("addr", &self.local_addr())
+            .finish()
+    }
+}
+
+#[derive(Clone)]
+struct Ops {
+    readiness: Readiness,
+    registry: Arc<Registry>,
+}
+
+impl Server {
+    /// Binds `listen` (port 0 picks a free port) and assembles the service's router.
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub async fn bind(listen: SocketAddr, config: &HttpConfig, service: Service) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(listen).await?;
+        let Service {
+            name,
+            routes,
+            mut readiness,
+            mut registry,
+            own_fallback,
+        } = service;
+        readiness.set_timeout(Duration::from_millis(config.readiness_check_timeout_ms));
+        let observer = Observer {
+            service: name,
+            metrics: HttpMetrics::register(&mut registry),
+            body_limit: config.body_limit_bytes,
+            timeout: config.request_timeout(),
+        };
+        let ops = Ops {
+            readiness: readiness.clone(),
+            registry: Arc::new(registry),
+        };
+        let ops_routes = Router::new()
+            .route("/health", get(health))
+            .route("/ready", get(ready))
+            .route("/metrics", get(render_metrics))
+            .with_state(ops);
+        let mut app = routes
+            .merge(ops_routes)
+            .method_not_allowed_fallback(method_not_allowed);
+        if !own_fallback {
+            app = app.fallback(not_found);
+        }
+        let app = app
+            .layer(DefaultBodyLimit::max(config.body_limit_bytes))
+            .layer(CatchPanicLayer::custom(|_| Problem::internal().into_response()))
+            .layer(axum::middleware::from_fn_with_state(observer, observe));
+        Ok(Self {
+            name,
+            listener,
+            app,
+            readiness,
+            config: config.clone(),
+        })
+    }
+
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The bound address.
+    ///
+    /// # Panics
+    /// Never for a bound TCP listener.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    #[must_use]
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
+    /// Serves until `shutdown` is cancelled, then: readiness reports "stopping", the drain delay
+    /// passes, the listener closes, and in-flight requests get up to the shutdown grace to finish.
+    ///
+    /// # Errors
+    /// The server failed while accepting connections.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let Self {
+            name,
+            listener,
+            app,
+            readiness,
+            config,
+        } = self;
+        let drain_delay = Duration::from_millis(config.drain_delay_ms);
+        let grace = Duration::from_millis(config.shutdown_grace_ms);
+        let signal_readiness = readiness.clone();
+        let draining = shutdown.clone();
+        let stopped = shutdown.child_token();
+        let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                draining.cancelled().await;
+                signal_readiness.set_stopping();
+                tracing::info!(service = name, "shutting down: readiness off");
+                tokio::time::sleep(drain_delay).await;
+            });
+        let serve = std::pin::pin!(serve.into_future());
+        let mut serve = serve;
+        tokio::select! {
+            result = &mut serve => return result,
+            () = stopped.cancelled() => {}
+        }
+        // The listener closes after the drain delay; in-flight requests get the grace period.
+        match tokio::time::timeout(drain_delay + grace, &mut serve).await {
+            Ok(result) => result,
+            Err(_) => {
+                tracing::warn!(
+                    service = name,
+                    "shutdown grace elapsed with requests still running"
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn health() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+async fn ready(State(ops): State<Ops>) -> Response {
+    let report = ops.readiness.report().await;
+    let status = if report.is_ready() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(report)).into_response()
+}
+
+async fn render_metrics(State(ops): State<Ops>) -> Response {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        metrics::render(&ops.registry),
+    )
+        .into_response()
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found("no such resource")
+}
+
+async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method not allowed",
+    )
+    .with_detail("this resource does not support the request's method")
+}

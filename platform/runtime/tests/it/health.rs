@@ -1,0 +1,119 @@
+use std::time::{Duration, Instant};
+
+use mercato_runtime::{HttpConfig, Readiness};
+use serde_json::Value;
+
+use crate::support::{Options, spawn_app, spawn_app_with};
+
+fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .expect("checks is a list")
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no check named {name} in {report}"))
+}
+
+fn content_type(response: &reqwest::Response) -> &str {
+    response.headers()["content-type"].to_str().unwrap()
+}
+
+#[tokio::test]
+async fn health_answers_200_with_a_json_status() {
+    let app = spawn_app().await;
+    let response = app.get("/health").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(content_type(&response), "application/json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "ok");
+}
+
+#[tokio::test]
+async fn ready_answers_200_listing_every_check_when_all_pass() {
+    let readiness = Readiness::new()
+        .with_check("database", || async { Ok(()) })
+        .with_check("broker", || async { Ok(()) });
+    let app = spawn_app_with(Options {
+        readiness,
+        ..Options::default()
+    })
+    .await;
+
+    let response = app.get("/ready").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(content_type(&response), "application/json");
+    let report: Value = response.json().await.unwrap();
+    assert_eq!(report["status"], "ready");
+    assert_eq!(report["checks"].as_array().unwrap().len(), 2);
+    for name in ["database", "broker"] {
+        let check = check(&report, name);
+        assert_eq!(check["status"], "up");
+        assert!(check["latency_ms"].is_u64());
+        assert!(
+            check.get("error").is_none(),
+            "a passing check has no error: {check}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ready_answers_200_when_there_are_no_checks() {
+    let app = spawn_app().await;
+    let response = app.get("/ready").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let report: Value = response.json().await.unwrap();
+    assert_eq!(report["status"], "ready");
+    assert_eq!(report["checks"], serde_json::json!([]));
+}
+
+#[tokio::test]
+async fn ready_answers_503_with_the_reason_of_a_failing_check() {
+    let readiness = Readiness::new()
+        .with_check("database", || async { Err("connection refused".to_owned()) })
+        .with_check("broker", || async { Ok(()) });
+    let app = spawn_app_with(Options {
+        readiness,
+        ..Options::default()
+    })
+    .await;
+
+    let response = app.get("/ready").send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    let report: Value = response.json().await.unwrap();
+    assert_eq!(report["status"], "not_ready");
+    let database = check(&report, "database");
+    assert_eq!(database["status"], "down");
+    assert_eq!(database["error"], "connection refused");
+    assert_eq!(check(&report, "broker")["status"], "up");
+}
+
+#[tokio::test]
+async fn ready_answers_503_timed_out_for_a_check_that_never_completes() {
+    let readiness = Readiness::new()
+        .with_check("hung", std::future::pending)
+        .with_check("database", || async { Ok(()) });
+    let config = HttpConfig {
+        readiness_check_timeout_ms: 200,
+        ..HttpConfig::default()
+    };
+    let app = spawn_app_with(Options {
+        config,
+        readiness,
+        ..Options::default()
+    })
+    .await;
+
+    let start = Instant::now();
+    let response = app.get("/ready").send().await.unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "a hung check does not hang the probe"
+    );
+    assert_eq!(response.status(), 503);
+    let report: Value = response.json().await.unwrap();
+    assert_eq!(report["status"], "not_ready");
+    let hung = check(&report, "hung");
+    assert_eq!(hung["status"], "down");
+    assert_eq!(hung["error"], "timed out after 200 ms");
+    assert_eq!(check(&report, "database")["status"], "up");
+}

@@ -1,0 +1,134 @@
+//! A [`KeySource`] that reads a remote JWKS (the identity service's) and caches it.
+//!
+//! The set is fetched lazily, kept for `max_age`, and fetched again at once when a token names a
+//! `kid` the cache lacks (a rotation), but at most once per `min_refresh_interval` so a flood of
+//! tokens with made-up `kid`s cannot turn into a flood of fetches. Only one fetch runs at a time.
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use crate::jwks::JwkSet;
+use crate::token::{KeyFuture, KeySource, TokenError, decoding_key};
+
+/// Cache settings for [`JwksClient`].
+#[derive(Debug, Clone)]
+pub struct JwksClientConfig {
+    pub url: String,
+    pub max_age: Duration,
+    pub min_refresh_interval: Duration,
+    pub timeout: Duration,
+}
+
+struct Cached {
+    set: JwkSet,
+    fetched: Instant,
+}
+
+/// Fetches and caches a JWKS.
+#[derive(Clone)]
+pub struct JwksClient {
+    config: JwksClientConfig,
+    http: reqwest::Client,
+    cache: Arc<RwLock<Option<Cached>>>,
+    fetching: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl std::fmt::Debug for JwksClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwksClient")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwksClient {
+    #[must_use]
+    pub fn new(config: JwksClientConfig) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout)
+            .build()
+            .unwrap_or_default();
+        Self {
+            config,
+            http,
+            cache: Arc::default(),
+            fetching: Arc::default(),
+        }
+    }
+
+    fn cached(&self) -> Option<(JwkSet, Instant)> {
+        let guard = self
+            .cache
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        guard.as_ref().map(|c| (c.set.clone(), c.fetched))
+    }
+
+    /// Fetches the set now, unless another caller fetched it within `min_refresh_interval`.
+    ///
+    /// # Errors
+    /// [`TokenError::KeysUnavailable`] when the JWKS cannot be fetched or parsed.
+    pub async fn refresh(&self) -> Result<JwkSet, TokenError> {
+        let _one_at_a_time = self.fetching.lock().await;
+        if let Some((set, fetched)) = self.cached()
+            && fetched.elapsed() < self.config.min_refresh_interval
+        {
+            return Ok(set);
+        }
+        let set = self.fetch().await?;
+        *self
+            .cache
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Cached {
+            set: set.clone(),
+            fetched: Instant::now(),
+        });
+        Ok(set)
+    }
+
+    async fn fetch(&self) -> Result<JwkSet, TokenError> {
+        let unavailable = |e: reqwest::Error| TokenError::KeysUnavailable(e.to_string());
+        let response = self
+            .http
+            .get(&self.config.url)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let response = response.error_for_status().map_err(unavailable)?;
+        response.json::<JwkSet>().await.map_err(unavailable)
+    }
+
+    /// True when a key set is cached (for readiness).
+    #[must_use]
+    pub fn has_keys(&self) -> bool {
+        self.cached().is_some_and(|(set, _)| !set.keys.is_empty())
+    }
+
+    async fn lookup(&self, kid: &str) -> Result<Option<jsonwebtoken::DecodingKey>, TokenError> {
+        let cached = self.cached();
+        let fresh = cached
+            .as_ref()
+            .is_some_and(|(_, at)| at.elapsed() < self.config.max_age);
+        if fresh
+            && let Some((set, _)) = &cached
+            && let Some(jwk) = set.find(kid)
+        {
+            return Ok(decoding_key(jwk));
+        }
+        match self.refresh().await {
+            Ok(set) => Ok(set.find(kid).and_then(decoding_key)),
+            // A stale set still verifies tokens while the identity service is briefly away.
+            Err(e) => match cached {
+                Some((set, _)) => Ok(set.find(kid).and_then(decoding_key)),
+                None => Err(e),
+            },
+        }
+    }
+}
+
+impl KeySource for JwksClient {
+    fn key<'a>(&'a self, kid: &'a str) -> KeyFuture<'a> {
+        Box::pin(self.lookup(kid))
+    }
+}

@@ -1,0 +1,24 @@
+//! Mercato's token security: ES256 signing keys kept on disk with rotation, the JWKS that publishes
+//! them, and the issue and verification of JWTs.
+//!
+//! - [`keys`]: a directory of PKCS#8 keys, one active signer, older keys published until their
+//!   tokens have expired.
+//! - [`jwks`]: the JSON Web Key Set types.
+//! - [`token`]: claims, signing, and a [`token::Verifier`] that pins issuer, audience, algorithm and
+//!   token type, and looks keys up by `kid` in a trusted [`token::KeySource`].
+//! - [`jwks_client`]: a [`token::KeySource`] that fetches a remote JWKS and refreshes on an unknown
+//!   `kid`.
+#![forbid(unsafe_code)]
+
+pub mod jwks;
+pub mod jwks_client;
+pub mod keys;
+pub mod token;
+
+pub use jwks::{Jwk, JwkSet};
+pub use jwks_client::JwksClient;
+pub use jwks_client::JwksClientConfig;
+pub use keys::{KeyError, KeyRing, KeyStore, SigningKey};
+pub use token::{
+    ACCESS_TOKEN_TYPE, Claims, KeySource, LocalKeys, TokenError, Verifier, VerifierConfig, sign,
+};

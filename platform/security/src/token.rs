@@ -1,0 +1,360 @@
+//! Access tokens: claims, signing, verification.
+//!
+//! Verification follows RFC 8725: the algorithm is pinned (ES256 only, so `none` and HS/RS
+//! confusion are impossible), the token type must be `at+jwt`, issuer and audience are pinned,
+//! `exp` and `nbf` are checked with a small leeway, and the key is looked up by `kid` in a trusted
+//! [`KeySource`], never taken from the token.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation, decode, decode_header, encode};
+use serde::{Deserialize, Serialize};
+
+use crate::jwks::{Jwk, JwkSet};
+use crate::keys::SigningKey;
+
+/// The `typ` header of an access token (RFC 9068).
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+
+/// The claims Mercato puts in an access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub exp: u64,
+    pub iat: u64,
+    pub nbf: u64,
+    pub jti: String,
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// Why a token was refused, or could not be checked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is not a well-formed JWT")]
+    Malformed,
+    #[error("the token's algorithm is not accepted")]
+    UnsupportedAlgorithm,
+    #[error("the token is not an access token")]
+    WrongType,
+    #[error("the token was signed by an unknown key")]
+    UnknownKey,
+    #[error("the token's signature is invalid")]
+    BadSignature,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token was issued by another issuer")]
+    WrongIssuer,
+    #[error("the token is meant for another audience")]
+    WrongAudience,
+    #[error("the signing keys could not be fetched: {0}")]
+    KeysUnavailable(String),
+    #[error("the token could not be signed: {0}")]
+    Signing(String),
+}
+
+impl TokenError {
+    /// True when the fault is ours (keys unreachable), not the token's: answer 503, not 401.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::KeysUnavailable(_))
+    }
+}
+
+/// Signs `claims` as an ES256 access token with `key`.
+///
+/// # Errors
+/// [`TokenError::Signing`] if the key cannot sign.
+pub fn sign(claims: &Claims, key: &SigningKey) -> Result<String, TokenError> {
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some(key.kid.clone());
+    header.typ = Some(ACCESS_TOKEN_TYPE.into());
+    encode(&header, claims, &key.encoding).map_err(|e| TokenError::Signing(e.to_string()))
+}
+
+/// A boxed future, so that key sources can be used as trait objects.
+pub type KeyFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<DecodingKey>, TokenError>> + Send + 'a>>;
+
+/// Where a verifier finds the public key for a `kid`. Implementations must be trusted sources.
+pub trait KeySource: Send + Sync {
+    /// The key for `kid`, `Ok(None)` when the source has no such key.
+    fn key<'a>(&'a self, kid: &'a str) -> KeyFuture<'a>;
+}
+
+/// Converts a published key to a verification key, refusing anything but P-256/ES256.
+pub(crate) fn decoding_key(jwk: &Jwk) -> Option<DecodingKey> {
+    let is_es256 = jwk.kty == "EC"
+        && jwk.crv.as_deref() == Some("P-256")
+        && jwk.alg.as_deref().is_none_or(|a| a == "ES256");
+    if !is_es256 {
+        return None;
+    }
+    DecodingKey::from_ec_components(jwk.x.as_deref()?, jwk.y.as_deref()?).ok()
+}
+
+/// A key source over a key set held in memory (the identity service's own keys).
+#[derive(Debug, Default)]
+pub struct LocalKeys {
+    set: RwLock<JwkSet>,
+}
+
+impl LocalKeys {
+    #[must_use]
+    pub fn new(set: JwkSet) -> Self {
+        Self {
+            set: RwLock::new(set),
+        }
+    }
+
+    /// Replaces the key set, after a rotation was picked up.
+    pub fn replace(&self, set: JwkSet) {
+        *self
+            .set
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = set;
+    }
+}
+
+impl KeySource for LocalKeys {
+    fn key<'a>(&'a self, kid: &'a str) -> KeyFuture<'a> {
+        let set = self.set.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let key = set.find(kid).and_then(decoding_key);
+        Box::pin(std::future::ready(Ok(key)))
+    }
+}
+
+/// What a verifier pins; the same settings tell the identity service what to put in tokens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct VerifierConfig {
+    pub issuer: String,
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    pub leeway_secs: u64,
+}
+
+impl Default for VerifierConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "mercato-identity".into(),
+            audience: "mercato".into(),
+            leeway_secs: 30,
+        }
+    }
+}
+
+/// Verifies access tokens against a trusted key source.
+#[derive(Clone)]
+pub struct Verifier {
+    config: VerifierConfig,
+    keys: Arc<dyn KeySource>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+const MAX_KID_LEN: usize = 128;
+
+impl Verifier {
+    #[must_use]
+    pub fn new(config: VerifierConfig, keys: Arc<dyn KeySource>) -> Self {
+        Self { config, keys }
+    }
+
+    /// Checks `token` and returns its claims.
+    ///
+    /// # Errors
+    /// A [`TokenError`] naming the first check that failed.
+    pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != Algorithm::ES256 {
+            return Err(TokenError::UnsupportedAlgorithm);
+        }
+        if !header
+            .typ
+            .as_deref()
+            .is_some_and(|t| t.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE))
+        {
+            return Err(TokenError::WrongType);
+        }
+        let kid = header.kid.ok_or(TokenError::Malformed)?;
+        if kid.is_empty() || kid.len() > MAX_KID_LEN {
+            return Err(TokenError::UnknownKey);
+        }
+        let key = self.keys.key(&kid).await?.ok_or(TokenError::UnknownKey)?;
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_issuer(&[&self.config.issuer]);
+        validation.set_audience(&[&self.config.audience]);
+        validation.leeway = self.config.leeway_secs;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
+        decode::<Claims>(token, &key, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    ErrorKind::InvalidSignature => TokenError::BadSignature,
+                    ErrorKind::ExpiredSignature => TokenError::Expired,
+                    ErrorKind::ImmatureSignature => TokenError::NotYetValid,
+                    ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+                    ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                    ErrorKind::InvalidAlgorithm => TokenError::UnsupportedAlgorithm,
+                    _ => TokenError::Malformed,
+                }
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    fn claims(exp_in: i64) -> Claims {
+        let now = now();
+        Claims {
+            iss: "mercato".into(),
+            aud: "mercato-api".into(),
+            sub: "user-1".into(),
+            exp: now.saturating_add_signed(exp_in),
+            iat: now,
+            nbf: now,
+            jti: "j".into(),
+            roles: vec!["customer".into()],
+        }
+    }
+
+    fn setup() -> (SigningKey, Verifier) {
+        let key = SigningKey::generate();
+        let keys = LocalKeys::new(JwkSet {
+            keys: vec![key.public.clone()],
+        });
+        let config = VerifierConfig {
+            issuer: "mercato".into(),
+            audience: "mercato-api".into(),
+            leeway_secs: 30,
+        };
+        (key, Verifier::new(config, Arc::new(keys)))
+    }
+
+    fn forge(header: &serde_json::Value, claims: &Claims, signature: &[u8]) -> String {
+        let h = URL_SAFE_NO_PAD.encode(header.to_string());
+        let c = URL_SAFE_NO_PAD.encode(serde_json::to_string(claims).unwrap());
+        format!("{h}.{c}.{}", URL_SAFE_NO_PAD.encode(signature))
+    }
+
+    #[tokio::test]
+    async fn a_signed_token_verifies_and_keeps_its_claims() {
+        let (key, verifier) = setup();
+        let c = claims(900);
+        let token = sign(&c, &key).unwrap();
+        assert_eq!(verifier.verify(&token).await.unwrap(), c);
+    }
+
+    #[tokio::test]
+    async fn expired_tokens_are_refused() {
+        let (key, verifier) = setup();
+        let token = sign(&claims(-120), &key).unwrap();
+        assert_eq!(verifier.verify(&token).await, Err(TokenError::Expired));
+    }
+
+    #[tokio::test]
+    async fn alg_none_is_refused() {
+        let (key, verifier) = setup();
+        let header = serde_json::json!({"alg": "none", "typ": "at+jwt", "kid": key.kid});
+        let token = forge(&header, &claims(900), b"");
+        assert_eq!(verifier.verify(&token).await, Err(TokenError::Malformed));
+    }
+
+    #[tokio::test]
+    async fn hmac_with_the_public_key_as_secret_is_refused() {
+        let (key, verifier) = setup();
+        let secret = serde_json::to_vec(&key.public).unwrap();
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(key.kid.clone());
+        header.typ = Some(ACCESS_TOKEN_TYPE.into());
+        let token = encode(
+            &header,
+            &claims(900),
+            &jsonwebtoken::EncodingKey::from_secret(&secret),
+        )
+        .unwrap();
+        assert_eq!(
+            verifier.verify(&token).await,
+            Err(TokenError::UnsupportedAlgorithm)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tampered_payload_fails_the_signature() {
+        let (key, verifier) = setup();
+        let token = sign(&claims(900), &key).unwrap();
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let mut admin = claims(900);
+        admin.roles = vec!["admin".into()];
+        let payload = URL_SAFE_NO_PAD.encode(serde_json::to_string(&admin).unwrap());
+        parts[1] = &payload;
+        assert_eq!(
+            verifier.verify(&parts.join(".")).await,
+            Err(TokenError::BadSignature)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_key_outside_the_trusted_set_is_unknown() {
+        let (_, verifier) = setup();
+        let stranger = SigningKey::generate();
+        let token = sign(&claims(900), &stranger).unwrap();
+        assert_eq!(verifier.verify(&token).await, Err(TokenError::UnknownKey));
+    }
+
+    #[tokio::test]
+    async fn issuer_and_audience_are_pinned() {
+        let (key, verifier) = setup();
+        let mut c = claims(900);
+        c.iss = "evil".into();
+        assert_eq!(
+            verifier.verify(&sign(&c, &key).unwrap()).await,
+            Err(TokenError::WrongIssuer)
+        );
+        let mut c = claims(900);
+        c.aud = "other".into();
+        assert_eq!(
+            verifier.verify(&sign(&c, &key).unwrap()).await,
+            Err(TokenError::WrongAudience)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_token_without_the_access_type_is_refused() {
+        let (key, verifier) = setup();
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(key.kid.clone());
+        let token = encode(&header, &claims(900), &key.encoding).unwrap();
+        assert_eq!(verifier.verify(&token).await, Err(TokenError::WrongType));
+    }
+
+    #[tokio::test]
+    async fn garbage_is_malformed() {
+        let (_, verifier) = setup();
+        for junk in ["", "abc", "a.b.c", "....", "eyJ.eyJ.x"] {
+            assert_eq!(verifier.verify(junk).await, Err(TokenError::Malformed), "{junk}");
+        }
+    }
+}

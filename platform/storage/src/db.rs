@@ -1,0 +1,289 @@
+//! Connecting to a service's database.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::{AnyPoolOptions, install_default_drivers};
+use sqlx::{Any, AnyPool, Executor as _};
+
+use crate::error::StorageError;
+
+/// A write transaction on either backend.
+pub type Tx = sqlx::Transaction<'static, Any>;
+
+/// Pool and connection settings for one service's database.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://path/to/file.db` or `postgres://user@host:5432/database`.
+    pub url: String,
+    pub max_connections: u32,
+    pub acquire_timeout_ms: u64,
+    /// How long a SQLite writer waits for the single write lock before giving up.
+    pub sqlite_busy_timeout_ms: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://{data_dir}/{service}.db?mode=rwc".into(),
+            max_connections: 8,
+            acquire_timeout_ms: 5_000,
+            sqlite_busy_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// The two supported engines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    /// The backend a URL names.
+    ///
+    /// # Errors
+    /// [`StorageError::Config`] for any other scheme.
+    pub fn of_url(url: &str) -> Result<Self, StorageError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Self::Postgres)
+        } else {
+            Err(StorageError::Config(format!(
+                "unsupported database url scheme in {:?}; use sqlite:// or postgres://",
+                redact_url(url)
+            )))
+        }
+    }
+
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+        }
+    }
+}
+
+/// A service's database: a pool and the backend behind it.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Db {
+    /// Connects, creating the SQLite file or the PostgreSQL database when it does not exist yet.
+    ///
+    /// # Errors
+    /// [`StorageError::Config`] for a bad URL, [`StorageError::Unavailable`] when the server
+    /// cannot be reached.
+    pub async fn connect(config: &DatabaseConfig) -> Result<Self, StorageError> {
+        install_default_drivers();
+        let backend = Backend::of_url(&config.url)?;
+        match backend {
+            Backend::Sqlite => prepare_sqlite_file(&config.url)?,
+            Backend::Postgres => ensure_postgres_database(&config.url).await?,
+        }
+        let busy_timeout = config.sqlite_busy_timeout_ms;
+        let pool = AnyPoolOptions::new()
+            .max_connections(config.max_connections.max(1))
+            .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers run beside the one writer; FULL sync makes every
+                        // committed transaction survive a power cut, not only a crash.
+                        conn.execute("PRAGMA journal_mode = WAL").await?;
+                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute("PRAGMA foreign_keys = ON").await?;
+                        let busy = format!("PRAGMA busy_timeout = {busy_timeout}");
+                        conn.execute(busy.as_str()).await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&config.url)
+            .await?;
+        Ok(Self { pool, backend })
+    }
+
+    #[must_use]
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    #[must_use]
+    pub fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// Begins a transaction that will write.
+    ///
+    /// On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`), so two writers queue on
+    /// the busy timeout instead of one failing when it upgrades a read lock.
+    ///
+    /// # Errors
+    /// The database cannot be reached or the lock not taken in time.
+    pub async fn begin(&self) -> Result<Tx, StorageError> {
+        let tx = match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        };
+        Ok(tx)
+    }
+
+    /// A trivial round trip, for readiness.
+    ///
+    /// # Errors
+    /// The database cannot be reached.
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn prepare_sqlite_file(url: &str) -> Result<(), StorageError> {
+    let rest = url.trim_start_matches("sqlite:").trim_start_matches("//");
+    let path = rest.split('?').next().unwrap_or_default();
+    if path.is_empty() || path == ":memory:" {
+        return Ok(());
+    }
+    if !url.contains("mode=") {
+        return Err(StorageError::Config(format!(
+            "sqlite url {url:?} needs ?mode=rwc so the file is created on first start"
+        )));
+    }
+    if let Some(parent) = std::path::Path::new(path).parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| StorageError::Config(format!("cannot create {}: {e}", parent.display())))?;
+    }
+    Ok(())
+}
+
+/// Splits `postgres://…/name?opts` into the URL of the maintenance database and `name`.
+fn split_postgres_url(url: &str) -> Option<(String, String)> {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let scheme_end = base.find("://")? + 3;
+    let slash = base[scheme_end..].find('/')? + scheme_end;
+    let name = base[slash + 1..].to_owned();
+    let mut admin = format!("{}/postgres", &base[..slash]);
+    if let Some(q) = query {
+        admin.push('?');
+        admin.push_str(q);
+    }
+    Some((admin, name))
+}
+
+/// Database names we create are plain identifiers, so quoting them is safe.
+fn is_plain_identifier(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+async fn ensure_postgres_database(url: &str) -> Result<(), StorageError> {
+    let Some((admin_url, name)) = split_postgres_url(url) else {
+        return Err(StorageError::Config(format!(
+            "postgres url {:?} names no database",
+            redact_url(url)
+        )));
+    };
+    if name == "postgres" {
+        return Ok(());
+    }
+    if !is_plain_identifier(&name) {
+        return Err(StorageError::Config(format!(
+            "database name {name:?} must be lower-case letters, digits and underscores"
+        )));
+    }
+    let admin = AnyPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&admin_url)
+        .await?;
+    let exists = sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_optional(&admin)
+        .await?
+        .is_some();
+    if !exists {
+        let create = format!("CREATE DATABASE \"{name}\"");
+        match admin.execute(create.as_str()).await {
+            Ok(_) => tracing::info!(database = %name, "created database"),
+            // Another process created it between our check and our create.
+            Err(sqlx::Error::Database(e)) if matches!(e.code().as_deref(), Some("42P04" | "23505")) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    admin.close().await;
+    Ok(())
+}
+
+/// The URL with any password replaced, fit for logs and `mercato config`.
+#[must_use]
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_owned();
+    };
+    let userinfo = &authority[..at];
+    let Some(colon) = userinfo.find(':') else {
+        return url.to_owned();
+    };
+    format!("{}{}:***{}", &url[..scheme_end], &userinfo[..colon], &rest[at..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_only_the_password() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(
+            redact_url("sqlite://.mercato/x.db?mode=rwc"),
+            "sqlite://.mercato/x.db?mode=rwc"
+        );
+    }
+
+    #[test]
+    fn splits_the_maintenance_url_from_the_database_name() {
+        let (admin, name) = split_postgres_url("postgres://u@h:5432/orders?sslmode=disable").unwrap();
+        assert_eq!(admin, "postgres://u@h:5432/postgres?sslmode=disable");
+        assert_eq!(name, "orders");
+    }
+
+    #[test]
+    fn unknown_schemes_are_refused_with_the_url() {
+        let err = Backend::of_url("mysql://x").unwrap_err();
+        assert!(err.to_string().contains("mysql://x"));
+    }
+
+    #[test]
+    fn only_plain_identifiers_are_created() {
+        assert!(is_plain_identifier("mercato_identity"));
+        assert!(!is_plain_identifier("x\"; DROP"));
+        assert!(!is_plain_identifier(""));
+    }
+}

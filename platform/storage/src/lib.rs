@@ -1,0 +1,28 @@
+//! Each Mercato service owns one database and reaches it only through this crate.
+//!
+//! Embedded mode uses a SQLite file per service (WAL, one writer at a time); distributed mode uses
+//! PostgreSQL, a database per service. Both are reached through `sqlx::Any`, so a service writes its
+//! SQL once: portable types only (`TEXT`, `BIGINT`, `DOUBLE PRECISION`), `$1` placeholders, and
+//! times as Unix milliseconds.
+//!
+//! - [`db`]: connecting, pool settings, write transactions, health ping.
+//! - [`migrate`]: per-service migrations applied in order, once, under a lock.
+//! - [`error`]: one error enum; database codes are classified here and nowhere else.
+#![forbid(unsafe_code)]
+
+pub mod db;
+pub mod error;
+pub mod migrate;
+
+pub use db::{Backend, DatabaseConfig, Db, Tx};
+pub use error::StorageError;
+pub use migrate::{Migration, migrate};
+pub use sqlx;
+
+/// Milliseconds since the Unix epoch, the one time representation stored in databases.
+#[must_use]
+pub fn now_millis() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

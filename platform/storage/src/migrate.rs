@@ -1,0 +1,123 @@
+//! Per-service schema migrations.
+//!
+//! Each migration runs once, in version order, in its own transaction together with the row that
+//! records it. On PostgreSQL an advisory lock makes replicas that start together take turns; on
+//! SQLite the write lock does the same. A migration whose text changed after it was applied stops
+//! start-up: history is never rewritten silently.
+
+use crate::db::{Backend, Db};
+use crate::error::StorageError;
+
+/// One schema change.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    /// SQL that runs on both backends.
+    pub sql: &'static str,
+    /// A PostgreSQL variant, for the rare statement the two dialects spell differently.
+    pub postgres_sql: Option<&'static str>,
+}
+
+impl Migration {
+    fn sql_for(&self, backend: Backend) -> &'static str {
+        match backend {
+            Backend::Postgres => self.postgres_sql.unwrap_or(self.sql),
+            Backend::Sqlite => self.sql,
+        }
+    }
+}
+
+const LEDGER: &str = "CREATE TABLE IF NOT EXISTS _mercato_migrations (
+    version BIGINT PRIMARY KEY,
+    name TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    applied_at BIGINT NOT NULL
+)";
+
+/// Any 64-bit value fits in PostgreSQL's `bigint` advisory-lock key.
+const MIGRATION_LOCK: i64 = 0x6d65_7263_6174_6f;
+
+/// FNV-1a: enough to notice an edited migration, no dependency needed.
+fn checksum(sql: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in sql.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
+
+/// Applies the migrations `db` has not seen yet and returns how many ran.
+///
+/// # Errors
+/// [`StorageError::Migration`] naming the migration that failed or was edited after it ran.
+pub async fn migrate(db: &Db, service: &str, migrations: &[Migration]) -> Result<usize, StorageError> {
+    let fail = |m: &Migration, reason: String| StorageError::Migration {
+        service: service.to_owned(),
+        version: m.version,
+        name: m.name.to_owned(),
+        reason,
+    };
+    let mut applied = 0;
+    for migration in migrations {
+        let mut tx = db.begin().await?;
+        if db.backend() == Backend::Postgres {
+            sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
+                .bind(MIGRATION_LOCK)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::raw_sql(LEDGER).execute(&mut *tx).await?;
+        let sql = migration.sql_for(db.backend());
+        let sum = checksum(sql);
+        let existing: Option<(String,)> =
+            sqlx::query_as("SELECT checksum FROM _mercato_migrations WHERE version = $1")
+                .bind(migration.version)
+                .fetch_optional(&mut *tx)
+                .await?;
+        match existing {
+            Some((stored,)) if stored == sum => continue,
+            Some(_) => {
+                return Err(fail(migration, "was edited after it was applied".into()));
+            }
+            None => {}
+        }
+        sqlx::raw_sql(sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| fail(migration, e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO _mercato_migrations (version, name, checksum, applied_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(migration.version)
+        .bind(migration.name)
+        .bind(&sum)
+        .bind(crate::now_millis())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        tracing::info!(
+            service,
+            version = migration.version,
+            name = migration.name,
+            "applied migration"
+        );
+        applied += 1;
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::checksum;
+
+    #[test]
+    fn checksum_changes_with_the_text() {
+        assert_eq!(checksum("a"), checksum("a"));
+        assert_ne!(
+            checksum("CREATE TABLE a (x TEXT)"),
+            checksum("CREATE TABLE a (y TEXT)")
+        );
+    }
+}

@@ -1,0 +1,163 @@
+//! Helpers for Mercato's integration tests.
+//!
+//! - [`TestDatabase`]: a fresh, private database per test: a new SQLite file in a temporary
+//!   directory, or a new PostgreSQL database named by a UUID, dropped when the test ends.
+//! - [`backend_tests!`]: runs one async test body once per backend, as `sqlite::name` and
+//!   `postgres::name`, so a filter on `postgres` selects or leaves out the PostgreSQL suite.
+//! - [`eventually`]: polls a condition until it holds or a deadline passes; tests never sleep.
+#![forbid(unsafe_code)]
+
+use std::future::Future;
+use std::time::Duration;
+
+use sqlx::Connection as _;
+
+/// The storage backends a test can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TestBackend {
+    Sqlite,
+    Postgres,
+}
+
+/// The PostgreSQL server tests use: `MERCATO_TEST_POSTGRES_URL`, or the local default.
+#[must_use]
+pub fn postgres_admin_url() -> String {
+    std::env::var("MERCATO_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database that exists for one test.
+#[derive(Debug)]
+pub struct TestDatabase {
+    url: String,
+    backend: TestBackend,
+    dir: tempfile::TempDir,
+    postgres_name: Option<String>,
+}
+
+impl TestDatabase {
+    /// Creates an empty database on `backend`.
+    ///
+    /// # Panics
+    /// When PostgreSQL is asked for and cannot be reached: a backend suite fails, never skips.
+    pub async fn new(backend: TestBackend) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        match backend {
+            TestBackend::Sqlite => {
+                let path = dir.path().join("test.db");
+                Self {
+                    url: format!("sqlite://{}?mode=rwc", path.display()),
+                    backend,
+                    dir,
+                    postgres_name: None,
+                }
+            }
+            TestBackend::Postgres => {
+                let admin = postgres_admin_url();
+                let name = format!("mercato_test_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+                    panic!("PostgreSQL at {admin} is needed for this test and is not reachable: {e}")
+                });
+                sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                let _ = conn.close().await;
+                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+                Self {
+                    url: format!("{base}/{name}"),
+                    backend,
+                    dir,
+                    postgres_name: Some(name),
+                }
+            }
+        }
+    }
+
+    /// The URL to hand to the service under test.
+    #[must_use]
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    #[must_use]
+    pub fn backend(&self) -> TestBackend {
+        self.backend
+    }
+
+    /// A scratch directory that lives exactly as long as the database (keys, data dirs).
+    #[must_use]
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let Some(name) = self.postgres_name.take() else {
+            return;
+        };
+        // Drop runs outside async context; a short-lived runtime on its own thread does the I/O.
+        let admin = postgres_admin_url();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
+                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                sqlx::query(&sql).execute(&mut conn).await.ok()?;
+                conn.close().await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// Polls `check` until it returns `Some`, or panics naming `what` after `deadline`.
+///
+/// # Panics
+/// When the deadline passes first.
+pub async fn eventually<T, F, Fut>(deadline: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let start = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Declares each named `async fn name(backend: TestBackend)` as two tests, one per backend.
+#[macro_export]
+macro_rules! backend_tests {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::TestBackend::Sqlite).await;
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::TestBackend::Postgres).await;
+                }
+            )+
+        }
+    };
+}

@@ -1,0 +1,27 @@
+//! Identity's HTTP API.
+
+mod error;
+mod register;
+mod token;
+mod users;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::{get, post};
+use mercato_security::Verifier;
+
+use crate::accounts::Accounts;
+
+pub use error::ApiError;
+
+/// Every route of the service.
+pub fn router(accounts: Arc<Accounts>, verifier: Verifier) -> Router {
+    Router::new()
+        .route("/api/identity/register", post(register::register))
+        .route("/api/identity/token", post(token::token))
+        .route("/api/identity/me", get(users::me))
+        .route("/.well-known/jwks.json", get(users::jwks))
+        .layer(axum::Extension(verifier))
+        .with_state(accounts)
+}

@@ -1,0 +1,42 @@
+/// The name a person gives, trimmed; 1 to 100 characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisplayName(String);
+
+impl DisplayName {
+    /// # Errors
+    /// A message saying what is wrong with the name.
+    pub fn parse(raw: &str) -> Result<Self, &'static str> {
+        let value = raw.trim();
+        if value.is_empty() {
+            return Err("must not be empty");
+        }
+        if value.chars().count() > 100 {
+            return Err("must be at most 100 characters");
+        }
+        if value.chars().any(char::is_control) {
+            return Err("must not contain control characters");
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trims_and_bounds_the_name() {
+        assert_eq!(
+            DisplayName::parse(" Ada Lovelace ").unwrap().as_str(),
+            "Ada Lovelace"
+        );
+        assert!(DisplayName::parse("   ").is_err());
+        assert!(DisplayName::parse(&"x".repeat(101)).is_err());
+        assert!(DisplayName::parse("a\u{0}b").is_err());
+    }
+}

@@ -1,0 +1,227 @@
+//! The identity service: who people are, and the tokens that prove it.
+//!
+//! - `domain/`: email, password policy, names, roles (no I/O).
+//! - `credentials`: Argon2id hashing on the blocking pool.
+//! - `keys`: the ES256 signing keys, reloaded from the key directory after a rotation.
+//! - `accounts`: registration and the OAuth password and refresh-token grants.
+//! - `store/`: identity's SQL and migrations.
+//! - `api/`: the HTTP routes and the one mapping from errors to problems.
+//! - `admin`: operator tasks for the CLI (the first admin).
+#![forbid(unsafe_code)]
+
+pub mod accounts;
+pub mod admin;
+mod api;
+pub mod credentials;
+pub mod domain;
+pub mod keys;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mercato_runtime::{CancellationToken, HttpConfig, Readiness, Registry, Server, Service};
+use mercato_security::{KeyError, KeyStore, Verifier, VerifierConfig};
+use mercato_storage::{DatabaseConfig, Db, StorageError};
+use serde::{Deserialize, Serialize};
+
+pub use accounts::{AccountError, Accounts};
+
+/// The service's name on the wire, in logs and metrics.
+pub const NAME: &str = "identity";
+
+/// Identity's own settings (`[identity]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdentityConfig {
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+    /// Where the signing keys live: the data directory when embedded, a mounted secret when not.
+    pub keys_dir: PathBuf,
+    /// Create the first key when the directory has none (off when keys come from a secret).
+    pub generate_keys: bool,
+    /// How often the key directory is read again to pick up a rotation.
+    pub key_reload_interval_secs: u64,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        Self {
+            access_token_ttl_secs: 900,
+            refresh_token_ttl_secs: 30 * 24 * 3600,
+            keys_dir: PathBuf::from("{data_dir}/keys"),
+            generate_keys: true,
+            key_reload_interval_secs: 10,
+        }
+    }
+}
+
+impl IdentityConfig {
+    /// The first setting that cannot work, with its key.
+    #[must_use]
+    pub fn invalid_setting(&self) -> Option<(&'static str, String)> {
+        if !(60..=86_400).contains(&self.access_token_ttl_secs) {
+            return Some(("access_token_ttl_secs", "must be between 60 and 86400".into()));
+        }
+        if self.refresh_token_ttl_secs < self.access_token_ttl_secs {
+            return Some((
+                "refresh_token_ttl_secs",
+                "must be at least access_token_ttl_secs".into(),
+            ));
+        }
+        if self.key_reload_interval_secs == 0 {
+            return Some(("key_reload_interval_secs", "must be greater than 0".into()));
+        }
+        None
+    }
+
+    #[must_use]
+    pub fn key_store(&self) -> KeyStore {
+        KeyStore::new(&self.keys_dir, Duration::from_secs(self.access_token_ttl_secs))
+    }
+}
+
+/// Everything identity needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub auth: VerifierConfig,
+    pub identity: IdentityConfig,
+}
+
+/// Why identity could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("identity database: {0}")]
+    Storage(#[from] StorageError),
+    #[error("identity signing keys: {0}")]
+    Keys(#[from] KeyError),
+    #[error("identity cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Connects to the database and applies identity's migrations.
+///
+/// # Errors
+/// The database cannot be reached or a migration fails.
+pub async fn open_database(config: &DatabaseConfig) -> Result<Db, StorageError> {
+    let db = Db::connect(config).await?;
+    mercato_storage::migrate(&db, NAME, store::MIGRATIONS).await?;
+    Ok(db)
+}
+
+/// The account operations over an open database, for the CLI's admin tasks.
+///
+/// # Errors
+/// The signing keys cannot be loaded.
+pub fn accounts(db: Db, config: &Config) -> Result<Accounts, KeyError> {
+    let keys = keys::Keys::open(config.identity.key_store(), config.identity.generate_keys)?;
+    Ok(accounts_with(db, keys, config))
+}
+
+fn accounts_with(db: Db, keys: keys::Keys, config: &Config) -> Accounts {
+    Accounts::new(
+        db,
+        keys,
+        config.auth.clone(),
+        Duration::from_secs(config.identity.access_token_ttl_secs),
+        Duration::from_secs(config.identity.refresh_token_ttl_secs),
+    )
+}
+
+/// A built identity service, bound and ready to run.
+#[derive(Debug)]
+pub struct App {
+    server: Server,
+    keys: keys::Keys,
+    db: Db,
+    reload_every: Duration,
+}
+
+/// Opens the database and keys and binds the listener.
+///
+/// # Errors
+/// See [`StartError`].
+pub async fn build(config: &Config) -> Result<App, StartError> {
+    let db = open_database(&config.database).await?;
+    let keys = keys::Keys::open(config.identity.key_store(), config.identity.generate_keys)?;
+    credentials::warm_up().await;
+    let verifier = Verifier::new(config.auth.clone(), keys.local());
+    let accounts = Arc::new(accounts_with(db.clone(), keys.clone(), config));
+    let check_db = db.clone();
+    let readiness = Readiness::new().with_check("database", move || {
+        let db = check_db.clone();
+        async move { db.ping().await.map_err(|e| e.to_string()) }
+    });
+    let service = Service {
+        name: NAME,
+        routes: api::router(accounts, verifier),
+        readiness,
+        registry: Registry::default(),
+        own_fallback: false,
+    };
+    let server = Server::bind(config.listen, &config.http, service)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    Ok(App {
+        server,
+        keys,
+        db,
+        reload_every: Duration::from_secs(config.identity.key_reload_interval_secs),
+    })
+}
+
+impl App {
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.server.port()
+    }
+
+    /// Serves until `shutdown` is cancelled, picking up key rotations meanwhile.
+    ///
+    /// # Errors
+    /// The server failed.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let Self {
+            server,
+            keys,
+            db,
+            reload_every,
+        } = self;
+        let stop_reload = shutdown.clone();
+        let reload = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(reload_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = stop_reload.cancelled() => break,
+                    _ = tick.tick() => match keys.reload() {
+                        Ok(true) => tracing::info!(kid = %keys.active().kid, "signing key rotated"),
+                        Ok(false) => {}
+                        Err(error) => tracing::warn!(%error, "cannot reload signing keys; keeping the current ones"),
+                    },
+                }
+            }
+        });
+        let result = server.run_until_stopped(shutdown).await;
+        reload.abort();
+        db.close().await;
+        result
+    }
+}
