@@ -165,20 +165,22 @@ fn keys(config: &Config, command: &KeysCommand) -> anyhow::Result<()> {
     let ring = match command {
         KeysCommand::Rotate => {
             let ring = store.rotate()?;
+            let newest = ring.published.keys.first().and_then(|k| k.kid.clone()).unwrap_or_default();
             println!(
-                "new signing key {}; running identity services pick it up within {} s",
-                ring.active.kid, config.identity.key_reload_interval_secs
+                "new signing key {newest}: published now, signing in {} s",
+                config.identity.key_activation_delay().as_secs()
             );
             ring
         }
         KeysCommand::List => store.load()?,
     };
-    for key in &ring.published.keys {
+    let active_at = ring.published.keys.iter().position(|k| k.kid.as_deref() == Some(ring.active.kid.as_str()));
+    for (i, key) in ring.published.keys.iter().enumerate() {
         let kid = key.kid.as_deref().unwrap_or("?");
-        let marker = if kid == ring.active.kid {
-            "active"
-        } else {
-            "retiring"
+        let marker = match active_at {
+            Some(a) if i == a => "active",
+            Some(a) if i < a => "next",
+            _ => "retiring",
         };
         println!("  {kid}  {marker}");
     }

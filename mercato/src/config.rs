@@ -145,9 +145,18 @@ impl Config {
         if let Some(dir) = &sources.data_dir {
             config.data_dir.clone_from(dir);
         }
-        config.resolve()?;
-        config.validate()?;
-        Ok(config)
+        config.prepared()
+    }
+
+    /// Fills in placeholders and validates: what [`Config::load`] does after reading sources, for
+    /// callers (tests) that build a configuration in code.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the offending key.
+    pub fn prepared(mut self) -> Result<Self, ConfigError> {
+        self.resolve()?;
+        self.validate()?;
+        Ok(self)
     }
 
     fn resolve(&mut self) -> Result<(), ConfigError> {

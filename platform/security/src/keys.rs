@@ -1,9 +1,13 @@
 //! Signing keys on disk.
 //!
-//! A key directory holds one PKCS#8 PEM file per key, named `<created-unix-seconds>-<kid>.pem`.
-//! The newest key signs. An older key was retired when the next one was created; it stays in the
-//! JWKS until every token it signed has expired (`retired + token_ttl + leeway`), so rotation never
-//! invalidates a live token. Rotation also deletes keys nobody can need any more.
+//! A key directory holds one PKCS#8 PEM file per key, named `<activates-unix-millis>-<kid>.pem`.
+//! Rotation publishes a new key at once but dates its activation an activation delay ahead, so
+//! every verifier that refetches the JWKS on an unknown `kid` finds it there (publish, then
+//! activate); the time is in the file name so every replica agrees on it. The newest key whose
+//! activation has come signs. An older key retires when the next one activates; it stays in the
+//! JWKS until every token it signed has expired (`retired + token_ttl + leeway`), so rotation
+//! never invalidates a live token. Rotation also deletes keys nobody can need any more. The very
+//! first key signs at once: no verifier can have fetched a set without it.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -33,7 +37,7 @@ pub enum KeyError {
 #[derive(Clone)]
 pub struct SigningKey {
     pub kid: String,
-    pub created_unix: u64,
+    pub activates_ms: u64,
     pub(crate) encoding: EncodingKey,
     pub public: Jwk,
 }
@@ -42,20 +46,20 @@ impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SigningKey")
             .field("kid", &self.kid)
-            .field("created_unix", &self.created_unix)
+            .field("activates_ms", &self.activates_ms)
             .finish_non_exhaustive()
     }
 }
 
 impl SigningKey {
-    fn from_secret(secret: &SecretKey, created_unix: u64) -> Option<Self> {
+    fn from_secret(secret: &SecretKey, activates_ms: u64) -> Option<Self> {
         let pem = secret.to_pkcs8_pem(LineEnding::LF).ok()?;
         let encoding = EncodingKey::from_ec_pem(pem.as_bytes()).ok()?;
         let point = p256::EncodedPoint::from(secret.public_key());
         let public = Jwk::p256(point.x()?, point.y()?);
         Some(Self {
             kid: public.kid.clone()?,
-            created_unix,
+            activates_ms,
             encoding,
             public,
         })
@@ -65,7 +69,7 @@ impl SigningKey {
     #[must_use]
     pub fn generate() -> Self {
         let secret = SecretKey::random(&mut rand::rngs::OsRng);
-        Self::from_secret(&secret, now_unix()).expect("a freshly generated P-256 key encodes")
+        Self::from_secret(&secret, now_ms()).expect("a freshly generated P-256 key encodes")
     }
 }
 
@@ -82,6 +86,8 @@ pub struct KeyStore {
     dir: PathBuf,
     /// How long a retired key stays published: the longest lifetime of a token it signed.
     token_ttl: Duration,
+    /// How long a new key is published before it signs.
+    activation_delay: Duration,
 }
 
 const LEEWAY: Duration = Duration::from_secs(60);
@@ -89,10 +95,14 @@ const LEEWAY: Duration = Duration::from_secs(60);
 impl KeyStore {
     #[must_use]
     pub fn new(dir: impl Into<PathBuf>, token_ttl: Duration) -> Self {
-        Self {
-            dir: dir.into(),
-            token_ttl,
-        }
+        Self { dir: dir.into(), token_ttl, activation_delay: Duration::ZERO }
+    }
+
+    /// Sets how long a rotated-in key is only published before it starts signing.
+    #[must_use]
+    pub fn with_activation_delay(mut self, delay: Duration) -> Self {
+        self.activation_delay = delay;
+        self
     }
 
     #[must_use]
@@ -113,10 +123,10 @@ impl KeyStore {
                     path: self.dir.clone(),
                 });
             }
-            self.write_new(now_unix())?;
+            self.write_new(now_ms())?;
             return self.load();
         }
-        Ok(self.ring(keys, now_unix()))
+        Ok(self.ring(keys, now_ms()))
     }
 
     /// Loads the key ring.
@@ -130,7 +140,7 @@ impl KeyStore {
                 path: self.dir.clone(),
             });
         }
-        Ok(self.ring(keys, now_unix()))
+        Ok(self.ring(keys, now_ms()))
     }
 
     /// Creates a new active key and deletes keys whose tokens have all expired.
@@ -140,19 +150,20 @@ impl KeyStore {
     pub fn rotate(&self) -> Result<KeyRing, KeyError> {
         let existing = self.read_all()?;
         // The new key must sort after every existing one even if the clock stepped back.
-        let created = existing
+        let delay = u64::try_from(self.activation_delay.as_millis()).unwrap_or(u64::MAX);
+        // The new key must sort after every existing one even if the clock stepped back.
+        let activates = existing
             .iter()
-            .map(|k| k.created_unix + 1)
+            .map(|k| k.activates_ms + 1)
             .max()
             .unwrap_or(0)
-            .max(now_unix());
-        self.write_new(created)?;
+            .max(now_ms().saturating_add(delay));
+        self.write_new(activates)?;
         let keys = self.read_all()?;
-        let now = now_unix();
-        let ring = self.ring(keys.clone(), now);
+        let ring = self.ring(keys.clone(), now_ms());
         for key in keys {
             if ring.published.find(&key.kid).is_none() {
-                let path = self.path_for(key.created_unix, &key.kid);
+                let path = self.path_for(key.activates_ms, &key.kid);
                 std::fs::remove_file(&path).map_err(|source| KeyError::Io { path, source })?;
             }
         }
@@ -160,25 +171,25 @@ impl KeyStore {
     }
 
     fn ring(&self, mut keys: Vec<SigningKey>, now: u64) -> KeyRing {
-        keys.sort_by_key(|k| k.created_unix);
-        let horizon = (self.token_ttl + LEEWAY).as_secs();
+        keys.sort_by_key(|k| k.activates_ms);
+        // The oldest key signs even "too early": there is nothing else to sign with.
+        let active = keys.iter().rposition(|k| k.activates_ms <= now).unwrap_or(0);
+        let horizon = u64::try_from((self.token_ttl + LEEWAY).as_millis()).unwrap_or(u64::MAX);
         let mut published = Vec::new();
         for (i, key) in keys.iter().enumerate() {
-            let retired = keys.get(i + 1).map(|next| next.created_unix);
+            // A key older than the active one retired when its successor activated.
+            let retired = (i < active).then(|| keys[i + 1].activates_ms);
             if retired.is_none_or(|r| r + horizon > now) {
                 published.push(key.public.clone());
             }
         }
         published.reverse();
-        let active = keys.pop().expect("ring is built from at least one key");
-        KeyRing {
-            active,
-            published: JwkSet { keys: published },
-        }
+        let active = keys.swap_remove(active);
+        KeyRing { active, published: JwkSet { keys: published } }
     }
 
-    fn path_for(&self, created: u64, kid: &str) -> PathBuf {
-        self.dir.join(format!("{created}-{kid}.pem"))
+    fn path_for(&self, activates: u64, kid: &str) -> PathBuf {
+        self.dir.join(format!("{activates}-{kid}.pem"))
     }
 
     fn read_all(&self) -> Result<Vec<SigningKey>, KeyError> {
@@ -200,7 +211,7 @@ impl KeyStore {
             let Some(stem) = name.strip_suffix(".pem") else {
                 continue;
             };
-            let Some(created) = stem.split_once('-').and_then(|(ts, _)| ts.parse::<u64>().ok()) else {
+            let Some(activates) = stem.split_once('-').and_then(|(ts, _)| ts.parse::<u64>().ok()) else {
                 continue;
             };
             let pem = std::fs::read_to_string(&path).map_err(|source| KeyError::Io {
@@ -209,14 +220,14 @@ impl KeyStore {
             })?;
             let secret =
                 SecretKey::from_pkcs8_pem(&pem).map_err(|_| KeyError::Malformed { path: path.clone() })?;
-            let key = SigningKey::from_secret(&secret, created)
+            let key = SigningKey::from_secret(&secret, activates)
                 .ok_or_else(|| KeyError::Malformed { path: path.clone() })?;
             keys.push(key);
         }
         Ok(keys)
     }
 
-    fn write_new(&self, created: u64) -> Result<(), KeyError> {
+    fn write_new(&self, activates: u64) -> Result<(), KeyError> {
         use std::io::Write as _;
         #[cfg(unix)]
         use std::os::unix::fs::OpenOptionsExt as _;
@@ -226,9 +237,9 @@ impl KeyStore {
             source,
         })?;
         let secret = SecretKey::random(&mut rand::rngs::OsRng);
-        let key = SigningKey::from_secret(&secret, created).expect("fresh key encodes");
+        let key = SigningKey::from_secret(&secret, activates).expect("fresh key encodes");
         let pem = secret.to_pkcs8_pem(LineEnding::LF).expect("fresh key encodes");
-        let path = self.path_for(created, &key.kid);
+        let path = self.path_for(activates, &key.kid);
         let tmp = path.with_extension("tmp");
         let io = |source| KeyError::Io {
             path: tmp.clone(),
@@ -247,10 +258,10 @@ impl KeyStore {
     }
 }
 
-fn now_unix() -> u64 {
+fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 #[cfg(test)]
@@ -293,16 +304,33 @@ mod tests {
     fn a_key_retired_longer_than_the_token_ttl_is_dropped() {
         let dir = tempfile::tempdir().unwrap();
         let store = KeyStore::new(dir.path(), Duration::from_secs(900));
-        let now = now_unix();
-        store.write_new(now - 10_000).unwrap();
-        store.write_new(now - 5_000).unwrap();
-        store.write_new(now - 100).unwrap();
+        let now = now_ms();
+        store.write_new(now - 10_000_000).unwrap();
+        store.write_new(now - 5_000_000).unwrap();
+        store.write_new(now - 100_000).unwrap();
         let ring = store.load().unwrap();
         // The middle key retired 100 s ago, within 900 s + leeway; the oldest retired 5,000 s ago.
         assert_eq!(ring.published.keys.len(), 2);
         let rotated = store.rotate().unwrap();
         assert_eq!(rotated.published.keys.len(), 3);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+    }
+
+    #[test]
+    fn a_rotated_key_is_published_before_it_signs() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::new(dir.path(), Duration::from_secs(900)).with_activation_delay(Duration::from_secs(30));
+        let first = store.load_or_create(true).unwrap().active;
+        let ring = store.rotate().unwrap();
+        assert_eq!(ring.active.kid, first.kid, "the new key waits out the activation delay");
+        assert_eq!(ring.published.keys.len(), 2, "but it is published at once");
+
+        let now = now_ms();
+        let later = KeyStore::new(dir.path(), Duration::from_secs(900)).with_activation_delay(Duration::from_secs(30));
+        let keys = later.read_all().unwrap();
+        let ring = later.ring(keys, now + 30_001);
+        assert_ne!(ring.active.kid, first.kid, "after the delay the new key signs");
+        assert!(ring.published.find(&first.kid).is_some(), "and the old one stays published");
     }
 
     #[test]

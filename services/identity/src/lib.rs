@@ -44,6 +44,10 @@ pub struct IdentityConfig {
     pub generate_keys: bool,
     /// How often the key directory is read again to pick up a rotation.
     pub key_reload_interval_secs: u64,
+    /// How long a rotated-in key is published before it signs; it must let every identity
+    /// replica reload and every gateway refetch. Default: twice the reload interval, plus 1 s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_activation_delay_secs: Option<u64>,
 }
 
 impl Default for IdentityConfig {
@@ -54,6 +58,7 @@ impl Default for IdentityConfig {
             keys_dir: PathBuf::from("{data_dir}/keys"),
             generate_keys: true,
             key_reload_interval_secs: 10,
+            key_activation_delay_secs: None,
         }
     }
 }
@@ -74,12 +79,21 @@ impl IdentityConfig {
         if self.key_reload_interval_secs == 0 {
             return Some(("key_reload_interval_secs", "must be greater than 0".into()));
         }
+        if self.key_activation_delay().as_secs() <= self.key_reload_interval_secs {
+            return Some(("key_activation_delay_secs", "must be longer than key_reload_interval_secs".into()));
+        }
         None
+    }
+
+    #[must_use]
+    pub fn key_activation_delay(&self) -> Duration {
+        Duration::from_secs(self.key_activation_delay_secs.unwrap_or(2 * self.key_reload_interval_secs + 1))
     }
 
     #[must_use]
     pub fn key_store(&self) -> KeyStore {
         KeyStore::new(&self.keys_dir, Duration::from_secs(self.access_token_ttl_secs))
+            .with_activation_delay(self.key_activation_delay())
     }
 }
 

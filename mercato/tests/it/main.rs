@@ -1,0 +1,13 @@
+//! End-to-end tests of the whole system: the services started the way `mercato` starts them,
+//! reached through the gateway over loopback HTTP.
+//!
+//! - `support`: a system in this process on a fresh database, and `mercato` child processes.
+//! - `flows`: register, token, refresh, `me` through the gateway, with the bad inputs and tokens.
+//! - `restart`: data and signing keys survive a restart; key rotation through the gateway.
+//! - `processes`: identity and gateway as separate `mercato serve` processes on PostgreSQL,
+//!   `mercato up` as a process, signals, and the CLI's other commands.
+
+mod flows;
+mod processes;
+mod restart;
+mod support;

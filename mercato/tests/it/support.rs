@@ -1,0 +1,189 @@
+//! Starting the system for a test.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use mercato::{Config, Running, ServiceName};
+use mercato_runtime::CancellationToken;
+use mercato_testkit::{TestBackend, TestDatabase};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
+use tokio::process::{Child, Command};
+
+/// An upper bound for anything a test waits on.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The system's configuration for a test: every port 0, data under `data_dir`, identity's
+/// database at `database_url`.
+pub fn config(data_dir: &Path, database_url: &str) -> Config {
+    let mut config = Config { data_dir: data_dir.to_owned(), ..Config::default() };
+    for endpoint in config.services.values_mut() {
+        endpoint.listen = "127.0.0.1:0".parse().unwrap();
+    }
+    config.services.get_mut("identity").unwrap().database_url = Some(database_url.to_owned());
+    config.identity.key_reload_interval_secs = 1;
+    config.identity.key_activation_delay_secs = Some(2);
+    config.prepared().expect("test configuration is valid")
+}
+
+/// Identity and gateway running in this process.
+pub struct System {
+    pub gateway: String,
+    pub http: reqwest::Client,
+    running: Option<Running>,
+    shutdown: CancellationToken,
+}
+
+impl System {
+    pub async fn start(config: Config) -> Self {
+        let shutdown = CancellationToken::new();
+        let running = mercato::start(&config, ServiceName::ALL, shutdown.clone()).await.expect("system starts");
+        Self {
+            gateway: running.url(ServiceName::Gateway).unwrap().to_owned(),
+            http: reqwest::Client::new(),
+            running: Some(running),
+            shutdown,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.gateway)
+    }
+
+    /// Stops every service and waits until they have stopped.
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await.expect("services stop cleanly");
+        }
+    }
+}
+
+impl Drop for System {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A database and a data directory that live as long as the test.
+pub async fn fresh(backend: TestBackend) -> (TestDatabase, Config) {
+    let db = TestDatabase::new(backend).await;
+    let config = config(&db.dir().join("data"), db.url());
+    (db, config)
+}
+
+pub async fn register(http: &reqwest::Client, base: &str, email: &str) -> reqwest::Response {
+    http.post(format!("{base}/api/identity/register"))
+        .json(&json!({"email": email, "password": "correct horse", "name": "Ada"}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Logs in and returns the token response.
+pub async fn login(http: &reqwest::Client, base: &str, email: &str) -> Value {
+    let response = http
+        .post(format!("{base}/api/identity/token"))
+        .form(&[("grant_type", "password"), ("username", email), ("password", "correct horse")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+pub fn access_token(tokens: &Value) -> String {
+    tokens["access_token"].as_str().unwrap().to_owned()
+}
+
+/// The `kid` in a JWT's header.
+pub fn kid_of(token: &str) -> String {
+    use base64::Engine as _;
+    let header = token.split('.').next().unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).unwrap();
+    let header: Value = serde_json::from_slice(&bytes).unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+pub fn unique_email() -> String {
+    format!("user-{}@example.com", uuid::Uuid::new_v4().simple())
+}
+
+/// Asserts a problem+json answer with `status`, and returns its body.
+pub async fn problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], status);
+    body
+}
+
+/// A `mercato` child process.
+pub struct Process {
+    pub child: Child,
+    /// Service name → URL, from the lines `up` and `serve` print.
+    pub urls: Vec<(String, String)>,
+}
+
+impl Process {
+    /// Runs `mercato <args>` with `env`, and waits until it has printed a URL for each of
+    /// `expect` services.
+    pub async fn spawn(args: &[&str], env: &[(&str, String)], expect: &[&str]) -> Self {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mercato"));
+        command.args(args).current_dir(std::env::temp_dir());
+        command.stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("mercato starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut urls = Vec::new();
+        let found = tokio::time::timeout(PATIENCE, async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                let mut words = line.split_whitespace();
+                if let (Some(name), Some(url)) = (words.next(), words.next())
+                    && url.starts_with("http://")
+                {
+                    urls.push((name.to_owned(), url.to_owned()));
+                }
+                if expect.iter().all(|e| urls.iter().any(|(n, _)| n == e)) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(found, Ok(true), "mercato {args:?} did not report {expect:?}; it said {urls:?}");
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, urls }
+    }
+
+    pub fn url(&self, name: &str) -> &str {
+        &self.urls.iter().find(|(n, _)| n == name).unwrap().1
+    }
+
+    /// Sends SIGTERM and returns the exit status.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().expect("still running").to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+        assert!(killed.success());
+        tokio::time::timeout(PATIENCE, self.child.wait()).await.expect("exits after SIGTERM").unwrap()
+    }
+}
+
+/// Runs `mercato <args>` to completion; returns (success, stdout, stderr).
+pub async fn run(args: &[&str], env: &[(&str, String)]) -> (bool, String, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mercato"));
+    command.args(args).current_dir(std::env::temp_dir()).stdin(Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let output = tokio::time::timeout(PATIENCE, command.output()).await.expect("mercato finishes").unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
