@@ -165,7 +165,12 @@ fn keys(config: &Config, command: &KeysCommand) -> anyhow::Result<()> {
     let ring = match command {
         KeysCommand::Rotate => {
             let ring = store.rotate()?;
-            let newest = ring.published.keys.first().and_then(|k| k.kid.clone()).unwrap_or_default();
+            let newest = ring
+                .published
+                .keys
+                .first()
+                .and_then(|k| k.kid.clone())
+                .unwrap_or_default();
             println!(
                 "new signing key {newest}: published now, signing in {} s",
                 config.identity.key_activation_delay().as_secs()
@@ -174,7 +179,11 @@ fn keys(config: &Config, command: &KeysCommand) -> anyhow::Result<()> {
         }
         KeysCommand::List => store.load()?,
     };
-    let active_at = ring.published.keys.iter().position(|k| k.kid.as_deref() == Some(ring.active.kid.as_str()));
+    let active_at = ring
+        .published
+        .keys
+        .iter()
+        .position(|k| k.kid.as_deref() == Some(ring.active.kid.as_str()));
     for (i, key) in ring.published.keys.iter().enumerate() {
         let kid = key.kid.as_deref().unwrap_or("?");
         let marker = match active_at {

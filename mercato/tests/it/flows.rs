@@ -40,11 +40,30 @@ async fn a_new_user_registers_logs_in_and_reads_their_profile_through_the_gatewa
     assert_eq!(me["id"], created["id"]);
     assert_eq!(me["roles"], json!(["customer"]));
 
-    let jwks: Value = system.http.get(system.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
+    let jwks: Value = system
+        .http
+        .get(system.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
 
-    let metrics = system.http.get(system.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains(r#"http_requests_total{method="GET",route="/api/identity",status_code="200"} 1"#), "{metrics}");
+    let metrics = system
+        .http
+        .get(system.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"http_requests_total{method="GET",route="/api/identity",status_code="200"} 1"#),
+        "{metrics}"
+    );
     system.stop().await;
 }
 
@@ -59,7 +78,10 @@ async fn a_refresh_token_renews_access_once_and_its_reuse_revokes_the_family(bac
         let url = system.url("/api/identity/token");
         async move {
             http.post(url)
-                .form(&[("grant_type", "refresh_token"), ("refresh_token", token.as_str().unwrap())])
+                .form(&[
+                    ("grant_type", "refresh_token"),
+                    ("refresh_token", token.as_str().unwrap()),
+                ])
                 .send()
                 .await
                 .unwrap()
@@ -83,23 +105,52 @@ async fn bad_registrations_are_problems_naming_the_field(backend: TestBackend) {
     let system = System::start(config).await;
     let url = system.url("/api/identity/register");
     let cases = [
-        (json!({"email": "not-an-email", "password": "correct horse", "name": "Ada"}), "email"),
-        (json!({"email": "ada@example.com", "password": "short", "name": "Ada"}), "password"),
-        (json!({"email": "ada@example.com", "password": "correct horse", "name": " "}), "name"),
-        (json!({"email": "ada@example.com", "password": "correct horse"}), "name"),
+        (
+            json!({"email": "not-an-email", "password": "correct horse", "name": "Ada"}),
+            "email",
+        ),
+        (
+            json!({"email": "ada@example.com", "password": "short", "name": "Ada"}),
+            "password",
+        ),
+        (
+            json!({"email": "ada@example.com", "password": "correct horse", "name": " "}),
+            "name",
+        ),
+        (
+            json!({"email": "ada@example.com", "password": "correct horse"}),
+            "name",
+        ),
     ];
     for (body, field) in cases {
         let response = system.http.post(&url).json(&body).send().await.unwrap();
         let body = problem(response, 422).await;
         assert_eq!(body["errors"][0]["field"], field, "{body}");
     }
-    let malformed = system.http.post(&url).header("content-type", "application/json").body("{").send().await.unwrap();
+    let malformed = system
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
     problem(malformed, 400).await;
-    let huge = system.http.post(&url).header("content-type", "application/json").body(vec![b' '; 2 * 1024 * 1024]).send().await.unwrap();
+    let huge = system
+        .http
+        .post(&url)
+        .header("content-type", "application/json")
+        .body(vec![b' '; 2 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
     problem(huge, 413).await;
 
     let email = unique_email();
-    assert_eq!(register(&system.http, &system.gateway, &email).await.status(), 201);
+    assert_eq!(
+        register(&system.http, &system.gateway, &email).await.status(),
+        201
+    );
     let again = register(&system.http, &system.gateway, &email.to_uppercase()).await;
     problem(again, 409).await;
     system.stop().await;
@@ -113,7 +164,10 @@ async fn bad_tokens_are_refused_by_the_gateway_with_a_challenge(backend: TestBac
     let good = access_token(&login(&system.http, &system.gateway, &email).await);
 
     // A token signed with the real key but already expired.
-    let key = KeyStore::new(&config.identity.keys_dir, std::time::Duration::from_secs(900)).load().unwrap().active;
+    let key = KeyStore::new(&config.identity.keys_dir, std::time::Duration::from_secs(900))
+        .load()
+        .unwrap()
+        .active;
     let now = jsonwebtoken::get_current_timestamp();
     let mut claims = Claims {
         iss: config.auth.issuer.clone(),
@@ -138,13 +192,35 @@ async fn bad_tokens_are_refused_by_the_gateway_with_a_challenge(backend: TestBac
     let tampered = parts.join(".");
     let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiYXQrand0In0.{forged_payload}.");
 
-    for (what, token) in [("expired", expired), ("issuer", foreign_issuer), ("tampered", tampered), ("none", none)] {
-        let response = system.http.get(system.url("/api/identity/me")).bearer_auth(&token).send().await.unwrap();
-        let challenge = response.headers()["www-authenticate"].to_str().unwrap().to_owned();
-        assert!(challenge.contains(r#"error="invalid_token""#), "{what}: {challenge}");
+    for (what, token) in [
+        ("expired", expired),
+        ("issuer", foreign_issuer),
+        ("tampered", tampered),
+        ("none", none),
+    ] {
+        let response = system
+            .http
+            .get(system.url("/api/identity/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        let challenge = response.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            challenge.contains(r#"error="invalid_token""#),
+            "{what}: {challenge}"
+        );
         problem(response, 401).await;
     }
-    let missing = system.http.get(system.url("/api/identity/me")).send().await.unwrap();
+    let missing = system
+        .http
+        .get(system.url("/api/identity/me"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(missing.headers()["www-authenticate"], r#"Bearer realm="mercato""#);
     problem(missing, 401).await;
     system.stop().await;
@@ -153,15 +229,25 @@ async fn bad_tokens_are_refused_by_the_gateway_with_a_challenge(backend: TestBac
 async fn the_gateway_answers_unknown_routes_and_a_dead_upstream_with_problems(backend: TestBackend) {
     let (_db, mut config) = fresh(backend).await;
     let system = System::start(config.clone()).await;
-    let unknown = system.http.get(system.url("/api/nothing-here")).send().await.unwrap();
+    let unknown = system
+        .http
+        .get(system.url("/api/nothing-here"))
+        .send()
+        .await
+        .unwrap();
     problem(unknown, 404).await;
     system.stop().await;
 
     // A gateway alone, whose identity upstream is gone.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     config.services.get_mut("identity").unwrap().url = Some(format!("http://{dead}"));
     let shutdown = mercato_runtime::CancellationToken::new();
-    let running = mercato::start(&config, &[mercato::ServiceName::Gateway], shutdown.clone()).await.unwrap();
+    let running = mercato::start(&config, &[mercato::ServiceName::Gateway], shutdown.clone())
+        .await
+        .unwrap();
     let gateway = running.url(mercato::ServiceName::Gateway).unwrap().to_owned();
     let response = reqwest::Client::new()
         .post(format!("{gateway}/api/identity/register"))
@@ -171,6 +257,10 @@ async fn the_gateway_answers_unknown_routes_and_a_dead_upstream_with_problems(ba
         .unwrap();
     problem(response, 502).await;
     let ready = reqwest::get(format!("{gateway}/ready")).await.unwrap();
-    assert_eq!(ready.status(), 503, "the gateway cannot verify tokens without identity's keys");
+    assert_eq!(
+        ready.status(),
+        503,
+        "the gateway cannot verify tokens without identity's keys"
+    );
     running.stop().await.unwrap();
 }

@@ -27,7 +27,10 @@ mod postgres {
             &["serve", "gateway", "--data-dir", data],
             &[
                 ("MERCATO_SERVICES__GATEWAY__LISTEN", "127.0.0.1:0".into()),
-                ("MERCATO_SERVICES__IDENTITY__URL", identity.url("identity").to_owned()),
+                (
+                    "MERCATO_SERVICES__IDENTITY__URL",
+                    identity.url("identity").to_owned(),
+                ),
             ],
             &["gateway"],
         )
@@ -37,16 +40,29 @@ mod postgres {
         let email = unique_email();
         assert_eq!(register(&http, &base, &email).await.status(), 201);
         let token = access_token(&login(&http, &base, &email).await);
-        let me = http.get(format!("{base}/api/identity/me")).bearer_auth(&token).send().await.unwrap();
+        let me = http
+            .get(format!("{base}/api/identity/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
         assert_eq!(me.status(), 200);
         let me: Value = me.json().await.unwrap();
         assert_eq!(me["email"], email.as_str());
 
-        assert!(gateway.terminate().await.success(), "the gateway exits cleanly on SIGTERM");
+        assert!(
+            gateway.terminate().await.success(),
+            "the gateway exits cleanly on SIGTERM"
+        );
         // With the gateway gone, identity still serves; then it stops cleanly too.
-        let ready = reqwest::get(format!("{}/ready", identity.url("identity"))).await.unwrap();
+        let ready = reqwest::get(format!("{}/ready", identity.url("identity")))
+            .await
+            .unwrap();
         assert_eq!(ready.status(), 200);
-        assert!(identity.terminate().await.success(), "identity exits cleanly on SIGTERM");
+        assert!(
+            identity.terminate().await.success(),
+            "identity exits cleanly on SIGTERM"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,7 +72,10 @@ mod postgres {
         let data = db.dir().to_str().unwrap().to_owned();
         let (ok, out, err) = run(&["migrate", "--data-dir", &data], &env).await;
         assert!(ok, "{err}");
-        assert!(out.contains("identity: 1 migration(s) applied (postgres)"), "{out}");
+        assert!(
+            out.contains("identity: 1 migration(s) applied (postgres)"),
+            "{out}"
+        );
         let (ok, out, _) = run(&["migrate", "--data-dir", &data], &env).await;
         assert!(ok);
         assert!(out.contains("identity: 0 migration(s) applied"), "{out}");
@@ -82,7 +101,10 @@ async fn mercato_up_serves_the_whole_system_and_stops_on_sigterm() {
     assert_eq!(register(&http, &base, &email).await.status(), 201);
     let ready = reqwest::get(format!("{base}/ready")).await.unwrap();
     assert_eq!(ready.status(), 200);
-    assert!(data.join("identity.db").exists(), "embedded mode keeps identity's SQLite file in the data dir");
+    assert!(
+        data.join("identity.db").exists(),
+        "embedded mode keeps identity's SQLite file in the data dir"
+    );
     assert!(up.terminate().await.success());
 }
 
@@ -108,15 +130,34 @@ async fn admin_create_makes_an_admin_who_can_log_in() {
     let base = up.url("gateway").to_owned();
     let http = reqwest::Client::new();
     let token = access_token(&login(&http, &base, &email).await);
-    let me: Value = http.get(format!("{base}/api/identity/me")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
-    assert!(me["roles"].as_array().unwrap().iter().any(|r| r == "admin"), "{me}");
+    let me: Value = http
+        .get(format!("{base}/api/identity/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        me["roles"].as_array().unwrap().iter().any(|r| r == "admin"),
+        "{me}"
+    );
 
     let customer = unique_email();
     register(&http, &base, &customer).await;
-    let (ok, out, _) = run(&["admin", "create", "--email", &customer, "--data-dir", &data], &env).await;
+    let (ok, out, _) = run(
+        &["admin", "create", "--email", &customer, "--data-dir", &data],
+        &env,
+    )
+    .await;
     assert!(ok && out.contains("is now an admin"), "{out}");
     let weak = [("MERCATO_ADMIN_PASSWORD", "short".to_owned())];
-    let (ok, _, err) = run(&["admin", "create", "--email", &unique_email(), "--data-dir", &data], &weak).await;
+    let (ok, _, err) = run(
+        &["admin", "create", "--email", &unique_email(), "--data-dir", &data],
+        &weak,
+    )
+    .await;
     assert!(!ok && err.contains("password"), "{err}");
     assert!(up.terminate().await.success());
 }
@@ -125,10 +166,18 @@ async fn admin_create_makes_an_admin_who_can_log_in() {
 async fn an_invalid_setting_stops_start_up_naming_its_key() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap().to_owned();
-    let (ok, _, err) = run(&["up", "--data-dir", &data], &[("MERCATO_HTTP__BODY_LIMIT_BYTES", "0".into())]).await;
+    let (ok, _, err) = run(
+        &["up", "--data-dir", &data],
+        &[("MERCATO_HTTP__BODY_LIMIT_BYTES", "0".into())],
+    )
+    .await;
     assert!(!ok);
     assert!(err.contains("http.body_limit_bytes"), "{err}");
-    let (ok, _, err) = run(&["up", "--data-dir", &data], &[("MERCATO_GATEWAY__UPSTREAM_TIMEOUT_MS", "soon".into())]).await;
+    let (ok, _, err) = run(
+        &["up", "--data-dir", &data],
+        &[("MERCATO_GATEWAY__UPSTREAM_TIMEOUT_MS", "soon".into())],
+    )
+    .await;
     assert!(!ok);
     assert!(err.contains("upstream_timeout_ms"), "{err}");
 }
@@ -137,10 +186,16 @@ async fn an_invalid_setting_stops_start_up_naming_its_key() {
 async fn config_prints_the_effective_settings_with_passwords_redacted() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap().to_owned();
-    let env = [("MERCATO_DATABASE__URL", "postgres://mercato:hunter2@db.internal:5432/{service}".to_owned())];
+    let env = [(
+        "MERCATO_DATABASE__URL",
+        "postgres://mercato:hunter2@db.internal:5432/{service}".to_owned(),
+    )];
     let (ok, out, err) = run(&["config", "--data-dir", &data], &env).await;
     assert!(ok, "{err}");
-    assert!(out.contains("postgres://mercato:***@db.internal:5432/{service}"), "{out}");
+    assert!(
+        out.contains("postgres://mercato:***@db.internal:5432/{service}"),
+        "{out}"
+    );
     assert!(!out.contains("hunter2"));
     assert!(out.contains("[services.gateway]"), "{out}");
 }

@@ -27,25 +27,42 @@ async fn users_and_signing_keys_survive_a_restart(backend: TestBackend) {
     let email = unique_email();
 
     let system = System::start(config.clone()).await;
-    assert_eq!(register(&system.http, &system.gateway, &email).await.status(), 201);
+    assert_eq!(
+        register(&system.http, &system.gateway, &email).await.status(),
+        201
+    );
     let before = access_token(&login(&system.http, &system.gateway, &email).await);
     system.stop().await;
 
     let system = System::start(config).await;
     let after = access_token(&login(&system.http, &system.gateway, &email).await);
-    assert_eq!(kid_of(&after), kid_of(&before), "the same persisted key signs after the restart");
-    assert_eq!(me_status(&system, &before).await, 200, "a token from before the restart is still valid");
+    assert_eq!(
+        kid_of(&after),
+        kid_of(&before),
+        "the same persisted key signs after the restart"
+    );
+    assert_eq!(
+        me_status(&system, &before).await,
+        200,
+        "a token from before the restart is still valid"
+    );
     assert_eq!(me_status(&system, &after).await, 200);
     system.stop().await;
 }
 
-async fn a_rotated_key_signs_new_tokens_while_old_tokens_stay_valid_through_the_gateway(backend: TestBackend) {
+async fn a_rotated_key_signs_new_tokens_while_old_tokens_stay_valid_through_the_gateway(
+    backend: TestBackend,
+) {
     let (_db, config) = fresh(backend).await;
     let system = System::start(config.clone()).await;
     let email = unique_email();
     register(&system.http, &system.gateway, &email).await;
     let old = access_token(&login(&system.http, &system.gateway, &email).await);
-    assert_eq!(me_status(&system, &old).await, 200, "the gateway has fetched the first key");
+    assert_eq!(
+        me_status(&system, &old).await,
+        200,
+        "the gateway has fetched the first key"
+    );
 
     // What `mercato keys rotate` does.
     let ring = config.identity.key_store().rotate().unwrap();
@@ -60,8 +77,24 @@ async fn a_rotated_key_signs_new_tokens_while_old_tokens_stay_valid_through_the_
     // The gateway has never seen the new kid: it must fetch the JWKS again rather than refuse.
     assert_eq!(me_status(&system, &new).await, 200);
     assert_eq!(me_status(&system, &old).await, 200);
-    let jwks: Value = system.http.get(system.url("/.well-known/jwks.json")).send().await.unwrap().json().await.unwrap();
-    let kids: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kid"].as_str().unwrap()).collect();
-    assert!(kids.contains(&kid_of(&old).as_str()) && kids.contains(&rotated.as_str()), "{kids:?}");
+    let jwks: Value = system
+        .http
+        .get(system.url("/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(
+        kids.contains(&kid_of(&old).as_str()) && kids.contains(&rotated.as_str()),
+        "{kids:?}"
+    );
     system.stop().await;
 }

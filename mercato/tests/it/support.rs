@@ -17,7 +17,10 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 /// The system's configuration for a test: every port 0, data under `data_dir`, identity's
 /// database at `database_url`.
 pub fn config(data_dir: &Path, database_url: &str) -> Config {
-    let mut config = Config { data_dir: data_dir.to_owned(), ..Config::default() };
+    let mut config = Config {
+        data_dir: data_dir.to_owned(),
+        ..Config::default()
+    };
     for endpoint in config.services.values_mut() {
         endpoint.listen = "127.0.0.1:0".parse().unwrap();
     }
@@ -38,7 +41,9 @@ pub struct System {
 impl System {
     pub async fn start(config: Config) -> Self {
         let shutdown = CancellationToken::new();
-        let running = mercato::start(&config, ServiceName::ALL, shutdown.clone()).await.expect("system starts");
+        let running = mercato::start(&config, ServiceName::ALL, shutdown.clone())
+            .await
+            .expect("system starts");
         Self {
             gateway: running.url(ServiceName::Gateway).unwrap().to_owned(),
             http: reqwest::Client::new(),
@@ -84,7 +89,11 @@ pub async fn register(http: &reqwest::Client, base: &str, email: &str) -> reqwes
 pub async fn login(http: &reqwest::Client, base: &str, email: &str) -> Value {
     let response = http
         .post(format!("{base}/api/identity/token"))
-        .form(&[("grant_type", "password"), ("username", email), ("password", "correct horse")])
+        .form(&[
+            ("grant_type", "password"),
+            ("username", email),
+            ("password", "correct horse"),
+        ])
         .send()
         .await
         .unwrap();
@@ -100,7 +109,9 @@ pub fn access_token(tokens: &Value) -> String {
 pub fn kid_of(token: &str) -> String {
     use base64::Engine as _;
     let header = token.split('.').next().unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(header).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .unwrap();
     let header: Value = serde_json::from_slice(&bytes).unwrap();
     header["kid"].as_str().unwrap().to_owned()
 }
@@ -132,7 +143,10 @@ impl Process {
     pub async fn spawn(args: &[&str], env: &[(&str, String)], expect: &[&str]) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_mercato"));
         command.args(args).current_dir(std::env::temp_dir());
-        command.stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
+        command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
         for (k, v) in env {
             command.env(k, v);
         }
@@ -154,7 +168,11 @@ impl Process {
             false
         })
         .await;
-        assert_eq!(found, Ok(true), "mercato {args:?} did not report {expect:?}; it said {urls:?}");
+        assert_eq!(
+            found,
+            Ok(true),
+            "mercato {args:?} did not report {expect:?}; it said {urls:?}"
+        );
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Self { child, urls }
@@ -169,18 +187,27 @@ impl Process {
         let pid = self.child.id().expect("still running").to_string();
         let killed = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
         assert!(killed.success());
-        tokio::time::timeout(PATIENCE, self.child.wait()).await.expect("exits after SIGTERM").unwrap()
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("exits after SIGTERM")
+            .unwrap()
     }
 }
 
 /// Runs `mercato <args>` to completion; returns (success, stdout, stderr).
 pub async fn run(args: &[&str], env: &[(&str, String)]) -> (bool, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_mercato"));
-    command.args(args).current_dir(std::env::temp_dir()).stdin(Stdio::null());
+    command
+        .args(args)
+        .current_dir(std::env::temp_dir())
+        .stdin(Stdio::null());
     for (k, v) in env {
         command.env(k, v);
     }
-    let output = tokio::time::timeout(PATIENCE, command.output()).await.expect("mercato finishes").unwrap();
+    let output = tokio::time::timeout(PATIENCE, command.output())
+        .await
+        .expect("mercato finishes")
+        .unwrap();
     (
         output.status.success(),
         String::from_utf8_lossy(&output.stdout).into_owned(),

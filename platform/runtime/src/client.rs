@@ -50,7 +50,6 @@ impl ServiceClient {
     }
 
     /// A request to `path` on the service, carrying the current correlation id.
-    #[must_use]
     pub fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
         let builder = self.http.request(method, format!("{}{path}", self.base_url));
         match CorrelationId::current() {
@@ -59,12 +58,10 @@ impl ServiceClient {
         }
     }
 
-    #[must_use]
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.request(reqwest::Method::GET, path)
     }
 
-    #[must_use]
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.request(reqwest::Method::POST, path)
     }

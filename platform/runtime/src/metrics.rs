@@ -29,7 +29,7 @@ struct DurationLabels {
 }
 
 fn latency_histogram() -> Histogram {
-    Histogram::new(LATENCY_BUCKETS.into_iter())
+    Histogram::new(LATENCY_BUCKETS)
 }
 
 /// `http_requests_total{method,route,status_code}` and

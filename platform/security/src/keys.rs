@@ -95,7 +95,11 @@ const LEEWAY: Duration = Duration::from_secs(60);
 impl KeyStore {
     #[must_use]
     pub fn new(dir: impl Into<PathBuf>, token_ttl: Duration) -> Self {
-        Self { dir: dir.into(), token_ttl, activation_delay: Duration::ZERO }
+        Self {
+            dir: dir.into(),
+            token_ttl,
+            activation_delay: Duration::ZERO,
+        }
     }
 
     /// Sets how long a rotated-in key is only published before it starts signing.
@@ -185,7 +189,10 @@ impl KeyStore {
         }
         published.reverse();
         let active = keys.swap_remove(active);
-        KeyRing { active, published: JwkSet { keys: published } }
+        KeyRing {
+            active,
+            published: JwkSet { keys: published },
+        }
     }
 
     fn path_for(&self, activates: u64, kid: &str) -> PathBuf {
@@ -319,18 +326,26 @@ mod tests {
     #[test]
     fn a_rotated_key_is_published_before_it_signs() {
         let dir = tempfile::tempdir().unwrap();
-        let store = KeyStore::new(dir.path(), Duration::from_secs(900)).with_activation_delay(Duration::from_secs(30));
+        let store = KeyStore::new(dir.path(), Duration::from_secs(900))
+            .with_activation_delay(Duration::from_secs(30));
         let first = store.load_or_create(true).unwrap().active;
         let ring = store.rotate().unwrap();
-        assert_eq!(ring.active.kid, first.kid, "the new key waits out the activation delay");
+        assert_eq!(
+            ring.active.kid, first.kid,
+            "the new key waits out the activation delay"
+        );
         assert_eq!(ring.published.keys.len(), 2, "but it is published at once");
 
         let now = now_ms();
-        let later = KeyStore::new(dir.path(), Duration::from_secs(900)).with_activation_delay(Duration::from_secs(30));
+        let later = KeyStore::new(dir.path(), Duration::from_secs(900))
+            .with_activation_delay(Duration::from_secs(30));
         let keys = later.read_all().unwrap();
         let ring = later.ring(keys, now + 30_001);
         assert_ne!(ring.active.kid, first.kid, "after the delay the new key signs");
-        assert!(ring.published.find(&first.kid).is_some(), "and the old one stays published");
+        assert!(
+            ring.published.find(&first.kid).is_some(),
+            "and the old one stays published"
+        );
     }
 
     #[test]

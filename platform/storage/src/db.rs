@@ -86,7 +86,10 @@ impl Db {
         let backend = Backend::of_url(&config.url)?;
         match backend {
             Backend::Sqlite => prepare_sqlite_file(&config.url)?,
-            Backend::Postgres => ensure_postgres_database(&config.url).await?,
+            Backend::Postgres => {
+                ensure_postgres_database(&config.url, Duration::from_millis(config.acquire_timeout_ms))
+                    .await?;
+            }
         }
         let busy_timeout = config.sqlite_busy_timeout_ms;
         let pool = AnyPoolOptions::new()
@@ -193,7 +196,7 @@ fn is_plain_identifier(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
-async fn ensure_postgres_database(url: &str) -> Result<(), StorageError> {
+async fn ensure_postgres_database(url: &str, acquire_timeout: Duration) -> Result<(), StorageError> {
     let Some((admin_url, name)) = split_postgres_url(url) else {
         return Err(StorageError::Config(format!(
             "postgres url {:?} names no database",
@@ -210,7 +213,7 @@ async fn ensure_postgres_database(url: &str) -> Result<(), StorageError> {
     }
     let admin = AnyPoolOptions::new()
         .max_connections(1)
-        .acquire_timeout(Duration::from_secs(5))
+        .acquire_timeout(acquire_timeout)
         .connect(&admin_url)
         .await?;
     let exists = sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")

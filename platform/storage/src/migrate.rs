@@ -5,6 +5,8 @@
 //! SQLite the write lock does the same. A migration whose text changed after it was applied stops
 //! start-up: history is never rewritten silently.
 
+use sqlx::Executor as _;
+
 use crate::db::{Backend, Db};
 use crate::error::StorageError;
 
@@ -36,7 +38,7 @@ const LEDGER: &str = "CREATE TABLE IF NOT EXISTS _mercato_migrations (
 )";
 
 /// Any 64-bit value fits in PostgreSQL's `bigint` advisory-lock key.
-const MIGRATION_LOCK: i64 = 0x6d65_7263_6174_6f;
+const MIGRATION_LOCK: i64 = 0x006d_6572_6361_746f;
 
 /// FNV-1a: enough to notice an edited migration, no dependency needed.
 fn checksum(sql: &str) -> String {
@@ -68,7 +70,8 @@ pub async fn migrate(db: &Db, service: &str, migrations: &[Migration]) -> Result
                 .execute(&mut *tx)
                 .await?;
         }
-        sqlx::raw_sql(LEDGER).execute(&mut *tx).await?;
+        // `Executor::execute`, not `RawSql::execute`: the latter leaves this future not `Send`.
+        tx.execute(sqlx::raw_sql(LEDGER)).await?;
         let sql = migration.sql_for(db.backend());
         let sum = checksum(sql);
         let existing: Option<(String,)> =
@@ -83,8 +86,7 @@ pub async fn migrate(db: &Db, service: &str, migrations: &[Migration]) -> Result
             }
             None => {}
         }
-        sqlx::raw_sql(sql)
-            .execute(&mut *tx)
+        tx.execute(sqlx::raw_sql(sql))
             .await
             .map_err(|e| fail(migration, e.to_string()))?;
         sqlx::query(

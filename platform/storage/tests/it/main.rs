@@ -1,0 +1,18 @@
+//! Integration tests of `mercato-storage` against real databases.
+//!
+//! Every test that touches a database runs on both backends through
+//! `mercato_testkit::backend_tests!`, as `sqlite::name` and `postgres::name`.
+//!
+//! - `support`: connecting to a test database, a database that does not exist yet, small queries.
+//! - `connect`: URL checks, creating what is missing, SQLite pragmas, unreachable servers, `ping`.
+//! - `migrations`: order, idempotence, edited and failing migrations, concurrent start-up.
+//! - `errors`: how database errors are classified (conflict, transient, neither).
+//! - `transactions`: concurrent write transactions, rollback on drop.
+//! - `values`: what survives a round trip through the `Any` driver.
+
+mod connect;
+mod errors;
+mod migrations;
+mod support;
+mod transactions;
+mod values;

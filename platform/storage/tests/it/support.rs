@@ -1,0 +1,165 @@
+//! Helpers shared by the storage tests.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mercato_storage::{Backend, DatabaseConfig, Db};
+use mercato_testkit::{TestBackend, TestDatabase, postgres_admin_url};
+use sqlx::Connection as _;
+use tokio::task::JoinSet;
+
+/// An upper bound for anything a test waits on, so a hang fails the test instead.
+pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// The default configuration pointed at `url`.
+pub fn config(url: &str) -> DatabaseConfig {
+    DatabaseConfig {
+        url: url.to_owned(),
+        ..DatabaseConfig::default()
+    }
+}
+
+pub async fn connect(db: &TestDatabase) -> Db {
+    Db::connect(&config(db.url()))
+        .await
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", db.url()))
+}
+
+/// Waits for every task in `set`, failing the test if one panics or they take longer than [`PATIENCE`].
+pub async fn join_all<T: 'static>(mut set: JoinSet<T>) -> Vec<T> {
+    tokio::time::timeout(PATIENCE, async {
+        let mut done = Vec::with_capacity(set.len());
+        while let Some(joined) = set.join_next().await {
+            done.push(joined.expect("task panicked"));
+        }
+        done
+    })
+    .await
+    .expect("concurrent tasks finished in time")
+}
+
+pub fn backend_of(backend: TestBackend) -> Backend {
+    match backend {
+        TestBackend::Sqlite => Backend::Sqlite,
+        TestBackend::Postgres => Backend::Postgres,
+    }
+}
+
+/// Runs one or more statements that are expected to succeed.
+pub async fn execute(db: &Db, sql: &str) {
+    sqlx::raw_sql(sql)
+        .execute(db.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+pub async fn count(db: &Db, sql: &str) -> i64 {
+    sqlx::query_scalar(sql)
+        .fetch_one(db.pool())
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+pub async fn table_exists(db: &Db, table: &str) -> bool {
+    let sql = match db.backend() {
+        Backend::Sqlite => "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = $1",
+        Backend::Postgres => "SELECT COUNT(*) FROM information_schema.tables WHERE table_name = $1",
+    };
+    let n: i64 = sqlx::query_scalar(sql)
+        .bind(table)
+        .fetch_one(db.pool())
+        .await
+        .unwrap_or_else(|e| panic!("look up table {table}: {e}"));
+    n > 0
+}
+
+/// The versions recorded in the migration ledger, in order.
+pub async fn ledger_versions(db: &Db) -> Vec<i64> {
+    sqlx::query_scalar("SELECT version FROM _mercato_migrations ORDER BY version")
+        .fetch_all(db.pool())
+        .await
+        .expect("read the migration ledger")
+}
+
+/// A database URL whose target does not exist yet: a SQLite file in directories not yet made,
+/// or a PostgreSQL database not yet created (dropped, if it was created, when this is dropped).
+pub struct MissingDatabase {
+    url: String,
+    target: Target,
+}
+
+enum Target {
+    Sqlite { path: PathBuf, _scratch: TestDatabase },
+    Postgres { name: String },
+}
+
+impl MissingDatabase {
+    pub async fn new(backend: TestBackend) -> Self {
+        match backend {
+            TestBackend::Sqlite => {
+                let scratch = TestDatabase::new(TestBackend::Sqlite).await;
+                let path = scratch.dir().join("not").join("yet").join("service.db");
+                Self {
+                    url: format!("sqlite://{}?mode=rwc", path.display()),
+                    target: Target::Sqlite {
+                        path,
+                        _scratch: scratch,
+                    },
+                }
+            }
+            TestBackend::Postgres => {
+                let admin = postgres_admin_url();
+                let name = format!("mercato_test_{}", uuid::Uuid::new_v4().simple());
+                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+                Self {
+                    url: format!("{base}/{name}"),
+                    target: Target::Postgres { name },
+                }
+            }
+        }
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub async fn exists(&self) -> bool {
+        match &self.target {
+            Target::Sqlite { path, .. } => path.is_file(),
+            Target::Postgres { name } => {
+                let mut admin = sqlx::PgConnection::connect(&postgres_admin_url())
+                    .await
+                    .expect("PostgreSQL admin connection");
+                let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                    .bind(name)
+                    .fetch_optional(&mut admin)
+                    .await
+                    .expect("query pg_database");
+                let _ = admin.close().await;
+                found.is_some()
+            }
+        }
+    }
+}
+
+impl Drop for MissingDatabase {
+    fn drop(&mut self) {
+        let Target::Postgres { name } = &self.target else {
+            return;
+        };
+        let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+        // Drop runs outside async context; a short-lived runtime on its own thread does the I/O.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            rt.block_on(async {
+                let mut conn = sqlx::PgConnection::connect(&postgres_admin_url()).await.ok()?;
+                sqlx::query(&sql).execute(&mut conn).await.ok()?;
+                conn.close().await.ok()
+            })
+        })
+        .join();
+    }
+}
