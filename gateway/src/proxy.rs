@@ -14,6 +14,7 @@ use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use mercato_runtime::correlation::{self, CorrelationId};
 use mercato_runtime::observe::{RouteLabel, UNMATCHED};
 use mercato_runtime::{ClientConfig, Problem, auth};
 use mercato_security::Verifier;
@@ -104,6 +105,14 @@ async fn forward(
     request: Request,
 ) -> Response {
     let inner = &proxy.inner;
+    if has_dot_segment(request.uri().path()) {
+        // A route is chosen by its path; an upstream that resolved `..` could be led past it.
+        let label: Arc<str> = UNMATCHED.into();
+        return labelled(
+            Problem::bad_request("the path must not contain . or .. segments").into_response(),
+            &label,
+        );
+    }
     let Some(route) = inner.routes.find(request.uri().path()).cloned() else {
         let label: Arc<str> = UNMATCHED.into();
         return labelled(
@@ -122,6 +131,11 @@ async fn forward_to(
     request: Request,
 ) -> Result<Response, Problem> {
     let (mut parts, body) = request.into_parts();
+    // First, so that a client's `Connection` header cannot name the headers the gateway sets.
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(id) = parts.extensions.get::<CorrelationId>() {
+        parts.headers.insert(correlation::HEADER, id.header_value());
+    }
     // Only the gateway may say who the caller is.
     parts.headers.remove(SUBJECT_HEADER);
     parts.headers.remove(ROLES_HEADER);
@@ -134,7 +148,6 @@ async fn forward_to(
             parts.headers.insert(ROLES_HEADER, roles);
         }
     }
-    strip_hop_by_hop(&mut parts.headers);
     add_forwarded(&mut parts.headers, peer);
 
     let instance = inner
@@ -210,10 +223,13 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr) {
     let ip = peer.ip().to_string();
-    let chain = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {ip}"),
-        None => ip,
-    };
+    let mut hops: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    hops.push(&ip);
+    let chain = hops.join(", ");
     if let Ok(value) = HeaderValue::from_str(&chain) {
         headers.insert("x-forwarded-for", value);
     }
@@ -223,9 +239,35 @@ fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr) {
     headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
 }
 
+/// True when a segment is `.` or `..`, also percent-encoded (`%2e`, `%2E`).
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|segment| {
+        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments_are_found_also_when_encoded() {
+        assert!(has_dot_segment("/api/echo/../private"));
+        assert!(has_dot_segment("/api/echo/%2e%2E/private"));
+        assert!(has_dot_segment("/api/./x"));
+        assert!(!has_dot_segment("/api/echo/file.txt"));
+        assert!(!has_dot_segment("/api/echo/...x"));
+    }
+
+    #[test]
+    fn every_x_forwarded_for_header_is_kept() {
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
+        add_forwarded(&mut h, "127.0.0.1:5000".parse().unwrap());
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
+    }
 
     #[test]
     fn hop_by_hop_and_connection_listed_headers_are_dropped() {

@@ -30,7 +30,9 @@ pub struct JwksClient {
     config: JwksClientConfig,
     http: reqwest::Client,
     cache: Arc<RwLock<Option<Cached>>>,
-    fetching: Arc<tokio::sync::Mutex<()>>,
+    /// Held while fetching; remembers when the last fetch failed, and why, so a failing JWKS is
+    /// asked no more often than a healthy one.
+    fetching: Arc<tokio::sync::Mutex<Option<(Instant, TokenError)>>>,
 }
 
 impl std::fmt::Debug for JwksClient {
@@ -70,13 +72,25 @@ impl JwksClient {
     /// # Errors
     /// [`TokenError::KeysUnavailable`] when the JWKS cannot be fetched or parsed.
     pub async fn refresh(&self) -> Result<JwkSet, TokenError> {
-        let _one_at_a_time = self.fetching.lock().await;
+        let mut last_failure = self.fetching.lock().await;
         if let Some((set, fetched)) = self.cached()
             && fetched.elapsed() < self.config.min_refresh_interval
         {
             return Ok(set);
         }
-        let set = self.fetch().await?;
+        if let Some((at, error)) = last_failure.as_ref()
+            && at.elapsed() < self.config.min_refresh_interval
+        {
+            return Err(error.clone());
+        }
+        let set = match self.fetch().await {
+            Ok(set) => set,
+            Err(error) => {
+                *last_failure = Some((Instant::now(), error.clone()));
+                return Err(error);
+            }
+        };
+        *last_failure = None;
         *self
             .cache
             .write()
@@ -130,5 +144,55 @@ impl JwksClient {
 impl KeySource for JwksClient {
     fn key<'a>(&'a self, kid: &'a str) -> KeyFuture<'a> {
         Box::pin(self.lookup(kid))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// A JWKS endpoint that always fails with 500 and counts the requests it got.
+    async fn failing_jwks() -> (String, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&hits);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut buf = [0u8; 1024];
+                let _ = socket.read(&mut buf).await;
+                let _ = socket
+                    .write_all(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                    .await;
+            }
+        });
+        (url, hits)
+    }
+
+    #[tokio::test]
+    async fn a_failing_jwks_is_asked_no_more_often_than_the_refresh_interval() {
+        let (url, hits) = failing_jwks().await;
+        let client = JwksClient::new(JwksClientConfig {
+            url,
+            max_age: Duration::from_secs(300),
+            min_refresh_interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(5),
+        });
+        let first = client.refresh().await.unwrap_err();
+        assert!(first.is_transient());
+        for _ in 0..10 {
+            assert_eq!(client.refresh().await.unwrap_err(), first);
+            assert!(client.key("some-kid").await.is_err());
+        }
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            1,
+            "the remembered failure is answered without a fetch"
+        );
     }
 }

@@ -1,0 +1,16 @@
+//! Integration tests of `mercato-gateway`: the real gateway on a loopback port, with a real JWKS
+//! server and real upstreams behind it, driven over HTTP.
+//!
+//! - `support`: `spawn_gateway()`, the JWKS server, the echoing upstreams, token helpers.
+//! - `routing`: prefixes, path and query preservation, the gateway's own endpoints, metrics.
+//! - `auth`: bearer tokens on authenticated routes and every way a token is refused.
+//! - `headers`: identity headers, `x-forwarded-*`, correlation ids, hop-by-hop headers.
+//! - `jwks`: key rotation, bounded refetches, an unreachable key set.
+//! - `upstream_faults`: upstreams down or silent, body limits, large bodies both ways.
+
+mod auth;
+mod headers;
+mod jwks;
+mod routing;
+mod support;
+mod upstream_faults;

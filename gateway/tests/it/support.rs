@@ -1,0 +1,350 @@
+//! The gateway under test with what it talks to, each a real server on a free loopback port: a JWKS
+//! server whose key set a test can change and whose fetches it can count, and upstreams that echo
+//! what reached them.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::{StatusCode, header};
+use mercato_gateway::{Config, GatewayConfig, RouteAuth, RouteConfig};
+use mercato_runtime::{CancellationToken, ClientConfig, HttpConfig};
+use mercato_security::{Claims, JwkSet, SigningKey, VerifierConfig};
+use serde_json::{Value, json};
+
+/// An upper bound for anything a test waits on, so a broken gateway fails a test instead of hanging it.
+pub const PATIENCE: Duration = Duration::from_secs(10);
+
+/// How long a fault may take to be reported when nothing has to time out first.
+pub const PROMPTLY: Duration = Duration::from_secs(3);
+
+/// The routes every test gateway has: public and authenticated prefixes, nested so that the
+/// longest prefix decides both the upstream and whether a token is needed.
+pub fn standard_routes() -> Vec<RouteConfig> {
+    let route = |prefix: &str, upstream: &str, auth| RouteConfig {
+        prefix: prefix.into(),
+        upstream: upstream.into(),
+        auth,
+    };
+    vec![
+        route("/api/echo", "echo", RouteAuth::Public),
+        route("/api/echo/special", "other", RouteAuth::Public),
+        route("/api/private", "echo", RouteAuth::Required),
+        route("/api/private/status", "echo", RouteAuth::Public),
+    ]
+}
+
+/// A JWKS endpoint serving `{"keys": [...]}` at `/.well-known/jwks.json`.
+pub struct KeyServer {
+    pub url: String,
+    set: Arc<RwLock<JwkSet>>,
+    fetches: Arc<AtomicUsize>,
+}
+
+#[derive(Clone)]
+struct KeyState {
+    set: Arc<RwLock<JwkSet>>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl KeyServer {
+    pub async fn serving(keys: &[&SigningKey]) -> Self {
+        let set = Arc::new(RwLock::new(JwkSet {
+            keys: keys.iter().map(|k| k.public.clone()).collect(),
+        }));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let state = KeyState {
+            set: Arc::clone(&set),
+            fetches: Arc::clone(&fetches),
+        };
+        let router = Router::new()
+            .route("/.well-known/jwks.json", get(serve_jwks))
+            .with_state(state);
+        let base = serve(router).await;
+        Self {
+            url: format!("{base}/.well-known/jwks.json"),
+            set,
+            fetches,
+        }
+    }
+
+    /// Adds `key` to the published set, as the identity service does after a rotation.
+    pub fn publish(&self, key: &SigningKey) {
+        self.set.write().unwrap().keys.push(key.public.clone());
+    }
+
+    /// How many times the set has been fetched.
+    pub fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+async fn serve_jwks(State(state): State<KeyState>) -> axum::Json<JwkSet> {
+    state.fetches.fetch_add(1, Ordering::SeqCst);
+    axum::Json(state.set.read().unwrap().clone())
+}
+
+/// An upstream service. Every path echoes the request as JSON, except paths ending in `/never`,
+/// which never answer, and `/download?bytes=N`, which streams `N` bytes of [`pattern`].
+pub struct Upstream {
+    pub url: String,
+    hits: Arc<AtomicUsize>,
+}
+
+#[derive(Clone)]
+struct UpstreamState {
+    name: &'static str,
+    hits: Arc<AtomicUsize>,
+}
+
+impl Upstream {
+    pub async fn spawn(name: &'static str) -> Self {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let state = UpstreamState {
+            name,
+            hits: Arc::clone(&hits),
+        };
+        let url = serve(Router::new().fallback(upstream).with_state(state)).await;
+        Self { url, hits }
+    }
+
+    /// How many requests reached this upstream.
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// The byte at `offset` of a streamed download.
+pub fn pattern(offset: usize) -> u8 {
+    u8::try_from(offset % 251).unwrap()
+}
+
+const DOWNLOAD_CHUNK: usize = 64 * 1024;
+
+async fn upstream(State(state): State<UpstreamState>, request: Request) -> Response {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    let path = request.uri().path().to_owned();
+    if path.ends_with("/never") {
+        return std::future::pending().await;
+    }
+    if path.ends_with("/download") {
+        let total: usize = request
+            .uri()
+            .query()
+            .and_then(|q| q.strip_prefix("bytes="))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let chunks = (0..total).step_by(DOWNLOAD_CHUNK).map(move |start| {
+            let chunk: Vec<u8> = (start..(start + DOWNLOAD_CHUNK).min(total))
+                .map(pattern)
+                .collect();
+            Ok::<_, std::io::Error>(Bytes::from(chunk))
+        });
+        return (
+            [(header::CONTENT_TYPE, "application/octet-stream")],
+            Body::from_stream(futures_util::stream::iter(chunks)),
+        )
+            .into_response();
+    }
+    echo(state.name, request).await
+}
+
+async fn echo(name: &str, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
+        return StatusCode::BAD_REQUEST.into_response();
+    };
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in &parts.headers {
+        headers
+            .entry(name.as_str().to_owned())
+            .or_default()
+            .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    axum::Json(json!({
+        "upstream": name,
+        "method": parts.method.as_str(),
+        "uri": parts.uri.path_and_query().map(http::uri::PathAndQuery::as_str),
+        "headers": headers,
+        "body_len": body.len(),
+    }))
+    .into_response()
+}
+
+/// Serves `router` on a free loopback port until the test's runtime ends; returns its base URL.
+async fn serve(router: Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{addr}")
+}
+
+/// A base URL on which nothing listens.
+pub fn closed_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    format!("http://{addr}")
+}
+
+/// A running gateway with its JWKS server and two upstreams, `echo` and `other`.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub keys: KeyServer,
+    /// A key the JWKS server publishes from the start.
+    pub signer: SigningKey,
+    pub echo: Upstream,
+    pub other: Upstream,
+}
+
+/// A gateway with [`standard_routes`] and default settings.
+pub async fn spawn_gateway() -> TestGateway {
+    spawn_gateway_with(|_| {}).await
+}
+
+/// A gateway whose configuration `adjust` may change before it is built.
+pub async fn spawn_gateway_with(adjust: impl FnOnce(&mut Config)) -> TestGateway {
+    let signer = SigningKey::generate();
+    let keys = KeyServer::serving(&[&signer]).await;
+    let echo = Upstream::spawn("echo").await;
+    let other = Upstream::spawn("other").await;
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        http: HttpConfig::default(),
+        client: ClientConfig::default(),
+        gateway: GatewayConfig {
+            routes: standard_routes(),
+            ..GatewayConfig::default()
+        },
+        auth: VerifierConfig::default(),
+        upstreams: BTreeMap::from([
+            ("echo".to_owned(), vec![echo.url.clone()]),
+            ("other".to_owned(), vec![other.url.clone()]),
+        ]),
+        jwks_url: keys.url.clone(),
+    };
+    adjust(&mut config);
+    let app = mercato_gateway::build(&config)
+        .await
+        .expect("the test gateway builds");
+    let addr = app.local_addr();
+    // The server task ends with the test's runtime; nothing needs to stop it earlier.
+    tokio::spawn(app.run_until_stopped(CancellationToken::new()));
+    TestGateway {
+        addr,
+        http: test_client(),
+        keys,
+        signer,
+        echo,
+        other,
+    }
+}
+
+impl TestGateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path))
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.url(path))
+    }
+
+    /// A valid access token for `sub` with `roles`, signed by the published key.
+    pub fn token(&self, sub: &str, roles: &[&str]) -> String {
+        sign(&claims(sub, roles), &self.signer)
+    }
+}
+
+/// A client that talks to loopback directly and never waits forever.
+pub fn test_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(PATIENCE)
+        .build()
+        .expect("build the test client")
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// Claims the gateway accepts: its issuer and audience, valid from now for ten minutes.
+pub fn claims(sub: &str, roles: &[&str]) -> Claims {
+    let now = now_unix();
+    let auth = VerifierConfig::default();
+    Claims {
+        iss: auth.issuer,
+        aud: auth.audience,
+        sub: sub.into(),
+        exp: now + 600,
+        iat: now,
+        nbf: now,
+        jti: format!("{sub}-{now}"),
+        roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+    }
+}
+
+pub fn sign(claims: &Claims, key: &SigningKey) -> String {
+    mercato_security::sign(claims, key).expect("a generated key signs")
+}
+
+/// One base64url segment of a JWT holding `value` as JSON.
+pub fn segment(value: &impl serde::Serialize) -> String {
+    URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
+}
+
+/// A token with any header and signature, for the forgeries a signer would refuse to make.
+pub fn forge(header: &Value, claims: &Claims, signature: &[u8]) -> String {
+    let signature = URL_SAFE_NO_PAD.encode(signature);
+    format!("{}.{}.{signature}", segment(header), segment(claims))
+}
+
+/// Checks that `response` is a problem document of `status` and type `slug`, and returns its body.
+pub async fn expect_problem(response: reqwest::Response, status: u16, slug: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status of {}", response.url());
+    assert_eq!(
+        response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap()),
+        Some("application/problem+json"),
+        "content type of a {status} answer",
+    );
+    let body: Value = response.json().await.expect("a problem body is JSON");
+    assert_eq!(body["status"], status, "problem body: {body}");
+    assert_eq!(
+        body["type"],
+        format!("urn:mercato:problem:{slug}"),
+        "problem body: {body}"
+    );
+    assert!(body["title"].is_string(), "problem body: {body}");
+    body
+}
+
+/// What the upstream saw of a request that it answered, after checking that the answer is `200`.
+pub async fn echoed(response: reqwest::Response) -> Value {
+    assert_eq!(response.status(), 200, "status of {}", response.url());
+    response.json().await.expect("the upstream echoes JSON")
+}
+
+/// Every value of header `name` the upstream received.
+pub fn seen_header<'a>(seen: &'a Value, name: &str) -> Vec<&'a str> {
+    seen["headers"][name]
+        .as_array()
+        .map(|values| values.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,133 @@
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use http_body_util::BodyExt as _;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::support::{PATIENCE, PROMPTLY, closed_url, echoed, expect_problem, pattern, spawn_gateway_with};
+
+#[tokio::test]
+async fn an_upstream_that_is_down_is_a_prompt_502() {
+    let gateway = spawn_gateway_with(|config| {
+        config.upstreams.insert("echo".into(), vec![closed_url()]);
+    })
+    .await;
+
+    let started = Instant::now();
+    let response = gateway.get("/api/echo/items").send().await.unwrap();
+    let elapsed = started.elapsed();
+
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body = expect_problem(response, 502, "bad-gateway").await;
+    assert!(elapsed < PROMPTLY, "answered after {elapsed:?}");
+    assert!(
+        !body["detail"].as_str().unwrap().contains("127.0.0.1"),
+        "internal addresses stay internal: {body}"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_is_a_504_after_the_upstream_timeout() {
+    let gateway = spawn_gateway_with(|config| config.gateway.upstream_timeout_ms = 300).await;
+
+    let started = Instant::now();
+    let response = gateway.get("/api/echo/never").send().await.unwrap();
+    let elapsed = started.elapsed();
+
+    expect_problem(response, 504, "upstream-timeout").await;
+    assert_eq!(gateway.echo.hits(), 1, "the request did reach the upstream");
+    assert!(
+        elapsed >= Duration::from_millis(300),
+        "answered after {elapsed:?}"
+    );
+    assert!(elapsed < PROMPTLY, "answered after {elapsed:?}");
+}
+
+#[tokio::test]
+async fn a_body_declared_larger_than_the_limit_is_refused_with_413_before_the_upstream() {
+    let gateway = spawn_gateway_with(|config| config.http.body_limit_bytes = 64 * 1024).await;
+
+    let response = gateway
+        .post("/api/echo/uploads")
+        .body(vec![b'x'; 64 * 1024 + 1])
+        .send()
+        .await
+        .unwrap();
+
+    expect_problem(response, 413, "payload-too-large").await;
+    assert_eq!(gateway.echo.hits(), 0);
+}
+
+#[tokio::test]
+async fn a_body_of_exactly_the_limit_is_forwarded() {
+    let gateway = spawn_gateway_with(|config| config.http.body_limit_bytes = 64 * 1024).await;
+
+    let response = gateway
+        .post("/api/echo/uploads")
+        .body(vec![b'x'; 64 * 1024])
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(echoed(response).await["body_len"], 64 * 1024);
+}
+
+#[tokio::test]
+async fn a_chunked_body_that_outgrows_the_limit_is_refused_with_413() {
+    let gateway = spawn_gateway_with(|config| config.http.body_limit_bytes = 64 * 1024).await;
+    // Without a content length only counting the streamed bytes can catch it.
+    let chunks = (0..8).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 16 * 1024])));
+    let request = http::Request::post(gateway.url("/api/echo/uploads"))
+        .body(Body::from_stream(futures_util::stream::iter(chunks)))
+        .unwrap();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
+
+    let response = tokio::time::timeout(PATIENCE, client.request(request))
+        .await
+        .expect("the gateway answers")
+        .expect("the gateway answers over HTTP");
+
+    assert_eq!(response.status(), 413);
+    assert_eq!(response.headers()["content-type"], "application/problem+json");
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["type"], "urn:mercato:problem:payload-too-large", "{body}");
+}
+
+#[tokio::test]
+async fn a_large_streamed_response_arrives_intact() {
+    let gateway = spawn_gateway_with(|_| {}).await;
+    let size = 5 * 1024 * 1024;
+
+    let response = gateway
+        .get(&format!("/api/echo/download?bytes={size}"))
+        .send()
+        .await
+        .unwrap();
+
+    assert_eq!(response.status(), 200);
+    let body = response.bytes().await.unwrap();
+    assert_eq!(body.len(), size);
+    assert!(
+        body.iter().enumerate().all(|(i, b)| *b == pattern(i)),
+        "the body arrived altered"
+    );
+}
+
+#[tokio::test]
+async fn a_large_request_body_reaches_the_upstream_whole() {
+    let gateway = spawn_gateway_with(|_| {}).await;
+    let size = 512 * 1024;
+
+    let response = gateway
+        .post("/api/echo/uploads")
+        .body(vec![7u8; size])
+        .send()
+        .await
+        .unwrap();
+
+    let seen = echoed(response).await;
+    assert_eq!(seen["method"], "POST");
+    assert_eq!(seen["body_len"], size);
+}
