@@ -80,14 +80,20 @@ impl IdentityConfig {
             return Some(("key_reload_interval_secs", "must be greater than 0".into()));
         }
         if self.key_activation_delay().as_secs() <= self.key_reload_interval_secs {
-            return Some(("key_activation_delay_secs", "must be longer than key_reload_interval_secs".into()));
+            return Some((
+                "key_activation_delay_secs",
+                "must be longer than key_reload_interval_secs".into(),
+            ));
         }
         None
     }
 
     #[must_use]
     pub fn key_activation_delay(&self) -> Duration {
-        Duration::from_secs(self.key_activation_delay_secs.unwrap_or(2 * self.key_reload_interval_secs + 1))
+        Duration::from_secs(
+            self.key_activation_delay_secs
+                .unwrap_or(2 * self.key_reload_interval_secs + 1),
+        )
     }
 
     #[must_use]
@@ -196,6 +202,14 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
     })
 }
 
+/// Reads the key directory on the blocking pool: it is file I/O.
+async fn reload(keys: &keys::Keys) -> Result<bool, KeyError> {
+    let keys = keys.clone();
+    tokio::task::spawn_blocking(move || keys.reload())
+        .await
+        .unwrap_or(Ok(false))
+}
+
 impl App {
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
@@ -225,7 +239,7 @@ impl App {
             loop {
                 tokio::select! {
                     () = stop_reload.cancelled() => break,
-                    _ = tick.tick() => match keys.reload() {
+                    _ = tick.tick() => match reload(&keys).await {
                         Ok(true) => tracing::info!(kid = %keys.active().kid, "signing key rotated"),
                         Ok(false) => {}
                         Err(error) => tracing::warn!(%error, "cannot reload signing keys; keeping the current ones"),

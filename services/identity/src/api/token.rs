@@ -36,10 +36,12 @@ fn parse(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, Problem> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    if content_type.starts_with("application/x-www-form-urlencoded") {
+    // The media type is what comes before any parameters (`; charset=utf-8`).
+    let content_type = content_type.split(';').next().unwrap_or_default().trim();
+    if content_type == "application/x-www-form-urlencoded" {
         serde_urlencoded::from_bytes(body)
             .map_err(|e| oauth_error("invalid_request", &format!("the form is malformed: {e}")))
-    } else if content_type.starts_with("application/json") {
+    } else if content_type == "application/json" {
         serde_json::from_slice(body)
             .map_err(|e| oauth_error("invalid_request", &format!("the JSON body is malformed: {e}")))
     } else {

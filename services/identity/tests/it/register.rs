@@ -1,0 +1,223 @@
+use mercato_testkit::{TestBackend, backend_tests};
+use serde_json::{Value, json};
+
+use crate::support::{PASSWORD, expect_problem, invalid_fields, spawn_app};
+
+backend_tests!(
+    registering_answers_201_with_the_new_user,
+    the_email_is_trimmed_and_lower_cased,
+    a_taken_email_is_a_409_problem,
+    an_email_taken_in_another_case_is_a_409_problem,
+    a_malformed_email_is_a_422_naming_email,
+    a_password_shorter_than_8_characters_is_a_422_naming_password,
+    a_password_that_is_too_long_blank_or_the_email_is_a_422_naming_password,
+    an_empty_name_is_a_422_naming_name,
+    every_invalid_field_is_named_in_one_422,
+    a_missing_field_is_a_422_naming_it,
+    a_refused_registration_creates_no_account,
+    malformed_json_is_a_400_problem,
+    an_unknown_field_is_a_422_problem,
+    a_body_that_is_not_json_is_a_415_problem,
+    concurrent_registrations_of_one_email_create_exactly_one_account,
+);
+
+async fn registering_answers_201_with_the_new_user(backend: TestBackend) {
+    let app = spawn_app(backend).await;
+    let response = app
+        .register(&json!({"email": "ada@example.com", "password": PASSWORD, "name": "Ada Lovelace"}))
+        .await;
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let user: Value = response.json().await.unwrap();
+    assert!(user["id"].as_str().is_some_and(|id| !id.is_empty()), "{user}");
+    assert_eq!(user["email"], "ada@example.com");
+    assert_eq!(user["name"], "Ada Lovelace");
+    assert_eq!(
+        user.as_object().unwrap().len(),
+        3,
+        "only id, email and name, never the password: {user}"
+    );
+}
+
+async fn the_email_is_trimmed_and_lower_cased(backend: TestBackend) {
+    let app = spawn_app(backend).await;
+    let user = app.register_user("  Ada@Example.COM ", "Ada").await;
+    assert_eq!(user["email"], "ada@example.com");
+
+    app.login("ada@example.com", PASSWORD).await;
+    let tokens = app.login(" ADA@EXAMPLE.COM", PASSWORD).await;
+    let me: Value = app.me(&tokens.access).await.json().await.unwrap();
+    assert_eq!(me["email"], "ada@example.com");
+    assert_eq!(me["id"], user["id"]);
+}
+
+async fn a_taken_email_is_a_409_problem(backend: TestBackend) {
+    let app = spawn_app(backend).await;
+    app.register_user("ada@example.com", "Ada").await;
+    let response = app
+        .register(&json!({"email": "ada@example.com", "password": "another password", "name": "Eve"}))
+        .await;
+    expect_problem(response, 409, "conflict").await;
+}
+
+async fn an_email_taken_in_another_case_is_a_409_problem(backend: TestBackend) {
+    let app = spawn_app(backend).await;
+    app.register_user("ada@example.com", "Ada").await;
+    let response = app
+        .register(&json!({"email": " ADA@example.com", "password": "another password", "name": "Eve"}))
+        .await;
+    expect_problem(response, 409, "conflict").await;
+}
+
+async fn a_malformed_email_is_a_422_naming_email(backend: TestBackend) {
+    let app = spawn_app(backend).await;
+    for email in [
+        "ada",
+        "ada@",
+        "@example.com",
+        "ada@example",
+        "a da@example.com",
+        "",
+    ] {
+        let response = app
+            .register(&json!({"email": email, "password": PASSWORD, "name": "Ada"}))
+            .await;
+        let problem = expect_problem(response, 422, "validation-error").await;
+        assert_eq!(invalid_fields(&problem), ["email"], "{email:?}: {problem}");
+    }
+}
+
+async fn a_password_shorter_than_8_characters_is_a_422_naming_password(backend: TestBackend) {
+    let app = spawn_app(backend).await;
+    let response = app
+        .register(&json!({"email": "ada@example.com", "password": "1234567", "name": "Ada"}))
+        .await;
+    let problem = expect_problem(response, 422, "validation-error").await;
+    assert_eq!(invalid_fields(&problem), ["password"], "{problem}");
+}
+
+async fn a_password_that_is_too_long_blank_or_the_email_is_a_422_naming_password(backend: TestBackend) {
+    let app = spawn_app(backend).await;
+    for password in ["x".repeat(129), " ".repeat(12), "Ada@Example.com".to_owned()] {
+        let response = app
+            .register(&json!({"email": "ada@example.com", "password": password, "name": "Ada"}))
+            .await;
+        let problem = expect_problem(response, 422, "validation-error").await;
+        assert_eq!(invalid_fields(&problem), ["password"], "{problem}");
+    }
+}
+
+async fn an_empty_name_is_a_422_naming_name(backend: TestBackend) {
+    let app = spawn_app(backend).await;
+    for name in ["", "   "] {
+        let response = app
+            .register(&json!({"email": "ada@example.com", "password": PASSWORD, "name": name}))
+            .await;
+        let problem = expect_problem(response, 422, "validation-error").await;
+        assert_eq!(invalid_fields(&problem), ["name"], "{name:?}: {problem}");
+    }
+}
+
+async fn every_invalid_field_is_named_in_one_422(backend: TestBackend) {
+    let app = spawn_app(backend).await;
+    let response = app
+        .register(&json!({"email": "not-an-email", "password": "short", "name": ""}))
+        .await;
+    let problem = expect_problem(response, 422, "validation-error").await;
+    let mut fields = invalid_fields(&problem);
+    fields.sort_unstable();
+    assert_eq!(fields, ["email", "name", "password"], "{problem}");
+}
+
+async fn a_missing_field_is_a_422_naming_it(backend: TestBackend) {
+    let app = spawn_app(backend).await;
+    let complete = json!({"email": "ada@example.com", "password": PASSWORD, "name": "Ada"});
+    for missing in ["email", "password", "name"] {
+        let mut body = complete.clone();
+        body.as_object_mut().unwrap().remove(missing);
+        let response = app.register(&body).await;
+        let problem = expect_problem(response, 422, "validation-error").await;
+        assert_eq!(invalid_fields(&problem), [missing], "{problem}");
+    }
+}
+
+async fn a_refused_registration_creates_no_account(backend: TestBackend) {
+    let app = spawn_app(backend).await;
+    let response = app
+        .register(&json!({"email": "ada@example.com", "password": "short", "name": "Ada"}))
+        .await;
+    expect_problem(response, 422, "validation-error").await;
+    app.register_user("ada@example.com", "Ada").await;
+}
+
+async fn malformed_json_is_a_400_problem(backend: TestBackend) {
+    let app = spawn_app(backend).await;
+    let response = app
+        .post("/api/identity/register")
+        .header("content-type", "application/json")
+        .body(r#"{"email": "ada@example.com", "password":"#)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, 400, "bad-request").await;
+}
+
+async fn an_unknown_field_is_a_422_problem(backend: TestBackend) {
+    let app = spawn_app(backend).await;
+    let response = app
+        .register(&json!({
+            "email": "ada@example.com",
+            "password": PASSWORD,
+            "name": "Ada",
+            "roles": ["admin"],
+        }))
+        .await;
+    let problem = expect_problem(response, 422, "validation-error").await;
+    assert_eq!(
+        invalid_fields(&problem),
+        ["roles"],
+        "the problem names the unknown field: {problem}"
+    );
+}
+
+async fn a_body_that_is_not_json_is_a_415_problem(backend: TestBackend) {
+    let app = spawn_app(backend).await;
+    let response = app
+        .post("/api/identity/register")
+        .form(&[
+            ("email", "ada@example.com"),
+            ("password", PASSWORD),
+            ("name", "Ada"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, 415, "unsupported-media-type").await;
+}
+
+async fn concurrent_registrations_of_one_email_create_exactly_one_account(backend: TestBackend) {
+    let app = spawn_app(backend).await;
+    let mut attempts = tokio::task::JoinSet::new();
+    for i in 0..8 {
+        let request = app
+            .post("/api/identity/register")
+            .json(&json!({"email": "ada@example.com", "password": PASSWORD, "name": format!("Ada {i}")}));
+        attempts.spawn(async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+            (status, content_type)
+        });
+    }
+    let mut statuses = Vec::new();
+    while let Some(outcome) = attempts.join_next().await {
+        let (status, content_type) = outcome.unwrap();
+        if status == 409 {
+            assert_eq!(content_type, "application/problem+json");
+        }
+        statuses.push(status);
+    }
+    statuses.sort_unstable();
+    assert_eq!(statuses, [201, 409, 409, 409, 409, 409, 409, 409]);
+    app.login("ada@example.com", PASSWORD).await;
+}
