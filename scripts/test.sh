@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Runs the whole test suite.
 #
-# The embedded suites (SQLite, in-process) always run. The backend suites run when their server
-# answers on its standard local port: PostgreSQL on 5432 (tests named `…::postgres::…`). With
-# MERCATO_REQUIRE_BACKENDS=1 (as in CI) a missing server is an error, never a skip.
-# Start the servers with `scripts/services.sh up`.
+# The embedded suites (SQLite and the embedded bus, in-process) always run. The backend suites run
+# when what they need is there:
+#   postgres  tests named `…::postgres::…`: PostgreSQL on 127.0.0.1:5432 and `nats-server` on
+#             PATH (the distributed setting: each test starts its own NATS server)
+#   nats      tests named `…::nats::…`: `nats-server` on PATH
+# With MERCATO_REQUIRE_BACKENDS=1 (as in CI) a missing one is an error, never a skip.
+# `scripts/services.sh up` starts (and on Debian installs) PostgreSQL, NATS and Redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,17 +15,30 @@ require=${MERCATO_REQUIRE_BACKENDS:-0}
 answers() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 
 left_out=()
-check() { # suite port
-  if answers "$2"; then
-    echo "test: $1 suites on (127.0.0.1:$2 answers)"
-  elif [ "$require" = 1 ]; then
-    echo "test: MERCATO_REQUIRE_BACKENDS=1 but $1 does not answer on 127.0.0.1:$2" >&2
+missing() { # suite reason
+  if [ "$require" = 1 ]; then
+    echo "test: MERCATO_REQUIRE_BACKENDS=1 but the $1 suites cannot run: $2" >&2
     exit 1
-  else
-    left_out+=("$1")
   fi
+  left_out+=("$1")
+  reasons+=("$2")
 }
-check postgres 5432
+reasons=()
+has_nats=1
+command -v nats-server >/dev/null 2>&1 || has_nats=0
+
+if ! answers 5432; then
+  missing postgres "PostgreSQL does not answer on 127.0.0.1:5432"
+elif [ $has_nats = 0 ]; then
+  missing postgres "nats-server is not on PATH"
+else
+  echo "test: postgres suites on (PostgreSQL answers on 127.0.0.1:5432, nats-server found)"
+fi
+if [ $has_nats = 0 ]; then
+  missing nats "nats-server is not on PATH"
+else
+  echo "test: nats suites on (nats-server found)"
+fi
 
 if cargo nextest --version >/dev/null 2>&1; then
   filter='all()'
@@ -38,7 +54,7 @@ else
   cargo test --workspace -- "${skips[@]}" || status=$?
 fi
 
-for suite in "${left_out[@]}"; do
-  echo "test: LEFT OUT the $suite suites: no server on its port. Run 'scripts/services.sh up' (or start $suite yourself), then run this again."
+for i in "${!left_out[@]}"; do
+  echo "test: LEFT OUT the ${left_out[$i]} suites (${reasons[$i]}). Run 'scripts/services.sh up', then run this again."
 done
 exit $status

@@ -59,6 +59,7 @@ impl Default for GatewayConfig {
                 RouteConfig::new("/api/identity/token", "identity", Public),
                 RouteConfig::new("/api/identity", "identity", Required),
                 RouteConfig::new("/.well-known/jwks.json", "identity", Public),
+                RouteConfig::new("/api/customers", "customers", Required),
             ],
         }
     }

@@ -51,6 +51,35 @@ pub enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// Messages parked after their handler kept failing.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// Read models built from the event store.
+    Projections {
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List parked messages, oldest first.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// Deliver a parked message to its consumer group again.
+    Replay { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// The projections there are.
+    List,
+    /// Empty a projection and rebuild it from the first event.
+    Rebuild { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -96,6 +125,8 @@ impl Cli {
             Command::Admin {
                 command: AdminCommand::Create { email },
             } => create_admin(&config, &email).await,
+            Command::Dlq { command } => dlq(&config, &command).await,
+            Command::Projections { command } => projections(&config, &command).await,
         }
     }
 }
@@ -144,12 +175,12 @@ async fn migrate(config: &Config, services: &[ServiceName]) -> anyhow::Result<()
     for service in chosen.into_iter().filter(|s| s.has_database()) {
         let database = config.database_for(service);
         let db = mercato_storage::Db::connect(&database).await?;
-        let applied = match service {
-            ServiceName::Identity => {
-                mercato_storage::migrate(&db, service.as_str(), mercato_identity::store::MIGRATIONS).await?
-            }
-            ServiceName::Gateway => 0,
+        let migrations = match service {
+            ServiceName::Identity => mercato_identity::store::MIGRATIONS,
+            ServiceName::Customers => mercato_customers::store::MIGRATIONS,
+            ServiceName::Gateway => &[],
         };
+        let applied = mercato_storage::migrate(&db, service.as_str(), migrations).await?;
         println!(
             "{}: {applied} migration(s) applied ({})",
             service.as_str(),
@@ -196,6 +227,51 @@ fn keys(config: &Config, command: &KeysCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn dlq(config: &Config, command: &DlqCommand) -> anyhow::Result<()> {
+    let bus = mercato_messaging::Bus::connect(&config.bus).await?;
+    match command {
+        DlqCommand::List { limit } => {
+            let letters = bus.dead_letters(*limit).await?;
+            if letters.is_empty() {
+                println!("no dead letters");
+            }
+            for l in letters {
+                println!(
+                    "{}  group={}  type={}  event={}  attempts={}  error={}",
+                    l.id, l.group, l.envelope.event_type, l.envelope.id, l.attempts, l.error
+                );
+            }
+        }
+        DlqCommand::Replay { id } => {
+            if !bus.replay_dead_letter(id).await? {
+                anyhow::bail!("no dead letter {id}");
+            }
+            println!("replayed {id}");
+        }
+    }
+    Ok(())
+}
+
+async fn projections(config: &Config, command: &ProjectionsCommand) -> anyhow::Result<()> {
+    match command {
+        ProjectionsCommand::List => {
+            for name in mercato_customers::PROJECTIONS {
+                println!("{name}");
+            }
+        }
+        ProjectionsCommand::Rebuild { name } => {
+            if !mercato_customers::PROJECTIONS.contains(&name.as_str()) {
+                anyhow::bail!("no projection {name:?}; see `mercato projections list`");
+            }
+            let db = mercato_customers::open_database(&config.database_for(ServiceName::Customers)).await?;
+            let applied = mercato_customers::rebuild_projection(&db, name).await;
+            db.close().await;
+            println!("rebuilt {name} from {} event(s)", applied?);
+        }
+    }
+    Ok(())
+}
+
 async fn create_admin(config: &Config, email: &str) -> anyhow::Result<()> {
     let password = match std::env::var("MERCATO_ADMIN_PASSWORD") {
         Ok(p) => p,
@@ -223,5 +299,21 @@ pub fn identity_config(config: &Config) -> mercato_identity::Config {
         database: config.database_for(ServiceName::Identity),
         auth: config.auth.clone(),
         identity: config.identity.clone(),
+        relay: config.relay.clone(),
+    }
+}
+
+/// Customers' settings from the whole configuration; `identity_url` is where identity answers.
+#[must_use]
+pub fn customers_config(config: &Config, identity_url: &str) -> mercato_customers::Config {
+    mercato_customers::Config {
+        listen: config.endpoint(ServiceName::Customers).listen,
+        http: config.http.clone(),
+        database: config.database_for(ServiceName::Customers),
+        auth: config.auth.clone(),
+        jwks_url: format!("{identity_url}/.well-known/jwks.json"),
+        relay: config.relay.clone(),
+        inbox: config.inbox.clone(),
+        projection_poll_ms: config.projections.poll_ms,
     }
 }

@@ -12,6 +12,7 @@ use figment::providers::{Format as _, Serialized, Toml};
 use figment::value::{Dict, Value};
 use mercato_gateway::GatewayConfig;
 use mercato_identity::IdentityConfig;
+use mercato_messaging::{BusConfig, InboxConfig, RelayConfig};
 use mercato_runtime::telemetry::LogFormat;
 use mercato_runtime::{ClientConfig, HttpConfig};
 use mercato_security::VerifierConfig;
@@ -86,7 +87,25 @@ pub struct Config {
     pub auth: VerifierConfig,
     pub identity: IdentityConfig,
     pub gateway: GatewayConfig,
+    pub bus: BusConfig,
+    pub relay: RelayConfig,
+    pub inbox: InboxConfig,
+    pub projections: ProjectionsConfig,
     pub services: BTreeMap<String, Endpoint>,
+}
+
+/// `[projections]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProjectionsConfig {
+    /// How often a projection looks for new events when nothing woke it.
+    pub poll_ms: u64,
+}
+
+impl Default for ProjectionsConfig {
+    fn default() -> Self {
+        Self { poll_ms: 250 }
+    }
 }
 
 impl Default for Config {
@@ -94,6 +113,7 @@ impl Default for Config {
         let services = BTreeMap::from([
             ("gateway".to_owned(), Endpoint::at("127.0.0.1:8080")),
             ("identity".to_owned(), Endpoint::at("127.0.0.1:8101")),
+            ("customers".to_owned(), Endpoint::at("127.0.0.1:8102")),
         ]);
         Self {
             data_dir: PathBuf::from(".mercato"),
@@ -104,6 +124,10 @@ impl Default for Config {
             auth: VerifierConfig::default(),
             identity: IdentityConfig::default(),
             gateway: GatewayConfig::default(),
+            bus: BusConfig::default(),
+            relay: RelayConfig::default(),
+            inbox: InboxConfig::default(),
+            projections: ProjectionsConfig::default(),
             services,
         }
     }
@@ -173,6 +197,7 @@ impl Config {
             .replace("{data_dir}", &data_dir);
         self.identity.keys_dir = PathBuf::from(keys);
         self.database.url = self.database.url.replace("{data_dir}", &data_dir);
+        self.bus.url = self.bus.url.replace("{data_dir}", &data_dir);
         for endpoint in self.services.values_mut() {
             if let Some(url) = &mut endpoint.database_url {
                 *url = url.replace("{data_dir}", &data_dir);
@@ -196,6 +221,21 @@ impl Config {
         }
         if self.auth.audience.is_empty() {
             return Err(invalid("auth.audience", "must not be empty"));
+        }
+        if !(self.bus.url.starts_with("sqlite:") || self.bus.is_nats()) {
+            return Err(invalid(
+                "bus.url",
+                "must start with sqlite: (embedded) or nats://",
+            ));
+        }
+        if self.inbox.max_attempts == 0 {
+            return Err(invalid("inbox.max_attempts", "must be greater than 0"));
+        }
+        if self.inbox.backoff_ms.is_empty() {
+            return Err(invalid("inbox.backoff_ms", "must list at least one delay"));
+        }
+        if self.relay.batch_size == 0 {
+            return Err(invalid("relay.batch_size", "must be greater than 0"));
         }
         if self.database.max_connections == 0 {
             return Err(invalid("database.max_connections", "must be greater than 0"));

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
+use mercato_messaging::Bus;
 use mercato_runtime::CancellationToken;
 use tokio::task::JoinSet;
 
@@ -16,17 +17,19 @@ use crate::config::Config;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
 pub enum ServiceName {
     Identity,
+    Customers,
     Gateway,
 }
 
 impl ServiceName {
     /// Every service, dependencies first.
-    pub const ALL: &'static [Self] = &[Self::Identity, Self::Gateway];
+    pub const ALL: &'static [Self] = &[Self::Identity, Self::Customers, Self::Gateway];
 
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Identity => mercato_identity::NAME,
+            Self::Customers => mercato_customers::NAME,
             Self::Gateway => mercato_gateway::NAME,
         }
     }
@@ -34,7 +37,13 @@ impl ServiceName {
     /// Whether the service owns a database.
     #[must_use]
     pub fn has_database(self) -> bool {
-        matches!(self, Self::Identity)
+        matches!(self, Self::Identity | Self::Customers)
+    }
+
+    /// Whether the service publishes or consumes events.
+    #[must_use]
+    pub fn uses_bus(self) -> bool {
+        matches!(self, Self::Identity | Self::Customers)
     }
 }
 
@@ -122,6 +131,17 @@ pub async fn start(
         tasks: JoinSet::new(),
         shutdown: shutdown.clone(),
     };
+    // One bus connection for every service of this process.
+    let bus = if names.iter().any(|n| n.uses_bus()) {
+        let url = mercato_storage::db::redact_url(&config.bus.url);
+        Some(
+            Bus::connect(&config.bus)
+                .await
+                .with_context(|| format!("event bus at {url}"))?,
+        )
+    } else {
+        None
+    };
     // Where each service can be reached: configured URLs, replaced by bound addresses as
     // services start here.
     let mut urls: BTreeMap<ServiceName, String> = ServiceName::ALL
@@ -129,7 +149,7 @@ pub async fn start(
         .map(|s| (*s, config.endpoint(*s).base_url()))
         .collect();
     for name in names {
-        let result = start_one(config, name, &urls, &mut running).await;
+        let result = start_one(config, name, &urls, bus.as_ref(), &mut running).await;
         if let Err(e) = result {
             shutdown.cancel();
             while running.tasks.join_next().await.is_some() {}
@@ -146,22 +166,41 @@ async fn start_one(
     config: &Config,
     name: ServiceName,
     urls: &BTreeMap<ServiceName, String>,
+    bus: Option<&Bus>,
     running: &mut Running,
 ) -> anyhow::Result<()> {
     let listen = config.endpoint(name).listen;
     let token = running.shutdown.clone();
-    let (addr, backend) = match name {
+    let bus = || bus.cloned().context("the event bus is not connected");
+    let backend = backend_of(&config.database_for(name).url).filter(|_| name.has_database());
+    let addr = match name {
         ServiceName::Identity => {
-            let backend = backend_of(&config.database_for(name).url);
-            let app = mercato_identity::build(&crate::cli::identity_config(config)).await?;
+            let app = mercato_identity::build(&crate::cli::identity_config(config), bus()?).await?;
             let addr = app.local_addr();
             running
                 .tasks
                 .spawn(async move { (name, app.run_until_stopped(token).await) });
-            (addr, backend)
+            addr
+        }
+        ServiceName::Customers => {
+            let identity = &urls[&ServiceName::Identity];
+            let app =
+                mercato_customers::build(&crate::cli::customers_config(config, identity), bus()?).await?;
+            let addr = app.local_addr();
+            running
+                .tasks
+                .spawn(async move { (name, app.run_until_stopped(token).await) });
+            addr
         }
         ServiceName::Gateway => {
             let identity = urls[&ServiceName::Identity].clone();
+            let upstreams = BTreeMap::from([
+                ("identity".to_owned(), vec![identity.clone()]),
+                (
+                    "customers".to_owned(),
+                    vec![urls[&ServiceName::Customers].clone()],
+                ),
+            ]);
             let app = mercato_gateway::build(&mercato_gateway::Config {
                 listen,
                 http: config.http.clone(),
@@ -169,14 +208,14 @@ async fn start_one(
                 gateway: config.gateway.clone(),
                 auth: config.auth.clone(),
                 jwks_url: format!("{identity}/.well-known/jwks.json"),
-                upstreams: BTreeMap::from([("identity".to_owned(), vec![identity])]),
+                upstreams,
             })
             .await?;
             let addr = app.local_addr();
             running
                 .tasks
                 .spawn(async move { (name, app.run_until_stopped(token).await) });
-            (addr, None)
+            addr
         }
     };
     // A service bound to port 0 is reached at the port it got.

@@ -7,7 +7,10 @@
 //! - `processes`: identity and gateway as separate `mercato serve` processes on PostgreSQL,
 //!   `mercato up` as a process, signals, and the CLI's other commands.
 
+mod customers;
 mod flows;
+mod operations;
+mod outage;
 mod processes;
 mod restart;
 mod support;

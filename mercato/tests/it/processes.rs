@@ -1,35 +1,61 @@
 //! `mercato` as a user runs it: separate processes, signals, and the operator commands.
 
-use mercato_testkit::{TestBackend, TestDatabase};
+use mercato_testkit::nats::NatsServer;
+use mercato_testkit::{TestBackend, TestDatabase, eventually};
 use serde_json::Value;
 
-use crate::support::{Process, access_token, login, problem, register, run, unique_email};
+use crate::support::{PATIENCE, Process, access_token, login, problem, register, run, unique_email};
 
 /// Identity and gateway as two `mercato serve` processes, identity on PostgreSQL.
 mod postgres {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn identity_and_gateway_run_as_separate_processes_on_postgres() {
+    async fn every_service_runs_as_its_own_process_on_postgres_and_nats() {
         let db = TestDatabase::new(TestBackend::Postgres).await;
+        let nats = NatsServer::start(db.dir()).await;
         let data = db.dir().join("data");
         let data = data.to_str().unwrap();
+        let bus = ("MERCATO_BUS__URL", nats.url());
         let identity = Process::spawn(
             &["serve", "identity", "--data-dir", data],
             &[
                 ("MERCATO_SERVICES__IDENTITY__LISTEN", "127.0.0.1:0".into()),
-                ("MERCATO_SERVICES__IDENTITY__DATABASE_URL", db.url().to_owned()),
+                (
+                    "MERCATO_SERVICES__IDENTITY__DATABASE_URL",
+                    db.service_url("identity"),
+                ),
+                bus.clone(),
             ],
             &["identity"],
+        )
+        .await;
+        let identity_url = (
+            "MERCATO_SERVICES__IDENTITY__URL",
+            identity.url("identity").to_owned(),
+        );
+        let customers = Process::spawn(
+            &["serve", "customers", "--data-dir", data],
+            &[
+                ("MERCATO_SERVICES__CUSTOMERS__LISTEN", "127.0.0.1:0".into()),
+                (
+                    "MERCATO_SERVICES__CUSTOMERS__DATABASE_URL",
+                    db.service_url("customers"),
+                ),
+                identity_url.clone(),
+                bus.clone(),
+            ],
+            &["customers"],
         )
         .await;
         let gateway = Process::spawn(
             &["serve", "gateway", "--data-dir", data],
             &[
                 ("MERCATO_SERVICES__GATEWAY__LISTEN", "127.0.0.1:0".into()),
+                identity_url,
                 (
-                    "MERCATO_SERVICES__IDENTITY__URL",
-                    identity.url("identity").to_owned(),
+                    "MERCATO_SERVICES__CUSTOMERS__URL",
+                    customers.url("customers").to_owned(),
                 ),
             ],
             &["gateway"],
@@ -47,18 +73,35 @@ mod postgres {
             .await
             .unwrap();
         assert_eq!(me.status(), 200);
-        let me: Value = me.json().await.unwrap();
-        assert_eq!(me["email"], email.as_str());
+        let profile: Value = eventually(PATIENCE, "the profile to reach customers over NATS", || async {
+            let response = http
+                .get(format!("{base}/api/customers/me"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            if response.status() == 200 {
+                response.json().await.ok()
+            } else {
+                None
+            }
+        })
+        .await;
+        assert_eq!(profile["email"], email.as_str());
 
         assert!(
             gateway.terminate().await.success(),
             "the gateway exits cleanly on SIGTERM"
         );
-        // With the gateway gone, identity still serves; then it stops cleanly too.
+        // With the gateway gone, the services still serve; then they stop cleanly too.
         let ready = reqwest::get(format!("{}/ready", identity.url("identity")))
             .await
             .unwrap();
         assert_eq!(ready.status(), 200);
+        assert!(
+            customers.terminate().await.success(),
+            "customers exits cleanly on SIGTERM"
+        );
         assert!(
             identity.terminate().await.success(),
             "identity exits cleanly on SIGTERM"
@@ -66,19 +109,33 @@ mod postgres {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn migrate_applies_identity_migrations_once_on_postgres() {
+    async fn migrate_applies_every_services_migrations_once_on_postgres() {
         let db = TestDatabase::new(TestBackend::Postgres).await;
-        let env = [("MERCATO_SERVICES__IDENTITY__DATABASE_URL", db.url().to_owned())];
+        let env = [
+            (
+                "MERCATO_SERVICES__IDENTITY__DATABASE_URL",
+                db.service_url("identity"),
+            ),
+            (
+                "MERCATO_SERVICES__CUSTOMERS__DATABASE_URL",
+                db.service_url("customers"),
+            ),
+        ];
         let data = db.dir().to_str().unwrap().to_owned();
         let (ok, out, err) = run(&["migrate", "--data-dir", &data], &env).await;
         assert!(ok, "{err}");
         assert!(
-            out.contains("identity: 1 migration(s) applied (postgres)"),
+            out.contains("identity: 2 migration(s) applied (postgres)"),
+            "{out}"
+        );
+        assert!(
+            out.contains("customers: 4 migration(s) applied (postgres)"),
             "{out}"
         );
         let (ok, out, _) = run(&["migrate", "--data-dir", &data], &env).await;
         assert!(ok);
         assert!(out.contains("identity: 0 migration(s) applied"), "{out}");
+        assert!(out.contains("customers: 0 migration(s) applied"), "{out}");
     }
 }
 

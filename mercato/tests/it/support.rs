@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use mercato::{Config, Running, ServiceName};
 use mercato_runtime::CancellationToken;
+use mercato_testkit::nats::NatsServer;
 use mercato_testkit::{TestBackend, TestDatabase};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -14,25 +15,30 @@ use tokio::process::{Child, Command};
 /// An upper bound for anything a test waits on.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
-/// The system's configuration for a test: every port 0, data under `data_dir`, identity's
-/// database at `database_url`.
-pub fn config(data_dir: &Path, database_url: &str) -> Config {
+/// The system's configuration for a test: every port 0, data under `data_dir`, each service's
+/// database from `db`, and the bus at `bus_url`.
+pub fn config(data_dir: &Path, db: &TestDatabase, bus_url: &str) -> Config {
     let mut config = Config {
         data_dir: data_dir.to_owned(),
         ..Config::default()
     };
-    for endpoint in config.services.values_mut() {
+    for (name, endpoint) in &mut config.services {
         endpoint.listen = "127.0.0.1:0".parse().unwrap();
+        if name != "gateway" {
+            endpoint.database_url = Some(db.service_url(name));
+        }
     }
-    config.services.get_mut("identity").unwrap().database_url = Some(database_url.to_owned());
+    config.bus.url = bus_url.to_owned();
     config.identity.key_reload_interval_secs = 1;
     config.identity.key_activation_delay_secs = Some(2);
     config.prepared().expect("test configuration is valid")
 }
 
-/// Identity and gateway running in this process.
+/// Every service running in this process.
 pub struct System {
     pub gateway: String,
+    /// Every started service's URL, by name.
+    pub urls: std::collections::BTreeMap<String, String>,
     pub http: reqwest::Client,
     running: Option<Running>,
     shutdown: CancellationToken,
@@ -45,6 +51,11 @@ impl System {
             .await
             .expect("system starts");
         Self {
+            urls: running
+                .started
+                .iter()
+                .map(|s| (s.name.as_str().to_owned(), s.url.clone()))
+                .collect(),
             gateway: running.url(ServiceName::Gateway).unwrap().to_owned(),
             http: reqwest::Client::new(),
             running: Some(running),
@@ -70,11 +81,30 @@ impl Drop for System {
     }
 }
 
-/// A database and a data directory that live as long as the test.
-pub async fn fresh(backend: TestBackend) -> (TestDatabase, Config) {
+/// What a test's system runs on, cleaned up when the test ends: the databases and data
+/// directory, and in the distributed setting a private NATS server.
+pub struct Fixture {
+    /// Held for its lifetime: dropping it drops the test's databases.
+    _db: TestDatabase,
+    pub nats: Option<NatsServer>,
+}
+
+/// Embedded (SQLite and the embedded bus) or distributed (PostgreSQL and NATS JetStream).
+pub async fn fresh(backend: TestBackend) -> (Fixture, Config) {
     let db = TestDatabase::new(backend).await;
-    let config = config(&db.dir().join("data"), db.url());
-    (db, config)
+    let (nats, bus_url) = match backend {
+        TestBackend::Sqlite => (
+            None,
+            format!("sqlite://{}?mode=rwc", db.dir().join("bus.db").display()),
+        ),
+        TestBackend::Postgres => {
+            let server = NatsServer::start(db.dir()).await;
+            let url = server.url();
+            (Some(server), url)
+        }
+    };
+    let config = config(&db.dir().join("data"), &db, &bus_url);
+    (Fixture { _db: db, nats }, config)
 }
 
 pub async fn register(http: &reqwest::Client, base: &str, email: &str) -> reqwest::Response {

@@ -11,9 +11,11 @@
 //! - [`client`]: the HTTP client services use to call each other (timeouts, correlation id).
 //! - [`telemetry`]: JSON logs filtered by `RUST_LOG`.
 //! - [`shutdown`]: waiting for Ctrl-C or SIGTERM.
+//! - [`background`]: the loops a service runs beside its server, stopped with it.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod background;
 pub mod client;
 pub mod config;
 pub mod correlation;
@@ -27,6 +29,7 @@ pub mod shutdown;
 pub mod telemetry;
 
 pub use auth::Caller;
+pub use background::Background;
 pub use client::ServiceClient;
 pub use config::{ClientConfig, HttpConfig};
 pub use extract::Json;

@@ -5,7 +5,10 @@
 //! - [`backend_tests!`]: runs one async test body once per backend, as `sqlite::name` and
 //!   `postgres::name`, so a filter on `postgres` selects or leaves out the PostgreSQL suite.
 //! - [`eventually`]: polls a condition until it holds or a deadline passes; tests never sleep.
+//! - [`nats::NatsServer`]: a private NATS JetStream server per test, stoppable and restartable.
 #![forbid(unsafe_code)]
+
+pub mod nats;
 
 use std::future::Future;
 use std::time::Duration;
@@ -32,7 +35,9 @@ pub struct TestDatabase {
     url: String,
     backend: TestBackend,
     dir: tempfile::TempDir,
-    postgres_name: Option<String>,
+    /// PostgreSQL databases to drop when the test ends: this one and those handed out by
+    /// [`TestDatabase::service_url`].
+    postgres_names: std::sync::Mutex<Vec<String>>,
 }
 
 impl TestDatabase {
@@ -45,11 +50,12 @@ impl TestDatabase {
         match backend {
             TestBackend::Sqlite => {
                 let path = dir.path().join("test.db");
+                let url = format!("sqlite://{}?mode=rwc", path.display());
                 Self {
-                    url: format!("sqlite://{}?mode=rwc", path.display()),
+                    url,
                     backend,
                     dir,
-                    postgres_name: None,
+                    postgres_names: std::sync::Mutex::default(),
                 }
             }
             TestBackend::Postgres => {
@@ -63,12 +69,12 @@ impl TestDatabase {
                     .await
                     .expect("create test database");
                 let _ = conn.close().await;
-                let base = admin.rsplit_once('/').map_or(admin.as_str(), |(b, _)| b);
+                let url = format!("{}/{name}", base_of(&admin));
                 Self {
-                    url: format!("{base}/{name}"),
+                    url,
                     backend,
                     dir,
-                    postgres_name: Some(name),
+                    postgres_names: std::sync::Mutex::new(vec![name]),
                 }
             }
         }
@@ -78,6 +84,32 @@ impl TestDatabase {
     #[must_use]
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// A further database for `service` on the same backend, cleaned up with this one: a file
+    /// beside this database, or a PostgreSQL database that the service creates when it connects.
+    #[must_use]
+    pub fn service_url(&self, service: &str) -> String {
+        match self.backend {
+            TestBackend::Sqlite => {
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    self.dir.path().join(format!("{service}.db")).display()
+                )
+            }
+            TestBackend::Postgres => {
+                let (base, name) = self
+                    .url
+                    .rsplit_once('/')
+                    .unwrap_or((self.url.as_str(), "mercato_test"));
+                let extra = format!("{name}_{service}");
+                self.postgres_names
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(extra.clone());
+                format!("{base}/{extra}")
+            }
+        }
     }
 
     #[must_use]
@@ -92,11 +124,21 @@ impl TestDatabase {
     }
 }
 
+fn base_of(url: &str) -> &str {
+    url.rsplit_once('/').map_or(url, |(base, _)| base)
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        let Some(name) = self.postgres_name.take() else {
+        let names = std::mem::take(
+            &mut *self
+                .postgres_names
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if names.is_empty() {
             return;
-        };
+        }
         // Drop runs outside async context; a short-lived runtime on its own thread does the I/O.
         let admin = postgres_admin_url();
         let _ = std::thread::spawn(move || {
@@ -106,8 +148,10 @@ impl Drop for TestDatabase {
                 .ok()?;
             rt.block_on(async {
                 let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
-                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                sqlx::query(&sql).execute(&mut conn).await.ok()?;
+                for name in names {
+                    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                    let _ = sqlx::query(&sql).execute(&mut conn).await;
+                }
                 conn.close().await.ok()
             })
         })

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mercato_contracts::identity::UserRegistered;
+use mercato_messaging::{Context, Envelope, Outbox, outbox};
+use mercato_runtime::correlation::CorrelationId;
 use mercato_security::{Claims, TokenError, VerifierConfig};
 use mercato_storage::{Db, StorageError, now_millis};
 use rand::RngCore as _;
@@ -55,6 +58,7 @@ pub struct Accounts {
     auth: VerifierConfig,
     access_ttl: Duration,
     refresh_ttl: Duration,
+    outbox: Outbox,
 }
 
 fn hash_refresh(token: &str) -> String {
@@ -80,6 +84,7 @@ impl Accounts {
         auth: VerifierConfig,
         access_ttl: Duration,
         refresh_ttl: Duration,
+        outbox: Outbox,
     ) -> Self {
         Self {
             db,
@@ -87,6 +92,7 @@ impl Accounts {
             auth,
             access_ttl,
             refresh_ttl,
+            outbox,
         }
     }
 
@@ -139,7 +145,21 @@ impl Accounts {
             Err(e) if e.is_conflict() => return Err(AccountError::EmailTaken),
             other => other?,
         }
+        // The event commits with the account, or neither does.
+        let event = UserRegistered {
+            user_id: id.clone(),
+            email: email.as_str().to_owned(),
+            name: name.as_str().to_owned(),
+        };
+        let context = Context {
+            correlation_id: CorrelationId::current().map(|c| c.to_string()),
+            ..Context::default()
+        };
+        let mut envelope = Envelope::new(crate::NAME, &id, &event, &context)
+            .map_err(|e| StorageError::Config(e.to_string()))?;
+        outbox::append(&mut tx, &mut envelope).await?;
         tx.commit().await.map_err(StorageError::from)?;
+        self.outbox.committed();
         Ok(User {
             id,
             email: email.clone(),

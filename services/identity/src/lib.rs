@@ -22,7 +22,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mercato_runtime::{CancellationToken, HttpConfig, Readiness, Registry, Server, Service};
+use mercato_messaging::{Bus, BusError, Outbox, Relay, RelayConfig, RelayMetrics};
+use mercato_runtime::{Background, CancellationToken, HttpConfig, Readiness, Registry, Server, Service};
 use mercato_security::{KeyError, KeyStore, Verifier, VerifierConfig};
 use mercato_storage::{DatabaseConfig, Db, StorageError};
 use serde::{Deserialize, Serialize};
@@ -111,6 +112,7 @@ pub struct Config {
     pub database: DatabaseConfig,
     pub auth: VerifierConfig,
     pub identity: IdentityConfig,
+    pub relay: RelayConfig,
 }
 
 /// Why identity could not start.
@@ -120,6 +122,8 @@ pub enum StartError {
     Storage(#[from] StorageError),
     #[error("identity signing keys: {0}")]
     Keys(#[from] KeyError),
+    #[error("identity event bus: {0}")]
+    Bus(#[from] BusError),
     #[error("identity cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -138,22 +142,24 @@ pub async fn open_database(config: &DatabaseConfig) -> Result<Db, StorageError> 
     Ok(db)
 }
 
-/// The account operations over an open database, for the CLI's admin tasks.
+/// The account operations over an open database, for the CLI's admin tasks. Events they cause
+/// wait in the outbox until the running service's relay publishes them.
 ///
 /// # Errors
 /// The signing keys cannot be loaded.
 pub fn accounts(db: Db, config: &Config) -> Result<Accounts, KeyError> {
     let keys = keys::Keys::open(config.identity.key_store(), config.identity.generate_keys)?;
-    Ok(accounts_with(db, keys, config))
+    Ok(accounts_with(db, keys, config, Outbox::new()))
 }
 
-fn accounts_with(db: Db, keys: keys::Keys, config: &Config) -> Accounts {
+fn accounts_with(db: Db, keys: keys::Keys, config: &Config, outbox: Outbox) -> Accounts {
     Accounts::new(
         db,
         keys,
         config.auth.clone(),
         Duration::from_secs(config.identity.access_token_ttl_secs),
         Duration::from_secs(config.identity.refresh_token_ttl_secs),
+        outbox,
     )
 }
 
@@ -161,31 +167,46 @@ fn accounts_with(db: Db, keys: keys::Keys, config: &Config) -> Accounts {
 #[derive(Debug)]
 pub struct App {
     server: Server,
-    keys: keys::Keys,
+    background: Background,
     db: Db,
-    reload_every: Duration,
+    grace: Duration,
 }
 
-/// Opens the database and keys and binds the listener.
+/// Opens the database and keys and binds the listener; `bus` carries the events identity
+/// publishes.
 ///
 /// # Errors
 /// See [`StartError`].
-pub async fn build(config: &Config) -> Result<App, StartError> {
+pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
     let db = open_database(&config.database).await?;
     let keys = keys::Keys::open(config.identity.key_store(), config.identity.generate_keys)?;
     credentials::warm_up().await;
     let verifier = Verifier::new(config.auth.clone(), keys.local());
-    let accounts = Arc::new(accounts_with(db.clone(), keys.clone(), config));
-    let check_db = db.clone();
-    let readiness = Readiness::new().with_check("database", move || {
-        let db = check_db.clone();
-        async move { db.ping().await.map_err(|e| e.to_string()) }
-    });
+    let outbox = Outbox::new();
+    let accounts = Arc::new(accounts_with(db.clone(), keys.clone(), config, outbox.clone()));
+    let mut registry = Registry::default();
+    let relay = Relay::new(
+        db.clone(),
+        bus.clone(),
+        outbox,
+        config.relay.clone(),
+        RelayMetrics::register(&mut registry),
+    );
+    let (check_db, check_bus) = (db.clone(), bus);
+    let readiness = Readiness::new()
+        .with_check("database", move || {
+            let db = check_db.clone();
+            async move { db.ping().await.map_err(|e| e.to_string()) }
+        })
+        .with_check("bus", move || {
+            let bus = check_bus.clone();
+            async move { bus.ping().await.map_err(|e| e.to_string()) }
+        });
     let service = Service {
         name: NAME,
         routes: api::router(accounts, verifier),
         readiness,
-        registry: Registry::default(),
+        registry,
         own_fallback: false,
     };
     let server = Server::bind(config.listen, &config.http, service)
@@ -194,12 +215,31 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
             addr: config.listen,
             source,
         })?;
+    let mut background = Background::new();
+    background.add("outbox relay", move |token| relay.run(token));
+    let reload_every = Duration::from_secs(config.identity.key_reload_interval_secs);
+    background.add("key reload", move |token| reload_keys(keys, reload_every, token));
     Ok(App {
         server,
-        keys,
+        background,
         db,
-        reload_every: Duration::from_secs(config.identity.key_reload_interval_secs),
+        grace: Duration::from_millis(config.http.shutdown_grace_ms),
     })
+}
+
+async fn reload_keys(keys: keys::Keys, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = tick.tick() => match reload(&keys).await {
+                Ok(true) => tracing::info!(kid = %keys.active().kid, "signing key rotated"),
+                Ok(false) => {}
+                Err(error) => tracing::warn!(%error, "cannot reload signing keys; keeping the current ones"),
+            },
+        }
+    }
 }
 
 /// Reads the key directory on the blocking pool: it is file I/O.
@@ -221,34 +261,21 @@ impl App {
         self.server.port()
     }
 
-    /// Serves until `shutdown` is cancelled, picking up key rotations meanwhile.
+    /// Serves until `shutdown` is cancelled, relaying events and picking up key rotations
+    /// meanwhile.
     ///
     /// # Errors
     /// The server failed.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let Self {
             server,
-            keys,
+            background,
             db,
-            reload_every,
+            grace,
         } = self;
-        let stop_reload = shutdown.clone();
-        let reload = tokio::spawn(async move {
-            let mut tick = tokio::time::interval(reload_every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    () = stop_reload.cancelled() => break,
-                    _ = tick.tick() => match reload(&keys).await {
-                        Ok(true) => tracing::info!(kid = %keys.active().kid, "signing key rotated"),
-                        Ok(false) => {}
-                        Err(error) => tracing::warn!(%error, "cannot reload signing keys; keeping the current ones"),
-                    },
-                }
-            }
-        });
+        let background = background.spawn(&shutdown);
         let result = server.run_until_stopped(shutdown).await;
-        reload.abort();
+        background.stop(grace).await;
         db.close().await;
         result
     }

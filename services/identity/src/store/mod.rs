@@ -11,9 +11,12 @@ pub use users::{
 use mercato_storage::Migration;
 
 /// Identity's schema, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "users",
-    sql: include_str!("../../migrations/0001_users.sql"),
-    postgres_sql: None,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "users",
+        sql: include_str!("../../migrations/0001_users.sql"),
+        postgres_sql: None,
+    },
+    mercato_messaging::outbox::MIGRATION,
+];

@@ -11,6 +11,7 @@
 //! - `operations`: health, readiness, metrics, unknown routes and shutdown.
 
 mod admin;
+mod events;
 mod keys;
 mod me;
 mod operations;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mercato_identity::{Config, IdentityConfig};
+use mercato_messaging::{Bus, BusConfig, RelayConfig};
 use mercato_runtime::{CancellationToken, HttpConfig};
 use mercato_security::VerifierConfig;
 use mercato_storage::DatabaseConfig;
@@ -25,6 +26,8 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// The configuration the service was built from (database URL, key directory).
     pub config: Config,
+    /// The embedded bus the service publishes to.
+    pub bus: Bus,
     shutdown: CancellationToken,
     /// The server task, until [`TestApp::stop`] waits for it.
     server: Option<JoinHandle<std::io::Result<()>>>,
@@ -77,8 +80,16 @@ pub async fn spawn_app_with(backend: TestBackend, customise: impl FnOnce(&mut Id
         },
         auth: VerifierConfig::default(),
         identity,
+        relay: RelayConfig::default(),
     };
-    let app = mercato_identity::build(&config)
+    let bus_url = format!("sqlite://{}?mode=rwc", db.dir().join("bus.db").display());
+    let bus = Bus::connect(&BusConfig {
+        url: bus_url,
+        ..BusConfig::default()
+    })
+    .await
+    .expect("open the embedded bus");
+    let app = mercato_identity::build(&config, bus.clone())
         .await
         .expect("build the identity service");
     let addr = app.local_addr();
@@ -92,6 +103,7 @@ pub async fn spawn_app_with(backend: TestBackend, customise: impl FnOnce(&mut Id
             .build()
             .expect("build the test client"),
         config,
+        bus,
         shutdown,
         server: Some(server),
         _db: db,

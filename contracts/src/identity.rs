@@ -1,0 +1,20 @@
+//! Events of the identity service (category `identity`).
+
+use mercato_messaging::Event;
+use serde::{Deserialize, Serialize};
+
+/// The bus category of identity's events.
+pub const CATEGORY: &str = "identity";
+
+/// A person registered. Stream: the user id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRegistered {
+    pub user_id: String,
+    pub email: String,
+    pub name: String,
+}
+
+impl Event for UserRegistered {
+    const TYPE: &'static str = "UserRegistered";
+    const VERSION: u32 = 1;
+}

@@ -1,0 +1,249 @@
+//! The customers service end to end: a profile appears after registration (identity → outbox →
+//! bus → inbox → event store → projection), and a customer reads and changes only their own.
+
+use mercato_testkit::{TestBackend, backend_tests, eventually};
+use serde_json::{Value, json};
+
+use crate::support::{PATIENCE, System, access_token, fresh, login, problem, register, unique_email};
+
+backend_tests!(
+    registering_creates_a_customer_profile_readable_through_the_gateway,
+    a_customer_updates_their_profile_and_preferences_and_reads_them_back,
+    bad_profile_changes_are_problems_naming_the_field,
+    a_customer_only_ever_sees_their_own_profile,
+);
+
+/// Registers, logs in, and waits until the profile exists; returns the access token.
+async fn customer(system: &System, email: &str) -> String {
+    assert_eq!(register(&system.http, &system.gateway, email).await.status(), 201);
+    let token = access_token(&login(&system.http, &system.gateway, email).await);
+    eventually(PATIENCE, "the customer profile to be created", || async {
+        let response = system
+            .http
+            .get(system.url("/api/customers/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        (response.status() == 200).then_some(())
+    })
+    .await;
+    token
+}
+
+async fn registering_creates_a_customer_profile_readable_through_the_gateway(backend: TestBackend) {
+    let (_db, config) = fresh(backend).await;
+    let system = System::start(config).await;
+    let email = unique_email();
+    let token = customer(&system, &email).await;
+    let me: Value = system
+        .http
+        .get(system.url("/api/customers/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email"], email.as_str());
+    assert_eq!(me["name"], "Ada");
+    assert_eq!(me["addresses"], json!([]));
+    let prefs: Value = system
+        .http
+        .get(system.url("/api/customers/me/preferences"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        prefs,
+        json!({"channels": {"email": true, "sms": false}, "marketing_opt_in": false, "locale": "en"})
+    );
+    system.stop().await;
+}
+
+async fn a_customer_updates_their_profile_and_preferences_and_reads_them_back(backend: TestBackend) {
+    let (_db, config) = fresh(backend).await;
+    let system = System::start(config).await;
+    let token = customer(&system, &unique_email()).await;
+    let address = json!({"line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "de"});
+    let patched = system
+        .http
+        .patch(system.url("/api/customers/me"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "Ada Lovelace", "addresses": [address]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
+    let patched: Value = patched.json().await.unwrap();
+    assert_eq!(patched["name"], "Ada Lovelace");
+    assert_eq!(patched["addresses"][0]["country"], "DE");
+
+    // Read your own write: the GET right after the PATCH sees it.
+    let me: Value = system
+        .http
+        .get(system.url("/api/customers/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["name"], "Ada Lovelace");
+    assert_eq!(me["addresses"][0]["city"], "Berlin");
+
+    let prefs =
+        json!({"channels": {"email": false, "sms": true}, "marketing_opt_in": true, "locale": "de-DE"});
+    let put = system
+        .http
+        .put(system.url("/api/customers/me/preferences"))
+        .bearer_auth(&token)
+        .json(&prefs)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let read: Value = system
+        .http
+        .get(system.url("/api/customers/me/preferences"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(read, prefs);
+    let me: Value = system
+        .http
+        .get(system.url("/api/customers/me"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        me["name"], "Ada Lovelace",
+        "changing preferences keeps the profile"
+    );
+    system.stop().await;
+}
+
+async fn bad_profile_changes_are_problems_naming_the_field(backend: TestBackend) {
+    let (_db, config) = fresh(backend).await;
+    let system = System::start(config).await;
+    let token = customer(&system, &unique_email()).await;
+    let patch = |body: Value| {
+        let request = system
+            .http
+            .patch(system.url("/api/customers/me"))
+            .bearer_auth(&token)
+            .json(&body);
+        async move { request.send().await.unwrap() }
+    };
+    let cases = [
+        (json!({"name": ""}), "name"),
+        (json!({"email": "evil@example.com"}), "body"),
+        (json!({"id": "someone-else"}), "body"),
+        (
+            json!({"addresses": [{"line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "Germany"}]}),
+            "addresses[0].country",
+        ),
+        (json!({"addresses": [{"line1": "x"}]}), "addresses[0].city"),
+    ];
+    for (body, field) in cases {
+        let response = patch(body.clone()).await;
+        let problem = problem(response, 422).await;
+        let named: Vec<&str> = problem["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["field"].as_str())
+            .collect();
+        assert!(
+            named
+                .iter()
+                .any(|n| *n == field || (field == "body" && !n.is_empty())),
+            "{body} should name {field}: {problem}"
+        );
+    }
+    let bad_locale =
+        json!({"channels": {"email": true, "sms": false}, "marketing_opt_in": false, "locale": "english"});
+    let response = system
+        .http
+        .put(system.url("/api/customers/me/preferences"))
+        .bearer_auth(&token)
+        .json(&bad_locale)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(problem(response, 422).await["errors"][0]["field"], "locale");
+    let missing = system
+        .http
+        .put(system.url("/api/customers/me/preferences"))
+        .bearer_auth(&token)
+        .json(&json!({"locale": "en"}))
+        .send()
+        .await
+        .unwrap();
+    problem(missing, 422).await;
+    let anonymous = system
+        .http
+        .get(system.url("/api/customers/me"))
+        .send()
+        .await
+        .unwrap();
+    problem(anonymous, 401).await;
+    system.stop().await;
+}
+
+async fn a_customer_only_ever_sees_their_own_profile(backend: TestBackend) {
+    let (_db, config) = fresh(backend).await;
+    let system = System::start(config).await;
+    let (ada, bob) = (unique_email(), unique_email());
+    let ada_token = customer(&system, &ada).await;
+    let bob_token = customer(&system, &bob).await;
+    let renamed = system
+        .http
+        .patch(system.url("/api/customers/me"))
+        .bearer_auth(&bob_token)
+        .json(&json!({"name": "Bob"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), 200);
+    let me: Value = system
+        .http
+        .get(system.url("/api/customers/me"))
+        .bearer_auth(&ada_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["email"], ada.as_str());
+    assert_eq!(me["name"], "Ada", "bob's change did not touch ada's profile");
+    // A forged identity header changes nothing: the gateway strips it, the service checks the token.
+    let spoofed: Value = system
+        .http
+        .get(system.url("/api/customers/me"))
+        .bearer_auth(&ada_token)
+        .header("x-auth-subject", "someone-else")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(spoofed["email"], ada.as_str());
+    system.stop().await;
+}

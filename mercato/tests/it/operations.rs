@@ -1,0 +1,203 @@
+//! Operator commands against a running system, on both backends: dead letters and projections.
+
+use mercato_messaging::{Bus, Envelope};
+use mercato_testkit::{TestBackend, backend_tests, eventually};
+use serde_json::json;
+
+use crate::support::{PATIENCE, System, access_token, fresh, login, register, run, unique_email};
+
+backend_tests!(
+    a_poison_event_is_parked_listed_and_replayed_while_good_events_flow,
+    projections_rebuild_restores_the_read_model
+);
+
+/// The environment that points a `mercato` command at this test's databases and bus.
+fn env_of(config: &mercato::Config) -> Vec<(&'static str, String)> {
+    vec![
+        ("MERCATO_BUS__URL", config.bus.url.clone()),
+        (
+            "MERCATO_SERVICES__CUSTOMERS__DATABASE_URL",
+            config.database_for(mercato::ServiceName::Customers).url,
+        ),
+        (
+            "MERCATO_SERVICES__IDENTITY__DATABASE_URL",
+            config.database_for(mercato::ServiceName::Identity).url,
+        ),
+    ]
+}
+
+async fn profile_status(system: &System, token: &str) -> u16 {
+    system
+        .http
+        .get(system.url("/api/customers/me"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn a_poison_event_is_parked_listed_and_replayed_while_good_events_flow(backend: TestBackend) {
+    let (_fixture, config) = fresh(backend).await;
+    let system = System::start(config.clone()).await;
+
+    // A UserRegistered whose payload lacks its fields: customers can never apply it.
+    let mut poison = Envelope::new(
+        "identity",
+        "poison-stream",
+        &mercato_contracts::identity::UserRegistered {
+            user_id: String::new(),
+            email: String::new(),
+            name: String::new(),
+        },
+        &mercato_messaging::Context::default(),
+    )
+    .unwrap();
+    poison.payload = json!({"unexpected": true});
+    poison.stream_seq = 1;
+    let bus = Bus::connect(&config.bus).await.unwrap();
+    bus.publish(&poison).await.unwrap();
+
+    // Good events still flow past it.
+    let email = unique_email();
+    register(&system.http, &system.gateway, &email).await;
+    let token = access_token(&login(&system.http, &system.gateway, &email).await);
+    eventually(PATIENCE, "a profile despite the poison message", || async {
+        (profile_status(&system, &token).await == 200).then_some(())
+    })
+    .await;
+
+    let data = config.data_dir.to_str().unwrap().to_owned();
+    let env = env_of(&config);
+    let listed = eventually(PATIENCE, "the poison message in the dead letters", || async {
+        let (ok, out, _) = run(&["dlq", "list", "--data-dir", &data], &env).await;
+        (ok && out.contains(&poison.id)).then_some(out)
+    })
+    .await;
+    assert!(listed.contains("group=customers-on-identity"), "{listed}");
+    assert!(listed.contains("UserRegistered"), "{listed}");
+    let id = listed
+        .lines()
+        .find(|l| l.contains(&poison.id))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+
+    let (ok, out, err) = run(&["dlq", "replay", &id, "--data-dir", &data], &env).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("replayed"), "{out}");
+    // Still poison: it is handled again and parked again, under a new dead-letter id.
+    eventually(PATIENCE, "the replayed message to be parked again", || async {
+        let (ok, out, _) = run(&["dlq", "list", "--data-dir", &data], &env).await;
+        (ok && out.contains(&poison.id) && !out.lines().any(|l| l.starts_with(&format!("{id} "))))
+            .then_some(())
+    })
+    .await;
+    let (ok, _, err) = run(&["dlq", "replay", "no-such-letter", "--data-dir", &data], &env).await;
+    assert!(!ok && err.contains("no dead letter"), "{err}");
+
+    let metrics = reqwest::get(format!("{}/metrics", system.urls["customers"]))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(
+            r#"mercato_consumer_messages_total{subscriber="customers-on-identity",outcome="parked"}"#
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"mercato_consumer_handler_errors_total{subscriber="customers-on-identity"}"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains("mercato_consumer_lag"), "{metrics}");
+    system.stop().await;
+}
+
+async fn projections_rebuild_restores_the_read_model(backend: TestBackend) {
+    let (_fixture, config) = fresh(backend).await;
+    let system = System::start(config.clone()).await;
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        let email = unique_email();
+        register(&system.http, &system.gateway, &email).await;
+        tokens.push(access_token(&login(&system.http, &system.gateway, &email).await));
+    }
+    for token in &tokens {
+        eventually(PATIENCE, "every profile", || async {
+            (profile_status(&system, token).await == 200).then_some(())
+        })
+        .await;
+    }
+    let renamed = system
+        .http
+        .patch(system.url("/api/customers/me"))
+        .bearer_auth(&tokens[0])
+        .json(&json!({"name": "Renamed"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), 200);
+    let before: Vec<String> = {
+        let mut bodies = Vec::new();
+        for token in &tokens {
+            let body = system
+                .http
+                .get(system.url("/api/customers/me"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            bodies.push(body.text().await.unwrap());
+        }
+        bodies
+    };
+    system.stop().await;
+
+    let data = config.data_dir.to_str().unwrap().to_owned();
+    let env = env_of(&config);
+    let (ok, out, err) = run(
+        &[
+            "projections",
+            "rebuild",
+            "customers.profiles",
+            "--data-dir",
+            &data,
+        ],
+        &env,
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("rebuilt customers.profiles from 4 event(s)"),
+        "{out}"
+    );
+    let (ok, _, err) = run(
+        &["projections", "rebuild", "customers.nothing", "--data-dir", &data],
+        &env,
+    )
+    .await;
+    assert!(!ok && err.contains("no projection"), "{err}");
+
+    let system = System::start(config).await;
+    for (token, expected) in tokens.iter().zip(before) {
+        let after = system
+            .http
+            .get(system.url("/api/customers/me"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            after.text().await.unwrap(),
+            expected,
+            "the rebuilt read model equals the live one"
+        );
+    }
+    system.stop().await;
+}

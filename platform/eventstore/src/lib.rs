@@ -1,0 +1,59 @@
+//! An event store on a service's own database, the same on SQLite and PostgreSQL.
+//!
+//! A service that keeps an aggregate as events appends them here, with the version it expects
+//! the stream to be at, inside its own write transaction. The append puts every event in the
+//! outbox in that same transaction, so an event is stored and published, or neither: no dual
+//! write. Projections read the global log in position order and keep a checkpoint that commits
+//! with their effects.
+//!
+//! - [`store`]: [`append`] with an [`ExpectedVersion`], and the reads ([`read_stream`],
+//!   [`read_all`], [`stream_version`]).
+//! - [`subscription`]: the [`Projection`] trait, [`catch_up`], [`run`], [`rebuild`] and
+//!   [`checkpoint`].
+//! - [`error`]: [`EventStoreError`]; version conflicts are typed, never overwrites.
+//!
+//! Guarantees:
+//! - a stream's versions are 1, 2, 3, … with no gaps and no duplicates; two writers that expect
+//!   the same version get one success and one [`EventStoreError::Conflict`];
+//! - global positions become visible in increasing order (PostgreSQL appends take turns on an
+//!   advisory lock; SQLite has one writer), so a reader that remembers the last position it saw
+//!   never misses an event that commits later;
+//! - a projection applies each event exactly once, in position order, even with several runners.
+//!
+//! A service lists [`mercato_messaging::outbox::MIGRATION`] and [`MIGRATION`] among its migrations.
+//!
+//! ```no_run
+//! # async fn example(db: mercato_storage::Db, events: Vec<mercato_messaging::Envelope>)
+//! # -> Result<(), Box<dyn std::error::Error>> {
+//! use mercato_eventstore::{ExpectedVersion, append, read_stream};
+//!
+//! let history = read_stream(db.pool(), "order-42").await?;
+//! let expected = ExpectedVersion::Exact(history.last().map_or(0, |e| e.version));
+//! let mut tx = db.begin().await?;
+//! append(&mut tx, "order-42", expected, events).await?;
+//! tx.commit().await?;
+//! # Ok(()) }
+//! ```
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod store;
+pub mod subscription;
+
+use mercato_storage::Migration;
+
+pub use error::EventStoreError;
+pub use store::{
+    AppendResult, ExpectedVersion, RecordedEvent, append, read_all, read_stream, stream_version,
+};
+pub use subscription::{
+    BoxFuture, Projection, ProjectionError, SubscriptionError, catch_up, checkpoint, rebuild, run,
+};
+
+/// The `events` and `checkpoints` tables; list it after the outbox's migration.
+pub const MIGRATION: Migration = Migration {
+    version: 1101,
+    name: "event_store",
+    sql: include_str!("../migrations/event_store.sql"),
+    postgres_sql: Some(include_str!("../migrations/event_store.postgres.sql")),
+};

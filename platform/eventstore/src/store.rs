@@ -1,0 +1,278 @@
+//! Appending to streams with an expected version, and reading streams and the global log.
+
+use std::fmt;
+
+use mercato_messaging::{Envelope, outbox};
+use mercato_storage::sqlx::{self, Any, Executor, Row as _, any::AnyRow};
+use mercato_storage::{Tx, now_millis};
+
+use crate::error::{EventStoreError, classify_insert};
+
+/// The PostgreSQL advisory-lock key every append takes (ASCII "events"). One key per database is
+/// the point: it makes appends take turns, so global positions become visible in order.
+const APPEND_LOCK: i64 = 0x0000_6576_656e_7473;
+
+const COLUMNS: &str = "position, version, envelope, recorded_at";
+
+/// What a writer believes about a stream before appending to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpectedVersion {
+    /// The stream has no events yet.
+    NoStream,
+    /// The stream's last event has this version (`Exact(0)` is the same as [`Self::NoStream`]).
+    Exact(i64),
+    /// Append whatever the stream holds: for streams with a single writer, or facts that do not
+    /// depend on earlier events.
+    Any,
+}
+
+impl ExpectedVersion {
+    /// True when a stream at version `current` (0 for none) satisfies this expectation.
+    #[must_use]
+    pub fn admits(self, current: i64) -> bool {
+        match self {
+            Self::NoStream => current == 0,
+            Self::Exact(version) => current == version,
+            Self::Any => true,
+        }
+    }
+}
+
+impl fmt::Display for ExpectedVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NoStream => f.write_str("no stream"),
+            Self::Exact(version) => write!(f, "version {version}"),
+            Self::Any => f.write_str("any version"),
+        }
+    }
+}
+
+/// An event as stored: its place in the global log and in its stream.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordedEvent {
+    /// Position in the database's global log; increases in commit order, may skip numbers.
+    pub position: i64,
+    /// Position in its stream: 1, 2, … with no gaps; equals `envelope.stream_seq`.
+    pub version: i64,
+    /// Unix milliseconds when the append ran.
+    pub recorded_at: i64,
+    pub envelope: Envelope,
+}
+
+/// What an append wrote.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendResult {
+    /// The stream's version after the append.
+    pub version: i64,
+    /// The appended events, with their versions and positions, in order.
+    pub events: Vec<RecordedEvent>,
+}
+
+impl AppendResult {
+    /// The expectation for the writer's next append to the same stream.
+    #[must_use]
+    pub fn next_expected(&self) -> ExpectedVersion {
+        ExpectedVersion::Exact(self.version)
+    }
+}
+
+/// Appends `events` to `stream_id` in `tx` if the stream is at the `expected` version, and puts
+/// each event in the outbox in the same transaction. The caller commits.
+///
+/// Each envelope gets the stream's next version as `stream_seq` (current + 1, current + 2, …,
+/// from one read of the current version) and `stream_id` set. On PostgreSQL the append first
+/// takes a transaction-level advisory lock held until the caller commits or rolls back, so
+/// appends in one database take turns: keep the transaction short after appending.
+///
+/// An empty `events` checks the expectation and writes nothing.
+///
+/// # Errors
+/// - [`EventStoreError::Conflict`] when the stream is at another version; nothing was written,
+///   and the caller rolls back.
+/// - [`EventStoreError::Malformed`] for an empty stream id or an envelope built for another
+///   stream.
+/// - [`EventStoreError::Storage`] when the database fails, including
+///   [`mercato_storage::StorageError::Conflict`] for an event id that is already stored.
+pub async fn append(
+    tx: &mut Tx,
+    stream_id: &str,
+    expected: ExpectedVersion,
+    events: Vec<Envelope>,
+) -> Result<AppendResult, EventStoreError> {
+    if stream_id.is_empty() {
+        return Err(EventStoreError::Malformed("a stream needs a non-empty id".into()));
+    }
+    if let Some(stray) = events
+        .iter()
+        .find(|e| !e.stream_id.is_empty() && e.stream_id != stream_id)
+    {
+        // An envelope built for one aggregate and appended to another is a bug; refusing it is
+        // kinder than silently moving the event.
+        return Err(EventStoreError::Malformed(format!(
+            "event {} was built for stream {:?} but appended to {stream_id:?}",
+            stray.id, stray.stream_id
+        )));
+    }
+    if !events.is_empty() && is_postgres(tx) {
+        // BIGSERIAL hands out positions at insert time, but transactions commit in any order: a
+        // reader that saw position 11 commit before 10 would move its checkpoint past 10 and never
+        // see it. Taking turns here, before the version is read, makes positions commit in the
+        // order they were assigned. SQLite needs nothing: `BEGIN IMMEDIATE` admits one writer.
+        sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
+            .bind(APPEND_LOCK)
+            .execute(&mut **tx)
+            .await?;
+    }
+    let current = stream_version(&mut **tx, stream_id).await?;
+    if !expected.admits(current) {
+        return Err(EventStoreError::Conflict {
+            stream_id: stream_id.to_owned(),
+            expected,
+            actual: Some(current),
+        });
+    }
+
+    let recorded_at = now_millis();
+    let mut version = current;
+    let mut recorded = Vec::with_capacity(events.len());
+    for mut envelope in events {
+        version += 1;
+        envelope.stream_id = stream_id.to_owned();
+        envelope.stream_seq = version;
+        let body = serde_json::to_string(&envelope)
+            .map_err(|e| EventStoreError::Malformed(format!("event {}: {e}", envelope.id)))?;
+        let position: i64 = sqlx::query_scalar(
+            "INSERT INTO events
+                (stream_id, version, event_id, event_type, schema_version, envelope, recorded_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             RETURNING position",
+        )
+        .bind(stream_id)
+        .bind(version)
+        .bind(&envelope.id)
+        .bind(&envelope.event_type)
+        .bind(i64::from(envelope.schema_version))
+        .bind(body)
+        .bind(recorded_at)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(|e| classify_insert(e.into(), stream_id, expected))?;
+        outbox::append_positioned(tx, &envelope).await?;
+        recorded.push(RecordedEvent {
+            position,
+            version,
+            recorded_at,
+            envelope,
+        });
+    }
+    Ok(AppendResult {
+        version,
+        events: recorded,
+    })
+}
+
+fn is_postgres(tx: &Tx) -> bool {
+    tx.backend_name() == <sqlx::Postgres as sqlx::Database>::NAME
+}
+
+/// The version of the stream's last event, or 0 when it has none.
+///
+/// # Errors
+/// The database failed.
+pub async fn stream_version<'e, E>(executor: E, stream_id: &str) -> Result<i64, EventStoreError>
+where
+    E: Executor<'e, Database = Any>,
+{
+    let version: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1")
+            .bind(stream_id)
+            .fetch_one(executor)
+            .await?;
+    Ok(version)
+}
+
+/// Every event of `stream_id` in version order; empty for a stream that does not exist. Pass
+/// `db.pool()`, or `&mut *tx` to read inside a transaction.
+///
+/// # Errors
+/// The database failed, or a stored event is not a valid envelope.
+pub async fn read_stream<'e, E>(executor: E, stream_id: &str) -> Result<Vec<RecordedEvent>, EventStoreError>
+where
+    E: Executor<'e, Database = Any>,
+{
+    let sql = format!("SELECT {COLUMNS} FROM events WHERE stream_id = $1 ORDER BY version");
+    let rows = sqlx::query(&sql).bind(stream_id).fetch_all(executor).await?;
+    rows.iter().map(decode_row).collect()
+}
+
+/// Up to `limit` events of the global log with positions after `after` (exclusive), in position
+/// order. Start from 0; continue from the last position returned.
+///
+/// # Errors
+/// The database failed, or a stored event is not a valid envelope.
+pub async fn read_all<'e, E>(
+    executor: E,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>, EventStoreError>
+where
+    E: Executor<'e, Database = Any>,
+{
+    let rows = read_all_rows(executor, after, limit).await?;
+    rows.iter().map(decode_row).collect()
+}
+
+/// [`read_all`] without decoding, so a subscriber can apply the events before a malformed one.
+pub(crate) async fn read_all_rows<'e, E>(
+    executor: E,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<AnyRow>, EventStoreError>
+where
+    E: Executor<'e, Database = Any>,
+{
+    let sql = format!("SELECT {COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2");
+    let rows = sqlx::query(&sql)
+        .bind(after)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(executor)
+        .await?;
+    Ok(rows)
+}
+
+pub(crate) fn decode_row(row: &AnyRow) -> Result<RecordedEvent, EventStoreError> {
+    let position: i64 = row.try_get("position")?;
+    let body: String = row.try_get("envelope")?;
+    let envelope = serde_json::from_str(&body)
+        .map_err(|e| EventStoreError::Malformed(format!("event at position {position}: {e}")))?;
+    Ok(RecordedEvent {
+        position,
+        version: row.try_get("version")?,
+        recorded_at: row.try_get("recorded_at")?,
+        envelope,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExpectedVersion::{Any, Exact, NoStream};
+
+    #[test]
+    fn expectations_admit_exactly_the_versions_they_name() {
+        assert!(NoStream.admits(0));
+        assert!(!NoStream.admits(1));
+        assert!(Exact(0).admits(0), "Exact(0) means no stream");
+        assert!(Exact(3).admits(3));
+        assert!(!Exact(3).admits(2) && !Exact(3).admits(4));
+        assert!(!Exact(-1).admits(0));
+        assert!(Any.admits(0) && Any.admits(41));
+    }
+
+    #[test]
+    fn expectations_read_as_words_in_messages() {
+        assert_eq!(NoStream.to_string(), "no stream");
+        assert_eq!(Exact(7).to_string(), "version 7");
+        assert_eq!(Any.to_string(), "any version");
+    }
+}

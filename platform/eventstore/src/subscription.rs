@@ -1,0 +1,445 @@
+//! Projections: read models kept up to date from the global log, each with a checkpoint that
+//! commits in the same transaction as its effects, so every event takes effect exactly once.
+//!
+//! Runners of the same projection (replicas of a service) take turns on the projection's
+//! checkpoint row: each batch claims it with an upsert, which PostgreSQL locks until commit and
+//! SQLite serialises anyway, so two runners never apply the same event.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mercato_messaging::EnvelopeError;
+use mercato_storage::sqlx::{self, Any, Executor};
+use mercato_storage::{Db, StorageError, Tx, now_millis};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::EventStoreError;
+use crate::store::{RecordedEvent, decode_row, read_all_rows};
+
+/// The events one catch-up transaction applies when [`run`] or [`rebuild`] choose the size.
+const RUN_BATCH: usize = 200;
+const REBUILD_BATCH: usize = 500;
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// A boxed, sendable future, so [`Projection`] can be used as `Arc<dyn Projection>`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A read model built from the global log.
+///
+/// Implementations write only through the given transaction: that is what makes an event's
+/// effects and the checkpoint after it commit together; an apply whose transaction rolled back
+/// (its batch failed later on) is simply called again, so nothing outside the transaction may
+/// depend on how often it runs. Methods return boxed futures
+/// (`Box::pin(async move { … })`) so projections can be held as `Arc<dyn Projection>`.
+pub trait Projection: Send + Sync {
+    /// Unique within the database: it names the projection's checkpoint.
+    fn name(&self) -> &str;
+
+    /// Applies one event; events arrive in position order and each takes effect once. Ignore types
+    /// you do not use.
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        event: &'a RecordedEvent,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>>;
+
+    /// Empties the projection's read tables, ahead of a [`rebuild`].
+    fn reset<'a>(&'a self, tx: &'a mut Tx) -> BoxFuture<'a, Result<(), ProjectionError>>;
+}
+
+impl<P: Projection + ?Sized> Projection for Arc<P> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        event: &'a RecordedEvent,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        (**self).apply(tx, event)
+    }
+
+    fn reset<'a>(&'a self, tx: &'a mut Tx) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        (**self).reset(tx)
+    }
+}
+
+/// Why a projection could not apply an event or reset.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("cannot decode the event: {0}")]
+    Decode(#[from] EnvelopeError),
+    /// The projection's own reason, such as an event its rules do not allow.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl ProjectionError {
+    /// True when retrying may succeed.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Storage(e) if e.is_transient())
+    }
+}
+
+impl From<sqlx::Error> for ProjectionError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Storage(error.into())
+    }
+}
+
+/// Why catching up or rebuilding stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscriptionError {
+    /// The events before this one were applied and checkpointed; this one was not.
+    #[error("projection {projection:?} failed on the event at position {position}")]
+    Apply {
+        projection: String,
+        position: i64,
+        #[source]
+        source: ProjectionError,
+    },
+    #[error("projection {projection:?} could not be reset")]
+    Reset {
+        projection: String,
+        #[source]
+        source: ProjectionError,
+    },
+    /// Reading events or writing the checkpoint failed, or a stored event is malformed.
+    #[error(transparent)]
+    Store(#[from] EventStoreError),
+}
+
+impl SubscriptionError {
+    /// True when retrying may succeed.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Apply { source, .. } | Self::Reset { source, .. } => source.is_transient(),
+            Self::Store(e) => e.is_transient(),
+        }
+    }
+}
+
+impl From<StorageError> for SubscriptionError {
+    fn from(error: StorageError) -> Self {
+        Self::Store(error.into())
+    }
+}
+
+impl From<sqlx::Error> for SubscriptionError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Store(error.into())
+    }
+}
+
+/// The last position `name` has applied; 0 before its first event.
+///
+/// # Errors
+/// The database failed.
+pub async fn checkpoint<'e, E>(executor: E, name: &str) -> Result<i64, EventStoreError>
+where
+    E: Executor<'e, Database = Any>,
+{
+    let position: Option<i64> = sqlx::query_scalar("SELECT position FROM checkpoints WHERE name = $1")
+        .bind(name)
+        .fetch_optional(executor)
+        .await?;
+    Ok(position.unwrap_or(0))
+}
+
+/// Applies every event after the projection's checkpoint, `batch` events per transaction, each
+/// transaction moving the checkpoint with the effects; returns how many it applied.
+///
+/// # Errors
+/// [`SubscriptionError::Apply`] when the projection fails on an event: the events before it
+/// are applied and checkpointed, it and those after it are not, and the next call starts from it.
+/// [`SubscriptionError::Store`] when the database fails or a stored event is malformed (the
+/// events before it are applied).
+pub async fn catch_up<P: Projection + ?Sized>(
+    db: &Db,
+    projection: &P,
+    batch: usize,
+) -> Result<u64, SubscriptionError> {
+    // Idle polls stay read-only, so they never queue for SQLite's one writer.
+    if !has_pending(db, projection.name()).await? {
+        return Ok(0);
+    }
+    let mut applied = 0;
+    let mut limit = batch.max(1);
+    let mut failure = None;
+    loop {
+        match apply_batch(db, projection, limit).await? {
+            Batch::Committed(count) => {
+                applied += count as u64;
+                if let Some(error) = failure {
+                    return Err(error);
+                }
+                if count < limit {
+                    return Ok(applied);
+                }
+            }
+            Batch::Failed { index, error } => {
+                // The batch was rolled back whole; commit the events before the failure again, on
+                // their own, so the checkpoint ends just before the event that failed.
+                if index == 0 {
+                    return Err(error);
+                }
+                limit = index;
+                failure = Some(error);
+            }
+        }
+    }
+}
+
+/// Empties the projection and its checkpoint in one transaction, then applies every event from
+/// the start; returns how many it applied.
+///
+/// Readers see the read model fill up again while the rebuild catches up.
+///
+/// # Errors
+/// [`SubscriptionError::Reset`] when the projection cannot reset (nothing changed), otherwise as
+/// [`catch_up`].
+pub async fn rebuild<P: Projection + ?Sized>(db: &Db, projection: &P) -> Result<u64, SubscriptionError> {
+    let name = projection.name();
+    let mut tx = db.begin().await?;
+    // Claiming the checkpoint first makes a runner of the same projection wait for the reset
+    // instead of applying into tables that are being emptied.
+    claim(&mut tx, name).await?;
+    projection
+        .reset(&mut tx)
+        .await
+        .map_err(|source| SubscriptionError::Reset {
+            projection: name.to_owned(),
+            source,
+        })?;
+    save(&mut tx, name, 0).await?;
+    tx.commit().await?;
+    tracing::info!(projection = name, "projection reset; rebuilding from the start");
+    catch_up(db, projection, REBUILD_BATCH).await
+}
+
+/// Keeps `projection` caught up until `shutdown`: after each catch-up it waits for `wake` or
+/// `poll_interval`, whichever comes first.
+///
+/// `wake` is signalled with [`Notify::notify_one`] after committing an append; the permit is
+/// kept if the runner is busy, so no wake is lost. Give each runner its own `Notify` (one
+/// `notify_one` wakes one runner); the poll interval bounds the delay anyway.
+///
+/// A failure is logged and retried with exponential backoff (from 100 ms to 30 s), from the
+/// event that failed: an event is never skipped. Shutdown interrupts a catch-up safely: its
+/// transaction rolls back and the next start resumes from the checkpoint.
+pub async fn run<P: Projection>(
+    db: Db,
+    projection: P,
+    wake: Arc<Notify>,
+    poll_interval: Duration,
+    shutdown: CancellationToken,
+) {
+    let name = projection.name().to_owned();
+    let mut failures = 0_u32;
+    loop {
+        let outcome = tokio::select! {
+            biased;
+            () = shutdown.cancelled() => break,
+            outcome = catch_up(&db, &projection, RUN_BATCH) => outcome,
+        };
+        let pause = match outcome {
+            Ok(applied) => {
+                failures = 0;
+                if applied > 0 {
+                    tracing::debug!(projection = %name, applied, "projection caught up");
+                }
+                None
+            }
+            Err(error) => {
+                failures = failures.saturating_add(1);
+                let delay = backoff(failures);
+                tracing::error!(
+                    projection = %name,
+                    error.cause_chain = %cause_chain(&error),
+                    transient = error.is_transient(),
+                    attempt = failures,
+                    retry_in_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                    "projection failed; retrying from the event that failed"
+                );
+                Some(delay)
+            }
+        };
+        let stop = match pause {
+            None => tokio::select! {
+                biased;
+                () = shutdown.cancelled() => true,
+                () = wake.notified() => false,
+                () = tokio::time::sleep(poll_interval) => false,
+            },
+            Some(delay) => tokio::select! {
+                biased;
+                () = shutdown.cancelled() => true,
+                () = tokio::time::sleep(delay) => false,
+            },
+        };
+        if stop {
+            break;
+        }
+    }
+    tracing::debug!(projection = %name, "projection runner stopped");
+}
+
+/// The pause before retry `attempt` (1-based): doubling from [`BACKOFF_START`] up to [`BACKOFF_MAX`].
+fn backoff(attempt: u32) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(16);
+    BACKOFF_START.saturating_mul(1 << doublings).min(BACKOFF_MAX)
+}
+
+/// The error and its sources as one line; a source already quoted by its parent is left out.
+fn cause_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+enum Batch {
+    Committed(usize),
+    /// The transaction was rolled back; `index` is the failing event's place in the batch.
+    Failed {
+        index: usize,
+        error: SubscriptionError,
+    },
+}
+
+async fn apply_batch<P: Projection + ?Sized>(
+    db: &Db,
+    projection: &P,
+    limit: usize,
+) -> Result<Batch, SubscriptionError> {
+    let name = projection.name();
+    let mut tx = db.begin().await?;
+    let from = claim(&mut tx, name).await?;
+    let rows = read_all_rows(&mut *tx, from, limit).await?;
+    let mut last = None;
+    for (index, row) in rows.iter().enumerate() {
+        let outcome = match decode_row(row) {
+            Ok(event) => projection
+                .apply(&mut tx, &event)
+                .await
+                .map(|()| event.position)
+                .map_err(|source| SubscriptionError::Apply {
+                    projection: name.to_owned(),
+                    position: event.position,
+                    source,
+                }),
+            Err(malformed) => Err(SubscriptionError::Store(malformed)),
+        };
+        match outcome {
+            Ok(position) => last = Some(position),
+            Err(error) => {
+                if let Err(e) = tx.rollback().await {
+                    tracing::warn!(projection = name, error = %e, "rolling back a failed batch failed");
+                }
+                return Ok(Batch::Failed { index, error });
+            }
+        }
+    }
+    if let Some(position) = last {
+        save(&mut tx, name, position).await?;
+    }
+    tx.commit().await?;
+    Ok(Batch::Committed(rows.len()))
+}
+
+/// True when events exist after the checkpoint; one read, no write lock.
+async fn has_pending(db: &Db, name: &str) -> Result<bool, EventStoreError> {
+    let pending = sqlx::query(
+        "SELECT 1 AS pending FROM events
+         WHERE position > COALESCE((SELECT position FROM checkpoints WHERE name = $1), 0)
+         LIMIT 1",
+    )
+    .bind(name)
+    .fetch_optional(db.pool())
+    .await?;
+    Ok(pending.is_some())
+}
+
+/// Returns the checkpoint, holding its row until the transaction ends: a second runner of the
+/// same projection waits here (PostgreSQL's row lock; SQLite's single writer) and then reads the
+/// position the first one committed.
+async fn claim(tx: &mut Tx, name: &str) -> Result<i64, EventStoreError> {
+    let position: i64 = sqlx::query_scalar(
+        "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, 0, $2)
+         ON CONFLICT (name) DO UPDATE SET updated_at = excluded.updated_at
+         RETURNING position",
+    )
+    .bind(name)
+    .bind(now_millis())
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(position)
+}
+
+async fn save(tx: &mut Tx, name: &str, position: i64) -> Result<(), EventStoreError> {
+    sqlx::query("UPDATE checkpoints SET position = $2, updated_at = $3 WHERE name = $1")
+        .bind(name)
+        .bind(position)
+        .bind(now_millis())
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_from_a_tenth_of_a_second_and_stops_at_thirty_seconds() {
+        let delays: Vec<u128> = (1..=10).map(|n| backoff(n).as_millis()).collect();
+        assert_eq!(
+            delays,
+            [100, 200, 400, 800, 1_600, 3_200, 6_400, 12_800, 25_600, 30_000]
+        );
+        assert_eq!(backoff(u32::MAX), BACKOFF_MAX);
+        assert_eq!(backoff(0), BACKOFF_START);
+    }
+
+    #[test]
+    fn the_cause_chain_names_each_cause_once() {
+        let error = SubscriptionError::Apply {
+            projection: "order_summaries".into(),
+            position: 7,
+            source: ProjectionError::Failed("no such order".into()),
+        };
+        assert_eq!(
+            cause_chain(&error),
+            "projection \"order_summaries\" failed on the event at position 7: no such order"
+        );
+    }
+
+    #[test]
+    fn transience_comes_from_the_underlying_error() {
+        let busy = || StorageError::Transient(sqlx::Error::PoolTimedOut);
+        let apply = |source| SubscriptionError::Apply {
+            projection: "p".into(),
+            position: 1,
+            source,
+        };
+        assert!(apply(ProjectionError::Storage(busy())).is_transient());
+        assert!(!apply(ProjectionError::Failed("rule".into())).is_transient());
+        assert!(SubscriptionError::from(busy()).is_transient());
+    }
+}

@@ -1,0 +1,294 @@
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use mercato_eventstore::ExpectedVersion::{Any, Exact, NoStream};
+use mercato_eventstore::{
+    Projection, ProjectionError, SubscriptionError, append, catch_up, checkpoint, read_all, rebuild, run,
+};
+use mercato_storage::Db;
+use mercato_testkit::{TestBackend, eventually};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{PATIENCE, Seen, StreamCounts, append_committed, join_all, noted, noted_many, store};
+
+mercato_testkit::backend_tests!(
+    a_projection_caught_up_along_the_way_equals_one_rebuilt_from_zero,
+    a_failing_apply_keeps_the_events_before_it_and_the_next_catch_up_applies_from_it_exactly_once,
+    a_projection_running_while_four_writers_append_sees_every_event_exactly_once,
+    concurrent_catch_ups_of_one_projection_apply_each_event_once,
+    the_runner_applies_when_woken_and_stops_on_shutdown,
+    the_runner_retries_a_failing_apply_with_backoff_and_skips_nothing,
+);
+
+async fn last_position(db: &Db) -> i64 {
+    let mut after = 0;
+    loop {
+        let page = read_all(db.pool(), after, 500).await.unwrap();
+        match page.last() {
+            Some(last) => after = last.position,
+            None => return after,
+        }
+    }
+}
+
+async fn a_projection_caught_up_along_the_way_equals_one_rebuilt_from_zero(backend: TestBackend) {
+    let store = store(backend).await;
+    let db = &store.db;
+    let counts = StreamCounts::new();
+    assert_eq!(checkpoint(db.pool(), StreamCounts::NAME).await.unwrap(), 0);
+
+    for n in 1..=4 {
+        for stream in ["a", "b", "c"] {
+            append_committed(db, stream, Any, vec![noted(stream, n)]).await;
+        }
+    }
+    assert_eq!(catch_up(db, &counts, 5).await.unwrap(), 12);
+    append_committed(db, "a", Exact(4), noted_many("a", 5..=9)).await;
+    append_committed(db, "d", NoStream, noted_many("d", [100, 200])).await;
+    assert_eq!(catch_up(db, &counts, 3).await.unwrap(), 7);
+    assert_eq!(catch_up(db, &counts, 3).await.unwrap(), 0, "nothing new");
+    let caught_up = StreamCounts::rows(db).await;
+    let last = last_position(db).await;
+    assert_eq!(checkpoint(db.pool(), StreamCounts::NAME).await.unwrap(), last);
+
+    assert_eq!(rebuild(db, &counts).await.unwrap(), 19);
+
+    assert_eq!(StreamCounts::rows(db).await, caught_up);
+    assert_eq!(checkpoint(db.pool(), StreamCounts::NAME).await.unwrap(), last);
+    let by_stream: Vec<(&str, i64, i64, i64)> = caught_up
+        .iter()
+        .map(|(s, events, version, _, total)| (s.as_str(), *events, *version, *total))
+        .collect();
+    assert_eq!(
+        by_stream,
+        [
+            ("a", 9, 9, 45),
+            ("b", 4, 4, 10),
+            ("c", 4, 4, 10),
+            ("d", 2, 2, 300)
+        ]
+    );
+    db.close().await;
+}
+
+async fn a_failing_apply_keeps_the_events_before_it_and_the_next_catch_up_applies_from_it_exactly_once(
+    backend: TestBackend,
+) {
+    let store = store(backend).await;
+    let db = &store.db;
+    let counts = StreamCounts::failing_at(3, u32::MAX);
+    let events = append_committed(db, "order-1", NoStream, noted_many("order-1", 1..=5))
+        .await
+        .events;
+
+    for _ in 0..2 {
+        let err = catch_up(db, &counts, 100).await.unwrap_err();
+        let SubscriptionError::Apply {
+            projection,
+            position,
+            source,
+        } = &err
+        else {
+            panic!("expected an apply failure, got {err:?}");
+        };
+        assert_eq!(
+            (projection.as_str(), *position),
+            (StreamCounts::NAME, events[2].position)
+        );
+        assert!(matches!(source, ProjectionError::Failed(_)), "{source:?}");
+        assert_eq!(
+            checkpoint(db.pool(), StreamCounts::NAME).await.unwrap(),
+            events[1].position,
+            "the first two are checkpointed, the third is not"
+        );
+        assert_eq!(
+            StreamCounts::rows(db).await,
+            [("order-1".to_owned(), 2, 2, events[1].position, 3)],
+            "the first two are applied once, however often the third fails"
+        );
+    }
+
+    counts.heal();
+    assert_eq!(catch_up(db, &counts, 100).await.unwrap(), 3);
+
+    assert_eq!(
+        StreamCounts::rows(db).await,
+        [("order-1".to_owned(), 5, 5, events[4].position, 15)],
+        "each event applied exactly once"
+    );
+    assert_eq!(
+        checkpoint(db.pool(), StreamCounts::NAME).await.unwrap(),
+        events[4].position
+    );
+    assert_eq!(catch_up(db, &counts, 100).await.unwrap(), 0);
+    db.close().await;
+}
+
+async fn a_projection_running_while_four_writers_append_sees_every_event_exactly_once(backend: TestBackend) {
+    const WRITERS: i64 = 4;
+    const EVENTS_EACH: i64 = 25;
+    let store = store(backend).await;
+    let db = &store.db;
+    let seen = Arc::new(Seen::new("gap_watcher"));
+    let wake = Arc::new(Notify::new());
+    let shutdown = CancellationToken::new();
+    let runner = tokio::spawn(run(
+        db.clone(),
+        seen.clone(),
+        wake.clone(),
+        Duration::from_millis(2),
+        shutdown.clone(),
+    ));
+
+    let mut writers = JoinSet::new();
+    for writer in 0..WRITERS {
+        let (db, wake) = (db.clone(), wake.clone());
+        writers.spawn(async move {
+            let stream = format!("writer-{writer}");
+            let mut ids = Vec::new();
+            for n in 0..EVENTS_EACH {
+                let event = noted(&stream, n);
+                ids.push(event.id.clone());
+                let mut tx = db.begin().await.expect("begin");
+                append(&mut tx, &stream, Exact(n), vec![event])
+                    .await
+                    .expect("append");
+                // Commit a moment after taking a position: without ordered commits, a later
+                // position would become visible first and the projection would step over this one.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                tx.commit().await.expect("commit");
+                wake.notify_one();
+            }
+            ids
+        });
+    }
+    let appended: HashSet<String> = join_all(writers).await.into_iter().flatten().collect();
+    let last = last_position(db).await;
+    eventually(PATIENCE, "the projection reaches the last position", || async {
+        (checkpoint(db.pool(), "gap_watcher").await.unwrap() == last).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, runner)
+        .await
+        .expect("the runner stops")
+        .expect("the runner did not panic");
+
+    let ids = seen.event_ids(db).await;
+    assert_eq!(appended.len(), usize::try_from(WRITERS * EVENTS_EACH).unwrap());
+    assert_eq!(ids.len(), appended.len(), "no event skipped or seen twice");
+    assert_eq!(ids.into_iter().collect::<HashSet<_>>(), appended);
+    db.close().await;
+}
+
+async fn concurrent_catch_ups_of_one_projection_apply_each_event_once(backend: TestBackend) {
+    const RUNNERS: usize = 3;
+    const EVENTS: i64 = 60;
+    let store = store(backend).await;
+    let db = &store.db;
+    let seen = Arc::new(Seen::new("replicated"));
+    let writing = Arc::new(AtomicBool::new(true));
+
+    let mut runners = JoinSet::new();
+    for _ in 0..RUNNERS {
+        let (db, seen, writing) = (db.clone(), seen.clone(), writing.clone());
+        runners.spawn(async move {
+            let mut applied = 0;
+            loop {
+                let last_round = !writing.load(Ordering::SeqCst);
+                applied += catch_up(&db, &*seen, 4).await.expect("catch up");
+                if last_round {
+                    return applied;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+    }
+    for n in 0..EVENTS {
+        let stream = ["p", "q", "r"][usize::try_from(n % 3).unwrap()];
+        append_committed(db, stream, Any, vec![noted(stream, n)]).await;
+    }
+    writing.store(false, Ordering::SeqCst);
+    let applied: u64 = join_all(runners).await.into_iter().sum();
+
+    assert_eq!(applied, 60, "between them the runners applied each event once");
+    let ids = seen.event_ids(db).await;
+    assert_eq!(ids.len(), 60);
+    assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 60);
+    db.close().await;
+}
+
+async fn the_runner_applies_when_woken_and_stops_on_shutdown(backend: TestBackend) {
+    let store = store(backend).await;
+    let db = &store.db;
+    let projection: Arc<dyn Projection> = Arc::new(StreamCounts::new());
+    let wake = Arc::new(Notify::new());
+    let shutdown = CancellationToken::new();
+    // A poll interval no test outlives: only the wake can make it catch up.
+    let runner = tokio::spawn(run(
+        db.clone(),
+        projection.clone(),
+        wake.clone(),
+        Duration::from_secs(3_600),
+        shutdown.clone(),
+    ));
+
+    for round in 1..=3 {
+        append_committed(db, "order-1", Any, vec![noted("order-1", round)]).await;
+        wake.notify_one();
+        eventually(PATIENCE, "the woken runner applies the new event", || async {
+            let rows = StreamCounts::rows(db).await;
+            (rows.first().map(|r| r.1) == Some(round)).then_some(())
+        })
+        .await;
+    }
+    shutdown.cancel();
+
+    tokio::time::timeout(PATIENCE, runner)
+        .await
+        .expect("the runner stops on shutdown")
+        .expect("the runner did not panic");
+    db.close().await;
+}
+
+async fn the_runner_retries_a_failing_apply_with_backoff_and_skips_nothing(backend: TestBackend) {
+    let store = store(backend).await;
+    let db = &store.db;
+    let counts = Arc::new(StreamCounts::failing_at(2, 2));
+    let wake = Arc::new(Notify::new());
+    let shutdown = CancellationToken::new();
+    let runner = tokio::spawn(run(
+        db.clone(),
+        counts.clone(),
+        wake.clone(),
+        Duration::from_secs(3_600),
+        shutdown.clone(),
+    ));
+
+    let events = append_committed(db, "order-1", NoStream, noted_many("order-1", 1..=3))
+        .await
+        .events;
+    wake.notify_one();
+    eventually(PATIENCE, "the runner gets past the failing event", || async {
+        let rows = StreamCounts::rows(db).await;
+        (rows.first().map(|r| r.1) == Some(3)).then_some(())
+    })
+    .await;
+    shutdown.cancel();
+    tokio::time::timeout(PATIENCE, runner)
+        .await
+        .expect("the runner stops on shutdown")
+        .expect("the runner did not panic");
+
+    assert_eq!(counts.failures(), 2, "it failed twice and was retried");
+    assert_eq!(
+        StreamCounts::rows(db).await,
+        [("order-1".to_owned(), 3, 3, events[2].position, 6)],
+        "every event applied exactly once"
+    );
+    db.close().await;
+}

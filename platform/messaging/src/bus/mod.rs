@@ -1,0 +1,304 @@
+//! The event bus: one interface, two backends.
+//!
+//! - [`embedded`]: a durable log and consumer groups in a SQLite file (`bus.db` in the data
+//!   directory). Nothing to install; survives restarts; a group that was away gets what it missed.
+//! - [`nats`]: NATS JetStream. A stream per category (`MERCATO_<CATEGORY>`, subjects
+//!   `mercato.<category>.>`), a durable pull consumer per group, explicit acks, publisher dedup
+//!   by event id (`Nats-Msg-Id`).
+//!
+//! Both give at-least-once delivery to each consumer group; instances of one group share its
+//! messages. Redelivery order is not guaranteed: the inbox restores per-stream order. A message a
+//! handler keeps failing is parked in the dead-letter store with its error ([`Delivery::park`]);
+//! `mercato dlq list|replay` shows and replays it.
+
+pub mod embedded;
+pub mod nats;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::envelope::Envelope;
+
+/// Bus settings (`[bus]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    /// `sqlite://{data_dir}/bus.db?mode=rwc` (embedded) or `nats://host:4222`.
+    pub url: String,
+    /// A delivery not acknowledged within this time is delivered again.
+    pub ack_wait_ms: u64,
+    /// JetStream stream replicas (3 in production; 1 on a single server).
+    pub replicas: usize,
+    /// JetStream publisher dedup window.
+    pub duplicate_window_secs: u64,
+    /// How long one publish may take before it counts as failed.
+    pub publish_timeout_ms: u64,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://{data_dir}/bus.db?mode=rwc".into(),
+            ack_wait_ms: 30_000,
+            replicas: 1,
+            duplicate_window_secs: 120,
+            publish_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl BusConfig {
+    #[must_use]
+    pub fn ack_wait(&self) -> Duration {
+        Duration::from_millis(self.ack_wait_ms)
+    }
+
+    /// Which backend the URL names.
+    #[must_use]
+    pub fn is_nats(&self) -> bool {
+        self.url.starts_with("nats://")
+    }
+}
+
+/// What went wrong on the bus.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The broker (or the bus file) cannot be reached right now; retry later.
+    #[error("bus unavailable: {0}")]
+    Unavailable(String),
+    #[error("invalid bus configuration: {0}")]
+    Config(String),
+    #[error("malformed message {id}: {reason}")]
+    Malformed { id: String, reason: String },
+    #[error("bus storage: {0}")]
+    Storage(#[from] mercato_storage::StorageError),
+}
+
+impl BusError {
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unavailable(_) => true,
+            Self::Storage(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// A durable consumer group reading one category.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerSpec {
+    /// The group's durable name, e.g. `customers-on-identity`: `[A-Za-z0-9_-]`, at most 64.
+    pub group: String,
+    /// The category (publishing service) to read, e.g. `identity`.
+    pub category: String,
+}
+
+impl ConsumerSpec {
+    /// # Errors
+    /// [`BusError::Config`] for names the brokers would refuse.
+    pub fn validate(&self) -> Result<(), BusError> {
+        let ok = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        };
+        if !ok(&self.group) || !ok(&self.category) {
+            return Err(BusError::Config(format!(
+                "consumer group {:?} and category {:?} must be 1-64 of [A-Za-z0-9_-]",
+                self.group, self.category
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A message parked after its handler kept failing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeadLetter {
+    /// The dead-letter entry's own id, for `replay`.
+    pub id: String,
+    pub group: String,
+    pub envelope: Envelope,
+    pub error: String,
+    pub attempts: u32,
+    /// Unix milliseconds.
+    pub parked_at: i64,
+}
+
+/// A bus connection.
+#[derive(Debug, Clone)]
+pub enum Bus {
+    Embedded(embedded::EmbeddedBus),
+    Nats(nats::NatsBus),
+}
+
+impl Bus {
+    /// Connects to the backend the URL names (and creates what it needs: tables or streams).
+    ///
+    /// # Errors
+    /// [`BusError::Config`] for a bad URL, [`BusError::Unavailable`] when unreachable.
+    pub async fn connect(config: &BusConfig) -> Result<Self, BusError> {
+        if config.is_nats() {
+            Ok(Self::Nats(nats::NatsBus::connect(config).await?))
+        } else if config.url.starts_with("sqlite:") {
+            Ok(Self::Embedded(embedded::EmbeddedBus::open(config).await?))
+        } else {
+            Err(BusError::Config(format!(
+                "bus url {:?} must start with sqlite: or nats://",
+                config.url
+            )))
+        }
+    }
+
+    #[must_use]
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Embedded(_) => "embedded",
+            Self::Nats(_) => "nats",
+        }
+    }
+
+    /// Publishes an envelope to its category. Publishing the same envelope id twice stores it
+    /// once (within the dedup window on NATS; always on the embedded bus).
+    ///
+    /// # Errors
+    /// [`BusError::Unavailable`] when the broker did not acknowledge the message.
+    pub async fn publish(&self, envelope: &Envelope) -> Result<(), BusError> {
+        match self {
+            Self::Embedded(b) => b.publish(envelope).await,
+            Self::Nats(b) => b.publish(envelope).await,
+        }
+    }
+
+    /// Joins (creating if needed) the durable consumer group `spec`.
+    ///
+    /// # Errors
+    /// Invalid names, or the broker is unreachable.
+    pub async fn consumer(&self, spec: &ConsumerSpec) -> Result<Consumer, BusError> {
+        spec.validate()?;
+        match self {
+            Self::Embedded(b) => Ok(Consumer::Embedded(b.consumer(spec).await?)),
+            Self::Nats(b) => Ok(Consumer::Nats(b.consumer(spec).await?)),
+        }
+    }
+
+    /// A cheap round trip, for readiness.
+    ///
+    /// # Errors
+    /// The broker is unreachable.
+    pub async fn ping(&self) -> Result<(), BusError> {
+        match self {
+            Self::Embedded(b) => b.ping().await,
+            Self::Nats(b) => b.ping().await,
+        }
+    }
+
+    /// The oldest parked messages first, at most `limit`.
+    ///
+    /// # Errors
+    /// The broker is unreachable.
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<DeadLetter>, BusError> {
+        match self {
+            Self::Embedded(b) => b.dead_letters(limit).await,
+            Self::Nats(b) => b.dead_letters(limit).await,
+        }
+    }
+
+    /// Delivers a parked message to its group again and removes it from the dead letters.
+    /// `Ok(false)` when no dead letter has this id.
+    ///
+    /// # Errors
+    /// The broker is unreachable.
+    pub async fn replay_dead_letter(&self, id: &str) -> Result<bool, BusError> {
+        match self {
+            Self::Embedded(b) => b.replay_dead_letter(id).await,
+            Self::Nats(b) => b.replay_dead_letter(id).await,
+        }
+    }
+}
+
+/// A member of a consumer group.
+#[derive(Debug)]
+pub enum Consumer {
+    Embedded(embedded::EmbeddedConsumer),
+    Nats(nats::NatsConsumer),
+}
+
+impl Consumer {
+    /// Up to `max` deliveries, waiting at most `wait` for the first one. Each must be acked,
+    /// nacked or parked; one left alone is delivered again after the ack wait.
+    ///
+    /// # Errors
+    /// The broker is unreachable.
+    pub async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError> {
+        match self {
+            Self::Embedded(c) => c.fetch(max, wait).await,
+            Self::Nats(c) => c.fetch(max, wait).await,
+        }
+    }
+
+    /// Messages of the category this group has not yet acknowledged (for the lag gauge).
+    ///
+    /// # Errors
+    /// The broker is unreachable.
+    pub async fn lag(&self) -> Result<u64, BusError> {
+        match self {
+            Self::Embedded(c) => c.lag().await,
+            Self::Nats(c) => c.lag().await,
+        }
+    }
+}
+
+/// One delivery of one message to one group member.
+#[derive(Debug)]
+pub struct Delivery {
+    pub envelope: Envelope,
+    /// 1 on the first delivery, counting up on each redelivery.
+    pub attempt: u32,
+    pub(crate) handle: DeliveryHandle,
+}
+
+#[derive(Debug)]
+pub(crate) enum DeliveryHandle {
+    Embedded(embedded::EmbeddedHandle),
+    Nats(nats::NatsHandle),
+}
+
+impl Delivery {
+    /// Done: never deliver it to this group again.
+    ///
+    /// # Errors
+    /// The acknowledgement did not reach the broker; the message will come again.
+    pub async fn ack(self) -> Result<(), BusError> {
+        match self.handle {
+            DeliveryHandle::Embedded(h) => h.ack().await,
+            DeliveryHandle::Nats(h) => h.ack().await,
+        }
+    }
+
+    /// Not now: deliver it again after `delay`.
+    ///
+    /// # Errors
+    /// The broker is unreachable; the message comes again after the ack wait anyway.
+    pub async fn nak(self, delay: Duration) -> Result<(), BusError> {
+        match self.handle {
+            DeliveryHandle::Embedded(h) => h.nak(delay).await,
+            DeliveryHandle::Nats(h) => h.nak(delay).await,
+        }
+    }
+
+    /// Never again for this group: store it as a dead letter with `error`, then ack it.
+    ///
+    /// # Errors
+    /// The broker is unreachable; the message comes again after the ack wait.
+    pub async fn park(self, error: &str) -> Result<(), BusError> {
+        let attempts = self.attempt;
+        match self.handle {
+            DeliveryHandle::Embedded(h) => h.park(&self.envelope, attempts, error).await,
+            DeliveryHandle::Nats(h) => h.park(&self.envelope, attempts, error).await,
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! Events between Mercato services, lost never and applied once.
+//!
+//! - [`envelope`]: the message format (id, type, schema version, source, stream and position,
+//!   correlation, causation, trace context, JSON payload) and upcasting of older schemas.
+//! - [`bus`]: publish and consume, on the embedded bus or NATS JetStream.
+//! - [`outbox`]: events written in the same transaction as the state change.
+//! - [`relay`]: publishes the outbox, in order, marking rows sent (a crash means a duplicate,
+//!   never a loss).
+//! - [`inbox`]: the idempotent consumer: a handler's effects and the record that the event was
+//!   handled commit together; per-stream order is restored; poison messages are parked.
+#![forbid(unsafe_code)]
+
+pub mod bus;
+pub mod envelope;
+pub mod inbox;
+pub mod outbox;
+pub mod relay;
+
+pub use bus::{Bus, BusConfig, BusError, Consumer, ConsumerSpec, DeadLetter, Delivery};
+pub use envelope::{Context, Envelope, EnvelopeError, Event};
+pub use inbox::{ConsumerMetrics, Handler, HandlerError, HandlerFuture, Inbox, InboxConfig};
+pub use outbox::Outbox;
+pub use relay::{Relay, RelayConfig, RelayMetrics};

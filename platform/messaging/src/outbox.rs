@@ -1,0 +1,81 @@
+//! The transactional outbox: events are written in the same transaction as the state change that
+//! caused them, then published by the [`crate::relay`]. A crash between the two loses nothing:
+//! the row is still unpublished and goes out (again) on the next pass.
+
+use std::sync::Arc;
+
+use mercato_storage::sqlx::{self, Row as _};
+use mercato_storage::{Migration, StorageError, Tx, now_millis};
+use tokio::sync::Notify;
+
+use crate::envelope::Envelope;
+
+/// The outbox tables; a service lists this among its migrations.
+pub const MIGRATION: Migration = Migration {
+    version: 1001,
+    name: "outbox",
+    sql: include_str!("../migrations/outbox.sql"),
+    postgres_sql: Some(include_str!("../migrations/outbox.postgres.sql")),
+};
+
+/// Wakes the relay when a transaction with outbox rows has committed, so publishing does not wait
+/// for the next poll.
+#[derive(Debug, Clone, Default)]
+pub struct Outbox {
+    wake: Arc<Notify>,
+}
+
+impl Outbox {
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Call after committing a transaction that appended events.
+    pub fn committed(&self) {
+        self.wake.notify_one();
+    }
+
+    pub(crate) async fn woken(&self) {
+        self.wake.notified().await;
+    }
+}
+
+/// Appends `envelope` in `tx`, giving it the next position of its stream.
+///
+/// # Errors
+/// The database failed (a concurrent writer of the same stream on PostgreSQL waits on the
+/// stream's row; it does not fail).
+pub async fn append(tx: &mut Tx, envelope: &mut Envelope) -> Result<(), StorageError> {
+    let row = sqlx::query(
+        "INSERT INTO outbox_streams (stream_id, last_seq) VALUES ($1, 1)
+         ON CONFLICT (stream_id) DO UPDATE SET last_seq = outbox_streams.last_seq + 1
+         RETURNING last_seq",
+    )
+    .bind(&envelope.stream_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    envelope.stream_seq = row.get::<i64, _>("last_seq");
+    append_positioned(tx, envelope).await
+}
+
+/// Appends `envelope` in `tx` with the stream position it already has (the event store's version).
+///
+/// # Errors
+/// The database failed; [`StorageError::Conflict`] if this event id is already in the outbox.
+pub async fn append_positioned(tx: &mut Tx, envelope: &Envelope) -> Result<(), StorageError> {
+    let body = serde_json::to_string(envelope).map_err(|e| StorageError::Config(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO outbox (event_id, category, stream_id, stream_seq, envelope, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&envelope.id)
+    .bind(envelope.category())
+    .bind(&envelope.stream_id)
+    .bind(envelope.stream_seq)
+    .bind(body)
+    .bind(now_millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,253 @@
+//! The outbox relay: publishes unsent outbox rows in position order and marks them sent.
+//!
+//! It stops a pass at the first failed publish, so a stream's events never go out of order, and
+//! marks rows only after the bus acknowledged them, so a crash in between republishes (the bus
+//! dedups by event id, the inbox by event id) and never loses. Published rows are kept for a
+//! retention period for inspection, then deleted.
+
+use std::time::Duration;
+
+use mercato_storage::sqlx::{self, Row as _};
+use mercato_storage::{Db, StorageError, now_millis};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{Bus, BusError};
+use crate::envelope::Envelope;
+use crate::outbox::Outbox;
+
+/// Relay settings (`[relay]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    pub batch_size: usize,
+    /// Fallback poll when no commit woke the relay (another process wrote, or a wake was missed).
+    pub poll_interval_ms: u64,
+    /// Wait after a failed publish before trying again.
+    pub retry_delay_ms: u64,
+    /// How long published rows are kept.
+    pub retention_secs: u64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self {
+            batch_size: 100,
+            poll_interval_ms: 500,
+            retry_delay_ms: 1_000,
+            retention_secs: 24 * 3600,
+        }
+    }
+}
+
+/// Why a relay pass stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("outbox row {position} is not a valid envelope: {reason}")]
+    Corrupt { position: i64, reason: String },
+}
+
+/// Outbox metrics: backlog, age of the oldest unsent event, published and failed counts.
+#[derive(Debug, Clone)]
+pub struct RelayMetrics {
+    backlog: Gauge,
+    oldest_age_ms: Gauge,
+    published: Counter,
+    failures: Counter,
+}
+
+impl RelayMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = Self {
+            backlog: Gauge::default(),
+            oldest_age_ms: Gauge::default(),
+            published: Counter::default(),
+            failures: Counter::default(),
+        };
+        registry.register(
+            "mercato_outbox_backlog",
+            "Outbox events not yet published",
+            metrics.backlog.clone(),
+        );
+        registry.register(
+            "mercato_outbox_oldest_unsent_age_milliseconds",
+            "Age of the oldest unpublished outbox event",
+            metrics.oldest_age_ms.clone(),
+        );
+        registry.register(
+            "mercato_outbox_published",
+            "Outbox events published",
+            metrics.published.clone(),
+        );
+        registry.register(
+            "mercato_outbox_publish_failures",
+            "Failed publish attempts",
+            metrics.failures.clone(),
+        );
+        metrics
+    }
+}
+
+/// Publishes one service's outbox.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    db: Db,
+    bus: Bus,
+    outbox: Outbox,
+    config: RelayConfig,
+    metrics: RelayMetrics,
+}
+
+impl Relay {
+    #[must_use]
+    pub fn new(db: Db, bus: Bus, outbox: Outbox, config: RelayConfig, metrics: RelayMetrics) -> Self {
+        Self {
+            db,
+            bus,
+            outbox,
+            config,
+            metrics,
+        }
+    }
+
+    /// Publishes until `shutdown`, woken by commits or the poll interval.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let poll = Duration::from_millis(self.config.poll_interval_ms);
+        let mut last_cleanup = tokio::time::Instant::now();
+        loop {
+            let drained = match self.publish_pending().await {
+                Ok(n) => n < self.config.batch_size,
+                Err(e) => {
+                    self.metrics.failures.inc();
+                    // The backlog growing during an outage is what operators need to see.
+                    let _ = self.update_gauges().await;
+                    tracing::warn!(error = %e, "outbox relay pass failed; retrying");
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_millis(self.config.retry_delay_ms)) => {}
+                    }
+                    continue;
+                }
+            };
+            let _ = self.update_gauges().await;
+            if last_cleanup.elapsed() > Duration::from_secs(60) {
+                last_cleanup = tokio::time::Instant::now();
+                if let Err(e) = self.delete_expired().await {
+                    tracing::warn!(error = %e, "cannot delete old outbox rows");
+                }
+            }
+            if drained {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = self.outbox.woken() => {}
+                    () = tokio::time::sleep(poll) => {}
+                }
+            } else if shutdown.is_cancelled() {
+                return;
+            }
+        }
+    }
+
+    /// One pass: publishes up to a batch of unsent rows in order and marks the published ones.
+    /// Returns how many were published.
+    ///
+    /// # Errors
+    /// The database or the bus failed; rows published before the failure are marked.
+    pub async fn publish_pending(&self) -> Result<usize, RelayError> {
+        let rows = sqlx::query(
+            "SELECT position, envelope FROM outbox WHERE published_at IS NULL ORDER BY position LIMIT $1",
+        )
+        .bind(i64::try_from(self.config.batch_size).unwrap_or(i64::MAX))
+        .fetch_all(self.db.pool())
+        .await
+        .map_err(StorageError::from)?;
+        let mut published = Vec::with_capacity(rows.len());
+        let mut failure = None;
+        for row in rows {
+            let position: i64 = row.get("position");
+            let body: String = row.get("envelope");
+            let envelope: Envelope = match serde_json::from_str(&body) {
+                Ok(e) => e,
+                Err(e) => {
+                    failure = Some(RelayError::Corrupt {
+                        position,
+                        reason: e.to_string(),
+                    });
+                    break;
+                }
+            };
+            if let Err(e) = self.bus.publish(&envelope).await {
+                failure = Some(e.into());
+                break;
+            }
+            published.push(position);
+        }
+        self.mark(&published).await?;
+        self.metrics.published.inc_by(published.len() as u64);
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(published.len()),
+        }
+    }
+
+    async fn mark(&self, positions: &[i64]) -> Result<(), StorageError> {
+        if positions.is_empty() {
+            return Ok(());
+        }
+        // An explicit list, not a range: on PostgreSQL a row with a lower position can commit
+        // after this pass read the batch, and a range would mark it sent unsent.
+        let placeholders: Vec<String> = (2..positions.len() + 2).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "UPDATE outbox SET published_at = $1 WHERE position IN ({}) AND published_at IS NULL",
+            placeholders.join(", ")
+        );
+        let mut query = sqlx::query(&sql).bind(now_millis());
+        for position in positions {
+            query = query.bind(*position);
+        }
+        let mut tx = self.db.begin().await?;
+        query.execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Unsent rows and the age of the oldest, in milliseconds.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn backlog(&self) -> Result<(i64, i64), StorageError> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS backlog, MIN(created_at) AS oldest FROM outbox WHERE published_at IS NULL",
+        )
+        .fetch_one(self.db.pool())
+        .await?;
+        let backlog: i64 = row.get("backlog");
+        let oldest: Option<i64> = row.get("oldest");
+        Ok((backlog, oldest.map_or(0, |o| (now_millis() - o).max(0))))
+    }
+
+    async fn update_gauges(&self) -> Result<(), StorageError> {
+        let (backlog, age) = self.backlog().await?;
+        self.metrics.backlog.set(backlog);
+        self.metrics.oldest_age_ms.set(age);
+        Ok(())
+    }
+
+    async fn delete_expired(&self) -> Result<(), StorageError> {
+        let cutoff = now_millis() - i64::try_from(self.config.retention_secs * 1000).unwrap_or(i64::MAX);
+        let mut tx = self.db.begin().await?;
+        sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

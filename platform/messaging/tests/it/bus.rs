@@ -1,0 +1,480 @@
+//! The bus behaviour suite: every test runs on the embedded bus and on NATS JetStream.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use mercato_messaging::{BusConfig, BusError};
+use mercato_testkit::eventually;
+use tokio::task::JoinSet;
+
+use crate::support::{
+    BusBackend, PATIENCE, TestBroker, ack_all, assert_nothing_more, ids, noted, publish_all, receive, spec,
+};
+
+bus_tests!(
+    a_published_envelope_is_delivered_intact,
+    publishing_the_same_envelope_twice_delivers_it_once,
+    a_group_created_after_publishing_gets_every_message_from_the_start,
+    every_group_gets_every_message,
+    a_member_that_was_away_gets_what_it_missed,
+    a_waiting_fetch_returns_a_message_published_while_it_waits,
+    a_message_held_by_one_member_is_not_given_to_another,
+    two_members_split_200_messages_with_none_lost_or_held_twice,
+    an_unacknowledged_delivery_comes_again_after_the_ack_wait_as_attempt_2,
+    a_nak_delivers_the_message_again_after_the_delay,
+    a_parked_message_becomes_a_dead_letter_and_replay_returns_it_to_its_group_once,
+    messages_survive_closing_the_bus_and_restarting_the_broker,
+    ping_fails_while_the_broker_is_down_and_publish_works_again_after_it_returns,
+    lag_counts_messages_not_yet_acknowledged,
+    one_consumer_receives_a_streams_messages_in_publish_order,
+    names_no_broker_accepts_are_refused,
+    a_group_joined_again_with_other_settings_keeps_its_messages,
+);
+
+/// For tests where a redelivery would be a bug rather than the point.
+fn patient(config: BusConfig) -> BusConfig {
+    BusConfig {
+        ack_wait_ms: 30_000,
+        ..config
+    }
+}
+
+async fn a_published_envelope_is_delivered_intact(backend: BusBackend) {
+    let broker = TestBroker::start(backend).await;
+    let bus = broker.connect().await;
+    let mut consumer = bus.consumer(&spec("notifier", "identity")).await.unwrap();
+    let mut sent = noted("identity", "user-1", 1);
+    sent.correlation_id = Some("corr-1".into());
+    sent.traceparent = Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into());
+    sent.payload = serde_json::json!({"n": 1, "nested": {"text": "héllo\nworld", "list": [1, 2.5, null]}});
+
+    bus.publish(&sent).await.unwrap();
+
+    let deliveries = receive(&mut consumer, 1).await;
+    assert_eq!(deliveries[0].envelope, sent);
+    assert_eq!(deliveries[0].attempt, 1);
+    ack_all(deliveries).await;
+    assert_nothing_more(&mut consumer).await;
+}
+
+async fn publishing_the_same_envelope_twice_delivers_it_once(backend: BusBackend) {
+    let broker = TestBroker::start(backend).await;
+    let bus = broker.connect().await;
+    let mut consumer = bus.consumer(&spec("notifier", "identity")).await.unwrap();
+    let once = noted("identity", "user-1", 1);
+    let other = noted("identity", "user-1", 2);
+
+    publish_all(&bus, &[once.clone(), once.clone(), other.clone(), once.clone()]).await;
+
+    let received = ack_all(receive(&mut consumer, 2).await).await;
+    assert_eq!(ids(&received), ids(&[once, other]));
+    assert_nothing_more(&mut consumer).await;
+    assert_eq!(consumer.lag().await.unwrap(), 0);
+}
+
+async fn a_group_created_after_publishing_gets_every_message_from_the_start(backend: BusBackend) {
+    let broker = TestBroker::start(backend).await;
+    let bus = broker.connect().await;
+    let sent: Vec<_> = (1..=5).map(|n| noted("identity", "user-1", n)).collect();
+    publish_all(&bus, &sent).await;
+
+    let mut late = bus.consumer(&spec("late-joiner", "identity")).await.unwrap();
+
+    let received = ack_all(receive(&mut late, 5).await).await;
+    assert_eq!(ids(&received), ids(&sent));
+    assert_nothing_more(&mut late).await;
+}
+
+async fn every_group_gets_every_message(backend: BusBackend) {
+    let broker = TestBroker::start(backend).await;
+    let bus = broker.connect().await;
+    let mut customers = bus
+        .consumer(&spec("customers-on-identity", "identity"))
+        .await
+        .unwrap();
+    let mut notifications = bus
+        .consumer(&spec("notifications-on-identity", "identity"))
+        .await
+        .unwrap();
+    let sent: Vec<_> = (1..=10)
+        .map(|n| noted("identity", &format!("user-{n}"), 1))
+        .collect();
+
+    publish_all(&bus, &sent).await;
+
+    let to_customers = ack_all(receive(&mut customers, 10).await).await;
+    let to_notifications = ack_all(receive(&mut notifications, 10).await).await;
+    assert_eq!(ids(&to_customers), ids(&sent));
+    assert_eq!(ids(&to_notifications), ids(&sent));
+    assert_nothing_more(&mut customers).await;
+    assert_nothing_more(&mut notifications).await;
+}
+
+async fn a_member_that_was_away_gets_what_it_missed(backend: BusBackend) {
+    let broker = TestBroker::start(backend).await;
+    let bus = broker.connect().await;
+    let first = noted("identity", "user-1", 1);
+    {
+        let mut member = bus.consumer(&spec("notifier", "identity")).await.unwrap();
+        bus.publish(&first).await.unwrap();
+        ack_all(receive(&mut member, 1).await).await;
+    }
+    let missed: Vec<_> = (2..=4).map(|n| noted("identity", "user-1", n)).collect();
+    publish_all(&bus, &missed).await;
+
+    let mut back = bus.consumer(&spec("notifier", "identity")).await.unwrap();
+
+    let received = ack_all(receive(&mut back, 3).await).await;
+    assert_eq!(ids(&received), ids(&missed));
+    assert_nothing_more(&mut back).await;
+}
+
+async fn a_waiting_fetch_returns_a_message_published_while_it_waits(backend: BusBackend) {
+    let broker = TestBroker::start(backend).await;
+    let bus = broker.connect().await;
+    let mut consumer = bus.consumer(&spec("notifier", "identity")).await.unwrap();
+    let sent = noted("identity", "user-1", 1);
+
+    let waiting = tokio::spawn(async move { consumer.fetch(10, PATIENCE).await });
+    // Let the fetch find nothing and start waiting.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    bus.publish(&sent).await.unwrap();
+
+    let deliveries = waiting.await.expect("fetch task").expect("fetch");
+    assert_eq!(ids(&ack_all(deliveries).await), ids(&[sent]));
+}
+
+async fn a_message_held_by_one_member_is_not_given_to_another(backend: BusBackend) {
+    let broker = TestBroker::start(backend).await;
+    let config = patient(broker.config());
+    let bus_a = broker.connect_with(&config).await;
+    let bus_b = broker.connect_with(&config).await;
+    let mut a = bus_a.consumer(&spec("workers", "orders")).await.unwrap();
+    let mut b = bus_b.consumer(&spec("workers", "orders")).await.unwrap();
+    let sent: Vec<_> = (1..=20).map(|n| noted("orders", "order-1", n)).collect();
+    publish_all(&bus_a, &sent).await;
+
+    let held_by_a = receive(&mut a, 10).await;
+    let held_by_b = receive(&mut b, 10).await;
+
+    let a_ids: HashSet<_> = held_by_a.iter().map(|d| d.envelope.id.clone()).collect();
+    let b_ids: HashSet<_> = held_by_b.iter().map(|d| d.envelope.id.clone()).collect();
+    assert!(
+        a_ids.is_disjoint(&b_ids),
+        "both members hold {:?}",
+        a_ids.intersection(&b_ids)
+    );
+    let all: HashSet<_> = a_ids.union(&b_ids).cloned().collect();
+    assert_eq!(all, ids(&sent).into_iter().collect::<HashSet<_>>());
+    assert_nothing_more(&mut b).await;
+    ack_all(held_by_a).await;
+    ack_all(held_by_b).await;
+}
+
+async fn two_members_split_200_messages_with_none_lost_or_held_twice(backend: BusBackend) {
+    const MESSAGES: usize = 200;
+    let broker = TestBroker::start(backend).await;
+    let config = patient(broker.config());
+    let publisher = broker.connect_with(&config).await;
+    let sent: Vec<_> = (1..=MESSAGES)
+        .map(|n| noted("orders", &format!("order-{}", n % 7), i64::try_from(n).unwrap()))
+        .collect();
+
+    // Each member has its own connection: on the embedded bus, its own pool on the file, as a
+    // second process would.
+    let mut members = JoinSet::new();
+    for name in ["a", "b"] {
+        let bus = broker.connect_with(&config).await;
+        let mut consumer = bus.consumer(&spec("workers", "orders")).await.unwrap();
+        members.spawn(async move {
+            let mut got = Vec::new();
+            let mut idle = 0;
+            // Done once the messages stop coming for a while after the publisher finished.
+            while idle < 3 {
+                let batch = consumer
+                    .fetch(10, Duration::from_millis(500))
+                    .await
+                    .expect("fetch");
+                if batch.is_empty() {
+                    idle += 1;
+                    continue;
+                }
+                idle = 0;
+                for delivery in batch {
+                    assert_eq!(delivery.attempt, 1, "member {name} got a redelivery");
+                    got.push(delivery.envelope.id.clone());
+                    delivery.ack().await.expect("ack");
+                }
+                tokio::task::yield_now().await;
+            }
+            (name, got)
+        });
+    }
+    publish_all(&publisher, &sent).await;
+
+    let mut by_member = HashMap::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let finished = tokio::time::timeout(PATIENCE * 2, async {
+        while let Some(joined) = members.join_next().await {
+            let (name, got) = joined.expect("member task");
+            for id in &got {
+                *seen.entry(id.clone()).or_default() += 1;
+            }
+            by_member.insert(name, got.len());
+        }
+    })
+    .await;
+    assert!(finished.is_ok(), "members did not finish in time");
+
+    let doubled: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "delivered to both members: {doubled:?}");
+    let missing: Vec<_> = sent
+        .iter()
+        .filter(|e| !seen.contains_key(&e.id))
+        .map(|e| &e.id)
+        .collect();
+    assert!(missing.is_empty(), "never delivered: {missing:?}");
+    assert_eq!(seen.len(), MESSAGES);
+    assert!(
+        by_member.values().all(|n| *n > 0),
+        "one member got everything: {by_member:?}"
+    );
+}
+
+async fn an_unacknowledged_delivery_comes_again_after_the_ack_wait_as_attempt_2(backend: BusBackend) {
+    let broker = TestBroker::start(backend).await;
+    let bus = broker.connect().await;
+    let mut consumer = bus.consumer(&spec("notifier", "identity")).await.unwrap();
+    let sent = noted("identity", "user-1", 1);
+    bus.publish(&sent).await.unwrap();
+
+    let first = receive(&mut consumer, 1).await;
+    assert_eq!(first[0].attempt, 1);
+    drop(first);
+
+    let again = receive(&mut consumer, 1).await;
+    assert_eq!(again[0].envelope.id, sent.id);
+    assert_eq!(again[0].attempt, 2);
+    ack_all(again).await;
+    assert_nothing_more(&mut consumer).await;
+}
+
+async fn a_nak_delivers_the_message_again_after_the_delay(backend: BusBackend) {
+    let broker = TestBroker::start(backend).await;
+    let bus = broker.connect_with(&patient(broker.config())).await;
+    let mut consumer = bus.consumer(&spec("notifier", "identity")).await.unwrap();
+    let sent = noted("identity", "user-1", 1);
+    bus.publish(&sent).await.unwrap();
+
+    let first = receive(&mut consumer, 1).await.remove(0);
+    first.nak(Duration::from_secs(2)).await.unwrap();
+
+    let too_soon = consumer.fetch(10, Duration::ZERO).await.unwrap();
+    assert!(too_soon.is_empty(), "delivered again before the nak delay");
+    // The ack wait is 30 s: a redelivery within the test's patience comes from the nak.
+    let again = receive(&mut consumer, 1).await;
+    assert_eq!(again[0].envelope.id, sent.id);
+    assert_eq!(again[0].attempt, 2);
+    ack_all(again).await;
+}
+
+async fn a_parked_message_becomes_a_dead_letter_and_replay_returns_it_to_its_group_once(backend: BusBackend) {
+    let broker = TestBroker::start(backend).await;
+    let bus = broker.connect().await;
+    let mut consumer = bus.consumer(&spec("notifier", "identity")).await.unwrap();
+    let poison = noted("identity", "user-1", 1);
+    let fine = noted("identity", "user-2", 1);
+    publish_all(&bus, &[poison.clone(), fine.clone()]).await;
+
+    let mut first = receive(&mut consumer, 2).await;
+    let fine_delivery = first.pop().unwrap();
+    assert_eq!(fine_delivery.envelope.id, fine.id);
+    fine_delivery.ack().await.unwrap();
+    first.pop().unwrap().nak(Duration::ZERO).await.unwrap();
+    let second = receive(&mut consumer, 1).await.remove(0);
+    assert_eq!(
+        (second.envelope.id.as_str(), second.attempt),
+        (poison.id.as_str(), 2)
+    );
+    second.park("template missing:\nwelcome.html").await.unwrap();
+
+    let letters = bus.dead_letters(10).await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let letter = &letters[0];
+    assert_eq!(letter.group, "notifier");
+    assert_eq!(letter.envelope, poison);
+    assert_eq!(letter.error, "template missing:\nwelcome.html");
+    assert_eq!(letter.attempts, 2);
+    assert!(letter.parked_at > 0);
+    assert_nothing_more(&mut consumer).await;
+
+    assert!(bus.replay_dead_letter(&letter.id).await.unwrap());
+
+    assert!(bus.dead_letters(10).await.unwrap().is_empty());
+    let replayed = receive(&mut consumer, 1).await;
+    assert_eq!(replayed[0].envelope, poison);
+    assert_eq!(replayed[0].attempt, 1);
+    ack_all(replayed).await;
+    assert_nothing_more(&mut consumer).await;
+    assert!(
+        !bus.replay_dead_letter(&letter.id).await.unwrap(),
+        "replayed twice"
+    );
+    assert!(!bus.replay_dead_letter("not-an-id").await.unwrap());
+}
+
+async fn messages_survive_closing_the_bus_and_restarting_the_broker(backend: BusBackend) {
+    let mut broker = TestBroker::start(backend).await;
+    let sent: Vec<_> = (1..=4).map(|n| noted("identity", "user-1", n)).collect();
+    let parked = noted("identity", "user-9", 1);
+    {
+        let bus = broker.connect().await;
+        let mut consumer = bus.consumer(&spec("notifier", "identity")).await.unwrap();
+        publish_all(&bus, &sent).await;
+        bus.publish(&parked).await.unwrap();
+        let mut first = receive(&mut consumer, 2).await;
+        // One acknowledged, one still held when the bus goes away.
+        first.remove(0).ack().await.unwrap();
+        drop(first);
+        let mut parker = bus.consumer(&spec("parker", "identity")).await.unwrap();
+        let everything = receive(&mut parker, 5).await;
+        for delivery in everything {
+            if delivery.envelope.id == parked.id {
+                delivery.park("kept across restarts").await.unwrap();
+            } else {
+                delivery.ack().await.unwrap();
+            }
+        }
+    }
+    if broker.stop().await {
+        broker.restart().await;
+    }
+
+    let bus = broker.connect().await;
+    let mut consumer = bus.consumer(&spec("notifier", "identity")).await.unwrap();
+    let mut received = ack_all(receive(&mut consumer, 4).await).await;
+    received.sort_by_key(|e| e.stream_seq);
+    // Everything but the acknowledged first message, and the parked one for the other group.
+    let mut expected = sent[1..].to_vec();
+    expected.push(parked.clone());
+    expected.sort_by_key(|e| e.stream_seq);
+    let mut got: Vec<_> = ids(&received);
+    got.sort();
+    let mut want = ids(&expected);
+    want.sort();
+    assert_eq!(got, want);
+    let letters = bus.dead_letters(10).await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        (letters[0].group.as_str(), &letters[0].envelope),
+        ("parker", &parked)
+    );
+}
+
+async fn ping_fails_while_the_broker_is_down_and_publish_works_again_after_it_returns(backend: BusBackend) {
+    let mut broker = TestBroker::start(backend).await;
+    let bus = broker.connect().await;
+    let mut consumer = bus.consumer(&spec("notifier", "identity")).await.unwrap();
+    bus.ping().await.unwrap();
+    let before = noted("identity", "user-1", 1);
+    bus.publish(&before).await.unwrap();
+
+    let stopped = broker.stop().await;
+    if stopped {
+        let error = bus.ping().await.expect_err("ping while the server is down");
+        assert!(matches!(error, BusError::Unavailable(_)), "{error}");
+        let error = bus
+            .publish(&noted("identity", "user-1", 2))
+            .await
+            .expect_err("publish while the server is down");
+        assert!(error.is_transient(), "{error}");
+        let error = mercato_messaging::Bus::connect(&broker.config())
+            .await
+            .expect_err("connect while the server is down");
+        assert!(matches!(error, BusError::Unavailable(_)), "{error}");
+        broker.restart().await;
+    } else {
+        // The embedded bus has no broker to lose: it stays ready.
+        assert_eq!(backend, BusBackend::Embedded);
+        bus.ping().await.unwrap();
+    }
+
+    eventually(PATIENCE, "the bus to answer a ping again", || async {
+        bus.ping().await.ok()
+    })
+    .await;
+    let after = noted("identity", "user-1", 3);
+    bus.publish(&after).await.expect("publish after the restart");
+    let mut received = ack_all(receive(&mut consumer, 2).await).await;
+    received.sort_by_key(|e| e.stream_seq);
+    assert_eq!(ids(&received), ids(&[before, after]));
+}
+
+async fn lag_counts_messages_not_yet_acknowledged(backend: BusBackend) {
+    let broker = TestBroker::start(backend).await;
+    let bus = broker.connect_with(&patient(broker.config())).await;
+    let mut consumer = bus.consumer(&spec("notifier", "identity")).await.unwrap();
+    assert_eq!(consumer.lag().await.unwrap(), 0);
+    let sent: Vec<_> = (1..=5).map(|n| noted("identity", "user-1", n)).collect();
+    publish_all(&bus, &sent).await;
+    assert_eq!(consumer.lag().await.unwrap(), 5);
+
+    let held = receive(&mut consumer, 2).await;
+    assert_eq!(
+        consumer.lag().await.unwrap(),
+        5,
+        "held but unacknowledged still counts"
+    );
+    ack_all(held).await;
+    assert_eq!(consumer.lag().await.unwrap(), 3);
+
+    let rest = receive(&mut consumer, 3).await;
+    rest.into_iter().next().unwrap().park("gave up").await.unwrap();
+    // Two were dropped unacknowledged: still lag; the parked one no longer is.
+    assert_eq!(consumer.lag().await.unwrap(), 2);
+}
+
+async fn one_consumer_receives_a_streams_messages_in_publish_order(backend: BusBackend) {
+    let broker = TestBroker::start(backend).await;
+    let bus = broker.connect_with(&patient(broker.config())).await;
+    let mut consumer = bus.consumer(&spec("projector", "orders")).await.unwrap();
+    let sent: Vec<_> = (1..=50).map(|n| noted("orders", "order-1", n)).collect();
+    publish_all(&bus, &sent).await;
+
+    let mut received = Vec::new();
+    while received.len() < sent.len() {
+        let batch = consumer.fetch(7, Duration::from_secs(1)).await.unwrap();
+        assert!(batch.iter().all(|d| d.attempt == 1));
+        received.extend(ack_all(batch).await);
+    }
+
+    let seqs: Vec<_> = received.iter().map(|e| e.stream_seq).collect();
+    assert_eq!(seqs, (1..=50).collect::<Vec<_>>());
+}
+
+async fn names_no_broker_accepts_are_refused(backend: BusBackend) {
+    let broker = TestBroker::start(backend).await;
+    let bus = broker.connect().await;
+
+    let error = bus.consumer(&spec("has.dot", "identity")).await.unwrap_err();
+    assert!(matches!(error, BusError::Config(_)), "{error}");
+    let error = bus.publish(&noted("bad category", "s", 1)).await.unwrap_err();
+    assert!(matches!(error, BusError::Malformed { .. }), "{error}");
+    assert!(!error.is_transient());
+}
+
+async fn a_group_joined_again_with_other_settings_keeps_its_messages(backend: BusBackend) {
+    let broker = TestBroker::start(backend).await;
+    let bus = broker.connect().await;
+    let mut before = bus.consumer(&spec("notifier", "identity")).await.unwrap();
+    let sent: Vec<_> = (1..=3).map(|n| noted("identity", "user-1", n)).collect();
+    publish_all(&bus, &sent).await;
+    ack_all(receive(&mut before, 1).await).await;
+
+    let changed = broker.connect_with(&patient(broker.config())).await;
+    let mut after = changed.consumer(&spec("notifier", "identity")).await.unwrap();
+
+    let received = ack_all(receive(&mut after, 2).await).await;
+    assert_eq!(ids(&received), ids(&sent[1..]));
+    assert_nothing_more(&mut after).await;
+}

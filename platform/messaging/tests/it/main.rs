@@ -1,0 +1,14 @@
+//! Integration tests of `mercato-messaging` against real brokers.
+//!
+//! Every bus test runs on both backends through `bus_tests!`, as `embedded::name` (a SQLite file
+//! in a temporary directory) and `nats::name` (a `nats-server` of its own on a free port, which
+//! the test can stop and start again).
+//!
+//! - `support`: the per-test broker, the test event, draining a consumer.
+//! - `bus`: the behaviour suite of the bus: delivery, dedup, groups, redelivery, dead letters,
+//!   restarts, lag and order.
+
+#[macro_use]
+mod support;
+mod bus;
+mod pipeline;

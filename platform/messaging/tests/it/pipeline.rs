@@ -1,0 +1,423 @@
+//! Outbox → relay → bus → inbox, on the embedded setting (SQLite + embedded bus) and the
+//! distributed one (PostgreSQL + a private NATS server): order per stream, a relay crash
+//! between publishing and marking, a consumer crash mid-handler, work split within a group, and
+//! a poison message.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use mercato_messaging::inbox::MIGRATION as INBOX;
+use mercato_messaging::outbox::{self, MIGRATION as OUTBOX};
+use mercato_messaging::{
+    Bus, BusConfig, ConsumerMetrics, ConsumerSpec, Context, Envelope, Handler, HandlerError, HandlerFuture,
+    Inbox, InboxConfig, Outbox, Relay, RelayConfig, RelayMetrics,
+};
+use mercato_storage::sqlx::{self, Row as _};
+use mercato_storage::{DatabaseConfig, Db, Migration, Tx, migrate};
+use mercato_testkit::nats::NatsServer;
+use mercato_testkit::{TestBackend, TestDatabase, backend_tests, eventually};
+use prometheus_client::registry::Registry;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{Noted, PATIENCE};
+
+backend_tests!(
+    a_streams_events_reach_the_handler_in_order_even_when_one_is_redelivered,
+    a_relay_that_crashed_between_publishing_and_marking_causes_no_second_effect,
+    a_consumer_that_crashes_mid_handler_gets_the_event_again_and_applies_it_once,
+    two_members_of_a_group_split_the_work_and_no_event_is_handled_by_both,
+    a_poison_message_is_parked_with_its_error_and_the_consumer_keeps_going,
+);
+
+const EFFECTS: Migration = Migration {
+    version: 1,
+    name: "effects",
+    sql: "CREATE TABLE effects (
+              position INTEGER PRIMARY KEY AUTOINCREMENT,
+              member TEXT NOT NULL,
+              event_id TEXT NOT NULL,
+              stream_id TEXT NOT NULL,
+              n BIGINT NOT NULL
+          )",
+    postgres_sql: Some(
+        "CREATE TABLE effects (
+              position BIGSERIAL PRIMARY KEY,
+              member TEXT NOT NULL,
+              event_id TEXT NOT NULL,
+              stream_id TEXT NOT NULL,
+              n BIGINT NOT NULL
+          )",
+    ),
+};
+
+/// One service's database, its outbox and relay, and the bus.
+struct Pipeline {
+    db: Db,
+    bus_config: BusConfig,
+    bus: Bus,
+    outbox: Outbox,
+    shutdown: CancellationToken,
+    _nats: Option<NatsServer>,
+    _database: TestDatabase,
+}
+
+impl Pipeline {
+    async fn start(backend: TestBackend) -> Self {
+        let database = TestDatabase::new(backend).await;
+        let db = Db::connect(&DatabaseConfig {
+            url: database.url().to_owned(),
+            ..DatabaseConfig::default()
+        })
+        .await
+        .expect("database");
+        migrate(&db, "pipeline", &[EFFECTS, OUTBOX, INBOX])
+            .await
+            .expect("migrations");
+        let (nats, url) = match backend {
+            TestBackend::Sqlite => (
+                None,
+                format!("sqlite://{}?mode=rwc", database.dir().join("bus.db").display()),
+            ),
+            TestBackend::Postgres => {
+                let server = NatsServer::start(database.dir()).await;
+                let url = server.url();
+                (Some(server), url)
+            }
+        };
+        let bus_config = BusConfig {
+            url,
+            ack_wait_ms: 500,
+            ..BusConfig::default()
+        };
+        let bus = Bus::connect(&bus_config).await.expect("bus");
+        Self {
+            db,
+            bus_config,
+            bus,
+            outbox: Outbox::new(),
+            shutdown: CancellationToken::new(),
+            _nats: nats,
+            _database: database,
+        }
+    }
+
+    fn relay(&self) -> Relay {
+        let mut registry = Registry::default();
+        Relay::new(
+            self.db.clone(),
+            self.bus.clone(),
+            self.outbox.clone(),
+            RelayConfig {
+                poll_interval_ms: 50,
+                retry_delay_ms: 50,
+                ..RelayConfig::default()
+            },
+            RelayMetrics::register(&mut registry),
+        )
+    }
+
+    fn start_relay(&self) {
+        tokio::spawn(self.relay().run(self.shutdown.clone()));
+    }
+
+    fn inbox<H: Handler>(&self, handler: H) -> Inbox<H> {
+        let mut registry = Registry::default();
+        Inbox::new(
+            self.db.clone(),
+            self.bus.clone(),
+            ConsumerSpec {
+                group: "effects".into(),
+                category: "pipeline".into(),
+            },
+            handler,
+            InboxConfig {
+                backoff_ms: vec![50],
+                reorder_delay_ms: 20,
+                fetch_wait_ms: 200,
+                ..InboxConfig::default()
+            },
+            ConsumerMetrics::register(&mut registry),
+        )
+    }
+
+    fn start_inbox<H: Handler>(&self, handler: H) {
+        tokio::spawn(self.inbox(handler).run(self.shutdown.clone()));
+    }
+
+    /// Appends event `n` of `stream` in its own transaction, as a service would.
+    async fn append(&self, stream: &str, n: i64) -> Envelope {
+        let mut envelope =
+            Envelope::new("pipeline", stream, &Noted { n }, &Context::default()).expect("envelope");
+        let mut tx = self.db.begin().await.expect("begin");
+        outbox::append(&mut tx, &mut envelope)
+            .await
+            .expect("append to the outbox");
+        tx.commit().await.expect("commit");
+        self.outbox.committed();
+        envelope
+    }
+
+    /// (member, event id, stream, n) of every effect, in the order they committed.
+    async fn effects(&self) -> Vec<(String, String, String, i64)> {
+        sqlx::query("SELECT member, event_id, stream_id, n FROM effects ORDER BY position")
+            .fetch_all(self.db.pool())
+            .await
+            .expect("effects")
+            .iter()
+            .map(|r| (r.get("member"), r.get("event_id"), r.get("stream_id"), r.get("n")))
+            .collect()
+    }
+
+    async fn wait_for_effects(&self, count: usize) -> Vec<(String, String, String, i64)> {
+        eventually(PATIENCE, &format!("{count} effects"), || async {
+            let effects = self.effects().await;
+            (effects.len() >= count).then_some(effects)
+        })
+        .await
+    }
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Writes one effect row per event, in the inbox's transaction; can be told to fail.
+#[derive(Clone, Default)]
+struct Recording {
+    member: &'static str,
+    /// Event numbers whose first attempt fails (transiently).
+    flaky: Arc<std::sync::Mutex<HashSet<i64>>>,
+    /// Event numbers that always fail (permanently).
+    poison: HashSet<i64>,
+    /// When set, the handler writes its effect and then waits here forever: a crash mid-handler.
+    hang: Option<Arc<Notify>>,
+}
+
+impl Recording {
+    fn member(member: &'static str) -> Self {
+        Self {
+            member,
+            ..Self::default()
+        }
+    }
+
+    async fn record(&self, envelope: &Envelope, tx: &mut Tx) -> Result<(), HandlerError> {
+        let event: Noted = envelope.decode()?;
+        if self.poison.contains(&event.n) {
+            return Err(HandlerError::Permanent(format!(
+                "event {} can never be applied",
+                event.n
+            )));
+        }
+        if self.flaky.lock().unwrap().remove(&event.n) {
+            return Err(HandlerError::Transient(format!("event {} failed once", event.n)));
+        }
+        sqlx::query("INSERT INTO effects (member, event_id, stream_id, n) VALUES ($1, $2, $3, $4)")
+            .bind(self.member)
+            .bind(&envelope.id)
+            .bind(&envelope.stream_id)
+            .bind(event.n)
+            .execute(&mut **tx)
+            .await
+            .map_err(|e| HandlerError::Transient(e.to_string()))?;
+        if let Some(hang) = &self.hang {
+            hang.notify_one();
+            std::future::pending::<()>().await;
+        }
+        Ok(())
+    }
+}
+
+impl Handler for Recording {
+    fn handle<'a>(&'a self, envelope: &'a Envelope, tx: &'a mut Tx) -> HandlerFuture<'a> {
+        Box::pin(self.record(envelope, tx))
+    }
+}
+
+fn numbers_of(effects: &[(String, String, String, i64)], stream: &str) -> Vec<i64> {
+    effects.iter().filter(|e| e.2 == stream).map(|e| e.3).collect()
+}
+
+fn assert_each_event_once(effects: &[(String, String, String, i64)]) {
+    let mut seen = HashSet::new();
+    for (_, id, _, _) in effects {
+        assert!(seen.insert(id.clone()), "event {id} took effect twice");
+    }
+}
+
+async fn a_streams_events_reach_the_handler_in_order_even_when_one_is_redelivered(backend: TestBackend) {
+    let pipeline = Pipeline::start(backend).await;
+    let handler = Recording::member("one");
+    handler.flaky.lock().unwrap().extend([3, 7]);
+    pipeline.start_relay();
+    pipeline.start_inbox(handler);
+    for n in 1..=10 {
+        pipeline.append("order-a", n).await;
+        pipeline.append("order-b", n).await;
+    }
+    let effects = pipeline.wait_for_effects(20).await;
+    assert_each_event_once(&effects);
+    assert_eq!(numbers_of(&effects, "order-a"), (1..=10).collect::<Vec<_>>());
+    assert_eq!(numbers_of(&effects, "order-b"), (1..=10).collect::<Vec<_>>());
+}
+
+async fn a_relay_that_crashed_between_publishing_and_marking_causes_no_second_effect(backend: TestBackend) {
+    let pipeline = Pipeline::start(backend).await;
+    let mut appended = Vec::new();
+    for n in 1..=5 {
+        appended.push(pipeline.append("crash", n).await);
+    }
+    // A relay that published every row and died before marking any: exactly what it sent.
+    for envelope in &appended {
+        let stored: Envelope = {
+            let row = sqlx::query("SELECT envelope FROM outbox WHERE event_id = $1")
+                .bind(&envelope.id)
+                .fetch_one(pipeline.db.pool())
+                .await
+                .expect("outbox row");
+            serde_json::from_str(row.get::<&str, _>("envelope")).expect("stored envelope")
+        };
+        pipeline.bus.publish(&stored).await.expect("publish");
+    }
+    let (backlog, _) = pipeline.relay().backlog().await.expect("backlog");
+    assert_eq!(backlog, 5, "nothing was marked sent");
+
+    // The next relay publishes them all again; the consumer applies each once.
+    pipeline.start_relay();
+    pipeline.start_inbox(Recording::member("one"));
+    let effects = pipeline.wait_for_effects(5).await;
+    eventually(PATIENCE, "the outbox to be marked sent", || async {
+        (pipeline.relay().backlog().await.ok()?.0 == 0).then_some(())
+    })
+    .await;
+    // Every delivery, duplicates included, is settled once the group has no lag.
+    let watcher = pipeline
+        .bus
+        .consumer(&ConsumerSpec {
+            group: "effects".into(),
+            category: "pipeline".into(),
+        })
+        .await
+        .expect("watch the group");
+    eventually(PATIENCE, "the group to settle every delivery", || async {
+        (watcher.lag().await.ok()? == 0).then_some(())
+    })
+    .await;
+    let after = pipeline.effects().await;
+    assert_eq!(after.len(), 5, "{after:?}");
+    assert_each_event_once(&after);
+    assert_eq!(numbers_of(&effects, "crash"), [1, 2, 3, 4, 5]);
+}
+
+async fn a_consumer_that_crashes_mid_handler_gets_the_event_again_and_applies_it_once(backend: TestBackend) {
+    let pipeline = Pipeline::start(backend).await;
+    pipeline.start_relay();
+    let hung = Arc::new(Notify::new());
+    let crashing = Recording {
+        member: "crashed",
+        hang: Some(Arc::clone(&hung)),
+        ..Recording::default()
+    };
+    let first = tokio::spawn(pipeline.inbox(crashing).run(pipeline.shutdown.clone()));
+    pipeline.append("mid", 1).await;
+    tokio::time::timeout(PATIENCE, hung.notified())
+        .await
+        .expect("the handler started");
+    // The process dies: the task is gone, its transaction rolls back, nothing was acked.
+    first.abort();
+    let _ = first.await;
+    assert!(
+        pipeline.effects().await.is_empty(),
+        "the crashed handler's effect rolled back"
+    );
+
+    pipeline.start_inbox(Recording::member("restarted"));
+    let effects = pipeline.wait_for_effects(1).await;
+    assert_eq!(effects.len(), 1);
+    assert_eq!(effects[0].0, "restarted");
+    pipeline.append("mid", 2).await;
+    let effects = pipeline.wait_for_effects(2).await;
+    assert_each_event_once(&effects);
+    assert_eq!(numbers_of(&effects, "mid"), [1, 2]);
+}
+
+async fn two_members_of_a_group_split_the_work_and_no_event_is_handled_by_both(backend: TestBackend) {
+    let pipeline = Pipeline::start(backend).await;
+    // A second connection, as a second replica of the service would have.
+    let other_bus = Bus::connect(&pipeline.bus_config)
+        .await
+        .expect("second bus connection");
+    pipeline.start_relay();
+    pipeline.start_inbox(Recording::member("a"));
+    let mut registry = Registry::default();
+    let second = Inbox::new(
+        pipeline.db.clone(),
+        other_bus,
+        ConsumerSpec {
+            group: "effects".into(),
+            category: "pipeline".into(),
+        },
+        Recording::member("b"),
+        InboxConfig {
+            backoff_ms: vec![50],
+            reorder_delay_ms: 20,
+            fetch_wait_ms: 200,
+            ..InboxConfig::default()
+        },
+        ConsumerMetrics::register(&mut registry),
+    );
+    tokio::spawn(second.run(pipeline.shutdown.clone()));
+    for n in 1..=10 {
+        for s in 0..20 {
+            pipeline.append(&format!("split-{s}"), n).await;
+        }
+    }
+    let effects = pipeline.wait_for_effects(200).await;
+    assert_each_event_once(&effects);
+    let by_a = effects.iter().filter(|e| e.0 == "a").count();
+    let by_b = effects.iter().filter(|e| e.0 == "b").count();
+    assert_eq!(by_a + by_b, 200);
+    assert!(by_a > 0 && by_b > 0, "both members took work: a={by_a} b={by_b}");
+    for s in 0..20 {
+        assert_eq!(
+            numbers_of(&effects, &format!("split-{s}")),
+            (1..=10).collect::<Vec<_>>()
+        );
+    }
+}
+
+async fn a_poison_message_is_parked_with_its_error_and_the_consumer_keeps_going(backend: TestBackend) {
+    let pipeline = Pipeline::start(backend).await;
+    pipeline.start_relay();
+    pipeline.start_inbox(Recording {
+        member: "one",
+        poison: HashSet::from([2]),
+        ..Recording::default()
+    });
+    let mut appended = Vec::new();
+    for n in 1..=4 {
+        appended.push(pipeline.append("poisoned", n).await);
+    }
+    let effects = pipeline.wait_for_effects(3).await;
+    assert_eq!(
+        numbers_of(&effects, "poisoned"),
+        [1, 3, 4],
+        "the stream moved past the parked event"
+    );
+    let letters = eventually(PATIENCE, "the poison message in the dead letters", || async {
+        let letters = pipeline.bus.dead_letters(10).await.ok()?;
+        (!letters.is_empty()).then_some(letters)
+    })
+    .await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].envelope.id, appended[1].id);
+    assert_eq!(letters[0].group, "effects");
+    assert!(
+        letters[0].error.contains("can never be applied"),
+        "{}",
+        letters[0].error
+    );
+}

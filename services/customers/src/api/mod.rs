@@ -1,0 +1,27 @@
+//! Customers' HTTP API: the caller's own profile and preferences, nothing else. There is no route
+//! that takes a customer id, so no customer can name another's.
+
+mod error;
+mod preferences;
+mod profile;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use mercato_security::Verifier;
+
+use crate::profiles::Customers;
+
+pub use error::ApiError;
+
+pub fn router(customers: Arc<Customers>, verifier: Verifier) -> Router {
+    Router::new()
+        .route("/api/customers/me", get(profile::get).patch(profile::patch))
+        .route(
+            "/api/customers/me/preferences",
+            get(preferences::get).put(preferences::put),
+        )
+        .layer(axum::Extension(verifier))
+        .with_state(customers)
+}
