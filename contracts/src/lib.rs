@@ -3,6 +3,10 @@
 //!
 //! - [`identity`]: events the identity service publishes.
 //! - [`customers`]: events the customers service publishes.
+//! - [`orders`]: the order's events and the checkout saga's commands.
+//! - [`inventory`]: answers to stock commands; product changes.
+//! - [`payments`]: answers to payment commands.
+//! - [`money`]: amounts in minor units with a currency.
 //!
 //! Changing a payload: add a field with a default (compatible), or bump `VERSION` and teach
 //! `upcast` how to read the older shape; never repurpose a field.
@@ -10,3 +14,21 @@
 
 pub mod customers;
 pub mod identity;
+pub mod inventory;
+pub mod money;
+pub mod orders;
+pub mod payments;
+
+/// The internal gRPC APIs, generated from `proto/`.
+pub mod grpc {
+    /// `mercato.inventory.v1`: `GetProducts`.
+    pub mod inventory {
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        tonic::include_proto!("mercato.inventory.v1");
+    }
+    /// `mercato.customers.v1`: `GetCustomer`.
+    pub mod customers {
+        #![allow(clippy::all, clippy::pedantic, missing_docs)]
+        tonic::include_proto!("mercato.customers.v1");
+    }
+}

@@ -266,7 +266,9 @@ impl<H: Handler> Inbox<H> {
                 Err(e) => {
                     failures += 1;
                     tracing::warn!(subscriber = %self.subscriber, error = %e, "fetch failed; retrying");
-                    if !e.is_transient() {
+                    // Join the group again after repeated failures: a broker that lost its state
+                    // (restarted with an empty store) no longer knows the durable consumer.
+                    if !e.is_transient() || failures % 3 == 0 {
                         consumer = None;
                     }
                     pause(&shutdown, self.config.backoff(failures)).await;

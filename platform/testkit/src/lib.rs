@@ -6,8 +6,10 @@
 //!   `postgres::name`, so a filter on `postgres` selects or leaves out the PostgreSQL suite.
 //! - [`eventually`]: polls a condition until it holds or a deadline passes; tests never sleep.
 //! - [`nats::NatsServer`]: a private NATS JetStream server per test, stoppable and restartable.
+//! - [`auth::TestIssuer`]: a JWKS endpoint and tokens for any subject and roles.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod nats;
 
 use std::future::Future;

@@ -1,0 +1,89 @@
+//! What the orders service publishes (category `orders`): the order's own events, and the
+//! commands its checkout saga sends to inventory and payments. A command is an event addressed
+//! to one service; that service's inbox applies it once and answers with its own events.
+
+use mercato_messaging::Event;
+use serde::{Deserialize, Serialize};
+
+use crate::money::Money;
+
+/// The bus category of orders' events and commands.
+pub const CATEGORY: &str = "orders";
+
+/// One line of an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub sku: String,
+    pub quantity: i64,
+}
+
+/// Command to inventory: hold these lines for the order, all or nothing, until `expires_at`
+/// (Unix milliseconds). Stream: the order id. Answered by `StockReserved` or
+/// `StockReservationFailed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReserveStock {
+    pub order_id: String,
+    pub lines: Vec<OrderLine>,
+    pub expires_at: i64,
+}
+
+impl Event for ReserveStock {
+    const TYPE: &'static str = "ReserveStock";
+    const VERSION: u32 = 1;
+}
+
+/// Command to inventory: give back what was held for the order (compensation). Releasing
+/// nothing, or twice, is fine. Answered by `StockReleased`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseStock {
+    pub order_id: String,
+    pub reason: String,
+}
+
+impl Event for ReleaseStock {
+    const TYPE: &'static str = "ReleaseStock";
+    const VERSION: u32 = 1;
+}
+
+/// Command to inventory: the order is confirmed; the held stock is sold. Answered by
+/// `ReservationCommitted`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommitReservation {
+    pub order_id: String,
+}
+
+impl Event for CommitReservation {
+    const TYPE: &'static str = "CommitReservation";
+    const VERSION: u32 = 1;
+}
+
+/// Command to payments: charge the card once for the order. `idempotency_key` is stable per
+/// order, so a retried command never charges twice. Answered by `PaymentCaptured` or
+/// `PaymentFailed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChargePayment {
+    pub order_id: String,
+    pub customer_id: String,
+    pub amount: Money,
+    pub card_token: String,
+    pub idempotency_key: String,
+}
+
+impl Event for ChargePayment {
+    const TYPE: &'static str = "ChargePayment";
+    const VERSION: u32 = 1;
+}
+
+/// Command to payments: refund whatever was captured for the order (a late capture after the
+/// saga gave up, or a cancellation). Refunding nothing, or twice, is fine. Answered by
+/// `PaymentRefunded` when something was refunded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundPayment {
+    pub order_id: String,
+    pub reason: String,
+}
+
+impl Event for RefundPayment {
+    const TYPE: &'static str = "RefundPayment";
+    const VERSION: u32 = 1;
+}

@@ -1,0 +1,58 @@
+//! What the payments service publishes (category `payments`): its answers to the saga's payment
+//! commands.
+
+use mercato_messaging::Event;
+use serde::{Deserialize, Serialize};
+
+use crate::money::Money;
+
+/// The bus category of payments' events.
+pub const CATEGORY: &str = "payments";
+
+/// The card was charged. Stream: the order id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentCaptured {
+    pub order_id: String,
+    pub payment_id: String,
+    pub amount: Money,
+}
+
+impl Event for PaymentCaptured {
+    const TYPE: &'static str = "PaymentCaptured";
+    const VERSION: u32 = 1;
+}
+
+/// Why a charge did not happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PaymentFailure {
+    /// The provider declined the card.
+    Declined,
+    /// The provider kept failing or did not answer within the payment service's own limits.
+    ProviderUnavailable,
+}
+
+/// The card was not charged. Stream: the order id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentFailed {
+    pub order_id: String,
+    pub reason: PaymentFailure,
+}
+
+impl Event for PaymentFailed {
+    const TYPE: &'static str = "PaymentFailed";
+    const VERSION: u32 = 1;
+}
+
+/// A captured charge was refunded. Stream: the order id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PaymentRefunded {
+    pub order_id: String,
+    pub payment_id: String,
+    pub amount: Money,
+}
+
+impl Event for PaymentRefunded {
+    const TYPE: &'static str = "PaymentRefunded";
+    const VERSION: u32 = 1;
+}
