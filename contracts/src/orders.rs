@@ -87,3 +87,79 @@ impl Event for RefundPayment {
     const TYPE: &'static str = "RefundPayment";
     const VERSION: u32 = 1;
 }
+
+/// A customer placed an order; the checkout saga starts. Stream: the order id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderPlaced {
+    pub order_id: String,
+    pub customer_id: String,
+    pub lines: Vec<PricedLine>,
+    pub total: Money,
+}
+
+impl Event for OrderPlaced {
+    const TYPE: &'static str = "OrderPlaced";
+    const VERSION: u32 = 1;
+}
+
+/// A line with the unit price it was sold at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PricedLine {
+    pub sku: String,
+    pub name: String,
+    pub quantity: i64,
+    pub unit_price: Money,
+}
+
+/// Stock is held and the payment captured: the order will be fulfilled. Stream: the order id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderConfirmed {
+    pub order_id: String,
+    pub customer_id: String,
+    pub lines: Vec<PricedLine>,
+    pub total: Money,
+}
+
+impl Event for OrderConfirmed {
+    const TYPE: &'static str = "OrderConfirmed";
+    const VERSION: u32 = 1;
+}
+
+/// The order ended without being fulfilled. `reason` is one of `out_of_stock`,
+/// `payment_declined`, `payment_timeout`, `customer_cancelled`, `unknown_product`.
+/// Stream: the order id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderCancelled {
+    pub order_id: String,
+    pub customer_id: String,
+    pub reason: String,
+}
+
+impl Event for OrderCancelled {
+    const TYPE: &'static str = "OrderCancelled";
+    const VERSION: u32 = 1;
+}
+
+/// The order left the warehouse. Stream: the order id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderShipped {
+    pub order_id: String,
+    pub customer_id: String,
+}
+
+impl Event for OrderShipped {
+    const TYPE: &'static str = "OrderShipped";
+    const VERSION: u32 = 1;
+}
+
+/// The order reached the customer. Stream: the order id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderDelivered {
+    pub order_id: String,
+    pub customer_id: String,
+}
+
+impl Event for OrderDelivered {
+    const TYPE: &'static str = "OrderDelivered";
+    const VERSION: u32 = 1;
+}

@@ -60,6 +60,12 @@ impl Default for GatewayConfig {
                 RouteConfig::new("/api/identity", "identity", Required),
                 RouteConfig::new("/.well-known/jwks.json", "identity", Public),
                 RouteConfig::new("/api/customers", "customers", Required),
+                // Browsing is public; inventory itself refuses stock and price changes to
+                // anyone but an admin.
+                RouteConfig::new("/api/products", "inventory", Public),
+                RouteConfig::new("/api/orders", "orders", Required),
+                RouteConfig::new("/api/payments", "payments", Required),
+                RouteConfig::new("/api/notifications", "notifications", Required),
             ],
         }
     }

@@ -27,7 +27,13 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gateway and every service in this process (embedded: SQLite, no servers needed).
-    Up,
+    Up {
+        /// Do not load the demo catalogue into an empty catalogue.
+        #[arg(long)]
+        no_seed: bool,
+    },
+    /// Drive checkouts through the public API at a constant arrival rate and report latency.
+    Loadgen(crate::loadgen::LoadgenArgs),
     /// Run one service alone (distributed mode).
     Serve {
         #[arg(value_enum)]
@@ -114,7 +120,12 @@ impl Cli {
         let config = Config::load(&sources)?;
         mercato_runtime::telemetry::init(config.log.format);
         match self.command {
-            Command::Up => serve(&config, ServiceName::ALL, true).await,
+            Command::Up { no_seed } => {
+                let mut config = config;
+                config.inventory.demo_catalogue = !no_seed;
+                serve(&config, ServiceName::ALL, true).await
+            }
+            Command::Loadgen(args) => crate::loadgen::run(args).await,
             Command::Serve { service } => serve(&config, &[service], false).await,
             Command::Migrate { services } => migrate(&config, &services).await,
             Command::Config => {
@@ -178,7 +189,11 @@ async fn migrate(config: &Config, services: &[ServiceName]) -> anyhow::Result<()
         let migrations = match service {
             ServiceName::Identity => mercato_identity::store::MIGRATIONS,
             ServiceName::Customers => mercato_customers::store::MIGRATIONS,
-            ServiceName::Gateway => &[],
+            ServiceName::Inventory => mercato_inventory::store::MIGRATIONS,
+            ServiceName::Orders => mercato_orders::store::MIGRATIONS,
+            ServiceName::Notifications => mercato_notifications::store::MIGRATIONS,
+            ServiceName::Payments => mercato_payments::store::MIGRATIONS,
+            ServiceName::Gateway | ServiceName::PaymentSandbox => &[],
         };
         let applied = mercato_storage::migrate(&db, service.as_str(), migrations).await?;
         println!(
@@ -300,6 +315,81 @@ pub fn identity_config(config: &Config) -> mercato_identity::Config {
         auth: config.auth.clone(),
         identity: config.identity.clone(),
         relay: config.relay.clone(),
+    }
+}
+
+/// Inventory's settings from the whole configuration; `identity_url` is where identity answers.
+#[must_use]
+pub fn inventory_config(config: &Config, identity_url: &str) -> mercato_inventory::Config {
+    mercato_inventory::Config {
+        listen: config.endpoint(ServiceName::Inventory).listen,
+        http: config.http.clone(),
+        database: config.database_for(ServiceName::Inventory),
+        auth: config.auth.clone(),
+        jwks_url: format!("{identity_url}/.well-known/jwks.json"),
+        relay: config.relay.clone(),
+        inbox: config.inbox.clone(),
+        reservation_sweep_ms: config.inventory.reservation_sweep_ms,
+    }
+}
+
+/// Notifications' settings; `identity_url` is where identity answers.
+#[must_use]
+pub fn notifications_config(config: &Config, identity_url: &str) -> mercato_notifications::Config {
+    mercato_notifications::Config {
+        listen: config.endpoint(ServiceName::Notifications).listen,
+        http: config.http.clone(),
+        database: config.database_for(ServiceName::Notifications),
+        auth: config.auth.clone(),
+        jwks_url: format!("{identity_url}/.well-known/jwks.json"),
+        inbox: config.inbox.clone(),
+        smtp: config.notifications.smtp.clone(),
+        worker_poll_ms: config.notifications.worker_poll_ms,
+    }
+}
+
+/// Payments' settings; the provider is `sandbox_url` when a sandbox runs in this process.
+#[must_use]
+pub fn payments_config(
+    config: &Config,
+    identity_url: &str,
+    sandbox_url: Option<String>,
+) -> mercato_payments::Config {
+    let mut provider = config.payments.provider.clone();
+    if let Some(url) = sandbox_url {
+        provider.url = url;
+    }
+    mercato_payments::Config {
+        listen: config.endpoint(ServiceName::Payments).listen,
+        http: config.http.clone(),
+        database: config.database_for(ServiceName::Payments),
+        auth: config.auth.clone(),
+        jwks_url: format!("{identity_url}/.well-known/jwks.json"),
+        relay: config.relay.clone(),
+        inbox: config.inbox.clone(),
+        provider,
+        worker_poll_ms: config.payments.worker_poll_ms,
+    }
+}
+
+/// Orders' settings; `urls` says where the other services answer.
+#[must_use]
+pub fn orders_config(
+    config: &Config,
+    urls: &std::collections::BTreeMap<ServiceName, String>,
+) -> mercato_orders::Config {
+    mercato_orders::Config {
+        listen: config.endpoint(ServiceName::Orders).listen,
+        http: config.http.clone(),
+        database: config.database_for(ServiceName::Orders),
+        auth: config.auth.clone(),
+        jwks_url: format!("{}/.well-known/jwks.json", urls[&ServiceName::Identity]),
+        relay: config.relay.clone(),
+        inbox: config.inbox.clone(),
+        saga: config.orders.clone(),
+        inventory_url: urls[&ServiceName::Inventory].clone(),
+        customers_url: urls[&ServiceName::Customers].clone(),
+        projection_poll_ms: config.projections.poll_ms,
     }
 }
 

@@ -91,7 +91,71 @@ pub struct Config {
     pub relay: RelayConfig,
     pub inbox: InboxConfig,
     pub projections: ProjectionsConfig,
+    pub inventory: InventoryConfig,
+    pub orders: mercato_orders::SagaConfig,
+    pub notifications: mercato_notifications::NotificationsConfig,
+    pub payments: PaymentsConfig,
+    pub sandbox: SandboxConfig,
     pub services: BTreeMap<String, Endpoint>,
+}
+
+/// `[payments]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaymentsConfig {
+    /// The provider; its `url` is ignored when the sandbox runs in the same process.
+    pub provider: mercato_payments::ProviderConfig,
+    pub worker_poll_ms: u64,
+}
+
+impl Default for PaymentsConfig {
+    fn default() -> Self {
+        Self {
+            provider: mercato_payments::ProviderConfig::default(),
+            worker_poll_ms: 250,
+        }
+    }
+}
+
+/// `[sandbox]`: the built-in payment provider's test behaviour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// How long `tok_late` takes: longer than `orders.payment_timeout_ms`.
+    pub late_delay_ms: u64,
+    /// Attempts per key that `tok_flaky` fails.
+    pub flaky_failures: u32,
+    pub capacity: usize,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        let d = mercato_payments::sandbox::SandboxConfig::default();
+        Self {
+            late_delay_ms: d.late_delay_ms,
+            flaky_failures: d.flaky_failures,
+            capacity: d.capacity,
+        }
+    }
+}
+
+/// `[inventory]`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InventoryConfig {
+    /// How often expired reservations are released.
+    pub reservation_sweep_ms: u64,
+    /// Load the demo catalogue into an empty catalogue at start (`mercato up` turns it on).
+    pub demo_catalogue: bool,
+}
+
+impl Default for InventoryConfig {
+    fn default() -> Self {
+        Self {
+            reservation_sweep_ms: 1_000,
+            demo_catalogue: false,
+        }
+    }
 }
 
 /// `[projections]`
@@ -114,6 +178,11 @@ impl Default for Config {
             ("gateway".to_owned(), Endpoint::at("127.0.0.1:8080")),
             ("identity".to_owned(), Endpoint::at("127.0.0.1:8101")),
             ("customers".to_owned(), Endpoint::at("127.0.0.1:8102")),
+            ("inventory".to_owned(), Endpoint::at("127.0.0.1:8103")),
+            ("orders".to_owned(), Endpoint::at("127.0.0.1:8104")),
+            ("payments".to_owned(), Endpoint::at("127.0.0.1:8105")),
+            ("notifications".to_owned(), Endpoint::at("127.0.0.1:8106")),
+            ("payment-sandbox".to_owned(), Endpoint::at("127.0.0.1:8190")),
         ]);
         Self {
             data_dir: PathBuf::from(".mercato"),
@@ -128,6 +197,11 @@ impl Default for Config {
             relay: RelayConfig::default(),
             inbox: InboxConfig::default(),
             projections: ProjectionsConfig::default(),
+            inventory: InventoryConfig::default(),
+            orders: mercato_orders::SagaConfig::default(),
+            notifications: mercato_notifications::NotificationsConfig::default(),
+            payments: PaymentsConfig::default(),
+            sandbox: SandboxConfig::default(),
             services,
         }
     }
@@ -234,6 +308,14 @@ impl Config {
         if self.inbox.backoff_ms.is_empty() {
             return Err(invalid("inbox.backoff_ms", "must list at least one delay"));
         }
+        if self.inventory.reservation_sweep_ms == 0 {
+            return Err(invalid(
+                "inventory.reservation_sweep_ms",
+                "must be greater than 0",
+            ));
+        }
+        section("orders", owned(self.orders.invalid_setting()))?;
+        section("notifications", self.notifications.invalid_setting())?;
         if self.relay.batch_size == 0 {
             return Err(invalid("relay.batch_size", "must be greater than 0"));
         }

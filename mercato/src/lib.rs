@@ -5,10 +5,12 @@
 //! - [`config`]: layered configuration (defaults, `mercato.toml`, `MERCATO_*`), validated.
 //! - [`services`]: starting one service or all of them, and stopping them together.
 //! - [`cli`]: the subcommands.
+//! - [`loadgen`]: checkout load at a constant arrival rate, with a latency report.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;
+pub mod loadgen;
 pub mod services;
 
 pub use config::{Config, Sources};

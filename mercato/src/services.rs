@@ -18,18 +18,37 @@ use crate::config::Config;
 pub enum ServiceName {
     Identity,
     Customers,
+    Inventory,
+    PaymentSandbox,
+    Payments,
+    Notifications,
+    Orders,
     Gateway,
 }
 
 impl ServiceName {
     /// Every service, dependencies first.
-    pub const ALL: &'static [Self] = &[Self::Identity, Self::Customers, Self::Gateway];
+    pub const ALL: &'static [Self] = &[
+        Self::Identity,
+        Self::Customers,
+        Self::Inventory,
+        Self::PaymentSandbox,
+        Self::Payments,
+        Self::Notifications,
+        Self::Orders,
+        Self::Gateway,
+    ];
 
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Identity => mercato_identity::NAME,
             Self::Customers => mercato_customers::NAME,
+            Self::Inventory => mercato_inventory::NAME,
+            Self::PaymentSandbox => mercato_payments::sandbox::NAME,
+            Self::Payments => mercato_payments::NAME,
+            Self::Notifications => mercato_notifications::NAME,
+            Self::Orders => mercato_orders::NAME,
             Self::Gateway => mercato_gateway::NAME,
         }
     }
@@ -37,13 +56,19 @@ impl ServiceName {
     /// Whether the service owns a database.
     #[must_use]
     pub fn has_database(self) -> bool {
-        matches!(self, Self::Identity | Self::Customers)
+        !matches!(self, Self::Gateway | Self::PaymentSandbox)
     }
 
     /// Whether the service publishes or consumes events.
     #[must_use]
     pub fn uses_bus(self) -> bool {
-        matches!(self, Self::Identity | Self::Customers)
+        !matches!(self, Self::Gateway | Self::PaymentSandbox)
+    }
+
+    /// Whether clients reach it through the gateway (the sandbox stands for an outside provider).
+    #[must_use]
+    pub fn behind_gateway(self) -> bool {
+        !matches!(self, Self::Gateway | Self::PaymentSandbox)
     }
 }
 
@@ -192,15 +217,79 @@ async fn start_one(
                 .spawn(async move { (name, app.run_until_stopped(token).await) });
             addr
         }
+        ServiceName::Inventory => {
+            let identity = &urls[&ServiceName::Identity];
+            let inventory = crate::cli::inventory_config(config, identity);
+            if config.inventory.demo_catalogue {
+                let db = mercato_inventory::open_database(&inventory.database).await?;
+                let added = mercato_inventory::seed_demo_catalogue(&db).await?;
+                db.close().await;
+                if added > 0 {
+                    tracing::info!(products = added, "loaded the demo catalogue");
+                }
+            }
+            let app = mercato_inventory::build(&inventory, bus()?).await?;
+            let addr = app.local_addr();
+            running
+                .tasks
+                .spawn(async move { (name, app.run_until_stopped(token).await) });
+            addr
+        }
+        ServiceName::PaymentSandbox => {
+            let sandbox = mercato_payments::sandbox::SandboxConfig {
+                listen,
+                http: config.http.clone(),
+                late_delay_ms: config.sandbox.late_delay_ms,
+                flaky_failures: config.sandbox.flaky_failures,
+                capacity: config.sandbox.capacity,
+            };
+            let app = mercato_payments::sandbox::build(&sandbox).await?;
+            let addr = app.local_addr();
+            running
+                .tasks
+                .spawn(async move { (name, app.run_until_stopped(token).await) });
+            addr
+        }
+        ServiceName::Payments => {
+            // A sandbox started in this process is the provider; otherwise the configured one.
+            let sandbox = running
+                .started
+                .iter()
+                .find(|s| s.name == ServiceName::PaymentSandbox)
+                .map(|s| s.url.clone());
+            let payments = crate::cli::payments_config(config, &urls[&ServiceName::Identity], sandbox);
+            let app = mercato_payments::build(&payments, bus()?).await?;
+            let addr = app.local_addr();
+            running
+                .tasks
+                .spawn(async move { (name, app.run_until_stopped(token).await) });
+            addr
+        }
+        ServiceName::Notifications => {
+            let notifications = crate::cli::notifications_config(config, &urls[&ServiceName::Identity]);
+            let app = mercato_notifications::build(&notifications, bus()?).await?;
+            let addr = app.local_addr();
+            running
+                .tasks
+                .spawn(async move { (name, app.run_until_stopped(token).await) });
+            addr
+        }
+        ServiceName::Orders => {
+            let orders = crate::cli::orders_config(config, urls);
+            let app = mercato_orders::build(&orders, bus()?).await?;
+            let addr = app.local_addr();
+            running
+                .tasks
+                .spawn(async move { (name, app.run_until_stopped(token).await) });
+            addr
+        }
         ServiceName::Gateway => {
             let identity = urls[&ServiceName::Identity].clone();
-            let upstreams = BTreeMap::from([
-                ("identity".to_owned(), vec![identity.clone()]),
-                (
-                    "customers".to_owned(),
-                    vec![urls[&ServiceName::Customers].clone()],
-                ),
-            ]);
+            let upstreams = ServiceName::ALL
+                .iter()
+                .filter(|s| s.behind_gateway())
+                .map(|s| (s.as_str().to_owned(), vec![urls[s].clone()]))
+                .collect();
             let app = mercato_gateway::build(&mercato_gateway::Config {
                 listen,
                 http: config.http.clone(),

@@ -4,7 +4,9 @@ use mercato_security::{Claims, KeyStore};
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::{Value, json};
 
-use crate::support::{System, access_token, fresh, login, problem, register, unique_email};
+use crate::support::{
+    System, access_token, declare_oversized_body, fresh, login, problem, register, unique_email,
+};
 
 backend_tests!(
     a_new_user_registers_logs_in_and_reads_their_profile_through_the_gateway,
@@ -136,15 +138,9 @@ async fn bad_registrations_are_problems_naming_the_field(backend: TestBackend) {
         .await
         .unwrap();
     problem(malformed, 400).await;
-    let huge = system
-        .http
-        .post(&url)
-        .header("content-type", "application/json")
-        .body(vec![b' '; 2 * 1024 * 1024])
-        .send()
-        .await
-        .unwrap();
-    problem(huge, 413).await;
+    let (status, body) =
+        declare_oversized_body(&system.gateway, "/api/identity/register", None, 2 * 1024 * 1024).await;
+    assert_eq!(status, 413, "{body}");
 
     let email = unique_email();
     assert_eq!(

@@ -7,6 +7,7 @@
 //! - `processes`: identity and gateway as separate `mercato serve` processes on PostgreSQL,
 //!   `mercato up` as a process, signals, and the CLI's other commands.
 
+mod checkout;
 mod customers;
 mod flows;
 mod operations;

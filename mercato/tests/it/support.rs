@@ -31,11 +31,26 @@ pub fn config(data_dir: &Path, db: &TestDatabase, bus_url: &str) -> Config {
     config.bus.url = bus_url.to_owned();
     config.identity.key_reload_interval_secs = 1;
     config.identity.key_activation_delay_secs = Some(2);
+    config.inventory.demo_catalogue = true;
+    // Checkout timing for tests: quick to time out, still ample for a busy machine.
+    config.orders.reserve_timeout_ms = 15_000;
+    config.orders.payment_timeout_ms = 4_000;
+    config.orders.reservation_ttl_ms = 60_000;
+    config.orders.timer_poll_ms = 100;
+    config.inbox.backoff_ms = vec![50, 200, 500];
+    config.projections.poll_ms = 100;
+    // tok_late answers after the saga gave up, but inside one provider call.
+    config.sandbox.late_delay_ms = 6_000;
+    config.payments.provider.timeout_ms = 10_000;
+    config.payments.provider.max_attempts = 2;
+    config.payments.provider.backoff_ms = 100;
+    config.payments.worker_poll_ms = 100;
     config.prepared().expect("test configuration is valid")
 }
 
 /// Every service running in this process.
 pub struct System {
+    pub config: Config,
     pub gateway: String,
     /// Every started service's URL, by name.
     pub urls: std::collections::BTreeMap<String, String>,
@@ -56,6 +71,7 @@ impl System {
                 .iter()
                 .map(|s| (s.name.as_str().to_owned(), s.url.clone()))
                 .collect(),
+            config: config.clone(),
             gateway: running.url(ServiceName::Gateway).unwrap().to_owned(),
             http: reqwest::Client::new(),
             running: Some(running),
@@ -65,6 +81,29 @@ impl System {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.gateway)
+    }
+
+    /// A new admin account (created the way `mercato admin create` does), logged in.
+    pub async fn admin(&self) -> String {
+        let email = unique_email();
+        let identity = mercato::cli::identity_config(&self.config);
+        let db = mercato_identity::open_database(&identity.database).await.unwrap();
+        let accounts = mercato_identity::accounts(db.clone(), &identity).unwrap();
+        mercato_identity::admin::create_admin(&accounts, &email, "correct horse")
+            .await
+            .unwrap();
+        db.close().await;
+        access_token(&login(&self.http, &self.gateway, &email).await)
+    }
+
+    /// The payment sandbox's charges for an idempotency key.
+    pub async fn sandbox_charges(&self, key: &str) -> Vec<Value> {
+        let url = format!(
+            "{}/v1/charges?idempotency_key={key}",
+            self.urls["payment-sandbox"]
+        );
+        let body: Value = self.http.get(url).send().await.unwrap().json().await.unwrap();
+        body["data"].as_array().cloned().unwrap_or_default()
     }
 
     /// Stops every service and waits until they have stopped.
@@ -243,4 +282,38 @@ pub async fn run(args: &[&str], env: &[(&str, String)]) -> (bool, String, String
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Sends only the head of a request that declares a body of `length` bytes, and returns the
+/// answer's status and body. The server must refuse on the declared length alone; writing the
+/// body would race its early answer (and the closed connection) on a real socket.
+pub async fn declare_oversized_body(
+    base: &str,
+    path: &str,
+    token: Option<&str>,
+    length: usize,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let authority = base.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(authority).await.unwrap();
+    let auth = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: {authority}\r\ncontent-type: application/json\r\n{auth}content-length: {length}\r\nconnection: close\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, stream.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
 }

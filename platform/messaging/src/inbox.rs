@@ -268,7 +268,7 @@ impl<H: Handler> Inbox<H> {
                     tracing::warn!(subscriber = %self.subscriber, error = %e, "fetch failed; retrying");
                     // Join the group again after repeated failures: a broker that lost its state
                     // (restarted with an empty store) no longer knows the durable consumer.
-                    if !e.is_transient() || failures % 3 == 0 {
+                    if !e.is_transient() || failures.is_multiple_of(3) {
                         consumer = None;
                     }
                     pause(&shutdown, self.config.backoff(failures)).await;
@@ -341,7 +341,12 @@ impl<H: Handler> Inbox<H> {
                 got = envelope.stream_seq, "a predecessor never came; applying out of order");
         }
         self.handler.handle(envelope, &mut tx).await?;
-        record(&mut tx, &self.subscriber, envelope).await?;
+        match record(&mut tx, &self.subscriber, envelope).await {
+            // Another member applied the same delivery concurrently and committed first: this
+            // transaction's effects roll back with it.
+            Err(e) if e.is_conflict() => return Ok(Outcome::Duplicate),
+            other => other?,
+        }
         tx.commit().await.map_err(StorageError::from)?;
         self.handler.committed();
         Ok(Outcome::Applied)

@@ -23,7 +23,9 @@ impl TestIssuer {
     /// When no loopback port can be bound.
     pub async fn start() -> Self {
         let key = SigningKey::generate();
-        let set = Arc::new(JwkSet { keys: vec![key.public.clone()] });
+        let set = Arc::new(JwkSet {
+            keys: vec![key.public.clone()],
+        });
         let app = Router::new().route(
             "/.well-known/jwks.json",
             get(move || {
@@ -31,12 +33,19 @@ impl TestIssuer {
                 async move { axum::Json((*set).clone()) }
             }),
         );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a loopback port");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
         let addr = listener.local_addr().expect("bound address");
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self { key, jwks_url: format!("http://{addr}/.well-known/jwks.json"), config: VerifierConfig::default(), server }
+        Self {
+            key,
+            jwks_url: format!("http://{addr}/.well-known/jwks.json"),
+            config: VerifierConfig::default(),
+            server,
+        }
     }
 
     /// Where the keys are published.
@@ -57,7 +66,9 @@ impl TestIssuer {
     /// Never for a generated key.
     #[must_use]
     pub fn token(&self, subject: &str, roles: &[&str]) -> String {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         let claims = Claims {
             iss: self.config.issuer.clone(),
             aud: self.config.audience.clone(),

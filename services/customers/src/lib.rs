@@ -11,11 +11,13 @@
 //! - `profiles`: the operations (load, command, append, refresh the read model).
 //! - `projection`, `store`: the read model and its SQL.
 //! - `api/`: the routes (only ever the caller's own profile) and the one error mapping.
+//! - `grpc`: `GetCustomer`, the internal API, on the same listener.
 #![forbid(unsafe_code)]
 
 mod api;
 pub mod domain;
 pub mod events;
+pub mod grpc;
 pub mod profiles;
 pub mod projection;
 pub mod store;
@@ -168,7 +170,7 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
         });
     let service = Service {
         name: NAME,
-        routes: api::router(customers, verifier),
+        routes: api::router(Arc::clone(&customers), verifier).merge(grpc::router(customers)),
         readiness,
         registry,
         own_fallback: false,

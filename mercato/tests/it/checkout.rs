@@ -1,0 +1,510 @@
+//! The checkout through the gateway, on both settings: every order ends confirmed or cancelled
+//! with a reason, nothing is charged twice, and stock is never oversold.
+
+use std::time::Duration;
+
+use mercato_testkit::{TestBackend, backend_tests, eventually};
+use serde_json::{Value, json};
+
+use crate::support::{
+    PATIENCE, System, access_token, declare_oversized_body, fresh, login, problem, register, unique_email,
+};
+
+backend_tests!(
+    an_order_is_confirmed_the_stock_drops_and_a_confirmation_arrives,
+    a_declined_card_cancels_the_order_and_puts_the_stock_back,
+    an_order_for_more_than_there_is_is_cancelled_out_of_stock,
+    a_hanging_provider_times_out_and_a_late_charge_is_refunded,
+    fifty_concurrent_orders_for_ten_units_confirm_exactly_ten,
+    placing_is_idempotent_per_key_and_orders_are_private,
+    bad_orders_are_problems_naming_the_field,
+    admins_ship_and_deliver_and_customers_may_not,
+);
+
+const SKU: &str = "MUG-001";
+
+/// A customer with a profile; returns their token.
+async fn customer(system: &System) -> String {
+    let email = unique_email();
+    assert_eq!(
+        register(&system.http, &system.gateway, &email).await.status(),
+        201
+    );
+    let token = access_token(&login(&system.http, &system.gateway, &email).await);
+    eventually(PATIENCE, "the customer profile", || async {
+        let r = system
+            .http
+            .get(system.url("/api/customers/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        (r.status() == 200).then_some(())
+    })
+    .await;
+    token
+}
+
+fn order_body(sku: &str, quantity: i64, card: &str) -> Value {
+    json!({
+        "items": [{"sku": sku, "quantity": quantity}],
+        "payment": {"card_token": card},
+        "shipping_address": {"line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"}
+    })
+}
+
+async fn place(system: &System, token: &str, body: &Value) -> reqwest::Response {
+    system
+        .http
+        .post(system.url("/api/orders"))
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Polls the order until it leaves `pending`.
+async fn settled(system: &System, token: &str, id: &str) -> Value {
+    eventually(PATIENCE, "the order to settle", || async {
+        let order: Value = system
+            .http
+            .get(system.url(&format!("/api/orders/{id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (order["status"] != "pending").then_some(order)
+    })
+    .await
+}
+
+async fn available(system: &System, sku: &str) -> i64 {
+    let product: Value = system
+        .http
+        .get(system.url(&format!("/api/products/{sku}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    product["available"].as_i64().unwrap()
+}
+
+async fn set_stock(system: &System, admin: &str, sku: &str, quantity: i64) {
+    let response = system
+        .http
+        .put(system.url(&format!("/api/products/{sku}/stock")))
+        .bearer_auth(admin)
+        .json(&json!({"quantity": quantity}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
+}
+
+/// Eventually `available` equals `expected` (releases travel over the bus).
+async fn available_becomes(system: &System, sku: &str, expected: i64) {
+    eventually(
+        PATIENCE,
+        &format!("{sku} to have {expected} available"),
+        || async { (available(system, sku).await == expected).then_some(()) },
+    )
+    .await;
+}
+
+async fn an_order_is_confirmed_the_stock_drops_and_a_confirmation_arrives(backend: TestBackend) {
+    let (_fixture, config) = fresh(backend).await;
+    let system = System::start(config).await;
+    let token = customer(&system).await;
+    let products: Value = system
+        .http
+        .get(system.url("/api/products"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        products["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["sku"] == SKU),
+        "{products}"
+    );
+    let before = available(&system, SKU).await;
+
+    let response = place(&system, &token, &order_body(SKU, 2, "tok_visa")).await;
+    assert_eq!(response.status(), 201);
+    let location = response.headers()["location"].to_str().unwrap().to_owned();
+    let order: Value = response.json().await.unwrap();
+    assert_eq!(order["status"], "pending");
+    assert_eq!(location, format!("/api/orders/{}", order["id"].as_str().unwrap()));
+    // Read your own write: the order is there right after the POST.
+    let read = system
+        .http
+        .get(system.url(&location))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), 200);
+
+    let done = settled(&system, &token, order["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "confirmed", "{done}");
+    assert_eq!(done["payment"]["status"], "captured");
+    assert_eq!(
+        done["total"]["amount_minor"],
+        order["items"][0]["unit_price"]["amount_minor"].as_i64().unwrap() * 2
+    );
+    available_becomes(&system, SKU, before - 2).await;
+
+    let mail = eventually(PATIENCE, "the confirmation in the mailbox", || async {
+        let page: Value = system
+            .http
+            .get(system.url("/api/notifications"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        page["items"]
+            .as_array()?
+            .iter()
+            .find(|m| m["kind"] == "order_confirmed")
+            .cloned()
+    })
+    .await;
+    assert!(
+        mail["body"]
+            .as_str()
+            .unwrap()
+            .contains(order["id"].as_str().unwrap()),
+        "{mail}"
+    );
+    let history: Value = system
+        .http
+        .get(system.url("/api/orders"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["items"][0]["id"], order["id"]);
+    system.stop().await;
+}
+
+async fn a_declined_card_cancels_the_order_and_puts_the_stock_back(backend: TestBackend) {
+    let (_fixture, config) = fresh(backend).await;
+    let system = System::start(config).await;
+    let token = customer(&system).await;
+    let before = available(&system, SKU).await;
+    let order: Value = place(&system, &token, &order_body(SKU, 1, "tok_decline"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let done = settled(&system, &token, order["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "cancelled");
+    assert_eq!(done["cancel_reason"], "payment_declined");
+    assert_eq!(done["payment"]["status"], "failed");
+    available_becomes(&system, SKU, before).await;
+    system.stop().await;
+}
+
+async fn an_order_for_more_than_there_is_is_cancelled_out_of_stock(backend: TestBackend) {
+    let (_fixture, config) = fresh(backend).await;
+    let system = System::start(config).await;
+    let admin = system.admin().await;
+    set_stock(&system, &admin, SKU, 1).await;
+    let token = customer(&system).await;
+    let order: Value = place(&system, &token, &order_body(SKU, 2, "tok_visa"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let done = settled(&system, &token, order["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "cancelled");
+    assert_eq!(done["cancel_reason"], "out_of_stock");
+    assert_eq!(available(&system, SKU).await, 1);
+    system.stop().await;
+}
+
+async fn a_hanging_provider_times_out_and_a_late_charge_is_refunded(backend: TestBackend) {
+    let (_fixture, config) = fresh(backend).await;
+    let system = System::start(config).await;
+    let token = customer(&system).await;
+    let before = available(&system, SKU).await;
+
+    let hung: Value = place(&system, &token, &order_body(SKU, 1, "tok_hang"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let late: Value = place(&system, &token, &order_body(SKU, 1, "tok_late"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    for order in [&hung, &late] {
+        let done = settled(&system, &token, order["id"].as_str().unwrap()).await;
+        assert_eq!(done["status"], "cancelled", "{done}");
+        assert_eq!(done["cancel_reason"], "payment_timeout", "{done}");
+    }
+    available_becomes(&system, SKU, before).await;
+    // The late charge lands after the saga gave up, and payments refunds it.
+    let late_id = late["id"].as_str().unwrap();
+    let payment = eventually(
+        Duration::from_secs(30),
+        "the late charge to be refunded",
+        || async {
+            let p: Value = system
+                .http
+                .get(system.url(&format!("/api/payments/{late_id}")))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (p["status"] == "refunded").then_some(p)
+        },
+    )
+    .await;
+    assert_eq!(payment["order_id"], late_id);
+    let charges = system.sandbox_charges(&format!("charge-{late_id}")).await;
+    assert_eq!(charges.len(), 1, "charged exactly once: {charges:?}");
+    assert_eq!(charges[0]["refunded"], true, "{charges:?}");
+    system.stop().await;
+}
+
+async fn fifty_concurrent_orders_for_ten_units_confirm_exactly_ten(backend: TestBackend) {
+    let (_fixture, config) = fresh(backend).await;
+    let system = System::start(config).await;
+    let admin = system.admin().await;
+    set_stock(&system, &admin, SKU, 10).await;
+    let mut tokens = Vec::new();
+    for _ in 0..5 {
+        tokens.push(customer(&system).await);
+    }
+    let mut placing = tokio::task::JoinSet::new();
+    for i in 0..50 {
+        let (http, url, token) = (
+            system.http.clone(),
+            system.url("/api/orders"),
+            tokens[i % tokens.len()].clone(),
+        );
+        placing.spawn(async move {
+            let r = http
+                .post(url)
+                .bearer_auth(&token)
+                .json(&order_body(SKU, 1, "tok_visa"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 201);
+            let order: Value = r.json().await.unwrap();
+            (token, order["id"].as_str().unwrap().to_owned())
+        });
+    }
+    let mut orders = Vec::new();
+    while let Some(placed) = placing.join_next().await {
+        orders.push(placed.unwrap());
+    }
+    let (mut confirmed, mut cancelled) = (0, 0);
+    for (token, id) in &orders {
+        let done = settled(&system, token, id).await;
+        match done["status"].as_str().unwrap() {
+            "confirmed" => confirmed += 1,
+            "cancelled" => {
+                assert_eq!(done["cancel_reason"], "out_of_stock", "{done}");
+                cancelled += 1;
+            }
+            other => panic!("order ended {other}"),
+        }
+    }
+    assert_eq!((confirmed, cancelled), (10, 40));
+    assert_eq!(available(&system, SKU).await, 0);
+    system.stop().await;
+}
+
+async fn placing_is_idempotent_per_key_and_orders_are_private(backend: TestBackend) {
+    let (_fixture, config) = fresh(backend).await;
+    let system = System::start(config).await;
+    let token = customer(&system).await;
+    let body = order_body(SKU, 1, "tok_visa");
+    let with_key = |body: &Value| {
+        system
+            .http
+            .post(system.url("/api/orders"))
+            .bearer_auth(&token)
+            .header("idempotency-key", "order-key-1")
+            .json(body)
+            .send()
+    };
+    let first: Value = with_key(&body).await.unwrap().json().await.unwrap();
+    let again = with_key(&body).await.unwrap();
+    assert_eq!(again.status(), 201);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(
+        first["id"], again["id"],
+        "the same key and body return the same order"
+    );
+    let other = with_key(&order_body(SKU, 2, "tok_visa")).await.unwrap();
+    problem(other, 422).await;
+    let history: Value = system
+        .http
+        .get(system.url("/api/orders"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(history["items"].as_array().unwrap().len(), 1);
+
+    let stranger = customer(&system).await;
+    let id = first["id"].as_str().unwrap();
+    let peek = system
+        .http
+        .get(system.url(&format!("/api/orders/{id}")))
+        .bearer_auth(&stranger)
+        .send()
+        .await
+        .unwrap();
+    problem(peek, 404).await;
+    let cancel = system
+        .http
+        .post(system.url(&format!("/api/orders/{id}/cancel")))
+        .bearer_auth(&stranger)
+        .send()
+        .await
+        .unwrap();
+    problem(cancel, 404).await;
+    system.stop().await;
+}
+
+async fn bad_orders_are_problems_naming_the_field(backend: TestBackend) {
+    let (_fixture, config) = fresh(backend).await;
+    let system = System::start(config).await;
+    let token = customer(&system).await;
+    let cases = [
+        (
+            json!({"items": [], "payment": {"card_token": "tok_visa"}, "shipping_address": order_body(SKU, 1, "x")["shipping_address"]}),
+            "items",
+        ),
+        (order_body(SKU, -1, "tok_visa"), "items[0].quantity"),
+        (order_body(SKU, 0, "tok_visa"), "items[0].quantity"),
+        (order_body("NO-SUCH-SKU", 1, "tok_visa"), "items[0].sku"),
+        (order_body("bad sku", 1, "tok_visa"), "items[0].sku"),
+        (order_body(SKU, 1, ""), "payment.card_token"),
+        (json!({"items": [{"sku": SKU, "quantity": 1}]}), "payment"),
+    ];
+    for (body, field) in cases {
+        let response = place(&system, &token, &body).await;
+        let p = problem(response, 422).await;
+        let named: Vec<&str> = p["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["field"].as_str())
+            .collect();
+        assert!(named.contains(&field), "{body} should name {field}: {p}");
+    }
+    let malformed = system
+        .http
+        .post(system.url("/api/orders"))
+        .bearer_auth(&token)
+        .header("content-type", "application/json")
+        .body("{")
+        .send()
+        .await
+        .unwrap();
+    problem(malformed, 400).await;
+    let (status, body) =
+        declare_oversized_body(&system.gateway, "/api/orders", Some(&token), 2 * 1024 * 1024).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("payload-too-large"), "{body}");
+    let anonymous = system
+        .http
+        .post(system.url("/api/orders"))
+        .json(&order_body(SKU, 1, "tok_visa"))
+        .send()
+        .await
+        .unwrap();
+    problem(anonymous, 401).await;
+    system.stop().await;
+}
+
+async fn admins_ship_and_deliver_and_customers_may_not(backend: TestBackend) {
+    let (_fixture, config) = fresh(backend).await;
+    let system = System::start(config).await;
+    let admin = system.admin().await;
+    let token = customer(&system).await;
+    let order: Value = place(&system, &token, &order_body(SKU, 1, "tok_visa"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = order["id"].as_str().unwrap();
+    assert_eq!(settled(&system, &token, id).await["status"], "confirmed");
+    let cancel = system
+        .http
+        .post(system.url(&format!("/api/orders/{id}/cancel")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    problem(cancel, 409).await;
+    let by_customer = system
+        .http
+        .post(system.url(&format!("/api/orders/{id}/ship")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    problem(by_customer, 403).await;
+    let shipped = system
+        .http
+        .post(system.url(&format!("/api/orders/{id}/ship")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shipped.status(), 200);
+    let delivered: Value = system
+        .http
+        .post(system.url(&format!("/api/orders/{id}/deliver")))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(delivered["status"], "delivered");
+    let mine: Value = system
+        .http
+        .get(system.url(&format!("/api/orders/{id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(mine["status"], "delivered");
+    system.stop().await;
+}

@@ -1,0 +1,145 @@
+//! `/api/products`: the public catalogue, and the admin's stock and price changes.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use mercato_runtime::{Caller, FieldError, Json, Problem};
+use serde::{Deserialize, Serialize};
+
+use super::page;
+use crate::catalogue::Catalogue;
+use crate::domain::Product;
+
+/// The role that may change stock and prices.
+const ADMIN: &str = "admin";
+
+/// Money on the wire: `{"amount_minor": 1999, "currency": "EUR"}`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoneyBody {
+    amount_minor: i64,
+    currency: String,
+}
+
+/// A product as clients see it; how much is on hand and held stays inside.
+#[derive(Debug, Serialize)]
+pub struct ProductBody {
+    sku: String,
+    name: String,
+    description: String,
+    price: MoneyBody,
+    available: i64,
+}
+
+impl From<Product> for ProductBody {
+    fn from(p: Product) -> Self {
+        let available = p.available();
+        Self {
+            price: MoneyBody {
+                amount_minor: p.price.amount_minor(),
+                currency: p.price.currency().as_str().to_owned(),
+            },
+            sku: p.sku.into_string(),
+            name: p.name,
+            description: p.description,
+            available,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PageBody {
+    items: Vec<ProductBody>,
+    next_page_token: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StockBody {
+    quantity: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceBody {
+    price: MoneyBody,
+}
+
+/// The first value of `name` in the query string.
+fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+pub async fn list(
+    State(catalogue): State<Arc<Catalogue>>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Json<PageBody>, Problem> {
+    let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let mut errors = Vec::new();
+    let size = page::page_size(param(&query, "page_size"))
+        .map_err(|m| errors.push(FieldError::new("page_size", m)))
+        .ok();
+    let after = match param(&query, "page_token").filter(|t| !t.is_empty()) {
+        None => Some(None),
+        Some(token) => page::decode_token(token)
+            .map(Some)
+            .map_err(|m| errors.push(FieldError::new("page_token", m)))
+            .ok(),
+    };
+    let (Some(size), Some(after)) = (size, after) else {
+        return Err(Problem::validation(errors));
+    };
+    let page = catalogue.page(size, after.as_ref()).await?;
+    Ok(Json(PageBody {
+        items: page.items.into_iter().map(ProductBody::from).collect(),
+        next_page_token: page.next_after.as_ref().map(page::encode_token),
+    }))
+}
+
+/// A path segment that does not decode names no product.
+fn sku_of(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> {
+    path.map(|Path(sku)| sku)
+        .map_err(|_| Problem::not_found("there is no product at this address"))
+}
+
+pub async fn get(
+    State(catalogue): State<Arc<Catalogue>>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<ProductBody>, Problem> {
+    let sku = sku_of(path)?;
+    Ok(Json(catalogue.product(&sku).await?.into()))
+}
+
+/// The role is checked before the body, so a caller without it learns nothing about the
+/// product or what the body should be.
+pub async fn put_stock(
+    State(catalogue): State<Arc<Catalogue>>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Json<StockBody>, Problem>,
+) -> Result<Json<ProductBody>, Problem> {
+    caller.require_role(ADMIN)?;
+    let sku = sku_of(path)?;
+    let Json(body) = body?;
+    let product = catalogue.set_stock(&sku, body.quantity).await?;
+    tracing::info!(admin = %caller.subject, sku = %product.sku, on_hand = product.on_hand.value(), "stock set");
+    Ok(Json(product.into()))
+}
+
+pub async fn put_price(
+    State(catalogue): State<Arc<Catalogue>>,
+    caller: Caller,
+    path: Result<Path<String>, PathRejection>,
+    body: Result<Json<PriceBody>, Problem>,
+) -> Result<Json<ProductBody>, Problem> {
+    caller.require_role(ADMIN)?;
+    let sku = sku_of(path)?;
+    let Json(body) = body?;
+    let product = catalogue
+        .set_price(&sku, body.price.amount_minor, &body.price.currency)
+        .await?;
+    tracing::info!(admin = %caller.subject, sku = %product.sku, amount_minor = product.price.amount_minor(),
+        currency = product.price.currency().as_str(), "price set");
+    Ok(Json(product.into()))
+}

@@ -1,0 +1,431 @@
+//! The inventory service on a free loopback port over a fresh database and a private bus, seeded
+//! with the demo catalogue, and helpers to drive it over HTTP, gRPC and the bus as the gateway and
+//! the checkout saga would.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mercato_contracts::orders::{CommitReservation, OrderLine, ReleaseStock, ReserveStock};
+use mercato_inventory::Config;
+use mercato_inventory::store::{products, reservations};
+use mercato_messaging::{
+    Bus, BusConfig, Consumer, ConsumerSpec, Context, Envelope, Event, InboxConfig, RelayConfig,
+};
+use mercato_runtime::{CancellationToken, HttpConfig};
+use mercato_storage::sqlx::{self, Row as _};
+use mercato_storage::{DatabaseConfig, Db, now_millis};
+use mercato_testkit::auth::TestIssuer;
+use mercato_testkit::nats::NatsServer;
+use mercato_testkit::{TestBackend, TestDatabase};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+/// An upper bound for anything a test waits on, so a broken service fails a test instead of
+/// hanging it.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// A reservation that will not expire while a test runs.
+pub fn far_future() -> i64 {
+    now_millis() + 3_600_000
+}
+
+/// One running instance of the service.
+struct Instance {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    _server: JoinHandle<std::io::Result<()>>,
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A running inventory service. Dropping it stops the service(s), then the bus, then the
+/// database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    /// The bus the service consumes from and publishes to: a test publishes the saga's commands
+    /// here.
+    pub bus: Bus,
+    /// A connection of the test's own to the service's database, for what no API shows.
+    pub db: Db,
+    pub config: Config,
+    pub issuer: TestIssuer,
+    bus_config: BusConfig,
+    instances: Vec<Instance>,
+    // Declared last so the services stop before their broker and database go.
+    _nats: Option<NatsServer>,
+    _database: TestDatabase,
+}
+
+/// Starts the service on `backend`: SQLite with the embedded bus, or PostgreSQL with a private
+/// NATS JetStream server.
+pub async fn spawn_app(backend: TestBackend) -> TestApp {
+    let database = TestDatabase::new(backend).await;
+    let (nats, bus_url) = match backend {
+        TestBackend::Sqlite => (
+            None,
+            format!("sqlite://{}?mode=rwc", database.dir().join("bus.db").display()),
+        ),
+        TestBackend::Postgres => {
+            let server = NatsServer::start(database.dir()).await;
+            let url = server.url();
+            (Some(server), url)
+        }
+    };
+    let bus_config = BusConfig {
+        url: bus_url,
+        ..BusConfig::default()
+    };
+    let issuer = TestIssuer::start().await;
+    let config = Config {
+        listen: "127.0.0.1:0".parse().expect("a socket address"),
+        http: HttpConfig::default(),
+        database: DatabaseConfig {
+            url: database.url().into(),
+            ..DatabaseConfig::default()
+        },
+        auth: issuer.config(),
+        jwks_url: issuer.jwks_url().to_owned(),
+        relay: RelayConfig {
+            poll_interval_ms: 100,
+            ..RelayConfig::default()
+        },
+        inbox: InboxConfig {
+            backoff_ms: vec![50, 200],
+            fetch_wait_ms: 200,
+            reorder_delay_ms: 20,
+            ..InboxConfig::default()
+        },
+        reservation_sweep_ms: 50,
+    };
+    let db = mercato_inventory::open_database(&config.database)
+        .await
+        .expect("open the inventory database");
+    mercato_inventory::seed_demo_catalogue(&db)
+        .await
+        .expect("seed the demo catalogue");
+    let bus = Bus::connect(&bus_config).await.expect("connect to the bus");
+    let mut app = TestApp {
+        addr: "127.0.0.1:0".parse().expect("a socket address"),
+        http: reqwest::Client::builder()
+            .no_proxy()
+            .timeout(PATIENCE)
+            .build()
+            .expect("build the test client"),
+        bus,
+        db,
+        config,
+        issuer,
+        bus_config,
+        instances: Vec::new(),
+        _nats: nats,
+        _database: database,
+    };
+    app.addr = app.start_replica().await;
+    app
+}
+
+impl TestApp {
+    /// Starts one more instance on the same database and bus (another replica, as a second pod
+    /// would be), and returns its address.
+    pub async fn start_replica(&mut self) -> SocketAddr {
+        let bus = Bus::connect(&self.bus_config)
+            .await
+            .expect("a replica connects to the bus");
+        let app = mercato_inventory::build(&self.config, bus)
+            .await
+            .expect("build the inventory service");
+        let addr = app.local_addr();
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        self.instances.push(Instance {
+            addr,
+            shutdown,
+            _server: server,
+        });
+        addr
+    }
+
+    /// The address of every running instance.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.instances.iter().map(|i| i.addr).collect()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn admin_token(&self) -> String {
+        self.issuer.token("admin-1", &["customer", "admin"])
+    }
+
+    pub fn customer_token(&self) -> String {
+        self.issuer.token("customer-1", &["customer"])
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("the service answers")
+    }
+
+    /// `GET /api/products/{sku}`, which must succeed.
+    pub async fn product(&self, sku: &str) -> Value {
+        let response = self.get(&format!("/api/products/{sku}")).await;
+        assert_eq!(response.status(), 200, "GET product {sku}");
+        response.json().await.expect("a JSON product")
+    }
+
+    pub async fn available(&self, sku: &str) -> i64 {
+        self.product(sku).await["available"]
+            .as_i64()
+            .expect("available is a number")
+    }
+
+    /// A `PUT` with an optional bearer token and a JSON body.
+    pub async fn put(&self, path: &str, token: Option<&str>, body: &Value) -> reqwest::Response {
+        let mut request = self.http.put(self.url(path)).json(body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("the service answers")
+    }
+
+    /// Sets the stock as an admin; must succeed.
+    pub async fn set_stock(&self, sku: &str, quantity: i64) -> Value {
+        let response = self
+            .put(
+                &format!("/api/products/{sku}/stock"),
+                Some(&self.admin_token()),
+                &serde_json::json!({"quantity": quantity}),
+            )
+            .await;
+        assert_eq!(response.status(), 200, "setting the stock of {sku}");
+        response.json().await.expect("a JSON product")
+    }
+
+    /// (on_hand, reserved) as stored.
+    pub async fn stock(&self, sku: &str) -> (i64, i64) {
+        let sku = mercato_inventory::domain::Sku::parse(sku).expect("a SKU");
+        let product = products::find(self.db.pool(), &sku)
+            .await
+            .expect("read the product")
+            .expect("the product exists");
+        (product.on_hand.value(), product.reserved.value())
+    }
+
+    /// The state of the order's reservation as stored.
+    pub async fn reservation_state(&self, order_id: &str) -> Option<&'static str> {
+        let mut conn = self.db.pool().acquire().await.expect("a connection");
+        reservations::find(&mut conn, order_id)
+            .await
+            .expect("read the reservation")
+            .map(|r| r.state.as_str())
+    }
+
+    /// The types of the events inventory has written for `stream` (an order or a SKU), in
+    /// order. Read from the outbox, so it is exact the moment the writing transaction commits.
+    pub async fn written(&self, stream: &str) -> Vec<String> {
+        let rows = sqlx::query("SELECT envelope FROM outbox WHERE stream_id = $1 ORDER BY stream_seq")
+            .bind(stream)
+            .fetch_all(self.db.pool())
+            .await
+            .expect("read the outbox");
+        rows.iter()
+            .map(|row| {
+                let envelope: Envelope =
+                    serde_json::from_str(&row.get::<String, _>("envelope")).expect("an envelope");
+                envelope.event_type
+            })
+            .collect()
+    }
+
+    /// How many order events the inboxes of all instances have applied (no-ops included).
+    pub async fn commands_applied(&self) -> u64 {
+        let mut applied = 0;
+        for addr in self.addrs() {
+            let text = self
+                .http
+                .get(format!("http://{addr}/metrics"))
+                .send()
+                .await
+                .expect("the service answers")
+                .text()
+                .await
+                .expect("metrics text");
+            applied += text
+                .lines()
+                .find(|l| {
+                    l.starts_with("mercato_consumer_messages_total{")
+                        && l.contains("subscriber=\"inventory-on-orders\"")
+                        && l.contains("outcome=\"applied\"")
+                })
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|n| n.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+        applied
+    }
+
+    /// Waits until the inboxes have applied `count` order events in all.
+    pub async fn until_applied(&self, count: u64) {
+        mercato_testkit::eventually(PATIENCE, &format!("{count} commands applied"), || async {
+            (self.commands_applied().await >= count).then_some(())
+        })
+        .await;
+    }
+
+    /// Publishes one of the saga's commands for `order_id` at position `seq` of the order's
+    /// stream, as the orders service's relay would.
+    pub async fn send<E: Event>(&self, order_id: &str, seq: i64, command: &E) -> Envelope {
+        let mut envelope = Envelope::new(
+            mercato_contracts::orders::CATEGORY,
+            order_id,
+            command,
+            &Context {
+                correlation_id: Some(format!("corr-{order_id}")),
+                ..Context::default()
+            },
+        )
+        .expect("a command envelope");
+        envelope.stream_seq = seq;
+        self.bus.publish(&envelope).await.expect("publish a command");
+        envelope
+    }
+
+    pub async fn reserve(
+        &self,
+        order_id: &str,
+        seq: i64,
+        lines: &[(&str, i64)],
+        expires_at: i64,
+    ) -> Envelope {
+        let command = ReserveStock {
+            order_id: order_id.to_owned(),
+            lines: lines
+                .iter()
+                .map(|(sku, quantity)| OrderLine {
+                    sku: (*sku).to_owned(),
+                    quantity: *quantity,
+                })
+                .collect(),
+            expires_at,
+        };
+        self.send(order_id, seq, &command).await
+    }
+
+    pub async fn release(&self, order_id: &str, seq: i64) -> Envelope {
+        let command = ReleaseStock {
+            order_id: order_id.to_owned(),
+            reason: "payment_declined".into(),
+        };
+        self.send(order_id, seq, &command).await
+    }
+
+    pub async fn commit(&self, order_id: &str, seq: i64) -> Envelope {
+        let command = CommitReservation {
+            order_id: order_id.to_owned(),
+        };
+        self.send(order_id, seq, &command).await
+    }
+
+    /// A reader of inventory's events, as another service would consume them.
+    pub async fn answers(&self) -> Answers {
+        let spec = ConsumerSpec {
+            group: "inventory-it".into(),
+            category: mercato_contracts::inventory::CATEGORY.into(),
+        };
+        Answers {
+            consumer: self.bus.consumer(&spec).await.expect("join a consumer group"),
+            seen: Vec::new(),
+        }
+    }
+}
+
+/// Inventory's events as they arrive on the bus; every one is acknowledged and kept.
+pub struct Answers {
+    consumer: Consumer,
+    pub seen: Vec<Envelope>,
+}
+
+impl Answers {
+    /// Reads until an event matches `wanted`, and returns it.
+    pub async fn wait_for(&mut self, what: &str, wanted: impl Fn(&Envelope) -> bool) -> Envelope {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(found) = self.seen.iter().find(|e| wanted(e)) {
+                return found.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; saw {:?}",
+                self.seen
+                    .iter()
+                    .map(|e| (&e.event_type, &e.stream_id))
+                    .collect::<Vec<_>>()
+            );
+            self.read(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// The answer to an order: the first inventory event on its stream of type `E`.
+    pub async fn for_order<E: Event>(&mut self, order_id: &str) -> E {
+        let envelope = self
+            .wait_for(&format!("{} for {order_id}", E::TYPE), |e| {
+                e.stream_id == order_id && e.is::<E>()
+            })
+            .await;
+        assert_eq!(envelope.source, "inventory");
+        envelope.decode().expect("the payload decodes")
+    }
+
+    /// Reads one batch, waiting at most `wait` for it.
+    pub async fn read(&mut self, wait: Duration) {
+        let batch = self.consumer.fetch(64, wait).await.expect("fetch events");
+        for delivery in batch {
+            // The bus delivers at least once; a redelivery is not a new answer.
+            if !self.seen.iter().any(|e| e.id == delivery.envelope.id) {
+                self.seen.push(delivery.envelope.clone());
+            }
+            delivery.ack().await.expect("ack an event");
+        }
+    }
+}
+
+/// Checks a problem answer of `status` and returns its body.
+pub async fn expect_problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status of {}", response.url());
+    assert_eq!(
+        response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json"),
+        "content type of a {status} answer"
+    );
+    let body: Value = response.json().await.expect("a JSON problem");
+    assert_eq!(body["status"], status, "problem: {body}");
+    assert!(body["title"].is_string(), "problem: {body}");
+    body
+}
+
+/// The fields a `422` problem names.
+pub fn invalid_fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .unwrap_or_else(|| panic!("a validation problem lists its errors: {problem}"))
+        .iter()
+        .map(|e| e["field"].as_str().expect("each error names a field").to_owned())
+        .collect()
+}
+
+/// A fresh order id.
+pub fn order_id() -> String {
+    format!("order-{}", uuid::Uuid::new_v4().simple())
+}

@@ -1,0 +1,34 @@
+//! The one place where notifications' errors become HTTP answers.
+
+use axum::response::{IntoResponse, Response};
+use mercato_runtime::{FieldError, Problem};
+use mercato_storage::StorageError;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid query parameters")]
+    Invalid(Vec<FieldError>),
+    #[error("malformed query string: {0}")]
+    MalformedQuery(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = match self {
+            Self::Invalid(errors) => Problem::validation(errors),
+            Self::MalformedQuery(detail) => Problem::bad_request(detail),
+            Self::Storage(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "database busy or unreachable");
+                Problem::unavailable("the service is busy, try again shortly", 1)
+            }
+            Self::Storage(e) => {
+                tracing::error!(error = %e, cause = ?std::error::Error::source(&e), "request failed");
+                Problem::internal()
+            }
+        };
+        problem.into_response()
+    }
+}

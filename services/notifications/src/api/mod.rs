@@ -1,0 +1,20 @@
+//! Notifications' HTTP API: the caller's own mailbox, nothing else. There is no route that
+//! takes a customer id, so no customer can read another's messages.
+
+mod error;
+mod notifications;
+mod page;
+
+use axum::Router;
+use axum::routing::get;
+use mercato_security::Verifier;
+use mercato_storage::Db;
+
+pub use error::ApiError;
+
+pub fn router(db: Db, verifier: Verifier) -> Router {
+    Router::new()
+        .route("/api/notifications", get(notifications::list))
+        .layer(axum::Extension(verifier))
+        .with_state(db)
+}

@@ -1,0 +1,67 @@
+//! The one place where orders' errors become HTTP answers.
+
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use mercato_runtime::Problem;
+
+use crate::checkout::OrderError;
+use crate::directory::DirectoryError;
+
+#[derive(Debug)]
+pub enum ApiError {
+    Problem(Problem),
+    Order(OrderError),
+    Directory(DirectoryError),
+}
+
+impl From<Problem> for ApiError {
+    fn from(p: Problem) -> Self {
+        Self::Problem(p)
+    }
+}
+
+impl From<OrderError> for ApiError {
+    fn from(e: OrderError) -> Self {
+        Self::Order(e)
+    }
+}
+
+impl From<DirectoryError> for ApiError {
+    fn from(e: DirectoryError) -> Self {
+        Self::Directory(e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = match self {
+            Self::Problem(p) => p,
+            Self::Order(OrderError::NotFound) => Problem::not_found("no such order"),
+            Self::Order(OrderError::WrongStatus(status)) => {
+                Problem::conflict(format!("the order is {status} and can no longer change that way"))
+            }
+            Self::Order(OrderError::KeyReused) => Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                "Idempotency key reused",
+            )
+            .with_detail("this Idempotency-Key was used for a different request"),
+            Self::Order(OrderError::Contended) => {
+                Problem::conflict("the order changed while updating it; try again")
+            }
+            Self::Order(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "busy");
+                Problem::unavailable("the service is busy, try again shortly", 1)
+            }
+            Self::Directory(e) => {
+                tracing::warn!(error = %e, "a dependency is unavailable");
+                Problem::unavailable("a service this order needs is unavailable, try again shortly", 2)
+            }
+            Self::Order(e) => {
+                tracing::error!(error = %e, cause = ?std::error::Error::source(&e), "request failed");
+                Problem::internal()
+            }
+        };
+        problem.into_response()
+    }
+}

@@ -1,0 +1,248 @@
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State as AxumState};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use mercato_messaging::Context;
+use mercato_runtime::correlation::CorrelationId;
+use mercato_runtime::{Caller, FieldError, Json, Problem};
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+
+use super::input::PlaceOrder;
+use super::output::{OrderOut, Page, page_token, parse_page_token};
+use super::{ApiError, State};
+use crate::domain::{Line, Money};
+use crate::store;
+
+fn context() -> Context {
+    Context {
+        correlation_id: CorrelationId::current().map(|c| c.to_string()),
+        ..Context::default()
+    }
+}
+
+/// The `Idempotency-Key` header: absent, or 1 to 128 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value.to_str().unwrap_or_default().trim();
+    if key.is_empty() || key.len() > 128 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(Problem::validation(vec![FieldError::new(
+            "Idempotency-Key",
+            "must be 1 to 128 visible ASCII characters",
+        )]));
+    }
+    Ok(Some(key.to_owned()))
+}
+
+/// The request's fingerprint: the same key with another body is a different request.
+fn fingerprint(order: &PlaceOrder) -> String {
+    let canonical = serde_json::to_vec(order).unwrap_or_default();
+    Sha256::digest(canonical)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn owned(state: &State, caller: &Caller, id: &str) -> Result<store::OrderView, ApiError> {
+    match store::view(state.checkout.db.pool(), id)
+        .await
+        .map_err(crate::checkout::OrderError::from)?
+    {
+        Some(view) if view.customer_id == caller.subject => Ok(view),
+        _ => Err(Problem::not_found("no such order").into()),
+    }
+}
+
+fn created(view: store::OrderView) -> Response {
+    let location = format!("/api/orders/{}", view.order_id);
+    let mut response = (StatusCode::CREATED, Json(OrderOut::from(view))).into_response();
+    if let Ok(value) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+pub async fn place(
+    AxumState(state): AxumState<Arc<State>>,
+    caller: Caller,
+    headers: HeaderMap,
+    Json(body): Json<PlaceOrder>,
+) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
+    let valid = body.validate().map_err(Problem::validation)?;
+    let hash = fingerprint(&body);
+    if !state.directory.customer_exists(&caller.subject).await? {
+        return Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no-customer-profile",
+            "No customer profile",
+        )
+        .with_detail(
+            "there is no customer profile for this account yet; it is created shortly after registration",
+        )
+        .into());
+    }
+    let skus: Vec<String> = valid.lines.iter().map(|(sku, _)| sku.clone()).collect();
+    let (products, unknown) = state.directory.products(skus).await?;
+    let position = |sku: &str| valid.lines.iter().position(|(s, _)| s == sku).unwrap_or(0);
+    if !unknown.is_empty() {
+        let errors = unknown
+            .iter()
+            .map(|sku| {
+                FieldError::new(
+                    format!("items[{}].sku", position(sku)),
+                    format!("there is no product {sku}"),
+                )
+            })
+            .collect();
+        return Err(Problem::validation(errors).into());
+    }
+    let mut lines = Vec::with_capacity(valid.lines.len());
+    for (sku, quantity) in &valid.lines {
+        let Some(product) = products.iter().find(|p| &p.sku == sku) else {
+            return Err(Problem::validation(vec![FieldError::new(
+                format!("items[{}].sku", position(sku)),
+                "unknown product",
+            )])
+            .into());
+        };
+        let price = product.price.clone().unwrap_or_default();
+        lines.push(Line {
+            sku: sku.clone(),
+            name: product.name.clone(),
+            quantity: *quantity,
+            unit_price: Money {
+                amount_minor: price.amount_minor,
+                currency: price.currency,
+            },
+        });
+    }
+    if lines
+        .iter()
+        .any(|l| l.unit_price.currency != lines[0].unit_price.currency)
+    {
+        return Err(Problem::validation(vec![FieldError::new(
+            "items",
+            "all products must be priced in one currency",
+        )])
+        .into());
+    }
+    let idempotency = key.as_deref().map(|k| (k, hash.as_str()));
+    let (order_id, new) = state
+        .checkout
+        .place(&caller.subject, lines, &valid.card_token, idempotency, &context())
+        .await?;
+    let view = store::view(state.checkout.db.pool(), &order_id)
+        .await
+        .map_err(crate::checkout::OrderError::from)?
+        .ok_or(crate::checkout::OrderError::NotFound)?;
+    if new {
+        tracing::info!(%order_id, "order placed");
+    }
+    Ok(created(view))
+}
+
+pub async fn get(
+    AxumState(state): AxumState<Arc<State>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<OrderOut>, ApiError> {
+    Ok(Json(owned(&state, &caller, &id).await?.into()))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    page_size: Option<String>,
+    page_token: Option<String>,
+}
+
+pub async fn list(
+    AxumState(state): AxumState<Arc<State>>,
+    caller: Caller,
+    Query(query): Query<ListQuery>,
+) -> Result<Json<Page>, ApiError> {
+    let size = match query.page_size.as_deref() {
+        None => 20,
+        Some(raw) => match raw.parse::<i64>() {
+            Ok(n) if (1..=100).contains(&n) => n,
+            _ => {
+                return Err(Problem::validation(vec![FieldError::new(
+                    "page_size",
+                    "must be a number from 1 to 100",
+                )])
+                .into());
+            }
+        },
+    };
+    let after = match query.page_token.as_deref() {
+        None => None,
+        Some(token) => Some(parse_page_token(token).ok_or_else(|| {
+            Problem::validation(vec![FieldError::new(
+                "page_token",
+                "is not a token this API gave out",
+            )])
+        })?),
+    };
+    let mut views = store::customer_orders(state.checkout.db.pool(), &caller.subject, after, size + 1)
+        .await
+        .map_err(crate::checkout::OrderError::from)?;
+    let more = views.len() > usize::try_from(size).unwrap_or(usize::MAX);
+    views.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+    let next_page_token = if more {
+        views.last().map(|v| page_token(v.created_at, &v.order_id))
+    } else {
+        None
+    };
+    Ok(Json(Page {
+        items: views.into_iter().map(OrderOut::from).collect(),
+        next_page_token,
+    }))
+}
+
+pub async fn cancel(
+    AxumState(state): AxumState<Arc<State>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<OrderOut>, ApiError> {
+    owned(&state, &caller, &id).await?;
+    state.checkout.cancel(&id, &context()).await?;
+    Ok(Json(owned(&state, &caller, &id).await?.into()))
+}
+
+async fn admin_change(
+    state: &State,
+    caller: &Caller,
+    id: &str,
+    ship: bool,
+) -> Result<Json<OrderOut>, ApiError> {
+    caller.require_role("admin")?;
+    if ship {
+        state.checkout.ship(id, &context()).await?;
+    } else {
+        state.checkout.deliver(id, &context()).await?;
+    }
+    let view = store::view(state.checkout.db.pool(), id)
+        .await
+        .map_err(crate::checkout::OrderError::from)?
+        .ok_or(crate::checkout::OrderError::NotFound)?;
+    Ok(Json(view.into()))
+}
+
+pub async fn ship(
+    AxumState(state): AxumState<Arc<State>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<OrderOut>, ApiError> {
+    admin_change(&state, &caller, &id, true).await
+}
+
+pub async fn deliver(
+    AxumState(state): AxumState<Arc<State>>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<OrderOut>, ApiError> {
+    admin_change(&state, &caller, &id, false).await
+}

@@ -1,0 +1,123 @@
+//! What clients see of an order.
+
+use mercato_contracts::money::Money;
+use serde::Serialize;
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use crate::store::OrderView;
+
+#[derive(Debug, Serialize)]
+pub struct ItemOut {
+    pub sku: String,
+    pub name: String,
+    pub quantity: i64,
+    pub unit_price: Money,
+    pub line_total: Money,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PaymentOut {
+    pub status: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OrderOut {
+    pub id: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancel_reason: Option<String>,
+    pub items: Vec<ItemOut>,
+    pub total: Money,
+    pub payment: PaymentOut,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Page {
+    pub items: Vec<OrderOut>,
+    pub next_page_token: Option<String>,
+}
+
+fn rfc3339(ms: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+impl From<OrderView> for OrderOut {
+    fn from(v: OrderView) -> Self {
+        let items = v
+            .lines
+            .into_iter()
+            .map(|l| ItemOut {
+                line_total: Money {
+                    amount_minor: l.unit_price.amount_minor.saturating_mul(l.quantity),
+                    currency: l.unit_price.currency.clone(),
+                },
+                sku: l.sku,
+                name: l.name,
+                quantity: l.quantity,
+                unit_price: l.unit_price,
+            })
+            .collect();
+        Self {
+            id: v.order_id,
+            status: v.status,
+            cancel_reason: v.cancel_reason,
+            items,
+            total: Money {
+                amount_minor: v.total_minor,
+                currency: v.currency,
+            },
+            payment: PaymentOut {
+                status: v.payment_status,
+            },
+            created_at: rfc3339(v.created_at),
+            updated_at: rfc3339(v.updated_at),
+        }
+    }
+}
+
+/// An opaque cursor: the position of the last order of a page.
+#[must_use]
+pub fn page_token(created_at: i64, order_id: &str) -> String {
+    format!("{created_at}.{order_id}")
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The position a cursor names; `None` for a token this service did not make.
+#[must_use]
+pub fn parse_page_token(token: &str) -> Option<(i64, String)> {
+    if !token.len().is_multiple_of(2) || token.len() > 256 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..token.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(token.get(i..i + 2)?, 16).ok())
+        .collect();
+    let text = String::from_utf8(bytes?).ok()?;
+    let (created, id) = text.split_once('.')?;
+    Some((created.parse().ok()?, id.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_garbage_is_refused() {
+        let token = page_token(1_700_000_000_000, "0191-abc");
+        assert_eq!(
+            parse_page_token(&token),
+            Some((1_700_000_000_000, "0191-abc".into()))
+        );
+        for junk in ["", "zz", "abc", "2e"] {
+            assert_eq!(parse_page_token(junk), None, "{junk}");
+        }
+    }
+}

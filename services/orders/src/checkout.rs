@@ -1,0 +1,315 @@
+//! What orders does: place an order, react to the saga's replies and timeouts, cancel, ship,
+//! deliver. Every change loads the order from its stream, lets the domain decide, and appends
+//! the decision with the version it read, so concurrent changes (a reply racing the timer, a
+//! customer racing the saga) cannot both win; the loser retries against the new state.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mercato_eventstore::{EventStoreError, ExpectedVersion};
+use mercato_messaging::{Context, EnvelopeError, Outbox};
+use mercato_storage::sqlx::{Any, Executor};
+use mercato_storage::{Db, StorageError, Tx, now_millis};
+use tokio::sync::Notify;
+
+use crate::domain::{Decision, Fact, Line, Order, Reply, Status};
+use crate::events::{Extras, from_envelope, to_envelope};
+use crate::projection::ViewsProjection;
+use crate::store;
+
+/// Why an order operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    #[error("no such order")]
+    NotFound,
+    #[error("the order is {0} and can no longer change that way")]
+    WrongStatus(&'static str),
+    #[error("the order changed while updating it; try again")]
+    Contended,
+    #[error("the idempotency key was used for another request")]
+    KeyReused,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    EventStore(#[from] EventStoreError),
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+}
+
+impl OrderError {
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Contended => true,
+            Self::Storage(e) => e.is_transient(),
+            Self::EventStore(e) => e.is_conflict() || e.is_transient(),
+            _ => false,
+        }
+    }
+}
+
+/// Saga timing.
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// How long inventory holds stock for a pending order.
+    pub reservation_ttl: Duration,
+}
+
+/// The order operations.
+#[derive(Debug, Clone)]
+pub struct Checkout {
+    pub(crate) db: Db,
+    outbox: Outbox,
+    projection: ViewsProjection,
+    wake_projection: Arc<Notify>,
+    timing: Timing,
+}
+
+const ATTEMPTS: usize = 3;
+
+/// Loads an order from its stream.
+///
+/// # Errors
+/// The database failed, or a stored fact does not decode.
+pub async fn load<'e, E>(executor: E, order_id: &str) -> Result<Option<Order>, OrderError>
+where
+    E: Executor<'e, Database = Any>,
+{
+    let events = mercato_eventstore::read_stream(executor, order_id).await?;
+    let mut facts = Vec::with_capacity(events.len());
+    for event in &events {
+        facts.push(from_envelope(&event.envelope)?);
+    }
+    Ok(Order::replay(facts))
+}
+
+/// Appends `facts` to the order's stream in `tx`, expecting the version `order` has.
+///
+/// # Errors
+/// [`EventStoreError::Conflict`] when someone appended first.
+pub async fn append(
+    tx: &mut Tx,
+    order: Option<&Order>,
+    facts: &Decision,
+    context: &Context,
+) -> Result<(), OrderError> {
+    if facts.is_empty() {
+        return Ok(());
+    }
+    let (stream, expected) = match (order, facts.first()) {
+        (Some(o), _) => (o.id.clone(), ExpectedVersion::Exact(o.version)),
+        (None, Some(Fact::Placed { order_id, .. })) => (order_id.clone(), ExpectedVersion::NoStream),
+        (None, _) => return Err(OrderError::NotFound),
+    };
+    let card = if facts.iter().any(|f| matches!(f, Fact::ChargeRequested { .. })) {
+        store::card(tx, &stream).await?
+    } else {
+        None
+    };
+    let extras = Extras {
+        card_token: card.as_deref(),
+    };
+    let placed = order
+        .is_none()
+        .then(|| Order::replay(facts.iter().take(1).cloned()))
+        .flatten();
+    let base = order.or(placed.as_ref());
+    let mut envelopes = Vec::with_capacity(facts.len());
+    for fact in facts {
+        let before = if matches!(fact, Fact::Placed { .. }) {
+            None
+        } else {
+            base
+        };
+        envelopes.push(to_envelope(before, fact, &extras, context)?);
+    }
+    mercato_eventstore::append(tx, &stream, expected, envelopes).await?;
+    Ok(())
+}
+
+impl Checkout {
+    #[must_use]
+    pub fn new(
+        db: Db,
+        outbox: Outbox,
+        projection: ViewsProjection,
+        wake_projection: Arc<Notify>,
+        timing: Timing,
+    ) -> Self {
+        Self {
+            db,
+            outbox,
+            projection,
+            wake_projection,
+            timing,
+        }
+    }
+
+    /// Called after any commit that appended facts.
+    pub(crate) fn committed(&self) {
+        self.outbox.committed();
+        self.wake_projection.notify_one();
+    }
+
+    /// Brings the read model up to date before answering, so a client reads its own writes.
+    pub(crate) async fn refresh_read_model(&self) {
+        if let Err(e) = mercato_eventstore::catch_up(&self.db, &self.projection, 256).await {
+            tracing::warn!(error = %e, "read model not refreshed inline; the projection will catch up");
+            self.wake_projection.notify_one();
+        }
+    }
+
+    /// Places an order: its facts, the card for the later charge, and the idempotency key, in
+    /// one transaction. Returns the order id, and whether it was new (false for a replay).
+    ///
+    /// # Errors
+    /// [`OrderError::KeyReused`] for a key used with another request.
+    pub async fn place(
+        &self,
+        customer_id: &str,
+        lines: Vec<Line>,
+        card_token: &str,
+        idempotency: Option<(&str, &str)>,
+        context: &Context,
+    ) -> Result<(String, bool), OrderError> {
+        if let Some((key, hash)) = idempotency
+            && let Some(existing) = self.replay_of(customer_id, key, hash).await?
+        {
+            return Ok((existing, false));
+        }
+        let order_id = uuid::Uuid::now_v7().to_string();
+        let expires_at =
+            now_millis() + i64::try_from(self.timing.reservation_ttl.as_millis()).unwrap_or(i64::MAX);
+        let facts = Order::place(&order_id, customer_id, lines, expires_at);
+        let mut tx = self.db.begin().await?;
+        store::save_card(&mut tx, &order_id, card_token).await?;
+        if let Some((key, hash)) = idempotency {
+            match store::save_idempotency(&mut tx, customer_id, key, hash, &order_id).await {
+                Err(e) if e.is_conflict() => {
+                    drop(tx);
+                    // A concurrent request with the same key won; answer what it made.
+                    return match self.replay_of(customer_id, key, hash).await? {
+                        Some(existing) => Ok((existing, false)),
+                        None => Err(OrderError::Contended),
+                    };
+                }
+                other => other?,
+            }
+        }
+        append(&mut tx, None, &facts, context).await?;
+        tx.commit().await.map_err(StorageError::from)?;
+        self.committed();
+        self.refresh_read_model().await;
+        Ok((order_id, true))
+    }
+
+    async fn replay_of(
+        &self,
+        customer_id: &str,
+        key: &str,
+        hash: &str,
+    ) -> Result<Option<String>, OrderError> {
+        match store::idempotent_order(self.db.pool(), customer_id, key).await? {
+            Some((order_id, stored)) if stored == hash => Ok(Some(order_id)),
+            Some(_) => Err(OrderError::KeyReused),
+            None => Ok(None),
+        }
+    }
+
+    /// Runs a customer or admin command against the current state.
+    async fn command<F>(&self, order_id: &str, decide: F, context: &Context) -> Result<(), OrderError>
+    where
+        F: Fn(&Order) -> Result<Decision, Status>,
+    {
+        for _ in 0..ATTEMPTS {
+            let order = load(self.db.pool(), order_id)
+                .await?
+                .ok_or(OrderError::NotFound)?;
+            let facts = decide(&order).map_err(|s| OrderError::WrongStatus(s.as_str()))?;
+            let mut tx = self.db.begin().await?;
+            match append(&mut tx, Some(&order), &facts, context).await {
+                Err(OrderError::EventStore(e)) if e.is_conflict() => continue,
+                other => other?,
+            }
+            tx.commit().await.map_err(StorageError::from)?;
+            self.committed();
+            self.refresh_read_model().await;
+            return Ok(());
+        }
+        Err(OrderError::Contended)
+    }
+
+    /// # Errors
+    /// [`OrderError::WrongStatus`] once the order is no longer pending.
+    pub async fn cancel(&self, order_id: &str, context: &Context) -> Result<(), OrderError> {
+        self.command(order_id, Order::cancel_by_customer, context).await
+    }
+
+    /// # Errors
+    /// [`OrderError::WrongStatus`] unless the order is confirmed.
+    pub async fn ship(&self, order_id: &str, context: &Context) -> Result<(), OrderError> {
+        self.command(order_id, Order::ship, context).await
+    }
+
+    /// # Errors
+    /// [`OrderError::WrongStatus`] unless the order is shipped.
+    pub async fn deliver(&self, order_id: &str, context: &Context) -> Result<(), OrderError> {
+        self.command(order_id, Order::deliver, context).await
+    }
+
+    /// The saga's reaction to a reply, inside the inbox's transaction.
+    ///
+    /// # Errors
+    /// A conflict (retried by the inbox) or a database failure.
+    pub async fn react_in(
+        tx: &mut Tx,
+        order_id: &str,
+        reply: Reply,
+        context: &Context,
+    ) -> Result<bool, OrderError> {
+        let Some(order) = load(&mut **tx, order_id).await? else {
+            tracing::warn!(
+                order_id,
+                ?reply,
+                "a reply for an order this service does not know"
+            );
+            return Ok(false);
+        };
+        let facts = order.react(reply);
+        append(tx, Some(&order), &facts, context).await?;
+        Ok(!facts.is_empty())
+    }
+
+    /// Acts on overdue saga steps; returns how many orders it changed.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn expire_overdue(&self) -> Result<usize, OrderError> {
+        let mut changed = 0;
+        for (order_id, seen_version) in store::overdue(self.db.pool(), now_millis(), 100).await? {
+            let mut tx = self.db.begin().await?;
+            let Some(order) = load(&mut *tx, &order_id).await? else {
+                continue;
+            };
+            // The read model lags; act only on the state the deadline was computed for.
+            if order.version != seen_version {
+                continue;
+            }
+            let facts = order.react(Reply::StepTimedOut);
+            let context = Context::default();
+            match append(&mut tx, Some(&order), &facts, &context).await {
+                Err(OrderError::EventStore(e)) if e.is_conflict() => continue,
+                other => other?,
+            }
+            tx.commit().await.map_err(StorageError::from)?;
+            if !facts.is_empty() {
+                changed += 1;
+                tracing::info!(order_id, step = ?order.step, "saga step timed out; compensating");
+            }
+        }
+        if changed > 0 {
+            self.committed();
+        }
+        Ok(changed)
+    }
+}

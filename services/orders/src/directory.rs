@@ -1,0 +1,103 @@
+//! Orders' calls to other services at order creation, over their internal gRPC APIs: prices and
+//! availability from inventory, the customer from customers. Each call has a deadline and carries
+//! the request's correlation id.
+
+use std::time::Duration;
+
+use mercato_contracts::grpc::customers::GetCustomerRequest;
+use mercato_contracts::grpc::customers::customers_client::CustomersClient;
+use mercato_contracts::grpc::inventory::inventory_client::InventoryClient;
+use mercato_contracts::grpc::inventory::{GetProductsRequest, Product};
+use mercato_runtime::correlation::{CorrelationId, HEADER};
+use tonic::transport::{Channel, Endpoint};
+
+/// A dependency that could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum DirectoryError {
+    #[error("{service} is unavailable: {reason}")]
+    Unavailable { service: &'static str, reason: String },
+    #[error("invalid {service} address {url:?}")]
+    Address { service: &'static str, url: String },
+}
+
+fn channel(service: &'static str, url: &str, timeout: Duration) -> Result<Channel, DirectoryError> {
+    let endpoint = Endpoint::from_shared(url.to_owned())
+        .map_err(|_| DirectoryError::Address {
+            service,
+            url: url.to_owned(),
+        })?
+        .connect_timeout(timeout)
+        .timeout(timeout);
+    Ok(endpoint.connect_lazy())
+}
+
+fn request<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(id) = CorrelationId::current()
+        && let Ok(value) = id.as_str().parse()
+    {
+        request.metadata_mut().insert(HEADER, value);
+    }
+    request
+}
+
+fn unavailable(service: &'static str, status: &tonic::Status) -> DirectoryError {
+    DirectoryError::Unavailable {
+        service,
+        reason: format!("{:?}: {}", status.code(), status.message()),
+    }
+}
+
+/// Inventory's and customers' internal APIs.
+#[derive(Debug, Clone)]
+pub struct Directory {
+    inventory: InventoryClient<Channel>,
+    customers: CustomersClient<Channel>,
+}
+
+impl Directory {
+    /// Lazily connected clients; nothing is dialled until the first call.
+    ///
+    /// # Errors
+    /// A URL that is not a valid endpoint.
+    pub fn new(inventory_url: &str, customers_url: &str, timeout: Duration) -> Result<Self, DirectoryError> {
+        Ok(Self {
+            inventory: InventoryClient::new(channel("inventory", inventory_url, timeout)?),
+            customers: CustomersClient::new(channel("customers", customers_url, timeout)?),
+        })
+    }
+
+    /// Prices and availability; unknown SKUs come back separately.
+    ///
+    /// # Errors
+    /// Inventory did not answer.
+    pub async fn products(&self, skus: Vec<String>) -> Result<(Vec<Product>, Vec<String>), DirectoryError> {
+        let response = self
+            .inventory
+            .clone()
+            .get_products(request(GetProductsRequest { skus }))
+            .await
+            .map_err(|s| unavailable("inventory", &s))?
+            .into_inner();
+        Ok((response.products, response.unknown_skus))
+    }
+
+    /// Whether customers has a profile for the customer.
+    ///
+    /// # Errors
+    /// Customers did not answer.
+    pub async fn customer_exists(&self, customer_id: &str) -> Result<bool, DirectoryError> {
+        match self
+            .customers
+            .clone()
+            .get_customer(request(GetCustomerRequest {
+                customer_id: customer_id.to_owned(),
+            }))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(false),
+            Err(status) => Err(unavailable("customers", &status)),
+        }
+    }
+}

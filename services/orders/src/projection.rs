@@ -1,0 +1,135 @@
+//! The `orders.views` projection: the order read model that `GET /api/orders` serves and the
+//! saga timer scans for overdue steps.
+
+use std::time::Duration;
+
+use mercato_eventstore::{BoxFuture, Projection, ProjectionError, RecordedEvent};
+use mercato_storage::Tx;
+
+use crate::domain::{Fact, Status, Step};
+use crate::events::{from_envelope, line_out};
+use crate::store::{self, OrderView};
+
+pub const NAME: &str = "orders.views";
+
+/// How long each saga step may take before the timer acts.
+#[derive(Debug, Clone, Copy)]
+pub struct Deadlines {
+    pub reserve: Duration,
+    pub payment: Duration,
+}
+
+/// Keeps `order_views` in step with the order streams.
+#[derive(Debug, Clone, Copy)]
+pub struct ViewsProjection {
+    pub deadlines: Deadlines,
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+impl ViewsProjection {
+    async fn project(self, tx: &mut Tx, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        let fact = from_envelope(&event.envelope)?;
+        let at = event.recorded_at;
+        let mut view = match (&fact, store::view(&mut **tx, &event.envelope.stream_id).await?) {
+            (
+                Fact::Placed {
+                    order_id,
+                    customer_id,
+                    lines,
+                    total,
+                },
+                None,
+            ) => OrderView {
+                order_id: order_id.clone(),
+                customer_id: customer_id.clone(),
+                status: Status::Pending.as_str().into(),
+                step: "reserving".into(),
+                cancel_reason: None,
+                lines: lines.iter().map(line_out).collect(),
+                total_minor: total.amount_minor,
+                currency: total.currency.clone(),
+                payment_status: "none".into(),
+                created_at: at,
+                updated_at: at,
+                deadline_at: None,
+                version: event.version,
+            },
+            (_, Some(view)) if view.version >= event.version => return Ok(()),
+            (_, Some(view)) => view,
+            (_, None) => {
+                return Err(ProjectionError::Failed(format!(
+                    "order {} has no placement",
+                    event.envelope.stream_id
+                )));
+            }
+        };
+        view.version = event.version;
+        view.updated_at = at;
+        match fact {
+            Fact::Placed { .. } => {}
+            Fact::ReserveRequested { .. } => {
+                view.deadline_at = Some(at + millis(self.deadlines.reserve));
+            }
+            Fact::ChargeRequested { .. } => {
+                view.step = step_name(Step::Charging).into();
+                view.payment_status = "pending".into();
+                view.deadline_at = Some(at + millis(self.deadlines.payment));
+            }
+            Fact::PaymentCaptured => view.payment_status = "captured".into(),
+            Fact::PaymentFailed { .. } => view.payment_status = "failed".into(),
+            Fact::RefundRequested => {
+                if view.payment_status != "none" {
+                    view.payment_status = "refunding".into();
+                }
+            }
+            Fact::Confirmed => {
+                view.status = Status::Confirmed.as_str().into();
+                view.step = step_name(Step::Done).into();
+                view.deadline_at = None;
+            }
+            Fact::Cancelled { reason } => {
+                view.status = Status::Cancelled.as_str().into();
+                view.step = step_name(Step::Done).into();
+                view.cancel_reason = Some(reason.as_str().into());
+                view.deadline_at = None;
+            }
+            Fact::Shipped => view.status = Status::Shipped.as_str().into(),
+            Fact::Delivered => view.status = Status::Delivered.as_str().into(),
+            Fact::StockReserved
+            | Fact::StockReservationFailed { .. }
+            | Fact::CommitRequested
+            | Fact::ReleaseRequested => {}
+        }
+        store::upsert(tx, &view).await?;
+        Ok(())
+    }
+}
+
+fn step_name(step: Step) -> &'static str {
+    match step {
+        Step::Reserving => "reserving",
+        Step::Charging => "charging",
+        Step::Done => "done",
+    }
+}
+
+impl Projection for ViewsProjection {
+    fn name(&self) -> &str {
+        NAME
+    }
+
+    fn apply<'a>(
+        &'a self,
+        tx: &'a mut Tx,
+        event: &'a RecordedEvent,
+    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(self.project(tx, event))
+    }
+
+    fn reset<'a>(&'a self, tx: &'a mut Tx) -> BoxFuture<'a, Result<(), ProjectionError>> {
+        Box::pin(async move { Ok(store::clear(tx).await?) })
+    }
+}

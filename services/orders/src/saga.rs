@@ -1,0 +1,104 @@
+//! The checkout saga's listeners: inventory's and payments' answers arrive through the inbox and
+//! are decided by the order (see `domain`), and a timer acts on steps that took too long.
+//!
+//! Reserve stock → charge (the pivot) → commit the reservation and confirm. Only completed steps
+//! are compensated, in reverse order, each once: a refund for a charge that may land late, then
+//! the release of held stock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mercato_contracts::inventory::{ReservationFailure, StockReservationFailed, StockReserved};
+use mercato_contracts::payments::{PaymentCaptured, PaymentFailed, PaymentFailure};
+use mercato_messaging::{Envelope, Handler, HandlerError, HandlerFuture};
+use mercato_storage::Tx;
+use tokio_util::sync::CancellationToken;
+
+use crate::checkout::{Checkout, OrderError};
+use crate::domain::Reply;
+
+fn handler_error(e: OrderError) -> HandlerError {
+    if e.is_transient() {
+        HandlerError::Transient(e.to_string())
+    } else {
+        HandlerError::Permanent(e.to_string())
+    }
+}
+
+/// The saga's reading of an answer from inventory or payments: the order it concerns and what it
+/// says. Other event types are not answers.
+///
+/// # Errors
+/// An answer whose payload does not decode.
+pub fn reply_of(envelope: &Envelope) -> Result<Option<(String, Reply)>, HandlerError> {
+    if envelope.is::<StockReserved>() {
+        let e: StockReserved = envelope.decode()?;
+        return Ok(Some((e.order_id, Reply::StockReserved)));
+    }
+    if envelope.is::<StockReservationFailed>() {
+        let e: StockReservationFailed = envelope.decode()?;
+        let unknown_product = e.reason == ReservationFailure::UnknownProduct;
+        return Ok(Some((
+            e.order_id,
+            Reply::StockReservationFailed { unknown_product },
+        )));
+    }
+    if envelope.is::<PaymentCaptured>() {
+        let e: PaymentCaptured = envelope.decode()?;
+        return Ok(Some((e.order_id, Reply::PaymentCaptured)));
+    }
+    if envelope.is::<PaymentFailed>() {
+        let e: PaymentFailed = envelope.decode()?;
+        return Ok(Some((
+            e.order_id,
+            Reply::PaymentFailed {
+                declined: e.reason == PaymentFailure::Declined,
+            },
+        )));
+    }
+    Ok(None)
+}
+
+/// Applies inventory's and payments' answers to their orders.
+#[derive(Debug, Clone)]
+pub struct OnAnswers {
+    pub(crate) checkout: Arc<Checkout>,
+}
+
+impl OnAnswers {
+    async fn apply(envelope: &Envelope, tx: &mut Tx) -> Result<(), HandlerError> {
+        let Some((order_id, reply)) = reply_of(envelope)? else {
+            return Ok(());
+        };
+        Checkout::react_in(tx, &order_id, reply, &envelope.caused_context())
+            .await
+            .map_err(handler_error)?;
+        Ok(())
+    }
+}
+
+impl Handler for OnAnswers {
+    fn handle<'a>(&'a self, envelope: &'a Envelope, tx: &'a mut Tx) -> HandlerFuture<'a> {
+        Box::pin(Self::apply(envelope, tx))
+    }
+
+    fn committed(&self) {
+        self.checkout.committed();
+    }
+}
+
+/// Acts on overdue steps every `every`, until shutdown.
+pub async fn run_timer(checkout: Arc<Checkout>, every: Duration, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                if let Err(error) = checkout.expire_overdue().await {
+                    tracing::warn!(%error, "saga timer pass failed; retrying on the next tick");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,235 @@
+//! Orders' SQL: the order read model, the card kept for the charge, and idempotency keys.
+
+use mercato_contracts::orders::PricedLine;
+use mercato_storage::sqlx::{self, Row as _};
+use mercato_storage::{Migration, StorageError, Tx};
+
+/// Orders' schema: its own tables, then the platform's outbox, inbox and event store.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "orders",
+        sql: include_str!("../migrations/0001_orders.sql"),
+        postgres_sql: None,
+    },
+    mercato_messaging::outbox::MIGRATION,
+    mercato_messaging::inbox::MIGRATION,
+    mercato_eventstore::MIGRATION,
+];
+
+/// An order as the read model holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderView {
+    pub order_id: String,
+    pub customer_id: String,
+    pub status: String,
+    pub step: String,
+    pub cancel_reason: Option<String>,
+    pub lines: Vec<PricedLine>,
+    pub total_minor: i64,
+    pub currency: String,
+    pub payment_status: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub deadline_at: Option<i64>,
+    pub version: i64,
+}
+
+const COLUMNS: &str = "order_id, customer_id, status, step, cancel_reason, lines, total_minor, currency, \
+                       payment_status, created_at, updated_at, deadline_at, version";
+
+fn view_of(row: &mercato_storage::sqlx::any::AnyRow) -> Result<OrderView, StorageError> {
+    let lines: String = row.get("lines");
+    let order_id: String = row.get("order_id");
+    let lines = serde_json::from_str(&lines)
+        .map_err(|e| StorageError::Config(format!("order {order_id} holds malformed lines: {e}")))?;
+    Ok(OrderView {
+        order_id,
+        customer_id: row.get("customer_id"),
+        status: row.get("status"),
+        step: row.get("step"),
+        cancel_reason: row.get("cancel_reason"),
+        lines,
+        total_minor: row.get("total_minor"),
+        currency: row.get("currency"),
+        payment_status: row.get("payment_status"),
+        created_at: row.get("created_at"),
+        updated_at: row.get("updated_at"),
+        deadline_at: row.get("deadline_at"),
+        version: row.get("version"),
+    })
+}
+
+/// # Errors
+/// The database failed.
+pub async fn view<'e, E>(executor: E, order_id: &str) -> Result<Option<OrderView>, StorageError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let sql = format!("SELECT {COLUMNS} FROM order_views WHERE order_id = $1");
+    let row = sqlx::query(&sql).bind(order_id).fetch_optional(executor).await?;
+    row.as_ref().map(view_of).transpose()
+}
+
+/// A customer's orders, newest first, after the cursor `(created_at, order_id)`.
+///
+/// # Errors
+/// The database failed.
+pub async fn customer_orders(
+    pool: &sqlx::AnyPool,
+    customer_id: &str,
+    after: Option<(i64, String)>,
+    limit: i64,
+) -> Result<Vec<OrderView>, StorageError> {
+    let rows = match after {
+        Some((created_at, order_id)) => {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM order_views WHERE customer_id = $1
+                 AND (created_at < $2 OR (created_at = $2 AND order_id < $3))
+                 ORDER BY created_at DESC, order_id DESC LIMIT $4"
+            );
+            sqlx::query(&sql)
+                .bind(customer_id)
+                .bind(created_at)
+                .bind(order_id)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        }
+        None => {
+            let sql = format!(
+                "SELECT {COLUMNS} FROM order_views WHERE customer_id = $1 ORDER BY created_at DESC, order_id DESC LIMIT $2"
+            );
+            sqlx::query(&sql)
+                .bind(customer_id)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        }
+    };
+    rows.iter().map(view_of).collect()
+}
+
+/// Pending orders whose saga step is overdue.
+///
+/// # Errors
+/// The database failed.
+pub async fn overdue(pool: &sqlx::AnyPool, now: i64, limit: i64) -> Result<Vec<(String, i64)>, StorageError> {
+    let rows = sqlx::query(
+        "SELECT order_id, version FROM order_views WHERE status = 'pending' AND deadline_at <= $1 ORDER BY deadline_at LIMIT $2",
+    )
+    .bind(now)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get("order_id"), r.get("version")))
+        .collect())
+}
+
+/// Writes the row unless the stored one is as new or newer.
+///
+/// # Errors
+/// The database failed.
+pub async fn upsert(tx: &mut Tx, v: &OrderView) -> Result<(), StorageError> {
+    let lines = serde_json::to_string(&v.lines).map_err(|e| StorageError::Config(e.to_string()))?;
+    sqlx::query(
+        "INSERT INTO order_views (order_id, customer_id, status, step, cancel_reason, lines, total_minor, currency,
+             payment_status, created_at, updated_at, deadline_at, version)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         ON CONFLICT (order_id) DO UPDATE SET status = $3, step = $4, cancel_reason = $5, lines = $6,
+             total_minor = $7, currency = $8, payment_status = $9, updated_at = $11, deadline_at = $12, version = $13
+         WHERE order_views.version < $13",
+    )
+    .bind(&v.order_id)
+    .bind(&v.customer_id)
+    .bind(&v.status)
+    .bind(&v.step)
+    .bind(&v.cancel_reason)
+    .bind(lines)
+    .bind(v.total_minor)
+    .bind(&v.currency)
+    .bind(&v.payment_status)
+    .bind(v.created_at)
+    .bind(v.updated_at)
+    .bind(v.deadline_at)
+    .bind(v.version)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Empties the read model, for a rebuild.
+///
+/// # Errors
+/// The database failed.
+pub async fn clear(tx: &mut Tx) -> Result<(), StorageError> {
+    sqlx::query("DELETE FROM order_views").execute(&mut **tx).await?;
+    Ok(())
+}
+
+/// # Errors
+/// The database failed.
+pub async fn save_card(tx: &mut Tx, order_id: &str, card_token: &str) -> Result<(), StorageError> {
+    sqlx::query("INSERT INTO order_payment_methods (order_id, card_token) VALUES ($1, $2)")
+        .bind(order_id)
+        .bind(card_token)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// # Errors
+/// The database failed.
+pub async fn card(tx: &mut Tx, order_id: &str) -> Result<Option<String>, StorageError> {
+    let row = sqlx::query("SELECT card_token FROM order_payment_methods WHERE order_id = $1")
+        .bind(order_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(row.map(|r| r.get("card_token")))
+}
+
+/// The order an idempotency key already made, with the hash of the request that made it.
+///
+/// # Errors
+/// The database failed.
+pub async fn idempotent_order(
+    pool: &sqlx::AnyPool,
+    customer_id: &str,
+    key: &str,
+) -> Result<Option<(String, String)>, StorageError> {
+    let row = sqlx::query(
+        "SELECT order_id, request_hash FROM order_idempotency WHERE customer_id = $1 AND idempotency_key = $2",
+    )
+    .bind(customer_id)
+    .bind(key)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| (r.get("order_id"), r.get("request_hash"))))
+}
+
+/// Records the key; a concurrent request with the same key makes this a conflict.
+///
+/// # Errors
+/// [`StorageError::Conflict`] when the key is taken.
+pub async fn save_idempotency(
+    tx: &mut Tx,
+    customer_id: &str,
+    key: &str,
+    hash: &str,
+    order_id: &str,
+) -> Result<(), StorageError> {
+    sqlx::query(
+        "INSERT INTO order_idempotency (customer_id, idempotency_key, request_hash, order_id, created_at)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(customer_id)
+    .bind(key)
+    .bind(hash)
+    .bind(order_id)
+    .bind(mercato_storage::now_millis())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,31 @@
+//! The one place where payments' errors become HTTP answers.
+
+use axum::response::{IntoResponse, Response};
+use mercato_runtime::Problem;
+use mercato_storage::StorageError;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("no such payment")]
+    NotFound,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let problem = match self {
+            Self::NotFound => Problem::not_found("there is no payment for this order"),
+            Self::Storage(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "database busy or unreachable");
+                Problem::unavailable("the service is busy, try again shortly", 1)
+            }
+            Self::Storage(e) => {
+                tracing::error!(error = %e, cause = ?std::error::Error::source(&e), "request failed");
+                Problem::internal()
+            }
+        };
+        problem.into_response()
+    }
+}

@@ -1,0 +1,235 @@
+//! The payments service: charges and refunds for the checkout saga, idempotent and crash-safe,
+//! and the payment sandbox it talks to in development and fault tests.
+//!
+//! The saga's `ChargePayment` and `RefundPayment` commands (category `orders`) arrive through
+//! the inbox, which only records them in the `payments` table. A background worker claims due
+//! payments with a lease, calls the provider outside any transaction (same idempotency key on
+//! every attempt, so retries and restarts never charge twice), and commits each state change
+//! with its answer in the outbox: `PaymentCaptured`, `PaymentFailed`, `PaymentRefunded`
+//! (category `payments`, stream = the order id).
+//!
+//! - `domain/`: the charge intent, the statuses and the retry rule, backoff (no I/O).
+//! - `events`: the command handler and the answers it leads to.
+//! - `store`: the SQL, with the lease that fences the worker's writes.
+//! - `worker`: claims, provider calls, recording the answers.
+//! - `provider`: the HTTP adapter to the provider and its error classification.
+//! - `metrics`: charge outcomes, refunds, provider calls and their latency.
+//! - `api/`: `GET /api/payments/{order_id}` for the order's customer, and the one error mapping.
+//! - `sandbox/`: the Stripe-like test provider, served on its own (`payment-sandbox`).
+#![forbid(unsafe_code)]
+
+mod api;
+pub mod domain;
+pub mod events;
+pub mod metrics;
+pub mod provider;
+pub mod sandbox;
+pub mod store;
+pub mod worker;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mercato_messaging::{
+    Bus, BusError, ConsumerMetrics, ConsumerSpec, Inbox, InboxConfig, Outbox, Relay, RelayConfig,
+    RelayMetrics,
+};
+use mercato_runtime::{Background, CancellationToken, HttpConfig, Readiness, Registry, Server, Service};
+use mercato_security::{JwksClient, JwksClientConfig, Verifier, VerifierConfig};
+use mercato_storage::{DatabaseConfig, Db, StorageError};
+use tokio::sync::Notify;
+
+pub use provider::{ProviderClient, ProviderConfig, ProviderError};
+
+/// The service's name on the wire, in logs and metrics, and its bus category.
+pub const NAME: &str = mercato_contracts::payments::CATEGORY;
+
+/// The consumer group that reads the saga's commands.
+pub const CONSUMER_GROUP: &str = "payments-on-orders";
+
+/// Everything payments needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub auth: VerifierConfig,
+    /// Where identity publishes its keys.
+    pub jwks_url: String,
+    pub relay: RelayConfig,
+    pub inbox: InboxConfig,
+    pub provider: ProviderConfig,
+    /// How often the worker looks for due payments when nothing woke it (retries come due
+    /// this way).
+    pub worker_poll_ms: u64,
+}
+
+impl Config {
+    /// The first setting that cannot work, with its key.
+    #[must_use]
+    pub fn invalid_setting(&self) -> Option<(String, String)> {
+        if let Some((key, reason)) = self.http.invalid_setting() {
+            return Some((format!("http.{key}"), reason));
+        }
+        if let Some((key, reason)) = self.provider.invalid_setting() {
+            return Some((format!("provider.{key}"), reason));
+        }
+        if self.worker_poll_ms == 0 {
+            return Some(("worker_poll_ms".into(), "must be greater than 0".into()));
+        }
+        None
+    }
+}
+
+/// Why payments could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("payments setting {key}: {reason}")]
+    Config { key: String, reason: String },
+    #[error("payments database: {0}")]
+    Storage(#[from] StorageError),
+    #[error("payments event bus: {0}")]
+    Bus(#[from] BusError),
+    #[error("payments provider: {0}")]
+    Provider(#[from] ProviderError),
+    #[error("payments cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Connects to the database and applies payments' migrations.
+///
+/// # Errors
+/// The database cannot be reached or a migration fails.
+pub async fn open_database(config: &DatabaseConfig) -> Result<Db, StorageError> {
+    let db = Db::connect(config).await?;
+    mercato_storage::migrate(&db, NAME, store::MIGRATIONS).await?;
+    Ok(db)
+}
+
+/// A built payments service, bound and ready to run.
+#[derive(Debug)]
+pub struct App {
+    server: Server,
+    background: Background,
+    db: Db,
+    grace: Duration,
+}
+
+/// Opens the database, binds the listener, and prepares the relay, the inbox and the worker.
+///
+/// # Errors
+/// See [`StartError`].
+pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
+    if let Some((key, reason)) = config.invalid_setting() {
+        return Err(StartError::Config { key, reason });
+    }
+    let provider = ProviderClient::new(&config.provider)?;
+    let db = open_database(&config.database).await?;
+    let outbox = Outbox::new();
+    let wake_worker = Arc::new(Notify::new());
+    let jwks = JwksClient::new(JwksClientConfig {
+        url: config.jwks_url.clone(),
+        max_age: Duration::from_secs(300),
+        min_refresh_interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(2),
+    });
+    let verifier = Verifier::new(config.auth.clone(), Arc::new(jwks));
+
+    let mut registry = Registry::default();
+    let relay = Relay::new(
+        db.clone(),
+        bus.clone(),
+        outbox.clone(),
+        config.relay.clone(),
+        RelayMetrics::register(&mut registry),
+    );
+    let inbox = Inbox::new(
+        db.clone(),
+        bus.clone(),
+        ConsumerSpec {
+            group: CONSUMER_GROUP.into(),
+            category: mercato_contracts::orders::CATEGORY.into(),
+        },
+        events::OnOrderCommand {
+            wake: Arc::clone(&wake_worker),
+        },
+        config.inbox.clone(),
+        ConsumerMetrics::register(&mut registry),
+    );
+    let worker = worker::Worker::new(
+        db.clone(),
+        outbox,
+        provider,
+        config.provider.clone(),
+        Duration::from_millis(config.worker_poll_ms),
+        wake_worker,
+        metrics::PaymentMetrics::register(&mut registry),
+    );
+
+    let (check_db, check_bus) = (db.clone(), bus);
+    let readiness = Readiness::new()
+        .with_check("database", move || {
+            let db = check_db.clone();
+            async move { db.ping().await.map_err(|e| e.to_string()) }
+        })
+        .with_check("bus", move || {
+            let bus = check_bus.clone();
+            async move { bus.ping().await.map_err(|e| e.to_string()) }
+        });
+    let service = Service {
+        name: NAME,
+        routes: api::router(db.clone(), verifier),
+        readiness,
+        registry,
+        own_fallback: false,
+    };
+    let server = Server::bind(config.listen, &config.http, service)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+
+    let mut background = Background::new();
+    background.add("outbox relay", move |token| relay.run(token));
+    background.add("inbox: orders", move |token| inbox.run(token));
+    background.add("payment worker", move |token| worker.run(token));
+    Ok(App {
+        server,
+        background,
+        db,
+        grace: Duration::from_millis(config.http.shutdown_grace_ms),
+    })
+}
+
+impl App {
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.server.local_addr()
+    }
+
+    /// Serves until `shutdown` is cancelled, with the relay, inbox and worker running. Provider
+    /// calls in flight at shutdown are abandoned and their payments left due, to be asked again
+    /// (with the same idempotency key) on the next start.
+    ///
+    /// # Errors
+    /// The server failed.
+    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
+        let Self {
+            server,
+            background,
+            db,
+            grace,
+        } = self;
+        let background = background.spawn(&shutdown);
+        let result = server.run_until_stopped(shutdown).await;
+        background.stop(grace).await;
+        db.close().await;
+        result
+    }
+}

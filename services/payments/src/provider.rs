@@ -1,0 +1,318 @@
+//! The adapter to the payment provider: charges and refunds over HTTP, each call bounded by a
+//! real timeout, each carrying an idempotency key so a retry (or a restart) never charges or
+//! refunds twice.
+//!
+//! Whether a failure is worth retrying is decided here, once ([`ProviderError::is_transient`]):
+//! `5xx`, `429`, timeouts and connection errors leave the outcome unknown and are retried with
+//! the same key; any other `4xx` is a definitive "no".
+
+use std::time::Duration;
+
+use http::StatusCode;
+use mercato_runtime::{ClientConfig, ServiceClient};
+use serde::{Deserialize, Serialize};
+
+/// Where the provider is and how patiently it is called (`[payments.provider]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderConfig {
+    /// The provider's base URL (the sandbox by default).
+    pub url: String,
+    /// Upper bound for one call, connection and response body included.
+    pub timeout_ms: u64,
+    /// Charge calls per payment before it fails as `provider_unavailable`.
+    pub max_attempts: u32,
+    /// First retry wait; it doubles per attempt, with jitter.
+    pub backoff_ms: u64,
+    /// Longest retry wait.
+    pub max_backoff_ms: u64,
+    /// Calls in flight at once (a bulkhead: a hanging provider ties up at most this many).
+    pub concurrency: usize,
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8190".into(),
+            timeout_ms: 2_000,
+            max_attempts: 5,
+            backoff_ms: 500,
+            max_backoff_ms: 30_000,
+            concurrency: 16,
+        }
+    }
+}
+
+impl ProviderConfig {
+    /// The first setting that cannot work, with its key.
+    #[must_use]
+    pub fn invalid_setting(&self) -> Option<(&'static str, String)> {
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Some((
+                "url",
+                format!("{:?} must start with http:// or https://", self.url),
+            ));
+        }
+        let positive = [
+            ("timeout_ms", self.timeout_ms),
+            ("max_attempts", u64::from(self.max_attempts)),
+            ("backoff_ms", self.backoff_ms),
+            ("concurrency", self.concurrency as u64),
+        ];
+        if let Some((key, _)) = positive.into_iter().find(|(_, v)| *v == 0) {
+            return Some((key, "must be greater than 0".into()));
+        }
+        if self.max_backoff_ms < self.backoff_ms {
+            return Some(("max_backoff_ms", "must not be less than backoff_ms".into()));
+        }
+        None
+    }
+
+    #[must_use]
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+/// Why a provider call did not give the answer asked for.
+#[derive(Debug, thiserror::Error)]
+pub enum ProviderError {
+    #[error("the card was declined ({code})")]
+    Declined { code: String },
+    /// A request the provider will never accept as sent (invalid card, a reused key).
+    #[error("the provider refused the request with {status}: {code}")]
+    Refused { status: u16, code: String },
+    /// No definitive answer: server error, rate limit, or the connection failed.
+    #[error("the provider is unavailable: {0}")]
+    Unavailable(String),
+    /// No answer within the call's timeout; the provider may still have acted on it.
+    #[error("the provider did not answer in time: {0}")]
+    TimedOut(String),
+    /// A success whose body we cannot read: its outcome is unknown, so it is retried.
+    #[error("the provider answered {status} with an unreadable body: {reason}")]
+    Malformed { status: u16, reason: String },
+    #[error("invalid provider URL {0:?}")]
+    Config(String),
+}
+
+impl ProviderError {
+    /// True when the same request, with the same key, may still succeed.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Self::Unavailable(_) | Self::TimedOut(_) | Self::Malformed { .. }
+        )
+    }
+
+    /// A short name for metrics and logs.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Declined { .. } => "declined",
+            Self::Refused { .. } => "refused",
+            Self::Unavailable(_) => "unavailable",
+            Self::TimedOut(_) => "timeout",
+            Self::Malformed { .. } => "malformed",
+            Self::Config(_) => "config",
+        }
+    }
+}
+
+/// A charge as the provider reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ProviderCharge {
+    pub id: String,
+    pub status: String,
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+/// A refund as the provider reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ProviderRefund {
+    pub id: String,
+    pub charge_id: String,
+}
+
+/// What to charge.
+#[derive(Debug, Clone, Copy)]
+pub struct ChargeRequest<'a> {
+    pub idempotency_key: &'a str,
+    pub amount_minor: i64,
+    pub currency: &'a str,
+    pub card_token: &'a str,
+    /// Passed on as `x-correlation-id`, so the provider's logs line up with the order's.
+    pub correlation_id: Option<&'a str>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorBody {
+    error: ErrorDetail,
+}
+
+#[derive(Debug, Deserialize)]
+struct ErrorDetail {
+    code: String,
+}
+
+/// An HTTP client for the provider.
+#[derive(Debug, Clone)]
+pub struct ProviderClient {
+    http: ServiceClient,
+}
+
+impl ProviderClient {
+    /// # Errors
+    /// A URL that is not HTTP, or a client that cannot be built.
+    pub fn new(config: &ProviderConfig) -> Result<Self, ProviderError> {
+        let client = ClientConfig {
+            connect_timeout_ms: config.timeout_ms.min(1_000),
+            timeout_ms: config.timeout_ms,
+            ..ClientConfig::default()
+        };
+        let http = ServiceClient::new(&config.url, &client)
+            .map_err(|e| ProviderError::Config(format!("{}: {e}", config.url)))?;
+        Ok(Self { http })
+    }
+
+    /// Charges a card once per idempotency key.
+    ///
+    /// # Errors
+    /// See [`ProviderError`]; only a transient one leaves the outcome unknown.
+    pub async fn charge(&self, request: &ChargeRequest<'_>) -> Result<ProviderCharge, ProviderError> {
+        let mut builder = self
+            .http
+            .post("/v1/charges")
+            .header("idempotency-key", request.idempotency_key)
+            .json(&serde_json::json!({
+                "amount_minor": request.amount_minor,
+                "currency": request.currency,
+                "card_token": request.card_token,
+            }));
+        if let Some(id) = request.correlation_id {
+            builder = builder.header(mercato_runtime::correlation::HEADER, id);
+        }
+        let charge: ProviderCharge = send(builder).await?;
+        if charge.status != "succeeded" {
+            // Only a settled charge may be reported as captured; anything else is asked again.
+            return Err(ProviderError::Unavailable(format!(
+                "charge {} is {}",
+                charge.id, charge.status
+            )));
+        }
+        Ok(charge)
+    }
+
+    /// Refunds a charge in full, once per charge.
+    ///
+    /// # Errors
+    /// See [`ProviderError`].
+    pub async fn refund(
+        &self,
+        charge_id: &str,
+        idempotency_key: &str,
+        correlation_id: Option<&str>,
+    ) -> Result<ProviderRefund, ProviderError> {
+        let mut builder = self
+            .http
+            .post("/v1/refunds")
+            .header("idempotency-key", idempotency_key)
+            .json(&serde_json::json!({ "charge_id": charge_id }));
+        if let Some(id) = correlation_id {
+            builder = builder.header(mercato_runtime::correlation::HEADER, id);
+        }
+        send(builder).await
+    }
+}
+
+async fn send<T: serde::de::DeserializeOwned>(builder: reqwest::RequestBuilder) -> Result<T, ProviderError> {
+    let response = builder.send().await.map_err(|e| transport(&e))?;
+    let status = response.status();
+    let body = response.bytes().await.map_err(|e| transport(&e))?;
+    if status.is_success() {
+        return serde_json::from_slice(&body).map_err(|e| ProviderError::Malformed {
+            status: status.as_u16(),
+            reason: e.to_string(),
+        });
+    }
+    Err(classify(status, &body))
+}
+
+/// The error a non-success answer means.
+fn classify(status: StatusCode, body: &[u8]) -> ProviderError {
+    let code = serde_json::from_slice::<ErrorBody>(body)
+        .map(|b| b.error.code)
+        .unwrap_or_else(|_| "unknown".into());
+    match status {
+        StatusCode::PAYMENT_REQUIRED => ProviderError::Declined { code },
+        StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => {
+            ProviderError::Unavailable(format!("{status} ({code})"))
+        }
+        s if s.is_server_error() => ProviderError::Unavailable(format!("{status} ({code})")),
+        s => ProviderError::Refused {
+            status: s.as_u16(),
+            code,
+        },
+    }
+}
+
+fn transport(error: &reqwest::Error) -> ProviderError {
+    if error.is_timeout() {
+        ProviderError::TimedOut(error.to_string())
+    } else {
+        ProviderError::Unavailable(format!("{error}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(code: &str) -> Vec<u8> {
+        format!(r#"{{"error": {{"code": "{code}"}}}}"#).into_bytes()
+    }
+
+    #[test]
+    fn a_402_is_a_decline_that_is_not_retried() {
+        let e = classify(StatusCode::PAYMENT_REQUIRED, &body("card_declined"));
+        assert!(matches!(&e, ProviderError::Declined { code } if code == "card_declined"));
+        assert!(!e.is_transient());
+    }
+
+    #[test]
+    fn server_errors_and_rate_limits_are_retried() {
+        for status in [
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::BAD_GATEWAY,
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::TOO_MANY_REQUESTS,
+        ] {
+            assert!(classify(status, b"").is_transient(), "{status}");
+        }
+    }
+
+    #[test]
+    fn other_client_errors_are_refusals_with_their_code() {
+        let e = classify(StatusCode::BAD_REQUEST, &body("invalid_card"));
+        assert!(matches!(&e, ProviderError::Refused { status: 400, code } if code == "invalid_card"));
+        assert!(!e.is_transient());
+        let e = classify(StatusCode::CONFLICT, b"not json");
+        assert!(matches!(&e, ProviderError::Refused { status: 409, code } if code == "unknown"));
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_named() {
+        assert_eq!(ProviderConfig::default().invalid_setting(), None);
+        let bad = |f: fn(&mut ProviderConfig)| {
+            let mut c = ProviderConfig::default();
+            f(&mut c);
+            c.invalid_setting().map(|(k, _)| k)
+        };
+        assert_eq!(bad(|c| c.url = "ftp://x".into()), Some("url"));
+        assert_eq!(bad(|c| c.timeout_ms = 0), Some("timeout_ms"));
+        assert_eq!(bad(|c| c.max_attempts = 0), Some("max_attempts"));
+        assert_eq!(bad(|c| c.concurrency = 0), Some("concurrency"));
+        assert_eq!(bad(|c| c.max_backoff_ms = 1), Some("max_backoff_ms"));
+    }
+}

@@ -1,0 +1,324 @@
+//! The payment worker: makes the charges and refunds the inbox recorded.
+//!
+//! Each pass claims due rows (a conditional UPDATE that leases the row, so replicas never call
+//! the provider for the same payment at once), calls the provider outside any transaction, and
+//! then records the answer together with its event in one transaction, fenced by the lease.
+//! A crash at any point leaves the row due again once its lease ends; the provider sees the same
+//! idempotency key on the next call, so nothing is charged or refunded twice.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use mercato_messaging::{Envelope, Outbox, outbox};
+use mercato_storage::{Db, StorageError, now_millis};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{Backoff, ChargeFailure, FailureReason, Next, PaymentStatus, after_failed_charge};
+use crate::events;
+use crate::metrics::PaymentMetrics;
+use crate::provider::{ChargeRequest, ProviderClient, ProviderConfig, ProviderError};
+use crate::store::{self, Claim};
+
+/// Why recording a provider's answer failed.
+#[derive(Debug, thiserror::Error)]
+enum RecordError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("cannot build the event: {0}")]
+    Envelope(#[from] mercato_messaging::EnvelopeError),
+}
+
+/// Everything a worker needs.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Db,
+    outbox: Outbox,
+    provider: ProviderClient,
+    config: ProviderConfig,
+    backoff: Backoff,
+    poll: Duration,
+    wake: Arc<Notify>,
+    metrics: PaymentMetrics,
+}
+
+impl Worker {
+    /// `wake` is notified when the inbox recorded work, so it starts without waiting for a poll.
+    #[must_use]
+    pub fn new(
+        db: Db,
+        outbox: Outbox,
+        provider: ProviderClient,
+        config: ProviderConfig,
+        poll: Duration,
+        wake: Arc<Notify>,
+        metrics: PaymentMetrics,
+    ) -> Self {
+        let backoff = Backoff {
+            base: Duration::from_millis(config.backoff_ms),
+            max: Duration::from_millis(config.max_backoff_ms),
+        };
+        Self {
+            inner: Arc::new(Inner {
+                db,
+                outbox,
+                provider,
+                config,
+                backoff,
+                poll,
+                wake,
+                metrics,
+            }),
+        }
+    }
+
+    /// Works until `shutdown`; calls in flight then give their rows back and the loop returns.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut running = JoinSet::new();
+        loop {
+            let free = self.inner.config.concurrency.saturating_sub(running.len());
+            if free > 0 {
+                for claim in self.inner.claim_due(free).await {
+                    let inner = Arc::clone(&self.inner);
+                    let token = shutdown.clone();
+                    running.spawn(async move { inner.process(claim, token).await });
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+                () = self.inner.wake.notified() => {}
+                () = tokio::time::sleep(self.inner.poll) => {}
+            }
+        }
+        while running.join_next().await.is_some() {}
+    }
+}
+
+impl Inner {
+    /// How long a claim holds a row: a whole provider call plus room to record its answer.
+    fn lease(&self) -> i64 {
+        i64::try_from(self.config.timeout_ms.saturating_add(1_000)).unwrap_or(i64::MAX)
+    }
+
+    /// Claims up to `limit` due payments; a row that cannot be claimed now is left for the
+    /// next pass, and the claims already made are kept (they hold leases).
+    async fn claim_due(&self, limit: usize) -> Vec<Claim> {
+        let now = now_millis();
+        let due = match store::due(&self.db, now, limit).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for due payments; retrying");
+                return Vec::new();
+            }
+        };
+        let mut claims = Vec::with_capacity(due.len());
+        for (order_id, status) in due {
+            match store::claim(&self.db, &order_id, status, now, now + self.lease()).await {
+                Ok(Some(claim)) => claims.push(claim),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(%order_id, error = %e, "cannot claim a due payment; retrying");
+                    break;
+                }
+            }
+        }
+        claims
+    }
+
+    async fn process(&self, claim: Claim, shutdown: CancellationToken) {
+        let order_id = claim.payment.order_id.clone();
+        let result = match claim.payment.status {
+            PaymentStatus::Pending => self.charge(&claim, &shutdown).await,
+            PaymentStatus::RefundPending => self.refund(&claim, &shutdown).await,
+            _ => Ok(()),
+        };
+        if let Err(e) = result {
+            // The lease runs out and the row is picked up again; the provider's idempotency
+            // makes the repeated call harmless.
+            tracing::warn!(%order_id, error = %e, "cannot record the provider's answer; will retry");
+        }
+    }
+
+    async fn charge(&self, claim: &Claim, shutdown: &CancellationToken) -> Result<(), RecordError> {
+        let payment = &claim.payment;
+        let request = ChargeRequest {
+            idempotency_key: &payment.idempotency_key,
+            amount_minor: payment.amount_minor,
+            currency: &payment.currency,
+            card_token: &payment.card_token,
+            correlation_id: header_safe(payment.correlation_id.as_deref()),
+        };
+        let started = Instant::now();
+        let result = tokio::select! {
+            result = self.provider.charge(&request) => result,
+            () = shutdown.cancelled() => return self.give_back(claim).await,
+        };
+        self.metrics
+            .call("charge", result_label(&result), started.elapsed());
+        let error = match result {
+            Ok(charge) => return self.record_capture(claim, &charge.id).await,
+            Err(error) => error,
+        };
+        let failure = if error.is_transient() {
+            ChargeFailure::Unknown
+        } else {
+            ChargeFailure::Refused
+        };
+        let attempt = u32::try_from(payment.attempts).unwrap_or(u32::MAX);
+        let next = after_failed_charge(
+            failure,
+            attempt,
+            self.config.max_attempts,
+            &self.backoff,
+            rand::random::<f64>(),
+        );
+        let error = error.to_string();
+        match next {
+            Next::Fail(reason) => {
+                tracing::info!(order_id = %payment.order_id, attempt, %error, "charge failed");
+                self.record_failure(claim, reason, &error).await
+            }
+            Next::RetryIn(wait) => {
+                tracing::info!(order_id = %payment.order_id, attempt, %error,
+                    retry_in_ms = wait.as_millis(), "charge outcome unknown; retrying with the same key");
+                store::retry_at(&self.db, claim, now_millis() + millis(wait), &error).await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn refund(&self, claim: &Claim, shutdown: &CancellationToken) -> Result<(), RecordError> {
+        let payment = &claim.payment;
+        let attempt = u32::try_from(payment.attempts).unwrap_or(u32::MAX);
+        let Some(charge_id) = payment.provider_charge_id.as_deref() else {
+            // Only a capture leads here, and it stores the charge id; keep the row visible.
+            tracing::error!(order_id = %payment.order_id, "refund pending without a provider charge id");
+            let at = now_millis() + millis(self.backoff.max);
+            store::retry_at(&self.db, claim, at, "no provider charge id to refund").await?;
+            return Ok(());
+        };
+        let key = format!("refund:{}", payment.idempotency_key);
+        let correlation = header_safe(payment.correlation_id.as_deref());
+        let started = Instant::now();
+        let result = tokio::select! {
+            result = self.provider.refund(charge_id, &key, correlation) => result,
+            () = shutdown.cancelled() => return self.give_back(claim).await,
+        };
+        self.metrics
+            .call("refund", result_label(&result), started.elapsed());
+        match result {
+            Ok(refund) => self.record_refund(claim, &refund.id).await,
+            Err(e) => {
+                // A refund is never given up on: money taken for an order that did not happen
+                // must go back. A refusal means something is wrong that needs an operator.
+                let wait = self.backoff.delay(attempt, rand::random::<f64>());
+                if e.is_transient() {
+                    tracing::warn!(order_id = %payment.order_id, attempt, error = %e, "refund failed; retrying");
+                } else {
+                    tracing::error!(order_id = %payment.order_id, attempt, error = %e,
+                        "the provider refused a refund; retrying, an operator should look");
+                }
+                store::retry_at(&self.db, claim, now_millis() + millis(wait), &e.to_string()).await?;
+                Ok(())
+            }
+        }
+    }
+
+    async fn record_capture(&self, claim: &Claim, charge_id: &str) -> Result<(), RecordError> {
+        let mut tx = self.db.begin().await?;
+        let Some(payment) = store::capture(&mut tx, claim, charge_id, now_millis()).await? else {
+            lost(claim);
+            return Ok(());
+        };
+        self.append(&mut tx, events::captured(&payment)?).await?;
+        tx.commit().await.map_err(StorageError::from)?;
+        self.outbox.committed();
+        self.metrics.settled("captured");
+        if payment.status == PaymentStatus::RefundPending {
+            tracing::info!(order_id = %payment.order_id, "captured after a refund was asked for; refunding");
+            self.wake.notify_one();
+        }
+        Ok(())
+    }
+
+    async fn record_failure(
+        &self,
+        claim: &Claim,
+        reason: FailureReason,
+        error: &str,
+    ) -> Result<(), RecordError> {
+        let mut tx = self.db.begin().await?;
+        if !store::fail(&mut tx, claim, error, now_millis()).await? {
+            lost(claim);
+            return Ok(());
+        }
+        self.append(&mut tx, events::failed(&claim.payment, reason)?)
+            .await?;
+        tx.commit().await.map_err(StorageError::from)?;
+        self.outbox.committed();
+        self.metrics.settled(match reason {
+            FailureReason::Declined => "declined",
+            FailureReason::ProviderUnavailable => "provider_unavailable",
+        });
+        Ok(())
+    }
+
+    async fn record_refund(&self, claim: &Claim, refund_id: &str) -> Result<(), RecordError> {
+        let mut tx = self.db.begin().await?;
+        if !store::refunded(&mut tx, claim, refund_id, now_millis()).await? {
+            lost(claim);
+            return Ok(());
+        }
+        self.append(&mut tx, events::refunded(&claim.payment)?).await?;
+        tx.commit().await.map_err(StorageError::from)?;
+        self.outbox.committed();
+        self.metrics.refunded();
+        Ok(())
+    }
+
+    async fn append(&self, tx: &mut mercato_storage::Tx, mut envelope: Envelope) -> Result<(), StorageError> {
+        outbox::append(tx, &mut envelope).await
+    }
+
+    /// Shutdown interrupted the call: the row is due again at once, for whichever instance
+    /// runs next.
+    async fn give_back(&self, claim: &Claim) -> Result<(), RecordError> {
+        store::release(&self.db, claim, now_millis()).await?;
+        Ok(())
+    }
+}
+
+/// Another worker took the row over after our lease ran out; its answer stands.
+fn lost(claim: &Claim) {
+    tracing::warn!(order_id = %claim.payment.order_id, "lease lost before recording the provider's answer");
+}
+
+fn result_label<T>(result: &Result<T, ProviderError>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(e) => e.kind(),
+    }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// A correlation id from an envelope, if it can travel as a header.
+fn header_safe(id: Option<&str>) -> Option<&str> {
+    id.filter(|id| {
+        !id.is_empty()
+            && id.len() <= 128
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+    })
+}

@@ -1,0 +1,78 @@
+//! `GET /api/payments/{order_id}`, readiness and metrics.
+
+use mercato_contracts::payments::PaymentCaptured;
+use mercato_testkit::{TestBackend, backend_tests};
+use serde_json::{Value, json};
+
+use crate::support::{expect_problem, order_id, spawn};
+
+backend_tests!(
+    only_the_orders_customer_reads_its_payment,
+    payments_reports_readiness_and_charge_metrics,
+);
+
+async fn only_the_orders_customer_reads_its_payment(backend: TestBackend) {
+    let mut payments = spawn(backend).await;
+    let order = order_id();
+    payments.charge(&order, "cust-owner", "tok_visa").await;
+    payments.answer::<PaymentCaptured>(&order).await;
+
+    let owner = payments.issuer.token("cust-owner", &["customer"]);
+    let response = payments.get_payment(&order, Some(&owner)).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["order_id"], order);
+    assert_eq!(body["status"], "captured");
+    assert_eq!(body["amount"], json!({"amount_minor": 4250, "currency": "EUR"}));
+    assert!(body["created_at"].as_str().unwrap().ends_with('Z'));
+    assert!(body["updated_at"].as_str().is_some());
+    assert!(
+        body.get("card_token").is_none(),
+        "no card data leaves the service: {body}"
+    );
+
+    let stranger = payments.issuer.token("cust-stranger", &["customer"]);
+    expect_problem(payments.get_payment(&order, Some(&stranger)).await, 404).await;
+    expect_problem(payments.get_payment(&order_id(), Some(&owner)).await, 404).await;
+    let anonymous = payments.get_payment(&order, None).await;
+    assert!(anonymous.headers().contains_key("www-authenticate"));
+    expect_problem(anonymous, 401).await;
+    expect_problem(payments.get_payment(&order, Some("not-a-jwt")).await, 401).await;
+}
+
+async fn payments_reports_readiness_and_charge_metrics(backend: TestBackend) {
+    let mut payments = spawn(backend).await;
+    let order = order_id();
+    payments.charge(&order, "cust-1", "tok_visa").await;
+    payments.answer::<PaymentCaptured>(&order).await;
+
+    let ready = payments.http.get(payments.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    let report: Value = ready.json().await.unwrap();
+    let checks: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(checks, ["database", "bus"]);
+
+    let metrics = payments
+        .http
+        .get(payments.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        r#"mercato_payments_charges_total{outcome="captured"} 1"#,
+        r#"mercato_payments_provider_calls_total{operation="charge",result="ok"} 1"#,
+        "mercato_payments_provider_call_duration_seconds_bucket",
+        "mercato_outbox_published_total",
+        r#"mercato_consumer_messages_total{subscriber="payments-on-orders",outcome="applied"} 1"#,
+    ] {
+        assert!(metrics.contains(expected), "metrics lack {expected}:\n{metrics}");
+    }
+}

@@ -1,0 +1,149 @@
+//! Refunds: a late capture after the saga gave up, a captured payment refunded once, and a
+//! refund that arrives before anything was charged.
+
+use mercato_contracts::payments::{PaymentCaptured, PaymentRefunded};
+use mercato_payments::domain::PaymentStatus;
+use mercato_testkit::{TestBackend, backend_tests, eventually};
+use serde_json::Value;
+
+use crate::support::{PATIENCE, amount, charge_command, idempotency_key, order_id, spawn, spawn_with};
+
+backend_tests!(
+    a_late_capture_after_a_refund_request_is_refunded,
+    a_captured_payment_is_refunded_once,
+    a_refund_before_the_charge_blocks_a_later_charge,
+);
+
+async fn a_late_capture_after_a_refund_request_is_refunded(backend: TestBackend) {
+    let mut payments = spawn_with(backend, |t| {
+        t.late_delay_ms = 2_000;
+        t.provider.timeout_ms = 300;
+        t.provider.max_attempts = 100;
+        t.provider.backoff_ms = 100;
+        t.provider.max_backoff_ms = 200;
+    })
+    .await;
+    let order = order_id();
+    let key = idempotency_key(&order);
+    payments.charge(&order, "cust-1", "tok_late").await;
+    eventually(PATIENCE, "the provider to hold a pending charge", || async {
+        let charges = payments.sandbox.charges(&key).await;
+        charges
+            .first()
+            .is_some_and(|c| c["status"] == "pending")
+            .then_some(())
+    })
+    .await;
+
+    // The saga's payment timeout fired: it asks for a refund of whatever gets captured.
+    payments.refund(&order).await;
+    let marked = payments
+        .payment_until(&order, "the refund request to be recorded", |p| {
+            p.refund_requested
+        })
+        .await;
+    assert_eq!(
+        marked.status,
+        PaymentStatus::Pending,
+        "the refund was asked for before the capture"
+    );
+
+    let refunded: PaymentRefunded = payments.answer::<PaymentRefunded>(&order).await.decode().unwrap();
+    let payment = payments.payment(&order).await.unwrap();
+    assert_eq!(refunded.payment_id, payment.payment_id);
+    assert_eq!(refunded.amount, amount());
+    assert_eq!(payment.status, PaymentStatus::Refunded);
+    assert_eq!(
+        payments.answers(&order).await,
+        ["PaymentCaptured", "PaymentRefunded"]
+    );
+    let charges = payments.sandbox.charges(&key).await;
+    assert_eq!(charges.len(), 1, "one charge, however many attempts");
+    assert_eq!(charges[0]["refunded"], true);
+    assert_eq!(
+        charges[0]["refund_id"].as_str(),
+        payment.provider_refund_id.as_deref()
+    );
+}
+
+async fn a_captured_payment_is_refunded_once(backend: TestBackend) {
+    let mut payments = spawn(backend).await;
+    let order = order_id();
+    payments.charge(&order, "cust-1", "tok_visa").await;
+    payments.answer::<PaymentCaptured>(&order).await;
+
+    let refund = payments.refund(&order).await;
+    payments.refund(&order).await;
+    let answer = payments.answer::<PaymentRefunded>(&order).await;
+    assert_eq!(answer.causation_id.as_deref(), Some(refund.id.as_str()));
+    eventually(PATIENCE, "all three commands to be handled", || async {
+        (payments.commands_handled().await == 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        payments.answers(&order).await,
+        ["PaymentCaptured", "PaymentRefunded"]
+    );
+    let payment = payments.payment(&order).await.unwrap();
+    assert_eq!(payment.status, PaymentStatus::Refunded);
+    let charge: Value = payments
+        .sandbox
+        .charge(payment.provider_charge_id.as_deref().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(charge["refunded"], true);
+}
+
+async fn a_refund_before_the_charge_blocks_a_later_charge(backend: TestBackend) {
+    let mut payments = spawn(backend).await;
+    let order = order_id();
+    // Position 0 opts out of stream ordering: the two commands are applied in arrival order,
+    // as they would be if the charge were overtaken for good.
+    let mut refund = mercato_messaging::Envelope::new(
+        "orders",
+        &order,
+        &mercato_contracts::orders::RefundPayment {
+            order_id: order.clone(),
+            reason: "customer_cancelled".into(),
+        },
+        &mercato_messaging::Context::default(),
+    )
+    .unwrap();
+    refund.stream_seq = 0;
+    payments.bus.publish(&refund).await.unwrap();
+    let marker = payments
+        .payment_until(&order, "the refund to be recorded", |_| true)
+        .await;
+    assert_eq!(marker.status, PaymentStatus::Failed);
+
+    let mut charge = mercato_messaging::Envelope::new(
+        "orders",
+        &order,
+        &charge_command(&order, "cust-1", "tok_visa"),
+        &mercato_messaging::Context::default(),
+    )
+    .unwrap();
+    charge.stream_seq = 0;
+    payments.bus.publish(&charge).await.unwrap();
+    eventually(PATIENCE, "both commands to be handled", || async {
+        (payments.commands_handled().await == 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        payments.payment(&order).await.unwrap().status,
+        PaymentStatus::Failed
+    );
+    assert!(
+        payments
+            .sandbox
+            .charges(&idempotency_key(&order))
+            .await
+            .is_empty()
+    );
+    assert!(
+        payments.answers(&order).await.is_empty(),
+        "nothing captured, nothing to tell"
+    );
+}

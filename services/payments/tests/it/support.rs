@@ -1,0 +1,478 @@
+//! A payments service on a free loopback port over a fresh database and bus, talking to a real
+//! payment sandbox on another free port, and the saga's side of the conversation: publishing
+//! commands on `orders` and reading answers from `payments`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use mercato_contracts::money::Money;
+use mercato_contracts::orders::{ChargePayment, RefundPayment};
+use mercato_messaging::{
+    Bus, BusConfig, Consumer, ConsumerSpec, Context, Envelope, Event, InboxConfig, RelayConfig,
+};
+use mercato_payments::sandbox::{self, SandboxConfig};
+use mercato_payments::store::{self, Payment};
+use mercato_payments::{Config, ProviderConfig};
+use mercato_runtime::{CancellationToken, HttpConfig};
+use mercato_storage::sqlx::{self, Row as _};
+use mercato_storage::{DatabaseConfig, Db};
+use mercato_testkit::auth::TestIssuer;
+use mercato_testkit::nats::NatsServer;
+use mercato_testkit::{TestBackend, TestDatabase, eventually};
+use serde_json::Value;
+use tokio::task::JoinHandle;
+
+/// An upper bound for anything a test waits on, so a hang fails the test instead.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The amount every test order costs.
+pub fn amount() -> Money {
+    Money {
+        amount_minor: 4_250,
+        currency: "EUR".into(),
+    }
+}
+
+/// A running payment sandbox. Dropping it stops it.
+pub struct Sandbox {
+    pub url: String,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+}
+
+impl Sandbox {
+    pub async fn start(late_delay_ms: u64) -> Self {
+        let config = SandboxConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http: HttpConfig {
+                shutdown_grace_ms: 1_000,
+                ..HttpConfig::default()
+            },
+            late_delay_ms,
+            ..SandboxConfig::default()
+        };
+        let app = sandbox::build(&config).await.expect("build the sandbox");
+        let url = format!("http://{}", app.local_addr());
+        let shutdown = CancellationToken::new();
+        tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        Self {
+            url,
+            http: client(),
+            shutdown,
+        }
+    }
+
+    /// `POST /v1/charges` with `key` (none when `None`) and a JSON body.
+    pub async fn post_charge(&self, key: Option<&str>, body: &Value) -> reqwest::Response {
+        let mut request = self.http.post(format!("{}/v1/charges", self.url)).json(body);
+        if let Some(key) = key {
+            request = request.header("Idempotency-Key", key);
+        }
+        request.send().await.expect("the sandbox answers")
+    }
+
+    /// `POST /v1/refunds` with `key`.
+    pub async fn post_refund(&self, key: &str, charge_id: &str) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/refunds", self.url))
+            .header("Idempotency-Key", key)
+            .json(&serde_json::json!({ "charge_id": charge_id }))
+            .send()
+            .await
+            .expect("the sandbox answers")
+    }
+
+    /// `GET /v1/charges/{id}`.
+    pub async fn charge(&self, id: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}/v1/charges/{id}", self.url))
+            .send()
+            .await
+            .expect("the sandbox answers")
+    }
+
+    /// The charges made with an idempotency key.
+    pub async fn charges(&self, key: &str) -> Vec<Value> {
+        let response = self
+            .http
+            .get(format!("{}/v1/charges", self.url))
+            .query(&[("idempotency_key", key)])
+            .send()
+            .await
+            .expect("the sandbox answers");
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.expect("a JSON list");
+        body["data"].as_array().expect("a data array").clone()
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(PATIENCE)
+        .build()
+        .expect("build the test client")
+}
+
+/// What a test may change before the service starts.
+#[derive(Debug, Clone)]
+pub struct Tuning {
+    pub provider: ProviderConfig,
+    pub late_delay_ms: u64,
+}
+
+/// A running payments service.
+struct Running {
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: JoinHandle<std::io::Result<()>>,
+}
+
+/// The payments service with everything around it. Dropping it stops everything and drops the
+/// database.
+pub struct TestPayments {
+    pub sandbox: Sandbox,
+    pub issuer: TestIssuer,
+    pub bus: Bus,
+    pub http: reqwest::Client,
+    pub config: Config,
+    /// A connection of the test's own to the service's database, for looking at rows.
+    pub db: Db,
+    running: Option<Running>,
+    /// Further instances on the same database and bus.
+    replicas: Vec<Running>,
+    answers: Consumer,
+    /// Every answer read so far, in the order it was read.
+    seen: Vec<Envelope>,
+    /// The next stream position of each order's commands.
+    seqs: HashMap<String, i64>,
+    // Declared last: the service stops before its broker and database go.
+    _nats: Option<NatsServer>,
+    _database: TestDatabase,
+}
+
+impl Drop for TestPayments {
+    fn drop(&mut self) {
+        for running in self.running.iter().chain(&self.replicas) {
+            running.shutdown.cancel();
+        }
+    }
+}
+
+pub async fn spawn(backend: TestBackend) -> TestPayments {
+    spawn_with(backend, |_| {}).await
+}
+
+/// Starts the sandbox, the bus and the service after `tune` has adjusted the settings.
+pub async fn spawn_with(backend: TestBackend, tune: impl FnOnce(&mut Tuning)) -> TestPayments {
+    let mut tuning = Tuning {
+        provider: ProviderConfig {
+            timeout_ms: 2_000,
+            max_attempts: 5,
+            backoff_ms: 50,
+            max_backoff_ms: 400,
+            ..ProviderConfig::default()
+        },
+        late_delay_ms: 1_500,
+    };
+    tune(&mut tuning);
+    let database = TestDatabase::new(backend).await;
+    let (nats, bus_url) = match backend {
+        TestBackend::Sqlite => (
+            None,
+            format!("sqlite://{}?mode=rwc", database.dir().join("bus.db").display()),
+        ),
+        TestBackend::Postgres => {
+            let server = NatsServer::start(database.dir()).await;
+            let url = server.url();
+            (Some(server), url)
+        }
+    };
+    let bus = Bus::connect(&BusConfig {
+        url: bus_url,
+        ack_wait_ms: 2_000,
+        ..BusConfig::default()
+    })
+    .await
+    .expect("connect to the bus");
+    let sandbox = Sandbox::start(tuning.late_delay_ms).await;
+    let issuer = TestIssuer::start().await;
+    let config = Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        http: HttpConfig {
+            shutdown_grace_ms: 5_000,
+            ..HttpConfig::default()
+        },
+        database: DatabaseConfig {
+            url: database.url().to_owned(),
+            ..DatabaseConfig::default()
+        },
+        auth: issuer.config(),
+        jwks_url: issuer.jwks_url().to_owned(),
+        relay: RelayConfig {
+            poll_interval_ms: 50,
+            retry_delay_ms: 100,
+            ..RelayConfig::default()
+        },
+        inbox: InboxConfig {
+            backoff_ms: vec![50, 200],
+            reorder_delay_ms: 50,
+            fetch_wait_ms: 200,
+            ..InboxConfig::default()
+        },
+        provider: ProviderConfig {
+            url: sandbox.url.clone(),
+            ..tuning.provider
+        },
+        worker_poll_ms: 50,
+    };
+    let answers = bus
+        .consumer(&ConsumerSpec {
+            group: "saga-under-test".into(),
+            category: "payments".into(),
+        })
+        .await
+        .expect("join the answers group");
+    let db = Db::connect(&config.database)
+        .await
+        .expect("connect to the test database");
+    let mut payments = TestPayments {
+        sandbox,
+        issuer,
+        bus,
+        http: client(),
+        config,
+        db,
+        running: None,
+        replicas: Vec::new(),
+        answers,
+        seen: Vec::new(),
+        seqs: HashMap::new(),
+        _nats: nats,
+        _database: database,
+    };
+    payments.start().await;
+    payments
+}
+
+impl TestPayments {
+    /// Builds the service (again) on the same database and bus, and runs it.
+    pub async fn start(&mut self) {
+        assert!(self.running.is_none(), "the service is running already");
+        self.running = Some(self.launch().await);
+    }
+
+    /// Starts one more instance beside the first, as a second replica would run.
+    pub async fn start_replica(&mut self) {
+        let replica = self.launch().await;
+        self.replicas.push(replica);
+    }
+
+    async fn launch(&self) -> Running {
+        let app = mercato_payments::build(&self.config, self.bus.clone())
+            .await
+            .expect("build the payments service");
+        let addr = app.local_addr();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
+        Running { addr, shutdown, task }
+    }
+
+    /// Stops the service as SIGTERM would, and waits until it has stopped.
+    pub async fn stop(&mut self) {
+        let running = self.running.take().expect("the service is running");
+        running.shutdown.cancel();
+        tokio::time::timeout(PATIENCE, running.task)
+            .await
+            .expect("the service stops in time")
+            .expect("the service task does not panic")
+            .expect("the service stops cleanly");
+    }
+
+    /// Kills the service where it stands: no shutdown, nothing given back.
+    pub async fn crash(&mut self) {
+        let running = self.running.take().expect("the service is running");
+        running.task.abort();
+        let _ = running.task.await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        let running = self.running.as_ref().expect("the service is running");
+        format!("http://{}{path}", running.addr)
+    }
+
+    /// Publishes a command on `orders` the way the saga's outbox would: the order id as the
+    /// stream, positions 1, 2, … per order.
+    pub async fn send<E: Event>(&mut self, order_id: &str, command: &E) -> Envelope {
+        let seq = self.seqs.entry(order_id.to_owned()).or_insert(0);
+        *seq += 1;
+        let mut envelope = Envelope::new(
+            "orders",
+            order_id,
+            command,
+            &Context {
+                correlation_id: Some(format!("corr-{order_id}")),
+                ..Context::default()
+            },
+        )
+        .expect("a command envelope");
+        envelope.stream_seq = *seq;
+        self.bus.publish(&envelope).await.expect("publish the command");
+        envelope
+    }
+
+    /// Asks for a charge of [`amount`] to `card` for `order_id`, by `customer_id`.
+    pub async fn charge(&mut self, order_id: &str, customer_id: &str, card: &str) -> Envelope {
+        let command = charge_command(order_id, customer_id, card);
+        self.send(order_id, &command).await
+    }
+
+    /// Asks for the order's payment to be refunded.
+    pub async fn refund(&mut self, order_id: &str) -> Envelope {
+        let command = RefundPayment {
+            order_id: order_id.to_owned(),
+            reason: "payment_timeout".into(),
+        };
+        self.send(order_id, &command).await
+    }
+
+    /// Reads answers until one of type `E` for `order_id` has arrived, and returns it.
+    pub async fn answer<E: Event>(&mut self, order_id: &str) -> Envelope {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(found) = self.seen.iter().find(|e| e.stream_id == order_id && e.is::<E>()) {
+                return found.clone();
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no {} for {order_id} within {PATIENCE:?}; answers so far: {:?}",
+                E::TYPE,
+                self.answer_types(order_id)
+            );
+            self.read_answers(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Every answer about `order_id` so far, after reading what is still on its way (a short
+    /// fetch that comes back empty: the outbox rows of the test's assertions are committed).
+    pub async fn answers(&mut self, order_id: &str) -> Vec<String> {
+        self.read_answers(Duration::from_millis(500)).await;
+        self.answer_types(order_id)
+    }
+
+    fn answer_types(&self, order_id: &str) -> Vec<String> {
+        self.seen
+            .iter()
+            .filter(|e| e.stream_id == order_id)
+            .map(|e| e.event_type.clone())
+            .collect()
+    }
+
+    async fn read_answers(&mut self, wait: Duration) {
+        let batch = self.answers.fetch(32, wait).await.expect("fetch answers");
+        for delivery in batch {
+            let envelope = delivery.envelope.clone();
+            delivery.ack().await.expect("ack an answer");
+            // The bus delivers at least once; the saga's inbox would drop a redelivery by id.
+            if !self.seen.iter().any(|e| e.id == envelope.id) {
+                self.seen.push(envelope);
+            }
+        }
+    }
+
+    /// The order's payment row.
+    pub async fn payment(&self, order_id: &str) -> Option<Payment> {
+        store::find(&self.db, order_id).await.expect("read the payment")
+    }
+
+    /// Waits until the order's payment satisfies `check`, and returns it.
+    pub async fn payment_until(
+        &self,
+        order_id: &str,
+        what: &str,
+        check: impl Fn(&Payment) -> bool,
+    ) -> Payment {
+        eventually(PATIENCE, what, || async {
+            self.payment(order_id).await.filter(|p| check(p))
+        })
+        .await
+    }
+
+    /// How many of the saga's commands the service's inbox has handled.
+    pub async fn commands_handled(&self) -> i64 {
+        sqlx::query("SELECT COUNT(*) AS n FROM inbox_processed WHERE subscriber = $1")
+            .bind(mercato_payments::CONSUMER_GROUP)
+            .fetch_one(self.db.pool())
+            .await
+            .expect("count handled commands")
+            .get::<i64, _>("n")
+    }
+
+    /// The types of the events the service wrote to its outbox for `order_id`, in order.
+    pub async fn outbox(&self, order_id: &str) -> Vec<String> {
+        let rows = sqlx::query("SELECT envelope FROM outbox WHERE stream_id = $1 ORDER BY stream_seq")
+            .bind(order_id)
+            .fetch_all(self.db.pool())
+            .await
+            .expect("read the outbox");
+        rows.iter()
+            .map(|row| {
+                let envelope: Envelope =
+                    serde_json::from_str(&row.get::<String, _>("envelope")).expect("an outbox envelope");
+                envelope.event_type
+            })
+            .collect()
+    }
+
+    /// `GET /api/payments/{order_id}` as `token`'s bearer (anonymously when `None`).
+    pub async fn get_payment(&self, order_id: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.get(self.url(&format!("/api/payments/{order_id}")));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        request.send().await.expect("payments answers")
+    }
+}
+
+/// The saga's charge command for an order.
+pub fn charge_command(order_id: &str, customer_id: &str, card: &str) -> ChargePayment {
+    ChargePayment {
+        order_id: order_id.to_owned(),
+        customer_id: customer_id.to_owned(),
+        amount: amount(),
+        card_token: card.to_owned(),
+        idempotency_key: idempotency_key(order_id),
+    }
+}
+
+/// The key the saga derives from the order id.
+pub fn idempotency_key(order_id: &str) -> String {
+    format!("order-{order_id}-payment")
+}
+
+/// A fresh order id.
+pub fn order_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Checks that `response` is a problem document of `status`, and returns its body.
+pub async fn expect_problem(response: reqwest::Response, status: u16) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status of {}", response.url());
+    assert_eq!(
+        response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    let body: Value = response.json().await.expect("a problem body is JSON");
+    assert_eq!(body["status"], status, "problem body: {body}");
+    body
+}
