@@ -160,7 +160,7 @@ fn print_started(config: &Config, running: &Running, embedded: bool) {
     for s in &running.started {
         let _ = writeln!(
             out,
-            "  {:<10} {:<26} {}",
+            "  {:<16} {:<26} {}",
             s.name.as_str(),
             s.url,
             s.backend.unwrap_or("")

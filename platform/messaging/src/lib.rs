@@ -12,6 +12,7 @@
 
 pub mod bus;
 pub mod envelope;
+pub mod health;
 pub mod inbox;
 pub mod outbox;
 pub mod relay;

@@ -7,7 +7,7 @@
 use axum::extract::FromRequestParts;
 use http::request::Parts;
 use http::{HeaderMap, header};
-use mercato_security::{Claims, TokenError, Verifier};
+use mercato_security::{Claims, JwksClient, JwksClientConfig, TokenError, Verifier, VerifierConfig};
 
 use crate::problem::Problem;
 
@@ -95,4 +95,16 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             claims,
         })
     }
+}
+
+/// A verifier for a service that checks tokens against identity's published keys.
+#[must_use]
+pub fn jwks_verifier(auth: VerifierConfig, jwks_url: &str) -> Verifier {
+    let jwks = JwksClient::new(JwksClientConfig {
+        url: jwks_url.to_owned(),
+        max_age: std::time::Duration::from_secs(300),
+        min_refresh_interval: std::time::Duration::from_secs(1),
+        timeout: std::time::Duration::from_secs(2),
+    });
+    Verifier::new(auth, std::sync::Arc::new(jwks))
 }

@@ -1,5 +1,6 @@
 //! The runtime every Mercato service shares, so that all of them behave alike on the wire.
 //!
+//! - [`app`]: a built service (server, background loops, closers) and how it runs and stops.
 //! - [`server`]: binds the listener, adds `/health`, `/ready` and `/metrics`, applies the common
 //!   middleware, and shuts down gracefully (readiness off, listener closed, in-flight work drained).
 //! - [`observe`]: per-request correlation id, tracing span, RED metrics, access log, body-size and
@@ -14,6 +15,7 @@
 //! - [`background`]: the loops a service runs beside its server, stopped with it.
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod auth;
 pub mod background;
 pub mod client;
@@ -28,6 +30,7 @@ pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 
+pub use app::App;
 pub use auth::Caller;
 pub use background::Background;
 pub use client::ServiceClient;

@@ -21,6 +21,18 @@ pub struct DatabaseConfig {
     pub acquire_timeout_ms: u64,
     /// How long a SQLite writer waits for the single write lock before giving up.
     pub sqlite_busy_timeout_ms: u64,
+    /// SQLite's `synchronous`: `full` (every commit survives a power cut) or `normal` (WAL:
+    /// commits survive a crash of the process, the last ones may not survive a power cut).
+    pub sqlite_synchronous: SqliteSync,
+}
+
+/// How hard SQLite pushes each commit to the disk.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SqliteSync {
+    #[default]
+    Full,
+    Normal,
 }
 
 impl Default for DatabaseConfig {
@@ -30,6 +42,7 @@ impl Default for DatabaseConfig {
             max_connections: 8,
             acquire_timeout_ms: 5_000,
             sqlite_busy_timeout_ms: 5_000,
+            sqlite_synchronous: SqliteSync::Full,
         }
     }
 }
@@ -92,16 +105,20 @@ impl Db {
             }
         }
         let busy_timeout = config.sqlite_busy_timeout_ms;
+        let synchronous = match config.sqlite_synchronous {
+            SqliteSync::Full => "PRAGMA synchronous = FULL",
+            SqliteSync::Normal => "PRAGMA synchronous = NORMAL",
+        };
         let pool = AnyPoolOptions::new()
             .max_connections(config.max_connections.max(1))
             .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        // WAL lets readers run beside the one writer; FULL sync makes every
-                        // committed transaction survive a power cut, not only a crash.
+                        // WAL lets readers run beside the one writer; FULL sync (the default)
+                        // makes every committed transaction survive a power cut, not only a crash.
                         conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute("PRAGMA synchronous = FULL").await?;
+                        conn.execute(synchronous).await?;
                         conn.execute("PRAGMA foreign_keys = ON").await?;
                         let busy = format!("PRAGMA busy_timeout = {busy_timeout}");
                         conn.execute(busy.as_str()).await?;

@@ -14,7 +14,7 @@ pub mod db;
 pub mod error;
 pub mod migrate;
 
-pub use db::{Backend, DatabaseConfig, Db, Tx};
+pub use db::{Backend, DatabaseConfig, Db, SqliteSync, Tx};
 pub use error::StorageError;
 pub use migrate::{Migration, migrate};
 pub use sqlx;

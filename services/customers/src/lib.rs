@@ -30,8 +30,8 @@ use mercato_messaging::{
     Bus, BusError, ConsumerMetrics, ConsumerSpec, Inbox, InboxConfig, Outbox, Relay, RelayConfig,
     RelayMetrics,
 };
-use mercato_runtime::{Background, CancellationToken, HttpConfig, Readiness, Registry, Server, Service};
-use mercato_security::{JwksClient, JwksClientConfig, Verifier, VerifierConfig};
+use mercato_runtime::{Background, HttpConfig, Registry, Server, Service};
+use mercato_security::VerifierConfig;
 use mercato_storage::{DatabaseConfig, Db, StorageError};
 use tokio::sync::Notify;
 
@@ -103,14 +103,7 @@ pub async fn rebuild_projection(db: &Db, name: &str) -> Result<u64, RebuildError
     Ok(mercato_eventstore::rebuild(db, &projection::ProfilesProjection).await?)
 }
 
-/// A built customers service, bound and ready to run.
-#[derive(Debug)]
-pub struct App {
-    server: Server,
-    background: Background,
-    db: Db,
-    grace: Duration,
-}
+pub use mercato_runtime::App;
 
 /// Opens the database, binds the listener, and prepares the relay, the inbox and the projection.
 ///
@@ -125,13 +118,7 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
         outbox.clone(),
         Arc::clone(&wake_projection),
     ));
-    let jwks = JwksClient::new(JwksClientConfig {
-        url: config.jwks_url.clone(),
-        max_age: Duration::from_secs(300),
-        min_refresh_interval: Duration::from_secs(1),
-        timeout: Duration::from_secs(2),
-    });
-    let verifier = Verifier::new(config.auth.clone(), Arc::new(jwks));
+    let verifier = mercato_runtime::auth::jwks_verifier(config.auth.clone(), &config.jwks_url);
 
     let mut registry = Registry::default();
     let relay = Relay::new(
@@ -158,16 +145,7 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
         ConsumerMetrics::register(&mut registry),
     );
 
-    let (check_db, check_bus) = (db.clone(), bus);
-    let readiness = Readiness::new()
-        .with_check("database", move || {
-            let db = check_db.clone();
-            async move { db.ping().await.map_err(|e| e.to_string()) }
-        })
-        .with_check("bus", move || {
-            let bus = check_bus.clone();
-            async move { bus.ping().await.map_err(|e| e.to_string()) }
-        });
+    let readiness = mercato_messaging::health::readiness(&db, &bus);
     let service = Service {
         name: NAME,
         routes: api::router(Arc::clone(&customers), verifier).merge(grpc::router(customers)),
@@ -196,35 +174,6 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
             token,
         )
     });
-    Ok(App {
-        server,
-        background,
-        db,
-        grace: Duration::from_millis(config.http.shutdown_grace_ms),
-    })
-}
-
-impl App {
-    #[must_use]
-    pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    /// Serves until `shutdown` is cancelled, with the relay, inbox and projection running.
-    ///
-    /// # Errors
-    /// The server failed.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let Self {
-            server,
-            background,
-            db,
-            grace,
-        } = self;
-        let background = background.spawn(&shutdown);
-        let result = server.run_until_stopped(shutdown).await;
-        background.stop(grace).await;
-        db.close().await;
-        result
-    }
+    let grace = Duration::from_millis(config.http.shutdown_grace_ms);
+    Ok(App::new(server, background, grace).close_on_stop(async move { db.close().await }))
 }

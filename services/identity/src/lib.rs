@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mercato_messaging::{Bus, BusError, Outbox, Relay, RelayConfig, RelayMetrics};
-use mercato_runtime::{Background, CancellationToken, HttpConfig, Readiness, Registry, Server, Service};
+use mercato_runtime::{Background, CancellationToken, HttpConfig, Registry, Server, Service};
 use mercato_security::{KeyError, KeyStore, Verifier, VerifierConfig};
 use mercato_storage::{DatabaseConfig, Db, StorageError};
 use serde::{Deserialize, Serialize};
@@ -163,14 +163,7 @@ fn accounts_with(db: Db, keys: keys::Keys, config: &Config, outbox: Outbox) -> A
     )
 }
 
-/// A built identity service, bound and ready to run.
-#[derive(Debug)]
-pub struct App {
-    server: Server,
-    background: Background,
-    db: Db,
-    grace: Duration,
-}
+pub use mercato_runtime::App;
 
 /// Opens the database and keys and binds the listener; `bus` carries the events identity
 /// publishes.
@@ -192,16 +185,7 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
         config.relay.clone(),
         RelayMetrics::register(&mut registry),
     );
-    let (check_db, check_bus) = (db.clone(), bus);
-    let readiness = Readiness::new()
-        .with_check("database", move || {
-            let db = check_db.clone();
-            async move { db.ping().await.map_err(|e| e.to_string()) }
-        })
-        .with_check("bus", move || {
-            let bus = check_bus.clone();
-            async move { bus.ping().await.map_err(|e| e.to_string()) }
-        });
+    let readiness = mercato_messaging::health::readiness(&db, &bus);
     let service = Service {
         name: NAME,
         routes: api::router(accounts, verifier),
@@ -219,12 +203,8 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
     background.add("outbox relay", move |token| relay.run(token));
     let reload_every = Duration::from_secs(config.identity.key_reload_interval_secs);
     background.add("key reload", move |token| reload_keys(keys, reload_every, token));
-    Ok(App {
-        server,
-        background,
-        db,
-        grace: Duration::from_millis(config.http.shutdown_grace_ms),
-    })
+    let grace = Duration::from_millis(config.http.shutdown_grace_ms);
+    Ok(App::new(server, background, grace).close_on_stop(async move { db.close().await }))
 }
 
 async fn reload_keys(keys: keys::Keys, every: Duration, shutdown: CancellationToken) {
@@ -248,35 +228,4 @@ async fn reload(keys: &keys::Keys) -> Result<bool, KeyError> {
     tokio::task::spawn_blocking(move || keys.reload())
         .await
         .unwrap_or(Ok(false))
-}
-
-impl App {
-    #[must_use]
-    pub fn local_addr(&self) -> SocketAddr {
-        self.server.local_addr()
-    }
-
-    #[must_use]
-    pub fn port(&self) -> u16 {
-        self.server.port()
-    }
-
-    /// Serves until `shutdown` is cancelled, relaying events and picking up key rotations
-    /// meanwhile.
-    ///
-    /// # Errors
-    /// The server failed.
-    pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        let Self {
-            server,
-            background,
-            db,
-            grace,
-        } = self;
-        let background = background.spawn(&shutdown);
-        let result = server.run_until_stopped(shutdown).await;
-        background.stop(grace).await;
-        db.close().await;
-        result
-    }
 }

@@ -35,6 +35,28 @@ pub struct OrderView {
     pub version: i64,
 }
 
+impl OrderView {
+    /// The view of an order that has just been placed.
+    #[must_use]
+    pub fn pending(order: &crate::domain::Order, now: i64) -> Self {
+        Self {
+            order_id: order.id.clone(),
+            customer_id: order.customer_id.clone(),
+            status: order.status.as_str().to_owned(),
+            step: "reserving".into(),
+            cancel_reason: None,
+            lines: order.lines.iter().map(crate::events::line_out).collect(),
+            total_minor: order.total.amount_minor,
+            currency: order.total.currency.clone(),
+            payment_status: "none".into(),
+            created_at: now,
+            updated_at: now,
+            deadline_at: None,
+            version: order.version,
+        }
+    }
+}
+
 const COLUMNS: &str = "order_id, customer_id, status, step, cancel_reason, lines, total_minor, currency, \
                        payment_status, created_at, updated_at, deadline_at, version";
 

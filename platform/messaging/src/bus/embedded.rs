@@ -68,6 +68,7 @@ impl EmbeddedBus {
         }
         let db = Db::connect(&DatabaseConfig {
             url: config.url.clone(),
+            sqlite_synchronous: config.sqlite_synchronous,
             ..DatabaseConfig::default()
         })
         .await?;

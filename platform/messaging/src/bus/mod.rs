@@ -34,6 +34,8 @@ pub struct BusConfig {
     pub duplicate_window_secs: u64,
     /// How long one publish may take before it counts as failed.
     pub publish_timeout_ms: u64,
+    /// The embedded bus file's `synchronous` (see `database.sqlite_synchronous`).
+    pub sqlite_synchronous: mercato_storage::SqliteSync,
 }
 
 impl Default for BusConfig {
@@ -44,6 +46,7 @@ impl Default for BusConfig {
             replicas: 1,
             duplicate_window_secs: 120,
             publish_timeout_ms: 5_000,
+            sqlite_synchronous: mercato_storage::SqliteSync::Full,
         }
     }
 }

@@ -73,6 +73,7 @@ impl TestBroker {
             replicas: 1,
             duplicate_window_secs: 120,
             publish_timeout_ms: 2_000,
+            ..BusConfig::default()
         }
     }
 

@@ -135,10 +135,20 @@ pub async fn place(
         .checkout
         .place(&caller.subject, lines, &valid.card_token, idempotency, &context())
         .await?;
-    let view = store::view(state.checkout.db.pool(), &order_id)
+    let view = match store::view(state.checkout.db.pool(), &order_id)
         .await
         .map_err(crate::checkout::OrderError::from)?
-        .ok_or(crate::checkout::OrderError::NotFound)?;
+    {
+        Some(view) => view,
+        // The read model could not be refreshed inline (a busy database): the order exists all
+        // the same, so answer from its stream.
+        None => {
+            let order = crate::checkout::load(state.checkout.db.pool(), &order_id)
+                .await?
+                .ok_or(crate::checkout::OrderError::NotFound)?;
+            store::OrderView::pending(&order, mercato_storage::now_millis())
+        }
+    };
     if new {
         tracing::info!(%order_id, "order placed");
     }

@@ -1,0 +1,21 @@
+//! Readiness of a service that owns a database and uses the bus.
+
+use mercato_runtime::Readiness;
+use mercato_storage::Db;
+
+use crate::bus::Bus;
+
+/// `database` and `bus` checks, each a cheap round trip.
+#[must_use]
+pub fn readiness(db: &Db, bus: &Bus) -> Readiness {
+    let (db, bus) = (db.clone(), bus.clone());
+    Readiness::new()
+        .with_check("database", move || {
+            let db = db.clone();
+            async move { db.ping().await.map_err(|e| e.to_string()) }
+        })
+        .with_check("bus", move || {
+            let bus = bus.clone();
+            async move { bus.ping().await.map_err(|e| e.to_string()) }
+        })
+}
