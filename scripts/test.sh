@@ -6,6 +6,7 @@
 #   postgres  tests named `…::postgres::…`: PostgreSQL on 127.0.0.1:5432 and `nats-server` on
 #             PATH (the distributed setting: each test starts its own NATS server)
 #   nats      tests named `…::nats::…`: `nats-server` on PATH
+#   redis     tests named `…::redis::…`: Redis on 127.0.0.1:6379
 # With MERCATO_REQUIRE_BACKENDS=1 (as in CI) a missing one is an error, never a skip.
 # `scripts/services.sh up` starts (and on Debian installs) PostgreSQL, NATS and Redis.
 set -euo pipefail
@@ -38,6 +39,11 @@ if [ $has_nats = 0 ]; then
   missing nats "nats-server is not on PATH"
 else
   echo "test: nats suites on (nats-server found)"
+fi
+if ! answers 6379; then
+  missing redis "Redis does not answer on 127.0.0.1:6379"
+else
+  echo "test: redis suites on (Redis answers on 127.0.0.1:6379)"
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then

@@ -1,15 +1,23 @@
 //! Mercato's API gateway: the one door clients use.
 //!
-//! - [`config`]: routes (path prefix → upstream, public or authenticated) and timeouts.
+//! - [`config`]: routes (path prefix → upstream, public or authenticated, roles, rate class),
+//!   access rules, rate classes and timeouts.
 //! - [`routes`]: longest-prefix matching on whole path segments.
+//! - [`rbac`]: the roles a request needs (route roles plus method- and path-scoped rules).
+//! - [`rate_limit`]: GCRA per caller (token subject, else client IP) and route class, in this
+//!   process or shared through Redis, with a local fallback while Redis is down.
 //! - [`upstream`]: the instances of each upstream service and the pick among them.
 //! - [`proxy`]: authenticates, rewrites headers (identity headers are the gateway's alone,
 //!   hop-by-hop headers dropped, `x-forwarded-*` added), streams the body both ways, and turns
-//!   upstream failures into `502`/`504` problems instead of hangs.
+//!   upstream failures into `502`/`504` problems instead of hangs. Order per request:
+//!   authenticate (when the route or a rule needs it, or a token is offered), rate-limit, check
+//!   roles, forward.
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod proxy;
+pub mod rate_limit;
+pub mod rbac;
 pub mod routes;
 pub mod upstream;
 
@@ -21,7 +29,10 @@ use std::time::Duration;
 use mercato_runtime::{CancellationToken, ClientConfig, HttpConfig, Readiness, Registry, Server, Service};
 use mercato_security::{JwksClient, JwksClientConfig, Verifier, VerifierConfig};
 
-pub use config::{GatewayConfig, RouteAuth, RouteConfig};
+pub use config::{
+    GatewayConfig, RateClassConfig, RateLimitBackend, RateLimitConfig, RouteAuth, RouteConfig, RuleConfig,
+};
+pub use rate_limit::{Clock, LimiterHealth, ManualClock, SystemClock};
 
 /// The gateway's name in logs and metrics.
 pub const NAME: &str = "gateway";
@@ -69,7 +80,32 @@ pub struct App {
 /// # Errors
 /// See [`StartError`].
 pub async fn build(config: &Config) -> Result<App, StartError> {
+    build_with_clock(config, Arc::new(SystemClock)).await
+}
+
+/// [`build`], with the rate limiter reading `clock` (tests drive time with a [`ManualClock`]).
+///
+/// # Errors
+/// See [`StartError`].
+pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<App, StartError> {
+    if let Some((key, message)) = config.gateway.invalid_setting() {
+        return Err(StartError::Config {
+            key: format!("gateway.{key}"),
+            message,
+        });
+    }
     let table = routes::RouteTable::new(&config.gateway.routes, &config.upstreams)?;
+    let rules = rbac::Rules::new(&config.gateway.rules)?;
+    let mut registry = Registry::default();
+    let limiter = if config.gateway.rate_limit.enabled {
+        Some(Arc::new(rate_limit::RateLimiter::new(
+            &config.gateway.rate_limit,
+            clock,
+            &mut registry,
+        )?))
+    } else {
+        None
+    };
     let upstreams = upstream::Upstreams::new(&config.upstreams)?;
     let jwks = JwksClient::new(JwksClientConfig {
         url: config.jwks_url.clone(),
@@ -88,6 +124,8 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
         table,
         upstreams,
         verifier,
+        rules,
+        limiter.clone(),
         &config.gateway,
         &config.client,
         config.http.body_limit_bytes,
@@ -101,11 +139,27 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
             jwks.refresh().await.map(|_| ()).map_err(|e| e.to_string())
         }
     });
+    // The runtime's readiness is up or down, and a limiter that fell back to local limits still
+    // serves: failing readiness would take every gateway out of rotation when Redis dies. So
+    // the check stays up; the outage shows in the limiter's once-per-outage warning and the
+    // `gateway_rate_limiter_degraded` gauge, until the runtime can report a degraded check.
+    let readiness = match limiter {
+        Some(limiter) => readiness.with_check("rate_limiter", move || {
+            let health = limiter.health();
+            async move {
+                if let LimiterHealth::Degraded(reason) = health {
+                    tracing::debug!(%reason, "readiness: rate limiter degraded");
+                }
+                Ok(())
+            }
+        }),
+        None => readiness,
+    };
     let service = Service {
         name: NAME,
         routes: proxy.router(),
         readiness,
-        registry: Registry::default(),
+        registry,
         own_fallback: true,
     };
     // The gateway streams to upstreams that enforce their own time limits; its own limit is the

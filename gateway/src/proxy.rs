@@ -20,6 +20,9 @@ use mercato_runtime::{ClientConfig, Problem, auth};
 use mercato_security::Verifier;
 
 use crate::config::{GatewayConfig, RouteAuth};
+use crate::rate_limit::RateLimiter;
+use crate::rate_limit::gcra::{Decision, ceil_secs};
+use crate::rbac::{self, Rules};
 use crate::routes::RouteTable;
 use crate::upstream::Upstreams;
 use crate::{ROLES_HEADER, SUBJECT_HEADER};
@@ -46,6 +49,8 @@ struct Inner {
     routes: RouteTable,
     upstreams: Upstreams,
     verifier: Verifier,
+    rules: Rules,
+    limiter: Option<Arc<RateLimiter>>,
     client: Client<HttpConnector, Body>,
     upstream_timeout: Duration,
     body_limit: usize,
@@ -61,10 +66,13 @@ impl std::fmt::Debug for Proxy {
 
 impl Proxy {
     #[must_use]
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         routes: RouteTable,
         upstreams: Upstreams,
         verifier: Verifier,
+        rules: Rules,
+        limiter: Option<Arc<RateLimiter>>,
         gateway: &GatewayConfig,
         client: &ClientConfig,
         body_limit: usize,
@@ -81,6 +89,8 @@ impl Proxy {
                 routes,
                 upstreams,
                 verifier,
+                rules,
+                limiter,
                 client,
                 upstream_timeout: Duration::from_millis(gateway.upstream_timeout_ms),
                 body_limit,
@@ -120,8 +130,8 @@ async fn forward(
             &label,
         );
     };
-    let result = forward_to(inner, &route, peer, request).await;
-    labelled(result.unwrap_or_else(IntoResponse::into_response), &route.prefix)
+    let response = forward_to(inner, &route, peer, request).await;
+    labelled(response, &route.prefix)
 }
 
 async fn forward_to(
@@ -129,7 +139,7 @@ async fn forward_to(
     route: &crate::routes::Route,
     peer: SocketAddr,
     request: Request,
-) -> Result<Response, Problem> {
+) -> Response {
     let (mut parts, body) = request.into_parts();
     // First, so that a client's `Connection` header cannot name the headers the gateway sets.
     strip_hop_by_hop(&mut parts.headers);
@@ -139,8 +149,62 @@ async fn forward_to(
     // Only the gateway may say who the caller is.
     parts.headers.remove(SUBJECT_HEADER);
     parts.headers.remove(ROLES_HEADER);
-    if route.auth == RouteAuth::Required {
-        let claims = auth::authenticate(&inner.verifier, &parts.headers).await?;
+    let required_roles = inner.rules.requirements(route, &parts.method, parts.uri.path());
+    let needs_token = route.auth == RouteAuth::Required || !required_roles.is_empty();
+    // An offered token is verified on public routes too, only to limit its subject rather than
+    // its IP; a bad one there is ignored as before.
+    let authenticated = if needs_token || parts.headers.contains_key(header::AUTHORIZATION) {
+        Some(auth::authenticate(&inner.verifier, &parts.headers).await)
+    } else {
+        None
+    };
+    let claims = match &authenticated {
+        Some(Ok(claims)) => Some(claims),
+        _ => None,
+    };
+    // Before the authentication verdict, so that refused tokens are limited (by IP) as well.
+    let decision = match &inner.limiter {
+        Some(limiter) => {
+            let subject = claims.map_or_else(|| format!("ip:{}", peer.ip()), |c| format!("sub:{}", c.sub));
+            limiter.check(&route.class, &subject).await
+        }
+        None => None,
+    };
+    let result = admit(
+        inner,
+        route,
+        peer,
+        parts,
+        body,
+        needs_token.then_some(authenticated).flatten(),
+        &required_roles,
+        decision.as_ref(),
+    )
+    .await;
+    let mut response = result.unwrap_or_else(IntoResponse::into_response);
+    if let Some(decision) = &decision {
+        add_rate_limit_headers(response.headers_mut(), decision);
+    }
+    response
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn admit(
+    inner: &Inner,
+    route: &crate::routes::Route,
+    peer: SocketAddr,
+    mut parts: http::request::Parts,
+    body: Body,
+    authenticated: Option<Result<mercato_security::Claims, Problem>>,
+    required_roles: &[Arc<[Arc<str>]>],
+    decision: Option<&Decision>,
+) -> Result<Response, Problem> {
+    if let Some(decision) = decision.filter(|d| !d.allowed) {
+        return Err(rate_limited(&route.class, decision));
+    }
+    if let Some(authenticated) = authenticated {
+        let claims = authenticated?;
+        rbac::authorize(required_roles, &claims.roles)?;
         let subject = HeaderValue::from_str(&claims.sub)
             .map_err(|_| Problem::unauthorized("the token's subject is not usable", true))?;
         parts.headers.insert(SUBJECT_HEADER, subject);
@@ -185,6 +249,22 @@ async fn forward_to(
         parts,
         Body::new(body.map_err(axum::Error::new)),
     ))
+}
+
+fn rate_limited(class: &str, decision: &Decision) -> Problem {
+    let retry_after = decision.retry_after.map_or(1, ceil_secs).max(1);
+    Problem::new(StatusCode::TOO_MANY_REQUESTS, "rate-limited", "Too many requests")
+        .with_detail(format!(
+            "the {class} rate limit is used up; retry in {retry_after} s"
+        ))
+        .with_header(header::RETRY_AFTER, &retry_after.to_string())
+}
+
+/// `RateLimit-Limit`, `-Remaining` and `-Reset` (IETF httpapi draft, header-per-field form).
+fn add_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
+    headers.insert("ratelimit-limit", HeaderValue::from(decision.limit));
+    headers.insert("ratelimit-remaining", HeaderValue::from(decision.remaining));
+    headers.insert("ratelimit-reset", HeaderValue::from(ceil_secs(decision.reset)));
 }
 
 fn upstream_failure(upstream: &str, error: &hyper_util::client::legacy::Error) -> Problem {

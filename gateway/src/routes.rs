@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::StartError;
-use crate::config::{RouteAuth, RouteConfig};
+use crate::config::{DEFAULT_CLASS, RouteAuth, RouteConfig};
 
 /// A route ready for matching.
 #[derive(Debug, Clone)]
@@ -12,6 +12,10 @@ pub struct Route {
     pub prefix: Arc<str>,
     pub upstream: Arc<str>,
     pub auth: RouteAuth,
+    /// The caller needs one of these (empty: none).
+    pub roles: Arc<[Arc<str>]>,
+    /// The rate-limit class.
+    pub class: Arc<str>,
 }
 
 /// Routes sorted longest prefix first, so the most specific rule wins.
@@ -44,6 +48,8 @@ impl RouteTable {
                 },
                 upstream: c.upstream.as_str().into(),
                 auth: c.auth,
+                roles: c.roles.iter().map(|r| Arc::from(r.as_str())).collect(),
+                class: c.rate_class.as_deref().unwrap_or(DEFAULT_CLASS).into(),
             });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
@@ -68,16 +74,8 @@ mod tests {
     fn table() -> RouteTable {
         let upstreams = BTreeMap::from([("identity".to_owned(), vec!["http://x".to_owned()])]);
         let configs = vec![
-            RouteConfig {
-                prefix: "/api/identity".into(),
-                upstream: "identity".into(),
-                auth: RouteAuth::Required,
-            },
-            RouteConfig {
-                prefix: "/api/identity/token".into(),
-                upstream: "identity".into(),
-                auth: RouteAuth::Public,
-            },
+            RouteConfig::new("/api/identity", "identity", RouteAuth::Required),
+            RouteConfig::new("/api/identity/token", "identity", RouteAuth::Public),
         ];
         RouteTable::new(&configs, &upstreams).unwrap()
     }
@@ -99,11 +97,7 @@ mod tests {
 
     #[test]
     fn an_unknown_upstream_is_a_config_error_naming_the_key() {
-        let configs = vec![RouteConfig {
-            prefix: "/x".into(),
-            upstream: "nope".into(),
-            auth: RouteAuth::Public,
-        }];
+        let configs = vec![RouteConfig::new("/x", "nope", RouteAuth::Public)];
         let err = RouteTable::new(&configs, &BTreeMap::new()).unwrap_err();
         assert!(err.to_string().contains("gateway.routes[0].upstream"));
     }

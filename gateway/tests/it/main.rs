@@ -6,11 +6,16 @@
 //! - `auth`: bearer tokens on authenticated routes and every way a token is refused.
 //! - `headers`: identity headers, `x-forwarded-*`, correlation ids, hop-by-hop headers.
 //! - `jwks`: key rotation, bounded refetches, an unreachable key set.
+//! - `rbac`: route roles and method/path rules: 401 without a token, 403 without the role.
+//! - `rate_limit`: GCRA per subject or IP and route class, on a manual clock; the Redis suite
+//!   (`rate_limit::redis::`) needs Redis at 127.0.0.1:6379.
 //! - `upstream_faults`: upstreams down or silent, body limits, large bodies both ways.
 
 mod auth;
 mod headers;
 mod jwks;
+mod rate_limit;
+mod rbac;
 mod routing;
 mod support;
 mod upstream_faults;

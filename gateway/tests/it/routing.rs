@@ -92,11 +92,10 @@ async fn an_unknown_path_is_a_404_problem_that_reaches_no_upstream() {
 
 async fn catch_all_gateway() -> TestGateway {
     spawn_gateway_with(|config| {
-        config.gateway.routes.push(RouteConfig {
-            prefix: "/".into(),
-            upstream: "other".into(),
-            auth: RouteAuth::Public,
-        });
+        config
+            .gateway
+            .routes
+            .push(RouteConfig::new("/", "other", RouteAuth::Public));
     })
     .await
 }

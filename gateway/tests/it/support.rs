@@ -16,7 +16,7 @@ use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{StatusCode, header};
-use mercato_gateway::{Config, GatewayConfig, RouteAuth, RouteConfig};
+use mercato_gateway::{Clock, Config, GatewayConfig, RouteAuth, RouteConfig, SystemClock};
 use mercato_runtime::{CancellationToken, ClientConfig, HttpConfig};
 use mercato_security::{Claims, JwkSet, SigningKey, VerifierConfig};
 use serde_json::{Value, json};
@@ -30,11 +30,7 @@ pub const PROMPTLY: Duration = Duration::from_secs(3);
 /// The routes every test gateway has: public and authenticated prefixes, nested so that the
 /// longest prefix decides both the upstream and whether a token is needed.
 pub fn standard_routes() -> Vec<RouteConfig> {
-    let route = |prefix: &str, upstream: &str, auth| RouteConfig {
-        prefix: prefix.into(),
-        upstream: upstream.into(),
-        auth,
-    };
+    let route = RouteConfig::new;
     vec![
         route("/api/echo", "echo", RouteAuth::Public),
         route("/api/echo/special", "other", RouteAuth::Public),
@@ -214,6 +210,14 @@ pub async fn spawn_gateway() -> TestGateway {
 
 /// A gateway whose configuration `adjust` may change before it is built.
 pub async fn spawn_gateway_with(adjust: impl FnOnce(&mut Config)) -> TestGateway {
+    spawn_gateway_with_clock(Arc::new(SystemClock), adjust).await
+}
+
+/// [`spawn_gateway_with`], its rate limiter reading `clock`.
+pub async fn spawn_gateway_with_clock(
+    clock: Arc<dyn Clock>,
+    adjust: impl FnOnce(&mut Config),
+) -> TestGateway {
     let signer = SigningKey::generate();
     let keys = KeyServer::serving(&[&signer]).await;
     let echo = Upstream::spawn("echo").await;
@@ -234,7 +238,7 @@ pub async fn spawn_gateway_with(adjust: impl FnOnce(&mut Config)) -> TestGateway
         jwks_url: keys.url.clone(),
     };
     adjust(&mut config);
-    let app = mercato_gateway::build(&config)
+    let app = mercato_gateway::build_with_clock(&config, clock)
         .await
         .expect("the test gateway builds");
     let addr = app.local_addr();

@@ -9,6 +9,7 @@
 
 mod checkout;
 mod customers;
+mod faults;
 mod flows;
 mod operations;
 mod outage;

@@ -32,6 +32,8 @@ pub fn config(data_dir: &Path, db: &TestDatabase, bus_url: &str) -> Config {
     config.identity.key_reload_interval_secs = 1;
     config.identity.key_activation_delay_secs = Some(2);
     config.inventory.demo_catalogue = true;
+    // Tests log in from one address far more often than people do; the limiter has its own tests.
+    config.gateway.rate_limit.enabled = false;
     // Checkout timing for tests: quick to time out, still ample for a busy machine.
     config.orders.reserve_timeout_ms = 15_000;
     config.orders.payment_timeout_ms = 4_000;
@@ -316,4 +318,62 @@ pub async fn declare_oversized_body(
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+impl Process {
+    /// Like [`Process::spawn`], with the child's log (its stderr) appended to the file `log`,
+    /// so a test that restarts a service keeps one log across its lives.
+    pub async fn spawn_logged(args: &[&str], env: &[(&str, String)], expect: &[&str], log: &Path) -> Self {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open the process log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_mercato"));
+        command
+            .args(args)
+            .current_dir(std::env::temp_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        for (k, v) in env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("mercato starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut urls: Vec<(String, String)> = Vec::new();
+        let reported = tokio::time::timeout(PATIENCE, async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let mut words = line.split_whitespace();
+                if let (Some(name), Some(url)) = (words.next(), words.next())
+                    && url.starts_with("http://")
+                {
+                    urls.push((name.to_owned(), url.to_owned()));
+                }
+                if expect.iter().all(|e| urls.iter().any(|(n, _)| n == e)) {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert_eq!(
+            reported,
+            Ok(true),
+            "mercato {args:?} did not report {expect:?}; it said {urls:?}"
+        );
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child, urls }
+    }
+
+    /// Kills the process with SIGKILL, as a crash would (no shutdown code runs), and waits
+    /// until it is gone.
+    pub async fn kill(mut self) -> std::process::ExitStatus {
+        tokio::time::timeout(PATIENCE, self.child.kill())
+            .await
+            .expect("exits after SIGKILL")
+            .expect("SIGKILL delivered");
+        self.child.wait().await.expect("exit status")
+    }
 }

@@ -20,6 +20,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../migrations/0001_payments.sql"),
         postgres_sql: None,
     },
+    Migration {
+        version: 2,
+        name: "unknown_outcomes",
+        sql: include_str!("../migrations/0002_unknown_outcomes.sql"),
+        postgres_sql: None,
+    },
     mercato_messaging::outbox::MIGRATION,
     mercato_messaging::inbox::MIGRATION,
 ];
@@ -27,7 +33,7 @@ pub const MIGRATIONS: &[Migration] = &[
 const COLUMNS: &str = "order_id, payment_id, customer_id, idempotency_key, amount_minor, currency, \
     card_token, status, provider_charge_id, provider_refund_id, attempts, next_attempt_at, \
     refund_requested, last_error, correlation_id, traceparent, charge_command_id, \
-    refund_command_id, created_at, updated_at";
+        refund_command_id, created_at, updated_at, failure_reported";
 
 /// One order's payment, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +53,9 @@ pub struct Payment {
     /// Unix ms: when the worker may next pick the row up (or when its lease ends).
     pub next_attempt_at: i64,
     pub refund_requested: bool,
+    /// The saga was told the charge failed (`provider_unavailable`) while its outcome was still
+    /// unknown; the worker goes on asking the provider, so a charge that did land is refunded.
+    pub failure_reported: bool,
     pub last_error: Option<String>,
     pub correlation_id: Option<String>,
     pub traceparent: Option<String>,
@@ -78,6 +87,7 @@ impl Payment {
             attempts: row.try_get("attempts")?,
             next_attempt_at: row.try_get("next_attempt_at")?,
             refund_requested: row.try_get::<i64, _>("refund_requested")? != 0,
+            failure_reported: row.try_get::<i64, _>("failure_reported")? != 0,
             last_error: row.try_get("last_error")?,
             correlation_id: row.try_get("correlation_id")?,
             traceparent: row.try_get("traceparent")?,
@@ -308,6 +318,35 @@ pub async fn fail(tx: &mut Tx, claim: &Claim, error: &str, now: i64) -> Result<b
     .bind(PaymentStatus::Pending.as_str())
     .bind(claim.lease_until)
     .bind(error)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(changed == 1)
+}
+
+/// Tells the saga the charge failed while its outcome is still unknown: the row stays pending
+/// (the worker keeps asking the provider with the same key) and is due again at `next_at`.
+/// `false` when the lease was lost.
+///
+/// # Errors
+/// The database failed.
+pub async fn report_unknown(
+    tx: &mut Tx,
+    claim: &Claim,
+    error: &str,
+    now: i64,
+    next_at: i64,
+) -> Result<bool, StorageError> {
+    let changed = sqlx::query(
+        "UPDATE payments SET failure_reported = 1, last_error = $4, next_attempt_at = $5, updated_at = $6
+         WHERE order_id = $1 AND status = $2 AND next_attempt_at = $3",
+    )
+    .bind(&claim.payment.order_id)
+    .bind(PaymentStatus::Pending.as_str())
+    .bind(claim.lease_until)
+    .bind(error)
+    .bind(next_at)
     .bind(now)
     .execute(&mut **tx)
     .await?

@@ -182,6 +182,19 @@ impl Inner {
         );
         let error = error.to_string();
         match next {
+            // A timed-out call may still have charged: never settle it as failed. Tell the saga
+            // once, then keep asking with the same key; a charge that lands is captured, and
+            // the saga (its order cancelled) has it refunded.
+            Next::Fail(FailureReason::ProviderUnavailable) => {
+                let at = now_millis() + millis(self.backoff.max);
+                if payment.failure_reported {
+                    store::retry_at(&self.db, claim, at, &error).await?;
+                    return Ok(());
+                }
+                tracing::warn!(order_id = %payment.order_id, attempt, %error,
+                    "charge outcome still unknown; reporting failure and reconciling");
+                self.record_unknown(claim, &error, at).await
+            }
             Next::Fail(reason) => {
                 tracing::info!(order_id = %payment.order_id, attempt, %error, "charge failed");
                 self.record_failure(claim, reason, &error).await
@@ -268,6 +281,23 @@ impl Inner {
             FailureReason::Declined => "declined",
             FailureReason::ProviderUnavailable => "provider_unavailable",
         });
+        Ok(())
+    }
+
+    async fn record_unknown(&self, claim: &Claim, error: &str, next_at: i64) -> Result<(), RecordError> {
+        let mut tx = self.db.begin().await?;
+        if !store::report_unknown(&mut tx, claim, error, now_millis(), next_at).await? {
+            lost(claim);
+            return Ok(());
+        }
+        self.append(
+            &mut tx,
+            events::failed(&claim.payment, FailureReason::ProviderUnavailable)?,
+        )
+        .await?;
+        tx.commit().await.map_err(StorageError::from)?;
+        self.outbox.committed();
+        self.metrics.settled("provider_unavailable");
         Ok(())
     }
 

@@ -1,7 +1,7 @@
 //! Refunds: a late capture after the saga gave up, a captured payment refunded once, and a
 //! refund that arrives before anything was charged.
 
-use mercato_contracts::payments::{PaymentCaptured, PaymentRefunded};
+use mercato_contracts::payments::{PaymentCaptured, PaymentFailed, PaymentFailure, PaymentRefunded};
 use mercato_payments::domain::PaymentStatus;
 use mercato_testkit::{TestBackend, backend_tests, eventually};
 use serde_json::Value;
@@ -9,10 +9,42 @@ use serde_json::Value;
 use crate::support::{PATIENCE, amount, charge_command, idempotency_key, order_id, spawn, spawn_with};
 
 backend_tests!(
+    a_charge_that_lands_after_its_failure_was_reported_is_captured_and_then_refunded,
     a_late_capture_after_a_refund_request_is_refunded,
     a_captured_payment_is_refunded_once,
     a_refund_before_the_charge_blocks_a_later_charge,
 );
+
+async fn a_charge_that_lands_after_its_failure_was_reported_is_captured_and_then_refunded(
+    backend: TestBackend,
+) {
+    let mut payments = spawn_with(backend, |t| {
+        t.late_delay_ms = 1_500;
+        t.provider.timeout_ms = 300;
+        t.provider.max_attempts = 2;
+        t.provider.backoff_ms = 50;
+        t.provider.max_backoff_ms = 200;
+    })
+    .await;
+    let order = order_id();
+    let key = idempotency_key(&order);
+    payments.charge(&order, "cust-1", "tok_late").await;
+    // Every attempt timed out: the saga hears of a failure, but the outcome is not known yet.
+    let failed: PaymentFailed = payments.answer::<PaymentFailed>(&order).await.decode().unwrap();
+    assert_eq!(failed.reason, PaymentFailure::ProviderUnavailable);
+    // The saga cancels the order and asks for a refund of anything captured.
+    payments.refund(&order).await;
+    // The provider did charge; payments finds out with the same key and gives the money back.
+    let refunded: PaymentRefunded = payments.answer::<PaymentRefunded>(&order).await.decode().unwrap();
+    assert_eq!(refunded.amount, amount());
+    assert_eq!(
+        payments.answers(&order).await,
+        ["PaymentFailed", "PaymentCaptured", "PaymentRefunded"]
+    );
+    let charges = payments.sandbox.charges(&key).await;
+    assert_eq!(charges.len(), 1, "one charge, however many attempts");
+    assert_eq!(charges[0]["refunded"], true);
+}
 
 async fn a_late_capture_after_a_refund_request_is_refunded(backend: TestBackend) {
     let mut payments = spawn_with(backend, |t| {

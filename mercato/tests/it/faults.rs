@@ -1,0 +1,639 @@
+//! Fault tests of the checkout saga, in the distributed setting: every service is its own
+//! `mercato serve` process on PostgreSQL and a private NATS JetStream server. One process is
+//! killed with SIGKILL inside a saga step and started again on the same port; afterwards every
+//! order must end confirmed or cancelled with a reason, no order is charged twice, a cancelled
+//! order keeps no charge, each order gets exactly one message about how it ended, and the stock
+//! adds up (nothing sold twice, nothing left held).
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mercato_storage::sqlx::{self, Row as _};
+use mercato_storage::{DatabaseConfig, Db};
+use mercato_testkit::nats::NatsServer;
+use mercato_testkit::{TestBackend, TestDatabase, eventually};
+use serde_json::{Value, json};
+use tokio::sync::{Mutex, MutexGuard};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::support::{PATIENCE, Process, access_token, login, register, unique_email};
+
+const SKU: &str = "MUG-001";
+const VISA: &str = "tok_visa";
+const LATE: &str = "tok_late";
+const DECLINE: &str = "tok_decline";
+
+/// How long the system may take to finish every saga after a fault: generous, for a busy
+/// machine with two cores.
+const SETTLE: Duration = Duration::from_secs(60);
+
+/// Every service, as `mercato serve` names it.
+const SERVICES: [&str; 8] = [
+    "identity",
+    "customers",
+    "inventory",
+    "payment-sandbox",
+    "payments",
+    "notifications",
+    "orders",
+    "gateway",
+];
+
+/// Settings every process gets: quick timeouts that a busy machine still meets.
+const SETTINGS: &[(&str, &str)] = &[
+    ("MERCATO_INVENTORY__DEMO_CATALOGUE", "true"),
+    ("MERCATO_ORDERS__RESERVE_TIMEOUT_MS", "15000"),
+    ("MERCATO_ORDERS__PAYMENT_TIMEOUT_MS", "5000"),
+    ("MERCATO_ORDERS__RESERVATION_TTL_MS", "60000"),
+    ("MERCATO_ORDERS__TIMER_POLL_MS", "100"),
+    ("MERCATO_INBOX__BACKOFF_MS", "[50, 200, 500]"),
+    ("MERCATO_PROJECTIONS__POLL_MS", "100"),
+    ("MERCATO_RELAY__POLL_INTERVAL_MS", "100"),
+    ("MERCATO_PAYMENTS__WORKER_POLL_MS", "100"),
+    ("MERCATO_PAYMENTS__PROVIDER__BACKOFF_MS", "100"),
+    ("MERCATO_PAYMENTS__PROVIDER__MAX_ATTEMPTS", "3"),
+    // tok_late answers within one provider call and within the saga's payment timeout.
+    ("MERCATO_SANDBOX__LATE_DELAY_MS", "3000"),
+    ("MERCATO_PAYMENTS__PROVIDER__TIMEOUT_MS", "6000"),
+    // What a killed process had fetched and not acknowledged is delivered again this soon.
+    ("MERCATO_BUS__ACK_WAIT_MS", "5000"),
+    // The tests poll through the gateway from one address far faster than people do.
+    ("MERCATO_GATEWAY__RATE_LIMIT__ENABLED", "false"),
+];
+
+/// One system of eight processes at a time: two at once on two cores would make the machine's
+/// slowness, not the fault, decide how sagas end.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
+/// An order as placed.
+#[derive(Debug, Clone)]
+struct Placed {
+    id: String,
+    card: &'static str,
+    quantity: i64,
+}
+
+/// The whole system as separate processes on fixed loopback ports, so that a restarted
+/// service comes back where the others and the gateway expect it.
+struct Cluster {
+    /// First: the processes die before their databases are dropped.
+    running: BTreeMap<&'static str, Process>,
+    ports: BTreeMap<&'static str, u16>,
+    env: Vec<(String, String)>,
+    data_dir: PathBuf,
+    logs: PathBuf,
+    http: reqwest::Client,
+    /// Inventory's own database, read to check that no units stay held.
+    inventory_db: Db,
+    _nats: NatsServer,
+    _db: TestDatabase,
+    _turn: MutexGuard<'static, ()>,
+}
+
+/// Free loopback ports, one per service, all distinct.
+fn free_ports() -> BTreeMap<&'static str, u16> {
+    let listeners: Vec<_> = SERVICES
+        .iter()
+        .map(|name| (*name, std::net::TcpListener::bind("127.0.0.1:0").unwrap()))
+        .collect();
+    listeners
+        .iter()
+        .map(|(name, l)| (*name, l.local_addr().unwrap().port()))
+        .collect()
+}
+
+fn order_body(quantity: i64, card: &str) -> Value {
+    json!({
+        "items": [{"sku": SKU, "quantity": quantity}],
+        "payment": {"card_token": card},
+        "shipping_address": {"line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"}
+    })
+}
+
+/// Polls `check` until it returns `Ok`; after [`SETTLE`] fails with `what` and the last state
+/// `check` described.
+async fn settles<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(state) => assert!(
+                Instant::now() < deadline,
+                "{what} did not happen within {SETTLE:?}; last seen: {state}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+impl Cluster {
+    /// Starts every service with [`SETTINGS`], then `overrides`.
+    async fn start(overrides: &[(&str, &str)]) -> Self {
+        let turn = ONE_AT_A_TIME.lock().await;
+        let db = TestDatabase::new(TestBackend::Postgres).await;
+        let nats = NatsServer::start(db.dir()).await;
+        let ports = free_ports();
+        let mut env: BTreeMap<String, String> = SETTINGS
+            .iter()
+            .chain(overrides)
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        env.insert("MERCATO_BUS__URL".into(), nats.url());
+        env.insert(
+            "MERCATO_PAYMENTS__PROVIDER__URL".into(),
+            format!("http://127.0.0.1:{}", ports["payment-sandbox"]),
+        );
+        let mut inventory_url = String::new();
+        for name in SERVICES {
+            let section = name.to_uppercase();
+            env.insert(
+                format!("MERCATO_SERVICES__{section}__LISTEN"),
+                format!("127.0.0.1:{}", ports[name]),
+            );
+            if !matches!(name, "gateway" | "payment-sandbox") {
+                let url = db.service_url(name);
+                if name == "inventory" {
+                    inventory_url.clone_from(&url);
+                }
+                env.insert(format!("MERCATO_SERVICES__{section}__DATABASE_URL"), url);
+            }
+        }
+        let data_dir = db.dir().join("data");
+        let logs = db.dir().join("logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let mut cluster = Self {
+            running: BTreeMap::new(),
+            ports,
+            env: env.into_iter().collect(),
+            data_dir,
+            logs,
+            http: reqwest::Client::new(),
+            inventory_db: Db::connect(&DatabaseConfig {
+                url: inventory_url,
+                ..DatabaseConfig::default()
+            })
+            .await
+            .expect("inventory's database"),
+            _nats: nats,
+            _db: db,
+            _turn: turn,
+        };
+        // All at once, as an orchestrator starts them: none needs another to start.
+        let mut starting = JoinSet::new();
+        for name in SERVICES {
+            starting.spawn(cluster.launch(name));
+        }
+        while let Some(started) = starting.join_next().await {
+            let (name, process) = started.expect("a service starts");
+            cluster.running.insert(name, process);
+        }
+        cluster
+    }
+
+    fn launch(&self, name: &'static str) -> impl Future<Output = (&'static str, Process)> + Send + 'static {
+        let data_dir = self.data_dir.display().to_string();
+        let env = self.env.clone();
+        let log = self.logs.join(format!("{name}.log"));
+        async move {
+            let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            let args = ["serve", name, "--data-dir", &data_dir];
+            (name, Process::spawn_logged(&args, &env, &[name], &log).await)
+        }
+    }
+
+    /// SIGKILL: the service gets no chance to finish anything.
+    async fn kill(&mut self, name: &str) {
+        let process = self.running.remove(name).expect("the service runs");
+        let status = process.kill().await;
+        assert!(!status.success(), "{name} was killed, yet exited with {status}");
+    }
+
+    /// Starts `name` again with the same settings, on the same port.
+    async fn restart(&mut self, name: &'static str) {
+        let (_, process) = self.launch(name).await;
+        assert_eq!(
+            process.url(name),
+            format!("http://127.0.0.1:{}", self.ports[name])
+        );
+        self.running.insert(name, process);
+    }
+
+    async fn stop(mut self) {
+        for (_, process) in std::mem::take(&mut self.running) {
+            process.kill().await;
+        }
+        self.inventory_db.close().await;
+    }
+
+    fn url(&self, service: &str, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports[service])
+    }
+
+    /// A registered customer with a profile; returns their access token.
+    async fn customer(&self) -> String {
+        let gateway = self.url("gateway", "");
+        let email = unique_email();
+        assert_eq!(register(&self.http, &gateway, &email).await.status(), 201);
+        let token = access_token(&login(&self.http, &gateway, &email).await);
+        eventually(PATIENCE, "the customer profile", || async {
+            let response = self
+                .http
+                .get(self.url("gateway", "/api/customers/me"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .ok()?;
+            (response.status() == 200).then_some(())
+        })
+        .await;
+        token
+    }
+
+    /// Places one order per card at once, of one or two units each.
+    async fn place(&self, token: &str, cards: &[&'static str]) -> Vec<Placed> {
+        let mut placing = JoinSet::new();
+        for (i, card) in cards.iter().copied().enumerate() {
+            let quantity = if i % 2 == 0 { 1 } else { 2 };
+            let (http, url, token) = (
+                self.http.clone(),
+                self.url("gateway", "/api/orders"),
+                token.to_owned(),
+            );
+            placing.spawn(async move {
+                let response = http
+                    .post(url)
+                    .bearer_auth(&token)
+                    .json(&order_body(quantity, card))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = response.status();
+                let body: Value = response.json().await.unwrap();
+                assert_eq!(status, 201, "{body}");
+                Placed {
+                    id: body["id"].as_str().unwrap().to_owned(),
+                    card,
+                    quantity,
+                }
+            });
+        }
+        let mut placed = Vec::new();
+        while let Some(order) = placing.join_next().await {
+            placed.push(order.expect("an order is placed"));
+        }
+        placed
+    }
+
+    /// The order as its customer sees it; `None` while it cannot be read.
+    async fn order(&self, token: &str, id: &str) -> Option<Value> {
+        let response = self
+            .http
+            .get(self.url("gateway", &format!("/api/orders/{id}")))
+            .bearer_auth(token)
+            .send()
+            .await
+            .ok()?;
+        if response.status() != 200 {
+            return None;
+        }
+        response.json().await.ok()
+    }
+
+    /// The charges the sandbox made with the order's idempotency key.
+    async fn charges(&self, order_id: &str) -> Vec<Value> {
+        let url = self.url(
+            "payment-sandbox",
+            &format!("/v1/charges?idempotency_key=charge-{order_id}"),
+        );
+        let body: Value = self.http.get(url).send().await.unwrap().json().await.unwrap();
+        body["data"].as_array().cloned().unwrap_or_default()
+    }
+
+    async fn available(&self) -> Option<i64> {
+        let response = self
+            .http
+            .get(self.url("gateway", &format!("/api/products/{SKU}")))
+            .send()
+            .await
+            .ok()?;
+        let product: Value = response.json().await.ok()?;
+        product["available"].as_i64()
+    }
+
+    /// Units inventory holds for unpaid orders.
+    async fn held(&self) -> Option<i64> {
+        let row = sqlx::query("SELECT reserved FROM products WHERE sku = $1")
+            .bind(SKU)
+            .fetch_one(self.inventory_db.pool())
+            .await
+            .ok()?;
+        row.try_get("reserved").ok()
+    }
+
+    /// The customer's mailbox, newest first.
+    async fn mailbox(&self, token: &str) -> Option<Vec<Value>> {
+        let page: Value = self
+            .http
+            .get(self.url("gateway", "/api/notifications?page_size=100"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        page["items"].as_array().cloned()
+    }
+
+    /// Waits until the sandbox holds a charge of a `tok_late` order that has not answered yet:
+    /// payments is in the middle of that provider call.
+    async fn a_late_charge_in_flight(&self, placed: &[Placed]) -> String {
+        eventually(PATIENCE, "a tok_late charge in flight at the sandbox", || async {
+            for order in placed.iter().filter(|o| o.card == LATE) {
+                let charges = self.charges(&order.id).await;
+                if charges.iter().any(|c| c["status"] == "pending") {
+                    return Some(order.id.clone());
+                }
+            }
+            None
+        })
+        .await
+    }
+
+    /// Waits until one of the orders is confirmed; returns its id.
+    async fn a_confirmed_order(&self, token: &str, placed: &[Placed]) -> String {
+        eventually(PATIENCE, "an order to be confirmed", || async {
+            for order in placed {
+                if let Some(view) = self.order(token, &order.id).await
+                    && view["status"] == "confirmed"
+                {
+                    return Some(order.id.clone());
+                }
+            }
+            None
+        })
+        .await
+    }
+
+    /// Every order ended; the orders as their customer sees them, in `placed`'s order.
+    async fn ended(&self, token: &str, placed: &[Placed]) -> Vec<Value> {
+        let deadline = Instant::now() + SETTLE;
+        // An order that ended stays ended, so each needs to be seen ended only once.
+        let mut seen: Vec<Option<Value>> = vec![None; placed.len()];
+        loop {
+            for (order, view) in placed.iter().zip(&mut seen) {
+                if view.as_ref().is_none_or(|v| v["status"] == "pending")
+                    && let Some(now) = self.order(token, &order.id).await
+                {
+                    *view = Some(now);
+                }
+            }
+            if seen.iter().flatten().filter(|v| v["status"] != "pending").count() == placed.len() {
+                return seen.into_iter().flatten().collect();
+            }
+            let pending: Vec<String> = placed
+                .iter()
+                .zip(&seen)
+                .filter(|(_, v)| v.as_ref().is_none_or(|v| v["status"] == "pending"))
+                .map(|(o, v)| {
+                    let payment = v.as_ref().map_or(&Value::Null, |v| &v["payment"]["status"]);
+                    format!("{} ({}, payment {payment})", o.id, o.card)
+                })
+                .collect();
+            assert!(
+                Instant::now() < deadline,
+                "orders still pending after {SETTLE:?}: {}",
+                pending.join(", ")
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The invariants every fault run must leave intact; `stock` is what was available before
+    /// the orders were placed.
+    async fn assert_invariants(&self, token: &str, placed: &[Placed], stock: i64) {
+        let ended = self.ended(token, placed).await;
+        let mut sold = 0;
+        let mut outcomes = BTreeMap::<String, usize>::new();
+        for (order, view) in placed.iter().zip(&ended) {
+            let status = view["status"].as_str().unwrap_or_default();
+            let reason = view["cancel_reason"].as_str().unwrap_or_default();
+            match status {
+                "confirmed" => sold += order.quantity,
+                "cancelled" => assert!(!reason.is_empty(), "a cancelled order says why: {view}"),
+                _ => panic!(
+                    "order {} ({}) ended neither confirmed nor cancelled: {view}",
+                    order.id, order.card
+                ),
+            }
+            *outcomes
+                .entry(format!("{} {status} {reason}", order.card).trim_end().to_owned())
+                .or_default() += 1;
+        }
+        // Which paths the fault drove the sagas down (shown with --nocapture or on failure).
+        eprintln!("orders ended: {outcomes:?}");
+
+        for (order, view) in placed.iter().zip(&ended) {
+            let charges = self.charges(&order.id).await;
+            assert!(
+                charges.len() <= 1,
+                "order {} ({}) was charged {} times: {charges:?}",
+                order.id,
+                order.card,
+                charges.len()
+            );
+            if view["status"] == "confirmed" {
+                assert_eq!(charges.len(), 1, "confirmed without a charge: {view}");
+                let charge = &charges[0];
+                assert_eq!(charge["status"], "succeeded", "{charge}");
+                assert_eq!(
+                    charge["refunded"], false,
+                    "a confirmed order was refunded: {charge}"
+                );
+                assert_eq!(
+                    charge["amount_minor"], view["total"]["amount_minor"],
+                    "{charge} for {view}"
+                );
+            } else {
+                settles(
+                    &format!(
+                        "the charge of cancelled order {} ({}) to be refunded",
+                        order.id, order.card
+                    ),
+                    || async {
+                        let charges = self.charges(&order.id).await;
+                        if charges.iter().all(|c| c["refunded"] == true) {
+                            Ok(())
+                        } else {
+                            Err(format!("{charges:?}; the order: {view}"))
+                        }
+                    },
+                )
+                .await;
+                assert!(self.charges(&order.id).await.len() <= 1);
+            }
+        }
+
+        let expected = stock - sold;
+        settles(
+            &format!("{SKU} to have {expected} available and nothing held"),
+            || async {
+                match (self.available().await, self.held().await) {
+                    (Some(available), Some(0)) if available == expected => Ok(()),
+                    (available, held) => Err(format!("available {available:?}, held {held:?}")),
+                }
+            },
+        )
+        .await;
+
+        let mailbox = settles("a message about how each order ended", || async {
+            let mailbox = self
+                .mailbox(token)
+                .await
+                .ok_or_else(|| "the mailbox cannot be read".to_owned())?;
+            let missing: Vec<&str> = placed
+                .iter()
+                .filter(|o| !mailbox.iter().any(|m| mentions(m, &o.id)))
+                .map(|o| o.id.as_str())
+                .collect();
+            if missing.is_empty() {
+                Ok(mailbox)
+            } else {
+                Err(format!("nothing yet about {missing:?}"))
+            }
+        })
+        .await;
+        for (order, view) in placed.iter().zip(&ended) {
+            let kinds: Vec<&Value> = mailbox
+                .iter()
+                .filter(|m| mentions(m, &order.id))
+                .map(|m| &m["kind"])
+                .collect();
+            let expected = format!("order_{}", view["status"].as_str().unwrap_or_default());
+            assert_eq!(
+                kinds,
+                [&json!(expected)],
+                "messages about order {}: {view}",
+                order.id
+            );
+        }
+    }
+}
+
+fn mentions(message: &Value, order_id: &str) -> bool {
+    message["body"].as_str().is_some_and(|b| b.contains(order_id))
+}
+
+impl Drop for Cluster {
+    /// A failed run shows what the services complained about before their logs go.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for name in SERVICES {
+            let log = std::fs::read_to_string(self.logs.join(format!("{name}.log"))).unwrap_or_default();
+            let complaints: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("\"WARN\"") || l.contains("\"ERROR\""))
+                .collect();
+            let tail = &complaints[complaints.len().saturating_sub(15)..];
+            eprintln!(
+                "--- {name}: {} warnings and errors, the last {}:\n{}",
+                complaints.len(),
+                tail.len(),
+                tail.join("\n")
+            );
+        }
+    }
+}
+
+/// Selected by the distributed-suite filter (`::postgres::`).
+mod postgres {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn orders_killed_while_reserving_comes_back_and_every_order_ends() {
+        let mut cluster = Cluster::start(&[]).await;
+        let shopper = cluster.customer().await;
+        let stock = cluster.available().await.unwrap();
+        let cards = [VISA, VISA, DECLINE, VISA, VISA, DECLINE, VISA, VISA];
+        let placed = cluster.place(&shopper, &cards).await;
+        // Each order is in the event store; its ReserveStock at most on its way.
+        cluster.kill("orders").await;
+        cluster.restart("orders").await;
+        cluster.assert_invariants(&shopper, &placed, stock).await;
+        cluster.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn orders_killed_while_charges_are_pending_comes_back_and_every_order_ends() {
+        // tok_late captures 3 s after the call, inside the 5 s the saga waits: payments
+        // publishes the capture while orders is down or just back.
+        let mut cluster = Cluster::start(&[]).await;
+        let shopper = cluster.customer().await;
+        let stock = cluster.available().await.unwrap();
+        let cards = [LATE, VISA, LATE, VISA, LATE, VISA, LATE, VISA];
+        let placed = cluster.place(&shopper, &cards).await;
+        cluster.a_late_charge_in_flight(&placed).await;
+        cluster.kill("orders").await;
+        cluster.restart("orders").await;
+        cluster.assert_invariants(&shopper, &placed, stock).await;
+        cluster.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn orders_killed_right_after_a_confirmation_comes_back_commits_and_notifies_once() {
+        let mut cluster = Cluster::start(&[]).await;
+        let shopper = cluster.customer().await;
+        let stock = cluster.available().await.unwrap();
+        let cards = [VISA, VISA, LATE, VISA, DECLINE, VISA, VISA, VISA];
+        let placed = cluster.place(&shopper, &cards).await;
+        // The commit and the confirmation's event may still sit in the outbox.
+        cluster.a_confirmed_order(&shopper, &placed).await;
+        cluster.kill("orders").await;
+        cluster.restart("orders").await;
+        cluster.assert_invariants(&shopper, &placed, stock).await;
+        cluster.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn payments_killed_with_charges_in_flight_charges_every_order_at_most_once() {
+        // The killed worker's lease (provider timeout + 1 s) must run out before the charge is
+        // asked again, with the same key; the saga waits long enough for that to confirm.
+        let mut cluster = Cluster::start(&[
+            ("MERCATO_SANDBOX__LATE_DELAY_MS", "2500"),
+            ("MERCATO_PAYMENTS__PROVIDER__TIMEOUT_MS", "4000"),
+            ("MERCATO_ORDERS__PAYMENT_TIMEOUT_MS", "8000"),
+        ])
+        .await;
+        let shopper = cluster.customer().await;
+        let stock = cluster.available().await.unwrap();
+        let cards = [LATE, VISA, LATE, VISA, LATE, VISA, LATE, VISA];
+        let placed = cluster.place(&shopper, &cards).await;
+        cluster.a_late_charge_in_flight(&placed).await;
+        cluster.kill("payments").await;
+        cluster.restart("payments").await;
+        cluster.assert_invariants(&shopper, &placed, stock).await;
+        cluster.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn inventory_killed_while_reserving_comes_back_and_every_saga_finishes() {
+        let mut cluster = Cluster::start(&[]).await;
+        let shopper = cluster.customer().await;
+        let stock = cluster.available().await.unwrap();
+        let cards = [VISA, DECLINE, VISA, VISA, LATE, VISA, DECLINE, VISA];
+        let placed = cluster.place(&shopper, &cards).await;
+        cluster.kill("inventory").await;
+        cluster.restart("inventory").await;
+        cluster.assert_invariants(&shopper, &placed, stock).await;
+        cluster.stop().await;
+    }
+}

@@ -1,0 +1,181 @@
+//! A bulkhead: at most `max_concurrent` calls in flight, at most `max_queued` waiting, each waiting
+//! at most `max_wait`. Anything beyond is rejected at once, so a slow dependency ties up a bounded
+//! share of this process instead of all of it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::future::{self, BoxFuture, FutureExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+use tower::{Layer, Service, ServiceExt};
+
+use crate::error::{ConfigError, ResilienceError, check};
+
+/// Bulkhead settings.
+#[derive(Debug, Clone)]
+pub struct BulkheadConfig {
+    pub max_concurrent: usize,
+    /// Calls allowed to wait for a permit; zero rejects as soon as all permits are taken.
+    pub max_queued: usize,
+    pub max_wait: Duration,
+}
+
+impl Default for BulkheadConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 64,
+            max_queued: 64,
+            max_wait: Duration::from_millis(100),
+        }
+    }
+}
+
+impl BulkheadConfig {
+    /// # Errors
+    /// A setting that would make the bulkhead reject everything.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check(
+            self.max_concurrent > 0 && self.max_concurrent <= Semaphore::MAX_PERMITS,
+            "max_concurrent",
+            "must be at least 1",
+        )
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    name: Arc<str>,
+    permits: Arc<Semaphore>,
+    queued: AtomicUsize,
+    max_queued: usize,
+    max_wait: Duration,
+}
+
+/// Adds a [`Bulkhead`]; every service this layer builds (and every clone) shares one limit.
+#[derive(Debug, Clone)]
+pub struct BulkheadLayer {
+    shared: Arc<Shared>,
+}
+
+impl BulkheadLayer {
+    /// # Errors
+    /// An invalid [`BulkheadConfig`].
+    pub fn new(name: &str, config: &BulkheadConfig) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Self {
+            shared: Arc::new(Shared {
+                name: name.into(),
+                permits: Arc::new(Semaphore::new(config.max_concurrent)),
+                queued: AtomicUsize::new(0),
+                max_queued: config.max_queued,
+                max_wait: config.max_wait,
+            }),
+        })
+    }
+
+    /// Permits free right now.
+    #[must_use]
+    pub fn available(&self) -> usize {
+        self.shared.permits.available_permits()
+    }
+}
+
+impl<S> Layer<S> for BulkheadLayer {
+    type Service = Bulkhead<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Bulkhead {
+            inner,
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+/// See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct Bulkhead<S> {
+    inner: S,
+    shared: Arc<Shared>,
+}
+
+/// Holds a place in the wait queue; gives it back however the wait ends, cancellation included.
+struct QueueSlot(Arc<Shared>);
+
+impl Drop for QueueSlot {
+    fn drop(&mut self) {
+        self.0.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Shared {
+    fn full<E>(&self) -> ResilienceError<E> {
+        ResilienceError::BulkheadFull {
+            name: self.name.clone(),
+        }
+    }
+}
+
+impl<S, Req, Res, E> Service<Req> for Bulkhead<S>
+where
+    S: Service<Req, Response = Res, Error = ResilienceError<E>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    Req: Send + 'static,
+    Res: Send + 'static,
+    E: Send + 'static,
+{
+    type Response = Res;
+    type Error = ResilienceError<E>;
+    type Future = BoxFuture<'static, Result<Res, ResilienceError<E>>>;
+
+    /// Always ready: waiting happens per call, where it can be bounded and rejected with a reason.
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        let svc = self.inner.clone();
+        let shared = self.shared.clone();
+        let permit = match shared.permits.clone().try_acquire_owned() {
+            Ok(permit) => Some(permit),
+            Err(TryAcquireError::NoPermits) => {
+                if shared.queued.fetch_add(1, Ordering::AcqRel) >= shared.max_queued {
+                    shared.queued.fetch_sub(1, Ordering::AcqRel);
+                    return future::ready(Err(shared.full())).boxed();
+                }
+                None
+            }
+            Err(TryAcquireError::Closed) => return future::ready(Err(shared.full())).boxed(),
+        };
+        async move {
+            let _permit: OwnedSemaphorePermit = match permit {
+                Some(permit) => permit,
+                None => {
+                    let _slot = QueueSlot(shared.clone());
+                    let wait = shared.permits.clone().acquire_owned();
+                    match tokio::time::timeout(shared.max_wait, wait).await {
+                        Ok(Ok(permit)) => permit,
+                        _ => return Err(shared.full()),
+                    }
+                }
+            };
+            svc.oneshot(req).await
+        }
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_concurrency_is_rejected_with_the_key() {
+        let config = BulkheadConfig {
+            max_concurrent: 0,
+            ..BulkheadConfig::default()
+        };
+        assert_eq!(config.validate().unwrap_err().key, "max_concurrent");
+    }
+}

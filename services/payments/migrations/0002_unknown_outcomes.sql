@@ -1,0 +1,1 @@
+ALTER TABLE payments ADD COLUMN failure_reported BIGINT NOT NULL DEFAULT 0;
