@@ -7,8 +7,16 @@
 //! Every route and rule that matches a request must be satisfied, so rules only ever add
 //! requirements. Rate limits are per route class (`[gateway.rate_limit.classes.NAME]`); a route
 //! names its class in `rate_class`, `default` when it names none.
+//!
+//! Upstream calls are guarded by one circuit breaker per upstream (`[gateway.circuit_breaker]`)
+//! and idempotent requests without a body are retried under a budget (`[gateway.retry]`). A
+//! route's `timeout_ms` overrides `upstream_timeout_ms`; either bounds the whole upstream
+//! exchange, retries included, and reaches the upstream as `x-request-deadline-ms`.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
+
+use mercato_resilience::{Backoff, CircuitBreakerConfig, ConfigError, RetryConfig};
 
 use serde::{Deserialize, Serialize};
 
@@ -35,6 +43,10 @@ pub struct RouteConfig {
     /// The rate-limit class of the route; [`DEFAULT_CLASS`] when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_class: Option<String>,
+    /// Longest wait for the upstream's response head on this route, retries included;
+    /// `upstream_timeout_ms` when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 impl RouteConfig {
@@ -47,6 +59,7 @@ impl RouteConfig {
             auth,
             roles: Vec::new(),
             rate_class: None,
+            timeout_ms: None,
         }
     }
 
@@ -59,6 +72,12 @@ impl RouteConfig {
     #[must_use]
     pub fn with_rate_class(mut self, class: &str) -> Self {
         self.rate_class = Some(class.to_owned());
+        self
+    }
+
+    #[must_use]
+    pub fn with_timeout_ms(mut self, timeout_ms: u64) -> Self {
+        self.timeout_ms = Some(timeout_ms);
         self
     }
 }
@@ -160,6 +179,165 @@ impl Default for RateLimitConfig {
     }
 }
 
+/// `[gateway.circuit_breaker]`: the settings of every upstream's breaker (see
+/// [`mercato_resilience::circuit_breaker`]). Upstream `5xx` answers, connection errors and
+/// timeouts are failures; `4xx` answers are not. Rates are whole percentages (as resilience4j
+/// writes them), so that the configuration stays comparable; the defaults are the library's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CircuitBreakerSettings {
+    /// Failed calls, in percent of the window, at which the breaker opens (1–100).
+    pub failure_rate_threshold_percent: u8,
+    /// Slow calls, in percent of the window, at which the breaker opens (1–100).
+    pub slow_call_rate_threshold_percent: u8,
+    /// A call whose answer takes at least this long is slow.
+    pub slow_call_duration_threshold_ms: u64,
+    /// How many of the latest outcomes the closed breaker judges.
+    pub sliding_window_size: usize,
+    /// No verdict before this many outcomes are in the window.
+    pub minimum_number_of_calls: usize,
+    /// How long an open breaker refuses calls before it lets probes through.
+    pub wait_duration_ms: u64,
+    pub permitted_calls_in_half_open: usize,
+    /// Limit on each half-open probe; a probe that exceeds it is a failure.
+    pub probe_timeout_ms: u64,
+}
+
+impl Default for CircuitBreakerSettings {
+    fn default() -> Self {
+        let lib = CircuitBreakerConfig::default();
+        Self {
+            failure_rate_threshold_percent: percent(lib.failure_rate_threshold),
+            slow_call_rate_threshold_percent: percent(lib.slow_call_rate_threshold),
+            // A checkout legitimately takes seconds under load; only calls near the upstream
+            // timeout count as slow at the edge, or a busy service would be cut off.
+            slow_call_duration_threshold_ms: 10_000,
+            sliding_window_size: lib.sliding_window_size,
+            minimum_number_of_calls: lib.minimum_number_of_calls,
+            wait_duration_ms: millis(lib.wait_duration_in_open),
+            permitted_calls_in_half_open: lib.permitted_calls_in_half_open,
+            probe_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl CircuitBreakerSettings {
+    /// The library's configuration.
+    #[must_use]
+    pub fn to_config(&self) -> CircuitBreakerConfig {
+        CircuitBreakerConfig {
+            failure_rate_threshold: f64::from(self.failure_rate_threshold_percent) / 100.0,
+            slow_call_rate_threshold: f64::from(self.slow_call_rate_threshold_percent) / 100.0,
+            slow_call_duration_threshold: Duration::from_millis(self.slow_call_duration_threshold_ms),
+            sliding_window_size: self.sliding_window_size,
+            minimum_number_of_calls: self.minimum_number_of_calls,
+            wait_duration_in_open: Duration::from_millis(self.wait_duration_ms),
+            permitted_calls_in_half_open: self.permitted_calls_in_half_open,
+            probe_timeout: Duration::from_millis(self.probe_timeout_ms),
+        }
+    }
+
+    fn invalid_setting(&self) -> Option<(String, String)> {
+        let key = |k: &str| format!("circuit_breaker.{k}");
+        if self.wait_duration_ms == 0 {
+            return Some((key("wait_duration_ms"), "must be greater than 0".into()));
+        }
+        let renamed = |lib: &str| {
+            match lib {
+                "failure_rate_threshold" => "failure_rate_threshold_percent",
+                "slow_call_rate_threshold" => "slow_call_rate_threshold_percent",
+                "probe_timeout" => "probe_timeout_ms",
+                other => other,
+            }
+            .to_owned()
+        };
+        let reason = |e: ConfigError| match e.key {
+            "failure_rate_threshold" | "slow_call_rate_threshold" => "must be between 1 and 100".to_owned(),
+            _ => e.reason.to_owned(),
+        };
+        self.to_config()
+            .validate()
+            .err()
+            .map(|e| (key(&renamed(e.key)), reason(e)))
+    }
+}
+
+/// `[gateway.retry]`: retries of idempotent requests without a body (GET, HEAD, OPTIONS, or any
+/// request with an `Idempotency-Key`) after a connection error or a `502`/`503`/`504` answer,
+/// with full-jitter exponential backoff, under a retry budget shared by all upstreams (see
+/// [`mercato_resilience::retry`]). The budget defaults are the library's (Linkerd's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    /// Attempts in all, the first included; 1 turns retries off.
+    pub max_attempts: u32,
+    /// Longest wait before the first retry; it doubles for each further one, up to the cap.
+    pub backoff_base_ms: u64,
+    pub backoff_cap_ms: u64,
+    /// Retries allowed on top of traffic, in percent of requests (20: one retry per five).
+    pub budget_percent: u16,
+    /// Retries allowed per second regardless of traffic.
+    pub budget_min_per_sec: u32,
+    /// How long a request counts towards the budget (1–60 s).
+    pub budget_window_secs: u64,
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        let lib = RetryConfig::default();
+        Self {
+            max_attempts: 2,
+            backoff_base_ms: millis(lib.backoff.base),
+            backoff_cap_ms: millis(lib.backoff.cap),
+            budget_percent: u16::from(percent(f64::from(lib.budget_ratio))),
+            budget_min_per_sec: lib.budget_min_per_sec,
+            budget_window_secs: lib.budget_window.as_secs(),
+        }
+    }
+}
+
+impl RetrySettings {
+    /// The library's configuration.
+    #[must_use]
+    pub fn to_config(&self) -> RetryConfig {
+        RetryConfig {
+            max_attempts: self.max_attempts,
+            backoff: Backoff {
+                base: Duration::from_millis(self.backoff_base_ms),
+                cap: Duration::from_millis(self.backoff_cap_ms),
+            },
+            budget_ratio: f32::from(self.budget_percent) / 100.0,
+            budget_min_per_sec: self.budget_min_per_sec,
+            budget_window: Duration::from_secs(self.budget_window_secs),
+        }
+    }
+
+    fn invalid_setting(&self) -> Option<(String, String)> {
+        let renamed = |lib: &'static str| match lib {
+            "backoff.cap" => "backoff_cap_ms",
+            "budget_ratio" => "budget_percent",
+            "budget_window" => "budget_window_secs",
+            other => other,
+        };
+        self.to_config()
+            .validate()
+            .err()
+            .map(|e| (format!("retry.{}", renamed(e.key)), e.reason.to_owned()))
+    }
+}
+
+/// A rate (0.0–1.0) as a whole percentage; the library's default rates are whole percentages.
+fn percent(rate: f64) -> u8 {
+    // Clamped to 0–100 first, so the conversion cannot truncate.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let p = (rate.clamp(0.0, 1.0) * 100.0).round() as u8;
+    p
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewayConfig {
@@ -175,6 +353,8 @@ pub struct GatewayConfig {
     /// Role requirements scoped by path pattern and method, on top of the routes' own.
     pub rules: Vec<RuleConfig>,
     pub rate_limit: RateLimitConfig,
+    pub circuit_breaker: CircuitBreakerSettings,
+    pub retry: RetrySettings,
 }
 
 impl Default for GatewayConfig {
@@ -205,6 +385,8 @@ impl Default for GatewayConfig {
                 RuleConfig::new("/api/orders/*/deliver", &[], &["admin"]),
             ],
             rate_limit: RateLimitConfig::default(),
+            circuit_breaker: CircuitBreakerSettings::default(),
+            retry: RetrySettings::default(),
         }
     }
 }
@@ -225,6 +407,9 @@ impl GatewayConfig {
             }
             if route.roles.iter().any(String::is_empty) {
                 return Some((format!("routes[{i}].roles"), "a role must not be empty".into()));
+            }
+            if route.timeout_ms == Some(0) {
+                return Some((format!("routes[{i}].timeout_ms"), "must be greater than 0".into()));
             }
             let class = route.rate_class.as_deref().unwrap_or(DEFAULT_CLASS);
             if self.rate_limit.enabled && !self.rate_limit.classes.contains_key(class) {
@@ -249,7 +434,10 @@ impl GatewayConfig {
                 return Some((format!("rules[{i}].methods"), format!("{m:?} is not a method")));
             }
         }
-        self.rate_limit.invalid_setting()
+        self.circuit_breaker
+            .invalid_setting()
+            .or_else(|| self.retry.invalid_setting())
+            .or_else(|| self.rate_limit.invalid_setting())
     }
 }
 
@@ -320,6 +508,69 @@ mod tests {
         assert_eq!(config.invalid_setting().unwrap().0, "rules[3].roles");
         config.rules[3] = RuleConfig::new("/x", &["GE T"], &["admin"]);
         assert_eq!(config.invalid_setting().unwrap().0, "rules[3].methods");
+    }
+
+    #[test]
+    fn resilience_defaults_are_the_librarys_but_two_attempts_and_a_lenient_slow_call() {
+        let config = GatewayConfig::default();
+        let breaker = config.circuit_breaker.to_config();
+        let lib = CircuitBreakerConfig::default();
+        assert!((breaker.failure_rate_threshold - lib.failure_rate_threshold).abs() < 1e-9);
+        assert!((breaker.slow_call_rate_threshold - lib.slow_call_rate_threshold).abs() < 1e-9);
+        assert_eq!(breaker.wait_duration_in_open, lib.wait_duration_in_open);
+        assert_eq!(breaker.sliding_window_size, lib.sliding_window_size);
+        assert_eq!(breaker.minimum_number_of_calls, lib.minimum_number_of_calls);
+        assert_eq!(breaker.slow_call_duration_threshold, Duration::from_secs(10));
+        assert_eq!(breaker.probe_timeout, Duration::from_secs(10));
+        let retry = config.retry.to_config();
+        let lib = RetryConfig::default();
+        assert_eq!(retry.max_attempts, 2);
+        assert_eq!(retry.backoff, lib.backoff);
+        assert!((retry.budget_ratio - lib.budget_ratio).abs() < 1e-6);
+        assert_eq!(retry.budget_min_per_sec, lib.budget_min_per_sec);
+        assert_eq!(retry.budget_window, lib.budget_window);
+    }
+
+    #[test]
+    fn resilience_settings_are_refused_by_their_own_key() {
+        let mut config = GatewayConfig::default();
+        config.circuit_breaker.failure_rate_threshold_percent = 0;
+        assert_eq!(
+            config.invalid_setting().unwrap().0,
+            "circuit_breaker.failure_rate_threshold_percent"
+        );
+        config.circuit_breaker = CircuitBreakerSettings {
+            minimum_number_of_calls: 100,
+            ..CircuitBreakerSettings::default()
+        };
+        assert_eq!(
+            config.invalid_setting().unwrap().0,
+            "circuit_breaker.minimum_number_of_calls"
+        );
+        config.circuit_breaker = CircuitBreakerSettings::default();
+        config.retry.budget_window_secs = 0;
+        assert_eq!(config.invalid_setting().unwrap().0, "retry.budget_window_secs");
+        config.retry = RetrySettings::default();
+        config.routes[0].timeout_ms = Some(0);
+        assert_eq!(config.invalid_setting().unwrap().0, "routes[0].timeout_ms");
+    }
+
+    #[test]
+    fn resilience_sections_deserialize_with_defaults_for_missing_keys() {
+        let config: GatewayConfig = serde_json::from_value(serde_json::json!({
+            "circuit_breaker": { "wait_duration_ms": 250 },
+            "retry": { "max_attempts": 3 },
+            "routes": [{ "prefix": "/x", "upstream": "x", "auth": "public", "timeout_ms": 500 }],
+        }))
+        .unwrap();
+        assert_eq!(config.circuit_breaker.wait_duration_ms, 250);
+        assert_eq!(
+            config.circuit_breaker.sliding_window_size,
+            CircuitBreakerSettings::default().sliding_window_size
+        );
+        assert_eq!(config.retry.max_attempts, 3);
+        assert_eq!(config.retry.budget_percent, 20);
+        assert_eq!(config.routes[0].timeout_ms, Some(500));
     }
 
     #[test]

@@ -12,12 +12,17 @@
 //!   upstream failures into `502`/`504` problems instead of hangs. Order per request:
 //!   authenticate (when the route or a rule needs it, or a token is offered), rate-limit, check
 //!   roles, forward.
+//! - [`resilience`]: the upstream call itself: a circuit breaker per upstream (`503` with
+//!   `Retry-After` while open), retries of idempotent body-less requests under a budget, and the
+//!   route's timeout as a deadline sent on in `x-request-deadline-ms`.
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod openapi;
 pub mod proxy;
 pub mod rate_limit;
 pub mod rbac;
+pub mod resilience;
 pub mod routes;
 pub mod upstream;
 
@@ -30,7 +35,8 @@ use mercato_runtime::{CancellationToken, ClientConfig, HttpConfig, Readiness, Re
 use mercato_security::{JwksClient, JwksClientConfig, Verifier, VerifierConfig};
 
 pub use config::{
-    GatewayConfig, RateClassConfig, RateLimitBackend, RateLimitConfig, RouteAuth, RouteConfig, RuleConfig,
+    CircuitBreakerSettings, GatewayConfig, RateClassConfig, RateLimitBackend, RateLimitConfig, RetrySettings,
+    RouteAuth, RouteConfig, RuleConfig,
 };
 pub use rate_limit::{Clock, LimiterHealth, ManualClock, SystemClock};
 
@@ -129,7 +135,8 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         &config.gateway,
         &config.client,
         config.http.body_limit_bytes,
-    );
+        &mut registry,
+    )?;
     let readiness = Readiness::new().with_check("jwks", move || {
         let jwks = jwks.clone();
         async move {
@@ -139,18 +146,19 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
             jwks.refresh().await.map(|_| ()).map_err(|e| e.to_string())
         }
     });
-    // The runtime's readiness is up or down, and a limiter that fell back to local limits still
-    // serves: failing readiness would take every gateway out of rotation when Redis dies. So
-    // the check stays up; the outage shows in the limiter's once-per-outage warning and the
-    // `gateway_rate_limiter_degraded` gauge, until the runtime can report a degraded check.
+    // A limiter that fell back to local limits still serves: it reports "degraded" (the gateway
+    // stays ready) rather than failing readiness, which would take every gateway out of
+    // rotation when Redis dies.
     let readiness = match limiter {
-        Some(limiter) => readiness.with_check("rate_limiter", move || {
+        Some(limiter) => readiness.with_degradable_check("rate_limiter", move || {
             let health = limiter.health();
             async move {
-                if let LimiterHealth::Degraded(reason) = health {
-                    tracing::debug!(%reason, "readiness: rate limiter degraded");
+                match health {
+                    LimiterHealth::Degraded(reason) => {
+                        Ok(Some(format!("falling back to local limits: {reason}")))
+                    }
+                    _ => Ok(None),
                 }
-                Ok(())
             }
         }),
         None => readiness,

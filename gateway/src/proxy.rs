@@ -11,21 +11,25 @@ use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Uri, Version};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use mercato_resilience::{Deadline, ResilienceError, deadline};
 use mercato_runtime::correlation::{self, CorrelationId};
 use mercato_runtime::observe::{RouteLabel, UNMATCHED};
 use mercato_runtime::{ClientConfig, Problem, auth};
 use mercato_security::Verifier;
+use prometheus_client::registry::Registry;
 
 use crate::config::{GatewayConfig, RouteAuth};
 use crate::rate_limit::RateLimiter;
 use crate::rate_limit::gcra::{Decision, ceil_secs};
 use crate::rbac::{self, Rules};
+use crate::resilience::{Outgoing, Resilience, TransportError};
 use crate::routes::RouteTable;
 use crate::upstream::Upstreams;
-use crate::{ROLES_HEADER, SUBJECT_HEADER};
+use crate::{ROLES_HEADER, SUBJECT_HEADER, StartError};
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
@@ -47,11 +51,10 @@ pub struct Proxy {
 
 struct Inner {
     routes: RouteTable,
-    upstreams: Upstreams,
     verifier: Verifier,
     rules: Rules,
     limiter: Option<Arc<RateLimiter>>,
-    client: Client<HttpConnector, Body>,
+    resilience: Resilience,
     upstream_timeout: Duration,
     body_limit: usize,
 }
@@ -65,7 +68,10 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    #[must_use]
+    /// The proxy, its circuit breakers' metrics registered in `registry`.
+    ///
+    /// # Errors
+    /// Invalid `[gateway.circuit_breaker]` or `[gateway.retry]` settings.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         routes: RouteTable,
@@ -76,7 +82,8 @@ impl Proxy {
         gateway: &GatewayConfig,
         client: &ClientConfig,
         body_limit: usize,
-    ) -> Self {
+        registry: &mut Registry,
+    ) -> Result<Self, StartError> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(Duration::from_millis(gateway.connect_timeout_ms)));
         connector.set_nodelay(true);
@@ -84,23 +91,26 @@ impl Proxy {
             .pool_idle_timeout(Duration::from_millis(client.pool_idle_timeout_ms))
             .pool_max_idle_per_host(gateway.pool_max_idle_per_host)
             .build(connector);
-        Self {
+        let resilience = Resilience::new(gateway, client, upstreams, registry)?;
+        Ok(Self {
             inner: Arc::new(Inner {
                 routes,
-                upstreams,
                 verifier,
                 rules,
                 limiter,
-                client,
+                resilience,
                 upstream_timeout: Duration::from_millis(gateway.upstream_timeout_ms),
                 body_limit,
             }),
-        }
+        })
     }
 
     /// Every path not served by the runtime itself goes through the proxy.
     pub fn router(self) -> Router {
-        Router::new().fallback(forward).with_state(self)
+        Router::new()
+            .route("/api/openapi.json", axum::routing::get(crate::openapi::serve))
+            .fallback(forward)
+            .with_state(self)
     }
 }
 
@@ -146,9 +156,11 @@ async fn forward_to(
     if let Some(id) = parts.extensions.get::<CorrelationId>() {
         parts.headers.insert(correlation::HEADER, id.header_value());
     }
-    // Only the gateway may say who the caller is.
+    // Only the gateway may say who the caller is, and how long it waits: the deadline is set
+    // here, at the edge, never taken from a client.
     parts.headers.remove(SUBJECT_HEADER);
     parts.headers.remove(ROLES_HEADER);
+    parts.headers.remove(deadline::HEADER);
     let required_roles = inner.rules.requirements(route, &parts.method, parts.uri.path());
     let needs_token = route.auth == RouteAuth::Required || !required_roles.is_empty();
     // An offered token is verified on public routes too, only to limit its subject rather than
@@ -214,41 +226,56 @@ async fn admit(
     }
     add_forwarded(&mut parts.headers, peer);
 
-    let instance = inner
-        .upstreams
-        .pick(&route.upstream)
-        .ok_or_else(|| Problem::unavailable(format!("no instance of {} is configured", route.upstream), 5))?;
+    // The transport adds the instance, picked per attempt.
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    let mut target = instance.clone().into_parts();
-    target.path_and_query = Some(
-        path.parse()
-            .map_err(|_| Problem::bad_request("the request path is invalid"))?,
-    );
-    parts.uri = Uri::from_parts(target).map_err(|_| Problem::bad_request("the request path is invalid"))?;
+    parts.uri = Uri::builder()
+        .path_and_query(path)
+        .build()
+        .map_err(|_| Problem::bad_request("the request path is invalid"))?;
     parts.version = Version::HTTP_11;
 
     let body = Body::new(Limited::new(body, inner.body_limit));
-    let outgoing = http::Request::from_parts(parts, body);
-    let upstream = route.upstream.clone();
-    let response = match tokio::time::timeout(inner.upstream_timeout, inner.client.request(outgoing)).await {
-        Ok(Ok(response)) => response,
-        Ok(Err(error)) => return Err(upstream_failure(&upstream, &error)),
-        Err(_) => {
-            tracing::warn!(%upstream, timeout_ms = inner.upstream_timeout.as_millis(), "upstream timed out");
-            return Err(Problem::new(
+    let timeout = route.timeout.unwrap_or(inner.upstream_timeout);
+    // The whole exchange, retries included, ends by the deadline; the upstream learns it from
+    // `x-request-deadline-ms`.
+    let outgoing = Outgoing::new(http::Request::from_parts(parts, body), Deadline::after(timeout));
+    let result = inner.resilience.call(&route.upstream, outgoing, timeout).await;
+    let response = result.map_err(|error| call_failure(&route.upstream, timeout, error))?;
+    Ok(relay(response))
+}
+
+fn relay(response: http::Response<Incoming>) -> Response {
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, Body::new(body.map_err(axum::Error::new)))
+}
+
+/// The problem for a call that produced no upstream answer.
+fn call_failure(upstream: &str, timeout: Duration, error: ResilienceError<TransportError>) -> Problem {
+    match error {
+        ResilienceError::Inner(TransportError::Http(error)) => upstream_failure(upstream, &error),
+        ResilienceError::Inner(TransportError::NoInstance) => {
+            Problem::unavailable(format!("no instance of {upstream} is configured"), 5)
+        }
+        ResilienceError::CircuitOpen { retry_after, .. } => {
+            tracing::debug!(%upstream, ?retry_after, "circuit open: request refused");
+            Problem::unavailable(
+                format!("{upstream} is failing; the gateway sends it no requests for now"),
+                ceil_secs(retry_after).max(1),
+            )
+        }
+        ResilienceError::BudgetExhausted { last, .. } => call_failure(upstream, timeout, *last),
+        ResilienceError::TimedOut(_) | ResilienceError::DeadlineExceeded => {
+            tracing::warn!(%upstream, timeout_ms = timeout.as_millis(), "upstream timed out");
+            Problem::new(
                 StatusCode::GATEWAY_TIMEOUT,
                 "upstream-timeout",
                 "Upstream timed out",
             )
-            .with_detail(format!("{upstream} did not answer in time")));
+            .with_detail(format!("{upstream} did not answer in time"))
         }
-    };
-    let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    Ok(Response::from_parts(
-        parts,
-        Body::new(body.map_err(axum::Error::new)),
-    ))
+        ResilienceError::BulkheadFull { .. } => Problem::unavailable(format!("{upstream} is busy"), 1),
+    }
 }
 
 fn rate_limited(class: &str, decision: &Decision) -> Problem {

@@ -162,6 +162,7 @@ mod tests {
             auth: RouteAuth::Public,
             roles: roles.iter().map(|r| Arc::from(*r)).collect(),
             class: "default".into(),
+            timeout: None,
         }
     }
 

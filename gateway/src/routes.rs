@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::StartError;
 use crate::config::{DEFAULT_CLASS, RouteAuth, RouteConfig};
@@ -16,6 +17,8 @@ pub struct Route {
     pub roles: Arc<[Arc<str>]>,
     /// The rate-limit class.
     pub class: Arc<str>,
+    /// The route's own upstream timeout, overriding the gateway's.
+    pub timeout: Option<Duration>,
 }
 
 /// Routes sorted longest prefix first, so the most specific rule wins.
@@ -50,6 +53,7 @@ impl RouteTable {
                 auth: c.auth,
                 roles: c.roles.iter().map(|r| Arc::from(r.as_str())).collect(),
                 class: c.rate_class.as_deref().unwrap_or(DEFAULT_CLASS).into(),
+                timeout: c.timeout_ms.map(Duration::from_millis),
             });
         }
         routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));

@@ -63,6 +63,11 @@ impl Upstreams {
         })
     }
 
+    /// The names of the upstreams.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.pools.keys().map(String::as_str)
+    }
+
     /// The next instance of `name`, round robin.
     #[must_use]
     pub fn pick(&self, name: &str) -> Option<&Uri> {

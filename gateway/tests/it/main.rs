@@ -10,12 +10,15 @@
 //! - `rate_limit`: GCRA per subject or IP and route class, on a manual clock; the Redis suite
 //!   (`rate_limit::redis::`) needs Redis at 127.0.0.1:6379.
 //! - `upstream_faults`: upstreams down or silent, body limits, large bodies both ways.
+//! - `resilience`: the circuit breaker per upstream, retries of idempotent requests, per-route
+//!   timeouts and the deadline sent upstream.
 
 mod auth;
 mod headers;
 mod jwks;
 mod rate_limit;
 mod rbac;
+mod resilience;
 mod routing;
 mod support;
 mod upstream_faults;

@@ -309,7 +309,13 @@ mod redis {
             .iter()
             .find(|c| c["name"] == "rate_limiter")
             .unwrap_or_else(|| panic!("no rate_limiter check: {report}"));
-        assert_eq!(check["status"], "up", "{report}");
+        assert_eq!(check["status"], "degraded", "{report}");
+        assert!(
+            check["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("local limits")),
+            "{report}"
+        );
         let metrics = gateway
             .get("/metrics")
             .send()

@@ -123,6 +123,13 @@ async fn health_ready_and_metrics_are_the_gateways_own_even_under_a_catch_all_ro
         "{content_type}"
     );
 
+    // So is the OpenAPI description of the public API, without a token.
+    let openapi = gateway.get("/api/openapi.json").send().await.unwrap();
+    assert_eq!(openapi.status(), 200);
+    let doc: serde_json::Value = openapi.json().await.unwrap();
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert_eq!(gateway.other.hits(), 0, "not proxied");
+
     // The catch-all does serve everything else.
     let seen = echoed(gateway.get("/anything/else").send().await.unwrap()).await;
     assert_eq!(seen["upstream"], "other");

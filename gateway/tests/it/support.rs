@@ -154,7 +154,8 @@ async fn upstream(State(state): State<UpstreamState>, request: Request) -> Respo
     echo(state.name, request).await
 }
 
-async fn echo(name: &str, request: Request) -> Response {
+/// Answers `200` with what reached the upstream `name`: method, URI, headers and body length.
+pub async fn echo(name: &str, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
         return StatusCode::BAD_REQUEST.into_response();
@@ -177,7 +178,7 @@ async fn echo(name: &str, request: Request) -> Response {
 }
 
 /// Serves `router` on a free loopback port until the test's runtime ends; returns its base URL.
-async fn serve(router: Router) -> String {
+pub async fn serve(router: Router) -> String {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router).await });

@@ -15,7 +15,10 @@ use serde::Serialize;
 /// The outcome of one check: `Err` carries a short reason for operators.
 pub type CheckFuture = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
-type Check = Arc<dyn Fn() -> CheckFuture + Send + Sync>;
+/// A check that can also report "degraded": working, but on a fallback (`Ok(Some(note))`).
+pub type DegradableFuture = Pin<Box<dyn Future<Output = Result<Option<String>, String>> + Send>>;
+
+type Check = Arc<dyn Fn() -> DegradableFuture + Send + Sync>;
 
 /// A service's readiness checks and its stopping flag.
 #[derive(Clone)]
@@ -83,7 +86,25 @@ impl Readiness {
     {
         self.checks.push((
             name.to_owned(),
-            Arc::new(move || Box::pin(check()) as CheckFuture),
+            Arc::new(move || {
+                let fut = check();
+                Box::pin(async move { fut.await.map(|()| None) }) as DegradableFuture
+            }),
+        ));
+        self
+    }
+
+    /// Adds a check that may report "degraded" (`Ok(Some(note))`): the service stays ready, and
+    /// the note tells operators what it is falling back on.
+    #[must_use]
+    pub fn with_degradable_check<F, Fut>(mut self, name: &str, check: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Option<String>, String>> + Send + 'static,
+    {
+        self.checks.push((
+            name.to_owned(),
+            Arc::new(move || Box::pin(check()) as DegradableFuture),
         ));
         self
     }
@@ -111,14 +132,18 @@ impl Readiness {
                 let start = Instant::now();
                 let outcome = tokio::time::timeout(timeout, fut).await;
                 let latency_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-                let error = match outcome {
-                    Ok(Ok(())) => None,
-                    Ok(Err(reason)) => Some(reason),
-                    Err(_) => Some(format!("timed out after {} ms", timeout.as_millis())),
+                let (status, error) = match outcome {
+                    Ok(Ok(None)) => ("up", None),
+                    Ok(Ok(Some(note))) => ("degraded", Some(note)),
+                    Ok(Err(reason)) => ("down", Some(reason)),
+                    Err(_) => (
+                        "down",
+                        Some(format!("timed out after {} ms", timeout.as_millis())),
+                    ),
                 };
                 CheckReport {
                     name: name.clone(),
-                    status: if error.is_none() { "up" } else { "down" },
+                    status,
                     latency_ms,
                     error,
                 }
@@ -127,7 +152,7 @@ impl Readiness {
         let checks = futures_util::future::join_all(runs).await;
         let status = if self.is_stopping() {
             "stopping"
-        } else if checks.iter().all(|c| c.error.is_none()) {
+        } else if checks.iter().all(|c| c.status != "down") {
             "ready"
         } else {
             "not_ready"
@@ -154,6 +179,20 @@ mod tests {
             report.checks.iter().find(|c| c.name == "fast").unwrap().status,
             "up"
         );
+    }
+
+    #[tokio::test]
+    async fn a_degraded_check_keeps_the_service_ready_and_says_why() {
+        let readiness = Readiness::new()
+            .with_check("db", || async { Ok(()) })
+            .with_degradable_check("limiter", || async {
+                Ok(Some("redis unreachable; local limits".into()))
+            });
+        let report = readiness.report().await;
+        assert!(report.is_ready());
+        let limiter = report.checks.iter().find(|c| c.name == "limiter").unwrap();
+        assert_eq!(limiter.status, "degraded");
+        assert_eq!(limiter.error.as_deref(), Some("redis unreachable; local limits"));
     }
 
     #[tokio::test]

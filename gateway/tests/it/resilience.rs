@@ -1,0 +1,323 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+use mercato_gateway::{CircuitBreakerSettings, RouteAuth, RouteConfig};
+use mercato_testkit::eventually;
+
+use crate::support::{
+    PATIENCE, PROMPTLY, TestGateway, closed_url, echo, echoed, expect_problem, seen_header, serve,
+    spawn_gateway_with,
+};
+
+/// An upstream that answers its next `failures` requests with `status`, then echoes like the
+/// standard upstreams.
+struct Flaky {
+    url: String,
+    hits: Arc<AtomicUsize>,
+    failures_left: Arc<AtomicUsize>,
+}
+
+#[derive(Clone)]
+struct FlakyState {
+    status: StatusCode,
+    hits: Arc<AtomicUsize>,
+    failures_left: Arc<AtomicUsize>,
+}
+
+impl Flaky {
+    async fn spawn(status: u16, failures: usize) -> Self {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let failures_left = Arc::new(AtomicUsize::new(failures));
+        let state = FlakyState {
+            status: StatusCode::from_u16(status).unwrap(),
+            hits: Arc::clone(&hits),
+            failures_left: Arc::clone(&failures_left),
+        };
+        let url = serve(Router::new().fallback(flaky).with_state(state)).await;
+        Self {
+            url,
+            hits,
+            failures_left,
+        }
+    }
+
+    /// An upstream that fails every request with `status` until healed.
+    async fn failing(status: u16) -> Self {
+        Self::spawn(status, usize::MAX).await
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+
+    fn heal(&self) {
+        self.failures_left.store(0, Ordering::SeqCst);
+    }
+}
+
+async fn flaky(State(state): State<FlakyState>, request: Request) -> Response {
+    state.hits.fetch_add(1, Ordering::SeqCst);
+    let failing = state
+        .failures_left
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok();
+    if failing {
+        return (state.status, "upstream failure").into_response();
+    }
+    echo("flaky", request).await
+}
+
+/// A gateway whose `echo` upstream is `flaky`.
+async fn gateway_before(flaky: &Flaky, adjust: impl FnOnce(&mut mercato_gateway::Config)) -> TestGateway {
+    let url = flaky.url.clone();
+    spawn_gateway_with(move |config| {
+        config.upstreams.insert("echo".into(), vec![url]);
+        adjust(config);
+    })
+    .await
+}
+
+/// A breaker that judges four calls and waits `wait_ms` before one probe.
+fn small_breaker(wait_ms: u64) -> CircuitBreakerSettings {
+    CircuitBreakerSettings {
+        sliding_window_size: 4,
+        minimum_number_of_calls: 4,
+        wait_duration_ms: wait_ms,
+        permitted_calls_in_half_open: 1,
+        ..CircuitBreakerSettings::default()
+    }
+}
+
+async fn metrics(gateway: &TestGateway) -> String {
+    gateway
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_failing_upstream_opens_its_breaker_and_a_probe_closes_it_again() {
+    let upstream = Flaky::failing(500).await;
+    let gateway = gateway_before(&upstream, |config| {
+        config.gateway.circuit_breaker = small_breaker(500);
+    })
+    .await;
+
+    for _ in 0..4 {
+        let response = gateway.get("/api/echo/items").send().await.unwrap();
+        assert_eq!(response.status(), 500, "the upstream's own answer is passed on");
+    }
+    assert_eq!(upstream.hits(), 4);
+
+    // Open: refused at once, without contacting the upstream.
+    for _ in 0..5 {
+        let started = Instant::now();
+        let response = gateway.get("/api/echo/items").send().await.unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(response.headers()["retry-after"], "1", "500 ms, rounded up");
+        let body = expect_problem(response, 503, "unavailable").await;
+        assert!(elapsed < PROMPTLY, "answered after {elapsed:?}");
+        assert!(body["detail"].as_str().unwrap().contains("echo"), "{body}");
+    }
+    // Refused POSTs do not reach it either.
+    let response = gateway.post("/api/echo/orders").body("{}").send().await.unwrap();
+    expect_problem(response, 503, "unavailable").await;
+    assert_eq!(upstream.hits(), 4, "an open breaker sends nothing upstream");
+    let text = metrics(&gateway).await;
+    assert!(
+        text.contains(r#"circuit_breaker_state{name="echo",state="open"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"circuit_breaker_transitions_total{name="echo",state="open"} 1"#),
+        "{text}"
+    );
+
+    upstream.heal();
+    eventually(PATIENCE, "a probe to get through and succeed", || async {
+        let response = gateway.get("/api/echo/items").send().await.unwrap();
+        (response.status() == 200).then_some(())
+    })
+    .await;
+    let hits = upstream.hits();
+    assert_eq!(hits, 5, "one probe was let through");
+    for _ in 0..3 {
+        echoed(gateway.get("/api/echo/items").send().await.unwrap()).await;
+    }
+    assert_eq!(upstream.hits(), hits + 3, "traffic flows again");
+    let text = metrics(&gateway).await;
+    assert!(
+        text.contains(r#"circuit_breaker_state{name="echo",state="closed"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn client_errors_do_not_open_the_breaker() {
+    let upstream = Flaky::failing(404).await;
+    let gateway = gateway_before(&upstream, |config| {
+        config.gateway.circuit_breaker = small_breaker(60_000);
+    })
+    .await;
+
+    for _ in 0..8 {
+        let response = gateway.get("/api/echo/missing").send().await.unwrap();
+        assert_eq!(response.status(), 404);
+    }
+    assert_eq!(upstream.hits(), 8);
+}
+
+#[tokio::test]
+async fn a_get_is_retried_once_after_a_503() {
+    let upstream = Flaky::spawn(503, 1).await;
+    let gateway = gateway_before(&upstream, |_| {}).await;
+
+    let seen = echoed(gateway.get("/api/echo/items").send().await.unwrap()).await;
+
+    assert_eq!(seen["upstream"], "flaky");
+    assert_eq!(upstream.hits(), 2, "one failure, one retry");
+}
+
+#[tokio::test]
+async fn a_get_is_retried_at_most_max_attempts_times() {
+    let upstream = Flaky::failing(502).await;
+    let gateway = gateway_before(&upstream, |config| config.gateway.retry.max_attempts = 3).await;
+
+    let response = gateway.get("/api/echo/items").send().await.unwrap();
+
+    assert_eq!(response.status(), 502, "the last answer is passed on");
+    assert_eq!(upstream.hits(), 3);
+}
+
+#[tokio::test]
+async fn a_connection_error_is_retried_on_the_next_instance() {
+    let gateway = spawn_gateway_with(|config| {
+        // The first pick of each request is the instance that is down.
+        let echo = config.upstreams.get_mut("echo").unwrap();
+        echo.insert(0, closed_url());
+    })
+    .await;
+
+    for _ in 0..2 {
+        echoed(gateway.get("/api/echo/items").send().await.unwrap()).await;
+    }
+    assert_eq!(gateway.echo.hits(), 2);
+}
+
+#[tokio::test]
+async fn a_post_without_an_idempotency_key_is_not_retried() {
+    let upstream = Flaky::spawn(503, 1).await;
+    let gateway = gateway_before(&upstream, |_| {}).await;
+
+    let response = gateway.post("/api/echo/orders").send().await.unwrap();
+
+    assert_eq!(response.status(), 503, "the upstream's answer is passed on");
+    assert_eq!(upstream.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_keyed_post_is_retried_only_without_a_body() {
+    let upstream = Flaky::spawn(503, 1).await;
+    let gateway = gateway_before(&upstream, |_| {}).await;
+
+    let seen = echoed(
+        gateway
+            .post("/api/echo/orders/7/cancel")
+            .header("idempotency-key", "cancel-7")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(seen_header(&seen, "idempotency-key"), ["cancel-7"]);
+    assert_eq!(upstream.hits(), 2, "the empty keyed POST was retried");
+
+    // The body is streamed upstream and not kept, so it cannot be sent a second time.
+    upstream.failures_left.store(1, Ordering::SeqCst);
+    let response = gateway
+        .post("/api/echo/orders")
+        .header("idempotency-key", "order-8")
+        .body(r#"{"sku":"A"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(upstream.hits(), 3, "a keyed POST with a body is not retried");
+}
+
+fn deadline_seen(seen: &serde_json::Value) -> u64 {
+    let values = seen_header(seen, "x-request-deadline-ms");
+    assert_eq!(values.len(), 1, "one deadline reaches the upstream: {seen}");
+    values[0]
+        .parse()
+        .expect("the deadline is a number of milliseconds")
+}
+
+#[tokio::test]
+async fn the_upstream_sees_the_time_left_and_never_the_clients_deadline() {
+    let gateway = spawn_gateway_with(|config| {
+        config.gateway.upstream_timeout_ms = 2_000;
+        config
+            .gateway
+            .routes
+            .push(RouteConfig::new("/api/echo/quick", "echo", RouteAuth::Public).with_timeout_ms(700));
+    })
+    .await;
+
+    let seen = echoed(
+        gateway
+            .get("/api/echo/items")
+            .header("x-request-deadline-ms", "999999")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let left = deadline_seen(&seen);
+    assert!((1_000..=2_000).contains(&left), "{left} ms left of 2000");
+
+    let seen = echoed(
+        gateway
+            .get("/api/echo/quick/items")
+            .header("x-request-deadline-ms", "5")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let left = deadline_seen(&seen);
+    assert!((200..=700).contains(&left), "{left} ms left of the route's 700");
+}
+
+#[tokio::test]
+async fn a_route_timeout_shorter_than_the_default_cuts_a_slow_upstream_with_504() {
+    let gateway = spawn_gateway_with(|config| {
+        assert!(config.gateway.upstream_timeout_ms > 5_000);
+        config
+            .gateway
+            .routes
+            .push(RouteConfig::new("/api/echo/hasty", "echo", RouteAuth::Public).with_timeout_ms(300));
+    })
+    .await;
+
+    let started = Instant::now();
+    let response = gateway.get("/api/echo/hasty/never").send().await.unwrap();
+    let elapsed = started.elapsed();
+
+    expect_problem(response, 504, "upstream-timeout").await;
+    assert_eq!(gateway.echo.hits(), 1, "a timeout is not retried");
+    assert!(
+        elapsed >= Duration::from_millis(300),
+        "answered after {elapsed:?}"
+    );
+    assert!(elapsed < PROMPTLY, "answered after {elapsed:?}");
+}
