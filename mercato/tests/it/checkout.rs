@@ -6,9 +6,7 @@ use std::time::Duration;
 use mercato_testkit::{TestBackend, backend_tests, eventually};
 use serde_json::{Value, json};
 
-use crate::support::{
-    PATIENCE, System, access_token, declare_oversized_body, fresh, login, problem, register, unique_email,
-};
+use crate::support::{PATIENCE, System, declare_oversized_body, fresh, problem, unique_email};
 
 backend_tests!(
     an_order_is_confirmed_the_stock_drops_and_a_confirmation_arrives,
@@ -22,28 +20,6 @@ backend_tests!(
 );
 
 const SKU: &str = "MUG-001";
-
-/// A customer with a profile; returns their token.
-async fn customer(system: &System) -> String {
-    let email = unique_email();
-    assert_eq!(
-        register(&system.http, &system.gateway, &email).await.status(),
-        201
-    );
-    let token = access_token(&login(&system.http, &system.gateway, &email).await);
-    eventually(PATIENCE, "the customer profile", || async {
-        let r = system
-            .http
-            .get(system.url("/api/customers/me"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
-        (r.status() == 200).then_some(())
-    })
-    .await;
-    token
-}
 
 fn order_body(sku: &str, quantity: i64, card: &str) -> Value {
     json!({
@@ -120,7 +96,7 @@ async fn available_becomes(system: &System, sku: &str, expected: i64) {
 async fn an_order_is_confirmed_the_stock_drops_and_a_confirmation_arrives(backend: TestBackend) {
     let (_fixture, config) = fresh(backend).await;
     let system = System::start(config).await;
-    let token = customer(&system).await;
+    let token = system.customer(&unique_email()).await;
     let products: Value = system
         .http
         .get(system.url("/api/products"))
@@ -207,7 +183,7 @@ async fn an_order_is_confirmed_the_stock_drops_and_a_confirmation_arrives(backen
 async fn a_declined_card_cancels_the_order_and_puts_the_stock_back(backend: TestBackend) {
     let (_fixture, config) = fresh(backend).await;
     let system = System::start(config).await;
-    let token = customer(&system).await;
+    let token = system.customer(&unique_email()).await;
     let before = available(&system, SKU).await;
     let order: Value = place(&system, &token, &order_body(SKU, 1, "tok_decline"))
         .await
@@ -227,7 +203,7 @@ async fn an_order_for_more_than_there_is_is_cancelled_out_of_stock(backend: Test
     let system = System::start(config).await;
     let admin = system.admin().await;
     set_stock(&system, &admin, SKU, 1).await;
-    let token = customer(&system).await;
+    let token = system.customer(&unique_email()).await;
     let order: Value = place(&system, &token, &order_body(SKU, 2, "tok_visa"))
         .await
         .json()
@@ -243,7 +219,7 @@ async fn an_order_for_more_than_there_is_is_cancelled_out_of_stock(backend: Test
 async fn a_hanging_provider_times_out_and_a_late_charge_is_refunded(backend: TestBackend) {
     let (_fixture, config) = fresh(backend).await;
     let system = System::start(config).await;
-    let token = customer(&system).await;
+    let token = system.customer(&unique_email()).await;
     let before = available(&system, SKU).await;
 
     let hung: Value = place(&system, &token, &order_body(SKU, 1, "tok_hang"))
@@ -296,7 +272,7 @@ async fn fifty_concurrent_orders_for_ten_units_confirm_exactly_ten(backend: Test
     set_stock(&system, &admin, SKU, 10).await;
     let mut tokens = Vec::new();
     for _ in 0..5 {
-        tokens.push(customer(&system).await);
+        tokens.push(system.customer(&unique_email()).await);
     }
     let mut placing = tokio::task::JoinSet::new();
     for i in 0..50 {
@@ -342,7 +318,7 @@ async fn fifty_concurrent_orders_for_ten_units_confirm_exactly_ten(backend: Test
 async fn placing_is_idempotent_per_key_and_orders_are_private(backend: TestBackend) {
     let (_fixture, config) = fresh(backend).await;
     let system = System::start(config).await;
-    let token = customer(&system).await;
+    let token = system.customer(&unique_email()).await;
     let body = order_body(SKU, 1, "tok_visa");
     let with_key = |body: &Value| {
         system
@@ -375,7 +351,7 @@ async fn placing_is_idempotent_per_key_and_orders_are_private(backend: TestBacke
         .unwrap();
     assert_eq!(history["items"].as_array().unwrap().len(), 1);
 
-    let stranger = customer(&system).await;
+    let stranger = system.customer(&unique_email()).await;
     let id = first["id"].as_str().unwrap();
     let peek = system
         .http
@@ -399,7 +375,7 @@ async fn placing_is_idempotent_per_key_and_orders_are_private(backend: TestBacke
 async fn bad_orders_are_problems_naming_the_field(backend: TestBackend) {
     let (_fixture, config) = fresh(backend).await;
     let system = System::start(config).await;
-    let token = customer(&system).await;
+    let token = system.customer(&unique_email()).await;
     let cases = [
         (
             json!({"items": [], "payment": {"card_token": "tok_visa"}, "shipping_address": order_body(SKU, 1, "x")["shipping_address"]}),
@@ -452,7 +428,7 @@ async fn admins_ship_and_deliver_and_customers_may_not(backend: TestBackend) {
     let (_fixture, config) = fresh(backend).await;
     let system = System::start(config).await;
     let admin = system.admin().await;
-    let token = customer(&system).await;
+    let token = system.customer(&unique_email()).await;
     let order: Value = place(&system, &token, &order_body(SKU, 1, "tok_visa"))
         .await
         .json()

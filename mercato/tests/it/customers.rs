@@ -1,10 +1,10 @@
 //! The customers service end to end: a profile appears after registration (identity → outbox →
 //! bus → inbox → event store → projection), and a customer reads and changes only their own.
 
-use mercato_testkit::{TestBackend, backend_tests, eventually};
+use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::{Value, json};
 
-use crate::support::{PATIENCE, System, access_token, fresh, login, problem, register, unique_email};
+use crate::support::{System, fresh, problem, unique_email};
 
 backend_tests!(
     registering_creates_a_customer_profile_readable_through_the_gateway,
@@ -13,29 +13,11 @@ backend_tests!(
     a_customer_only_ever_sees_their_own_profile,
 );
 
-/// Registers, logs in, and waits until the profile exists; returns the access token.
-async fn customer(system: &System, email: &str) -> String {
-    assert_eq!(register(&system.http, &system.gateway, email).await.status(), 201);
-    let token = access_token(&login(&system.http, &system.gateway, email).await);
-    eventually(PATIENCE, "the customer profile to be created", || async {
-        let response = system
-            .http
-            .get(system.url("/api/customers/me"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
-        (response.status() == 200).then_some(())
-    })
-    .await;
-    token
-}
-
 async fn registering_creates_a_customer_profile_readable_through_the_gateway(backend: TestBackend) {
     let (_db, config) = fresh(backend).await;
     let system = System::start(config).await;
     let email = unique_email();
-    let token = customer(&system, &email).await;
+    let token = system.customer(&email).await;
     let me: Value = system
         .http
         .get(system.url("/api/customers/me"))
@@ -69,7 +51,7 @@ async fn registering_creates_a_customer_profile_readable_through_the_gateway(bac
 async fn a_customer_updates_their_profile_and_preferences_and_reads_them_back(backend: TestBackend) {
     let (_db, config) = fresh(backend).await;
     let system = System::start(config).await;
-    let token = customer(&system, &unique_email()).await;
+    let token = system.customer(&unique_email()).await;
     let address = json!({"line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "de"});
     let patched = system
         .http
@@ -140,7 +122,7 @@ async fn a_customer_updates_their_profile_and_preferences_and_reads_them_back(ba
 async fn bad_profile_changes_are_problems_naming_the_field(backend: TestBackend) {
     let (_db, config) = fresh(backend).await;
     let system = System::start(config).await;
-    let token = customer(&system, &unique_email()).await;
+    let token = system.customer(&unique_email()).await;
     let patch = |body: Value| {
         let request = system
             .http
@@ -209,8 +191,8 @@ async fn a_customer_only_ever_sees_their_own_profile(backend: TestBackend) {
     let (_db, config) = fresh(backend).await;
     let system = System::start(config).await;
     let (ada, bob) = (unique_email(), unique_email());
-    let ada_token = customer(&system, &ada).await;
-    let bob_token = customer(&system, &bob).await;
+    let ada_token = system.customer(&ada).await;
+    let bob_token = system.customer(&bob).await;
     let renamed = system
         .http
         .patch(system.url("/api/customers/me"))

@@ -85,6 +85,24 @@ impl System {
         format!("{}{path}", self.gateway)
     }
 
+    /// Registers `email`, logs in, and waits until customers has the profile; returns the token.
+    pub async fn customer(&self, email: &str) -> String {
+        assert_eq!(register(&self.http, &self.gateway, email).await.status(), 201);
+        let token = access_token(&login(&self.http, &self.gateway, email).await);
+        mercato_testkit::eventually(PATIENCE, "the customer profile to be created", || async {
+            let response = self
+                .http
+                .get(self.url("/api/customers/me"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .ok()?;
+            (response.status() == 200).then_some(())
+        })
+        .await;
+        token
+    }
+
     /// A new admin account (created the way `mercato admin create` does), logged in.
     pub async fn admin(&self) -> String {
         let email = unique_email();
