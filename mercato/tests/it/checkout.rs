@@ -166,16 +166,7 @@ async fn an_order_is_confirmed_the_stock_drops_and_a_confirmation_arrives(backen
             .contains(order["id"].as_str().unwrap()),
         "{mail}"
     );
-    let history: Value = system
-        .http
-        .get(system.url("/api/orders"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = system.get_json("/api/orders", &token).await;
     assert_eq!(history["items"][0]["id"], order["id"]);
     system.stop().await;
 }
@@ -339,16 +330,7 @@ async fn placing_is_idempotent_per_key_and_orders_are_private(backend: TestBacke
     );
     let other = with_key(&order_body(SKU, 2, "tok_visa")).await.unwrap();
     problem(other, 422).await;
-    let history: Value = system
-        .http
-        .get(system.url("/api/orders"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let history: Value = system.get_json("/api/orders", &token).await;
     assert_eq!(history["items"].as_array().unwrap().len(), 1);
 
     let stranger = system.customer(&unique_email()).await;
@@ -471,16 +453,7 @@ async fn admins_ship_and_deliver_and_customers_may_not(backend: TestBackend) {
         .await
         .unwrap();
     assert_eq!(delivered["status"], "delivered");
-    let mine: Value = system
-        .http
-        .get(system.url(&format!("/api/orders/{id}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let mine: Value = system.get_json(&format!("/api/orders/{id}"), &token).await;
     assert_eq!(mine["status"], "delivered");
     system.stop().await;
 }

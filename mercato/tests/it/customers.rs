@@ -18,29 +18,11 @@ async fn registering_creates_a_customer_profile_readable_through_the_gateway(bac
     let system = System::start(config).await;
     let email = unique_email();
     let token = system.customer(&email).await;
-    let me: Value = system
-        .http
-        .get(system.url("/api/customers/me"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = system.get_json("/api/customers/me", &token).await;
     assert_eq!(me["email"], email.as_str());
     assert_eq!(me["name"], "Ada");
     assert_eq!(me["addresses"], json!([]));
-    let prefs: Value = system
-        .http
-        .get(system.url("/api/customers/me/preferences"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let prefs: Value = system.get_json("/api/customers/me/preferences", &token).await;
     assert_eq!(
         prefs,
         json!({"channels": {"email": true, "sms": false}, "marketing_opt_in": false, "locale": "en"})
@@ -67,16 +49,7 @@ async fn a_customer_updates_their_profile_and_preferences_and_reads_them_back(ba
     assert_eq!(patched["addresses"][0]["country"], "DE");
 
     // Read your own write: the GET right after the PATCH sees it.
-    let me: Value = system
-        .http
-        .get(system.url("/api/customers/me"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = system.get_json("/api/customers/me", &token).await;
     assert_eq!(me["name"], "Ada Lovelace");
     assert_eq!(me["addresses"][0]["city"], "Berlin");
 
@@ -91,27 +64,9 @@ async fn a_customer_updates_their_profile_and_preferences_and_reads_them_back(ba
         .await
         .unwrap();
     assert_eq!(put.status(), 200);
-    let read: Value = system
-        .http
-        .get(system.url("/api/customers/me/preferences"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let read: Value = system.get_json("/api/customers/me/preferences", &token).await;
     assert_eq!(read, prefs);
-    let me: Value = system
-        .http
-        .get(system.url("/api/customers/me"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = system.get_json("/api/customers/me", &token).await;
     assert_eq!(
         me["name"], "Ada Lovelace",
         "changing preferences keeps the profile"
@@ -202,16 +157,7 @@ async fn a_customer_only_ever_sees_their_own_profile(backend: TestBackend) {
         .await
         .unwrap();
     assert_eq!(renamed.status(), 200);
-    let me: Value = system
-        .http
-        .get(system.url("/api/customers/me"))
-        .bearer_auth(&ada_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = system.get_json("/api/customers/me", &ada_token).await;
     assert_eq!(me["email"], ada.as_str());
     assert_eq!(me["name"], "Ada", "bob's change did not touch ada's profile");
     // A forged identity header changes nothing: the gateway strips it, the service checks the token.

@@ -85,6 +85,19 @@ impl System {
         format!("{}{path}", self.gateway)
     }
 
+    /// `GET path` through the gateway with `token`; it must answer 200 with JSON.
+    pub async fn get_json(&self, path: &str, token: &str) -> Value {
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
     /// Registers `email`, logs in, and waits until customers has the profile; returns the token.
     pub async fn customer(&self, email: &str) -> String {
         assert_eq!(register(&self.http, &self.gateway, email).await.status(), 201);

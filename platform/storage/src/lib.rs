@@ -19,6 +19,20 @@ pub use error::StorageError;
 pub use migrate::{Migration, migrate};
 pub use sqlx;
 
+/// Connects to a service's database and applies its migrations: what every service does first.
+///
+/// # Errors
+/// The database cannot be reached or a migration fails.
+pub async fn open(
+    config: &DatabaseConfig,
+    service: &str,
+    migrations: &[Migration],
+) -> Result<Db, StorageError> {
+    let db = Db::connect(config).await?;
+    migrate::migrate(&db, service, migrations).await?;
+    Ok(db)
+}
+
 /// Milliseconds since the Unix epoch, the one time representation stored in databases.
 #[must_use]
 pub fn now_millis() -> i64 {

@@ -106,9 +106,7 @@ pub enum StartError {
 /// # Errors
 /// The database cannot be reached or a migration fails.
 pub async fn open_database(config: &DatabaseConfig) -> Result<Db, StorageError> {
-    let db = Db::connect(config).await?;
-    mercato_storage::migrate(&db, NAME, store::MIGRATIONS).await?;
-    Ok(db)
+    mercato_storage::open(config, NAME, store::MIGRATIONS).await
 }
 
 pub use mercato_runtime::App;
