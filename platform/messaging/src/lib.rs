@@ -2,7 +2,8 @@
 //!
 //! - [`envelope`]: the message format (id, type, schema version, source, stream and position,
 //!   correlation, causation, trace context, JSON payload) and upcasting of older schemas.
-//! - [`bus`]: publish and consume, on the embedded bus or NATS JetStream.
+//! - [`bus`]: publish and consume, on the embedded bus or NATS JetStream; broadcast
+//!   subscriptions for caches.
 //! - [`outbox`]: events written in the same transaction as the state change.
 //! - [`relay`]: publishes the outbox, in order, marking rows sent (a crash means a duplicate,
 //!   never a loss).
@@ -17,7 +18,9 @@ pub mod inbox;
 pub mod outbox;
 pub mod relay;
 
-pub use bus::{Bus, BusConfig, BusError, Consumer, ConsumerSpec, DeadLetter, Delivery};
+pub use bus::{
+    Broadcast, Bus, BusConfig, BusError, Consumer, ConsumerSpec, DeadLetter, Delivery, Subscription,
+};
 pub use envelope::{Context, Envelope, EnvelopeError, Event};
 pub use inbox::{ConsumerMetrics, Handler, HandlerError, HandlerFuture, Inbox, InboxConfig};
 pub use outbox::Outbox;

@@ -10,6 +10,11 @@
 //! messages. Redelivery order is not guaranteed: the inbox restores per-stream order. A message a
 //! handler keeps failing is parked in the dead-letter store with its error ([`Delivery::park`]);
 //! `mercato dlq list|replay` shows and replays it.
+//!
+//! A [`Subscription`] is the other way to read: a broadcast to every subscriber of what is
+//! published after it subscribed, not durable and never acknowledged (for caches that only need
+//! to hear about changes). A subscriber that may have missed something is told with
+//! [`Broadcast::Gap`].
 
 pub mod embedded;
 pub mod nats;
@@ -102,19 +107,32 @@ impl ConsumerSpec {
     /// # Errors
     /// [`BusError::Config`] for names the brokers would refuse.
     pub fn validate(&self) -> Result<(), BusError> {
-        let ok = |s: &str| {
-            !s.is_empty()
-                && s.len() <= 64
-                && s.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-        };
-        if !ok(&self.group) || !ok(&self.category) {
+        if !name_ok(&self.group) || !name_ok(&self.category) {
             return Err(BusError::Config(format!(
                 "consumer group {:?} and category {:?} must be 1-64 of [A-Za-z0-9_-]",
                 self.group, self.category
             )));
         }
         Ok(())
+    }
+}
+
+/// Group and category names: what both brokers accept.
+fn name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn check_category_name(category: &str) -> Result<(), BusError> {
+    if name_ok(category) && category != "dlq" {
+        Ok(())
+    } else {
+        Err(BusError::Config(format!(
+            "category {category:?} must be 1-64 of [A-Za-z0-9_-] and not \"dlq\""
+        )))
     }
 }
 
@@ -185,6 +203,19 @@ impl Bus {
         match self {
             Self::Embedded(b) => Ok(Consumer::Embedded(b.consumer(spec).await?)),
             Self::Nats(b) => Ok(Consumer::Nats(b.consumer(spec).await?)),
+        }
+    }
+
+    /// Subscribes to every event of `category` published from now on. Unlike a consumer group,
+    /// every subscription gets every event; nothing is stored for it or acknowledged.
+    ///
+    /// # Errors
+    /// An invalid category, or the broker is unreachable.
+    pub async fn subscribe(&self, category: &str) -> Result<Subscription, BusError> {
+        check_category_name(category)?;
+        match self {
+            Self::Embedded(b) => Ok(Subscription::Embedded(b.subscribe(category).await?)),
+            Self::Nats(b) => Ok(Subscription::Nats(b.subscribe(category).await?)),
         }
     }
 
@@ -302,6 +333,40 @@ impl Delivery {
         match self.handle {
             DeliveryHandle::Embedded(h) => h.park(&self.envelope, attempts, error).await,
             DeliveryHandle::Nats(h) => h.park(&self.envelope, attempts, error).await,
+        }
+    }
+}
+
+/// What a [`Subscription`] yields.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Broadcast {
+    /// An event of the category, published after the subscription started.
+    Event(Envelope),
+    /// Events may have been missed (the connection to the broker was lost, or this subscriber
+    /// fell too far behind): whatever the subscriber derived from earlier events may be out of
+    /// date.
+    Gap,
+}
+
+/// A broadcast subscription to one category: every subscriber gets every event published after
+/// it subscribed. Not durable: events published while nobody listens are not kept for it.
+#[derive(Debug)]
+pub enum Subscription {
+    Embedded(embedded::EmbeddedSubscription),
+    Nats(nats::NatsSubscription),
+}
+
+impl Subscription {
+    /// The next event, or a [`Broadcast::Gap`]; waits as long as it takes. Cancel-safe: dropping
+    /// the future loses nothing. After an error the subscription is still usable: call again
+    /// (after a pause) and it carries on where it was.
+    ///
+    /// # Errors
+    /// The broker cannot be reached right now.
+    pub async fn next(&mut self) -> Result<Broadcast, BusError> {
+        match self {
+            Self::Embedded(s) => s.next().await.map(Broadcast::Event),
+            Self::Nats(s) => s.next().await,
         }
     }
 }

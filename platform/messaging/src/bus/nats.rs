@@ -8,6 +8,10 @@
 //! - Parked messages go to the `MERCATO_DLQ` stream (`mercato.dlq.<group>`) as a JSON record
 //!   (group, error, attempts, envelope); a dead letter's id is its sequence there.
 //!
+//! - A subscription is a core NATS subscription on `mercato.<category>.>`: it sees what is
+//!   published while it is connected. Every disconnect, reconnect or dropped message (a slow
+//!   subscriber) moves a connection epoch, and each subscription reports the move as a gap.
+//!
 //! The client reconnects by itself after the server restarts. While it is not connected, every
 //! call fails fast with [`BusError::Unavailable`] instead of queueing behind the reconnect.
 
@@ -26,9 +30,10 @@ use async_nats::jetstream::{self, AckKind};
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{BusConfig, BusError, ConsumerSpec, DeadLetter, Delivery, DeliveryHandle};
+use super::{Broadcast, BusConfig, BusError, ConsumerSpec, DeadLetter, Delivery, DeliveryHandle};
 use crate::envelope::Envelope;
 
 const DLQ_STREAM: &str = "MERCATO_DLQ";
@@ -52,6 +57,8 @@ struct Inner {
     config: BusConfig,
     /// Streams known to exist, so a publish costs one round trip, not two.
     streams: Mutex<HashSet<String>>,
+    /// Moves on every event after which a core subscription may have missed messages.
+    epoch: Arc<watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for NatsBus {
@@ -82,7 +89,22 @@ impl NatsBus {
     pub async fn connect(config: &BusConfig) -> Result<Self, BusError> {
         validate(config)?;
         let timeout = Duration::from_millis(config.publish_timeout_ms);
+        let epoch = Arc::new(watch::Sender::new(0_u64));
+        let on_event = Arc::clone(&epoch);
         let client = async_nats::ConnectOptions::new()
+            .event_callback(move |event| {
+                let epoch = Arc::clone(&on_event);
+                async move {
+                    if matches!(
+                        event,
+                        async_nats::Event::Disconnected
+                            | async_nats::Event::Connected
+                            | async_nats::Event::SlowConsumer(_)
+                    ) {
+                        epoch.send_modify(|n| *n = n.wrapping_add(1));
+                    }
+                }
+            })
             .connection_timeout(timeout)
             .request_timeout(Some(timeout))
             .max_reconnects(None)
@@ -104,6 +126,7 @@ impl NatsBus {
                 js,
                 config: config.clone(),
                 streams: Mutex::new(HashSet::new()),
+                epoch,
             }),
         })
     }
@@ -165,6 +188,28 @@ impl NatsBus {
             bus: self.clone(),
             consumer: Box::new(consumer),
             group: spec.group.clone(),
+        })
+    }
+
+    /// A core subscription to the category's subjects.
+    ///
+    /// # Errors
+    /// [`BusError::Unavailable`] when the server is not connected.
+    pub async fn subscribe(&self, category: &str) -> Result<NatsSubscription, BusError> {
+        self.connected()?;
+        let subject = format!("mercato.{category}.>");
+        let epoch = self.inner.epoch.subscribe();
+        let subscriber = self
+            .inner
+            .client
+            .subscribe(subject.clone())
+            .await
+            .map_err(|e| unavailable(format!("subscribe to {subject}"), e))?;
+        Ok(NatsSubscription {
+            bus: self.clone(),
+            subject,
+            subscriber: Some(subscriber),
+            epoch,
         })
     }
 
@@ -519,6 +564,65 @@ impl NatsConsumer {
                     tracing::warn!(%error, seq, "could not terminate the unreadable message");
                 }
                 None
+            }
+        }
+    }
+}
+
+/// A core subscription; the client renews it on the server after a reconnect.
+pub struct NatsSubscription {
+    bus: NatsBus,
+    subject: String,
+    /// `None` after the client ended it; the next call subscribes again.
+    subscriber: Option<async_nats::Subscriber>,
+    epoch: watch::Receiver<u64>,
+}
+
+impl std::fmt::Debug for NatsSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsSubscription")
+            .field("subject", &self.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsSubscription {
+    /// The next event, or a gap when the connection epoch moved since the last call.
+    ///
+    /// # Errors
+    /// [`BusError::Unavailable`] when a subscription the client ended cannot be renewed yet.
+    pub async fn next(&mut self) -> Result<Broadcast, BusError> {
+        loop {
+            let Some(subscriber) = self.subscriber.as_mut() else {
+                self.bus.connected()?;
+                let renewed = self
+                    .bus
+                    .inner
+                    .client
+                    .subscribe(self.subject.clone())
+                    .await
+                    .map_err(|e| unavailable(format!("subscribe to {}", self.subject), e))?;
+                self.subscriber = Some(renewed);
+                return Ok(Broadcast::Gap);
+            };
+            tokio::select! {
+                biased;
+                changed = self.epoch.changed() => {
+                    // The sender lives as long as the bus this subscription holds.
+                    if changed.is_ok() {
+                        self.epoch.borrow_and_update();
+                        return Ok(Broadcast::Gap);
+                    }
+                }
+                message = subscriber.next() => match message {
+                    Some(message) => match serde_json::from_slice::<Envelope>(&message.payload) {
+                        Ok(envelope) => return Ok(Broadcast::Event(envelope)),
+                        Err(error) => {
+                            tracing::error!(%error, subject = %message.subject, "a subscription skips a message that is not an envelope");
+                        }
+                    },
+                    None => self.subscriber = None,
+                },
             }
         }
     }

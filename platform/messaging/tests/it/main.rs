@@ -5,10 +5,12 @@
 //! the test can stop and start again).
 //!
 //! - `support`: the per-test broker, the test event, draining a consumer.
+//! - `broadcast`: subscriptions that every subscriber gets, with gaps after a broker restart.
 //! - `bus`: the behaviour suite of the bus: delivery, dedup, groups, redelivery, dead letters,
 //!   restarts, lag and order.
 
 #[macro_use]
 mod support;
+mod broadcast;
 mod bus;
 mod pipeline;
