@@ -339,6 +339,8 @@ impl Delivery {
 
 /// What a [`Subscription`] yields.
 #[derive(Debug, Clone, PartialEq)]
+// Nearly every item is an event; boxing it would cost an allocation each to shrink the rare gap.
+#[allow(clippy::large_enum_variant)]
 pub enum Broadcast {
     /// An event of the category, published after the subscription started.
     Event(Envelope),
