@@ -390,6 +390,7 @@ pub fn orders_config(
         inventory_url: urls[&ServiceName::Inventory].clone(),
         customers_url: urls[&ServiceName::Customers].clone(),
         projection_poll_ms: config.projections.poll_ms,
+        cache: config.cache.clone(),
     }
 }
 

@@ -93,6 +93,8 @@ pub struct Config {
     pub projections: ProjectionsConfig,
     pub inventory: InventoryConfig,
     pub orders: mercato_orders::SagaConfig,
+    /// Orders' cached lookups of customers and products (`[cache]`).
+    pub cache: mercato_orders::CacheConfig,
     pub notifications: mercato_notifications::NotificationsConfig,
     pub payments: PaymentsConfig,
     pub sandbox: SandboxConfig,
@@ -199,6 +201,7 @@ impl Default for Config {
             projections: ProjectionsConfig::default(),
             inventory: InventoryConfig::default(),
             orders: mercato_orders::SagaConfig::default(),
+            cache: mercato_orders::CacheConfig::default(),
             notifications: mercato_notifications::NotificationsConfig::default(),
             payments: PaymentsConfig::default(),
             sandbox: SandboxConfig::default(),
@@ -315,6 +318,7 @@ impl Config {
             ));
         }
         section("orders", owned(self.orders.invalid_setting()))?;
+        section("cache", owned(self.cache.invalid_setting()))?;
         section("notifications", self.notifications.invalid_setting())?;
         if self.relay.batch_size == 0 {
             return Err(invalid("relay.batch_size", "must be greater than 0"));

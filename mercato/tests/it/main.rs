@@ -4,9 +4,11 @@
 //! - `support`: a system in this process on a fresh database, and `mercato` child processes.
 //! - `flows`: register, token, refresh, `me` through the gateway, with the bad inputs and tokens.
 //! - `restart`: data and signing keys survive a restart; key rotation through the gateway.
+//! - `cache`: a price change reaches a second orders instance through invalidation, not the TTL.
 //! - `processes`: identity and gateway as separate `mercato serve` processes on PostgreSQL,
 //!   `mercato up` as a process, signals, and the CLI's other commands.
 
+mod cache;
 mod checkout;
 mod customers;
 mod faults;

@@ -10,6 +10,7 @@
 //! - `checkout`: the operations (place with an idempotency key, cancel, ship, deliver, react).
 //! - `saga`: the answer handler and the step timer.
 //! - `directory`: gRPC calls to inventory (prices) and customers (the customer) at placement.
+//! - `lookups`: those calls behind caches kept current by inventory's and customers' events.
 //! - `projection`, `store`: the order read model and its SQL.
 //! - `api/`: the routes and the one error mapping.
 #![forbid(unsafe_code)]
@@ -19,6 +20,7 @@ pub mod checkout;
 pub mod directory;
 pub mod domain;
 pub mod events;
+pub mod lookups;
 pub mod projection;
 pub mod saga;
 pub mod store;
@@ -38,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 pub use checkout::{Checkout, OrderError};
+pub use mercato_cache::CacheConfig;
 
 /// The service's name on the wire, in logs and metrics, and its bus category.
 pub const NAME: &str = mercato_contracts::orders::CATEGORY;
@@ -107,6 +110,8 @@ pub struct Config {
     pub inventory_url: String,
     pub customers_url: String,
     pub projection_poll_ms: u64,
+    /// The caches of the customer and product lookups (`[cache]`).
+    pub cache: CacheConfig,
 }
 
 /// Why orders could not start.
@@ -118,6 +123,8 @@ pub enum StartError {
     Bus(#[from] BusError),
     #[error("orders dependencies: {0}")]
     Directory(#[from] directory::DirectoryError),
+    #[error("orders caches: {0}")]
+    Cache(#[from] mercato_cache::CacheError),
     #[error("orders cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -192,6 +199,11 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
     let verifier = mercato_runtime::auth::jwks_verifier(config.auth.clone(), &config.jwks_url);
 
     let mut registry = Registry::default();
+    let lookups = lookups::Lookups::new(
+        directory,
+        &config.cache,
+        &mercato_cache::CacheMetrics::register(&mut registry),
+    )?;
     let relay = Relay::new(
         db.clone(),
         bus.clone(),
@@ -221,7 +233,7 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
     let readiness = mercato_messaging::health::readiness(&db, &bus);
     let state = api::State {
         checkout: Arc::clone(&checkout),
-        directory,
+        lookups: lookups.clone(),
     };
     let service = Service {
         name: NAME,
@@ -241,6 +253,14 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
     background.add("outbox relay", move |token| relay.run(token));
     background.add("inbox: inventory", move |token| on_inventory.run(token));
     background.add("inbox: payments", move |token| on_payments.run(token));
+    let [on_customers, on_products] = lookups.invalidators();
+    let (customers_bus, products_bus) = (bus.clone(), bus.clone());
+    background.add("cache: customers", move |token| {
+        on_customers.run(customers_bus, token)
+    });
+    background.add("cache: products", move |token| {
+        on_products.run(products_bus, token)
+    });
     let every = Duration::from_millis(config.saga.timer_poll_ms);
     let timer_checkout = Arc::clone(&checkout);
     background.add("saga timer", move |token| {

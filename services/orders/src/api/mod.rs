@@ -13,7 +13,7 @@ use axum::routing::{get, post};
 use mercato_security::Verifier;
 
 use crate::checkout::Checkout;
-use crate::directory::Directory;
+use crate::lookups::Lookups;
 
 pub use error::ApiError;
 
@@ -21,7 +21,8 @@ pub use error::ApiError;
 #[derive(Debug, Clone)]
 pub struct State {
     pub checkout: Arc<Checkout>,
-    pub directory: Directory,
+    /// The customer and the products, cached.
+    pub lookups: Lookups,
 }
 
 pub fn router(state: State, verifier: Verifier) -> Router {

@@ -74,7 +74,7 @@ pub async fn place(
     let key = idempotency_key(&headers)?;
     let valid = body.validate().map_err(Problem::validation)?;
     let hash = fingerprint(&body);
-    if !state.directory.customer_exists(&caller.subject).await? {
+    if !state.lookups.customer_exists(&caller.subject).await? {
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "no-customer-profile",
@@ -86,7 +86,7 @@ pub async fn place(
         .into());
     }
     let skus: Vec<String> = valid.lines.iter().map(|(sku, _)| sku.clone()).collect();
-    let (products, unknown) = state.directory.products(skus).await?;
+    let (products, unknown) = state.lookups.products(&skus).await?;
     let position = |sku: &str| valid.lines.iter().position(|(s, _)| s == sku).unwrap_or(0);
     if !unknown.is_empty() {
         let errors = unknown
@@ -109,14 +109,13 @@ pub async fn place(
             )])
             .into());
         };
-        let price = product.price.clone().unwrap_or_default();
         lines.push(Line {
             sku: sku.clone(),
             name: product.name.clone(),
             quantity: *quantity,
             unit_price: Money {
-                amount_minor: price.amount_minor,
-                currency: price.currency,
+                amount_minor: product.amount_minor,
+                currency: product.currency.clone(),
             },
         });
     }
