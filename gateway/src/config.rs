@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use mercato_resilience::{Backoff, CircuitBreakerConfig, ConfigError, RetryConfig};
+use mercato_resilience::{Backoff, BulkheadConfig, CircuitBreakerConfig, ConfigError, RetryConfig};
 
 use serde::{Deserialize, Serialize};
 
@@ -326,6 +326,145 @@ impl RetrySettings {
     }
 }
 
+/// `[gateway.bulkhead]`: a concurrency limit per upstream, so that one slow service cannot hold
+/// every connection and task of the gateway. A request that finds it full waits up to
+/// `max_wait_ms` in a queue of `max_queued`, then gets `503`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BulkheadSettings {
+    pub max_concurrent: usize,
+    pub max_queued: usize,
+    pub max_wait_ms: u64,
+}
+
+impl Default for BulkheadSettings {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 512,
+            max_queued: 512,
+            max_wait_ms: 200,
+        }
+    }
+}
+
+impl BulkheadSettings {
+    #[must_use]
+    pub fn to_config(&self) -> BulkheadConfig {
+        BulkheadConfig {
+            max_concurrent: self.max_concurrent,
+            max_queued: self.max_queued,
+            max_wait: Duration::from_millis(self.max_wait_ms),
+        }
+    }
+}
+
+/// How an upstream's instance is chosen for each attempt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BalancingPolicy {
+    /// In turn.
+    RoundRobin,
+    /// Power of two choices: of two instances drawn at random, the one with the lower
+    /// latency estimate times requests in flight.
+    #[default]
+    P2c,
+}
+
+/// `[gateway.load_balancing]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoadBalancingConfig {
+    pub policy: BalancingPolicy,
+    /// How fast the latency estimate forgets: a sample this old weighs 1/e of a fresh one.
+    pub latency_decay_ms: u64,
+}
+
+impl Default for LoadBalancingConfig {
+    fn default() -> Self {
+        Self {
+            policy: BalancingPolicy::P2c,
+            latency_decay_ms: 10_000,
+        }
+    }
+}
+
+/// `[gateway.health_check]`: every instance's `path` is fetched every `interval_ms`; an instance
+/// failing `unhealthy_threshold` checks in a row gets no traffic until it passes
+/// `healthy_threshold` in a row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckConfig {
+    pub enabled: bool,
+    pub path: String,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            path: "/ready".into(),
+            interval_ms: 2_000,
+            timeout_ms: 1_000,
+            unhealthy_threshold: 2,
+            healthy_threshold: 1,
+        }
+    }
+}
+
+impl HealthCheckConfig {
+    fn invalid_setting(&self) -> Option<(String, String)> {
+        let key = |k: &str| format!("health_check.{k}");
+        if !self.path.starts_with('/') {
+            return Some((key("path"), "must start with /".into()));
+        }
+        if self.interval_ms == 0 || self.timeout_ms == 0 {
+            let k = if self.interval_ms == 0 {
+                "interval_ms"
+            } else {
+                "timeout_ms"
+            };
+            return Some((key(k), "must be greater than 0".into()));
+        }
+        if self.unhealthy_threshold == 0 || self.healthy_threshold == 0 {
+            let k = if self.unhealthy_threshold == 0 {
+                "unhealthy_threshold"
+            } else {
+                "healthy_threshold"
+            };
+            return Some((key(k), "must be at least 1".into()));
+        }
+        None
+    }
+}
+
+/// `[gateway.upstreams.NAME]`: an upstream's two instance groups for blue/green deployments.
+/// `blue`, when set, replaces the instances the gateway was started with; `green_percent` of
+/// requests go to `green` (0: all blue, 100: all green). The admin API changes both at run time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamSettings {
+    pub blue: Vec<String>,
+    pub green: Vec<String>,
+    pub green_percent: u8,
+    /// What a deployment fetches from each instance of the target group before it switches.
+    pub smoke_path: String,
+}
+
+impl Default for UpstreamSettings {
+    fn default() -> Self {
+        Self {
+            blue: Vec::new(),
+            green: Vec::new(),
+            green_percent: 0,
+            smoke_path: "/health".into(),
+        }
+    }
+}
+
 /// A rate (0.0–1.0) as a whole percentage; the library's default rates are whole percentages.
 fn percent(rate: f64) -> u8 {
     // Clamped to 0–100 first, so the conversion cannot truncate.
@@ -355,6 +494,11 @@ pub struct GatewayConfig {
     pub rate_limit: RateLimitConfig,
     pub circuit_breaker: CircuitBreakerSettings,
     pub retry: RetrySettings,
+    pub bulkhead: BulkheadSettings,
+    pub load_balancing: LoadBalancingConfig,
+    pub health_check: HealthCheckConfig,
+    /// Per-upstream instance groups, overriding the instances the gateway is started with.
+    pub upstreams: BTreeMap<String, UpstreamSettings>,
 }
 
 impl Default for GatewayConfig {
@@ -387,6 +531,10 @@ impl Default for GatewayConfig {
             rate_limit: RateLimitConfig::default(),
             circuit_breaker: CircuitBreakerSettings::default(),
             retry: RetrySettings::default(),
+            bulkhead: BulkheadSettings::default(),
+            load_balancing: LoadBalancingConfig::default(),
+            health_check: HealthCheckConfig::default(),
+            upstreams: BTreeMap::new(),
         }
     }
 }
@@ -434,8 +582,35 @@ impl GatewayConfig {
                 return Some((format!("rules[{i}].methods"), format!("{m:?} is not a method")));
             }
         }
-        self.circuit_breaker
+        if self.bulkhead.max_concurrent == 0 {
+            return Some(("bulkhead.max_concurrent".into(), "must be at least 1".into()));
+        }
+        if self.load_balancing.latency_decay_ms == 0 {
+            return Some((
+                "load_balancing.latency_decay_ms".into(),
+                "must be greater than 0".into(),
+            ));
+        }
+        for (name, upstream) in &self.upstreams {
+            if upstream.green_percent > 100 {
+                return Some((
+                    format!("upstreams.{name}.green_percent"),
+                    "must be between 0 and 100".into(),
+                ));
+            }
+            if upstream.green_percent > 0 && upstream.green.is_empty() {
+                return Some((
+                    format!("upstreams.{name}.green"),
+                    "green_percent sends traffic to green, which has no instances".into(),
+                ));
+            }
+            if !upstream.smoke_path.starts_with('/') {
+                return Some((format!("upstreams.{name}.smoke_path"), "must start with /".into()));
+            }
+        }
+        self.health_check
             .invalid_setting()
+            .or_else(|| self.circuit_breaker.invalid_setting())
             .or_else(|| self.retry.invalid_setting())
             .or_else(|| self.rate_limit.invalid_setting())
     }

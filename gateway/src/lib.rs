@@ -17,7 +17,9 @@
 //!   route's timeout as a deadline sent on in `x-request-deadline-ms`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config;
+pub mod deploy;
 pub mod openapi;
 pub mod proxy;
 pub mod rate_limit;
@@ -35,10 +37,13 @@ use mercato_runtime::{CancellationToken, ClientConfig, HttpConfig, Readiness, Re
 use mercato_security::{JwksClient, JwksClientConfig, Verifier, VerifierConfig};
 
 pub use config::{
-    CircuitBreakerSettings, GatewayConfig, RateClassConfig, RateLimitBackend, RateLimitConfig, RetrySettings,
-    RouteAuth, RouteConfig, RuleConfig,
+    BalancingPolicy, BulkheadSettings, CircuitBreakerSettings, GatewayConfig, HealthCheckConfig,
+    LoadBalancingConfig, RateClassConfig, RateLimitBackend, RateLimitConfig, RetrySettings, RouteAuth,
+    RouteConfig, RuleConfig, UpstreamSettings,
 };
 pub use rate_limit::{Clock, LimiterHealth, ManualClock, SystemClock};
+pub use upstream::Group;
+use upstream::health::HealthChecker;
 
 /// The gateway's name in logs and metrics.
 pub const NAME: &str = "gateway";
@@ -79,6 +84,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct App {
     server: Server,
+    checker: HealthChecker,
 }
 
 /// Checks the routes against the upstreams and binds the listener.
@@ -100,9 +106,10 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
             message,
         });
     }
-    let table = routes::RouteTable::new(&config.gateway.routes, &config.upstreams)?;
-    let rules = rbac::Rules::new(&config.gateway.rules)?;
     let mut registry = Registry::default();
+    let upstreams = upstream::Upstreams::new(&config.upstreams, &config.gateway, &mut registry)?;
+    let table = routes::RouteTable::new(&config.gateway.routes, |name| upstreams.get(name).is_some())?;
+    let rules = rbac::Rules::new(&config.gateway.rules)?;
     let limiter = if config.gateway.rate_limit.enabled {
         Some(Arc::new(rate_limit::RateLimiter::new(
             &config.gateway.rate_limit,
@@ -112,7 +119,7 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     } else {
         None
     };
-    let upstreams = upstream::Upstreams::new(&config.upstreams)?;
+
     let jwks = JwksClient::new(JwksClientConfig {
         url: config.jwks_url.clone(),
         max_age: Duration::from_secs(config.gateway.jwks_max_age_secs),
@@ -126,6 +133,13 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         ),
     });
     let verifier = Verifier::new(config.auth.clone(), Arc::new(jwks.clone()));
+    let client = proxy::upstream_client(&config.gateway, &config.client);
+    let checker = HealthChecker::new(
+        upstreams.clone(),
+        client.clone(),
+        config.gateway.health_check.clone(),
+    );
+    let admin = admin::router(upstreams.clone(), verifier.clone(), checker.clone());
     let proxy = proxy::Proxy::new(
         table,
         upstreams,
@@ -133,9 +147,8 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         rules,
         limiter.clone(),
         &config.gateway,
-        &config.client,
+        client,
         config.http.body_limit_bytes,
-        &mut registry,
     )?;
     let readiness = Readiness::new().with_check("jwks", move || {
         let jwks = jwks.clone();
@@ -165,7 +178,7 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     };
     let service = Service {
         name: NAME,
-        routes: proxy.router(),
+        routes: admin.merge(proxy.router()),
         readiness,
         registry,
         own_fallback: true,
@@ -182,7 +195,7 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
             addr: config.listen,
             source,
         })?;
-    Ok(App { server })
+    Ok(App { server, checker })
 }
 
 impl App {
@@ -201,6 +214,12 @@ impl App {
     /// # Errors
     /// The server failed.
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
-        self.server.run_until_stopped(shutdown).await
+        let checks_stop = shutdown.child_token();
+        let checks = tokio::spawn(self.checker.run(checks_stop.clone()));
+        let served = self.server.run_until_stopped(shutdown).await;
+        // The server can also end on its own (an I/O error); the checks end with it.
+        checks_stop.cancel();
+        let _ = checks.await;
+        served
     }
 }

@@ -20,7 +20,6 @@ use mercato_runtime::correlation::{self, CorrelationId};
 use mercato_runtime::observe::{RouteLabel, UNMATCHED};
 use mercato_runtime::{ClientConfig, Problem, auth};
 use mercato_security::Verifier;
-use prometheus_client::registry::Registry;
 
 use crate::config::{GatewayConfig, RouteAuth};
 use crate::rate_limit::RateLimiter;
@@ -42,6 +41,19 @@ const HOP_BY_HOP: [&str; 8] = [
     "transfer-encoding",
     "upgrade",
 ];
+
+/// The HTTP client for upstream calls and health checks: bounded connect time, no Nagle delay,
+/// idle connections kept for reuse.
+#[must_use]
+pub fn upstream_client(gateway: &GatewayConfig, client: &ClientConfig) -> Client<HttpConnector, Body> {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_millis(gateway.connect_timeout_ms)));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_millis(client.pool_idle_timeout_ms))
+        .pool_max_idle_per_host(gateway.pool_max_idle_per_host)
+        .build(connector)
+}
 
 /// The proxy's shared state.
 #[derive(Clone)]
@@ -68,10 +80,10 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    /// The proxy, its circuit breakers' metrics registered in `registry`.
+    /// The proxy, sending through `client`.
     ///
     /// # Errors
-    /// Invalid `[gateway.circuit_breaker]` or `[gateway.retry]` settings.
+    /// Invalid `[gateway.bulkhead]` or `[gateway.retry]` settings.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         routes: RouteTable,
@@ -80,18 +92,10 @@ impl Proxy {
         rules: Rules,
         limiter: Option<Arc<RateLimiter>>,
         gateway: &GatewayConfig,
-        client: &ClientConfig,
+        client: Client<HttpConnector, Body>,
         body_limit: usize,
-        registry: &mut Registry,
     ) -> Result<Self, StartError> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(Duration::from_millis(gateway.connect_timeout_ms)));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_millis(client.pool_idle_timeout_ms))
-            .pool_max_idle_per_host(gateway.pool_max_idle_per_host)
-            .build(connector);
-        let resilience = Resilience::new(gateway, client, upstreams, registry)?;
+        let resilience = Resilience::new(gateway, client, upstreams)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 routes,

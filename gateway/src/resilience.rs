@@ -1,24 +1,33 @@
 //! The upstream call, guarded by [`mercato_resilience`]'s layers, outermost first:
 //!
 //! ```text
-//! Retry (shared budget) -> CircuitBreaker (one per upstream) -> Timeout (+ deadline header) -> transport
+//! Bulkhead (one per upstream) -> Retry (shared budget) -> pick an instance (its breaker's leave)
+//!   -> Timeout (+ deadline header) -> transport
 //! ```
 //!
-//! - The breaker of each upstream is named after it and counts `5xx` answers, connection errors
-//!   and timeouts as failures; `4xx` answers and errors caused by the client's own body (too
-//!   large, aborted) are not. While it is open, nothing is sent and the caller gets
+//! - The bulkhead caps the requests one upstream may hold at once, so a slow service cannot take
+//!   every connection and task of the gateway; a full one answers `503` after a short queue.
+//! - Each attempt picks an instance ([`crate::upstream`]): the group by the blue/green split,
+//!   then the balancer's choice among the instances that pass their health checks and whose
+//!   circuit breaker admits the call. Each instance has its own breaker, named
+//!   `<upstream>@<host:port>`, counting `5xx` answers, connection errors and timeouts as
+//!   failures; `4xx` answers and errors caused by the client's own body (too large, aborted) are
+//!   not. An instance whose breaker is open is skipped (passive outlier ejection) until a probe
+//!   through the half-open breaker succeeds. When every instance refuses, the caller gets
 //!   [`ResilienceError::CircuitOpen`] at once.
 //! - Only idempotent requests are retried (GET, HEAD, OPTIONS, or any request carrying an
 //!   `Idempotency-Key`), and only when their body is empty: the gateway streams request bodies
 //!   to the upstream and keeps no copy, so a keyed POST with a body cannot be sent twice and is
 //!   **not** retried here (the client, which still has the body, may repeat it with its key).
-//!   Retries follow connection errors and `502`/`503`/`504` answers, never a timeout, and never
-//!   run past the request's deadline.
-//! - Each attempt picks the upstream's next instance, so a retry usually goes elsewhere.
+//!   Retries follow transport failures and `502`/`503`/`504` answers, never a timeout, and never
+//!   run past the request's deadline. A retry picks again, and the failed instance's latency
+//!   estimate now carries the failure, so it usually goes elsewhere.
 //! - The [`Deadline`] (the route's timeout from when forwarding starts) bounds every attempt and
-//!   reaches the upstream as `x-request-deadline-ms`, the milliseconds left.
+//!   reaches the upstream as `x-request-deadline-ms`, the milliseconds left. The timeout sits
+//!   below the pick, so an instance that hangs is charged with the timeout.
 
 use std::collections::BTreeMap;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -34,10 +43,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use mercato_resilience::classify::IDEMPOTENCY_KEY;
 use mercato_resilience::{
-    CircuitBreaker, CircuitBreakerLayer, CircuitBreakerMetrics, Deadline, DeadlineCarrier, Replay,
-    ResilienceError, RetryLayer, TimeoutLayer,
+    BulkheadLayer, Deadline, DeadlineCarrier, Replay, ResilienceError, RetryLayer, TimeoutLayer,
 };
-use prometheus_client::registry::Registry;
 use tower::{Layer as _, ServiceExt as _};
 
 use crate::StartError;
@@ -60,10 +67,6 @@ impl TransportError {
             Self::Http(error) => !caused_by_client(error),
             Self::NoInstance => false,
         }
-    }
-
-    fn is_connect(&self) -> bool {
-        matches!(self, Self::Http(error) if error.is_connect())
     }
 }
 
@@ -144,11 +147,13 @@ fn retryable(outgoing: &Outgoing) -> bool {
             || request.headers().contains_key(IDEMPOTENCY_KEY))
 }
 
-/// Connection errors and the answers that say "try again": 502, 503, 504.
+/// The answers that say "try again" (502, 503, 504) and transport failures on the way to or
+/// from the upstream: a refused connection, or one reset mid-request by an instance that died.
+/// Only requests that are safe to repeat get here (see [`retryable`]).
 fn transient(result: &CallResult) -> bool {
     match result {
         Ok(response) => matches!(response.status().as_u16(), 502..=504),
-        Err(ResilienceError::Inner(error)) => error.is_connect(),
+        Err(ResilienceError::Inner(error)) => error.is_upstream_fault(),
         Err(_) => false,
     }
 }
@@ -165,12 +170,10 @@ fn breaker_failure(result: &CallResult) -> bool {
 type Predicate = fn(&Outgoing) -> bool;
 type Classifier = fn(&CallResult) -> bool;
 
-/// Sends one attempt to the upstream's next instance.
+/// Sends one request to an already chosen instance.
 #[derive(Clone)]
 struct Transport {
     client: Client<HttpConnector, Body>,
-    upstreams: Upstreams,
-    upstream: Arc<str>,
 }
 
 impl tower::Service<Outgoing> for Transport {
@@ -183,18 +186,7 @@ impl tower::Service<Outgoing> for Transport {
     }
 
     fn call(&mut self, outgoing: Outgoing) -> Self::Future {
-        let mut request = outgoing.request;
-        let Some(instance) = self.upstreams.pick(&self.upstream) else {
-            return Box::pin(std::future::ready(Err(ResilienceError::Inner(
-                TransportError::NoInstance,
-            ))));
-        };
-        let mut target = instance.clone().into_parts();
-        target.path_and_query = request.uri().path_and_query().cloned();
-        if let Ok(uri) = Uri::from_parts(target) {
-            *request.uri_mut() = uri;
-        }
-        let response = self.client.request(request);
+        let response = self.client.request(outgoing.request);
         Box::pin(async move {
             response
                 .await
@@ -203,45 +195,88 @@ impl tower::Service<Outgoing> for Transport {
     }
 }
 
-/// The breakers and the retry budget of every upstream.
+/// One attempt: picks the instance, sends within the timeout, and charges the instance with the
+/// outcome.
+#[derive(Clone)]
+struct Attempt {
+    client: Client<HttpConnector, Body>,
+    upstreams: Upstreams,
+    upstream: Arc<str>,
+    timeout: Duration,
+}
+
+impl tower::Service<Outgoing> for Attempt {
+    type Response = http::Response<Incoming>;
+    type Error = ResilienceError<TransportError>;
+    type Future = Pin<Box<dyn Future<Output = CallResult> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut outgoing: Outgoing) -> Self::Future {
+        let pick = match self.upstreams.pick(&self.upstream) {
+            Ok(Some(pick)) => pick,
+            Ok(None) => {
+                return Box::pin(std::future::ready(Err(ResilienceError::Inner(
+                    TransportError::NoInstance,
+                ))));
+            }
+            Err(refused) => return Box::pin(std::future::ready(Err(refused))),
+        };
+        let request = &mut outgoing.request;
+        let mut target = pick.instance.uri.clone().into_parts();
+        target.path_and_query = request.uri().path_and_query().cloned();
+        if let Ok(uri) = Uri::from_parts(target) {
+            *request.uri_mut() = uri;
+        }
+        let send = TimeoutLayer::new(self.timeout).layer(Transport {
+            client: self.client.clone(),
+        });
+        Box::pin(async move {
+            let result = send.oneshot(outgoing).await;
+            pick.finish(breaker_failure(&result));
+            result
+        })
+    }
+}
+
+/// The bulkheads and the retry budget of every upstream.
 pub struct Resilience {
     client: Client<HttpConnector, Body>,
     upstreams: Upstreams,
-    breakers: BTreeMap<String, CircuitBreaker>,
+    bulkheads: BTreeMap<String, BulkheadLayer>,
     retry: RetryLayer<Predicate, Classifier>,
 }
 
 impl std::fmt::Debug for Resilience {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Resilience")
-            .field("breakers", &self.breakers.keys())
+            .field("bulkheads", &self.bulkheads.keys())
             .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
 }
 
 impl Resilience {
-    /// A breaker per upstream, its metrics registered in `registry`, and one retry budget.
+    /// A bulkhead per upstream and one retry budget; the breakers live with the instances.
     ///
     /// # Errors
-    /// Invalid `[gateway.circuit_breaker]` or `[gateway.retry]` settings.
+    /// Invalid `[gateway.bulkhead]` or `[gateway.retry]` settings.
     pub fn new(
         gateway: &GatewayConfig,
         client: Client<HttpConnector, Body>,
         upstreams: Upstreams,
-        registry: &mut Registry,
     ) -> Result<Self, StartError> {
         let invalid = |section: &str, e: mercato_resilience::ConfigError| StartError::Config {
             key: format!("gateway.{section}.{}", e.key),
             message: e.reason.into(),
         };
-        let metrics = CircuitBreakerMetrics::register(registry);
-        let mut breakers = BTreeMap::new();
+        let mut bulkheads = BTreeMap::new();
         for name in upstreams.names() {
-            let breaker =
-                CircuitBreaker::new(name, gateway.circuit_breaker.to_config(), Some(metrics.clone()))
-                    .map_err(|e| invalid("circuit_breaker", e))?;
-            breakers.insert(name.to_owned(), breaker);
+            let bulkhead = BulkheadLayer::new(name, &gateway.bulkhead.to_config())
+                .map_err(|e| invalid("bulkhead", e))?;
+            bulkheads.insert(name.to_owned(), bulkhead);
         }
         let retry = RetryLayer::new(
             &gateway.retry.to_config(),
@@ -252,7 +287,7 @@ impl Resilience {
         Ok(Self {
             client,
             upstreams,
-            breakers,
+            bulkheads,
             retry,
         })
     }
@@ -260,17 +295,16 @@ impl Resilience {
     /// Sends `outgoing` to `upstream`, each attempt limited to `timeout` and all of them to the
     /// request's deadline.
     pub async fn call(&self, upstream: &Arc<str>, outgoing: Outgoing, timeout: Duration) -> CallResult {
-        let transport = Transport {
+        let Some(bulkhead) = self.bulkheads.get(upstream.as_ref()) else {
+            return Err(ResilienceError::Inner(TransportError::NoInstance));
+        };
+        let attempt = Attempt {
             client: self.client.clone(),
             upstreams: self.upstreams.clone(),
             upstream: Arc::clone(upstream),
+            timeout,
         };
-        let timed = TimeoutLayer::new(timeout).layer(transport);
-        let Some(breaker) = self.breakers.get(upstream.as_ref()) else {
-            return Err(ResilienceError::Inner(TransportError::NoInstance));
-        };
-        let guarded = CircuitBreakerLayer::new(breaker.clone(), breaker_failure as Classifier).layer(timed);
-        self.retry.layer(guarded).oneshot(outgoing).await
+        bulkhead.layer(self.retry.layer(attempt)).oneshot(outgoing).await
     }
 }
 

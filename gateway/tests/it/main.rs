@@ -10,11 +10,18 @@
 //! - `rate_limit`: GCRA per subject or IP and route class, on a manual clock; the Redis suite
 //!   (`rate_limit::redis::`) needs Redis at 127.0.0.1:6379.
 //! - `upstream_faults`: upstreams down or silent, body limits, large bodies both ways.
-//! - `resilience`: the circuit breaker per upstream, retries of idempotent requests, per-route
+//! - `instances`: upstream instances a test can slow, fail, make unready, kill and restart.
+//! - `balancing`: P2C and round robin, ejection by an instance's breaker, active health checks,
+//!   the bulkhead, and the admin API for instances.
+//! - `blue_green`: switches and weight splits under load, with automatic rollback.
+//! - `resilience`: the circuit breaker per instance, retries of idempotent requests, per-route
 //!   timeouts and the deadline sent upstream.
 
 mod auth;
+mod balancing;
+mod blue_green;
 mod headers;
+mod instances;
 mod jwks;
 mod rate_limit;
 mod rbac;

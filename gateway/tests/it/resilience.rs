@@ -93,6 +93,11 @@ fn small_breaker(wait_ms: u64) -> CircuitBreakerSettings {
     }
 }
 
+/// The breaker of the `echo` instance at `url`: breakers are per instance.
+fn breaker_name(url: &str) -> String {
+    format!("echo@{}", url.trim_start_matches("http://"))
+}
+
 async fn metrics(gateway: &TestGateway) -> String {
     gateway
         .get("/metrics")
@@ -133,12 +138,17 @@ async fn a_failing_upstream_opens_its_breaker_and_a_probe_closes_it_again() {
     expect_problem(response, 503, "unavailable").await;
     assert_eq!(upstream.hits(), 4, "an open breaker sends nothing upstream");
     let text = metrics(&gateway).await;
+    let name = breaker_name(&upstream.url);
     assert!(
-        text.contains(r#"circuit_breaker_state{name="echo",state="open"} 1"#),
+        text.contains(&format!(
+            r#"circuit_breaker_state{{name="{name}",state="open"}} 1"#
+        )),
         "{text}"
     );
     assert!(
-        text.contains(r#"circuit_breaker_transitions_total{name="echo",state="open"} 1"#),
+        text.contains(&format!(
+            r#"circuit_breaker_transitions_total{{name="{name}",state="open"}} 1"#
+        )),
         "{text}"
     );
 
@@ -156,7 +166,9 @@ async fn a_failing_upstream_opens_its_breaker_and_a_probe_closes_it_again() {
     assert_eq!(upstream.hits(), hits + 3, "traffic flows again");
     let text = metrics(&gateway).await;
     assert!(
-        text.contains(r#"circuit_breaker_state{name="echo",state="closed"} 1"#),
+        text.contains(&format!(
+            r#"circuit_breaker_state{{name="{name}",state="closed"}} 1"#
+        )),
         "{text}"
     );
 }

@@ -16,7 +16,7 @@ use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{StatusCode, header};
-use mercato_gateway::{Clock, Config, GatewayConfig, RouteAuth, RouteConfig, SystemClock};
+use mercato_gateway::{Clock, Config, GatewayConfig, HealthCheckConfig, RouteAuth, RouteConfig, SystemClock};
 use mercato_runtime::{CancellationToken, ClientConfig, HttpConfig};
 use mercato_security::{Claims, JwkSet, SigningKey, VerifierConfig};
 use serde_json::{Value, json};
@@ -229,6 +229,12 @@ pub async fn spawn_gateway_with_clock(
         client: ClientConfig::default(),
         gateway: GatewayConfig {
             routes: standard_routes(),
+            // Checks would add requests to the upstreams' hit counts; the load-balancing tests
+            // turn them on.
+            health_check: HealthCheckConfig {
+                enabled: false,
+                ..HealthCheckConfig::default()
+            },
             ..GatewayConfig::default()
         },
         auth: VerifierConfig::default(),

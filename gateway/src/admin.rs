@@ -1,0 +1,213 @@
+//! The gateway's own admin API, for operators and `mercato deploy`: the upstreams' instances,
+//! health and traffic split. Every call needs a token with the `admin` role; these paths are
+//! served by the gateway itself and never forwarded.
+//!
+//! | call | body → answer |
+//! |---|---|
+//! | `GET /admin/upstreams` | → every upstream's groups, instances and split |
+//! | `GET /admin/upstreams/{name}` | → one upstream |
+//! | `POST /admin/upstreams/{name}/instances` | `{url, group?}` → `201` the instance |
+//! | `DELETE /admin/upstreams/{name}/instances?url=U` | → `204` |
+//! | `PUT /admin/upstreams/{name}/traffic` | `{green_percent}` or `{live: "blue"\|"green"}` → the upstream |
+//! | `POST /admin/upstreams/{name}/check` | `{group}` → readiness and smoke result per instance |
+
+use axum::Router;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use http::StatusCode;
+use http::request::Parts;
+use mercato_runtime::{Json, Problem, auth};
+use mercato_security::Verifier;
+use serde::{Deserialize, Serialize};
+
+use crate::upstream::health::{CheckResult, HealthChecker};
+use crate::upstream::{ChangeError, Group, UpstreamView, Upstreams};
+
+/// The role every admin call needs.
+pub const ADMIN_ROLE: &str = "admin";
+
+#[derive(Clone)]
+struct Admin {
+    upstreams: Upstreams,
+    verifier: Verifier,
+    checker: HealthChecker,
+}
+
+/// The admin routes.
+pub fn router(upstreams: Upstreams, verifier: Verifier, checker: HealthChecker) -> Router {
+    Router::new()
+        .route("/admin/upstreams", get(list))
+        .route("/admin/upstreams/{name}", get(show))
+        .route("/admin/upstreams/{name}/instances", post(add).delete(remove))
+        .route("/admin/upstreams/{name}/traffic", put(traffic))
+        .route("/admin/upstreams/{name}/check", post(check))
+        .with_state(Admin {
+            upstreams,
+            verifier,
+            checker,
+        })
+}
+
+/// A caller holding the admin role; extracted before any body, so that an anonymous caller
+/// learns nothing from validation errors.
+struct AdminCaller;
+
+impl FromRequestParts<Admin> for AdminCaller {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, admin: &Admin) -> Result<Self, Problem> {
+        let claims = auth::authenticate(&admin.verifier, &parts.headers).await?;
+        if claims.roles.iter().any(|r| r == ADMIN_ROLE) {
+            Ok(Self)
+        } else {
+            Err(Problem::forbidden("the gateway's admin API needs the admin role"))
+        }
+    }
+}
+
+fn change_problem(error: &ChangeError) -> Problem {
+    match error {
+        ChangeError::InvalidUrl(_) => Problem::bad_request(error.to_string()),
+        ChangeError::NotFound { .. } => Problem::not_found(error.to_string()),
+        ChangeError::Exists { .. } | ChangeError::WouldEmpty { .. } => Problem::conflict(error.to_string()),
+    }
+}
+
+fn unknown(name: &str) -> Problem {
+    Problem::not_found(format!("no upstream is named {name:?}"))
+}
+
+async fn list(State(admin): State<Admin>, _: AdminCaller) -> Result<Json<Vec<UpstreamView>>, Problem> {
+    let views = admin
+        .upstreams
+        .names()
+        .filter_map(|n| admin.upstreams.get(n))
+        .map(|u| admin.upstreams.view(u))
+        .collect();
+    Ok(Json(views))
+}
+
+async fn show(
+    State(admin): State<Admin>,
+    Path(name): Path<String>,
+    _: AdminCaller,
+) -> Result<Json<UpstreamView>, Problem> {
+    let upstream = admin.upstreams.get(&name).ok_or_else(|| unknown(&name))?;
+    Ok(Json(admin.upstreams.view(upstream)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewInstance {
+    url: String,
+    #[serde(default = "blue")]
+    group: Group,
+}
+
+fn blue() -> Group {
+    Group::Blue
+}
+
+async fn add(
+    State(admin): State<Admin>,
+    Path(name): Path<String>,
+    _: AdminCaller,
+    Json(body): Json<NewInstance>,
+) -> Result<Response, Problem> {
+    let view = admin
+        .upstreams
+        .add(&name, body.group, &body.url)
+        .map_err(|e| change_problem(&e))?;
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct InstanceQuery {
+    url: String,
+}
+
+async fn remove(
+    State(admin): State<Admin>,
+    Path(name): Path<String>,
+    _: AdminCaller,
+    query: Result<Query<InstanceQuery>, QueryRejection>,
+) -> Result<StatusCode, Problem> {
+    let Ok(Query(query)) = query else {
+        return Err(Problem::bad_request(
+            "name the instance to remove: ?url=http://host:port",
+        ));
+    };
+    admin
+        .upstreams
+        .remove(&name, &query.url)
+        .map_err(|e| change_problem(&e))?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Either the whole traffic to one group, or a split.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Traffic {
+    live: Option<Group>,
+    green_percent: Option<u8>,
+}
+
+async fn traffic(
+    State(admin): State<Admin>,
+    Path(name): Path<String>,
+    _: AdminCaller,
+    Json(body): Json<Traffic>,
+) -> Result<Json<UpstreamView>, Problem> {
+    let green_percent = match (body.live, body.green_percent) {
+        (Some(Group::Blue), None) => 0,
+        (Some(Group::Green), None) => 100,
+        (None, Some(p)) if p <= 100 => p,
+        (None, Some(_)) => {
+            return Err(Problem::validation(vec![mercato_runtime::FieldError::new(
+                "green_percent",
+                "must be between 0 and 100",
+            )]));
+        }
+        _ => return Err(Problem::bad_request("give exactly one of live and green_percent")),
+    };
+    let view = admin
+        .upstreams
+        .set_split(&name, green_percent)
+        .map_err(|e| change_problem(&e))?;
+    Ok(Json(view))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckRequest {
+    group: Group,
+}
+
+/// The verdict on a group before it gets traffic.
+#[derive(Debug, Serialize)]
+struct CheckReport {
+    group: Group,
+    ok: bool,
+    instances: Vec<CheckResult>,
+}
+
+async fn check(
+    State(admin): State<Admin>,
+    Path(name): Path<String>,
+    _: AdminCaller,
+    Json(body): Json<CheckRequest>,
+) -> Result<Json<CheckReport>, Problem> {
+    let upstream = admin.upstreams.get(&name).ok_or_else(|| unknown(&name))?;
+    let instances = upstream.instances(body.group);
+    let results = admin
+        .checker
+        .check_now(&name, &instances, upstream.smoke_path())
+        .await;
+    Ok(Json(CheckReport {
+        group: body.group,
+        ok: !results.is_empty() && results.iter().all(|r| r.error.is_none()),
+        instances: results,
+    }))
+}

@@ -1,0 +1,433 @@
+//! Load balancing over several instances of an upstream: the balancer's choice, passive
+//! ejection through each instance's breaker, active health checks, the bulkhead, and the admin
+//! API that changes the instances at run time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use mercato_gateway::{BalancingPolicy, CircuitBreakerSettings, Config, RouteAuth, RouteConfig};
+use mercato_testkit::eventually;
+use serde_json::{Value, json};
+
+use crate::instances::Instance;
+use crate::support::{PATIENCE, TestGateway, expect_problem, spawn_gateway_with};
+
+/// A gateway whose `echo` upstream is `instances`; `adjust` may change the rest.
+async fn gateway_over(instances: &[&Instance], adjust: impl FnOnce(&mut Config)) -> TestGateway {
+    let urls: Vec<String> = instances.iter().map(|i| i.url.clone()).collect();
+    spawn_gateway_with(move |config| {
+        config.upstreams.insert("echo".into(), urls);
+        // The load loops send far more than a client's fair share.
+        config.gateway.rate_limit.enabled = false;
+        adjust(config);
+    })
+    .await
+}
+
+/// A breaker that judges four calls and probes after `wait_ms`.
+fn small_breaker(wait_ms: u64) -> CircuitBreakerSettings {
+    CircuitBreakerSettings {
+        sliding_window_size: 4,
+        minimum_number_of_calls: 4,
+        wait_duration_ms: wait_ms,
+        permitted_calls_in_half_open: 1,
+        ..CircuitBreakerSettings::default()
+    }
+}
+
+async fn admin_view(gateway: &TestGateway, upstream: &str) -> Value {
+    let token = gateway.token("ops", &["admin"]);
+    let response = gateway
+        .get(&format!("/admin/upstreams/{upstream}"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+fn instance_view<'a>(view: &'a Value, url: &str) -> &'a Value {
+    ["blue", "green"]
+        .iter()
+        .flat_map(|g| view[g]["instances"].as_array().unwrap())
+        .find(|i| i["url"] == url)
+        .unwrap_or_else(|| panic!("{url} in {view}"))
+}
+
+/// GETs sent by `workers` loops until stopped; counts answers that were not `200`.
+struct Load {
+    stop: Arc<AtomicBool>,
+    sent: Arc<AtomicUsize>,
+    failed: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(gateway: &TestGateway, path: &str, workers: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicUsize::new(0));
+        let failed = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..workers)
+            .map(|_| {
+                let (stop, sent, failed) = (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&failed));
+                let (http, url) = (gateway.http.clone(), gateway.url(path));
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        let ok = http.get(&url).send().await.is_ok_and(|r| r.status() == 200);
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        if !ok {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            sent,
+            failed,
+            tasks,
+        }
+    }
+
+    /// Stops the loops; returns (sent, failed).
+    async fn finish(self) -> (usize, usize) {
+        self.stop.store(true, Ordering::SeqCst);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        (
+            self.sent.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// Waits until `count` grows by `more` (traffic is flowing there).
+async fn grows(what: &str, more: usize, count: impl Fn() -> usize) {
+    let start = count();
+    eventually(PATIENCE, what, || {
+        let now = count();
+        async move { (now >= start + more).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_instance_killed_under_load_is_ejected_by_its_breaker_and_used_again_after_a_probe() {
+    let (a, b, c) = (
+        Instance::start("a").await,
+        Instance::start("b").await,
+        Instance::start("c").await,
+    );
+    let gateway = gateway_over(&[&a, &b, &c], |config| {
+        // Round robin keeps sending B its share, so its own breaker sees the failures.
+        config.gateway.load_balancing.policy = BalancingPolicy::RoundRobin;
+        config.gateway.circuit_breaker = small_breaker(500);
+    })
+    .await;
+    let load = Load::start(&gateway, "/api/echo/items", 4);
+    grows("traffic to reach b", 10, || b.hits()).await;
+
+    b.kill().await;
+    let breaker = format!("echo@{}", b.url.trim_start_matches("http://"));
+    eventually(PATIENCE, "b's breaker to open", || async {
+        let view = admin_view(&gateway, "echo").await;
+        (instance_view(&view, &b.url)["circuit"] != "closed").then_some(())
+    })
+    .await;
+    let b_hits = b.hits();
+    grows("traffic to go on at a", 20, || a.hits()).await;
+    grows("traffic to go on at c", 20, || c.hits()).await;
+    assert_eq!(b.hits(), b_hits, "a dead instance gets nothing");
+
+    b.restart();
+    grows("b to be used again after a successful probe", 10, || b.hits()).await;
+    let view = admin_view(&gateway, "echo").await;
+    assert_eq!(instance_view(&view, &b.url)["circuit"], "closed", "{view}");
+
+    let (sent, failed) = load.finish().await;
+    assert!(sent > 60, "{sent}");
+    assert_eq!(
+        failed, 0,
+        "of {sent} GETs, {failed} failed: retries go to live instances"
+    );
+    let metrics = gateway
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            r#"circuit_breaker_transitions_total{{name="{breaker}",state="open"}}"#
+        )),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn p2c_sends_most_traffic_to_the_faster_instance_and_moves_off_a_dead_one() {
+    let (fast, slow) = (Instance::start("fast").await, Instance::start("slow").await);
+    slow.behaviour.delay_ms.store(40, Ordering::SeqCst);
+    let gateway = gateway_over(&[&fast, &slow], |config| {
+        config.gateway.load_balancing.policy = BalancingPolicy::P2c;
+        config.gateway.load_balancing.latency_decay_ms = 300;
+    })
+    .await;
+    for _ in 0..60 {
+        let response = gateway.get("/api/echo/items").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    assert!(
+        fast.hits() > 3 * slow.hits(),
+        "fast {} vs slow {}",
+        fast.hits(),
+        slow.hits()
+    );
+
+    slow.behaviour.delay_ms.store(0, Ordering::SeqCst);
+    let load = Load::start(&gateway, "/api/echo/items", 2);
+    grows(
+        "the estimate to decay and the recovered instance to be used",
+        10,
+        || slow.hits(),
+    )
+    .await;
+    fast.kill().await;
+    grows("traffic to move to the live instance", 30, || slow.hits()).await;
+    let (sent, failed) = load.finish().await;
+    assert_eq!(failed, 0, "of {sent} GETs, {failed} failed");
+}
+
+#[tokio::test]
+async fn an_instance_failing_its_health_checks_gets_no_traffic_until_it_passes_again() {
+    let (a, b) = (Instance::start("a").await, Instance::start("b").await);
+    let gateway = gateway_over(&[&a, &b], |config| {
+        let checks = &mut config.gateway.health_check;
+        checks.enabled = true;
+        checks.interval_ms = 50;
+        checks.unhealthy_threshold = 1;
+        checks.healthy_threshold = 2;
+    })
+    .await;
+    b.behaviour.unready.store(true, Ordering::SeqCst);
+    eventually(PATIENCE, "b to be marked unhealthy", || async {
+        let view = admin_view(&gateway, "echo").await;
+        (instance_view(&view, &b.url)["healthy"] == false).then_some(())
+    })
+    .await;
+    let before = b.hits();
+    for _ in 0..20 {
+        assert_eq!(gateway.get("/api/echo/items").send().await.unwrap().status(), 200);
+    }
+    assert_eq!(b.hits(), before, "an unhealthy instance gets no traffic");
+    let metrics = gateway
+        .get("/metrics")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(&format!(
+            r#"gateway_upstream_instance_healthy{{upstream="echo",instance="{}"}} 0"#,
+            b.url
+        )),
+        "{metrics}"
+    );
+
+    b.behaviour.unready.store(false, Ordering::SeqCst);
+    eventually(PATIENCE, "b to pass its checks again and get traffic", || async {
+        gateway.get("/api/echo/items").send().await.unwrap();
+        (b.hits() > before).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn when_every_instance_fails_its_checks_traffic_still_goes_to_them() {
+    let a = Instance::start("a").await;
+    let gateway = gateway_over(&[&a], |config| {
+        config.gateway.health_check.enabled = true;
+        config.gateway.health_check.interval_ms = 50;
+        config.gateway.health_check.unhealthy_threshold = 1;
+    })
+    .await;
+    a.behaviour.unready.store(true, Ordering::SeqCst);
+    eventually(PATIENCE, "a to be marked unhealthy", || async {
+        let view = admin_view(&gateway, "echo").await;
+        (instance_view(&view, &a.url)["healthy"] == false).then_some(())
+    })
+    .await;
+    assert_eq!(gateway.get("/api/echo/items").send().await.unwrap().status(), 200);
+}
+
+#[tokio::test]
+async fn a_full_bulkhead_answers_503_at_once() {
+    let slow = Instance::start("slow").await;
+    slow.behaviour.delay_ms.store(2_000, Ordering::SeqCst);
+    let gateway = gateway_over(&[&slow], |config| {
+        config.gateway.bulkhead.max_concurrent = 1;
+        config.gateway.bulkhead.max_queued = 0;
+    })
+    .await;
+    let first = tokio::spawn({
+        let request = gateway.get("/api/echo/slow");
+        async move { request.send().await.unwrap().status() }
+    });
+    eventually(PATIENCE, "the first request to be in flight", || async {
+        let view = admin_view(&gateway, "echo").await;
+        (instance_view(&view, &slow.url)["in_flight"] == 1).then_some(())
+    })
+    .await;
+    let response = gateway.get("/api/echo/other").send().await.unwrap();
+    let body = expect_problem(response, 503, "unavailable").await;
+    assert!(body["detail"].as_str().unwrap().contains("busy"), "{body}");
+    assert_eq!(first.await.unwrap(), 200);
+    assert_eq!(slow.hits(), 1);
+}
+
+#[tokio::test]
+async fn the_admin_api_adds_and_removes_instances_at_run_time() {
+    let (a, b) = (Instance::start("a").await, Instance::start("b").await);
+    let gateway = gateway_over(&[&a], |config| {
+        config.gateway.load_balancing.policy = BalancingPolicy::RoundRobin;
+    })
+    .await;
+    let admin = gateway.token("ops", &["admin"]);
+    let instances = gateway.url("/admin/upstreams/echo/instances");
+
+    let added = gateway
+        .http
+        .post(&instances)
+        .bearer_auth(&admin)
+        .json(&json!({ "url": b.url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), 201);
+    for _ in 0..10 {
+        assert_eq!(gateway.get("/api/echo/items").send().await.unwrap().status(), 200);
+    }
+    assert_eq!((a.hits(), b.hits()), (5, 5), "round robin over both");
+
+    let again = gateway
+        .http
+        .post(&instances)
+        .bearer_auth(&admin)
+        .json(&json!({ "url": b.url }))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(again, 409, "conflict").await;
+    let bad = gateway
+        .http
+        .post(&instances)
+        .bearer_auth(&admin)
+        .json(&json!({ "url": "ftp://nowhere" }))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(bad, 400, "bad-request").await;
+    let bad_group = gateway
+        .http
+        .post(&instances)
+        .bearer_auth(&admin)
+        .json(&json!({ "url": b.url, "group": "purple" }))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(bad_group, 422, "validation-error").await;
+
+    let removed = gateway
+        .http
+        .delete(format!("{instances}?url={}", a.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(removed.status(), 204);
+    for _ in 0..4 {
+        assert_eq!(gateway.get("/api/echo/items").send().await.unwrap().status(), 200);
+    }
+    assert_eq!((a.hits(), b.hits()), (5, 9), "a removed instance gets nothing");
+    let last = gateway
+        .http
+        .delete(format!("{instances}?url={}", b.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(last, 409, "conflict").await;
+    let missing = gateway
+        .http
+        .delete(format!("{instances}?url={}", a.url))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(missing, 404, "not-found").await;
+    let unknown = gateway
+        .get("/admin/upstreams/nope")
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(unknown, 404, "not-found").await;
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_an_admin_token() {
+    let a = Instance::start("a").await;
+    let gateway = gateway_over(&[&a], |_| {}).await;
+    let anonymous = gateway.get("/admin/upstreams").send().await.unwrap();
+    expect_problem(anonymous, 401, "unauthorized").await;
+    let customer = gateway
+        .http
+        .post(gateway.url("/admin/upstreams/echo/instances"))
+        .bearer_auth(gateway.token("c1", &["customer"]))
+        .json(&json!({ "url": "http://127.0.0.1:1" }))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(customer, 403, "forbidden").await;
+    let listed = gateway
+        .get("/admin/upstreams")
+        .bearer_auth(gateway.token("ops", &["admin"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), 200);
+    let listed: Value = listed.json().await.unwrap();
+    assert!(
+        listed.as_array().unwrap().iter().any(|u| u["name"] == "echo"),
+        "{listed}"
+    );
+}
+
+#[tokio::test]
+async fn an_upstream_may_be_declared_only_in_the_gateway_section() {
+    let a = Instance::start("a").await;
+    let url = a.url.clone();
+    let gateway = spawn_gateway_with(move |config| {
+        config.gateway.upstreams.insert(
+            "extra".into(),
+            mercato_gateway::UpstreamSettings {
+                blue: vec![url],
+                ..mercato_gateway::UpstreamSettings::default()
+            },
+        );
+        config
+            .gateway
+            .routes
+            .push(RouteConfig::new("/api/extra", "extra", RouteAuth::Public));
+    })
+    .await;
+    assert_eq!(gateway.get("/api/extra/x").send().await.unwrap().status(), 200);
+    assert_eq!(a.hits(), 1);
+}
