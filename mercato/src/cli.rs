@@ -67,6 +67,47 @@ pub enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+    /// Blue/green deployments through the gateway's admin API.
+    Deploy {
+        #[command(subcommand)]
+        command: DeployCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeployCommand {
+    /// Check the target group (readiness and smoke request), move all traffic to it, watch its
+    /// error rate and move back on its own if it rises. Needs an admin: MERCATO_ADMIN_TOKEN, or
+    /// MERCATO_ADMIN_EMAIL with MERCATO_ADMIN_PASSWORD (or a prompt).
+    Switch(SwitchArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SwitchArgs {
+    /// The group to switch to.
+    #[arg(long, value_enum)]
+    pub to: GroupArg,
+    /// The upstream (service) to switch, as the gateway names it.
+    #[arg(long)]
+    pub upstream: String,
+    /// The gateway's base URL (default: the configured gateway address).
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// How long the new group is watched after the switch.
+    #[arg(long, default_value_t = 30)]
+    pub watch_secs: u64,
+    /// Failed requests, in percent, above which the switch is undone.
+    #[arg(long, default_value_t = 5.0)]
+    pub max_error_percent: f64,
+    /// No verdict on fewer requests than this.
+    #[arg(long, default_value_t = 20)]
+    pub min_requests: u64,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum GroupArg {
+    Blue,
+    Green,
 }
 
 #[derive(Debug, Subcommand)]
@@ -138,6 +179,9 @@ impl Cli {
             } => create_admin(&config, &email).await,
             Command::Dlq { command } => dlq(&config, &command).await,
             Command::Projections { command } => projections(&config, &command).await,
+            Command::Deploy {
+                command: DeployCommand::Switch(args),
+            } => deploy_switch(&config, &args).await,
         }
     }
 }
@@ -284,6 +328,51 @@ async fn projections(config: &Config, command: &ProjectionsCommand) -> anyhow::R
             println!("rebuilt {name} from {} event(s)", applied?);
         }
     }
+    Ok(())
+}
+
+async fn deploy_switch(config: &Config, args: &SwitchArgs) -> anyhow::Result<()> {
+    if !(0.0..=100.0).contains(&args.max_error_percent) {
+        anyhow::bail!("--max-error-percent must be between 0 and 100");
+    }
+    let gateway = args
+        .gateway
+        .clone()
+        .unwrap_or_else(|| config.endpoint(ServiceName::Gateway).base_url());
+    let token = match std::env::var("MERCATO_ADMIN_TOKEN") {
+        Ok(token) if !token.is_empty() => token,
+        _ => {
+            let email = std::env::var("MERCATO_ADMIN_EMAIL")
+                .context("set MERCATO_ADMIN_TOKEN, or MERCATO_ADMIN_EMAIL (and MERCATO_ADMIN_PASSWORD)")?;
+            let password = match std::env::var("MERCATO_ADMIN_PASSWORD") {
+                Ok(p) => p,
+                Err(_) => rpassword::prompt_password(format!("Password for {email}: "))
+                    .context("cannot read the password")?,
+            };
+            let http = reqwest::Client::new();
+            crate::loadgen::token(&http, gateway.trim_end_matches('/'), &email, &password)
+                .await
+                .context("cannot sign in as the admin")?
+        }
+    };
+    let to = match args.to {
+        GroupArg::Blue => mercato_gateway::Group::Blue,
+        GroupArg::Green => mercato_gateway::Group::Green,
+    };
+    let plan = mercato_gateway::deploy::SwitchPlan {
+        watch: std::time::Duration::from_secs(args.watch_secs),
+        max_error_rate: args.max_error_percent / 100.0,
+        min_requests: args.min_requests,
+        ..mercato_gateway::deploy::SwitchPlan::new(&gateway, &token, &args.upstream, to)
+    };
+    let report = mercato_gateway::deploy::switch(&plan, |line| println!("{line}")).await?;
+    println!(
+        "{} is on {}: {} requests, {} failed while watched",
+        args.upstream,
+        to.as_str(),
+        report.requests,
+        report.failures
+    );
     Ok(())
 }
 

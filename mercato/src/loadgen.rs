@@ -61,7 +61,13 @@ async fn json_of(response: reqwest::Response) -> anyhow::Result<Value> {
     Ok(serde_json::from_str(&body)?)
 }
 
-async fn token(http: &reqwest::Client, target: &str, email: &str, password: &str) -> anyhow::Result<String> {
+/// A password-grant access token from identity, through the gateway at `target`.
+pub(crate) async fn token(
+    http: &reqwest::Client,
+    target: &str,
+    email: &str,
+    password: &str,
+) -> anyhow::Result<String> {
     let response = http
         .post(format!("{target}/api/identity/token"))
         .form(&[
