@@ -5,12 +5,14 @@
 //! - `flows`: register, token, refresh, `me` through the gateway, with the bad inputs and tokens.
 //! - `restart`: data and signing keys survive a restart; key rotation through the gateway.
 //! - `cache`: a price change reaches a second orders instance through invalidation, not the TTL.
+//! - `deploy`: `mercato deploy switch` moves inventory to a second instance and back.
 //! - `processes`: identity and gateway as separate `mercato serve` processes on PostgreSQL,
 //!   `mercato up` as a process, signals, and the CLI's other commands.
 
 mod cache;
 mod checkout;
 mod customers;
+mod deploy;
 mod faults;
 mod flows;
 mod operations;
