@@ -8,8 +8,12 @@
 //! requirements. Rate limits are per route class (`[gateway.rate_limit.classes.NAME]`); a route
 //! names its class in `rate_class`, `default` when it names none.
 //!
-//! Upstream calls are guarded by one circuit breaker per upstream (`[gateway.circuit_breaker]`)
-//! and idempotent requests without a body are retried under a budget (`[gateway.retry]`). A
+//! Each upstream has instances in a blue and a green group (`[gateway.upstreams.NAME]`, blue
+//! defaulting to the service's own address). Attempts are spread over the instances by
+//! `[gateway.load_balancing]`; instances failing `[gateway.health_check]` get no traffic; each
+//! instance has a circuit breaker (`[gateway.circuit_breaker]`) that ejects it while it keeps
+//! failing; each upstream has a bulkhead (`[gateway.bulkhead]`); idempotent requests without a
+//! body are retried under a budget (`[gateway.retry]`). A
 //! route's `timeout_ms` overrides `upstream_timeout_ms`; either bounds the whole upstream
 //! exchange, retries included, and reaches the upstream as `x-request-deadline-ms`.
 
