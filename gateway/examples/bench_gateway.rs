@@ -1,0 +1,180 @@
+//! The gateway as `scripts/bench-gateway.sh` runs it: one route, `/`, to one upstream, in one of
+//! four modes, so that the cost of each check can be told apart.
+//!
+//! - `plain`: a public route, rate limiting off; the same work as a plain reverse proxy.
+//! - `jwt`: the route requires a bearer token; rate limiting off.
+//! - `rate-limit`: a public route, rate limiting on (keyed by client address).
+//! - `jwt-rate-limit`: both, as production runs; the limit is keyed by the token's subject.
+//!
+//! The process also serves a JWKS on a loopback port (`mercato_testkit`'s `TestIssuer`), which
+//! the gateway fetches over HTTP as it fetches identity's; in the `jwt` modes it writes a valid
+//! ES256 token from that issuer to `--token-file`. The rate class admits a million requests a second, far above what one machine
+//! offers, so every request is checked and none is refused.
+//!
+//! ```sh
+//! cargo run --release -p mercato-gateway --example bench_gateway -- \
+//!     --upstream http://127.0.0.1:9001 --mode jwt-rate-limit --workers 2 \
+//!     --port-file /tmp/gw.port --token-file /tmp/gw.token
+//! ```
+//!
+//! Logs go to stderr as JSON, filtered by `RUST_LOG` (the benchmark sets `warn`, as nginx's
+//! access log is off there too).
+
+use mercato_gateway::config::DEFAULT_CLASS;
+use mercato_gateway::{Config, GatewayConfig, RateClassConfig, RouteAuth, RouteConfig};
+use mercato_runtime::telemetry::{self, LogFormat};
+use mercato_runtime::{CancellationToken, ClientConfig, HttpConfig};
+use mercato_testkit::auth::TestIssuer;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The example is a binary: every failure ends it with a message.
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// Adds what was being done to a failure.
+fn context<T, E: std::fmt::Display>(result: Result<T, E>, doing: &str) -> Result<T, Error> {
+    result.map_err(|e| format!("{doing}: {e}").into())
+}
+
+/// The limiter's largest accepted rate: far above what this machine can offer, so nothing is refused.
+const UNREFUSED_RATE: u32 = 1_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Plain,
+    Jwt,
+    RateLimit,
+    JwtRateLimit,
+}
+
+impl Mode {
+    fn parse(name: &str) -> Result<Self, Error> {
+        Ok(match name {
+            "plain" => Self::Plain,
+            "jwt" => Self::Jwt,
+            "rate-limit" => Self::RateLimit,
+            "jwt-rate-limit" => Self::JwtRateLimit,
+            other => {
+                return Err(
+                    format!("--mode {other:?}: expected plain, jwt, rate-limit or jwt-rate-limit").into(),
+                );
+            }
+        })
+    }
+
+    fn verifies_tokens(self) -> bool {
+        matches!(self, Self::Jwt | Self::JwtRateLimit)
+    }
+
+    fn limits_rate(self) -> bool {
+        matches!(self, Self::RateLimit | Self::JwtRateLimit)
+    }
+}
+
+#[derive(Debug)]
+struct Args {
+    listen: SocketAddr,
+    upstream: String,
+    mode: Mode,
+    workers: usize,
+    port_file: PathBuf,
+    token_file: Option<PathBuf>,
+}
+
+impl Args {
+    fn parse(mut args: impl Iterator<Item = String>) -> Result<Self, Error> {
+        let mut values = BTreeMap::new();
+        while let Some(flag) = args.next() {
+            let Some(name) = flag.strip_prefix("--") else {
+                return Err(format!("unexpected argument {flag:?}").into());
+            };
+            let value = args.next().ok_or_else(|| format!("--{name} needs a value"))?;
+            values.insert(name.to_owned(), value);
+        }
+        let mut take = |name: &str| values.remove(name);
+        let required =
+            |value: Option<String>, name: &str| value.ok_or_else(|| format!("--{name} is required"));
+        let parsed = Self {
+            listen: context(
+                take("listen").unwrap_or_else(|| "127.0.0.1:0".into()).parse(),
+                "--listen must be an address such as 127.0.0.1:0",
+            )?,
+            upstream: required(take("upstream"), "upstream")?,
+            mode: Mode::parse(&required(take("mode"), "mode")?)?,
+            workers: context(
+                take("workers").unwrap_or_else(|| "2".into()).parse(),
+                "--workers must be a number",
+            )?,
+            port_file: required(take("port-file"), "port-file")?.into(),
+            token_file: take("token-file").map(PathBuf::from),
+        };
+        if let Some(unknown) = values.keys().next() {
+            return Err(format!("unknown option --{unknown}").into());
+        }
+        if parsed.workers == 0 {
+            return Err("--workers must be at least 1".into());
+        }
+        if parsed.mode.verifies_tokens() && parsed.token_file.is_none() {
+            return Err("--token-file is required in the jwt modes".into());
+        }
+        Ok(parsed)
+    }
+}
+
+fn main() -> Result<(), Error> {
+    let args = Args::parse(std::env::args().skip(1))?;
+    // The worker count is fixed, not the machine's default, so nginx gets as many processes.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.workers)
+        .enable_all()
+        .build();
+    context(runtime, "start the runtime")?.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<(), Error> {
+    telemetry::init(LogFormat::Json);
+    // Its token lives 15 minutes, longer than any run of one mode.
+    let issuer = TestIssuer::start().await;
+    let config = gateway_config(&args, &issuer);
+    let app = mercato_gateway::build(&config).await?;
+    if let Some(path) = &args.token_file {
+        let token = issuer.token("bench", &["customer"]);
+        context(std::fs::write(path, token), &format!("write {}", path.display()))?;
+    }
+    // Written last: the script starts measuring once the port is known.
+    let port = std::fs::write(&args.port_file, app.port().to_string());
+    context(port, &format!("write {}", args.port_file.display()))?;
+    app.run_until_stopped(CancellationToken::new()).await?;
+    Ok(())
+}
+
+fn gateway_config(args: &Args, issuer: &TestIssuer) -> Config {
+    let auth = if args.mode.verifies_tokens() {
+        RouteAuth::Required
+    } else {
+        RouteAuth::Public
+    };
+    let mut gateway = GatewayConfig {
+        routes: vec![RouteConfig::new("/", "bench", auth)],
+        rules: Vec::new(),
+        ..GatewayConfig::default()
+    };
+    gateway.rate_limit.enabled = args.mode.limits_rate();
+    gateway.rate_limit.classes = BTreeMap::from([(
+        DEFAULT_CLASS.to_owned(),
+        RateClassConfig {
+            rate_per_second: UNREFUSED_RATE,
+            burst: UNREFUSED_RATE,
+        },
+    )]);
+    Config {
+        listen: args.listen,
+        http: HttpConfig::default(),
+        client: ClientConfig::default(),
+        gateway,
+        auth: issuer.config(),
+        upstreams: BTreeMap::from([("bench".to_owned(), vec![args.upstream.clone()])]),
+        jwks_url: issuer.jwks_url().to_owned(),
+    }
+}

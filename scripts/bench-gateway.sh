@@ -1,0 +1,283 @@
+#!/usr/bin/env bash
+# The gateway against nginx as a plain reverse proxy, side by side on this machine, both proxying
+# to the same trivial upstream (an nginx answering `200 ok`), loaded the same way by wrk. Prints
+# one table: requests per second, p50/p99 latency, non-2xx answers (must be 0), connections the
+# upstream accepted during the run (few: the proxy keeps its upstream connections alive), and the
+# CPU time (user + system) and peak RSS of the server under test: the proxy's processes, or the
+# upstream's in the first row. On a machine this small wrk, the upstream and the proxy share the
+# cores, so CPU per request says more about the proxy than requests per second does.
+#
+#   scripts/bench-gateway.sh
+#
+# Targets: the upstream directly (the floor), nginx, then the gateway (the `bench_gateway`
+# example, release build) once per mode in MODES:
+#   plain           public route, rate limiting off: the same work as nginx's plain proxy
+#   jwt             the route requires an ES256 token, checked against a JWKS the gateway fetched
+#   rate-limit      public route, GCRA rate limit on (keyed by client address)
+#   jwt-rate-limit  both, as in production; the rate class is far above the offered load
+# Settings (environment): WORKERS (2: the gateway's worker threads and nginx's worker_processes),
+# THREADS (2) and CONNECTIONS (64) of wrk, DURATION (20s) measured after WARMUP (5s), ROUNDS (1),
+# MODES ("plain jwt-rate-limit jwt rate-limit"). Installs nginx, wrk and curl with apt-get when
+# missing (as root on Debian). Every process runs as a child of this script on free loopback
+# ports and is stopped on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WORKERS=${WORKERS:-2}
+THREADS=${THREADS:-2}
+CONNECTIONS=${CONNECTIONS:-64}
+DURATION=${DURATION:-20s}
+WARMUP=${WARMUP:-5s}
+ROUNDS=${ROUNDS:-1}
+MODES=${MODES:-"plain jwt-rate-limit jwt rate-limit"}
+
+# Failures are reported on the script's stderr even from inside a silenced poll.
+exec 3>&2
+fail() {
+  echo "bench-gateway: $*" >&3
+  exit 1
+}
+
+answers() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+
+# --- what the benchmark needs ----------------------------------------------------------------
+
+missing=()
+for tool in nginx wrk curl; do
+  command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+done
+if ((${#missing[@]} > 0)); then
+  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || fail "missing ${missing[*]}; install them"
+  echo "bench-gateway: installing ${missing[*]}" >&2
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+NGINX=$(command -v nginx)
+
+echo "bench-gateway: building the gateway (release)" >&2
+cargo build --release --quiet -p mercato-gateway --example bench_gateway
+GATEWAY=${CARGO_TARGET_DIR:-target}/release/examples/bench_gateway
+[ -x "$GATEWAY" ] || fail "no binary at $GATEWAY"
+
+# --- processes, ports, clean-up ----------------------------------------------------------------
+
+tmp=$(mktemp -d)
+# Run as root, nginx's workers drop to an unprivileged user that still has to reach its files.
+chmod 755 "$tmp"
+pids=()
+cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+taken=" "
+free_port() { # prints a loopback port nothing listens on (never 8080: the range starts above it)
+  local port
+  while :; do
+    port=$((20000 + RANDOM % 40000))
+    [[ $taken == *" $port "* ]] && continue
+    answers "$port" && continue
+    taken+="$port "
+    echo "$port"
+    return
+  done
+}
+
+wait_until() { # description command...; polls with a 30 s deadline
+  local what=$1 deadline=$((SECONDS + 30))
+  shift
+  until "$@" >/dev/null 2>&1; do
+    ((SECONDS < deadline)) || fail "$what did not happen within 30 s"
+    sleep 0.1
+  done
+}
+
+start_nginx() { # name port server-blocks; runs nginx in the foreground as this user
+  local dir=$tmp/$1
+  mkdir -p "$dir"
+  cat >"$dir/nginx.conf" <<EOF
+worker_processes $WORKERS;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $dir/body;
+  proxy_temp_path $dir/proxy;
+  fastcgi_temp_path $dir/fastcgi;
+  uwsgi_temp_path $dir/uwsgi;
+  scgi_temp_path $dir/scgi;
+  # wrk's connections live for the whole run; nginx's default closes them every 1,000 requests.
+  keepalive_requests 1000000;
+  $3
+}
+EOF
+  "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" &
+  pids+=($!)
+  wait_until "$1 listening on $2" answers "$2"
+}
+
+gateway_started() { # mode
+  if ! kill -0 "$GATEWAY_PID" 2>/dev/null; then
+    cat "$tmp/gateway-$1.log" >&3
+    fail "the gateway ($1) exited"
+  fi
+  test -s "$tmp/gateway.port"
+}
+
+start_gateway() { # mode; sets GATEWAY_PID, GATEWAY_URL and TOKEN
+  local mode=$1
+  local token=()
+  [[ $mode == jwt* ]] && token=(--token-file "$tmp/gateway.token")
+  rm -f "$tmp/gateway.port" "$tmp/gateway.token"
+  RUST_LOG=${RUST_LOG:-warn} "$GATEWAY" --upstream "http://127.0.0.1:$upstream_port" --mode "$mode" \
+    --workers "$WORKERS" --port-file "$tmp/gateway.port" "${token[@]}" 2>>"$tmp/gateway-$mode.log" &
+  GATEWAY_PID=$!
+  pids+=("$GATEWAY_PID")
+  wait_until "the gateway ($mode) writing its port" gateway_started "$mode"
+  GATEWAY_URL="http://127.0.0.1:$(cat "$tmp/gateway.port")"
+  # Ready once it has fetched the JWKS.
+  wait_until "the gateway ($mode) ready" curl -fsS "$GATEWAY_URL/ready"
+  TOKEN=$(cat "$tmp/gateway.token" 2>/dev/null || true)
+}
+
+stop() { # pid
+  kill "$1" 2>/dev/null || true
+  wait "$1" 2>/dev/null || true
+}
+
+peak_rss_mib() { # pids...: the sum of their peak resident sets
+  local pid kib total=0
+  for pid in "$@"; do
+    kib=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status" 2>/dev/null || echo 0)
+    total=$((total + ${kib:-0}))
+  done
+  echo "$((total / 1024)) MiB"
+}
+
+status_of() { # url [curl options...]: prints the status code and the body
+  curl -sS -o "$tmp/body" -w '%{http_code}' "$@"
+  printf ' %s' "$(cat "$tmp/body")"
+}
+
+# --- the upstream and nginx --------------------------------------------------------------------
+
+upstream_port=$(free_port)
+status_port=$(free_port)
+nginx_port=$(free_port)
+
+start_nginx upstream "$upstream_port" "
+  server { listen 127.0.0.1:$upstream_port; location / { return 200 \"ok\"; } }
+  server { listen 127.0.0.1:$status_port; location / { stub_status; } }"
+upstream_pid=${pids[-1]}
+
+start_nginx nginx "$nginx_port" "
+  upstream backend {
+    server 127.0.0.1:$upstream_port;
+    keepalive 64;
+    keepalive_requests 1000000;
+  }
+  server {
+    listen 127.0.0.1:$nginx_port;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection \"\";
+      proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+      proxy_set_header X-Forwarded-Proto \$scheme;
+    }
+  }"
+nginx_pid=${pids[-1]}
+
+upstream_accepts() { curl -fsS "http://127.0.0.1:$status_port/" | awk 'NR == 3 { print $1 }'; }
+
+# --- measuring ---------------------------------------------------------------------------------
+
+cpu_ticks() { # pids...: user + system time so far, in clock ticks
+  local pid total=0
+  for pid in "$@"; do
+    total=$((total + $(awk '{ print $14 + $15 }' "/proc/$pid/stat")))
+  done
+  echo "$total"
+}
+
+rows=()
+measure() { # target url server-pids... -- wrk options...
+  local target=$1 url=$2
+  shift 2
+  local server=()
+  while [ "$1" != -- ]; do server+=("$1"); shift; done
+  shift
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "$@" "$url/" >/dev/null
+  local accepts ticks out
+  accepts=$(upstream_accepts)
+  ticks=$(cpu_ticks "${server[@]}")
+  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url/")
+  ticks=$(($(cpu_ticks "${server[@]}") - ticks))
+  # The stub_status query itself is one accepted connection.
+  accepts=$(($(upstream_accepts) - accepts - 1))
+  echo "$out" >>"$tmp/wrk.log"
+  rows+=("$(awk -v target="$target" -v conns="$accepts" -v rss="$(peak_rss_mib "${server[@]}")" \
+    -v cpu_us="$((ticks * 1000000 / $(getconf CLK_TCK)))" '
+    function ms(v) {
+      if (v ~ /us$/) return sprintf("%.2f ms", v / 1000)
+      if (v ~ /ms$/) return sprintf("%.2f ms", v + 0)
+      return sprintf("%.2f ms", v * 1000)
+    }
+    $1 == "50%" { p50 = ms($2) }
+    $1 == "99%" { p99 = ms($2) }
+    $2 == "requests" && $3 == "in" { requests = $1 }
+    /^Requests\/sec:/ { rps = sprintf("%d", $2) }
+    /Non-2xx or 3xx responses:/ { non2xx = $NF }
+    /Socket errors:/ { errors = $0; sub(/^ *Socket errors: */, "", errors) }
+    END {
+      printf "| %s | %s | %s | %s | %d | %s | %s | %.0f µs | %s |", target, rps, p50, p99, non2xx, \
+        (errors == "" ? "0" : errors), conns, (requests > 0 ? cpu_us / requests : 0), rss
+    }' <<<"$out")")
+  echo "${rows[-1]} (load $(cut -d' ' -f1 /proc/loadavg))" >&2
+}
+
+check() { # what expected actual
+  [ "$2" = "$3" ] || fail "$1: expected \"$2\", got \"$3\""
+}
+
+check "the upstream" "200 ok" "$(status_of "http://127.0.0.1:$upstream_port/")"
+check "nginx" "200 ok" "$(status_of "http://127.0.0.1:$nginx_port/")"
+
+echo "machine: $(nproc) cores, $(awk '/^MemTotal:/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)," \
+  "$(uname -sr); $("$NGINX" -v 2>&1 | sed 's/^nginx version: //'); $(wrk -v 2>&1 | head -n 1 | cut -d' ' -f1-2)"
+echo "load: wrk -t$THREADS -c$CONNECTIONS -d$DURATION --latency after a $WARMUP warm-up;" \
+  "$WORKERS nginx workers, $WORKERS gateway worker threads; load average $(cut -d' ' -f1-3 /proc/loadavg)"
+
+for ((round = 1; round <= ROUNDS; round++)); do
+  # shellcheck disable=SC2046 # one pid a word
+  measure "upstream directly" "http://127.0.0.1:$upstream_port" "$upstream_pid" $(pgrep -P "$upstream_pid") --
+  # shellcheck disable=SC2046 # one pid a word
+  measure "nginx" "http://127.0.0.1:$nginx_port" "$nginx_pid" $(pgrep -P "$nginx_pid") --
+  for mode in $MODES; do
+    start_gateway "$mode"
+    auth=()
+    if [ -n "$TOKEN" ]; then
+      check "gateway $mode without a token" 401 "$(status_of "$GATEWAY_URL/" | cut -d' ' -f1)"
+      auth=(-H "Authorization: Bearer $TOKEN")
+    fi
+    check "gateway $mode" "200 ok" "$(status_of "$GATEWAY_URL/" "${auth[@]}")"
+    limited=$(curl -sS -o /dev/null -D - "${auth[@]}" "$GATEWAY_URL/" | grep -ci '^ratelimit-limit:' || true)
+    case $mode in
+      *rate-limit) check "gateway $mode answers with ratelimit-limit" 1 "$limited" ;;
+      *) check "gateway $mode answers without ratelimit-limit" 0 "$limited" ;;
+    esac
+    measure "gateway, $mode" "$GATEWAY_URL" "$GATEWAY_PID" -- "${auth[@]}"
+    stop "$GATEWAY_PID"
+  done
+done
+
+echo
+echo "| target | req/s | p50 | p99 | non-2xx | socket errors | upstream connections opened | CPU per request | peak RSS |"
+echo "|---|---|---|---|---|---|---|---|---|"
+printf '%s\n' "${rows[@]}"
