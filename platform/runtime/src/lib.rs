@@ -4,12 +4,16 @@
 //! - [`server`]: binds the listener, adds `/health`, `/ready` and `/metrics`, applies the common
 //!   middleware, and shuts down gracefully (readiness off, listener closed, in-flight work drained).
 //! - [`observe`]: per-request correlation id, tracing span, RED metrics, access log, body-size and
-//!   time limits.
+//!   time limits, and the caller's deadline (`x-request-deadline-ms`), which the handler's calls
+//!   inherit.
 //! - [`problem`] and [`extract`]: every error a client can cause becomes `application/problem+json`.
 //! - [`health`]: readiness checks, each bounded by its own timeout.
 //! - [`metrics`]: the Prometheus registry and the HTTP metrics.
 //! - [`auth`]: the verified caller of a request, from its bearer token.
-//! - [`client`]: the HTTP client services use to call each other (timeouts, correlation id).
+//! - [`client`]: the HTTP client services use to call each other (correlation id, and the guards).
+//! - [`grpc`]: a tonic channel behind the same guards, and the server's gRPC refusals.
+//! - [`guard`]: the guards every call to another service passes: budgeted retries, a circuit
+//!   breaker and a bulkhead per target, a timeout bounded by the deadline, with their metrics.
 //! - [`telemetry`]: JSON logs filtered by `RUST_LOG`.
 //! - [`shutdown`]: waiting for Ctrl-C or SIGTERM.
 //! - [`background`]: the loops a service runs beside its server, stopped with it.
@@ -22,6 +26,8 @@ pub mod client;
 pub mod config;
 pub mod correlation;
 pub mod extract;
+pub mod grpc;
+pub mod guard;
 pub mod health;
 pub mod metrics;
 pub mod observe;
@@ -36,9 +42,12 @@ pub use background::Background;
 pub use client::ServiceClient;
 pub use config::{ClientConfig, HttpConfig};
 pub use extract::Json;
+pub use grpc::GuardedChannel;
+pub use guard::ClientMetrics;
 pub use health::Readiness;
 pub use problem::{FieldError, Problem};
 pub use server::{Server, Service};
 
+pub use mercato_resilience as resilience;
 pub use prometheus_client::registry::Registry;
 pub use tokio_util::sync::CancellationToken;

@@ -1,4 +1,12 @@
-//! The middleware every request passes first: correlation id, span, limits, metrics, access log.
+//! The middleware every request passes first: correlation id, span, limits, deadline, metrics,
+//! access log.
+//!
+//! A service (not the gateway, which sets deadlines itself) takes the caller's deadline from
+//! `x-request-deadline-ms` (or gRPC's `grpc-timeout`), bounded by its own request timeout. A
+//! request whose deadline has already passed is answered at once without running the handler
+//! (`504` problem, or gRPC `DEADLINE_EXCEEDED`); otherwise the handler runs with the deadline as
+//! the task's current [`Deadline`], so the calls it makes never wait past it, and is stopped when
+//! it passes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -6,10 +14,14 @@ use std::time::{Duration, Instant};
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http::header;
+use futures_util::future::Either;
+use http::{HeaderMap, header};
+use mercato_resilience::Deadline;
 use tracing::Instrument as _;
 
 use crate::correlation::{CorrelationId, HEADER};
+use crate::grpc;
+use crate::guard::earliest;
 use crate::metrics::HttpMetrics;
 use crate::problem::Problem;
 
@@ -28,6 +40,34 @@ pub struct Observer {
     pub metrics: HttpMetrics,
     pub body_limit: usize,
     pub timeout: Option<Duration>,
+    /// Whether callers may set the request's deadline; never at the edge, where clients are not
+    /// trusted with it.
+    pub accept_deadlines: bool,
+}
+
+/// The deadline the caller sent, if any.
+fn caller_deadline(headers: &HeaderMap) -> Option<Deadline> {
+    earliest(
+        Deadline::from_headers(headers),
+        grpc::deadline_from_timeout(headers),
+    )
+}
+
+fn deadline_exceeded(grpc: bool) -> Response {
+    if grpc {
+        grpc::status_answer(tonic::Status::deadline_exceeded("the caller's deadline passed"))
+    } else {
+        Problem::deadline_exceeded().into_response()
+    }
+}
+
+fn timed_out(grpc: bool) -> Response {
+    const DETAIL: &str = "the request took too long and was stopped";
+    if grpc {
+        grpc::status_answer(tonic::Status::unavailable(DETAIL))
+    } else {
+        Problem::unavailable(DETAIL, 1).into_response()
+    }
 }
 
 /// Runs one request under its correlation id and span, and records how it went.
@@ -56,19 +96,41 @@ pub async fn observe(State(observer): State<Observer>, mut req: Request, next: N
         .and_then(|v| v.parse::<u64>().ok());
     let too_large = declared_len.is_some_and(|len| len > observer.body_limit as u64);
 
+    let grpc = grpc::is_grpc(&req);
+    let sent = if observer.accept_deadlines {
+        caller_deadline(req.headers())
+    } else {
+        None
+    };
+    let limit = earliest(sent, observer.timeout.map(Deadline::after));
     let work = async move {
         if too_large {
             return Problem::payload_too_large(observer.body_limit).into_response();
         }
-        match observer.timeout {
-            Some(limit) => match tokio::time::timeout(limit, next.run(req)).await {
-                Ok(response) => response,
-                Err(_) => {
-                    tracing::warn!(timeout_ms = limit.as_millis(), "request timed out");
-                    Problem::unavailable("the request took too long and was stopped", 1).into_response()
-                }
-            },
-            None => next.run(req).await,
+        if sent.is_some_and(Deadline::is_expired) {
+            tracing::info!("the caller's deadline passed before the request started; not run");
+            return deadline_exceeded(grpc);
+        }
+        let Some(limit) = limit else {
+            return next.run(req).await;
+        };
+        let run = if observer.accept_deadlines {
+            req.extensions_mut().insert(limit);
+            Either::Left(limit.scope(next.run(req)))
+        } else {
+            Either::Right(next.run(req))
+        };
+        match tokio::time::timeout_at(limit.instant(), run).await {
+            Ok(response) => response,
+            Err(_) if sent == Some(limit) => {
+                tracing::warn!("the caller's deadline passed; request stopped");
+                deadline_exceeded(grpc)
+            }
+            Err(_) => {
+                let timeout_ms = observer.timeout.unwrap_or_default().as_millis();
+                tracing::warn!(timeout_ms, "request timed out");
+                timed_out(grpc)
+            }
         }
     };
     let mut response = id.clone().scope(work).instrument(span.clone()).await;

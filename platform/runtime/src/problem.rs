@@ -150,6 +150,16 @@ impl Problem {
         .with_header(header::RETRY_AFTER, &retry_after_secs.to_string())
     }
 
+    /// `504`: the caller's deadline (`x-request-deadline-ms`) passed before the answer was ready.
+    pub fn deadline_exceeded() -> Self {
+        Self::new(
+            StatusCode::GATEWAY_TIMEOUT,
+            "deadline-exceeded",
+            "Deadline exceeded",
+        )
+        .with_detail("the caller's deadline passed before the request could be completed")
+    }
+
     /// The answer for a fault of ours. Its cause is logged by the caller, never sent.
     pub fn internal() -> Self {
         Self::new(

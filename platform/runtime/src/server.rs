@@ -26,7 +26,8 @@ pub struct Service {
     pub readiness: Readiness,
     pub registry: Registry,
     /// The routes carry their own catch-all (the gateway's proxy); otherwise unknown paths get
-    /// the runtime's `404` problem.
+    /// the runtime's `404` problem. Such a server is the edge: it takes no deadline from its
+    /// clients (`x-request-deadline-ms`), which every other service accepts from its callers.
     pub own_fallback: bool,
 }
 
@@ -74,6 +75,7 @@ impl Server {
             metrics: HttpMetrics::register(&mut registry),
             body_limit: config.body_limit_bytes,
             timeout: config.request_timeout(),
+            accept_deadlines: !own_fallback,
         };
         let ops = Ops {
             readiness: readiness.clone(),

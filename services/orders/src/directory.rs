@@ -1,6 +1,9 @@
 //! Orders' calls to other services at order creation, over their internal gRPC APIs: prices and
-//! availability from inventory, the customer from customers. Each call has a deadline and carries
-//! the request's correlation id.
+//! availability from inventory, the customer from customers. Each call carries the request's
+//! correlation id and goes through the runtime's [guards](mercato_runtime::guard): a breaker per
+//! service, retries under a budget (these reads are idempotent), and a per-attempt timeout that
+//! never runs past the order request's deadline, which travels on as `x-request-deadline-ms` and
+//! `grpc-timeout`.
 
 use std::time::Duration;
 
@@ -9,7 +12,12 @@ use mercato_contracts::grpc::customers::customers_client::CustomersClient;
 use mercato_contracts::grpc::inventory::inventory_client::InventoryClient;
 use mercato_contracts::grpc::inventory::{GetProductsRequest, Product};
 use mercato_runtime::correlation::{CorrelationId, HEADER};
-use tonic::transport::{Channel, Endpoint};
+use mercato_runtime::grpc::Calls;
+use mercato_runtime::{ClientConfig, ClientMetrics, GuardedChannel};
+use tonic::transport::Endpoint;
+
+#[cfg(test)]
+mod tests;
 
 /// A dependency that could not answer.
 #[derive(Debug, thiserror::Error)]
@@ -18,17 +26,33 @@ pub enum DirectoryError {
     Unavailable { service: &'static str, reason: String },
     #[error("invalid {service} address {url:?}")]
     Address { service: &'static str, url: String },
+    #[error("invalid settings for calls to {service}: {reason}")]
+    Settings { service: &'static str, reason: String },
 }
 
-fn channel(service: &'static str, url: &str, timeout: Duration) -> Result<Channel, DirectoryError> {
+fn channel(
+    service: &'static str,
+    url: &str,
+    config: &ClientConfig,
+    metrics: &ClientMetrics,
+) -> Result<GuardedChannel, DirectoryError> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|_| DirectoryError::Address {
             service,
             url: url.to_owned(),
         })?
-        .connect_timeout(timeout)
-        .timeout(timeout);
-    Ok(endpoint.connect_lazy())
+        .connect_timeout(Duration::from_millis(config.connect_timeout_ms));
+    GuardedChannel::new(
+        service,
+        endpoint.connect_lazy(),
+        Calls::Idempotent,
+        config,
+        metrics,
+    )
+    .map_err(|e| DirectoryError::Settings {
+        service,
+        reason: e.to_string(),
+    })
 }
 
 fn request<T>(message: T) -> tonic::Request<T> {
@@ -51,19 +75,26 @@ fn unavailable(service: &'static str, status: &tonic::Status) -> DirectoryError 
 /// Inventory's and customers' internal APIs.
 #[derive(Debug, Clone)]
 pub struct Directory {
-    inventory: InventoryClient<Channel>,
-    customers: CustomersClient<Channel>,
+    inventory: InventoryClient<GuardedChannel>,
+    customers: CustomersClient<GuardedChannel>,
 }
 
 impl Directory {
-    /// Lazily connected clients; nothing is dialled until the first call.
+    /// Lazily connected clients; nothing is dialled until the first call. The calls are guarded
+    /// with `config`'s settings (each attempt limited to its `timeout_ms`); the breakers and call
+    /// counts are reported through `metrics`.
     ///
     /// # Errors
-    /// A URL that is not a valid endpoint.
-    pub fn new(inventory_url: &str, customers_url: &str, timeout: Duration) -> Result<Self, DirectoryError> {
+    /// A URL that is not a valid endpoint, or an invalid setting.
+    pub fn new(
+        inventory_url: &str,
+        customers_url: &str,
+        config: &ClientConfig,
+        metrics: &ClientMetrics,
+    ) -> Result<Self, DirectoryError> {
         Ok(Self {
-            inventory: InventoryClient::new(channel("inventory", inventory_url, timeout)?),
-            customers: CustomersClient::new(channel("customers", customers_url, timeout)?),
+            inventory: InventoryClient::new(channel("inventory", inventory_url, config, metrics)?),
+            customers: CustomersClient::new(channel("customers", customers_url, config, metrics)?),
         })
     }
 

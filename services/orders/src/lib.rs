@@ -33,7 +33,7 @@ use mercato_messaging::{
     Bus, BusError, ConsumerMetrics, ConsumerSpec, Inbox, InboxConfig, Outbox, Relay, RelayConfig,
     RelayMetrics,
 };
-use mercato_runtime::{Background, HttpConfig, Registry, Server, Service};
+use mercato_runtime::{Background, ClientConfig, ClientMetrics, HttpConfig, Registry, Server, Service};
 use mercato_security::VerifierConfig;
 use mercato_storage::{DatabaseConfig, Db, StorageError};
 use serde::{Deserialize, Serialize};
@@ -191,14 +191,19 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
         Arc::clone(&wake_projection),
         timing,
     ));
-    let directory = directory::Directory::new(
-        &config.inventory_url,
-        &config.customers_url,
-        Duration::from_millis(config.saga.grpc_timeout_ms),
-    )?;
     let verifier = mercato_runtime::auth::jwks_verifier(config.auth.clone(), &config.jwks_url);
 
     let mut registry = Registry::default();
+    let calls = ClientConfig {
+        timeout_ms: config.saga.grpc_timeout_ms,
+        ..ClientConfig::default()
+    };
+    let directory = directory::Directory::new(
+        &config.inventory_url,
+        &config.customers_url,
+        &calls,
+        &ClientMetrics::register(&mut registry),
+    )?;
     let lookups = lookups::Lookups::new(
         directory,
         &config.cache,

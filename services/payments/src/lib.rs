@@ -35,7 +35,7 @@ use mercato_messaging::{
     Bus, BusError, ConsumerMetrics, ConsumerSpec, Inbox, InboxConfig, Outbox, Relay, RelayConfig,
     RelayMetrics,
 };
-use mercato_runtime::{Background, HttpConfig, Registry, Server, Service};
+use mercato_runtime::{Background, ClientMetrics, HttpConfig, Registry, Server, Service};
 use mercato_security::VerifierConfig;
 use mercato_storage::{DatabaseConfig, Db, StorageError};
 use tokio::sync::Notify;
@@ -119,13 +119,13 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
     if let Some((key, reason)) = config.invalid_setting() {
         return Err(StartError::Config { key, reason });
     }
-    let provider = ProviderClient::new(&config.provider)?;
     let db = open_database(&config.database).await?;
     let outbox = Outbox::new();
     let wake_worker = Arc::new(Notify::new());
     let verifier = mercato_runtime::auth::jwks_verifier(config.auth.clone(), &config.jwks_url);
 
     let mut registry = Registry::default();
+    let provider = ProviderClient::new(&config.provider, &ClientMetrics::register(&mut registry))?;
     let relay = Relay::new(
         db.clone(),
         bus.clone(),

@@ -5,11 +5,19 @@
 //! Whether a failure is worth retrying is decided here, once ([`ProviderError::is_transient`]):
 //! `5xx`, `429`, timeouts and connection errors leave the outcome unknown and are retried with
 //! the same key; any other `4xx` is a definitive "no".
+//!
+//! Calls go through the runtime's guarded [`ServiceClient`] (breaker `payment-provider`,
+//! bulkhead of `concurrency`), with its retries off: the worker retries, with backoff stored
+//! per payment, so a retry happens at one layer only. An open breaker or a full bulkhead is
+//! [`ProviderError::Unavailable`], retried by the worker like any other outage.
 
 use std::time::Duration;
 
 use http::StatusCode;
-use mercato_runtime::{ClientConfig, ServiceClient};
+use mercato_runtime::client::{CallError, ServiceRequest};
+use mercato_runtime::config::{BreakerSettings, BulkheadSettings, RetrySettings};
+use mercato_runtime::resilience::ResilienceError;
+use mercato_runtime::{ClientConfig, ClientMetrics, ServiceClient};
 use serde::{Deserialize, Serialize};
 
 /// Where the provider is and how patiently it is called (`[payments.provider]`).
@@ -163,15 +171,31 @@ pub struct ProviderClient {
 }
 
 impl ProviderClient {
+    /// A client whose breaker and call counts are reported through `metrics`.
+    ///
     /// # Errors
     /// A URL that is not HTTP, or a client that cannot be built.
-    pub fn new(config: &ProviderConfig) -> Result<Self, ProviderError> {
+    pub fn new(config: &ProviderConfig, metrics: &ClientMetrics) -> Result<Self, ProviderError> {
         let client = ClientConfig {
             connect_timeout_ms: config.timeout_ms.min(1_000),
             timeout_ms: config.timeout_ms,
+            circuit_breaker: BreakerSettings {
+                // Only a call that runs into its timeout is slow; it is a failure as well.
+                slow_call_duration_threshold_ms: config.timeout_ms,
+                probe_timeout_ms: config.timeout_ms,
+                ..BreakerSettings::default()
+            },
+            retry: RetrySettings {
+                max_attempts: 1,
+                ..RetrySettings::default()
+            },
+            bulkhead: BulkheadSettings {
+                max_concurrent: config.concurrency,
+                ..BulkheadSettings::default()
+            },
             ..ClientConfig::default()
         };
-        let http = ServiceClient::new(&config.url, &client)
+        let http = ServiceClient::new("payment-provider", &config.url, &client, metrics)
             .map_err(|e| ProviderError::Config(format!("{}: {e}", config.url)))?;
         Ok(Self { http })
     }
@@ -184,7 +208,7 @@ impl ProviderClient {
         let mut builder = self
             .http
             .post("/v1/charges")
-            .header("idempotency-key", request.idempotency_key)
+            .idempotency_key(request.idempotency_key)
             .json(&serde_json::json!({
                 "amount_minor": request.amount_minor,
                 "currency": request.currency,
@@ -217,7 +241,7 @@ impl ProviderClient {
         let mut builder = self
             .http
             .post("/v1/refunds")
-            .header("idempotency-key", idempotency_key)
+            .idempotency_key(idempotency_key)
             .json(&serde_json::json!({ "charge_id": charge_id }));
         if let Some(id) = correlation_id {
             builder = builder.header(mercato_runtime::correlation::HEADER, id);
@@ -226,8 +250,8 @@ impl ProviderClient {
     }
 }
 
-async fn send<T: serde::de::DeserializeOwned>(builder: reqwest::RequestBuilder) -> Result<T, ProviderError> {
-    let response = builder.send().await.map_err(|e| transport(&e))?;
+async fn send<T: serde::de::DeserializeOwned>(request: ServiceRequest<'_>) -> Result<T, ProviderError> {
+    let response = request.send().await.map_err(unanswered)?;
     let status = response.status();
     let body = response.bytes().await.map_err(|e| transport(&e))?;
     if status.is_success() {
@@ -254,6 +278,17 @@ fn classify(status: StatusCode, body: &[u8]) -> ProviderError {
             status: s.as_u16(),
             code,
         },
+    }
+}
+
+/// A call the guards refused or cut, or that failed on the way.
+fn unanswered(error: CallError) -> ProviderError {
+    match error {
+        ResilienceError::Inner(error) => transport(&error),
+        ResilienceError::TimedOut(_) | ResilienceError::DeadlineExceeded => {
+            ProviderError::TimedOut(error.to_string())
+        }
+        other => ProviderError::Unavailable(other.to_string()),
     }
 }
 

@@ -6,10 +6,14 @@
 //! - `metrics`: `/metrics` and its route labels.
 //! - `problems`: every error a client can cause is `application/problem+json`.
 //! - `shutdown`: readiness off, listener closed, in-flight requests drained.
-//! - `client`: `ServiceClient` timeouts and correlation id propagation.
+//! - `client`: `ServiceClient`: correlation id, deadline propagation, breaker, retry budget,
+//!   bulkhead, against real servers.
+//! - `deadline`: the caller's deadline on the server: refused when passed, handler stopped,
+//!   visible to the handler.
 
 mod client;
 mod correlation;
+mod deadline;
 mod health;
 mod metrics;
 mod problems;

@@ -7,12 +7,12 @@ use mercato_payments::{ProviderClient, ProviderConfig, ProviderError};
 use crate::support::{PATIENCE, Sandbox};
 
 fn client(url: &str, timeout_ms: u64) -> ProviderClient {
-    ProviderClient::new(&ProviderConfig {
+    let config = ProviderConfig {
         url: url.to_owned(),
         timeout_ms,
         ..ProviderConfig::default()
-    })
-    .expect("a provider client")
+    };
+    ProviderClient::new(&config, &mercato_runtime::ClientMetrics::default()).expect("a provider client")
 }
 
 fn request<'a>(key: &'a str, card: &'a str) -> ChargeRequest<'a> {
