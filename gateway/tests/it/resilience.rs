@@ -211,6 +211,40 @@ async fn a_get_is_retried_at_most_max_attempts_times() {
 }
 
 #[tokio::test]
+async fn retries_under_sustained_failure_stay_within_the_budget() {
+    let upstream = Flaky::failing(503).await;
+    let gateway = gateway_before(&upstream, |config| {
+        config.gateway.rate_limit.enabled = false;
+        // Every attempt may retry four times; only the budget holds them back.
+        config.gateway.retry.max_attempts = 5;
+        config.gateway.retry.backoff_base_ms = 1;
+        config.gateway.retry.backoff_cap_ms = 2;
+        config.gateway.retry.budget_percent = 10;
+        config.gateway.retry.budget_min_per_sec = 1;
+        config.gateway.retry.budget_window_secs = 10;
+        // A breaker that never judges, so that every request reaches the upstream.
+        config.gateway.circuit_breaker.sliding_window_size = 1_000;
+        config.gateway.circuit_breaker.minimum_number_of_calls = 1_000;
+    })
+    .await;
+
+    let requests = 200;
+    for _ in 0..requests {
+        let response = gateway.get("/api/echo/items").send().await.unwrap();
+        assert_eq!(response.status(), 503);
+    }
+
+    // The budget: 10 % of the requests, plus the floor of 1/s over the 10 s window.
+    let allowed_retries = requests / 10 + 10;
+    let retries = upstream.hits() - requests;
+    assert!(retries > 0, "the budget allows some retries");
+    assert!(
+        retries <= allowed_retries,
+        "{retries} retries for {requests} requests; the budget allows {allowed_retries}"
+    );
+}
+
+#[tokio::test]
 async fn a_connection_error_is_retried_on_the_next_instance() {
     let gateway = spawn_gateway_with(|config| {
         // The first pick of each request is the instance that is down.
