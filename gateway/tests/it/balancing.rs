@@ -5,12 +5,15 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use mercato_gateway::{BalancingPolicy, CircuitBreakerSettings, Config, RouteAuth, RouteConfig};
+use mercato_gateway::{BalancingPolicy, Config, RouteAuth, RouteConfig};
 use mercato_testkit::eventually;
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::instances::Instance;
-use crate::support::{PATIENCE, TestGateway, expect_problem, spawn_gateway_with};
+use crate::support::{PATIENCE, TestGateway, expect_problem, small_breaker, spawn_gateway_with};
+
+const INSTANCES: &str = "/admin/upstreams/echo/instances";
 
 /// A gateway whose `echo` upstream is `instances`; `adjust` may change the rest.
 async fn gateway_over(instances: &[&Instance], adjust: impl FnOnce(&mut Config)) -> TestGateway {
@@ -22,29 +25,6 @@ async fn gateway_over(instances: &[&Instance], adjust: impl FnOnce(&mut Config))
         adjust(config);
     })
     .await
-}
-
-/// A breaker that judges four calls and probes after `wait_ms`.
-fn small_breaker(wait_ms: u64) -> CircuitBreakerSettings {
-    CircuitBreakerSettings {
-        sliding_window_size: 4,
-        minimum_number_of_calls: 4,
-        wait_duration_ms: wait_ms,
-        permitted_calls_in_half_open: 1,
-        ..CircuitBreakerSettings::default()
-    }
-}
-
-async fn admin_view(gateway: &TestGateway, upstream: &str) -> Value {
-    let token = gateway.token("ops", &["admin"]);
-    let response = gateway
-        .get(&format!("/admin/upstreams/{upstream}"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    response.json().await.unwrap()
 }
 
 fn instance_view<'a>(view: &'a Value, url: &str) -> &'a Value {
@@ -133,7 +113,7 @@ async fn an_instance_killed_under_load_is_ejected_by_its_breaker_and_used_again_
     b.kill().await;
     let breaker = format!("echo@{}", b.url.trim_start_matches("http://"));
     eventually(PATIENCE, "b's breaker to open", || async {
-        let view = admin_view(&gateway, "echo").await;
+        let view = gateway.upstream_view("echo").await;
         (instance_view(&view, &b.url)["circuit"] != "closed").then_some(())
     })
     .await;
@@ -144,7 +124,7 @@ async fn an_instance_killed_under_load_is_ejected_by_its_breaker_and_used_again_
 
     b.restart();
     grows("b to be used again after a successful probe", 10, || b.hits()).await;
-    let view = admin_view(&gateway, "echo").await;
+    let view = gateway.upstream_view("echo").await;
     assert_eq!(instance_view(&view, &b.url)["circuit"], "closed", "{view}");
 
     let (sent, failed) = load.finish().await;
@@ -153,14 +133,7 @@ async fn an_instance_killed_under_load_is_ejected_by_its_breaker_and_used_again_
         failed, 0,
         "of {sent} GETs, {failed} failed: retries go to live instances"
     );
-    let metrics = gateway
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics().await;
     assert!(
         metrics.contains(&format!(
             r#"circuit_breaker_transitions_total{{name="{breaker}",state="open"}}"#
@@ -216,7 +189,7 @@ async fn an_instance_failing_its_health_checks_gets_no_traffic_until_it_passes_a
     .await;
     b.behaviour.unready.store(true, Ordering::SeqCst);
     eventually(PATIENCE, "b to be marked unhealthy", || async {
-        let view = admin_view(&gateway, "echo").await;
+        let view = gateway.upstream_view("echo").await;
         (instance_view(&view, &b.url)["healthy"] == false).then_some(())
     })
     .await;
@@ -225,14 +198,7 @@ async fn an_instance_failing_its_health_checks_gets_no_traffic_until_it_passes_a
         assert_eq!(gateway.get("/api/echo/items").send().await.unwrap().status(), 200);
     }
     assert_eq!(b.hits(), before, "an unhealthy instance gets no traffic");
-    let metrics = gateway
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gateway.metrics().await;
     assert!(
         metrics.contains(&format!(
             r#"gateway_upstream_instance_healthy{{upstream="echo",instance="{}"}} 0"#,
@@ -260,7 +226,7 @@ async fn when_every_instance_fails_its_checks_traffic_still_goes_to_them() {
     .await;
     a.behaviour.unready.store(true, Ordering::SeqCst);
     eventually(PATIENCE, "a to be marked unhealthy", || async {
-        let view = admin_view(&gateway, "echo").await;
+        let view = gateway.upstream_view("echo").await;
         (instance_view(&view, &a.url)["healthy"] == false).then_some(())
     })
     .await;
@@ -281,7 +247,7 @@ async fn a_full_bulkhead_answers_503_at_once() {
         async move { request.send().await.unwrap().status() }
     });
     eventually(PATIENCE, "the first request to be in flight", || async {
-        let view = admin_view(&gateway, "echo").await;
+        let view = gateway.upstream_view("echo").await;
         (instance_view(&view, &slow.url)["in_flight"] == 1).then_some(())
     })
     .await;
@@ -299,13 +265,9 @@ async fn the_admin_api_adds_and_removes_instances_at_run_time() {
         config.gateway.load_balancing.policy = BalancingPolicy::RoundRobin;
     })
     .await;
-    let admin = gateway.token("ops", &["admin"]);
-    let instances = gateway.url("/admin/upstreams/echo/instances");
 
     let added = gateway
-        .http
-        .post(&instances)
-        .bearer_auth(&admin)
+        .admin(Method::POST, INSTANCES)
         .json(&json!({ "url": b.url }))
         .send()
         .await
@@ -317,27 +279,21 @@ async fn the_admin_api_adds_and_removes_instances_at_run_time() {
     assert_eq!((a.hits(), b.hits()), (5, 5), "round robin over both");
 
     let again = gateway
-        .http
-        .post(&instances)
-        .bearer_auth(&admin)
+        .admin(Method::POST, INSTANCES)
         .json(&json!({ "url": b.url }))
         .send()
         .await
         .unwrap();
     expect_problem(again, 409, "conflict").await;
     let bad = gateway
-        .http
-        .post(&instances)
-        .bearer_auth(&admin)
+        .admin(Method::POST, INSTANCES)
         .json(&json!({ "url": "ftp://nowhere" }))
         .send()
         .await
         .unwrap();
     expect_problem(bad, 400, "bad-request").await;
     let bad_group = gateway
-        .http
-        .post(&instances)
-        .bearer_auth(&admin)
+        .admin(Method::POST, INSTANCES)
         .json(&json!({ "url": b.url, "group": "purple" }))
         .send()
         .await
@@ -345,9 +301,7 @@ async fn the_admin_api_adds_and_removes_instances_at_run_time() {
     expect_problem(bad_group, 422, "validation-error").await;
 
     let removed = gateway
-        .http
-        .delete(format!("{instances}?url={}", a.url))
-        .bearer_auth(&admin)
+        .admin(Method::DELETE, &format!("{INSTANCES}?url={}", a.url))
         .send()
         .await
         .unwrap();
@@ -357,24 +311,19 @@ async fn the_admin_api_adds_and_removes_instances_at_run_time() {
     }
     assert_eq!((a.hits(), b.hits()), (5, 9), "a removed instance gets nothing");
     let last = gateway
-        .http
-        .delete(format!("{instances}?url={}", b.url))
-        .bearer_auth(&admin)
+        .admin(Method::DELETE, &format!("{INSTANCES}?url={}", b.url))
         .send()
         .await
         .unwrap();
     expect_problem(last, 409, "conflict").await;
     let missing = gateway
-        .http
-        .delete(format!("{instances}?url={}", a.url))
-        .bearer_auth(&admin)
+        .admin(Method::DELETE, &format!("{INSTANCES}?url={}", a.url))
         .send()
         .await
         .unwrap();
     expect_problem(missing, 404, "not-found").await;
     let unknown = gateway
-        .get("/admin/upstreams/nope")
-        .bearer_auth(&admin)
+        .admin(Method::GET, "/admin/upstreams/nope")
         .send()
         .await
         .unwrap();
@@ -397,8 +346,7 @@ async fn the_admin_api_needs_an_admin_token() {
         .unwrap();
     expect_problem(customer, 403, "forbidden").await;
     let listed = gateway
-        .get("/admin/upstreams")
-        .bearer_auth(gateway.token("ops", &["admin"]))
+        .admin(Method::GET, "/admin/upstreams")
         .send()
         .await
         .unwrap();

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use mercato_gateway::deploy::{self, DeployError, SwitchPlan};
 use mercato_gateway::{Group, UpstreamSettings};
+use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::instances::Instance;
@@ -134,15 +135,7 @@ async fn a_green_that_fails_real_traffic_is_rolled_back_on_its_own() {
         matches!(error, DeployError::RolledBack { group: "green", .. }),
         "{error}"
     );
-    let view: Value = gateway
-        .get("/admin/upstreams/echo")
-        .bearer_auth(gateway.token("ops", &["admin"]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let view = gateway.upstream_view("echo").await;
     assert_eq!(view["green_percent"], 0, "{view}");
     assert_eq!(view["live"], "blue");
     some_traffic(&load).await;
@@ -185,12 +178,9 @@ async fn a_green_that_is_not_ready_is_never_switched_to() {
 async fn a_weight_split_sends_a_share_to_green() {
     let (blue, green) = (Instance::start("blue").await, Instance::start("green").await);
     let gateway = blue_green(&blue, &green).await;
-    let admin = gateway.token("ops", &["admin"]);
-    let traffic = gateway.url("/admin/upstreams/echo/traffic");
+    let traffic = "/admin/upstreams/echo/traffic";
     let split = gateway
-        .http
-        .put(&traffic)
-        .bearer_auth(&admin)
+        .admin(Method::PUT, traffic)
         .json(&json!({ "green_percent": 25 }))
         .send()
         .await
@@ -212,9 +202,7 @@ async fn a_weight_split_sends_a_share_to_green() {
         json!({}),
     ] {
         let refused = gateway
-            .http
-            .put(&traffic)
-            .bearer_auth(&admin)
+            .admin(Method::PUT, traffic)
             .json(&body)
             .send()
             .await
@@ -223,7 +211,7 @@ async fn a_weight_split_sends_a_share_to_green() {
     }
     let anonymous = gateway
         .http
-        .put(&traffic)
+        .put(gateway.url(traffic))
         .json(&json!({ "live": "green" }))
         .send()
         .await

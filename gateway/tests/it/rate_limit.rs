@@ -316,14 +316,7 @@ mod redis {
                 .is_some_and(|e| e.contains("local limits")),
             "{report}"
         );
-        let metrics = gateway
-            .get("/metrics")
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = gateway.metrics().await;
         assert!(
             metrics.lines().any(|l| l == "gateway_rate_limiter_degraded 1"),
             "{metrics}"

@@ -6,12 +6,12 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
-use mercato_gateway::{CircuitBreakerSettings, RouteAuth, RouteConfig};
+use mercato_gateway::{RouteAuth, RouteConfig};
 use mercato_testkit::eventually;
 
 use crate::support::{
     PATIENCE, PROMPTLY, TestGateway, closed_url, echo, echoed, expect_problem, seen_header, serve,
-    spawn_gateway_with,
+    small_breaker, spawn_gateway_with,
 };
 
 /// An upstream that answers its next `failures` requests with `status`, then echoes like the
@@ -82,31 +82,9 @@ async fn gateway_before(flaky: &Flaky, adjust: impl FnOnce(&mut mercato_gateway:
     .await
 }
 
-/// A breaker that judges four calls and waits `wait_ms` before one probe.
-fn small_breaker(wait_ms: u64) -> CircuitBreakerSettings {
-    CircuitBreakerSettings {
-        sliding_window_size: 4,
-        minimum_number_of_calls: 4,
-        wait_duration_ms: wait_ms,
-        permitted_calls_in_half_open: 1,
-        ..CircuitBreakerSettings::default()
-    }
-}
-
 /// The breaker of the `echo` instance at `url`: breakers are per instance.
 fn breaker_name(url: &str) -> String {
     format!("echo@{}", url.trim_start_matches("http://"))
-}
-
-async fn metrics(gateway: &TestGateway) -> String {
-    gateway
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -137,7 +115,7 @@ async fn a_failing_upstream_opens_its_breaker_and_a_probe_closes_it_again() {
     let response = gateway.post("/api/echo/orders").body("{}").send().await.unwrap();
     expect_problem(response, 503, "unavailable").await;
     assert_eq!(upstream.hits(), 4, "an open breaker sends nothing upstream");
-    let text = metrics(&gateway).await;
+    let text = gateway.metrics().await;
     let name = breaker_name(&upstream.url);
     assert!(
         text.contains(&format!(
@@ -164,7 +142,7 @@ async fn a_failing_upstream_opens_its_breaker_and_a_probe_closes_it_again() {
         echoed(gateway.get("/api/echo/items").send().await.unwrap()).await;
     }
     assert_eq!(upstream.hits(), hits + 3, "traffic flows again");
-    let text = metrics(&gateway).await;
+    let text = gateway.metrics().await;
     assert!(
         text.contains(&format!(
             r#"circuit_breaker_state{{name="{name}",state="closed"}} 1"#

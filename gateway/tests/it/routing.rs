@@ -147,14 +147,7 @@ async fn metrics_label_proxied_requests_with_the_route_prefix_not_the_path() {
     let unknown = gateway.get("/nothing/here").send().await.unwrap();
     assert_eq!(unknown.status(), 404);
 
-    let text = gateway
-        .get("/metrics")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = gateway.metrics().await;
 
     for line in [
         r#"http_requests_total{method="GET",route="/api/echo",status_code="200"} 2"#,

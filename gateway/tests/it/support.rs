@@ -278,6 +278,42 @@ impl TestGateway {
     pub fn token(&self, sub: &str, roles: &[&str]) -> String {
         sign(&claims(sub, roles), &self.signer)
     }
+
+    /// A request to the gateway's admin API with an admin's token.
+    pub fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(self.token("ops", &["admin"]))
+    }
+
+    /// The admin API's view of `upstream`.
+    pub async fn upstream_view(&self, upstream: &str) -> Value {
+        let response = self
+            .admin(reqwest::Method::GET, &format!("/admin/upstreams/{upstream}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        response.json().await.unwrap()
+    }
+
+    /// The gateway's metrics, as Prometheus text.
+    pub async fn metrics(&self) -> String {
+        let response = self.get("/metrics").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        response.text().await.unwrap()
+    }
+}
+
+/// A breaker that judges four calls and lets one probe through after `wait_ms`.
+pub fn small_breaker(wait_ms: u64) -> mercato_gateway::CircuitBreakerSettings {
+    mercato_gateway::CircuitBreakerSettings {
+        sliding_window_size: 4,
+        minimum_number_of_calls: 4,
+        wait_duration_ms: wait_ms,
+        permitted_calls_in_half_open: 1,
+        ..mercato_gateway::CircuitBreakerSettings::default()
+    }
 }
 
 /// A client that talks to loopback directly and never waits forever.
