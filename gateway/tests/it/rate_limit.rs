@@ -235,10 +235,7 @@ mod redis {
     use super::*;
     use crate::support::closed_url;
     use mercato_gateway::RateLimitBackend;
-
-    fn redis_url() -> String {
-        std::env::var("MERCATO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-    }
+    use mercato_testkit::redis::KeyPrefix;
 
     /// A gateway limiting through Redis at `url` under `prefix`, reading `clock`.
     async fn redis_gateway(
@@ -262,9 +259,9 @@ mod redis {
     #[tokio::test]
     async fn two_gateways_sharing_redis_enforce_one_limit() {
         let clock = Arc::new(ManualClock::starting_at(START_US));
-        let prefix = format!("test:{}", uuid::Uuid::new_v4());
-        let a = redis_gateway(&clock, &redis_url(), &prefix, class(1, 4)).await;
-        let b = redis_gateway(&clock, &redis_url(), &prefix, class(1, 4)).await;
+        let prefix = KeyPrefix::new();
+        let a = redis_gateway(&clock, prefix.url(), prefix.as_str(), class(1, 4)).await;
+        let b = redis_gateway(&clock, prefix.url(), prefix.as_str(), class(1, 4)).await;
 
         let mut remaining = Vec::new();
         for gateway in [&a, &b, &a, &b] {

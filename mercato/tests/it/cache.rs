@@ -25,8 +25,7 @@ mod postgres {
     mod redis {
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn a_price_change_reaches_another_orders_instance_through_invalidation_not_the_ttl() {
-            let url =
-                std::env::var("MERCATO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+            let url = mercato_testkit::redis::url();
             super::super::a_price_change_reaches_another_orders_instance(
                 mercato_testkit::TestBackend::Postgres,
                 Some(url),
@@ -116,9 +115,11 @@ async fn a_price_change_reaches_another_orders_instance(backend: TestBackend, re
     let (_fixture, mut config) = fresh(backend).await;
     // Only an invalidation can make the new price visible within the test.
     config.cache.ttl_ms = 3_600_000;
+    // Emptied when the test ends.
+    let prefix = mercato_testkit::redis::KeyPrefix::new();
     if let Some(url) = redis_url {
         config.cache.redis_url = url;
-        config.cache.key_prefix = format!("test:{}:", uuid::Uuid::new_v4().simple());
+        config.cache.key_prefix = prefix.as_str().to_owned();
     }
     let system = System::start(config).await;
     let second = SecondOrders::start(&system).await;

@@ -7,10 +7,12 @@
 //! - [`eventually`]: polls a condition until it holds or a deadline passes; tests never sleep.
 //! - [`nats::NatsServer`]: a private NATS JetStream server per test, stoppable and restartable.
 //! - [`auth::TestIssuer`]: a JWKS endpoint and tokens for any subject and roles.
+//! - [`redis::KeyPrefix`]: a Redis key namespace per test, emptied when the test ends.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod nats;
+pub mod redis;
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,28 +1,21 @@
-//! L2: Redis shared by instances. Every test uses key prefixes of its own, so they run in
+//! L2: Redis shared by instances. Every test uses key prefixes of its own (emptied when it ends), so they run in
 //! parallel on one Redis.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use mercato_cache::{Cache, CacheConfig, CacheMetrics};
+use mercato_testkit::redis::KeyPrefix;
 use tokio::sync::Semaphore;
 
-fn redis_url() -> String {
-    std::env::var("MERCATO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
-}
-
-fn config(prefix: &str) -> CacheConfig {
+fn config(prefix: &KeyPrefix) -> CacheConfig {
     CacheConfig {
         ttl_ms: 60_000,
-        redis_url: redis_url(),
-        key_prefix: prefix.to_owned(),
+        redis_url: prefix.url().to_owned(),
+        key_prefix: prefix.as_str().to_owned(),
         redis_timeout_ms: 1_000,
         ..CacheConfig::default()
     }
-}
-
-fn unique_prefix() -> String {
-    format!("test:{}:", uuid::Uuid::new_v4().simple())
 }
 
 /// An instance's cache with a source that answers `"<tag><n>"` on its n-th call.
@@ -70,7 +63,8 @@ async fn raw(url: &str) -> redis::aio::MultiplexedConnection {
 
 #[tokio::test]
 async fn a_value_one_instance_loaded_is_an_l2_hit_on_another() {
-    let config = config(&unique_prefix());
+    let prefix = KeyPrefix::new();
+    let config = config(&prefix);
     let a = Instance::new(&config, "a");
     let b = Instance::new(&config, "b");
 
@@ -84,13 +78,13 @@ async fn a_value_one_instance_loaded_is_an_l2_hit_on_another() {
 
 #[tokio::test]
 async fn values_live_in_redis_as_json_with_the_ttl() {
-    let prefix = unique_prefix();
+    let prefix = KeyPrefix::new();
     let config = config(&prefix);
     let a = Instance::new(&config, "a");
     a.get("MUG-001").await;
 
     let mut c = raw(&config.redis_url).await;
-    let key = format!("{prefix}prices:v:MUG-001");
+    let key = format!("{}prices:v:MUG-001", prefix.as_str());
     let (json, ttl): (String, i64) = redis::pipe()
         .get(&key)
         .pttl(&key)
@@ -103,7 +97,8 @@ async fn values_live_in_redis_as_json_with_the_ttl() {
 
 #[tokio::test]
 async fn an_invalidation_removes_the_shared_value() {
-    let config = config(&unique_prefix());
+    let prefix = KeyPrefix::new();
+    let config = config(&prefix);
     let a = Instance::new(&config, "a");
     assert_eq!(a.get("MUG-001").await, "a1");
 
@@ -116,7 +111,8 @@ async fn an_invalidation_removes_the_shared_value() {
 
 #[tokio::test]
 async fn a_load_that_raced_an_invalidation_elsewhere_never_fills_redis() {
-    let config = config(&unique_prefix());
+    let prefix = KeyPrefix::new();
+    let config = config(&prefix);
     let gate = Arc::new(Semaphore::new(0));
     let slow = Instance::new(&config, "slow");
     let other = Instance::new(&config, "other");
@@ -154,7 +150,8 @@ async fn without_redis_lookups_go_to_the_source_and_count_the_errors() {
     let config = CacheConfig {
         redis_url: "redis://127.0.0.1:1".into(),
         redis_timeout_ms: 200,
-        ..config(&unique_prefix())
+        key_prefix: "unused:".into(),
+        ..CacheConfig::default()
     };
     let a = Instance::new(&config, "a");
 
