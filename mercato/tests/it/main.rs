@@ -6,6 +6,7 @@
 //! - `restart`: data and signing keys survive a restart; key rotation through the gateway.
 //! - `cache`: a price change reaches a second orders instance through invalidation, not the TTL.
 //! - `deploy`: `mercato deploy switch` moves inventory to a second instance and back.
+//! - `instances`: two inventory processes behind a gateway process; one is killed under load.
 //! - `processes`: identity and gateway as separate `mercato serve` processes on PostgreSQL,
 //!   `mercato up` as a process, signals, and the CLI's other commands.
 
@@ -15,6 +16,7 @@ mod customers;
 mod deploy;
 mod faults;
 mod flows;
+mod instances;
 mod operations;
 mod outage;
 mod processes;

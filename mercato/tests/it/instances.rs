@@ -1,0 +1,156 @@
+//! Several instances of one service behind the gateway, each a `mercato serve` process: one is
+//! killed with SIGKILL under a steady load, and later started again on the same port.
+
+/// Two inventory processes on PostgreSQL and NATS behind a gateway process.
+mod postgres {
+    use mercato_testkit::nats::NatsServer;
+    use mercato_testkit::{TestBackend, TestDatabase, eventually};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use crate::support::{PATIENCE, Process};
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// Requests to `/api/products` that reached the instance at `url`, from its own metrics.
+    async fn products_served(http: &reqwest::Client, url: &str) -> Option<u64> {
+        let text = http
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        Some(
+            text.lines()
+                .filter(|l| l.starts_with("http_requests_total{") && l.contains(r#"route="/api/products""#))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .sum(),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_instance_killed_under_load_costs_no_request_and_is_used_again_when_it_returns() {
+        let db = TestDatabase::new(TestBackend::Postgres).await;
+        let nats = NatsServer::start(db.dir()).await;
+        let data = db.dir().join("data");
+        let data = data.to_str().unwrap().to_owned();
+        let (port_a, port_b) = (free_port(), free_port());
+        let (url_a, url_b) = (
+            format!("http://127.0.0.1:{port_a}"),
+            format!("http://127.0.0.1:{port_b}"),
+        );
+        let common = vec![
+            ("MERCATO_BUS__URL", nats.url()),
+            (
+                "MERCATO_SERVICES__INVENTORY__DATABASE_URL",
+                db.service_url("inventory"),
+            ),
+        ];
+        let inventory = |port: u16, seed: bool| {
+            let mut env = common.clone();
+            env.push(("MERCATO_SERVICES__INVENTORY__LISTEN", format!("127.0.0.1:{port}")));
+            env.push(("MERCATO_INVENTORY__DEMO_CATALOGUE", seed.to_string()));
+            let data = data.clone();
+            async move { Process::spawn(&["serve", "inventory", "--data-dir", &data], &env, &["inventory"]).await }
+        };
+        let a = inventory(port_a, true).await;
+        let b = inventory(port_b, false).await;
+
+        let config = db.dir().join("gateway.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[gateway.upstreams.inventory]\nblue = [\"{url_a}\", \"{url_b}\"]\n\n\
+                 [gateway.health_check]\ninterval_ms = 200\n\n[gateway.rate_limit]\nenabled = false\n"
+            ),
+        )
+        .unwrap();
+        let gateway = Process::spawn(
+            &[
+                "serve",
+                "gateway",
+                "--data-dir",
+                &data,
+                "--config",
+                config.to_str().unwrap(),
+            ],
+            &[("MERCATO_SERVICES__GATEWAY__LISTEN", "127.0.0.1:0".into())],
+            &["gateway"],
+        )
+        .await;
+        let base = gateway.url("gateway").to_owned();
+        let http = reqwest::Client::builder().timeout(PATIENCE).build().unwrap();
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let load: Vec<_> = (0..4)
+            .map(|_| {
+                let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+                let (http, url) = (http.clone(), format!("{base}/api/products"));
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::SeqCst) {
+                        let ok = http.get(&url).send().await.is_ok_and(|r| r.status() == 200);
+                        sent.fetch_add(1, Ordering::SeqCst);
+                        if !ok {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                })
+            })
+            .collect();
+        eventually(PATIENCE, "both instances to serve", || async {
+            let b_served = products_served(&http, &url_b).await?;
+            (b_served > 0 && products_served(&http, &url_a).await? > 0).then_some(())
+        })
+        .await;
+
+        b.kill().await;
+        let unhealthy =
+            format!(r#"gateway_upstream_instance_healthy{{upstream="inventory",instance="{url_b}"}} 0"#);
+        eventually(
+            PATIENCE,
+            "the gateway to mark the killed instance unhealthy",
+            || async {
+                let text = http
+                    .get(format!("{base}/metrics"))
+                    .send()
+                    .await
+                    .ok()?
+                    .text()
+                    .await
+                    .ok()?;
+                text.contains(&unhealthy).then_some(())
+            },
+        )
+        .await;
+        let at_kill = sent.load(Ordering::SeqCst);
+        eventually(PATIENCE, "traffic to go on at the live instance", || async {
+            (sent.load(Ordering::SeqCst) > at_kill + 100).then_some(())
+        })
+        .await;
+
+        let b = inventory(port_b, false).await;
+        eventually(PATIENCE, "the restarted instance to be used again", || async {
+            (products_served(&http, &url_b).await? > 0).then_some(())
+        })
+        .await;
+
+        stop.store(true, Ordering::SeqCst);
+        for task in load {
+            task.await.unwrap();
+        }
+        let (sent, failed) = (sent.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
+        assert_eq!(failed, 0, "of {sent} GETs through the gateway, {failed} failed");
+        for process in [gateway, b, a] {
+            assert!(process.terminate().await.success());
+        }
+    }
+}
