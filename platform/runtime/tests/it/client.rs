@@ -229,15 +229,12 @@ async fn a_downstream_call_is_cut_when_the_callers_deadline_passes() {
         .expect("the call ends by itself");
     let elapsed = started.elapsed();
 
+    // Cut by the deadline, not by the call's own 10 s timeout (that would be `TimedOut`).
     assert!(
         matches!(result, Err(ResilienceError::DeadlineExceeded)),
         "{result:?}"
     );
     assert!(elapsed >= Duration::from_millis(300), "{elapsed:?}");
-    assert!(
-        elapsed < Duration::from_secs(2),
-        "cut at the deadline, not the 10 s timeout: {elapsed:?}"
-    );
     let left = peer.deadlines();
     assert_eq!(left.len(), 1, "one attempt, not retried past the deadline");
     assert!((1..=300).contains(&left[0]), "the server saw {left:?} ms left");
@@ -279,7 +276,7 @@ async fn a_services_downstream_call_inherits_the_deadline_its_caller_sent() {
     let elapsed = started.elapsed();
 
     expect_problem(response, 504, "deadline-exceeded").await;
-    assert!(elapsed < Duration::from_secs(2), "{elapsed:?}");
+    assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
     let left = peer.deadlines();
     assert_eq!(left.len(), 1);
     assert!((1..=400).contains(&left[0]), "the peer saw {left:?} ms left");
@@ -324,7 +321,7 @@ async fn the_breaker_opens_against_a_failing_service_fails_fast_and_closes_after
         "{refused:?}"
     );
     assert!(refused.retry_after().is_some());
-    assert!(started.elapsed() < Duration::from_millis(100), "fails fast");
+    assert!(started.elapsed() < Duration::from_secs(1), "fails fast");
     assert_eq!(peer.hits(), 4, "nothing reached the failing service");
 
     peer.answer(StatusCode::OK);
@@ -418,13 +415,12 @@ async fn the_bulkhead_refuses_a_call_beyond_its_limit_at_once() {
     })
     .await;
 
-    let started = Instant::now();
+    // Refused while the first call is still in flight, which it would never leave.
     let refused = client.get("/status").send().await.unwrap_err();
     assert!(
         matches!(refused, ResilienceError::BulkheadFull { .. }),
         "{refused:?}"
     );
-    assert!(started.elapsed() < Duration::from_millis(100));
     assert_eq!(peer.hits(), 1);
     stalled.abort();
 }
