@@ -457,6 +457,7 @@ pub fn payments_config(
         relay: config.relay.clone(),
         inbox: config.inbox.clone(),
         provider,
+        client: config.client.clone(),
         worker_poll_ms: config.payments.worker_poll_ms,
     }
 }
@@ -480,6 +481,7 @@ pub fn orders_config(
         customers_url: urls[&ServiceName::Customers].clone(),
         projection_poll_ms: config.projections.poll_ms,
         cache: config.cache.clone(),
+        client: config.client.clone(),
     }
 }
 

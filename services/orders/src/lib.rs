@@ -112,6 +112,9 @@ pub struct Config {
     pub projection_poll_ms: u64,
     /// The caches of the customer and product lookups (`[cache]`).
     pub cache: CacheConfig,
+    /// The guards of the calls to inventory and customers (`[client]`); each attempt is bounded
+    /// by `saga.grpc_timeout_ms` instead of the client's own timeout.
+    pub client: ClientConfig,
 }
 
 /// Why orders could not start.
@@ -196,7 +199,7 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
     let mut registry = Registry::default();
     let calls = ClientConfig {
         timeout_ms: config.saga.grpc_timeout_ms,
-        ..ClientConfig::default()
+        ..config.client.clone()
     };
     let directory = directory::Directory::new(
         &config.inventory_url,

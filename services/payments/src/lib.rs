@@ -35,7 +35,7 @@ use mercato_messaging::{
     Bus, BusError, ConsumerMetrics, ConsumerSpec, Inbox, InboxConfig, Outbox, Relay, RelayConfig,
     RelayMetrics,
 };
-use mercato_runtime::{Background, ClientMetrics, HttpConfig, Registry, Server, Service};
+use mercato_runtime::{Background, ClientConfig, ClientMetrics, HttpConfig, Registry, Server, Service};
 use mercato_security::VerifierConfig;
 use mercato_storage::{DatabaseConfig, Db, StorageError};
 use tokio::sync::Notify;
@@ -60,6 +60,9 @@ pub struct Config {
     pub relay: RelayConfig,
     pub inbox: InboxConfig,
     pub provider: ProviderConfig,
+    /// The guards of the provider calls (`[client]`): its breaker's judgement and the
+    /// connection pool; timeout, concurrency and retries come from `provider`.
+    pub client: ClientConfig,
     /// How often the worker looks for due payments when nothing woke it (retries come due
     /// this way).
     pub worker_poll_ms: u64,
@@ -125,7 +128,11 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
     let verifier = mercato_runtime::auth::jwks_verifier(config.auth.clone(), &config.jwks_url);
 
     let mut registry = Registry::default();
-    let provider = ProviderClient::new(&config.provider, &ClientMetrics::register(&mut registry))?;
+    let provider = ProviderClient::new(
+        &config.provider,
+        &config.client,
+        &ClientMetrics::register(&mut registry),
+    )?;
     let relay = Relay::new(
         db.clone(),
         bus.clone(),

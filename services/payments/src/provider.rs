@@ -171,29 +171,34 @@ pub struct ProviderClient {
 }
 
 impl ProviderClient {
-    /// A client whose breaker and call counts are reported through `metrics`.
+    /// A client on `base`'s guards (breaker judgement, pool), with the provider's own timeout,
+    /// concurrency and no retries of its own; breaker and call counts reported through `metrics`.
     ///
     /// # Errors
     /// A URL that is not HTTP, or a client that cannot be built.
-    pub fn new(config: &ProviderConfig, metrics: &ClientMetrics) -> Result<Self, ProviderError> {
+    pub fn new(
+        config: &ProviderConfig,
+        base: &ClientConfig,
+        metrics: &ClientMetrics,
+    ) -> Result<Self, ProviderError> {
         let client = ClientConfig {
-            connect_timeout_ms: config.timeout_ms.min(1_000),
+            connect_timeout_ms: base.connect_timeout_ms.min(config.timeout_ms),
             timeout_ms: config.timeout_ms,
             circuit_breaker: BreakerSettings {
                 // Only a call that runs into its timeout is slow; it is a failure as well.
                 slow_call_duration_threshold_ms: config.timeout_ms,
                 probe_timeout_ms: config.timeout_ms,
-                ..BreakerSettings::default()
+                ..base.circuit_breaker.clone()
             },
             retry: RetrySettings {
                 max_attempts: 1,
-                ..RetrySettings::default()
+                ..base.retry.clone()
             },
             bulkhead: BulkheadSettings {
                 max_concurrent: config.concurrency,
-                ..BulkheadSettings::default()
+                ..base.bulkhead.clone()
             },
-            ..ClientConfig::default()
+            ..base.clone()
         };
         let http = ServiceClient::new("payment-provider", &config.url, &client, metrics)
             .map_err(|e| ProviderError::Config(format!("{}: {e}", config.url)))?;

@@ -12,7 +12,12 @@ fn client(url: &str, timeout_ms: u64) -> ProviderClient {
         timeout_ms,
         ..ProviderConfig::default()
     };
-    ProviderClient::new(&config, &mercato_runtime::ClientMetrics::default()).expect("a provider client")
+    ProviderClient::new(
+        &config,
+        &mercato_runtime::ClientConfig::default(),
+        &mercato_runtime::ClientMetrics::default(),
+    )
+    .expect("a provider client")
 }
 
 fn request<'a>(key: &'a str, card: &'a str) -> ChargeRequest<'a> {

@@ -231,6 +231,7 @@ pub async fn spawn_with(backend: TestBackend, tune: impl FnOnce(&mut Tuning)) ->
             url: sandbox.url.clone(),
             ..tuning.provider
         },
+        client: mercato_runtime::ClientConfig::default(),
         worker_poll_ms: 50,
     };
     let answers = bus
