@@ -18,9 +18,6 @@
 //! exchange, retries included, and reaches the upstream as `x-request-deadline-ms`.
 
 use std::collections::BTreeMap;
-use std::time::Duration;
-
-use mercato_resilience::{Backoff, BulkheadConfig, CircuitBreakerConfig, ConfigError, RetryConfig};
 
 use serde::{Deserialize, Serialize};
 
@@ -183,183 +180,76 @@ impl Default for RateLimitConfig {
     }
 }
 
-/// `[gateway.circuit_breaker]`: the settings of every upstream's breaker (see
-/// [`mercato_resilience::circuit_breaker`]). Upstream `5xx` answers, connection errors and
-/// timeouts are failures; `4xx` answers are not. Rates are whole percentages (as resilience4j
-/// writes them), so that the configuration stays comparable; the defaults are the library's.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct CircuitBreakerSettings {
-    /// Failed calls, in percent of the window, at which the breaker opens (1–100).
-    pub failure_rate_threshold_percent: u8,
-    /// Slow calls, in percent of the window, at which the breaker opens (1–100).
-    pub slow_call_rate_threshold_percent: u8,
-    /// A call whose answer takes at least this long is slow.
-    pub slow_call_duration_threshold_ms: u64,
-    /// How many of the latest outcomes the closed breaker judges.
-    pub sliding_window_size: usize,
-    /// No verdict before this many outcomes are in the window.
-    pub minimum_number_of_calls: usize,
-    /// How long an open breaker refuses calls before it lets probes through.
-    pub wait_duration_ms: u64,
-    pub permitted_calls_in_half_open: usize,
-    /// Limit on each half-open probe; a probe that exceeds it is a failure.
-    pub probe_timeout_ms: u64,
-}
+/// `[gateway.circuit_breaker]`: every instance's breaker, `[gateway.retry]`: retries of
+/// idempotent requests without a body (GET, HEAD, OPTIONS, or any request with an
+/// `Idempotency-Key`) under one budget shared by all upstreams, and `[gateway.bulkhead]`: a
+/// concurrency limit per upstream, so that one slow service cannot hold every connection and task
+/// of the gateway. The settings are the same as the services' clients' (`[client]`, see
+/// [`mercato_runtime::config`]); the gateway's defaults differ where the edge differs:
+///
+/// - a call is slow only near 10 s, since a checkout legitimately takes seconds under load and a
+///   busy service must not be cut off;
+/// - two attempts in all: a client at the edge can retry itself, and each retry here is one more
+///   request on a service that is already failing;
+/// - a bulkhead of 512 per upstream, as the gateway carries every client's traffic.
+///
+/// A table that sets some keys keeps the gateway's defaults for the others.
+pub use mercato_runtime::config::{
+    BreakerSettings as CircuitBreakerSettings, BulkheadSettings, RetrySettings,
+};
 
-impl Default for CircuitBreakerSettings {
-    fn default() -> Self {
-        let lib = CircuitBreakerConfig::default();
-        Self {
-            failure_rate_threshold_percent: percent(lib.failure_rate_threshold),
-            slow_call_rate_threshold_percent: percent(lib.slow_call_rate_threshold),
-            // A checkout legitimately takes seconds under load; only calls near the upstream
-            // timeout count as slow at the edge, or a busy service would be cut off.
-            slow_call_duration_threshold_ms: 10_000,
-            sliding_window_size: lib.sliding_window_size,
-            minimum_number_of_calls: lib.minimum_number_of_calls,
-            wait_duration_ms: millis(lib.wait_duration_in_open),
-            permitted_calls_in_half_open: lib.permitted_calls_in_half_open,
-            probe_timeout_ms: 10_000,
-        }
+fn default_breaker() -> CircuitBreakerSettings {
+    CircuitBreakerSettings {
+        slow_call_duration_threshold_ms: 10_000,
+        probe_timeout_ms: 10_000,
+        ..CircuitBreakerSettings::default()
     }
 }
 
-impl CircuitBreakerSettings {
-    /// The library's configuration.
-    #[must_use]
-    pub fn to_config(&self) -> CircuitBreakerConfig {
-        CircuitBreakerConfig {
-            failure_rate_threshold: f64::from(self.failure_rate_threshold_percent) / 100.0,
-            slow_call_rate_threshold: f64::from(self.slow_call_rate_threshold_percent) / 100.0,
-            slow_call_duration_threshold: Duration::from_millis(self.slow_call_duration_threshold_ms),
-            sliding_window_size: self.sliding_window_size,
-            minimum_number_of_calls: self.minimum_number_of_calls,
-            wait_duration_in_open: Duration::from_millis(self.wait_duration_ms),
-            permitted_calls_in_half_open: self.permitted_calls_in_half_open,
-            probe_timeout: Duration::from_millis(self.probe_timeout_ms),
-        }
-    }
-
-    fn invalid_setting(&self) -> Option<(String, String)> {
-        let key = |k: &str| format!("circuit_breaker.{k}");
-        if self.wait_duration_ms == 0 {
-            return Some((key("wait_duration_ms"), "must be greater than 0".into()));
-        }
-        let renamed = |lib: &str| {
-            match lib {
-                "failure_rate_threshold" => "failure_rate_threshold_percent",
-                "slow_call_rate_threshold" => "slow_call_rate_threshold_percent",
-                "probe_timeout" => "probe_timeout_ms",
-                other => other,
-            }
-            .to_owned()
-        };
-        let reason = |e: ConfigError| match e.key {
-            "failure_rate_threshold" | "slow_call_rate_threshold" => "must be between 1 and 100".to_owned(),
-            _ => e.reason.to_owned(),
-        };
-        self.to_config()
-            .validate()
-            .err()
-            .map(|e| (key(&renamed(e.key)), reason(e)))
+fn default_retry() -> RetrySettings {
+    RetrySettings {
+        max_attempts: 2,
+        ..RetrySettings::default()
     }
 }
 
-/// `[gateway.retry]`: retries of idempotent requests without a body (GET, HEAD, OPTIONS, or any
-/// request with an `Idempotency-Key`) after a connection error or a `502`/`503`/`504` answer,
-/// with full-jitter exponential backoff, under a retry budget shared by all upstreams (see
-/// [`mercato_resilience::retry`]). The budget defaults are the library's (Linkerd's).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct RetrySettings {
-    /// Attempts in all, the first included; 1 turns retries off.
-    pub max_attempts: u32,
-    /// Longest wait before the first retry; it doubles for each further one, up to the cap.
-    pub backoff_base_ms: u64,
-    pub backoff_cap_ms: u64,
-    /// Retries allowed on top of traffic, in percent of requests (20: one retry per five).
-    pub budget_percent: u16,
-    /// Retries allowed per second regardless of traffic.
-    pub budget_min_per_sec: u32,
-    /// How long a request counts towards the budget (1–60 s).
-    pub budget_window_secs: u64,
-}
-
-impl Default for RetrySettings {
-    fn default() -> Self {
-        let lib = RetryConfig::default();
-        Self {
-            max_attempts: 2,
-            backoff_base_ms: millis(lib.backoff.base),
-            backoff_cap_ms: millis(lib.backoff.cap),
-            budget_percent: u16::from(percent(f64::from(lib.budget_ratio))),
-            budget_min_per_sec: lib.budget_min_per_sec,
-            budget_window_secs: lib.budget_window.as_secs(),
-        }
+fn default_bulkhead() -> BulkheadSettings {
+    BulkheadSettings {
+        max_concurrent: 512,
+        max_queued: 512,
+        max_wait_ms: 200,
     }
 }
 
-impl RetrySettings {
-    /// The library's configuration.
-    #[must_use]
-    pub fn to_config(&self) -> RetryConfig {
-        RetryConfig {
-            max_attempts: self.max_attempts,
-            backoff: Backoff {
-                base: Duration::from_millis(self.backoff_base_ms),
-                cap: Duration::from_millis(self.backoff_cap_ms),
-            },
-            budget_ratio: f32::from(self.budget_percent) / 100.0,
-            budget_min_per_sec: self.budget_min_per_sec,
-            budget_window: Duration::from_secs(self.budget_window_secs),
-        }
+/// Deserializes a table over `base`: the keys it sets replace `base`'s, the others stay, and an
+/// unknown key is still refused.
+fn over<'de, D, T>(deserializer: D, base: T) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Serialize + serde::de::DeserializeOwned,
+{
+    use serde::de::Error as _;
+    let given = serde_json::Value::deserialize(deserializer)?;
+    let serde_json::Value::Object(given) = given else {
+        return Err(D::Error::custom("expected a table"));
+    };
+    let mut merged = serde_json::to_value(base).map_err(D::Error::custom)?;
+    if let Some(fields) = merged.as_object_mut() {
+        fields.extend(given);
     }
-
-    fn invalid_setting(&self) -> Option<(String, String)> {
-        let renamed = |lib: &'static str| match lib {
-            "backoff.cap" => "backoff_cap_ms",
-            "budget_ratio" => "budget_percent",
-            "budget_window" => "budget_window_secs",
-            other => other,
-        };
-        self.to_config()
-            .validate()
-            .err()
-            .map(|e| (format!("retry.{}", renamed(e.key)), e.reason.to_owned()))
-    }
+    serde_json::from_value(merged).map_err(D::Error::custom)
 }
 
-/// `[gateway.bulkhead]`: a concurrency limit per upstream, so that one slow service cannot hold
-/// every connection and task of the gateway. A request that finds it full waits up to
-/// `max_wait_ms` in a queue of `max_queued`, then gets `503`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct BulkheadSettings {
-    pub max_concurrent: usize,
-    pub max_queued: usize,
-    pub max_wait_ms: u64,
+fn breaker_over_defaults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<CircuitBreakerSettings, D::Error> {
+    over(d, default_breaker())
 }
 
-impl Default for BulkheadSettings {
-    fn default() -> Self {
-        Self {
-            max_concurrent: 512,
-            max_queued: 512,
-            max_wait_ms: 200,
-        }
-    }
+fn retry_over_defaults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<RetrySettings, D::Error> {
+    over(d, default_retry())
 }
 
-impl BulkheadSettings {
-    #[must_use]
-    pub fn to_config(&self) -> BulkheadConfig {
-        BulkheadConfig {
-            max_concurrent: self.max_concurrent,
-            max_queued: self.max_queued,
-            max_wait: Duration::from_millis(self.max_wait_ms),
-        }
-    }
+fn bulkhead_over_defaults<'de, D: serde::Deserializer<'de>>(d: D) -> Result<BulkheadSettings, D::Error> {
+    over(d, default_bulkhead())
 }
 
 /// How an upstream's instance is chosen for each attempt.
@@ -469,18 +359,6 @@ impl Default for UpstreamSettings {
     }
 }
 
-/// A rate (0.0–1.0) as a whole percentage; the library's default rates are whole percentages.
-fn percent(rate: f64) -> u8 {
-    // Clamped to 0–100 first, so the conversion cannot truncate.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let p = (rate.clamp(0.0, 1.0) * 100.0).round() as u8;
-    p
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GatewayConfig {
@@ -496,8 +374,11 @@ pub struct GatewayConfig {
     /// Role requirements scoped by path pattern and method, on top of the routes' own.
     pub rules: Vec<RuleConfig>,
     pub rate_limit: RateLimitConfig,
+    #[serde(deserialize_with = "breaker_over_defaults")]
     pub circuit_breaker: CircuitBreakerSettings,
+    #[serde(deserialize_with = "retry_over_defaults")]
     pub retry: RetrySettings,
+    #[serde(deserialize_with = "bulkhead_over_defaults")]
     pub bulkhead: BulkheadSettings,
     pub load_balancing: LoadBalancingConfig,
     pub health_check: HealthCheckConfig,
@@ -533,9 +414,9 @@ impl Default for GatewayConfig {
                 RuleConfig::new("/api/orders/*/deliver", &[], &["admin"]),
             ],
             rate_limit: RateLimitConfig::default(),
-            circuit_breaker: CircuitBreakerSettings::default(),
-            retry: RetrySettings::default(),
-            bulkhead: BulkheadSettings::default(),
+            circuit_breaker: default_breaker(),
+            retry: default_retry(),
+            bulkhead: default_bulkhead(),
             load_balancing: LoadBalancingConfig::default(),
             health_check: HealthCheckConfig::default(),
             upstreams: BTreeMap::new(),
@@ -586,9 +467,6 @@ impl GatewayConfig {
                 return Some((format!("rules[{i}].methods"), format!("{m:?} is not a method")));
             }
         }
-        if self.bulkhead.max_concurrent == 0 {
-            return Some(("bulkhead.max_concurrent".into(), "must be at least 1".into()));
-        }
         if self.load_balancing.latency_decay_ms == 0 {
             return Some((
                 "load_balancing.latency_decay_ms".into(),
@@ -612,10 +490,18 @@ impl GatewayConfig {
                 return Some((format!("upstreams.{name}.smoke_path"), "must start with /".into()));
             }
         }
+        // The services' client settings, validated the same way and named by the same keys.
+        let guards = mercato_runtime::ClientConfig {
+            circuit_breaker: self.circuit_breaker.clone(),
+            retry: self.retry.clone(),
+            bulkhead: self.bulkhead.clone(),
+            ..mercato_runtime::ClientConfig::default()
+        };
+        if let Some((key, message)) = guards.invalid_setting() {
+            return Some((key.to_owned(), message));
+        }
         self.health_check
             .invalid_setting()
-            .or_else(|| self.circuit_breaker.invalid_setting())
-            .or_else(|| self.retry.invalid_setting())
             .or_else(|| self.rate_limit.invalid_setting())
     }
 }
@@ -690,10 +576,15 @@ mod tests {
     }
 
     #[test]
-    fn resilience_defaults_are_the_librarys_but_two_attempts_and_a_lenient_slow_call() {
+    fn resilience_defaults_are_the_clients_but_two_attempts_a_lenient_slow_call_and_a_wide_bulkhead() {
+        use std::time::Duration;
+
+        use mercato_runtime::ClientConfig;
+
         let config = GatewayConfig::default();
         let breaker = config.circuit_breaker.to_config();
-        let lib = CircuitBreakerConfig::default();
+        let client = ClientConfig::default();
+        let lib = client.circuit_breaker.to_config();
         assert!((breaker.failure_rate_threshold - lib.failure_rate_threshold).abs() < 1e-9);
         assert!((breaker.slow_call_rate_threshold - lib.slow_call_rate_threshold).abs() < 1e-9);
         assert_eq!(breaker.wait_duration_in_open, lib.wait_duration_in_open);
@@ -702,12 +593,13 @@ mod tests {
         assert_eq!(breaker.slow_call_duration_threshold, Duration::from_secs(10));
         assert_eq!(breaker.probe_timeout, Duration::from_secs(10));
         let retry = config.retry.to_config();
-        let lib = RetryConfig::default();
+        let lib = client.retry.to_config();
         assert_eq!(retry.max_attempts, 2);
         assert_eq!(retry.backoff, lib.backoff);
         assert!((retry.budget_ratio - lib.budget_ratio).abs() < 1e-6);
         assert_eq!(retry.budget_min_per_sec, lib.budget_min_per_sec);
         assert_eq!(retry.budget_window, lib.budget_window);
+        assert_eq!(config.bulkhead.max_concurrent, 512);
     }
 
     #[test]
@@ -735,21 +627,34 @@ mod tests {
     }
 
     #[test]
-    fn resilience_sections_deserialize_with_defaults_for_missing_keys() {
+    fn a_partial_resilience_table_keeps_the_gateways_defaults_for_the_other_keys() {
         let config: GatewayConfig = serde_json::from_value(serde_json::json!({
             "circuit_breaker": { "wait_duration_ms": 250 },
-            "retry": { "max_attempts": 3 },
+            "retry": { "budget_percent": 10 },
+            "bulkhead": { "max_queued": 0 },
             "routes": [{ "prefix": "/x", "upstream": "x", "auth": "public", "timeout_ms": 500 }],
         }))
         .unwrap();
+        let defaults = GatewayConfig::default();
         assert_eq!(config.circuit_breaker.wait_duration_ms, 250);
+        assert_eq!(config.circuit_breaker.slow_call_duration_threshold_ms, 10_000);
         assert_eq!(
             config.circuit_breaker.sliding_window_size,
-            CircuitBreakerSettings::default().sliding_window_size
+            defaults.circuit_breaker.sliding_window_size
         );
-        assert_eq!(config.retry.max_attempts, 3);
-        assert_eq!(config.retry.budget_percent, 20);
+        assert_eq!(config.retry.budget_percent, 10);
+        assert_eq!(config.retry.max_attempts, 2);
+        assert_eq!(config.bulkhead.max_queued, 0);
+        assert_eq!(config.bulkhead.max_concurrent, 512);
         assert_eq!(config.routes[0].timeout_ms, Some(500));
+    }
+
+    #[test]
+    fn an_unknown_key_in_a_resilience_table_is_refused() {
+        let refused = serde_json::from_value::<GatewayConfig>(serde_json::json!({
+            "circuit_breaker": { "wait_ms": 250 },
+        }));
+        assert!(refused.unwrap_err().to_string().contains("wait_ms"));
     }
 
     #[test]
