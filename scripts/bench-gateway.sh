@@ -47,7 +47,9 @@ for tool in nginx wrk curl; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if ((${#missing[@]} > 0)); then
-  [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null || fail "missing ${missing[*]}; install them"
+  if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
+    fail "missing ${missing[*]}; install them"
+  fi
   echo "bench-gateway: installing ${missing[*]}" >&2
   apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -56,7 +58,8 @@ NGINX=$(command -v nginx)
 
 echo "bench-gateway: building the gateway (release)" >&2
 cargo build --release --quiet -p mercato-gateway --example bench_gateway
-GATEWAY=${CARGO_TARGET_DIR:-target}/release/examples/bench_gateway
+target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+GATEWAY=$target_dir/release/examples/bench_gateway
 [ -x "$GATEWAY" ] || fail "no binary at $GATEWAY"
 
 # --- processes, ports, clean-up ----------------------------------------------------------------
@@ -146,9 +149,21 @@ start_gateway() { # mode; sets GATEWAY_PID, GATEWAY_URL and TOKEN
   TOKEN=$(cat "$tmp/gateway.token" 2>/dev/null || true)
 }
 
-stop() { # pid
+stop() { # pid; and forgets it, so that clean-up never signals a reused pid
   kill "$1" 2>/dev/null || true
   wait "$1" 2>/dev/null || true
+  local pid kept=()
+  for pid in "${pids[@]}"; do [ "$pid" = "$1" ] || kept+=("$pid"); done
+  pids=("${kept[@]}")
+}
+
+load() { # duration output-file wrk-options...; in the background, so a signal stops it at once
+  local duration=$1 output=$2
+  shift 2
+  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$duration" "$@" >"$output" &
+  pids+=($!)
+  wait $!
+  stop $!
 }
 
 peak_rss_mib() { # pids...: the sum of their peak resident sets
@@ -213,15 +228,15 @@ measure() { # target url server-pids... -- wrk options...
   local server=()
   while [ "$1" != -- ]; do server+=("$1"); shift; done
   shift
-  wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "$@" "$url/" >/dev/null
+  load "$WARMUP" /dev/null "$@" "$url/"
   local accepts ticks out
   accepts=$(upstream_accepts)
   ticks=$(cpu_ticks "${server[@]}")
-  out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency "$@" "$url/")
+  load "$DURATION" "$tmp/wrk.out" --latency "$@" "$url/"
+  out=$(cat "$tmp/wrk.out")
   ticks=$(($(cpu_ticks "${server[@]}") - ticks))
   # The stub_status query itself is one accepted connection.
   accepts=$(($(upstream_accepts) - accepts - 1))
-  echo "$out" >>"$tmp/wrk.log"
   rows+=("$(awk -v target="$target" -v conns="$accepts" -v rss="$(peak_rss_mib "${server[@]}")" \
     -v cpu_us="$((ticks * 1000000 / $(getconf CLK_TCK)))" '
     function ms(v) {
