@@ -20,7 +20,8 @@ pub struct JwksClientConfig {
 }
 
 struct Cached {
-    set: JwkSet,
+    /// Shared, so that a lookup per request does not copy the set.
+    set: Arc<JwkSet>,
     fetched: Instant,
 }
 
@@ -59,19 +60,19 @@ impl JwksClient {
         }
     }
 
-    fn cached(&self) -> Option<(JwkSet, Instant)> {
+    fn cached(&self) -> Option<(Arc<JwkSet>, Instant)> {
         let guard = self
             .cache
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        guard.as_ref().map(|c| (c.set.clone(), c.fetched))
+        guard.as_ref().map(|c| (Arc::clone(&c.set), c.fetched))
     }
 
     /// Fetches the set now, unless another caller fetched it within `min_refresh_interval`.
     ///
     /// # Errors
     /// [`TokenError::KeysUnavailable`] when the JWKS cannot be fetched or parsed.
-    pub async fn refresh(&self) -> Result<JwkSet, TokenError> {
+    pub async fn refresh(&self) -> Result<Arc<JwkSet>, TokenError> {
         let mut last_failure = self.fetching.lock().await;
         if let Some((set, fetched)) = self.cached()
             && fetched.elapsed() < self.config.min_refresh_interval
@@ -84,7 +85,7 @@ impl JwksClient {
             return Err(error.clone());
         }
         let set = match self.fetch().await {
-            Ok(set) => set,
+            Ok(set) => Arc::new(set),
             Err(error) => {
                 *last_failure = Some((Instant::now(), error.clone()));
                 return Err(error);
@@ -95,7 +96,7 @@ impl JwksClient {
             .cache
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Cached {
-            set: set.clone(),
+            set: Arc::clone(&set),
             fetched: Instant::now(),
         });
         Ok(set)

@@ -8,12 +8,15 @@
 //!   token type, and looks keys up by `kid` in a trusted [`token::KeySource`].
 //! - [`jwks_client`]: a [`token::KeySource`] that fetches a remote JWKS and refreshes on an unknown
 //!   `kid`.
+//! - [`verified`]: the tokens a verifier has verified, so a token presented again skips the
+//!   signature check but none of the others.
 #![forbid(unsafe_code)]
 
 pub mod jwks;
 pub mod jwks_client;
 pub mod keys;
 pub mod token;
+pub mod verified;
 
 pub use jwks::{Jwk, JwkSet};
 pub use jwks_client::JwksClient;

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::jwks::{Jwk, JwkSet};
 use crate::keys::SigningKey;
+use crate::verified::VerifiedTokens;
 
 /// The `typ` header of an access token (RFC 9068).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
@@ -149,11 +150,13 @@ impl Default for VerifierConfig {
     }
 }
 
-/// Verifies access tokens against a trusted key source.
+/// Verifies access tokens against a trusted key source, remembering the ones that passed (see
+/// [`crate::verified`]); clones share what they remember.
 #[derive(Clone)]
 pub struct Verifier {
     config: VerifierConfig,
     keys: Arc<dyn KeySource>,
+    verified: Arc<VerifiedTokens>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -169,7 +172,11 @@ const MAX_KID_LEN: usize = 128;
 impl Verifier {
     #[must_use]
     pub fn new(config: VerifierConfig, keys: Arc<dyn KeySource>) -> Self {
-        Self { config, keys }
+        Self {
+            config,
+            keys,
+            verified: Arc::new(VerifiedTokens::new(crate::verified::CAPACITY)),
+        }
     }
 
     /// Checks `token` and returns its claims.
@@ -177,6 +184,23 @@ impl Verifier {
     /// # Errors
     /// A [`TokenError`] naming the first check that failed.
     pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let digest = crate::verified::digest(token);
+        let now = jsonwebtoken::get_current_timestamp();
+        let leeway = self.config.leeway_secs;
+        if let Some((kid, claims)) = self.verified.get(&digest, now, leeway)? {
+            // The signature passed before; the key that made it must still be published.
+            if self.keys.key(&kid).await?.is_some() {
+                return Ok(claims);
+            }
+            self.verified.remove(&digest);
+            return Err(TokenError::UnknownKey);
+        }
+        let (kid, claims) = self.verify_fully(token).await?;
+        self.verified.insert(digest, &kid, &claims, now, leeway);
+        Ok(claims)
+    }
+
+    async fn verify_fully(&self, token: &str) -> Result<(String, Claims), TokenError> {
         let header = decode_header(token).map_err(|_| TokenError::Malformed)?;
         if header.alg != Algorithm::ES256 {
             return Err(TokenError::UnsupportedAlgorithm);
@@ -200,7 +224,7 @@ impl Verifier {
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "iss", "aud", "sub"]);
         decode::<Claims>(token, &key, &validation)
-            .map(|data| data.claims)
+            .map(|data| (kid, data.claims))
             .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
                 match e.kind() {
@@ -265,6 +289,44 @@ mod tests {
         let c = claims(900);
         let token = sign(&c, &key).unwrap();
         assert_eq!(verifier.verify(&token).await.unwrap(), c);
+    }
+
+    #[tokio::test]
+    async fn a_token_verified_before_is_refused_once_its_key_is_withdrawn() {
+        let key = SigningKey::generate();
+        let keys = Arc::new(LocalKeys::new(JwkSet {
+            keys: vec![key.public.clone()],
+        }));
+        let verifier = Verifier::new(
+            VerifierConfig {
+                issuer: "mercato".into(),
+                audience: "mercato-api".into(),
+                leeway_secs: 30,
+            },
+            keys.clone(),
+        );
+        let token = sign(&claims(900), &key).unwrap();
+        for _ in 0..2 {
+            assert_eq!(verifier.verify(&token).await.unwrap().sub, "user-1");
+        }
+        keys.replace(JwkSet::default());
+        assert_eq!(verifier.verify(&token).await, Err(TokenError::UnknownKey));
+        keys.replace(JwkSet {
+            keys: vec![key.public.clone()],
+        });
+        assert!(verifier.verify(&token).await.is_ok(), "checked in full again");
+    }
+
+    #[tokio::test]
+    async fn a_verified_token_altered_by_one_byte_is_checked_in_full_and_refused() {
+        let (key, verifier) = setup();
+        let token = sign(&claims(900), &key).unwrap();
+        verifier.verify(&token).await.unwrap();
+        let mut altered = token.clone().into_bytes();
+        let last = altered.len() - 2;
+        altered[last] = if altered[last] == b'A' { b'B' } else { b'A' };
+        let altered = String::from_utf8(altered).unwrap();
+        assert_eq!(verifier.verify(&altered).await, Err(TokenError::BadSignature));
     }
 
     #[tokio::test]
