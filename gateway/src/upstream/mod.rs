@@ -389,20 +389,28 @@ impl Upstreams {
             group = group.other();
             instances = upstream.instances(group);
         }
-        let healthy: Vec<&Arc<Instance>> = instances.iter().filter(|i| i.is_healthy()).collect();
-        let candidates: Vec<&Arc<Instance>> = if healthy.is_empty() {
+                let candidates: Vec<&Arc<Instance>> = if instances.iter().all(|i| i.is_healthy()) {
             instances.iter().collect()
         } else {
-            healthy
+            let healthy: Vec<_> = instances.iter().filter(|i| i.is_healthy()).collect();
+            if healthy.is_empty() {
+                instances.iter().collect()
+            } else {
+                healthy
+            }
         };
-        let turn = upstream.turn.fetch_add(1, Ordering::Relaxed);
-        let order = balancer::preference(
-            self.policy,
-            candidates.len(),
-            turn,
-            |i| candidates[i].load_score(),
-            &mut rng,
-        );
+        let order = if candidates.len() == 1 {
+            vec![0]
+        } else {
+            let turn = upstream.turn.fetch_add(1, Ordering::Relaxed);
+            balancer::preference(
+                self.policy,
+                candidates.len(),
+                turn,
+                |i| candidates[i].load_score(),
+                &mut rng,
+            )
+        };
         let mut refusal = None;
         for i in order {
             let instance = candidates[i];
