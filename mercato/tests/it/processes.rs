@@ -4,7 +4,10 @@ use mercato_testkit::nats::NatsServer;
 use mercato_testkit::{TestBackend, TestDatabase, eventually};
 use serde_json::Value;
 
-use crate::support::{PATIENCE, Process, access_token, login, problem, register, run, unique_email};
+use crate::support::{
+    PATIENCE, Process, access_token, every_service_on_a_free_port, login, problem, register, run,
+    unique_email,
+};
 
 /// Identity and gateway as two `mercato serve` processes, identity on PostgreSQL.
 mod postgres {
@@ -143,12 +146,10 @@ mod postgres {
 async fn mercato_up_serves_the_whole_system_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    let config = every_service_on_a_free_port(dir.path());
     let up = Process::spawn(
-        &["up", "--data-dir", data.to_str().unwrap()],
-        &[
-            ("MERCATO_SERVICES__GATEWAY__LISTEN", "127.0.0.1:0".into()),
-            ("MERCATO_SERVICES__IDENTITY__LISTEN", "127.0.0.1:0".into()),
-        ],
+        &["up", "--data-dir", data.to_str().unwrap(), "--config", &config],
+        &[],
         &["identity", "gateway"],
     )
     .await;
@@ -175,12 +176,10 @@ async fn admin_create_makes_an_admin_who_can_log_in() {
     assert!(ok, "{err}");
     assert!(out.contains("created admin"), "{out}");
 
+    let config = every_service_on_a_free_port(dir.path());
     let up = Process::spawn(
-        &["up", "--data-dir", &data],
-        &[
-            ("MERCATO_SERVICES__GATEWAY__LISTEN", "127.0.0.1:0".into()),
-            ("MERCATO_SERVICES__IDENTITY__LISTEN", "127.0.0.1:0".into()),
-        ],
+        &["up", "--data-dir", &data, "--config", &config],
+        &[],
         &["gateway"],
     )
     .await;
@@ -273,12 +272,16 @@ async fn keys_rotate_adds_a_key_and_keeps_the_old_one_published() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_registration_through_a_process_is_a_problem() {
     let dir = tempfile::tempdir().unwrap();
+    let config = every_service_on_a_free_port(dir.path());
     let up = Process::spawn(
-        &["up", "--data-dir", dir.path().to_str().unwrap()],
         &[
-            ("MERCATO_SERVICES__GATEWAY__LISTEN", "127.0.0.1:0".into()),
-            ("MERCATO_SERVICES__IDENTITY__LISTEN", "127.0.0.1:0".into()),
+            "up",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--config",
+            &config,
         ],
+        &[],
         &["gateway"],
     )
     .await;

@@ -296,6 +296,18 @@ impl Process {
     }
 }
 
+/// A configuration file in `dir` that puts every service on a free port, so that `mercato up`
+/// processes of tests running side by side never meet on the default ports; its path.
+pub fn every_service_on_a_free_port(dir: &Path) -> String {
+    let path = dir.join("free-ports.toml");
+    let sections: String = ServiceName::ALL
+        .iter()
+        .map(|s| format!("[services.{}]\nlisten = \"127.0.0.1:0\"\n\n", s.as_str()))
+        .collect();
+    std::fs::write(&path, sections).expect("write the configuration file");
+    path.to_str().expect("a UTF-8 path").to_owned()
+}
+
 /// Runs `mercato <args>` to completion; returns (success, stdout, stderr).
 pub async fn run(args: &[&str], env: &[(&str, String)]) -> (bool, String, String) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_mercato"));
