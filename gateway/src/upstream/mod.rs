@@ -389,7 +389,7 @@ impl Upstreams {
             group = group.other();
             instances = upstream.instances(group);
         }
-                let candidates: Vec<&Arc<Instance>> = if instances.iter().all(|i| i.is_healthy()) {
+        let candidates: Vec<&Arc<Instance>> = if instances.iter().all(|i| i.is_healthy()) {
             instances.iter().collect()
         } else {
             let healthy: Vec<_> = instances.iter().filter(|i| i.is_healthy()).collect();
