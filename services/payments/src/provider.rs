@@ -93,6 +93,13 @@ pub enum ProviderError {
     /// No definitive answer: server error, rate limit, or the connection failed.
     #[error("the provider is unavailable: {0}")]
     Unavailable(String),
+    /// Not sent at all: the provider's breaker is open or its bulkhead is full, so nothing can
+    /// have happened at the provider; try again after `retry_after`.
+    #[error("the provider call was not sent: {reason}")]
+    NotSent {
+        reason: String,
+        retry_after: std::time::Duration,
+    },
     /// No answer within the call's timeout; the provider may still have acted on it.
     #[error("the provider did not answer in time: {0}")]
     TimedOut(String),
@@ -109,7 +116,7 @@ impl ProviderError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            Self::Unavailable(_) | Self::TimedOut(_) | Self::Malformed { .. }
+            Self::Unavailable(_) | Self::NotSent { .. } | Self::TimedOut(_) | Self::Malformed { .. }
         )
     }
 
@@ -120,6 +127,7 @@ impl ProviderError {
             Self::Declined { .. } => "declined",
             Self::Refused { .. } => "refused",
             Self::Unavailable(_) => "unavailable",
+            Self::NotSent { .. } => "not_sent",
             Self::TimedOut(_) => "timeout",
             Self::Malformed { .. } => "malformed",
             Self::Config(_) => "config",
@@ -286,6 +294,9 @@ fn classify(status: StatusCode, body: &[u8]) -> ProviderError {
     }
 }
 
+/// How long a call refused by a full bulkhead waits before it is tried again.
+const BUSY_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// A call the guards refused or cut, or that failed on the way.
 fn unanswered(error: CallError) -> ProviderError {
     match error {
@@ -293,6 +304,14 @@ fn unanswered(error: CallError) -> ProviderError {
         ResilienceError::TimedOut(_) | ResilienceError::DeadlineExceeded => {
             ProviderError::TimedOut(error.to_string())
         }
+        ResilienceError::CircuitOpen { retry_after, .. } => ProviderError::NotSent {
+            reason: error.to_string(),
+            retry_after,
+        },
+        ResilienceError::BulkheadFull { .. } => ProviderError::NotSent {
+            reason: error.to_string(),
+            retry_after: BUSY_RETRY,
+        },
         other => ProviderError::Unavailable(other.to_string()),
     }
 }

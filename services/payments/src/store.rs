@@ -397,6 +397,28 @@ pub async fn retry_at(db: &Db, claim: &Claim, at: i64, error: &str) -> Result<bo
     Ok(changed == 1)
 }
 
+/// Gives a claimed row back for a call that was never sent (the provider's breaker or bulkhead
+/// refused it): the attempt does not count, and the row is due again at `at`.
+///
+/// # Errors
+/// The database failed.
+pub async fn put_back_unsent(db: &Db, claim: &Claim, at: i64) -> Result<bool, StorageError> {
+    let mut tx = db.begin().await?;
+    let changed = sqlx::query(
+        "UPDATE payments SET next_attempt_at = $4, attempts = attempts - 1
+         WHERE order_id = $1 AND status = $2 AND next_attempt_at = $3",
+    )
+    .bind(&claim.payment.order_id)
+    .bind(claim.payment.status.as_str())
+    .bind(claim.lease_until)
+    .bind(at)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(changed == 1)
+}
+
 /// Gives a claimed row back, due at `now` (shutdown interrupted the call). The attempt still
 /// counts: the provider may have received it, and a refund request must then not take the
 /// payment for one the provider never saw.

@@ -165,6 +165,9 @@ impl Inner {
             .call("charge", result_label(&result), started.elapsed());
         let error = match result {
             Ok(charge) => return self.record_capture(claim, &charge.id).await,
+            Err(ProviderError::NotSent { reason, retry_after }) => {
+                return self.put_back_unsent(claim, &reason, retry_after).await;
+            }
             Err(error) => error,
         };
         let failure = if error.is_transient() {
@@ -229,6 +232,9 @@ impl Inner {
             .call("refund", result_label(&result), started.elapsed());
         match result {
             Ok(refund) => self.record_refund(claim, &refund.id).await,
+            Err(ProviderError::NotSent { reason, retry_after }) => {
+                self.put_back_unsent(claim, &reason, retry_after).await
+            }
             Err(e) => {
                 // A refund is never given up on: money taken for an order that did not happen
                 // must go back. A refusal means something is wrong that needs an operator.
@@ -320,6 +326,20 @@ impl Inner {
 
     /// Shutdown interrupted the call: the row is due again at once, for whichever instance
     /// runs next.
+    /// Nothing reached the provider, so nothing is known that was not known before: the row is
+    /// due again once the guard may let a call through, and the attempt does not count.
+    async fn put_back_unsent(
+        &self,
+        claim: &Claim,
+        reason: &str,
+        retry_after: Duration,
+    ) -> Result<(), RecordError> {
+        tracing::info!(order_id = %claim.payment.order_id, %reason,
+            retry_in_ms = retry_after.as_millis(), "provider call not sent; trying again later");
+        store::put_back_unsent(&self.db, claim, now_millis() + millis(retry_after)).await?;
+        Ok(())
+    }
+
     async fn give_back(&self, claim: &Claim) -> Result<(), RecordError> {
         store::release(&self.db, claim, now_millis()).await?;
         Ok(())
