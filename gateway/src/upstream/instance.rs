@@ -179,6 +179,13 @@ impl Instance {
             streak.successes = streak.successes.saturating_add(1);
             if !healthy && streak.successes >= healthy_after {
                 self.healthy.store(true, Ordering::Relaxed);
+                // What it cost before it went down says nothing about the instance that is back
+                // (often a new process); an old penalty would keep it out of P2C's choice until
+                // the estimate faded, so it starts afresh and earns its estimate anew.
+                *self
+                    .latency
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Ewma { nanos: 0.0, at: None };
                 return HealthChange::BecameHealthy;
             }
         } else {
@@ -262,7 +269,11 @@ mod tests {
         assert_eq!(i.record_check(true, 2, 2), HealthChange::Unchanged);
         assert_eq!(i.record_check(false, 2, 2), HealthChange::Unchanged);
         assert_eq!(i.record_check(true, 2, 2), HealthChange::Unchanged);
+        i.start();
+        i.finish(Some((Duration::from_millis(1), true)));
+        assert!(i.latency() > FAILURE_PENALTY / 2);
         assert_eq!(i.record_check(true, 2, 2), HealthChange::BecameHealthy);
         assert!(i.is_healthy());
+        assert_eq!(i.latency(), Duration::ZERO, "back with a clean estimate");
     }
 }
