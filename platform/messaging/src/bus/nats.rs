@@ -90,17 +90,27 @@ impl NatsBus {
         validate(config)?;
         let timeout = Duration::from_millis(config.publish_timeout_ms);
         let epoch = Arc::new(watch::Sender::new(0_u64));
-        let on_event = Arc::clone(&epoch);
+                let on_event = Arc::clone(&epoch);
+        // The first `Connected` is the initial connection, reported after `connect` returns: it
+        // must not look like a reconnect to a subscription made in between. Only a `Connected`
+        // after a `Disconnected` is one.
+        let was_disconnected = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let client = async_nats::ConnectOptions::new()
             .event_callback(move |event| {
                 let epoch = Arc::clone(&on_event);
+                let was_disconnected = Arc::clone(&was_disconnected);
                 async move {
-                    if matches!(
-                        event,
-                        async_nats::Event::Disconnected
-                            | async_nats::Event::Connected
-                            | async_nats::Event::SlowConsumer(_)
-                    ) {
+                    use std::sync::atomic::Ordering::SeqCst;
+                    let moved = match event {
+                        async_nats::Event::Disconnected => {
+                            was_disconnected.store(true, SeqCst);
+                            true
+                        }
+                        async_nats::Event::Connected => was_disconnected.swap(false, SeqCst),
+                        async_nats::Event::SlowConsumer(_) => true,
+                        _ => false,
+                    };
+                    if moved {
                         epoch.send_modify(|n| *n = n.wrapping_add(1));
                     }
                 }
