@@ -90,7 +90,7 @@ impl NatsBus {
         validate(config)?;
         let timeout = Duration::from_millis(config.publish_timeout_ms);
         let epoch = Arc::new(watch::Sender::new(0_u64));
-                let on_event = Arc::clone(&epoch);
+        let on_event = Arc::clone(&epoch);
         // The first `Connected` is the initial connection, reported after `connect` returns: it
         // must not look like a reconnect to a subscription made in between. Only a `Connected`
         // after a `Disconnected` is one.
