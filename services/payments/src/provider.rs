@@ -333,6 +333,29 @@ mod tests {
     }
 
     #[test]
+    fn a_call_the_guards_refused_was_not_sent_and_says_when_to_come_back() {
+        let open = unanswered(ResilienceError::CircuitOpen {
+            name: "payment-provider".into(),
+            retry_after: std::time::Duration::from_secs(3),
+        });
+        assert!(
+            matches!(&open, ProviderError::NotSent { retry_after, .. } if retry_after.as_secs() == 3),
+            "{open:?}"
+        );
+        assert!(open.is_transient());
+        assert_eq!(open.kind(), "not_sent");
+        let full = unanswered(ResilienceError::BulkheadFull {
+            name: "payment-provider".into(),
+        });
+        assert!(matches!(full, ProviderError::NotSent { retry_after, .. } if retry_after == BUSY_RETRY));
+        let timed_out = unanswered(ResilienceError::DeadlineExceeded);
+        assert!(
+            matches!(timed_out, ProviderError::TimedOut(_)),
+            "a sent call may have acted"
+        );
+    }
+
+    #[test]
     fn a_402_is_a_decline_that_is_not_retried() {
         let e = classify(StatusCode::PAYMENT_REQUIRED, &body("card_declined"));
         assert!(matches!(&e, ProviderError::Declined { code } if code == "card_declined"));
