@@ -6,7 +6,7 @@
 #   postgres  tests named `…::postgres::…`: PostgreSQL on 127.0.0.1:5432 and `nats-server` on
 #             PATH (the distributed setting: each test starts its own NATS server)
 #   nats      tests named `…::nats::…`: `nats-server` on PATH
-#   redis     tests named `…::redis::…`: Redis on 127.0.0.1:6379
+#   redis     tests named `…::redis::…`: Redis on 127.0.0.1:6379 and `redis-server` on PATH
 # With MERCATO_REQUIRE_BACKENDS=1 (as in CI) a missing one is an error, never a skip.
 # `scripts/services.sh up` starts (and on Debian installs) PostgreSQL, NATS and Redis.
 set -euo pipefail
@@ -42,8 +42,10 @@ else
 fi
 if ! answers 6379; then
   missing redis "Redis does not answer on 127.0.0.1:6379"
+elif ! command -v redis-server >/dev/null 2>&1; then
+  missing redis "redis-server is not on PATH (the outage tests start their own)"
 else
-  echo "test: redis suites on (Redis answers on 127.0.0.1:6379)"
+  echo "test: redis suites on (Redis answers on 127.0.0.1:6379, redis-server found)"
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then

@@ -235,7 +235,10 @@ mod redis {
     use super::*;
     use crate::support::closed_url;
     use mercato_gateway::RateLimitBackend;
-    use mercato_testkit::redis::KeyPrefix;
+    use mercato_testkit::eventually;
+    use mercato_testkit::redis::{KeyPrefix, RedisServer};
+
+    use crate::support::PATIENCE;
 
     /// A gateway limiting through Redis at `url` under `prefix`, reading `clock`.
     async fn redis_gateway(
@@ -286,6 +289,71 @@ mod redis {
         assert_eq!(a.echo.hits() + b.echo.hits(), 5);
     }
 
+    /// The rate limiter's readiness check: its status and message.
+    async fn limiter_check(gateway: &TestGateway) -> (String, String) {
+        let ready = gateway.get("/ready").send().await.unwrap();
+        assert_eq!(ready.status(), 200, "a degraded limiter still serves");
+        let report: serde_json::Value = ready.json().await.unwrap();
+        let check = report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "rate_limiter")
+            .unwrap_or_else(|| panic!("no rate_limiter check: {report}"));
+        (
+            check["status"].as_str().unwrap_or_default().to_owned(),
+            check["error"].as_str().unwrap_or_default().to_owned(),
+        )
+    }
+
+    #[tokio::test]
+    async fn when_redis_stops_each_gateway_limits_locally_and_they_share_again_when_it_returns() {
+        let mut redis = RedisServer::start().await;
+        let clock = Arc::new(ManualClock::starting_at(START_US));
+        let url = redis.url();
+        let shared = |clock: Arc<ManualClock>, url: String| {
+            spawn_gateway_with_clock(clock, move |config| {
+                limits(config, class(1, 2), class(1, 1));
+                let rate_limit = &mut config.gateway.rate_limit;
+                rate_limit.backend = RateLimitBackend::Redis;
+                rate_limit.redis_url = url;
+                rate_limit.key_prefix = "test".into();
+                rate_limit.redis_timeout_ms = 200;
+                rate_limit.redis_retry_interval_ms = 50;
+            })
+        };
+        let a = shared(clock.clone(), url.clone()).await;
+        let b = shared(clock.clone(), url).await;
+        echoed(a.get("/api/echo/items").send().await.unwrap()).await;
+        echoed(b.get("/api/echo/items").send().await.unwrap()).await;
+        expect_limited(a.get("/api/echo/items").send().await.unwrap(), "1", "2").await;
+
+        redis.stop();
+        // Each falls back to a limiter of its own, which has not seen the spent burst.
+        for gateway in [&a, &b] {
+            echoed(gateway.get("/api/echo/items").send().await.unwrap()).await;
+            let (status, message) = limiter_check(gateway).await;
+            assert_eq!(status, "degraded");
+            assert!(message.contains("local limits"), "{message}");
+        }
+
+        redis.restart().await;
+        clock.advance(Duration::from_secs(10));
+        for gateway in [&a, &b] {
+            eventually(PATIENCE, "the limiter to use Redis again", || async {
+                gateway.get("/api/echo/items").send().await.unwrap();
+                (limiter_check(gateway).await.0 == "up").then_some(())
+            })
+            .await;
+        }
+        // Shared again: the restarted Redis holds one budget for both.
+        clock.advance(Duration::from_secs(10));
+        echoed(a.get("/api/echo/items").send().await.unwrap()).await;
+        echoed(b.get("/api/echo/items").send().await.unwrap()).await;
+        expect_limited(a.get("/api/echo/items").send().await.unwrap(), "1", "2").await;
+        expect_limited(b.get("/api/echo/items").send().await.unwrap(), "1", "2").await;
+    }
+
     #[tokio::test]
     async fn unreachable_redis_falls_back_to_local_limits_and_shows_in_readiness_and_metrics() {
         let clock = Arc::new(ManualClock::starting_at(START_US));
@@ -297,22 +365,9 @@ mod redis {
         }
         expect_limited(gateway.get("/api/echo/items").send().await.unwrap(), "1", "2").await;
 
-        let ready = gateway.get("/ready").send().await.unwrap();
-        assert_eq!(ready.status(), 200, "a degraded limiter still serves");
-        let report: serde_json::Value = ready.json().await.unwrap();
-        let check = report["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "rate_limiter")
-            .unwrap_or_else(|| panic!("no rate_limiter check: {report}"));
-        assert_eq!(check["status"], "degraded", "{report}");
-        assert!(
-            check["error"]
-                .as_str()
-                .is_some_and(|e| e.contains("local limits")),
-            "{report}"
-        );
+        let (status, message) = limiter_check(&gateway).await;
+        assert_eq!(status, "degraded");
+        assert!(message.contains("local limits"), "{message}");
         let metrics = gateway.metrics().await;
         assert!(
             metrics.lines().any(|l| l == "gateway_rate_limiter_degraded 1"),

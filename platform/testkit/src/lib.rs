@@ -7,7 +7,8 @@
 //! - [`eventually`]: polls a condition until it holds or a deadline passes; tests never sleep.
 //! - [`nats::NatsServer`]: a private NATS JetStream server per test, stoppable and restartable.
 //! - [`auth::TestIssuer`]: a JWKS endpoint and tokens for any subject and roles.
-//! - [`redis::KeyPrefix`]: a Redis key namespace per test, emptied when the test ends.
+//! - [`redis::KeyPrefix`]: a Redis key namespace per test, emptied when the test ends;
+//!   [`redis::RedisServer`]: a private Redis a test can stop and start again.
 #![forbid(unsafe_code)]
 
 pub mod auth;

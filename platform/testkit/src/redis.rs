@@ -1,4 +1,5 @@
-//! A Redis key namespace for one test, emptied when the test ends.
+//! Redis for tests: a key namespace for one test on the shared server, emptied when the test
+//! ends, and a private server a test can stop and start again.
 
 use redis::Commands as _;
 
@@ -60,5 +61,94 @@ impl Drop for KeyPrefix {
         if !keys.is_empty() {
             let _: Result<(), _> = redis::cmd("DEL").arg(&keys).query(&mut connection);
         }
+    }
+}
+
+/// A private `redis-server` for one test, on a free loopback port, without persistence, that the
+/// test can stop and start again on the same port to play a Redis outage. Killed when dropped.
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<std::process::Child>,
+    port: u16,
+}
+
+impl RedisServer {
+    /// # Panics
+    /// When `redis-server` is not installed or does not answer: a Redis suite fails, it never
+    /// skips.
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let mut server = Self { child: None, port };
+        server.restart().await;
+        server
+    }
+
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts the server again on its port.
+    ///
+    /// # Panics
+    /// When it is running already, or does not answer `PING` in time.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "redis-server is already running");
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "this test needs `redis-server` on PATH (scripts/services.sh up installs it) and could not start it: {e}"
+                )
+            });
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !self.answers().await {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server on port {} did not answer in time",
+                self.port
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn answers(&self) -> bool {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let connect = tokio::net::TcpStream::connect(("127.0.0.1", self.port));
+        let Ok(Ok(mut stream)) = tokio::time::timeout(std::time::Duration::from_secs(1), connect).await
+        else {
+            return false;
+        };
+        if stream.write_all(b"PING\r\n").await.is_err() {
+            return false;
+        }
+        let mut answer = [0_u8; 16];
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(1), stream.read(&mut answer)).await,
+            Ok(Ok(n)) if answer[..n].starts_with(b"+PONG")
+        )
+    }
+
+    /// Kills the server, as a crash or an outage would, and waits until it is gone.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
     }
 }
