@@ -9,7 +9,7 @@ use mercato_runtime::CancellationToken;
 use mercato_testkit::{TestBackend, eventually};
 use serde_json::{Value, json};
 
-use crate::support::{PATIENCE, System, fresh, unique_email};
+use crate::support::{PATIENCE, System, fresh, metrics_of, unique_email};
 
 const SKU: &str = "MUG-001";
 
@@ -76,15 +76,7 @@ impl SecondOrders {
     }
 
     async fn metric(&self, system: &System, line_start: &str) -> u64 {
-        let text = system
-            .http
-            .get(format!("{}/metrics", self.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = metrics_of(&system.http, &self.url).await.expect("orders answers");
         text.lines()
             .find(|l| l.starts_with(line_start))
             .and_then(|l| l.rsplit(' ').next())

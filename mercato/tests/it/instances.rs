@@ -8,7 +8,7 @@ mod postgres {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-    use crate::support::{PATIENCE, Process};
+    use crate::support::{PATIENCE, Process, metrics_of};
 
     fn free_port() -> u16 {
         std::net::TcpListener::bind("127.0.0.1:0")
@@ -20,14 +20,7 @@ mod postgres {
 
     /// Requests to `/api/products` that reached the instance at `url`, from its own metrics.
     async fn products_served(http: &reqwest::Client, url: &str) -> Option<u64> {
-        let text = http
-            .get(format!("{url}/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let text = metrics_of(http, url).await?;
         Some(
             text.lines()
                 .filter(|l| l.starts_with("http_requests_total{") && l.contains(r#"route="/api/products""#))
@@ -119,14 +112,7 @@ mod postgres {
             PATIENCE,
             "the gateway to mark the killed instance unhealthy",
             || async {
-                let text = http
-                    .get(format!("{base}/metrics"))
-                    .send()
-                    .await
-                    .ok()?
-                    .text()
-                    .await
-                    .ok()?;
+                let text = metrics_of(&http, &base).await?;
                 text.contains(&unhealthy).then_some(())
             },
         )

@@ -296,6 +296,12 @@ impl Process {
     }
 }
 
+/// The Prometheus text of the service at `base`; `None` while it does not answer.
+pub async fn metrics_of(http: &reqwest::Client, base: &str) -> Option<String> {
+    let response = http.get(format!("{base}/metrics")).send().await.ok()?;
+    response.text().await.ok()
+}
+
 /// A configuration file in `dir` that puts every service on a free port, so that `mercato up`
 /// processes of tests running side by side never meet on the default ports; its path.
 pub fn every_service_on_a_free_port(dir: &Path) -> String {
