@@ -286,6 +286,10 @@ fn classify(status: StatusCode, body: &[u8]) -> ProviderError {
         StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT => {
             ProviderError::Unavailable(format!("{status} ({code})"))
         }
+        // The provider (or a proxy before it) gave up on the call, as ours would have: it may
+        // have acted on it. It also answers so when our deadline, which travels with the call,
+        // passes first.
+        StatusCode::GATEWAY_TIMEOUT => ProviderError::TimedOut(format!("{status} ({code})")),
         s if s.is_server_error() => ProviderError::Unavailable(format!("{status} ({code})")),
         s => ProviderError::Refused {
             status: s.as_u16(),
@@ -353,6 +357,14 @@ mod tests {
             matches!(timed_out, ProviderError::TimedOut(_)),
             "a sent call may have acted"
         );
+    }
+
+    #[test]
+    fn a_504_is_a_timeout_whose_outcome_is_unknown() {
+        let e = classify(StatusCode::GATEWAY_TIMEOUT, &body("deadline-exceeded"));
+        assert!(matches!(&e, ProviderError::TimedOut(_)), "{e:?}");
+        assert!(e.is_transient());
+        assert!(e.to_string().contains("in time"), "{e}");
     }
 
     #[test]
