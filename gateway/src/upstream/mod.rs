@@ -18,7 +18,7 @@ pub mod health;
 pub mod instance;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -95,11 +95,31 @@ struct Metrics {
     breakers: Option<CircuitBreakerMetrics>,
 }
 
-/// Requests and failures sent to one group, for a deployment to judge a switch by.
-#[derive(Debug, Default)]
-struct GroupStats {
-    requests: AtomicU64,
-    failures: AtomicU64,
+/// Attempts sent to one group, by outcome: the `gateway_upstream_requests_total` counters
+/// themselves, made once per upstream so that an attempt only increments one, and read back for a
+/// deployment to judge a switch by.
+#[derive(Debug)]
+struct GroupOutcomes {
+    success: Counter,
+    failure: Counter,
+}
+
+impl GroupOutcomes {
+    fn new(family: &Family<OutcomeLabels, Counter>, upstream: &str, group: Group) -> Self {
+        let counter = |outcome: &'static str| {
+            family
+                .get_or_create(&OutcomeLabels {
+                    upstream: upstream.to_owned(),
+                    group: group.as_str(),
+                    outcome,
+                })
+                .clone()
+        };
+        Self {
+            success: counter("success"),
+            failure: counter("failure"),
+        }
+    }
 }
 
 /// What the admin API shows of a group.
@@ -128,7 +148,7 @@ pub struct UpstreamView {
 pub struct Upstream {
     name: String,
     groups: [RwLock<Arc<Vec<Arc<Instance>>>>; 2],
-    stats: [GroupStats; 2],
+    outcomes: [GroupOutcomes; 2],
     green_percent: AtomicU8,
     turn: AtomicUsize,
     smoke_path: String,
@@ -156,7 +176,6 @@ pub struct Pick {
     group: Group,
     permit: Option<mercato_resilience::circuit_breaker::Permit>,
     started: std::time::Instant,
-    metrics: Metrics,
     outcome: Option<bool>,
 }
 
@@ -176,19 +195,12 @@ impl Drop for Pick {
         self.instance
             .finish(self.outcome.map(|failure| (elapsed, failure)));
         if let Some(failure) = self.outcome {
-            let stats = &self.upstream.stats[self.group.index()];
-            stats.requests.fetch_add(1, Ordering::Relaxed);
+            let outcomes = &self.upstream.outcomes[self.group.index()];
             if failure {
-                stats.failures.fetch_add(1, Ordering::Relaxed);
+                outcomes.failure.inc();
+            } else {
+                outcomes.success.inc();
             }
-            self.metrics
-                .requests
-                .get_or_create(&OutcomeLabels {
-                    upstream: self.upstream.name.clone(),
-                    group: self.group.as_str(),
-                    outcome: if failure { "failure" } else { "success" },
-                })
-                .inc();
         }
     }
 }
@@ -306,7 +318,8 @@ impl Upstreams {
                 Arc::new(Upstream {
                     name: name.clone(),
                     groups: [RwLock::new(Arc::new(blue)), RwLock::new(Arc::new(green))],
-                    stats: Default::default(),
+                    outcomes: [Group::Blue, Group::Green]
+                        .map(|g| GroupOutcomes::new(&this.metrics.requests, name, g)),
                     green_percent: AtomicU8::new(settings.green_percent),
                     turn: AtomicUsize::new(0),
                     smoke_path: settings.smoke_path,
@@ -423,7 +436,7 @@ impl Upstreams {
                         group,
                         permit: Some(permit),
                         started: std::time::Instant::now(),
-                        metrics: self.metrics.clone(),
+
                         outcome: None,
                     }));
                 }
@@ -563,11 +576,12 @@ impl Upstreams {
     #[must_use]
     pub fn view(&self, upstream: &Upstream) -> UpstreamView {
         let group = |g: Group| {
-            let stats = &upstream.stats[g.index()];
+            let outcomes = &upstream.outcomes[g.index()];
+            let failures = outcomes.failure.get();
             GroupView {
                 instances: upstream.instances(g).iter().map(|i| i.view()).collect(),
-                requests: stats.requests.load(Ordering::Relaxed),
-                failures: stats.failures.load(Ordering::Relaxed),
+                requests: outcomes.success.get() + failures,
+                failures,
             }
         };
         let green_percent = upstream.green_percent.load(Ordering::Relaxed);
