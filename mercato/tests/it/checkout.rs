@@ -123,13 +123,7 @@ async fn an_order_is_confirmed_the_stock_drops_and_a_confirmation_arrives(backen
     assert_eq!(order["status"], "pending");
     assert_eq!(location, format!("/api/orders/{}", order["id"].as_str().unwrap()));
     // Read your own write: the order is there right after the POST.
-    let read = system
-        .http
-        .get(system.url(&location))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let read = system.send(reqwest::Method::GET, &location, &token).await;
     assert_eq!(read.status(), 200);
 
     let done = settled(&system, &token, order["id"].as_str().unwrap()).await;
@@ -336,20 +330,16 @@ async fn placing_is_idempotent_per_key_and_orders_are_private(backend: TestBacke
     let stranger = system.customer(&unique_email()).await;
     let id = first["id"].as_str().unwrap();
     let peek = system
-        .http
-        .get(system.url(&format!("/api/orders/{id}")))
-        .bearer_auth(&stranger)
-        .send()
-        .await
-        .unwrap();
+        .send(reqwest::Method::GET, &format!("/api/orders/{id}"), &stranger)
+        .await;
     problem(peek, 404).await;
     let cancel = system
-        .http
-        .post(system.url(&format!("/api/orders/{id}/cancel")))
-        .bearer_auth(&stranger)
-        .send()
-        .await
-        .unwrap();
+        .send(
+            reqwest::Method::POST,
+            &format!("/api/orders/{id}/cancel"),
+            &stranger,
+        )
+        .await;
     problem(cancel, 404).await;
     system.stop().await;
 }
@@ -419,36 +409,24 @@ async fn admins_ship_and_deliver_and_customers_may_not(backend: TestBackend) {
     let id = order["id"].as_str().unwrap();
     assert_eq!(settled(&system, &token, id).await["status"], "confirmed");
     let cancel = system
-        .http
-        .post(system.url(&format!("/api/orders/{id}/cancel")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .send(reqwest::Method::POST, &format!("/api/orders/{id}/cancel"), &token)
+        .await;
     problem(cancel, 409).await;
     let by_customer = system
-        .http
-        .post(system.url(&format!("/api/orders/{id}/ship")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .send(reqwest::Method::POST, &format!("/api/orders/{id}/ship"), &token)
+        .await;
     problem(by_customer, 403).await;
     let shipped = system
-        .http
-        .post(system.url(&format!("/api/orders/{id}/ship")))
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+        .send(reqwest::Method::POST, &format!("/api/orders/{id}/ship"), &admin)
+        .await;
     assert_eq!(shipped.status(), 200);
     let delivered: Value = system
-        .http
-        .post(system.url(&format!("/api/orders/{id}/deliver")))
-        .bearer_auth(&admin)
-        .send()
+        .send(
+            reqwest::Method::POST,
+            &format!("/api/orders/{id}/deliver"),
+            &admin,
+        )
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();

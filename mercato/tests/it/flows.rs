@@ -195,12 +195,8 @@ async fn bad_tokens_are_refused_by_the_gateway_with_a_challenge(backend: TestBac
         ("none", none),
     ] {
         let response = system
-            .http
-            .get(system.url("/api/identity/me"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
+            .send(reqwest::Method::GET, "/api/identity/me", &token)
+            .await;
         let challenge = response.headers()["www-authenticate"]
             .to_str()
             .unwrap()

@@ -28,12 +28,8 @@ fn env_of(config: &mercato::Config) -> Vec<(&'static str, String)> {
 
 async fn profile_status(system: &System, token: &str) -> u16 {
     system
-        .http
-        .get(system.url("/api/customers/me"))
-        .bearer_auth(token)
-        .send()
+        .send(reqwest::Method::GET, "/api/customers/me", token)
         .await
-        .unwrap()
         .status()
         .as_u16()
 }
@@ -147,12 +143,8 @@ async fn projections_rebuild_restores_the_read_model(backend: TestBackend) {
         let mut bodies = Vec::new();
         for token in &tokens {
             let body = system
-                .http
-                .get(system.url("/api/customers/me"))
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap();
+                .send(reqwest::Method::GET, "/api/customers/me", token)
+                .await;
             bodies.push(body.text().await.unwrap());
         }
         bodies
@@ -187,12 +179,8 @@ async fn projections_rebuild_restores_the_read_model(backend: TestBackend) {
     let system = System::start(config).await;
     for (token, expected) in tokens.iter().zip(before) {
         let after = system
-            .http
-            .get(system.url("/api/customers/me"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
+            .send(reqwest::Method::GET, "/api/customers/me", token)
+            .await;
         assert_eq!(
             after.text().await.unwrap(),
             expected,

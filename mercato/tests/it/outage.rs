@@ -13,12 +13,8 @@ backend_tests!(events_written_while_the_bus_is_away_are_delivered_when_it_is_bac
 async fn profile_exists(system: &System, email: &str) -> bool {
     let token = access_token(&login(&system.http, &system.gateway, email).await);
     let response = system
-        .http
-        .get(system.url("/api/customers/me"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+        .send(reqwest::Method::GET, "/api/customers/me", &token)
+        .await;
     response.status() == 200
 }
 

@@ -12,12 +12,8 @@ backend_tests!(
 
 async fn me_status(system: &System, token: &str) -> u16 {
     system
-        .http
-        .get(system.url("/api/identity/me"))
-        .bearer_auth(token)
-        .send()
+        .send(reqwest::Method::GET, "/api/identity/me", token)
         .await
-        .unwrap()
         .status()
         .as_u16()
 }

@@ -85,15 +85,19 @@ impl System {
         format!("{}{path}", self.gateway)
     }
 
-    /// `GET path` through the gateway with `token`; it must answer 200 with JSON.
-    pub async fn get_json(&self, path: &str, token: &str) -> Value {
-        let response = self
-            .http
-            .get(self.url(path))
+    /// `method path` through the gateway with `token`, without a body.
+    pub async fn send(&self, method: reqwest::Method, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .request(method, self.url(path))
             .bearer_auth(token)
             .send()
             .await
-            .unwrap();
+            .unwrap()
+    }
+
+    /// `GET path` through the gateway with `token`; it must answer 200 with JSON.
+    pub async fn get_json(&self, path: &str, token: &str) -> Value {
+        let response = self.send(reqwest::Method::GET, path, token).await;
         assert_eq!(response.status(), 200, "GET {path}");
         response.json().await.unwrap()
     }
