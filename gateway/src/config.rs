@@ -497,8 +497,8 @@ impl GatewayConfig {
             bulkhead: self.bulkhead.clone(),
             ..mercato_runtime::ClientConfig::default()
         };
-        if let Some((key, message)) = guards.invalid_setting() {
-            return Some((key.to_owned(), message));
+        if let Err(refused) = mercato_runtime::Validate::validate(&guards) {
+            return Some((refused.key, refused.reason));
         }
         self.health_check
             .invalid_setting()

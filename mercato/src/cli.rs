@@ -8,7 +8,9 @@ use clap::{Parser, Subcommand};
 use mercato_runtime::CancellationToken;
 
 use crate::config::{self, Config, Sources};
-use crate::services::{self, Running, ServiceName};
+use crate::names::ServiceName;
+use crate::service_config;
+use crate::services::{self, Running};
 
 /// Mercato: a commerce backend of Rust microservices.
 #[derive(Debug, Parser)]
@@ -312,19 +314,36 @@ async fn dlq(config: &Config, command: &DlqCommand) -> anyhow::Result<()> {
 }
 
 async fn projections(config: &Config, command: &ProjectionsCommand) -> anyhow::Result<()> {
+    let kept = [
+        (ServiceName::Customers, mercato_customers::PROJECTIONS),
+        (ServiceName::Orders, mercato_orders::PROJECTIONS),
+    ];
     match command {
         ProjectionsCommand::List => {
-            for name in mercato_customers::PROJECTIONS {
+            for name in kept.iter().flat_map(|(_, names)| names.iter()) {
                 println!("{name}");
             }
         }
         ProjectionsCommand::Rebuild { name } => {
-            if !mercato_customers::PROJECTIONS.contains(&name.as_str()) {
-                anyhow::bail!("no projection {name:?}; see `mercato projections list`");
-            }
-            let db = mercato_customers::open_database(&config.database_for(ServiceName::Customers)).await?;
-            let applied = mercato_customers::rebuild_projection(&db, name).await;
-            db.close().await;
+            let (service, _) = kept
+                .iter()
+                .find(|(_, names)| names.contains(&name.as_str()))
+                .with_context(|| format!("no projection {name:?}; see `mercato projections list`"))?;
+            let database = config.database_for(*service);
+            let applied = match service {
+                ServiceName::Orders => {
+                    let db = mercato_orders::open_database(&database).await?;
+                    let applied = mercato_orders::rebuild_projection(&db, &config.orders, name).await;
+                    db.close().await;
+                    applied
+                }
+                _ => {
+                    let db = mercato_customers::open_database(&database).await?;
+                    let applied = mercato_customers::rebuild_projection(&db, name).await;
+                    db.close().await;
+                    applied
+                }
+            };
             println!("rebuilt {name} from {} event(s)", applied?);
         }
     }
@@ -382,8 +401,8 @@ async fn create_admin(config: &Config, email: &str) -> anyhow::Result<()> {
         Err(_) => rpassword::prompt_password("Password for the admin account: ")
             .context("cannot read the password")?,
     };
-    let identity = identity_config(config);
-    let db = mercato_identity::open_database(&identity.database).await?;
+    let identity = service_config::identity(config);
+    let db = mercato_identity::open_database(&identity.service.database).await?;
     let accounts = mercato_identity::accounts(db.clone(), &identity)?;
     let outcome = mercato_identity::admin::create_admin(&accounts, email, &password).await;
     db.close().await;
@@ -392,110 +411,4 @@ async fn create_admin(config: &Config, email: &str) -> anyhow::Result<()> {
         mercato_identity::admin::AdminOutcome::Promoted { id } => println!("{email} ({id}) is now an admin"),
     }
     Ok(())
-}
-
-/// Identity's settings from the whole configuration.
-#[must_use]
-pub fn identity_config(config: &Config) -> mercato_identity::Config {
-    mercato_identity::Config {
-        listen: config.endpoint(ServiceName::Identity).listen,
-        http: config.http.clone(),
-        database: config.database_for(ServiceName::Identity),
-        auth: config.auth.clone(),
-        identity: config.identity.clone(),
-        relay: config.relay.clone(),
-    }
-}
-
-/// Inventory's settings from the whole configuration; `identity_url` is where identity answers.
-#[must_use]
-pub fn inventory_config(config: &Config, identity_url: &str) -> mercato_inventory::Config {
-    mercato_inventory::Config {
-        listen: config.endpoint(ServiceName::Inventory).listen,
-        http: config.http.clone(),
-        database: config.database_for(ServiceName::Inventory),
-        auth: config.auth.clone(),
-        jwks_url: format!("{identity_url}/.well-known/jwks.json"),
-        relay: config.relay.clone(),
-        inbox: config.inbox.clone(),
-        reservation_sweep_ms: config.inventory.reservation_sweep_ms,
-    }
-}
-
-/// Notifications' settings; `identity_url` is where identity answers.
-#[must_use]
-pub fn notifications_config(config: &Config, identity_url: &str) -> mercato_notifications::Config {
-    mercato_notifications::Config {
-        listen: config.endpoint(ServiceName::Notifications).listen,
-        http: config.http.clone(),
-        database: config.database_for(ServiceName::Notifications),
-        auth: config.auth.clone(),
-        jwks_url: format!("{identity_url}/.well-known/jwks.json"),
-        inbox: config.inbox.clone(),
-        smtp: config.notifications.smtp.clone(),
-        worker_poll_ms: config.notifications.worker_poll_ms,
-    }
-}
-
-/// Payments' settings; the provider is `sandbox_url` when a sandbox runs in this process.
-#[must_use]
-pub fn payments_config(
-    config: &Config,
-    identity_url: &str,
-    sandbox_url: Option<String>,
-) -> mercato_payments::Config {
-    let mut provider = config.payments.provider.clone();
-    if let Some(url) = sandbox_url {
-        provider.url = url;
-    }
-    mercato_payments::Config {
-        listen: config.endpoint(ServiceName::Payments).listen,
-        http: config.http.clone(),
-        database: config.database_for(ServiceName::Payments),
-        auth: config.auth.clone(),
-        jwks_url: format!("{identity_url}/.well-known/jwks.json"),
-        relay: config.relay.clone(),
-        inbox: config.inbox.clone(),
-        provider,
-        client: config.client.clone(),
-        worker_poll_ms: config.payments.worker_poll_ms,
-    }
-}
-
-/// Orders' settings; `urls` says where the other services answer.
-#[must_use]
-pub fn orders_config(
-    config: &Config,
-    urls: &std::collections::BTreeMap<ServiceName, String>,
-) -> mercato_orders::Config {
-    mercato_orders::Config {
-        listen: config.endpoint(ServiceName::Orders).listen,
-        http: config.http.clone(),
-        database: config.database_for(ServiceName::Orders),
-        auth: config.auth.clone(),
-        jwks_url: format!("{}/.well-known/jwks.json", urls[&ServiceName::Identity]),
-        relay: config.relay.clone(),
-        inbox: config.inbox.clone(),
-        saga: config.orders.clone(),
-        inventory_url: urls[&ServiceName::Inventory].clone(),
-        customers_url: urls[&ServiceName::Customers].clone(),
-        projection_poll_ms: config.projections.poll_ms,
-        cache: config.cache.clone(),
-        client: config.client.clone(),
-    }
-}
-
-/// Customers' settings from the whole configuration; `identity_url` is where identity answers.
-#[must_use]
-pub fn customers_config(config: &Config, identity_url: &str) -> mercato_customers::Config {
-    mercato_customers::Config {
-        listen: config.endpoint(ServiceName::Customers).listen,
-        http: config.http.clone(),
-        database: config.database_for(ServiceName::Customers),
-        auth: config.auth.clone(),
-        jwks_url: format!("{identity_url}/.well-known/jwks.json"),
-        relay: config.relay.clone(),
-        inbox: config.inbox.clone(),
-        projection_poll_ms: config.projections.poll_ms,
-    }
 }

@@ -13,13 +13,14 @@ use figment::value::{Dict, Value};
 use mercato_gateway::GatewayConfig;
 use mercato_identity::IdentityConfig;
 use mercato_messaging::{BusConfig, InboxConfig, RelayConfig};
+use mercato_runtime::settings::{InvalidSetting, positive, section};
 use mercato_runtime::telemetry::LogFormat;
 use mercato_runtime::{ClientConfig, HttpConfig};
 use mercato_security::VerifierConfig;
 use mercato_storage::{Backend, DatabaseConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::services::ServiceName;
+use crate::names::ServiceName;
 
 /// A configuration that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -91,32 +92,14 @@ pub struct Config {
     pub relay: RelayConfig,
     pub inbox: InboxConfig,
     pub projections: ProjectionsConfig,
-    pub inventory: InventoryConfig,
+    pub inventory: mercato_inventory::InventoryConfig,
     pub orders: mercato_orders::SagaConfig,
     /// Orders' cached lookups of customers and products (`[cache]`).
     pub cache: mercato_orders::CacheConfig,
     pub notifications: mercato_notifications::NotificationsConfig,
-    pub payments: PaymentsConfig,
+    pub payments: mercato_payments::PaymentsConfig,
     pub sandbox: SandboxConfig,
     pub services: BTreeMap<String, Endpoint>,
-}
-
-/// `[payments]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PaymentsConfig {
-    /// The provider; its `url` is ignored when the sandbox runs in the same process.
-    pub provider: mercato_payments::ProviderConfig,
-    pub worker_poll_ms: u64,
-}
-
-impl Default for PaymentsConfig {
-    fn default() -> Self {
-        Self {
-            provider: mercato_payments::ProviderConfig::default(),
-            worker_poll_ms: 250,
-        }
-    }
 }
 
 /// `[sandbox]`: the built-in payment provider's test behaviour.
@@ -137,25 +120,6 @@ impl Default for SandboxConfig {
             late_delay_ms: d.late_delay_ms,
             flaky_failures: d.flaky_failures,
             capacity: d.capacity,
-        }
-    }
-}
-
-/// `[inventory]`
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct InventoryConfig {
-    /// How often expired reservations are released.
-    pub reservation_sweep_ms: u64,
-    /// Load the demo catalogue into an empty catalogue at start (`mercato up` turns it on).
-    pub demo_catalogue: bool,
-}
-
-impl Default for InventoryConfig {
-    fn default() -> Self {
-        Self {
-            reservation_sweep_ms: 1_000,
-            demo_catalogue: false,
         }
     }
 }
@@ -199,11 +163,11 @@ impl Default for Config {
             relay: RelayConfig::default(),
             inbox: InboxConfig::default(),
             projections: ProjectionsConfig::default(),
-            inventory: InventoryConfig::default(),
+            inventory: mercato_inventory::InventoryConfig::default(),
             orders: mercato_orders::SagaConfig::default(),
             cache: mercato_orders::CacheConfig::default(),
             notifications: mercato_notifications::NotificationsConfig::default(),
-            payments: PaymentsConfig::default(),
+            payments: mercato_payments::PaymentsConfig::default(),
             sandbox: SandboxConfig::default(),
             services,
         }
@@ -283,49 +247,14 @@ impl Config {
         Ok(())
     }
 
+    /// The one place a whole configuration is checked: every section by its own
+    /// [`Validate`], with the key named as it is written in `mercato.toml`.
     fn validate(&self) -> Result<(), ConfigError> {
-        let section = |name: &str, found: Option<(String, String)>| match found {
-            Some((key, message)) => Err(invalid(format!("{name}.{key}"), message)),
-            None => Ok(()),
+        let refused = |e: InvalidSetting| ConfigError::Invalid {
+            key: e.key,
+            message: e.reason,
         };
-        let owned = |f: Option<(&'static str, String)>| f.map(|(k, m)| (k.to_owned(), m));
-        section("http", owned(self.http.invalid_setting()))?;
-        section("client", owned(self.client.invalid_setting()))?;
-        section("identity", owned(self.identity.invalid_setting()))?;
-        section("gateway", self.gateway.invalid_setting())?;
-        if self.auth.issuer.is_empty() {
-            return Err(invalid("auth.issuer", "must not be empty"));
-        }
-        if self.auth.audience.is_empty() {
-            return Err(invalid("auth.audience", "must not be empty"));
-        }
-        if !(self.bus.url.starts_with("sqlite:") || self.bus.is_nats()) {
-            return Err(invalid(
-                "bus.url",
-                "must start with sqlite: (embedded) or nats://",
-            ));
-        }
-        if self.inbox.max_attempts == 0 {
-            return Err(invalid("inbox.max_attempts", "must be greater than 0"));
-        }
-        if self.inbox.backoff_ms.is_empty() {
-            return Err(invalid("inbox.backoff_ms", "must list at least one delay"));
-        }
-        if self.inventory.reservation_sweep_ms == 0 {
-            return Err(invalid(
-                "inventory.reservation_sweep_ms",
-                "must be greater than 0",
-            ));
-        }
-        section("orders", owned(self.orders.invalid_setting()))?;
-        section("cache", owned(self.cache.invalid_setting()))?;
-        section("notifications", self.notifications.invalid_setting())?;
-        if self.relay.batch_size == 0 {
-            return Err(invalid("relay.batch_size", "must be greater than 0"));
-        }
-        if self.database.max_connections == 0 {
-            return Err(invalid("database.max_connections", "must be greater than 0"));
-        }
+        self.validate_sections().map_err(refused)?;
         for service in ServiceName::ALL {
             let key = format!("services.{}", service.as_str());
             let endpoint = self
@@ -346,6 +275,45 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    fn validate_sections(&self) -> Result<(), InvalidSetting> {
+        section("http", &self.http)?;
+        section("client", &self.client)?;
+        section("auth", &self.auth)?;
+        section("identity", &self.identity)?;
+        section("bus", &self.bus)?;
+        section("relay", &self.relay)?;
+        section("inbox", &self.inbox)?;
+        positive(self.projections.poll_ms, "projections.poll_ms")?;
+        section("inventory", &self.inventory)?;
+        section("orders", &self.orders)?;
+        section("cache", &self.cache)?;
+        section("notifications", &self.notifications)?;
+        section("payments", &self.payments)?;
+        section("sandbox", &self.sandbox_settings())?;
+        // The database of each service is checked below, with its own URL filled in.
+        positive(
+            u64::from(self.database.max_connections),
+            "database.max_connections",
+        )?;
+        positive(self.database.acquire_timeout_ms, "database.acquire_timeout_ms")?;
+        if let Some((key, message)) = self.gateway.invalid_setting() {
+            return Err(InvalidSetting::new(format!("gateway.{key}"), message));
+        }
+        Ok(())
+    }
+
+    /// The sandbox's settings for its own checks of `[sandbox]` (its server is `[http]`, checked
+    /// before).
+    fn sandbox_settings(&self) -> mercato_payments::sandbox::SandboxConfig {
+        mercato_payments::sandbox::SandboxConfig {
+            late_delay_ms: self.sandbox.late_delay_ms,
+            flaky_failures: self.sandbox.flaky_failures,
+            capacity: self.sandbox.capacity,
+            http: self.http.clone(),
+            ..mercato_payments::sandbox::SandboxConfig::default()
+        }
     }
 
     /// The endpoint of `service` (validated to exist).

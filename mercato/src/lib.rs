@@ -3,7 +3,11 @@
 //! This is the only crate that knows every service; services never depend on each other.
 //!
 //! - [`config`]: layered configuration (defaults, `mercato.toml`, `MERCATO_*`), validated.
+//! - [`names`]: the services the binary can run.
+//! - [`service_config`]: each service's settings, cut from the whole configuration.
 //! - [`services`]: starting one service or all of them, and stopping them together.
+//!
+//! Modules depend one way: `cli` → `services` → `service_config` → `config` → `names`.
 //! - [`cli`]: the subcommands.
 //! - [`loadgen`]: checkout load at a constant arrival rate, with a latency report.
 #![forbid(unsafe_code)]
@@ -11,7 +15,10 @@
 pub mod cli;
 pub mod config;
 pub mod loadgen;
+pub mod names;
+pub mod service_config;
 pub mod services;
 
 pub use config::{Config, Sources};
-pub use services::{Running, ServiceName, Started, start};
+pub use names::ServiceName;
+pub use services::{Running, Started, start};

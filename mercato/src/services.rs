@@ -3,7 +3,6 @@
 //! Even in one process, services only talk over loopback HTTP: the gateway is given the
 //! addresses the other services actually bound, never their code.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use anyhow::Context as _;
@@ -11,66 +10,12 @@ use mercato_messaging::Bus;
 use mercato_runtime::CancellationToken;
 use tokio::task::JoinSet;
 
+use std::future::Future;
+use std::pin::Pin;
+
 use crate::config::Config;
-
-/// The services the `mercato` binary can run, in start order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
-pub enum ServiceName {
-    Identity,
-    Customers,
-    Inventory,
-    PaymentSandbox,
-    Payments,
-    Notifications,
-    Orders,
-    Gateway,
-}
-
-impl ServiceName {
-    /// Every service, dependencies first.
-    pub const ALL: &'static [Self] = &[
-        Self::Identity,
-        Self::Customers,
-        Self::Inventory,
-        Self::PaymentSandbox,
-        Self::Payments,
-        Self::Notifications,
-        Self::Orders,
-        Self::Gateway,
-    ];
-
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Identity => mercato_identity::NAME,
-            Self::Customers => mercato_customers::NAME,
-            Self::Inventory => mercato_inventory::NAME,
-            Self::PaymentSandbox => mercato_payments::sandbox::NAME,
-            Self::Payments => mercato_payments::NAME,
-            Self::Notifications => mercato_notifications::NAME,
-            Self::Orders => mercato_orders::NAME,
-            Self::Gateway => mercato_gateway::NAME,
-        }
-    }
-
-    /// Whether the service owns a database.
-    #[must_use]
-    pub fn has_database(self) -> bool {
-        !matches!(self, Self::Gateway | Self::PaymentSandbox)
-    }
-
-    /// Whether the service publishes or consumes events.
-    #[must_use]
-    pub fn uses_bus(self) -> bool {
-        !matches!(self, Self::Gateway | Self::PaymentSandbox)
-    }
-
-    /// Whether clients reach it through the gateway (the sandbox stands for an outside provider).
-    #[must_use]
-    pub fn behind_gateway(self) -> bool {
-        !matches!(self, Self::Gateway | Self::PaymentSandbox)
-    }
-}
+use crate::names::ServiceName;
+use crate::service_config::{self, Urls};
 
 /// A service that started, as `up` reports it.
 #[derive(Debug, Clone)]
@@ -169,10 +114,7 @@ pub async fn start(
     };
     // Where each service can be reached: configured URLs, replaced by bound addresses as
     // services start here.
-    let mut urls: BTreeMap<ServiceName, String> = ServiceName::ALL
-        .iter()
-        .map(|s| (*s, config.endpoint(*s).base_url()))
-        .collect();
+    let mut urls = service_config::configured_urls(config);
     for name in names {
         let result = start_one(config, name, &urls, bus.as_ref(), &mut running).await;
         if let Err(e) = result {
@@ -187,137 +129,76 @@ pub async fn start(
     Ok(running)
 }
 
+type Run = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;
+
 async fn start_one(
     config: &Config,
     name: ServiceName,
-    urls: &BTreeMap<ServiceName, String>,
+    urls: &Urls,
     bus: Option<&Bus>,
     running: &mut Running,
 ) -> anyhow::Result<()> {
-    let listen = config.endpoint(name).listen;
-    let token = running.shutdown.clone();
     let bus = || bus.cloned().context("the event bus is not connected");
-    let backend = backend_of(&config.database_for(name).url).filter(|_| name.has_database());
-    let addr = match name {
-        ServiceName::Identity => {
-            let app = mercato_identity::build(&crate::cli::identity_config(config), bus()?).await?;
-            let addr = app.local_addr();
-            running
-                .tasks
-                .spawn(async move { (name, app.run_until_stopped(token).await) });
-            addr
-        }
+    let app = match name {
+        ServiceName::Identity => mercato_identity::build(&service_config::identity(config), bus()?).await?,
         ServiceName::Customers => {
-            let identity = &urls[&ServiceName::Identity];
-            let app =
-                mercato_customers::build(&crate::cli::customers_config(config, identity), bus()?).await?;
-            let addr = app.local_addr();
-            running
-                .tasks
-                .spawn(async move { (name, app.run_until_stopped(token).await) });
-            addr
+            mercato_customers::build(&service_config::customers(config, urls), bus()?).await?
         }
         ServiceName::Inventory => {
-            let identity = &urls[&ServiceName::Identity];
-            let inventory = crate::cli::inventory_config(config, identity);
-            if config.inventory.demo_catalogue {
-                let db = mercato_inventory::open_database(&inventory.database).await?;
-                let added = mercato_inventory::seed_demo_catalogue(&db).await?;
-                db.close().await;
-                if added > 0 {
-                    tracing::info!(products = added, "loaded the demo catalogue");
-                }
-            }
-            let app = mercato_inventory::build(&inventory, bus()?).await?;
-            let addr = app.local_addr();
-            running
-                .tasks
-                .spawn(async move { (name, app.run_until_stopped(token).await) });
-            addr
-        }
-        ServiceName::PaymentSandbox => {
-            let sandbox = mercato_payments::sandbox::SandboxConfig {
-                listen,
-                http: config.http.clone(),
-                late_delay_ms: config.sandbox.late_delay_ms,
-                flaky_failures: config.sandbox.flaky_failures,
-                capacity: config.sandbox.capacity,
-            };
-            let app = mercato_payments::sandbox::build(&sandbox).await?;
-            let addr = app.local_addr();
-            running
-                .tasks
-                .spawn(async move { (name, app.run_until_stopped(token).await) });
-            addr
+            mercato_inventory::build(&service_config::inventory(config, urls), bus()?).await?
         }
         ServiceName::Payments => {
-            // A sandbox started in this process is the provider; otherwise the configured one.
-            let sandbox = running
-                .started
-                .iter()
-                .find(|s| s.name == ServiceName::PaymentSandbox)
-                .map(|s| s.url.clone());
-            let payments = crate::cli::payments_config(config, &urls[&ServiceName::Identity], sandbox);
-            let app = mercato_payments::build(&payments, bus()?).await?;
-            let addr = app.local_addr();
-            running
-                .tasks
-                .spawn(async move { (name, app.run_until_stopped(token).await) });
-            addr
+            let sandbox_here = running.url(ServiceName::PaymentSandbox).is_some();
+            let payments = service_config::payments(config, urls, sandbox_here);
+            mercato_payments::build(&payments, bus()?).await?
         }
         ServiceName::Notifications => {
-            let notifications = crate::cli::notifications_config(config, &urls[&ServiceName::Identity]);
-            let app = mercato_notifications::build(&notifications, bus()?).await?;
-            let addr = app.local_addr();
-            running
-                .tasks
-                .spawn(async move { (name, app.run_until_stopped(token).await) });
-            addr
+            mercato_notifications::build(&service_config::notifications(config, urls), bus()?).await?
         }
-        ServiceName::Orders => {
-            let orders = crate::cli::orders_config(config, urls);
-            let app = mercato_orders::build(&orders, bus()?).await?;
-            let addr = app.local_addr();
-            running
-                .tasks
-                .spawn(async move { (name, app.run_until_stopped(token).await) });
-            addr
+        ServiceName::Orders => mercato_orders::build(&service_config::orders(config, urls), bus()?).await?,
+        ServiceName::PaymentSandbox => {
+            let app = mercato_payments::sandbox::build(&service_config::sandbox(config)).await?;
+            return Ok(running.spawn(config, name, app.local_addr(), |token| {
+                Box::pin(app.run_until_stopped(token))
+            }));
         }
         ServiceName::Gateway => {
-            let identity = urls[&ServiceName::Identity].clone();
-            let upstreams = ServiceName::ALL
-                .iter()
-                .filter(|s| s.behind_gateway())
-                .map(|s| (s.as_str().to_owned(), vec![urls[s].clone()]))
-                .collect();
-            let app = mercato_gateway::build(&mercato_gateway::Config {
-                listen,
-                http: config.http.clone(),
-                client: config.client.clone(),
-                gateway: config.gateway.clone(),
-                auth: config.auth.clone(),
-                jwks_url: format!("{identity}/.well-known/jwks.json"),
-                upstreams,
-            })
-            .await?;
-            let addr = app.local_addr();
-            running
-                .tasks
-                .spawn(async move { (name, app.run_until_stopped(token).await) });
-            addr
+            let app = mercato_gateway::build(&service_config::gateway(config, urls)).await?;
+            return Ok(running.spawn(config, name, app.local_addr(), |token| {
+                Box::pin(app.run_until_stopped(token))
+            }));
         }
     };
-    // A service bound to port 0 is reached at the port it got.
-    let url = if listen.port() == 0 {
-        format!("http://{addr}")
-    } else {
-        config.endpoint(name).base_url()
-    };
-    running.started.push(Started {
-        name,
-        addr,
-        url,
-        backend,
+    running.spawn(config, name, app.local_addr(), |token| {
+        Box::pin(app.run_until_stopped(token))
     });
     Ok(())
+}
+
+impl Running {
+    /// Runs a started service until the shared shutdown, and records where it answers.
+    fn spawn(
+        &mut self,
+        config: &Config,
+        name: ServiceName,
+        addr: SocketAddr,
+        run: impl FnOnce(CancellationToken) -> Run,
+    ) {
+        let task = run(self.shutdown.clone());
+        self.tasks.spawn(async move { (name, task.await) });
+        let listen = config.endpoint(name).listen;
+        // A service bound to port 0 is reached at the port it got.
+        let url = if listen.port() == 0 {
+            format!("http://{addr}")
+        } else {
+            config.endpoint(name).base_url()
+        };
+        let backend = backend_of(&config.database_for(name).url).filter(|_| name.has_database());
+        self.started.push(Started {
+            name,
+            addr,
+            url,
+            backend,
+        });
+    }
 }

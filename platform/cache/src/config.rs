@@ -1,5 +1,6 @@
 //! `[cache]` settings.
 
+use mercato_runtime::settings::{InvalidSetting, Validate, ensure, positive};
 use serde::{Deserialize, Serialize};
 
 /// Settings of every cache of a service (`[cache]`).
@@ -33,30 +34,28 @@ impl Default for CacheConfig {
     }
 }
 
-impl CacheConfig {
-    /// The first setting that cannot work, with its key.
-    #[must_use]
-    pub fn invalid_setting(&self) -> Option<(&'static str, String)> {
-        if self.l1_max_entries == 0 {
-            return Some(("l1_max_entries", "must be greater than 0".into()));
-        }
-        if self.ttl_ms == 0 {
-            return Some(("ttl_ms", "must be greater than 0".into()));
-        }
+impl Validate for CacheConfig {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        positive(self.l1_max_entries, "l1_max_entries")?;
+        positive(self.ttl_ms, "ttl_ms")?;
         if !self.redis_url.is_empty() {
-            if !(self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://")) {
-                return Some(("redis_url", "must be empty or start with redis://".into()));
-            }
-            if redis::Client::open(self.redis_url.as_str()).is_err() {
-                return Some(("redis_url", "is not a Redis URL".into()));
-            }
-            if self.redis_timeout_ms == 0 {
-                return Some(("redis_timeout_ms", "must be greater than 0".into()));
-            }
+            ensure(
+                self.redis_url.starts_with("redis://") || self.redis_url.starts_with("rediss://"),
+                "redis_url",
+                "must be empty or start with redis://",
+            )?;
+            ensure(
+                redis::Client::open(self.redis_url.as_str()).is_ok(),
+                "redis_url",
+                "is not a Redis URL",
+            )?;
+            positive(self.redis_timeout_ms, "redis_timeout_ms")?;
         }
-        None
+        Ok(())
     }
+}
 
+impl CacheConfig {
     /// Whether a shared L2 is configured.
     #[must_use]
     pub fn has_l2(&self) -> bool {
@@ -71,34 +70,34 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_in_process_only() {
         let config = CacheConfig::default();
-        assert_eq!(config.invalid_setting(), None);
+        assert_eq!(config.validate(), Ok(()));
         assert!(!config.has_l2());
     }
 
     #[test]
     fn settings_that_cannot_work_are_named() {
-        let key = |config: CacheConfig| config.invalid_setting().map(|(k, _)| k);
+        let key = |config: CacheConfig| config.validate().err().map(|e| e.key);
         let good = CacheConfig::default();
         assert_eq!(
             key(CacheConfig {
                 l1_max_entries: 0,
                 ..good.clone()
             }),
-            Some("l1_max_entries")
+            Some("l1_max_entries".into())
         );
         assert_eq!(
             key(CacheConfig {
                 ttl_ms: 0,
                 ..good.clone()
             }),
-            Some("ttl_ms")
+            Some("ttl_ms".into())
         );
         assert_eq!(
             key(CacheConfig {
                 redis_url: "http://localhost".into(),
                 ..good.clone()
             }),
-            Some("redis_url")
+            Some("redis_url".into())
         );
         assert_eq!(
             key(CacheConfig {
@@ -106,7 +105,7 @@ mod tests {
                 redis_timeout_ms: 0,
                 ..good.clone()
             }),
-            Some("redis_timeout_ms")
+            Some("redis_timeout_ms".into())
         );
         assert_eq!(
             key(CacheConfig {

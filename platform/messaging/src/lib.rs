@@ -17,6 +17,7 @@ pub mod health;
 pub mod inbox;
 pub mod outbox;
 pub mod relay;
+mod settings;
 
 pub use bus::{
     Broadcast, Bus, BusConfig, BusError, Consumer, ConsumerSpec, DeadLetter, Delivery, Subscription,

@@ -29,9 +29,9 @@ pub enum ClientError {
     BaseUrl(String),
     #[error("cannot build the HTTP client: {0}")]
     Build(#[source] reqwest::Error),
-    /// A `[client]` setting the guards refuse; `key` is relative to the section.
-    #[error("invalid client setting `{key}`: {reason}")]
-    Setting { key: &'static str, reason: String },
+    /// A `[client]` setting the guards refuse; its key is relative to the section.
+    #[error("invalid client setting {0}")]
+    Setting(#[from] crate::settings::InvalidSetting),
 }
 
 /// Why a call produced no answer: the transport's error, or the guard that refused or cut it
@@ -164,9 +164,7 @@ impl ServiceClient {
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             return Err(ClientError::BaseUrl(base_url.to_owned()));
         }
-        if let Some((key, reason)) = config.invalid_setting() {
-            return Err(ClientError::Setting { key, reason });
-        }
+        crate::settings::Validate::validate(config)?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .pool_max_idle_per_host(config.pool_max_idle_per_host)

@@ -5,6 +5,8 @@ use std::time::Duration;
 use mercato_resilience::{Backoff, BulkheadConfig, CircuitBreakerConfig, ConfigError, RetryConfig};
 use serde::{Deserialize, Serialize};
 
+use crate::settings::{InvalidSetting, Validate, positive};
+
 /// How a service's HTTP server behaves.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -38,17 +40,12 @@ impl HttpConfig {
     pub fn request_timeout(&self) -> Option<Duration> {
         (self.request_timeout_ms > 0).then(|| Duration::from_millis(self.request_timeout_ms))
     }
+}
 
-    /// The first setting that cannot work, with its key.
-    #[must_use]
-    pub fn invalid_setting(&self) -> Option<(&'static str, String)> {
-        if self.body_limit_bytes == 0 {
-            return Some(("body_limit_bytes", "must be greater than 0".into()));
-        }
-        if self.readiness_check_timeout_ms == 0 {
-            return Some(("readiness_check_timeout_ms", "must be greater than 0".into()));
-        }
-        None
+impl Validate for HttpConfig {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        positive(self.body_limit_bytes as u64, "body_limit_bytes")?;
+        positive(self.readiness_check_timeout_ms, "readiness_check_timeout_ms")
     }
 }
 
@@ -85,35 +82,22 @@ impl Default for ClientConfig {
     }
 }
 
-impl ClientConfig {
-    /// The first setting that cannot work, with its key.
-    #[must_use]
-    pub fn invalid_setting(&self) -> Option<(&'static str, String)> {
-        if self.connect_timeout_ms == 0 {
-            return Some(("connect_timeout_ms", "must be greater than 0".into()));
-        }
-        if self.timeout_ms == 0 {
-            return Some(("timeout_ms", "must be greater than 0".into()));
-        }
-        let invalid = |e: ConfigError| Some((setting_key(e.key), e.reason.to_owned()));
-        if let Err(e) = self.circuit_breaker.to_config().validate() {
-            return invalid(e);
-        }
-        if self.circuit_breaker.wait_duration_ms == 0 {
-            return Some((
-                "circuit_breaker.wait_duration_ms",
-                "must be greater than 0".into(),
-            ));
-        }
-        if let Err(e) = self.retry.to_config().validate() {
-            return invalid(e);
-        }
-        if let Err(e) = self.bulkhead.to_config().validate() {
-            return invalid(e);
-        }
-        None
+impl Validate for ClientConfig {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        positive(self.connect_timeout_ms, "connect_timeout_ms")?;
+        positive(self.timeout_ms, "timeout_ms")?;
+        let ours = |e: ConfigError| InvalidSetting::new(setting_key(e.key), e.reason);
+        self.circuit_breaker.to_config().validate().map_err(ours)?;
+        positive(
+            self.circuit_breaker.wait_duration_ms,
+            "circuit_breaker.wait_duration_ms",
+        )?;
+        self.retry.to_config().validate().map_err(ours)?;
+        self.bulkhead.to_config().validate().map_err(ours)
     }
+}
 
+impl ClientConfig {
     #[must_use]
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
@@ -276,10 +260,10 @@ impl BulkheadSettings {
 mod tests {
     use super::*;
 
-    fn key(change: impl FnOnce(&mut ClientConfig)) -> Option<&'static str> {
+    fn key(change: impl FnOnce(&mut ClientConfig)) -> Option<String> {
         let mut config = ClientConfig::default();
         change(&mut config);
-        config.invalid_setting().map(|(key, _)| key)
+        config.validate().err().map(|e| e.key)
     }
 
     #[test]
@@ -289,28 +273,34 @@ mod tests {
 
     #[test]
     fn invalid_client_settings_are_named_by_their_key_in_the_client_section() {
-        assert_eq!(key(|c| c.timeout_ms = 0), Some("timeout_ms"));
+        assert_eq!(key(|c| c.timeout_ms = 0), Some("timeout_ms".into()));
         assert_eq!(
             key(|c| c.circuit_breaker.failure_rate_threshold_percent = 0),
-            Some("circuit_breaker.failure_rate_threshold_percent")
+            Some("circuit_breaker.failure_rate_threshold_percent".into())
         );
         assert_eq!(
             key(|c| c.circuit_breaker.minimum_number_of_calls = 51),
-            Some("circuit_breaker.minimum_number_of_calls")
+            Some("circuit_breaker.minimum_number_of_calls".into())
         );
         assert_eq!(
             key(|c| c.circuit_breaker.wait_duration_ms = 0),
-            Some("circuit_breaker.wait_duration_ms")
+            Some("circuit_breaker.wait_duration_ms".into())
         );
-        assert_eq!(key(|c| c.retry.max_attempts = 0), Some("retry.max_attempts"));
-        assert_eq!(key(|c| c.retry.backoff_cap_ms = 1), Some("retry.backoff_cap_ms"));
+        assert_eq!(
+            key(|c| c.retry.max_attempts = 0),
+            Some("retry.max_attempts".into())
+        );
+        assert_eq!(
+            key(|c| c.retry.backoff_cap_ms = 1),
+            Some("retry.backoff_cap_ms".into())
+        );
         assert_eq!(
             key(|c| c.retry.budget_window_secs = 61),
-            Some("retry.budget_window_secs")
+            Some("retry.budget_window_secs".into())
         );
         assert_eq!(
             key(|c| c.bulkhead.max_concurrent = 0),
-            Some("bulkhead.max_concurrent")
+            Some("bulkhead.max_concurrent".into())
         );
     }
 

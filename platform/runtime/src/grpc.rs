@@ -200,9 +200,7 @@ impl GuardedChannel {
         config: &ClientConfig,
         metrics: &ClientMetrics,
     ) -> Result<Self, ClientError> {
-        if let Some((key, reason)) = config.invalid_setting() {
-            return Err(ClientError::Setting { key, reason });
-        }
+        crate::settings::Validate::validate(config)?;
         let policy = Policy {
             retryable: match calls {
                 Calls::Idempotent => reads,

@@ -162,9 +162,8 @@ where
     Res: Send + 'static,
     E: Send + 'static,
 {
-    let invalid = |e: mercato_resilience::ConfigError| ClientError::Setting {
-        key: setting_key(e.key),
-        reason: e.reason.to_owned(),
+    let invalid = |e: mercato_resilience::ConfigError| {
+        ClientError::Setting(crate::settings::InvalidSetting::new(setting_key(e.key), e.reason))
     };
     let breaker = CircuitBreaker::new(
         target,

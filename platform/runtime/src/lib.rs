@@ -14,6 +14,7 @@
 //! - [`grpc`]: a tonic channel behind the same guards, and the server's gRPC refusals.
 //! - [`guard`]: the guards every call to another service passes: budgeted retries, a circuit
 //!   breaker and a bulkhead per target, a timeout bounded by the deadline, with their metrics.
+//! - [`settings`]: the one convention for checking settings ([`Validate`], naming the key).
 //! - [`telemetry`]: JSON logs filtered by `RUST_LOG`.
 //! - [`shutdown`]: waiting for Ctrl-C or SIGTERM.
 //! - [`background`]: the loops a service runs beside its server, stopped with it.
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod observe;
 pub mod problem;
 pub mod server;
+pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
 
@@ -47,6 +49,7 @@ pub use guard::ClientMetrics;
 pub use health::Readiness;
 pub use problem::{FieldError, Problem};
 pub use server::{Server, Service};
+pub use settings::{InvalidSetting, Validate};
 
 pub use mercato_resilience as resilience;
 pub use prometheus_client::registry::Registry;

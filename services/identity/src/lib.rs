@@ -17,15 +17,16 @@ pub mod domain;
 pub mod keys;
 pub mod store;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mercato_messaging::{Bus, BusError, Outbox, Relay, RelayConfig, RelayMetrics};
-use mercato_runtime::{Background, CancellationToken, HttpConfig, Registry, Server, Service};
-use mercato_security::{KeyError, KeyStore, Verifier, VerifierConfig};
-use mercato_storage::{DatabaseConfig, Db, StorageError};
+use mercato_kit::{ServiceBuilder, ServiceSettings, StartError};
+use mercato_messaging::{Bus, Outbox};
+use mercato_runtime::CancellationToken;
+use mercato_runtime::settings::{InvalidSetting, Validate, ensure, positive, section};
+use mercato_security::{KeyError, KeyStore, Verifier};
+use mercato_storage::{DatabaseConfig, Db};
 use serde::{Deserialize, Serialize};
 
 pub use accounts::{AccountError, Accounts};
@@ -64,31 +65,28 @@ impl Default for IdentityConfig {
     }
 }
 
-impl IdentityConfig {
-    /// The first setting that cannot work, with its key.
-    #[must_use]
-    pub fn invalid_setting(&self) -> Option<(&'static str, String)> {
-        if !(60..=86_400).contains(&self.access_token_ttl_secs) {
-            return Some(("access_token_ttl_secs", "must be between 60 and 86400".into()));
-        }
-        if self.refresh_token_ttl_secs < self.access_token_ttl_secs {
-            return Some((
-                "refresh_token_ttl_secs",
-                "must be at least access_token_ttl_secs".into(),
-            ));
-        }
-        if self.key_reload_interval_secs == 0 {
-            return Some(("key_reload_interval_secs", "must be greater than 0".into()));
-        }
-        if self.key_activation_delay().as_secs() <= self.key_reload_interval_secs {
-            return Some((
-                "key_activation_delay_secs",
-                "must be longer than key_reload_interval_secs".into(),
-            ));
-        }
-        None
+impl Validate for IdentityConfig {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        ensure(
+            (60..=86_400).contains(&self.access_token_ttl_secs),
+            "access_token_ttl_secs",
+            "must be between 60 and 86400",
+        )?;
+        ensure(
+            self.refresh_token_ttl_secs >= self.access_token_ttl_secs,
+            "refresh_token_ttl_secs",
+            "must be at least access_token_ttl_secs",
+        )?;
+        positive(self.key_reload_interval_secs, "key_reload_interval_secs")?;
+        ensure(
+            self.key_activation_delay().as_secs() > self.key_reload_interval_secs,
+            "key_activation_delay_secs",
+            "must be longer than key_reload_interval_secs",
+        )
     }
+}
 
+impl IdentityConfig {
     #[must_use]
     pub fn key_activation_delay(&self) -> Duration {
         Duration::from_secs(
@@ -107,37 +105,23 @@ impl IdentityConfig {
 /// Everything identity needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: SocketAddr,
-    pub http: HttpConfig,
-    pub database: DatabaseConfig,
-    pub auth: VerifierConfig,
+    pub service: ServiceSettings,
     pub identity: IdentityConfig,
-    pub relay: RelayConfig,
 }
 
-/// Why identity could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("identity database: {0}")]
-    Storage(#[from] StorageError),
-    #[error("identity signing keys: {0}")]
-    Keys(#[from] KeyError),
-    #[error("identity event bus: {0}")]
-    Bus(#[from] BusError),
-    #[error("identity cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+impl Validate for Config {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        section("", &self.service)?;
+        section("identity", &self.identity)
+    }
 }
 
 /// Connects to the database and applies identity's migrations.
 ///
 /// # Errors
 /// The database cannot be reached or a migration fails.
-pub async fn open_database(config: &DatabaseConfig) -> Result<Db, StorageError> {
-    mercato_storage::open(config, NAME, store::MIGRATIONS).await
+pub async fn open_database(config: &DatabaseConfig) -> Result<Db, StartError> {
+    mercato_kit::builder::open_database(NAME, config, store::MIGRATIONS).await
 }
 
 /// The account operations over an open database, for the CLI's admin tasks. Events they cause
@@ -154,7 +138,7 @@ fn accounts_with(db: Db, keys: keys::Keys, config: &Config, outbox: Outbox) -> A
     Accounts::new(
         db,
         keys,
-        config.auth.clone(),
+        config.service.auth.clone(),
         Duration::from_secs(config.identity.access_token_ttl_secs),
         Duration::from_secs(config.identity.refresh_token_ttl_secs),
         outbox,
@@ -169,40 +153,21 @@ pub use mercato_runtime::App;
 /// # Errors
 /// See [`StartError`].
 pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
-    let db = open_database(&config.database).await?;
-    let keys = keys::Keys::open(config.identity.key_store(), config.identity.generate_keys)?;
+    let mut kit = ServiceBuilder::open(NAME, config, &config.service, store::MIGRATIONS, bus).await?;
+    let keys = keys::Keys::open(config.identity.key_store(), config.identity.generate_keys)
+        .map_err(|e| StartError::dependency(NAME, "signing keys", e))?;
     credentials::warm_up().await;
-    let verifier = Verifier::new(config.auth.clone(), keys.local());
-    let outbox = Outbox::new();
-    let accounts = Arc::new(accounts_with(db.clone(), keys.clone(), config, outbox.clone()));
-    let mut registry = Registry::default();
-    let relay = Relay::new(
-        db.clone(),
-        bus.clone(),
-        outbox,
-        config.relay.clone(),
-        RelayMetrics::register(&mut registry),
-    );
-    let readiness = mercato_messaging::health::readiness(&db, &bus);
-    let service = Service {
-        name: NAME,
-        routes: api::router(accounts, verifier),
-        readiness,
-        registry,
-        own_fallback: false,
-    };
-    let server = Server::bind(config.listen, &config.http, service)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let mut background = Background::new();
-    background.add("outbox relay", move |token| relay.run(token));
+    let verifier = Verifier::new(config.service.auth.clone(), keys.local());
+    let accounts = Arc::new(accounts_with(
+        kit.db().clone(),
+        keys.clone(),
+        config,
+        kit.outbox(),
+    ));
+    kit.relay();
     let reload_every = Duration::from_secs(config.identity.key_reload_interval_secs);
-    background.add("key reload", move |token| reload_keys(keys, reload_every, token));
-    let grace = Duration::from_millis(config.http.shutdown_grace_ms);
-    Ok(App::new(server, background, grace).close_on_stop(async move { db.close().await }))
+    kit.background("key reload", move |token| reload_keys(keys, reload_every, token));
+    kit.serve(api::router(accounts, verifier)).await
 }
 
 async fn reload_keys(keys: keys::Keys, every: Duration, shutdown: CancellationToken) {

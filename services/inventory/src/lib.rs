@@ -30,20 +30,18 @@ pub mod metrics;
 pub mod reservations;
 pub mod store;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mercato_messaging::{
-    Bus, BusError, ConsumerMetrics, ConsumerSpec, Inbox, InboxConfig, Outbox, Relay, RelayConfig,
-    RelayMetrics,
-};
-use mercato_runtime::{Background, HttpConfig, Registry, Server, Service};
-use mercato_security::VerifierConfig;
-use mercato_storage::{DatabaseConfig, Db, StorageError};
+use mercato_kit::{ServiceBuilder, ServiceSettings, StartError};
+use mercato_messaging::Bus;
+use mercato_runtime::settings::{InvalidSetting, Validate, positive, section};
+use mercato_storage::{DatabaseConfig, Db};
+use serde::{Deserialize, Serialize};
 
 pub use catalogue::{Catalogue, CatalogueError};
 pub use demo::seed_demo_catalogue;
+pub use mercato_runtime::App;
 
 /// The service's name on the wire, in logs and metrics, and its bus category.
 pub const NAME: &str = mercato_contracts::inventory::CATEGORY;
@@ -51,110 +49,83 @@ pub const NAME: &str = mercato_contracts::inventory::CATEGORY;
 /// The consumer group that applies the saga's stock commands.
 pub const ORDERS_CONSUMER: &str = "inventory-on-orders";
 
+/// Inventory's own settings (`[inventory]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InventoryConfig {
+    /// How often expired reservations are looked for and released.
+    pub reservation_sweep_ms: u64,
+    /// Load the demo catalogue into an empty catalogue at start (`mercato up` turns it on).
+    pub demo_catalogue: bool,
+}
+
+impl Default for InventoryConfig {
+    fn default() -> Self {
+        Self {
+            reservation_sweep_ms: 1_000,
+            demo_catalogue: false,
+        }
+    }
+}
+
+impl Validate for InventoryConfig {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        positive(self.reservation_sweep_ms, "reservation_sweep_ms")
+    }
+}
+
 /// Everything inventory needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: SocketAddr,
-    pub http: HttpConfig,
-    pub database: DatabaseConfig,
-    pub auth: VerifierConfig,
-    /// Where identity publishes its keys.
-    pub jwks_url: String,
-    pub relay: RelayConfig,
-    pub inbox: InboxConfig,
-    /// How often expired reservations are looked for and released.
-    pub reservation_sweep_ms: u64,
+    pub service: ServiceSettings,
+    pub inventory: InventoryConfig,
 }
 
-/// Why inventory could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("inventory configuration: {0}")]
-    Config(String),
-    #[error("inventory database: {0}")]
-    Storage(#[from] StorageError),
-    #[error("inventory event bus: {0}")]
-    Bus(#[from] BusError),
-    #[error("inventory cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+impl Validate for Config {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        section("", &self.service)?;
+        section("inventory", &self.inventory)
+    }
 }
 
 /// Connects to the database and applies inventory's migrations.
 ///
 /// # Errors
 /// The database cannot be reached or a migration fails.
-pub async fn open_database(config: &DatabaseConfig) -> Result<Db, StorageError> {
-    mercato_storage::open(config, NAME, store::MIGRATIONS).await
+pub async fn open_database(config: &DatabaseConfig) -> Result<Db, StartError> {
+    mercato_kit::builder::open_database(NAME, config, store::MIGRATIONS).await
 }
 
-pub use mercato_runtime::App;
-
-/// Opens the database, binds the listener, and prepares the relay, the inbox and the sweeper.
+/// Opens the database (loading the demo catalogue into an empty one when asked), binds the
+/// listener, and prepares the relay, the inbox and the sweeper.
 ///
 /// # Errors
 /// See [`StartError`].
 pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
-    if config.reservation_sweep_ms == 0 {
-        return Err(StartError::Config(
-            "inventory.reservation_sweep_ms must be at least 1".into(),
-        ));
+    let mut kit = ServiceBuilder::open(NAME, config, &config.service, store::MIGRATIONS, bus).await?;
+    if config.inventory.demo_catalogue {
+        let added = seed_demo_catalogue(kit.db())
+            .await
+            .map_err(|source| StartError::Storage {
+                service: NAME,
+                source,
+            })?;
+        if added > 0 {
+            tracing::info!(products = added, "loaded the demo catalogue");
+        }
     }
-    let db = open_database(&config.database).await?;
-    let outbox = Outbox::new();
-    let catalogue = Arc::new(Catalogue::new(db.clone(), outbox.clone()));
-    let verifier = mercato_runtime::auth::jwks_verifier(config.auth.clone(), &config.jwks_url);
-
-    let mut registry = Registry::default();
-    let reservation_metrics = metrics::ReservationMetrics::register(&mut registry);
-    let relay = Relay::new(
-        db.clone(),
-        bus.clone(),
-        outbox.clone(),
-        config.relay.clone(),
-        RelayMetrics::register(&mut registry),
-    );
-    let spec = ConsumerSpec {
-        group: ORDERS_CONSUMER.into(),
-        category: mercato_contracts::orders::CATEGORY.into(),
-    };
-    let inbox = Inbox::new(
-        db.clone(),
-        bus.clone(),
-        spec,
-        events::OnOrderCommands::new(outbox.clone(), reservation_metrics.clone()),
-        config.inbox.clone(),
-        ConsumerMetrics::register(&mut registry),
-    );
+    let catalogue = Arc::new(Catalogue::new(kit.db().clone(), kit.outbox()));
+    let reservation_metrics = metrics::ReservationMetrics::register(kit.registry());
+    kit.relay();
+    let handler = events::OnOrderCommands::new(kit.outbox(), reservation_metrics.clone());
+    kit.inbox(ORDERS_CONSUMER, mercato_contracts::orders::CATEGORY, handler);
     let sweeper = expiry::Sweeper::new(
-        db.clone(),
-        outbox,
-        Duration::from_millis(config.reservation_sweep_ms),
+        kit.db().clone(),
+        kit.outbox(),
+        Duration::from_millis(config.inventory.reservation_sweep_ms),
         reservation_metrics,
     );
-
-    let readiness = mercato_messaging::health::readiness(&db, &bus);
-    let service = Service {
-        name: NAME,
-        routes: api::router(catalogue, verifier),
-        readiness,
-        registry,
-        own_fallback: false,
-    };
-    let server = Server::bind(config.listen, &config.http, service)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-
-    let mut background = Background::new();
-    background.add("outbox relay", move |token| relay.run(token));
-    background.add("inbox: orders", move |token| inbox.run(token));
-    background.add("reservation expiry", move |token| sweeper.run(token));
-    let grace = Duration::from_millis(config.http.shutdown_grace_ms);
-    Ok(App::new(server, background, grace).close_on_stop(async move { db.close().await }))
+    kit.background("reservation expiry", move |token| sweeper.run(token));
+    let routes = api::router(catalogue, kit.verifier());
+    kit.serve(routes).await
 }

@@ -39,17 +39,17 @@ pub mod metrics;
 pub mod smtp;
 pub mod store;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mercato_messaging::{Bus, BusError, ConsumerMetrics, ConsumerSpec, Inbox, InboxConfig};
-use mercato_runtime::{Background, HttpConfig, Registry, Server, Service};
-use mercato_security::VerifierConfig;
-use mercato_storage::{DatabaseConfig, Db, StorageError};
+use mercato_kit::{ServiceBuilder, ServiceSettings, StartError};
+use mercato_messaging::Bus;
+use mercato_runtime::settings::{InvalidSetting, Validate, positive, section};
+use mercato_storage::{DatabaseConfig, Db};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+pub use mercato_runtime::App;
 pub use smtp::SmtpConfig;
 
 /// The service's name on the wire, in logs and metrics.
@@ -68,28 +68,13 @@ pub const CONSUMERS: [(&str, &str); 3] = [
     ("notifications-on-orders", mercato_contracts::orders::CATEGORY),
 ];
 
-/// Everything notifications needs to start.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub listen: SocketAddr,
-    pub http: HttpConfig,
-    pub database: DatabaseConfig,
-    pub auth: VerifierConfig,
-    /// Where identity publishes its keys.
-    pub jwks_url: String,
-    pub inbox: InboxConfig,
-    pub smtp: SmtpConfig,
-    /// How often the email worker looks for due email when nothing woke it (retries that come
-    /// due, work left by another replica).
-    pub worker_poll_ms: u64,
-}
-
-/// The service's own section of a configuration file (`[notifications]`), for the binary to
-/// read and hand on.
+/// The service's own settings (`[notifications]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct NotificationsConfig {
     pub smtp: SmtpConfig,
+    /// How often the email worker looks for due email when nothing woke it (retries that come
+    /// due, work left by another replica).
     pub worker_poll_ms: u64,
 }
 
@@ -102,111 +87,60 @@ impl Default for NotificationsConfig {
     }
 }
 
-impl NotificationsConfig {
-    /// The first setting that cannot work, with its key under `[notifications]`.
-    #[must_use]
-    pub fn invalid_setting(&self) -> Option<(String, String)> {
-        if let Some((key, message)) = self.smtp.invalid_setting() {
-            return Some((format!("smtp.{key}"), message));
-        }
-        if self.worker_poll_ms == 0 {
-            return Some(("worker_poll_ms".into(), "must be greater than 0".into()));
-        }
-        None
+impl Validate for NotificationsConfig {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        section("smtp", &self.smtp)?;
+        positive(self.worker_poll_ms, "worker_poll_ms")
     }
 }
 
-/// Why notifications could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("invalid configuration: notifications.{key}: {message}")]
-    Config { key: String, message: String },
-    #[error("notifications database: {0}")]
-    Storage(#[from] StorageError),
-    #[error("notifications event bus: {0}")]
-    Bus(#[from] BusError),
-    #[error("notifications cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
+/// Everything notifications needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub service: ServiceSettings,
+    pub notifications: NotificationsConfig,
+}
+
+impl Validate for Config {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        section("", &self.service)?;
+        section("notifications", &self.notifications)
+    }
 }
 
 /// Connects to the database and applies notifications' migrations.
 ///
 /// # Errors
 /// The database cannot be reached or a migration fails.
-pub async fn open_database(config: &DatabaseConfig) -> Result<Db, StorageError> {
-    mercato_storage::open(config, NAME, store::MIGRATIONS).await
+pub async fn open_database(config: &DatabaseConfig) -> Result<Db, StartError> {
+    mercato_kit::builder::open_database(NAME, config, store::MIGRATIONS).await
 }
 
-pub use mercato_runtime::App;
-
-/// Validates the settings, opens the database, binds the listener, and prepares the three
-/// inbox consumers and (when SMTP is enabled) the email worker.
+/// Opens the database, binds the listener, and prepares the inboxes and the email worker.
 ///
 /// # Errors
 /// See [`StartError`].
 pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
-    let settings = NotificationsConfig {
-        smtp: config.smtp.clone(),
-        worker_poll_ms: config.worker_poll_ms,
-    };
-    if let Some((key, message)) = settings.invalid_setting() {
-        return Err(StartError::Config { key, message });
-    }
-    let db = open_database(&config.database).await?;
-    let verifier = mercato_runtime::auth::jwks_verifier(config.auth.clone(), &config.jwks_url);
-
-    let mut registry = Registry::default();
-    let metrics = metrics::NotificationMetrics::register(&mut registry);
-    let consumer_metrics = ConsumerMetrics::register(&mut registry);
+    let mut kit = ServiceBuilder::open(NAME, config, &config.service, store::MIGRATIONS, bus).await?;
+    let settings = &config.notifications;
+    let metrics = metrics::NotificationMetrics::register(kit.registry());
     let wake_worker = Arc::new(Notify::new());
-    let mut background = Background::new();
     for (group, category) in CONSUMERS {
-        let handler = events::Notifier::new(config.smtp.enabled, Arc::clone(&wake_worker), metrics.clone());
-        let spec = ConsumerSpec {
-            group: group.into(),
-            category: category.into(),
-        };
-        let inbox = Inbox::new(
-            db.clone(),
-            bus.clone(),
-            spec,
-            handler,
-            config.inbox.clone(),
-            consumer_metrics.clone(),
-        );
-        background.add(group, move |token| inbox.run(token));
+        let handler = events::Notifier::new(settings.smtp.enabled, Arc::clone(&wake_worker), metrics.clone());
+        kit.inbox(group, category, handler);
     }
-    if config.smtp.enabled {
+    if settings.smtp.enabled {
         let worker = delivery::Worker::new(
-            db.clone(),
-            config.smtp.clone(),
-            Duration::from_millis(config.worker_poll_ms),
+            kit.db().clone(),
+            settings.smtp.clone(),
+            Duration::from_millis(settings.worker_poll_ms),
             wake_worker,
             metrics,
         );
-        background.add("email delivery", move |token| worker.run(token));
+        kit.background("email delivery", move |token| worker.run(token));
     } else {
         tracing::info!("SMTP is disabled: notifications go to the mailbox only");
     }
-
-    let readiness = mercato_messaging::health::readiness(&db, &bus);
-    let service = Service {
-        name: NAME,
-        routes: api::router(db.clone(), verifier),
-        readiness,
-        registry,
-        own_fallback: false,
-    };
-    let server = Server::bind(config.listen, &config.http, service)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-    let grace = Duration::from_millis(config.http.shutdown_grace_ms);
-    Ok(App::new(server, background, grace).close_on_stop(async move { db.close().await }))
+    let routes = api::router(kit.db().clone(), kit.verifier());
+    kit.serve(routes).await
 }

@@ -8,6 +8,7 @@
 //! [`SmtpError::OutcomeUnknown`], never retried. No TLS and no authentication: the service
 //! talks to a relay on a trusted network (a local Postfix, a cluster mail relay, a test sink).
 
+use mercato_runtime::settings::{InvalidSetting, Validate, ensure, positive};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -54,18 +55,18 @@ impl SmtpConfig {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.timeout_ms)
     }
+}
 
-    /// The first setting that cannot work, with its key.
-    #[must_use]
-    pub fn invalid_setting(&self) -> Option<(&'static str, String)> {
-        if self.host.is_empty() || self.host.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Some(("host", "must be a host name or address".into()));
-        }
-        if self.port == 0 {
-            return Some(("port", "must be a port number from 1 to 65535".into()));
-        }
+impl Validate for SmtpConfig {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        ensure(
+            !self.host.is_empty() && !self.host.chars().any(|c| c.is_whitespace() || c.is_control()),
+            "host",
+            "must be a host name or address",
+        )?;
+        ensure(self.port != 0, "port", "must be a port number from 1 to 65535")?;
         if !is_valid_address(&self.from) {
-            return Some((
+            return Err(InvalidSetting::new(
                 "from",
                 format!(
                     "{:?} is not a plain email address such as no-reply@example.com",
@@ -73,16 +74,9 @@ impl SmtpConfig {
                 ),
             ));
         }
-        if self.timeout_ms == 0 {
-            return Some(("timeout_ms", "must be greater than 0".into()));
-        }
-        if self.max_attempts == 0 {
-            return Some(("max_attempts", "must be at least 1".into()));
-        }
-        if self.backoff_ms == 0 {
-            return Some(("backoff_ms", "must be greater than 0".into()));
-        }
-        None
+        positive(self.timeout_ms, "timeout_ms")?;
+        ensure(self.max_attempts > 0, "max_attempts", "must be at least 1")?;
+        positive(self.backoff_ms, "backoff_ms")
     }
 }
 
@@ -530,16 +524,16 @@ mod tests {
 
     #[test]
     fn the_defaults_are_valid_and_bad_settings_name_their_key() {
-        assert_eq!(SmtpConfig::default().invalid_setting(), None);
+        assert_eq!(SmtpConfig::default().validate(), Ok(()));
         let bad = SmtpConfig {
             from: "not an address".into(),
             ..SmtpConfig::default()
         };
-        assert_eq!(bad.invalid_setting().map(|(k, _)| k), Some("from"));
+        assert_eq!(bad.validate().unwrap_err().key, "from");
         let bad = SmtpConfig {
             max_attempts: 0,
             ..SmtpConfig::default()
         };
-        assert_eq!(bad.invalid_setting().map(|(k, _)| k), Some("max_attempts"));
+        assert_eq!(bad.validate().unwrap_err().key, "max_attempts");
     }
 }

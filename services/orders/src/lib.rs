@@ -25,28 +25,31 @@ pub mod projection;
 pub mod saga;
 pub mod store;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mercato_messaging::{
-    Bus, BusError, ConsumerMetrics, ConsumerSpec, Inbox, InboxConfig, Outbox, Relay, RelayConfig,
-    RelayMetrics,
-};
-use mercato_runtime::{Background, ClientConfig, ClientMetrics, HttpConfig, Registry, Server, Service};
-use mercato_security::VerifierConfig;
-use mercato_storage::{DatabaseConfig, Db, StorageError};
+use mercato_kit::projections::RebuildError;
+use mercato_kit::{ServiceBuilder, ServiceSettings, StartError};
+use mercato_messaging::Bus;
+use mercato_runtime::settings::{InvalidSetting, Validate, ensure, positive, section};
+use mercato_runtime::{ClientConfig, ClientMetrics};
+use mercato_storage::{DatabaseConfig, Db};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
 pub use checkout::{Checkout, OrderError};
 pub use mercato_cache::CacheConfig;
+pub use mercato_runtime::App;
 
 /// The service's name on the wire, in logs and metrics, and its bus category.
 pub const NAME: &str = mercato_contracts::orders::CATEGORY;
 
 /// The projections this service keeps, by name.
 pub const PROJECTIONS: &[&str] = &[projection::NAME];
+
+/// The consumer groups that read inventory's and payments' answers.
+pub const INVENTORY_CONSUMER: &str = "orders-on-inventory";
+pub const PAYMENTS_CONSUMER: &str = "orders-on-payments";
 
 /// The saga's timing (`[orders]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,82 +78,54 @@ impl Default for SagaConfig {
     }
 }
 
-impl SagaConfig {
-    /// The first setting that cannot work, with its key.
-    #[must_use]
-    pub fn invalid_setting(&self) -> Option<(&'static str, String)> {
-        if self.reservation_ttl_ms <= self.reserve_timeout_ms + self.payment_timeout_ms {
-            return Some((
-                "reservation_ttl_ms",
-                "must be longer than reserve_timeout_ms + payment_timeout_ms, or stock could expire mid-checkout".into(),
-            ));
-        }
-        if self.timer_poll_ms == 0 || self.grpc_timeout_ms == 0 {
-            return Some((
-                "timer_poll_ms",
-                "timer_poll_ms and grpc_timeout_ms must be greater than 0".into(),
-            ));
-        }
-        None
+impl Validate for SagaConfig {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        ensure(
+            self.reservation_ttl_ms > self.reserve_timeout_ms + self.payment_timeout_ms,
+            "reservation_ttl_ms",
+            "must be longer than reserve_timeout_ms + payment_timeout_ms, or stock could expire mid-checkout",
+        )?;
+        positive(self.reserve_timeout_ms, "reserve_timeout_ms")?;
+        positive(self.payment_timeout_ms, "payment_timeout_ms")?;
+        positive(self.timer_poll_ms, "timer_poll_ms")?;
+        positive(self.grpc_timeout_ms, "grpc_timeout_ms")
     }
 }
 
 /// Everything orders needs to start.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub listen: SocketAddr,
-    pub http: HttpConfig,
-    pub database: DatabaseConfig,
-    pub auth: VerifierConfig,
-    pub jwks_url: String,
-    pub relay: RelayConfig,
-    pub inbox: InboxConfig,
+    pub service: ServiceSettings,
+    /// The saga's timing (`[orders]`).
     pub saga: SagaConfig,
     /// Where inventory's and customers' gRPC APIs answer.
     pub inventory_url: String,
     pub customers_url: String,
+    /// How often the projection looks for new events when nothing woke it (`[projections]`).
     pub projection_poll_ms: u64,
     /// The caches of the customer and product lookups (`[cache]`).
     pub cache: CacheConfig,
     /// The guards of the calls to inventory and customers (`[client]`); each attempt is bounded
-    /// by `saga.grpc_timeout_ms` instead of the client's own timeout.
+    /// by `orders.grpc_timeout_ms` instead of the client's own timeout.
     pub client: ClientConfig,
 }
 
-/// Why orders could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("orders database: {0}")]
-    Storage(#[from] StorageError),
-    #[error("orders event bus: {0}")]
-    Bus(#[from] BusError),
-    #[error("orders dependencies: {0}")]
-    Directory(#[from] directory::DirectoryError),
-    #[error("orders caches: {0}")]
-    Cache(#[from] mercato_cache::CacheError),
-    #[error("orders cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-/// Why a projection could not be rebuilt.
-#[derive(Debug, thiserror::Error)]
-pub enum RebuildError {
-    #[error("orders has no projection {0:?}")]
-    Unknown(String),
-    #[error(transparent)]
-    Failed(#[from] mercato_eventstore::SubscriptionError),
+impl Validate for Config {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        section("", &self.service)?;
+        section("orders", &self.saga)?;
+        positive(self.projection_poll_ms, "projections.poll_ms")?;
+        section("cache", &self.cache)?;
+        section("client", &self.client)
+    }
 }
 
 /// Connects to the database and applies orders' migrations.
 ///
 /// # Errors
 /// The database cannot be reached or a migration fails.
-pub async fn open_database(config: &DatabaseConfig) -> Result<Db, StorageError> {
-    mercato_storage::open(config, NAME, store::MIGRATIONS).await
+pub async fn open_database(config: &DatabaseConfig) -> Result<Db, StartError> {
+    mercato_kit::builder::open_database(NAME, config, store::MIGRATIONS).await
 }
 
 fn views(saga: &SagaConfig) -> projection::ViewsProjection {
@@ -167,118 +142,100 @@ fn views(saga: &SagaConfig) -> projection::ViewsProjection {
 /// # Errors
 /// An unknown name, or the rebuild failed.
 pub async fn rebuild_projection(db: &Db, saga: &SagaConfig, name: &str) -> Result<u64, RebuildError> {
-    if name != projection::NAME {
-        return Err(RebuildError::Unknown(name.to_owned()));
-    }
-    Ok(mercato_eventstore::rebuild(db, &views(saga)).await?)
+    mercato_kit::projections::rebuild(db, NAME, &[&views(saga)], name).await
 }
-
-pub use mercato_runtime::App;
 
 /// Opens the database, binds the listener, and prepares the relay, the saga and the projection.
 ///
 /// # Errors
 /// See [`StartError`].
 pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
-    let db = open_database(&config.database).await?;
-    let outbox = Outbox::new();
+    let mut kit = ServiceBuilder::open(NAME, config, &config.service, store::MIGRATIONS, bus).await?;
     let wake_projection = Arc::new(Notify::new());
     let views = views(&config.saga);
     let timing = checkout::Timing {
         reservation_ttl: Duration::from_millis(config.saga.reservation_ttl_ms),
     };
     let checkout = Arc::new(Checkout::new(
-        db.clone(),
-        outbox.clone(),
+        kit.db().clone(),
+        kit.outbox(),
         views,
         Arc::clone(&wake_projection),
         timing,
     ));
-    let verifier = mercato_runtime::auth::jwks_verifier(config.auth.clone(), &config.jwks_url);
-
-    let mut registry = Registry::default();
     let calls = ClientConfig {
         timeout_ms: config.saga.grpc_timeout_ms,
         ..config.client.clone()
     };
+    let client_metrics = ClientMetrics::register(kit.registry());
     let directory = directory::Directory::new(
         &config.inventory_url,
         &config.customers_url,
         &calls,
-        &ClientMetrics::register(&mut registry),
-    )?;
-    let lookups = lookups::Lookups::new(
-        directory,
-        &config.cache,
-        &mercato_cache::CacheMetrics::register(&mut registry),
-    )?;
-    let relay = Relay::new(
-        db.clone(),
-        bus.clone(),
-        outbox,
-        config.relay.clone(),
-        RelayMetrics::register(&mut registry),
-    );
-    let consumer_metrics = ConsumerMetrics::register(&mut registry);
-    let answers = |category: &str| {
-        Inbox::new(
-            db.clone(),
-            bus.clone(),
-            ConsumerSpec {
-                group: format!("orders-on-{category}"),
-                category: category.to_owned(),
-            },
-            saga::OnAnswers {
-                checkout: Arc::clone(&checkout),
-            },
-            config.inbox.clone(),
-            consumer_metrics.clone(),
-        )
-    };
-    let on_inventory = answers(mercato_contracts::inventory::CATEGORY);
-    let on_payments = answers(mercato_contracts::payments::CATEGORY);
-
-    let readiness = mercato_messaging::health::readiness(&db, &bus);
-    let state = api::State {
-        checkout: Arc::clone(&checkout),
-        lookups: lookups.clone(),
-    };
-    let service = Service {
-        name: NAME,
-        routes: api::router(state, verifier),
-        readiness,
-        registry,
-        own_fallback: false,
-    };
-    let server = Server::bind(config.listen, &config.http, service)
-        .await
-        .map_err(|source| StartError::Bind {
-            addr: config.listen,
-            source,
-        })?;
-
-    let mut background = Background::new();
-    background.add("outbox relay", move |token| relay.run(token));
-    background.add("inbox: inventory", move |token| on_inventory.run(token));
-    background.add("inbox: payments", move |token| on_payments.run(token));
+        &client_metrics,
+    )
+    .map_err(|e| StartError::dependency(NAME, "dependencies", e))?;
+    let cache_metrics = mercato_cache::CacheMetrics::register(kit.registry());
+    let lookups = lookups::Lookups::new(directory, &config.cache, &cache_metrics)
+        .map_err(|e| StartError::dependency(NAME, "caches", e))?;
+    kit.relay();
+    for (group, category) in [
+        (INVENTORY_CONSUMER, mercato_contracts::inventory::CATEGORY),
+        (PAYMENTS_CONSUMER, mercato_contracts::payments::CATEGORY),
+    ] {
+        let handler = saga::OnAnswers {
+            checkout: Arc::clone(&checkout),
+        };
+        kit.inbox(group, category, handler);
+    }
     let [on_customers, on_products] = lookups.invalidators();
-    let (customers_bus, products_bus) = (bus.clone(), bus.clone());
-    background.add("cache: customers", move |token| {
+    let (customers_bus, products_bus) = (kit.bus().clone(), kit.bus().clone());
+    kit.background("cache: customers", move |token| {
         on_customers.run(customers_bus, token)
     });
-    background.add("cache: products", move |token| {
+    kit.background("cache: products", move |token| {
         on_products.run(products_bus, token)
     });
     let every = Duration::from_millis(config.saga.timer_poll_ms);
     let timer_checkout = Arc::clone(&checkout);
-    background.add("saga timer", move |token| {
+    kit.background("saga timer", move |token| {
         saga::run_timer(timer_checkout, every, token)
     });
-    let projection_db = db.clone();
-    let poll = Duration::from_millis(config.projection_poll_ms);
-    background.add("projection: orders.views", move |token| {
-        mercato_eventstore::run(projection_db, views, wake_projection, poll, token)
-    });
-    let grace = Duration::from_millis(config.http.shutdown_grace_ms);
-    Ok(App::new(server, background, grace).close_on_stop(async move { db.close().await }))
+    kit.projection(
+        "projection: orders.views",
+        views,
+        wake_projection,
+        Duration::from_millis(config.projection_poll_ms),
+    );
+    let state = api::State { checkout, lookups };
+    let routes = api::router(state, kit.verifier());
+    kit.serve(routes).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(change: impl FnOnce(&mut SagaConfig)) -> Option<String> {
+        let mut saga = SagaConfig::default();
+        change(&mut saga);
+        section("orders", &saga).err().map(|e| e.key)
+    }
+
+    #[test]
+    fn each_saga_setting_is_refused_by_its_own_key() {
+        assert_eq!(refused(|_| {}), None);
+        assert_eq!(
+            refused(|s| s.timer_poll_ms = 0).as_deref(),
+            Some("orders.timer_poll_ms")
+        );
+        assert_eq!(
+            refused(|s| s.grpc_timeout_ms = 0).as_deref(),
+            Some("orders.grpc_timeout_ms")
+        );
+        assert_eq!(
+            refused(|s| s.reservation_ttl_ms = s.reserve_timeout_ms).as_deref(),
+            Some("orders.reservation_ttl_ms")
+        );
+    }
 }

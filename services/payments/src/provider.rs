@@ -11,6 +11,7 @@
 //! per payment, so a retry happens at one layer only. An open breaker or a full bulkhead is
 //! [`ProviderError::Unavailable`], retried by the worker like any other outage.
 
+use mercato_runtime::settings::{InvalidSetting, Validate, ensure, positive};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -52,33 +53,29 @@ impl Default for ProviderConfig {
 }
 
 impl ProviderConfig {
-    /// The first setting that cannot work, with its key.
     #[must_use]
-    pub fn invalid_setting(&self) -> Option<(&'static str, String)> {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms)
+    }
+}
+
+impl Validate for ProviderConfig {
+    fn validate(&self) -> Result<(), InvalidSetting> {
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
-            return Some((
+            return Err(InvalidSetting::new(
                 "url",
                 format!("{:?} must start with http:// or https://", self.url),
             ));
         }
-        let positive = [
-            ("timeout_ms", self.timeout_ms),
-            ("max_attempts", u64::from(self.max_attempts)),
-            ("backoff_ms", self.backoff_ms),
-            ("concurrency", self.concurrency as u64),
-        ];
-        if let Some((key, _)) = positive.into_iter().find(|(_, v)| *v == 0) {
-            return Some((key, "must be greater than 0".into()));
-        }
-        if self.max_backoff_ms < self.backoff_ms {
-            return Some(("max_backoff_ms", "must not be less than backoff_ms".into()));
-        }
-        None
-    }
-
-    #[must_use]
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
+        positive(self.timeout_ms, "timeout_ms")?;
+        positive(u64::from(self.max_attempts), "max_attempts")?;
+        positive(self.backoff_ms, "backoff_ms")?;
+        positive(self.concurrency as u64, "concurrency")?;
+        ensure(
+            self.max_backoff_ms >= self.backoff_ms,
+            "max_backoff_ms",
+            "must not be less than backoff_ms",
+        )
     }
 }
 
@@ -397,16 +394,16 @@ mod tests {
 
     #[test]
     fn settings_that_cannot_work_are_named() {
-        assert_eq!(ProviderConfig::default().invalid_setting(), None);
+        assert_eq!(ProviderConfig::default().validate(), Ok(()));
         let bad = |f: fn(&mut ProviderConfig)| {
             let mut c = ProviderConfig::default();
             f(&mut c);
-            c.invalid_setting().map(|(k, _)| k)
+            c.validate().err().map(|e| e.key)
         };
-        assert_eq!(bad(|c| c.url = "ftp://x".into()), Some("url"));
-        assert_eq!(bad(|c| c.timeout_ms = 0), Some("timeout_ms"));
-        assert_eq!(bad(|c| c.max_attempts = 0), Some("max_attempts"));
-        assert_eq!(bad(|c| c.concurrency = 0), Some("concurrency"));
-        assert_eq!(bad(|c| c.max_backoff_ms = 1), Some("max_backoff_ms"));
+        assert_eq!(bad(|c| c.url = "ftp://x".into()), Some("url".into()));
+        assert_eq!(bad(|c| c.timeout_ms = 0), Some("timeout_ms".into()));
+        assert_eq!(bad(|c| c.max_attempts = 0), Some("max_attempts".into()));
+        assert_eq!(bad(|c| c.concurrency = 0), Some("concurrency".into()));
+        assert_eq!(bad(|c| c.max_backoff_ms = 1), Some("max_backoff_ms".into()));
     }
 }

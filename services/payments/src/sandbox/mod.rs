@@ -18,6 +18,7 @@
 
 mod ledger;
 
+use mercato_runtime::settings::{InvalidSetting, Validate, positive, section};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -73,20 +74,14 @@ impl Default for SandboxConfig {
     }
 }
 
-impl SandboxConfig {
-    /// The first setting that cannot work, with its key.
-    #[must_use]
-    pub fn invalid_setting(&self) -> Option<(&'static str, String)> {
-        if let Some((key, reason)) = self.http.invalid_setting() {
-            return Some((key, reason));
-        }
-        if self.capacity == 0 {
-            return Some(("capacity", "must be greater than 0".into()));
-        }
+impl Validate for SandboxConfig {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        section("http", &self.http)?;
+        positive(self.capacity as u64, "capacity")?;
         // The runtime answers 503 to a request that outlives its time limit, which would turn
         // the late card into a flaky one.
         if self.http.request_timeout_ms > 0 && self.late_delay_ms >= self.http.request_timeout_ms {
-            return Some((
+            return Err(InvalidSetting::new(
                 "late_delay_ms",
                 format!(
                     "must be shorter than http.request_timeout_ms ({})",
@@ -94,15 +89,15 @@ impl SandboxConfig {
                 ),
             ));
         }
-        None
+        Ok(())
     }
 }
 
 /// Why the sandbox could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("payment sandbox setting {key}: {reason}")]
-    Config { key: &'static str, reason: String },
+    #[error("payment sandbox setting {0}")]
+    Config(#[from] InvalidSetting),
     #[error("payment sandbox cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -148,9 +143,7 @@ pub struct App {
 /// # Errors
 /// An invalid setting, or the address cannot be bound.
 pub async fn build(config: &SandboxConfig) -> Result<App, SandboxError> {
-    if let Some((key, reason)) = config.invalid_setting() {
-        return Err(SandboxError::Config { key, reason });
-    }
+    config.validate()?;
     let mut registry = Registry::default();
     let requests = Family::<OutcomeLabels, Counter>::default();
     registry.register(
@@ -589,7 +582,7 @@ mod tests {
             late_delay_ms: 40_000,
             ..SandboxConfig::default()
         };
-        assert_eq!(config.invalid_setting().map(|(k, _)| k), Some("late_delay_ms"));
-        assert_eq!(SandboxConfig::default().invalid_setting(), None);
+        assert_eq!(config.validate().unwrap_err().key, "late_delay_ms");
+        assert_eq!(SandboxConfig::default().validate(), Ok(()));
     }
 }

@@ -1,0 +1,35 @@
+//! The settings every service has, as one type each service's config embeds.
+
+use std::net::SocketAddr;
+
+use mercato_messaging::{InboxConfig, RelayConfig};
+use mercato_runtime::HttpConfig;
+use mercato_runtime::settings::{InvalidSetting, Validate, section};
+use mercato_security::VerifierConfig;
+use mercato_storage::DatabaseConfig;
+
+/// Where a service listens, its server, database, token checks, relay and inbox.
+///
+/// The binary fills these from the top-level sections (`[http]`, `[database]`, `[auth]`,
+/// `[relay]`, `[inbox]`), so a refusal names the key as the user writes it.
+#[derive(Debug, Clone)]
+pub struct ServiceSettings {
+    pub listen: SocketAddr,
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub auth: VerifierConfig,
+    /// Where identity publishes its signing keys (identity itself verifies with its own).
+    pub jwks_url: String,
+    pub relay: RelayConfig,
+    pub inbox: InboxConfig,
+}
+
+impl Validate for ServiceSettings {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        section("http", &self.http)?;
+        section("database", &self.database)?;
+        section("auth", &self.auth)?;
+        section("relay", &self.relay)?;
+        section("inbox", &self.inbox)
+    }
+}
