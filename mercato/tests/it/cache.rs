@@ -47,7 +47,7 @@ impl SecondOrders {
             .iter()
             .filter_map(|s| system.urls.get(s.as_str()).map(|u| (*s, u.clone())))
             .collect();
-        let config = mercato::cli::orders_config(&system.config, &urls);
+        let config = mercato::service_config::orders(&system.config, &urls);
         let bus = mercato_messaging::Bus::connect(&system.config.bus).await.unwrap();
         let app = mercato_orders::build(&config, bus).await.unwrap();
         let url = format!("http://{}", app.local_addr());

@@ -93,8 +93,10 @@ async fn events_written_while_the_bus_is_away_are_delivered_when_it_is_back(back
 
             // With everything down, accounts are created from the CLI's code path: their events
             // can only wait in identity's outbox.
-            let identity = mercato::cli::identity_config(&config);
-            let db = mercato_identity::open_database(&identity.database).await.unwrap();
+            let identity = mercato::service_config::identity(&config);
+            let db = mercato_identity::open_database(&identity.service.database)
+                .await
+                .unwrap();
             let accounts = mercato_identity::accounts(db.clone(), &identity).unwrap();
             for email in &later {
                 mercato_identity::admin::create_admin(&accounts, email, "correct horse")

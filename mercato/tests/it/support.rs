@@ -2,7 +2,6 @@
 
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 
 use mercato::{Config, Running, ServiceName};
 use mercato_runtime::CancellationToken;
@@ -12,8 +11,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
 
-/// An upper bound for anything a test waits on.
-pub const PATIENCE: Duration = Duration::from_secs(20);
+pub use mercato_testkit::PATIENCE;
+pub use mercato_testkit::problem::expect_problem as problem;
 
 /// The system's configuration for a test: every port 0, data under `data_dir`, each service's
 /// database from `db`, and the bus at `bus_url`.
@@ -123,8 +122,10 @@ impl System {
     /// A new admin account (created the way `mercato admin create` does), logged in.
     pub async fn admin(&self) -> String {
         let email = unique_email();
-        let identity = mercato::cli::identity_config(&self.config);
-        let db = mercato_identity::open_database(&identity.database).await.unwrap();
+        let identity = mercato::service_config::identity(&self.config);
+        let db = mercato_identity::open_database(&identity.service.database)
+            .await
+            .unwrap();
         let accounts = mercato_identity::accounts(db.clone(), &identity).unwrap();
         mercato_identity::admin::create_admin(&accounts, &email, "correct horse")
             .await
@@ -224,16 +225,6 @@ pub fn kid_of(token: &str) -> String {
 
 pub fn unique_email() -> String {
     format!("user-{}@example.com", uuid::Uuid::new_v4().simple())
-}
-
-/// Asserts a problem+json answer with `status`, and returns its body.
-pub async fn problem(response: reqwest::Response, status: u16) -> Value {
-    assert_eq!(response.status(), status);
-    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
-    assert_eq!(content_type, "application/problem+json");
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["status"], status);
-    body
 }
 
 /// A `mercato` child process.

@@ -9,11 +9,22 @@
 //! - [`auth::TestIssuer`]: a JWKS endpoint and tokens for any subject and roles.
 //! - [`redis::KeyPrefix`]: a Redis key namespace per test, emptied when the test ends;
 //!   [`redis::RedisServer`]: a private Redis a test can stop and start again.
+//! - [`service::Backing`]: what a service under test runs on (database, the backend's bus, a
+//!   token issuer, settings for port 0); [`service::Instance`]: a running instance.
+//! - [`listener::Listener`]: what a service published, read as a consumer group of the test's.
+//! - [`problem`]: assertions on problem+json answers; [`PATIENCE`]: the one bound on waiting.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod listener;
 pub mod nats;
+pub mod problem;
 pub mod redis;
+pub mod service;
+
+/// How long any test waits for something that should happen, before it fails instead of
+/// hanging: generous, because CI machines are small and busy.
+pub const PATIENCE: Duration = Duration::from_secs(30);
 
 use std::future::Future;
 use std::time::Duration;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt as _;
 
-const PATIENCE: Duration = Duration::from_secs(20);
+use crate::PATIENCE;
 
 /// A `nats-server` child process, killed when dropped.
 #[derive(Debug)]

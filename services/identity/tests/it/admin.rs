@@ -15,7 +15,7 @@ backend_tests!(
 
 /// The account operations over the running service's database and keys, as the CLI opens them.
 async fn accounts(app: &TestApp) -> Accounts {
-    let db = mercato_identity::open_database(&app.config.database)
+    let db = mercato_identity::open_database(&app.config.service.database)
         .await
         .unwrap();
     mercato_identity::accounts(db, &app.config).unwrap()

@@ -2,7 +2,7 @@ use mercato_security::{Claims, SigningKey, sign};
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::{Value, json};
 
-use crate::support::{PASSWORD, expect_problem, jwt_part, spawn_app};
+use crate::support::{PASSWORD, expect_problem_of, jwt_part, spawn_app};
 
 backend_tests!(
     me_answers_the_callers_profile_and_roles,
@@ -43,7 +43,7 @@ async fn me_without_a_token_is_a_401_with_a_bearer_challenge(backend: TestBacken
         !challenge.contains("invalid_token"),
         "no token is not a bad token: {challenge}"
     );
-    expect_problem(response, 401, "unauthorized").await;
+    expect_problem_of(response, 401, "unauthorized").await;
 }
 
 async fn me_with_a_garbage_token_is_a_401_invalid_token(backend: TestBackend) {
@@ -58,7 +58,7 @@ async fn me_with_a_garbage_token_is_a_401_invalid_token(backend: TestBackend) {
             challenge.contains(r#"error="invalid_token""#),
             "{garbage}: {challenge}"
         );
-        expect_problem(response, 401, "unauthorized").await;
+        expect_problem_of(response, 401, "unauthorized").await;
     }
 }
 
@@ -69,7 +69,7 @@ async fn me_with_a_token_signed_by_a_foreign_key_is_a_401(backend: TestBackend) 
     let forged = sign(&claims, &SigningKey::generate()).unwrap();
     let response = app.me(&forged).await;
     assert!(response.headers().contains_key("www-authenticate"));
-    expect_problem(response, 401, "unauthorized").await;
+    expect_problem_of(response, 401, "unauthorized").await;
 }
 
 async fn me_with_another_authentication_scheme_is_a_401(backend: TestBackend) {
@@ -82,5 +82,5 @@ async fn me_with_another_authentication_scheme_is_a_401(backend: TestBackend) {
         .await
         .unwrap();
     assert!(response.headers().contains_key("www-authenticate"));
-    expect_problem(response, 401, "unauthorized").await;
+    expect_problem_of(response, 401, "unauthorized").await;
 }

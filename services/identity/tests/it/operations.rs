@@ -3,7 +3,7 @@ use std::io::ErrorKind;
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::Value;
 
-use crate::support::{expect_problem, spawn_app};
+use crate::support::{expect_problem_of, spawn_app};
 
 backend_tests!(
     the_service_is_healthy_and_ready_with_its_database,
@@ -34,9 +34,9 @@ async fn metrics_count_the_requests_served(backend: TestBackend) {
 async fn an_unknown_path_is_a_404_problem(backend: TestBackend) {
     let app = spawn_app(backend).await;
     let response = app.get("/api/identity/nothing").send().await.unwrap();
-    expect_problem(response, 404, "not-found").await;
+    expect_problem_of(response, 404, "not-found").await;
     let response = app.get("/api/identity/register").send().await.unwrap();
-    expect_problem(response, 405, "method-not-allowed").await;
+    expect_problem_of(response, 405, "method-not-allowed").await;
 }
 
 async fn stopping_the_service_closes_its_listener(backend: TestBackend) {

@@ -1,7 +1,7 @@
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::{Value, json};
 
-use crate::support::{PASSWORD, expect_problem, invalid_fields, spawn_app};
+use crate::support::{PASSWORD, expect_problem_of, invalid_fields, spawn_app};
 
 backend_tests!(
     registering_answers_201_with_the_new_user,
@@ -57,7 +57,7 @@ async fn a_taken_email_is_a_409_problem(backend: TestBackend) {
     let response = app
         .register(&json!({"email": "ada@example.com", "password": "another password", "name": "Eve"}))
         .await;
-    expect_problem(response, 409, "conflict").await;
+    expect_problem_of(response, 409, "conflict").await;
 }
 
 async fn an_email_taken_in_another_case_is_a_409_problem(backend: TestBackend) {
@@ -66,7 +66,7 @@ async fn an_email_taken_in_another_case_is_a_409_problem(backend: TestBackend) {
     let response = app
         .register(&json!({"email": " ADA@example.com", "password": "another password", "name": "Eve"}))
         .await;
-    expect_problem(response, 409, "conflict").await;
+    expect_problem_of(response, 409, "conflict").await;
 }
 
 async fn a_malformed_email_is_a_422_naming_email(backend: TestBackend) {
@@ -82,7 +82,7 @@ async fn a_malformed_email_is_a_422_naming_email(backend: TestBackend) {
         let response = app
             .register(&json!({"email": email, "password": PASSWORD, "name": "Ada"}))
             .await;
-        let problem = expect_problem(response, 422, "validation-error").await;
+        let problem = expect_problem_of(response, 422, "validation-error").await;
         assert_eq!(invalid_fields(&problem), ["email"], "{email:?}: {problem}");
     }
 }
@@ -92,7 +92,7 @@ async fn a_password_shorter_than_8_characters_is_a_422_naming_password(backend: 
     let response = app
         .register(&json!({"email": "ada@example.com", "password": "1234567", "name": "Ada"}))
         .await;
-    let problem = expect_problem(response, 422, "validation-error").await;
+    let problem = expect_problem_of(response, 422, "validation-error").await;
     assert_eq!(invalid_fields(&problem), ["password"], "{problem}");
 }
 
@@ -102,7 +102,7 @@ async fn a_password_that_is_too_long_blank_or_the_email_is_a_422_naming_password
         let response = app
             .register(&json!({"email": "ada@example.com", "password": password, "name": "Ada"}))
             .await;
-        let problem = expect_problem(response, 422, "validation-error").await;
+        let problem = expect_problem_of(response, 422, "validation-error").await;
         assert_eq!(invalid_fields(&problem), ["password"], "{problem}");
     }
 }
@@ -113,7 +113,7 @@ async fn an_empty_name_is_a_422_naming_name(backend: TestBackend) {
         let response = app
             .register(&json!({"email": "ada@example.com", "password": PASSWORD, "name": name}))
             .await;
-        let problem = expect_problem(response, 422, "validation-error").await;
+        let problem = expect_problem_of(response, 422, "validation-error").await;
         assert_eq!(invalid_fields(&problem), ["name"], "{name:?}: {problem}");
     }
 }
@@ -123,7 +123,7 @@ async fn every_invalid_field_is_named_in_one_422(backend: TestBackend) {
     let response = app
         .register(&json!({"email": "not-an-email", "password": "short", "name": ""}))
         .await;
-    let problem = expect_problem(response, 422, "validation-error").await;
+    let problem = expect_problem_of(response, 422, "validation-error").await;
     let mut fields = invalid_fields(&problem);
     fields.sort_unstable();
     assert_eq!(fields, ["email", "name", "password"], "{problem}");
@@ -136,7 +136,7 @@ async fn a_missing_field_is_a_422_naming_it(backend: TestBackend) {
         let mut body = complete.clone();
         body.as_object_mut().unwrap().remove(missing);
         let response = app.register(&body).await;
-        let problem = expect_problem(response, 422, "validation-error").await;
+        let problem = expect_problem_of(response, 422, "validation-error").await;
         assert_eq!(invalid_fields(&problem), [missing], "{problem}");
     }
 }
@@ -146,7 +146,7 @@ async fn a_refused_registration_creates_no_account(backend: TestBackend) {
     let response = app
         .register(&json!({"email": "ada@example.com", "password": "short", "name": "Ada"}))
         .await;
-    expect_problem(response, 422, "validation-error").await;
+    expect_problem_of(response, 422, "validation-error").await;
     app.register_user("ada@example.com", "Ada").await;
 }
 
@@ -159,7 +159,7 @@ async fn malformed_json_is_a_400_problem(backend: TestBackend) {
         .send()
         .await
         .unwrap();
-    expect_problem(response, 400, "bad-request").await;
+    expect_problem_of(response, 400, "bad-request").await;
 }
 
 async fn an_unknown_field_is_a_422_problem(backend: TestBackend) {
@@ -172,7 +172,7 @@ async fn an_unknown_field_is_a_422_problem(backend: TestBackend) {
             "roles": ["admin"],
         }))
         .await;
-    let problem = expect_problem(response, 422, "validation-error").await;
+    let problem = expect_problem_of(response, 422, "validation-error").await;
     assert_eq!(
         invalid_fields(&problem),
         ["roles"],
@@ -192,7 +192,7 @@ async fn a_body_that_is_not_json_is_a_415_problem(backend: TestBackend) {
         .send()
         .await
         .unwrap();
-    expect_problem(response, 415, "unsupported-media-type").await;
+    expect_problem_of(response, 415, "unsupported-media-type").await;
 }
 
 async fn concurrent_registrations_of_one_email_create_exactly_one_account(backend: TestBackend) {

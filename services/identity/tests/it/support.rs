@@ -1,44 +1,34 @@
 //! The identity service on a free loopback port over a fresh database, and helpers to talk to it.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mercato_identity::{Config, IdentityConfig};
-use mercato_messaging::{Bus, BusConfig, RelayConfig};
-use mercato_runtime::{CancellationToken, HttpConfig};
+use mercato_kit::ServiceSettings;
+use mercato_messaging::Bus;
 use mercato_security::VerifierConfig;
-use mercato_storage::DatabaseConfig;
-use mercato_testkit::{TestBackend, TestDatabase};
+use mercato_testkit::TestBackend;
+use mercato_testkit::service::{Backing, Instance, http_client};
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 
-/// An upper bound for anything a test waits on, so a broken service fails a test instead of hanging it.
-pub const PATIENCE: Duration = Duration::from_secs(15);
+pub use mercato_testkit::PATIENCE;
+pub use mercato_testkit::problem::expect_problem_of;
 
 /// A password every test user can share: it meets the policy.
 pub const PASSWORD: &str = "correct horse battery";
 
-/// A running identity service. Dropping it stops the service, then drops its database.
+/// A running identity service. Dropping it stops the service, then its bus and database.
 pub struct TestApp {
     pub addr: SocketAddr,
     pub http: reqwest::Client,
     /// The configuration the service was built from (database URL, key directory).
     pub config: Config,
-    /// The embedded bus the service publishes to.
+    /// The bus the service publishes to.
     pub bus: Bus,
-    shutdown: CancellationToken,
-    /// The server task, until [`TestApp::stop`] waits for it.
-    server: Option<JoinHandle<std::io::Result<()>>>,
-    // Declared last so the service is told to stop before its database goes.
-    _db: TestDatabase,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
+    instance: Instance,
+    // Declared last so the service is told to stop before its bus and database go.
+    _backing: Backing,
 }
 
 /// How a token request is encoded.
@@ -65,60 +55,39 @@ pub async fn spawn_app(backend: TestBackend) -> TestApp {
 
 /// Spawns the service after `customise` has adjusted its configuration.
 pub async fn spawn_app_with(backend: TestBackend, customise: impl FnOnce(&mut IdentityConfig)) -> TestApp {
-    let db = TestDatabase::new(backend).await;
+    let backing = Backing::new(backend).await;
     let mut identity = IdentityConfig {
-        keys_dir: db.dir().join("keys"),
+        keys_dir: backing.database().dir().join("keys"),
         ..IdentityConfig::default()
     };
     customise(&mut identity);
     let config = Config {
-        listen: "127.0.0.1:0".parse().expect("a socket address"),
-        http: HttpConfig::default(),
-        database: DatabaseConfig {
-            url: db.url().into(),
-            ..DatabaseConfig::default()
+        service: ServiceSettings {
+            // Identity issues the tokens, so it checks them against its own issuer and keys.
+            auth: VerifierConfig::default(),
+            ..backing.settings()
         },
-        auth: VerifierConfig::default(),
         identity,
-        relay: RelayConfig::default(),
     };
-    let bus_url = format!("sqlite://{}?mode=rwc", db.dir().join("bus.db").display());
-    let bus = Bus::connect(&BusConfig {
-        url: bus_url,
-        ..BusConfig::default()
-    })
-    .await
-    .expect("open the embedded bus");
+    let bus = backing.bus().await;
     let app = mercato_identity::build(&config, bus.clone())
         .await
         .expect("build the identity service");
     let addr = app.local_addr();
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestApp {
         addr,
-        http: reqwest::Client::builder()
-            .no_proxy()
-            .timeout(PATIENCE)
-            .build()
-            .expect("build the test client"),
+        http: http_client(),
         config,
         bus,
-        shutdown,
-        server: Some(server),
-        _db: db,
+        instance: Instance::start(addr, |token| app.run_until_stopped(token)),
+        _backing: backing,
     }
 }
 
 impl TestApp {
     /// Stops the service and returns what `run_until_stopped` returned.
     pub async fn stop(&mut self) -> std::io::Result<()> {
-        self.shutdown.cancel();
-        let server = self.server.take().expect("the service is running");
-        tokio::time::timeout(PATIENCE, server)
-            .await
-            .expect("run_until_stopped returns")
-            .expect("the server task does not panic")
+        self.instance.stop().await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -237,32 +206,10 @@ pub async fn expect_tokens(response: reqwest::Response) -> Tokens {
     }
 }
 
-/// Checks that `response` is a problem document of `status` and type `slug`, and returns its body.
-pub async fn expect_problem(response: reqwest::Response, status: u16, slug: &str) -> Value {
-    assert_eq!(response.status().as_u16(), status, "status of {}", response.url());
-    assert_eq!(
-        response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok()),
-        Some("application/problem+json"),
-        "content type of a {status} answer",
-    );
-    let body: Value = response.json().await.expect("a problem body is JSON");
-    assert_eq!(body["status"], status, "problem body: {body}");
-    assert_eq!(
-        body["type"],
-        format!("urn:mercato:problem:{slug}"),
-        "problem body: {body}"
-    );
-    assert!(body["title"].is_string(), "problem body: {body}");
-    body
-}
-
 /// Checks that `response` is the OAuth 2 error `code` (RFC 6749 §5.2), and returns its body.
 pub async fn expect_oauth_error(response: reqwest::Response, code: &str) -> Value {
     let slug = format!("oauth-{}", code.replace('_', "-"));
-    let body = expect_problem(response, 400, &slug).await;
+    let body = expect_problem_of(response, 400, &slug).await;
     assert_eq!(body["error"], code, "problem body: {body}");
     assert!(body["error_description"].is_string(), "problem body: {body}");
     body

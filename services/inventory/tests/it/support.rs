@@ -3,43 +3,24 @@
 //! the checkout saga would.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use mercato_contracts::orders::{CommitReservation, OrderLine, ReleaseStock, ReserveStock};
-use mercato_inventory::Config;
 use mercato_inventory::store::{products, reservations};
-use mercato_messaging::{
-    Bus, BusConfig, Consumer, ConsumerSpec, Context, Envelope, Event, InboxConfig, RelayConfig,
-};
-use mercato_runtime::{CancellationToken, HttpConfig};
+use mercato_inventory::{Config, InventoryConfig};
+use mercato_messaging::{Bus, Context, Envelope, Event};
 use mercato_storage::sqlx::{self, Row as _};
-use mercato_storage::{DatabaseConfig, Db, now_millis};
-use mercato_testkit::auth::TestIssuer;
-use mercato_testkit::nats::NatsServer;
-use mercato_testkit::{TestBackend, TestDatabase};
+use mercato_storage::{Db, now_millis};
+use mercato_testkit::TestBackend;
+use mercato_testkit::listener::Listener;
+use mercato_testkit::service::{Backing, Instance, http_client};
 use serde_json::Value;
-use tokio::task::JoinHandle;
 
-/// An upper bound for anything a test waits on, so a broken service fails a test instead of
-/// hanging it.
-pub const PATIENCE: Duration = Duration::from_secs(20);
+pub use mercato_testkit::PATIENCE;
+pub use mercato_testkit::problem::{expect_problem, invalid_fields};
 
 /// A reservation that will not expire while a test runs.
 pub fn far_future() -> i64 {
     now_millis() + 3_600_000
-}
-
-/// One running instance of the service.
-struct Instance {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    _server: JoinHandle<std::io::Result<()>>,
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
 }
 
 /// A running inventory service. Dropping it stops the service(s), then the bus, then the
@@ -53,77 +34,33 @@ pub struct TestApp {
     /// A connection of the test's own to the service's database, for what no API shows.
     pub db: Db,
     pub config: Config,
-    pub issuer: TestIssuer,
-    bus_config: BusConfig,
     instances: Vec<Instance>,
     // Declared last so the services stop before their broker and database go.
-    _nats: Option<NatsServer>,
-    _database: TestDatabase,
+    backing: Backing,
 }
 
 /// Starts the service on `backend`: SQLite with the embedded bus, or PostgreSQL with a private
-/// NATS JetStream server.
+/// NATS JetStream server; the demo catalogue is loaded.
 pub async fn spawn_app(backend: TestBackend) -> TestApp {
-    let database = TestDatabase::new(backend).await;
-    let (nats, bus_url) = match backend {
-        TestBackend::Sqlite => (
-            None,
-            format!("sqlite://{}?mode=rwc", database.dir().join("bus.db").display()),
-        ),
-        TestBackend::Postgres => {
-            let server = NatsServer::start(database.dir()).await;
-            let url = server.url();
-            (Some(server), url)
-        }
-    };
-    let bus_config = BusConfig {
-        url: bus_url,
-        ..BusConfig::default()
-    };
-    let issuer = TestIssuer::start().await;
+    let backing = Backing::new(backend).await;
     let config = Config {
-        listen: "127.0.0.1:0".parse().expect("a socket address"),
-        http: HttpConfig::default(),
-        database: DatabaseConfig {
-            url: database.url().into(),
-            ..DatabaseConfig::default()
+        service: backing.settings(),
+        inventory: InventoryConfig {
+            reservation_sweep_ms: 50,
+            demo_catalogue: true,
         },
-        auth: issuer.config(),
-        jwks_url: issuer.jwks_url().to_owned(),
-        relay: RelayConfig {
-            poll_interval_ms: 100,
-            ..RelayConfig::default()
-        },
-        inbox: InboxConfig {
-            backoff_ms: vec![50, 200],
-            fetch_wait_ms: 200,
-            reorder_delay_ms: 20,
-            ..InboxConfig::default()
-        },
-        reservation_sweep_ms: 50,
     };
-    let db = mercato_inventory::open_database(&config.database)
+    let db = mercato_inventory::open_database(&config.service.database)
         .await
         .expect("open the inventory database");
-    mercato_inventory::seed_demo_catalogue(&db)
-        .await
-        .expect("seed the demo catalogue");
-    let bus = Bus::connect(&bus_config).await.expect("connect to the bus");
     let mut app = TestApp {
         addr: "127.0.0.1:0".parse().expect("a socket address"),
-        http: reqwest::Client::builder()
-            .no_proxy()
-            .timeout(PATIENCE)
-            .build()
-            .expect("build the test client"),
-        bus,
+        http: http_client(),
+        bus: backing.bus().await,
         db,
         config,
-        issuer,
-        bus_config,
         instances: Vec::new(),
-        _nats: nats,
-        _database: database,
+        backing,
     };
     app.addr = app.start_replica().await;
     app
@@ -133,20 +70,12 @@ impl TestApp {
     /// Starts one more instance on the same database and bus (another replica, as a second pod
     /// would be), and returns its address.
     pub async fn start_replica(&mut self) -> SocketAddr {
-        let bus = Bus::connect(&self.bus_config)
-            .await
-            .expect("a replica connects to the bus");
-        let app = mercato_inventory::build(&self.config, bus)
+        let app = mercato_inventory::build(&self.config, self.backing.bus().await)
             .await
             .expect("build the inventory service");
         let addr = app.local_addr();
-        let shutdown = CancellationToken::new();
-        let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        self.instances.push(Instance {
-            addr,
-            shutdown,
-            _server: server,
-        });
+        self.instances
+            .push(Instance::start(addr, |token| app.run_until_stopped(token)));
         addr
     }
 
@@ -160,11 +89,11 @@ impl TestApp {
     }
 
     pub fn admin_token(&self) -> String {
-        self.issuer.token("admin-1", &["customer", "admin"])
+        self.backing.issuer.token("admin-1", &["customer", "admin"])
     }
 
     pub fn customer_token(&self) -> String {
-        self.issuer.token("customer-1", &["customer"])
+        self.backing.issuer.token("customer-1", &["customer"])
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
@@ -337,92 +266,33 @@ impl TestApp {
 
     /// A reader of inventory's events, as another service would consume them.
     pub async fn answers(&self) -> Answers {
-        let spec = ConsumerSpec {
-            group: "inventory-it".into(),
-            category: mercato_contracts::inventory::CATEGORY.into(),
-        };
-        Answers {
-            consumer: self.bus.consumer(&spec).await.expect("join a consumer group"),
-            seen: Vec::new(),
-        }
+        Answers(Listener::join(&self.bus, "inventory-it", mercato_contracts::inventory::CATEGORY).await)
     }
 }
 
-/// Inventory's events as they arrive on the bus; every one is acknowledged and kept.
-pub struct Answers {
-    consumer: Consumer,
-    pub seen: Vec<Envelope>,
+/// Inventory's events as they arrive on the bus.
+pub struct Answers(Listener);
+
+impl std::ops::Deref for Answers {
+    type Target = Listener;
+    fn deref(&self) -> &Listener {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Answers {
+    fn deref_mut(&mut self) -> &mut Listener {
+        &mut self.0
+    }
 }
 
 impl Answers {
-    /// Reads until an event matches `wanted`, and returns it.
-    pub async fn wait_for(&mut self, what: &str, wanted: impl Fn(&Envelope) -> bool) -> Envelope {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            if let Some(found) = self.seen.iter().find(|e| wanted(e)) {
-                return found.clone();
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "timed out waiting for {what}; saw {:?}",
-                self.seen
-                    .iter()
-                    .map(|e| (&e.event_type, &e.stream_id))
-                    .collect::<Vec<_>>()
-            );
-            self.read(Duration::from_millis(500)).await;
-        }
-    }
-
     /// The answer to an order: the first inventory event on its stream of type `E`.
     pub async fn for_order<E: Event>(&mut self, order_id: &str) -> E {
-        let envelope = self
-            .wait_for(&format!("{} for {order_id}", E::TYPE), |e| {
-                e.stream_id == order_id && e.is::<E>()
-            })
-            .await;
+        let (envelope, event) = self.0.first::<E>(order_id).await;
         assert_eq!(envelope.source, "inventory");
-        envelope.decode().expect("the payload decodes")
+        event
     }
-
-    /// Reads one batch, waiting at most `wait` for it.
-    pub async fn read(&mut self, wait: Duration) {
-        let batch = self.consumer.fetch(64, wait).await.expect("fetch events");
-        for delivery in batch {
-            // The bus delivers at least once; a redelivery is not a new answer.
-            if !self.seen.iter().any(|e| e.id == delivery.envelope.id) {
-                self.seen.push(delivery.envelope.clone());
-            }
-            delivery.ack().await.expect("ack an event");
-        }
-    }
-}
-
-/// Checks a problem answer of `status` and returns its body.
-pub async fn expect_problem(response: reqwest::Response, status: u16) -> Value {
-    assert_eq!(response.status().as_u16(), status, "status of {}", response.url());
-    assert_eq!(
-        response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok()),
-        Some("application/problem+json"),
-        "content type of a {status} answer"
-    );
-    let body: Value = response.json().await.expect("a JSON problem");
-    assert_eq!(body["status"], status, "problem: {body}");
-    assert!(body["title"].is_string(), "problem: {body}");
-    body
-}
-
-/// The fields a `422` problem names.
-pub fn invalid_fields(problem: &Value) -> Vec<String> {
-    problem["errors"]
-        .as_array()
-        .unwrap_or_else(|| panic!("a validation problem lists its errors: {problem}"))
-        .iter()
-        .map(|e| e["field"].as_str().expect("each error names a field").to_owned())
-        .collect()
 }
 
 /// A fresh order id.

@@ -1,9 +1,9 @@
 //! The mailbox over HTTP: pages, validation, isolation, authentication, and the operations
 //! endpoints.
 
-use mercato_messaging::{Bus, BusConfig};
-use mercato_notifications::StartError;
-use mercato_testkit::{TestBackend, TestDatabase, backend_tests, eventually};
+use mercato_testkit::problem::expect_problem;
+use mercato_testkit::service::Backing;
+use mercato_testkit::{TestBackend, backend_tests, eventually};
 use serde_json::Value;
 
 use crate::support::{PATIENCE, spawn_app, unique};
@@ -16,17 +16,6 @@ backend_tests!(
     the_service_reports_readiness_counts_notifications_and_stops_cleanly,
     a_bad_smtp_setting_stops_start_up_naming_its_key,
 );
-
-async fn problem(response: reqwest::Response, status: u16) -> Value {
-    assert_eq!(response.status(), status);
-    assert_eq!(
-        response.headers()["content-type"].to_str().unwrap(),
-        "application/problem+json"
-    );
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["status"], status);
-    body
-}
 
 fn subjects(page: &Value) -> Vec<String> {
     page["items"]
@@ -89,7 +78,7 @@ async fn bad_page_sizes_and_tokens_are_refused_with_422(backend: TestBackend) {
         ("?page_token=not-a-token", "page_token"),
     ] {
         let response = app.mailbox_response("someone", query).await;
-        let body = problem(response, 422).await;
+        let body = expect_problem(response, 422).await;
         assert_eq!(body["errors"][0]["field"], field, "{query}: {body}");
     }
     let response = app.mailbox_response("someone", "?page_size=100").await;
@@ -131,7 +120,7 @@ async fn without_a_valid_token_the_mailbox_is_401(backend: TestBackend) {
     let app = spawn_app(backend).await;
     let response = app.http.get(app.url("/api/notifications")).send().await.unwrap();
     assert!(response.headers().contains_key("www-authenticate"));
-    problem(response, 401).await;
+    expect_problem(response, 401).await;
     let response = app
         .http
         .get(app.url("/api/notifications"))
@@ -139,7 +128,7 @@ async fn without_a_valid_token_the_mailbox_is_401(backend: TestBackend) {
         .send()
         .await
         .unwrap();
-    problem(response, 401).await;
+    expect_problem(response, 401).await;
 }
 
 async fn the_service_reports_readiness_counts_notifications_and_stops_cleanly(backend: TestBackend) {
@@ -174,19 +163,15 @@ async fn the_service_reports_readiness_counts_notifications_and_stops_cleanly(ba
 
 async fn a_bad_smtp_setting_stops_start_up_naming_its_key(backend: TestBackend) {
     let app = spawn_app(backend).await;
-    let database = TestDatabase::new(backend).await;
-    let bus = Bus::connect(&BusConfig {
-        url: format!("sqlite://{}?mode=rwc", database.dir().join("bus.db").display()),
-        ..BusConfig::default()
-    })
-    .await
-    .unwrap();
+    let other = Backing::new(backend).await;
     let mut config = app.config.clone();
-    config.database.url = database.url().into();
-    config.smtp.from = "not an address".into();
-    let error = mercato_notifications::build(&config, bus).await.unwrap_err();
-    match error {
-        StartError::Config { key, .. } => assert_eq!(key, "smtp.from"),
-        other => panic!("expected a configuration error, got {other}"),
+    config.service.database = other.settings().database;
+    config.notifications.smtp.from = "not an address".into();
+    let error = mercato_notifications::build(&config, other.bus().await)
+        .await
+        .unwrap_err();
+    match error.invalid_setting() {
+        Some(refused) => assert_eq!(refused.key, "notifications.smtp.from"),
+        None => panic!("expected a configuration error, got {error}"),
     }
 }

@@ -5,28 +5,23 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use mercato_contracts::customers::{CustomerCreated, CustomerUpdated, Preferences};
 use mercato_contracts::identity::UserRegistered;
 use mercato_contracts::money::Money;
 use mercato_contracts::orders::{OrderCancelled, OrderConfirmed, OrderShipped, PricedLine};
-use mercato_messaging::{Bus, BusConfig, Context, Envelope, Event, InboxConfig};
+use mercato_kit::ServiceSettings;
+use mercato_messaging::{Bus, Context, Envelope, Event, InboxConfig};
 use mercato_notifications::store::{self, CustomerCopy, Delivery};
-use mercato_notifications::{Config, SmtpConfig};
-use mercato_runtime::{CancellationToken, HttpConfig};
-use mercato_storage::{DatabaseConfig, Db};
-use mercato_testkit::auth::TestIssuer;
-use mercato_testkit::nats::NatsServer;
-use mercato_testkit::{TestBackend, TestDatabase, eventually};
+use mercato_notifications::{Config, NotificationsConfig, SmtpConfig};
+use mercato_storage::Db;
+use mercato_testkit::service::{Backing, Instance, http_client};
+use mercato_testkit::{TestBackend, eventually};
 use serde_json::Value;
-use tokio::task::JoinHandle;
+
+pub use mercato_testkit::PATIENCE;
 
 use crate::smtp_sink::SmtpSink;
-
-/// An upper bound for anything a test waits on, so a broken service fails a test instead of
-/// hanging it.
-pub const PATIENCE: Duration = Duration::from_secs(20);
 
 /// Attempts per email in tests.
 pub const MAX_ATTEMPTS: u32 = 3;
@@ -38,45 +33,13 @@ pub struct TestApp {
     pub bus: Bus,
     /// A connection of the test's own to the service's database, for the delivery log.
     pub db: Db,
-    pub issuer: TestIssuer,
     pub smtp: SmtpSink,
     pub config: Config,
     /// The next position of each (category, stream) this test publishes to.
     positions: Mutex<HashMap<(String, String), i64>>,
-    shutdown: CancellationToken,
-    server: Option<JoinHandle<std::io::Result<()>>>,
-    _nats: Option<NatsServer>,
-    // Declared last so the service is told to stop before its database goes.
-    _database: TestDatabase,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
-
-/// The test's broker: an embedded bus file beside the SQLite database, or a private NATS
-/// server beside the PostgreSQL one.
-pub async fn bus_for(backend: TestBackend, database: &TestDatabase) -> (Bus, Option<NatsServer>) {
-    let (nats, url) = match backend {
-        TestBackend::Sqlite => (
-            None,
-            format!("sqlite://{}?mode=rwc", database.dir().join("bus.db").display()),
-        ),
-        TestBackend::Postgres => {
-            let server = NatsServer::start(database.dir()).await;
-            let url = server.url();
-            (Some(server), url)
-        }
-    };
-    let bus = Bus::connect(&BusConfig {
-        url,
-        ..BusConfig::default()
-    })
-    .await
-    .expect("connect the bus");
-    (bus, nats)
+    instance: Instance,
+    // Declared last so the service is told to stop before its broker and database go.
+    backing: Backing,
 }
 
 pub fn smtp_config(port: u16) -> SmtpConfig {
@@ -97,52 +60,43 @@ pub async fn spawn_app(backend: TestBackend) -> TestApp {
 
 /// Spawns the service after `customise` has adjusted its configuration.
 pub async fn spawn_app_with(backend: TestBackend, customise: impl FnOnce(&mut Config)) -> TestApp {
-    let database = TestDatabase::new(backend).await;
-    let (bus, nats) = bus_for(backend, &database).await;
-    let issuer = TestIssuer::start().await;
+    let backing = Backing::new(backend).await;
+    let bus = backing.bus().await;
     let smtp = SmtpSink::start().await;
+    let defaults = backing.settings();
     let mut config = Config {
-        listen: "127.0.0.1:0".parse().expect("a socket address"),
-        http: HttpConfig::default(),
-        database: DatabaseConfig {
-            url: database.url().into(),
-            ..DatabaseConfig::default()
+        service: ServiceSettings {
+            inbox: InboxConfig {
+                backoff_ms: vec![20, 50],
+                fetch_wait_ms: 250,
+                ..defaults.inbox.clone()
+            },
+            ..defaults
         },
-        auth: issuer.config(),
-        jwks_url: issuer.jwks_url().to_owned(),
-        inbox: InboxConfig {
-            backoff_ms: vec![20, 50],
-            fetch_wait_ms: 250,
-            ..InboxConfig::default()
+        notifications: NotificationsConfig {
+            smtp: smtp_config(smtp.port()),
+            worker_poll_ms: 25,
         },
-        smtp: smtp_config(smtp.port()),
-        worker_poll_ms: 25,
     };
     customise(&mut config);
     let app = mercato_notifications::build(&config, bus.clone())
         .await
         .expect("build the notifications service");
     let addr = app.local_addr();
-    let shutdown = CancellationToken::new();
-    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-    let db = Db::connect(&config.database).await.expect("a second connection");
+    let instance = Instance::start(addr, |token| app.run_until_stopped(token));
+    let db = Db::connect(&config.service.database)
+        .await
+        .expect("a second connection");
     TestApp {
         addr,
-        http: reqwest::Client::builder()
-            .no_proxy()
-            .timeout(PATIENCE)
-            .build()
-            .expect("build the test client"),
+        http: http_client(),
         bus,
         db,
-        issuer,
         smtp,
         config,
         positions: Mutex::default(),
-        shutdown,
-        server: Some(server),
-        _nats: nats,
-        _database: database,
+        instance,
+        backing,
     }
 }
 
@@ -160,12 +114,7 @@ pub fn unique(prefix: &str) -> String {
 impl TestApp {
     /// Stops the service and returns what `run_until_stopped` returned.
     pub async fn stop(&mut self) -> std::io::Result<()> {
-        self.shutdown.cancel();
-        let server = self.server.take().expect("the service is running");
-        tokio::time::timeout(PATIENCE, server)
-            .await
-            .expect("run_until_stopped returns")
-            .expect("the server task does not panic")
+        self.instance.stop().await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -267,7 +216,7 @@ impl TestApp {
     pub async fn mailbox_response(&self, user: &str, query: &str) -> reqwest::Response {
         self.http
             .get(self.url(&format!("/api/notifications{query}")))
-            .bearer_auth(self.issuer.token(user, &["customer"]))
+            .bearer_auth(self.backing.issuer.token(user, &["customer"]))
             .send()
             .await
             .expect("the mailbox answers")

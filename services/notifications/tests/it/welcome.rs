@@ -65,7 +65,8 @@ async fn a_customer_who_turned_email_off_gets_the_welcome_in_the_mailbox_only_in
 }
 
 async fn with_smtp_disabled_the_welcome_reaches_the_mailbox_and_no_email_is_queued(backend: TestBackend) {
-    let app = crate::support::spawn_app_with(backend, |config| config.smtp.enabled = false).await;
+    let app =
+        crate::support::spawn_app_with(backend, |config| config.notifications.smtp.enabled = false).await;
     let user = unique("u");
     app.user_registered(&user, &format!("{user}@example.com"), "Ada")
         .await;

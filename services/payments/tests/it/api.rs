@@ -17,7 +17,7 @@ async fn only_the_orders_customer_reads_its_payment(backend: TestBackend) {
     payments.charge(&order, "cust-owner", "tok_visa").await;
     payments.answer::<PaymentCaptured>(&order).await;
 
-    let owner = payments.issuer.token("cust-owner", &["customer"]);
+    let owner = payments.issuer().token("cust-owner", &["customer"]);
     let response = payments.get_payment(&order, Some(&owner)).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
@@ -31,7 +31,7 @@ async fn only_the_orders_customer_reads_its_payment(backend: TestBackend) {
         "no card data leaves the service: {body}"
     );
 
-    let stranger = payments.issuer.token("cust-stranger", &["customer"]);
+    let stranger = payments.issuer().token("cust-stranger", &["customer"]);
     expect_problem(payments.get_payment(&order, Some(&stranger)).await, 404).await;
     expect_problem(payments.get_payment(&order_id(), Some(&owner)).await, 404).await;
     let anonymous = payments.get_payment(&order, None).await;

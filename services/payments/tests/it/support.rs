@@ -8,23 +8,21 @@ use std::time::Duration;
 
 use mercato_contracts::money::Money;
 use mercato_contracts::orders::{ChargePayment, RefundPayment};
-use mercato_messaging::{
-    Bus, BusConfig, Consumer, ConsumerSpec, Context, Envelope, Event, InboxConfig, RelayConfig,
-};
+use mercato_kit::ServiceSettings;
+use mercato_messaging::{Bus, Consumer, ConsumerSpec, Context, Envelope, Event, InboxConfig, RelayConfig};
 use mercato_payments::sandbox::{self, SandboxConfig};
 use mercato_payments::store::{self, Payment};
-use mercato_payments::{Config, ProviderConfig};
+use mercato_payments::{Config, PaymentsConfig, ProviderConfig};
 use mercato_runtime::{CancellationToken, HttpConfig};
+use mercato_storage::Db;
 use mercato_storage::sqlx::{self, Row as _};
-use mercato_storage::{DatabaseConfig, Db};
 use mercato_testkit::auth::TestIssuer;
-use mercato_testkit::nats::NatsServer;
-use mercato_testkit::{TestBackend, TestDatabase, eventually};
+use mercato_testkit::service::{Backing, Instance};
+use mercato_testkit::{TestBackend, eventually};
 use serde_json::Value;
-use tokio::task::JoinHandle;
 
-/// An upper bound for anything a test waits on, so a hang fails the test instead.
-pub const PATIENCE: Duration = Duration::from_secs(20);
+pub use mercato_testkit::PATIENCE;
+pub use mercato_testkit::problem::expect_problem;
 
 /// The amount every test order costs.
 pub fn amount() -> Money {
@@ -113,13 +111,7 @@ impl Drop for Sandbox {
     }
 }
 
-pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(PATIENCE)
-        .build()
-        .expect("build the test client")
-}
+pub use mercato_testkit::service::http_client as client;
 
 /// What a test may change before the service starts.
 #[derive(Debug, Clone)]
@@ -128,42 +120,25 @@ pub struct Tuning {
     pub late_delay_ms: u64,
 }
 
-/// A running payments service.
-struct Running {
-    addr: SocketAddr,
-    shutdown: CancellationToken,
-    task: JoinHandle<std::io::Result<()>>,
-}
-
 /// The payments service with everything around it. Dropping it stops everything and drops the
 /// database.
 pub struct TestPayments {
     pub sandbox: Sandbox,
-    pub issuer: TestIssuer,
     pub bus: Bus,
     pub http: reqwest::Client,
     pub config: Config,
     /// A connection of the test's own to the service's database, for looking at rows.
     pub db: Db,
-    running: Option<Running>,
+    running: Option<Instance>,
     /// Further instances on the same database and bus.
-    replicas: Vec<Running>,
+    replicas: Vec<Instance>,
     answers: Consumer,
     /// Every answer read so far, in the order it was read.
     seen: Vec<Envelope>,
     /// The next stream position of each order's commands.
     seqs: HashMap<String, i64>,
     // Declared last: the service stops before its broker and database go.
-    _nats: Option<NatsServer>,
-    _database: TestDatabase,
-}
-
-impl Drop for TestPayments {
-    fn drop(&mut self) {
-        for running in self.running.iter().chain(&self.replicas) {
-            running.shutdown.cancel();
-        }
-    }
+    backing: Backing,
 }
 
 pub async fn spawn(backend: TestBackend) -> TestPayments {
@@ -183,56 +158,35 @@ pub async fn spawn_with(backend: TestBackend, tune: impl FnOnce(&mut Tuning)) ->
         late_delay_ms: 1_500,
     };
     tune(&mut tuning);
-    let database = TestDatabase::new(backend).await;
-    let (nats, bus_url) = match backend {
-        TestBackend::Sqlite => (
-            None,
-            format!("sqlite://{}?mode=rwc", database.dir().join("bus.db").display()),
-        ),
-        TestBackend::Postgres => {
-            let server = NatsServer::start(database.dir()).await;
-            let url = server.url();
-            (Some(server), url)
-        }
-    };
-    let bus = Bus::connect(&BusConfig {
-        url: bus_url,
-        ack_wait_ms: 2_000,
-        ..BusConfig::default()
-    })
-    .await
-    .expect("connect to the bus");
+    let mut backing = Backing::new(backend).await;
+    backing.tune_bus(|bus| bus.ack_wait_ms = 2_000);
+    let bus = backing.bus().await;
     let sandbox = Sandbox::start(tuning.late_delay_ms).await;
-    let issuer = TestIssuer::start().await;
+    let defaults = backing.settings();
     let config = Config {
-        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        http: HttpConfig {
-            shutdown_grace_ms: 5_000,
-            ..HttpConfig::default()
+        service: ServiceSettings {
+            http: HttpConfig {
+                shutdown_grace_ms: 5_000,
+                ..HttpConfig::default()
+            },
+            relay: RelayConfig {
+                retry_delay_ms: 100,
+                ..defaults.relay.clone()
+            },
+            inbox: InboxConfig {
+                reorder_delay_ms: 50,
+                ..defaults.inbox.clone()
+            },
+            ..defaults
         },
-        database: DatabaseConfig {
-            url: database.url().to_owned(),
-            ..DatabaseConfig::default()
-        },
-        auth: issuer.config(),
-        jwks_url: issuer.jwks_url().to_owned(),
-        relay: RelayConfig {
-            poll_interval_ms: 50,
-            retry_delay_ms: 100,
-            ..RelayConfig::default()
-        },
-        inbox: InboxConfig {
-            backoff_ms: vec![50, 200],
-            reorder_delay_ms: 50,
-            fetch_wait_ms: 200,
-            ..InboxConfig::default()
-        },
-        provider: ProviderConfig {
-            url: sandbox.url.clone(),
-            ..tuning.provider
+        payments: PaymentsConfig {
+            provider: ProviderConfig {
+                url: sandbox.url.clone(),
+                ..tuning.provider
+            },
+            worker_poll_ms: 50,
         },
         client: mercato_runtime::ClientConfig::default(),
-        worker_poll_ms: 50,
     };
     let answers = bus
         .consumer(&ConsumerSpec {
@@ -241,12 +195,11 @@ pub async fn spawn_with(backend: TestBackend, tune: impl FnOnce(&mut Tuning)) ->
         })
         .await
         .expect("join the answers group");
-    let db = Db::connect(&config.database)
+    let db = Db::connect(&config.service.database)
         .await
         .expect("connect to the test database");
     let mut payments = TestPayments {
         sandbox,
-        issuer,
         bus,
         http: client(),
         config,
@@ -256,14 +209,18 @@ pub async fn spawn_with(backend: TestBackend, tune: impl FnOnce(&mut Tuning)) ->
         answers,
         seen: Vec::new(),
         seqs: HashMap::new(),
-        _nats: nats,
-        _database: database,
+        backing,
     };
     payments.start().await;
     payments
 }
 
 impl TestPayments {
+    /// The issuer of the tokens the service accepts.
+    pub fn issuer(&self) -> &TestIssuer {
+        &self.backing.issuer
+    }
+
     /// Builds the service (again) on the same database and bus, and runs it.
     pub async fn start(&mut self) {
         assert!(self.running.is_none(), "the service is running already");
@@ -276,32 +233,23 @@ impl TestPayments {
         self.replicas.push(replica);
     }
 
-    async fn launch(&self) -> Running {
+    async fn launch(&self) -> Instance {
         let app = mercato_payments::build(&self.config, self.bus.clone())
             .await
             .expect("build the payments service");
-        let addr = app.local_addr();
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(app.run_until_stopped(shutdown.clone()));
-        Running { addr, shutdown, task }
+        Instance::start(app.local_addr(), |token| app.run_until_stopped(token))
     }
 
     /// Stops the service as SIGTERM would, and waits until it has stopped.
     pub async fn stop(&mut self) {
-        let running = self.running.take().expect("the service is running");
-        running.shutdown.cancel();
-        tokio::time::timeout(PATIENCE, running.task)
-            .await
-            .expect("the service stops in time")
-            .expect("the service task does not panic")
-            .expect("the service stops cleanly");
+        let mut running = self.running.take().expect("the service is running");
+        running.stop().await.expect("the service stops cleanly");
     }
 
     /// Kills the service where it stands: no shutdown, nothing given back.
     pub async fn crash(&mut self) {
-        let running = self.running.take().expect("the service is running");
-        running.task.abort();
-        let _ = running.task.await;
+        let mut running = self.running.take().expect("the service is running");
+        running.abort().await;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -461,19 +409,4 @@ pub fn idempotency_key(order_id: &str) -> String {
 /// A fresh order id.
 pub fn order_id() -> String {
     uuid::Uuid::now_v7().to_string()
-}
-
-/// Checks that `response` is a problem document of `status`, and returns its body.
-pub async fn expect_problem(response: reqwest::Response, status: u16) -> Value {
-    assert_eq!(response.status().as_u16(), status, "status of {}", response.url());
-    assert_eq!(
-        response
-            .headers()
-            .get(reqwest::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok()),
-        Some("application/problem+json")
-    );
-    let body: Value = response.json().await.expect("a problem body is JSON");
-    assert_eq!(body["status"], status, "problem body: {body}");
-    body
 }

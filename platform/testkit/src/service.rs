@@ -1,0 +1,185 @@
+//! A service under test on either backend: its fresh database, the bus of that backend (the
+//! embedded log in a file, or a private NATS JetStream server beside PostgreSQL), a token
+//! issuer, settings for port 0, and the running instances, stopped when dropped.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use mercato_kit::ServiceSettings;
+use mercato_messaging::{Bus, BusConfig, InboxConfig, RelayConfig};
+use mercato_runtime::{CancellationToken, HttpConfig};
+use mercato_storage::DatabaseConfig;
+use tokio::task::JoinHandle;
+
+use crate::auth::TestIssuer;
+use crate::nats::NatsServer;
+use crate::{PATIENCE, TestBackend, TestDatabase};
+
+/// What a service under test runs on. Dropping it stops the broker, then drops the database.
+pub struct Backing {
+    pub issuer: TestIssuer,
+    bus_config: BusConfig,
+    // Declared last so a private broker stops before its database directory goes.
+    nats: Option<NatsServer>,
+    database: TestDatabase,
+}
+
+impl Backing {
+    /// A fresh database on `backend` with the bus that goes with it.
+    ///
+    /// # Panics
+    /// When PostgreSQL or `nats-server` is needed and missing: a backend suite fails, never skips.
+    pub async fn new(backend: TestBackend) -> Self {
+        let database = TestDatabase::new(backend).await;
+        let (nats, url) = match backend {
+            TestBackend::Sqlite => (
+                None,
+                format!("sqlite://{}?mode=rwc", database.dir().join("bus.db").display()),
+            ),
+            TestBackend::Postgres => {
+                let server = NatsServer::start(database.dir()).await;
+                let url = server.url();
+                (Some(server), url)
+            }
+        };
+        Self {
+            issuer: TestIssuer::start().await,
+            bus_config: BusConfig {
+                url,
+                ..BusConfig::default()
+            },
+            nats,
+            database,
+        }
+    }
+
+    #[must_use]
+    pub fn database(&self) -> &TestDatabase {
+        &self.database
+    }
+
+    #[must_use]
+    pub fn backend(&self) -> TestBackend {
+        self.database.backend()
+    }
+
+    /// The private NATS server, on the PostgreSQL backend.
+    #[must_use]
+    pub fn nats(&self) -> Option<&NatsServer> {
+        self.nats.as_ref()
+    }
+
+    #[must_use]
+    pub fn bus_config(&self) -> &BusConfig {
+        &self.bus_config
+    }
+
+    /// Changes the bus settings for connections made from now on (a shorter ack wait, say).
+    pub fn tune_bus(&mut self, change: impl FnOnce(&mut BusConfig)) {
+        change(&mut self.bus_config);
+    }
+
+    /// A new connection to the bus (each replica of a service has its own).
+    ///
+    /// # Panics
+    /// When the bus cannot be reached.
+    pub async fn bus(&self) -> Bus {
+        Bus::connect(&self.bus_config).await.expect("connect to the bus")
+    }
+
+    /// Settings for a service on a free port over this database, verifying the issuer's tokens,
+    /// with a relay and inbox quick enough for tests.
+    #[must_use]
+    pub fn settings(&self) -> ServiceSettings {
+        ServiceSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            http: HttpConfig::default(),
+            database: DatabaseConfig {
+                url: self.database.url().into(),
+                ..DatabaseConfig::default()
+            },
+            auth: self.issuer.config(),
+            jwks_url: self.issuer.jwks_url().to_owned(),
+            relay: RelayConfig {
+                poll_interval_ms: 50,
+                ..RelayConfig::default()
+            },
+            inbox: InboxConfig {
+                backoff_ms: vec![50, 200],
+                fetch_wait_ms: 200,
+                reorder_delay_ms: 20,
+                ..InboxConfig::default()
+            },
+        }
+    }
+}
+
+/// One running instance of a service; dropping it tells the service to stop.
+pub struct Instance {
+    pub addr: SocketAddr,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+impl Instance {
+    /// Runs a built service (`run` is its `run_until_stopped`) until stopped or dropped.
+    pub fn start<F, Fut>(addr: SocketAddr, run: F) -> Self
+    where
+        F: FnOnce(CancellationToken) -> Fut,
+        Fut: Future<Output = std::io::Result<()>> + Send + 'static,
+    {
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(shutdown.clone()));
+        Self {
+            addr,
+            shutdown,
+            task: Some(task),
+        }
+    }
+
+    /// Stops the service and returns what its `run_until_stopped` returned.
+    ///
+    /// # Panics
+    /// When it does not stop within [`PATIENCE`], or was already stopped.
+    pub async fn stop(&mut self) -> std::io::Result<()> {
+        self.shutdown.cancel();
+        let task = self.task.take().expect("the service is running");
+        tokio::time::timeout(PATIENCE, task)
+            .await
+            .expect("run_until_stopped returns")
+            .expect("the service task does not panic")
+    }
+
+    /// Stops the service abruptly, as a crash would: no drain, background work cut off; returns
+    /// once its task is gone.
+    pub async fn abort(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    #[must_use]
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// An HTTP client for tests: no proxy, every call bounded by [`PATIENCE`].
+///
+/// # Panics
+/// When the client cannot be built.
+#[must_use]
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(PATIENCE)
+        .build()
+        .expect("build the test client")
+}
