@@ -1,0 +1,118 @@
+//! Bad input: every field named in a 422, unknown and read-only fields refused, no token or a
+//! bad one refused with 401; nothing changes.
+
+use mercato_testkit::problem::{expect_problem, invalid_fields};
+use mercato_testkit::{TestBackend, backend_tests};
+use serde_json::json;
+
+use crate::support::{spawn_app, user_id};
+
+backend_tests!(
+    invalid_profile_fields_are_each_named_and_nothing_changes,
+    read_only_and_unknown_fields_are_refused,
+    bad_preferences_are_refused,
+    without_a_valid_token_the_profile_is_401,
+    a_body_that_is_not_json_is_refused,
+);
+
+async fn invalid_profile_fields_are_each_named_and_nothing_changes(backend: TestBackend) {
+    let app = spawn_app(backend).await;
+    let user = user_id();
+    let before = app.customer(&user).await;
+    let bad = json!({
+        "name": "",
+        "addresses": [
+            {"line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "DE"},
+            {"line1": "2 Main St", "city": "Berlin", "postal_code": "10115", "country": "Germany"},
+        ],
+    });
+    let problem = expect_problem(app.patch_me(&user, &bad).await, 422).await;
+    assert_eq!(invalid_fields(&problem), ["name", "addresses[1].country"]);
+
+    let eleven: Vec<_> = (0..11)
+        .map(|i| json!({"line1": format!("{i} Main St"), "city": "Berlin", "postal_code": "10115", "country": "DE"}))
+        .collect();
+    let problem = expect_problem(app.patch_me(&user, &json!({"addresses": eleven})).await, 422).await;
+    assert_eq!(invalid_fields(&problem), ["addresses"]);
+
+    let after: serde_json::Value = app.get_me(&user).await.json().await.unwrap();
+    assert_eq!(after, before);
+}
+
+async fn read_only_and_unknown_fields_are_refused(backend: TestBackend) {
+    let app = spawn_app(backend).await;
+    let user = user_id();
+    let before = app.customer(&user).await;
+    for body in [
+        json!({"email": "someone-else@example.com"}),
+        json!({"id": "another-user"}),
+        json!({"name": "Ada", "roles": ["admin"]}),
+    ] {
+        let response = app.patch_me(&user, &body).await;
+        expect_problem(response, 422).await;
+    }
+    let after: serde_json::Value = app.get_me(&user).await.json().await.unwrap();
+    assert_eq!(after, before);
+}
+
+async fn bad_preferences_are_refused(backend: TestBackend) {
+    let app = spawn_app(backend).await;
+    let user = user_id();
+    app.customer(&user).await;
+    let bad_locale = json!({"channels": {"email": true, "sms": false}, "marketing_opt_in": false, "locale": "not a locale!"});
+    let problem = expect_problem(app.put_preferences(&user, &bad_locale).await, 422).await;
+    assert_eq!(invalid_fields(&problem), ["locale"]);
+    // PUT replaces the whole document: a missing field is an error, not a default.
+    let partial = json!({"channels": {"email": true, "sms": false}, "locale": "en"});
+    expect_problem(app.put_preferences(&user, &partial).await, 422).await;
+}
+
+async fn without_a_valid_token_the_profile_is_401(backend: TestBackend) {
+    let app = spawn_app(backend).await;
+    let user = user_id();
+    app.customer(&user).await;
+    let anonymous = app.http.get(app.url("/api/customers/me")).send().await.unwrap();
+    expect_problem(anonymous, 401).await;
+    let forged = app
+        .http
+        .get(app.url("/api/customers/me"))
+        .bearer_auth("not.a.token")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(forged, 401).await;
+    let patch = app
+        .http
+        .patch(app.url("/api/customers/me"))
+        .json(&json!({"name": "Mallory"}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(patch, 401).await;
+}
+
+async fn a_body_that_is_not_json_is_refused(backend: TestBackend) {
+    let app = spawn_app(backend).await;
+    let user = user_id();
+    app.customer(&user).await;
+    let response = app
+        .http
+        .patch(app.url("/api/customers/me"))
+        .bearer_auth(app.token(&user))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, 400).await;
+    let response = app
+        .http
+        .patch(app.url("/api/customers/me"))
+        .bearer_auth(app.token(&user))
+        .header("content-type", "text/plain")
+        .body("name=Ada")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(response, 415).await;
+}

@@ -1,0 +1,135 @@
+//! The customers service on a free loopback port over a fresh database and its backend's bus,
+//! and helpers that publish identity's events and call the API as a customer.
+
+use std::net::SocketAddr;
+
+use mercato_contracts::identity::UserRegistered;
+use mercato_customers::Config;
+use mercato_messaging::{Bus, Context, Envelope};
+use mercato_testkit::listener::Listener;
+use mercato_testkit::service::{Backing, Instance, http_client};
+use mercato_testkit::{PATIENCE, TestBackend, eventually};
+use serde_json::Value;
+
+/// A running customers service. Dropping it stops the service, then its bus and database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    /// The bus the service reads identity's events from and publishes its own to.
+    pub bus: Bus,
+    _instance: Instance,
+    // Declared last so the service stops before its broker and database go.
+    backing: Backing,
+}
+
+pub async fn spawn_app(backend: TestBackend) -> TestApp {
+    let backing = Backing::new(backend).await;
+    let config = Config {
+        service: backing.settings(),
+        projection_poll_ms: 50,
+    };
+    let bus = backing.bus().await;
+    let app = mercato_customers::build(&config, bus.clone())
+        .await
+        .expect("build the customers service");
+    let addr = app.local_addr();
+    TestApp {
+        addr,
+        http: http_client(),
+        bus,
+        _instance: Instance::start(addr, |token| app.run_until_stopped(token)),
+        backing,
+    }
+}
+
+/// A fresh user id.
+pub fn user_id() -> String {
+    format!("user-{}", uuid::Uuid::new_v4().simple())
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A customer's token for `user`.
+    pub fn token(&self, user: &str) -> String {
+        self.backing.issuer.token(user, &["customer"])
+    }
+
+    /// Publishes identity's `UserRegistered` as identity's relay would, and returns it.
+    pub async fn user_registered(&self, user: &str, email: &str, name: &str) -> Envelope {
+        let event = UserRegistered {
+            user_id: user.into(),
+            email: email.into(),
+            name: name.into(),
+        };
+        let mut envelope = Envelope::new("identity", user, &event, &Context::default()).expect("an envelope");
+        envelope.stream_seq = 1;
+        self.bus.publish(&envelope).await.expect("publish");
+        envelope
+    }
+
+    /// Registers `user` through the event and waits until the profile answers.
+    pub async fn customer(&self, user: &str) -> Value {
+        let email = format!("{user}@example.com");
+        self.user_registered(user, &email, "Ada Lovelace").await;
+        self.wait_for_profile(user).await
+    }
+
+    /// Polls `GET /api/customers/me` until the profile exists.
+    pub async fn wait_for_profile(&self, user: &str) -> Value {
+        eventually(PATIENCE, &format!("the profile of {user}"), || async {
+            let response = self.get_me(user).await;
+            if response.status() == 200 {
+                Some(response.json().await.expect("a JSON profile"))
+            } else {
+                None
+            }
+        })
+        .await
+    }
+
+    pub async fn get_me(&self, user: &str) -> reqwest::Response {
+        self.http
+            .get(self.url("/api/customers/me"))
+            .bearer_auth(self.token(user))
+            .send()
+            .await
+            .expect("the service answers")
+    }
+
+    pub async fn patch_me(&self, user: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .patch(self.url("/api/customers/me"))
+            .bearer_auth(self.token(user))
+            .json(body)
+            .send()
+            .await
+            .expect("the service answers")
+    }
+
+    pub async fn get_preferences(&self, user: &str) -> reqwest::Response {
+        self.http
+            .get(self.url("/api/customers/me/preferences"))
+            .bearer_auth(self.token(user))
+            .send()
+            .await
+            .expect("the service answers")
+    }
+
+    pub async fn put_preferences(&self, user: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .put(self.url("/api/customers/me/preferences"))
+            .bearer_auth(self.token(user))
+            .json(body)
+            .send()
+            .await
+            .expect("the service answers")
+    }
+
+    /// Customers' events as they arrive on the bus, read by a group of the test's own.
+    pub async fn published(&self) -> Listener {
+        Listener::join(&self.bus, "customers-it", mercato_contracts::customers::CATEGORY).await
+    }
+}
