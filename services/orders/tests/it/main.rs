@@ -1,0 +1,13 @@
+//! The orders service on its own, on SQLite with the embedded bus and on PostgreSQL with NATS.
+//! The test plays orders' peers over their real protocols: inventory's and customers' gRPC APIs
+//! (a catalogue and the known customers), and inventory's and payments' answers on the bus.
+//!
+//! - `checkout`: the saga's happy path and each way it ends cancelled, with compensations of
+//!   completed steps only, and answers delivered twice applied once.
+//! - `placing`: idempotency keys, ownership, listing, customer cancellation.
+//! - `bad_input`: every invalid field named, unknown products, no profile, no token.
+
+mod bad_input;
+mod checkout;
+mod placing;
+mod support;
