@@ -291,7 +291,6 @@ impl Config {
         section("cache", &self.cache)?;
         section("notifications", &self.notifications)?;
         section("payments", &self.payments)?;
-        section("sandbox", &self.sandbox_settings())?;
         // The database of each service is checked below, with its own URL filled in.
         positive(
             u64::from(self.database.max_connections),
@@ -302,18 +301,6 @@ impl Config {
             return Err(InvalidSetting::new(format!("gateway.{key}"), message));
         }
         Ok(())
-    }
-
-    /// The sandbox's settings for its own checks of `[sandbox]` (its server is `[http]`, checked
-    /// before).
-    fn sandbox_settings(&self) -> mercato_payments::sandbox::SandboxConfig {
-        mercato_payments::sandbox::SandboxConfig {
-            late_delay_ms: self.sandbox.late_delay_ms,
-            flaky_failures: self.sandbox.flaky_failures,
-            capacity: self.sandbox.capacity,
-            http: self.http.clone(),
-            ..mercato_payments::sandbox::SandboxConfig::default()
-        }
     }
 
     /// The endpoint of `service` (validated to exist).

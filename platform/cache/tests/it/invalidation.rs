@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
 use mercato_cache::{Cache, CacheConfig, CacheMetrics, Invalidator};
 use mercato_messaging::{Bus, BusConfig, Context, Envelope, Event};
@@ -11,7 +10,7 @@ use mercato_testkit::nats::NatsServer;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-const PATIENCE: Duration = Duration::from_secs(20);
+use mercato_testkit::PATIENCE;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct PriceChanged {

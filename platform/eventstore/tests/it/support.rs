@@ -1,7 +1,6 @@
 //! Helpers shared by the event store tests.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
 
 use mercato_eventstore::{
     AppendResult, BoxFuture, ExpectedVersion, Projection, ProjectionError, RecordedEvent, append,
@@ -13,8 +12,7 @@ use mercato_testkit::{TestBackend, TestDatabase};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
-/// An upper bound for anything a test waits on, so a hang fails the test instead.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+pub use mercato_testkit::PATIENCE;
 
 /// The read tables of the test projections.
 const READ_MODELS: Migration = Migration {

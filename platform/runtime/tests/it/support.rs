@@ -2,12 +2,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
-use http::{HeaderMap, StatusCode, header};
+use http::{HeaderMap, StatusCode};
 use mercato_runtime::correlation::{CorrelationId, HEADER};
 use mercato_runtime::{CancellationToken, HttpConfig, Readiness, Registry, Server, Service};
 use serde::{Deserialize, Serialize};
@@ -15,8 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
-/// An upper bound for anything a test waits on, so a broken server fails a test instead of hanging it.
-pub const PATIENCE: Duration = Duration::from_secs(10);
+pub use mercato_testkit::PATIENCE;
 
 /// How a test controls `/slow`: the handler signals `entered`, then waits for `release`.
 #[derive(Clone, Default)]
@@ -176,30 +174,14 @@ async fn panics() -> &'static str {
     panic!("this handler fails on purpose")
 }
 
-/// Checks that `response` is a problem document of `status` and type `slug`, and returns its body.
+/// Checks that `response` is a problem document of `status` and type `slug` that carries the
+/// correlation id too, and returns its body.
 pub async fn expect_problem(response: reqwest::Response, status: u16, slug: &str) -> Value {
-    assert_eq!(response.status().as_u16(), status, "status of {}", response.url());
-    assert_eq!(
-        response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap()),
-        Some("application/problem+json"),
-        "content type of a {status} answer",
-    );
     assert!(
         response.headers().contains_key(HEADER),
         "a problem answer carries the correlation id too",
     );
-    let body: Value = response.json().await.expect("a problem body is JSON");
-    assert_eq!(body["status"], status, "problem body: {body}");
-    assert_eq!(
-        body["type"],
-        format!("urn:mercato:problem:{slug}"),
-        "problem body: {body}"
-    );
-    assert!(body["title"].is_string(), "problem body: {body}");
-    body
+    mercato_testkit::problem::expect_problem_of(response, status, slug).await
 }
 
 /// The `x-correlation-id` of a response.

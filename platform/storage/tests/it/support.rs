@@ -1,15 +1,13 @@
 //! Helpers shared by the storage tests.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use mercato_storage::{Backend, DatabaseConfig, Db};
 use mercato_testkit::{TestBackend, TestDatabase, postgres_admin_url};
 use sqlx::Connection as _;
 use tokio::task::JoinSet;
 
-/// An upper bound for anything a test waits on, so a hang fails the test instead.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+pub use mercato_testkit::PATIENCE;
 
 /// The default configuration pointed at `url`.
 pub fn config(url: &str) -> DatabaseConfig {

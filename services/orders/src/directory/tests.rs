@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status};
 
 use super::{Directory, DirectoryError};
 
-const PATIENCE: Duration = Duration::from_secs(10);
+use mercato_testkit::PATIENCE;
 
 #[derive(Debug, Clone, Copy)]
 enum Behaviour {
