@@ -1,6 +1,8 @@
 //! Consumer groups on the embedded bus: claiming messages for a group member, and the
 //! deliveries that acknowledge, delay or release them.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mercato_storage::sqlx;
@@ -54,6 +56,7 @@ impl EmbeddedConsumer {
             return Ok(Vec::new());
         }
         let deadline = Instant::now() + wait;
+        let mut waiting = None;
         loop {
             // Registered before looking, so a publish between the look and the wait still wakes us.
             let published = self.bus.published.notified();
@@ -69,6 +72,7 @@ impl EmbeddedConsumer {
             if now >= deadline {
                 return Ok(Vec::new());
             }
+            waiting.get_or_insert_with(|| Waiting::enter(&self.bus.waiting));
             let _ = tokio::time::timeout(POLL.min(deadline - now), published).await;
         }
     }
@@ -281,5 +285,22 @@ impl EmbeddedHandle {
         .await
         .map_err(StorageError::from)?;
         Ok(())
+    }
+}
+
+/// Counts a fetch among the waiting ones for as long as it is held, including when the fetch is
+/// dropped mid-wait.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }

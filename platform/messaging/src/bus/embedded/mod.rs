@@ -18,6 +18,7 @@ mod dead_letter;
 mod subscription;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use mercato_storage::sqlx;
@@ -48,6 +49,8 @@ pub struct EmbeddedBus {
     db: Db,
     ack_wait_ms: i64,
     published: Arc<Notify>,
+    /// Fetches of this process that found nothing and wait; see [`EmbeddedBus::fetches_waiting`].
+    waiting: Arc<AtomicUsize>,
 }
 
 impl EmbeddedBus {
@@ -83,6 +86,7 @@ impl EmbeddedBus {
             db,
             ack_wait_ms: i64::try_from(config.ack_wait_ms).unwrap_or(i64::MAX),
             published: Arc::new(Notify::new()),
+            waiting: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -109,6 +113,13 @@ impl EmbeddedBus {
         .map_err(StorageError::from)?;
         self.published.notify_waiters();
         Ok(())
+    }
+
+    /// How many fetches in this process have looked, found nothing and are waiting for a message
+    /// (what JetStream reports as a consumer's `num_waiting`; other processes' are not counted).
+    #[must_use]
+    pub fn fetches_waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
     }
 
     /// # Errors
