@@ -477,3 +477,20 @@ pub async fn expect_problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(body["status"], status, "problem body: {body}");
     body
 }
+
+impl TestPayments {
+    /// The base URL of every running instance: the first, then each replica.
+    pub fn instance_urls(&self) -> Vec<String> {
+        self.running
+            .iter()
+            .chain(&self.replicas)
+            .map(|running| format!("http://{}", running.addr))
+            .collect()
+    }
+
+    /// The Prometheus text of the instance at `base`; `None` while it does not answer.
+    pub async fn metrics_at(&self, base: &str) -> Option<String> {
+        let response = self.http.get(format!("{base}/metrics")).send().await.ok()?;
+        response.text().await.ok()
+    }
+}
