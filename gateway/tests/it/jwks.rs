@@ -3,7 +3,7 @@ use mercato_testkit::eventually;
 use serde_json::json;
 
 use crate::support::{
-    PATIENCE, PROMPTLY, claims, closed_url, echoed, expect_problem, forge, seen_header, sign, spawn_gateway,
+    PATIENCE, claims, closed_url, echoed, expect_problem, forge, seen_header, sign, spawn_gateway,
     spawn_gateway_with,
 };
 
@@ -102,14 +102,12 @@ async fn an_unreachable_jwks_makes_authenticated_routes_answer_503_not_401() {
     .await;
     let token = gateway.token("ada", &["customer"]);
 
-    let started = std::time::Instant::now();
     let response = gateway
         .get("/api/private/x")
         .bearer_auth(&token)
         .send()
         .await
         .unwrap();
-    let elapsed = started.elapsed();
 
     assert!(
         response.headers().contains_key("retry-after"),
@@ -118,7 +116,6 @@ async fn an_unreachable_jwks_makes_authenticated_routes_answer_503_not_401() {
     );
     assert!(!response.headers().contains_key("www-authenticate"));
     expect_problem(response, 503, "unavailable").await;
-    assert!(elapsed < PROMPTLY, "answered after {elapsed:?}");
     assert_eq!(gateway.echo.hits(), 0);
 }
 

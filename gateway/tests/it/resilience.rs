@@ -10,8 +10,8 @@ use mercato_gateway::{RouteAuth, RouteConfig};
 use mercato_testkit::eventually;
 
 use crate::support::{
-    PATIENCE, PROMPTLY, TestGateway, closed_url, echo, echoed, expect_problem, seen_header, serve,
-    small_breaker, spawn_gateway_with,
+    PATIENCE, TestGateway, closed_url, echo, echoed, expect_problem, seen_header, serve, small_breaker,
+    spawn_gateway_with,
 };
 
 /// An upstream that answers its next `failures` requests with `status`, then echoes like the
@@ -103,13 +103,11 @@ async fn a_failing_upstream_opens_its_breaker_and_a_probe_closes_it_again() {
 
     // Open: refused at once, without contacting the upstream.
     for _ in 0..5 {
-        let started = Instant::now();
         let response = gateway.get("/api/echo/items").send().await.unwrap();
-        let elapsed = started.elapsed();
         assert_eq!(response.headers()["retry-after"], "1", "500 ms, rounded up");
         let body = expect_problem(response, 503, "unavailable").await;
-        assert!(elapsed < PROMPTLY, "answered after {elapsed:?}");
         assert!(body["detail"].as_str().unwrap().contains("echo"), "{body}");
+        assert_eq!(upstream.hits(), 4, "refused without a call upstream");
     }
     // Refused POSTs do not reach it either.
     let response = gateway.post("/api/echo/orders").body("{}").send().await.unwrap();
@@ -325,7 +323,8 @@ async fn the_upstream_sees_the_time_left_and_never_the_clients_deadline() {
 #[tokio::test]
 async fn a_route_timeout_shorter_than_the_default_cuts_a_slow_upstream_with_504() {
     let gateway = spawn_gateway_with(|config| {
-        assert!(config.gateway.upstream_timeout_ms > 5_000);
+        // Beyond the test client's patience: only the route's own timeout can answer in time.
+        config.gateway.upstream_timeout_ms = 60_000;
         config
             .gateway
             .routes
@@ -343,5 +342,4 @@ async fn a_route_timeout_shorter_than_the_default_cuts_a_slow_upstream_with_504(
         elapsed >= Duration::from_millis(300),
         "answered after {elapsed:?}"
     );
-    assert!(elapsed < PROMPTLY, "answered after {elapsed:?}");
 }

@@ -24,9 +24,6 @@ use serde_json::{Value, json};
 /// An upper bound for anything a test waits on, so a broken gateway fails a test instead of hanging it.
 pub const PATIENCE: Duration = Duration::from_secs(10);
 
-/// How long a fault may take to be reported when nothing has to time out first.
-pub const PROMPTLY: Duration = Duration::from_secs(3);
-
 /// The routes every test gateway has: public and authenticated prefixes, nested so that the
 /// longest prefix decides both the upstream and whether a token is needed.
 pub fn standard_routes() -> Vec<RouteConfig> {

@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use crate::support::{PATIENCE, Process, access_token, login, register, unique_email};
 
 const SKU: &str = "MUG-001";
-const VISA: &str = "tok_visa";
+pub(crate) const VISA: &str = "tok_visa";
 const LATE: &str = "tok_late";
 const DECLINE: &str = "tok_decline";
 
@@ -31,7 +31,7 @@ const DECLINE: &str = "tok_decline";
 const SETTLE: Duration = Duration::from_secs(60);
 
 /// Every service, as `mercato serve` names it.
-const SERVICES: [&str; 8] = [
+pub(crate) const SERVICES: [&str; 8] = [
     "identity",
     "customers",
     "inventory",
@@ -70,22 +70,22 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
 
 /// An order as placed.
 #[derive(Debug, Clone)]
-struct Placed {
-    id: String,
+pub(crate) struct Placed {
+    pub(crate) id: String,
     card: &'static str,
-    quantity: i64,
+    pub(crate) quantity: i64,
 }
 
 /// The whole system as separate processes on fixed loopback ports, so that a restarted
 /// service comes back where the others and the gateway expect it.
-struct Cluster {
+pub(crate) struct Cluster {
     /// First: the processes die before their databases are dropped.
     running: BTreeMap<&'static str, Process>,
     ports: BTreeMap<&'static str, u16>,
     env: Vec<(String, String)>,
     data_dir: PathBuf,
     logs: PathBuf,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     /// Inventory's own database, read to check that no units stay held.
     inventory_db: Db,
     _nats: NatsServer,
@@ -135,7 +135,7 @@ where
 
 impl Cluster {
     /// Starts every service with [`SETTINGS`], then `overrides`.
-    async fn start(overrides: &[(&str, &str)]) -> Self {
+    pub(crate) async fn start(overrides: &[(&str, &str)]) -> Self {
         let turn = ONE_AT_A_TIME.lock().await;
         let db = TestDatabase::new(TestBackend::Postgres).await;
         let nats = NatsServer::start(db.dir()).await;
@@ -225,19 +225,26 @@ impl Cluster {
         self.running.insert(name, process);
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         for (_, process) in std::mem::take(&mut self.running) {
             process.kill().await;
         }
         self.inventory_db.close().await;
     }
 
-    fn url(&self, service: &str, path: &str) -> String {
+    /// SIGTERM, as an orchestrator stops a service: it must exit cleanly.
+    pub(crate) async fn terminate(&mut self, name: &str) {
+        let process = self.running.remove(name).expect("the service runs");
+        let status = process.terminate().await;
+        assert!(status.success(), "{name} exited with {status} after SIGTERM");
+    }
+
+    pub(crate) fn url(&self, service: &str, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.ports[service])
     }
 
     /// A registered customer with a profile; returns their access token.
-    async fn customer(&self) -> String {
+    pub(crate) async fn customer(&self) -> String {
         let gateway = self.url("gateway", "");
         let email = unique_email();
         assert_eq!(register(&self.http, &gateway, &email).await.status(), 201);
@@ -257,7 +264,7 @@ impl Cluster {
     }
 
     /// Places one order per card at once, of one or two units each.
-    async fn place(&self, token: &str, cards: &[&'static str]) -> Vec<Placed> {
+    pub(crate) async fn place(&self, token: &str, cards: &[&'static str]) -> Vec<Placed> {
         let mut placing = JoinSet::new();
         for (i, card) in cards.iter().copied().enumerate() {
             let quantity = if i % 2 == 0 { 1 } else { 2 };
@@ -292,7 +299,7 @@ impl Cluster {
     }
 
     /// The order as its customer sees it; `None` while it cannot be read.
-    async fn order(&self, token: &str, id: &str) -> Option<Value> {
+    pub(crate) async fn order(&self, token: &str, id: &str) -> Option<Value> {
         let response = self
             .http
             .get(self.url("gateway", &format!("/api/orders/{id}")))
@@ -307,7 +314,7 @@ impl Cluster {
     }
 
     /// The charges the sandbox made with the order's idempotency key.
-    async fn charges(&self, order_id: &str) -> Vec<Value> {
+    pub(crate) async fn charges(&self, order_id: &str) -> Vec<Value> {
         let url = self.url(
             "payment-sandbox",
             &format!("/v1/charges?idempotency_key=charge-{order_id}"),
@@ -316,7 +323,7 @@ impl Cluster {
         body["data"].as_array().cloned().unwrap_or_default()
     }
 
-    async fn available(&self) -> Option<i64> {
+    pub(crate) async fn available(&self) -> Option<i64> {
         let response = self
             .http
             .get(self.url("gateway", &format!("/api/products/{SKU}")))
@@ -418,7 +425,7 @@ impl Cluster {
 
     /// The invariants every fault run must leave intact; `stock` is what was available before
     /// the orders were placed.
-    async fn assert_invariants(&self, token: &str, placed: &[Placed], stock: i64) {
+    pub(crate) async fn assert_invariants(&self, token: &str, placed: &[Placed], stock: i64) {
         let ended = self.ended(token, placed).await;
         let mut sold = 0;
         let mut outcomes = BTreeMap::<String, usize>::new();

@@ -7,7 +7,7 @@
 //! - `cache`: a price change reaches a second orders instance through invalidation, not the TTL.
 //! - `deploy`: `mercato deploy switch` moves inventory to a second instance and back.
 //! - `instances`: two inventory processes behind a gateway process; one is killed under load.
-//! - `processes`: identity and gateway as separate `mercato serve` processes on PostgreSQL,
+//! - `processes`: every service as its own `mercato serve` process on PostgreSQL and NATS,
 //!   `mercato up` as a process, signals, and the CLI's other commands.
 
 mod cache;

@@ -4,7 +4,9 @@ use mercato_messaging::{Bus, Envelope};
 use mercato_testkit::{TestBackend, backend_tests, eventually};
 use serde_json::json;
 
-use crate::support::{PATIENCE, System, access_token, fresh, login, register, run, unique_email};
+use crate::support::{
+    PATIENCE, System, access_token, fresh, login, metrics_of, register, run, sample, unique_email,
+};
 
 backend_tests!(
     a_poison_event_is_parked_listed_and_replayed_while_good_events_flow,
@@ -95,23 +97,45 @@ async fn a_poison_event_is_parked_listed_and_replayed_while_good_events_flow(bac
     let (ok, _, err) = run(&["dlq", "replay", "no-such-letter", "--data-dir", &data], &env).await;
     assert!(!ok && err.contains("no dead letter"), "{err}");
 
-    let metrics = reqwest::get(format!("{}/metrics", system.urls["customers"]))
+    let customers = system.urls["customers"].clone();
+    let metrics = metrics_of(&system.http, &customers)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains(
-            r#"mercato_consumer_messages_total{subscriber="customers-on-identity",outcome="parked"}"#
+        .expect("customers' metrics");
+    let series = |name: &str, outcome: Option<&str>| match outcome {
+        Some(outcome) => format!(r#"{name}{{subscriber="customers-on-identity",outcome="{outcome}"}}"#),
+        None => format!(r#"{name}{{subscriber="customers-on-identity"}}"#),
+    };
+    // A payload that does not decode is parked at its first failure: once, then again after
+    // the replay.
+    assert_eq!(
+        sample(
+            &metrics,
+            &series("mercato_consumer_messages_total", Some("parked"))
         ),
+        Some(2.0),
         "{metrics}"
     );
-    assert!(
-        metrics.contains(r#"mercato_consumer_handler_errors_total{subscriber="customers-on-identity"}"#),
+    assert_eq!(
+        sample(&metrics, &series("mercato_consumer_handler_errors_total", None)),
+        Some(2.0),
         "{metrics}"
     );
-    assert!(metrics.contains("mercato_consumer_lag"), "{metrics}");
+    // The registration was applied; nothing of the category is left unacknowledged (the lag is
+    // reported at most once a second, so it may take a moment to show).
+    eventually(
+        PATIENCE,
+        "customers to report the registration applied and no lag",
+        || async {
+            let metrics = metrics_of(&system.http, &customers).await?;
+            (sample(
+                &metrics,
+                &series("mercato_consumer_messages_total", Some("applied")),
+            ) == Some(1.0)
+                && sample(&metrics, &series("mercato_consumer_lag", None)) == Some(0.0))
+            .then_some(())
+        },
+    )
+    .await;
     system.stop().await;
 }
 

@@ -6,7 +6,9 @@
 use mercato_testkit::{TestBackend, backend_tests, eventually};
 use serde_json::Value;
 
-use crate::support::{PATIENCE, System, access_token, fresh, login, register, unique_email};
+use crate::support::{
+    PATIENCE, System, access_token, fresh, login, metrics_of, register, sample, unique_email,
+};
 
 backend_tests!(events_written_while_the_bus_is_away_are_delivered_when_it_is_back);
 
@@ -19,14 +21,7 @@ async fn profile_exists(system: &System, email: &str) -> bool {
 }
 
 async fn metric(system: &System, service: &str, name: &str) -> Option<f64> {
-    let text = reqwest::get(format!("{}/metrics", system.urls[service]))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+    sample(&metrics_of(&system.http, &system.urls[service]).await?, name)
 }
 
 async fn ready_status(system: &System, service: &str) -> (u16, Value) {

@@ -1,144 +1,142 @@
 //! `mercato` as a user runs it: separate processes, signals, and the operator commands.
 
-use mercato_testkit::nats::NatsServer;
+use mercato::ServiceName;
+use mercato_storage::sqlx::{self, Row as _};
+use mercato_storage::{DatabaseConfig, Db, Migration};
 use mercato_testkit::{TestBackend, TestDatabase, eventually};
 use serde_json::Value;
 
+use crate::faults::{Cluster, SERVICES, VISA};
 use crate::support::{
     PATIENCE, Process, access_token, every_service_on_a_free_port, login, problem, register, run,
     unique_email,
 };
 
-/// Identity and gateway as two `mercato serve` processes, identity on PostgreSQL.
+/// Every service as its own `mercato serve` process, on PostgreSQL and NATS JetStream.
 mod postgres {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_service_runs_as_its_own_process_on_postgres_and_nats() {
-        let db = TestDatabase::new(TestBackend::Postgres).await;
-        let nats = NatsServer::start(db.dir()).await;
-        let data = db.dir().join("data");
-        let data = data.to_str().unwrap();
-        let bus = ("MERCATO_BUS__URL", nats.url());
-        let identity = Process::spawn(
-            &["serve", "identity", "--data-dir", data],
-            &[
-                ("MERCATO_SERVICES__IDENTITY__LISTEN", "127.0.0.1:0".into()),
-                (
-                    "MERCATO_SERVICES__IDENTITY__DATABASE_URL",
-                    db.service_url("identity"),
-                ),
-                bus.clone(),
-            ],
-            &["identity"],
-        )
-        .await;
-        let identity_url = (
-            "MERCATO_SERVICES__IDENTITY__URL",
-            identity.url("identity").to_owned(),
-        );
-        let customers = Process::spawn(
-            &["serve", "customers", "--data-dir", data],
-            &[
-                ("MERCATO_SERVICES__CUSTOMERS__LISTEN", "127.0.0.1:0".into()),
-                (
-                    "MERCATO_SERVICES__CUSTOMERS__DATABASE_URL",
-                    db.service_url("customers"),
-                ),
-                identity_url.clone(),
-                bus.clone(),
-            ],
-            &["customers"],
-        )
-        .await;
-        let gateway = Process::spawn(
-            &["serve", "gateway", "--data-dir", data],
-            &[
-                ("MERCATO_SERVICES__GATEWAY__LISTEN", "127.0.0.1:0".into()),
-                identity_url,
-                (
-                    "MERCATO_SERVICES__CUSTOMERS__URL",
-                    customers.url("customers").to_owned(),
-                ),
-            ],
-            &["gateway"],
-        )
-        .await;
-        let base = gateway.url("gateway").to_owned();
-        let http = reqwest::Client::new();
-        let email = unique_email();
-        assert_eq!(register(&http, &base, &email).await.status(), 201);
-        let token = access_token(&login(&http, &base, &email).await);
-        let me = http
-            .get(format!("{base}/api/identity/me"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(me.status(), 200);
-        let profile: Value = eventually(PATIENCE, "the profile to reach customers over NATS", || async {
-            let response = http
-                .get(format!("{base}/api/customers/me"))
-                .bearer_auth(&token)
+        let mut cluster = Cluster::start(&[]).await;
+        for name in SERVICES {
+            eventually(PATIENCE, &format!("{name} to be ready"), || async {
+                let response = cluster.http.get(cluster.url(name, "/ready")).send().await.ok()?;
+                (response.status() == 200).then_some(())
+            })
+            .await;
+        }
+
+        // A checkout through the gateway needs every process: identity for the account and its
+        // token, customers for the profile (over NATS from identity's event, and over gRPC to
+        // orders), inventory for prices and stock, orders for the saga, payments and the
+        // sandbox for the charge, notifications for the confirmation.
+        let shopper = cluster.customer().await;
+        let stock = cluster.available().await.expect("the product's stock");
+        let placed = cluster.place(&shopper, &[VISA, VISA]).await;
+        cluster.assert_invariants(&shopper, &placed, stock).await;
+        for order in &placed {
+            let view = cluster.order(&shopper, &order.id).await.expect("the order");
+            assert_eq!(view["status"], "confirmed", "{view}");
+            assert_eq!(view["payment"]["status"], "captured", "{view}");
+            let charges = cluster.charges(&order.id).await;
+            assert_eq!(charges.len(), 1, "{charges:?}");
+            assert_eq!(charges[0]["status"], "succeeded", "{charges:?}");
+        }
+        let sold: i64 = placed.iter().map(|o| o.quantity).sum();
+        assert_eq!(cluster.available().await, Some(stock - sold));
+
+        cluster.terminate("gateway").await;
+        // With the gateway gone, the services still serve; then they stop cleanly too.
+        for name in SERVICES.iter().filter(|n| **n != "gateway") {
+            let ready = cluster
+                .http
+                .get(cluster.url(name, "/ready"))
                 .send()
                 .await
                 .unwrap();
-            if response.status() == 200 {
-                response.json().await.ok()
-            } else {
-                None
-            }
-        })
-        .await;
-        assert_eq!(profile["email"], email.as_str());
+            assert_eq!(ready.status(), 200, "{name}");
+        }
+        for name in SERVICES.iter().filter(|n| **n != "gateway") {
+            cluster.terminate(name).await;
+        }
+        cluster.stop().await;
+    }
 
-        assert!(
-            gateway.terminate().await.success(),
-            "the gateway exits cleanly on SIGTERM"
-        );
-        // With the gateway gone, the services still serve; then they stop cleanly too.
-        let ready = reqwest::get(format!("{}/ready", identity.url("identity")))
+    /// The versions in a database's migration ledger with the time each was applied, in order.
+    async fn ledger(url: &str) -> Vec<(i64, i64)> {
+        let db = Db::connect(&DatabaseConfig {
+            url: url.to_owned(),
+            ..DatabaseConfig::default()
+        })
+        .await
+        .expect("the service's database");
+        let rows = sqlx::query("SELECT version, applied_at FROM _mercato_migrations ORDER BY version")
+            .fetch_all(db.pool())
             .await
-            .unwrap();
-        assert_eq!(ready.status(), 200);
-        assert!(
-            customers.terminate().await.success(),
-            "customers exits cleanly on SIGTERM"
-        );
-        assert!(
-            identity.terminate().await.success(),
-            "identity exits cleanly on SIGTERM"
-        );
+            .expect("the migration ledger");
+        db.close().await;
+        rows.iter()
+            .map(|r| (r.get("version"), r.get("applied_at")))
+            .collect()
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn migrate_applies_every_services_migrations_once_on_postgres() {
         let db = TestDatabase::new(TestBackend::Postgres).await;
-        let env = [
-            (
-                "MERCATO_SERVICES__IDENTITY__DATABASE_URL",
-                db.service_url("identity"),
-            ),
-            (
-                "MERCATO_SERVICES__CUSTOMERS__DATABASE_URL",
-                db.service_url("customers"),
-            ),
+        let services: [(&str, &[Migration]); 6] = [
+            ("identity", mercato_identity::store::MIGRATIONS),
+            ("customers", mercato_customers::store::MIGRATIONS),
+            ("inventory", mercato_inventory::store::MIGRATIONS),
+            ("orders", mercato_orders::store::MIGRATIONS),
+            ("notifications", mercato_notifications::store::MIGRATIONS),
+            ("payments", mercato_payments::store::MIGRATIONS),
         ];
+        let mut keeping_data: Vec<&str> = ServiceName::ALL
+            .iter()
+            .filter(|s| s.has_database())
+            .map(|s| s.as_str())
+            .collect();
+        let mut listed: Vec<&str> = services.iter().map(|(name, _)| *name).collect();
+        keeping_data.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(listed, keeping_data, "every service with a database is checked");
+        let urls: Vec<(String, String)> = services
+            .iter()
+            .map(|(name, _)| {
+                let key = format!("MERCATO_SERVICES__{}__DATABASE_URL", name.to_uppercase());
+                (key, db.service_url(name))
+            })
+            .collect();
+        let env: Vec<(&str, String)> = urls.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
         let data = db.dir().to_str().unwrap().to_owned();
+
         let (ok, out, err) = run(&["migrate", "--data-dir", &data], &env).await;
         assert!(ok, "{err}");
-        assert!(
-            out.contains("identity: 2 migration(s) applied (postgres)"),
+        assert_eq!(
+            out.matches("migration(s) applied").count(),
+            services.len(),
             "{out}"
         );
-        assert!(
-            out.contains("customers: 4 migration(s) applied (postgres)"),
-            "{out}"
-        );
-        let (ok, out, _) = run(&["migrate", "--data-dir", &data], &env).await;
-        assert!(ok);
-        assert!(out.contains("identity: 0 migration(s) applied"), "{out}");
-        assert!(out.contains("customers: 0 migration(s) applied"), "{out}");
+        let mut applied = Vec::new();
+        for ((name, migrations), (_, url)) in services.iter().zip(&urls) {
+            let line = format!("{name}: {} migration(s) applied (postgres)", migrations.len());
+            assert!(out.lines().any(|l| l == line), "no `{line}` in:\n{out}");
+            let mut versions: Vec<i64> = migrations.iter().map(|m| m.version).collect();
+            versions.sort_unstable();
+            let ledger = ledger(url).await;
+            let recorded: Vec<i64> = ledger.iter().map(|(version, _)| *version).collect();
+            assert_eq!(recorded, versions, "{name}'s ledger");
+            applied.push(ledger);
+        }
+
+        let (ok, out, err) = run(&["migrate", "--data-dir", &data], &env).await;
+        assert!(ok, "{err}");
+        for (((name, _), (_, url)), before) in services.iter().zip(&urls).zip(&applied) {
+            let line = format!("{name}: 0 migration(s) applied (postgres)");
+            assert!(out.lines().any(|l| l == line), "no `{line}` in:\n{out}");
+            assert_eq!(&ledger(url).await, before, "{name}'s ledger is untouched");
+        }
     }
 }
 

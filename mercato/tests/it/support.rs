@@ -421,3 +421,10 @@ impl Process {
         self.child.wait().await.expect("exit status")
     }
 }
+
+/// The value of one series (`name{labels}` exactly as Prometheus text shows it) in `metrics`.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}

@@ -8,7 +8,7 @@
 //!
 //! - [`store`]: [`append`] with an [`ExpectedVersion`], and the reads ([`read_stream`],
 //!   [`read_all`], [`stream_version`]).
-//! - [`subscription`]: the [`Projection`] trait, [`catch_up`], [`run`], [`rebuild`] and
+//! - [`projection`]: the [`Projection`] trait, [`catch_up`], [`run`], [`rebuild`] and
 //!   [`checkpoint`].
 //! - [`error`]: [`EventStoreError`]; version conflicts are typed, never overwrites.
 //!
@@ -37,17 +37,17 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod projection;
 pub mod store;
-pub mod subscription;
 
 use mercato_storage::Migration;
 
 pub use error::EventStoreError;
+pub use projection::{
+    BoxFuture, CatchUpError, Projection, ProjectionError, catch_up, checkpoint, rebuild, run,
+};
 pub use store::{
     AppendResult, ExpectedVersion, RecordedEvent, append, read_all, read_stream, stream_version,
-};
-pub use subscription::{
-    BoxFuture, Projection, ProjectionError, SubscriptionError, catch_up, checkpoint, rebuild, run,
 };
 
 /// The `events` and `checkpoints` tables; list it after the outbox's migration.

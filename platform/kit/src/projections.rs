@@ -9,7 +9,7 @@ pub enum RebuildError {
     #[error("{service} has no projection {name:?}")]
     Unknown { service: &'static str, name: String },
     #[error(transparent)]
-    Failed(#[from] mercato_eventstore::SubscriptionError),
+    Failed(#[from] mercato_eventstore::CatchUpError),
 }
 
 /// Rebuilds the one of `projections` called `name`; returns the events applied. The

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use mercato_eventstore::ExpectedVersion::{Any, Exact, NoStream};
 use mercato_eventstore::{
-    Projection, ProjectionError, SubscriptionError, append, catch_up, checkpoint, read_all, rebuild, run,
+    CatchUpError, Projection, ProjectionError, append, catch_up, checkpoint, read_all, rebuild, run,
 };
 use mercato_storage::Db;
 use mercato_testkit::{TestBackend, eventually};
@@ -87,7 +87,7 @@ async fn a_failing_apply_keeps_the_events_before_it_and_the_next_catch_up_applie
 
     for _ in 0..2 {
         let err = catch_up(db, &counts, 100).await.unwrap_err();
-        let SubscriptionError::Apply {
+        let CatchUpError::Apply {
             projection,
             position,
             source,

@@ -1,6 +1,6 @@
 use mercato_eventstore::ExpectedVersion::{Exact, NoStream};
 use mercato_eventstore::{
-    EventStoreError, RecordedEvent, SubscriptionError, catch_up, checkpoint, read_all, read_stream,
+    CatchUpError, EventStoreError, RecordedEvent, catch_up, checkpoint, read_all, read_stream,
 };
 use mercato_storage::sqlx;
 use mercato_testkit::TestBackend;
@@ -108,7 +108,7 @@ async fn a_malformed_stored_event_is_reported_with_its_position_and_projections_
     let counts = StreamCounts::new();
     let err = catch_up(db, &counts, 10).await.unwrap_err();
     assert!(
-        matches!(&err, SubscriptionError::Store(EventStoreError::Malformed(_))),
+        matches!(&err, CatchUpError::Store(EventStoreError::Malformed(_))),
         "{err:?}"
     );
     assert_eq!(

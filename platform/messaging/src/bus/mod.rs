@@ -126,14 +126,47 @@ fn name_ok(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// A category both brokers can carry: a NATS subject token, and not the dead letters' own.
+fn category_ok(category: &str) -> bool {
+    name_ok(category) && category != "dlq"
+}
+
+const CATEGORY_RULE: &str = "must be 1-64 of [A-Za-z0-9_-] and not \"dlq\"";
+
 fn check_category_name(category: &str) -> Result<(), BusError> {
-    if name_ok(category) && category != "dlq" {
+    if category_ok(category) {
         Ok(())
     } else {
-        Err(BusError::Config(format!(
-            "category {category:?} must be 1-64 of [A-Za-z0-9_-] and not \"dlq\""
-        )))
+        Err(BusError::Config(format!("category {category:?} {CATEGORY_RULE}")))
     }
+}
+
+/// The same rule for an envelope's category, so an event one backend takes the other takes too.
+fn check_envelope_category(envelope: &Envelope) -> Result<(), BusError> {
+    let category = envelope.category();
+    if category_ok(category) {
+        Ok(())
+    } else {
+        Err(BusError::Malformed {
+            id: envelope.id.clone(),
+            reason: format!("category {category:?} {CATEGORY_RULE}"),
+        })
+    }
+}
+
+/// Longest error text kept with a dead letter: the store is bounded, a stack of causes is not.
+const MAX_ERROR_BYTES: usize = 4096;
+
+/// `error` cut to what a dead letter keeps, on a character boundary.
+fn parked_error(error: &str) -> &str {
+    if error.len() <= MAX_ERROR_BYTES {
+        return error;
+    }
+    let mut end = MAX_ERROR_BYTES;
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    &error[..end]
 }
 
 /// A message parked after its handler kept failing.
@@ -369,6 +402,53 @@ impl Subscription {
         match self {
             Self::Embedded(s) => s.next().await.map(Broadcast::Event),
             Self::Nats(s) => s.next().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_errors_are_cut_on_a_character_boundary() {
+        assert_eq!(parked_error("abc"), "abc");
+        let exact = "a".repeat(MAX_ERROR_BYTES);
+        assert_eq!(parked_error(&exact), exact);
+        let straddling = format!("{}é", "a".repeat(MAX_ERROR_BYTES - 1));
+        assert_eq!(parked_error(&straddling), "a".repeat(MAX_ERROR_BYTES - 1));
+        let after = format!("{}éb", "a".repeat(MAX_ERROR_BYTES - 2));
+        assert_eq!(
+            parked_error(&after),
+            format!("{}é", "a".repeat(MAX_ERROR_BYTES - 2))
+        );
+    }
+
+    /// Event 1 of stream `s`, published by identity, with `payload`.
+    pub(crate) fn envelope(payload: serde_json::Value) -> Envelope {
+        Envelope {
+            id: "e-1".into(),
+            event_type: "T".into(),
+            schema_version: 1,
+            source: "identity".into(),
+            stream_id: "s".into(),
+            stream_seq: 1,
+            occurred_at: 0,
+            correlation_id: None,
+            causation_id: None,
+            traceparent: None,
+            payload,
+        }
+    }
+
+    #[test]
+    fn categories_that_are_not_subject_tokens_are_refused() {
+        let mut envelope = envelope(serde_json::json!({}));
+        assert!(check_envelope_category(&envelope).is_ok());
+        for bad in ["", "a.b", "a*", "dlq", "has space"] {
+            envelope.source = bad.into();
+            assert!(check_envelope_category(&envelope).is_err(), "{bad:?} accepted");
+            assert!(check_category_name(bad).is_err(), "{bad:?} accepted");
         }
     }
 }

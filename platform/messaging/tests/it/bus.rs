@@ -3,7 +3,9 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use mercato_messaging::{BusConfig, BusError};
+use async_nats::jetstream::consumer::PullConsumer;
+use mercato_messaging::bus::embedded::EmbeddedBus;
+use mercato_messaging::{Bus, BusConfig, BusError};
 use mercato_testkit::eventually;
 use tokio::task::JoinSet;
 
@@ -136,12 +138,48 @@ async fn a_waiting_fetch_returns_a_message_published_while_it_waits(backend: Bus
     let sent = noted("identity", "user-1", 1);
 
     let waiting = tokio::spawn(async move { consumer.fetch(10, PATIENCE).await });
-    // Let the fetch find nothing and start waiting.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let waiters = Waiters::of(&bus, &broker, "identity", "notifier").await;
+    eventually(PATIENCE, "the fetch to find nothing and wait", || async {
+        (waiters.count().await > 0).then_some(())
+    })
+    .await;
     bus.publish(&sent).await.unwrap();
 
     let deliveries = waiting.await.expect("fetch task").expect("fetch");
     assert_eq!(ids(&ack_all(deliveries).await), ids(&[sent]));
+}
+
+/// What tells a test that a fetch of a group found nothing and waits: the embedded bus's count of
+/// its waiting fetches, or the pull requests JetStream holds for the group's consumer.
+enum Waiters {
+    Embedded(EmbeddedBus),
+    Nats(Box<PullConsumer>),
+}
+
+impl Waiters {
+    async fn of(bus: &Bus, broker: &TestBroker, category: &str, group: &str) -> Self {
+        match bus {
+            Bus::Embedded(embedded) => Self::Embedded(embedded.clone()),
+            Bus::Nats(_) => {
+                let client = async_nats::connect(broker.config().url)
+                    .await
+                    .expect("a second connection to NATS");
+                let stream = format!("MERCATO_{}", category.to_ascii_uppercase());
+                let consumer = async_nats::jetstream::new(client)
+                    .get_consumer_from_stream(group, &stream)
+                    .await
+                    .expect("the group's consumer");
+                Self::Nats(Box::new(consumer))
+            }
+        }
+    }
+
+    async fn count(&self) -> usize {
+        match self {
+            Self::Embedded(bus) => bus.fetches_waiting(),
+            Self::Nats(consumer) => consumer.get_info().await.expect("consumer info").num_waiting,
+        }
+    }
 }
 
 async fn a_message_held_by_one_member_is_not_given_to_another(backend: BusBackend) {

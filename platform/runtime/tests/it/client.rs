@@ -308,14 +308,13 @@ async fn the_breaker_opens_against_a_failing_service_fails_fast_and_closes_after
     assert_eq!(client.breaker_state(), CircuitState::Open);
     assert!(render(&registry).contains(r#"circuit_breaker_state{name="peer",state="open"} 1"#));
 
-    let started = Instant::now();
+    // Failing fast is failing without a call: the service sees no fifth request.
     let refused = client.get("/status").send().await.unwrap_err();
     assert!(
         matches!(refused, ResilienceError::CircuitOpen { .. }),
         "{refused:?}"
     );
     assert!(refused.retry_after().is_some());
-    assert!(started.elapsed() < Duration::from_secs(1), "fails fast");
     assert_eq!(peer.hits(), 4, "nothing reached the failing service");
 
     peer.answer(StatusCode::OK);

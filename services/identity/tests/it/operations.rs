@@ -1,9 +1,9 @@
 use std::io::ErrorKind;
 
 use mercato_testkit::{TestBackend, backend_tests};
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::support::{expect_problem_of, spawn_app};
+use crate::support::{PASSWORD, expect_problem_of, spawn_app};
 
 backend_tests!(
     the_service_is_healthy_and_ready_with_its_database,
@@ -18,17 +18,35 @@ async fn the_service_is_healthy_and_ready_with_its_database(backend: TestBackend
     let response = app.get("/ready").send().await.unwrap();
     assert_eq!(response.status(), 200);
     let report: Value = response.json().await.unwrap();
-    assert!(report.to_string().contains("database"), "{report}");
+    assert_eq!(report["status"], "ready", "{report}");
+    let checks: Vec<(&str, &str)> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(checks, [("database", "up"), ("bus", "up")], "{report}");
 }
 
 async fn metrics_count_the_requests_served(backend: TestBackend) {
     let app = spawn_app(backend).await;
     app.customer("ada@example.com").await;
+    let again = app
+        .register(&json!({"email": "ada@example.com", "password": PASSWORD, "name": "Ada"}))
+        .await;
+    expect_problem_of(again, 409, "conflict").await;
     let response = app.get("/metrics").send().await.unwrap();
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
-    assert!(text.contains("/api/identity/register"), "{text}");
-    assert!(text.contains("/api/identity/token"), "{text}");
+    for (route, status, count) in [
+        ("/api/identity/register", 201, 1),
+        ("/api/identity/register", 409, 1),
+        ("/api/identity/token", 200, 1),
+    ] {
+        let sample =
+            format!(r#"http_requests_total{{method="POST",route="{route}",status_code="{status}"}} {count}"#);
+        assert!(text.lines().any(|l| l == sample), "no `{sample}` in\n{text}");
+    }
 }
 
 async fn an_unknown_path_is_a_404_problem(backend: TestBackend) {

@@ -410,3 +410,20 @@ pub fn idempotency_key(order_id: &str) -> String {
 pub fn order_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
+
+impl TestPayments {
+    /// The base URL of every running instance: the first, then each replica.
+    pub fn instance_urls(&self) -> Vec<String> {
+        self.running
+            .iter()
+            .chain(&self.replicas)
+            .map(|running| format!("http://{}", running.addr))
+            .collect()
+    }
+
+    /// The Prometheus text of the instance at `base`; `None` while it does not answer.
+    pub async fn metrics_at(&self, base: &str) -> Option<String> {
+        let response = self.http.get(format!("{base}/metrics")).send().await.ok()?;
+        response.text().await.ok()
+    }
+}

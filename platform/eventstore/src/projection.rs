@@ -97,7 +97,7 @@ impl From<sqlx::Error> for ProjectionError {
 
 /// Why catching up or rebuilding stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum SubscriptionError {
+pub enum CatchUpError {
     /// The events before this one were applied and checkpointed; this one was not.
     #[error("projection {projection:?} failed on the event at position {position}")]
     Apply {
@@ -117,7 +117,7 @@ pub enum SubscriptionError {
     Store(#[from] EventStoreError),
 }
 
-impl SubscriptionError {
+impl CatchUpError {
     /// True when retrying may succeed.
     #[must_use]
     pub fn is_transient(&self) -> bool {
@@ -128,13 +128,13 @@ impl SubscriptionError {
     }
 }
 
-impl From<StorageError> for SubscriptionError {
+impl From<StorageError> for CatchUpError {
     fn from(error: StorageError) -> Self {
         Self::Store(error.into())
     }
 }
 
-impl From<sqlx::Error> for SubscriptionError {
+impl From<sqlx::Error> for CatchUpError {
     fn from(error: sqlx::Error) -> Self {
         Self::Store(error.into())
     }
@@ -159,15 +159,15 @@ where
 /// transaction moving the checkpoint with the effects; returns how many it applied.
 ///
 /// # Errors
-/// [`SubscriptionError::Apply`] when the projection fails on an event: the events before it
+/// [`CatchUpError::Apply`] when the projection fails on an event: the events before it
 /// are applied and checkpointed, it and those after it are not, and the next call starts from it.
-/// [`SubscriptionError::Store`] when the database fails or a stored event is malformed (the
+/// [`CatchUpError::Store`] when the database fails or a stored event is malformed (the
 /// events before it are applied).
 pub async fn catch_up<P: Projection + ?Sized>(
     db: &Db,
     projection: &P,
     batch: usize,
-) -> Result<u64, SubscriptionError> {
+) -> Result<u64, CatchUpError> {
     // Idle polls stay read-only, so they never queue for SQLite's one writer.
     if !has_pending(db, projection.name()).await? {
         return Ok(0);
@@ -205,9 +205,9 @@ pub async fn catch_up<P: Projection + ?Sized>(
 /// Readers see the read model fill up again while the rebuild catches up.
 ///
 /// # Errors
-/// [`SubscriptionError::Reset`] when the projection cannot reset (nothing changed), otherwise as
+/// [`CatchUpError::Reset`] when the projection cannot reset (nothing changed), otherwise as
 /// [`catch_up`].
-pub async fn rebuild<P: Projection + ?Sized>(db: &Db, projection: &P) -> Result<u64, SubscriptionError> {
+pub async fn rebuild<P: Projection + ?Sized>(db: &Db, projection: &P) -> Result<u64, CatchUpError> {
     let name = projection.name();
     let mut tx = db.begin().await?;
     // Claiming the checkpoint first makes a runner of the same projection wait for the reset
@@ -216,7 +216,7 @@ pub async fn rebuild<P: Projection + ?Sized>(db: &Db, projection: &P) -> Result<
     projection
         .reset(&mut tx)
         .await
-        .map_err(|source| SubscriptionError::Reset {
+        .map_err(|source| CatchUpError::Reset {
             projection: name.to_owned(),
             source,
         })?;
@@ -319,7 +319,7 @@ enum Batch {
     /// The transaction was rolled back; `index` is the failing event's place in the batch.
     Failed {
         index: usize,
-        error: SubscriptionError,
+        error: CatchUpError,
     },
 }
 
@@ -327,7 +327,7 @@ async fn apply_batch<P: Projection + ?Sized>(
     db: &Db,
     projection: &P,
     limit: usize,
-) -> Result<Batch, SubscriptionError> {
+) -> Result<Batch, CatchUpError> {
     let name = projection.name();
     let mut tx = db.begin().await?;
     let from = claim(&mut tx, name).await?;
@@ -339,12 +339,12 @@ async fn apply_batch<P: Projection + ?Sized>(
                 .apply(&mut tx, &event)
                 .await
                 .map(|()| event.position)
-                .map_err(|source| SubscriptionError::Apply {
+                .map_err(|source| CatchUpError::Apply {
                     projection: name.to_owned(),
                     position: event.position,
                     source,
                 }),
-            Err(malformed) => Err(SubscriptionError::Store(malformed)),
+            Err(malformed) => Err(CatchUpError::Store(malformed)),
         };
         match outcome {
             Ok(position) => last = Some(position),
@@ -419,7 +419,7 @@ mod tests {
 
     #[test]
     fn the_cause_chain_names_each_cause_once() {
-        let error = SubscriptionError::Apply {
+        let error = CatchUpError::Apply {
             projection: "order_summaries".into(),
             position: 7,
             source: ProjectionError::Failed("no such order".into()),
@@ -433,13 +433,13 @@ mod tests {
     #[test]
     fn transience_comes_from_the_underlying_error() {
         let busy = || StorageError::Transient(sqlx::Error::PoolTimedOut);
-        let apply = |source| SubscriptionError::Apply {
+        let apply = |source| CatchUpError::Apply {
             projection: "p".into(),
             position: 1,
             source,
         };
         assert!(apply(ProjectionError::Storage(busy())).is_transient());
         assert!(!apply(ProjectionError::Failed("rule".into())).is_transient());
-        assert!(SubscriptionError::from(busy()).is_transient());
+        assert!(CatchUpError::from(busy()).is_transient());
     }
 }

@@ -1,0 +1,306 @@
+//! Consumer groups on the embedded bus: claiming messages for a group member, and the
+//! deliveries that acknowledge, delay or release them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use mercato_storage::sqlx;
+use mercato_storage::{Db, StorageError, now_millis};
+use tokio::time::Instant;
+
+use super::{EmbeddedBus, POLL, parse};
+use crate::bus::{BusError, ConsumerSpec, Delivery, DeliveryHandle};
+
+impl EmbeddedBus {
+    /// Joins group `spec`, creating it at the start of the log when it is new.
+    ///
+    /// # Errors
+    /// Invalid names; [`BusError::Storage`].
+    pub async fn consumer(&self, spec: &ConsumerSpec) -> Result<EmbeddedConsumer, BusError> {
+        spec.validate()?;
+        sqlx::query(
+            "INSERT INTO bus_groups (group_name, category, cursor, created_at) VALUES ($1, $2, 0, $3)
+             ON CONFLICT (group_name, category) DO NOTHING",
+        )
+        .bind(&spec.group)
+        .bind(&spec.category)
+        .bind(now_millis())
+        .execute(self.db.pool())
+        .await
+        .map_err(StorageError::from)?;
+        Ok(EmbeddedConsumer {
+            bus: self.clone(),
+            group: spec.group.clone(),
+            category: spec.category.clone(),
+        })
+    }
+}
+
+/// A member of a consumer group on the embedded bus.
+#[derive(Debug)]
+pub struct EmbeddedConsumer {
+    bus: EmbeddedBus,
+    group: String,
+    category: String,
+}
+
+impl EmbeddedConsumer {
+    /// Claims up to `max` messages: first those of the group whose ack wait ran out or whose nak
+    /// delay passed, then new ones after the group's cursor.
+    ///
+    /// # Errors
+    /// [`BusError::Storage`].
+    pub async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let deadline = Instant::now() + wait;
+        let mut waiting = None;
+        loop {
+            // Registered before looking, so a publish between the look and the wait still wakes us.
+            let published = self.bus.published.notified();
+            tokio::pin!(published);
+            published.as_mut().enable();
+            if self.claimable().await? {
+                let claimed = self.claim(max).await?;
+                if !claimed.is_empty() {
+                    return Ok(claimed);
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(Vec::new());
+            }
+            waiting.get_or_insert_with(|| Waiting::enter(&self.bus.waiting));
+            let _ = tokio::time::timeout(POLL.min(deadline - now), published).await;
+        }
+    }
+
+    /// Messages after the cursor plus those claimed and not acknowledged.
+    ///
+    /// # Errors
+    /// [`BusError::Storage`].
+    pub async fn lag(&self) -> Result<u64, BusError> {
+        let (unread, pending): (i64, i64) = sqlx::query_as(
+            "SELECT
+               (SELECT COUNT(*) FROM bus_messages WHERE category = $1 AND seq >
+                  COALESCE((SELECT cursor FROM bus_groups WHERE group_name = $2 AND category = $3), 0)),
+               (SELECT COUNT(*) FROM bus_pending WHERE group_name = $4 AND category = $5)",
+        )
+        .bind(&self.category)
+        .bind(&self.group)
+        .bind(&self.category)
+        .bind(&self.group)
+        .bind(&self.category)
+        .fetch_one(self.bus.db.pool())
+        .await
+        .map_err(StorageError::from)?;
+        Ok(u64::try_from(unread.saturating_add(pending)).unwrap_or(0))
+    }
+
+    /// A read-only look, so idle members polling the file do not queue for its write lock.
+    async fn claimable(&self) -> Result<bool, BusError> {
+        let (due, unread): (i64, i64) = sqlx::query_as(
+            "SELECT
+               EXISTS (SELECT 1 FROM bus_pending WHERE group_name = $1 AND category = $2 AND visible_at <= $3),
+               EXISTS (SELECT 1 FROM bus_messages WHERE category = $4 AND seq >
+                  COALESCE((SELECT cursor FROM bus_groups WHERE group_name = $5 AND category = $6), 0))",
+        )
+        .bind(&self.group)
+        .bind(&self.category)
+        .bind(now_millis())
+        .bind(&self.category)
+        .bind(&self.group)
+        .bind(&self.category)
+        .fetch_one(self.bus.db.pool())
+        .await
+        .map_err(StorageError::from)?;
+        Ok(due != 0 || unread != 0)
+    }
+
+    async fn claim(&self, max: usize) -> Result<Vec<Delivery>, BusError> {
+        let limit = i64::try_from(max).unwrap_or(i64::MAX);
+        let mut tx = self.bus.db.begin().await?;
+        let now = now_millis();
+        let invisible_until = now.saturating_add(self.bus.ack_wait_ms);
+
+        let due: Vec<(i64, i64, String)> = sqlx::query_as(
+            "SELECT p.seq, p.attempts, m.envelope FROM bus_pending p JOIN bus_messages m ON m.seq = p.seq
+             WHERE p.group_name = $1 AND p.category = $2 AND p.visible_at <= $3
+             ORDER BY p.seq LIMIT $4",
+        )
+        .bind(&self.group)
+        .bind(&self.category)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StorageError::from)?;
+        if let Some(&(last, _, _)) = due.last() {
+            sqlx::query(
+                "UPDATE bus_pending SET attempts = attempts + 1, visible_at = $1
+                 WHERE group_name = $2 AND category = $3 AND visible_at <= $4 AND seq <= $5",
+            )
+            .bind(invisible_until)
+            .bind(&self.group)
+            .bind(&self.category)
+            .bind(now)
+            .bind(last)
+            .execute(&mut *tx)
+            .await
+            .map_err(StorageError::from)?;
+        }
+        let mut claimed: Vec<(i64, i64, String)> = due
+            .into_iter()
+            .map(|(seq, attempts, body)| (seq, attempts.saturating_add(1), body))
+            .collect();
+
+        let room = limit.saturating_sub(i64::try_from(claimed.len()).unwrap_or(i64::MAX));
+        if room > 0 {
+            let cursor: i64 = sqlx::query_scalar(
+                "SELECT COALESCE((SELECT cursor FROM bus_groups WHERE group_name = $1 AND category = $2), 0)",
+            )
+            .bind(&self.group)
+            .bind(&self.category)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(StorageError::from)?;
+            let fresh: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT seq, envelope FROM bus_messages WHERE category = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(&self.category)
+            .bind(cursor)
+            .bind(room)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(StorageError::from)?;
+            if let Some(&(last, _)) = fresh.last() {
+                sqlx::query(
+                    "INSERT INTO bus_pending (group_name, category, seq, attempts, visible_at)
+                     SELECT $1, $2, seq, 1, $3 FROM bus_messages WHERE category = $4 AND seq > $5 AND seq <= $6",
+                )
+                .bind(&self.group)
+                .bind(&self.category)
+                .bind(invisible_until)
+                .bind(&self.category)
+                .bind(cursor)
+                .bind(last)
+                .execute(&mut *tx)
+                .await
+                .map_err(StorageError::from)?;
+                sqlx::query(
+                    "INSERT INTO bus_groups (group_name, category, cursor, created_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (group_name, category) DO UPDATE SET cursor = excluded.cursor",
+                )
+                .bind(&self.group)
+                .bind(&self.category)
+                .bind(last)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(StorageError::from)?;
+            }
+            claimed.extend(fresh.into_iter().map(|(seq, body)| (seq, 1, body)));
+        }
+
+        let mut deliveries = Vec::with_capacity(claimed.len());
+        for (seq, attempts, body) in claimed {
+            match parse(seq, &body) {
+                Ok(envelope) => deliveries.push(Delivery {
+                    envelope,
+                    attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
+                    handle: DeliveryHandle::Embedded(EmbeddedHandle {
+                        db: self.bus.db.clone(),
+                        group: self.group.clone(),
+                        category: self.category.clone(),
+                        seq,
+                        attempts,
+                    }),
+                }),
+                Err(error) => {
+                    // Only a file edited by hand gets here; holding the row would block the group
+                    // on it forever, and the log keeps the message for inspection.
+                    tracing::error!(%error, seq, group = %self.group, "skipping unreadable bus message");
+                    sqlx::query(
+                        "DELETE FROM bus_pending WHERE group_name = $1 AND category = $2 AND seq = $3",
+                    )
+                    .bind(&self.group)
+                    .bind(&self.category)
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(StorageError::from)?;
+                }
+            }
+        }
+        tx.commit().await.map_err(StorageError::from)?;
+        Ok(deliveries)
+    }
+}
+
+/// One claim of one message. Every operation is fenced by the attempt it was claimed with: once the
+/// ack wait has passed and another member re-claimed the message, this handle no longer touches
+/// it, and the current holder decides.
+#[derive(Debug)]
+pub struct EmbeddedHandle {
+    pub(super) db: Db,
+    pub(super) group: String,
+    pub(super) category: String,
+    pub(super) seq: i64,
+    pub(super) attempts: i64,
+}
+
+impl EmbeddedHandle {
+    /// # Errors
+    /// [`BusError::Storage`]; the message comes again after the ack wait.
+    pub async fn ack(self) -> Result<(), BusError> {
+        sqlx::query(
+            "DELETE FROM bus_pending WHERE group_name = $1 AND category = $2 AND seq = $3 AND attempts = $4",
+        )
+        .bind(&self.group)
+        .bind(&self.category)
+        .bind(self.seq)
+        .bind(self.attempts)
+        .execute(self.db.pool())
+        .await
+        .map_err(StorageError::from)?;
+        Ok(())
+    }
+
+    /// # Errors
+    /// [`BusError::Storage`]; the message comes again after the ack wait.
+    pub async fn nak(self, delay: Duration) -> Result<(), BusError> {
+        let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        sqlx::query(
+            "UPDATE bus_pending SET visible_at = $1
+             WHERE group_name = $2 AND category = $3 AND seq = $4 AND attempts = $5",
+        )
+        .bind(now_millis().saturating_add(delay_ms))
+        .bind(&self.group)
+        .bind(&self.category)
+        .bind(self.seq)
+        .bind(self.attempts)
+        .execute(self.db.pool())
+        .await
+        .map_err(StorageError::from)?;
+        Ok(())
+    }
+}
+
+/// Counts a fetch among the waiting ones for as long as it is held, including when the fetch is
+/// dropped mid-wait.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Waiting {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::SeqCst);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}

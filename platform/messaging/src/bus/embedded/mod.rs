@@ -1,0 +1,137 @@
+//! The embedded bus: a durable log and consumer groups in one SQLite file.
+//!
+//! - `bus_messages` is the log, one row per event id, so an event published twice is stored once.
+//! - [`consumer`]: `bus_groups` holds each group's cursor into its category: a group that was away
+//!   reads on from where it stopped; a new group starts at the beginning. `bus_pending` holds what
+//!   a group has claimed and not yet acknowledged, with the time it may be claimed again. Claims
+//!   happen in one write transaction (`BEGIN IMMEDIATE`), so members of a group, in this process
+//!   or in another that opened the same file, never hold a message at once.
+//! - [`dead_letter`]: `bus_dead_letters` holds parked messages, by log position, until they are
+//!   replayed.
+//! - [`subscription`]: tails the log from where it was when it subscribed.
+//!
+//! A waiting `fetch` or subscription is woken by publishes in this process and polls for those of
+//! other processes.
+
+mod consumer;
+mod dead_letter;
+mod subscription;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use mercato_storage::sqlx;
+use mercato_storage::{DatabaseConfig, Db, Migration, StorageError, now_millis};
+use tokio::sync::Notify;
+
+pub use consumer::{EmbeddedConsumer, EmbeddedHandle};
+pub use subscription::EmbeddedSubscription;
+
+use super::{BusConfig, BusError, check_envelope_category};
+use crate::envelope::Envelope;
+
+/// The bus tables, applied by [`EmbeddedBus::open`] under the service name `bus`.
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "bus_log",
+    sql: include_str!("../../../migrations/bus_1_log.sql"),
+    postgres_sql: None,
+}];
+
+/// How often a waiting fetch looks for messages another process published or that became visible
+/// again; publishes in this process wake it at once.
+const POLL: Duration = Duration::from_millis(50);
+
+/// The embedded bus: a pool on the bus file, shared by every clone.
+#[derive(Debug, Clone)]
+pub struct EmbeddedBus {
+    db: Db,
+    ack_wait_ms: i64,
+    published: Arc<Notify>,
+    /// Fetches of this process that found nothing and wait; see [`EmbeddedBus::fetches_waiting`].
+    waiting: Arc<AtomicUsize>,
+}
+
+impl EmbeddedBus {
+    /// Opens (creating if needed) the bus file and applies its migrations.
+    ///
+    /// # Errors
+    /// [`BusError::Config`] for a URL that is not a usable SQLite URL or a zero ack wait;
+    /// [`BusError::Storage`] when the file cannot be opened or migrated.
+    pub async fn open(config: &BusConfig) -> Result<Self, BusError> {
+        if !config.url.starts_with("sqlite:") {
+            return Err(BusError::Config(format!(
+                "bus.url {:?} is not a sqlite: URL",
+                config.url
+            )));
+        }
+        if config.url.contains('{') {
+            return Err(BusError::Config(format!(
+                "bus.url {:?} still holds a placeholder",
+                config.url
+            )));
+        }
+        if config.ack_wait_ms == 0 {
+            return Err(BusError::Config("bus.ack_wait_ms must be above 0".into()));
+        }
+        let db = Db::connect(&DatabaseConfig {
+            url: config.url.clone(),
+            sqlite_synchronous: config.sqlite_synchronous,
+            ..DatabaseConfig::default()
+        })
+        .await?;
+        mercato_storage::migrate(&db, "bus", MIGRATIONS).await?;
+        Ok(Self {
+            db,
+            ack_wait_ms: i64::try_from(config.ack_wait_ms).unwrap_or(i64::MAX),
+            published: Arc::new(Notify::new()),
+            waiting: Arc::new(AtomicUsize::new(0)),
+        })
+    }
+
+    /// Appends `envelope` to the log unless its id is already there.
+    ///
+    /// # Errors
+    /// [`BusError::Malformed`] for a category no backend accepts; [`BusError::Storage`].
+    pub async fn publish(&self, envelope: &Envelope) -> Result<(), BusError> {
+        check_envelope_category(envelope)?;
+        let body = serde_json::to_string(envelope).map_err(|e| BusError::Malformed {
+            id: envelope.id.clone(),
+            reason: e.to_string(),
+        })?;
+        sqlx::query(
+            "INSERT INTO bus_messages (event_id, category, envelope, published_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(&envelope.id)
+        .bind(envelope.category())
+        .bind(body)
+        .bind(now_millis())
+        .execute(self.db.pool())
+        .await
+        .map_err(StorageError::from)?;
+        self.published.notify_waiters();
+        Ok(())
+    }
+
+    /// How many fetches in this process have looked, found nothing and are waiting for a message
+    /// (what JetStream reports as a consumer's `num_waiting`; other processes' are not counted).
+    #[must_use]
+    pub fn fetches_waiting(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    /// # Errors
+    /// The bus file cannot be read.
+    pub async fn ping(&self) -> Result<(), BusError> {
+        Ok(self.db.ping().await?)
+    }
+}
+
+fn parse(position: i64, body: &str) -> Result<Envelope, BusError> {
+    serde_json::from_str(body).map_err(|e| BusError::Malformed {
+        id: format!("bus message {position}"),
+        reason: e.to_string(),
+    })
+}

@@ -1,0 +1,221 @@
+//! Consumer groups on NATS: a durable pull consumer per group, and the deliveries it hands out.
+
+use std::time::Duration;
+
+use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
+use async_nats::jetstream::{self, AckKind};
+use futures_util::StreamExt as _;
+use tokio::time::Instant;
+
+use super::{NatsBus, unavailable};
+use crate::bus::{BusError, ConsumerSpec, Delivery, DeliveryHandle};
+use crate::envelope::Envelope;
+
+/// The shortest pull: a fetch that does not want to wait still lets the server expire it.
+const MIN_PULL_EXPIRY: Duration = Duration::from_millis(10);
+
+impl NatsBus {
+    /// Creates (or binds to) the durable consumer named after the group.
+    ///
+    /// # Errors
+    /// Invalid names; [`BusError::Unavailable`] when the server cannot be reached.
+    pub async fn consumer(&self, spec: &ConsumerSpec) -> Result<NatsConsumer, BusError> {
+        spec.validate()?;
+        if spec.category == "dlq" {
+            return Err(BusError::Config(
+                "category \"dlq\" is reserved for dead letters".into(),
+            ));
+        }
+        self.connected()?;
+        let stream = self.ensure_category_stream(&spec.category).await?;
+        let config = pull::Config {
+            durable_name: Some(spec.group.clone()),
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: self.inner.config.ack_wait(),
+            max_deliver: -1,
+            deliver_policy: DeliverPolicy::All,
+            ..pull::Config::default()
+        };
+        let consumer: PullConsumer = match self.inner.js.create_consumer_on_stream(config, &stream).await {
+            Ok(consumer) => consumer,
+            Err(create) => {
+                // A server that does not update a durable in place refuses a changed config;
+                // the existing consumer still serves the group.
+                let existing = self
+                    .inner
+                    .js
+                    .get_consumer_from_stream(&spec.group, &stream)
+                    .await
+                    .map_err(|_| unavailable(format!("consumer {} on {stream}", spec.group), create))?;
+                tracing::warn!(group = %spec.group, stream, "kept the existing consumer configuration");
+                existing
+            }
+        };
+        Ok(NatsConsumer {
+            bus: self.clone(),
+            consumer: Box::new(consumer),
+            group: spec.group.clone(),
+        })
+    }
+}
+
+/// A member of a consumer group: a handle on the group's durable pull consumer.
+pub struct NatsConsumer {
+    bus: NatsBus,
+    /// Boxed: the consumer's cached info is large, and `Consumer` holds either backend inline.
+    consumer: Box<PullConsumer>,
+    group: String,
+}
+
+impl std::fmt::Debug for NatsConsumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsConsumer")
+            .field("group", &self.group)
+            .field("stream", &self.consumer.cached_info().stream_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsConsumer {
+    /// One pull request, `no_wait` with an expiry: the server answers as soon as it has any
+    /// messages (up to `max`), or after `wait` with none. A plain batch would hold the request the
+    /// whole `wait` for the batch to fill; a `no_wait` with no expiry could be parked on the server
+    /// after this client gave up on it, and whatever it was handed would be lost until the ack
+    /// wait.
+    ///
+    /// # Errors
+    /// [`BusError::Unavailable`] when the server is not connected or refuses the pull.
+    pub async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        self.bus.connected()?;
+        self.pull(max, wait.max(MIN_PULL_EXPIRY)).await
+    }
+
+    /// Messages not yet delivered to the group plus those delivered and not acknowledged.
+    ///
+    /// # Errors
+    /// [`BusError::Unavailable`] when the server cannot be reached.
+    pub async fn lag(&self) -> Result<u64, BusError> {
+        self.bus.connected()?;
+        let info = match tokio::time::timeout(self.bus.timeout(), self.consumer.get_info()).await {
+            Ok(Ok(info)) => info,
+            Ok(Err(e)) => return Err(unavailable("consumer info", e)),
+            Err(_) => return Err(BusError::Unavailable("consumer info timed out".into())),
+        };
+        Ok(info
+            .num_pending
+            .saturating_add(u64::try_from(info.num_ack_pending).unwrap_or(u64::MAX)))
+    }
+
+    async fn pull(&self, max: usize, expires: Duration) -> Result<Vec<Delivery>, BusError> {
+        let mut batch = self
+            .consumer
+            .fetch()
+            .max_messages(max)
+            .expires(expires)
+            .messages()
+            .await
+            .map_err(|e| unavailable("pull request", e))?;
+        // The server ends the request by `expires`; this bounds a reply lost to a disconnect, and
+        // is later than the server's expiry so the server never serves a request given up here.
+        let deadline = Instant::now() + expires + self.bus.timeout();
+        let mut deliveries = Vec::new();
+        loop {
+            let message = match tokio::time::timeout_at(deadline, batch.next()).await {
+                Ok(Some(Ok(message))) => message,
+                Ok(None) | Err(_) => break,
+                // A status such as "max ack pending reached" ends the batch; keep what came.
+                Ok(Some(Err(e))) if !deliveries.is_empty() => {
+                    tracing::debug!(error = %e, group = %self.group, "pull ended early");
+                    break;
+                }
+                Ok(Some(Err(e))) => return Err(BusError::Unavailable(format!("pull: {e}"))),
+            };
+            if let Some(delivery) = self.delivery(message).await {
+                deliveries.push(delivery);
+            }
+        }
+        Ok(deliveries)
+    }
+
+    async fn delivery(&self, message: jetstream::Message) -> Option<Delivery> {
+        let (delivered, seq) = match message.info() {
+            Ok(info) => (info.delivered, info.stream_sequence),
+            Err(error) => {
+                tracing::error!(%error, group = %self.group, "a delivery without JetStream metadata");
+                return None;
+            }
+        };
+        match serde_json::from_slice::<Envelope>(&message.payload) {
+            Ok(envelope) => Some(Delivery {
+                envelope,
+                attempt: u32::try_from(delivered.max(1)).unwrap_or(u32::MAX),
+                handle: DeliveryHandle::Nats(NatsHandle {
+                    message: Box::new(message),
+                    bus: self.bus.clone(),
+                    group: self.group.clone(),
+                }),
+            }),
+            Err(error) => {
+                // Not an envelope, so no handler can take it and it cannot be a dead letter.
+                // Terminating stops the redeliveries; the stream keeps it for inspection.
+                tracing::error!(%error, seq, group = %self.group, "terminating a message that is not an envelope");
+                if let Err(error) = message.ack_with(AckKind::Term).await {
+                    tracing::warn!(%error, seq, "could not terminate the unreadable message");
+                }
+                None
+            }
+        }
+    }
+}
+
+/// One delivery of one JetStream message.
+pub struct NatsHandle {
+    /// Boxed for the same reason as [`NatsConsumer::consumer`].
+    pub(super) message: Box<jetstream::Message>,
+    pub(super) bus: NatsBus,
+    pub(super) group: String,
+}
+
+impl std::fmt::Debug for NatsHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsHandle")
+            .field("group", &self.group)
+            .field("subject", &self.message.subject)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NatsHandle {
+    /// # Errors
+    /// [`BusError::Unavailable`] when the server did not confirm; the message comes again.
+    pub async fn ack(self) -> Result<(), BusError> {
+        self.confirm(AckKind::Ack).await
+    }
+
+    /// # Errors
+    /// [`BusError::Unavailable`] when the server did not confirm; the message comes again after
+    /// the ack wait.
+    pub async fn nak(self, delay: Duration) -> Result<(), BusError> {
+        let kind = if delay.is_zero() {
+            AckKind::Nak(None)
+        } else {
+            AckKind::Nak(Some(delay))
+        };
+        self.confirm(kind).await
+    }
+
+    /// Sends `kind` and waits for the server to confirm it received it.
+    pub(super) async fn confirm(&self, kind: AckKind) -> Result<(), BusError> {
+        self.bus.connected()?;
+        match tokio::time::timeout(self.bus.timeout(), self.message.double_ack_with(kind)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(BusError::Unavailable(format!("acknowledgement: {e}"))),
+            Err(_) => Err(BusError::Unavailable(
+                "acknowledgement not confirmed in time".into(),
+            )),
+        }
+    }
+}
