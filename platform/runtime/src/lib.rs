@@ -7,6 +7,7 @@
 //!   time limits, and the caller's deadline (`x-request-deadline-ms`), which the handler's calls
 //!   inherit.
 //! - [`problem`] and [`extract`]: every error a client can cause becomes `application/problem+json`.
+//! - [`failure`]: the one answer to a failure the client did not cause (`503` or `500`).
 //! - [`health`]: readiness checks, each bounded by its own timeout.
 //! - [`metrics`]: the Prometheus registry and the HTTP metrics.
 //! - [`auth`]: the verified caller of a request, from its bearer token.
@@ -26,6 +27,7 @@ pub mod client;
 pub mod config;
 pub mod correlation;
 pub mod extract;
+pub mod failure;
 pub mod grpc;
 pub mod guard;
 pub mod health;
@@ -42,6 +44,7 @@ pub use background::Background;
 pub use client::ServiceClient;
 pub use config::{ClientConfig, HttpConfig};
 pub use extract::Json;
+pub use failure::Transient;
 pub use grpc::GuardedChannel;
 pub use guard::ClientMetrics;
 pub use health::Readiness;

@@ -20,14 +20,7 @@ impl IntoResponse for ApiError {
         let problem = match self {
             Self::Invalid(errors) => Problem::validation(errors),
             Self::MalformedQuery(detail) => Problem::bad_request(detail),
-            Self::Storage(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "database busy or unreachable");
-                Problem::unavailable("the service is busy, try again shortly", 1)
-            }
-            Self::Storage(e) => {
-                tracing::error!(error = %e, cause = ?std::error::Error::source(&e), "request failed");
-                Problem::internal()
-            }
+            Self::Storage(e) => Problem::from_failure(&e),
         };
         problem.into_response()
     }

@@ -2,7 +2,7 @@
 
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
-use mercato_runtime::Problem;
+use mercato_runtime::{Problem, Transient};
 
 use crate::checkout::OrderError;
 use crate::directory::DirectoryError;
@@ -32,6 +32,12 @@ impl From<DirectoryError> for ApiError {
     }
 }
 
+impl Transient for OrderError {
+    fn is_transient(&self) -> bool {
+        OrderError::is_transient(self)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = match self {
@@ -49,18 +55,11 @@ impl IntoResponse for ApiError {
             Self::Order(OrderError::Contended) => {
                 Problem::conflict("the order changed while updating it; try again")
             }
-            Self::Order(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "busy");
-                Problem::unavailable("the service is busy, try again shortly", 1)
-            }
             Self::Directory(e) => {
                 tracing::warn!(error = %e, "a dependency is unavailable");
                 Problem::unavailable("a service this order needs is unavailable, try again shortly", 2)
             }
-            Self::Order(e) => {
-                tracing::error!(error = %e, cause = ?std::error::Error::source(&e), "request failed");
-                Problem::internal()
-            }
+            Self::Order(e) => Problem::from_failure(&e),
         };
         problem.into_response()
     }

@@ -17,14 +17,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = match self {
             Self::NotFound => Problem::not_found("there is no payment for this order"),
-            Self::Storage(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "database busy or unreachable");
-                Problem::unavailable("the service is busy, try again shortly", 1)
-            }
-            Self::Storage(e) => {
-                tracing::error!(error = %e, cause = ?std::error::Error::source(&e), "request failed");
-                Problem::internal()
-            }
+            Self::Storage(e) => Problem::from_failure(&e),
         };
         problem.into_response()
     }
