@@ -9,15 +9,16 @@ use serde::{Deserialize, Serialize};
 
 use super::page;
 use crate::catalogue::Catalogue;
-use crate::domain::Product;
+use crate::domain::{Money, Product};
 
 /// The role that may change stock and prices.
 const ADMIN: &str = "admin";
 
-/// Money on the wire: `{"amount_minor": 1999, "currency": "EUR"}`.
-#[derive(Debug, Serialize, Deserialize)]
+/// A new price as the admin sent it, in `Money`'s shape but unchecked, so that a bad amount and
+/// a bad currency are both named in one answer.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MoneyBody {
+pub struct PriceInput {
     amount_minor: i64,
     currency: String,
 }
@@ -28,7 +29,7 @@ pub struct ProductBody {
     sku: String,
     name: String,
     description: String,
-    price: MoneyBody,
+    price: Money,
     available: i64,
 }
 
@@ -36,10 +37,7 @@ impl From<Product> for ProductBody {
     fn from(p: Product) -> Self {
         let available = p.available();
         Self {
-            price: MoneyBody {
-                amount_minor: p.price.amount_minor(),
-                currency: p.price.currency().as_str().to_owned(),
-            },
+            price: p.price,
             sku: p.sku.into_string(),
             name: p.name,
             description: p.description,
@@ -63,7 +61,7 @@ pub struct StockBody {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PriceBody {
-    price: MoneyBody,
+    price: PriceInput,
 }
 
 /// The first value of `name` in the query string.
@@ -139,7 +137,7 @@ pub async fn put_price(
     let product = catalogue
         .set_price(&sku, body.price.amount_minor, &body.price.currency)
         .await?;
-    tracing::info!(admin = %caller.subject, sku = %product.sku, amount_minor = product.price.amount_minor(),
-        currency = product.price.currency().as_str(), "price set");
+    tracing::info!(admin = %caller.subject, sku = %product.sku, amount_minor = product.price.amount_minor,
+        currency = %product.price.currency, "price set");
     Ok(Json(product.into()))
 }

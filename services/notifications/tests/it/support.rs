@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use mercato_contracts::customers::{CustomerCreated, CustomerUpdated, Preferences};
 use mercato_contracts::identity::UserRegistered;
-use mercato_contracts::money::Money;
+use mercato_contracts::money::{Currency, Money};
 use mercato_contracts::orders::{OrderCancelled, OrderConfirmed, OrderShipped, PricedLine};
 use mercato_messaging::{Bus, BusConfig, Context, Envelope, Event, InboxConfig};
 use mercato_notifications::store::{self, CustomerCopy, Delivery};
@@ -147,10 +147,7 @@ pub async fn spawn_app_with(backend: TestBackend, customise: impl FnOnce(&mut Co
 }
 
 pub fn eur(amount_minor: i64) -> Money {
-    Money {
-        amount_minor,
-        currency: "EUR".into(),
-    }
+    Money::new(amount_minor, Currency::EUR)
 }
 
 pub fn unique(prefix: &str) -> String {

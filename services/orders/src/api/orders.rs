@@ -9,11 +9,13 @@ use mercato_runtime::{Caller, FieldError, Json, Problem};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
+use super::error::lines_problem;
 use super::input::PlaceOrder;
 use super::output::{OrderOut, Page, page_token, parse_page_token};
 use super::{ApiError, State};
-use crate::domain::{Line, Money};
+use crate::domain::{Line, Money, total};
 use crate::store;
+use mercato_contracts::money::Currency;
 
 fn context() -> Context {
     Context {
@@ -109,26 +111,18 @@ pub async fn place(
             )])
             .into());
         };
+        let Ok(currency) = Currency::parse(&product.currency) else {
+            tracing::error!(sku = %sku, currency = %product.currency, "inventory priced a product in no known currency");
+            return Err(Problem::internal().into());
+        };
         lines.push(Line {
             sku: sku.clone(),
             name: product.name.clone(),
             quantity: *quantity,
-            unit_price: Money {
-                amount_minor: product.amount_minor,
-                currency: product.currency.clone(),
-            },
+            unit_price: Money::new(product.amount_minor, currency),
         });
     }
-    if lines
-        .iter()
-        .any(|l| l.unit_price.currency != lines[0].unit_price.currency)
-    {
-        return Err(Problem::validation(vec![FieldError::new(
-            "items",
-            "all products must be priced in one currency",
-        )])
-        .into());
-    }
+    total(&lines).map_err(lines_problem)?;
     let idempotency = key.as_deref().map(|k| (k, hash.as_str()));
     let (order_id, new) = state
         .checkout

@@ -53,10 +53,11 @@ impl From<OrderView> for OrderOut {
             .lines
             .into_iter()
             .map(|l| ItemOut {
-                line_total: Money {
-                    amount_minor: l.unit_price.amount_minor.saturating_mul(l.quantity),
-                    currency: l.unit_price.currency.clone(),
-                },
+                // Placement refused totals past the range, so a line's total always fits.
+                line_total: l
+                    .unit_price
+                    .checked_mul(l.quantity)
+                    .unwrap_or(Money::new(i64::MAX, l.unit_price.currency)),
                 sku: l.sku,
                 name: l.name,
                 quantity: l.quantity,
@@ -68,10 +69,7 @@ impl From<OrderView> for OrderOut {
             status: v.status,
             cancel_reason: v.cancel_reason,
             items,
-            total: Money {
-                amount_minor: v.total_minor,
-                currency: v.currency,
-            },
+            total: v.total,
             payment: PaymentOut {
                 status: v.payment_status,
             },
