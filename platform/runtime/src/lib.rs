@@ -8,6 +8,7 @@
 //!   inherit.
 //! - [`problem`] and [`extract`]: every error a client can cause becomes `application/problem+json`.
 //! - [`failure`]: the one answer to a failure the client did not cause (`503` or `500`).
+//! - [`page`]: `page_size` and the opaque `page_token` of every list.
 //! - [`health`]: readiness checks, each bounded by its own timeout.
 //! - [`metrics`]: the Prometheus registry and the HTTP metrics.
 //! - [`auth`]: the verified caller of a request, from its bearer token.
@@ -33,6 +34,7 @@ pub mod guard;
 pub mod health;
 pub mod metrics;
 pub mod observe;
+pub mod page;
 pub mod problem;
 pub mod server;
 pub mod shutdown;

@@ -67,18 +67,8 @@ pub fn to_envelope(
                 lines,
                 total,
             },
-        ) => (
-            order_id.clone(),
-            customer_id.clone(),
-            lines.clone(),
-            *total,
-        ),
-        (Some(o), _) => (
-            o.id.clone(),
-            o.customer_id.clone(),
-            o.lines.clone(),
-            o.total,
-        ),
+        ) => (order_id.clone(), customer_id.clone(), lines.clone(), *total),
+        (Some(o), _) => (o.id.clone(), o.customer_id.clone(), o.lines.clone(), o.total),
         (None, _) => {
             return Err(EnvelopeError::Upcast(
                 "a fact other than Placed needs the order".into(),

@@ -4,12 +4,12 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use mercato_runtime::{Caller, FieldError, Json, Problem};
+use mercato_runtime::{Caller, Json, Problem};
 use serde::{Deserialize, Serialize};
 
-use super::page;
 use crate::catalogue::Catalogue;
-use crate::domain::{Money, Product};
+use crate::domain::{Money, Product, Sku};
+use mercato_runtime::page;
 
 /// The role that may change stock and prices.
 const ADMIN: &str = "admin";
@@ -74,24 +74,11 @@ pub async fn list(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<PageBody>, Problem> {
     let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let mut errors = Vec::new();
-    let size = page::page_size(param(&query, "page_size"))
-        .map_err(|m| errors.push(FieldError::new("page_size", m)))
-        .ok();
-    let after = match param(&query, "page_token").filter(|t| !t.is_empty()) {
-        None => Some(None),
-        Some(token) => page::decode_token(token)
-            .map(Some)
-            .map_err(|m| errors.push(FieldError::new("page_token", m)))
-            .ok(),
-    };
-    let (Some(size), Some(after)) = (size, after) else {
-        return Err(Problem::validation(errors));
-    };
-    let page = catalogue.page(size, after.as_ref()).await?;
+    let request = page::parse::<Sku>(param(&query, "page_size"), param(&query, "page_token"))?;
+    let page = catalogue.page(request.size, request.after.as_ref()).await?;
     Ok(Json(PageBody {
         items: page.items.into_iter().map(ProductBody::from).collect(),
-        next_page_token: page.next_after.as_ref().map(page::encode_token),
+        next_page_token: page.next_after.as_ref().map(page::encode),
     }))
 }
 
