@@ -100,7 +100,7 @@ fn context(payment: &Payment, cause: Option<&String>) -> Context {
 /// `PaymentCaptured`, caused by the charge command.
 ///
 /// # Errors
-/// The payload does not serialise.
+/// The payload does not serialise, or the stored payment holds a malformed currency.
 pub fn captured(payment: &Payment) -> Result<Envelope, EnvelopeError> {
     Envelope::new(
         crate::NAME,
@@ -137,7 +137,7 @@ pub fn failed(payment: &Payment, reason: FailureReason) -> Result<Envelope, Enve
 /// `PaymentRefunded`, caused by the refund command.
 ///
 /// # Errors
-/// The payload does not serialise.
+/// The payload does not serialise, or the stored payment holds a malformed currency.
 pub fn refunded(payment: &Payment) -> Result<Envelope, EnvelopeError> {
     debug_assert!(matches!(
         payment.status,

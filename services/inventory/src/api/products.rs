@@ -4,12 +4,11 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use mercato_runtime::{Caller, Json, Problem};
+use mercato_runtime::{Caller, Json, Problem, page};
 use serde::{Deserialize, Serialize};
 
 use crate::catalogue::Catalogue;
 use crate::domain::{Money, Product, Sku};
-use mercato_runtime::page;
 
 /// The role that may change stock and prices.
 const ADMIN: &str = "admin";

@@ -3,6 +3,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State as AxumState};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use mercato_contracts::money::Currency;
 use mercato_messaging::Context;
 use mercato_runtime::correlation::CorrelationId;
 use mercato_runtime::{Caller, FieldError, Json, Problem, page};
@@ -15,7 +16,6 @@ use super::output::{OrderOut, Page};
 use super::{ApiError, State};
 use crate::domain::{Line, Money, total};
 use crate::store;
-use mercato_contracts::money::Currency;
 
 fn context() -> Context {
     Context {
