@@ -7,6 +7,8 @@
 //!   time limits, and the caller's deadline (`x-request-deadline-ms`), which the handler's calls
 //!   inherit.
 //! - [`problem`] and [`extract`]: every error a client can cause becomes `application/problem+json`.
+//! - [`failure`]: the one answer to a failure the client did not cause (`503` or `500`).
+//! - [`page`]: `page_size` and the opaque `page_token` of every list.
 //! - [`health`]: readiness checks, each bounded by its own timeout.
 //! - [`metrics`]: the Prometheus registry and the HTTP metrics.
 //! - [`auth`]: the verified caller of a request, from its bearer token.
@@ -27,11 +29,13 @@ pub mod client;
 pub mod config;
 pub mod correlation;
 pub mod extract;
+pub mod failure;
 pub mod grpc;
 pub mod guard;
 pub mod health;
 pub mod metrics;
 pub mod observe;
+pub mod page;
 pub mod problem;
 pub mod server;
 pub mod settings;
@@ -44,6 +48,7 @@ pub use background::Background;
 pub use client::ServiceClient;
 pub use config::{ClientConfig, HttpConfig};
 pub use extract::Json;
+pub use failure::Transient;
 pub use grpc::GuardedChannel;
 pub use guard::ClientMetrics;
 pub use health::Readiness;

@@ -2,12 +2,11 @@
 //! each committed together with the `ProductChanged` it publishes.
 
 use mercato_contracts::inventory::ProductChanged;
-use mercato_contracts::money::Money as WireMoney;
 use mercato_messaging::{Context, Envelope, EnvelopeError, Outbox};
 use mercato_runtime::correlation::CorrelationId;
 use mercato_storage::{Db, StorageError, Tx};
 
-use crate::domain::{Currency, Money, Product, Quantity, Sku, check_stock_level};
+use crate::domain::{Currency, Product, Quantity, Sku, check_stock_level, price};
 use crate::store::products;
 
 /// Why a catalogue operation failed.
@@ -130,7 +129,7 @@ impl Catalogue {
         if amount_minor < 0 {
             errors.push(("price.amount_minor", "must not be negative".to_owned()));
         }
-        let price = match currency.map(|c| Money::new(amount_minor, c)) {
+        let price = match currency.map(|c| price(amount_minor, c)) {
             Some(Ok(price)) if errors.is_empty() => price,
             _ => return Err(CatalogueError::Invalid(errors)),
         };
@@ -167,16 +166,8 @@ pub fn product_changed(product: &Product) -> ProductChanged {
     ProductChanged {
         sku: product.sku.as_str().to_owned(),
         name: product.name.clone(),
-        price: wire_money(&product.price),
+        price: product.price,
         available: product.available(),
-    }
-}
-
-#[must_use]
-pub fn wire_money(money: &Money) -> WireMoney {
-    WireMoney {
-        amount_minor: money.amount_minor(),
-        currency: money.currency().as_str().to_owned(),
     }
 }
 

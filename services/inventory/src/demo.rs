@@ -2,7 +2,7 @@
 
 use mercato_storage::{Db, StorageError};
 
-use crate::domain::{Currency, Money, Product, Quantity, Sku};
+use crate::domain::{Currency, Product, Quantity, Sku, price};
 use crate::store::products;
 
 /// (sku, name, description, price in euro cents, units on hand)
@@ -96,12 +96,11 @@ fn demo_product(
     on_hand: i64,
 ) -> Result<Product, StorageError> {
     let invalid = |what: &str| StorageError::Config(format!("demo product {sku}: invalid {what}"));
-    let currency = Currency::parse("EUR").map_err(|_| invalid("currency"))?;
     Ok(Product {
         sku: Sku::parse(sku).map_err(|_| invalid("sku"))?,
         name: name.to_owned(),
         description: description.to_owned(),
-        price: Money::new(cents, currency).map_err(|_| invalid("price"))?,
+        price: price(cents, Currency::EUR).map_err(|_| invalid("price"))?,
         on_hand: Quantity::new(on_hand).map_err(|_| invalid("on_hand"))?,
         reserved: Quantity::default(),
     })

@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use mercato_contracts::customers::{CustomerCreated, CustomerUpdated, Preferences};
 use mercato_contracts::identity::UserRegistered;
-use mercato_contracts::money::Money as WireMoney;
 use mercato_contracts::orders::{OrderCancelled, OrderConfirmed, OrderDelivered, OrderShipped};
 use mercato_messaging::{Envelope, Handler, HandlerError, HandlerFuture};
 use mercato_storage::{Tx, now_millis};
@@ -31,13 +30,6 @@ pub struct Notifier {
     metrics: NotificationMetrics,
     /// Outcomes of the event being applied, counted only once its transaction commits.
     pending: Mutex<Vec<(Kind, Channel, &'static str)>>,
-}
-
-fn money(m: &WireMoney) -> domain::Money {
-    domain::Money {
-        amount_minor: m.amount_minor,
-        currency: m.currency.clone(),
-    }
 }
 
 fn recipient_of(copy: CustomerCopy) -> Recipient {
@@ -111,13 +103,13 @@ impl Notifier {
                 .map(|l| Line {
                     name: l.name.clone(),
                     quantity: l.quantity,
-                    unit_price: money(&l.unit_price),
+                    unit_price: l.unit_price,
                 })
                 .collect();
             let message = Message::OrderConfirmed {
                 order_id: e.order_id,
                 lines,
-                total: money(&e.total),
+                total: e.total,
             };
             (e.customer_id, message)
         } else if envelope.is::<OrderCancelled>() {

@@ -29,6 +29,8 @@ pub enum OrderError {
     #[error("the idempotency key was used for another request")]
     KeyReused,
     #[error(transparent)]
+    Lines(#[from] crate::domain::InvalidLines),
+    #[error(transparent)]
     Storage(#[from] StorageError),
     #[error(transparent)]
     EventStore(#[from] EventStoreError),
@@ -180,7 +182,7 @@ impl Checkout {
         let order_id = uuid::Uuid::now_v7().to_string();
         let expires_at =
             now_millis() + i64::try_from(self.timing.reservation_ttl.as_millis()).unwrap_or(i64::MAX);
-        let facts = Order::place(&order_id, customer_id, lines, expires_at);
+        let facts = Order::place(&order_id, customer_id, lines, expires_at)?;
         let mut tx = self.db.begin().await?;
         store::save_card(&mut tx, &order_id, card_token).await?;
         if let Some((key, hash)) = idempotency {

@@ -3,7 +3,6 @@
 //! messages to inventory, payments and notifications.
 
 use mercato_contracts::inventory::{ReservationFailure, StockReservationFailed, StockReserved};
-use mercato_contracts::money::Money as WireMoney;
 use mercato_contracts::orders::{
     ChargePayment, CommitReservation, OrderCancelled, OrderConfirmed, OrderDelivered, OrderLine, OrderPlaced,
     OrderShipped, PricedLine, RefundPayment, ReleaseStock, ReserveStock,
@@ -11,28 +10,14 @@ use mercato_contracts::orders::{
 use mercato_contracts::payments::{PaymentCaptured, PaymentFailed, PaymentFailure};
 use mercato_messaging::{Context, Envelope, EnvelopeError};
 
-use crate::domain::{CancelReason, Fact, Line, Money, Order};
-
-fn money_out(m: &Money) -> WireMoney {
-    WireMoney {
-        amount_minor: m.amount_minor,
-        currency: m.currency.clone(),
-    }
-}
-
-fn money_in(m: WireMoney) -> Money {
-    Money {
-        amount_minor: m.amount_minor,
-        currency: m.currency,
-    }
-}
+use crate::domain::{CancelReason, Fact, Line, Order};
 
 pub(crate) fn line_out(l: &Line) -> PricedLine {
     PricedLine {
         sku: l.sku.clone(),
         name: l.name.clone(),
         quantity: l.quantity,
-        unit_price: money_out(&l.unit_price),
+        unit_price: l.unit_price,
     }
 }
 
@@ -41,7 +26,7 @@ fn line_in(l: PricedLine) -> Line {
         sku: l.sku,
         name: l.name,
         quantity: l.quantity,
-        unit_price: money_in(l.unit_price),
+        unit_price: l.unit_price,
     }
 }
 
@@ -82,18 +67,8 @@ pub fn to_envelope(
                 lines,
                 total,
             },
-        ) => (
-            order_id.clone(),
-            customer_id.clone(),
-            lines.clone(),
-            total.clone(),
-        ),
-        (Some(o), _) => (
-            o.id.clone(),
-            o.customer_id.clone(),
-            o.lines.clone(),
-            o.total.clone(),
-        ),
+        ) => (order_id.clone(), customer_id.clone(), lines.clone(), *total),
+        (Some(o), _) => (o.id.clone(), o.customer_id.clone(), o.lines.clone(), o.total),
         (None, _) => {
             return Err(EnvelopeError::Upcast(
                 "a fact other than Placed needs the order".into(),
@@ -109,7 +84,7 @@ pub fn to_envelope(
                 order_id: id.clone(),
                 customer_id: customer,
                 lines: lines.iter().map(line_out).collect(),
-                total: money_out(&total),
+                total,
             },
             context,
         ),
@@ -156,7 +131,7 @@ pub fn to_envelope(
             &ChargePayment {
                 order_id: id.clone(),
                 customer_id: customer,
-                amount: money_out(&total),
+                amount: total,
                 card_token: extras.card_token.unwrap_or_default().to_owned(),
                 idempotency_key: idempotency_key.clone(),
             },
@@ -168,7 +143,7 @@ pub fn to_envelope(
             &PaymentCaptured {
                 order_id: id.clone(),
                 payment_id: String::new(),
-                amount: money_out(&total),
+                amount: total,
             },
             context,
         ),
@@ -216,7 +191,7 @@ pub fn to_envelope(
                 order_id: id.clone(),
                 customer_id: customer,
                 lines: lines.iter().map(line_out).collect(),
-                total: money_out(&total),
+                total,
             },
             context,
         ),
@@ -264,7 +239,7 @@ pub fn from_envelope(envelope: &Envelope) -> Result<Fact, EnvelopeError> {
                 order_id: e.order_id,
                 customer_id: e.customer_id,
                 lines: e.lines.into_iter().map(line_in).collect(),
-                total: money_in(e.total),
+                total: e.total,
             }
         }
         t if t == <ReserveStock as mercato_messaging::Event>::TYPE => Fact::ReserveRequested {
@@ -302,6 +277,8 @@ pub fn from_envelope(envelope: &Envelope) -> Result<Fact, EnvelopeError> {
 
 #[cfg(test)]
 mod tests {
+    use mercato_contracts::money::{Currency, Money};
+
     use super::*;
 
     #[test]
@@ -310,12 +287,9 @@ mod tests {
             sku: "MUG-001".into(),
             name: "Mug".into(),
             quantity: 2,
-            unit_price: Money {
-                amount_minor: 1_250,
-                currency: "EUR".into(),
-            },
+            unit_price: Money::new(1_250, Currency::EUR),
         }];
-        let placed = Order::place("o1", "c1", lines, 99);
+        let placed = Order::place("o1", "c1", lines, 99).unwrap();
         let order = Order::replay(placed.clone()).unwrap();
         let facts = [
             Fact::ReserveRequested { expires_at: 99 },

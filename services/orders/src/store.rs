@@ -1,5 +1,6 @@
 //! Orders' SQL: the order read model, the card kept for the charge, and idempotency keys.
 
+use mercato_contracts::money::{Currency, Money};
 use mercato_contracts::orders::PricedLine;
 use mercato_storage::sqlx::{self, Row as _};
 use mercato_storage::{Migration, StorageError, Tx};
@@ -26,8 +27,7 @@ pub struct OrderView {
     pub step: String,
     pub cancel_reason: Option<String>,
     pub lines: Vec<PricedLine>,
-    pub total_minor: i64,
-    pub currency: String,
+    pub total: Money,
     pub payment_status: String,
     pub created_at: i64,
     pub updated_at: i64,
@@ -46,8 +46,7 @@ impl OrderView {
             step: "reserving".into(),
             cancel_reason: None,
             lines: order.lines.iter().map(crate::events::line_out).collect(),
-            total_minor: order.total.amount_minor,
-            currency: order.total.currency.clone(),
+            total: order.total,
             payment_status: "none".into(),
             created_at: now,
             updated_at: now,
@@ -65,6 +64,8 @@ fn view_of(row: &mercato_storage::sqlx::any::AnyRow) -> Result<OrderView, Storag
     let order_id: String = row.get("order_id");
     let lines = serde_json::from_str(&lines)
         .map_err(|e| StorageError::Config(format!("order {order_id} holds malformed lines: {e}")))?;
+    let currency = Currency::parse(&row.get::<String, _>("currency"))
+        .map_err(|e| StorageError::Config(format!("order {order_id} holds a malformed currency: {e}")))?;
     Ok(OrderView {
         order_id,
         customer_id: row.get("customer_id"),
@@ -72,8 +73,7 @@ fn view_of(row: &mercato_storage::sqlx::any::AnyRow) -> Result<OrderView, Storag
         step: row.get("step"),
         cancel_reason: row.get("cancel_reason"),
         lines,
-        total_minor: row.get("total_minor"),
-        currency: row.get("currency"),
+        total: Money::new(row.get("total_minor"), currency),
         payment_status: row.get("payment_status"),
         created_at: row.get("created_at"),
         updated_at: row.get("updated_at"),
@@ -170,8 +170,8 @@ pub async fn upsert(tx: &mut Tx, v: &OrderView) -> Result<(), StorageError> {
     .bind(&v.step)
     .bind(&v.cancel_reason)
     .bind(lines)
-    .bind(v.total_minor)
-    .bind(&v.currency)
+    .bind(v.total.amount_minor)
+    .bind(v.total.currency.as_str())
     .bind(&v.payment_status)
     .bind(v.created_at)
     .bind(v.updated_at)

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use mercato_contracts::money::Money;
+use mercato_contracts::money::{Currency, InvalidCurrency, Money};
 use mercato_contracts::orders::{ChargePayment, RefundPayment};
 use mercato_contracts::payments::{PaymentCaptured, PaymentFailed, PaymentFailure, PaymentRefunded};
 use mercato_messaging::{Context, Envelope, EnvelopeError, Handler, HandlerError, HandlerFuture};
@@ -25,7 +25,7 @@ impl OnOrderCommand {
     async fn apply(envelope: &Envelope, tx: &mut Tx) -> Result<(), HandlerError> {
         if envelope.is::<ChargePayment>() {
             let command: ChargePayment = envelope.decode()?;
-            let intent = Amount::new(command.amount.amount_minor, &command.amount.currency)
+            let intent = Amount::new(command.amount.amount_minor, command.amount.currency.as_str())
                 .and_then(|amount| {
                     ChargeIntent::new(
                         &command.order_id,
@@ -68,11 +68,25 @@ impl Handler for OnOrderCommand {
     }
 }
 
-fn money(payment: &Payment) -> Money {
-    Money {
-        amount_minor: payment.amount_minor,
-        currency: payment.currency.clone(),
-    }
+/// What `payment` is for. Its currency was checked when the charge was recorded, so a stored
+/// one that is not a currency code is a corrupt row.
+///
+/// # Errors
+/// [`InvalidCurrency`] for such a row.
+pub fn amount_of(payment: &Payment) -> Result<Money, InvalidCurrency> {
+    Ok(Money::new(
+        payment.amount_minor,
+        Currency::parse(&payment.currency)?,
+    ))
+}
+
+fn money(payment: &Payment) -> Result<Money, EnvelopeError> {
+    amount_of(payment).map_err(|e| {
+        EnvelopeError::Payload(serde::ser::Error::custom(format!(
+            "payment for order {}: currency {:?} {e}",
+            payment.order_id, payment.currency
+        )))
+    })
 }
 
 fn context(payment: &Payment, cause: Option<&String>) -> Context {
@@ -86,7 +100,7 @@ fn context(payment: &Payment, cause: Option<&String>) -> Context {
 /// `PaymentCaptured`, caused by the charge command.
 ///
 /// # Errors
-/// The payload does not serialise.
+/// The payload does not serialise, or the stored payment holds a malformed currency.
 pub fn captured(payment: &Payment) -> Result<Envelope, EnvelopeError> {
     Envelope::new(
         crate::NAME,
@@ -94,7 +108,7 @@ pub fn captured(payment: &Payment) -> Result<Envelope, EnvelopeError> {
         &PaymentCaptured {
             order_id: payment.order_id.clone(),
             payment_id: payment.payment_id.clone(),
-            amount: money(payment),
+            amount: money(payment)?,
         },
         &context(payment, payment.charge_command_id.as_ref()),
     )
@@ -123,7 +137,7 @@ pub fn failed(payment: &Payment, reason: FailureReason) -> Result<Envelope, Enve
 /// `PaymentRefunded`, caused by the refund command.
 ///
 /// # Errors
-/// The payload does not serialise.
+/// The payload does not serialise, or the stored payment holds a malformed currency.
 pub fn refunded(payment: &Payment) -> Result<Envelope, EnvelopeError> {
     debug_assert!(matches!(
         payment.status,
@@ -135,7 +149,7 @@ pub fn refunded(payment: &Payment) -> Result<Envelope, EnvelopeError> {
         &PaymentRefunded {
             order_id: payment.order_id.clone(),
             payment_id: payment.payment_id.clone(),
-            amount: money(payment),
+            amount: money(payment)?,
         },
         &context(payment, payment.refund_command_id.as_ref()),
     )

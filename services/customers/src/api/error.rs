@@ -1,7 +1,7 @@
 //! The one place where customers' errors become HTTP answers.
 
 use axum::response::{IntoResponse, Response};
-use mercato_runtime::{FieldError, Problem};
+use mercato_runtime::{FieldError, Problem, Transient};
 
 use crate::profiles::CustomerError;
 
@@ -11,6 +11,16 @@ pub struct ApiError(pub CustomerError);
 impl From<CustomerError> for ApiError {
     fn from(e: CustomerError) -> Self {
         Self(e)
+    }
+}
+
+impl Transient for CustomerError {
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Storage(e) => e.is_transient(),
+            Self::EventStore(e) => e.is_transient(),
+            _ => false,
+        }
     }
 }
 
@@ -28,18 +38,7 @@ impl IntoResponse for ApiError {
                     .collect(),
             ),
             CustomerError::Contended => Problem::conflict("the profile changed while updating it; try again"),
-            CustomerError::Storage(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "database busy or unreachable");
-                Problem::unavailable("the service is busy, try again shortly", 1)
-            }
-            CustomerError::EventStore(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "event store busy or unreachable");
-                Problem::unavailable("the service is busy, try again shortly", 1)
-            }
-            other => {
-                tracing::error!(error = %other, cause = ?std::error::Error::source(&other), "request failed");
-                Problem::internal()
-            }
+            other => Problem::from_failure(&other),
         };
         problem.into_response()
     }

@@ -2,7 +2,7 @@
 
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
-use mercato_runtime::{FieldError, Problem};
+use mercato_runtime::{FieldError, Problem, Transient};
 
 use crate::accounts::AccountError;
 
@@ -28,6 +28,13 @@ pub fn oauth_error(code: &'static str, description: &str) -> Problem {
     .with_extension("error_description", description)
 }
 
+/// Only the database can be busy; token and hashing faults are ours (`500`).
+impl Transient for AccountError {
+    fn is_transient(&self) -> bool {
+        matches!(self, Self::Storage(e) if e.is_transient())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = match self.0 {
@@ -37,14 +44,7 @@ impl IntoResponse for ApiError {
             AccountError::EmailTaken => Problem::conflict("an account with this email already exists"),
             AccountError::InvalidGrant(why) => oauth_error("invalid_grant", why),
             AccountError::UnknownUser => Problem::not_found("the user no longer exists"),
-            AccountError::Storage(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "database busy or unreachable");
-                Problem::unavailable("the service is busy, try again shortly", 1)
-            }
-            other => {
-                tracing::error!(error = %other, cause = ?std::error::Error::source(&other), "request failed");
-                Problem::internal()
-            }
+            other => Problem::from_failure(&other),
         };
         problem.into_response()
     }

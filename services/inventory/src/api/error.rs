@@ -1,8 +1,14 @@
 //! The one place where inventory's errors become HTTP answers and gRPC statuses.
 
-use mercato_runtime::{FieldError, Problem};
+use mercato_runtime::{FieldError, Problem, Transient, failure};
 
 use crate::catalogue::CatalogueError;
+
+impl Transient for CatalogueError {
+    fn is_transient(&self) -> bool {
+        matches!(self, Self::Storage(e) if e.is_transient())
+    }
+}
 
 impl From<CatalogueError> for Problem {
     fn from(error: CatalogueError) -> Self {
@@ -15,14 +21,7 @@ impl From<CatalogueError> for Problem {
                     .collect(),
             ),
             CatalogueError::Contended => Self::conflict("the product changed while updating it; try again"),
-            CatalogueError::Storage(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "database busy or unreachable");
-                Self::unavailable("the service is busy, try again shortly", 1)
-            }
-            other => {
-                tracing::error!(error = %other, cause = ?std::error::Error::source(&other), "request failed");
-                Self::internal()
-            }
+            other => Self::from_failure(&other),
         }
     }
 }
@@ -36,14 +35,7 @@ impl From<CatalogueError> for tonic::Status {
                 Self::invalid_argument(detail.join("; "))
             }
             CatalogueError::Contended => Self::aborted("the product changed while reading it; try again"),
-            CatalogueError::Storage(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "database busy or unreachable");
-                Self::unavailable("the service is busy, try again shortly")
-            }
-            other => {
-                tracing::error!(error = %other, cause = ?std::error::Error::source(&other), "gRPC call failed");
-                Self::internal("the call could not be completed; it has been logged")
-            }
+            other => failure::status(&other),
         }
     }
 }

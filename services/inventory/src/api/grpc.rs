@@ -61,8 +61,8 @@ impl Inventory for InventoryGrpc {
                     let available = p.available();
                     products.push(Product {
                         price: Some(Money {
-                            amount_minor: p.price.amount_minor(),
-                            currency: p.price.currency().as_str().to_owned(),
+                            amount_minor: p.price.amount_minor,
+                            currency: p.price.currency.to_string(),
                         }),
                         sku: p.sku.into_string(),
                         name: p.name,

@@ -4,20 +4,20 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use mercato_runtime::{Caller, FieldError, Json, Problem};
+use mercato_runtime::{Caller, Json, Problem, page};
 use serde::{Deserialize, Serialize};
 
-use super::page;
 use crate::catalogue::Catalogue;
-use crate::domain::Product;
+use crate::domain::{Money, Product, Sku};
 
 /// The role that may change stock and prices.
 const ADMIN: &str = "admin";
 
-/// Money on the wire: `{"amount_minor": 1999, "currency": "EUR"}`.
-#[derive(Debug, Serialize, Deserialize)]
+/// A new price as the admin sent it, in `Money`'s shape but unchecked, so that a bad amount and
+/// a bad currency are both named in one answer.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct MoneyBody {
+pub struct PriceInput {
     amount_minor: i64,
     currency: String,
 }
@@ -28,7 +28,7 @@ pub struct ProductBody {
     sku: String,
     name: String,
     description: String,
-    price: MoneyBody,
+    price: Money,
     available: i64,
 }
 
@@ -36,10 +36,7 @@ impl From<Product> for ProductBody {
     fn from(p: Product) -> Self {
         let available = p.available();
         Self {
-            price: MoneyBody {
-                amount_minor: p.price.amount_minor(),
-                currency: p.price.currency().as_str().to_owned(),
-            },
+            price: p.price,
             sku: p.sku.into_string(),
             name: p.name,
             description: p.description,
@@ -63,7 +60,7 @@ pub struct StockBody {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PriceBody {
-    price: MoneyBody,
+    price: PriceInput,
 }
 
 /// The first value of `name` in the query string.
@@ -76,24 +73,11 @@ pub async fn list(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<PageBody>, Problem> {
     let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
-    let mut errors = Vec::new();
-    let size = page::page_size(param(&query, "page_size"))
-        .map_err(|m| errors.push(FieldError::new("page_size", m)))
-        .ok();
-    let after = match param(&query, "page_token").filter(|t| !t.is_empty()) {
-        None => Some(None),
-        Some(token) => page::decode_token(token)
-            .map(Some)
-            .map_err(|m| errors.push(FieldError::new("page_token", m)))
-            .ok(),
-    };
-    let (Some(size), Some(after)) = (size, after) else {
-        return Err(Problem::validation(errors));
-    };
-    let page = catalogue.page(size, after.as_ref()).await?;
+    let request = page::parse::<Sku>(param(&query, "page_size"), param(&query, "page_token"))?;
+    let page = catalogue.page(request.size, request.after.as_ref()).await?;
     Ok(Json(PageBody {
         items: page.items.into_iter().map(ProductBody::from).collect(),
-        next_page_token: page.next_after.as_ref().map(page::encode_token),
+        next_page_token: page.next_after.as_ref().map(page::encode),
     }))
 }
 
@@ -139,7 +123,7 @@ pub async fn put_price(
     let product = catalogue
         .set_price(&sku, body.price.amount_minor, &body.price.currency)
         .await?;
-    tracing::info!(admin = %caller.subject, sku = %product.sku, amount_minor = product.price.amount_minor(),
-        currency = product.price.currency().as_str(), "price set");
+    tracing::info!(admin = %caller.subject, sku = %product.sku, amount_minor = product.price.amount_minor,
+        currency = %product.price.currency, "price set");
     Ok(Json(product.into()))
 }

@@ -1,4 +1,5 @@
-use super::money::Money;
+use mercato_contracts::money::{Currency, Money};
+
 use super::quantity::Quantity;
 use super::sku::Sku;
 
@@ -21,6 +22,22 @@ impl Product {
     pub fn available(&self) -> i64 {
         self.on_hand.value() - self.reserved.value()
     }
+}
+
+/// A price below zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("must not be negative")]
+pub struct NegativeAmount;
+
+/// A product's price: an amount in `currency`, never below zero.
+///
+/// # Errors
+/// [`NegativeAmount`].
+pub fn price(amount_minor: i64, currency: Currency) -> Result<Money, NegativeAmount> {
+    if amount_minor < 0 {
+        return Err(NegativeAmount);
+    }
+    Ok(Money::new(amount_minor, currency))
 }
 
 /// A new stock level would leave held orders without their units.
@@ -46,7 +63,6 @@ pub fn check_stock_level(on_hand: Quantity, reserved: Quantity) -> Result<(), Be
 
 #[cfg(test)]
 mod tests {
-    use super::super::Currency;
     use super::*;
 
     fn product(on_hand: i64, reserved: i64) -> Product {
@@ -54,7 +70,7 @@ mod tests {
             sku: Sku::parse("MUG-001").unwrap(),
             name: "Mug".into(),
             description: String::new(),
-            price: Money::new(1200, Currency::parse("EUR").unwrap()).unwrap(),
+            price: Money::new(1200, Currency::EUR),
             on_hand: Quantity::new(on_hand).unwrap(),
             reserved: Quantity::new(reserved).unwrap(),
         }
@@ -64,6 +80,13 @@ mod tests {
     fn available_is_what_is_not_held() {
         assert_eq!(product(10, 3).available(), 7);
         assert_eq!(product(3, 3).available(), 0);
+    }
+
+    #[test]
+    fn a_price_is_never_negative() {
+        assert_eq!(price(-1, Currency::EUR), Err(NegativeAmount));
+        assert_eq!(price(0, Currency::EUR), Ok(Money::zero(Currency::EUR)));
+        assert_eq!(price(1999, Currency::USD), Ok(Money::new(1999, Currency::USD)));
     }
 
     #[test]

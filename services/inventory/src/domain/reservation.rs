@@ -148,6 +148,8 @@ pub fn requested_lines<'a>(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
 
     fn line(sku: &str, quantity: i64) -> ReservationLine {
@@ -201,6 +203,97 @@ mod tests {
         assert_eq!(Held.on_release(), ReleaseAction::Release);
         for state in [Committed, Released, Expired, Failed] {
             assert_eq!(state.on_release(), ReleaseAction::Nothing, "{state:?}");
+        }
+    }
+
+    /// Case variants of a few SKUs, some text that is no SKU, and quantities around the bounds.
+    fn requests() -> impl Strategy<Value = Vec<(String, i64)>> {
+        let sku = prop_oneof![
+            4 => prop::sample::select(vec!["MUG-001", "mug-001", "TEE-BLK-M", "tee-blk-m", "CAP-9"]).prop_map(str::to_owned),
+            1 => any::<String>(),
+        ];
+        let quantity = prop_oneof![
+            8 => 1_i64..=5,
+            1 => prop::sample::select(vec![i64::MIN, -1, 0, Quantity::MAX - 1, Quantity::MAX, Quantity::MAX + 1, i64::MAX]),
+        ];
+        prop::collection::vec((sku, quantity), 0..8)
+    }
+
+    /// The units asked for per product, when every line is one a reservation can hold.
+    fn expected_totals(request: &[(String, i64)]) -> Option<BTreeMap<Sku, i128>> {
+        let mut totals = BTreeMap::new();
+        for (raw, quantity) in request {
+            Quantity::positive(*quantity).ok()?;
+            *totals.entry(Sku::parse(raw).ok()?).or_insert(0) += i128::from(*quantity);
+        }
+        let within = !totals.is_empty() && totals.values().all(|t| *t <= i128::from(Quantity::MAX));
+        within.then_some(totals)
+    }
+
+    proptest! {
+        #[test]
+        fn lines_hold_exactly_what_was_asked_per_product_or_nothing_at_all(request in requests()) {
+            let lines = requested_lines(request.iter().map(|(sku, q)| (sku.as_str(), *q)));
+            match (lines, expected_totals(&request)) {
+                (Ok(lines), Some(totals)) => {
+                    let held: BTreeMap<Sku, i128> = lines
+                        .iter()
+                        .map(|l| (l.sku.clone(), i128::from(l.quantity.value())))
+                        .collect();
+                    prop_assert_eq!(held.len(), lines.len(), "one line per product");
+                    prop_assert!(lines.windows(2).all(|w| w[0].sku < w[1].sku), "in SKU order");
+                    prop_assert_eq!(held, totals);
+                }
+                (Err(_), None) => {}
+                (lines, totals) => prop_assert!(false, "lines {:?}, expected {:?}", lines, totals),
+            }
+        }
+
+        #[test]
+        fn the_same_lines_in_another_order_or_spelling_hold_the_same(request in requests()) {
+            let forward = requested_lines(request.iter().map(|(sku, q)| (sku.as_str(), *q)));
+            let lowered: Vec<(String, i64)> =
+                request.iter().rev().map(|(sku, q)| (sku.to_ascii_lowercase(), *q)).collect();
+            let backward = requested_lines(lowered.iter().map(|(sku, q)| (sku.as_str(), *q)));
+            prop_assert_eq!(forward.is_ok(), backward.is_ok());
+            if let (Ok(forward), Ok(backward)) = (forward, backward) {
+                prop_assert_eq!(forward, backward);
+            }
+        }
+
+        #[test]
+        fn held_units_are_given_back_or_sold_at_most_once(
+            commands in prop::collection::vec(prop::bool::ANY, 0..12),
+            start in prop::sample::select(vec![
+                ReservationState::Held,
+                ReservationState::Committed,
+                ReservationState::Released,
+                ReservationState::Expired,
+                ReservationState::Failed,
+            ]),
+        ) {
+            // Only a held reservation has units to give back or sell; the first command that
+            // acts on them moves it out of `Held`, so every later one finds nothing to do.
+            let mut state = start;
+            let mut acted = 0;
+            for commit in commands {
+                let next = if commit {
+                    match state.on_commit() {
+                        CommitAction::Sell => Some(ReservationState::Committed),
+                        CommitAction::Retake | CommitAction::AlreadySold | CommitAction::Refuse => None,
+                    }
+                } else {
+                    match state.on_release() {
+                        ReleaseAction::Release => Some(ReservationState::Released),
+                        ReleaseAction::Nothing => None,
+                    }
+                };
+                if let Some(next) = next {
+                    acted += 1;
+                    state = next;
+                }
+            }
+            prop_assert!(acted <= usize::from(start == ReservationState::Held));
         }
     }
 

@@ -5,7 +5,7 @@ use mercato_storage::sqlx::{self, Any, Row as _};
 use mercato_storage::{StorageError, Tx, now_millis};
 
 use super::corrupt;
-use crate::domain::{Currency, Money, Product, Quantity, Sku};
+use crate::domain::{Currency, Money, Product, Quantity, Sku, price};
 
 const COLUMNS: &str = "sku, name, description, price_minor, currency, on_hand, reserved";
 
@@ -17,7 +17,7 @@ fn product_of(row: &AnyRow) -> Result<Product, StorageError> {
         sku: Sku::parse(&sku).map_err(|e| bad(&e))?,
         name: row.try_get("name")?,
         description: row.try_get("description")?,
-        price: Money::new(row.try_get("price_minor")?, currency).map_err(|e| bad(&e))?,
+        price: price(row.try_get("price_minor")?, currency).map_err(|e| bad(&e))?,
         on_hand: Quantity::new(row.try_get("on_hand")?).map_err(|e| bad(&e))?,
         reserved: Quantity::new(row.try_get("reserved")?).map_err(|e| bad(&e))?,
     })
@@ -108,8 +108,8 @@ pub async fn insert(tx: &mut Tx, product: &Product) -> Result<bool, StorageError
     .bind(product.sku.as_str())
     .bind(&product.name)
     .bind(&product.description)
-    .bind(product.price.amount_minor())
-    .bind(product.price.currency().as_str())
+    .bind(product.price.amount_minor)
+    .bind(product.price.currency.as_str())
     .bind(product.on_hand.value())
     .bind(product.reserved.value())
     .bind(now_millis())
@@ -147,8 +147,8 @@ pub async fn set_price(tx: &mut Tx, sku: &Sku, price: &Money) -> Result<Option<P
          RETURNING {COLUMNS}"
     );
     let row = sqlx::query(&sql)
-        .bind(price.amount_minor())
-        .bind(price.currency().as_str())
+        .bind(price.amount_minor)
+        .bind(price.currency.as_str())
         .bind(sku.as_str())
         .bind(now_millis())
         .fetch_optional(&mut **tx)

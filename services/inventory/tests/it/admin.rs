@@ -2,7 +2,7 @@
 //! `ProductChanged`.
 
 use mercato_contracts::inventory::ProductChanged;
-use mercato_contracts::money::Money;
+use mercato_contracts::money::{Currency, Money};
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::{Value, json};
 
@@ -38,10 +38,7 @@ async fn an_admin_sets_the_stock_and_the_change_is_published(backend: TestBacken
         ProductChanged {
             sku: "MUG-001".into(),
             name: "Enamel mug".into(),
-            price: Money {
-                amount_minor: 1200,
-                currency: "EUR".into()
-            },
+            price: Money::new(1200, Currency::EUR),
             available: 7,
         }
     );

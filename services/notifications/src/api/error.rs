@@ -1,14 +1,14 @@
 //! The one place where notifications' errors become HTTP answers.
 
 use axum::response::{IntoResponse, Response};
-use mercato_runtime::{FieldError, Problem};
+use mercato_runtime::Problem;
 use mercato_storage::StorageError;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("invalid query parameters")]
-    Invalid(Vec<FieldError>),
+    Invalid(Problem),
     #[error("malformed query string: {0}")]
     MalformedQuery(String),
     #[error(transparent)]
@@ -18,16 +18,9 @@ pub enum ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = match self {
-            Self::Invalid(errors) => Problem::validation(errors),
+            Self::Invalid(problem) => problem,
             Self::MalformedQuery(detail) => Problem::bad_request(detail),
-            Self::Storage(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "database busy or unreachable");
-                Problem::unavailable("the service is busy, try again shortly", 1)
-            }
-            Self::Storage(e) => {
-                tracing::error!(error = %e, cause = ?std::error::Error::source(&e), "request failed");
-                Problem::internal()
-            }
+            Self::Storage(e) => Problem::from_failure(&e),
         };
         problem.into_response()
     }

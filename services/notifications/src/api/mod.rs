@@ -3,7 +3,6 @@
 
 mod error;
 mod notifications;
-mod page;
 
 use axum::Router;
 use axum::routing::get;

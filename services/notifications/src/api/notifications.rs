@@ -2,12 +2,11 @@ use std::collections::HashMap;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use mercato_runtime::{Caller, Json};
+use mercato_runtime::{Caller, Json, page};
 use mercato_storage::Db;
 use serde::Serialize;
 
 use super::ApiError;
-use super::page;
 use crate::store::{self, Cursor, MailboxItem};
 
 #[derive(Debug, Serialize)]
@@ -54,19 +53,17 @@ pub async fn list(
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<Page>, ApiError> {
     let Query(params) = query.map_err(|e| ApiError::MalformedQuery(e.body_text()))?;
-    let request = page::parse(&params).map_err(ApiError::Invalid)?;
-    // One more than asked tells whether another page follows.
-    let mut items =
-        store::mailbox_page(&db, &caller.subject, request.after.as_ref(), request.size + 1).await?;
-    let more = items.len() > usize::try_from(request.size).unwrap_or(usize::MAX);
-    items.truncate(usize::try_from(request.size).unwrap_or(usize::MAX));
-    let next_page_token = match items.last() {
-        Some(last) if more => Some(page::token(&Cursor {
-            created_at: last.created_at,
-            id: last.id.clone(),
-        })),
-        _ => None,
-    };
+    let request = page::parse::<(i64, String)>(
+        params.get("page_size").map(String::as_str),
+        params.get("page_token").map(String::as_str),
+    )
+    .map_err(ApiError::Invalid)?;
+    let after = request
+        .after
+        .clone()
+        .map(|(created_at, id)| Cursor { created_at, id });
+    let mut items = store::mailbox_page(&db, &caller.subject, after.as_ref(), request.fetch()).await?;
+    let next_page_token = request.finish(&mut items, |last| (last.created_at, last.id.clone()));
     Ok(Json(Page {
         items: items.into_iter().map(Item::from).collect(),
         next_page_token,

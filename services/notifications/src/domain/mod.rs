@@ -9,6 +9,7 @@ mod templates;
 
 pub use kind::{Channel, Kind};
 pub use locale::Locale;
-pub use money::{Money, format_money};
+pub use mercato_contracts::money::Money;
+pub use money::format_money;
 pub use recipient::{Recipient, channels};
 pub use templates::{CancelReason, Line, Message, Rendered, render};

@@ -1,12 +1,8 @@
-use super::Locale;
+//! Money written for people, per locale.
 
-/// An amount in the currency's minor unit.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Money {
-    pub amount_minor: i64,
-    /// ISO 4217, e.g. `EUR`.
-    pub currency: String,
-}
+use mercato_contracts::money::Money;
+
+use super::Locale;
 
 /// Digits after the decimal separator (ISO 4217); most currencies have two.
 fn exponent(currency: &str) -> u32 {
@@ -75,10 +71,7 @@ mod tests {
     use super::*;
 
     fn money(amount_minor: i64, currency: &str) -> Money {
-        Money {
-            amount_minor,
-            currency: currency.into(),
-        }
+        Money::new(amount_minor, currency.parse().unwrap())
     }
 
     #[test]

@@ -103,22 +103,14 @@ fn lines_in(lines: &[Line], locale: Locale) -> String {
     lines
         .iter()
         .map(|line| {
-            let amount = line
-                .unit_price
-                .amount_minor
-                .checked_mul(line.quantity)
-                .map_or_else(
-                    || format_money(&line.unit_price, locale),
-                    |amount_minor| {
-                        format_money(
-                            &Money {
-                                amount_minor,
-                                currency: line.unit_price.currency.clone(),
-                            },
-                            locale,
-                        )
-                    },
-                );
+            // A line whose total cannot be held shows its unit price rather than a wrong sum.
+            let amount = format_money(
+                &line
+                    .unit_price
+                    .checked_mul(line.quantity)
+                    .unwrap_or(line.unit_price),
+                locale,
+            );
             format!("  {} × {}  {amount}\n", line.quantity, line.name)
         })
         .collect()
@@ -246,13 +238,12 @@ fn german(message: &Message, name: Option<&str>) -> Rendered {
 
 #[cfg(test)]
 mod tests {
+    use mercato_contracts::money::Currency;
+
     use super::*;
 
     fn eur(amount_minor: i64) -> Money {
-        Money {
-            amount_minor,
-            currency: "EUR".into(),
-        }
+        Money::new(amount_minor, Currency::EUR)
     }
 
     fn confirmed() -> Message {

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use mercato_contracts::customers::{CustomerCreated, CustomerUpdated, Preferences};
 use mercato_contracts::identity::UserRegistered;
-use mercato_contracts::money::Money;
+use mercato_contracts::money::{Currency, Money};
 use mercato_contracts::orders::{OrderCancelled, OrderConfirmed, OrderShipped, PricedLine};
 use mercato_kit::ServiceSettings;
 use mercato_messaging::{Bus, Context, Envelope, Event, InboxConfig};
@@ -101,10 +101,7 @@ pub async fn spawn_app_with(backend: TestBackend, customise: impl FnOnce(&mut Co
 }
 
 pub fn eur(amount_minor: i64) -> Money {
-    Money {
-        amount_minor,
-        currency: "EUR".into(),
-    }
+    Money::new(amount_minor, Currency::EUR)
 }
 
 pub fn unique(prefix: &str) -> String {

@@ -2,10 +2,12 @@
 
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
-use mercato_runtime::Problem;
+use mercato_contracts::money::MoneyError;
+use mercato_runtime::{FieldError, Problem, Transient};
 
 use crate::checkout::OrderError;
 use crate::directory::DirectoryError;
+use crate::domain::InvalidLines;
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -32,6 +34,24 @@ impl From<DirectoryError> for ApiError {
     }
 }
 
+/// `422` naming `items`: lines that cannot make one order.
+pub(super) fn lines_problem(error: InvalidLines) -> Problem {
+    let message = match error {
+        InvalidLines::Empty => "must hold at least one item",
+        InvalidLines::Total(MoneyError::CurrencyMismatch(..)) => {
+            "all products must be priced in one currency"
+        }
+        InvalidLines::Total(MoneyError::Overflow) => "the order's total is too large",
+    };
+    Problem::validation(vec![FieldError::new("items", message)])
+}
+
+impl Transient for OrderError {
+    fn is_transient(&self) -> bool {
+        OrderError::is_transient(self)
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = match self {
@@ -46,21 +66,15 @@ impl IntoResponse for ApiError {
                 "Idempotency key reused",
             )
             .with_detail("this Idempotency-Key was used for a different request"),
+            Self::Order(OrderError::Lines(e)) => lines_problem(e),
             Self::Order(OrderError::Contended) => {
                 Problem::conflict("the order changed while updating it; try again")
-            }
-            Self::Order(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "busy");
-                Problem::unavailable("the service is busy, try again shortly", 1)
             }
             Self::Directory(e) => {
                 tracing::warn!(error = %e, "a dependency is unavailable");
                 Problem::unavailable("a service this order needs is unavailable, try again shortly", 2)
             }
-            Self::Order(e) => {
-                tracing::error!(error = %e, cause = ?std::error::Error::source(&e), "request failed");
-                Problem::internal()
-            }
+            Self::Order(e) => Problem::from_failure(&e),
         };
         problem.into_response()
     }

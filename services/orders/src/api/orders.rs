@@ -3,16 +3,18 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State as AxumState};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
+use mercato_contracts::money::Currency;
 use mercato_messaging::Context;
 use mercato_runtime::correlation::CorrelationId;
-use mercato_runtime::{Caller, FieldError, Json, Problem};
+use mercato_runtime::{Caller, FieldError, Json, Problem, page};
 use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 
+use super::error::lines_problem;
 use super::input::PlaceOrder;
-use super::output::{OrderOut, Page, page_token, parse_page_token};
+use super::output::{OrderOut, Page};
 use super::{ApiError, State};
-use crate::domain::{Line, Money};
+use crate::domain::{Line, Money, total};
 use crate::store;
 
 fn context() -> Context {
@@ -109,26 +111,18 @@ pub async fn place(
             )])
             .into());
         };
+        let Ok(currency) = Currency::parse(&product.currency) else {
+            tracing::error!(sku = %sku, currency = %product.currency, "inventory priced a product in no known currency");
+            return Err(Problem::internal().into());
+        };
         lines.push(Line {
             sku: sku.clone(),
             name: product.name.clone(),
             quantity: *quantity,
-            unit_price: Money {
-                amount_minor: product.amount_minor,
-                currency: product.currency.clone(),
-            },
+            unit_price: Money::new(product.amount_minor, currency),
         });
     }
-    if lines
-        .iter()
-        .any(|l| l.unit_price.currency != lines[0].unit_price.currency)
-    {
-        return Err(Problem::validation(vec![FieldError::new(
-            "items",
-            "all products must be priced in one currency",
-        )])
-        .into());
-    }
+    total(&lines).map_err(lines_problem)?;
     let idempotency = key.as_deref().map(|k| (k, hash.as_str()));
     let (order_id, new) = state
         .checkout
@@ -173,38 +167,16 @@ pub async fn list(
     caller: Caller,
     Query(query): Query<ListQuery>,
 ) -> Result<Json<Page>, ApiError> {
-    let size = match query.page_size.as_deref() {
-        None => 20,
-        Some(raw) => match raw.parse::<i64>() {
-            Ok(n) if (1..=100).contains(&n) => n,
-            _ => {
-                return Err(Problem::validation(vec![FieldError::new(
-                    "page_size",
-                    "must be a number from 1 to 100",
-                )])
-                .into());
-            }
-        },
-    };
-    let after = match query.page_token.as_deref() {
-        None => None,
-        Some(token) => Some(parse_page_token(token).ok_or_else(|| {
-            Problem::validation(vec![FieldError::new(
-                "page_token",
-                "is not a token this API gave out",
-            )])
-        })?),
-    };
-    let mut views = store::customer_orders(state.checkout.db.pool(), &caller.subject, after, size + 1)
-        .await
-        .map_err(crate::checkout::OrderError::from)?;
-    let more = views.len() > usize::try_from(size).unwrap_or(usize::MAX);
-    views.truncate(usize::try_from(size).unwrap_or(usize::MAX));
-    let next_page_token = if more {
-        views.last().map(|v| page_token(v.created_at, &v.order_id))
-    } else {
-        None
-    };
+    let request = page::parse::<(i64, String)>(query.page_size.as_deref(), query.page_token.as_deref())?;
+    let mut views = store::customer_orders(
+        state.checkout.db.pool(),
+        &caller.subject,
+        request.after.clone(),
+        request.fetch(),
+    )
+    .await
+    .map_err(crate::checkout::OrderError::from)?;
+    let next_page_token = request.finish(&mut views, |v| (v.created_at, v.order_id.clone()));
     Ok(Json(Page {
         items: views.into_iter().map(OrderOut::from).collect(),
         next_page_token,

@@ -1,4 +1,5 @@
-//! The order and its checkout saga, as rules over events. No I/O, no serde.
+//! The order and its checkout saga, as rules over events. No I/O, no serde of its own (money is
+//! the contracts' `Money`).
 //!
 //! The order's stream records both what happened to the order and what the saga asked other
 //! services to do (reserve, charge, commit, release, refund): the saga's state is the order's
@@ -8,4 +9,5 @@
 
 mod order;
 
-pub use order::{CancelReason, Decision, Fact, Line, Money, Order, Reply, Status, Step};
+pub use mercato_contracts::money::Money;
+pub use order::{CancelReason, Decision, Fact, InvalidLines, Line, Order, Reply, Status, Step, total};

@@ -1,11 +1,6 @@
 //! The order aggregate: state from facts, decisions from commands and replies.
 
-/// An amount in minor units of one currency.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Money {
-    pub amount_minor: i64,
-    pub currency: String,
-}
+use mercato_contracts::money::{Money, MoneyError};
 
 /// One priced line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +9,30 @@ pub struct Line {
     pub name: String,
     pub quantity: i64,
     pub unit_price: Money,
+}
+
+/// Why lines cannot be placed as one order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidLines {
+    #[error("an order needs at least one line")]
+    Empty,
+    /// Lines priced in different currencies, or a total past what an amount holds.
+    #[error(transparent)]
+    Total(#[from] MoneyError),
+}
+
+/// What `lines` cost together, in their one currency.
+///
+/// # Errors
+/// [`InvalidLines`].
+pub fn total(lines: &[Line]) -> Result<Money, InvalidLines> {
+    let first = lines.first().ok_or(InvalidLines::Empty)?;
+    let total = lines
+        .iter()
+        .try_fold(Money::zero(first.unit_price.currency), |sum, l| {
+            sum.checked_add(l.unit_price.checked_mul(l.quantity)?)
+        })?;
+    Ok(total)
 }
 
 /// Why an order was cancelled, as clients see it.
@@ -224,35 +243,27 @@ impl Order {
     }
 
     /// The facts that open an order: placed, and the first saga step.
-    #[must_use]
+    ///
+    /// # Errors
+    /// [`InvalidLines`]: no lines, lines in different currencies, or a total out of range.
     pub fn place(
         order_id: &str,
         customer_id: &str,
         lines: Vec<Line>,
         reservation_expires_at: i64,
-    ) -> Decision {
-        let currency = lines
-            .first()
-            .map(|l| l.unit_price.currency.clone())
-            .unwrap_or_default();
-        let amount_minor = lines
-            .iter()
-            .map(|l| l.unit_price.amount_minor.saturating_mul(l.quantity))
-            .sum();
-        vec![
+    ) -> Result<Decision, InvalidLines> {
+        let total = total(&lines)?;
+        Ok(vec![
             Fact::Placed {
                 order_id: order_id.to_owned(),
                 customer_id: customer_id.to_owned(),
                 lines,
-                total: Money {
-                    amount_minor,
-                    currency,
-                },
+                total,
             },
             Fact::ReserveRequested {
                 expires_at: reservation_expires_at,
             },
-        ]
+        ])
     }
 
     /// Compensations for what has completed so far, in reverse order, each at most once.
@@ -379,13 +390,12 @@ impl Order {
 
 #[cfg(test)]
 mod tests {
+    use mercato_contracts::money::Currency;
+
     use super::*;
 
     fn eur(minor: i64) -> Money {
-        Money {
-            amount_minor: minor,
-            currency: "EUR".into(),
-        }
+        Money::new(minor, Currency::EUR)
     }
 
     fn placed() -> Order {
@@ -403,7 +413,44 @@ mod tests {
                 unit_price: eur(1_999),
             },
         ];
-        Order::replay(Order::place("o1", "c1", lines, 0)).unwrap()
+        Order::replay(Order::place("o1", "c1", lines, 0).unwrap()).unwrap()
+    }
+
+    fn line(sku: &str, quantity: i64, unit_price: Money) -> Line {
+        Line {
+            sku: sku.into(),
+            name: sku.into(),
+            quantity,
+            unit_price,
+        }
+    }
+
+    #[test]
+    fn the_total_is_the_sum_of_the_line_totals() {
+        assert_eq!(placed().total, eur(2 * 1_250 + 1_999));
+    }
+
+    #[test]
+    fn lines_in_two_currencies_or_past_the_range_are_not_placed() {
+        let mixed = vec![line("A", 1, eur(1)), line("B", 1, Money::new(1, Currency::USD))];
+        assert_eq!(
+            Order::place("o1", "c1", mixed, 0),
+            Err(InvalidLines::Total(MoneyError::CurrencyMismatch(
+                Currency::EUR,
+                Currency::USD
+            )))
+        );
+        let huge = vec![line("A", 100, eur(i64::MAX / 50))];
+        assert_eq!(
+            Order::place("o1", "c1", huge, 0),
+            Err(InvalidLines::Total(MoneyError::Overflow))
+        );
+        let summed_past_the_range = vec![line("A", 1, eur(i64::MAX)), line("B", 1, eur(1))];
+        assert_eq!(
+            total(&summed_past_the_range),
+            Err(InvalidLines::Total(MoneyError::Overflow))
+        );
+        assert_eq!(Order::place("o1", "c1", Vec::new(), 0), Err(InvalidLines::Empty));
     }
 
     fn after(order: Order, facts: Decision) -> Order {

@@ -19,18 +19,15 @@ pub struct PaymentBody {
     updated_at: String,
 }
 
-impl From<Payment> for PaymentBody {
-    fn from(p: Payment) -> Self {
-        Self {
+impl PaymentBody {
+    fn new(p: Payment) -> Result<Self, ApiError> {
+        Ok(Self {
+            amount: crate::events::amount_of(&p).map_err(|_| ApiError::Corrupt(p.order_id.clone()))?,
             order_id: p.order_id,
             status: p.status.as_str(),
-            amount: Money {
-                amount_minor: p.amount_minor,
-                currency: p.currency,
-            },
             created_at: rfc3339(p.created_at),
             updated_at: rfc3339(p.updated_at),
-        }
+        })
     }
 }
 
@@ -47,7 +44,7 @@ pub async fn get(
     Path(order_id): Path<String>,
 ) -> Result<Json<PaymentBody>, ApiError> {
     match store::find(&db, &order_id).await? {
-        Some(payment) if payment.customer_id == caller.subject => Ok(Json(payment.into())),
+        Some(payment) if payment.customer_id == caller.subject => Ok(Json(PaymentBody::new(payment)?)),
         _ => Err(ApiError::NotFound),
     }
 }

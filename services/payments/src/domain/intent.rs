@@ -1,6 +1,8 @@
 //! What a `ChargePayment` command asks for, parsed at the edge so the rest of the service only
 //! sees charges it can actually send to a provider.
 
+use mercato_contracts::money::Currency;
+
 /// Why a charge request cannot be sent to any provider.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Invalid {
@@ -30,7 +32,7 @@ impl Amount {
         if minor <= 0 {
             return Err(Invalid::Amount(minor));
         }
-        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        if Currency::parse(currency).is_err() {
             return Err(Invalid::Currency(currency.to_owned()));
         }
         Ok(Self {

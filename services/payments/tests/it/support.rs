@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use mercato_contracts::money::Money;
+use mercato_contracts::money::{Currency, Money};
 use mercato_contracts::orders::{ChargePayment, RefundPayment};
 use mercato_kit::ServiceSettings;
 use mercato_messaging::{Bus, Consumer, ConsumerSpec, Context, Envelope, Event, InboxConfig, RelayConfig};
@@ -26,10 +26,7 @@ pub use mercato_testkit::problem::expect_problem;
 
 /// The amount every test order costs.
 pub fn amount() -> Money {
-    Money {
-        amount_minor: 4_250,
-        currency: "EUR".into(),
-    }
+    Money::new(4_250, Currency::EUR)
 }
 
 /// A running payment sandbox. Dropping it stops it.
