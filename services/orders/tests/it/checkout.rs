@@ -2,7 +2,7 @@
 //! and its compensations, and only completed steps compensated.
 
 use mercato_contracts::inventory::{ReservationFailure, StockReservationFailed, StockReserved};
-use mercato_contracts::money::Money;
+use mercato_contracts::money::{Currency, Money};
 use mercato_contracts::orders::{
     ChargePayment, CommitReservation, OrderConfirmed, OrderLine, ReleaseStock, ReserveStock,
 };
@@ -48,13 +48,7 @@ async fn reserved_stock_and_a_captured_payment_confirm_the_order(backend: TestBa
     let (_, charge) = commands.first::<ChargePayment>(&order).await;
     assert_eq!(charge.customer_id, customer);
     assert_eq!(charge.card_token, "tok_visa");
-    assert_eq!(
-        charge.amount,
-        Money {
-            amount_minor: 2 * 1_250 + 2_000,
-            currency: "EUR".into()
-        }
-    );
+    assert_eq!(charge.amount, Money::new(2 * 1_250 + 2_000, Currency::EUR));
     app.answer(
         "payments",
         &order,
