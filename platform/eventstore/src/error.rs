@@ -45,6 +45,12 @@ impl From<sqlx::Error> for EventStoreError {
     }
 }
 
+impl From<mercato_messaging::EnvelopeError> for EventStoreError {
+    fn from(error: mercato_messaging::EnvelopeError) -> Self {
+        Self::Malformed(error.to_string())
+    }
+}
+
 fn describe_actual(actual: Option<i64>) -> String {
     match actual {
         Some(0) => "but it does not exist".into(),

@@ -44,7 +44,7 @@ use mercato_storage::Migration;
 
 pub use error::EventStoreError;
 pub use projection::{
-    BoxFuture, CatchUpError, Projection, ProjectionError, catch_up, checkpoint, rebuild, run,
+    Applied, BoxFuture, CatchUpError, Projection, ProjectionError, catch_up, checkpoint, rebuild, run,
 };
 pub use store::{
     AppendResult, ExpectedVersion, RecordedEvent, append, read_all, read_stream, stream_version,

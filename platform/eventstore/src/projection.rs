@@ -28,6 +28,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// A boxed, sendable future, so [`Projection`] can be used as `Arc<dyn Projection>`.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
+/// What applying an event or resetting a projection returns.
+pub type Applied<'a> = BoxFuture<'a, Result<(), ProjectionError>>;
+
 /// A read model built from the global log.
 ///
 /// Implementations write only through the given transaction: that is what makes an event's
@@ -41,14 +44,10 @@ pub trait Projection: Send + Sync {
 
     /// Applies one event; events arrive in position order and each takes effect once. Ignore types
     /// you do not use.
-    fn apply<'a>(
-        &'a self,
-        tx: &'a mut Tx,
-        event: &'a RecordedEvent,
-    ) -> BoxFuture<'a, Result<(), ProjectionError>>;
+    fn apply<'a>(&'a self, tx: &'a mut Tx, event: &'a RecordedEvent) -> Applied<'a>;
 
     /// Empties the projection's read tables, ahead of a [`rebuild`].
-    fn reset<'a>(&'a self, tx: &'a mut Tx) -> BoxFuture<'a, Result<(), ProjectionError>>;
+    fn reset<'a>(&'a self, tx: &'a mut Tx) -> Applied<'a>;
 }
 
 impl<P: Projection + ?Sized> Projection for Arc<P> {
@@ -56,15 +55,11 @@ impl<P: Projection + ?Sized> Projection for Arc<P> {
         (**self).name()
     }
 
-    fn apply<'a>(
-        &'a self,
-        tx: &'a mut Tx,
-        event: &'a RecordedEvent,
-    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+    fn apply<'a>(&'a self, tx: &'a mut Tx, event: &'a RecordedEvent) -> Applied<'a> {
         (**self).apply(tx, event)
     }
 
-    fn reset<'a>(&'a self, tx: &'a mut Tx) -> BoxFuture<'a, Result<(), ProjectionError>> {
+    fn reset<'a>(&'a self, tx: &'a mut Tx) -> Applied<'a> {
         (**self).reset(tx)
     }
 }

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use mercato_eventstore::{EventStoreError, ExpectedVersion};
-use mercato_messaging::{Context, EnvelopeError, Outbox};
+use mercato_messaging::{Context, Outbox};
 use mercato_runtime::correlation::CorrelationId;
 use mercato_storage::{Db, StorageError};
 use tokio::sync::Notify;
@@ -26,10 +26,9 @@ pub enum CustomerError {
     Contended,
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Appending failed, or an event could not be made into an envelope.
     #[error(transparent)]
     EventStore(#[from] EventStoreError),
-    #[error(transparent)]
-    Envelope(#[from] EnvelopeError),
 }
 
 /// How often a command is retried when another writer appended first.
@@ -92,7 +91,7 @@ impl Customers {
 
     async fn load(&self, id: &str) -> Result<Option<Customer>, CustomerError> {
         let stream = mercato_eventstore::read_stream(self.db.pool(), id).await?;
-        Ok(events::replay(stream.iter().map(|e| &e.envelope))?)
+        Ok(events::replay(stream.iter().map(|e| &e.envelope)).map_err(EventStoreError::from)?)
     }
 
     async fn execute<F>(&self, id: &str, command: F) -> Result<Profile, CustomerError>
@@ -108,7 +107,8 @@ impl Customers {
             let Some(event) = command(&customer).map_err(CustomerError::Invalid)? else {
                 return Ok(Profile::of(&customer));
             };
-            let envelope = events::to_envelope(id, &customer.email, &event, &context)?;
+            let envelope =
+                events::to_envelope(id, &customer.email, &event, &context).map_err(EventStoreError::from)?;
             let mut tx = self.db.begin().await?;
             match mercato_eventstore::append(
                 &mut tx,

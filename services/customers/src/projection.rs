@@ -2,7 +2,7 @@
 //! rebuildable from position zero (`mercato projections rebuild customers.profiles`).
 
 use mercato_contracts::customers::{CustomerCreated, CustomerUpdated, Preferences};
-use mercato_eventstore::{BoxFuture, Projection, ProjectionError, RecordedEvent};
+use mercato_eventstore::{Applied, Projection, ProjectionError, RecordedEvent};
 use mercato_storage::Tx;
 
 use crate::store::{self, Profile};
@@ -52,15 +52,11 @@ impl Projection for ProfilesProjection {
         NAME
     }
 
-    fn apply<'a>(
-        &'a self,
-        tx: &'a mut Tx,
-        event: &'a RecordedEvent,
-    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+    fn apply<'a>(&'a self, tx: &'a mut Tx, event: &'a RecordedEvent) -> Applied<'a> {
         Box::pin(Self::project(tx, event))
     }
 
-    fn reset<'a>(&'a self, tx: &'a mut Tx) -> BoxFuture<'a, Result<(), ProjectionError>> {
+    fn reset<'a>(&'a self, tx: &'a mut Tx) -> Applied<'a> {
         Box::pin(async move { Ok(store::clear(tx).await?) })
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mercato_eventstore::{EventStoreError, ExpectedVersion};
-use mercato_messaging::{Context, EnvelopeError, Outbox};
+use mercato_messaging::{Context, Outbox};
 use mercato_storage::sqlx::{Any, Executor};
 use mercato_storage::{Db, StorageError, Tx, now_millis};
 use tokio::sync::Notify;
@@ -32,10 +32,9 @@ pub enum OrderError {
     Lines(#[from] crate::domain::InvalidLines),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Appending failed, or an event could not be made into an envelope.
     #[error(transparent)]
     EventStore(#[from] EventStoreError),
-    #[error(transparent)]
-    Envelope(#[from] EnvelopeError),
 }
 
 impl OrderError {
@@ -80,7 +79,7 @@ where
     let events = mercato_eventstore::read_stream(executor, order_id).await?;
     let mut facts = Vec::with_capacity(events.len());
     for event in &events {
-        facts.push(from_envelope(&event.envelope)?);
+        facts.push(from_envelope(&event.envelope).map_err(EventStoreError::from)?);
     }
     Ok(Order::replay(facts))
 }
@@ -123,7 +122,7 @@ pub async fn append(
         } else {
             base
         };
-        envelopes.push(to_envelope(before, fact, &extras, context)?);
+        envelopes.push(to_envelope(before, fact, &extras, context).map_err(EventStoreError::from)?);
     }
     mercato_eventstore::append(tx, &stream, expected, envelopes).await?;
     Ok(())

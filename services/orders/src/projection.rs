@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use mercato_eventstore::{BoxFuture, Projection, ProjectionError, RecordedEvent};
+use mercato_eventstore::{Applied, Projection, ProjectionError, RecordedEvent};
 use mercato_storage::Tx;
 
 use crate::domain::{Fact, Status, Step};
@@ -120,15 +120,11 @@ impl Projection for ViewsProjection {
         NAME
     }
 
-    fn apply<'a>(
-        &'a self,
-        tx: &'a mut Tx,
-        event: &'a RecordedEvent,
-    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+    fn apply<'a>(&'a self, tx: &'a mut Tx, event: &'a RecordedEvent) -> Applied<'a> {
         Box::pin(self.project(tx, event))
     }
 
-    fn reset<'a>(&'a self, tx: &'a mut Tx) -> BoxFuture<'a, Result<(), ProjectionError>> {
+    fn reset<'a>(&'a self, tx: &'a mut Tx) -> Applied<'a> {
         Box::pin(async move { Ok(store::clear(tx).await?) })
     }
 }

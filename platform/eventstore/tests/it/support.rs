@@ -3,7 +3,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use mercato_eventstore::{
-    AppendResult, BoxFuture, ExpectedVersion, Projection, ProjectionError, RecordedEvent, append,
+    AppendResult, Applied, ExpectedVersion, Projection, ProjectionError, RecordedEvent, append,
 };
 use mercato_messaging::{Context, Envelope, Event, outbox};
 use mercato_storage::sqlx;
@@ -173,11 +173,7 @@ impl Projection for StreamCounts {
         Self::NAME
     }
 
-    fn apply<'a>(
-        &'a self,
-        tx: &'a mut Tx,
-        event: &'a RecordedEvent,
-    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+    fn apply<'a>(&'a self, tx: &'a mut Tx, event: &'a RecordedEvent) -> Applied<'a> {
         Box::pin(async move {
             if self.should_fail(event) {
                 self.failures.fetch_add(1, Ordering::SeqCst);
@@ -206,7 +202,7 @@ impl Projection for StreamCounts {
         })
     }
 
-    fn reset<'a>(&'a self, tx: &'a mut Tx) -> BoxFuture<'a, Result<(), ProjectionError>> {
+    fn reset<'a>(&'a self, tx: &'a mut Tx) -> Applied<'a> {
         Box::pin(async move {
             sqlx::query("DELETE FROM stream_counts")
                 .execute(&mut **tx)
@@ -244,11 +240,7 @@ impl Projection for Seen {
         &self.name
     }
 
-    fn apply<'a>(
-        &'a self,
-        tx: &'a mut Tx,
-        event: &'a RecordedEvent,
-    ) -> BoxFuture<'a, Result<(), ProjectionError>> {
+    fn apply<'a>(&'a self, tx: &'a mut Tx, event: &'a RecordedEvent) -> Applied<'a> {
         Box::pin(async move {
             sqlx::query("INSERT INTO seen (projection, event_id, position) VALUES ($1, $2, $3)")
                 .bind(&self.name)
@@ -260,7 +252,7 @@ impl Projection for Seen {
         })
     }
 
-    fn reset<'a>(&'a self, tx: &'a mut Tx) -> BoxFuture<'a, Result<(), ProjectionError>> {
+    fn reset<'a>(&'a self, tx: &'a mut Tx) -> Applied<'a> {
         Box::pin(async move {
             sqlx::query("DELETE FROM seen WHERE projection = $1")
                 .bind(&self.name)
