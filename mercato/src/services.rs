@@ -158,15 +158,17 @@ async fn start_one(
         ServiceName::Orders => mercato_orders::build(&service_config::orders(config, urls), bus()?).await?,
         ServiceName::PaymentSandbox => {
             let app = mercato_payments::sandbox::build(&service_config::sandbox(config)).await?;
-            return Ok(running.spawn(config, name, app.local_addr(), |token| {
+            running.spawn(config, name, app.local_addr(), |token| {
                 Box::pin(app.run_until_stopped(token))
-            }));
+            });
+            return Ok(());
         }
         ServiceName::Gateway => {
             let app = mercato_gateway::build(&service_config::gateway(config, urls)).await?;
-            return Ok(running.spawn(config, name, app.local_addr(), |token| {
+            running.spawn(config, name, app.local_addr(), |token| {
                 Box::pin(app.run_until_stopped(token))
-            }));
+            });
+            return Ok(());
         }
     };
     running.spawn(config, name, app.local_addr(), |token| {

@@ -36,7 +36,7 @@ async fn events_written_while_the_bus_is_away_are_delivered_when_it_is_back(back
     let first = unique_email();
     let later = [unique_email(), unique_email(), unique_email()];
 
-    let system = match fixture.nats.as_mut() {
+    let system = match fixture.backing.nats_mut() {
         Some(nats) => {
             let system = System::start(config.clone()).await;
             register(&system.http, &system.gateway, &first).await;

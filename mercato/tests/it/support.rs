@@ -5,7 +5,7 @@ use std::process::Stdio;
 
 use mercato::{Config, Running, ServiceName};
 use mercato_runtime::CancellationToken;
-use mercato_testkit::nats::NatsServer;
+use mercato_testkit::service::Backing;
 use mercato_testkit::{TestBackend, TestDatabase};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -161,27 +161,16 @@ impl Drop for System {
 /// What a test's system runs on, cleaned up when the test ends: the databases and data
 /// directory, and in the distributed setting a private NATS server.
 pub struct Fixture {
-    /// Held for its lifetime: dropping it drops the test's databases.
-    _db: TestDatabase,
-    pub nats: Option<NatsServer>,
+    /// Held for its lifetime: dropping it stops the broker and drops the test's databases.
+    pub backing: Backing,
 }
 
 /// Embedded (SQLite and the embedded bus) or distributed (PostgreSQL and NATS JetStream).
 pub async fn fresh(backend: TestBackend) -> (Fixture, Config) {
-    let db = TestDatabase::new(backend).await;
-    let (nats, bus_url) = match backend {
-        TestBackend::Sqlite => (
-            None,
-            format!("sqlite://{}?mode=rwc", db.dir().join("bus.db").display()),
-        ),
-        TestBackend::Postgres => {
-            let server = NatsServer::start(db.dir()).await;
-            let url = server.url();
-            (Some(server), url)
-        }
-    };
-    let config = config(&db.dir().join("data"), &db, &bus_url);
-    (Fixture { _db: db, nats }, config)
+    let backing = Backing::new(backend).await;
+    let db = backing.database();
+    let config = config(&db.dir().join("data"), db, &backing.bus_config().url);
+    (Fixture { backing }, config)
 }
 
 pub async fn register(http: &reqwest::Client, base: &str, email: &str) -> reqwest::Response {

@@ -69,6 +69,11 @@ impl Backing {
         self.nats.as_ref()
     }
 
+    /// The private NATS server, to stop and restart it (a broker outage).
+    pub fn nats_mut(&mut self) -> Option<&mut NatsServer> {
+        self.nats.as_mut()
+    }
+
     #[must_use]
     pub fn bus_config(&self) -> &BusConfig {
         &self.bus_config

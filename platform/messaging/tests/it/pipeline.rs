@@ -14,8 +14,8 @@ use mercato_messaging::{
 };
 use mercato_storage::sqlx::{self, Row as _};
 use mercato_storage::{DatabaseConfig, Db, Migration, Tx, migrate};
-use mercato_testkit::nats::NatsServer;
-use mercato_testkit::{TestBackend, TestDatabase, backend_tests, eventually};
+use mercato_testkit::service::Backing;
+use mercato_testkit::{TestBackend, backend_tests, eventually};
 use prometheus_client::registry::Registry;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -58,15 +58,16 @@ struct Pipeline {
     bus: Bus,
     outbox: Outbox,
     shutdown: CancellationToken,
-    _nats: Option<NatsServer>,
-    _database: TestDatabase,
+    // Declared last: the relays and inboxes stop before their broker and database go.
+    _backing: Backing,
 }
 
 impl Pipeline {
     async fn start(backend: TestBackend) -> Self {
-        let database = TestDatabase::new(backend).await;
+        let mut backing = Backing::new(backend).await;
+        backing.tune_bus(|bus| bus.ack_wait_ms = 500);
         let db = Db::connect(&DatabaseConfig {
-            url: database.url().to_owned(),
+            url: backing.database().url().to_owned(),
             ..DatabaseConfig::default()
         })
         .await
@@ -74,22 +75,7 @@ impl Pipeline {
         migrate(&db, "pipeline", &[EFFECTS, OUTBOX, INBOX])
             .await
             .expect("migrations");
-        let (nats, url) = match backend {
-            TestBackend::Sqlite => (
-                None,
-                format!("sqlite://{}?mode=rwc", database.dir().join("bus.db").display()),
-            ),
-            TestBackend::Postgres => {
-                let server = NatsServer::start(database.dir()).await;
-                let url = server.url();
-                (Some(server), url)
-            }
-        };
-        let bus_config = BusConfig {
-            url,
-            ack_wait_ms: 500,
-            ..BusConfig::default()
-        };
+        let bus_config = backing.bus_config().clone();
         let bus = Bus::connect(&bus_config).await.expect("bus");
         Self {
             db,
@@ -97,8 +83,7 @@ impl Pipeline {
             bus,
             outbox: Outbox::new(),
             shutdown: CancellationToken::new(),
-            _nats: nats,
-            _database: database,
+            _backing: backing,
         }
     }
 

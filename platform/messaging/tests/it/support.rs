@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 /// An upper bound for anything a test waits on, so a hang fails the test instead.
-pub const PATIENCE: Duration = Duration::from_secs(30);
+pub use mercato_testkit::PATIENCE;
 
 /// The bus backends a test can run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -55,7 +55,7 @@ async fn reserved_stock_and_a_captured_payment_confirm_the_order(backend: TestBa
         &PaymentCaptured {
             order_id: order.clone(),
             payment_id: "pay-1".into(),
-            amount: charge.amount.clone(),
+            amount: charge.amount,
         },
     )
     .await;

@@ -4,7 +4,7 @@ use mercato_contracts::payments::PaymentCaptured;
 use mercato_testkit::{TestBackend, backend_tests, eventually};
 use serde_json::{Value, json};
 
-use crate::support::{PATIENCE, expect_problem, order_id, spawn};
+use crate::support::{PATIENCE, expect_problem, order_id, spawn_app};
 
 backend_tests!(
     only_the_orders_customer_reads_its_payment,
@@ -12,7 +12,7 @@ backend_tests!(
 );
 
 async fn only_the_orders_customer_reads_its_payment(backend: TestBackend) {
-    let mut payments = spawn(backend).await;
+    let mut payments = spawn_app(backend).await;
     let order = order_id();
     payments.charge(&order, "cust-owner", "tok_visa").await;
     payments.answer::<PaymentCaptured>(&order).await;
@@ -41,7 +41,7 @@ async fn only_the_orders_customer_reads_its_payment(backend: TestBackend) {
 }
 
 async fn payments_reports_readiness_and_charge_metrics(backend: TestBackend) {
-    let mut payments = spawn(backend).await;
+    let mut payments = spawn_app(backend).await;
     let order = order_id();
     payments.charge(&order, "cust-1", "tok_visa").await;
     payments.answer::<PaymentCaptured>(&order).await;

@@ -4,7 +4,9 @@ use mercato_contracts::payments::{PaymentCaptured, PaymentFailed, PaymentFailure
 use mercato_payments::domain::PaymentStatus;
 use mercato_testkit::{TestBackend, backend_tests, eventually};
 
-use crate::support::{PATIENCE, amount, charge_command, idempotency_key, order_id, spawn, spawn_with};
+use crate::support::{
+    PATIENCE, amount, charge_command, idempotency_key, order_id, spawn_app, spawn_app_with,
+};
 
 backend_tests!(
     a_visa_card_is_captured_once,
@@ -17,7 +19,7 @@ backend_tests!(
 );
 
 async fn a_visa_card_is_captured_once(backend: TestBackend) {
-    let mut payments = spawn(backend).await;
+    let mut payments = spawn_app(backend).await;
     let order = order_id();
     let command = payments.charge(&order, "cust-1", "tok_visa").await;
 
@@ -50,7 +52,7 @@ async fn a_visa_card_is_captured_once(backend: TestBackend) {
 }
 
 async fn a_declined_card_fails_as_declined(backend: TestBackend) {
-    let mut payments = spawn(backend).await;
+    let mut payments = spawn_app(backend).await;
     let order = order_id();
     payments.charge(&order, "cust-1", "tok_decline").await;
 
@@ -70,7 +72,7 @@ async fn a_declined_card_fails_as_declined(backend: TestBackend) {
 }
 
 async fn a_flaky_provider_is_retried_until_it_captures_with_one_charge(backend: TestBackend) {
-    let mut payments = spawn(backend).await;
+    let mut payments = spawn_app(backend).await;
     let order = order_id();
     payments.charge(&order, "cust-1", "tok_flaky").await;
 
@@ -87,7 +89,7 @@ async fn a_flaky_provider_is_retried_until_it_captures_with_one_charge(backend: 
 }
 
 async fn a_hanging_provider_fails_as_unavailable_after_the_last_attempt(backend: TestBackend) {
-    let mut payments = spawn_with(backend, |t| {
+    let mut payments = spawn_app_with(backend, |t| {
         t.provider.timeout_ms = 300;
         t.provider.max_attempts = 2;
     })
@@ -121,7 +123,7 @@ async fn a_hanging_provider_fails_as_unavailable_after_the_last_attempt(backend:
 }
 
 async fn a_charge_command_delivered_twice_charges_once(backend: TestBackend) {
-    let mut payments = spawn(backend).await;
+    let mut payments = spawn_app(backend).await;
     let order = order_id();
     let first = payments.charge(&order, "cust-1", "tok_visa").await;
     // The very same message again (a relay that published twice) ...
@@ -143,7 +145,7 @@ async fn a_charge_command_delivered_twice_charges_once(backend: TestBackend) {
 }
 
 async fn a_charge_command_that_cannot_be_charged_is_parked(backend: TestBackend) {
-    let mut payments = spawn(backend).await;
+    let mut payments = spawn_app(backend).await;
     let order = order_id();
     let mut command = charge_command(&order, "cust-1", "tok_visa");
     command.amount.amount_minor = 0;
@@ -161,7 +163,7 @@ async fn a_charge_command_that_cannot_be_charged_is_parked(backend: TestBackend)
 }
 
 async fn a_charge_reusing_another_orders_key_is_parked_and_charges_nothing(backend: TestBackend) {
-    let mut payments = spawn(backend).await;
+    let mut payments = spawn_app(backend).await;
     let first = order_id();
     payments.charge(&first, "cust-1", "tok_visa").await;
     payments.answer::<PaymentCaptured>(&first).await;

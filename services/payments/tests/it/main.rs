@@ -3,7 +3,7 @@
 //! (SQLite and the embedded bus) and `postgres::name` (PostgreSQL and a private NATS server),
 //! with the real service on a loopback port talking to a real sandbox on another.
 //!
-//! - `support`: `spawn()`, the saga's side (commands out, answers in), the sandbox client.
+//! - `support`: `spawn_app()`, the saga's side (commands out, answers in), the sandbox client.
 //! - `sandbox`: every test card and the idempotency rules, over HTTP.
 //! - `provider`: the adapter against the sandbox: classification and real timeouts.
 //! - `charges`: captured, declined, flaky, hanging, duplicated and invalid commands.

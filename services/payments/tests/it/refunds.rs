@@ -6,7 +6,9 @@ use mercato_payments::domain::PaymentStatus;
 use mercato_testkit::{TestBackend, backend_tests, eventually};
 use serde_json::Value;
 
-use crate::support::{PATIENCE, amount, charge_command, idempotency_key, order_id, spawn, spawn_with};
+use crate::support::{
+    PATIENCE, amount, charge_command, idempotency_key, order_id, spawn_app, spawn_app_with,
+};
 
 backend_tests!(
     a_charge_that_lands_after_its_failure_was_reported_is_captured_and_then_refunded,
@@ -18,7 +20,7 @@ backend_tests!(
 async fn a_charge_that_lands_after_its_failure_was_reported_is_captured_and_then_refunded(
     backend: TestBackend,
 ) {
-    let mut payments = spawn_with(backend, |t| {
+    let mut payments = spawn_app_with(backend, |t| {
         t.late_delay_ms = 1_500;
         t.provider.timeout_ms = 300;
         t.provider.max_attempts = 2;
@@ -47,7 +49,7 @@ async fn a_charge_that_lands_after_its_failure_was_reported_is_captured_and_then
 }
 
 async fn a_late_capture_after_a_refund_request_is_refunded(backend: TestBackend) {
-    let mut payments = spawn_with(backend, |t| {
+    let mut payments = spawn_app_with(backend, |t| {
         t.late_delay_ms = 2_000;
         t.provider.timeout_ms = 300;
         t.provider.max_attempts = 100;
@@ -99,7 +101,7 @@ async fn a_late_capture_after_a_refund_request_is_refunded(backend: TestBackend)
 }
 
 async fn a_captured_payment_is_refunded_once(backend: TestBackend) {
-    let mut payments = spawn(backend).await;
+    let mut payments = spawn_app(backend).await;
     let order = order_id();
     payments.charge(&order, "cust-1", "tok_visa").await;
     payments.answer::<PaymentCaptured>(&order).await;
@@ -129,7 +131,7 @@ async fn a_captured_payment_is_refunded_once(backend: TestBackend) {
 }
 
 async fn a_refund_before_the_charge_blocks_a_later_charge(backend: TestBackend) {
-    let mut payments = spawn(backend).await;
+    let mut payments = spawn_app(backend).await;
     let order = order_id();
     // Position 0 opts out of stream ordering: the two commands are applied in arrival order,
     // as they would be if the charge were overtaken for good.

@@ -5,12 +5,12 @@ use mercato_contracts::payments::PaymentCaptured;
 use mercato_payments::domain::PaymentStatus;
 use mercato_testkit::{TestBackend, backend_tests};
 
-use crate::support::{TestPayments, idempotency_key, order_id, spawn_with};
+use crate::support::{TestApp, idempotency_key, order_id, spawn_app_with};
 
 backend_tests!(two_replicas_share_the_work_and_charge_each_order_once);
 
 /// The provider calls an instance made, from its own metrics: (all, those that succeeded).
-async fn provider_calls(payments: &TestPayments, base: &str) -> (u64, u64) {
+async fn provider_calls(payments: &TestApp, base: &str) -> (u64, u64) {
     let text = payments.metrics_at(base).await.expect("the instance's metrics");
     let mut calls = (0, 0);
     for line in text.lines() {
@@ -31,7 +31,7 @@ async fn two_replicas_share_the_work_and_charge_each_order_once(backend: TestBac
     // One provider call at a time per instance, and tok_late holds its call for the sandbox's
     // late delay: while one instance waits on a call, the other due payments are the other
     // instance's to take, so both must work, however the bus splits the commands.
-    let mut payments = spawn_with(backend, |tuning| {
+    let mut payments = spawn_app_with(backend, |tuning| {
         tuning.provider.concurrency = 1;
         tuning.late_delay_ms = 1_000;
         // Far beyond the late delay, so a slow machine never turns a late answer into a retry.

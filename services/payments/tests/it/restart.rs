@@ -5,14 +5,14 @@ use mercato_contracts::payments::PaymentCaptured;
 use mercato_payments::domain::PaymentStatus;
 use mercato_testkit::{TestBackend, backend_tests, eventually};
 
-use crate::support::{PATIENCE, TestPayments, idempotency_key, order_id, spawn_with};
+use crate::support::{PATIENCE, TestApp, idempotency_key, order_id, spawn_app_with};
 
 backend_tests!(
     a_charge_in_flight_at_shutdown_finishes_after_the_restart_with_one_charge,
     a_charge_in_flight_at_a_crash_is_taken_up_after_its_lease_with_one_charge,
 );
 
-async fn wait_for_pending_charge(payments: &TestPayments, key: &str) {
+async fn wait_for_pending_charge(payments: &TestApp, key: &str) {
     eventually(PATIENCE, "the provider to hold a pending charge", || async {
         let charges = payments.sandbox.charges(key).await;
         charges
@@ -25,7 +25,7 @@ async fn wait_for_pending_charge(payments: &TestPayments, key: &str) {
 
 async fn a_charge_in_flight_at_shutdown_finishes_after_the_restart_with_one_charge(backend: TestBackend) {
     // The provider answers after 3 s; the call waits up to 10 s: the stop lands mid-call.
-    let mut payments = spawn_with(backend, |t| {
+    let mut payments = spawn_app_with(backend, |t| {
         t.late_delay_ms = 3_000;
         t.provider.timeout_ms = 10_000;
     })
@@ -57,7 +57,7 @@ async fn a_charge_in_flight_at_shutdown_finishes_after_the_restart_with_one_char
 async fn a_charge_in_flight_at_a_crash_is_taken_up_after_its_lease_with_one_charge(backend: TestBackend) {
     // The provider answers after 3 s and the call waits up to 4 s, so the crash lands mid-call;
     // the lease (timeout + 1 s) still holds the row when the service comes back.
-    let mut payments = spawn_with(backend, |t| {
+    let mut payments = spawn_app_with(backend, |t| {
         t.late_delay_ms = 3_000;
         t.provider.timeout_ms = 4_000;
         t.provider.max_attempts = 20;

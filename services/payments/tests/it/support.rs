@@ -119,7 +119,7 @@ pub struct Tuning {
 
 /// The payments service with everything around it. Dropping it stops everything and drops the
 /// database.
-pub struct TestPayments {
+pub struct TestApp {
     pub sandbox: Sandbox,
     pub bus: Bus,
     pub http: reqwest::Client,
@@ -138,12 +138,12 @@ pub struct TestPayments {
     backing: Backing,
 }
 
-pub async fn spawn(backend: TestBackend) -> TestPayments {
-    spawn_with(backend, |_| {}).await
+pub async fn spawn_app(backend: TestBackend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
 }
 
 /// Starts the sandbox, the bus and the service after `tune` has adjusted the settings.
-pub async fn spawn_with(backend: TestBackend, tune: impl FnOnce(&mut Tuning)) -> TestPayments {
+pub async fn spawn_app_with(backend: TestBackend, tune: impl FnOnce(&mut Tuning)) -> TestApp {
     let mut tuning = Tuning {
         provider: ProviderConfig {
             timeout_ms: 2_000,
@@ -195,7 +195,7 @@ pub async fn spawn_with(backend: TestBackend, tune: impl FnOnce(&mut Tuning)) ->
     let db = Db::connect(&config.service.database)
         .await
         .expect("connect to the test database");
-    let mut payments = TestPayments {
+    let mut payments = TestApp {
         sandbox,
         bus,
         http: client(),
@@ -212,7 +212,7 @@ pub async fn spawn_with(backend: TestBackend, tune: impl FnOnce(&mut Tuning)) ->
     payments
 }
 
-impl TestPayments {
+impl TestApp {
     /// The issuer of the tokens the service accepts.
     pub fn issuer(&self) -> &TestIssuer {
         &self.backing.issuer
@@ -408,7 +408,7 @@ pub fn order_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
-impl TestPayments {
+impl TestApp {
     /// The base URL of every running instance: the first, then each replica.
     pub fn instance_urls(&self) -> Vec<String> {
         self.running
