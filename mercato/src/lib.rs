@@ -6,10 +6,12 @@
 //! - [`services`]: starting one service or all of them, and stopping them together.
 //! - [`cli`]: the subcommands.
 //! - [`loadgen`]: checkout load at a constant arrival rate, with a latency report.
+//! - [`k8s`]: the Kubernetes manifests, rendered from the configuration.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;
+pub mod k8s;
 pub mod loadgen;
 pub mod services;
 

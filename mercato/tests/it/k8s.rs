@@ -1,0 +1,166 @@
+//! The Kubernetes manifests under `deploy/k8s`: what `mercato k8s` renders, the rules they keep,
+//! and the ports and probe paths in them checked against the services really running.
+
+use std::path::{Path, PathBuf};
+
+use mercato::k8s::{self, manifests, model, policy};
+use mercato::{Config, ServiceName, Sources};
+use mercato_testkit::TestBackend;
+use serde_json::Value;
+
+use crate::support::{self, System};
+
+fn committed() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/k8s")
+}
+
+fn default_config() -> Config {
+    Config::default().prepared().expect("the defaults are valid")
+}
+
+fn rendered_objects() -> (model::System, Vec<Value>) {
+    let system = model::System::from_config(&default_config());
+    let objects = manifests::tree(&system).base_objects();
+    (system, objects)
+}
+
+fn deployment<'a>(objects: &'a [Value], name: &str) -> &'a Value {
+    objects
+        .iter()
+        .find(|o| o["kind"] == "Deployment" && o["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no Deployment {name}"))
+}
+
+#[test]
+fn committed_manifests_are_what_mercato_k8s_renders() {
+    let files = k8s::render(&default_config()).unwrap();
+    let stale = k8s::stale_files(&committed(), &files);
+    assert!(
+        stale.is_empty(),
+        "deploy/k8s differs from the rendering in {stale:?}; run `cargo run -p mercato -- k8s`"
+    );
+}
+
+#[tokio::test]
+async fn k8s_check_names_a_file_that_drifted_and_passes_on_a_fresh_rendering() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("k8s");
+    let out_arg = out.to_str().unwrap();
+    let (ok, stdout, stderr) = support::run(&["k8s", "--out", out_arg], &[]).await;
+    assert!(ok, "{stdout}{stderr}");
+    let (ok, stdout, stderr) = support::run(&["k8s", "--check", "--out", out_arg], &[]).await;
+    assert!(ok, "{stdout}{stderr}");
+
+    let orders = out.join("base/orders.yaml");
+    let text = std::fs::read_to_string(&orders).unwrap();
+    std::fs::write(&orders, text.replace("path: /ready", "path: /readyz")).unwrap();
+    std::fs::write(out.join("overlays/dev/extra.yaml"), "kind: Secret\n").unwrap();
+    let (ok, _, stderr) = support::run(&["k8s", "--check", "--out", out_arg], &[]).await;
+    assert!(!ok);
+    assert!(stderr.contains("base/orders.yaml"), "{stderr}");
+    assert!(
+        stderr.contains("overlays/dev/extra.yaml (not rendered)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_deployment_keeps_the_policies() {
+    let (system, objects) = rendered_objects();
+    assert_eq!(policy::check(&system, &objects), Vec::<String>::new());
+    let kinds = |kind: &str| objects.iter().filter(|o| o["kind"] == kind).count();
+    let services = ServiceName::ALL.len();
+    assert_eq!(kinds("Deployment"), services);
+    assert_eq!(kinds("PodDisruptionBudget"), services);
+    assert_eq!(kinds("HorizontalPodAutoscaler"), services);
+    assert_eq!(
+        kinds("ServiceAccount"),
+        services + 2,
+        "one per service and setup job"
+    );
+    assert_eq!(kinds("Job"), 2, "migrations and streams");
+    assert_eq!(kinds("Namespace"), 1);
+}
+
+#[test]
+fn no_secret_value_is_in_the_manifests() {
+    let (_, objects) = rendered_objects();
+    assert!(!objects.iter().any(|o| o["kind"] == "Secret"));
+    let text = serde_json::to_string(&objects).unwrap();
+    assert!(!text.contains("PGPASSWORD"), "only the Secret holds the password");
+    for url in ["postgres://", "redis://", "nats://"] {
+        for found in text.match_indices(url) {
+            let rest = &text[found.0 + url.len()..];
+            let authority = rest.split(['/', '"']).next().unwrap();
+            let userinfo = authority.rsplit_once('@').map_or("", |(u, _)| u);
+            assert!(!userinfo.contains(':'), "a password in {url}{authority}");
+        }
+    }
+    let identity = deployment(&objects, "identity");
+    let volumes = identity["spec"]["template"]["spec"]["volumes"].to_string();
+    assert!(volumes.contains(manifests::KEYS_SECRET), "{volumes}");
+}
+
+/// The pods' configuration (the `mercato-env` ConfigMap and `mercato.toml`) loads and validates
+/// as `mercato serve` would load it, and puts every service on the port its container exposes,
+/// on every interface.
+#[test]
+fn the_pods_configuration_loads_and_listens_on_the_container_ports() {
+    let (system, objects) = rendered_objects();
+    let tree = manifests::tree(&system);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mercato.toml");
+    std::fs::write(&file, &tree.toml).unwrap();
+    let config = Config::load(&Sources {
+        file: Some(file),
+        env: tree.env.clone(),
+        data_dir: None,
+    })
+    .expect("the pods' configuration is valid");
+    assert!(config.bus.is_nats(), "{}", config.bus.url);
+    assert!(
+        config.database.url.starts_with("postgres://"),
+        "{}",
+        config.database.url
+    );
+    assert!(!config.identity.generate_keys);
+    for service in ServiceName::ALL {
+        let listen = config.endpoint(*service).listen;
+        assert!(listen.ip().is_unspecified(), "{service:?} listens on {listen}");
+        let container = &deployment(&objects, service.as_str())["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(
+            container["ports"][0]["containerPort"],
+            listen.port(),
+            "{service:?}"
+        );
+        assert_eq!(container["args"][1], service.as_str());
+    }
+}
+
+/// Every probe in the manifests, sent to the services running in this process: liveness and
+/// start-up answer 200 at once, readiness 200 once the dependencies answer.
+#[tokio::test]
+async fn every_probe_path_is_served_by_its_service() {
+    let (_fixture, config) = support::fresh(TestBackend::Sqlite).await;
+    let system = System::start(config).await;
+    let (_, objects) = rendered_objects();
+    let http = reqwest::Client::new();
+    for service in ServiceName::ALL {
+        let container = &deployment(&objects, service.as_str())["spec"]["template"]["spec"]["containers"][0];
+        let base = &system.urls[service.as_str()];
+        for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+            let path = container[probe]["httpGet"]["path"].as_str().unwrap().to_owned();
+            let url = format!("{base}{path}");
+            let http = http.clone();
+            mercato_testkit::eventually(support::PATIENCE, &format!("{service:?} {probe} {url}"), || {
+                let (http, url) = (http.clone(), url.clone());
+                async move {
+                    let response = http.get(&url).send().await.ok()?;
+                    (response.status() == 200).then_some(())
+                }
+            })
+            .await;
+        }
+    }
+    system.stop().await;
+}
