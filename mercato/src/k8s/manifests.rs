@@ -29,6 +29,35 @@ pub const SETUP_PHASE: &str = "setup";
 
 const NAME_LABEL: &str = "app.kubernetes.io/name";
 const PART_OF_LABEL: &str = "app.kubernetes.io/part-of";
+/// Which of a service's two Deployments a pod belongs to: `blue` everywhere, and `green`, the
+/// second group the gateway switches to, in the blue/green overlay.
+pub const TRACK_LABEL: &str = "mercato.dev/track";
+
+/// A service's blue Deployment or its green twin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    Blue,
+    Green,
+}
+
+impl Track {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Blue => "blue",
+            Self::Green => "green",
+        }
+    }
+
+    /// The name of the service's Deployment, Service, PDB and HPA on this track.
+    #[must_use]
+    pub fn object_name(self, service: &str) -> String {
+        match self {
+            Self::Blue => service.to_owned(),
+            Self::Green => format!("{service}-green"),
+        }
+    }
+}
 
 /// PostgreSQL, NATS and Redis: run outside these manifests, reached through `ExternalName`
 /// Services whose targets the overlays set.
@@ -64,6 +93,8 @@ pub struct Overlay {
     pub postgres_host: &'static str,
     pub nats_host: &'static str,
     pub redis_host: &'static str,
+    /// A green Deployment beside each blue one behind the gateway, for `mercato deploy switch`.
+    pub blue_green: bool,
 }
 
 /// The base's replica bounds.
@@ -82,6 +113,7 @@ pub fn overlays() -> Vec<Overlay> {
             postgres_host: "postgresql.mercato-deps.svc.cluster.local",
             nats_host: "nats.mercato-deps.svc.cluster.local",
             redis_host: "redis-master.mercato-deps.svc.cluster.local",
+            blue_green: false,
         },
         Overlay {
             name: "prod",
@@ -93,6 +125,7 @@ pub fn overlays() -> Vec<Overlay> {
             postgres_host: "postgres.prod.example.internal",
             nats_host: "nats.prod.example.internal",
             redis_host: "redis.prod.example.internal",
+            blue_green: true,
         },
     ]
 }
@@ -104,7 +137,17 @@ pub struct Tree {
     pub base: Vec<(String, Vec<Value>)>,
     pub env: Vec<(String, String)>,
     pub toml: String,
-    pub overlays: Vec<(Overlay, Value)>,
+    pub overlays: Vec<OverlayTree>,
+}
+
+/// One overlay: its kustomization, and for blue/green the green Deployments and the gateway's
+/// upstream groups (its own `mercato.toml`).
+#[derive(Debug)]
+pub struct OverlayTree {
+    pub overlay: Overlay,
+    pub kustomization: Value,
+    pub green: Vec<Value>,
+    pub toml: Option<String>,
 }
 
 impl Tree {
@@ -147,13 +190,24 @@ impl Tree {
             path: PathBuf::from("base/kustomization.yaml"),
             text: format!("{header}{}", yaml::document(&self.base_kustomization())),
         });
-        for (overlay, kustomization) in &self.overlays {
+        for o in &self.overlays {
+            let dir = PathBuf::from("overlays").join(o.overlay.name);
             files.push(File {
-                path: PathBuf::from("overlays")
-                    .join(overlay.name)
-                    .join("kustomization.yaml"),
-                text: format!("{header}{}", yaml::document(kustomization)),
+                path: dir.join("kustomization.yaml"),
+                text: format!("{header}{}", yaml::document(&o.kustomization)),
             });
+            if !o.green.is_empty() {
+                files.push(File {
+                    path: dir.join("green.yaml"),
+                    text: format!("{header}{}", yaml::documents(&o.green)),
+                });
+            }
+            if let Some(toml) = &o.toml {
+                files.push(File {
+                    path: dir.join("mercato.toml"),
+                    text: format!("{header}{toml}"),
+                });
+            }
         }
         files
     }
@@ -194,18 +248,27 @@ pub fn tree(system: &System) -> Tree {
             format!("{}.yaml", w.name),
             vec![
                 service_account(w.name, false),
-                deployment(system, w),
-                service(w),
-                pdb(w),
-                hpa(w, BASE_MIN_REPLICAS, BASE_MAX_REPLICAS),
+                deployment(system, w, Track::Blue),
+                service(w, Track::Blue),
+                pdb(w, Track::Blue),
+                hpa(w, Track::Blue, BASE_MIN_REPLICAS, BASE_MAX_REPLICAS),
             ],
         ));
     }
     let overlays = overlays()
         .into_iter()
-        .map(|o| {
-            let k = overlay_kustomization(&o);
-            (o, k)
+        .map(|overlay| {
+            let (green, toml) = if overlay.blue_green {
+                (green_objects(system, &overlay), Some(blue_green_toml(system)))
+            } else {
+                (Vec::new(), None)
+            };
+            OverlayTree {
+                kustomization: overlay_kustomization(&overlay),
+                overlay,
+                green,
+                toml,
+            }
         })
         .collect();
     Tree {
@@ -224,8 +287,12 @@ fn setup_labels(name: &str) -> Value {
     json!({ NAME_LABEL: name, PART_OF_LABEL: "mercato", PHASE_LABEL: SETUP_PHASE })
 }
 
-fn selector(name: &str) -> Value {
-    json!({ "matchLabels": { NAME_LABEL: name } })
+fn pod_labels(name: &str, track: Track) -> Value {
+    json!({ NAME_LABEL: name, PART_OF_LABEL: "mercato", TRACK_LABEL: track.as_str() })
+}
+
+fn track_selector(name: &str, track: Track) -> Value {
+    json!({ "matchLabels": { NAME_LABEL: name, TRACK_LABEL: track.as_str() } })
 }
 
 fn namespace() -> Value {
@@ -393,24 +460,25 @@ fn common_volumes() -> (Vec<Value>, Vec<Value>) {
     (volumes, mounts)
 }
 
-fn spread(name: &str) -> Value {
+fn spread(name: &str, track: Track) -> Value {
     json!([
         {
             "maxSkew": 1,
             "topologyKey": "kubernetes.io/hostname",
             "whenUnsatisfiable": "ScheduleAnyway",
-            "labelSelector": selector(name),
+            "labelSelector": track_selector(name, track),
         },
         {
             "maxSkew": 1,
             "topologyKey": "topology.kubernetes.io/zone",
             "whenUnsatisfiable": "ScheduleAnyway",
-            "labelSelector": selector(name),
+            "labelSelector": track_selector(name, track),
         },
     ])
 }
 
-fn deployment(system: &System, w: &Workload) -> Value {
+fn deployment(system: &System, w: &Workload, track: Track) -> Value {
+    let name = track.object_name(w.name);
     let (mut volumes, mut mounts) = common_volumes();
     if w.service == ServiceName::Identity {
         volumes.push(json!({
@@ -422,23 +490,23 @@ fn deployment(system: &System, w: &Workload) -> Value {
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": { "name": w.name, "labels": labels(w.name) },
+        "metadata": { "name": name, "labels": pod_labels(w.name, track) },
         "spec": {
-            "selector": selector(w.name),
+            "selector": track_selector(w.name, track),
             "revisionHistoryLimit": 5,
             "strategy": {
                 "type": "RollingUpdate",
                 "rollingUpdate": { "maxUnavailable": 0, "maxSurge": 1 },
             },
             "template": {
-                "metadata": { "labels": labels(w.name) },
+                "metadata": { "labels": pod_labels(w.name, track) },
                 "spec": {
                     "serviceAccountName": w.name,
                     "automountServiceAccountToken": false,
                     "enableServiceLinks": false,
                     "securityContext": pod_security(),
                     "terminationGracePeriodSeconds": system.termination_grace_secs(),
-                    "topologySpreadConstraints": spread(w.name),
+                    "topologySpreadConstraints": spread(w.name, track),
                     "containers": [{
                         "name": w.name,
                         "image": IMAGE,
@@ -478,39 +546,40 @@ fn deployment(system: &System, w: &Workload) -> Value {
     })
 }
 
-fn service(w: &Workload) -> Value {
+fn service(w: &Workload, track: Track) -> Value {
     json!({
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": { "name": w.name, "labels": labels(w.name) },
+        "metadata": { "name": track.object_name(w.name), "labels": pod_labels(w.name, track) },
         "spec": {
             "type": "ClusterIP",
-            "selector": { NAME_LABEL: w.name },
+            "selector": { NAME_LABEL: w.name, TRACK_LABEL: track.as_str() },
             "ports": [{ "name": "http", "port": w.port, "targetPort": "http", "protocol": "TCP" }],
         },
     })
 }
 
-fn pdb(w: &Workload) -> Value {
+fn pdb(w: &Workload, track: Track) -> Value {
     json!({
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": { "name": w.name, "labels": labels(w.name) },
+        "metadata": { "name": track.object_name(w.name), "labels": pod_labels(w.name, track) },
         "spec": {
             // Not minAvailable: a one-replica overlay must still let nodes drain.
             "maxUnavailable": 1,
-            "selector": selector(w.name),
+            "selector": track_selector(w.name, track),
         },
     })
 }
 
-fn hpa(w: &Workload, min: u32, max: u32) -> Value {
+fn hpa(w: &Workload, track: Track, min: u32, max: u32) -> Value {
+    let name = track.object_name(w.name);
     json!({
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
-        "metadata": { "name": w.name, "labels": labels(w.name) },
+        "metadata": { "name": name, "labels": pod_labels(w.name, track) },
         "spec": {
-            "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": w.name },
+            "scaleTargetRef": { "apiVersion": "apps/v1", "kind": "Deployment", "name": name },
             "minReplicas": min,
             "maxReplicas": max,
             "metrics": [{
@@ -724,6 +793,38 @@ fn external_egress(external: External) -> Value {
     json!({ "ports": rule_ports(external.port) })
 }
 
+/// The green twin of every service behind the gateway.
+fn green_objects(system: &System, overlay: &Overlay) -> Vec<Value> {
+    system
+        .workloads
+        .iter()
+        .filter(|w| w.service.behind_gateway())
+        .flat_map(|w| {
+            [
+                deployment(system, w, Track::Green),
+                service(w, Track::Green),
+                pdb(w, Track::Green),
+                hpa(w, Track::Green, overlay.min_replicas, overlay.max_replicas),
+            ]
+        })
+        .collect()
+}
+
+/// The pods' `mercato.toml` with the gateway's two groups per upstream: blue live, green idle.
+#[must_use]
+pub fn blue_green_toml(system: &System) -> String {
+    let mut out = toml(system);
+    for w in system.workloads.iter().filter(|w| w.service.behind_gateway()) {
+        out.push_str(&format!(
+            "\n[gateway.upstreams.{name}]\nblue = [\"http://{name}:{port}\"]\ngreen = [\"http://{green}:{port}\"]\n",
+            name = w.name,
+            green = Track::Green.object_name(w.name),
+            port = w.port,
+        ));
+    }
+    out
+}
+
 fn overlay_kustomization(o: &Overlay) -> Value {
     let hpa_patch = json!([
         { "op": "replace", "path": "/spec/minReplicas", "value": o.min_replicas },
@@ -744,17 +845,23 @@ fn overlay_kustomization(o: &Overlay) -> Value {
             "patch": yaml::document(&patch),
         }));
     }
+    let mut resources = vec!["../../base"];
+    let mut generators = vec![json!({
+        "name": ENV_CONFIG_MAP,
+        "behavior": "merge",
+        "literals": [format!("MERCATO_BUS__REPLICAS={}", o.bus_replicas)],
+    })];
+    if o.blue_green {
+        resources.push("green.yaml");
+        generators.push(json!({ "name": FILE_CONFIG_MAP, "behavior": "replace", "files": ["mercato.toml"] }));
+    }
     json!({
         "apiVersion": "kustomize.config.k8s.io/v1beta1",
         "kind": "Kustomization",
         "namespace": o.namespace,
-        "resources": ["../../base"],
+        "resources": resources,
         "images": [{ "name": IMAGE, "newName": REGISTRY_IMAGE, "newTag": env!("CARGO_PKG_VERSION") }],
-        "configMapGenerator": [{
-            "name": ENV_CONFIG_MAP,
-            "behavior": "merge",
-            "literals": [format!("MERCATO_BUS__REPLICAS={}", o.bus_replicas)],
-        }],
+        "configMapGenerator": generators,
         "patches": patches,
     })
 }

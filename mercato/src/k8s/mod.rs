@@ -59,7 +59,16 @@ pub struct File {
 pub fn render(config: &Config) -> Result<Vec<File>, K8sError> {
     let system = model::System::from_config(config);
     let tree = manifests::tree(&system);
-    let violations = policy::check(&system, &tree.base_objects());
+    let mut violations = policy::check(&system, &tree.base_objects());
+    for o in tree.overlays.iter().filter(|o| !o.green.is_empty()) {
+        let mut objects = tree.base_objects();
+        objects.extend(o.green.iter().cloned());
+        violations.extend(
+            policy::check(&system, &objects)
+                .into_iter()
+                .map(|v| format!("{}: {v}", o.overlay.name)),
+        );
+    }
     if !violations.is_empty() {
         return Err(K8sError::Policy(violations.join("; ")));
     }
@@ -111,12 +120,16 @@ pub fn stale_files(root: &Path, files: &[File]) -> Vec<String> {
         .map(|f| f.path.display().to_string())
         .collect();
     let rendered: std::collections::BTreeSet<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
-    for dir in ["base", "overlays/dev", "overlays/prod"] {
-        let Ok(entries) = std::fs::read_dir(root.join(dir)) else {
+    let dirs: std::collections::BTreeSet<PathBuf> = files
+        .iter()
+        .filter_map(|f| f.path.parent().map(Path::to_path_buf))
+        .collect();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(root.join(&dir)) else {
             continue;
         };
         for entry in entries.flatten() {
-            let path = Path::new(dir).join(entry.file_name());
+            let path = dir.join(entry.file_name());
             if entry.path().is_file() && !rendered.contains(&path) {
                 stale.push(format!("{} (not rendered)", path.display()));
             }

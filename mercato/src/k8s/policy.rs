@@ -34,7 +34,10 @@ pub fn check(system: &System, objects: &[Value]) -> Vec<String> {
         out.extend(pod_rules(&format!("Job {name}"), &j["spec"]["template"], false));
     }
     for w in &system.workloads {
-        if !deployments.iter().any(|d| d["metadata"]["name"] == w.name) {
+        if !deployments
+            .iter()
+            .any(|d| service_of(&d["spec"]["template"]) == Some(w.name))
+        {
             out.push(format!("service {} has no Deployment", w.name));
         }
     }
@@ -42,6 +45,11 @@ pub fn check(system: &System, objects: &[Value]) -> Vec<String> {
         out.push("no NetworkPolicy denies all traffic by default".into());
     }
     out
+}
+
+/// The service whose pods `template` makes, by their `app.kubernetes.io/name` label.
+fn service_of(template: &Value) -> Option<&str> {
+    template["metadata"]["labels"]["app.kubernetes.io/name"].as_str()
 }
 
 /// Whether `selector` (`matchLabels`) picks the pods of `template`.
@@ -143,7 +151,11 @@ fn pod_rules(what: &str, template: &Value, long_running: bool) -> Vec<String> {
 /// readiness; and the pod may take as long to stop as the runtime's drain needs.
 fn served_by_binary(system: &System, name: &str, template: &Value) -> Vec<String> {
     let mut out = Vec::new();
-    let Some(w) = system.workloads.iter().find(|w| w.name == name) else {
+    let Some(w) = system
+        .workloads
+        .iter()
+        .find(|w| Some(w.name) == service_of(template))
+    else {
         return vec![format!("Deployment {name} is not a service the binary runs")];
     };
     let spec = &template["spec"];
@@ -151,7 +163,10 @@ fn served_by_binary(system: &System, name: &str, template: &Value) -> Vec<String
         return out;
     };
     if c["args"] != serde_json::json!(["serve", w.name]) {
-        out.push(format!("Deployment {name} does not run `mercato serve {name}`"));
+        out.push(format!(
+            "Deployment {name} does not run `mercato serve {}`",
+            w.name
+        ));
     }
     let port_named = |port_name: &Value| {
         c["ports"]

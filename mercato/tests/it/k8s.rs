@@ -101,39 +101,79 @@ fn no_secret_value_is_in_the_manifests() {
     assert!(volumes.contains(manifests::KEYS_SECRET), "{volumes}");
 }
 
-/// The pods' configuration (the `mercato-env` ConfigMap and `mercato.toml`) loads and validates
-/// as `mercato serve` would load it, and puts every service on the port its container exposes,
-/// on every interface.
+/// The pods' configuration (the `mercato-env` ConfigMap and `mercato.toml`, the blue/green
+/// overlay's too) loads and validates as `mercato serve` would load it, and puts every service on
+/// the port its container exposes, on every interface.
 #[test]
 fn the_pods_configuration_loads_and_listens_on_the_container_ports() {
     let (system, objects) = rendered_objects();
     let tree = manifests::tree(&system);
+    let prod = tree.overlays.iter().find(|o| o.overlay.name == "prod").unwrap();
+    let blue_green = prod.toml.clone().expect("prod is blue/green");
+    for toml in [&tree.toml, &blue_green] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("mercato.toml");
+        std::fs::write(&file, toml).unwrap();
+        let config = Config::load(&Sources {
+            file: Some(file),
+            env: tree.env.clone(),
+            data_dir: None,
+        })
+        .expect("the pods' configuration is valid");
+        assert!(config.bus.is_nats(), "{}", config.bus.url);
+        assert!(
+            config.database.url.starts_with("postgres://"),
+            "{}",
+            config.database.url
+        );
+        assert!(!config.identity.generate_keys);
+        for service in ServiceName::ALL {
+            let listen = config.endpoint(*service).listen;
+            assert!(listen.ip().is_unspecified(), "{service:?} listens on {listen}");
+            let container =
+                &deployment(&objects, service.as_str())["spec"]["template"]["spec"]["containers"][0];
+            assert_eq!(
+                container["ports"][0]["containerPort"],
+                listen.port(),
+                "{service:?}"
+            );
+            assert_eq!(container["args"][1], service.as_str());
+        }
+    }
+}
+
+/// In the blue/green overlay the gateway has both groups of every upstream, blue live, and each
+/// group's URL is a Service that selects only that track's pods.
+#[test]
+fn the_prod_gateway_switches_between_blue_and_green_services() {
+    let (system, objects) = rendered_objects();
+    let tree = manifests::tree(&system);
+    let prod = tree.overlays.iter().find(|o| o.overlay.name == "prod").unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("mercato.toml");
-    std::fs::write(&file, &tree.toml).unwrap();
+    std::fs::write(&file, prod.toml.as_ref().unwrap()).unwrap();
     let config = Config::load(&Sources {
         file: Some(file),
         env: tree.env.clone(),
         data_dir: None,
     })
-    .expect("the pods' configuration is valid");
-    assert!(config.bus.is_nats(), "{}", config.bus.url);
-    assert!(
-        config.database.url.starts_with("postgres://"),
-        "{}",
-        config.database.url
-    );
-    assert!(!config.identity.generate_keys);
-    for service in ServiceName::ALL {
-        let listen = config.endpoint(*service).listen;
-        assert!(listen.ip().is_unspecified(), "{service:?} listens on {listen}");
-        let container = &deployment(&objects, service.as_str())["spec"]["template"]["spec"]["containers"][0];
-        assert_eq!(
-            container["ports"][0]["containerPort"],
-            listen.port(),
-            "{service:?}"
-        );
-        assert_eq!(container["args"][1], service.as_str());
+    .unwrap();
+    let mut all = objects.clone();
+    all.extend(prod.green.iter().cloned());
+    assert_eq!(policy::check(&system, &all), Vec::<String>::new());
+    for service in ServiceName::ALL.iter().filter(|s| s.behind_gateway()) {
+        let name = service.as_str();
+        let groups = &config.gateway.upstreams[name];
+        assert_eq!(groups.green_percent, 0, "{name}: blue is live");
+        for (urls, track) in [(&groups.blue, "blue"), (&groups.green, "green")] {
+            let host = urls[0].trim_start_matches("http://").split(':').next().unwrap();
+            let svc = all
+                .iter()
+                .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == host)
+                .unwrap_or_else(|| panic!("no Service {host}"));
+            assert_eq!(svc["spec"]["selector"][manifests::TRACK_LABEL], track, "{host}");
+            assert_eq!(svc["spec"]["selector"]["app.kubernetes.io/name"], name);
+        }
     }
 }
 
