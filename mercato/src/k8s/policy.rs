@@ -34,6 +34,12 @@ pub fn check(system: &System, objects: &[Value]) -> Vec<String> {
         out.extend(pod_rules(&format!("Job {name}"), &j["spec"]["template"], false));
     }
     for w in &system.workloads {
+        if w.port == 0 {
+            out.push(format!(
+                "services.{}.listen has port 0; a container needs a fixed port",
+                w.name
+            ));
+        }
         if !deployments
             .iter()
             .any(|d| service_of(&d["spec"]["template"]) == Some(w.name))
@@ -306,6 +312,14 @@ mod tests {
         assert_names(&v, "livenessProbe is not GET /health on port 8104");
         let v = broken(|o| container(o)["args"] = json!(["serve", "payments"]));
         assert_names(&v, "does not run `mercato serve orders`");
+    }
+
+    #[test]
+    fn a_service_on_port_zero_cannot_be_rendered() {
+        let mut config = Config::default();
+        config.services.get_mut("orders").unwrap().listen = "127.0.0.1:0".parse().unwrap();
+        let err = crate::k8s::render(&config).unwrap_err().to_string();
+        assert!(err.contains("services.orders.listen has port 0"), "{err}");
     }
 
     #[test]
