@@ -658,12 +658,11 @@ fn setup_jobs(system: &System) -> Vec<Value> {
     ]
 }
 
-/// The stream of every event category, and the dead-letter stream, made before any service
-/// starts so that they get the configured replicas (services create a missing stream themselves,
-/// and bind to an existing one as it is). Names and subjects are the bus's own: a stream
-/// `MERCATO_<CATEGORY>` over `mercato.<category>.>`.
-fn jetstream_setup_script() -> String {
-    let mut script = String::from("set -eu\n");
+/// The JetStream streams (name, subjects) of every event category, and the dead-letter stream:
+/// the bus's own names, a stream `MERCATO_<CATEGORY>` over `mercato.<category>.>` (a test
+/// checks that the bus binds to these rather than making others).
+#[must_use]
+pub fn jetstream_streams() -> Vec<(String, String)> {
     let mut streams: Vec<(String, String)> = model::CATEGORIES
         .iter()
         .map(|c| {
@@ -674,7 +673,15 @@ fn jetstream_setup_script() -> String {
         })
         .collect();
     streams.push(("MERCATO_DLQ".into(), "mercato.dlq.>".into()));
-    for (name, subjects) in streams {
+    streams
+}
+
+/// The setup job's script: the streams made before any service starts, so that they get the
+/// configured replicas (services create a missing stream themselves, and bind to an existing one
+/// as it is).
+fn jetstream_setup_script() -> String {
+    let mut script = String::from("set -eu\n");
+    for (name, subjects) in jetstream_streams() {
         script.push_str(&format!(
             "nats stream info {name} >/dev/null 2>&1 || nats stream add {name} --subjects '{subjects}' --storage file --replicas \"$REPLICAS\" --dupe-window \"$DUPLICATE_WINDOW\" --defaults\n"
         ));

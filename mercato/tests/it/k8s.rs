@@ -204,3 +204,56 @@ async fn every_probe_path_is_served_by_its_service() {
     }
     system.stop().await;
 }
+
+mod nats {
+    use mercato_messaging::{Bus, BusConfig, ConsumerSpec};
+
+    use super::*;
+
+    /// The streams the setup job makes are the ones the bus uses: with them in place, every
+    /// category's durable consumer is made on them and the dead-letter store binds (a stream of
+    /// another name over the same subjects would be refused by the server).
+    #[tokio::test]
+    async fn the_streams_job_makes_the_streams_the_bus_uses() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = mercato_testkit::nats::NatsServer::start(dir.path()).await;
+        let client = async_nats::connect(server.url()).await.unwrap();
+        let js = async_nats::jetstream::new(client);
+        let streams = manifests::jetstream_streams();
+        for (name, subjects) in &streams {
+            js.create_stream(async_nats::jetstream::stream::Config {
+                name: name.clone(),
+                subjects: vec![subjects.clone()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+
+        let bus = Bus::connect(&BusConfig {
+            url: server.url(),
+            ..BusConfig::default()
+        })
+        .await
+        .unwrap();
+        for category in model::CATEGORIES {
+            bus.consumer(&ConsumerSpec {
+                group: format!("k8s-check-on-{category}"),
+                category: (*category).to_owned(),
+            })
+            .await
+            .unwrap_or_else(|e| panic!("the bus does not bind to the {category} stream: {e}"));
+        }
+        bus.dead_letters(1)
+            .await
+            .expect("the bus binds to the dead-letter stream");
+
+        // Each durable consumer the bus made lives on the job's stream of its category.
+        for (category, (name, _)) in model::CATEGORIES.iter().zip(&streams) {
+            let stream = js.get_stream(name).await.unwrap();
+            let group = format!("k8s-check-on-{category}");
+            let info = stream.consumer_info(&group).await;
+            assert!(info.is_ok(), "the {group} consumer is not on {name}: {info:?}");
+        }
+    }
+}
