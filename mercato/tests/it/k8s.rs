@@ -111,15 +111,7 @@ fn the_pods_configuration_loads_and_listens_on_the_container_ports() {
     let prod = tree.overlays.iter().find(|o| o.overlay.name == "prod").unwrap();
     let blue_green = prod.toml.clone().expect("prod is blue/green");
     for toml in [&tree.toml, &blue_green] {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("mercato.toml");
-        std::fs::write(&file, toml).unwrap();
-        let config = Config::load(&Sources {
-            file: Some(file),
-            env: tree.env.clone(),
-            data_dir: None,
-        })
-        .expect("the pods' configuration is valid");
+        let config = pods_config(&tree, toml);
         assert!(config.bus.is_nats(), "{}", config.bus.url);
         assert!(
             config.database.url.starts_with("postgres://"),
@@ -149,15 +141,7 @@ fn the_prod_gateway_switches_between_blue_and_green_services() {
     let (system, objects) = rendered_objects();
     let tree = manifests::tree(&system);
     let prod = tree.overlays.iter().find(|o| o.overlay.name == "prod").unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("mercato.toml");
-    std::fs::write(&file, prod.toml.as_ref().unwrap()).unwrap();
-    let config = Config::load(&Sources {
-        file: Some(file),
-        env: tree.env.clone(),
-        data_dir: None,
-    })
-    .unwrap();
+    let config = pods_config(&tree, prod.toml.as_ref().unwrap());
     let mut all = objects.clone();
     all.extend(prod.green.iter().cloned());
     assert_eq!(policy::check(&system, &all), Vec::<String>::new());
@@ -174,6 +158,103 @@ fn the_prod_gateway_switches_between_blue_and_green_services() {
             assert_eq!(svc["spec"]["selector"][manifests::TRACK_LABEL], track, "{host}");
             assert_eq!(svc["spec"]["selector"]["app.kubernetes.io/name"], name);
         }
+    }
+}
+
+/// The pods' configuration (the `mercato-env` ConfigMap and `toml` as `mercato.toml`) as
+/// `mercato serve` loads it.
+fn pods_config(tree: &manifests::Tree, toml: &str) -> Config {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("mercato.toml");
+    std::fs::write(&file, toml).unwrap();
+    Config::load(&Sources {
+        file: Some(file),
+        env: tree.env.clone(),
+        data_dir: None,
+    })
+    .expect("the pods' configuration is valid")
+}
+
+/// `(host, port)` of an `http://host:port/…` URL.
+fn host_port(url: &str) -> (String, u16) {
+    let authority = url.trim_start_matches("http://").split('/').next().unwrap();
+    let (host, port) = authority.rsplit_once(':').unwrap();
+    (host.to_owned(), port.parse().unwrap())
+}
+
+/// Where each service sends requests, read from the settings `mercato serve` gives it (the
+/// JWKS, orders' gRPC peers, payments' provider, the gateway's upstreams), must be exactly what
+/// its network policy lets it reach, and each callee must admit exactly those callers.
+#[test]
+fn network_policies_allow_exactly_the_calls_the_services_make() {
+    let (system, objects) = rendered_objects();
+    let tree = manifests::tree(&system);
+    let config = pods_config(&tree, &tree.toml);
+    let urls: std::collections::BTreeMap<ServiceName, String> = ServiceName::ALL
+        .iter()
+        .map(|s| (*s, config.endpoint(*s).base_url()))
+        .collect();
+    let identity = &urls[&ServiceName::Identity];
+    let calls = |service: ServiceName| -> Vec<String> {
+        match service {
+            ServiceName::Identity | ServiceName::PaymentSandbox => vec![],
+            ServiceName::Customers => vec![mercato::cli::customers_config(&config, identity).jwks_url],
+            ServiceName::Inventory => vec![mercato::cli::inventory_config(&config, identity).jwks_url],
+            ServiceName::Notifications => {
+                vec![mercato::cli::notifications_config(&config, identity).jwks_url]
+            }
+            ServiceName::Payments => {
+                let c = mercato::cli::payments_config(&config, identity, None);
+                vec![c.jwks_url, c.provider.url]
+            }
+            ServiceName::Orders => {
+                let c = mercato::cli::orders_config(&config, &urls);
+                vec![c.jwks_url, c.inventory_url, c.customers_url]
+            }
+            ServiceName::Gateway => ServiceName::ALL
+                .iter()
+                .filter(|s| s.behind_gateway())
+                .map(|s| urls[s].clone())
+                .chain([format!("{identity}/.well-known/jwks.json")])
+                .collect(),
+        }
+    };
+    let policy = |name: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == "NetworkPolicy" && o["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no NetworkPolicy {name}"))
+    };
+    let pod_targets = |rules: &Value| -> std::collections::BTreeSet<(String, u16)> {
+        let mut out = std::collections::BTreeSet::new();
+        for rule in rules.as_array().into_iter().flatten() {
+            for peer in rule["to"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .chain(rule["from"].as_array().into_iter().flatten())
+            {
+                if let Some(name) = peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"].as_str() {
+                    out.insert((name.to_owned(), rule["ports"][0]["port"].as_u64().unwrap() as u16));
+                }
+            }
+        }
+        out
+    };
+    for &service in ServiceName::ALL {
+        let expected: std::collections::BTreeSet<(String, u16)> =
+            calls(service).iter().map(|u| host_port(u)).collect();
+        let allowed = pod_targets(&policy(service.as_str())["spec"]["egress"]);
+        assert_eq!(allowed, expected, "{service:?} may reach other pods");
+
+        let port = config.endpoint(service).listen.port();
+        let callers: std::collections::BTreeSet<(String, u16)> = ServiceName::ALL
+            .iter()
+            .filter(|c| calls(**c).iter().any(|u| host_port(u).0 == service.as_str()))
+            .map(|c| (c.as_str().to_owned(), port))
+            .collect();
+        let admitted = pod_targets(&policy(service.as_str())["spec"]["ingress"]);
+        assert_eq!(admitted, callers, "who may reach {service:?}");
     }
 }
 
