@@ -74,6 +74,8 @@ pub enum Command {
         #[command(subcommand)]
         command: DeployCommand,
     },
+    /// Render the Kubernetes manifests (a kustomize base and overlays) from the configuration.
+    K8s(crate::k8s::K8sArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -184,6 +186,7 @@ impl Cli {
             Command::Deploy {
                 command: DeployCommand::Switch(args),
             } => deploy_switch(&config, &args).await,
+            Command::K8s(args) => Ok(crate::k8s::run(&config, &args)?),
         }
     }
 }

@@ -10,10 +10,12 @@
 //! Modules depend one way: `cli` → `services` → `service_config` → `config` → `names`.
 //! - [`cli`]: the subcommands.
 //! - [`loadgen`]: checkout load at a constant arrival rate, with a latency report.
+//! - [`k8s`]: the Kubernetes manifests, rendered from the configuration.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod config;
+pub mod k8s;
 pub mod loadgen;
 pub mod names;
 pub mod service_config;

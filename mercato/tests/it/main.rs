@@ -17,6 +17,7 @@ mod deploy;
 mod faults;
 mod flows;
 mod instances;
+mod k8s;
 mod operations;
 mod outage;
 mod processes;

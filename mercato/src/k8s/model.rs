@@ -1,0 +1,198 @@
+//! What the manifests are made from: each service's port and needs, read from the configuration
+//! and the service list, so the manifests follow the code rather than a second description.
+
+use crate::config::Config;
+use crate::services::ServiceName;
+
+/// The image's non-root user and group (no account exists in the image; the number is enough).
+pub const RUN_AS: u64 = 65532;
+
+/// Liveness, as the runtime serves it for every service.
+pub const HEALTH_PATH: &str = "/health";
+/// Readiness, with a check per dependency, as the runtime serves it.
+pub const READY_PATH: &str = "/ready";
+
+/// How long a stopping pod keeps serving before it is sent SIGTERM: the time endpoints and the
+/// gateway's health checks take to stop sending it requests.
+pub const PRESTOP_SECS: u64 = 5;
+
+/// Slack after the runtime's own drain and grace, for background tasks to stop.
+pub const TERMINATION_SLACK_SECS: u64 = 5;
+
+/// Where the pods find the configuration file, the identity keys and scratch space.
+pub const CONFIG_DIR: &str = "/etc/mercato/config";
+pub const KEYS_DIR: &str = "/etc/mercato/keys";
+pub const DATA_DIR: &str = "/var/lib/mercato";
+
+/// The event categories, each a JetStream stream the setup job creates.
+pub const CATEGORIES: &[&str] = &[
+    mercato_contracts::identity::CATEGORY,
+    mercato_contracts::customers::CATEGORY,
+    mercato_contracts::inventory::CATEGORY,
+    mercato_contracts::orders::CATEGORY,
+    mercato_contracts::payments::CATEGORY,
+];
+
+/// CPU in millicores and memory in MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resources {
+    pub cpu_request_m: u32,
+    pub cpu_limit_m: u32,
+    pub memory_request_mib: u32,
+    pub memory_limit_mib: u32,
+}
+
+/// Requests and limits per service.
+///
+/// Measured with `scripts/measure-resources.sh --rate 5 --secs 30` on the debug build (every
+/// service as its own `mercato serve` process on PostgreSQL and NATS, `mercato loadgen` through
+/// the gateway; CPU is user + system time over the run, memory is peak RSS), which gave in
+/// millicores / MiB: identity 33 / 95, customers 11 / 41, inventory 95 / 40, payment-sandbox
+/// 3 / 36, payments 88 / 40, notifications 62 / 39, orders 151 / 43, gateway 34 / 37; a run at
+/// 20 orders/s (past what the debug build keeps up with) peaked at identity 153 MiB, orders
+/// 66 MiB, gateway 78 MiB. A release build needs less CPU for the same load, so requests are
+/// about the debug figures at 5 orders/s, memory requests the peak with a quarter more, memory
+/// limits about twice the highest peak, and CPU limits room for bursts and start-up (the HPA
+/// answers sustained load with replicas).
+#[must_use]
+pub fn resources(service: ServiceName) -> Resources {
+    let (cpu_request_m, cpu_limit_m, memory_request_mib, memory_limit_mib) = match service {
+        // Argon2id hashes take 19 MiB each, several at once during registration bursts.
+        ServiceName::Identity => (100, 1000, 160, 320),
+        ServiceName::Customers => (25, 500, 48, 128),
+        ServiceName::Inventory => (100, 500, 48, 128),
+        ServiceName::PaymentSandbox => (25, 250, 40, 96),
+        ServiceName::Payments => (100, 500, 48, 128),
+        ServiceName::Notifications => (75, 500, 48, 128),
+        ServiceName::Orders => (150, 1000, 80, 192),
+        ServiceName::Gateway => (100, 1000, 96, 192),
+    };
+    Resources {
+        cpu_request_m,
+        cpu_limit_m,
+        memory_request_mib,
+        memory_limit_mib,
+    }
+}
+
+/// One service as a Deployment sees it.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    pub service: ServiceName,
+    /// The Kubernetes name: the service's own name (`payment-sandbox`, …).
+    pub name: &'static str,
+    pub port: u16,
+    pub database: bool,
+    pub bus: bool,
+    pub redis: bool,
+    /// Services it calls, by name: the JWKS from identity, orders' gRPC reads, the gateway's
+    /// upstreams, payments' provider.
+    pub calls: Vec<ServiceName>,
+    /// Reached by clients from outside the namespace.
+    pub public: bool,
+    pub resources: Resources,
+}
+
+impl Workload {
+    /// Needs secrets (database password, credentials in the Redis URL) from `mercato-secrets`.
+    #[must_use]
+    pub fn needs_secrets(&self) -> bool {
+        self.database || self.redis
+    }
+}
+
+/// Which services call which, as the `mercato` binary wires them (see `cli::*_config` and
+/// `services::start_one`).
+#[must_use]
+pub fn calls(service: ServiceName) -> Vec<ServiceName> {
+    let mut out = Vec::new();
+    match service {
+        ServiceName::Gateway => {
+            out.extend(ServiceName::ALL.iter().copied().filter(|s| s.behind_gateway()));
+        }
+        ServiceName::Identity | ServiceName::PaymentSandbox => {}
+        other => {
+            // Every service behind the gateway verifies tokens against identity's JWKS.
+            out.push(ServiceName::Identity);
+            match other {
+                ServiceName::Orders => out.extend([ServiceName::Customers, ServiceName::Inventory]),
+                ServiceName::Payments => out.push(ServiceName::PaymentSandbox),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Whether the service talks to Redis: orders' shared cache, the gateway's shared rate limits.
+#[must_use]
+pub fn uses_redis(service: ServiceName) -> bool {
+    matches!(service, ServiceName::Orders | ServiceName::Gateway)
+}
+
+/// The settings the manifests take from the configuration.
+#[derive(Debug, Clone)]
+pub struct System {
+    pub workloads: Vec<Workload>,
+    pub shutdown_grace_ms: u64,
+    pub drain_delay_ms: u64,
+    pub readiness_check_timeout_ms: u64,
+    pub bus_duplicate_window_secs: u64,
+}
+
+impl System {
+    #[must_use]
+    pub fn from_config(config: &Config) -> Self {
+        let workloads = ServiceName::ALL
+            .iter()
+            .map(|&service| Workload {
+                service,
+                name: service.as_str(),
+                port: config.endpoint(service).listen.port(),
+                database: service.has_database(),
+                bus: service.uses_bus(),
+                redis: uses_redis(service),
+                calls: calls(service),
+                public: service == ServiceName::Gateway,
+                resources: resources(service),
+            })
+            .collect();
+        Self {
+            workloads,
+            shutdown_grace_ms: config.http.shutdown_grace_ms,
+            drain_delay_ms: config.http.drain_delay_ms,
+            readiness_check_timeout_ms: config.http.readiness_check_timeout_ms,
+            bus_duplicate_window_secs: config.bus.duplicate_window_secs,
+        }
+    }
+
+    #[must_use]
+    pub fn workload(&self, service: ServiceName) -> &Workload {
+        self.workloads
+            .iter()
+            .find(|w| w.service == service)
+            .expect("every service has a workload")
+    }
+
+    /// The pod's whole stop: the preStop pause, then the runtime's drain delay and shutdown grace,
+    /// then slack.
+    #[must_use]
+    pub fn termination_grace_secs(&self) -> u64 {
+        PRESTOP_SECS + (self.drain_delay_ms + self.shutdown_grace_ms).div_ceil(1000) + TERMINATION_SLACK_SECS
+    }
+
+    /// A readiness probe must outlast the runtime's own per-check timeout.
+    #[must_use]
+    pub fn readiness_probe_timeout_secs(&self) -> u64 {
+        self.readiness_check_timeout_ms.div_ceil(1000) + 1
+    }
+
+    /// The services that call `service`.
+    #[must_use]
+    pub fn callers(&self, service: ServiceName) -> Vec<&Workload> {
+        self.workloads
+            .iter()
+            .filter(|w| w.calls.contains(&service))
+            .collect()
+    }
+}
