@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::File;
 use super::model::{self, System, Workload};
 use super::yaml;
-use crate::services::ServiceName;
+use crate::names::ServiceName;
 
 /// The base's namespace; overlays rename it.
 pub const NAMESPACE: &str = "mercato";

@@ -2,7 +2,7 @@
 //! and the service list, so the manifests follow the code rather than a second description.
 
 use crate::config::Config;
-use crate::services::ServiceName;
+use crate::names::ServiceName;
 
 /// The image's non-root user and group (no account exists in the image; the number is enough).
 pub const RUN_AS: u64 = 65532;

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use mercato::k8s::{self, manifests, model, policy};
+use mercato::service_config;
 use mercato::{Config, ServiceName, Sources};
 use mercato_testkit::TestBackend;
 use serde_json::Value;
@@ -190,33 +191,27 @@ fn network_policies_allow_exactly_the_calls_the_services_make() {
     let (system, objects) = rendered_objects();
     let tree = manifests::tree(&system);
     let config = pods_config(&tree, &tree.toml);
-    let urls: std::collections::BTreeMap<ServiceName, String> = ServiceName::ALL
-        .iter()
-        .map(|s| (*s, config.endpoint(*s).base_url()))
-        .collect();
-    let identity = &urls[&ServiceName::Identity];
+    let urls = service_config::configured_urls(&config);
     let calls = |service: ServiceName| -> Vec<String> {
         match service {
             ServiceName::Identity | ServiceName::PaymentSandbox => vec![],
-            ServiceName::Customers => vec![mercato::cli::customers_config(&config, identity).jwks_url],
-            ServiceName::Inventory => vec![mercato::cli::inventory_config(&config, identity).jwks_url],
+            ServiceName::Customers => vec![service_config::customers(&config, &urls).service.jwks_url],
+            ServiceName::Inventory => vec![service_config::inventory(&config, &urls).service.jwks_url],
             ServiceName::Notifications => {
-                vec![mercato::cli::notifications_config(&config, identity).jwks_url]
+                vec![service_config::notifications(&config, &urls).service.jwks_url]
             }
             ServiceName::Payments => {
-                let c = mercato::cli::payments_config(&config, identity, None);
-                vec![c.jwks_url, c.provider.url]
+                let c = service_config::payments(&config, &urls, false);
+                vec![c.service.jwks_url, c.payments.provider.url]
             }
             ServiceName::Orders => {
-                let c = mercato::cli::orders_config(&config, &urls);
-                vec![c.jwks_url, c.inventory_url, c.customers_url]
+                let c = service_config::orders(&config, &urls);
+                vec![c.service.jwks_url, c.inventory_url, c.customers_url]
             }
-            ServiceName::Gateway => ServiceName::ALL
-                .iter()
-                .filter(|s| s.behind_gateway())
-                .map(|s| urls[s].clone())
-                .chain([format!("{identity}/.well-known/jwks.json")])
-                .collect(),
+            ServiceName::Gateway => {
+                let c = service_config::gateway(&config, &urls);
+                c.upstreams.into_values().flatten().chain([c.jwks_url]).collect()
+            }
         }
     };
     let policy = |name: &str| {
