@@ -6,7 +6,7 @@ use std::time::Duration;
 use mercato_testkit::{TestBackend, backend_tests, eventually};
 use serde_json::{Value, json};
 
-use crate::support::{PATIENCE, System, declare_oversized_body, fresh, problem, unique_email};
+use crate::support::{PATIENCE, System, declare_oversized_body, problem, started, unique_email};
 
 backend_tests!(
     an_order_is_confirmed_the_stock_drops_and_a_confirmation_arrives,
@@ -38,6 +38,13 @@ async fn place(system: &System, token: &str, body: &Value) -> reqwest::Response 
         .send()
         .await
         .unwrap()
+}
+
+/// Places an order that must be accepted, and returns it.
+async fn placed(system: &System, token: &str, body: &Value) -> Value {
+    let response = place(system, token, body).await;
+    assert_eq!(response.status(), 201, "placing an order");
+    response.json().await.unwrap()
 }
 
 /// Polls the order until it leaves `pending`.
@@ -94,8 +101,7 @@ async fn available_becomes(system: &System, sku: &str, expected: i64) {
 }
 
 async fn an_order_is_confirmed_the_stock_drops_and_a_confirmation_arrives(backend: TestBackend) {
-    let (_fixture, config) = fresh(backend).await;
-    let system = System::start(config).await;
+    let (_fixture, system) = started(backend).await;
     let token = system.customer(&unique_email()).await;
     let products: Value = system
         .http
@@ -166,15 +172,10 @@ async fn an_order_is_confirmed_the_stock_drops_and_a_confirmation_arrives(backen
 }
 
 async fn a_declined_card_cancels_the_order_and_puts_the_stock_back(backend: TestBackend) {
-    let (_fixture, config) = fresh(backend).await;
-    let system = System::start(config).await;
+    let (_fixture, system) = started(backend).await;
     let token = system.customer(&unique_email()).await;
     let before = available(&system, SKU).await;
-    let order: Value = place(&system, &token, &order_body(SKU, 1, "tok_decline"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let order = placed(&system, &token, &order_body(SKU, 1, "tok_decline")).await;
     let done = settled(&system, &token, order["id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "cancelled");
     assert_eq!(done["cancel_reason"], "payment_declined");
@@ -184,16 +185,11 @@ async fn a_declined_card_cancels_the_order_and_puts_the_stock_back(backend: Test
 }
 
 async fn an_order_for_more_than_there_is_is_cancelled_out_of_stock(backend: TestBackend) {
-    let (_fixture, config) = fresh(backend).await;
-    let system = System::start(config).await;
+    let (_fixture, system) = started(backend).await;
     let admin = system.admin().await;
     set_stock(&system, &admin, SKU, 1).await;
     let token = system.customer(&unique_email()).await;
-    let order: Value = place(&system, &token, &order_body(SKU, 2, "tok_visa"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let order = placed(&system, &token, &order_body(SKU, 2, "tok_visa")).await;
     let done = settled(&system, &token, order["id"].as_str().unwrap()).await;
     assert_eq!(done["status"], "cancelled");
     assert_eq!(done["cancel_reason"], "out_of_stock");
@@ -202,21 +198,12 @@ async fn an_order_for_more_than_there_is_is_cancelled_out_of_stock(backend: Test
 }
 
 async fn a_hanging_provider_times_out_and_a_late_charge_is_refunded(backend: TestBackend) {
-    let (_fixture, config) = fresh(backend).await;
-    let system = System::start(config).await;
+    let (_fixture, system) = started(backend).await;
     let token = system.customer(&unique_email()).await;
     let before = available(&system, SKU).await;
 
-    let hung: Value = place(&system, &token, &order_body(SKU, 1, "tok_hang"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let late: Value = place(&system, &token, &order_body(SKU, 1, "tok_late"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let hung = placed(&system, &token, &order_body(SKU, 1, "tok_hang")).await;
+    let late = placed(&system, &token, &order_body(SKU, 1, "tok_late")).await;
     for order in [&hung, &late] {
         let done = settled(&system, &token, order["id"].as_str().unwrap()).await;
         assert_eq!(done["status"], "cancelled", "{done}");
@@ -251,8 +238,7 @@ async fn a_hanging_provider_times_out_and_a_late_charge_is_refunded(backend: Tes
 }
 
 async fn fifty_concurrent_orders_for_ten_units_confirm_exactly_ten(backend: TestBackend) {
-    let (_fixture, config) = fresh(backend).await;
-    let system = System::start(config).await;
+    let (_fixture, system) = started(backend).await;
     let admin = system.admin().await;
     set_stock(&system, &admin, SKU, 10).await;
     let mut tokens = Vec::new();
@@ -301,8 +287,7 @@ async fn fifty_concurrent_orders_for_ten_units_confirm_exactly_ten(backend: Test
 }
 
 async fn placing_is_idempotent_per_key_and_orders_are_private(backend: TestBackend) {
-    let (_fixture, config) = fresh(backend).await;
-    let system = System::start(config).await;
+    let (_fixture, system) = started(backend).await;
     let token = system.customer(&unique_email()).await;
     let body = order_body(SKU, 1, "tok_visa");
     let with_key = |body: &Value| {
@@ -345,8 +330,7 @@ async fn placing_is_idempotent_per_key_and_orders_are_private(backend: TestBacke
 }
 
 async fn bad_orders_are_problems_naming_the_field(backend: TestBackend) {
-    let (_fixture, config) = fresh(backend).await;
-    let system = System::start(config).await;
+    let (_fixture, system) = started(backend).await;
     let token = system.customer(&unique_email()).await;
     let cases = [
         (
@@ -397,15 +381,10 @@ async fn bad_orders_are_problems_naming_the_field(backend: TestBackend) {
 }
 
 async fn admins_ship_and_deliver_and_customers_may_not(backend: TestBackend) {
-    let (_fixture, config) = fresh(backend).await;
-    let system = System::start(config).await;
+    let (_fixture, system) = started(backend).await;
     let admin = system.admin().await;
     let token = system.customer(&unique_email()).await;
-    let order: Value = place(&system, &token, &order_body(SKU, 1, "tok_visa"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let order = placed(&system, &token, &order_body(SKU, 1, "tok_visa")).await;
     let id = order["id"].as_str().unwrap();
     assert_eq!(settled(&system, &token, id).await["status"], "confirmed");
     let cancel = system

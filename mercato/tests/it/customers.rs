@@ -4,7 +4,7 @@
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::{Value, json};
 
-use crate::support::{System, fresh, problem, unique_email};
+use crate::support::{problem, started, unique_email};
 
 backend_tests!(
     registering_creates_a_customer_profile_readable_through_the_gateway,
@@ -14,8 +14,7 @@ backend_tests!(
 );
 
 async fn registering_creates_a_customer_profile_readable_through_the_gateway(backend: TestBackend) {
-    let (_db, config) = fresh(backend).await;
-    let system = System::start(config).await;
+    let (_db, system) = started(backend).await;
     let email = unique_email();
     let token = system.customer(&email).await;
     let me: Value = system.get_json("/api/customers/me", &token).await;
@@ -31,8 +30,7 @@ async fn registering_creates_a_customer_profile_readable_through_the_gateway(bac
 }
 
 async fn a_customer_updates_their_profile_and_preferences_and_reads_them_back(backend: TestBackend) {
-    let (_db, config) = fresh(backend).await;
-    let system = System::start(config).await;
+    let (_db, system) = started(backend).await;
     let token = system.customer(&unique_email()).await;
     let address = json!({"line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "de"});
     let patched = system
@@ -75,8 +73,7 @@ async fn a_customer_updates_their_profile_and_preferences_and_reads_them_back(ba
 }
 
 async fn bad_profile_changes_are_problems_naming_the_field(backend: TestBackend) {
-    let (_db, config) = fresh(backend).await;
-    let system = System::start(config).await;
+    let (_db, system) = started(backend).await;
     let token = system.customer(&unique_email()).await;
     let patch = |body: Value| {
         let request = system
@@ -143,8 +140,7 @@ async fn bad_profile_changes_are_problems_naming_the_field(backend: TestBackend)
 }
 
 async fn a_customer_only_ever_sees_their_own_profile(backend: TestBackend) {
-    let (_db, config) = fresh(backend).await;
-    let system = System::start(config).await;
+    let (_db, system) = started(backend).await;
     let (ada, bob) = (unique_email(), unique_email());
     let ada_token = system.customer(&ada).await;
     let bob_token = system.customer(&bob).await;

@@ -5,7 +5,7 @@ use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::{Value, json};
 
 use crate::support::{
-    System, access_token, declare_oversized_body, fresh, login, problem, register, unique_email,
+    System, access_token, declare_oversized_body, fresh, login, problem, register, started, unique_email,
 };
 
 backend_tests!(
@@ -17,8 +17,7 @@ backend_tests!(
 );
 
 async fn a_new_user_registers_logs_in_and_reads_their_profile_through_the_gateway(backend: TestBackend) {
-    let (_db, config) = fresh(backend).await;
-    let system = System::start(config).await;
+    let (_db, system) = started(backend).await;
     let email = unique_email();
 
     let created = register(&system.http, &system.gateway, &email).await;
@@ -70,8 +69,7 @@ async fn a_new_user_registers_logs_in_and_reads_their_profile_through_the_gatewa
 }
 
 async fn a_refresh_token_renews_access_once_and_its_reuse_revokes_the_family(backend: TestBackend) {
-    let (_db, config) = fresh(backend).await;
-    let system = System::start(config).await;
+    let (_db, system) = started(backend).await;
     let email = unique_email();
     register(&system.http, &system.gateway, &email).await;
     let first = login(&system.http, &system.gateway, &email).await;
@@ -103,8 +101,7 @@ async fn a_refresh_token_renews_access_once_and_its_reuse_revokes_the_family(bac
 }
 
 async fn bad_registrations_are_problems_naming_the_field(backend: TestBackend) {
-    let (_db, config) = fresh(backend).await;
-    let system = System::start(config).await;
+    let (_db, system) = started(backend).await;
     let url = system.url("/api/identity/register");
     let cases = [
         (

@@ -173,6 +173,12 @@ pub async fn fresh(backend: TestBackend) -> (Fixture, Config) {
     (Fixture { backing }, config)
 }
 
+/// A fresh system on `backend`, started in this process.
+pub async fn started(backend: TestBackend) -> (Fixture, System) {
+    let (fixture, config) = fresh(backend).await;
+    (fixture, System::start(config).await)
+}
+
 pub async fn register(http: &reqwest::Client, base: &str, email: &str) -> reqwest::Response {
     http.post(format!("{base}/api/identity/register"))
         .json(&json!({"email": email, "password": "correct horse", "name": "Ada"}))
