@@ -80,9 +80,7 @@ async fn a_declined_payment_cancels_and_releases_the_stock_without_a_refund(back
     let mut commands = app.commands().await;
     let (_, token) = app.customer();
     let order = app.placed(&token, &[("MUG-001", 1)], "tok_decline").await;
-    let (_, reserve) = commands.first::<ReserveStock>(&order).await;
-    app.answer("inventory", &order, &reserved(&order, reserve.lines))
-        .await;
+    app.stock_reserved(&mut commands, &order).await;
     commands.first::<ChargePayment>(&order).await;
     app.answer(
         "payments",
@@ -152,17 +150,7 @@ async fn an_answer_delivered_twice_moves_the_saga_once(backend: TestBackend) {
         .publish(&answer)
         .await
         .expect("publish the same answer again");
-    let (_, charge) = commands.first::<ChargePayment>(&order).await;
-    app.answer(
-        "payments",
-        &order,
-        &PaymentCaptured {
-            order_id: order.clone(),
-            payment_id: "pay-1".into(),
-            amount: charge.amount,
-        },
-    )
-    .await;
+    app.payment_captured(&mut commands, &order).await;
     app.wait_for_status(&token, &order, "confirmed").await;
     commands.first::<OrderConfirmed>(&order).await;
     let charges = types_on(&commands, &order)

@@ -1,7 +1,6 @@
 //! Placing, reading, listing and cancelling orders through the HTTP API.
 
-use mercato_contracts::inventory::StockReserved;
-use mercato_contracts::orders::{ReleaseStock, ReserveStock};
+use mercato_contracts::orders::ReleaseStock;
 use mercato_testkit::problem::expect_problem;
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::Value;
@@ -104,17 +103,7 @@ async fn a_customer_cancels_a_pending_order_and_the_stock_is_released(backend: T
     let mut commands = app.commands().await;
     let (_, token) = app.customer();
     let order = app.placed(&token, &[("MUG-001", 1)], "tok_visa").await;
-    let (_, reserve) = commands.first::<ReserveStock>(&order).await;
-    app.answer(
-        "inventory",
-        &order,
-        &StockReserved {
-            order_id: order.clone(),
-            lines: reserve.lines,
-            expires_at: mercato_storage::now_millis() + 60_000,
-        },
-    )
-    .await;
+    app.stock_reserved(&mut commands, &order).await;
     commands
         .wait_for("ChargePayment", |e| {
             e.stream_id == order && e.event_type == "ChargePayment"
@@ -132,30 +121,8 @@ async fn a_confirmed_order_cannot_be_cancelled(backend: TestBackend) {
     let mut commands = app.commands().await;
     let (_, token) = app.customer();
     let order = app.placed(&token, &[("MUG-001", 1)], "tok_visa").await;
-    let (_, reserve) = commands.first::<ReserveStock>(&order).await;
-    app.answer(
-        "inventory",
-        &order,
-        &StockReserved {
-            order_id: order.clone(),
-            lines: reserve.lines,
-            expires_at: mercato_storage::now_millis() + 60_000,
-        },
-    )
-    .await;
-    let (_, charge) = commands
-        .first::<mercato_contracts::orders::ChargePayment>(&order)
-        .await;
-    app.answer(
-        "payments",
-        &order,
-        &mercato_contracts::payments::PaymentCaptured {
-            order_id: order.clone(),
-            payment_id: "pay-1".into(),
-            amount: charge.amount,
-        },
-    )
-    .await;
+    app.stock_reserved(&mut commands, &order).await;
+    app.payment_captured(&mut commands, &order).await;
     app.wait_for_status(&token, &order, "confirmed").await;
     expect_problem(
         app.post(&token, &format!("/api/orders/{order}/cancel")).await,

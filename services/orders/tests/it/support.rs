@@ -10,6 +10,9 @@ use mercato_contracts::grpc::customers::customers_server::{Customers, CustomersS
 use mercato_contracts::grpc::customers::{Customer, GetCustomerRequest, Preferences};
 use mercato_contracts::grpc::inventory::inventory_server::{Inventory, InventoryServer};
 use mercato_contracts::grpc::inventory::{GetProductsRequest, GetProductsResponse, Money, Product};
+use mercato_contracts::inventory::StockReserved;
+use mercato_contracts::orders::{ChargePayment, OrderLine, ReserveStock};
+use mercato_contracts::payments::PaymentCaptured;
 use mercato_messaging::{Bus, Context, Envelope, Event};
 use mercato_orders::{CacheConfig, Config, SagaConfig};
 use mercato_runtime::{CancellationToken, ClientConfig};
@@ -242,6 +245,30 @@ impl TestApp {
         };
         self.bus.publish(&envelope).await.expect("publish an answer");
         envelope
+    }
+
+    /// Plays inventory: waits for the order's `ReserveStock` and answers that every line is held.
+    pub async fn stock_reserved(&self, commands: &mut Listener, order: &str) -> Vec<OrderLine> {
+        let (_, reserve) = commands.first::<ReserveStock>(order).await;
+        let answer = StockReserved {
+            order_id: order.into(),
+            lines: reserve.lines.clone(),
+            expires_at: mercato_storage::now_millis() + 60_000,
+        };
+        self.answer("inventory", order, &answer).await;
+        reserve.lines
+    }
+
+    /// Plays payments: waits for the order's `ChargePayment` and answers that it was captured.
+    pub async fn payment_captured(&self, commands: &mut Listener, order: &str) -> ChargePayment {
+        let (_, charge) = commands.first::<ChargePayment>(order).await;
+        let answer = PaymentCaptured {
+            order_id: order.into(),
+            payment_id: format!("pay-{order}"),
+            amount: charge.amount,
+        };
+        self.answer("payments", order, &answer).await;
+        charge
     }
 
     /// What orders asks of other services and tells them, as they would read it.
