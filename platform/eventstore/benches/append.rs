@@ -24,18 +24,17 @@ const STREAMS: usize = 100;
 const TASKS: usize = 8;
 const CASE_BUDGET: Duration = Duration::from_secs(6);
 
-const PLAIN_TABLE: Migration = Migration {
-    version: 1,
-    name: "bench_plain",
-    sql: "CREATE TABLE plain_events (
+const PLAIN_TABLE: Migration = Migration::new(
+    1,
+    "bench_plain",
+    "CREATE TABLE plain_events (
               event_id TEXT PRIMARY KEY,
               stream_id TEXT NOT NULL,
               seq BIGINT NOT NULL,
               body TEXT NOT NULL,
               created_at BIGINT NOT NULL
           )",
-    postgres_sql: None,
-};
+);
 
 #[derive(Serialize, Deserialize)]
 struct ItemAdded {

@@ -51,9 +51,6 @@ pub use store::{
 };
 
 /// The `events` and `checkpoints` tables; list it after the outbox's migration.
-pub const MIGRATION: Migration = Migration {
-    version: 1101,
-    name: "event_store",
-    sql: include_str!("../migrations/event_store.sql"),
-    postgres_sql: Some(include_str!("../migrations/event_store.postgres.sql")),
-};
+pub const MIGRATION: Migration =
+    Migration::new(1101, "event_store", include_str!("../migrations/event_store.sql"))
+        .with_postgres(include_str!("../migrations/event_store.postgres.sql"));

@@ -28,12 +28,11 @@ use tokio_util::sync::CancellationToken;
 const EVENTS: usize = 1_000;
 const RATE_PER_SEC: u64 = 200;
 
-const PLAIN: Migration = Migration {
-    version: 1,
-    name: "bench_plain",
-    sql: "CREATE TABLE plain_rows (id TEXT PRIMARY KEY, body TEXT NOT NULL)",
-    postgres_sql: None,
-};
+const PLAIN: Migration = Migration::new(
+    1,
+    "bench_plain",
+    "CREATE TABLE plain_rows (id TEXT PRIMARY KEY, body TEXT NOT NULL)",
+);
 
 #[derive(Serialize, Deserialize)]
 struct Pinged {

@@ -30,12 +30,7 @@ use crate::bus::{Bus, Consumer, ConsumerSpec, Delivery};
 use crate::envelope::Envelope;
 
 /// The inbox tables; a consuming service lists this among its migrations.
-pub const MIGRATION: Migration = Migration {
-    version: 1002,
-    name: "inbox",
-    sql: include_str!("../migrations/inbox.sql"),
-    postgres_sql: None,
-};
+pub const MIGRATION: Migration = Migration::new(1002, "inbox", include_str!("../migrations/inbox.sql"));
 
 /// Why a handler did not apply an event.
 #[derive(Debug, thiserror::Error)]

@@ -11,12 +11,8 @@ use tokio::sync::Notify;
 use crate::envelope::Envelope;
 
 /// The outbox tables; a service lists this among its migrations.
-pub const MIGRATION: Migration = Migration {
-    version: 1001,
-    name: "outbox",
-    sql: include_str!("../migrations/outbox.sql"),
-    postgres_sql: Some(include_str!("../migrations/outbox.postgres.sql")),
-};
+pub const MIGRATION: Migration = Migration::new(1001, "outbox", include_str!("../migrations/outbox.sql"))
+    .with_postgres(include_str!("../migrations/outbox.postgres.sql"));
 
 /// Wakes the relay when a transaction with outbox rows has committed, so publishing does not wait
 /// for the next poll.

@@ -22,6 +22,26 @@ pub struct Migration {
 }
 
 impl Migration {
+    /// Migration `version` called `name`, whose `sql` runs on both backends.
+    #[must_use]
+    pub const fn new(version: i64, name: &'static str, sql: &'static str) -> Self {
+        Self {
+            version,
+            name,
+            sql,
+            postgres_sql: None,
+        }
+    }
+
+    /// The same migration with its own PostgreSQL text.
+    #[must_use]
+    pub const fn with_postgres(self, postgres_sql: &'static str) -> Self {
+        Self {
+            postgres_sql: Some(postgres_sql),
+            ..self
+        }
+    }
+
     fn sql_for(&self, backend: Backend) -> &'static str {
         match backend {
             Backend::Postgres => self.postgres_sql.unwrap_or(self.sql),

@@ -9,12 +9,7 @@ use crate::events::{address_out, preferences_out};
 
 /// Customers' schema: its read model, then the platform's event store, outbox and inbox.
 pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "profiles",
-        sql: include_str!("../migrations/0001_profiles.sql"),
-        postgres_sql: None,
-    },
+    Migration::new(1, "profiles", include_str!("../migrations/0001_profiles.sql")),
     mercato_messaging::outbox::MIGRATION,
     mercato_messaging::inbox::MIGRATION,
     mercato_eventstore::MIGRATION,

@@ -7,12 +7,7 @@ use mercato_storage::{Migration, StorageError, Tx};
 
 /// Orders' schema: its own tables, then the platform's outbox, inbox and event store.
 pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "orders",
-        sql: include_str!("../migrations/0001_orders.sql"),
-        postgres_sql: None,
-    },
+    Migration::new(1, "orders", include_str!("../migrations/0001_orders.sql")),
     mercato_messaging::outbox::MIGRATION,
     mercato_messaging::inbox::MIGRATION,
     mercato_eventstore::MIGRATION,

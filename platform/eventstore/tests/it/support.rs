@@ -15,10 +15,10 @@ use tokio::task::JoinSet;
 pub use mercato_testkit::PATIENCE;
 
 /// The read tables of the test projections.
-const READ_MODELS: Migration = Migration {
-    version: 1,
-    name: "test_read_models",
-    sql: "CREATE TABLE stream_counts (
+const READ_MODELS: Migration = Migration::new(
+    1,
+    "test_read_models",
+    "CREATE TABLE stream_counts (
               stream_id TEXT PRIMARY KEY,
               events BIGINT NOT NULL,
               last_version BIGINT NOT NULL,
@@ -30,8 +30,7 @@ const READ_MODELS: Migration = Migration {
               event_id TEXT NOT NULL,
               position BIGINT NOT NULL
           );",
-    postgres_sql: None,
-};
+);
 
 /// A fresh database with the outbox, the event store and the test read models.
 pub struct Store {

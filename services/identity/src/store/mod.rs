@@ -12,11 +12,6 @@ use mercato_storage::Migration;
 
 /// Identity's schema, in order.
 pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "users",
-        sql: include_str!("../../migrations/0001_users.sql"),
-        postgres_sql: None,
-    },
+    Migration::new(1, "users", include_str!("../../migrations/0001_users.sql")),
     mercato_messaging::outbox::MIGRATION,
 ];

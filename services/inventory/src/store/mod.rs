@@ -9,20 +9,19 @@ use mercato_storage::{Migration, StorageError};
 
 /// Inventory's schema, then the platform's outbox and inbox.
 pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "catalogue",
-        sql: include_str!("../../migrations/0001_catalogue.sql"),
-        // Byte order for SKUs whatever the database's locale, so pages come in the same order on
-        // both backends and a page token means the same thing on each.
-        postgres_sql: Some(include_str!("../../migrations/0001_catalogue.postgres.sql")),
-    },
-    Migration {
-        version: 2,
-        name: "reservations",
-        sql: include_str!("../../migrations/0002_reservations.sql"),
-        postgres_sql: None,
-    },
+    // Byte order for SKUs whatever the database's locale, so pages come in the same order on
+    // both backends and a page token means the same thing on each.
+    Migration::new(
+        1,
+        "catalogue",
+        include_str!("../../migrations/0001_catalogue.sql"),
+    )
+    .with_postgres(include_str!("../../migrations/0001_catalogue.postgres.sql")),
+    Migration::new(
+        2,
+        "reservations",
+        include_str!("../../migrations/0002_reservations.sql"),
+    ),
     mercato_messaging::outbox::MIGRATION,
     mercato_messaging::inbox::MIGRATION,
 ];

@@ -27,12 +27,11 @@ use mercato_storage::Migration;
 
 /// Notifications' schema: its tables, then the platform's inbox.
 pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "notifications",
-        sql: include_str!("../../migrations/0001_notifications.sql"),
-        postgres_sql: None,
-    },
+    Migration::new(
+        1,
+        "notifications",
+        include_str!("../../migrations/0001_notifications.sql"),
+    ),
     mercato_messaging::inbox::MIGRATION,
 ];
 

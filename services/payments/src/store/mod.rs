@@ -21,18 +21,12 @@ use mercato_storage::Migration;
 
 /// Payments' schema: its table, then the platform's outbox and inbox.
 pub const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "payments",
-        sql: include_str!("../../migrations/0001_payments.sql"),
-        postgres_sql: None,
-    },
-    Migration {
-        version: 2,
-        name: "unknown_outcomes",
-        sql: include_str!("../../migrations/0002_unknown_outcomes.sql"),
-        postgres_sql: None,
-    },
+    Migration::new(1, "payments", include_str!("../../migrations/0001_payments.sql")),
+    Migration::new(
+        2,
+        "unknown_outcomes",
+        include_str!("../../migrations/0002_unknown_outcomes.sql"),
+    ),
     mercato_messaging::outbox::MIGRATION,
     mercato_messaging::inbox::MIGRATION,
 ];

@@ -32,12 +32,11 @@ use super::{BusConfig, BusError, check_envelope_category};
 use crate::envelope::Envelope;
 
 /// The bus tables, applied by [`EmbeddedBus::open`] under the service name `bus`.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "bus_log",
-    sql: include_str!("../../../migrations/bus_1_log.sql"),
-    postgres_sql: None,
-}];
+pub const MIGRATIONS: &[Migration] = &[Migration::new(
+    1,
+    "bus_log",
+    include_str!("../../../migrations/bus_1_log.sql"),
+)];
 
 /// How often a waiting fetch looks for messages another process published or that became visible
 /// again; publishes in this process wake it at once.
