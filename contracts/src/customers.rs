@@ -1,6 +1,5 @@
 //! Events of the customers service (category `customers`).
 
-use mercato_messaging::Event;
 use serde::{Deserialize, Serialize};
 
 /// The bus category of customers' events.
@@ -46,11 +45,6 @@ pub struct CustomerCreated {
     pub name: String,
 }
 
-impl Event for CustomerCreated {
-    const TYPE: &'static str = "CustomerCreated";
-    const VERSION: u32 = 1;
-}
-
 /// A customer's profile or preferences changed; carries the whole profile after the change, so
 /// a consumer (a cache, notifications) needs no other call. Stream: the customer id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,7 +56,4 @@ pub struct CustomerUpdated {
     pub preferences: Preferences,
 }
 
-impl Event for CustomerUpdated {
-    const TYPE: &'static str = "CustomerUpdated";
-    const VERSION: u32 = 1;
-}
+crate::events!(CustomerCreated = 1, CustomerUpdated = 1);

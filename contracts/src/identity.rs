@@ -1,6 +1,5 @@
 //! Events of the identity service (category `identity`).
 
-use mercato_messaging::Event;
 use serde::{Deserialize, Serialize};
 
 /// The bus category of identity's events.
@@ -14,7 +13,4 @@ pub struct UserRegistered {
     pub name: String,
 }
 
-impl Event for UserRegistered {
-    const TYPE: &'static str = "UserRegistered";
-    const VERSION: u32 = 1;
-}
+crate::events!(UserRegistered = 1);

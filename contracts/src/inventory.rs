@@ -1,7 +1,6 @@
 //! What the inventory service publishes (category `inventory`): its answers to the saga's stock
 //! commands, and product changes (for caches).
 
-use mercato_messaging::Event;
 use serde::{Deserialize, Serialize};
 
 use crate::money::Money;
@@ -16,11 +15,6 @@ pub struct StockReserved {
     pub order_id: String,
     pub lines: Vec<OrderLine>,
     pub expires_at: i64,
-}
-
-impl Event for StockReserved {
-    const TYPE: &'static str = "StockReserved";
-    const VERSION: u32 = 1;
 }
 
 /// Why a reservation was refused.
@@ -40,11 +34,6 @@ pub struct StockReservationFailed {
     pub sku: String,
 }
 
-impl Event for StockReservationFailed {
-    const TYPE: &'static str = "StockReservationFailed";
-    const VERSION: u32 = 1;
-}
-
 /// What was held for the order is available again (released, or expired). Stream: the order id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StockReleased {
@@ -53,20 +42,10 @@ pub struct StockReleased {
     pub cause: String,
 }
 
-impl Event for StockReleased {
-    const TYPE: &'static str = "StockReleased";
-    const VERSION: u32 = 1;
-}
-
 /// The held stock is sold. Stream: the order id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReservationCommitted {
     pub order_id: String,
-}
-
-impl Event for ReservationCommitted {
-    const TYPE: &'static str = "ReservationCommitted";
-    const VERSION: u32 = 1;
 }
 
 /// A product's price, stock or description changed. Stream: the sku.
@@ -78,7 +57,10 @@ pub struct ProductChanged {
     pub available: i64,
 }
 
-impl Event for ProductChanged {
-    const TYPE: &'static str = "ProductChanged";
-    const VERSION: u32 = 1;
-}
+crate::events!(
+    StockReserved = 1,
+    StockReservationFailed = 1,
+    StockReleased = 1,
+    ReservationCommitted = 1,
+    ProductChanged = 1
+);

@@ -12,6 +12,21 @@
 //! `upcast` how to read the older shape; never repurpose a field.
 #![forbid(unsafe_code)]
 
+/// Declares payload types as events named after themselves on the wire, at a schema version.
+/// An event that moved past version 1 implements [`mercato_messaging::Event`] by hand instead,
+/// with the `upcast` that reads its older shapes.
+#[macro_export]
+macro_rules! events {
+    ($($event:ident = $version:literal),+ $(,)?) => {
+        $(
+            impl mercato_messaging::Event for $event {
+                const TYPE: &'static str = stringify!($event);
+                const VERSION: u32 = $version;
+            }
+        )+
+    };
+}
+
 pub mod customers;
 pub mod identity;
 pub mod inventory;

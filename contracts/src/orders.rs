@@ -2,7 +2,6 @@
 //! commands its checkout saga sends to inventory and payments. A command is an event addressed
 //! to one service; that service's inbox applies it once and answers with its own events.
 
-use mercato_messaging::Event;
 use serde::{Deserialize, Serialize};
 
 use crate::money::Money;
@@ -27,11 +26,6 @@ pub struct ReserveStock {
     pub expires_at: i64,
 }
 
-impl Event for ReserveStock {
-    const TYPE: &'static str = "ReserveStock";
-    const VERSION: u32 = 1;
-}
-
 /// Command to inventory: give back what was held for the order (compensation). Releasing
 /// nothing, or twice, is fine. Answered by `StockReleased`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,21 +34,11 @@ pub struct ReleaseStock {
     pub reason: String,
 }
 
-impl Event for ReleaseStock {
-    const TYPE: &'static str = "ReleaseStock";
-    const VERSION: u32 = 1;
-}
-
 /// Command to inventory: the order is confirmed; the held stock is sold. Answered by
 /// `ReservationCommitted`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommitReservation {
     pub order_id: String,
-}
-
-impl Event for CommitReservation {
-    const TYPE: &'static str = "CommitReservation";
-    const VERSION: u32 = 1;
 }
 
 /// Command to payments: charge the card once for the order. `idempotency_key` is stable per
@@ -69,11 +53,6 @@ pub struct ChargePayment {
     pub idempotency_key: String,
 }
 
-impl Event for ChargePayment {
-    const TYPE: &'static str = "ChargePayment";
-    const VERSION: u32 = 1;
-}
-
 /// Command to payments: refund whatever was captured for the order (a late capture after the
 /// saga gave up, or a cancellation). Refunding nothing, or twice, is fine. Answered by
 /// `PaymentRefunded` when something was refunded.
@@ -83,11 +62,6 @@ pub struct RefundPayment {
     pub reason: String,
 }
 
-impl Event for RefundPayment {
-    const TYPE: &'static str = "RefundPayment";
-    const VERSION: u32 = 1;
-}
-
 /// A customer placed an order; the checkout saga starts. Stream: the order id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderPlaced {
@@ -95,11 +69,6 @@ pub struct OrderPlaced {
     pub customer_id: String,
     pub lines: Vec<PricedLine>,
     pub total: Money,
-}
-
-impl Event for OrderPlaced {
-    const TYPE: &'static str = "OrderPlaced";
-    const VERSION: u32 = 1;
 }
 
 /// A line with the unit price it was sold at.
@@ -120,11 +89,6 @@ pub struct OrderConfirmed {
     pub total: Money,
 }
 
-impl Event for OrderConfirmed {
-    const TYPE: &'static str = "OrderConfirmed";
-    const VERSION: u32 = 1;
-}
-
 /// The order ended without being fulfilled. `reason` is one of `out_of_stock`,
 /// `payment_declined`, `payment_timeout`, `customer_cancelled`, `unknown_product`.
 /// Stream: the order id.
@@ -135,21 +99,11 @@ pub struct OrderCancelled {
     pub reason: String,
 }
 
-impl Event for OrderCancelled {
-    const TYPE: &'static str = "OrderCancelled";
-    const VERSION: u32 = 1;
-}
-
 /// The order left the warehouse. Stream: the order id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderShipped {
     pub order_id: String,
     pub customer_id: String,
-}
-
-impl Event for OrderShipped {
-    const TYPE: &'static str = "OrderShipped";
-    const VERSION: u32 = 1;
 }
 
 /// The order reached the customer. Stream: the order id.
@@ -159,7 +113,15 @@ pub struct OrderDelivered {
     pub customer_id: String,
 }
 
-impl Event for OrderDelivered {
-    const TYPE: &'static str = "OrderDelivered";
-    const VERSION: u32 = 1;
-}
+crate::events!(
+    ReserveStock = 1,
+    ReleaseStock = 1,
+    CommitReservation = 1,
+    ChargePayment = 1,
+    RefundPayment = 1,
+    OrderPlaced = 1,
+    OrderConfirmed = 1,
+    OrderCancelled = 1,
+    OrderShipped = 1,
+    OrderDelivered = 1
+);

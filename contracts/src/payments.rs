@@ -1,7 +1,6 @@
 //! What the payments service publishes (category `payments`): its answers to the saga's payment
 //! commands.
 
-use mercato_messaging::Event;
 use serde::{Deserialize, Serialize};
 
 use crate::money::Money;
@@ -15,11 +14,6 @@ pub struct PaymentCaptured {
     pub order_id: String,
     pub payment_id: String,
     pub amount: Money,
-}
-
-impl Event for PaymentCaptured {
-    const TYPE: &'static str = "PaymentCaptured";
-    const VERSION: u32 = 1;
 }
 
 /// Why a charge did not happen.
@@ -39,11 +33,6 @@ pub struct PaymentFailed {
     pub reason: PaymentFailure,
 }
 
-impl Event for PaymentFailed {
-    const TYPE: &'static str = "PaymentFailed";
-    const VERSION: u32 = 1;
-}
-
 /// A captured charge was refunded. Stream: the order id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PaymentRefunded {
@@ -52,7 +41,4 @@ pub struct PaymentRefunded {
     pub amount: Money,
 }
 
-impl Event for PaymentRefunded {
-    const TYPE: &'static str = "PaymentRefunded";
-    const VERSION: u32 = 1;
-}
+crate::events!(PaymentCaptured = 1, PaymentFailed = 1, PaymentRefunded = 1);
