@@ -66,15 +66,7 @@ async fn settled(system: &System, token: &str, id: &str) -> Value {
 }
 
 async fn available(system: &System, sku: &str) -> i64 {
-    let product: Value = system
-        .http
-        .get(system.url(&format!("/api/products/{sku}")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let product: Value = system.get_public(&format!("/api/products/{sku}")).await;
     product["available"].as_i64().unwrap()
 }
 
@@ -103,15 +95,7 @@ async fn available_becomes(system: &System, sku: &str, expected: i64) {
 async fn an_order_is_confirmed_the_stock_drops_and_a_confirmation_arrives(backend: TestBackend) {
     let (_fixture, system) = started(backend).await;
     let token = system.customer(&unique_email()).await;
-    let products: Value = system
-        .http
-        .get(system.url("/api/products"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let products: Value = system.get_public("/api/products").await;
     assert!(
         products["items"]
             .as_array()

@@ -41,15 +41,7 @@ async fn a_new_user_registers_logs_in_and_reads_their_profile_through_the_gatewa
     assert_eq!(me["id"], created["id"]);
     assert_eq!(me["roles"], json!(["customer"]));
 
-    let jwks: Value = system
-        .http
-        .get(system.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = system.get_public("/.well-known/jwks.json").await;
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
 
     let metrics = system

@@ -73,15 +73,7 @@ async fn a_rotated_key_signs_new_tokens_while_old_tokens_stay_valid_through_the_
     // The gateway has never seen the new kid: it must fetch the JWKS again rather than refuse.
     assert_eq!(me_status(&system, &new).await, 200);
     assert_eq!(me_status(&system, &old).await, 200);
-    let jwks: Value = system
-        .http
-        .get(system.url("/.well-known/jwks.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks: Value = system.get_public("/.well-known/jwks.json").await;
     let kids: Vec<&str> = jwks["keys"]
         .as_array()
         .unwrap()

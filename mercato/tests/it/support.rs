@@ -101,6 +101,13 @@ impl System {
         response.json().await.unwrap()
     }
 
+    /// `GET path` without a token, which must answer `200`; returns the JSON body.
+    pub async fn get_public(&self, path: &str) -> Value {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        assert_eq!(response.status(), 200, "GET {path}");
+        response.json().await.unwrap()
+    }
+
     /// Registers `email`, logs in, and waits until customers has the profile; returns the token.
     pub async fn customer(&self, email: &str) -> String {
         assert_eq!(register(&self.http, &self.gateway, email).await.status(), 201);
