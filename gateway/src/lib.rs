@@ -7,6 +7,7 @@
 //! - [`rate_limit`]: GCRA per caller (token subject, else client IP) and route class, in this
 //!   process or shared through Redis, with a local fallback while Redis is down.
 //! - [`upstream`]: the instances of each upstream service and the pick among them.
+//! - [`forwarded`]: the client's address, through trusted proxies only.
 //! - [`proxy`]: authenticates, rewrites headers (identity headers are the gateway's alone,
 //!   hop-by-hop headers dropped, `x-forwarded-*` added), streams the body both ways, and turns
 //!   upstream failures into `502`/`504` problems instead of hangs. Order per request:
@@ -20,6 +21,7 @@
 pub mod admin;
 pub mod config;
 pub mod deploy;
+pub mod forwarded;
 pub mod openapi;
 pub mod proxy;
 pub mod rate_limit;

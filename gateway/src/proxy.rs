@@ -22,6 +22,7 @@ use mercato_runtime::{ClientConfig, Problem, auth};
 use mercato_security::Verifier;
 
 use crate::config::{GatewayConfig, RouteAuth};
+use crate::forwarded::TrustedProxies;
 use crate::rate_limit::RateLimiter;
 use crate::rate_limit::gcra::{Decision, ceil_secs};
 use crate::rbac::{self, Rules};
@@ -67,6 +68,7 @@ struct Inner {
     rules: Rules,
     limiter: Option<Arc<RateLimiter>>,
     resilience: Resilience,
+    proxies: TrustedProxies,
     upstream_timeout: Duration,
     body_limit: usize,
 }
@@ -96,6 +98,11 @@ impl Proxy {
         body_limit: usize,
     ) -> Result<Self, StartError> {
         let resilience = Resilience::new(gateway, client, upstreams)?;
+        let proxies =
+            TrustedProxies::parse(&gateway.trusted_proxies).map_err(|(i, message)| StartError::Config {
+                key: format!("gateway.trusted_proxies[{i}]"),
+                message,
+            })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 routes,
@@ -103,6 +110,7 @@ impl Proxy {
                 rules,
                 limiter,
                 resilience,
+                proxies,
                 upstream_timeout: Duration::from_millis(gateway.upstream_timeout_ms),
                 body_limit,
             }),
@@ -165,6 +173,7 @@ async fn forward_to(
     parts.headers.remove(SUBJECT_HEADER);
     parts.headers.remove(ROLES_HEADER);
     parts.headers.remove(deadline::HEADER);
+    let client = inner.proxies.client(peer.ip(), &parts.headers);
     let required_roles = inner.rules.requirements(route, &parts.method, parts.uri.path());
     let needs_token = route.auth == RouteAuth::Required || !required_roles.is_empty();
     // An offered token is verified on public routes too, only to limit its subject rather than
@@ -181,7 +190,7 @@ async fn forward_to(
     // Before the authentication verdict, so that refused tokens are limited (by IP) as well.
     let decision = match &inner.limiter {
         Some(limiter) => {
-            let subject = claims.map_or_else(|| format!("ip:{}", peer.ip()), |c| format!("sub:{}", c.sub));
+            let subject = claims.map_or_else(|| format!("ip:{client}"), |c| format!("sub:{}", c.sub));
             limiter.check(&route.class, &subject).await
         }
         None => None,
@@ -190,6 +199,7 @@ async fn forward_to(
         inner,
         route,
         peer,
+        client,
         parts,
         body,
         needs_token.then_some(authenticated).flatten(),
@@ -209,6 +219,7 @@ async fn admit(
     inner: &Inner,
     route: &crate::routes::Route,
     peer: SocketAddr,
+    client: std::net::IpAddr,
     mut parts: http::request::Parts,
     body: Body,
     authenticated: Option<Result<mercato_security::Claims, Problem>>,
@@ -216,6 +227,7 @@ async fn admit(
     decision: Option<&Decision>,
 ) -> Result<Response, Problem> {
     if let Some(decision) = decision.filter(|d| !d.allowed) {
+        tracing::debug!(%client, class = %route.class, "rate limited");
         return Err(rate_limited(&route.class, decision));
     }
     if let Some(authenticated) = authenticated {
@@ -228,7 +240,8 @@ async fn admit(
             parts.headers.insert(ROLES_HEADER, roles);
         }
     }
-    add_forwarded(&mut parts.headers, peer);
+    inner.proxies.rewrite(&mut parts.headers, peer);
+    add_forwarded(&mut parts.headers);
 
     // The transport adds the instance, picked per attempt.
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -332,18 +345,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
-    let mut hops: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    hops.push(&ip);
-    let chain = hops.join(", ");
-    if let Ok(value) = HeaderValue::from_str(&chain) {
-        headers.insert("x-forwarded-for", value);
-    }
+fn add_forwarded(headers: &mut HeaderMap) {
     if let Some(host) = headers.remove(header::HOST) {
         headers.insert("x-forwarded-host", host);
     }
@@ -372,12 +374,13 @@ mod tests {
     }
 
     #[test]
-    fn every_x_forwarded_for_header_is_kept() {
+    fn the_host_becomes_x_forwarded_host() {
         let mut h = HeaderMap::new();
-        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
-        add_forwarded(&mut h, "127.0.0.1:5000".parse().unwrap());
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
+        h.insert(header::HOST, HeaderValue::from_static("shop.example"));
+        add_forwarded(&mut h);
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert!(h.get(header::HOST).is_none());
     }
 
     #[test]
@@ -394,16 +397,5 @@ mod tests {
         assert!(h.get("x-secret-hop").is_none());
         assert!(h.get(header::TRANSFER_ENCODING).is_none());
         assert!(h.get("x-kept").is_some());
-    }
-
-    #[test]
-    fn the_peer_is_appended_to_x_forwarded_for() {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        h.insert(header::HOST, HeaderValue::from_static("shop.example"));
-        add_forwarded(&mut h, "127.0.0.1:5000".parse().unwrap());
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert_eq!(h["x-forwarded-host"], "shop.example");
-        assert!(h.get(header::HOST).is_none());
     }
 }

@@ -50,6 +50,9 @@ pub struct GatewayConfig {
     pub jwks_max_age_secs: u64,
     /// Fetches caused by unknown `kid`s are at most this frequent.
     pub jwks_min_refresh_interval_ms: u64,
+    /// Networks (`10.0.0.0/8`, or one address) whose `Forwarded` and `X-Forwarded-For` are
+    /// believed; from any other peer the peer's address is the client's.
+    pub trusted_proxies: Vec<String>,
     pub routes: Vec<RouteConfig>,
     /// Role requirements scoped by path pattern and method, on top of the routes' own.
     pub rules: Vec<RuleConfig>,
@@ -75,6 +78,7 @@ impl Default for GatewayConfig {
             pool_max_idle_per_host: 64,
             jwks_max_age_secs: 300,
             jwks_min_refresh_interval_ms: 1_000,
+            trusted_proxies: Vec::new(),
             routes: vec![
                 RouteConfig::new("/api/identity/register", "identity", Public).with_rate_class("auth"),
                 RouteConfig::new("/api/identity/token", "identity", Public).with_rate_class("auth"),
@@ -113,6 +117,9 @@ impl GatewayConfig {
         }
         if self.upstream_timeout_ms == 0 {
             return Some(("upstream_timeout_ms".into(), "must be greater than 0".into()));
+        }
+        if let Err((i, message)) = crate::forwarded::TrustedProxies::parse(&self.trusted_proxies) {
+            return Some((format!("trusted_proxies[{i}]"), message));
         }
         for (i, route) in self.routes.iter().enumerate() {
             if !route.prefix.starts_with('/') {

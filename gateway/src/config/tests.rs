@@ -113,3 +113,12 @@ fn a_zero_rate_is_refused_by_key() {
         "rate_limit.classes.auth.rate_per_second"
     );
 }
+
+#[test]
+fn a_trusted_proxy_that_is_not_a_network_is_refused_by_key() {
+    let config = GatewayConfig {
+        trusted_proxies: vec!["10.0.0.0/8".into(), "10.0.0.0/40".into()],
+        ..GatewayConfig::default()
+    };
+    assert_eq!(config.invalid_setting().unwrap().0, "trusted_proxies[1]");
+}

@@ -14,6 +14,7 @@
 //! - `balancing`: P2C and round robin, ejection by an instance's breaker, active health checks,
 //!   the bulkhead, and the admin API for instances.
 //! - `blue_green`: switches and weight splits under load, with automatic rollback.
+//! - `trusted_proxies`: whose `X-Forwarded-For`/`Forwarded` is believed, for limits and upstreams.
 //! - `resilience`: the circuit breaker per instance, retries of idempotent requests, per-route
 //!   timeouts and the deadline sent upstream.
 
@@ -28,4 +29,5 @@ mod rbac;
 mod resilience;
 mod routing;
 mod support;
+mod trusted_proxies;
 mod upstream_faults;
