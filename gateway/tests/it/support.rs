@@ -317,6 +317,16 @@ pub fn small_breaker(wait_ms: u64) -> mercato_gateway::CircuitBreakerSettings {
 }
 
 /// A client that talks to loopback directly and never waits forever.
+/// A client whose connections come from `ip` (any 127.0.0.0/8 address reaches the gateway).
+pub fn client_from(ip: std::net::Ipv4Addr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(PATIENCE)
+        .local_address(std::net::IpAddr::V4(ip))
+        .build()
+        .unwrap()
+}
+
 pub fn test_client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()

@@ -2,11 +2,11 @@
 //! forged `X-Forwarded-For` neither reaches an upstream nor escapes a rate limit.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 
 use mercato_gateway::{Config, RateClassConfig};
 
-use crate::support::{PATIENCE, TestGateway, echoed, expect_problem, seen_header, spawn_gateway_with};
+use crate::support::{TestGateway, client_from, echoed, expect_problem, seen_header, spawn_gateway_with};
 
 /// One request per address at a time, so a second request from one client is refused.
 fn one_per_client(config: &mut Config, trusted: &[&str]) {
@@ -32,15 +32,6 @@ async fn status(gateway: &TestGateway, client: &reqwest::Client, header: (&str, 
         expect_problem(response, 429, "rate-limited").await;
     }
     status
-}
-
-fn client_from(ip: Ipv4Addr) -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(PATIENCE)
-        .local_address(IpAddr::V4(ip))
-        .build()
-        .unwrap()
 }
 
 #[tokio::test]
