@@ -7,6 +7,8 @@
 //! - [`rate_limit`]: GCRA per caller (token subject, else client IP) and route class, in this
 //!   process or shared through Redis, with a local fallback while Redis is down.
 //! - [`upstream`]: the instances of each upstream service and the pick among them.
+//! - [`edge`]: client connections under the edge's limits (slow heads and bodies, header caps,
+//!   HTTP/2 resets).
 //! - [`forwarded`]: the client's address, through trusted proxies only.
 //! - [`proxy`]: authenticates, rewrites headers (identity headers are the gateway's alone,
 //!   hop-by-hop headers dropped, `x-forwarded-*` added), streams the body both ways, and turns
@@ -21,6 +23,7 @@
 pub mod admin;
 pub mod config;
 pub mod deploy;
+pub mod edge;
 pub mod forwarded;
 pub mod openapi;
 pub mod proxy;
@@ -87,6 +90,8 @@ pub enum StartError {
 pub struct App {
     server: Server,
     checker: HealthChecker,
+    http: HttpConfig,
+    edge: config::EdgeConfig,
 }
 
 /// Checks the routes against the upstreams and binds the listener.
@@ -197,7 +202,12 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
             addr: config.listen,
             source,
         })?;
-    Ok(App { server, checker })
+    Ok(App {
+        server,
+        checker,
+        http,
+        edge: config.gateway.edge.clone(),
+    })
 }
 
 impl App {
@@ -218,7 +228,8 @@ impl App {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let checks_stop = shutdown.child_token();
         let checks = tokio::spawn(self.checker.run(checks_stop.clone()));
-        let served = self.server.run_until_stopped(shutdown).await;
+        let (listener, app, readiness) = self.server.into_parts();
+        let served = edge::serve(listener, app, readiness, &self.http, &self.edge, shutdown).await;
         // The server can also end on its own (an I/O error); the checks end with it.
         checks_stop.cancel();
         let _ = checks.await;

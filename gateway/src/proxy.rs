@@ -22,6 +22,7 @@ use mercato_runtime::{ClientConfig, Problem, auth};
 use mercato_security::Verifier;
 
 use crate::config::{GatewayConfig, RouteAuth};
+use crate::edge::{ClientBodyError, IdleBody};
 use crate::forwarded::TrustedProxies;
 use crate::rate_limit::RateLimiter;
 use crate::rate_limit::gcra::{Decision, ceil_secs};
@@ -71,6 +72,7 @@ struct Inner {
     proxies: TrustedProxies,
     upstream_timeout: Duration,
     body_limit: usize,
+    body_idle_timeout: Duration,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -113,6 +115,7 @@ impl Proxy {
                 proxies,
                 upstream_timeout: Duration::from_millis(gateway.upstream_timeout_ms),
                 body_limit,
+                body_idle_timeout: Duration::from_millis(gateway.edge.body_idle_timeout_ms),
             }),
         })
     }
@@ -251,7 +254,10 @@ async fn admit(
         .map_err(|_| Problem::bad_request("the request path is invalid"))?;
     parts.version = Version::HTTP_11;
 
-    let body = Body::new(Limited::new(body, inner.body_limit));
+    let body = Body::new(Limited::new(
+        IdleBody::new(body, inner.body_idle_timeout),
+        inner.body_limit,
+    ));
     let timeout = route.timeout.unwrap_or(inner.upstream_timeout);
     // The whole exchange, retries included, ends by the deadline; the upstream learns it from
     // `x-request-deadline-ms`.
@@ -320,6 +326,23 @@ fn upstream_failure(upstream: &str, error: &hyper_util::client::legacy::Error) -
                 "payload-too-large",
                 "Request body too large",
             );
+        }
+        // The client's fault, not the upstream's; the connection cannot carry another request.
+        match e.downcast_ref::<ClientBodyError>() {
+            Some(ClientBodyError::Idle(_)) => {
+                return Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request-timeout",
+                    "Request body too slow",
+                )
+                .with_detail(e.to_string())
+                .with_header(header::CONNECTION, "close");
+            }
+            Some(ClientBodyError::Broken(_)) => {
+                return Problem::bad_request("the request body is malformed or incomplete")
+                    .with_header(header::CONNECTION, "close");
+            }
+            None => {}
         }
         source = e.source();
     }

@@ -17,9 +17,11 @@
 //! route's `timeout_ms` overrides `upstream_timeout_ms`; either bounds the whole upstream
 //! exchange, retries included, and reaches the upstream as `x-request-deadline-ms`.
 //!
-//! Layout: [`routes`] (routes and role rules), [`rate_limit`] (rate classes and their backend),
-//! [`upstreams`] (the guards of upstream calls, balancing, health checks, instance groups).
+//! Layout: `edge` (limits on client connections), `routes` (routes and role rules),
+//! `rate_limit` (rate classes and their backend), `upstreams` (the guards of upstream calls,
+//! balancing, health checks, instance groups).
 
+mod edge;
 mod rate_limit;
 mod routes;
 mod upstreams;
@@ -28,6 +30,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use edge::EdgeConfig;
 pub use rate_limit::{DEFAULT_CLASS, RateClassConfig, RateLimitBackend, RateLimitConfig};
 pub use routes::{RouteAuth, RouteConfig, RuleConfig};
 pub use upstreams::{
@@ -53,6 +56,7 @@ pub struct GatewayConfig {
     /// Networks (`10.0.0.0/8`, or one address) whose `Forwarded` and `X-Forwarded-For` are
     /// believed; from any other peer the peer's address is the client's.
     pub trusted_proxies: Vec<String>,
+    pub edge: EdgeConfig,
     pub routes: Vec<RouteConfig>,
     /// Role requirements scoped by path pattern and method, on top of the routes' own.
     pub rules: Vec<RuleConfig>,
@@ -79,6 +83,7 @@ impl Default for GatewayConfig {
             jwks_max_age_secs: 300,
             jwks_min_refresh_interval_ms: 1_000,
             trusted_proxies: Vec::new(),
+            edge: EdgeConfig::default(),
             routes: vec![
                 RouteConfig::new("/api/identity/register", "identity", Public).with_rate_class("auth"),
                 RouteConfig::new("/api/identity/token", "identity", Public).with_rate_class("auth"),
@@ -189,6 +194,7 @@ impl GatewayConfig {
         }
         self.health_check
             .invalid_setting()
+            .or_else(|| self.edge.invalid_setting())
             .or_else(|| self.rate_limit.invalid_setting())
     }
 }

@@ -4,6 +4,8 @@
 //! - `support`: `spawn_gateway()`, the JWKS server, the echoing upstreams, token helpers.
 //! - `routing`: prefixes, path and query preservation, the gateway's own endpoints, metrics.
 //! - `auth`: bearer tokens on authenticated routes and every way a token is refused.
+//! - `edge`: protocol abuse over raw TCP: smuggling forms, slow heads and bodies, header limits,
+//!   HTTP/2 rapid reset.
 //! - `headers`: identity headers, `x-forwarded-*`, correlation ids, hop-by-hop headers.
 //! - `jwks`: key rotation, bounded refetches, an unreachable key set.
 //! - `rbac`: route roles and method/path rules: 401 without a token, 403 without the role.
@@ -21,6 +23,7 @@
 mod auth;
 mod balancing;
 mod blue_green;
+mod edge;
 mod headers;
 mod instances;
 mod jwks;

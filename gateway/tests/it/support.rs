@@ -202,6 +202,9 @@ pub struct TestGateway {
     pub signer: SigningKey,
     pub echo: Upstream,
     pub other: Upstream,
+    /// Cancelling it shuts the gateway down; `server` then ends.
+    pub shutdown: CancellationToken,
+    pub server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 /// A gateway with [`standard_routes`] and default settings.
@@ -250,7 +253,8 @@ pub async fn spawn_gateway_with_clock(
         .expect("the test gateway builds");
     let addr = app.local_addr();
     // The server task ends with the test's runtime; nothing needs to stop it earlier.
-    tokio::spawn(app.run_until_stopped(CancellationToken::new()));
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestGateway {
         addr,
         http: test_client(),
@@ -258,6 +262,8 @@ pub async fn spawn_gateway_with_clock(
         signer,
         echo,
         other,
+        shutdown,
+        server,
     }
 }
 
