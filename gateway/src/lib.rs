@@ -10,6 +10,8 @@
 //! - [`edge`]: client connections under the edge's limits (slow heads and bodies, header caps,
 //!   HTTP/2 resets).
 //! - [`forwarded`]: the client's address, through trusted proxies only.
+//! - [`preauth`]: failed authentications rationed per client address, and a screen that refuses
+//!   impossible tokens before any decoding.
 //! - [`proxy`]: authenticates, rewrites headers (identity headers are the gateway's alone,
 //!   hop-by-hop headers dropped, `x-forwarded-*` added), streams the body both ways, and turns
 //!   upstream failures into `502`/`504` problems instead of hangs. Order per request:
@@ -26,6 +28,7 @@ pub mod deploy;
 pub mod edge;
 pub mod forwarded;
 pub mod openapi;
+pub mod preauth;
 pub mod proxy;
 pub mod rate_limit;
 pub mod rbac;
@@ -102,7 +105,7 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
     build_with_clock(config, Arc::new(SystemClock)).await
 }
 
-/// [`build`], with the rate limiter reading `clock` (tests drive time with a [`ManualClock`]).
+/// [`build`], with the rate limiter and the failure counts reading `clock` (tests drive time with a [`ManualClock`]).
 ///
 /// # Errors
 /// See [`StartError`].
@@ -117,6 +120,11 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     let upstreams = upstream::Upstreams::new(&config.upstreams, &config.gateway, &mut registry)?;
     let table = routes::RouteTable::new(&config.gateway.routes, |name| upstreams.get(name).is_some())?;
     let rules = rbac::Rules::new(&config.gateway.rules)?;
+    let preauth = config
+        .gateway
+        .preauth
+        .enabled
+        .then(|| preauth::Preauth::new(&config.gateway.preauth, Arc::clone(&clock), &mut registry));
     let limiter = if config.gateway.rate_limit.enabled {
         Some(Arc::new(rate_limit::RateLimiter::new(
             &config.gateway.rate_limit,
@@ -153,6 +161,7 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         verifier,
         rules,
         limiter.clone(),
+        preauth,
         &config.gateway,
         client,
         config.http.body_limit_bytes,

@@ -1,6 +1,6 @@
 //! Forwarding a request to its upstream.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,11 +19,12 @@ use mercato_resilience::{Deadline, ResilienceError, deadline};
 use mercato_runtime::correlation::{self, CorrelationId};
 use mercato_runtime::observe::{RouteLabel, UNMATCHED};
 use mercato_runtime::{ClientConfig, Problem, auth};
-use mercato_security::Verifier;
+use mercato_security::{TokenError, Verifier};
 
 use crate::config::{GatewayConfig, RouteAuth};
 use crate::edge::{ClientBodyError, IdleBody};
 use crate::forwarded::TrustedProxies;
+use crate::preauth::Preauth;
 use crate::rate_limit::RateLimiter;
 use crate::rate_limit::gcra::{Decision, ceil_secs};
 use crate::rbac::{self, Rules};
@@ -68,6 +69,7 @@ struct Inner {
     verifier: Verifier,
     rules: Rules,
     limiter: Option<Arc<RateLimiter>>,
+    preauth: Option<Preauth>,
     resilience: Resilience,
     proxies: TrustedProxies,
     upstream_timeout: Duration,
@@ -95,6 +97,7 @@ impl Proxy {
         verifier: Verifier,
         rules: Rules,
         limiter: Option<Arc<RateLimiter>>,
+        preauth: Option<Preauth>,
         gateway: &GatewayConfig,
         client: Client<HttpConnector, Body>,
         body_limit: usize,
@@ -111,6 +114,7 @@ impl Proxy {
                 verifier,
                 rules,
                 limiter,
+                preauth,
                 resilience,
                 proxies,
                 upstream_timeout: Duration::from_millis(gateway.upstream_timeout_ms),
@@ -181,8 +185,9 @@ async fn forward_to(
     let needs_token = route.auth == RouteAuth::Required || !required_roles.is_empty();
     // An offered token is verified on public routes too, only to limit its subject rather than
     // its IP; a bad one there is ignored as before.
-    let authenticated = if needs_token || parts.headers.contains_key(header::AUTHORIZATION) {
-        Some(auth::authenticate(&inner.verifier, &parts.headers).await)
+    let offered = parts.headers.contains_key(header::AUTHORIZATION);
+    let authenticated = if needs_token || offered {
+        authenticate(inner, client, &parts.headers, needs_token).await
     } else {
         None
     };
@@ -217,12 +222,65 @@ async fn forward_to(
     response
 }
 
+/// Verifies the request's token unless its address has failed too often (then `429` where a
+/// token is needed, and no verification where it is not); counts the failures.
+async fn authenticate(
+    inner: &Inner,
+    client: IpAddr,
+    headers: &HeaderMap,
+    needs_token: bool,
+) -> Option<Result<mercato_security::Claims, Problem>> {
+    let Some(preauth) = &inner.preauth else {
+        return Some(auth::authenticate(&inner.verifier, headers).await);
+    };
+    if let Err(retry_after) = preauth.admit(client) {
+        return needs_token.then(|| Err(too_many_failures(retry_after)));
+    }
+    let token = match auth::bearer_token(headers) {
+        Ok(Some(token)) => token,
+        Ok(None) => {
+            return Some(Err(Problem::unauthorized(
+                "this resource needs a bearer token",
+                false,
+            )));
+        }
+        Err(problem) => {
+            preauth.failed(client);
+            return Some(Err(problem));
+        }
+    };
+    if !preauth.screen(token) {
+        preauth.failed(client);
+        return Some(Err(auth::token_problem(&TokenError::Malformed)));
+    }
+    let verified = inner.verifier.verify(token).await;
+    Some(verified.map_err(|error| {
+        if !error.is_transient() {
+            preauth.failed(client);
+        }
+        auth::token_problem(&error)
+    }))
+}
+
+fn too_many_failures(retry_after: Duration) -> Problem {
+    let retry_after = ceil_secs(retry_after).max(1);
+    Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too-many-failed-authentications",
+        "Too many failed authentications",
+    )
+    .with_detail(format!(
+        "too many bad tokens came from this address; retry in {retry_after} s"
+    ))
+    .with_header(header::RETRY_AFTER, &retry_after.to_string())
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn admit(
     inner: &Inner,
     route: &crate::routes::Route,
     peer: SocketAddr,
-    client: std::net::IpAddr,
+    client: IpAddr,
     mut parts: http::request::Parts,
     body: Body,
     authenticated: Option<Result<mercato_security::Claims, Problem>>,

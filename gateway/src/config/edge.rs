@@ -1,4 +1,5 @@
-//! `[gateway.edge]`: what a client connection may cost the gateway before a request is routed.
+//! `[gateway.edge]` and `[gateway.preauth]`: what a client connection, and a client's bad
+//! tokens, may cost the gateway before a request is routed.
 
 use serde::{Deserialize, Serialize};
 
@@ -66,6 +67,52 @@ impl EdgeConfig {
         }
         if self.max_header_bytes < 8192 {
             return Some((key("max_header_bytes"), "must be at least 8192".into()));
+        }
+        None
+    }
+}
+
+/// `[gateway.preauth]`: failed authentications allowed per client address before its requests
+/// that need a token are refused without checking it (see [`crate::preauth`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreauthConfig {
+    pub enabled: bool,
+    /// Failures an address may add per minute once its burst is used.
+    pub failures_per_minute: u32,
+    pub failure_burst: u32,
+    /// Longer bearer tokens are refused unread.
+    pub max_token_bytes: usize,
+    /// Most addresses counted at once; idle ones are forgotten first.
+    pub max_addresses: usize,
+}
+
+impl Default for PreauthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            failures_per_minute: 60,
+            failure_burst: 20,
+            max_token_bytes: 4096,
+            max_addresses: 100_000,
+        }
+    }
+}
+
+impl PreauthConfig {
+    pub(super) fn invalid_setting(&self) -> Option<(String, String)> {
+        if !self.enabled {
+            return None;
+        }
+        for (name, value) in [
+            ("failures_per_minute", u64::from(self.failures_per_minute)),
+            ("failure_burst", u64::from(self.failure_burst)),
+            ("max_token_bytes", self.max_token_bytes as u64),
+            ("max_addresses", self.max_addresses as u64),
+        ] {
+            if value == 0 {
+                return Some((format!("preauth.{name}"), "must be greater than 0".into()));
+            }
         }
         None
     }

@@ -30,7 +30,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use edge::EdgeConfig;
+pub use edge::{EdgeConfig, PreauthConfig};
 pub use rate_limit::{DEFAULT_CLASS, RateClassConfig, RateLimitBackend, RateLimitConfig};
 pub use routes::{RouteAuth, RouteConfig, RuleConfig};
 pub use upstreams::{
@@ -57,6 +57,7 @@ pub struct GatewayConfig {
     /// believed; from any other peer the peer's address is the client's.
     pub trusted_proxies: Vec<String>,
     pub edge: EdgeConfig,
+    pub preauth: PreauthConfig,
     pub routes: Vec<RouteConfig>,
     /// Role requirements scoped by path pattern and method, on top of the routes' own.
     pub rules: Vec<RuleConfig>,
@@ -84,6 +85,7 @@ impl Default for GatewayConfig {
             jwks_min_refresh_interval_ms: 1_000,
             trusted_proxies: Vec::new(),
             edge: EdgeConfig::default(),
+            preauth: PreauthConfig::default(),
             routes: vec![
                 RouteConfig::new("/api/identity/register", "identity", Public).with_rate_class("auth"),
                 RouteConfig::new("/api/identity/token", "identity", Public).with_rate_class("auth"),
@@ -195,6 +197,7 @@ impl GatewayConfig {
         self.health_check
             .invalid_setting()
             .or_else(|| self.edge.invalid_setting())
+            .or_else(|| self.preauth.invalid_setting())
             .or_else(|| self.rate_limit.invalid_setting())
     }
 }

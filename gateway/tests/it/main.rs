@@ -8,6 +8,7 @@
 //!   HTTP/2 rapid reset.
 //! - `headers`: identity headers, `x-forwarded-*`, correlation ids, hop-by-hop headers.
 //! - `jwks`: key rotation, bounded refetches, an unreachable key set.
+//! - `preauth`: forged-token floods: failures counted per address, refused before any check.
 //! - `rbac`: route roles and method/path rules: 401 without a token, 403 without the role.
 //! - `rate_limit`: GCRA per subject or IP and route class, on a manual clock; the Redis suite
 //!   (`rate_limit::redis::`) needs Redis at 127.0.0.1:6379.
@@ -27,6 +28,7 @@ mod edge;
 mod headers;
 mod instances;
 mod jwks;
+mod preauth;
 mod rate_limit;
 mod rbac;
 mod resilience;
