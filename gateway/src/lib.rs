@@ -32,6 +32,7 @@ pub mod preauth;
 pub mod proxy;
 pub mod rate_limit;
 pub mod rbac;
+mod redis_connection;
 pub mod resilience;
 pub mod routes;
 pub mod upstream;
@@ -45,9 +46,9 @@ use mercato_runtime::{CancellationToken, ClientConfig, HttpConfig, Readiness, Re
 use mercato_security::{JwksClient, JwksClientConfig, Verifier, VerifierConfig};
 
 pub use config::{
-    BalancingPolicy, BulkheadSettings, CircuitBreakerSettings, GatewayConfig, HealthCheckConfig,
-    LoadBalancingConfig, RateClassConfig, RateLimitBackend, RateLimitConfig, RetrySettings, RouteAuth,
-    RouteConfig, RuleConfig, UpstreamSettings,
+    AdminStateBackend, AdminStateConfig, BalancingPolicy, BulkheadSettings, CircuitBreakerSettings,
+    GatewayConfig, HealthCheckConfig, LoadBalancingConfig, RateClassConfig, RateLimitBackend,
+    RateLimitConfig, RetrySettings, RouteAuth, RouteConfig, RuleConfig, UpstreamSettings,
 };
 pub use rate_limit::{Clock, LimiterHealth, ManualClock, SystemClock};
 pub use upstream::Group;
@@ -93,6 +94,8 @@ pub enum StartError {
 pub struct App {
     server: Server,
     checker: HealthChecker,
+    store: Arc<upstream::shared::StateStore>,
+    syncing: upstream::Upstreams,
     http: HttpConfig,
     edge: config::EdgeConfig,
 }
@@ -154,7 +157,26 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         client.clone(),
         config.gateway.health_check.clone(),
     );
-    let admin = admin::router(upstreams.clone(), verifier.clone(), checker.clone());
+    let store = Arc::new(
+        upstream::shared::StateStore::new(&config.gateway.admin_state).map_err(|message| {
+            StartError::Config {
+                key: "gateway.admin_state.redis_url".into(),
+                message,
+            }
+        })?,
+    );
+    // The stored state wins over the configuration; a store that cannot be read yet is retried
+    // by the sync loop.
+    if let Err(error) = store.sync(&upstreams).await {
+        tracing::warn!(%error, "cannot read the admin state at start; starting from the configuration");
+    }
+    let admin = admin::router(
+        upstreams.clone(),
+        verifier.clone(),
+        checker.clone(),
+        Arc::clone(&store),
+    );
+    let syncing = upstreams.clone();
     let proxy = proxy::Proxy::new(
         table,
         upstreams,
@@ -214,6 +236,8 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     Ok(App {
         server,
         checker,
+        store,
+        syncing,
         http,
         edge: config.gateway.edge.clone(),
     })
@@ -237,11 +261,13 @@ impl App {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let checks_stop = shutdown.child_token();
         let checks = tokio::spawn(self.checker.run(checks_stop.clone()));
+        let sync = tokio::spawn(self.store.run(self.syncing, checks_stop.clone()));
         let (listener, app, readiness) = self.server.into_parts();
         let served = edge::serve(listener, app, readiness, &self.http, &self.edge, shutdown).await;
         // The server can also end on its own (an I/O error); the checks end with it.
         checks_stop.cancel();
         let _ = checks.await;
+        let _ = sync.await;
         served
     }
 }

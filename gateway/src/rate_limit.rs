@@ -282,23 +282,9 @@ struct RedisLimiter {
 }
 
 impl RedisLimiter {
-    async fn connection(&self) -> Result<redis::aio::ConnectionManager, RedisFailure> {
-        let mut slot = self.connection.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
-            .set_number_of_retries(1);
-        let c = redis::aio::ConnectionManager::new_with_config(self.client.clone(), config).await?;
-        *slot = Some(c.clone());
-        Ok(c)
-    }
-
     async fn check(&self, key: &str, now_us: u64, quota: Quota) -> Result<Decision, RedisFailure> {
         let run = async {
-            let mut c = self.connection().await?;
+            let mut c = crate::redis_connection::get(&self.client, &self.connection, self.timeout).await?;
             let stored: i64 = self
                 .script
                 .key(format!("{}:{key}", self.prefix))

@@ -34,8 +34,8 @@ pub use edge::{EdgeConfig, PreauthConfig};
 pub use rate_limit::{DEFAULT_CLASS, RateClassConfig, RateLimitBackend, RateLimitConfig};
 pub use routes::{RouteAuth, RouteConfig, RuleConfig};
 pub use upstreams::{
-    BalancingPolicy, BulkheadSettings, CircuitBreakerSettings, HealthCheckConfig, LoadBalancingConfig,
-    RetrySettings, UpstreamSettings,
+    AdminStateBackend, AdminStateConfig, BalancingPolicy, BulkheadSettings, CircuitBreakerSettings,
+    HealthCheckConfig, LoadBalancingConfig, RetrySettings, UpstreamSettings,
 };
 use upstreams::{
     breaker_over_defaults, bulkhead_over_defaults, default_breaker, default_bulkhead, default_retry,
@@ -72,6 +72,8 @@ pub struct GatewayConfig {
     pub health_check: HealthCheckConfig,
     /// Per-upstream instance groups, overriding the instances the gateway is started with.
     pub upstreams: BTreeMap<String, UpstreamSettings>,
+    /// Where admin changes to the upstreams are kept and shared between gateways.
+    pub admin_state: AdminStateConfig,
 }
 
 impl Default for GatewayConfig {
@@ -111,6 +113,7 @@ impl Default for GatewayConfig {
             load_balancing: LoadBalancingConfig::default(),
             health_check: HealthCheckConfig::default(),
             upstreams: BTreeMap::new(),
+            admin_state: AdminStateConfig::default(),
         }
     }
 }
@@ -198,6 +201,7 @@ impl GatewayConfig {
             .invalid_setting()
             .or_else(|| self.edge.invalid_setting())
             .or_else(|| self.preauth.invalid_setting())
+            .or_else(|| self.admin_state.invalid_setting())
             .or_else(|| self.rate_limit.invalid_setting())
     }
 }

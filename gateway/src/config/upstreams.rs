@@ -185,3 +185,62 @@ impl Default for UpstreamSettings {
         }
     }
 }
+
+/// Where the admin API's changes (instances, splits) are kept and shared.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AdminStateBackend {
+    /// In this process only: a restart goes back to the configuration.
+    #[default]
+    Memory,
+    /// A JSON file (`path`): survives restarts; gateways on one machine share it.
+    File,
+    /// A Redis hash (`redis_url`, `key_prefix`): every gateway shares it.
+    Redis,
+}
+
+/// `[gateway.admin_state]`: see [`crate::upstream::shared`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminStateConfig {
+    pub backend: AdminStateBackend,
+    pub path: String,
+    pub redis_url: String,
+    pub key_prefix: String,
+    pub redis_timeout_ms: u64,
+    /// How often every gateway reads the store for changes made elsewhere.
+    pub sync_interval_ms: u64,
+}
+
+impl Default for AdminStateConfig {
+    fn default() -> Self {
+        Self {
+            backend: AdminStateBackend::Memory,
+            path: ".mercato/gateway-admin.json".into(),
+            redis_url: "redis://127.0.0.1:6379".into(),
+            key_prefix: "mercato:gateway:".into(),
+            redis_timeout_ms: 500,
+            sync_interval_ms: 1_000,
+        }
+    }
+}
+
+impl AdminStateConfig {
+    pub(super) fn invalid_setting(&self) -> Option<(String, String)> {
+        let key = |k: &str| format!("admin_state.{k}");
+        match self.backend {
+            AdminStateBackend::Memory => return None,
+            AdminStateBackend::File if self.path.is_empty() => {
+                return Some((key("path"), "must name a file".into()));
+            }
+            AdminStateBackend::Redis if !self.redis_url.starts_with("redis://") => {
+                return Some((key("redis_url"), "must be a redis:// URL".into()));
+            }
+            AdminStateBackend::Redis if self.redis_timeout_ms == 0 => {
+                return Some((key("redis_timeout_ms"), "must be greater than 0".into()));
+            }
+            _ => {}
+        }
+        (self.sync_interval_ms == 0).then(|| (key("sync_interval_ms"), "must be greater than 0".into()))
+    }
+}

@@ -6,7 +6,8 @@ use std::sync::{Arc, PoisonError};
 
 use http::Uri;
 
-use super::{Group, InstanceView, Upstream, UpstreamView, Upstreams};
+use super::shared::UpstreamState;
+use super::{Group, Instance, InstanceView, Upstream, UpstreamView, Upstreams};
 
 /// Why an instance list could not change.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -142,6 +143,74 @@ impl Upstreams {
             "green share changed"
         );
         Ok(self.view(upstream))
+    }
+
+    /// The upstream's admin state now.
+    #[must_use]
+    pub fn state(&self, name: &str) -> Option<UpstreamState> {
+        let upstream = self.map.get(name)?;
+        let urls = |g: Group| upstream.instances(g).iter().map(|i| i.url().to_owned()).collect();
+        Some(UpstreamState {
+            blue: urls(Group::Blue),
+            green: urls(Group::Green),
+            green_percent: upstream.green_percent.load(Ordering::SeqCst),
+        })
+    }
+
+    /// Makes the upstream's instances and split `state`, keeping the instances that stay;
+    /// `Ok(false)` when it already was.
+    ///
+    /// # Errors
+    /// An unknown upstream, a bad URL, or a state that leaves a group with traffic empty.
+    pub fn apply(&self, name: &str, state: &UpstreamState) -> Result<bool, ChangeError> {
+        let upstream = self.upstream_or_not_found(name, "")?;
+        if self.state(name).as_ref() == Some(state) {
+            return Ok(false);
+        }
+        let green_percent = state.green_percent.min(100);
+        for (group, urls, share) in [
+            (Group::Blue, &state.blue, 100 - green_percent),
+            (Group::Green, &state.green, green_percent),
+        ] {
+            if share > 0 && urls.is_empty() {
+                return Err(ChangeError::WouldEmpty {
+                    upstream: name.to_owned(),
+                    group: group.as_str(),
+                });
+            }
+        }
+        let existing: Vec<Arc<Instance>> = [Group::Blue, Group::Green]
+            .iter()
+            .flat_map(|g| upstream.instances(*g).iter().cloned().collect::<Vec<_>>())
+            .collect();
+        let mut next = [Vec::new(), Vec::new()];
+        for (group, urls) in [(Group::Blue, &state.blue), (Group::Green, &state.green)] {
+            for url in urls {
+                let uri = parse_instance(url).map_err(ChangeError::InvalidUrl)?;
+                let wanted = url.trim_end_matches('/');
+                let instance = match existing.iter().find(|i| i.url() == wanted) {
+                    Some(kept) => Arc::clone(kept),
+                    None => self
+                        .instance(name, uri)
+                        .map_err(|e| ChangeError::InvalidUrl(e.to_string()))?,
+                };
+                next[group.index()].push(instance);
+            }
+        }
+        for gone in existing
+            .iter()
+            .filter(|i| next.iter().flatten().all(|n| n.url() != i.url()))
+        {
+            self.metrics.forget_instance(name, gone.url());
+        }
+        for (group, instances) in [Group::Blue, Group::Green].into_iter().zip(next) {
+            *upstream.groups[group.index()]
+                .write()
+                .unwrap_or_else(PoisonError::into_inner) = Arc::new(instances);
+        }
+        upstream.green_percent.store(green_percent, Ordering::SeqCst);
+        self.metrics.set_green_percent(name, green_percent);
+        Ok(true)
     }
 
     fn upstream_or_not_found(&self, name: &str, url: &str) -> Result<&Arc<Upstream>, ChangeError> {

@@ -7,6 +7,7 @@
 //! - [`health`]: the active checks against every instance's `/ready`.
 //! - [`pick`]: the choice of group and instance for an attempt, and its outcome's record.
 //! - [`changes`]: instances added and removed and the split moved at run time.
+//! - [`shared`]: the admin state kept in a file or Redis, shared by every gateway.
 //! - `metrics`: instance health, attempts per group by outcome, the green share.
 //!
 //! An attempt first picks the group (`green_percent` of requests go to green), then tries the
@@ -22,6 +23,7 @@ pub mod health;
 pub mod instance;
 mod metrics;
 pub mod pick;
+pub mod shared;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};

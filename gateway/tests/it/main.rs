@@ -2,6 +2,7 @@
 //! server and real upstreams behind it, driven over HTTP.
 //!
 //! - `support`: `spawn_gateway()`, the JWKS server, the echoing upstreams, token helpers.
+//! - `admin_state`: admin changes kept in a file or shared through Redis (`admin_state::redis::`).
 //! - `routing`: prefixes, path and query preservation, the gateway's own endpoints, metrics.
 //! - `auth`: bearer tokens on authenticated routes and every way a token is refused.
 //! - `edge`: protocol abuse over raw TCP: smuggling forms, slow heads and bodies, header limits,
@@ -21,6 +22,7 @@
 //! - `resilience`: the circuit breaker per instance, retries of idempotent requests, per-route
 //!   timeouts and the deadline sent upstream.
 
+mod admin_state;
 mod auth;
 mod balancing;
 mod blue_green;
