@@ -17,11 +17,13 @@
 //!   upstream failures into `502`/`504` problems instead of hangs. Order per request:
 //!   authenticate (when the route or a rule needs it, or a token is offered), rate-limit, check
 //!   roles, forward.
+//! - [`adaptive`]: a concurrency limit per upstream that follows its latency; excess is shed.
 //! - [`resilience`]: the upstream call itself: a circuit breaker per upstream (`503` with
 //!   `Retry-After` while open), retries of idempotent body-less requests under a budget, and the
 //!   route's timeout as a deadline sent on in `x-request-deadline-ms`.
 #![forbid(unsafe_code)]
 
+pub mod adaptive;
 pub mod admin;
 pub mod config;
 pub mod deploy;
@@ -46,9 +48,9 @@ use mercato_runtime::{CancellationToken, ClientConfig, HttpConfig, Readiness, Re
 use mercato_security::{JwksClient, JwksClientConfig, Verifier, VerifierConfig};
 
 pub use config::{
-    AdminStateBackend, AdminStateConfig, BalancingPolicy, BulkheadSettings, CircuitBreakerSettings,
-    GatewayConfig, HealthCheckConfig, LoadBalancingConfig, RateClassConfig, RateLimitBackend,
-    RateLimitConfig, RetrySettings, RouteAuth, RouteConfig, RuleConfig, UpstreamSettings,
+    AdaptiveConcurrencyConfig, AdminStateBackend, AdminStateConfig, BalancingPolicy, BulkheadSettings,
+    CircuitBreakerSettings, GatewayConfig, HealthCheckConfig, LoadBalancingConfig, RateClassConfig,
+    RateLimitBackend, RateLimitConfig, RetrySettings, RouteAuth, RouteConfig, RuleConfig, UpstreamSettings,
 };
 pub use rate_limit::{Clock, LimiterHealth, ManualClock, SystemClock};
 pub use upstream::Group;
@@ -177,6 +179,11 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         Arc::clone(&store),
     );
     let syncing = upstreams.clone();
+    let limits = adaptive::limits(
+        upstreams.names(),
+        &config.gateway.adaptive_concurrency,
+        &mut registry,
+    );
     let proxy = proxy::Proxy::new(
         table,
         upstreams,
@@ -187,6 +194,7 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         &config.gateway,
         client,
         config.http.body_limit_bytes,
+        limits,
     )?;
     let readiness = Readiness::new().with_check("jwks", move || {
         let jwks = jwks.clone();

@@ -101,8 +101,9 @@ impl Proxy {
         gateway: &GatewayConfig,
         client: Client<HttpConnector, Body>,
         body_limit: usize,
+        limits: std::collections::BTreeMap<String, Arc<crate::adaptive::AdaptiveLimit>>,
     ) -> Result<Self, StartError> {
-        let resilience = Resilience::new(gateway, client, upstreams)?;
+        let resilience = Resilience::new(gateway, client, upstreams, limits)?;
         let proxies =
             TrustedProxies::parse(&gateway.trusted_proxies).map_err(|(i, message)| StartError::Config {
                 key: format!("gateway.trusted_proxies[{i}]"),
@@ -335,6 +336,15 @@ fn relay(response: http::Response<Incoming>) -> Response {
 fn call_failure(upstream: &str, timeout: Duration, error: ResilienceError<TransportError>) -> Problem {
     match error {
         ResilienceError::Inner(TransportError::Http(error)) => upstream_failure(upstream, &error),
+        ResilienceError::Inner(TransportError::Shed) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream-overloaded",
+            "Upstream at its concurrency limit",
+        )
+        .with_detail(format!(
+            "{upstream} has as many requests as it can serve quickly; retry shortly"
+        ))
+        .with_header(header::RETRY_AFTER, "1"),
         ResilienceError::Inner(TransportError::NoInstance) => {
             Problem::unavailable(format!("no instance of {upstream} is configured"), 5)
         }

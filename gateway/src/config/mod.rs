@@ -34,8 +34,8 @@ pub use edge::{EdgeConfig, PreauthConfig};
 pub use rate_limit::{DEFAULT_CLASS, RateClassConfig, RateLimitBackend, RateLimitConfig};
 pub use routes::{RouteAuth, RouteConfig, RuleConfig};
 pub use upstreams::{
-    AdminStateBackend, AdminStateConfig, BalancingPolicy, BulkheadSettings, CircuitBreakerSettings,
-    HealthCheckConfig, LoadBalancingConfig, RetrySettings, UpstreamSettings,
+    AdaptiveConcurrencyConfig, AdminStateBackend, AdminStateConfig, BalancingPolicy, BulkheadSettings,
+    CircuitBreakerSettings, HealthCheckConfig, LoadBalancingConfig, RetrySettings, UpstreamSettings,
 };
 use upstreams::{
     breaker_over_defaults, bulkhead_over_defaults, default_breaker, default_bulkhead, default_retry,
@@ -69,6 +69,7 @@ pub struct GatewayConfig {
     #[serde(deserialize_with = "bulkhead_over_defaults")]
     pub bulkhead: BulkheadSettings,
     pub load_balancing: LoadBalancingConfig,
+    pub adaptive_concurrency: AdaptiveConcurrencyConfig,
     pub health_check: HealthCheckConfig,
     /// Per-upstream instance groups, overriding the instances the gateway is started with.
     pub upstreams: BTreeMap<String, UpstreamSettings>,
@@ -111,6 +112,7 @@ impl Default for GatewayConfig {
             retry: default_retry(),
             bulkhead: default_bulkhead(),
             load_balancing: LoadBalancingConfig::default(),
+            adaptive_concurrency: AdaptiveConcurrencyConfig::default(),
             health_check: HealthCheckConfig::default(),
             upstreams: BTreeMap::new(),
             admin_state: AdminStateConfig::default(),
@@ -202,6 +204,7 @@ impl GatewayConfig {
             .or_else(|| self.edge.invalid_setting())
             .or_else(|| self.preauth.invalid_setting())
             .or_else(|| self.admin_state.invalid_setting())
+            .or_else(|| self.adaptive_concurrency.invalid_setting())
             .or_else(|| self.rate_limit.invalid_setting())
     }
 }

@@ -244,3 +244,71 @@ impl AdminStateConfig {
         (self.sync_interval_ms == 0).then(|| (key("sync_interval_ms"), "must be greater than 0".into()))
     }
 }
+
+/// `[gateway.adaptive_concurrency]`: see [`crate::adaptive`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdaptiveConcurrencyConfig {
+    pub enabled: bool,
+    pub initial_limit: u32,
+    pub min_limit: u32,
+    pub max_limit: u32,
+    /// How much slower than usual a sample may be before the limit shrinks, in percent (150: 1.5×).
+    pub tolerance_percent: u32,
+    /// How far the limit may grow per sample while latency holds.
+    pub queue_size: u32,
+    /// The share of each step the limit takes, in percent.
+    pub smoothing_percent: u32,
+}
+
+impl Default for AdaptiveConcurrencyConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            initial_limit: 32,
+            min_limit: 4,
+            max_limit: 512,
+            tolerance_percent: 150,
+            queue_size: 4,
+            smoothing_percent: 20,
+        }
+    }
+}
+
+impl AdaptiveConcurrencyConfig {
+    #[must_use]
+    pub fn tolerance(&self) -> f64 {
+        f64::from(self.tolerance_percent) / 100.0
+    }
+
+    #[must_use]
+    pub fn smoothing(&self) -> f64 {
+        f64::from(self.smoothing_percent) / 100.0
+    }
+
+    pub(super) fn invalid_setting(&self) -> Option<(String, String)> {
+        let key = |k: &str| format!("adaptive_concurrency.{k}");
+        if !self.enabled {
+            return None;
+        }
+        if self.min_limit == 0 {
+            return Some((key("min_limit"), "must be at least 1".into()));
+        }
+        if self.max_limit < self.min_limit {
+            return Some((key("max_limit"), "must be at least min_limit".into()));
+        }
+        if !(self.min_limit..=self.max_limit).contains(&self.initial_limit) {
+            return Some((
+                key("initial_limit"),
+                "must be between min_limit and max_limit".into(),
+            ));
+        }
+        if self.tolerance_percent < 100 {
+            return Some((key("tolerance_percent"), "must be at least 100".into()));
+        }
+        if self.smoothing_percent == 0 || self.smoothing_percent > 100 {
+            return Some((key("smoothing_percent"), "must be between 1 and 100".into()));
+        }
+        None
+    }
+}

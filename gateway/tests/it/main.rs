@@ -2,6 +2,7 @@
 //! server and real upstreams behind it, driven over HTTP.
 //!
 //! - `support`: `spawn_gateway()`, the JWKS server, the echoing upstreams, token helpers.
+//! - `adaptive`: requests past an upstream's adaptive concurrency limit shed with `503`.
 //! - `admin_state`: admin changes kept in a file or shared through Redis (`admin_state::redis::`).
 //! - `routing`: prefixes, path and query preservation, the gateway's own endpoints, metrics.
 //! - `auth`: bearer tokens on authenticated routes and every way a token is refused.
@@ -22,6 +23,7 @@
 //! - `resilience`: the circuit breaker per instance, retries of idempotent requests, per-route
 //!   timeouts and the deadline sent upstream.
 
+mod adaptive;
 mod admin_state;
 mod auth;
 mod balancing;
