@@ -294,6 +294,43 @@ mod h2 {
     }
 
     #[tokio::test]
+    async fn a_settings_flood_is_acknowledged_frame_by_frame_and_the_connection_still_serves() {
+        const FLOOD: usize = 10_000;
+        let gateway = spawn_gateway().await;
+        let stream = TcpStream::connect(gateway.addr).await.unwrap();
+        let (mut read, mut write) = stream.into_split();
+        // Read while writing: the gateway reads no further frame until its ACK is out.
+        let reader = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let _ = tokio::time::timeout(PATIENCE, read.read_to_end(&mut seen)).await;
+            seen
+        });
+        let mut flood = PREFACE.to_vec();
+        for _ in 0..FLOOD {
+            flood.extend(frame(SETTINGS, 0, 0, &[]));
+        }
+        flood.extend(frame(HEADERS, 0x5, 1, &get_headers()));
+        flood.extend(frame(GOAWAY, 0, 0, &[0, 0, 0, 1, 0, 0, 0, 0]));
+        write.write_all(&flood).await.unwrap();
+
+        let seen = reader.await.unwrap();
+
+        let frames = frames(&seen);
+        // The gateway's own SETTINGS, then an ACK for each of ours.
+        let settings = frames.iter().filter(|(kind, _)| *kind == SETTINGS).count();
+        assert_eq!(
+            settings,
+            FLOOD + 1,
+            "one ACK per SETTINGS frame, plus the gateway's own"
+        );
+        assert!(
+            frames.iter().any(|(kind, _)| *kind == HEADERS),
+            "the request was answered"
+        );
+        assert_eq!(gateway.echo.hits(), 1);
+    }
+
+    #[tokio::test]
     async fn an_http2_request_without_resets_is_served() {
         let gateway = spawn_gateway().await;
         let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
