@@ -17,7 +17,13 @@
 #   jwt-rate-limit  both, as in production; the rate class is far above the offered load
 # Settings (environment): WORKERS (2: the gateway's worker threads and nginx's worker_processes),
 # THREADS (2) and CONNECTIONS (64) of wrk, DURATION (20s) measured after WARMUP (5s), ROUNDS (1),
-# MODES ("plain jwt-rate-limit jwt rate-limit"). Installs nginx, wrk and curl with apt-get when
+# MODES ("plain jwt-rate-limit jwt rate-limit"), FLOOD (1: also the forged-token flood below).
+#
+# The flood: the gateway in jwt-rate-limit mode, trusting 127.0.0.1 as a proxy so that two wrk
+# runs at once are two clients by X-Forwarded-For: one sending valid tokens (8 connections),
+# one a forged token (valid header and claims, another token's signature; 32 connections).
+# Reported: the valid client alone, then beside the flood with the pre-authentication limit on
+# and off, with the gateway's CPU per request over both clients' requests. Installs nginx, wrk and curl with apt-get when
 # missing (as root on Debian). Every process runs as a child of this script on free loopback
 # ports and is stopped on exit.
 set -euo pipefail
@@ -30,6 +36,7 @@ DURATION=${DURATION:-20s}
 WARMUP=${WARMUP:-5s}
 ROUNDS=${ROUNDS:-1}
 MODES=${MODES:-"plain jwt-rate-limit jwt rate-limit"}
+FLOOD=${FLOOD:-1}
 
 # Failures are reported on the script's stderr even from inside a silenced poll.
 exec 3>&2
@@ -133,13 +140,14 @@ gateway_started() { # mode
   test -s "$tmp/gateway.port"
 }
 
-start_gateway() { # mode; sets GATEWAY_PID, GATEWAY_URL and TOKEN
+start_gateway() { # mode [example options...]; sets GATEWAY_PID, GATEWAY_URL and TOKEN
   local mode=$1
+  shift
   local token=()
   [[ $mode == jwt* ]] && token=(--token-file "$tmp/gateway.token")
   rm -f "$tmp/gateway.port" "$tmp/gateway.token"
   RUST_LOG=${RUST_LOG:-warn} "$GATEWAY" --upstream "http://127.0.0.1:$upstream_port" --mode "$mode" \
-    --workers "$WORKERS" --port-file "$tmp/gateway.port" "${token[@]}" 2>>"$tmp/gateway-$mode.log" &
+    --workers "$WORKERS" --port-file "$tmp/gateway.port" "${token[@]}" "$@" 2>>"$tmp/gateway-$mode.log" &
   GATEWAY_PID=$!
   pids+=("$GATEWAY_PID")
   wait_until "the gateway ($mode) writing its port" gateway_started "$mode"
@@ -292,7 +300,68 @@ for ((round = 1; round <= ROUNDS; round++)); do
   done
 done
 
+flood_rows=()
+flood() { # preauth(on|off|alone)
+  local preauth=$1 forged_pid=""
+  local args=(--trusted-proxy 127.0.0.1 --forged-token-file "$tmp/forged.token")
+  [ "$preauth" = off ] && args+=(--preauth off)
+  start_gateway jwt-rate-limit "${args[@]}"
+  local forged
+  forged=$(cat "$tmp/forged.token")
+  check "gateway refuses the forged token" 401 "$(status_of "$GATEWAY_URL/" -H "Authorization: Bearer $forged" -H "X-Forwarded-For: 203.0.113.1" | cut -d' ' -f1)"
+  local ticks
+  ticks=$(cpu_ticks "$GATEWAY_PID")
+  if [ "$preauth" != alone ]; then
+    wrk -t1 -c32 -d"$DURATION" -H "Authorization: Bearer $forged" -H "X-Forwarded-For: 203.0.113.66" \
+      "$GATEWAY_URL/" >"$tmp/forged.out" &
+    forged_pid=$!
+    pids+=("$forged_pid")
+  fi
+  wrk -t1 -c8 -d"$DURATION" --latency -H "Authorization: Bearer $TOKEN" -H "X-Forwarded-For: 198.51.100.7" \
+    "$GATEWAY_URL/" >"$tmp/valid.out"
+  [ -n "$forged_pid" ] && { wait "$forged_pid" || true; stop "$forged_pid"; }
+  ticks=$(($(cpu_ticks "$GATEWAY_PID") - ticks))
+  stop "$GATEWAY_PID"
+  local forged_rps=0 forged_requests=0
+  if [ "$preauth" != alone ]; then
+    forged_rps=$(awk '/^Requests\/sec:/ { printf "%d", $2 }' "$tmp/forged.out")
+    forged_requests=$(awk '$2 == "requests" && $3 == "in" { print $1 }' "$tmp/forged.out")
+  fi
+  flood_rows+=("$(awk -v preauth="$preauth" -v frps="$forged_rps" -v freq="$forged_requests" \
+    -v cpu_us="$((ticks * 1000000 / $(getconf CLK_TCK)))" '
+    function ms(v) {
+      if (v ~ /us$/) return sprintf("%.2f ms", v / 1000)
+      if (v ~ /ms$/) return sprintf("%.2f ms", v + 0)
+      return sprintf("%.2f ms", v * 1000)
+    }
+    $1 == "50%" { p50 = ms($2) }
+    $1 == "99%" { p99 = ms($2) }
+    $2 == "requests" && $3 == "in" { requests = $1 }
+    /^Requests\/sec:/ { rps = sprintf("%d", $2) }
+    /Non-2xx or 3xx responses:/ { non2xx = $NF }
+    END {
+      printf "| %s | %s | %s | %s | %d | %s | %.0f µs |", \
+        (preauth == "alone" ? "valid client alone" : "valid client beside the flood, preauth " preauth), \
+        rps, p50, p99, non2xx, frps, cpu_us / (requests + freq)
+    }' "$tmp/valid.out")")
+  echo "${flood_rows[-1]} (load $(cut -d' ' -f1 /proc/loadavg))" >&2
+}
+
+if [ "$FLOOD" = 1 ]; then
+  for ((round = 1; round <= ROUNDS; round++)); do
+    flood alone
+    flood on
+    flood off
+  done
+fi
+
 echo
 echo "| target | req/s | p50 | p99 | non-2xx | socket errors | upstream connections opened | CPU per request | peak RSS |"
 echo "|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
+if ((${#flood_rows[@]} > 0)); then
+  echo
+  echo "| forged-token flood | valid req/s | valid p50 | valid p99 | valid non-2xx | forged refused/s | gateway CPU per request (both) |"
+  echo "|---|---|---|---|---|---|---|"
+  printf '%s\n' "${flood_rows[@]}"
+fi

@@ -17,6 +17,10 @@
 //!     --port-file /tmp/gw.port --token-file /tmp/gw.token
 //! ```
 //!
+//! `--forged-token-file` writes a token whose signature is another token's (a forged-token
+//! flood's request), `--preauth off` turns the per-address failure limit off, and
+//! `--trusted-proxy 127.0.0.1` lets the load generator name its client in `X-Forwarded-For`.
+//!
 //! Logs go to stderr as JSON, filtered by `RUST_LOG` (the benchmark sets `warn`, as nginx's
 //! access log is off there too).
 
@@ -80,6 +84,11 @@ struct Args {
     workers: usize,
     port_file: PathBuf,
     token_file: Option<PathBuf>,
+    /// A token with a valid header and claims but another token's signature: each use costs
+    /// a full signature check unless the pre-authentication limit stops it.
+    forged_token_file: Option<PathBuf>,
+    trusted_proxy: Option<String>,
+    preauth: bool,
 }
 
 impl Args {
@@ -108,6 +117,13 @@ impl Args {
             )?,
             port_file: required(take("port-file"), "port-file")?.into(),
             token_file: take("token-file").map(PathBuf::from),
+            forged_token_file: take("forged-token-file").map(PathBuf::from),
+            trusted_proxy: take("trusted-proxy"),
+            preauth: match take("preauth").as_deref() {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(other) => return Err(format!("--preauth {other:?}: expected on or off").into()),
+            },
         };
         if let Some(unknown) = values.keys().next() {
             return Err(format!("unknown option --{unknown}").into());
@@ -142,6 +158,14 @@ async fn run(args: Args) -> Result<(), Error> {
         let token = issuer.token("bench", &["customer"]);
         context(std::fs::write(path, token), &format!("write {}", path.display()))?;
     }
+    if let Some(path) = &args.forged_token_file {
+        let victim = issuer.token("mallory", &["admin"]);
+        let other = issuer.token("someone-else", &["customer"]);
+        let (signed, _) = victim.rsplit_once('.').ok_or("a token has three segments")?;
+        let (_, signature) = other.rsplit_once('.').ok_or("a token has three segments")?;
+        let forged = format!("{signed}.{signature}");
+        context(std::fs::write(path, forged), &format!("write {}", path.display()))?;
+    }
     // Written last: the script starts measuring once the port is known.
     let port = std::fs::write(&args.port_file, app.port().to_string());
     context(port, &format!("write {}", args.port_file.display()))?;
@@ -161,6 +185,8 @@ fn gateway_config(args: &Args, issuer: &TestIssuer) -> Config {
         ..GatewayConfig::default()
     };
     gateway.rate_limit.enabled = args.mode.limits_rate();
+    gateway.preauth.enabled = args.preauth;
+    gateway.trusted_proxies = args.trusted_proxy.iter().cloned().collect();
     gateway.rate_limit.classes = BTreeMap::from([(
         DEFAULT_CLASS.to_owned(),
         RateClassConfig {

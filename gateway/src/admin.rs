@@ -10,6 +10,10 @@
 //! | `DELETE /admin/upstreams/{name}/instances?url=U` | → `204` |
 //! | `PUT /admin/upstreams/{name}/traffic` | `{green_percent}` or `{live: "blue"\|"green"}` → the upstream |
 //! | `POST /admin/upstreams/{name}/check` | `{group}` → readiness and smoke result per instance |
+//!
+//! With `[gateway.admin_state]` in a file or Redis, a change is read back from the store first
+//! and written to it after, and every other gateway applies it within its sync interval; a
+//! change that cannot be stored is answered `503` (see [`crate::upstream::shared`]).
 
 use axum::Router;
 use axum::extract::rejection::QueryRejection;
@@ -22,7 +26,10 @@ use mercato_runtime::{Json, Problem, auth};
 use mercato_security::Verifier;
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use crate::upstream::health::{CheckResult, HealthChecker};
+use crate::upstream::shared::StateStore;
 use crate::upstream::{ChangeError, Group, UpstreamView, Upstreams};
 
 /// The role every admin call needs.
@@ -33,10 +40,16 @@ struct Admin {
     upstreams: Upstreams,
     verifier: Verifier,
     checker: HealthChecker,
+    store: Arc<StateStore>,
 }
 
 /// The admin routes.
-pub fn router(upstreams: Upstreams, verifier: Verifier, checker: HealthChecker) -> Router {
+pub fn router(
+    upstreams: Upstreams,
+    verifier: Verifier,
+    checker: HealthChecker,
+    store: Arc<StateStore>,
+) -> Router {
     Router::new()
         .route("/admin/upstreams", get(list))
         .route("/admin/upstreams/{name}", get(show))
@@ -47,6 +60,7 @@ pub fn router(upstreams: Upstreams, verifier: Verifier, checker: HealthChecker) 
             upstreams,
             verifier,
             checker,
+            store,
         })
 }
 
@@ -73,6 +87,48 @@ fn change_problem(error: &ChangeError) -> Problem {
         ChangeError::NotFound { .. } => Problem::not_found(error.to_string()),
         ChangeError::Exists { .. } | ChangeError::WouldEmpty { .. } => Problem::conflict(error.to_string()),
     }
+}
+
+/// Brings `name` up to date with the store, so a change builds on changes made elsewhere.
+async fn refresh(admin: &Admin, name: &str) -> Result<(), Problem> {
+    if admin.store.is_shared() {
+        admin
+            .store
+            .sync(&admin.upstreams)
+            .await
+            .map_err(|e| unshared(name, &e))?;
+    }
+    Ok(())
+}
+
+/// Makes a change: brought up to date with the store first, stored after, and undone here when
+/// it cannot be stored.
+async fn change<T>(
+    admin: &Admin,
+    name: &str,
+    make: impl FnOnce(&Upstreams) -> Result<T, ChangeError>,
+) -> Result<T, Problem> {
+    refresh(admin, name).await?;
+    let before = admin.upstreams.state(name);
+    let made = make(&admin.upstreams).map_err(|e| change_problem(&e))?;
+    let (Some(before), Some(after)) = (before, admin.upstreams.state(name)) else {
+        return Ok(made);
+    };
+    if let Err(error) = admin.store.save(name, &after).await {
+        if let Err(undo) = admin.upstreams.apply(name, &before) {
+            tracing::error!(upstream = name, %undo, "an unstored change could not be undone");
+        }
+        return Err(unshared(name, &error));
+    }
+    Ok(made)
+}
+
+fn unshared(name: &str, error: &crate::upstream::shared::StateError) -> Problem {
+    tracing::warn!(upstream = name, %error, "admin state store unavailable");
+    Problem::unavailable(
+        "the change cannot be stored for every gateway right now; it was not made",
+        1,
+    )
 }
 
 fn unknown(name: &str) -> Problem {
@@ -116,10 +172,7 @@ async fn add(
     _: AdminCaller,
     Json(body): Json<NewInstance>,
 ) -> Result<Response, Problem> {
-    let view = admin
-        .upstreams
-        .add(&name, body.group, &body.url)
-        .map_err(|e| change_problem(&e))?;
+    let view = change(&admin, &name, |u| u.add(&name, body.group, &body.url)).await?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
@@ -139,10 +192,7 @@ async fn remove(
             "name the instance to remove: ?url=http://host:port",
         ));
     };
-    admin
-        .upstreams
-        .remove(&name, &query.url)
-        .map_err(|e| change_problem(&e))?;
+    change(&admin, &name, |u| u.remove(&name, &query.url)).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -172,10 +222,7 @@ async fn traffic(
         }
         _ => return Err(Problem::bad_request("give exactly one of live and green_percent")),
     };
-    let view = admin
-        .upstreams
-        .set_split(&name, green_percent)
-        .map_err(|e| change_problem(&e))?;
+    let view = change(&admin, &name, |u| u.set_split(&name, green_percent)).await?;
     Ok(Json(view))
 }
 

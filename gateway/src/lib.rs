@@ -7,23 +7,34 @@
 //! - [`rate_limit`]: GCRA per caller (token subject, else client IP) and route class, in this
 //!   process or shared through Redis, with a local fallback while Redis is down.
 //! - [`upstream`]: the instances of each upstream service and the pick among them.
+//! - [`edge`]: client connections under the edge's limits (slow heads and bodies, header caps,
+//!   HTTP/2 resets).
+//! - [`forwarded`]: the client's address, through trusted proxies only.
+//! - [`preauth`]: failed authentications rationed per client address, and a screen that refuses
+//!   impossible tokens before any decoding.
 //! - [`proxy`]: authenticates, rewrites headers (identity headers are the gateway's alone,
 //!   hop-by-hop headers dropped, `x-forwarded-*` added), streams the body both ways, and turns
 //!   upstream failures into `502`/`504` problems instead of hangs. Order per request:
 //!   authenticate (when the route or a rule needs it, or a token is offered), rate-limit, check
 //!   roles, forward.
+//! - [`adaptive`]: a concurrency limit per upstream that follows its latency; excess is shed.
 //! - [`resilience`]: the upstream call itself: a circuit breaker per upstream (`503` with
 //!   `Retry-After` while open), retries of idempotent body-less requests under a budget, and the
 //!   route's timeout as a deadline sent on in `x-request-deadline-ms`.
 #![forbid(unsafe_code)]
 
+pub mod adaptive;
 pub mod admin;
 pub mod config;
 pub mod deploy;
+pub mod edge;
+pub mod forwarded;
 pub mod openapi;
+pub mod preauth;
 pub mod proxy;
 pub mod rate_limit;
 pub mod rbac;
+mod redis_connection;
 pub mod resilience;
 pub mod routes;
 pub mod upstream;
@@ -37,9 +48,9 @@ use mercato_runtime::{CancellationToken, ClientConfig, HttpConfig, Readiness, Re
 use mercato_security::{JwksClient, JwksClientConfig, Verifier, VerifierConfig};
 
 pub use config::{
-    BalancingPolicy, BulkheadSettings, CircuitBreakerSettings, GatewayConfig, HealthCheckConfig,
-    LoadBalancingConfig, RateClassConfig, RateLimitBackend, RateLimitConfig, RetrySettings, RouteAuth,
-    RouteConfig, RuleConfig, UpstreamSettings,
+    AdaptiveConcurrencyConfig, AdminStateBackend, AdminStateConfig, BalancingPolicy, BulkheadSettings,
+    CircuitBreakerSettings, GatewayConfig, HealthCheckConfig, LoadBalancingConfig, RateClassConfig,
+    RateLimitBackend, RateLimitConfig, RetrySettings, RouteAuth, RouteConfig, RuleConfig, UpstreamSettings,
 };
 pub use rate_limit::{Clock, LimiterHealth, ManualClock, SystemClock};
 pub use upstream::Group;
@@ -85,6 +96,10 @@ pub enum StartError {
 pub struct App {
     server: Server,
     checker: HealthChecker,
+    store: Arc<upstream::shared::StateStore>,
+    syncing: upstream::Upstreams,
+    http: HttpConfig,
+    edge: config::EdgeConfig,
 }
 
 /// Checks the routes against the upstreams and binds the listener.
@@ -95,7 +110,7 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
     build_with_clock(config, Arc::new(SystemClock)).await
 }
 
-/// [`build`], with the rate limiter reading `clock` (tests drive time with a [`ManualClock`]).
+/// [`build`], with the rate limiter and the failure counts reading `clock` (tests drive time with a [`ManualClock`]).
 ///
 /// # Errors
 /// See [`StartError`].
@@ -110,6 +125,11 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     let upstreams = upstream::Upstreams::new(&config.upstreams, &config.gateway, &mut registry)?;
     let table = routes::RouteTable::new(&config.gateway.routes, |name| upstreams.get(name).is_some())?;
     let rules = rbac::Rules::new(&config.gateway.rules)?;
+    let preauth = config
+        .gateway
+        .preauth
+        .enabled
+        .then(|| preauth::Preauth::new(&config.gateway.preauth, Arc::clone(&clock), &mut registry));
     let limiter = if config.gateway.rate_limit.enabled {
         Some(Arc::new(rate_limit::RateLimiter::new(
             &config.gateway.rate_limit,
@@ -139,16 +159,42 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         client.clone(),
         config.gateway.health_check.clone(),
     );
-    let admin = admin::router(upstreams.clone(), verifier.clone(), checker.clone());
+    let store = Arc::new(
+        upstream::shared::StateStore::new(&config.gateway.admin_state).map_err(|message| {
+            StartError::Config {
+                key: "gateway.admin_state.redis_url".into(),
+                message,
+            }
+        })?,
+    );
+    // The stored state wins over the configuration; a store that cannot be read yet is retried
+    // by the sync loop.
+    if let Err(error) = store.sync(&upstreams).await {
+        tracing::warn!(%error, "cannot read the admin state at start; starting from the configuration");
+    }
+    let admin = admin::router(
+        upstreams.clone(),
+        verifier.clone(),
+        checker.clone(),
+        Arc::clone(&store),
+    );
+    let syncing = upstreams.clone();
+    let limits = adaptive::limits(
+        upstreams.names(),
+        &config.gateway.adaptive_concurrency,
+        &mut registry,
+    );
     let proxy = proxy::Proxy::new(
         table,
         upstreams,
         verifier,
         rules,
         limiter.clone(),
+        preauth,
         &config.gateway,
         client,
         config.http.body_limit_bytes,
+        limits,
     )?;
     let readiness = Readiness::new().with_check("jwks", move || {
         let jwks = jwks.clone();
@@ -195,7 +241,14 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
             addr: config.listen,
             source,
         })?;
-    Ok(App { server, checker })
+    Ok(App {
+        server,
+        checker,
+        store,
+        syncing,
+        http,
+        edge: config.gateway.edge.clone(),
+    })
 }
 
 impl App {
@@ -216,10 +269,13 @@ impl App {
     pub async fn run_until_stopped(self, shutdown: CancellationToken) -> std::io::Result<()> {
         let checks_stop = shutdown.child_token();
         let checks = tokio::spawn(self.checker.run(checks_stop.clone()));
-        let served = self.server.run_until_stopped(shutdown).await;
+        let sync = tokio::spawn(self.store.run(self.syncing, checks_stop.clone()));
+        let (listener, app, readiness) = self.server.into_parts();
+        let served = edge::serve(listener, app, readiness, &self.http, &self.edge, shutdown).await;
         // The server can also end on its own (an I/O error); the checks end with it.
         checks_stop.cancel();
         let _ = checks.await;
+        let _ = sync.await;
         served
     }
 }

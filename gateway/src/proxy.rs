@@ -1,6 +1,6 @@
 //! Forwarding a request to its upstream.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,9 +19,12 @@ use mercato_resilience::{Deadline, ResilienceError, deadline};
 use mercato_runtime::correlation::{self, CorrelationId};
 use mercato_runtime::observe::{RouteLabel, UNMATCHED};
 use mercato_runtime::{ClientConfig, Problem, auth};
-use mercato_security::Verifier;
+use mercato_security::{TokenError, Verifier};
 
 use crate::config::{GatewayConfig, RouteAuth};
+use crate::edge::{ClientBodyError, IdleBody};
+use crate::forwarded::TrustedProxies;
+use crate::preauth::Preauth;
 use crate::rate_limit::RateLimiter;
 use crate::rate_limit::gcra::{Decision, ceil_secs};
 use crate::rbac::{self, Rules};
@@ -66,9 +69,12 @@ struct Inner {
     verifier: Verifier,
     rules: Rules,
     limiter: Option<Arc<RateLimiter>>,
+    preauth: Option<Preauth>,
     resilience: Resilience,
+    proxies: TrustedProxies,
     upstream_timeout: Duration,
     body_limit: usize,
+    body_idle_timeout: Duration,
 }
 
 impl std::fmt::Debug for Proxy {
@@ -91,20 +97,30 @@ impl Proxy {
         verifier: Verifier,
         rules: Rules,
         limiter: Option<Arc<RateLimiter>>,
+        preauth: Option<Preauth>,
         gateway: &GatewayConfig,
         client: Client<HttpConnector, Body>,
         body_limit: usize,
+        limits: std::collections::BTreeMap<String, Arc<crate::adaptive::AdaptiveLimit>>,
     ) -> Result<Self, StartError> {
-        let resilience = Resilience::new(gateway, client, upstreams)?;
+        let resilience = Resilience::new(gateway, client, upstreams, limits)?;
+        let proxies =
+            TrustedProxies::parse(&gateway.trusted_proxies).map_err(|(i, message)| StartError::Config {
+                key: format!("gateway.trusted_proxies[{i}]"),
+                message,
+            })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 routes,
                 verifier,
                 rules,
                 limiter,
+                preauth,
                 resilience,
+                proxies,
                 upstream_timeout: Duration::from_millis(gateway.upstream_timeout_ms),
                 body_limit,
+                body_idle_timeout: Duration::from_millis(gateway.edge.body_idle_timeout_ms),
             }),
         })
     }
@@ -165,12 +181,14 @@ async fn forward_to(
     parts.headers.remove(SUBJECT_HEADER);
     parts.headers.remove(ROLES_HEADER);
     parts.headers.remove(deadline::HEADER);
+    let client = inner.proxies.client(peer.ip(), &parts.headers);
     let required_roles = inner.rules.requirements(route, &parts.method, parts.uri.path());
     let needs_token = route.auth == RouteAuth::Required || !required_roles.is_empty();
     // An offered token is verified on public routes too, only to limit its subject rather than
     // its IP; a bad one there is ignored as before.
-    let authenticated = if needs_token || parts.headers.contains_key(header::AUTHORIZATION) {
-        Some(auth::authenticate(&inner.verifier, &parts.headers).await)
+    let offered = parts.headers.contains_key(header::AUTHORIZATION);
+    let authenticated = if needs_token || offered {
+        authenticate(inner, client, &parts.headers, needs_token).await
     } else {
         None
     };
@@ -181,7 +199,7 @@ async fn forward_to(
     // Before the authentication verdict, so that refused tokens are limited (by IP) as well.
     let decision = match &inner.limiter {
         Some(limiter) => {
-            let subject = claims.map_or_else(|| format!("ip:{}", peer.ip()), |c| format!("sub:{}", c.sub));
+            let subject = claims.map_or_else(|| format!("ip:{client}"), |c| format!("sub:{}", c.sub));
             limiter.check(&route.class, &subject).await
         }
         None => None,
@@ -190,6 +208,7 @@ async fn forward_to(
         inner,
         route,
         peer,
+        client,
         parts,
         body,
         needs_token.then_some(authenticated).flatten(),
@@ -204,11 +223,65 @@ async fn forward_to(
     response
 }
 
+/// Verifies the request's token unless its address has failed too often (then `429` where a
+/// token is needed, and no verification where it is not); counts the failures.
+async fn authenticate(
+    inner: &Inner,
+    client: IpAddr,
+    headers: &HeaderMap,
+    needs_token: bool,
+) -> Option<Result<mercato_security::Claims, Problem>> {
+    let Some(preauth) = &inner.preauth else {
+        return Some(auth::authenticate(&inner.verifier, headers).await);
+    };
+    if let Err(retry_after) = preauth.admit(client) {
+        return needs_token.then(|| Err(too_many_failures(retry_after)));
+    }
+    let token = match auth::bearer_token(headers) {
+        Ok(Some(token)) => token,
+        Ok(None) => {
+            return Some(Err(Problem::unauthorized(
+                "this resource needs a bearer token",
+                false,
+            )));
+        }
+        Err(problem) => {
+            preauth.failed(client);
+            return Some(Err(problem));
+        }
+    };
+    if !preauth.screen(token) {
+        preauth.failed(client);
+        return Some(Err(auth::token_problem(&TokenError::Malformed)));
+    }
+    let verified = inner.verifier.verify(token).await;
+    Some(verified.map_err(|error| {
+        if !error.is_transient() {
+            preauth.failed(client);
+        }
+        auth::token_problem(&error)
+    }))
+}
+
+fn too_many_failures(retry_after: Duration) -> Problem {
+    let retry_after = ceil_secs(retry_after).max(1);
+    Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too-many-failed-authentications",
+        "Too many failed authentications",
+    )
+    .with_detail(format!(
+        "too many bad tokens came from this address; retry in {retry_after} s"
+    ))
+    .with_header(header::RETRY_AFTER, &retry_after.to_string())
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn admit(
     inner: &Inner,
     route: &crate::routes::Route,
     peer: SocketAddr,
+    client: IpAddr,
     mut parts: http::request::Parts,
     body: Body,
     authenticated: Option<Result<mercato_security::Claims, Problem>>,
@@ -216,6 +289,7 @@ async fn admit(
     decision: Option<&Decision>,
 ) -> Result<Response, Problem> {
     if let Some(decision) = decision.filter(|d| !d.allowed) {
+        tracing::debug!(%client, class = %route.class, "rate limited");
         return Err(rate_limited(&route.class, decision));
     }
     if let Some(authenticated) = authenticated {
@@ -228,7 +302,8 @@ async fn admit(
             parts.headers.insert(ROLES_HEADER, roles);
         }
     }
-    add_forwarded(&mut parts.headers, peer);
+    inner.proxies.rewrite(&mut parts.headers, peer);
+    add_forwarded(&mut parts.headers);
 
     // The transport adds the instance, picked per attempt.
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -238,7 +313,10 @@ async fn admit(
         .map_err(|_| Problem::bad_request("the request path is invalid"))?;
     parts.version = Version::HTTP_11;
 
-    let body = Body::new(Limited::new(body, inner.body_limit));
+    let body = Body::new(Limited::new(
+        IdleBody::new(body, inner.body_idle_timeout),
+        inner.body_limit,
+    ));
     let timeout = route.timeout.unwrap_or(inner.upstream_timeout);
     // The whole exchange, retries included, ends by the deadline; the upstream learns it from
     // `x-request-deadline-ms`.
@@ -258,6 +336,15 @@ fn relay(response: http::Response<Incoming>) -> Response {
 fn call_failure(upstream: &str, timeout: Duration, error: ResilienceError<TransportError>) -> Problem {
     match error {
         ResilienceError::Inner(TransportError::Http(error)) => upstream_failure(upstream, &error),
+        ResilienceError::Inner(TransportError::Shed) => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream-overloaded",
+            "Upstream at its concurrency limit",
+        )
+        .with_detail(format!(
+            "{upstream} has as many requests as it can serve quickly; retry shortly"
+        ))
+        .with_header(header::RETRY_AFTER, "1"),
         ResilienceError::Inner(TransportError::NoInstance) => {
             Problem::unavailable(format!("no instance of {upstream} is configured"), 5)
         }
@@ -308,6 +395,23 @@ fn upstream_failure(upstream: &str, error: &hyper_util::client::legacy::Error) -
                 "Request body too large",
             );
         }
+        // The client's fault, not the upstream's; the connection cannot carry another request.
+        match e.downcast_ref::<ClientBodyError>() {
+            Some(ClientBodyError::Idle(_)) => {
+                return Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request-timeout",
+                    "Request body too slow",
+                )
+                .with_detail(e.to_string())
+                .with_header(header::CONNECTION, "close");
+            }
+            Some(ClientBodyError::Broken(_)) => {
+                return Problem::bad_request("the request body is malformed or incomplete")
+                    .with_header(header::CONNECTION, "close");
+            }
+            None => {}
+        }
         source = e.source();
     }
     tracing::warn!(%upstream, %error, connect = error.is_connect(), "upstream request failed");
@@ -332,18 +436,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr) {
-    let ip = peer.ip().to_string();
-    let mut hops: Vec<&str> = headers
-        .get_all("x-forwarded-for")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    hops.push(&ip);
-    let chain = hops.join(", ");
-    if let Ok(value) = HeaderValue::from_str(&chain) {
-        headers.insert("x-forwarded-for", value);
-    }
+fn add_forwarded(headers: &mut HeaderMap) {
     if let Some(host) = headers.remove(header::HOST) {
         headers.insert("x-forwarded-host", host);
     }
@@ -372,12 +465,13 @@ mod tests {
     }
 
     #[test]
-    fn every_x_forwarded_for_header_is_kept() {
+    fn the_host_becomes_x_forwarded_host() {
         let mut h = HeaderMap::new();
-        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
-        add_forwarded(&mut h, "127.0.0.1:5000".parse().unwrap());
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 10.0.0.2, 127.0.0.1");
+        h.insert(header::HOST, HeaderValue::from_static("shop.example"));
+        add_forwarded(&mut h);
+        assert_eq!(h["x-forwarded-host"], "shop.example");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert!(h.get(header::HOST).is_none());
     }
 
     #[test]
@@ -394,16 +488,5 @@ mod tests {
         assert!(h.get("x-secret-hop").is_none());
         assert!(h.get(header::TRANSFER_ENCODING).is_none());
         assert!(h.get("x-kept").is_some());
-    }
-
-    #[test]
-    fn the_peer_is_appended_to_x_forwarded_for() {
-        let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        h.insert(header::HOST, HeaderValue::from_static("shop.example"));
-        add_forwarded(&mut h, "127.0.0.1:5000".parse().unwrap());
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
-        assert_eq!(h["x-forwarded-host"], "shop.example");
-        assert!(h.get(header::HOST).is_none());
     }
 }

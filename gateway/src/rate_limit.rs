@@ -55,6 +55,22 @@ pub mod gcra {
             }
         }
 
+        /// `rate_per_minute` and `burst`, for slow rates such as failed logins.
+        ///
+        /// # Panics
+        /// When `rate_per_minute` or `burst` is 0 (configuration validation refuses both).
+        #[must_use]
+        pub fn per_minute(rate_per_minute: u32, burst: u32) -> Self {
+            assert!(
+                rate_per_minute > 0 && burst > 0,
+                "a quota needs a rate and a burst"
+            );
+            Self {
+                interval_us: (60_000_000 / u64::from(rate_per_minute)).max(1),
+                burst,
+            }
+        }
+
         /// How far ahead of now a TAT may be: `burst × T`.
         #[must_use]
         pub fn tolerance_us(&self) -> u64 {
@@ -180,8 +196,7 @@ impl LocalLimiter {
 
     /// Decides a request for `key` and records it when allowed.
     pub fn check(&self, key: &str, now_us: u64, quota: Quota) -> Decision {
-        let shard = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
-        let mut map = self.shards[shard].lock().unwrap_or_else(PoisonError::into_inner);
+        let mut map = self.shard(key).lock().unwrap_or_else(PoisonError::into_inner);
         let decision = gcra::decide(map.get(key).copied(), now_us, quota);
         if decision.allowed {
             if !map.contains_key(key) && map.len() >= self.max_per_shard {
@@ -190,6 +205,17 @@ impl LocalLimiter {
             map.insert(key.to_owned(), decision.tat_us);
         }
         decision
+    }
+
+    /// Decides a request for `key` as [`check`](Self::check) would, recording nothing.
+    pub fn peek(&self, key: &str, now_us: u64, quota: Quota) -> Decision {
+        let map = self.shard(key).lock().unwrap_or_else(PoisonError::into_inner);
+        gcra::decide(map.get(key).copied(), now_us, quota)
+    }
+
+    fn shard(&self, key: &str) -> &Mutex<HashMap<String, u64>> {
+        let shard = usize::try_from(self.hasher.hash_one(key) % SHARDS as u64).unwrap_or(0);
+        &self.shards[shard]
     }
 
     /// Keys held now.
@@ -256,23 +282,9 @@ struct RedisLimiter {
 }
 
 impl RedisLimiter {
-    async fn connection(&self) -> Result<redis::aio::ConnectionManager, RedisFailure> {
-        let mut slot = self.connection.lock().await;
-        if let Some(c) = slot.as_ref() {
-            return Ok(c.clone());
-        }
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
-            .set_number_of_retries(1);
-        let c = redis::aio::ConnectionManager::new_with_config(self.client.clone(), config).await?;
-        *slot = Some(c.clone());
-        Ok(c)
-    }
-
     async fn check(&self, key: &str, now_us: u64, quota: Quota) -> Result<Decision, RedisFailure> {
         let run = async {
-            let mut c = self.connection().await?;
+            let mut c = crate::redis_connection::get(&self.client, &self.connection, self.timeout).await?;
             let stored: i64 = self
                 .script
                 .key(format!("{}:{key}", self.prefix))

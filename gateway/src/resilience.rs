@@ -48,6 +48,7 @@ use mercato_resilience::{
 use tower::{Layer as _, ServiceExt as _};
 
 use crate::StartError;
+use crate::adaptive::AdaptiveLimit;
 use crate::config::GatewayConfig;
 use crate::upstream::Upstreams;
 
@@ -58,6 +59,8 @@ pub enum TransportError {
     Http(hyper_util::client::legacy::Error),
     /// The upstream has no instance (cannot happen with a validated configuration).
     NoInstance,
+    /// The upstream holds as many requests as its adaptive limit allows; this one was shed.
+    Shed,
 }
 
 impl TransportError {
@@ -65,7 +68,7 @@ impl TransportError {
     fn is_upstream_fault(&self) -> bool {
         match self {
             Self::Http(error) => !caused_by_client(error),
-            Self::NoInstance => false,
+            Self::NoInstance | Self::Shed => false,
         }
     }
 }
@@ -247,6 +250,7 @@ pub struct Resilience {
     upstreams: Upstreams,
     bulkheads: BTreeMap<String, BulkheadLayer>,
     retry: RetryLayer<Predicate, Classifier>,
+    limits: BTreeMap<String, Arc<AdaptiveLimit>>,
 }
 
 impl std::fmt::Debug for Resilience {
@@ -267,6 +271,7 @@ impl Resilience {
         gateway: &GatewayConfig,
         client: Client<HttpConnector, Body>,
         upstreams: Upstreams,
+        limits: BTreeMap<String, Arc<AdaptiveLimit>>,
     ) -> Result<Self, StartError> {
         let invalid = |section: &str, e: mercato_resilience::ConfigError| StartError::Config {
             key: format!("gateway.{section}.{}", e.key),
@@ -289,6 +294,7 @@ impl Resilience {
             upstreams,
             bulkheads,
             retry,
+            limits,
         })
     }
 
@@ -304,7 +310,24 @@ impl Resilience {
             upstream: Arc::clone(upstream),
             timeout,
         };
-        bulkhead.layer(self.retry.layer(attempt)).oneshot(outgoing).await
+        let permit = match self.limits.get(upstream.as_ref()) {
+            Some(limit) => match limit.try_acquire() {
+                Some(permit) => Some(permit),
+                None => return Err(ResilienceError::Inner(TransportError::Shed)),
+            },
+            None => None,
+        };
+        let result = bulkhead.layer(self.retry.layer(attempt)).oneshot(outgoing).await;
+        // A sample is the upstream's latency; a request the client's own body ended says nothing.
+        let upstream_answered = match &result {
+            Ok(_) => true,
+            Err(ResilienceError::Inner(error)) => error.is_upstream_fault(),
+            Err(_) => true,
+        };
+        if let Some(permit) = permit.filter(|_| upstream_answered) {
+            permit.finish();
+        }
+        result
     }
 }
 

@@ -1,4 +1,4 @@
-use rand::{Rng as _, SeedableRng as _};
+use proptest::prelude::*;
 
 use super::gcra::{Quota, ceil_secs, decide};
 use super::*;
@@ -78,46 +78,81 @@ fn header_seconds_round_up() {
     assert_eq!(ceil_secs(Duration::ZERO), 0);
 }
 
-/// Random quotas and arrival patterns (a fixed seed per case, so a failure reproduces), checking
-/// the invariants GCRA promises.
-#[test]
-fn property_gcra_never_admits_more_than_burst_plus_rate_and_retry_after_is_exact() {
-    for seed in 0..300_u64 {
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let quota = Quota::per_second(rng.gen_range(1..=50), rng.gen_range(1..=20));
-        let mut now = rng.gen_range(0..10 * SECOND);
+/// A quota and a run of arrival gaps, each gap up to two emission intervals (so runs both
+/// exceed and stay under the rate).
+fn quota_and_gaps() -> impl Strategy<Value = (Quota, u64, Vec<u64>)> {
+    (1..=50_u32, 1..=20_u32, 0..10 * SECOND).prop_flat_map(|(rate, burst, start)| {
+        let quota = Quota::per_second(rate, burst);
+        (
+            Just(quota),
+            Just(start),
+            proptest::collection::vec(0..=quota.interval_us * 2, 1..200),
+        )
+    })
+}
+
+proptest! {
+    /// In any window of length W, at most `burst + W / T` requests pass, and every decision
+    /// reports the quota's limit with a `remaining` below it.
+    #[test]
+    fn gcra_never_admits_more_than_burst_plus_rate((quota, start, gaps) in quota_and_gaps()) {
+        let mut now = start;
         let mut tat = None;
         let mut admitted: Vec<u64> = Vec::new();
-        for _ in 0..200 {
-            now += rng.gen_range(0..=quota.interval_us * 2);
+        for gap in gaps {
+            now += gap;
             let d = decide(tat, now, quota);
-            assert_eq!(d.limit, quota.burst);
+            prop_assert_eq!(d.limit, quota.burst);
             if d.allowed {
-                assert!(d.remaining < quota.burst, "seed {seed}");
-                assert!(d.retry_after.is_none());
+                prop_assert!(d.remaining < quota.burst);
+                prop_assert!(d.retry_after.is_none());
                 tat = Some(d.tat_us);
                 admitted.push(now);
             } else {
-                assert_eq!(d.remaining, 0);
-                let wait = u64::try_from(d.retry_after.unwrap().as_micros()).unwrap();
-                assert!(wait > 0, "seed {seed}");
-                // Retry-After is tight: a moment earlier is still refused, at it the request passes.
-                assert!(!decide(tat, now + wait - 1, quota).allowed, "seed {seed}");
-                assert!(decide(tat, now + wait, quota).allowed, "seed {seed}");
+                prop_assert_eq!(d.remaining, 0);
+                prop_assert_eq!(d.tat_us, tat.unwrap_or(now).max(now));
             }
         }
-        // In any window of length W, at most burst + W / T requests pass.
-        for (i, &start) in admitted.iter().enumerate() {
-            for (j, &end) in admitted.iter().enumerate().skip(i) {
+        for (i, &first) in admitted.iter().enumerate() {
+            for (j, &last) in admitted.iter().enumerate().skip(i) {
                 let count = u64::try_from(j - i + 1).unwrap();
-                let bound = u64::from(quota.burst) + (end - start) / quota.interval_us;
-                assert!(
-                    count <= bound,
-                    "seed {seed}: {count} in {}us > {bound}",
-                    end - start
-                );
+                let bound = u64::from(quota.burst) + (last - first) / quota.interval_us;
+                prop_assert!(count <= bound, "{} in {}us > {}", count, last - first, bound);
             }
         }
+    }
+
+    /// `Retry-After` is exact: a moment before it the request is still refused, at it it passes.
+    #[test]
+    fn gcra_retry_after_is_the_exact_wait((quota, start, gaps) in quota_and_gaps()) {
+        let mut now = start;
+        let mut tat = None;
+        for gap in gaps {
+            now += gap;
+            let d = decide(tat, now, quota);
+            if d.allowed {
+                tat = Some(d.tat_us);
+            } else {
+                let wait = u64::try_from(d.retry_after.unwrap().as_micros()).unwrap();
+                prop_assert!(wait > 0);
+                prop_assert!(!decide(tat, now + wait - 1, quota).allowed);
+                prop_assert!(decide(tat, now + wait, quota).allowed);
+            }
+        }
+    }
+
+    /// A quota admits its whole burst from no state, then refuses.
+    #[test]
+    fn gcra_admits_exactly_the_burst_at_once(rate in 1..=1_000_000_u32, burst in 1..=1_000_u32, now in 0..u64::from(u32::MAX)) {
+        let quota = Quota::per_second(rate, burst);
+        let mut tat = None;
+        for n in 0..burst {
+            let d = decide(tat, now, quota);
+            prop_assert!(d.allowed);
+            prop_assert_eq!(d.remaining, burst - n - 1);
+            tat = Some(d.tat_us);
+        }
+        prop_assert!(!decide(tat, now, quota).allowed);
     }
 }
 

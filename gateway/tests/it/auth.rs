@@ -3,7 +3,7 @@ use mercato_security::{ACCESS_TOKEN_TYPE, SigningKey};
 use serde_json::{Value, json};
 
 use crate::support::{
-    TestGateway, claims, echoed, expect_problem, forge, seen_header, segment, sign, spawn_gateway,
+    TestGateway, claims, echoed, expect_problem_of, forge, seen_header, segment, sign, spawn_gateway,
 };
 
 const PROTECTED: &str = "/api/private/orders";
@@ -21,7 +21,7 @@ async fn assert_refused(gateway: &TestGateway, authorization: &str) -> Value {
         .headers()
         .get("www-authenticate")
         .map(|v| v.to_str().unwrap().to_owned());
-    let body = expect_problem(response, 401, "unauthorized").await;
+    let body = expect_problem_of(response, 401, "unauthorized").await;
     let challenge = challenge.expect("a 401 carries a WWW-Authenticate challenge");
     assert!(challenge.starts_with(r#"Bearer realm="mercato""#), "{challenge}");
     assert!(challenge.contains(r#"error="invalid_token""#), "{challenge}");
@@ -48,7 +48,7 @@ async fn a_request_without_a_token_is_challenged_with_401() {
         r#"Bearer realm="mercato""#,
         "a missing token is not an invalid one (RFC 6750 §3.1)"
     );
-    expect_problem(response, 401, "unauthorized").await;
+    expect_problem_of(response, 401, "unauthorized").await;
     assert_eq!(gateway.echo.hits(), 0);
 }
 

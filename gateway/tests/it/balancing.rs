@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::instances::Instance;
-use crate::support::{PATIENCE, TestGateway, expect_problem, small_breaker, spawn_gateway_with};
+use crate::support::{PATIENCE, TestGateway, expect_problem_of, small_breaker, spawn_gateway_with};
 
 const INSTANCES: &str = "/admin/upstreams/echo/instances";
 
@@ -252,7 +252,7 @@ async fn a_full_bulkhead_answers_503_at_once() {
     })
     .await;
     let response = gateway.get("/api/echo/other").send().await.unwrap();
-    let body = expect_problem(response, 503, "unavailable").await;
+    let body = expect_problem_of(response, 503, "unavailable").await;
     assert!(body["detail"].as_str().unwrap().contains("busy"), "{body}");
     assert_eq!(first.await.unwrap(), 200);
     assert_eq!(slow.hits(), 1);
@@ -284,21 +284,21 @@ async fn the_admin_api_adds_and_removes_instances_at_run_time() {
         .send()
         .await
         .unwrap();
-    expect_problem(again, 409, "conflict").await;
+    expect_problem_of(again, 409, "conflict").await;
     let bad = gateway
         .admin(Method::POST, INSTANCES)
         .json(&json!({ "url": "ftp://nowhere" }))
         .send()
         .await
         .unwrap();
-    expect_problem(bad, 400, "bad-request").await;
+    expect_problem_of(bad, 400, "bad-request").await;
     let bad_group = gateway
         .admin(Method::POST, INSTANCES)
         .json(&json!({ "url": b.url, "group": "purple" }))
         .send()
         .await
         .unwrap();
-    expect_problem(bad_group, 422, "validation-error").await;
+    expect_problem_of(bad_group, 422, "validation-error").await;
 
     let removed = gateway
         .admin(Method::DELETE, &format!("{INSTANCES}?url={}", a.url))
@@ -315,19 +315,19 @@ async fn the_admin_api_adds_and_removes_instances_at_run_time() {
         .send()
         .await
         .unwrap();
-    expect_problem(last, 409, "conflict").await;
+    expect_problem_of(last, 409, "conflict").await;
     let missing = gateway
         .admin(Method::DELETE, &format!("{INSTANCES}?url={}", a.url))
         .send()
         .await
         .unwrap();
-    expect_problem(missing, 404, "not-found").await;
+    expect_problem_of(missing, 404, "not-found").await;
     let unknown = gateway
         .admin(Method::GET, "/admin/upstreams/nope")
         .send()
         .await
         .unwrap();
-    expect_problem(unknown, 404, "not-found").await;
+    expect_problem_of(unknown, 404, "not-found").await;
 }
 
 #[tokio::test]
@@ -335,7 +335,7 @@ async fn the_admin_api_needs_an_admin_token() {
     let a = Instance::start("a").await;
     let gateway = gateway_over(&[&a], |_| {}).await;
     let anonymous = gateway.get("/admin/upstreams").send().await.unwrap();
-    expect_problem(anonymous, 401, "unauthorized").await;
+    expect_problem_of(anonymous, 401, "unauthorized").await;
     let customer = gateway
         .http
         .post(gateway.url("/admin/upstreams/echo/instances"))
@@ -344,7 +344,7 @@ async fn the_admin_api_needs_an_admin_token() {
         .send()
         .await
         .unwrap();
-    expect_problem(customer, 403, "forbidden").await;
+    expect_problem_of(customer, 403, "forbidden").await;
     let listed = gateway
         .admin(Method::GET, "/admin/upstreams")
         .send()

@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::instances::Instance;
-use crate::support::{PATIENCE, TestGateway, expect_problem, spawn_gateway_with};
+use crate::support::{PATIENCE, TestGateway, expect_problem_of, spawn_gateway_with};
 
 async fn blue_green(blue: &Instance, green: &Instance) -> TestGateway {
     let (blue, green) = (blue.url.clone(), green.url.clone());
@@ -216,5 +216,5 @@ async fn a_weight_split_sends_a_share_to_green() {
         .send()
         .await
         .unwrap();
-    expect_problem(anonymous, 401, "unauthorized").await;
+    expect_problem_of(anonymous, 401, "unauthorized").await;
 }

@@ -3,7 +3,7 @@ use mercato_testkit::eventually;
 use serde_json::json;
 
 use crate::support::{
-    PATIENCE, claims, closed_url, echoed, expect_problem, forge, seen_header, sign, spawn_gateway,
+    PATIENCE, claims, closed_url, echoed, expect_problem_of, forge, seen_header, sign, spawn_gateway,
     spawn_gateway_with,
 };
 
@@ -28,7 +28,7 @@ async fn a_token_from_a_newly_published_key_is_accepted_once_an_unknown_kid_trig
         .send()
         .await
         .unwrap();
-    expect_problem(before, 401, "unauthorized").await;
+    expect_problem_of(before, 401, "unauthorized").await;
 
     gateway.keys.publish(&rotated);
 
@@ -84,7 +84,7 @@ async fn a_flood_of_made_up_kids_causes_no_more_fetches_than_the_refresh_interva
     let responses = futures_util::future::join_all(requests).await;
 
     for response in responses {
-        expect_problem(response, 401, "unauthorized").await;
+        expect_problem_of(response, 401, "unauthorized").await;
     }
     assert_eq!(
         gateway.keys.fetches(),
@@ -115,7 +115,7 @@ async fn an_unreachable_jwks_makes_authenticated_routes_answer_503_not_401() {
         response.headers()
     );
     assert!(!response.headers().contains_key("www-authenticate"));
-    expect_problem(response, 503, "unavailable").await;
+    expect_problem_of(response, 503, "unavailable").await;
     assert_eq!(gateway.echo.hits(), 0);
 }
 

@@ -1,13 +1,13 @@
 //! Rate limits through the real gateway, on a manual clock so that no test depends on wall time.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use mercato_gateway::{Config, ManualClock, RateClassConfig, RouteAuth, RouteConfig};
 
-use crate::support::{PATIENCE, TestGateway, echoed, expect_problem, spawn_gateway_with_clock};
+use crate::support::{TestGateway, client_from, echoed, expect_problem_of, spawn_gateway_with_clock};
 
 const START_US: u64 = 1_700_000_000_000_000;
 
@@ -46,17 +46,8 @@ async fn expect_limited(response: reqwest::Response, retry_after: &str, limit: &
     assert_eq!(header(&response, "ratelimit-limit"), limit);
     assert_eq!(header(&response, "ratelimit-remaining"), "0");
     assert!(header(&response, "ratelimit-reset").parse::<u64>().unwrap() >= 1);
-    let body = expect_problem(response, 429, "rate-limited").await;
+    let body = expect_problem_of(response, 429, "rate-limited").await;
     assert!(body["detail"].as_str().unwrap().contains("retry"), "{body}");
-}
-
-fn client_from(ip: Ipv4Addr) -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(PATIENCE)
-        .local_address(IpAddr::V4(ip))
-        .build()
-        .unwrap()
 }
 
 #[tokio::test]
@@ -205,7 +196,7 @@ async fn refused_tokens_are_rate_limited_by_address_too() {
             .send()
             .await
             .unwrap();
-        expect_problem(response, 401, "unauthorized").await;
+        expect_problem_of(response, 401, "unauthorized").await;
     }
     let guessing = gateway
         .get("/api/private/x")

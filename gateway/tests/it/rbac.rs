@@ -1,7 +1,7 @@
 use mercato_gateway::{RouteAuth, RouteConfig, RuleConfig};
 use reqwest::Method;
 
-use crate::support::{TestGateway, echoed, expect_problem, seen_header, spawn_gateway_with};
+use crate::support::{TestGateway, echoed, expect_problem_of, seen_header, spawn_gateway_with};
 
 /// The standard routes plus a public catalogue whose changes need an admin, orders whose shipping
 /// needs an admin, and a staff area open to admins and support.
@@ -46,7 +46,7 @@ async fn a_customer_token_on_an_admin_rule_is_forbidden() {
     )
     .await;
 
-    let body = expect_problem(response, 403, "forbidden").await;
+    let body = expect_problem_of(response, 403, "forbidden").await;
     assert!(body["detail"].as_str().unwrap().contains("admin"), "{body}");
     assert_eq!(
         gateway.echo.hits(),
@@ -65,7 +65,7 @@ async fn no_token_on_an_admin_rule_of_a_public_route_is_challenged_with_401() {
         response.headers()["www-authenticate"],
         r#"Bearer realm="mercato""#
     );
-    expect_problem(response, 401, "unauthorized").await;
+    expect_problem_of(response, 401, "unauthorized").await;
     assert_eq!(gateway.echo.hits(), 0);
 }
 
@@ -80,7 +80,7 @@ async fn a_bad_token_on_an_admin_rule_is_refused_as_invalid() {
         .unwrap()
         .to_owned();
     assert!(challenge.contains(r#"error="invalid_token""#), "{challenge}");
-    expect_problem(response, 401, "unauthorized").await;
+    expect_problem_of(response, 401, "unauthorized").await;
 }
 
 #[tokio::test]
@@ -119,7 +119,7 @@ async fn a_wildcard_rule_guards_the_action_and_nothing_beside_it() {
         "/api/shop-orders/42/ship/",
     ] {
         let refused = send(&gateway, Method::POST, path, Some(&customer)).await;
-        expect_problem(refused, 403, "forbidden").await;
+        expect_problem_of(refused, 403, "forbidden").await;
     }
     echoed(send(&gateway, Method::POST, "/api/shop-orders/42/ship", Some(&admin)).await).await;
     echoed(
@@ -157,7 +157,7 @@ async fn a_route_with_roles_admits_any_one_of_them() {
     echoed(send(&gateway, Method::GET, "/api/staff/queue", Some(&admin)).await).await;
     let refused = send(&gateway, Method::GET, "/api/staff/queue", Some(&customer)).await;
 
-    let body = expect_problem(refused, 403, "forbidden").await;
+    let body = expect_problem_of(refused, 403, "forbidden").await;
     let detail = body["detail"].as_str().unwrap();
     assert!(detail.contains("admin") && detail.contains("support"), "{detail}");
 }

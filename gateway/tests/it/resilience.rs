@@ -10,7 +10,7 @@ use mercato_gateway::{RouteAuth, RouteConfig};
 use mercato_testkit::eventually;
 
 use crate::support::{
-    PATIENCE, TestGateway, closed_url, echo, echoed, expect_problem, seen_header, serve, small_breaker,
+    PATIENCE, TestGateway, closed_url, echo, echoed, expect_problem_of, seen_header, serve, small_breaker,
     spawn_gateway_with,
 };
 
@@ -105,13 +105,13 @@ async fn a_failing_upstream_opens_its_breaker_and_a_probe_closes_it_again() {
     for _ in 0..5 {
         let response = gateway.get("/api/echo/items").send().await.unwrap();
         assert_eq!(response.headers()["retry-after"], "1", "500 ms, rounded up");
-        let body = expect_problem(response, 503, "unavailable").await;
+        let body = expect_problem_of(response, 503, "unavailable").await;
         assert!(body["detail"].as_str().unwrap().contains("echo"), "{body}");
         assert_eq!(upstream.hits(), 4, "refused without a call upstream");
     }
     // Refused POSTs do not reach it either.
     let response = gateway.post("/api/echo/orders").body("{}").send().await.unwrap();
-    expect_problem(response, 503, "unavailable").await;
+    expect_problem_of(response, 503, "unavailable").await;
     assert_eq!(upstream.hits(), 4, "an open breaker sends nothing upstream");
     let text = gateway.metrics().await;
     let name = breaker_name(&upstream.url);
@@ -336,7 +336,7 @@ async fn a_route_timeout_shorter_than_the_default_cuts_a_slow_upstream_with_504(
     let response = gateway.get("/api/echo/hasty/never").send().await.unwrap();
     let elapsed = started.elapsed();
 
-    expect_problem(response, 504, "upstream-timeout").await;
+    expect_problem_of(response, 504, "upstream-timeout").await;
     assert_eq!(gateway.echo.hits(), 1, "a timeout is not retried");
     assert!(
         elapsed >= Duration::from_millis(300),

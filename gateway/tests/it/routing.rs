@@ -1,6 +1,6 @@
 use mercato_gateway::{RouteAuth, RouteConfig};
 
-use crate::support::{TestGateway, echoed, expect_problem, spawn_gateway, spawn_gateway_with};
+use crate::support::{TestGateway, echoed, expect_problem_of, spawn_gateway, spawn_gateway_with};
 
 #[tokio::test]
 async fn a_public_route_reaches_its_upstream_without_a_token() {
@@ -60,7 +60,7 @@ async fn the_longest_matching_prefix_wins() {
     assert_eq!(exact["upstream"], "other");
     assert_eq!(sibling["upstream"], "echo");
     assert_eq!(status["upstream"], "echo");
-    expect_problem(parent, 401, "unauthorized").await;
+    expect_problem_of(parent, 401, "unauthorized").await;
     assert_eq!(gateway.other.hits(), 2);
 }
 
@@ -74,7 +74,7 @@ async fn a_prefix_matches_whole_path_segments_only() {
 
     echoed(exact).await;
     echoed(trailing_slash).await;
-    expect_problem(longer_segment, 404, "not-found").await;
+    expect_problem_of(longer_segment, 404, "not-found").await;
     assert_eq!(gateway.echo.hits(), 2);
 }
 
@@ -83,7 +83,7 @@ async fn an_unknown_path_is_a_404_problem_that_reaches_no_upstream() {
     let gateway = spawn_gateway().await;
 
     for path in ["/nothing/here", "/api", "/", "/apiecho"] {
-        let body = expect_problem(gateway.get(path).send().await.unwrap(), 404, "not-found").await;
+        let body = expect_problem_of(gateway.get(path).send().await.unwrap(), 404, "not-found").await;
         assert!(body["detail"].is_string(), "{body}");
     }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -21,8 +21,8 @@ use mercato_runtime::{CancellationToken, ClientConfig, HttpConfig};
 use mercato_security::{Claims, JwkSet, SigningKey, VerifierConfig};
 use serde_json::{Value, json};
 
-/// An upper bound for anything a test waits on, so a broken gateway fails a test instead of hanging it.
-pub const PATIENCE: Duration = Duration::from_secs(10);
+pub use mercato_testkit::PATIENCE;
+pub use mercato_testkit::problem::expect_problem_of;
 
 /// The routes every test gateway has: public and authenticated prefixes, nested so that the
 /// longest prefix decides both the upstream and whether a token is needed.
@@ -199,6 +199,9 @@ pub struct TestGateway {
     pub signer: SigningKey,
     pub echo: Upstream,
     pub other: Upstream,
+    /// Cancelling it shuts the gateway down; `server` then ends.
+    pub shutdown: CancellationToken,
+    pub server: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 /// A gateway with [`standard_routes`] and default settings.
@@ -247,7 +250,8 @@ pub async fn spawn_gateway_with_clock(
         .expect("the test gateway builds");
     let addr = app.local_addr();
     // The server task ends with the test's runtime; nothing needs to stop it earlier.
-    tokio::spawn(app.run_until_stopped(CancellationToken::new()));
+    let shutdown = CancellationToken::new();
+    let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestGateway {
         addr,
         http: test_client(),
@@ -255,6 +259,8 @@ pub async fn spawn_gateway_with_clock(
         signer,
         echo,
         other,
+        shutdown,
+        server,
     }
 }
 
@@ -314,6 +320,16 @@ pub fn small_breaker(wait_ms: u64) -> mercato_gateway::CircuitBreakerSettings {
 }
 
 /// A client that talks to loopback directly and never waits forever.
+/// A client whose connections come from `ip` (any 127.0.0.0/8 address reaches the gateway).
+pub fn client_from(ip: std::net::Ipv4Addr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(PATIENCE)
+        .local_address(std::net::IpAddr::V4(ip))
+        .build()
+        .unwrap()
+}
+
 pub fn test_client() -> reqwest::Client {
     reqwest::Client::builder()
         .no_proxy()
@@ -355,28 +371,6 @@ pub fn segment(value: &impl serde::Serialize) -> String {
 pub fn forge(header: &Value, claims: &Claims, signature: &[u8]) -> String {
     let signature = URL_SAFE_NO_PAD.encode(signature);
     format!("{}.{}.{signature}", segment(header), segment(claims))
-}
-
-/// Checks that `response` is a problem document of `status` and type `slug`, and returns its body.
-pub async fn expect_problem(response: reqwest::Response, status: u16, slug: &str) -> Value {
-    assert_eq!(response.status().as_u16(), status, "status of {}", response.url());
-    assert_eq!(
-        response
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap()),
-        Some("application/problem+json"),
-        "content type of a {status} answer",
-    );
-    let body: Value = response.json().await.expect("a problem body is JSON");
-    assert_eq!(body["status"], status, "problem body: {body}");
-    assert_eq!(
-        body["type"],
-        format!("urn:mercato:problem:{slug}"),
-        "problem body: {body}"
-    );
-    assert!(body["title"].is_string(), "problem body: {body}");
-    body
 }
 
 /// What the upstream saw of a request that it answered, after checking that the answer is `200`.

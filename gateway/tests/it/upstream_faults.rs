@@ -5,7 +5,7 @@ use http_body_util::BodyExt as _;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::support::{PATIENCE, closed_url, echoed, expect_problem, pattern, spawn_gateway_with};
+use crate::support::{PATIENCE, closed_url, echoed, expect_problem_of, pattern, spawn_gateway_with};
 
 #[tokio::test]
 async fn an_upstream_that_is_down_is_a_prompt_502() {
@@ -18,7 +18,7 @@ async fn an_upstream_that_is_down_is_a_prompt_502() {
 
     // A 502, not the 504 of a timeout: the refused connection is the answer, nothing waited.
     assert_eq!(response.headers()["retry-after"], "1");
-    let body = expect_problem(response, 502, "bad-gateway").await;
+    let body = expect_problem_of(response, 502, "bad-gateway").await;
     assert!(
         !body["detail"].as_str().unwrap().contains("127.0.0.1"),
         "internal addresses stay internal: {body}"
@@ -34,7 +34,7 @@ async fn an_upstream_that_never_answers_is_a_504_after_the_upstream_timeout() {
     let elapsed = started.elapsed();
 
     // Without the timeout the request would hang past the test client's patience.
-    expect_problem(response, 504, "upstream-timeout").await;
+    expect_problem_of(response, 504, "upstream-timeout").await;
     assert_eq!(gateway.echo.hits(), 1, "the request did reach the upstream");
     assert!(
         elapsed >= Duration::from_millis(300),
@@ -53,7 +53,7 @@ async fn a_body_declared_larger_than_the_limit_is_refused_with_413_before_the_up
         .await
         .unwrap();
 
-    expect_problem(response, 413, "payload-too-large").await;
+    expect_problem_of(response, 413, "payload-too-large").await;
     assert_eq!(gateway.echo.hits(), 0);
 }
 

@@ -131,6 +131,13 @@ impl Server {
         &self.readiness
     }
 
+    /// The bound listener and the assembled router, for a server that runs its own connections
+    /// (the gateway, which sets HTTP/1 and HTTP/2 limits at the edge); it then owns the shutdown
+    /// steps [`run_until_stopped`](Self::run_until_stopped) takes.
+    pub fn into_parts(self) -> (tokio::net::TcpListener, Router, Readiness) {
+        (self.listener, self.app, self.readiness)
+    }
+
     /// Serves until `shutdown` is cancelled, then: readiness reports "stopping", the drain delay
     /// passes, the listener closes, and in-flight requests get up to the shutdown grace to finish.
     ///

@@ -1,0 +1,119 @@
+//! `[gateway.edge]` and `[gateway.preauth]`: what a client connection, and a client's bad
+//! tokens, may cost the gateway before a request is routed.
+
+use serde::{Deserialize, Serialize};
+
+/// Limits on client connections. The HTTP/2 defaults follow the fixes for rapid reset
+/// (CVE-2023-44487): few concurrent streams and few streams a client may open and reset before
+/// the gateway accepted them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// Longest time from a connection's first byte (or the end of its previous request) to the
+    /// end of a request's header block; a slower client is disconnected.
+    pub header_read_timeout_ms: u64,
+    /// Longest wait for the next piece of a request body; a slower client gets `408`.
+    pub body_idle_timeout_ms: u64,
+    /// Most header fields in a request (more: `431`).
+    pub max_headers: usize,
+    /// Most bytes of a request's head, request line and headers (more: `431`); at least 8192.
+    pub max_header_bytes: usize,
+    pub h2_max_concurrent_streams: u32,
+    /// Streams a client opened and reset before they were served; past it, the connection is
+    /// closed with `ENHANCE_YOUR_CALM`.
+    pub h2_max_pending_accept_reset_streams: usize,
+    /// Streams the gateway had to reset because the client broke the protocol; past it, the
+    /// connection is closed.
+    pub h2_max_local_error_reset_streams: usize,
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_ms: 10_000,
+            body_idle_timeout_ms: 15_000,
+            max_headers: 100,
+            max_header_bytes: 64 * 1024,
+            h2_max_concurrent_streams: 128,
+            h2_max_pending_accept_reset_streams: 20,
+            h2_max_local_error_reset_streams: 100,
+        }
+    }
+}
+
+impl EdgeConfig {
+    pub(super) fn invalid_setting(&self) -> Option<(String, String)> {
+        let key = |k: &str| format!("edge.{k}");
+        for (name, value) in [
+            ("header_read_timeout_ms", self.header_read_timeout_ms),
+            ("body_idle_timeout_ms", self.body_idle_timeout_ms),
+            ("max_headers", self.max_headers as u64),
+            (
+                "h2_max_concurrent_streams",
+                u64::from(self.h2_max_concurrent_streams),
+            ),
+            (
+                "h2_max_pending_accept_reset_streams",
+                self.h2_max_pending_accept_reset_streams as u64,
+            ),
+            (
+                "h2_max_local_error_reset_streams",
+                self.h2_max_local_error_reset_streams as u64,
+            ),
+        ] {
+            if value == 0 {
+                return Some((key(name), "must be greater than 0".into()));
+            }
+        }
+        if self.max_header_bytes < 8192 {
+            return Some((key("max_header_bytes"), "must be at least 8192".into()));
+        }
+        None
+    }
+}
+
+/// `[gateway.preauth]`: failed authentications allowed per client address before its requests
+/// that need a token are refused without checking it (see [`crate::preauth`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PreauthConfig {
+    pub enabled: bool,
+    /// Failures an address may add per minute once its burst is used.
+    pub failures_per_minute: u32,
+    pub failure_burst: u32,
+    /// Longer bearer tokens are refused unread.
+    pub max_token_bytes: usize,
+    /// Most addresses counted at once; idle ones are forgotten first.
+    pub max_addresses: usize,
+}
+
+impl Default for PreauthConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            failures_per_minute: 60,
+            failure_burst: 20,
+            max_token_bytes: 4096,
+            max_addresses: 100_000,
+        }
+    }
+}
+
+impl PreauthConfig {
+    pub(super) fn invalid_setting(&self) -> Option<(String, String)> {
+        if !self.enabled {
+            return None;
+        }
+        for (name, value) in [
+            ("failures_per_minute", u64::from(self.failures_per_minute)),
+            ("failure_burst", u64::from(self.failure_burst)),
+            ("max_token_bytes", self.max_token_bytes as u64),
+            ("max_addresses", self.max_addresses as u64),
+        ] {
+            if value == 0 {
+                return Some((format!("preauth.{name}"), "must be greater than 0".into()));
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,213 @@
+//! The gateway's settings (`[gateway]`).
+//!
+//! Access rules come in two places. A route may list `roles` (the caller needs any one of them),
+//! and `[[gateway.rules]]` add method- and path-scoped requirements on top: a rule's `prefix` is
+//! matched segment by segment against the (percent-decoded) path, `*` matching any one segment,
+//! and the rule covers the paths at or below it; `methods` (empty: every method) narrows it.
+//! Every route and rule that matches a request must be satisfied, so rules only ever add
+//! requirements. Rate limits are per route class (`[gateway.rate_limit.classes.NAME]`); a route
+//! names its class in `rate_class`, `default` when it names none.
+//!
+//! Each upstream has instances in a blue and a green group (`[gateway.upstreams.NAME]`, blue
+//! defaulting to the service's own address). Attempts are spread over the instances by
+//! `[gateway.load_balancing]`; instances failing `[gateway.health_check]` get no traffic; each
+//! instance has a circuit breaker (`[gateway.circuit_breaker]`) that ejects it while it keeps
+//! failing; each upstream has a bulkhead (`[gateway.bulkhead]`); idempotent requests without a
+//! body are retried under a budget (`[gateway.retry]`). A
+//! route's `timeout_ms` overrides `upstream_timeout_ms`; either bounds the whole upstream
+//! exchange, retries included, and reaches the upstream as `x-request-deadline-ms`.
+//!
+//! Layout: `edge` (limits on client connections), `routes` (routes and role rules),
+//! `rate_limit` (rate classes and their backend), `upstreams` (the guards of upstream calls,
+//! balancing, health checks, instance groups).
+
+mod edge;
+mod rate_limit;
+mod routes;
+mod upstreams;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use edge::{EdgeConfig, PreauthConfig};
+pub use rate_limit::{DEFAULT_CLASS, RateClassConfig, RateLimitBackend, RateLimitConfig};
+pub use routes::{RouteAuth, RouteConfig, RuleConfig};
+pub use upstreams::{
+    AdaptiveConcurrencyConfig, AdminStateBackend, AdminStateConfig, BalancingPolicy, BulkheadSettings,
+    CircuitBreakerSettings, HealthCheckConfig, LoadBalancingConfig, RetrySettings, UpstreamSettings,
+};
+use upstreams::{
+    breaker_over_defaults, bulkhead_over_defaults, default_breaker, default_bulkhead, default_retry,
+    retry_over_defaults,
+};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    pub connect_timeout_ms: u64,
+    /// Longest wait for an upstream's response head before answering `504`.
+    pub upstream_timeout_ms: u64,
+    pub pool_max_idle_per_host: usize,
+    /// How long a fetched JWKS is trusted before it is fetched again.
+    pub jwks_max_age_secs: u64,
+    /// Fetches caused by unknown `kid`s are at most this frequent.
+    pub jwks_min_refresh_interval_ms: u64,
+    /// Networks (`10.0.0.0/8`, or one address) whose `Forwarded` and `X-Forwarded-For` are
+    /// believed; from any other peer the peer's address is the client's.
+    pub trusted_proxies: Vec<String>,
+    pub edge: EdgeConfig,
+    pub preauth: PreauthConfig,
+    pub routes: Vec<RouteConfig>,
+    /// Role requirements scoped by path pattern and method, on top of the routes' own.
+    pub rules: Vec<RuleConfig>,
+    pub rate_limit: RateLimitConfig,
+    #[serde(deserialize_with = "breaker_over_defaults")]
+    pub circuit_breaker: CircuitBreakerSettings,
+    #[serde(deserialize_with = "retry_over_defaults")]
+    pub retry: RetrySettings,
+    #[serde(deserialize_with = "bulkhead_over_defaults")]
+    pub bulkhead: BulkheadSettings,
+    pub load_balancing: LoadBalancingConfig,
+    pub adaptive_concurrency: AdaptiveConcurrencyConfig,
+    pub health_check: HealthCheckConfig,
+    /// Per-upstream instance groups, overriding the instances the gateway is started with.
+    pub upstreams: BTreeMap<String, UpstreamSettings>,
+    /// Where admin changes to the upstreams are kept and shared between gateways.
+    pub admin_state: AdminStateConfig,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        use RouteAuth::{Public, Required};
+        Self {
+            connect_timeout_ms: 1_000,
+            upstream_timeout_ms: 15_000,
+            pool_max_idle_per_host: 64,
+            jwks_max_age_secs: 300,
+            jwks_min_refresh_interval_ms: 1_000,
+            trusted_proxies: Vec::new(),
+            edge: EdgeConfig::default(),
+            preauth: PreauthConfig::default(),
+            routes: vec![
+                RouteConfig::new("/api/identity/register", "identity", Public).with_rate_class("auth"),
+                RouteConfig::new("/api/identity/token", "identity", Public).with_rate_class("auth"),
+                RouteConfig::new("/api/identity", "identity", Required),
+                RouteConfig::new("/.well-known/jwks.json", "identity", Public),
+                RouteConfig::new("/api/customers", "customers", Required),
+                // Browsing is public; changes need an admin (a rule below), and inventory checks
+                // again itself.
+                RouteConfig::new("/api/products", "inventory", Public),
+                RouteConfig::new("/api/orders", "orders", Required),
+                RouteConfig::new("/api/payments", "payments", Required),
+                RouteConfig::new("/api/notifications", "notifications", Required),
+            ],
+            rules: vec![
+                RuleConfig::new("/api/products", &["PUT", "POST", "PATCH", "DELETE"], &["admin"]),
+                RuleConfig::new("/api/orders/*/ship", &[], &["admin"]),
+                RuleConfig::new("/api/orders/*/deliver", &[], &["admin"]),
+            ],
+            rate_limit: RateLimitConfig::default(),
+            circuit_breaker: default_breaker(),
+            retry: default_retry(),
+            bulkhead: default_bulkhead(),
+            load_balancing: LoadBalancingConfig::default(),
+            adaptive_concurrency: AdaptiveConcurrencyConfig::default(),
+            health_check: HealthCheckConfig::default(),
+            upstreams: BTreeMap::new(),
+            admin_state: AdminStateConfig::default(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// The first setting that cannot work, with its key.
+    #[must_use]
+    pub fn invalid_setting(&self) -> Option<(String, String)> {
+        if self.connect_timeout_ms == 0 {
+            return Some(("connect_timeout_ms".into(), "must be greater than 0".into()));
+        }
+        if self.upstream_timeout_ms == 0 {
+            return Some(("upstream_timeout_ms".into(), "must be greater than 0".into()));
+        }
+        if let Err((i, message)) = crate::forwarded::TrustedProxies::parse(&self.trusted_proxies) {
+            return Some((format!("trusted_proxies[{i}]"), message));
+        }
+        for (i, route) in self.routes.iter().enumerate() {
+            if !route.prefix.starts_with('/') {
+                return Some((format!("routes[{i}].prefix"), "must start with /".into()));
+            }
+            if route.roles.iter().any(String::is_empty) {
+                return Some((format!("routes[{i}].roles"), "a role must not be empty".into()));
+            }
+            if route.timeout_ms == Some(0) {
+                return Some((format!("routes[{i}].timeout_ms"), "must be greater than 0".into()));
+            }
+            let class = route.rate_class.as_deref().unwrap_or(DEFAULT_CLASS);
+            if self.rate_limit.enabled && !self.rate_limit.classes.contains_key(class) {
+                return Some((
+                    format!("routes[{i}].rate_class"),
+                    format!("no class {class:?} in rate_limit.classes"),
+                ));
+            }
+        }
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !rule.prefix.starts_with('/') {
+                return Some((format!("rules[{i}].prefix"), "must start with /".into()));
+            }
+            if rule.roles.is_empty() || rule.roles.iter().any(String::is_empty) {
+                return Some((format!("rules[{i}].roles"), "must name at least one role".into()));
+            }
+            if let Some(m) = rule
+                .methods
+                .iter()
+                .find(|m| http::Method::from_bytes(m.as_bytes()).is_err())
+            {
+                return Some((format!("rules[{i}].methods"), format!("{m:?} is not a method")));
+            }
+        }
+        if self.load_balancing.latency_decay_ms == 0 {
+            return Some((
+                "load_balancing.latency_decay_ms".into(),
+                "must be greater than 0".into(),
+            ));
+        }
+        for (name, upstream) in &self.upstreams {
+            if upstream.green_percent > 100 {
+                return Some((
+                    format!("upstreams.{name}.green_percent"),
+                    "must be between 0 and 100".into(),
+                ));
+            }
+            if upstream.green_percent > 0 && upstream.green.is_empty() {
+                return Some((
+                    format!("upstreams.{name}.green"),
+                    "green_percent sends traffic to green, which has no instances".into(),
+                ));
+            }
+            if !upstream.smoke_path.starts_with('/') {
+                return Some((format!("upstreams.{name}.smoke_path"), "must start with /".into()));
+            }
+        }
+        // The services' client settings, validated the same way and named by the same keys.
+        let guards = mercato_runtime::ClientConfig {
+            circuit_breaker: self.circuit_breaker.clone(),
+            retry: self.retry.clone(),
+            bulkhead: self.bulkhead.clone(),
+            ..mercato_runtime::ClientConfig::default()
+        };
+        if let Err(refused) = mercato_runtime::Validate::validate(&guards) {
+            return Some((refused.key, refused.reason));
+        }
+        self.health_check
+            .invalid_setting()
+            .or_else(|| self.edge.invalid_setting())
+            .or_else(|| self.preauth.invalid_setting())
+            .or_else(|| self.admin_state.invalid_setting())
+            .or_else(|| self.adaptive_concurrency.invalid_setting())
+            .or_else(|| self.rate_limit.invalid_setting())
+    }
+}
+
+#[cfg(test)]
+mod tests;
