@@ -115,10 +115,11 @@ pub async fn build(config: &Config) -> Result<App, StartError> {
 /// # Errors
 /// See [`StartError`].
 pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<App, StartError> {
-    if let Some((key, message)) = config.gateway.invalid_setting() {
+    if let Err(refused) = mercato_runtime::Validate::validate(&config.gateway) {
+        let refused = refused.within("gateway");
         return Err(StartError::Config {
-            key: format!("gateway.{key}"),
-            message,
+            key: refused.key,
+            message: refused.reason,
         });
     }
     let mut registry = Registry::default();

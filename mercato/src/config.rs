@@ -297,10 +297,7 @@ impl Config {
             "database.max_connections",
         )?;
         positive(self.database.acquire_timeout_ms, "database.acquire_timeout_ms")?;
-        if let Some((key, message)) = self.gateway.invalid_setting() {
-            return Err(InvalidSetting::new(format!("gateway.{key}"), message));
-        }
-        Ok(())
+        section("gateway", &self.gateway)
     }
 
     /// The endpoint of `service` (validated to exist).

@@ -1,6 +1,7 @@
 //! `[gateway.edge]` and `[gateway.preauth]`: what a client connection, and a client's bad
 //! tokens, may cost the gateway before a request is routed.
 
+use mercato_runtime::settings::{InvalidSetting, Validate};
 use serde::{Deserialize, Serialize};
 
 /// Limits on client connections. The HTTP/2 defaults follow the fixes for rapid reset
@@ -41,8 +42,8 @@ impl Default for EdgeConfig {
     }
 }
 
-impl EdgeConfig {
-    pub(super) fn invalid_setting(&self) -> Option<(String, String)> {
+impl Validate for EdgeConfig {
+    fn validate(&self) -> Result<(), InvalidSetting> {
         let key = |k: &str| format!("edge.{k}");
         for (name, value) in [
             ("header_read_timeout_ms", self.header_read_timeout_ms),
@@ -62,13 +63,16 @@ impl EdgeConfig {
             ),
         ] {
             if value == 0 {
-                return Some((key(name), "must be greater than 0".into()));
+                return Err(InvalidSetting::new(key(name), "must be greater than 0"));
             }
         }
         if self.max_header_bytes < 8192 {
-            return Some((key("max_header_bytes"), "must be at least 8192".into()));
+            return Err(InvalidSetting::new(
+                key("max_header_bytes"),
+                "must be at least 8192",
+            ));
         }
-        None
+        Ok(())
     }
 }
 
@@ -99,10 +103,10 @@ impl Default for PreauthConfig {
     }
 }
 
-impl PreauthConfig {
-    pub(super) fn invalid_setting(&self) -> Option<(String, String)> {
+impl Validate for PreauthConfig {
+    fn validate(&self) -> Result<(), InvalidSetting> {
         if !self.enabled {
-            return None;
+            return Ok(());
         }
         for (name, value) in [
             ("failures_per_minute", u64::from(self.failures_per_minute)),
@@ -111,9 +115,12 @@ impl PreauthConfig {
             ("max_addresses", self.max_addresses as u64),
         ] {
             if value == 0 {
-                return Some((format!("preauth.{name}"), "must be greater than 0".into()));
+                return Err(InvalidSetting::new(
+                    format!("preauth.{name}"),
+                    "must be greater than 0",
+                ));
             }
         }
-        None
+        Ok(())
     }
 }

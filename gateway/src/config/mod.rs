@@ -28,6 +28,7 @@ mod upstreams;
 
 use std::collections::BTreeMap;
 
+use mercato_runtime::settings::{InvalidSetting, Validate};
 use serde::{Deserialize, Serialize};
 
 pub use edge::{EdgeConfig, PreauthConfig};
@@ -120,32 +121,45 @@ impl Default for GatewayConfig {
     }
 }
 
-impl GatewayConfig {
-    /// The first setting that cannot work, with its key.
-    #[must_use]
-    pub fn invalid_setting(&self) -> Option<(String, String)> {
+impl Validate for GatewayConfig {
+    fn validate(&self) -> Result<(), InvalidSetting> {
         if self.connect_timeout_ms == 0 {
-            return Some(("connect_timeout_ms".into(), "must be greater than 0".into()));
+            return Err(InvalidSetting::new(
+                "connect_timeout_ms",
+                "must be greater than 0",
+            ));
         }
         if self.upstream_timeout_ms == 0 {
-            return Some(("upstream_timeout_ms".into(), "must be greater than 0".into()));
+            return Err(InvalidSetting::new(
+                "upstream_timeout_ms",
+                "must be greater than 0",
+            ));
         }
         if let Err((i, message)) = crate::forwarded::TrustedProxies::parse(&self.trusted_proxies) {
-            return Some((format!("trusted_proxies[{i}]"), message));
+            return Err(InvalidSetting::new(format!("trusted_proxies[{i}]"), message));
         }
         for (i, route) in self.routes.iter().enumerate() {
             if !route.prefix.starts_with('/') {
-                return Some((format!("routes[{i}].prefix"), "must start with /".into()));
+                return Err(InvalidSetting::new(
+                    format!("routes[{i}].prefix"),
+                    "must start with /",
+                ));
             }
             if route.roles.iter().any(String::is_empty) {
-                return Some((format!("routes[{i}].roles"), "a role must not be empty".into()));
+                return Err(InvalidSetting::new(
+                    format!("routes[{i}].roles"),
+                    "a role must not be empty",
+                ));
             }
             if route.timeout_ms == Some(0) {
-                return Some((format!("routes[{i}].timeout_ms"), "must be greater than 0".into()));
+                return Err(InvalidSetting::new(
+                    format!("routes[{i}].timeout_ms"),
+                    "must be greater than 0",
+                ));
             }
             let class = route.rate_class.as_deref().unwrap_or(DEFAULT_CLASS);
             if self.rate_limit.enabled && !self.rate_limit.classes.contains_key(class) {
-                return Some((
+                return Err(InvalidSetting::new(
                     format!("routes[{i}].rate_class"),
                     format!("no class {class:?} in rate_limit.classes"),
                 ));
@@ -153,40 +167,52 @@ impl GatewayConfig {
         }
         for (i, rule) in self.rules.iter().enumerate() {
             if !rule.prefix.starts_with('/') {
-                return Some((format!("rules[{i}].prefix"), "must start with /".into()));
+                return Err(InvalidSetting::new(
+                    format!("rules[{i}].prefix"),
+                    "must start with /",
+                ));
             }
             if rule.roles.is_empty() || rule.roles.iter().any(String::is_empty) {
-                return Some((format!("rules[{i}].roles"), "must name at least one role".into()));
+                return Err(InvalidSetting::new(
+                    format!("rules[{i}].roles"),
+                    "must name at least one role",
+                ));
             }
             if let Some(m) = rule
                 .methods
                 .iter()
                 .find(|m| http::Method::from_bytes(m.as_bytes()).is_err())
             {
-                return Some((format!("rules[{i}].methods"), format!("{m:?} is not a method")));
+                return Err(InvalidSetting::new(
+                    format!("rules[{i}].methods"),
+                    format!("{m:?} is not a method"),
+                ));
             }
         }
         if self.load_balancing.latency_decay_ms == 0 {
-            return Some((
-                "load_balancing.latency_decay_ms".into(),
-                "must be greater than 0".into(),
+            return Err(InvalidSetting::new(
+                "load_balancing.latency_decay_ms",
+                "must be greater than 0",
             ));
         }
         for (name, upstream) in &self.upstreams {
             if upstream.green_percent > 100 {
-                return Some((
+                return Err(InvalidSetting::new(
                     format!("upstreams.{name}.green_percent"),
-                    "must be between 0 and 100".into(),
+                    "must be between 0 and 100",
                 ));
             }
             if upstream.green_percent > 0 && upstream.green.is_empty() {
-                return Some((
+                return Err(InvalidSetting::new(
                     format!("upstreams.{name}.green"),
-                    "green_percent sends traffic to green, which has no instances".into(),
+                    "green_percent sends traffic to green, which has no instances",
                 ));
             }
             if !upstream.smoke_path.starts_with('/') {
-                return Some((format!("upstreams.{name}.smoke_path"), "must start with /".into()));
+                return Err(InvalidSetting::new(
+                    format!("upstreams.{name}.smoke_path"),
+                    "must start with /",
+                ));
             }
         }
         // The services' client settings, validated the same way and named by the same keys.
@@ -196,16 +222,13 @@ impl GatewayConfig {
             bulkhead: self.bulkhead.clone(),
             ..mercato_runtime::ClientConfig::default()
         };
-        if let Err(refused) = mercato_runtime::Validate::validate(&guards) {
-            return Some((refused.key, refused.reason));
-        }
-        self.health_check
-            .invalid_setting()
-            .or_else(|| self.edge.invalid_setting())
-            .or_else(|| self.preauth.invalid_setting())
-            .or_else(|| self.admin_state.invalid_setting())
-            .or_else(|| self.adaptive_concurrency.invalid_setting())
-            .or_else(|| self.rate_limit.invalid_setting())
+        guards.validate()?;
+        self.health_check.validate()?;
+        self.edge.validate()?;
+        self.preauth.validate()?;
+        self.admin_state.validate()?;
+        self.adaptive_concurrency.validate()?;
+        self.rate_limit.validate()
     }
 }
 

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use mercato_runtime::settings::{InvalidSetting, Validate};
 use serde::{Deserialize, Serialize};
 
 /// The class a route without `rate_class` belongs to.
@@ -78,45 +79,45 @@ impl Default for RateLimitConfig {
     }
 }
 
-impl RateLimitConfig {
-    pub(super) fn invalid_setting(&self) -> Option<(String, String)> {
+impl Validate for RateLimitConfig {
+    fn validate(&self) -> Result<(), InvalidSetting> {
         if !self.enabled {
-            return None;
+            return Ok(());
         }
         for (name, class) in &self.classes {
             if class.rate_per_second == 0 || class.rate_per_second > 1_000_000 {
-                return Some((
+                return Err(InvalidSetting::new(
                     format!("rate_limit.classes.{name}.rate_per_second"),
-                    "must be between 1 and 1000000".into(),
+                    "must be between 1 and 1000000",
                 ));
             }
             if class.burst == 0 {
-                return Some((
+                return Err(InvalidSetting::new(
                     format!("rate_limit.classes.{name}.burst"),
-                    "must be greater than 0".into(),
+                    "must be greater than 0",
                 ));
             }
         }
         if self.local_max_keys == 0 {
-            return Some((
-                "rate_limit.local_max_keys".into(),
-                "must be greater than 0".into(),
+            return Err(InvalidSetting::new(
+                "rate_limit.local_max_keys",
+                "must be greater than 0",
             ));
         }
         if self.backend == RateLimitBackend::Redis {
             if !self.redis_url.starts_with("redis://") {
-                return Some((
-                    "rate_limit.redis_url".into(),
-                    "must be a redis:// URL (TLS is not supported)".into(),
+                return Err(InvalidSetting::new(
+                    "rate_limit.redis_url",
+                    "must be a redis:// URL (TLS is not supported)",
                 ));
             }
             if self.redis_timeout_ms == 0 {
-                return Some((
-                    "rate_limit.redis_timeout_ms".into(),
-                    "must be greater than 0".into(),
+                return Err(InvalidSetting::new(
+                    "rate_limit.redis_timeout_ms",
+                    "must be greater than 0",
                 ));
             }
         }
-        None
+        Ok(())
     }
 }

@@ -2,14 +2,14 @@ use super::*;
 
 #[test]
 fn the_default_configuration_is_valid() {
-    assert_eq!(GatewayConfig::default().invalid_setting(), None);
+    assert_eq!(GatewayConfig::default().validate(), Ok(()));
 }
 
 #[test]
 fn a_route_naming_an_unknown_rate_class_is_refused_by_key() {
     let mut config = GatewayConfig::default();
     config.routes[0].rate_class = Some("nope".into());
-    let (key, _) = config.invalid_setting().unwrap();
+    let key = config.validate().unwrap_err().key;
     assert_eq!(key, "routes[0].rate_class");
 }
 
@@ -17,9 +17,9 @@ fn a_route_naming_an_unknown_rate_class_is_refused_by_key() {
 fn a_rule_without_roles_or_with_a_bad_method_is_refused_by_key() {
     let mut config = GatewayConfig::default();
     config.rules.push(RuleConfig::new("/x", &[], &[]));
-    assert_eq!(config.invalid_setting().unwrap().0, "rules[3].roles");
+    assert_eq!(config.validate().unwrap_err().key, "rules[3].roles");
     config.rules[3] = RuleConfig::new("/x", &["GE T"], &["admin"]);
-    assert_eq!(config.invalid_setting().unwrap().0, "rules[3].methods");
+    assert_eq!(config.validate().unwrap_err().key, "rules[3].methods");
 }
 
 #[test]
@@ -54,7 +54,7 @@ fn resilience_settings_are_refused_by_their_own_key() {
     let mut config = GatewayConfig::default();
     config.circuit_breaker.failure_rate_threshold_percent = 0;
     assert_eq!(
-        config.invalid_setting().unwrap().0,
+        config.validate().unwrap_err().key,
         "circuit_breaker.failure_rate_threshold_percent"
     );
     config.circuit_breaker = CircuitBreakerSettings {
@@ -62,15 +62,15 @@ fn resilience_settings_are_refused_by_their_own_key() {
         ..CircuitBreakerSettings::default()
     };
     assert_eq!(
-        config.invalid_setting().unwrap().0,
+        config.validate().unwrap_err().key,
         "circuit_breaker.minimum_number_of_calls"
     );
     config.circuit_breaker = CircuitBreakerSettings::default();
     config.retry.budget_window_secs = 0;
-    assert_eq!(config.invalid_setting().unwrap().0, "retry.budget_window_secs");
+    assert_eq!(config.validate().unwrap_err().key, "retry.budget_window_secs");
     config.retry = RetrySettings::default();
     config.routes[0].timeout_ms = Some(0);
-    assert_eq!(config.invalid_setting().unwrap().0, "routes[0].timeout_ms");
+    assert_eq!(config.validate().unwrap_err().key, "routes[0].timeout_ms");
 }
 
 #[test]
@@ -109,7 +109,7 @@ fn a_zero_rate_is_refused_by_key() {
     let mut config = GatewayConfig::default();
     config.rate_limit.classes.get_mut("auth").unwrap().rate_per_second = 0;
     assert_eq!(
-        config.invalid_setting().unwrap().0,
+        config.validate().unwrap_err().key,
         "rate_limit.classes.auth.rate_per_second"
     );
 }
@@ -120,5 +120,5 @@ fn a_trusted_proxy_that_is_not_a_network_is_refused_by_key() {
         trusted_proxies: vec!["10.0.0.0/8".into(), "10.0.0.0/40".into()],
         ..GatewayConfig::default()
     };
-    assert_eq!(config.invalid_setting().unwrap().0, "trusted_proxies[1]");
+    assert_eq!(config.validate().unwrap_err().key, "trusted_proxies[1]");
 }

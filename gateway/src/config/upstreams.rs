@@ -1,6 +1,7 @@
 //! How upstream calls are guarded and spread: breakers, retries, bulkheads, load balancing,
 //! health checks, and each upstream's blue and green instance groups.
 
+use mercato_runtime::settings::{InvalidSetting, Validate};
 use serde::{Deserialize, Serialize};
 
 /// `[gateway.circuit_breaker]`: every instance's breaker, `[gateway.retry]`: retries of
@@ -136,11 +137,11 @@ impl Default for HealthCheckConfig {
     }
 }
 
-impl HealthCheckConfig {
-    pub(super) fn invalid_setting(&self) -> Option<(String, String)> {
+impl Validate for HealthCheckConfig {
+    fn validate(&self) -> Result<(), InvalidSetting> {
         let key = |k: &str| format!("health_check.{k}");
         if !self.path.starts_with('/') {
-            return Some((key("path"), "must start with /".into()));
+            return Err(InvalidSetting::new(key("path"), "must start with /"));
         }
         if self.interval_ms == 0 || self.timeout_ms == 0 {
             let k = if self.interval_ms == 0 {
@@ -148,7 +149,7 @@ impl HealthCheckConfig {
             } else {
                 "timeout_ms"
             };
-            return Some((key(k), "must be greater than 0".into()));
+            return Err(InvalidSetting::new(key(k), "must be greater than 0"));
         }
         if self.unhealthy_threshold == 0 || self.healthy_threshold == 0 {
             let k = if self.unhealthy_threshold == 0 {
@@ -156,9 +157,9 @@ impl HealthCheckConfig {
             } else {
                 "healthy_threshold"
             };
-            return Some((key(k), "must be at least 1".into()));
+            return Err(InvalidSetting::new(key(k), "must be at least 1"));
         }
-        None
+        Ok(())
     }
 }
 
@@ -225,23 +226,26 @@ impl Default for AdminStateConfig {
     }
 }
 
-impl AdminStateConfig {
-    pub(super) fn invalid_setting(&self) -> Option<(String, String)> {
+impl Validate for AdminStateConfig {
+    fn validate(&self) -> Result<(), InvalidSetting> {
         let key = |k: &str| format!("admin_state.{k}");
         match self.backend {
-            AdminStateBackend::Memory => return None,
+            AdminStateBackend::Memory => return Ok(()),
             AdminStateBackend::File if self.path.is_empty() => {
-                return Some((key("path"), "must name a file".into()));
+                return Err(InvalidSetting::new(key("path"), "must name a file"));
             }
             AdminStateBackend::Redis if !self.redis_url.starts_with("redis://") => {
-                return Some((key("redis_url"), "must be a redis:// URL".into()));
+                return Err(InvalidSetting::new(key("redis_url"), "must be a redis:// URL"));
             }
             AdminStateBackend::Redis if self.redis_timeout_ms == 0 => {
-                return Some((key("redis_timeout_ms"), "must be greater than 0".into()));
+                return Err(InvalidSetting::new(
+                    key("redis_timeout_ms"),
+                    "must be greater than 0",
+                ));
             }
             _ => {}
         }
-        (self.sync_interval_ms == 0).then(|| (key("sync_interval_ms"), "must be greater than 0".into()))
+        mercato_runtime::settings::positive(self.sync_interval_ms, &key("sync_interval_ms"))
     }
 }
 
@@ -286,29 +290,38 @@ impl AdaptiveConcurrencyConfig {
         f64::from(self.smoothing_percent) / 100.0
     }
 
-    pub(super) fn invalid_setting(&self) -> Option<(String, String)> {
+    pub(super) fn validate(&self) -> Result<(), InvalidSetting> {
         let key = |k: &str| format!("adaptive_concurrency.{k}");
         if !self.enabled {
-            return None;
+            return Ok(());
         }
         if self.min_limit == 0 {
-            return Some((key("min_limit"), "must be at least 1".into()));
+            return Err(InvalidSetting::new(key("min_limit"), "must be at least 1"));
         }
         if self.max_limit < self.min_limit {
-            return Some((key("max_limit"), "must be at least min_limit".into()));
+            return Err(InvalidSetting::new(
+                key("max_limit"),
+                "must be at least min_limit",
+            ));
         }
         if !(self.min_limit..=self.max_limit).contains(&self.initial_limit) {
-            return Some((
+            return Err(InvalidSetting::new(
                 key("initial_limit"),
-                "must be between min_limit and max_limit".into(),
+                "must be between min_limit and max_limit",
             ));
         }
         if self.tolerance_percent < 100 {
-            return Some((key("tolerance_percent"), "must be at least 100".into()));
+            return Err(InvalidSetting::new(
+                key("tolerance_percent"),
+                "must be at least 100",
+            ));
         }
         if self.smoothing_percent == 0 || self.smoothing_percent > 100 {
-            return Some((key("smoothing_percent"), "must be between 1 and 100".into()));
+            return Err(InvalidSetting::new(
+                key("smoothing_percent"),
+                "must be between 1 and 100",
+            ));
         }
-        None
+        Ok(())
     }
 }
