@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EdgeConfig {
-    /// Longest time from a connection's first byte (or the end of its previous request) to the
-    /// end of a request's header block; a slower client is disconnected.
+    /// Longest wait for a request's whole header block, counted from when the connection is
+    /// ready for it (so it also closes a kept-alive connection idle this long); a slower client
+    /// is disconnected.
     pub header_read_timeout_ms: u64,
     /// Longest wait for the next piece of a request body; a slower client gets `408`.
     pub body_idle_timeout_ms: u64,
@@ -31,7 +32,7 @@ pub struct EdgeConfig {
 impl Default for EdgeConfig {
     fn default() -> Self {
         Self {
-            header_read_timeout_ms: 10_000,
+            header_read_timeout_ms: 30_000,
             body_idle_timeout_ms: 15_000,
             max_headers: 100,
             max_header_bytes: 64 * 1024,

@@ -128,6 +128,21 @@ async fn a_request_head_sent_too_slowly_is_cut_off() {
 }
 
 #[tokio::test]
+async fn a_kept_alive_connection_left_idle_is_closed_after_the_header_read_timeout() {
+    let gateway = spawn_gateway_with(|c| c.gateway.edge.header_read_timeout_ms = 300).await;
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    stream
+        .write_all(b"GET /api/echo/items HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+
+    let (seen, closed) = read_until_closed(&mut stream).await;
+
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen:?}");
+    assert!(closed, "an idle connection was kept");
+}
+
+#[tokio::test]
 async fn a_request_body_that_stalls_gets_408_and_the_connection_closed() {
     let gateway = spawn_gateway_with(|c| c.gateway.edge.body_idle_timeout_ms = 300).await;
     let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
