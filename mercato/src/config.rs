@@ -158,7 +158,16 @@ impl Default for Config {
             database: DatabaseConfig::default(),
             auth: VerifierConfig::default(),
             identity: IdentityConfig::default(),
-            gateway: GatewayConfig::default(),
+            gateway: GatewayConfig {
+                // Embedded, admin changes (instances, blue/green splits) outlive a restart in a
+                // file beside the databases; distributed settings point this at Redis.
+                admin_state: mercato_gateway::AdminStateConfig {
+                    backend: mercato_gateway::AdminStateBackend::File,
+                    path: "{data_dir}/gateway-admin.json".into(),
+                    ..mercato_gateway::AdminStateConfig::default()
+                },
+                ..GatewayConfig::default()
+            },
             bus: BusConfig::default(),
             relay: RelayConfig::default(),
             inbox: InboxConfig::default(),
@@ -239,6 +248,7 @@ impl Config {
         self.identity.keys_dir = PathBuf::from(keys);
         self.database.url = self.database.url.replace("{data_dir}", &data_dir);
         self.bus.url = self.bus.url.replace("{data_dir}", &data_dir);
+        self.gateway.admin_state.path = self.gateway.admin_state.path.replace("{data_dir}", &data_dir);
         for endpoint in self.services.values_mut() {
             if let Some(url) = &mut endpoint.database_url {
                 *url = url.replace("{data_dir}", &data_dir);

@@ -352,7 +352,10 @@ pub fn env(system: &System) -> Vec<(String, String)> {
         ("MERCATO_BUS__REPLICAS", "1".to_owned()),
         ("MERCATO_CACHE__REDIS_URL", redis_url.clone()),
         ("MERCATO_GATEWAY__RATE_LIMIT__BACKEND", "redis".to_owned()),
-        ("MERCATO_GATEWAY__RATE_LIMIT__REDIS_URL", redis_url),
+        ("MERCATO_GATEWAY__RATE_LIMIT__REDIS_URL", redis_url.clone()),
+        // Every gateway pod applies the same admin changes (instances, blue/green splits).
+        ("MERCATO_GATEWAY__ADMIN_STATE__BACKEND", "redis".to_owned()),
+        ("MERCATO_GATEWAY__ADMIN_STATE__REDIS_URL", redis_url),
         ("MERCATO_IDENTITY__KEYS_DIR", model::KEYS_DIR.to_owned()),
         ("MERCATO_IDENTITY__GENERATE_KEYS", "false".to_owned()),
         (
