@@ -156,12 +156,14 @@ impl Instance {
     }
 
     /// Stops the service abruptly, as a crash would: no drain, background work cut off; returns
-    /// once its task is gone.
+    /// once its task is gone. Nothing of it is told to stop afterwards, as nothing of a killed
+    /// process would be: a graceful step (giving back a lease, say) must not run after a crash.
     pub async fn abort(&mut self) {
         if let Some(task) = self.task.take() {
             task.abort();
             let _ = task.await;
         }
+        self.shutdown = CancellationToken::new();
     }
 
     #[must_use]
