@@ -1,9 +1,11 @@
 //! The inbox: an idempotent consumer.
 //!
-//! For each delivery, one transaction on the service's own database: skip the event if this
-//! subscriber already handled its id; otherwise run the handler and record the id (and the
-//! stream position) before committing. A redelivery therefore changes nothing, and a crash at any
-//! point leaves either everything or nothing.
+//! For each fetched batch, one transaction on the service's own database, with a savepoint per
+//! delivery: skip the event if this subscriber already handled its id; otherwise run the handler
+//! and record the id (and the stream position). A delivery that fails rolls back to its savepoint
+//! alone and is retried or parked; the others commit together, once, and are acknowledged to the
+//! bus together. A redelivery therefore changes nothing, and a crash at any point leaves either
+//! everything or nothing.
 //!
 //! Order: every envelope carries its position in its stream. An event that arrives before its
 //! predecessor (a redelivery overtook it) is put back for a moment, so a stream's events are
@@ -16,7 +18,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mercato_storage::sqlx::{self, Row as _};
+use mercato_storage::sqlx::{self, Executor as _, Row as _};
 use mercato_storage::{Db, Migration, StorageError, Tx, now_millis};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -184,7 +186,7 @@ impl ConsumerMetrics {
 
 /// What happened to one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+enum Outcome {
     Applied,
     Duplicate,
     /// A predecessor in the stream has not been applied yet.
@@ -249,9 +251,7 @@ impl<H: Handler> Inbox<H> {
             match fetched {
                 Ok(batch) => {
                     failures = 0;
-                    for delivery in batch {
-                        self.process(delivery).await;
-                    }
+                    self.process(c, batch).await;
                     // Lag costs a round trip to the broker: at most once a second.
                     if lag_reported.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
                         lag_reported = Some(tokio::time::Instant::now());
@@ -278,56 +278,117 @@ impl<H: Handler> Inbox<H> {
         }
     }
 
-    /// Handles one delivery and settles it with the bus.
-    pub async fn process(&self, delivery: Delivery) {
-        let attempt = delivery.attempt;
-        let settled = match self.apply(&delivery.envelope, attempt).await {
-            Ok(Outcome::Applied) => {
-                self.metrics.outcome(&self.subscriber, "applied");
-                delivery.ack().await
-            }
-            Ok(Outcome::Duplicate) => {
-                self.metrics.outcome(&self.subscriber, "duplicate");
-                delivery.ack().await
-            }
-            Ok(Outcome::Early) => {
-                delivery
-                    .nak(Duration::from_millis(self.config.reorder_delay_ms))
-                    .await
-            }
+    /// Applies a fetched batch in one transaction and settles every delivery with the bus: the
+    /// applied and the duplicates with one batch acknowledgement, the rest one by one.
+    async fn process(&self, consumer: &Consumer, deliveries: Vec<Delivery>) {
+        if deliveries.is_empty() {
+            return;
+        }
+        let outcomes = match self.apply_batch(&deliveries).await {
+            Ok(outcomes) => outcomes,
             Err(error) => {
+                // Nothing committed; no attempt is spent on parking, since a park could not have
+                // moved the stream past the message.
                 self.metrics.error(&self.subscriber);
-                let permanent = matches!(error, HandlerError::Permanent(_));
-                if permanent || attempt >= self.config.max_attempts {
-                    tracing::error!(subscriber = %self.subscriber, event_id = %delivery.envelope.id,
-                        event_type = %delivery.envelope.event_type, attempt, %error, "parking message");
-                    self.metrics.outcome(&self.subscriber, "parked");
-                    if let Err(e) = self.skip(&delivery.envelope).await {
-                        tracing::warn!(subscriber = %self.subscriber, error = %e, "cannot move the stream past a parked message");
-                    }
-                    delivery.park(&error.to_string()).await
-                } else {
-                    tracing::warn!(subscriber = %self.subscriber, event_id = %delivery.envelope.id, attempt, %error, "handler failed; will retry");
-                    delivery.nak(self.config.backoff(attempt)).await
+                tracing::warn!(subscriber = %self.subscriber, %error, batch = deliveries.len(), "batch failed; will retry");
+                for delivery in deliveries {
+                    let delay = self.config.backoff(delivery.attempt);
+                    self.settled(delivery.nak(delay).await);
                 }
+                return;
             }
         };
+        let mut done = Vec::with_capacity(deliveries.len());
+        for (delivery, outcome) in deliveries.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(Outcome::Applied) => {
+                    self.metrics.outcome(&self.subscriber, "applied");
+                    done.push(delivery);
+                }
+                Ok(Outcome::Duplicate) => {
+                    self.metrics.outcome(&self.subscriber, "duplicate");
+                    done.push(delivery);
+                }
+                Ok(Outcome::Early) => {
+                    let delay = Duration::from_millis(self.config.reorder_delay_ms);
+                    self.settled(delivery.nak(delay).await);
+                }
+                Err(error) => {
+                    self.metrics.error(&self.subscriber);
+                    let attempt = delivery.attempt;
+                    if self.parks(&error, attempt) {
+                        tracing::error!(subscriber = %self.subscriber, event_id = %delivery.envelope.id,
+                            event_type = %delivery.envelope.event_type, attempt, %error, "parking message");
+                        self.metrics.outcome(&self.subscriber, "parked");
+                        self.settled(delivery.park(&error.to_string()).await);
+                    } else {
+                        tracing::warn!(subscriber = %self.subscriber, event_id = %delivery.envelope.id, attempt, %error, "handler failed; will retry");
+                        self.settled(delivery.nak(self.config.backoff(attempt)).await);
+                    }
+                }
+            }
+        }
+        self.settled(consumer.ack_all(done).await);
+    }
+
+    fn settled(&self, settled: Result<(), crate::BusError>) {
         if let Err(e) = settled {
             // The bus will deliver it again; the inbox makes that harmless.
             tracing::warn!(subscriber = %self.subscriber, error = %e, "cannot settle a delivery");
         }
     }
 
-    /// One transaction: dedup, order check, handler, record.
+    /// Whether a failed delivery is parked rather than retried.
+    fn parks(&self, error: &HandlerError, attempt: u32) -> bool {
+        matches!(error, HandlerError::Permanent(_)) || attempt >= self.config.max_attempts
+    }
+
+    /// One transaction for the batch, one savepoint per delivery. A delivery about to be parked
+    /// moves its stream past itself in the same transaction, so its successors are not held back.
     ///
     /// # Errors
-    /// The handler's error, or the database's as a [`HandlerError`].
-    pub async fn apply(&self, envelope: &Envelope, attempt: u32) -> Result<Outcome, HandlerError> {
+    /// The transaction itself failed (begin, a savepoint, commit): nothing of the batch applied.
+    async fn apply_batch(
+        &self,
+        deliveries: &[Delivery],
+    ) -> Result<Vec<Result<Outcome, HandlerError>>, StorageError> {
         let mut tx = self.db.begin().await?;
-        if is_processed(&mut tx, &self.subscriber, &envelope.id).await? {
+        let mut outcomes = Vec::with_capacity(deliveries.len());
+        for delivery in deliveries {
+            let envelope = &delivery.envelope;
+            savepoint(&mut tx, "SAVEPOINT inbox_delivery").await?;
+            let outcome = self.apply(&mut tx, envelope, delivery.attempt).await;
+            if !matches!(outcome, Ok(Outcome::Applied)) {
+                // A duplicate found by the record's conflict has handler effects to undo.
+                savepoint(&mut tx, "ROLLBACK TO SAVEPOINT inbox_delivery").await?;
+            }
+            savepoint(&mut tx, "RELEASE SAVEPOINT inbox_delivery").await?;
+            if let Err(error) = &outcome
+                && self.parks(error, delivery.attempt)
+            {
+                advance(
+                    &mut tx,
+                    &self.subscriber,
+                    &envelope.stream_id,
+                    envelope.stream_seq,
+                )
+                .await?;
+            }
+            outcomes.push(outcome);
+        }
+        tx.commit().await?;
+        if outcomes.iter().any(|o| matches!(o, Ok(Outcome::Applied))) {
+            self.handler.committed();
+        }
+        Ok(outcomes)
+    }
+
+    /// Dedup, order check, handler, record, inside the batch's transaction.
+    async fn apply(&self, tx: &mut Tx, envelope: &Envelope, attempt: u32) -> Result<Outcome, HandlerError> {
+        if is_processed(tx, &self.subscriber, &envelope.id).await? {
             return Ok(Outcome::Duplicate);
         }
-        let last = last_seq(&mut tx, &self.subscriber, &envelope.stream_id).await?;
+        let last = last_seq(tx, &self.subscriber, &envelope.stream_id).await?;
         if envelope.stream_seq > last + 1 && envelope.stream_seq > 0 {
             if attempt <= self.config.max_reorder_waits {
                 return Ok(Outcome::Early);
@@ -335,31 +396,20 @@ impl<H: Handler> Inbox<H> {
             tracing::warn!(subscriber = %self.subscriber, stream = %envelope.stream_id, expected = last + 1,
                 got = envelope.stream_seq, "a predecessor never came; applying out of order");
         }
-        self.handler.handle(envelope, &mut tx).await?;
-        match record(&mut tx, &self.subscriber, envelope).await {
-            // Another member applied the same delivery concurrently and committed first: this
-            // transaction's effects roll back with it.
-            Err(e) if e.is_conflict() => return Ok(Outcome::Duplicate),
-            other => other?,
+        self.handler.handle(envelope, tx).await?;
+        match record(tx, &self.subscriber, envelope).await {
+            // Another member applied the same delivery concurrently and committed first.
+            Err(e) if e.is_conflict() => Ok(Outcome::Duplicate),
+            Err(e) => Err(e.into()),
+            Ok(()) => Ok(Outcome::Applied),
         }
-        tx.commit().await.map_err(StorageError::from)?;
-        self.handler.committed();
-        Ok(Outcome::Applied)
     }
+}
 
-    /// Moves the stream past a parked event so its successors are not held back forever.
-    async fn skip(&self, envelope: &Envelope) -> Result<(), StorageError> {
-        let mut tx = self.db.begin().await?;
-        advance(
-            &mut tx,
-            &self.subscriber,
-            &envelope.stream_id,
-            envelope.stream_seq,
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
+/// A savepoint statement: plain SQL that SQLite and PostgreSQL both take.
+async fn savepoint(tx: &mut Tx, statement: &'static str) -> Result<(), StorageError> {
+    (&mut **tx).execute(sqlx::raw_sql(statement)).await?;
+    Ok(())
 }
 
 async fn pause(shutdown: &CancellationToken, delay: Duration) {

@@ -20,7 +20,8 @@ pub mod relay;
 mod settings;
 
 pub use bus::{
-    Broadcast, Bus, BusConfig, BusError, Consumer, ConsumerSpec, DeadLetter, Delivery, Subscription,
+    Broadcast, Bus, BusConfig, BusError, Consumer, ConsumerSpec, DeadLetter, Delivery, PartialPublish,
+    Subscription,
 };
 pub use envelope::{Context, Envelope, EnvelopeError, Event};
 pub use inbox::{ConsumerMetrics, Handler, HandlerError, HandlerFuture, Inbox, InboxConfig};

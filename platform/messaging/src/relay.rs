@@ -155,8 +155,8 @@ impl Relay {
         }
     }
 
-    /// One pass: publishes up to a batch of unsent rows in order and marks the published ones.
-    /// Returns how many were published.
+    /// One pass: publishes up to a batch of unsent rows in order as one bus batch and marks the
+    /// acknowledged prefix in one statement. Returns how many were published.
     ///
     /// # Errors
     /// The database or the bus failed; rows published before the failure are marked.
@@ -168,13 +168,17 @@ impl Relay {
         .fetch_all(self.db.pool())
         .await
         .map_err(StorageError::from)?;
-        let mut published = Vec::with_capacity(rows.len());
+        let mut positions = Vec::with_capacity(rows.len());
+        let mut envelopes = Vec::with_capacity(rows.len());
         let mut failure = None;
         for row in rows {
             let position: i64 = row.get("position");
             let body: String = row.get("envelope");
-            let envelope: Envelope = match serde_json::from_str(&body) {
-                Ok(e) => e,
+            match serde_json::from_str::<Envelope>(&body) {
+                Ok(envelope) => {
+                    positions.push(position);
+                    envelopes.push(envelope);
+                }
                 Err(e) => {
                     failure = Some(RelayError::Corrupt {
                         position,
@@ -182,18 +186,17 @@ impl Relay {
                     });
                     break;
                 }
-            };
-            if let Err(e) = self.bus.publish(&envelope).await {
-                failure = Some(e.into());
-                break;
             }
-            published.push(position);
         }
-        self.mark(&published).await?;
-        self.metrics.published.inc_by(published.len() as u64);
+        if let Err(partial) = self.bus.publish_batch(&envelopes).await {
+            positions.truncate(partial.acknowledged);
+            failure = Some(partial.error.into());
+        }
+        self.mark(&positions).await?;
+        self.metrics.published.inc_by(positions.len() as u64);
         match failure {
             Some(e) => Err(e),
-            None => Ok(published.len()),
+            None => Ok(positions.len()),
         }
     }
 

@@ -94,6 +94,15 @@ impl BusError {
     }
 }
 
+/// A batch publish that stopped: the first `acknowledged` envelopes are stored, the next failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{acknowledged} of the batch published, then: {error}")]
+pub struct PartialPublish {
+    pub acknowledged: usize,
+    #[source]
+    pub error: BusError,
+}
+
 /// A durable consumer group reading one category.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerSpec {
@@ -227,6 +236,20 @@ impl Bus {
         }
     }
 
+    /// Publishes `envelopes` in order as one batch: on NATS every publish is sent before any
+    /// acknowledgement is awaited, on the embedded bus they are stored in one transaction. Dedup by
+    /// event id holds as for [`Bus::publish`].
+    ///
+    /// # Errors
+    /// [`PartialPublish`] with how many envelopes, from the first, the broker acknowledged; the
+    /// rest may or may not be stored, so they must be published again.
+    pub async fn publish_batch(&self, envelopes: &[Envelope]) -> Result<(), PartialPublish> {
+        match self {
+            Self::Embedded(b) => b.publish_batch(envelopes).await,
+            Self::Nats(b) => b.publish_batch(envelopes).await,
+        }
+    }
+
     /// Joins (creating if needed) the durable consumer group `spec`.
     ///
     /// # Errors
@@ -307,6 +330,18 @@ impl Consumer {
         }
     }
 
+    /// Acknowledges deliveries this member fetched, all at once: one statement on the embedded
+    /// bus, concurrent confirmed acks on NATS.
+    ///
+    /// # Errors
+    /// The acknowledgements did not all reach the broker; those that did not come again.
+    pub async fn ack_all(&self, deliveries: Vec<Delivery>) -> Result<(), BusError> {
+        match self {
+            Self::Embedded(c) => c.ack_all(deliveries).await,
+            Self::Nats(_) => ack_each(deliveries).await,
+        }
+    }
+
     /// Messages of the category this group has not yet acknowledged (for the lag gauge).
     ///
     /// # Errors
@@ -368,6 +403,12 @@ impl Delivery {
             DeliveryHandle::Nats(h) => h.park(&self.envelope, attempts, error).await,
         }
     }
+}
+
+/// Acknowledges each delivery on its own, all at once rather than one after another.
+async fn ack_each(deliveries: Vec<Delivery>) -> Result<(), BusError> {
+    let acks = futures_util::future::join_all(deliveries.into_iter().map(Delivery::ack)).await;
+    acks.into_iter().collect()
 }
 
 /// What a [`Subscription`] yields.

@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use mercato_messaging::inbox::MIGRATION as INBOX;
 use mercato_messaging::outbox::{self, MIGRATION as OUTBOX};
@@ -28,6 +29,9 @@ backend_tests!(
     a_consumer_that_crashes_mid_handler_gets_the_event_again_and_applies_it_once,
     two_members_of_a_group_split_the_work_and_no_event_is_handled_by_both,
     a_poison_message_is_parked_with_its_error_and_the_consumer_keeps_going,
+    a_failing_message_in_a_batch_is_retried_alone_while_the_others_commit_once,
+    a_poison_message_in_a_batch_is_parked_alone_and_its_successor_commits_with_the_others,
+    the_relay_marks_only_the_rows_the_bus_acknowledged_and_they_arrive_in_order,
 );
 
 const EFFECTS: Migration = Migration {
@@ -38,7 +42,8 @@ const EFFECTS: Migration = Migration {
               member TEXT NOT NULL,
               event_id TEXT NOT NULL,
               stream_id TEXT NOT NULL,
-              n BIGINT NOT NULL
+              n BIGINT NOT NULL,
+              batch BIGINT NOT NULL
           )",
     postgres_sql: Some(
         "CREATE TABLE effects (
@@ -46,7 +51,8 @@ const EFFECTS: Migration = Migration {
               member TEXT NOT NULL,
               event_id TEXT NOT NULL,
               stream_id TEXT NOT NULL,
-              n BIGINT NOT NULL
+              n BIGINT NOT NULL,
+              batch BIGINT NOT NULL
           )",
     ),
 };
@@ -159,6 +165,33 @@ impl Pipeline {
             .collect()
     }
 
+    /// The commit each event's effect was part of, by event number.
+    async fn batches(&self) -> std::collections::HashMap<i64, i64> {
+        sqlx::query("SELECT n, batch FROM effects")
+            .fetch_all(self.db.pool())
+            .await
+            .expect("effects")
+            .iter()
+            .map(|r| (r.get("n"), r.get("batch")))
+            .collect()
+    }
+
+    async fn wait_for_dead_letters(&self) -> Vec<mercato_messaging::DeadLetter> {
+        eventually(PATIENCE, "the poison message in the dead letters", || async {
+            let letters = self.bus.dead_letters(10).await.ok()?;
+            (!letters.is_empty()).then_some(letters)
+        })
+        .await
+    }
+
+    /// Waits until the relay has published everything appended so far.
+    async fn wait_for_relay(&self) {
+        eventually(PATIENCE, "the outbox to be marked sent", || async {
+            (self.relay().backlog().await.ok()?.0 == 0).then_some(())
+        })
+        .await;
+    }
+
     async fn wait_for_effects(&self, count: usize) -> Vec<(String, String, String, i64)> {
         eventually(PATIENCE, &format!("{count} effects"), || async {
             let effects = self.effects().await;
@@ -184,6 +217,9 @@ struct Recording {
     poison: HashSet<i64>,
     /// When set, the handler writes its effect and then waits here forever: a crash mid-handler.
     hang: Option<Arc<Notify>>,
+    /// Transactions committed so far: an effect records it, so effects that share the number
+    /// committed together.
+    commits: Arc<AtomicI64>,
 }
 
 impl Recording {
@@ -205,14 +241,17 @@ impl Recording {
         if self.flaky.lock().unwrap().remove(&event.n) {
             return Err(HandlerError::Transient(format!("event {} failed once", event.n)));
         }
-        sqlx::query("INSERT INTO effects (member, event_id, stream_id, n) VALUES ($1, $2, $3, $4)")
-            .bind(self.member)
-            .bind(&envelope.id)
-            .bind(&envelope.stream_id)
-            .bind(event.n)
-            .execute(&mut **tx)
-            .await
-            .map_err(|e| HandlerError::Transient(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO effects (member, event_id, stream_id, n, batch) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(self.member)
+        .bind(&envelope.id)
+        .bind(&envelope.stream_id)
+        .bind(event.n)
+        .bind(self.commits.load(Ordering::SeqCst))
+        .execute(&mut **tx)
+        .await
+        .map_err(|e| HandlerError::Transient(e.to_string()))?;
         if let Some(hang) = &self.hang {
             hang.notify_one();
             std::future::pending::<()>().await;
@@ -224,6 +263,10 @@ impl Recording {
 impl Handler for Recording {
     fn handle<'a>(&'a self, envelope: &'a Envelope, tx: &'a mut Tx) -> HandlerFuture<'a> {
         Box::pin(self.record(envelope, tx))
+    }
+
+    fn committed(&self) {
+        self.commits.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -399,11 +442,7 @@ async fn a_poison_message_is_parked_with_its_error_and_the_consumer_keeps_going(
         [1, 3, 4],
         "the stream moved past the parked event"
     );
-    let letters = eventually(PATIENCE, "the poison message in the dead letters", || async {
-        let letters = pipeline.bus.dead_letters(10).await.ok()?;
-        (!letters.is_empty()).then_some(letters)
-    })
-    .await;
+    let letters = pipeline.wait_for_dead_letters().await;
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].envelope.id, appended[1].id);
     assert_eq!(letters[0].group, "effects");
@@ -411,5 +450,129 @@ async fn a_poison_message_is_parked_with_its_error_and_the_consumer_keeps_going(
         letters[0].error.contains("can never be applied"),
         "{}",
         letters[0].error
+    );
+}
+
+/// Appends streams a (1, 2), b (3, 4) and c (5, 6) and lets the relay publish them all, so the
+/// inbox's first fetch holds all six.
+async fn six_published(pipeline: &Pipeline) {
+    for (stream, n) in [("a", 1), ("b", 3), ("c", 5), ("a", 2), ("b", 4), ("c", 6)] {
+        pipeline.append(stream, n).await;
+    }
+    pipeline.start_relay();
+    pipeline.wait_for_relay().await;
+}
+
+async fn a_failing_message_in_a_batch_is_retried_alone_while_the_others_commit_once(backend: TestBackend) {
+    let pipeline = Pipeline::start(backend).await;
+    six_published(&pipeline).await;
+    let handler = Recording::member("one");
+    handler.flaky.lock().unwrap().insert(3);
+    pipeline.start_inbox(handler);
+
+    let effects = pipeline.wait_for_effects(6).await;
+    assert_each_event_once(&effects);
+    assert_eq!(numbers_of(&effects, "a"), [1, 2]);
+    assert_eq!(
+        numbers_of(&effects, "b"),
+        [3, 4],
+        "4 waited for its retried predecessor"
+    );
+    assert_eq!(numbers_of(&effects, "c"), [5, 6]);
+    let batches = pipeline.batches().await;
+    let first = batches[&1];
+    for n in [2, 5, 6] {
+        assert_eq!(
+            batches[&n], first,
+            "event {n} committed with the rest of its batch: {batches:?}"
+        );
+    }
+    assert!(
+        batches[&3] > first,
+        "the failed event committed later, on its own: {batches:?}"
+    );
+    assert!(
+        pipeline
+            .bus
+            .dead_letters(10)
+            .await
+            .expect("dead letters")
+            .is_empty()
+    );
+}
+
+async fn a_poison_message_in_a_batch_is_parked_alone_and_its_successor_commits_with_the_others(
+    backend: TestBackend,
+) {
+    let pipeline = Pipeline::start(backend).await;
+    six_published(&pipeline).await;
+    pipeline.start_inbox(Recording {
+        member: "one",
+        poison: HashSet::from([3]),
+        ..Recording::default()
+    });
+
+    let effects = pipeline.wait_for_effects(5).await;
+    assert_each_event_once(&effects);
+    assert_eq!(
+        numbers_of(&effects, "b"),
+        [4],
+        "the stream moved past the parked event"
+    );
+    let batches = pipeline.batches().await;
+    for n in [2, 4, 5, 6] {
+        assert_eq!(
+            batches[&n], batches[&1],
+            "event {n} committed in the one transaction: {batches:?}"
+        );
+    }
+    let letters = pipeline.wait_for_dead_letters().await;
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].envelope.stream_id, "b");
+    assert_eq!(letters[0].envelope.stream_seq, 1);
+}
+
+async fn the_relay_marks_only_the_rows_the_bus_acknowledged_and_they_arrive_in_order(backend: TestBackend) {
+    let pipeline = Pipeline::start(backend).await;
+    let mut appended = Vec::new();
+    for n in 1..=3 {
+        appended.push(pipeline.append("relayed", n).await);
+    }
+    // A row no bus accepts (its category cannot be a subject), then two good ones after it.
+    let mut refused = Envelope::new(
+        "no.such category",
+        "relayed",
+        &Noted { n: 4 },
+        &Context::default(),
+    )
+    .expect("envelope");
+    let mut tx = pipeline.db.begin().await.expect("begin");
+    outbox::append(&mut tx, &mut refused).await.expect("append");
+    tx.commit().await.expect("commit");
+    for n in 5..=6 {
+        pipeline.append("relayed", n).await;
+    }
+
+    let error = pipeline.relay().publish_pending().await.unwrap_err();
+    assert!(error.to_string().contains("category"), "{error}");
+    let marked: Vec<String> =
+        sqlx::query("SELECT event_id FROM outbox WHERE published_at IS NOT NULL ORDER BY position")
+            .fetch_all(pipeline.db.pool())
+            .await
+            .expect("marked rows")
+            .iter()
+            .map(|r| r.get("event_id"))
+            .collect();
+    let first_three: Vec<String> = appended.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(marked, first_three, "only the acknowledged prefix is marked");
+
+    let mut listener = mercato_testkit::listener::Listener::join(&pipeline.bus, "watch", "pipeline").await;
+    listener
+        .wait_for("the third event", |e| e.id == appended[2].id)
+        .await;
+    let seen: Vec<String> = listener.seen.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(
+        seen, first_three,
+        "published in order, nothing after the refused row"
     );
 }

@@ -40,9 +40,9 @@ impl EmbeddedBus {
 /// A member of a consumer group on the embedded bus.
 #[derive(Debug)]
 pub struct EmbeddedConsumer {
-    bus: EmbeddedBus,
-    group: String,
-    category: String,
+    pub(super) bus: EmbeddedBus,
+    pub(super) group: String,
+    pub(super) category: String,
 }
 
 impl EmbeddedConsumer {

@@ -13,6 +13,7 @@
 //! A waiting `fetch` or subscription is woken by publishes in this process and polls for those of
 //! other processes.
 
+mod batch;
 mod consumer;
 mod dead_letter;
 mod subscription;
@@ -21,14 +22,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use mercato_storage::sqlx;
-use mercato_storage::{DatabaseConfig, Db, Migration, StorageError, now_millis};
+use mercato_storage::{DatabaseConfig, Db, Migration};
 use tokio::sync::Notify;
 
 pub use consumer::{EmbeddedConsumer, EmbeddedHandle};
 pub use subscription::EmbeddedSubscription;
 
-use super::{BusConfig, BusError, check_envelope_category};
+use super::{BusConfig, BusError};
 use crate::envelope::Envelope;
 
 /// The bus tables, applied by [`EmbeddedBus::open`] under the service name `bus`.
@@ -94,24 +94,9 @@ impl EmbeddedBus {
     /// # Errors
     /// [`BusError::Malformed`] for a category no backend accepts; [`BusError::Storage`].
     pub async fn publish(&self, envelope: &Envelope) -> Result<(), BusError> {
-        check_envelope_category(envelope)?;
-        let body = serde_json::to_string(envelope).map_err(|e| BusError::Malformed {
-            id: envelope.id.clone(),
-            reason: e.to_string(),
-        })?;
-        sqlx::query(
-            "INSERT INTO bus_messages (event_id, category, envelope, published_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(&envelope.id)
-        .bind(envelope.category())
-        .bind(body)
-        .bind(now_millis())
-        .execute(self.db.pool())
-        .await
-        .map_err(StorageError::from)?;
-        self.published.notify_waiters();
-        Ok(())
+        self.publish_batch(std::slice::from_ref(envelope))
+            .await
+            .map_err(|failed| failed.error)
     }
 
     /// How many fetches in this process have looked, found nothing and are waiting for a message

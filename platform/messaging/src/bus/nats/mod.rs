@@ -14,6 +14,7 @@
 //! The client reconnects by itself after the server restarts. While it is not connected, every
 //! call fails fast with [`BusError::Unavailable`] instead of queueing behind the reconnect.
 
+mod batch;
 mod consumer;
 mod dead_letter;
 mod subscription;
@@ -130,15 +131,9 @@ impl NatsBus {
     /// [`BusError::Malformed`] for an envelope no subject can carry; [`BusError::Unavailable`] when
     /// the server did not acknowledge it within `publish_timeout_ms`.
     pub async fn publish(&self, envelope: &Envelope) -> Result<(), BusError> {
-        check_envelope(envelope)?;
-        let category = envelope.category();
-        let subject = format!("mercato.{category}.{}", subject_token(&envelope.event_type));
-        let payload = Bytes::from(serde_json::to_vec(envelope).map_err(|e| BusError::Malformed {
-            id: envelope.id.clone(),
-            reason: e.to_string(),
-        })?);
-        self.publish_to_category(category, subject, &envelope.id, payload)
+        self.publish_batch(std::slice::from_ref(envelope))
             .await
+            .map_err(|failed| failed.error)
     }
 
     /// A JetStream round trip, bounded by `publish_timeout_ms`.

@@ -1,0 +1,124 @@
+//! Batches on the embedded bus: a publish of many envelopes in one transaction, an
+//! acknowledgement of many deliveries in one statement. Every statement on the bus file is a
+//! commit and SQLite has one writer, so fewer statements is what lets a busy file keep up.
+
+use mercato_storage::sqlx;
+use mercato_storage::{StorageError, now_millis};
+
+use super::{EmbeddedBus, EmbeddedConsumer};
+use crate::bus::{BusError, Delivery, DeliveryHandle, PartialPublish, ack_each, check_envelope_category};
+use crate::envelope::Envelope;
+
+/// Rows per multi-row statement: 4 values each stays far below SQLite's bound on parameters.
+const ROWS_PER_STATEMENT: usize = 100;
+
+impl EmbeddedBus {
+    /// Appends the envelopes to the log in one transaction, skipping ids already there. An
+    /// envelope no backend accepts stops the batch before it; those before it are stored.
+    ///
+    /// # Errors
+    /// [`PartialPublish`]: the first unacceptable envelope, or the file failed (then none is
+    /// stored).
+    pub async fn publish_batch(&self, envelopes: &[Envelope]) -> Result<(), PartialPublish> {
+        let mut rows = Vec::with_capacity(envelopes.len());
+        let mut refused = None;
+        for envelope in envelopes {
+            match row(envelope) {
+                Ok(row) => rows.push(row),
+                Err(error) => {
+                    refused = Some(error);
+                    break;
+                }
+            }
+        }
+        if let Err(error) = self.insert(&rows).await {
+            return Err(PartialPublish {
+                acknowledged: 0,
+                error,
+            });
+        }
+        if !rows.is_empty() {
+            self.published.notify_waiters();
+        }
+        match refused {
+            Some(error) => Err(PartialPublish {
+                acknowledged: rows.len(),
+                error,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    async fn insert(&self, rows: &[(&str, &str, String)]) -> Result<(), BusError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let now = now_millis();
+        let mut tx = self.db.begin().await?;
+        for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, ${}, ${}, ${})", 4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4))
+                .collect();
+            let sql = format!(
+                "INSERT INTO bus_messages (event_id, category, envelope, published_at) VALUES {}
+                 ON CONFLICT (event_id) DO NOTHING",
+                values.join(", ")
+            );
+            let mut query = sqlx::query(&sql);
+            for (id, category, body) in chunk {
+                query = query.bind(*id).bind(*category).bind(body.as_str()).bind(now);
+            }
+            query.execute(&mut *tx).await.map_err(StorageError::from)?;
+        }
+        tx.commit().await.map_err(StorageError::from)?;
+        Ok(())
+    }
+}
+
+/// An envelope as a log row: its id, category and JSON.
+fn row(envelope: &Envelope) -> Result<(&str, &str, String), BusError> {
+    check_envelope_category(envelope)?;
+    let body = serde_json::to_string(envelope).map_err(|e| BusError::Malformed {
+        id: envelope.id.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok((&envelope.id, envelope.category(), body))
+}
+
+impl EmbeddedConsumer {
+    /// Releases the claims of `deliveries` in one statement, each fenced by the attempt it was
+    /// claimed with as [`super::EmbeddedHandle::ack`] is.
+    ///
+    /// # Errors
+    /// [`BusError::Storage`]; the messages come again after the ack wait.
+    pub async fn ack_all(&self, deliveries: Vec<Delivery>) -> Result<(), BusError> {
+        let mut claims = Vec::with_capacity(deliveries.len());
+        let mut foreign = Vec::new();
+        for delivery in deliveries {
+            match &delivery.handle {
+                DeliveryHandle::Embedded(h) if h.group == self.group && h.category == self.category => {
+                    claims.push((h.seq, h.attempts));
+                }
+                _ => foreign.push(delivery),
+            }
+        }
+        for chunk in claims.chunks(ROWS_PER_STATEMENT) {
+            let fences: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(seq = ${} AND attempts = ${})", 2 * i + 3, 2 * i + 4))
+                .collect();
+            let sql = format!(
+                "DELETE FROM bus_pending WHERE group_name = $1 AND category = $2 AND ({})",
+                fences.join(" OR ")
+            );
+            let mut query = sqlx::query(&sql).bind(&self.group).bind(&self.category);
+            for (seq, attempts) in chunk {
+                query = query.bind(*seq).bind(*attempts);
+            }
+            query
+                .execute(self.bus.db.pool())
+                .await
+                .map_err(StorageError::from)?;
+        }
+        ack_each(foreign).await
+    }
+}
