@@ -316,6 +316,7 @@ mod nats {
             bus.consumer(&ConsumerSpec {
                 group: format!("k8s-check-on-{category}"),
                 category: (*category).to_owned(),
+                event_types: Vec::new(),
             })
             .await
             .unwrap_or_else(|e| panic!("the bus does not bind to the {category} stream: {e}"));

@@ -118,6 +118,7 @@ impl ServiceBuilder {
         let spec = ConsumerSpec {
             group: group.into(),
             category: category.into(),
+            event_types: Vec::new(),
         };
         let inbox = Inbox::new(
             self.db.clone(),

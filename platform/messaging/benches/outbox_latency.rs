@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use mercato_messaging::inbox::MIGRATION as INBOX;
 use mercato_messaging::outbox::{self, MIGRATION as OUTBOX};
+use mercato_messaging::relay::MIGRATION as RELAY;
 use mercato_messaging::{
     Bus, BusConfig, ConsumerMetrics, ConsumerSpec, Context, Envelope, Event, Handler, HandlerFuture, Inbox,
     InboxConfig, Outbox, Relay, RelayConfig, RelayMetrics,
@@ -114,7 +115,7 @@ async fn run_case(label: &str, database_url: &str, bus_url: &str) {
     })
     .await
     .expect("database");
-    migrate(&db, "bench", &[PLAIN, OUTBOX, INBOX])
+    migrate(&db, "bench", &[PLAIN, OUTBOX, RELAY, INBOX])
         .await
         .expect("migrations");
     let bus = Bus::connect(&BusConfig {
@@ -143,6 +144,7 @@ async fn run_case(label: &str, database_url: &str, bus_url: &str) {
         ConsumerSpec {
             group: "bench".into(),
             category: "bench".into(),
+            event_types: Vec::new(),
         },
         Recorder {
             latencies_us: Arc::clone(&latencies),

@@ -1,5 +1,7 @@
 //! The one message format on every bus backend.
 
+use std::collections::BTreeMap;
+
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +30,11 @@ pub struct Envelope {
     /// W3C trace context of the operation that caused the event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    /// For each event type seen earlier in this stream, the position of its latest event before
+    /// this one (filled in by the relay). A consumer group that receives only some types finds
+    /// its predecessor here: the greatest position among the types it handles.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub preceding: BTreeMap<String, i64>,
     pub payload: serde_json::Value,
 }
 
@@ -99,6 +106,7 @@ impl Envelope {
             correlation_id: context.correlation_id.clone(),
             causation_id: context.causation_id.clone(),
             traceparent: context.traceparent.clone(),
+            preceding: BTreeMap::new(),
             payload: serde_json::to_value(event)?,
         })
     }
@@ -144,6 +152,23 @@ impl Envelope {
             causation_id: Some(self.id.clone()),
             traceparent: self.traceparent.clone(),
         }
+    }
+
+    /// The position in this stream of the event that must be applied before this one by a
+    /// consumer that handles `types` (empty: every type): the one just before it for a consumer
+    /// of every type, else the latest earlier event of a type it handles (0 if none).
+    #[must_use]
+    pub fn predecessor(&self, types: &[String]) -> i64 {
+        if types.is_empty() {
+            return self.stream_seq - 1;
+        }
+        types
+            .iter()
+            .filter_map(|t| self.preceding.get(t))
+            .copied()
+            .filter(|&seq| seq < self.stream_seq)
+            .max()
+            .unwrap_or(0)
     }
 
     /// The bus category: events are grouped by the service that publishes them.
@@ -217,6 +242,37 @@ mod tests {
             env.decode::<Renamed>(),
             Err(EnvelopeError::TooNew { .. })
         ));
+    }
+
+    #[test]
+    fn a_consumer_of_some_types_waits_only_for_the_latest_earlier_event_of_those() {
+        let mut env = Envelope::new(
+            "orders",
+            "o-1",
+            &Renamed {
+                full_name: "A".into(),
+            },
+            &Context::default(),
+        )
+        .unwrap();
+        env.stream_seq = 7;
+        env.preceding = BTreeMap::from([("A".into(), 2), ("B".into(), 6), ("C".into(), 4)]);
+        assert_eq!(env.predecessor(&[]), 6, "a consumer of everything waits for 6");
+        assert_eq!(env.predecessor(&["A".into(), "C".into()]), 4);
+        assert_eq!(env.predecessor(&["A".into()]), 2);
+        assert_eq!(env.predecessor(&["D".into()]), 0, "nothing earlier to wait for");
+        let json = serde_json::to_value(&env).unwrap();
+        assert_eq!(json["preceding"]["B"], 6);
+        let without: Envelope = serde_json::from_value({
+            let mut j = json;
+            j.as_object_mut().unwrap().remove("preceding");
+            j
+        })
+        .unwrap();
+        assert!(
+            without.preceding.is_empty(),
+            "an envelope from before the field still reads"
+        );
     }
 
     #[test]

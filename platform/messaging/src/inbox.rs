@@ -7,9 +7,11 @@
 //! bus together. A redelivery therefore changes nothing, and a crash at any point leaves either
 //! everything or nothing.
 //!
-//! Order: every envelope carries its position in its stream. An event that arrives before its
-//! predecessor (a redelivery overtook it) is put back for a moment, so a stream's events are
-//! applied in order whatever order the bus delivers them in. A handler error is retried with
+//! Order: every envelope carries its position in its stream, and the latest earlier position of
+//! each event type in it. An event that arrives before its predecessor (a redelivery overtook it)
+//! is put back for a moment, so a stream's events are applied in order whatever order the bus
+//! delivers them in. A handler of some types waits only for the latest earlier event of those
+//! types, the only ones its group receives. A handler error is retried with
 //! backoff; after `max_attempts`, or at once for a permanent error, the message is parked in the
 //! dead-letter store with its error, the stream moves past it, and the consumer goes on.
 
@@ -68,8 +70,20 @@ pub type HandlerFuture<'a> = Pin<Box<dyn Future<Output = Result<(), HandlerError
 pub trait Handler: Send + Sync + 'static {
     fn handle<'a>(&'a self, envelope: &'a Envelope, tx: &'a mut Tx) -> HandlerFuture<'a>;
 
-    /// Called after a handled event's transaction committed (to wake a relay or a projection).
+    /// Called after a transaction with handled events committed (to wake a relay or a
+    /// projection), once per transaction: the inbox applies a fetched batch in one.
     fn committed(&self) {}
+
+    /// Called once for each `handle` whose effects were undone (it failed, its savepoint rolled
+    /// back, or its batch's transaction failed), the latest first: what the handler kept for
+    /// `committed` about that event is void.
+    fn rolled_back(&self) {}
+
+    /// The event types this handler applies; empty (the default) for all. The consumer group is
+    /// given only these, so events it would ignore cost it nothing.
+    fn event_types(&self) -> &[&'static str] {
+        &[]
+    }
 }
 
 /// How a consumer retries and waits (`[inbox]`).
@@ -142,7 +156,7 @@ impl ConsumerMetrics {
         };
         registry.register(
             "mercato_consumer_messages",
-            "Messages a consumer finished, by outcome (applied, duplicate, parked)",
+            "Messages a consumer finished, by outcome (applied, duplicate, ignored, parked)",
             metrics.outcomes.clone(),
         );
         registry.register(
@@ -186,11 +200,13 @@ impl ConsumerMetrics {
 
 /// What happened to one delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Outcome {
+pub enum Outcome {
     Applied,
     Duplicate,
     /// A predecessor in the stream has not been applied yet.
     Early,
+    /// A type the handler does not take.
+    Ignored,
 }
 
 /// One subscriber: a consumer group on the bus, a handler, and the service's database.
@@ -206,14 +222,16 @@ pub struct Inbox<H> {
 
 impl<H: Handler> Inbox<H> {
     /// `subscriber` names the handler in the inbox tables and is the consumer group on the bus.
+    /// The group's event types are the handler's ([`Handler::event_types`]).
     pub fn new(
         db: Db,
         bus: Bus,
-        spec: ConsumerSpec,
+        mut spec: ConsumerSpec,
         handler: H,
         config: InboxConfig,
         metrics: ConsumerMetrics,
     ) -> Self {
+        spec.event_types = handler.event_types().iter().map(|&t| t.to_owned()).collect();
         Self {
             subscriber: spec.group.clone(),
             db,
@@ -284,7 +302,8 @@ impl<H: Handler> Inbox<H> {
         if deliveries.is_empty() {
             return;
         }
-        let outcomes = match self.apply_batch(&deliveries).await {
+        let batch: Vec<_> = deliveries.iter().map(|d| (&d.envelope, d.attempt)).collect();
+        let outcomes = match self.apply_batch(&batch).await {
             Ok(outcomes) => outcomes,
             Err(error) => {
                 // Nothing committed; no attempt is spent on parking, since a park could not have
@@ -307,6 +326,10 @@ impl<H: Handler> Inbox<H> {
                 }
                 Ok(Outcome::Duplicate) => {
                     self.metrics.outcome(&self.subscriber, "duplicate");
+                    done.push(delivery);
+                }
+                Ok(Outcome::Ignored) => {
+                    self.metrics.outcome(&self.subscriber, "ignored");
                     done.push(delivery);
                 }
                 Ok(Outcome::Early) => {
@@ -350,21 +373,46 @@ impl<H: Handler> Inbox<H> {
     /// The transaction itself failed (begin, a savepoint, commit): nothing of the batch applied.
     async fn apply_batch(
         &self,
-        deliveries: &[Delivery],
+        deliveries: &[(&Envelope, u32)],
+    ) -> Result<Vec<Result<Outcome, HandlerError>>, StorageError> {
+        if !deliveries.iter().any(|(e, _)| self.spec.handles(&e.event_type)) {
+            return Ok(deliveries.iter().map(|_| Ok(Outcome::Ignored)).collect());
+        }
+        let mut handled = 0;
+        let applied = self.apply_all(deliveries, &mut handled).await;
+        match &applied {
+            Ok(_) if handled > 0 => self.handler.committed(),
+            Ok(_) => {}
+            Err(_) => (0..handled).for_each(|_| self.handler.rolled_back()),
+        }
+        applied
+    }
+
+    /// [`Inbox::apply_batch`]'s transaction; `handled` counts the events applied in it so far.
+    async fn apply_all(
+        &self,
+        deliveries: &[(&Envelope, u32)],
+        handled: &mut usize,
     ) -> Result<Vec<Result<Outcome, HandlerError>>, StorageError> {
         let mut tx = self.db.begin().await?;
         let mut outcomes = Vec::with_capacity(deliveries.len());
-        for delivery in deliveries {
-            let envelope = &delivery.envelope;
+        for &(envelope, attempt) in deliveries {
+            if !self.spec.handles(&envelope.event_type) {
+                // Held by the group from before its types changed.
+                outcomes.push(Ok(Outcome::Ignored));
+                continue;
+            }
             savepoint(&mut tx, "SAVEPOINT inbox_delivery").await?;
-            let outcome = self.apply(&mut tx, envelope, delivery.attempt).await;
-            if !matches!(outcome, Ok(Outcome::Applied)) {
+            let outcome = self.apply_one(&mut tx, envelope, attempt).await;
+            if matches!(outcome, Ok(Outcome::Applied)) {
+                *handled += 1;
+            } else {
                 // A duplicate found by the record's conflict has handler effects to undo.
                 savepoint(&mut tx, "ROLLBACK TO SAVEPOINT inbox_delivery").await?;
             }
             savepoint(&mut tx, "RELEASE SAVEPOINT inbox_delivery").await?;
             if let Err(error) = &outcome
-                && self.parks(error, delivery.attempt)
+                && self.parks(error, attempt)
             {
                 advance(
                     &mut tx,
@@ -377,27 +425,46 @@ impl<H: Handler> Inbox<H> {
             outcomes.push(outcome);
         }
         tx.commit().await?;
-        if outcomes.iter().any(|o| matches!(o, Ok(Outcome::Applied))) {
-            self.handler.committed();
-        }
         Ok(outcomes)
     }
 
+    /// Applies one event in a transaction of its own, as a batch of one.
+    ///
+    /// # Errors
+    /// The handler's error, or the database's as a [`HandlerError`].
+    pub async fn apply(&self, envelope: &Envelope, attempt: u32) -> Result<Outcome, HandlerError> {
+        let mut outcomes = self.apply_batch(&[(envelope, attempt)]).await?;
+        outcomes.pop().unwrap_or(Ok(Outcome::Ignored))
+    }
+
     /// Dedup, order check, handler, record, inside the batch's transaction.
-    async fn apply(&self, tx: &mut Tx, envelope: &Envelope, attempt: u32) -> Result<Outcome, HandlerError> {
+    async fn apply_one(
+        &self,
+        tx: &mut Tx,
+        envelope: &Envelope,
+        attempt: u32,
+    ) -> Result<Outcome, HandlerError> {
         if is_processed(tx, &self.subscriber, &envelope.id).await? {
             return Ok(Outcome::Duplicate);
         }
         let last = last_seq(tx, &self.subscriber, &envelope.stream_id).await?;
-        if envelope.stream_seq > last + 1 && envelope.stream_seq > 0 {
+        let predecessor = envelope.predecessor(&self.spec.event_types);
+        if last < predecessor && envelope.stream_seq > 0 {
             if attempt <= self.config.max_reorder_waits {
                 return Ok(Outcome::Early);
             }
-            tracing::warn!(subscriber = %self.subscriber, stream = %envelope.stream_id, expected = last + 1,
+            tracing::warn!(subscriber = %self.subscriber, stream = %envelope.stream_id, expected = predecessor,
                 got = envelope.stream_seq, "a predecessor never came; applying out of order");
         }
-        self.handler.handle(envelope, tx).await?;
-        match record(tx, &self.subscriber, envelope).await {
+        if let Err(error) = self.handler.handle(envelope, tx).await {
+            self.handler.rolled_back();
+            return Err(error);
+        }
+        let recorded = record(tx, &self.subscriber, envelope).await;
+        if recorded.is_err() {
+            self.handler.rolled_back();
+        }
+        match recorded {
             // Another member applied the same delivery concurrently and committed first.
             Err(e) if e.is_conflict() => Ok(Outcome::Duplicate),
             Err(e) => Err(e.into()),

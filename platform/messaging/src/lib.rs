@@ -6,7 +6,8 @@
 //!   subscriptions for caches.
 //! - [`outbox`]: events written in the same transaction as the state change.
 //! - [`relay`]: publishes the outbox, in order, marking rows sent (a crash means a duplicate,
-//!   never a loss).
+//!   never a loss); each envelope carries the latest earlier position of each event type in its
+//!   stream, so a consumer of some types knows its predecessor.
 //! - [`inbox`]: the idempotent consumer: a handler's effects and the record that the event was
 //!   handled commit together; per-stream order is restored; poison messages are parked.
 #![forbid(unsafe_code)]
@@ -16,6 +17,7 @@ pub mod envelope;
 pub mod health;
 pub mod inbox;
 pub mod outbox;
+mod preceding;
 pub mod relay;
 mod settings;
 

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use mercato_storage::sqlx::{self, Row as _};
-use mercato_storage::{Db, StorageError, now_millis};
+use mercato_storage::{Db, Migration, StorageError, now_millis};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -18,6 +18,14 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::{Bus, BusError};
 use crate::envelope::Envelope;
 use crate::outbox::Outbox;
+use crate::preceding::{self, Known};
+
+/// The relay's record of each stream's event types; a service with an outbox lists this too.
+pub const MIGRATION: Migration = Migration::new(
+    1003,
+    "relay_stream_types",
+    include_str!("../migrations/relay_stream_types.sql"),
+);
 
 /// Relay settings (`[relay]`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,8 +163,9 @@ impl Relay {
         }
     }
 
-    /// One pass: publishes up to a batch of unsent rows in order as one bus batch and marks the
-    /// acknowledged prefix in one statement. Returns how many were published.
+    /// One pass: publishes up to a batch of unsent rows in order as one bus batch, each envelope
+    /// with what came before it in its stream, and marks the acknowledged prefix in one
+    /// statement. Returns how many were published.
     ///
     /// # Errors
     /// The database or the bus failed; rows published before the failure are marked.
@@ -188,11 +197,13 @@ impl Relay {
                 }
             }
         }
+        Known::load(&self.db, &envelopes).await?.fill(&mut envelopes);
         if let Err(partial) = self.bus.publish_batch(&envelopes).await {
             positions.truncate(partial.acknowledged);
+            envelopes.truncate(partial.acknowledged);
             failure = Some(partial.error.into());
         }
-        self.mark(&positions).await?;
+        self.mark(&positions, &envelopes).await?;
         self.metrics.published.inc_by(positions.len() as u64);
         match failure {
             Some(e) => Err(e),
@@ -200,7 +211,8 @@ impl Relay {
         }
     }
 
-    async fn mark(&self, positions: &[i64]) -> Result<(), StorageError> {
+    /// Marks the published rows and remembers their streams' types, in one transaction.
+    async fn mark(&self, positions: &[i64], published: &[Envelope]) -> Result<(), StorageError> {
         if positions.is_empty() {
             return Ok(());
         }
@@ -217,6 +229,7 @@ impl Relay {
         }
         let mut tx = self.db.begin().await?;
         query.execute(&mut *tx).await?;
+        preceding::remember(&mut tx, published).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -22,6 +22,7 @@ impl Listener {
         let spec = ConsumerSpec {
             group: group.into(),
             category: category.into(),
+            event_types: Vec::new(),
         };
         Self {
             consumer: bus.consumer(&spec).await.expect("join a consumer group"),

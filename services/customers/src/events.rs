@@ -4,7 +4,9 @@
 use mercato_contracts::customers::{self as contract, CustomerCreated, CustomerUpdated};
 use mercato_contracts::identity::UserRegistered;
 use mercato_eventstore::{EventStoreError, ExpectedVersion};
-use mercato_messaging::{Context, Envelope, EnvelopeError, Handler, HandlerError, HandlerFuture, Outbox};
+use mercato_messaging::{
+    Context, Envelope, EnvelopeError, Event as _, Handler, HandlerError, HandlerFuture, Outbox,
+};
 use mercato_storage::Tx;
 
 use crate::domain::{Address, Customer, CustomerEvent, Locale, Preferences};
@@ -171,5 +173,9 @@ impl Handler for OnUserRegistered {
     fn committed(&self) {
         self.outbox.committed();
         self.projections.notify_one();
+    }
+
+    fn event_types(&self) -> &[&'static str] {
+        &[UserRegistered::TYPE]
     }
 }

@@ -11,6 +11,7 @@ use crate::events::{address_out, preferences_out};
 pub const MIGRATIONS: &[Migration] = &[
     Migration::new(1, "profiles", include_str!("../migrations/0001_profiles.sql")),
     mercato_messaging::outbox::MIGRATION,
+    mercato_messaging::relay::MIGRATION,
     mercato_messaging::inbox::MIGRATION,
     mercato_eventstore::MIGRATION,
 ];

@@ -40,9 +40,9 @@ pub async fn publish<E: Event>(
 pub struct OnOrderCommands {
     outbox: Outbox,
     metrics: ReservationMetrics,
-    /// The outcome of the event being handled, counted once its transaction commits. The inbox
-    /// handles one delivery at a time, so one slot is enough.
-    pending: Mutex<Option<Outcome>>,
+    /// The outcome of each event handled in the inbox's open transaction, counted once it
+    /// commits; the inbox applies a batch of events in one.
+    pending: Mutex<Vec<Option<Outcome>>>,
 }
 
 impl OnOrderCommands {
@@ -51,15 +51,14 @@ impl OnOrderCommands {
         Self {
             outbox,
             metrics,
-            pending: Mutex::new(None),
+            pending: Mutex::new(Vec::new()),
         }
     }
 
-    fn set_pending(&self, outcome: Option<Outcome>) {
-        *self
-            .pending
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<Option<Outcome>>> {
+        self.pending
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = outcome;
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     async fn apply(&self, envelope: &Envelope, tx: &mut Tx) -> Result<Option<Outcome>, HandlerError> {
@@ -79,23 +78,26 @@ impl OnOrderCommands {
 impl Handler for OnOrderCommands {
     fn handle<'a>(&'a self, envelope: &'a Envelope, tx: &'a mut Tx) -> HandlerFuture<'a> {
         Box::pin(async move {
-            self.set_pending(None);
-            let outcome = self.apply(envelope, tx).await?;
-            self.set_pending(outcome);
-            Ok(())
+            let outcome = self.apply(envelope, tx).await;
+            self.pending().push(outcome.as_ref().ok().copied().flatten());
+            outcome.map(|_| ())
         })
     }
 
     fn committed(&self) {
-        let outcome = self
-            .pending
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(outcome) = outcome {
+        let outcomes = std::mem::take(&mut *self.pending());
+        for outcome in outcomes.into_iter().flatten() {
             self.metrics.record(outcome);
         }
         self.outbox.committed();
+    }
+
+    fn rolled_back(&self) {
+        self.pending().pop();
+    }
+
+    fn event_types(&self) -> &[&'static str] {
+        &[ReserveStock::TYPE, ReleaseStock::TYPE, CommitReservation::TYPE]
     }
 }
 

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use mercato_contracts::customers::{CustomerCreated, CustomerUpdated, Preferences};
 use mercato_contracts::identity::UserRegistered;
 use mercato_contracts::orders::{OrderCancelled, OrderConfirmed, OrderDelivered, OrderShipped};
-use mercato_messaging::{Envelope, Handler, HandlerError, HandlerFuture};
+use mercato_messaging::{Envelope, Event as _, Handler, HandlerError, HandlerFuture};
 use mercato_storage::{Tx, now_millis};
 use tokio::sync::Notify;
 
@@ -28,8 +28,11 @@ pub struct Notifier {
     email_configured: bool,
     wake: Arc<Notify>,
     metrics: NotificationMetrics,
-    /// Outcomes of the event being applied, counted only once its transaction commits.
+    /// Outcomes of the events applied in the inbox's open transaction, counted only once it
+    /// commits.
     pending: Mutex<Vec<(Kind, Channel, &'static str)>>,
+    /// Where each of those events' outcomes start in `pending`, so one rolled back drops its own.
+    starts: Mutex<Vec<usize>>,
 }
 
 fn recipient_of(copy: CustomerCopy) -> Recipient {
@@ -64,6 +67,7 @@ impl Notifier {
             wake,
             metrics,
             pending: Mutex::default(),
+            starts: Mutex::default(),
         }
     }
 
@@ -72,8 +76,11 @@ impl Notifier {
     }
 
     async fn apply(&self, envelope: &Envelope, tx: &mut Tx) -> Result<(), HandlerError> {
-        // A transaction that rolled back never reached `committed`: forget its outcomes.
-        self.pending().clear();
+        let start = self.pending().len();
+        self.starts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(start);
         let now = now_millis();
         if envelope.is::<UserRegistered>() {
             let e: UserRegistered = envelope.decode()?;
@@ -196,7 +203,26 @@ impl Handler for Notifier {
         Box::pin(self.apply(envelope, tx))
     }
 
+    fn rolled_back(&self) {
+        if let Some(start) = self.starts.lock().unwrap_or_else(PoisonError::into_inner).pop() {
+            self.pending().truncate(start);
+        }
+    }
+
+    fn event_types(&self) -> &[&'static str] {
+        &[
+            UserRegistered::TYPE,
+            CustomerCreated::TYPE,
+            CustomerUpdated::TYPE,
+            OrderConfirmed::TYPE,
+            OrderCancelled::TYPE,
+            OrderShipped::TYPE,
+            OrderDelivered::TYPE,
+        ]
+    }
+
     fn committed(&self) {
+        self.starts.lock().unwrap_or_else(PoisonError::into_inner).clear();
         let outcomes = std::mem::take(&mut *self.pending());
         let mut queued = false;
         for (kind, channel, outcome) in outcomes {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mercato_contracts::inventory::{ReservationFailure, StockReservationFailed, StockReserved};
 use mercato_contracts::payments::{PaymentCaptured, PaymentFailed, PaymentFailure};
-use mercato_messaging::{Envelope, Handler, HandlerError, HandlerFuture};
+use mercato_messaging::{Envelope, Event as _, Handler, HandlerError, HandlerFuture};
 use mercato_storage::Tx;
 use tokio_util::sync::CancellationToken;
 
@@ -84,6 +84,15 @@ impl Handler for OnAnswers {
 
     fn committed(&self) {
         self.checkout.committed();
+    }
+
+    fn event_types(&self) -> &[&'static str] {
+        &[
+            StockReserved::TYPE,
+            StockReservationFailed::TYPE,
+            PaymentCaptured::TYPE,
+            PaymentFailed::TYPE,
+        ]
     }
 }
 

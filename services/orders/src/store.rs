@@ -9,6 +9,7 @@ use mercato_storage::{Migration, StorageError, Tx};
 pub const MIGRATIONS: &[Migration] = &[
     Migration::new(1, "orders", include_str!("../migrations/0001_orders.sql")),
     mercato_messaging::outbox::MIGRATION,
+    mercato_messaging::relay::MIGRATION,
     mercato_messaging::inbox::MIGRATION,
     mercato_eventstore::MIGRATION,
 ];

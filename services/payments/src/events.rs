@@ -6,7 +6,7 @@ use std::sync::Arc;
 use mercato_contracts::money::{Currency, InvalidCurrency, Money};
 use mercato_contracts::orders::{ChargePayment, RefundPayment};
 use mercato_contracts::payments::{PaymentCaptured, PaymentFailed, PaymentFailure, PaymentRefunded};
-use mercato_messaging::{Context, Envelope, EnvelopeError, Handler, HandlerError, HandlerFuture};
+use mercato_messaging::{Context, Envelope, EnvelopeError, Event as _, Handler, HandlerError, HandlerFuture};
 use mercato_storage::{Tx, now_millis};
 use tokio::sync::Notify;
 
@@ -65,6 +65,10 @@ impl Handler for OnOrderCommand {
 
     fn committed(&self) {
         self.wake.notify_one();
+    }
+
+    fn event_types(&self) -> &[&'static str] {
+        &[ChargePayment::TYPE, RefundPayment::TYPE]
     }
 }
 

@@ -110,6 +110,10 @@ pub struct ConsumerSpec {
     pub group: String,
     /// The category (publishing service) to read, e.g. `identity`.
     pub category: String,
+    /// The event types the group handles; empty for all. Other types are never delivered to it
+    /// (its position still moves past them). A message the group held before its types changed
+    /// may still come once.
+    pub event_types: Vec<String>,
 }
 
 impl ConsumerSpec {
@@ -122,7 +126,19 @@ impl ConsumerSpec {
                 self.group, self.category
             )));
         }
+        if self.event_types.iter().any(String::is_empty) {
+            return Err(BusError::Config(format!(
+                "consumer group {:?} names an empty event type",
+                self.group
+            )));
+        }
         Ok(())
+    }
+
+    /// Whether the group takes events of `event_type`.
+    #[must_use]
+    pub fn handles(&self, event_type: &str) -> bool {
+        self.event_types.is_empty() || self.event_types.iter().any(|t| t == event_type)
     }
 }
 
@@ -448,7 +464,7 @@ impl Subscription {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -478,6 +494,7 @@ mod tests {
             correlation_id: None,
             causation_id: None,
             traceparent: None,
+            preceding: std::collections::BTreeMap::new(),
             payload,
         }
     }

@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 
 use crate::support::{
     BusBackend, PATIENCE, TestBroker, ack_all, assert_nothing_more, ids, noted, publish_all, receive, spec,
+    typed, typed_spec,
 };
 
 bus_tests!(
@@ -33,6 +34,8 @@ bus_tests!(
     a_group_joined_again_with_other_settings_keeps_its_messages,
     a_batch_is_published_in_order_and_a_repeat_of_its_ids_is_stored_once,
     a_batch_stops_at_an_envelope_no_broker_accepts_and_keeps_what_came_before,
+    a_group_of_some_types_receives_only_those_in_order,
+    a_group_whose_types_changed_keeps_its_place_and_gets_only_its_new_types,
 );
 
 /// For tests where a redelivery would be a bug rather than the point.
@@ -561,4 +564,78 @@ async fn a_batch_stops_at_an_envelope_no_broker_accepts_and_keeps_what_came_befo
     assert_eq!(ids(&envelopes), ids(&sent[..2]));
     consumer.ack_all(received).await.unwrap();
     assert_nothing_more(&mut consumer).await;
+}
+
+fn seqs_and_types(envelopes: &[mercato_messaging::Envelope]) -> Vec<(i64, String)> {
+    envelopes
+        .iter()
+        .map(|e| (e.stream_seq, e.event_type.clone()))
+        .collect()
+}
+
+async fn a_group_of_some_types_receives_only_those_in_order(backend: BusBackend) {
+    let broker = TestBroker::start(backend).await;
+    let bus = broker.connect().await;
+    let mut of_b = bus.consumer(&typed_spec("of-b", "orders", &["B"])).await.unwrap();
+    let mut of_a_and_c = bus
+        .consumer(&typed_spec("of-a-and-c", "orders", &["A", "C"]))
+        .await
+        .unwrap();
+    let sent: Vec<_> = (1..=9)
+        .map(|n| {
+            typed(
+                "orders",
+                "order-1",
+                n,
+                ["A", "B", "C"][usize::try_from(n - 1).unwrap() % 3],
+            )
+        })
+        .collect();
+    bus.publish_batch(&sent).await.unwrap();
+
+    let got = ack_all(receive(&mut of_b, 3).await).await;
+    assert_eq!(
+        seqs_and_types(&got),
+        [(2, "B".into()), (5, "B".into()), (8, "B".into())]
+    );
+    let got = ack_all(receive(&mut of_a_and_c, 6).await).await;
+    let seqs: Vec<i64> = got.iter().map(|e| e.stream_seq).collect();
+    assert_eq!(seqs, [1, 3, 4, 6, 7, 9]);
+    assert!(got.iter().all(|e| e.event_type != "B"));
+    assert_nothing_more(&mut of_b).await;
+    assert_nothing_more(&mut of_a_and_c).await;
+    assert_eq!(of_b.lag().await.unwrap(), 0);
+}
+
+async fn a_group_whose_types_changed_keeps_its_place_and_gets_only_its_new_types(backend: BusBackend) {
+    let broker = TestBroker::start(backend).await;
+    let bus = broker.connect().await;
+    let mut before = bus.consumer(&spec("changing", "orders")).await.unwrap();
+    publish_all(
+        &bus,
+        &[typed("orders", "o", 1, "A"), typed("orders", "o", 2, "B")],
+    )
+    .await;
+    ack_all(receive(&mut before, 2).await).await;
+    publish_all(
+        &bus,
+        &[
+            typed("orders", "o", 3, "A"),
+            typed("orders", "o", 4, "B"),
+            typed("orders", "o", 5, "C"),
+        ],
+    )
+    .await;
+
+    let mut after = bus
+        .consumer(&typed_spec("changing", "orders", &["B"]))
+        .await
+        .unwrap();
+
+    let got = ack_all(receive(&mut after, 1).await).await;
+    assert_eq!(seqs_and_types(&got), [(4, "B".into())]);
+    assert_nothing_more(&mut after).await;
+    publish_all(&bus, &[typed("orders", "o", 6, "B")]).await;
+    let got = ack_all(receive(&mut after, 1).await).await;
+    assert_eq!(seqs_and_types(&got), [(6, "B".into())]);
 }

@@ -127,10 +127,27 @@ pub fn noted(category: &str, stream_id: &str, n: i64) -> Envelope {
     envelope
 }
 
+/// Event `n` of stream `stream_id` as an event of type `event_type`.
+pub fn typed(category: &str, stream_id: &str, n: i64, event_type: &str) -> Envelope {
+    Envelope {
+        event_type: event_type.to_owned(),
+        ..noted(category, stream_id, n)
+    }
+}
+
+/// A group that takes only `event_types`.
+pub fn typed_spec(group: &str, category: &str, event_types: &[&str]) -> ConsumerSpec {
+    ConsumerSpec {
+        event_types: event_types.iter().map(|t| (*t).to_owned()).collect(),
+        ..spec(group, category)
+    }
+}
+
 pub fn spec(group: &str, category: &str) -> ConsumerSpec {
     ConsumerSpec {
         group: group.to_owned(),
         category: category.to_owned(),
+        event_types: Vec::new(),
     }
 }
 

@@ -14,4 +14,5 @@ use mercato_storage::Migration;
 pub const MIGRATIONS: &[Migration] = &[
     Migration::new(1, "users", include_str!("../../migrations/0001_users.sql")),
     mercato_messaging::outbox::MIGRATION,
+    mercato_messaging::relay::MIGRATION,
 ];

@@ -22,6 +22,7 @@ async fn a_registration_is_published_once_as_user_registered(backend: TestBacken
     let spec = ConsumerSpec {
         group: "identity-it".into(),
         category: "identity".into(),
+        event_types: Vec::new(),
     };
     let mut consumer = app.bus.consumer(&spec).await.unwrap();
     let deliveries = consumer.fetch(10, PATIENCE).await.unwrap();
@@ -56,6 +57,7 @@ async fn a_refused_registration_publishes_nothing(backend: TestBackend) {
     let spec = ConsumerSpec {
         group: "identity-it".into(),
         category: "identity".into(),
+        event_types: Vec::new(),
     };
     let mut consumer = app.bus.consumer(&spec).await.unwrap();
     let mut seen = 0;

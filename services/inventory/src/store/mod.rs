@@ -23,6 +23,7 @@ pub const MIGRATIONS: &[Migration] = &[
         include_str!("../../migrations/0002_reservations.sql"),
     ),
     mercato_messaging::outbox::MIGRATION,
+    mercato_messaging::relay::MIGRATION,
     mercato_messaging::inbox::MIGRATION,
 ];
 

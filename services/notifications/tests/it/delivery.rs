@@ -57,6 +57,7 @@ async fn an_event_delivered_twice_gives_one_message_and_one_email(backend: TestB
         ConsumerSpec {
             group: "notifications-on-orders".into(),
             category: "orders".into(),
+            event_types: Vec::new(),
         },
         notifier,
         InboxConfig::default(),

@@ -28,5 +28,6 @@ pub const MIGRATIONS: &[Migration] = &[
         include_str!("../../migrations/0002_unknown_outcomes.sql"),
     ),
     mercato_messaging::outbox::MIGRATION,
+    mercato_messaging::relay::MIGRATION,
     mercato_messaging::inbox::MIGRATION,
 ];

@@ -189,6 +189,7 @@ pub async fn spawn_app_with(backend: TestBackend, tune: impl FnOnce(&mut Tuning)
         .consumer(&ConsumerSpec {
             group: "saga-under-test".into(),
             category: "payments".into(),
+            event_types: Vec::new(),
         })
         .await
         .expect("join the answers group");

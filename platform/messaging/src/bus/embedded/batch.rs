@@ -9,7 +9,7 @@ use super::{EmbeddedBus, EmbeddedConsumer};
 use crate::bus::{BusError, Delivery, DeliveryHandle, PartialPublish, ack_each, check_envelope_category};
 use crate::envelope::Envelope;
 
-/// Rows per multi-row statement: 4 values each stays far below SQLite's bound on parameters.
+/// Rows per multi-row statement: 5 values each stays far below SQLite's bound on parameters.
 const ROWS_PER_STATEMENT: usize = 100;
 
 impl EmbeddedBus {
@@ -49,7 +49,7 @@ impl EmbeddedBus {
         }
     }
 
-    async fn insert(&self, rows: &[(&str, &str, String)]) -> Result<(), BusError> {
+    async fn insert(&self, rows: &[(&Envelope, String)]) -> Result<(), BusError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -57,16 +57,24 @@ impl EmbeddedBus {
         let mut tx = self.db.begin().await?;
         for chunk in rows.chunks(ROWS_PER_STATEMENT) {
             let values: Vec<String> = (0..chunk.len())
-                .map(|i| format!("(${}, ${}, ${}, ${})", 4 * i + 1, 4 * i + 2, 4 * i + 3, 4 * i + 4))
+                .map(|i| {
+                    let n = 5 * i;
+                    format!("(${}, ${}, ${}, ${}, ${})", n + 1, n + 2, n + 3, n + 4, n + 5)
+                })
                 .collect();
             let sql = format!(
-                "INSERT INTO bus_messages (event_id, category, envelope, published_at) VALUES {}
+                "INSERT INTO bus_messages (event_id, category, event_type, envelope, published_at) VALUES {}
                  ON CONFLICT (event_id) DO NOTHING",
                 values.join(", ")
             );
             let mut query = sqlx::query(&sql);
-            for (id, category, body) in chunk {
-                query = query.bind(*id).bind(*category).bind(body.as_str()).bind(now);
+            for (envelope, body) in chunk {
+                query = query
+                    .bind(&envelope.id)
+                    .bind(envelope.category())
+                    .bind(&envelope.event_type)
+                    .bind(body.as_str())
+                    .bind(now);
             }
             query.execute(&mut *tx).await.map_err(StorageError::from)?;
         }
@@ -75,14 +83,14 @@ impl EmbeddedBus {
     }
 }
 
-/// An envelope as a log row: its id, category and JSON.
-fn row(envelope: &Envelope) -> Result<(&str, &str, String), BusError> {
+/// An envelope with the JSON the log stores.
+fn row(envelope: &Envelope) -> Result<(&Envelope, String), BusError> {
     check_envelope_category(envelope)?;
     let body = serde_json::to_string(envelope).map_err(|e| BusError::Malformed {
         id: envelope.id.clone(),
         reason: e.to_string(),
     })?;
-    Ok((&envelope.id, envelope.category(), body))
+    Ok((envelope, body))
 }
 
 impl EmbeddedConsumer {

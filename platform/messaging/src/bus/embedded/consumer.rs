@@ -33,6 +33,7 @@ impl EmbeddedBus {
             bus: self.clone(),
             group: spec.group.clone(),
             category: spec.category.clone(),
+            event_types: spec.event_types.clone(),
         })
     }
 }
@@ -43,6 +44,8 @@ pub struct EmbeddedConsumer {
     pub(super) bus: EmbeddedBus,
     pub(super) group: String,
     pub(super) category: String,
+    /// Empty for every type.
+    event_types: Vec<String>,
 }
 
 impl EmbeddedConsumer {
@@ -82,40 +85,52 @@ impl EmbeddedConsumer {
     /// # Errors
     /// [`BusError::Storage`].
     pub async fn lag(&self) -> Result<u64, BusError> {
-        let (unread, pending): (i64, i64) = sqlx::query_as(
+        let sql = format!(
             "SELECT
                (SELECT COUNT(*) FROM bus_messages WHERE category = $1 AND seq >
-                  COALESCE((SELECT cursor FROM bus_groups WHERE group_name = $2 AND category = $3), 0)),
+                  COALESCE((SELECT cursor FROM bus_groups WHERE group_name = $2 AND category = $3), 0){}),
                (SELECT COUNT(*) FROM bus_pending WHERE group_name = $4 AND category = $5)",
-        )
-        .bind(&self.category)
-        .bind(&self.group)
-        .bind(&self.category)
-        .bind(&self.group)
-        .bind(&self.category)
-        .fetch_one(self.bus.db.pool())
-        .await
-        .map_err(StorageError::from)?;
+            type_filter(&self.event_types, 6)
+        );
+        let mut query = sqlx::query_as(&sql)
+            .bind(&self.category)
+            .bind(&self.group)
+            .bind(&self.category)
+            .bind(&self.group)
+            .bind(&self.category);
+        for event_type in &self.event_types {
+            query = query.bind(event_type);
+        }
+        let (unread, pending): (i64, i64) = query
+            .fetch_one(self.bus.db.pool())
+            .await
+            .map_err(StorageError::from)?;
         Ok(u64::try_from(unread.saturating_add(pending)).unwrap_or(0))
     }
 
     /// A read-only look, so idle members polling the file do not queue for its write lock.
     async fn claimable(&self) -> Result<bool, BusError> {
-        let (due, unread): (i64, i64) = sqlx::query_as(
+        let sql = format!(
             "SELECT
                EXISTS (SELECT 1 FROM bus_pending WHERE group_name = $1 AND category = $2 AND visible_at <= $3),
                EXISTS (SELECT 1 FROM bus_messages WHERE category = $4 AND seq >
-                  COALESCE((SELECT cursor FROM bus_groups WHERE group_name = $5 AND category = $6), 0))",
-        )
-        .bind(&self.group)
-        .bind(&self.category)
-        .bind(now_millis())
-        .bind(&self.category)
-        .bind(&self.group)
-        .bind(&self.category)
-        .fetch_one(self.bus.db.pool())
-        .await
-        .map_err(StorageError::from)?;
+                  COALESCE((SELECT cursor FROM bus_groups WHERE group_name = $5 AND category = $6), 0){})",
+            type_filter(&self.event_types, 7)
+        );
+        let mut query = sqlx::query_as(&sql)
+            .bind(&self.group)
+            .bind(&self.category)
+            .bind(now_millis())
+            .bind(&self.category)
+            .bind(&self.group)
+            .bind(&self.category);
+        for event_type in &self.event_types {
+            query = query.bind(event_type);
+        }
+        let (due, unread): (i64, i64) = query
+            .fetch_one(self.bus.db.pool())
+            .await
+            .map_err(StorageError::from)?;
         Ok(due != 0 || unread != 0)
     }
 
@@ -166,29 +181,34 @@ impl EmbeddedConsumer {
             .fetch_one(&mut *tx)
             .await
             .map_err(StorageError::from)?;
-            let fresh: Vec<(i64, String)> = sqlx::query_as(
-                "SELECT seq, envelope FROM bus_messages WHERE category = $1 AND seq > $2 ORDER BY seq LIMIT $3",
-            )
-            .bind(&self.category)
-            .bind(cursor)
-            .bind(room)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(StorageError::from)?;
+            // The cursor moves to the last claimed message, so the skipped types before it are
+            // passed for good.
+            let sql = format!(
+                "SELECT seq, envelope FROM bus_messages WHERE category = $1 AND seq > $2{} ORDER BY seq LIMIT $3",
+                type_filter(&self.event_types, 4)
+            );
+            let mut query = sqlx::query_as(&sql).bind(&self.category).bind(cursor).bind(room);
+            for event_type in &self.event_types {
+                query = query.bind(event_type);
+            }
+            let fresh: Vec<(i64, String)> = query.fetch_all(&mut *tx).await.map_err(StorageError::from)?;
             if let Some(&(last, _)) = fresh.last() {
-                sqlx::query(
+                let sql = format!(
                     "INSERT INTO bus_pending (group_name, category, seq, attempts, visible_at)
-                     SELECT $1, $2, seq, 1, $3 FROM bus_messages WHERE category = $4 AND seq > $5 AND seq <= $6",
-                )
-                .bind(&self.group)
-                .bind(&self.category)
-                .bind(invisible_until)
-                .bind(&self.category)
-                .bind(cursor)
-                .bind(last)
-                .execute(&mut *tx)
-                .await
-                .map_err(StorageError::from)?;
+                     SELECT $1, $2, seq, 1, $3 FROM bus_messages WHERE category = $4 AND seq > $5 AND seq <= $6{}",
+                    type_filter(&self.event_types, 7)
+                );
+                let mut query = sqlx::query(&sql)
+                    .bind(&self.group)
+                    .bind(&self.category)
+                    .bind(invisible_until)
+                    .bind(&self.category)
+                    .bind(cursor)
+                    .bind(last);
+                for event_type in &self.event_types {
+                    query = query.bind(event_type);
+                }
+                query.execute(&mut *tx).await.map_err(StorageError::from)?;
                 sqlx::query(
                     "INSERT INTO bus_groups (group_name, category, cursor, created_at) VALUES ($1, $2, $3, $4)
                      ON CONFLICT (group_name, category) DO UPDATE SET cursor = excluded.cursor",
@@ -286,6 +306,17 @@ impl EmbeddedHandle {
         .map_err(StorageError::from)?;
         Ok(())
     }
+}
+
+/// ` AND event_type IN ($first, …)` for a group of some types; nothing for a group of all.
+fn type_filter(event_types: &[String], first: usize) -> String {
+    if event_types.is_empty() {
+        return String::new();
+    }
+    let placeholders: Vec<String> = (first..first + event_types.len())
+        .map(|i| format!("${i}"))
+        .collect();
+    format!(" AND event_type IN ({})", placeholders.join(", "))
 }
 
 /// Counts a fetch among the waiting ones for as long as it is held, including when the fetch is

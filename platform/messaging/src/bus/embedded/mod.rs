@@ -1,6 +1,7 @@
 //! The embedded bus: a durable log and consumer groups in one SQLite file.
 //!
-//! - `bus_messages` is the log, one row per event id, so an event published twice is stored once.
+//! - `bus_messages` is the log, one row per event id, so an event published twice is stored once;
+//!   its indexed `event_type` lets a group that takes only some types skip the others cheaply.
 //! - [`consumer`]: `bus_groups` holds each group's cursor into its category: a group that was away
 //!   reads on from where it stopped; a new group starts at the beginning. `bus_pending` holds what
 //!   a group has claimed and not yet acknowledged, with the time it may be claimed again. Claims
@@ -32,11 +33,14 @@ use super::{BusConfig, BusError};
 use crate::envelope::Envelope;
 
 /// The bus tables, applied by [`EmbeddedBus::open`] under the service name `bus`.
-pub const MIGRATIONS: &[Migration] = &[Migration::new(
-    1,
-    "bus_log",
-    include_str!("../../../migrations/bus_1_log.sql"),
-)];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration::new(1, "bus_log", include_str!("../../../migrations/bus_1_log.sql")),
+    Migration::new(
+        2,
+        "bus_event_types",
+        include_str!("../../../migrations/bus_2_event_types.sql"),
+    ),
+];
 
 /// How often a waiting fetch looks for messages another process published or that became visible
 /// again; publishes in this process wake it at once.

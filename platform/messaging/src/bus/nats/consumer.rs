@@ -1,5 +1,6 @@
 //! Consumer groups on NATS: a durable pull consumer per group, and the deliveries it hands out.
 
+use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
@@ -7,7 +8,7 @@ use async_nats::jetstream::{self, AckKind};
 use futures_util::StreamExt as _;
 use tokio::time::Instant;
 
-use super::{NatsBus, unavailable};
+use super::{NatsBus, subject_token, unavailable};
 use crate::bus::{BusError, ConsumerSpec, Delivery, DeliveryHandle};
 use crate::envelope::Envelope;
 
@@ -28,15 +29,22 @@ impl NatsBus {
         }
         self.connected()?;
         let stream = self.ensure_category_stream(&spec.category).await?;
+        let filter = Filter::of(spec);
         let config = pull::Config {
             durable_name: Some(spec.group.clone()),
             ack_policy: AckPolicy::Explicit,
             ack_wait: self.inner.config.ack_wait(),
             max_deliver: -1,
             deliver_policy: DeliverPolicy::All,
+            filter_subject: filter.subject.clone(),
             ..pull::Config::default()
         };
-        let consumer: PullConsumer = match self.inner.js.create_consumer_on_stream(config, &stream).await {
+        let consumer: PullConsumer = match self
+            .inner
+            .js
+            .create_consumer_on_stream(config.clone(), &stream)
+            .await
+        {
             Ok(consumer) => consumer,
             Err(create) => {
                 // A server that does not update a durable in place refuses a changed config;
@@ -51,11 +59,88 @@ impl NatsBus {
                 existing
             }
         };
+        let consumer = if filter.matches(&consumer.cached_info().config) {
+            consumer
+        } else {
+            self.refilter(consumer, config, &stream).await?
+        };
         Ok(NatsConsumer {
             bus: self.clone(),
             consumer: Box::new(consumer),
             group: spec.group.clone(),
+            only: filter.here,
         })
+    }
+
+    /// A group's consumer whose filter the server would not change in place (servers before
+    /// 2.10): deleted and created again with the new filter from just after the old one's ack
+    /// floor. Nothing is lost: what was acknowledged past the floor comes again and the inbox
+    /// skips it; what other members held comes again from the new consumer.
+    async fn refilter(
+        &self,
+        old: PullConsumer,
+        mut config: pull::Config,
+        stream: &str,
+    ) -> Result<PullConsumer, BusError> {
+        let group = config.durable_name.clone().unwrap_or_default();
+        let floor = old.cached_info().ack_floor.stream_sequence;
+        tracing::info!(
+            group,
+            stream,
+            floor,
+            "the group's event types changed; recreating its consumer"
+        );
+        let what = || format!("consumer {group} on {stream}");
+        self.inner
+            .js
+            .delete_consumer_from_stream(&group, stream)
+            .await
+            .map_err(|e| unavailable(what(), e))?;
+        config.deliver_policy = DeliverPolicy::ByStartSequence {
+            start_sequence: floor + 1,
+        };
+        self.inner
+            .js
+            .create_consumer_on_stream(config, stream)
+            .await
+            .map_err(|e| unavailable(what(), e))
+    }
+}
+
+/// Which subjects a group reads. The server filters a group of one event type. A group of
+/// several is filtered here: several filter subjects on one consumer need a 2.10 server and the
+/// client's `server_2_10` feature, and a server before 2.10 takes one filter subject.
+struct Filter {
+    subject: String,
+    /// Subjects this client keeps, acknowledging the rest unseen; `None` keeps everything.
+    here: Option<HashSet<String>>,
+}
+
+impl Filter {
+    fn of(spec: &ConsumerSpec) -> Self {
+        let mut subjects: BTreeSet<String> = spec
+            .event_types
+            .iter()
+            .map(|t| format!("mercato.{}.{}", spec.category, subject_token(t)))
+            .collect();
+        match subjects.len() {
+            0 => Self {
+                subject: String::new(),
+                here: None,
+            },
+            1 => Self {
+                subject: subjects.pop_first().unwrap_or_default(),
+                here: None,
+            },
+            _ => Self {
+                subject: String::new(),
+                here: Some(subjects.into_iter().collect()),
+            },
+        }
+    }
+
+    fn matches(&self, config: &async_nats::jetstream::consumer::Config) -> bool {
+        config.filter_subject == self.subject
     }
 }
 
@@ -65,6 +150,8 @@ pub struct NatsConsumer {
     /// Boxed: the consumer's cached info is large, and `Consumer` holds either backend inline.
     consumer: Box<PullConsumer>,
     group: String,
+    /// See [`Filter::here`].
+    only: Option<HashSet<String>>,
 }
 
 impl std::fmt::Debug for NatsConsumer {
@@ -122,6 +209,7 @@ impl NatsConsumer {
         // is later than the server's expiry so the server never serves a request given up here.
         let deadline = Instant::now() + expires + self.bus.timeout();
         let mut deliveries = Vec::new();
+        let mut unwanted = Vec::new();
         loop {
             let message = match tokio::time::timeout_at(deadline, batch.next()).await {
                 Ok(Some(Ok(message))) => message,
@@ -133,8 +221,22 @@ impl NatsConsumer {
                 }
                 Ok(Some(Err(e))) => return Err(BusError::Unavailable(format!("pull: {e}"))),
             };
+            if self
+                .only
+                .as_ref()
+                .is_some_and(|only| !only.contains(message.subject.as_str()))
+            {
+                unwanted.push(message);
+                continue;
+            }
             if let Some(delivery) = self.delivery(message).await {
                 deliveries.push(delivery);
+            }
+        }
+        // Not confirmed: one whose ack is lost comes again and is dropped again.
+        for result in futures_util::future::join_all(unwanted.iter().map(|m| m.ack())).await {
+            if let Err(error) = result {
+                tracing::debug!(%error, group = %self.group, "could not acknowledge a skipped type");
             }
         }
         Ok(deliveries)
