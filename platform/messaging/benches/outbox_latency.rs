@@ -9,6 +9,7 @@
 //!
 //! `cargo bench -p mercato-messaging --bench outbox_latency`
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -51,9 +52,11 @@ fn now_us() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// Records how long after its append each event reached the handler.
+/// Records how long after its append each event reached the handler, and how many inbox
+/// transactions carried them.
 struct Recorder {
     latencies_us: Arc<Mutex<Vec<u64>>>,
+    commits: Arc<AtomicUsize>,
 }
 
 impl Handler for Recorder {
@@ -67,6 +70,10 @@ impl Handler for Recorder {
                 .push(latency);
             Ok(())
         })
+    }
+
+    fn committed(&self) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -138,6 +145,7 @@ async fn run_case(label: &str, database_url: &str, bus_url: &str) {
         RelayMetrics::register(&mut registry),
     );
     let latencies = Arc::new(Mutex::new(Vec::with_capacity(EVENTS)));
+    let commits = Arc::new(AtomicUsize::new(0));
     let inbox = Inbox::new(
         db.clone(),
         bus.clone(),
@@ -148,6 +156,7 @@ async fn run_case(label: &str, database_url: &str, bus_url: &str) {
         },
         Recorder {
             latencies_us: Arc::clone(&latencies),
+            commits: Arc::clone(&commits),
         },
         InboxConfig {
             fetch_wait_ms: 100,
@@ -195,6 +204,11 @@ async fn run_case(label: &str, database_url: &str, bus_url: &str) {
         &mut *latencies
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner),
+    );
+    println!(
+        "  inbox transactions: {} for {} events",
+        commits.load(Ordering::Relaxed),
+        handled.len()
     );
     summary("outbox append → handler (end to end)", handled);
     db.close().await;

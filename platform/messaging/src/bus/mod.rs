@@ -260,6 +260,9 @@ impl Bus {
     /// [`PartialPublish`] with how many envelopes, from the first, the broker acknowledged; the
     /// rest may or may not be stored, so they must be published again.
     pub async fn publish_batch(&self, envelopes: &[Envelope]) -> Result<(), PartialPublish> {
+        if envelopes.is_empty() {
+            return Ok(());
+        }
         match self {
             Self::Embedded(b) => b.publish_batch(envelopes).await,
             Self::Nats(b) => b.publish_batch(envelopes).await,
