@@ -258,6 +258,10 @@ struct Recording {
     commits: Arc<AtomicI64>,
     /// The event types it takes; empty for all.
     types: &'static [&'static str],
+    /// Handles in the open transaction, and those whose transaction committed, as the inbox's
+    /// `committed` and `rolled_back` report them.
+    open: Arc<AtomicI64>,
+    kept: Arc<AtomicI64>,
 }
 
 impl Recording {
@@ -270,6 +274,7 @@ impl Recording {
 
     async fn record(&self, envelope: &Envelope, tx: &mut Tx) -> Result<(), HandlerError> {
         // The payload whatever the envelope's type: tests give `Noted` payloads several types.
+        self.open.fetch_add(1, Ordering::SeqCst);
         let event: Noted = serde_json::from_value(envelope.payload.clone())
             .map_err(|e| HandlerError::Permanent(e.to_string()))?;
         if self.poison.contains(&event.n) {
@@ -307,11 +312,32 @@ impl Handler for Recording {
 
     fn committed(&self) {
         self.commits.fetch_add(1, Ordering::SeqCst);
+        self.kept
+            .fetch_add(self.open.swap(0, Ordering::SeqCst), Ordering::SeqCst);
+    }
+
+    fn rolled_back(&self) {
+        self.open.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn event_types(&self) -> &[&'static str] {
         self.types
     }
+}
+
+/// The handler's `committed` and `rolled_back` hooks account for every handle: `effects` kept,
+/// none left open (the hook runs just after the commit that made the effects visible).
+async fn assert_hooks_counted(handler: &Recording, effects: i64) {
+    let counts = || {
+        (
+            handler.kept.load(Ordering::SeqCst),
+            handler.open.load(Ordering::SeqCst),
+        )
+    };
+    eventually(PATIENCE, &format!("hooks to count {effects} kept"), || async {
+        (counts() == (effects, 0)).then_some(())
+    })
+    .await;
 }
 
 fn numbers_of(effects: &[(String, String, String, i64)], stream: &str) -> Vec<i64> {
@@ -502,7 +528,7 @@ async fn a_failing_message_in_a_batch_is_retried_alone_while_the_others_commit_o
     six_published(&pipeline).await;
     let handler = Recording::member("one");
     handler.flaky.lock().unwrap().insert(3);
-    pipeline.start_inbox(handler);
+    pipeline.start_inbox(handler.clone());
 
     let effects = pipeline.wait_for_effects(6).await;
     assert_each_event_once(&effects);
@@ -525,6 +551,7 @@ async fn a_failing_message_in_a_batch_is_retried_alone_while_the_others_commit_o
         batches[&3] > first,
         "the failed event committed later, on its own: {batches:?}"
     );
+    assert_hooks_counted(&handler, 6).await;
     pipeline.assert_no_dead_letters().await;
 }
 
@@ -533,11 +560,12 @@ async fn a_poison_message_in_a_batch_is_parked_alone_and_its_successor_commits_w
 ) {
     let pipeline = Pipeline::start(backend).await;
     six_published(&pipeline).await;
-    pipeline.start_inbox(Recording {
+    let handler = Recording {
         member: "one",
         poison: HashSet::from([3]),
         ..Recording::default()
-    });
+    };
+    pipeline.start_inbox(handler.clone());
 
     let effects = pipeline.wait_for_effects(5).await;
     assert_each_event_once(&effects);
@@ -557,6 +585,7 @@ async fn a_poison_message_in_a_batch_is_parked_alone_and_its_successor_commits_w
     assert_eq!(letters.len(), 1);
     assert_eq!(letters[0].envelope.stream_id, "b");
     assert_eq!(letters[0].envelope.stream_seq, 1);
+    assert_hooks_counted(&handler, 5).await;
 }
 
 async fn the_relay_marks_only_the_rows_the_bus_acknowledged_and_they_arrive_in_order(backend: TestBackend) {
