@@ -7,12 +7,18 @@ use mercato_storage::sqlx::{self, Any, Executor, Row as _, any::AnyRow};
 use mercato_storage::{Tx, now_millis};
 
 use crate::error::{EventStoreError, classify_insert};
-
-/// The PostgreSQL advisory-lock key every append takes (ASCII "events"). One key per database is
-/// the point: it makes appends take turns, so global positions become visible in order.
-const APPEND_LOCK: i64 = 0x0000_6576_656e_7473;
+use crate::horizon;
 
 const COLUMNS: &str = "position, version, envelope, recorded_at";
+
+/// The global log from the start, in commit order, below the horizon (see [`crate::horizon`]).
+const FROM_START: &str = "SELECT position, version, envelope, recorded_at FROM committed_events
+     ORDER BY commit_order, position LIMIT $1";
+
+/// The global log after the event at `$1`, in commit order, below the horizon.
+const AFTER: &str = "SELECT position, version, envelope, recorded_at FROM committed_events
+     WHERE (commit_order, position) > ((SELECT commit_order FROM committed_events WHERE position = $1), $1)
+     ORDER BY commit_order, position LIMIT $2";
 
 /// What a writer believes about a stream before appending to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +57,9 @@ impl fmt::Display for ExpectedVersion {
 /// An event as stored: its place in the global log and in its stream.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedEvent {
-    /// Position in the database's global log; increases in commit order, may skip numbers.
+    /// Position in the database's global log: unique, taken when the append ran, may skip
+    /// numbers. The log is read in commit order, which on PostgreSQL can differ from position
+    /// order when transactions commit out of turn: continue a read from the last event returned.
     pub position: i64,
     /// Position in its stream: 1, 2, … with no gaps; equals `envelope.stream_seq`.
     pub version: i64,
@@ -81,9 +89,9 @@ impl AppendResult {
 /// each event in the outbox in the same transaction. The caller commits.
 ///
 /// Each envelope gets the stream's next version as `stream_seq` (current + 1, current + 2, …,
-/// from one read of the current version) and `stream_id` set. On PostgreSQL the append first
-/// takes a transaction-level advisory lock held until the caller commits or rolls back, so
-/// appends in one database take turns: keep the transaction short after appending.
+/// from one read of the current version) and `stream_id` set. Appends to different streams do not
+/// wait for each other; on PostgreSQL each event records its transaction's id, which orders the
+/// global log by commit. Keep the transaction short: readers of the global log wait for it.
 ///
 /// An empty `events` checks the expectation and writes nothing.
 ///
@@ -113,16 +121,6 @@ pub async fn append(
             "event {} was built for stream {:?} but appended to {stream_id:?}",
             stray.id, stray.stream_id
         )));
-    }
-    if !events.is_empty() && is_postgres(tx) {
-        // BIGSERIAL hands out positions at insert time, but transactions commit in any order: a
-        // reader that saw position 11 commit before 10 would move its checkpoint past 10 and never
-        // see it. Taking turns here, before the version is read, makes positions commit in the
-        // order they were assigned. SQLite needs nothing: `BEGIN IMMEDIATE` admits one writer.
-        sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
-            .bind(APPEND_LOCK)
-            .execute(&mut **tx)
-            .await?;
     }
     let current = stream_version(&mut **tx, stream_id).await?;
     if !expected.admits(current) {
@@ -172,10 +170,6 @@ pub async fn append(
     })
 }
 
-fn is_postgres(tx: &Tx) -> bool {
-    tx.backend_name() == <sqlx::Postgres as sqlx::Database>::NAME
-}
-
 /// The version of the stream's last event, or 0 when it has none.
 ///
 /// # Errors
@@ -206,8 +200,14 @@ where
     rows.iter().map(decode_row).collect()
 }
 
-/// Up to `limit` events of the global log with positions after `after` (exclusive), in position
-/// order. Start from 0; continue from the last position returned.
+/// Up to `limit` events of the global log that come after the event at position `after`, in
+/// commit order. Start from 0; continue from the last position returned (a position that names
+/// no event reads nothing).
+///
+/// Every event committed before the call is there: on PostgreSQL the read first waits for the
+/// transactions that were still running (see [`crate::horizon`]), so a reader that continues from
+/// the last event it saw never misses one that commits later. Pass `db.pool()`: a transaction of
+/// one's own would hold that wait up.
 ///
 /// # Errors
 /// The database failed, or a stored event is not a valid envelope.
@@ -217,13 +217,15 @@ pub async fn read_all<'e, E>(
     limit: usize,
 ) -> Result<Vec<RecordedEvent>, EventStoreError>
 where
-    E: Executor<'e, Database = Any>,
+    E: Executor<'e, Database = Any> + Copy,
 {
+    horizon::settle(executor).await?;
     let rows = read_all_rows(executor, after, limit).await?;
     rows.iter().map(decode_row).collect()
 }
 
-/// [`read_all`] without decoding, so a subscriber can apply the events before a malformed one.
+/// [`read_all`] without waiting or decoding, so a subscriber can apply the events before a
+/// malformed one.
 pub(crate) async fn read_all_rows<'e, E>(
     executor: E,
     after: i64,
@@ -232,13 +234,13 @@ pub(crate) async fn read_all_rows<'e, E>(
 where
     E: Executor<'e, Database = Any>,
 {
-    let sql = format!("SELECT {COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2");
-    let rows = sqlx::query(&sql)
-        .bind(after)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(executor)
-        .await?;
-    Ok(rows)
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let query = if after > 0 {
+        sqlx::query(AFTER).bind(after).bind(limit)
+    } else {
+        sqlx::query(FROM_START).bind(limit)
+    };
+    Ok(query.fetch_all(executor).await?)
 }
 
 pub(crate) fn decode_row(row: &AnyRow) -> Result<RecordedEvent, EventStoreError> {

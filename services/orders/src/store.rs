@@ -11,6 +11,7 @@ pub const MIGRATIONS: &[Migration] = &[
     mercato_messaging::outbox::MIGRATION,
     mercato_messaging::inbox::MIGRATION,
     mercato_eventstore::MIGRATION,
+    mercato_eventstore::COMMIT_ORDER,
 ];
 
 /// An order as the read model holds it.
