@@ -18,8 +18,9 @@
 //!   the same version get one success and one [`EventStoreError::Conflict`];
 //! - the global log is read in commit order and only as far as no transaction still running
 //!   can add to it (on PostgreSQL each event carries its transaction's id, and reads stop below
-//!   the oldest one still running; SQLite has one writer), so a reader that continues from the
-//!   last event it saw never misses one that commits later, and appends never wait for each other;
+//!   the oldest one still running in the database; SQLite has one writer), so a reader that
+//!   continues from the last event it saw never misses one that commits later, and appends never
+//!   wait for each other;
 //! - a projection applies each event exactly once, in position order, even with several runners.
 //!
 //! A service lists [`mercato_messaging::outbox::MIGRATION`], [`MIGRATION`] and [`COMMIT_ORDER`]

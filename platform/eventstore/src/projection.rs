@@ -170,16 +170,16 @@ pub async fn catch_up<P: Projection + ?Sized>(
     projection: &P,
     batch: usize,
 ) -> Result<u64, CatchUpError> {
-    horizon::settle(db.pool()).await?;
+    let horizon = horizon::settle(db.pool()).await?;
     // Idle polls stay read-only, so they never queue for SQLite's one writer.
-    if !has_pending(db, projection.name()).await? {
+    if !has_pending(db, projection.name(), horizon).await? {
         return Ok(0);
     }
     let mut applied = 0;
     let mut limit = batch.max(1);
     let mut failure = None;
     loop {
-        match apply_batch(db, projection, limit).await? {
+        match apply_batch(db, projection, limit, horizon).await? {
             Batch::Committed(count) => {
                 applied += count as u64;
                 if let Some(error) = failure {
@@ -330,11 +330,12 @@ async fn apply_batch<P: Projection + ?Sized>(
     db: &Db,
     projection: &P,
     limit: usize,
+    horizon: i64,
 ) -> Result<Batch, CatchUpError> {
     let name = projection.name();
     let mut tx = db.begin().await?;
     let from = claim(&mut tx, name).await?;
-    let rows = read_all_rows(&mut *tx, from, limit).await?;
+    let rows = read_all_rows(&mut *tx, from, limit, horizon).await?;
     let mut last = None;
     for (index, row) in rows.iter().enumerate() {
         let outcome = match decode_row(row) {
@@ -366,10 +367,10 @@ async fn apply_batch<P: Projection + ?Sized>(
     Ok(Batch::Committed(rows.len()))
 }
 
-/// True when events exist after the checkpoint; reads only, no write lock.
-async fn has_pending(db: &Db, name: &str) -> Result<bool, EventStoreError> {
+/// True when events below `horizon` exist after the checkpoint; reads only, no write lock.
+async fn has_pending(db: &Db, name: &str, horizon: i64) -> Result<bool, EventStoreError> {
     let after = checkpoint(db.pool(), name).await?;
-    Ok(!read_all_rows(db.pool(), after, 1).await?.is_empty())
+    Ok(!read_all_rows(db.pool(), after, 1, horizon).await?.is_empty())
 }
 
 /// Returns the checkpoint, holding its row until the transaction ends: a second runner of the
