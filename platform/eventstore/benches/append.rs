@@ -167,7 +167,12 @@ async fn bench_backend(db: &Db, backend: &'static str) -> Vec<Measurement> {
     migrate(
         db,
         "bench",
-        &[outbox::MIGRATION, mercato_eventstore::MIGRATION, PLAIN_TABLE],
+        &[
+            outbox::MIGRATION,
+            mercato_eventstore::MIGRATION,
+            mercato_eventstore::COMMIT_ORDER,
+            PLAIN_TABLE,
+        ],
     )
     .await
     .expect("migrate");

@@ -11,16 +11,20 @@
 //! - [`projection`]: the [`Projection`] trait, [`catch_up`], [`run`], [`rebuild`] and
 //!   [`checkpoint`].
 //! - [`error`]: [`EventStoreError`]; version conflicts are typed, never overwrites.
+//! - `horizon`: how far the global log can be read without missing a late commit.
 //!
 //! Guarantees:
 //! - a stream's versions are 1, 2, 3, … with no gaps and no duplicates; two writers that expect
 //!   the same version get one success and one [`EventStoreError::Conflict`];
-//! - global positions become visible in increasing order (PostgreSQL appends take turns on an
-//!   advisory lock; SQLite has one writer), so a reader that remembers the last position it saw
-//!   never misses an event that commits later;
+//! - the global log is read in commit order and only as far as no transaction still running
+//!   can add to it (on PostgreSQL each event carries its transaction's id, and reads stop below
+//!   the oldest one still running in the database; SQLite has one writer), so a reader that
+//!   continues from the last event it saw never misses one that commits later, and appends never
+//!   wait for each other;
 //! - a projection applies each event exactly once, in position order, even with several runners.
 //!
-//! A service lists [`mercato_messaging::outbox::MIGRATION`] and [`MIGRATION`] among its migrations.
+//! A service lists [`mercato_messaging::outbox::MIGRATION`], [`MIGRATION`] and [`COMMIT_ORDER`]
+//! among its migrations.
 //!
 //! ```no_run
 //! # async fn example(db: mercato_storage::Db, events: Vec<mercato_messaging::Envelope>)
@@ -37,6 +41,7 @@
 #![forbid(unsafe_code)]
 
 pub mod error;
+mod horizon;
 pub mod projection;
 pub mod store;
 
@@ -54,3 +59,12 @@ pub use store::{
 pub const MIGRATION: Migration =
     Migration::new(1101, "event_store", include_str!("../migrations/event_store.sql"))
         .with_postgres(include_str!("../migrations/event_store.postgres.sql"));
+
+/// Orders the global log by commit: each event's transaction id on PostgreSQL, and the views the
+/// reads go through; list it after [`MIGRATION`].
+pub const COMMIT_ORDER: Migration = Migration::new(
+    1102,
+    "event_store_commit_order",
+    include_str!("../migrations/commit_order.sql"),
+)
+.with_postgres(include_str!("../migrations/commit_order.postgres.sql"));

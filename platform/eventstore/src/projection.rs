@@ -1,5 +1,7 @@
 //! Projections: read models kept up to date from the global log, each with a checkpoint that
 //! commits in the same transaction as its effects, so every event takes effect exactly once.
+//! The checkpoint names the last event applied; the next batch reads what comes after it in
+//! commit order (see [`crate::horizon`]).
 //!
 //! Runners of the same projection (replicas of a service) take turns on the projection's
 //! checkpoint row: each batch claims it with an upsert, which PostgreSQL locks until commit and
@@ -17,6 +19,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::EventStoreError;
+use crate::horizon;
 use crate::store::{RecordedEvent, decode_row, read_all_rows};
 
 /// The events one catch-up transaction applies when [`run`] or [`rebuild`] choose the size.
@@ -135,7 +138,7 @@ impl From<sqlx::Error> for CatchUpError {
     }
 }
 
-/// The last position `name` has applied; 0 before its first event.
+/// The position of the last event `name` has applied; 0 before its first event.
 ///
 /// # Errors
 /// The database failed.
@@ -153,6 +156,10 @@ where
 /// Applies every event after the projection's checkpoint, `batch` events per transaction, each
 /// transaction moving the checkpoint with the effects; returns how many it applied.
 ///
+/// Every event committed before the call is applied: on PostgreSQL it first waits for the
+/// transactions still running, as [`crate::read_all`] does. So a writer that catches up after
+/// committing reads its own write.
+///
 /// # Errors
 /// [`CatchUpError::Apply`] when the projection fails on an event: the events before it
 /// are applied and checkpointed, it and those after it are not, and the next call starts from it.
@@ -163,15 +170,16 @@ pub async fn catch_up<P: Projection + ?Sized>(
     projection: &P,
     batch: usize,
 ) -> Result<u64, CatchUpError> {
+    let horizon = horizon::settle(db.pool()).await?;
     // Idle polls stay read-only, so they never queue for SQLite's one writer.
-    if !has_pending(db, projection.name()).await? {
+    if !has_pending(db, projection.name(), horizon).await? {
         return Ok(0);
     }
     let mut applied = 0;
     let mut limit = batch.max(1);
     let mut failure = None;
     loop {
-        match apply_batch(db, projection, limit).await? {
+        match apply_batch(db, projection, limit, horizon).await? {
             Batch::Committed(count) => {
                 applied += count as u64;
                 if let Some(error) = failure {
@@ -322,11 +330,12 @@ async fn apply_batch<P: Projection + ?Sized>(
     db: &Db,
     projection: &P,
     limit: usize,
+    horizon: i64,
 ) -> Result<Batch, CatchUpError> {
     let name = projection.name();
     let mut tx = db.begin().await?;
     let from = claim(&mut tx, name).await?;
-    let rows = read_all_rows(&mut *tx, from, limit).await?;
+    let rows = read_all_rows(&mut *tx, from, limit, horizon).await?;
     let mut last = None;
     for (index, row) in rows.iter().enumerate() {
         let outcome = match decode_row(row) {
@@ -358,17 +367,10 @@ async fn apply_batch<P: Projection + ?Sized>(
     Ok(Batch::Committed(rows.len()))
 }
 
-/// True when events exist after the checkpoint; one read, no write lock.
-async fn has_pending(db: &Db, name: &str) -> Result<bool, EventStoreError> {
-    let pending = sqlx::query(
-        "SELECT 1 AS pending FROM events
-         WHERE position > COALESCE((SELECT position FROM checkpoints WHERE name = $1), 0)
-         LIMIT 1",
-    )
-    .bind(name)
-    .fetch_optional(db.pool())
-    .await?;
-    Ok(pending.is_some())
+/// True when events below `horizon` exist after the checkpoint; reads only, no write lock.
+async fn has_pending(db: &Db, name: &str, horizon: i64) -> Result<bool, EventStoreError> {
+    let after = checkpoint(db.pool(), name).await?;
+    Ok(!read_all_rows(db.pool(), after, 1, horizon).await?.is_empty())
 }
 
 /// Returns the checkpoint, holding its row until the transaction ends: a second runner of the

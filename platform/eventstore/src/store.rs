@@ -7,12 +7,35 @@ use mercato_storage::sqlx::{self, Any, Executor, Row as _, any::AnyRow};
 use mercato_storage::{Tx, now_millis};
 
 use crate::error::{EventStoreError, classify_insert};
-
-/// The PostgreSQL advisory-lock key every append takes (ASCII "events"). One key per database is
-/// the point: it makes appends take turns, so global positions become visible in order.
-const APPEND_LOCK: i64 = 0x0000_6576_656e_7473;
+use crate::horizon;
 
 const COLUMNS: &str = "position, version, envelope, recorded_at";
+
+const INSERT: &str = "INSERT INTO events
+        (stream_id, version, event_id, event_type, schema_version, envelope, recorded_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7)
+     RETURNING position";
+
+/// [`INSERT`] only if the stream is at version `$8`: the expectation checked in the same
+/// statement, one round trip fewer. A writer that raced it past that version hits
+/// `UNIQUE (stream_id, version)` instead.
+const INSERT_AT_VERSION: &str = "INSERT INTO events
+        (stream_id, version, event_id, event_type, schema_version, envelope, recorded_at)
+     SELECT $1, $2, $3, $4, $5, $6, $7
+     WHERE (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1) = $8
+     RETURNING position";
+
+/// The global log from the start, in commit order, below the horizon `$1` (see
+/// [`crate::horizon`]).
+const FROM_START: &str = "SELECT position, version, envelope, recorded_at FROM events_in_commit_order
+     WHERE commit_order < $1
+     ORDER BY commit_order, position LIMIT $2";
+
+/// The global log after the event at `$1`, in commit order, below the horizon `$2`.
+const AFTER: &str = "SELECT position, version, envelope, recorded_at FROM events_in_commit_order
+     WHERE commit_order < $2
+       AND (commit_order, position) > ((SELECT commit_order FROM events_in_commit_order WHERE position = $1), $1)
+     ORDER BY commit_order, position LIMIT $3";
 
 /// What a writer believes about a stream before appending to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +74,9 @@ impl fmt::Display for ExpectedVersion {
 /// An event as stored: its place in the global log and in its stream.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordedEvent {
-    /// Position in the database's global log; increases in commit order, may skip numbers.
+    /// Position in the database's global log: unique, taken when the append ran, may skip
+    /// numbers. The log is read in commit order, which on PostgreSQL can differ from position
+    /// order when transactions commit out of turn: continue a read from the last event returned.
     pub position: i64,
     /// Position in its stream: 1, 2, … with no gaps; equals `envelope.stream_seq`.
     pub version: i64,
@@ -81,9 +106,10 @@ impl AppendResult {
 /// each event in the outbox in the same transaction. The caller commits.
 ///
 /// Each envelope gets the stream's next version as `stream_seq` (current + 1, current + 2, …,
-/// from one read of the current version) and `stream_id` set. On PostgreSQL the append first
-/// takes a transaction-level advisory lock held until the caller commits or rolls back, so
-/// appends in one database take turns: keep the transaction short after appending.
+/// where current is the version expected, checked by the first insert, or for
+/// [`ExpectedVersion::Any`] one read) and `stream_id` set. Appends to different streams do not
+/// wait for each other; on PostgreSQL each event records its transaction's id, which orders the
+/// global log by commit. Keep the transaction short: readers of the global log wait for it.
 ///
 /// An empty `events` checks the expectation and writes nothing.
 ///
@@ -114,24 +140,22 @@ pub async fn append(
             stray.id, stray.stream_id
         )));
     }
-    if !events.is_empty() && is_postgres(tx) {
-        // BIGSERIAL hands out positions at insert time, but transactions commit in any order: a
-        // reader that saw position 11 commit before 10 would move its checkpoint past 10 and never
-        // see it. Taking turns here, before the version is read, makes positions commit in the
-        // order they were assigned. SQLite needs nothing: `BEGIN IMMEDIATE` admits one writer.
-        sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
-            .bind(APPEND_LOCK)
-            .execute(&mut **tx)
-            .await?;
-    }
-    let current = stream_version(&mut **tx, stream_id).await?;
-    if !expected.admits(current) {
-        return Err(EventStoreError::Conflict {
-            stream_id: stream_id.to_owned(),
-            expected,
-            actual: Some(current),
-        });
-    }
+    // A writer that names the version needs no read first: the first insert checks it.
+    let named = match expected {
+        ExpectedVersion::NoStream => Some(0),
+        ExpectedVersion::Exact(version) => Some(version),
+        ExpectedVersion::Any => None,
+    };
+    let current = match named {
+        Some(version) if !events.is_empty() => version,
+        _ => {
+            let current = stream_version(&mut **tx, stream_id).await?;
+            if !expected.admits(current) {
+                return Err(conflict(tx, stream_id, expected).await);
+            }
+            current
+        }
+    };
 
     let recorded_at = now_millis();
     let mut version = current;
@@ -142,22 +166,30 @@ pub async fn append(
         envelope.stream_seq = version;
         let body = serde_json::to_string(&envelope)
             .map_err(|e| EventStoreError::Malformed(format!("event {}: {e}", envelope.id)))?;
-        let position: i64 = sqlx::query_scalar(
-            "INSERT INTO events
-                (stream_id, version, event_id, event_type, schema_version, envelope, recorded_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
-             RETURNING position",
-        )
-        .bind(stream_id)
-        .bind(version)
-        .bind(&envelope.id)
-        .bind(&envelope.event_type)
-        .bind(i64::from(envelope.schema_version))
-        .bind(body)
-        .bind(recorded_at)
-        .fetch_one(&mut **tx)
-        .await
-        .map_err(|e| classify_insert(e.into(), stream_id, expected))?;
+        let guard = named.filter(|_| recorded.is_empty());
+        let sql = if guard.is_some() {
+            INSERT_AT_VERSION
+        } else {
+            INSERT
+        };
+        let mut insert = sqlx::query_scalar(sql)
+            .bind(stream_id)
+            .bind(version)
+            .bind(&envelope.id)
+            .bind(&envelope.event_type)
+            .bind(i64::from(envelope.schema_version))
+            .bind(body)
+            .bind(recorded_at);
+        if let Some(version) = guard {
+            insert = insert.bind(version);
+        }
+        let position: Option<i64> = insert
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(|e| classify_insert(e.into(), stream_id, expected))?;
+        let Some(position) = position else {
+            return Err(conflict(tx, stream_id, expected).await);
+        };
         outbox::append_positioned(tx, &envelope).await?;
         recorded.push(RecordedEvent {
             position,
@@ -172,8 +204,16 @@ pub async fn append(
     })
 }
 
-fn is_postgres(tx: &Tx) -> bool {
-    tx.backend_name() == <sqlx::Postgres as sqlx::Database>::NAME
+/// The conflict for a stream that is not at the `expected` version, naming the version it is at.
+async fn conflict(tx: &mut Tx, stream_id: &str, expected: ExpectedVersion) -> EventStoreError {
+    match stream_version(&mut **tx, stream_id).await {
+        Ok(actual) => EventStoreError::Conflict {
+            stream_id: stream_id.to_owned(),
+            expected,
+            actual: Some(actual),
+        },
+        Err(e) => e,
+    }
 }
 
 /// The version of the stream's last event, or 0 when it has none.
@@ -206,8 +246,14 @@ where
     rows.iter().map(decode_row).collect()
 }
 
-/// Up to `limit` events of the global log with positions after `after` (exclusive), in position
-/// order. Start from 0; continue from the last position returned.
+/// Up to `limit` events of the global log that come after the event at position `after`, in
+/// commit order. Start from 0; continue from the last position returned (a position that names
+/// no event reads nothing).
+///
+/// Every event committed before the call is there: on PostgreSQL the read first waits for the
+/// transactions that were still running (see [`crate::horizon`]), so a reader that continues from
+/// the last event it saw never misses one that commits later. Pass `db.pool()`: a transaction of
+/// one's own would hold that wait up.
 ///
 /// # Errors
 /// The database failed, or a stored event is not a valid envelope.
@@ -217,28 +263,31 @@ pub async fn read_all<'e, E>(
     limit: usize,
 ) -> Result<Vec<RecordedEvent>, EventStoreError>
 where
-    E: Executor<'e, Database = Any>,
+    E: Executor<'e, Database = Any> + Copy,
 {
-    let rows = read_all_rows(executor, after, limit).await?;
+    let horizon = horizon::settle(executor).await?;
+    let rows = read_all_rows(executor, after, limit, horizon).await?;
     rows.iter().map(decode_row).collect()
 }
 
-/// [`read_all`] without decoding, so a subscriber can apply the events before a malformed one.
+/// [`read_all`] below a `horizon` read before, without decoding, so a subscriber can apply the
+/// events before a malformed one.
 pub(crate) async fn read_all_rows<'e, E>(
     executor: E,
     after: i64,
     limit: usize,
+    horizon: i64,
 ) -> Result<Vec<AnyRow>, EventStoreError>
 where
     E: Executor<'e, Database = Any>,
 {
-    let sql = format!("SELECT {COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2");
-    let rows = sqlx::query(&sql)
-        .bind(after)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .fetch_all(executor)
-        .await?;
-    Ok(rows)
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let query = if after > 0 {
+        sqlx::query(AFTER).bind(after).bind(horizon).bind(limit)
+    } else {
+        sqlx::query(FROM_START).bind(horizon).bind(limit)
+    };
+    Ok(query.fetch_all(executor).await?)
 }
 
 pub(crate) fn decode_row(row: &AnyRow) -> Result<RecordedEvent, EventStoreError> {

@@ -17,9 +17,12 @@ pub type Tx = sqlx::Transaction<'static, Any>;
 pub struct DatabaseConfig {
     /// `sqlite://path/to/file.db` or `postgres://user@host:5432/database`.
     pub url: String,
+    /// The pool's size; on SQLite the readers', beside the one writer connection.
     pub max_connections: u32,
+    /// How long a caller waits for a connection; on SQLite also a writer for its turn.
     pub acquire_timeout_ms: u64,
-    /// How long a SQLite writer waits for the single write lock before giving up.
+    /// How long SQLite waits for a write lock that another process holds (this process's
+    /// writers queue for their turn instead).
     pub sqlite_busy_timeout_ms: u64,
     /// SQLite's `synchronous`: `full` (every commit survives a power cut) or `normal` (WAL:
     /// commits survive a crash of the process, the last ones may not survive a power cut).
@@ -82,9 +85,15 @@ impl Backend {
 }
 
 /// A service's database: a pool and the backend behind it.
+///
+/// On SQLite, which admits one writer at a time, write transactions go through a pool of one
+/// connection: its fair queue is the process's write lock, so writers take turns in the order
+/// they asked instead of sleeping in SQLite's busy handler, and readers keep their own pool.
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: AnyPool,
+    /// Where [`Db::begin`] takes its connection: SQLite's one writer, or `pool` on PostgreSQL.
+    writer: AnyPool,
     backend: Backend,
 }
 
@@ -104,31 +113,18 @@ impl Db {
                     .await?;
             }
         }
-        let busy_timeout = config.sqlite_busy_timeout_ms;
-        let synchronous = match config.sqlite_synchronous {
-            SqliteSync::Full => "PRAGMA synchronous = FULL",
-            SqliteSync::Normal => "PRAGMA synchronous = NORMAL",
-        };
-        let pool = AnyPoolOptions::new()
-            .max_connections(config.max_connections.max(1))
-            .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
-            .after_connect(move |conn, _| {
-                Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL lets readers run beside the one writer; FULL sync (the default)
-                        // makes every committed transaction survive a power cut, not only a crash.
-                        conn.execute("PRAGMA journal_mode = WAL").await?;
-                        conn.execute(synchronous).await?;
-                        conn.execute("PRAGMA foreign_keys = ON").await?;
-                        let busy = format!("PRAGMA busy_timeout = {busy_timeout}");
-                        conn.execute(busy.as_str()).await?;
-                    }
-                    Ok(())
-                })
-            })
+        let pool = pool_options(config, backend, config.max_connections.max(1))
             .connect(&config.url)
             .await?;
-        Ok(Self { pool, backend })
+        let writer = match backend {
+            Backend::Sqlite => pool_options(config, backend, 1).connect(&config.url).await?,
+            Backend::Postgres => pool.clone(),
+        };
+        Ok(Self {
+            pool,
+            writer,
+            backend,
+        })
     }
 
     #[must_use]
@@ -136,6 +132,8 @@ impl Db {
         self.backend
     }
 
+    /// The pool for reads. On SQLite a statement that writes through it outside [`Db::begin`]
+    /// does not queue with the transactions: it waits for the write lock in the busy handler.
     #[must_use]
     pub fn pool(&self) -> &AnyPool {
         &self.pool
@@ -143,15 +141,26 @@ impl Db {
 
     /// Begins a transaction that will write.
     ///
-    /// On SQLite it takes the write lock up front (`BEGIN IMMEDIATE`), so two writers queue on
-    /// the busy timeout instead of one failing when it upgrades a read lock.
+    /// On SQLite it waits its turn for the one writer connection (first come, first served,
+    /// for at most `acquire_timeout_ms`) and takes the write lock up front (`BEGIN IMMEDIATE`),
+    /// so it never fails upgrading a read lock and never sleeps on a database this process
+    /// holds; the busy timeout is left for other processes.
     ///
     /// # Errors
-    /// The database cannot be reached or the lock not taken in time.
+    /// The database cannot be reached, or the writer was not free in time.
     pub async fn begin(&self) -> Result<Tx, StorageError> {
         let tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
-            Backend::Postgres => self.pool.begin().await?,
+            Backend::Sqlite => self
+                .writer
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .map_err(|e| match e {
+                    // Waiting for the writer's turn is waiting for the write lock: busy, as
+                    // SQLITE_BUSY would be, not a database out of reach.
+                    sqlx::Error::PoolTimedOut => StorageError::Transient(e),
+                    e => e.into(),
+                })?,
+            Backend::Postgres => self.writer.begin().await?,
         };
         Ok(tx)
     }
@@ -166,8 +175,36 @@ impl Db {
     }
 
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
+}
+
+/// A pool of at most `max_connections` with the configured timeouts and, on SQLite, the
+/// connection settings.
+fn pool_options(config: &DatabaseConfig, backend: Backend, max_connections: u32) -> AnyPoolOptions {
+    let busy = format!("PRAGMA busy_timeout = {}", config.sqlite_busy_timeout_ms);
+    let synchronous = match config.sqlite_synchronous {
+        SqliteSync::Full => "PRAGMA synchronous = FULL",
+        SqliteSync::Normal => "PRAGMA synchronous = NORMAL",
+    };
+    AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
+        .after_connect(move |conn, _| {
+            let busy = busy.clone();
+            Box::pin(async move {
+                if backend == Backend::Sqlite {
+                    // WAL lets readers run beside the one writer; FULL sync (the default)
+                    // makes every committed transaction survive a power cut, not only a crash.
+                    conn.execute("PRAGMA journal_mode = WAL").await?;
+                    conn.execute(synchronous).await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    conn.execute(busy.as_str()).await?;
+                }
+                Ok(())
+            })
+        })
 }
 
 fn prepare_sqlite_file(url: &str) -> Result<(), StorageError> {

@@ -1,11 +1,12 @@
 //! Each Mercato service owns one database and reaches it only through this crate.
 //!
-//! Embedded mode uses a SQLite file per service (WAL, one writer at a time); distributed mode uses
+//! Embedded mode uses a SQLite file per service (WAL, one writer at a time, readers beside it); distributed mode uses
 //! PostgreSQL, a database per service. Both are reached through `sqlx::Any`, so a service writes its
 //! SQL once: portable types only (`TEXT`, `BIGINT`, `DOUBLE PRECISION`), `$1` placeholders, and
 //! times as Unix milliseconds.
 //!
-//! - [`db`]: connecting, pool settings, write transactions, health ping.
+//! - [`db`]: connecting, pool settings, write transactions (on SQLite queued in the process for
+//!   the one writer connection), health ping.
 //! - [`migrate`]: per-service migrations applied in order, once, under a lock.
 //! - [`error`]: one error enum; database codes are classified here and nowhere else.
 #![forbid(unsafe_code)]

@@ -14,6 +14,7 @@ pub const MIGRATIONS: &[Migration] = &[
     mercato_messaging::relay::MIGRATION,
     mercato_messaging::inbox::MIGRATION,
     mercato_eventstore::MIGRATION,
+    mercato_eventstore::COMMIT_ORDER,
 ];
 
 /// A profile as the read model holds it.

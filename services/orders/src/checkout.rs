@@ -1,12 +1,14 @@
 //! What orders does: place an order, react to the saga's replies and timeouts, cancel, ship,
 //! deliver. Every change loads the order from its stream, lets the domain decide, and appends
 //! the decision with the version it read, so concurrent changes (a reply racing the timer, a
-//! customer racing the saga) cannot both win; the loser retries against the new state.
+//! customer racing the saga) cannot both win; the loser retries against the new state. The
+//! order's read-model row is written in the same transaction as the append, so what a client
+//! reads after an answer includes what the answer did.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use mercato_eventstore::{EventStoreError, ExpectedVersion};
+use mercato_eventstore::{EventStoreError, ExpectedVersion, ProjectionError};
 use mercato_messaging::{Context, Outbox};
 use mercato_storage::sqlx::{Any, Executor};
 use mercato_storage::{Db, StorageError, Tx, now_millis};
@@ -35,6 +37,9 @@ pub enum OrderError {
     /// Appending failed, or an event could not be made into an envelope.
     #[error(transparent)]
     EventStore(#[from] EventStoreError),
+    /// The order's read-model row could not be written with the append.
+    #[error(transparent)]
+    ReadModel(#[from] ProjectionError),
 }
 
 impl OrderError {
@@ -44,6 +49,7 @@ impl OrderError {
             Self::Contended => true,
             Self::Storage(e) => e.is_transient(),
             Self::EventStore(e) => e.is_conflict() || e.is_transient(),
+            Self::ReadModel(e) => e.is_transient(),
             _ => false,
         }
     }
@@ -84,12 +90,14 @@ where
     Ok(Order::replay(facts))
 }
 
-/// Appends `facts` to the order's stream in `tx`, expecting the version `order` has.
+/// Appends `facts` to the order's stream in `tx`, expecting the version `order` has, and brings
+/// the order's row of `views` up to them in the same transaction.
 ///
 /// # Errors
 /// [`EventStoreError::Conflict`] when someone appended first.
 pub async fn append(
     tx: &mut Tx,
+    views: ViewsProjection,
     order: Option<&Order>,
     facts: &Decision,
     context: &Context,
@@ -124,7 +132,8 @@ pub async fn append(
         };
         envelopes.push(to_envelope(before, fact, &extras, context).map_err(EventStoreError::from)?);
     }
-    mercato_eventstore::append(tx, &stream, expected, envelopes).await?;
+    let appended = mercato_eventstore::append(tx, &stream, expected, envelopes).await?;
+    views.apply_appended(tx, &appended.events).await?;
     Ok(())
 }
 
@@ -146,18 +155,11 @@ impl Checkout {
         }
     }
 
-    /// Called after any commit that appended facts.
+    /// Called after any commit that appended facts: the relay publishes them, and the
+    /// projection moves its checkpoint past them (their rows are already written).
     pub(crate) fn committed(&self) {
         self.outbox.committed();
         self.wake_projection.notify_one();
-    }
-
-    /// Brings the read model up to date before answering, so a client reads its own writes.
-    pub(crate) async fn refresh_read_model(&self) {
-        if let Err(e) = mercato_eventstore::catch_up(&self.db, &self.projection, 256).await {
-            tracing::warn!(error = %e, "read model not refreshed inline; the projection will catch up");
-            self.wake_projection.notify_one();
-        }
     }
 
     /// Places an order: its facts, the card for the later charge, and the idempotency key, in
@@ -197,10 +199,9 @@ impl Checkout {
                 other => other?,
             }
         }
-        append(&mut tx, None, &facts, context).await?;
+        append(&mut tx, self.projection, None, &facts, context).await?;
         tx.commit().await.map_err(StorageError::from)?;
         self.committed();
-        self.refresh_read_model().await;
         Ok((order_id, true))
     }
 
@@ -228,13 +229,12 @@ impl Checkout {
                 .ok_or(OrderError::NotFound)?;
             let facts = decide(&order).map_err(|s| OrderError::WrongStatus(s.as_str()))?;
             let mut tx = self.db.begin().await?;
-            match append(&mut tx, Some(&order), &facts, context).await {
+            match append(&mut tx, self.projection, Some(&order), &facts, context).await {
                 Err(OrderError::EventStore(e)) if e.is_conflict() => continue,
                 other => other?,
             }
             tx.commit().await.map_err(StorageError::from)?;
             self.committed();
-            self.refresh_read_model().await;
             return Ok(());
         }
         Err(OrderError::Contended)
@@ -263,6 +263,7 @@ impl Checkout {
     /// # Errors
     /// A conflict (retried by the inbox) or a database failure.
     pub async fn react_in(
+        &self,
         tx: &mut Tx,
         order_id: &str,
         reply: Reply,
@@ -277,7 +278,7 @@ impl Checkout {
             return Ok(false);
         };
         let facts = order.react(reply);
-        append(tx, Some(&order), &facts, context).await?;
+        append(tx, self.projection, Some(&order), &facts, context).await?;
         Ok(!facts.is_empty())
     }
 
@@ -298,7 +299,7 @@ impl Checkout {
             }
             let facts = order.react(Reply::StepTimedOut);
             let context = Context::default();
-            match append(&mut tx, Some(&order), &facts, &context).await {
+            match append(&mut tx, self.projection, Some(&order), &facts, &context).await {
                 Err(OrderError::EventStore(e)) if e.is_conflict() => continue,
                 other => other?,
             }

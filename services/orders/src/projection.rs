@@ -1,9 +1,15 @@
 //! The `orders.views` projection: the order read model that `GET /api/orders` serves and the
 //! saga timer scans for overdue steps.
+//!
+//! Every append to an order's stream writes the order's row in its own transaction
+//! ([`ViewsProjection::apply_appended`]), so a client reads its writes as soon as they commit.
+//! The projection over the global log stays for rebuilds and as the safety net; both fold the
+//! same events the same way and write a row only over an older version, so neither ever takes
+//! the other's row back.
 
 use std::time::Duration;
 
-use mercato_eventstore::{Applied, Projection, ProjectionError, RecordedEvent};
+use mercato_eventstore::{Applied, EventStoreError, Projection, ProjectionError, RecordedEvent};
 use mercato_storage::Tx;
 
 use crate::domain::{Fact, Status, Step};
@@ -30,10 +36,65 @@ fn millis(d: Duration) -> i64 {
 }
 
 impl ViewsProjection {
+    /// Applies one event of the global log to its order's row.
     async fn project(self, tx: &mut Tx, event: &RecordedEvent) -> Result<(), ProjectionError> {
+        let view = store::view(&mut **tx, &event.envelope.stream_id).await?;
+        if let Some(view) = self.fold(view, event)? {
+            store::upsert(tx, &view).await?;
+        }
+        Ok(())
+    }
+
+    /// Brings the row of the order that `appended` (one append's events, in version order) went
+    /// to up to them, in the append's transaction `tx`. A row that lags further behind (the
+    /// projection had not reached it yet, or it was written before appends kept it) is first
+    /// replayed from the stream, so no event's effect is skipped.
+    ///
+    /// # Errors
+    /// The database failed, or an event does not decode or does not fit the order.
+    pub async fn apply_appended(
+        self,
+        tx: &mut Tx,
+        appended: &[RecordedEvent],
+    ) -> Result<(), ProjectionError> {
+        let Some(first) = appended.first() else {
+            return Ok(());
+        };
+        let stream_id = &first.envelope.stream_id;
+        let mut view = store::view(&mut **tx, stream_id).await?;
+        let held = view.as_ref().map_or(0, |v| v.version);
+        let history;
+        let events = if held + 1 < first.version {
+            history = mercato_eventstore::read_stream(&mut **tx, stream_id)
+                .await
+                .map_err(stream_error)?;
+            &history[..]
+        } else {
+            appended
+        };
+        let mut changed = false;
+        for event in events {
+            if let Some(next) = self.fold(view.clone(), event)? {
+                view = Some(next);
+                changed = true;
+            }
+        }
+        match view {
+            Some(view) if changed => Ok(store::upsert(tx, &view).await?),
+            _ => Ok(()),
+        }
+    }
+
+    /// The row after `event`, from the row before it (`None` before the placement); `None` when
+    /// the row already holds the event.
+    fn fold(
+        self,
+        view: Option<OrderView>,
+        event: &RecordedEvent,
+    ) -> Result<Option<OrderView>, ProjectionError> {
         let fact = from_envelope(&event.envelope)?;
         let at = event.recorded_at;
-        let mut view = match (&fact, store::view(&mut **tx, &event.envelope.stream_id).await?) {
+        let mut view = match (&fact, view) {
             (
                 Fact::Placed {
                     order_id,
@@ -56,7 +117,7 @@ impl ViewsProjection {
                 deadline_at: None,
                 version: event.version,
             },
-            (_, Some(view)) if view.version >= event.version => return Ok(()),
+            (_, Some(view)) if view.version >= event.version => return Ok(None),
             (_, Some(view)) => view,
             (_, None) => {
                 return Err(ProjectionError::Failed(format!(
@@ -102,8 +163,14 @@ impl ViewsProjection {
             | Fact::CommitRequested
             | Fact::ReleaseRequested => {}
         }
-        store::upsert(tx, &view).await?;
-        Ok(())
+        Ok(Some(view))
+    }
+}
+
+fn stream_error(error: EventStoreError) -> ProjectionError {
+    match error {
+        EventStoreError::Storage(e) => ProjectionError::Storage(e),
+        other => ProjectionError::Failed(other.to_string()),
     }
 }
 

@@ -66,11 +66,12 @@ pub struct OnAnswers {
 }
 
 impl OnAnswers {
-    async fn apply(envelope: &Envelope, tx: &mut Tx) -> Result<(), HandlerError> {
+    async fn apply(&self, envelope: &Envelope, tx: &mut Tx) -> Result<(), HandlerError> {
         let Some((order_id, reply)) = reply_of(envelope)? else {
             return Ok(());
         };
-        Checkout::react_in(tx, &order_id, reply, &envelope.caused_context())
+        self.checkout
+            .react_in(tx, &order_id, reply, &envelope.caused_context())
             .await
             .map_err(handler_error)?;
         Ok(())
@@ -79,7 +80,7 @@ impl OnAnswers {
 
 impl Handler for OnAnswers {
     fn handle<'a>(&'a self, envelope: &'a Envelope, tx: &'a mut Tx) -> HandlerFuture<'a> {
-        Box::pin(Self::apply(envelope, tx))
+        Box::pin(self.apply(envelope, tx))
     }
 
     fn committed(&self) {

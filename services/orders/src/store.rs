@@ -12,6 +12,7 @@ pub const MIGRATIONS: &[Migration] = &[
     mercato_messaging::relay::MIGRATION,
     mercato_messaging::inbox::MIGRATION,
     mercato_eventstore::MIGRATION,
+    mercato_eventstore::COMMIT_ORDER,
 ];
 
 /// An order as the read model holds it.

@@ -7,10 +7,13 @@
 //! - `append`: expected versions, conflicts, racing writers, stale snapshots, refused batches.
 //! - `read`: stream order, global order and paging, malformed stored events.
 //! - `outbox`: events and outbox rows commit or roll back together.
+//! - `commit_order`: the global log in commit order: a late commit with a lower position, and
+//!   databases from before the order.
 //! - `projections`: catch-up versus rebuild, failures, checkpoints, concurrent runners, and a
-//!   projection that reads while writers append (the late-commit gap).
+//!   projection that reads while eight writers append (each event once, in stream order).
 
 mod append;
+mod commit_order;
 mod outbox;
 mod projections;
 mod read;

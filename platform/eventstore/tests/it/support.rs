@@ -1,6 +1,6 @@
 //! Helpers shared by the event store tests.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
 use mercato_eventstore::{
     AppendResult, Applied, ExpectedVersion, Projection, ProjectionError, RecordedEvent, append,
@@ -28,7 +28,8 @@ const READ_MODELS: Migration = Migration::new(
           CREATE TABLE seen (
               projection TEXT NOT NULL,
               event_id TEXT NOT NULL,
-              position BIGINT NOT NULL
+              position BIGINT NOT NULL,
+              applied BIGINT NOT NULL
           );",
 );
 
@@ -38,7 +39,23 @@ pub struct Store {
     _database: TestDatabase,
 }
 
+/// Every migration of the event store, as services list them.
+pub const MIGRATIONS: &[Migration] = &[
+    outbox::MIGRATION,
+    mercato_eventstore::MIGRATION,
+    mercato_eventstore::COMMIT_ORDER,
+    READ_MODELS,
+];
+
+/// The schema as it was before the global log was ordered by commit.
+pub const MIGRATIONS_BEFORE_COMMIT_ORDER: &[Migration] =
+    &[outbox::MIGRATION, mercato_eventstore::MIGRATION, READ_MODELS];
+
 pub async fn store(backend: TestBackend) -> Store {
+    store_with(backend, MIGRATIONS).await
+}
+
+pub async fn store_with(backend: TestBackend, migrations: &[Migration]) -> Store {
     let database = TestDatabase::new(backend).await;
     let db = Db::connect(&DatabaseConfig {
         url: database.url().to_owned(),
@@ -46,13 +63,7 @@ pub async fn store(backend: TestBackend) -> Store {
     })
     .await
     .unwrap_or_else(|e| panic!("connect to {}: {e}", database.url()));
-    migrate(
-        &db,
-        "test",
-        &[outbox::MIGRATION, mercato_eventstore::MIGRATION, READ_MODELS],
-    )
-    .await
-    .expect("migrate");
+    migrate(&db, "test", migrations).await.expect("migrate");
     Store {
         db,
         _database: database,
@@ -211,22 +222,25 @@ impl Projection for StreamCounts {
     }
 }
 
-/// Records every event it is given, with no uniqueness, so a duplicate shows as a second row.
+/// Records every event it is given, in the order it applied them, with no uniqueness, so a
+/// duplicate shows as a second row.
 #[derive(Debug)]
 pub struct Seen {
     name: String,
+    applied: AtomicI64,
 }
 
 impl Seen {
     pub fn new(name: &str) -> Self {
         Self {
             name: name.to_owned(),
+            applied: AtomicI64::new(0),
         }
     }
 
-    /// The event ids it recorded, in position order, duplicates included.
+    /// The event ids it recorded, in the order it applied them, duplicates included.
     pub async fn event_ids(&self, db: &Db) -> Vec<String> {
-        sqlx::query_scalar("SELECT event_id FROM seen WHERE projection = $1 ORDER BY position")
+        sqlx::query_scalar("SELECT event_id FROM seen WHERE projection = $1 ORDER BY applied")
             .bind(&self.name)
             .fetch_all(db.pool())
             .await
@@ -241,10 +255,13 @@ impl Projection for Seen {
 
     fn apply<'a>(&'a self, tx: &'a mut Tx, event: &'a RecordedEvent) -> Applied<'a> {
         Box::pin(async move {
-            sqlx::query("INSERT INTO seen (projection, event_id, position) VALUES ($1, $2, $3)")
+            // A batch that rolls back leaves a gap in the numbers, never a change of order.
+            let applied = self.applied.fetch_add(1, Ordering::SeqCst);
+            sqlx::query("INSERT INTO seen (projection, event_id, position, applied) VALUES ($1, $2, $3, $4)")
                 .bind(&self.name)
                 .bind(&event.envelope.id)
                 .bind(event.position)
+                .bind(applied)
                 .execute(&mut **tx)
                 .await?;
             Ok(())

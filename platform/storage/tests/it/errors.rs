@@ -47,10 +47,16 @@ async fn a_writer_blocked_past_its_lock_timeout_gets_a_transient_error_and_the_p
     backend: TestBackend,
 ) {
     let test_db = TestDatabase::new(backend).await;
+    let defaults = config(test_db.url());
     let db = Db::connect(&DatabaseConfig {
         max_connections: 2,
         sqlite_busy_timeout_ms: 50,
-        ..config(test_db.url())
+        // SQLite's writers wait their turn in the process for the acquire timeout.
+        acquire_timeout_ms: match backend {
+            TestBackend::Sqlite => 500,
+            TestBackend::Postgres => defaults.acquire_timeout_ms,
+        },
+        ..defaults
     })
     .await
     .unwrap();
@@ -65,7 +71,7 @@ async fn a_writer_blocked_past_its_lock_timeout_gets_a_transient_error_and_the_p
     let mut holder = db.begin().await.unwrap();
     sqlx::query(bump).execute(&mut *holder).await.unwrap();
     let err = match db.backend() {
-        // BEGIN IMMEDIATE waits for the write lock for the busy timeout, then gives up.
+        // The next writer waits its turn for the acquire timeout, then gives up.
         Backend::Sqlite => db.begin().await.expect_err("the write lock is held"),
         Backend::Postgres => {
             let mut blocked = db.begin().await.unwrap();

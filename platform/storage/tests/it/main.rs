@@ -7,7 +7,8 @@
 //! - `connect`: URL checks, creating what is missing, SQLite pragmas, unreachable servers, `ping`.
 //! - `migrations`: order, idempotence, edited and failing migrations, concurrent start-up.
 //! - `errors`: how database errors are classified (conflict, transient, neither).
-//! - `transactions`: concurrent write transactions, rollback on drop.
+//! - `transactions`: concurrent write transactions (in turn on SQLite, never busy), readers beside
+//!   an open writer, rollback on drop.
 //! - `values`: what survives a round trip through the `Any` driver.
 
 mod connect;

@@ -1,11 +1,13 @@
-use mercato_storage::{Backend, Db};
+use mercato_storage::{Backend, DatabaseConfig, Db};
 use mercato_testkit::{TestBackend, TestDatabase};
 use tokio::task::JoinSet;
 
-use crate::support::{connect, count, execute, join_all};
+use crate::support::{PATIENCE, config, connect, count, execute, join_all};
 
 mercato_testkit::backend_tests!(
     concurrent_write_transactions_all_commit_and_no_increment_is_lost,
+    many_writers_commit_in_turn_without_ever_meeting_a_busy_database,
+    readers_are_not_blocked_by_an_open_write_transaction_and_the_next_writer_waits_its_turn,
     a_dropped_transaction_leaves_nothing_and_frees_the_writer,
     a_rolled_back_transaction_leaves_nothing,
 );
@@ -46,20 +48,87 @@ async fn increment(db: Db) {
     tx.commit().await.expect("commit");
 }
 
+/// Runs `writers` increments at once and checks that each of them counted.
+async fn every_concurrent_increment_counts(db: &Db, writers: i64) {
+    counter(db).await;
+    let mut tasks = JoinSet::new();
+    for _ in 0..writers {
+        tasks.spawn(increment(db.clone()));
+    }
+    join_all(tasks).await;
+
+    assert_eq!(
+        count(db, "SELECT n FROM counter WHERE id = 1").await,
+        writers,
+        "every writer committed and none lost another's increment"
+    );
+}
+
 async fn concurrent_write_transactions_all_commit_and_no_increment_is_lost(backend: TestBackend) {
-    const WRITERS: i64 = 8;
     let test_db = TestDatabase::new(backend).await;
     let db = connect(&test_db).await;
-    counter(&db).await;
-
-    let mut writers = JoinSet::new();
-    for _ in 0..WRITERS {
-        writers.spawn(increment(db.clone()));
-    }
-    join_all(writers).await;
-
-    assert_eq!(count(&db, "SELECT n FROM counter WHERE id = 1").await, WRITERS);
+    every_concurrent_increment_counts(&db, 8).await;
     db.close().await;
+}
+
+/// A database on which SQLite never waits for a lock: any writer that found it taken would
+/// fail at once with SQLITE_BUSY instead of sleeping in the busy handler.
+async fn connect_without_busy_waits(test_db: &TestDatabase) -> Db {
+    Db::connect(&DatabaseConfig {
+        sqlite_busy_timeout_ms: 0,
+        acquire_timeout_ms: PATIENCE.as_millis().try_into().unwrap(),
+        ..config(test_db.url())
+    })
+    .await
+    .expect("connect")
+}
+
+async fn many_writers_commit_in_turn_without_ever_meeting_a_busy_database(backend: TestBackend) {
+    let test_db = TestDatabase::new(backend).await;
+    let db = connect_without_busy_waits(&test_db).await;
+    every_concurrent_increment_counts(&db, 64).await;
+    db.close().await;
+}
+
+async fn readers_are_not_blocked_by_an_open_write_transaction_and_the_next_writer_waits_its_turn(
+    backend: TestBackend,
+) {
+    let test_db = TestDatabase::new(backend).await;
+    let db = connect_without_busy_waits(&test_db).await;
+    execute(&db, "CREATE TABLE notes (n BIGINT NOT NULL)").await;
+
+    let first = note(db.clone(), 1).await;
+    let second = tokio::spawn(note(db.clone(), 2));
+    let read = tokio::time::timeout(PATIENCE, count(&db, "SELECT COUNT(*) FROM notes"))
+        .await
+        .expect("a read does not wait for the writer");
+    assert_eq!(read, 0, "readers see what was committed before");
+    first.commit().await.unwrap();
+    tokio::time::timeout(PATIENCE, second)
+        .await
+        .expect("the second writer gets its turn")
+        .expect("no panic")
+        .commit()
+        .await
+        .expect("the second writer commits");
+
+    let notes: Vec<i64> = sqlx::query_scalar("SELECT n FROM notes ORDER BY n")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(notes, [1, 2]);
+    db.close().await;
+}
+
+/// Begins a write transaction and inserts `n` in it, leaving it open.
+async fn note(db: Db, n: i64) -> mercato_storage::Tx {
+    let mut tx = db.begin().await.expect("begin");
+    sqlx::query("INSERT INTO notes (n) VALUES ($1)")
+        .bind(n)
+        .execute(&mut *tx)
+        .await
+        .expect("insert");
+    tx
 }
 
 async fn a_dropped_transaction_leaves_nothing_and_frees_the_writer(backend: TestBackend) {

@@ -6,8 +6,11 @@
 //!   completed steps only, and answers delivered twice applied once.
 //! - `placing`: idempotency keys, ownership, listing, customer cancellation.
 //! - `bad_input`: every invalid field named, unknown products, no profile, no token.
+//! - `read_model`: order rows written with each append, version-guarded, and equal to what the
+//!   projection over the global log makes of the same events.
 
 mod bad_input;
 mod checkout;
 mod placing;
+mod read_model;
 mod support;
