@@ -250,6 +250,13 @@ impl<H: Handler> Inbox<H> {
                 Ok(batch) => {
                     failures = 0;
                     for delivery in batch {
+                        if shutdown.is_cancelled() {
+                            // Stopping: another member takes the rest now, not after the ack wait.
+                            if let Err(e) = delivery.nak(Duration::ZERO).await {
+                                tracing::warn!(subscriber = %self.subscriber, error = %e, "cannot give back a delivery");
+                            }
+                            continue;
+                        }
                         self.process(delivery).await;
                     }
                     // Lag costs a round trip to the broker: at most once a second.

@@ -28,6 +28,7 @@ backend_tests!(
     a_consumer_that_crashes_mid_handler_gets_the_event_again_and_applies_it_once,
     two_members_of_a_group_split_the_work_and_no_event_is_handled_by_both,
     a_poison_message_is_parked_with_its_error_and_the_consumer_keeps_going,
+    a_consumer_told_to_stop_mid_batch_hands_the_rest_to_another_member_at_once,
 );
 
 const EFFECTS: Migration = Migration {
@@ -112,10 +113,14 @@ impl Pipeline {
     }
 
     fn inbox<H: Handler>(&self, handler: H) -> Inbox<H> {
+        self.inbox_on(self.bus.clone(), handler)
+    }
+
+    fn inbox_on<H: Handler>(&self, bus: Bus, handler: H) -> Inbox<H> {
         let mut registry = Registry::default();
         Inbox::new(
             self.db.clone(),
-            self.bus.clone(),
+            bus,
             ConsumerSpec {
                 group: "effects".into(),
                 category: "pipeline".into(),
@@ -133,6 +138,14 @@ impl Pipeline {
 
     fn start_inbox<H: Handler>(&self, handler: H) {
         tokio::spawn(self.inbox(handler).run(self.shutdown.clone()));
+    }
+
+    /// The inbox of a second replica of the service, on a connection of its own.
+    async fn start_replica<H: Handler>(&self, handler: H) {
+        let bus = Bus::connect(&self.bus_config)
+            .await
+            .expect("second bus connection");
+        tokio::spawn(self.inbox_on(bus, handler).run(self.shutdown.clone()));
     }
 
     /// Appends event `n` of `stream` in its own transaction, as a service would.
@@ -184,6 +197,8 @@ struct Recording {
     poison: HashSet<i64>,
     /// When set, the handler writes its effect and then waits here forever: a crash mid-handler.
     hang: Option<Arc<Notify>>,
+    /// When set, the handler tells the first and waits for the second before it records.
+    pause: Option<(Arc<Notify>, Arc<Notify>)>,
 }
 
 impl Recording {
@@ -201,6 +216,10 @@ impl Recording {
                 "event {} can never be applied",
                 event.n
             )));
+        }
+        if let Some((started, resume)) = &self.pause {
+            started.notify_one();
+            resume.notified().await;
         }
         if self.flaky.lock().unwrap().remove(&event.n) {
             return Err(HandlerError::Transient(format!("event {} failed once", event.n)));
@@ -338,30 +357,9 @@ async fn two_members_of_a_group_split_the_work_and_no_event_is_handled_by_both(b
     // No member is lost here: an ack wait longer than a busy machine's slowest batch keeps
     // redeliveries of work still in hand from using up an event's attempts and parking it.
     let pipeline = Pipeline::start_with_ack_wait(backend, 5_000).await;
-    // A second connection, as a second replica of the service would have.
-    let other_bus = Bus::connect(&pipeline.bus_config)
-        .await
-        .expect("second bus connection");
     pipeline.start_relay();
     pipeline.start_inbox(Recording::member("a"));
-    let mut registry = Registry::default();
-    let second = Inbox::new(
-        pipeline.db.clone(),
-        other_bus,
-        ConsumerSpec {
-            group: "effects".into(),
-            category: "pipeline".into(),
-        },
-        Recording::member("b"),
-        InboxConfig {
-            backoff_ms: vec![50],
-            reorder_delay_ms: 20,
-            fetch_wait_ms: 200,
-            ..InboxConfig::default()
-        },
-        ConsumerMetrics::register(&mut registry),
-    );
-    tokio::spawn(second.run(pipeline.shutdown.clone()));
+    pipeline.start_replica(Recording::member("b")).await;
     for n in 1..=10 {
         for s in 0..20 {
             pipeline.append(&format!("split-{s}"), n).await;
@@ -412,4 +410,45 @@ async fn a_poison_message_is_parked_with_its_error_and_the_consumer_keeps_going(
         "{}",
         letters[0].error
     );
+}
+
+async fn a_consumer_told_to_stop_mid_batch_hands_the_rest_to_another_member_at_once(backend: TestBackend) {
+    // Longer than the test waits: what the stopping member held comes back only if handed back.
+    let pipeline = Pipeline::start_with_ack_wait(backend, 60_000).await;
+    pipeline.start_relay();
+    for s in 1..=5 {
+        pipeline.append(&format!("batch-{s}"), 1).await;
+    }
+    eventually(PATIENCE, "every event published", || async {
+        (pipeline.relay().backlog().await.ok()?.0 == 0).then_some(())
+    })
+    .await;
+    let (started, resume) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let stopping = CancellationToken::new();
+    let first = tokio::spawn(
+        pipeline
+            .inbox(Recording {
+                member: "stopping",
+                pause: Some((Arc::clone(&started), Arc::clone(&resume))),
+                ..Recording::default()
+            })
+            .run(stopping.clone()),
+    );
+    tokio::time::timeout(PATIENCE, started.notified())
+        .await
+        .expect("the first event is being handled");
+    // A second replica waits for work the first one holds.
+    pipeline.start_replica(Recording::member("staying")).await;
+
+    stopping.cancel();
+    resume.notify_one();
+    tokio::time::timeout(PATIENCE, first)
+        .await
+        .expect("the stopping consumer returns")
+        .expect("its task does not panic");
+
+    let effects = pipeline.wait_for_effects(5).await;
+    assert_each_event_once(&effects);
+    let by_stopping = effects.iter().filter(|e| e.0 == "stopping").count();
+    assert_eq!(by_stopping, 1, "it finished the event in hand only: {effects:?}");
 }
