@@ -58,8 +58,9 @@ const SETTINGS: &[(&str, &str)] = &[
     // tok_late answers within one provider call and within the saga's payment timeout.
     ("MERCATO_SANDBOX__LATE_DELAY_MS", "3000"),
     ("MERCATO_PAYMENTS__PROVIDER__TIMEOUT_MS", "6000"),
-    // What a killed process had fetched and not acknowledged is delivered again this soon.
-    ("MERCATO_BUS__ACK_WAIT_MS", "5000"),
+    // What a killed process had fetched and not acknowledged is delivered again this soon;
+    // short enough for the payment deadline above to outlast a redelivery.
+    ("MERCATO_BUS__ACK_WAIT_MS", "1500"),
     // The tests poll through the gateway from one address far faster than people do.
     ("MERCATO_GATEWAY__RATE_LIMIT__ENABLED", "false"),
 ];
