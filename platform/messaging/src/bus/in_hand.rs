@@ -5,6 +5,11 @@
 //! to another member meanwhile. Each backend's keeper renews what is in hand a few times per ack
 //! wait (the embedded claim's visibility, a JetStream progress ack). A delivery dropped without
 //! being settled leaves the set, so its claim lapses after one ack wait, as a crash's would.
+//!
+//! A renewal must never reach the broker after the delivery was settled: a JetStream progress ack
+//! that follows a delayed nak restarts the whole ack wait instead of the delay. So a delivery
+//! leaves the set before it is settled, and waits for a renewal pass under way to send what it
+//! has taken.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,6 +29,8 @@ pub(crate) fn renewal_interval(ack_wait: Duration) -> Duration {
 pub(crate) struct InHand<T> {
     next: AtomicU64,
     held: Mutex<HashMap<u64, T>>,
+    /// Held by a renewal pass while it sends, and by a settlement while it leaves the set.
+    renewal: tokio::sync::Mutex<()>,
 }
 
 impl<T: Clone> InHand<T> {
@@ -31,6 +38,7 @@ impl<T: Clone> InHand<T> {
         Arc::new(Self {
             next: AtomicU64::new(0),
             held: Mutex::new(HashMap::new()),
+            renewal: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -49,6 +57,13 @@ impl<T: Clone> InHand<T> {
         self.lock().values().cloned().collect()
     }
 
+    /// A renewal pass: nothing settles while the guard lives.
+    pub(crate) async fn renewing(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.renewal.lock().await
+    }
+}
+
+impl<T> InHand<T> {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, T>> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -68,13 +83,17 @@ impl<T> std::fmt::Debug for Held<T> {
     }
 }
 
+impl<T> Held<T> {
+    /// Leaves the set before the delivery is settled, once no renewal of it can still be sent.
+    pub(crate) async fn settle(&self) {
+        let _renewal = self.set.renewal.lock().await;
+        self.set.lock().remove(&self.key);
+    }
+}
+
 impl<T> Drop for Held<T> {
     fn drop(&mut self) {
-        self.set
-            .held
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.key);
+        self.set.lock().remove(&self.key);
     }
 }
 

@@ -176,7 +176,7 @@ impl NatsConsumer {
                 envelope,
                 attempt: u32::try_from(delivered.max(1)).unwrap_or(u32::MAX),
                 handle: DeliveryHandle::Nats(NatsHandle {
-                    _held: message
+                    held: message
                         .reply
                         .clone()
                         .map(|reply| self.bus.inner.in_hand.hold(reply)),
@@ -214,7 +214,7 @@ pub struct NatsHandle {
     pub(super) bus: NatsBus,
     pub(super) group: String,
     /// Its reply subject among the deliveries in hand; a message without one cannot be acked.
-    pub(super) _held: Option<Held<Subject>>,
+    pub(super) held: Option<Held<Subject>>,
 }
 
 impl std::fmt::Debug for NatsHandle {
@@ -247,6 +247,9 @@ impl NatsHandle {
 
     /// Sends `kind` and waits for the server to confirm it received it.
     pub(super) async fn confirm(&self, kind: AckKind) -> Result<(), BusError> {
+        if let Some(held) = &self.held {
+            held.settle().await;
+        }
         self.bus.connected()?;
         match tokio::time::timeout(self.bus.timeout(), self.message.double_ack_with(kind)).await {
             Ok(Ok(())) => Ok(()),

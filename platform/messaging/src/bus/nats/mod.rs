@@ -302,6 +302,7 @@ async fn keep_in_progress(client: Client, in_hand: Arc<InHand<Subject>>, every: 
     tick.tick().await;
     loop {
         tick.tick().await;
+        let _renewing = in_hand.renewing().await;
         for reply in in_hand.items() {
             if let Err(error) = client.publish(reply, AckKind::Progress.into()).await {
                 tracing::debug!(%error, "cannot send a progress ack");
