@@ -117,7 +117,8 @@ impl Default for SandboxConfig {
     fn default() -> Self {
         let d = mercato_payments::sandbox::SandboxConfig::default();
         Self {
-            late_delay_ms: d.late_delay_ms,
+            // Late for the saga's default payment deadline, as the card is meant to be.
+            late_delay_ms: mercato_orders::SagaConfig::default().payment_timeout_ms + 5_000,
             flaky_failures: d.flaky_failures,
             capacity: d.capacity,
         }
@@ -298,6 +299,7 @@ impl Config {
         positive(self.projections.poll_ms, "projections.poll_ms")?;
         section("inventory", &self.inventory)?;
         section("orders", &self.orders)?;
+        self.steps_outlast_redelivery()?;
         section("cache", &self.cache)?;
         section("notifications", &self.notifications)?;
         section("payments", &self.payments)?;
@@ -308,6 +310,15 @@ impl Config {
         )?;
         positive(self.database.acquire_timeout_ms, "database.acquire_timeout_ms")?;
         section("gateway", &self.gateway)
+    }
+
+    /// The saga's step deadlines against the bus's ack wait and the inbox's first retry: the
+    /// one check that needs sections of three crates.
+    fn steps_outlast_redelivery(&self) -> Result<(), InvalidSetting> {
+        let first_backoff = self.inbox.backoff_ms.first().copied().unwrap_or_default();
+        self.orders
+            .outlasts_redelivery(self.bus.ack_wait_ms, first_backoff)
+            .map_err(|e| e.within("orders"))
     }
 
     /// The endpoint of `service` (validated to exist).
@@ -517,6 +528,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("services.identity.database_url"), "{err}");
+    }
+
+    #[test]
+    fn a_step_deadline_a_redelivery_could_outlast_is_refused_by_its_key() {
+        let invalid = |env: &[(&str, &str)]| match load(env) {
+            Err(ConfigError::Invalid { key, message }) => (key, message),
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        let (key, message) = invalid(&[
+            ("MERCATO_BUS__ACK_WAIT_MS", "5000"),
+            ("MERCATO_INBOX__BACKOFF_MS", "[200, 1000]"),
+            ("MERCATO_ORDERS__PAYMENT_TIMEOUT_MS", "15199"),
+        ]);
+        assert_eq!(key, "orders.payment_timeout_ms");
+        assert!(message.contains("15200 ms"), "{message}");
+        let (key, _) = invalid(&[
+            ("MERCATO_BUS__ACK_WAIT_MS", "10000"),
+            ("MERCATO_ORDERS__RESERVE_TIMEOUT_MS", "30000"),
+        ]);
+        assert_eq!(key, "orders.reserve_timeout_ms");
+        // The same deadlines pass with a shorter ack wait.
+        load(&[
+            ("MERCATO_BUS__ACK_WAIT_MS", "1000"),
+            ("MERCATO_INBOX__BACKOFF_MS", "[200, 1000]"),
+            ("MERCATO_ORDERS__PAYMENT_TIMEOUT_MS", "15199"),
+        ])
+        .unwrap();
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! killed with SIGKILL inside a saga step and started again on the same port; afterwards every
 //! order must end confirmed or cancelled with a reason, no order is charged twice, a cancelled
 //! order keeps no charge, each order gets exactly one message about how it ended, and the stock
-//! adds up (nothing sold twice, nothing left held).
+//! adds up (nothing sold twice, nothing left held). [`Cluster::start_embedded`] runs the same
+//! system as one `mercato up` process on SQLite and the embedded bus, for `crash`.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -29,6 +30,9 @@ const DECLINE: &str = "tok_decline";
 /// How long the system may take to finish every saga after a fault: generous, for a busy
 /// machine with two cores.
 const SETTLE: Duration = Duration::from_secs(60);
+
+/// The process that runs every service in the embedded setting.
+pub(crate) const UP: &str = "up";
 
 /// Every service, as `mercato serve` names it.
 pub(crate) const SERVICES: [&str; 8] = [
@@ -58,8 +62,9 @@ const SETTINGS: &[(&str, &str)] = &[
     // tok_late answers within one provider call and within the saga's payment timeout.
     ("MERCATO_SANDBOX__LATE_DELAY_MS", "3000"),
     ("MERCATO_PAYMENTS__PROVIDER__TIMEOUT_MS", "6000"),
-    // What a killed process had fetched and not acknowledged is delivered again this soon.
-    ("MERCATO_BUS__ACK_WAIT_MS", "5000"),
+    // What a killed process had fetched and not acknowledged is delivered again this soon;
+    // short enough for the payment deadline above to outlast a redelivery.
+    ("MERCATO_BUS__ACK_WAIT_MS", "1500"),
     // The tests poll through the gateway from one address far faster than people do.
     ("MERCATO_GATEWAY__RATE_LIMIT__ENABLED", "false"),
 ];
@@ -76,8 +81,8 @@ pub(crate) struct Placed {
     pub(crate) quantity: i64,
 }
 
-/// The whole system as separate processes on fixed loopback ports, so that a restarted
-/// service comes back where the others and the gateway expect it.
+/// The whole system as separate processes (or as one) on fixed loopback ports, so that a
+/// restarted service comes back where the others and the gateway expect it.
 pub(crate) struct Cluster {
     /// First: the processes die before their databases are dropped.
     running: BTreeMap<&'static str, Process>,
@@ -88,7 +93,8 @@ pub(crate) struct Cluster {
     pub(crate) http: reqwest::Client,
     /// Inventory's own database, read to check that no units stay held.
     inventory_db: Db,
-    _nats: NatsServer,
+    /// The bus of the distributed setting; the embedded one is a file in the data directory.
+    nats: Option<NatsServer>,
     _db: TestDatabase,
     _turn: MutexGuard<'static, ()>,
 }
@@ -134,18 +140,34 @@ where
 }
 
 impl Cluster {
-    /// Starts every service with [`SETTINGS`], then `overrides`.
+    /// Starts every service as its own process on PostgreSQL and NATS, with [`SETTINGS`], then
+    /// `overrides`.
     pub(crate) async fn start(overrides: &[(&str, &str)]) -> Self {
+        Self::start_on(TestBackend::Postgres, overrides).await
+    }
+
+    /// Starts every service in one `mercato up` process ([`UP`]) on SQLite and the embedded bus,
+    /// with [`SETTINGS`], then `overrides`.
+    pub(crate) async fn start_embedded(overrides: &[(&str, &str)]) -> Self {
+        Self::start_on(TestBackend::Sqlite, overrides).await
+    }
+
+    async fn start_on(backend: TestBackend, overrides: &[(&str, &str)]) -> Self {
         let turn = ONE_AT_A_TIME.lock().await;
-        let db = TestDatabase::new(TestBackend::Postgres).await;
-        let nats = NatsServer::start(db.dir()).await;
+        let db = TestDatabase::new(backend).await;
+        let nats = match backend {
+            TestBackend::Postgres => Some(NatsServer::start(db.dir()).await),
+            TestBackend::Sqlite => None,
+        };
         let ports = free_ports();
         let mut env: BTreeMap<String, String> = SETTINGS
             .iter()
             .chain(overrides)
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        env.insert("MERCATO_BUS__URL".into(), nats.url());
+        if let Some(nats) = &nats {
+            env.insert("MERCATO_BUS__URL".into(), nats.url());
+        }
         env.insert(
             "MERCATO_PAYMENTS__PROVIDER__URL".into(),
             format!("http://127.0.0.1:{}", ports["payment-sandbox"]),
@@ -181,13 +203,13 @@ impl Cluster {
             })
             .await
             .expect("inventory's database"),
-            _nats: nats,
+            nats,
             _db: db,
             _turn: turn,
         };
         // All at once, as an orchestrator starts them: none needs another to start.
         let mut starting = JoinSet::new();
-        for name in SERVICES {
+        for name in cluster.processes() {
             starting.spawn(cluster.launch(name));
         }
         while let Some(started) = starting.join_next().await {
@@ -197,30 +219,42 @@ impl Cluster {
         cluster
     }
 
+    /// The processes of this setting: a `mercato serve` per service, or one `mercato up`.
+    fn processes(&self) -> &'static [&'static str] {
+        if self.nats.is_some() { &SERVICES } else { &[UP] }
+    }
+
     fn launch(&self, name: &'static str) -> impl Future<Output = (&'static str, Process)> + Send + 'static {
         let data_dir = self.data_dir.display().to_string();
         let env = self.env.clone();
         let log = self.logs.join(format!("{name}.log"));
         async move {
             let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
-            let args = ["serve", name, "--data-dir", &data_dir];
-            (name, Process::spawn_logged(&args, &env, &[name], &log).await)
+            let process = if name == UP {
+                let args = [UP, "--data-dir", &data_dir];
+                Process::spawn_logged(&args, &env, &SERVICES, &log).await
+            } else {
+                let args = ["serve", name, "--data-dir", &data_dir];
+                Process::spawn_logged(&args, &env, &[name], &log).await
+            };
+            (name, process)
         }
     }
 
     /// SIGKILL: the service gets no chance to finish anything.
-    async fn kill(&mut self, name: &str) {
+    pub(crate) async fn kill(&mut self, name: &str) {
         let process = self.running.remove(name).expect("the service runs");
         let status = process.kill().await;
         assert!(!status.success(), "{name} was killed, yet exited with {status}");
     }
 
     /// Starts `name` again with the same settings, on the same port.
-    async fn restart(&mut self, name: &'static str) {
+    pub(crate) async fn restart(&mut self, name: &'static str) {
         let (_, process) = self.launch(name).await;
+        let shown = if name == UP { "gateway" } else { name };
         assert_eq!(
-            process.url(name),
-            format!("http://127.0.0.1:{}", self.ports[name])
+            process.url(shown),
+            format!("http://127.0.0.1:{}", self.ports[shown])
         );
         self.running.insert(name, process);
     }
@@ -390,7 +424,7 @@ impl Cluster {
     }
 
     /// Every order ended; the orders as their customer sees them, in `placed`'s order.
-    async fn ended(&self, token: &str, placed: &[Placed]) -> Vec<Value> {
+    pub(crate) async fn ended(&self, token: &str, placed: &[Placed]) -> Vec<Value> {
         let deadline = Instant::now() + SETTLE;
         // An order that ended stays ended, so each needs to be seen ended only once.
         let mut seen: Vec<Option<Value>> = vec![None; placed.len()];
@@ -544,7 +578,7 @@ impl Drop for Cluster {
         if !std::thread::panicking() {
             return;
         }
-        for name in SERVICES {
+        for name in self.processes() {
             let log = std::fs::read_to_string(self.logs.join(format!("{name}.log"))).unwrap_or_default();
             let complaints: Vec<&str> = log
                 .lines()

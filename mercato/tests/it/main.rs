@@ -2,6 +2,8 @@
 //! reached through the gateway over loopback HTTP.
 //!
 //! - `support`: a system in this process on a fresh database, and `mercato` child processes.
+//! - `crash`: SIGKILL with orders in flight, `mercato up` or services of the distributed
+//!   system, and a restart at once: every order still confirmed.
 //! - `flows`: register, token, refresh, `me` through the gateway, with the bad inputs and tokens.
 //! - `restart`: data and signing keys survive a restart; key rotation through the gateway.
 //! - `cache`: a price change reaches a second orders instance through invalidation, not the TTL.
@@ -12,6 +14,7 @@
 
 mod cache;
 mod checkout;
+mod crash;
 mod customers;
 mod deploy;
 mod faults;

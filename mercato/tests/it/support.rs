@@ -33,7 +33,9 @@ pub fn config(data_dir: &Path, db: &TestDatabase, bus_url: &str) -> Config {
     config.inventory.demo_catalogue = true;
     // Tests log in from one address far more often than people do; the limiter has its own tests.
     config.gateway.rate_limit.enabled = false;
-    // Checkout timing for tests: quick to time out, still ample for a busy machine.
+    // Checkout timing for tests: quick to time out, still ample for a busy machine; the short
+    // ack wait is what lets such deadlines outlast a redelivery.
+    config.bus.ack_wait_ms = 1_000;
     config.orders.reserve_timeout_ms = 15_000;
     config.orders.payment_timeout_ms = 4_000;
     config.orders.reservation_ttl_ms = 60_000;

@@ -269,7 +269,7 @@ impl<H: Handler> Inbox<H> {
             match fetched {
                 Ok(batch) => {
                     failures = 0;
-                    self.process(c, batch).await;
+                    self.process(c, batch, &shutdown).await;
                     // Lag costs a round trip to the broker: at most once a second.
                     if lag_reported.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
                         lag_reported = Some(tokio::time::Instant::now());
@@ -298,12 +298,12 @@ impl<H: Handler> Inbox<H> {
 
     /// Applies a fetched batch in one transaction and settles every delivery with the bus: the
     /// applied and the duplicates with one batch acknowledgement, the rest one by one.
-    async fn process(&self, consumer: &Consumer, deliveries: Vec<Delivery>) {
+    async fn process(&self, consumer: &Consumer, deliveries: Vec<Delivery>, stop: &CancellationToken) {
         if deliveries.is_empty() {
             return;
         }
         let batch: Vec<_> = deliveries.iter().map(|d| (&d.envelope, d.attempt)).collect();
-        let outcomes = match self.apply_batch(&batch).await {
+        let outcomes = match self.apply_batch(&batch, stop).await {
             Ok(outcomes) => outcomes,
             Err(error) => {
                 // Nothing committed; no attempt is spent on parking, since a park could not have
@@ -318,7 +318,9 @@ impl<H: Handler> Inbox<H> {
             }
         };
         let mut done = Vec::with_capacity(deliveries.len());
-        for (delivery, outcome) in deliveries.into_iter().zip(outcomes) {
+        let mut deliveries = deliveries.into_iter();
+        // Outcomes first: the zip then stops without taking a delivery the batch did not reach.
+        for (outcome, delivery) in outcomes.into_iter().zip(deliveries.by_ref()) {
             match outcome {
                 Ok(Outcome::Applied) => {
                     self.metrics.outcome(&self.subscriber, "applied");
@@ -352,6 +354,11 @@ impl<H: Handler> Inbox<H> {
             }
         }
         self.settled(consumer.ack_all(done).await);
+        // Stopping: what the batch did not reach goes to another member now, not after the ack
+        // wait.
+        for delivery in deliveries {
+            self.settled(delivery.nak(Duration::ZERO).await);
+        }
     }
 
     fn settled(&self, settled: Result<(), crate::BusError>) {
@@ -371,15 +378,18 @@ impl<H: Handler> Inbox<H> {
     ///
     /// # Errors
     /// The transaction itself failed (begin, a savepoint, commit): nothing of the batch applied.
+    /// Once `stop` is cancelled no further delivery is started: the outcomes then cover only the
+    /// batch's first deliveries, and the rest is for another member.
     async fn apply_batch(
         &self,
         deliveries: &[(&Envelope, u32)],
+        stop: &CancellationToken,
     ) -> Result<Vec<Result<Outcome, HandlerError>>, StorageError> {
         if !deliveries.iter().any(|(e, _)| self.spec.handles(&e.event_type)) {
             return Ok(deliveries.iter().map(|_| Ok(Outcome::Ignored)).collect());
         }
         let mut handled = 0;
-        let applied = self.apply_all(deliveries, &mut handled).await;
+        let applied = self.apply_all(deliveries, stop, &mut handled).await;
         match &applied {
             Ok(_) if handled > 0 => self.handler.committed(),
             Ok(_) => {}
@@ -392,11 +402,15 @@ impl<H: Handler> Inbox<H> {
     async fn apply_all(
         &self,
         deliveries: &[(&Envelope, u32)],
+        stop: &CancellationToken,
         handled: &mut usize,
     ) -> Result<Vec<Result<Outcome, HandlerError>>, StorageError> {
         let mut tx = self.db.begin().await?;
         let mut outcomes = Vec::with_capacity(deliveries.len());
         for &(envelope, attempt) in deliveries {
+            if stop.is_cancelled() {
+                break;
+            }
             if !self.spec.handles(&envelope.event_type) {
                 // Held by the group from before its types changed.
                 outcomes.push(Ok(Outcome::Ignored));
@@ -433,7 +447,9 @@ impl<H: Handler> Inbox<H> {
     /// # Errors
     /// The handler's error, or the database's as a [`HandlerError`].
     pub async fn apply(&self, envelope: &Envelope, attempt: u32) -> Result<Outcome, HandlerError> {
-        let mut outcomes = self.apply_batch(&[(envelope, attempt)]).await?;
+        let mut outcomes = self
+            .apply_batch(&[(envelope, attempt)], &CancellationToken::new())
+            .await?;
         outcomes.pop().unwrap_or(Ok(Outcome::Ignored))
     }
 

@@ -57,9 +57,11 @@ pub const PAYMENTS_CONSUMER: &str = "orders-on-payments";
 pub struct SagaConfig {
     /// How long inventory holds stock for a pending order; longer than the saga's steps.
     pub reservation_ttl_ms: u64,
-    /// How long the saga waits for inventory before cancelling.
+    /// How long the saga waits for inventory before cancelling. A business deadline, longer
+    /// than redelivery after a crash (see [`SagaConfig::outlasts_redelivery`]).
     pub reserve_timeout_ms: u64,
-    /// How long the saga waits for the charge before cancelling and refunding a late one.
+    /// How long the saga waits for the charge before cancelling and refunding a late one; the
+    /// same rule.
     pub payment_timeout_ms: u64,
     pub timer_poll_ms: u64,
     /// Deadline of each gRPC call at order placement.
@@ -71,7 +73,7 @@ impl Default for SagaConfig {
         Self {
             reservation_ttl_ms: 120_000,
             reserve_timeout_ms: 30_000,
-            payment_timeout_ms: 5_000,
+            payment_timeout_ms: 20_000,
             timer_poll_ms: 250,
             grpc_timeout_ms: 2_000,
         }
@@ -89,6 +91,33 @@ impl Validate for SagaConfig {
         positive(self.payment_timeout_ms, "payment_timeout_ms")?;
         positive(self.timer_poll_ms, "timer_poll_ms")?;
         positive(self.grpc_timeout_ms, "grpc_timeout_ms")
+    }
+}
+
+impl SagaConfig {
+    /// The shortest step deadline a crash cannot outrun: a step is a command and its answer, and
+    /// each may wait out one ack wait (its holder died) and the inbox's first retry; one more
+    /// ack wait is left for the step's own work.
+    #[must_use]
+    pub fn shortest_step_ms(ack_wait_ms: u64, first_backoff_ms: u64) -> u64 {
+        ack_wait_ms.saturating_mul(3).saturating_add(first_backoff_ms)
+    }
+
+    /// Refuses step deadlines that redelivery could outlast, so a restart delays orders and
+    /// never cancels them. Checked where the bus and inbox settings are known too: the whole
+    /// configuration (`mercato`'s `Config`).
+    ///
+    /// # Errors
+    /// The first of `reserve_timeout_ms` and `payment_timeout_ms` shorter than
+    /// [`SagaConfig::shortest_step_ms`].
+    pub fn outlasts_redelivery(&self, ack_wait_ms: u64, first_backoff_ms: u64) -> Result<(), InvalidSetting> {
+        let shortest = Self::shortest_step_ms(ack_wait_ms, first_backoff_ms);
+        let reason = format!(
+            "must be at least 3 × bus.ack_wait_ms + the first inbox.backoff_ms ({shortest} ms), \
+             or a step redelivered after a crash could time out"
+        );
+        ensure(self.reserve_timeout_ms >= shortest, "reserve_timeout_ms", &reason)?;
+        ensure(self.payment_timeout_ms >= shortest, "payment_timeout_ms", &reason)
     }
 }
 
@@ -236,6 +265,27 @@ mod tests {
         assert_eq!(
             refused(|s| s.reservation_ttl_ms = s.reserve_timeout_ms).as_deref(),
             Some("orders.reservation_ttl_ms")
+        );
+    }
+
+    #[test]
+    fn a_step_deadline_must_outlast_three_ack_waits_and_the_first_retry() {
+        let saga = SagaConfig {
+            reserve_timeout_ms: 15_200,
+            payment_timeout_ms: 15_200,
+            ..SagaConfig::default()
+        };
+        assert_eq!(saga.outlasts_redelivery(5_000, 200), Ok(()));
+        let refusal = saga.outlasts_redelivery(5_000, 201).unwrap_err();
+        assert_eq!(refusal.key, "reserve_timeout_ms");
+        assert!(refusal.reason.contains("15201 ms"), "{}", refusal.reason);
+        let short_payment = SagaConfig {
+            payment_timeout_ms: 15_199,
+            ..saga
+        };
+        assert_eq!(
+            short_payment.outlasts_redelivery(5_000, 200).unwrap_err().key,
+            "payment_timeout_ms"
         );
     }
 }

@@ -7,7 +7,10 @@
 //!   by event id (`Nats-Msg-Id`).
 //!
 //! Both give at-least-once delivery to each consumer group; instances of one group share its
-//! messages. Redelivery order is not guaranteed: the inbox restores per-stream order. A message a
+//! messages. Redelivery order is not guaranteed: the inbox restores per-stream order. A delivery
+//! stays with its member while the member holds it (renewed by the connection's keeper, see
+//! `in_hand`); one dropped unsettled, or held by a process that died, comes again after the ack
+//! wait. A message a
 //! handler keeps failing is parked in the dead-letter store with its error ([`Delivery::park`]);
 //! `mercato dlq list|replay` shows and replays it.
 //!
@@ -17,6 +20,7 @@
 //! [`Broadcast::Gap`].
 
 pub mod embedded;
+mod in_hand;
 pub mod nats;
 
 use std::time::Duration;
@@ -31,7 +35,10 @@ use crate::envelope::Envelope;
 pub struct BusConfig {
     /// `sqlite://{data_dir}/bus.db?mode=rwc` (embedded) or `nats://host:4222`.
     pub url: String,
-    /// A delivery not acknowledged within this time is delivered again.
+    /// A delivery not acknowledged within this time is delivered again. Deliveries a live
+    /// process holds are renewed a few times per ack wait, so it only bounds how long the work of
+    /// a process that died waits (on the embedded bus a dead run's lease, a few seconds, ends it
+    /// sooner).
     pub ack_wait_ms: u64,
     /// JetStream stream replicas (3 in production; 1 on a single server).
     pub replicas: usize,
@@ -47,7 +54,7 @@ impl Default for BusConfig {
     fn default() -> Self {
         Self {
             url: "sqlite://{data_dir}/bus.db?mode=rwc".into(),
-            ack_wait_ms: 30_000,
+            ack_wait_ms: 5_000,
             replicas: 1,
             duplicate_window_secs: 120,
             publish_timeout_ms: 5_000,
@@ -338,7 +345,7 @@ pub enum Consumer {
 
 impl Consumer {
     /// Up to `max` deliveries, waiting at most `wait` for the first one. Each must be acked,
-    /// nacked or parked; one left alone is delivered again after the ack wait.
+    /// nacked or parked; one dropped unsettled is delivered again after the ack wait.
     ///
     /// # Errors
     /// The broker is unreachable.

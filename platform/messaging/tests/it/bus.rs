@@ -156,13 +156,13 @@ async fn a_waiting_fetch_returns_a_message_published_while_it_waits(backend: Bus
 
 /// What tells a test that a fetch of a group found nothing and waits: the embedded bus's count of
 /// its waiting fetches, or the pull requests JetStream holds for the group's consumer.
-enum Waiters {
+pub(crate) enum Waiters {
     Embedded(EmbeddedBus),
     Nats(Box<PullConsumer>),
 }
 
 impl Waiters {
-    async fn of(bus: &Bus, broker: &TestBroker, category: &str, group: &str) -> Self {
+    pub(crate) async fn of(bus: &Bus, broker: &TestBroker, category: &str, group: &str) -> Self {
         match bus {
             Bus::Embedded(embedded) => Self::Embedded(embedded.clone()),
             Bus::Nats(_) => {
@@ -179,7 +179,7 @@ impl Waiters {
         }
     }
 
-    async fn count(&self) -> usize {
+    pub(crate) async fn count(&self) -> usize {
         match self {
             Self::Embedded(bus) => bus.fetches_waiting(),
             Self::Nats(consumer) => consumer.get_info().await.expect("consumer info").num_waiting,

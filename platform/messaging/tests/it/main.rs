@@ -8,9 +8,12 @@
 //! - `broadcast`: subscriptions that every subscriber gets, with gaps after a broker restart.
 //! - `bus`: the behaviour suite of the bus: delivery, dedup, groups, redelivery, dead letters,
 //!   restarts, lag and order.
+//! - `claims`: what a member keeps while it holds it, and what comes back after a crash or an
+//!   abandoned fetch.
 
 #[macro_use]
 mod support;
 mod broadcast;
 mod bus;
+mod claims;
 mod pipeline;

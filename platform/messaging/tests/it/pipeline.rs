@@ -34,6 +34,7 @@ backend_tests!(
     a_poison_message_in_a_batch_is_parked_alone_and_its_successor_commits_with_the_others,
     the_relay_marks_only_the_rows_the_bus_acknowledged_and_they_arrive_in_order,
     a_group_of_some_types_applies_them_in_stream_order_through_retries,
+    a_consumer_told_to_stop_mid_batch_hands_the_rest_to_another_member_at_once,
 );
 
 const EFFECTS: Migration = Migration {
@@ -125,10 +126,14 @@ impl Pipeline {
 
     /// An inbox with the tests' short waits on top of `config`.
     fn inbox_with<H: Handler>(&self, handler: H, config: InboxConfig) -> Inbox<H> {
+        self.inbox_on(self.bus.clone(), handler, config)
+    }
+
+    fn inbox_on<H: Handler>(&self, bus: Bus, handler: H, config: InboxConfig) -> Inbox<H> {
         let mut registry = Registry::default();
         Inbox::new(
             self.db.clone(),
-            self.bus.clone(),
+            bus,
             ConsumerSpec {
                 group: "effects".into(),
                 category: "pipeline".into(),
@@ -147,6 +152,14 @@ impl Pipeline {
 
     fn start_inbox<H: Handler>(&self, handler: H) {
         tokio::spawn(self.inbox(handler).run(self.shutdown.clone()));
+    }
+
+    /// The inbox of a second replica of the service, on a connection of its own.
+    async fn start_replica<H: Handler>(&self, handler: H) {
+        let bus = Bus::connect(&self.bus_config)
+            .await
+            .expect("second bus connection");
+        tokio::spawn(self.inbox_on(bus, handler, InboxConfig::default()).run(self.shutdown.clone()));
     }
 
     /// Appends event `n` of `stream` in its own transaction, as a service would.
@@ -262,6 +275,8 @@ struct Recording {
     /// `committed` and `rolled_back` report them.
     open: Arc<AtomicI64>,
     kept: Arc<AtomicI64>,
+    /// When set, the handler tells the first and waits for the second before it records.
+    pause: Option<(Arc<Notify>, Arc<Notify>)>,
 }
 
 impl Recording {
@@ -282,6 +297,10 @@ impl Recording {
                 "event {} can never be applied",
                 event.n
             )));
+        }
+        if let Some((started, resume)) = &self.pause {
+            started.notify_one();
+            resume.notified().await;
         }
         if self.flaky.lock().unwrap().remove(&event.n) {
             return Err(HandlerError::Transient(format!("event {} failed once", event.n)));
@@ -440,31 +459,9 @@ async fn two_members_of_a_group_split_the_work_and_no_event_is_handled_by_both(b
     // No member is lost here: an ack wait longer than a busy machine's slowest batch keeps
     // redeliveries of work still in hand from using up an event's attempts and parking it.
     let pipeline = Pipeline::start_with_ack_wait(backend, 5_000).await;
-    // A second connection, as a second replica of the service would have.
-    let other_bus = Bus::connect(&pipeline.bus_config)
-        .await
-        .expect("second bus connection");
     pipeline.start_relay();
     pipeline.start_inbox(Recording::member("a"));
-    let mut registry = Registry::default();
-    let second = Inbox::new(
-        pipeline.db.clone(),
-        other_bus,
-        ConsumerSpec {
-            group: "effects".into(),
-            category: "pipeline".into(),
-            event_types: Vec::new(),
-        },
-        Recording::member("b"),
-        InboxConfig {
-            backoff_ms: vec![50],
-            reorder_delay_ms: 20,
-            fetch_wait_ms: 200,
-            ..InboxConfig::default()
-        },
-        ConsumerMetrics::register(&mut registry),
-    );
-    tokio::spawn(second.run(pipeline.shutdown.clone()));
+    pipeline.start_replica(Recording::member("b")).await;
     for n in 1..=10 {
         for s in 0..20 {
             pipeline.append(&format!("split-{s}"), n).await;
@@ -676,4 +673,43 @@ async fn a_group_of_some_types_applies_them_in_stream_order_through_retries(back
         assert_eq!(numbers_of(&effects, &format!("typed-{s}")), [1, 3, 5, 7, 8]);
     }
     pipeline.assert_no_dead_letters().await;
+async fn a_consumer_told_to_stop_mid_batch_hands_the_rest_to_another_member_at_once(backend: TestBackend) {
+    // Longer than the test waits: what the stopping member held comes back only if handed back.
+    let pipeline = Pipeline::start_with_ack_wait(backend, 60_000).await;
+    pipeline.start_relay();
+    for s in 1..=5 {
+        pipeline.append(&format!("batch-{s}"), 1).await;
+    }
+    eventually(PATIENCE, "every event published", || async {
+        (pipeline.relay().backlog().await.ok()?.0 == 0).then_some(())
+    })
+    .await;
+    let (started, resume) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let stopping = CancellationToken::new();
+    let first = tokio::spawn(
+        pipeline
+            .inbox(Recording {
+                member: "stopping",
+                pause: Some((Arc::clone(&started), Arc::clone(&resume))),
+                ..Recording::default()
+            })
+            .run(stopping.clone()),
+    );
+    tokio::time::timeout(PATIENCE, started.notified())
+        .await
+        .expect("the first event is being handled");
+    // A second replica waits for work the first one holds.
+    pipeline.start_replica(Recording::member("staying")).await;
+
+    stopping.cancel();
+    resume.notify_one();
+    tokio::time::timeout(PATIENCE, first)
+        .await
+        .expect("the stopping consumer returns")
+        .expect("its task does not panic");
+
+    let effects = pipeline.wait_for_effects(5).await;
+    assert_each_event_once(&effects);
+    let by_stopping = effects.iter().filter(|e| e.0 == "stopping").count();
+    assert_eq!(by_stopping, 1, "it finished the event in hand only: {effects:?}");
 }

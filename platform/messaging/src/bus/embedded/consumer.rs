@@ -1,5 +1,6 @@
 //! Consumer groups on the embedded bus: claiming messages for a group member, and the
-//! deliveries that acknowledge, delay or release them.
+//! deliveries that acknowledge, delay or release them. A claim names this process's run and is
+//! kept while its delivery is in hand (see `runs`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -9,7 +10,9 @@ use mercato_storage::sqlx;
 use mercato_storage::{Db, StorageError, now_millis};
 use tokio::time::Instant;
 
+use super::runs::Claim;
 use super::{EmbeddedBus, POLL, parse};
+use crate::bus::in_hand::Held;
 use crate::bus::{BusError, ConsumerSpec, Delivery, DeliveryHandle};
 
 impl EmbeddedBus {
@@ -154,10 +157,11 @@ impl EmbeddedConsumer {
         .map_err(StorageError::from)?;
         if let Some(&(last, _, _)) = due.last() {
             sqlx::query(
-                "UPDATE bus_pending SET attempts = attempts + 1, visible_at = $1
-                 WHERE group_name = $2 AND category = $3 AND visible_at <= $4 AND seq <= $5",
+                "UPDATE bus_pending SET attempts = attempts + 1, visible_at = $1, run_id = $2
+                 WHERE group_name = $3 AND category = $4 AND visible_at <= $5 AND seq <= $6",
             )
             .bind(invisible_until)
+            .bind(&*self.bus.run.id)
             .bind(&self.group)
             .bind(&self.category)
             .bind(now)
@@ -194,14 +198,15 @@ impl EmbeddedConsumer {
             let fresh: Vec<(i64, String)> = query.fetch_all(&mut *tx).await.map_err(StorageError::from)?;
             if let Some(&(last, _)) = fresh.last() {
                 let sql = format!(
-                    "INSERT INTO bus_pending (group_name, category, seq, attempts, visible_at)
-                     SELECT $1, $2, seq, 1, $3 FROM bus_messages WHERE category = $4 AND seq > $5 AND seq <= $6{}",
-                    type_filter(&self.event_types, 7)
+                    "INSERT INTO bus_pending (group_name, category, seq, attempts, visible_at, run_id)
+                     SELECT $1, $2, seq, 1, $3, $4 FROM bus_messages WHERE category = $5 AND seq > $6 AND seq <= $7{}",
+                    type_filter(&self.event_types, 8)
                 );
                 let mut query = sqlx::query(&sql)
                     .bind(&self.group)
                     .bind(&self.category)
                     .bind(invisible_until)
+                    .bind(&*self.bus.run.id)
                     .bind(&self.category)
                     .bind(cursor)
                     .bind(last);
@@ -224,20 +229,10 @@ impl EmbeddedConsumer {
             claimed.extend(fresh.into_iter().map(|(seq, body)| (seq, 1, body)));
         }
 
-        let mut deliveries = Vec::with_capacity(claimed.len());
+        let mut parsed = Vec::with_capacity(claimed.len());
         for (seq, attempts, body) in claimed {
             match parse(seq, &body) {
-                Ok(envelope) => deliveries.push(Delivery {
-                    envelope,
-                    attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
-                    handle: DeliveryHandle::Embedded(EmbeddedHandle {
-                        db: self.bus.db.clone(),
-                        group: self.group.clone(),
-                        category: self.category.clone(),
-                        seq,
-                        attempts,
-                    }),
-                }),
+                Ok(envelope) => parsed.push((seq, attempts, envelope)),
                 Err(error) => {
                     // Only a file edited by hand gets here; holding the row would block the group
                     // on it forever, and the log keeps the message for inspection.
@@ -255,53 +250,80 @@ impl EmbeddedConsumer {
             }
         }
         tx.commit().await.map_err(StorageError::from)?;
-        Ok(deliveries)
+        // In hand only once committed: the keeper renews claims that exist.
+        Ok(parsed
+            .into_iter()
+            .map(|(seq, attempts, envelope)| Delivery {
+                envelope,
+                attempt: u32::try_from(attempts).unwrap_or(u32::MAX),
+                handle: DeliveryHandle::Embedded(self.handle(seq, attempts)),
+            })
+            .collect())
+    }
+
+    fn handle(&self, seq: i64, attempts: i64) -> EmbeddedHandle {
+        let claim = Claim {
+            group: self.group.clone(),
+            category: self.category.clone(),
+            seq,
+            attempts,
+        };
+        EmbeddedHandle {
+            db: self.bus.db.clone(),
+            held: self.bus.run.in_hand.hold(claim.clone()),
+            claim,
+        }
     }
 }
 
-/// One claim of one message. Every operation is fenced by the attempt it was claimed with: once the
-/// ack wait has passed and another member re-claimed the message, this handle no longer touches
-/// it, and the current holder decides.
+/// One claim of one message, kept while the handle lives. Every operation is fenced by the
+/// attempt it was claimed with: once the claim lapsed and another member re-claimed the message,
+/// this handle no longer touches it, and the current holder decides.
 #[derive(Debug)]
 pub struct EmbeddedHandle {
     pub(super) db: Db,
-    pub(super) group: String,
-    pub(super) category: String,
-    pub(super) seq: i64,
-    pub(super) attempts: i64,
+    pub(super) claim: Claim,
+    /// Dropped with the handle: a claim nobody holds is no longer kept and lapses.
+    pub(super) held: Held<Claim>,
 }
 
 impl EmbeddedHandle {
     /// # Errors
     /// [`BusError::Storage`]; the message comes again after the ack wait.
     pub async fn ack(self) -> Result<(), BusError> {
+        let Self { db, claim, held } = self;
+        drop(held);
         sqlx::query(
             "DELETE FROM bus_pending WHERE group_name = $1 AND category = $2 AND seq = $3 AND attempts = $4",
         )
-        .bind(&self.group)
-        .bind(&self.category)
-        .bind(self.seq)
-        .bind(self.attempts)
-        .execute(self.db.pool())
+        .bind(&claim.group)
+        .bind(&claim.category)
+        .bind(claim.seq)
+        .bind(claim.attempts)
+        .execute(db.pool())
         .await
         .map_err(StorageError::from)?;
         Ok(())
     }
 
+    /// The message becomes visible again after `delay`, claimed by no run.
+    ///
     /// # Errors
     /// [`BusError::Storage`]; the message comes again after the ack wait.
     pub async fn nak(self, delay: Duration) -> Result<(), BusError> {
+        let Self { db, claim, held } = self;
+        drop(held);
         let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
         sqlx::query(
-            "UPDATE bus_pending SET visible_at = $1
+            "UPDATE bus_pending SET visible_at = $1, run_id = NULL
              WHERE group_name = $2 AND category = $3 AND seq = $4 AND attempts = $5",
         )
         .bind(now_millis().saturating_add(delay_ms))
-        .bind(&self.group)
-        .bind(&self.category)
-        .bind(self.seq)
-        .bind(self.attempts)
-        .execute(self.db.pool())
+        .bind(&claim.group)
+        .bind(&claim.category)
+        .bind(claim.seq)
+        .bind(claim.attempts)
+        .execute(db.pool())
         .await
         .map_err(StorageError::from)?;
         Ok(())

@@ -85,14 +85,16 @@ impl EmbeddedHandle {
     /// # Errors
     /// [`BusError::Storage`]; the message comes again after the ack wait.
     pub async fn park(self, _envelope: &Envelope, attempts: u32, error: &str) -> Result<(), BusError> {
-        let mut tx = self.db.begin().await?;
+        let Self { db, claim, held } = self;
+        drop(held);
+        let mut tx = db.begin().await?;
         let released = sqlx::query(
             "DELETE FROM bus_pending WHERE group_name = $1 AND category = $2 AND seq = $3 AND attempts = $4",
         )
-        .bind(&self.group)
-        .bind(&self.category)
-        .bind(self.seq)
-        .bind(self.attempts)
+        .bind(&claim.group)
+        .bind(&claim.category)
+        .bind(claim.seq)
+        .bind(claim.attempts)
         .execute(&mut *tx)
         .await
         .map_err(StorageError::from)?
@@ -102,9 +104,9 @@ impl EmbeddedHandle {
                 "INSERT INTO bus_dead_letters (group_name, category, seq, error, attempts, parked_at)
                  VALUES ($1, $2, $3, $4, $5, $6)",
             )
-            .bind(&self.group)
-            .bind(&self.category)
-            .bind(self.seq)
+            .bind(&claim.group)
+            .bind(&claim.category)
+            .bind(claim.seq)
             .bind(parked_error(error))
             .bind(i64::from(attempts))
             .bind(now_millis())

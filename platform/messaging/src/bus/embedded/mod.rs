@@ -10,6 +10,9 @@
 //! - [`dead_letter`]: `bus_dead_letters` holds parked messages, by log position, until they are
 //!   replayed.
 //! - [`subscription`]: tails the log from where it was when it subscribed.
+//! - [`runs`]: each open bus is a run with a lease in `bus_members`; a claim names its run, so
+//!   the claims of a process that died are released once its lease lapses (a few seconds), not
+//!   after the ack wait, and a live run's claims are never touched.
 //!
 //! A waiting `fetch` or subscription is woken by publishes in this process and polls for those of
 //! other processes.
@@ -17,6 +20,7 @@
 mod batch;
 mod consumer;
 mod dead_letter;
+mod runs;
 mod subscription;
 
 use std::sync::Arc;
@@ -40,6 +44,7 @@ pub const MIGRATIONS: &[Migration] = &[
         "bus_event_types",
         include_str!("../../../migrations/bus_2_event_types.sql"),
     ),
+    Migration::new(3, "bus_runs", include_str!("../../../migrations/bus_3_runs.sql")),
 ];
 
 /// How often a waiting fetch looks for messages another process published or that became visible
@@ -54,6 +59,7 @@ pub struct EmbeddedBus {
     published: Arc<Notify>,
     /// Fetches of this process that found nothing and wait; see [`EmbeddedBus::fetches_waiting`].
     waiting: Arc<AtomicUsize>,
+    run: Arc<runs::Run>,
 }
 
 impl EmbeddedBus {
@@ -85,11 +91,15 @@ impl EmbeddedBus {
         })
         .await?;
         mercato_storage::migrate(&db, "bus", MIGRATIONS).await?;
+        let ack_wait_ms = i64::try_from(config.ack_wait_ms).unwrap_or(i64::MAX);
+        let published = Arc::new(Notify::new());
+        let run = runs::Run::start(db.clone(), ack_wait_ms, Arc::clone(&published)).await?;
         Ok(Self {
             db,
-            ack_wait_ms: i64::try_from(config.ack_wait_ms).unwrap_or(i64::MAX),
-            published: Arc::new(Notify::new()),
+            ack_wait_ms,
+            published,
             waiting: Arc::new(AtomicUsize::new(0)),
+            run: Arc::new(run),
         })
     }
 

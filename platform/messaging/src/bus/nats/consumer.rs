@@ -1,14 +1,18 @@
 //! Consumer groups on NATS: a durable pull consumer per group, and the deliveries it hands out.
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_nats::Subject;
 use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, PullConsumer, pull};
 use async_nats::jetstream::{self, AckKind};
 use futures_util::StreamExt as _;
+use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::{NatsBus, subject_token, unavailable};
+use crate::bus::in_hand::Held;
 use crate::bus::{BusError, ConsumerSpec, Delivery, DeliveryHandle};
 use crate::envelope::Envelope;
 
@@ -66,7 +70,7 @@ impl NatsBus {
         };
         Ok(NatsConsumer {
             bus: self.clone(),
-            consumer: Box::new(consumer),
+            consumer: Arc::new(consumer),
             group: spec.group.clone(),
             only: filter.here,
         })
@@ -147,8 +151,9 @@ impl Filter {
 /// A member of a consumer group: a handle on the group's durable pull consumer.
 pub struct NatsConsumer {
     bus: NatsBus,
-    /// Boxed: the consumer's cached info is large, and `Consumer` holds either backend inline.
-    consumer: Box<PullConsumer>,
+    /// Shared with the pull in flight; behind a pointer, as the cached info is large and
+    /// `Consumer` holds either backend inline.
+    consumer: Arc<PullConsumer>,
     group: String,
     /// See [`Filter::here`].
     only: Option<HashSet<String>>,
@@ -170,6 +175,10 @@ impl NatsConsumer {
     /// after this client gave up on it, and whatever it was handed would be lost until the ack
     /// wait.
     ///
+    /// The pull runs on a task of its own, so dropping this future (a consumer that stops while
+    /// it waits) loses nothing: what the server hands out for a fetch nobody waits for any more
+    /// is given back at once.
+    ///
     /// # Errors
     /// [`BusError::Unavailable`] when the server is not connected or refuses the pull.
     pub async fn fetch(&mut self, max: usize, wait: Duration) -> Result<Vec<Delivery>, BusError> {
@@ -177,7 +186,22 @@ impl NatsConsumer {
             return Ok(Vec::new());
         }
         self.bus.connected()?;
-        self.pull(max, wait.max(MIN_PULL_EXPIRY)).await
+        let member = Self {
+            bus: self.bus.clone(),
+            consumer: Arc::clone(&self.consumer),
+            group: self.group.clone(),
+            only: self.only.clone(),
+        };
+        let (answer, answered) = oneshot::channel();
+        tokio::spawn(async move {
+            let pulled = member.pull(max, wait.max(MIN_PULL_EXPIRY)).await;
+            if let Err(Ok(unwanted)) = answer.send(pulled) {
+                hand_back(unwanted).await;
+            }
+        });
+        answered
+            .await
+            .map_err(|_| BusError::Unavailable("the pull ended without an answer".into()))?
     }
 
     /// Messages not yet delivered to the group plus those delivered and not acknowledged.
@@ -255,6 +279,10 @@ impl NatsConsumer {
                 envelope,
                 attempt: u32::try_from(delivered.max(1)).unwrap_or(u32::MAX),
                 handle: DeliveryHandle::Nats(NatsHandle {
+                    held: message
+                        .reply
+                        .clone()
+                        .map(|reply| self.bus.inner.in_hand.hold(reply)),
                     message: Box::new(message),
                     bus: self.bus.clone(),
                     group: self.group.clone(),
@@ -273,12 +301,23 @@ impl NatsConsumer {
     }
 }
 
-/// One delivery of one JetStream message.
+/// Gives deliveries back to the group at once, for a fetch whose caller went away.
+async fn hand_back(deliveries: Vec<Delivery>) {
+    for delivery in deliveries {
+        if let Err(error) = delivery.nak(Duration::ZERO).await {
+            tracing::warn!(%error, "cannot give back a delivery; it comes again after the ack wait");
+        }
+    }
+}
+
+/// One delivery of one JetStream message, kept in progress while the handle lives.
 pub struct NatsHandle {
-    /// Boxed for the same reason as [`NatsConsumer::consumer`].
+    /// Boxed: the message is large, and `Delivery` holds either backend inline.
     pub(super) message: Box<jetstream::Message>,
     pub(super) bus: NatsBus,
     pub(super) group: String,
+    /// Its reply subject among the deliveries in hand; a message without one cannot be acked.
+    pub(super) held: Option<Held<Subject>>,
 }
 
 impl std::fmt::Debug for NatsHandle {
@@ -311,6 +350,9 @@ impl NatsHandle {
 
     /// Sends `kind` and waits for the server to confirm it received it.
     pub(super) async fn confirm(&self, kind: AckKind) -> Result<(), BusError> {
+        if let Some(held) = &self.held {
+            held.settle().await;
+        }
         self.bus.connected()?;
         match tokio::time::timeout(self.bus.timeout(), self.message.double_ack_with(kind)).await {
             Ok(Ok(())) => Ok(()),

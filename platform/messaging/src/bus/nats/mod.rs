@@ -4,7 +4,9 @@
 //!   created on first use; events go to `mercato.<category>.<event type>` with `Nats-Msg-Id` set to
 //!   the event id, so the server drops a republish inside the duplicate window.
 //! - [`consumer`]: a durable pull consumer per group, explicit acks, unlimited deliveries: the
-//!   caller decides when a message is parked.
+//!   caller decides when a message is parked. The connection's keeper sends a progress ack
+//!   (`+WPI`) for every delivery in hand three times per ack wait, so the ack wait can be short:
+//!   it only decides how soon the messages of a process that died come again.
 //! - [`dead_letter`]: parked messages go to the `MERCATO_DLQ` stream (`mercato.dlq.<group>`) as a
 //!   JSON record (group, error, attempts, envelope); a dead letter's id is its sequence there.
 //! - [`subscription`]: a core NATS subscription on `mercato.<category>.>`: it sees what is
@@ -26,16 +28,19 @@ use std::time::Duration;
 use async_nats::connection::State;
 use async_nats::header::{HeaderMap, NATS_MESSAGE_ID};
 use async_nats::jetstream;
+use async_nats::jetstream::AckKind;
 use async_nats::jetstream::context::{
     CreateStreamErrorKind, PublishAckFuture, PublishError, PublishErrorKind,
 };
 use async_nats::jetstream::stream::{self, StorageType};
+use async_nats::{Client, Subject};
 use bytes::Bytes;
 use tokio::sync::watch;
 
 pub use consumer::{NatsConsumer, NatsHandle};
 pub use subscription::NatsSubscription;
 
+use super::in_hand::{InHand, Keeper, renewal_interval};
 use super::{BusConfig, BusError, check_envelope_category};
 use crate::envelope::Envelope;
 
@@ -53,6 +58,9 @@ struct Inner {
     streams: Mutex<HashSet<String>>,
     /// Moves on every event after which a core subscription may have missed messages.
     epoch: Arc<watch::Sender<u64>>,
+    /// The reply subjects of the deliveries in hand, which the keeper marks as in progress.
+    in_hand: Arc<InHand<Subject>>,
+    _keeper: Keeper,
 }
 
 impl std::fmt::Debug for NatsBus {
@@ -114,6 +122,12 @@ impl NatsBus {
             .timeout(timeout)
             .ack_timeout(timeout)
             .build(client.clone());
+        let in_hand = InHand::new();
+        let keeper = Keeper::spawn(keep_in_progress(
+            client.clone(),
+            Arc::clone(&in_hand),
+            renewal_interval(config.ack_wait()),
+        ));
         Ok(Self {
             inner: Arc::new(Inner {
                 client,
@@ -121,6 +135,8 @@ impl NatsBus {
                 config: config.clone(),
                 streams: Mutex::new(HashSet::new()),
                 epoch,
+                in_hand,
+                _keeper: keeper,
             }),
         })
     }
@@ -269,6 +285,24 @@ impl NatsBus {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(name);
+    }
+}
+
+/// Restarts the ack wait of every delivery in hand, every `every`. A progress ack is not
+/// confirmed: one lost to a disconnect is followed by the next, and a delivery whose wait ran out
+/// meanwhile was redelivered, which the inbox makes harmless.
+async fn keep_in_progress(client: Client, in_hand: Arc<InHand<Subject>>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let _renewing = in_hand.renewing().await;
+        for reply in in_hand.items() {
+            if let Err(error) = client.publish(reply, AckKind::Progress.into()).await {
+                tracing::debug!(%error, "cannot send a progress ack");
+            }
+        }
     }
 }
 
