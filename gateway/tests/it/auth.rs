@@ -12,11 +12,8 @@ const PROTECTED: &str = "/api/private/orders";
 /// without reaching the upstream.
 async fn assert_refused(gateway: &TestGateway, authorization: &str) -> Value {
     let response = gateway
-        .get(PROTECTED)
-        .header("authorization", authorization)
-        .send()
-        .await
-        .unwrap();
+        .get_with_header(PROTECTED, "authorization", authorization)
+        .await;
     let challenge = response
         .headers()
         .get("www-authenticate")
@@ -188,7 +185,7 @@ async fn a_valid_token_reaches_the_upstream_with_the_verified_identity() {
     let gateway = spawn_gateway().await;
     let token = gateway.token("user-42", &["customer", "admin"]);
 
-    let response = gateway.get(PROTECTED).bearer_auth(&token).send().await.unwrap();
+    let response = gateway.get_as(PROTECTED, &token).await;
     let seen = echoed(response).await;
 
     assert_eq!(seen_header(&seen, "x-auth-subject"), ["user-42"]);

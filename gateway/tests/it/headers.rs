@@ -84,11 +84,8 @@ async fn a_client_correlation_id_reaches_the_upstream_and_is_echoed() {
     let gateway = spawn_gateway().await;
 
     let response = gateway
-        .get("/api/echo/items")
-        .header("x-correlation-id", "checkout-7f3a")
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/api/echo/items", "x-correlation-id", "checkout-7f3a")
+        .await;
     assert_eq!(response.headers()["x-correlation-id"], "checkout-7f3a");
     let seen = echoed(response).await;
 

@@ -214,6 +214,15 @@ pub async fn spawn_gateway_with(adjust: impl FnOnce(&mut Config)) -> TestGateway
     spawn_gateway_with_clock(Arc::new(SystemClock), adjust).await
 }
 
+/// A gateway whose `echo` upstream is the instances at `urls`; `adjust` may change the rest.
+pub async fn spawn_gateway_over(urls: Vec<String>, adjust: impl FnOnce(&mut Config)) -> TestGateway {
+    spawn_gateway_with(move |config| {
+        config.upstreams.insert("echo".into(), urls);
+        adjust(config);
+    })
+    .await
+}
+
 /// [`spawn_gateway_with`], its rate limiter reading `clock`.
 pub async fn spawn_gateway_with_clock(
     clock: Arc<dyn Clock>,
@@ -277,6 +286,31 @@ impl TestGateway {
         self.http.post(self.url(path))
     }
 
+    /// `GET path` with `token` as its bearer token.
+    pub async fn get_as(&self, path: &str, token: &str) -> reqwest::Response {
+        self.get(path).bearer_auth(token).send().await.unwrap()
+    }
+
+    /// `GET path` with one header, sent.
+    pub async fn get_with_header(&self, path: &str, name: &str, value: &str) -> reqwest::Response {
+        self.get(path).header(name, value).send().await.unwrap()
+    }
+
+    /// Checks that the gateway's metrics hold `sample` (a series, or a series and its value).
+    pub async fn expect_metric(&self, sample: &str) {
+        let metrics = self.metrics().await;
+        assert!(metrics.contains(sample), "no {sample} in {metrics}");
+    }
+
+    /// What `/ready` answered.
+    pub async fn readiness(&self) -> Readiness {
+        let response = self.get("/ready").send().await.unwrap();
+        Readiness {
+            status: response.status().as_u16(),
+            report: response.json().await.unwrap(),
+        }
+    }
+
     /// A valid access token for `sub` with `roles`, signed by the published key.
     pub fn token(&self, sub: &str, roles: &[&str]) -> String {
         sign(&claims(sub, roles), &self.signer)
@@ -289,13 +323,29 @@ impl TestGateway {
             .bearer_auth(self.token("ops", &["admin"]))
     }
 
+    /// An admin's `method path` with `body` as JSON, sent.
+    pub async fn admin_json(&self, method: reqwest::Method, path: &str, body: &Value) -> reqwest::Response {
+        self.admin(method, path).json(body).send().await.unwrap()
+    }
+
+    /// An admin's `method path` without a body, sent.
+    pub async fn admin_call(&self, method: reqwest::Method, path: &str) -> reqwest::Response {
+        self.admin(method, path).send().await.unwrap()
+    }
+
+    /// Sends `times` GETs of `path`, each of which must be answered `200`.
+    pub async fn expect_ok(&self, path: &str, times: usize) {
+        for _ in 0..times {
+            let response = self.get(path).send().await.unwrap();
+            assert_eq!(response.status(), 200, "GET {path}");
+        }
+    }
+
     /// The admin API's view of `upstream`.
     pub async fn upstream_view(&self, upstream: &str) -> Value {
         let response = self
-            .admin(reqwest::Method::GET, &format!("/admin/upstreams/{upstream}"))
-            .send()
-            .await
-            .unwrap();
+            .admin_call(reqwest::Method::GET, &format!("/admin/upstreams/{upstream}"))
+            .await;
         assert_eq!(response.status(), 200);
         response.json().await.unwrap()
     }
@@ -306,6 +356,27 @@ impl TestGateway {
         assert_eq!(response.status(), 200);
         response.text().await.unwrap()
     }
+}
+
+/// A readiness report and the status it came with.
+pub struct Readiness {
+    pub status: u16,
+    pub report: Value,
+}
+
+impl Readiness {
+    /// The check called `name`.
+    pub fn check(&self, name: &str) -> &Value {
+        self.report["checks"]
+            .as_array()
+            .and_then(|checks| checks.iter().find(|c| c["name"] == name))
+            .unwrap_or_else(|| panic!("no {name} check in {}", self.report))
+    }
+}
+
+/// The breaker of the `echo` instance at `url`: breakers are per instance.
+pub fn breaker_name(url: &str) -> String {
+    format!("echo@{}", url.trim_start_matches("http://"))
 }
 
 /// A breaker that judges four calls and lets one probe through after `wait_ms`.

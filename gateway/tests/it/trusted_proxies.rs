@@ -106,11 +106,8 @@ async fn a_trusted_proxys_chain_reaches_the_upstream_with_the_proxy_appended() {
     let gateway = spawn_gateway_with(|c| c.gateway.trusted_proxies = vec!["127.0.0.1".into()]).await;
 
     let response = gateway
-        .get("/api/echo/items")
-        .header("x-forwarded-for", "203.0.113.7, 198.51.100.2")
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/api/echo/items", "x-forwarded-for", "203.0.113.7, 198.51.100.2")
+        .await;
     let seen = echoed(response).await;
 
     assert_eq!(
