@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::instances::Instance;
-use crate::support::{PATIENCE, TestGateway, expect_problem_of, spawn_gateway_with};
+use crate::support::{PATIENCE, TestGateway, echoed, expect_problem_of, spawn_gateway_with};
 
 async fn blue_green(blue: &Instance, green: &Instance) -> TestGateway {
     let (blue, green) = (blue.url.clone(), green.url.clone());
@@ -162,14 +162,7 @@ async fn a_green_that_is_not_ready_is_never_switched_to() {
     );
     assert!(error.to_string().contains(&green.url), "{error}");
     for _ in 0..5 {
-        let seen: Value = gateway
-            .get("/api/echo/x")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let seen = echoed(gateway.get("/api/echo/x").send().await.unwrap()).await;
         assert_eq!(seen["upstream"], "blue");
     }
 }

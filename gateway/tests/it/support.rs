@@ -23,6 +23,8 @@ use serde_json::{Value, json};
 
 pub use mercato_testkit::PATIENCE;
 pub use mercato_testkit::problem::expect_problem_of;
+use mercato_testkit::ready::Readiness;
+use mercato_testkit::service::Api;
 
 /// The routes every test gateway has: public and authenticated prefixes, nested so that the
 /// longest prefix decides both the upstream and whether a token is needed.
@@ -193,7 +195,8 @@ pub fn closed_url() -> String {
 /// A running gateway with its JWKS server and two upstreams, `echo` and `other`.
 pub struct TestGateway {
     pub addr: SocketAddr,
-    pub http: reqwest::Client,
+    /// `url`, `get`, `post` and the `http` client, reached through `Deref`.
+    pub api: Api,
     pub keys: KeyServer,
     /// A key the JWKS server publishes from the start.
     pub signer: SigningKey,
@@ -263,7 +266,7 @@ pub async fn spawn_gateway_with_clock(
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestGateway {
         addr,
-        http: test_client(),
+        api: Api::new(addr),
         keys,
         signer,
         echo,
@@ -273,19 +276,15 @@ pub async fn spawn_gateway_with_clock(
     }
 }
 
+impl std::ops::Deref for TestGateway {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
 impl TestGateway {
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http.get(self.url(path))
-    }
-
-    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http.post(self.url(path))
-    }
-
     /// `GET path` with `token` as its bearer token.
     pub async fn get_as(&self, path: &str, token: &str) -> reqwest::Response {
         self.get(path).bearer_auth(token).send().await.unwrap()
@@ -304,11 +303,7 @@ impl TestGateway {
 
     /// What `/ready` answered.
     pub async fn readiness(&self) -> Readiness {
-        let response = self.get("/ready").send().await.unwrap();
-        Readiness {
-            status: response.status().as_u16(),
-            report: response.json().await.unwrap(),
-        }
+        Readiness::of(self.get("/ready").send().await.unwrap()).await
     }
 
     /// A valid access token for `sub` with `roles`, signed by the published key.
@@ -358,22 +353,6 @@ impl TestGateway {
     }
 }
 
-/// A readiness report and the status it came with.
-pub struct Readiness {
-    pub status: u16,
-    pub report: Value,
-}
-
-impl Readiness {
-    /// The check called `name`.
-    pub fn check(&self, name: &str) -> &Value {
-        self.report["checks"]
-            .as_array()
-            .and_then(|checks| checks.iter().find(|c| c["name"] == name))
-            .unwrap_or_else(|| panic!("no {name} check in {}", self.report))
-    }
-}
-
 /// The breaker of the `echo` instance at `url`: breakers are per instance.
 pub fn breaker_name(url: &str) -> String {
     format!("echo@{}", url.trim_start_matches("http://"))
@@ -390,7 +369,6 @@ pub fn small_breaker(wait_ms: u64) -> mercato_gateway::CircuitBreakerSettings {
     }
 }
 
-/// A client that talks to loopback directly and never waits forever.
 /// A client whose connections come from `ip` (any 127.0.0.0/8 address reaches the gateway).
 pub fn client_from(ip: std::net::Ipv4Addr) -> reqwest::Client {
     reqwest::Client::builder()
@@ -399,14 +377,6 @@ pub fn client_from(ip: std::net::Ipv4Addr) -> reqwest::Client {
         .local_address(std::net::IpAddr::V4(ip))
         .build()
         .unwrap()
-}
-
-pub fn test_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(PATIENCE)
-        .build()
-        .expect("build the test client")
 }
 
 fn now_unix() -> u64 {

@@ -13,6 +13,9 @@
 //!   token issuer, settings for port 0); [`service::Instance`]: a running instance.
 //! - [`load::Load`]: loops of GETs under which a test kills, switches or restarts something.
 //! - [`listener::Listener`]: what a service published, read as a consumer group of the test's.
+//! - [`publish::publish_at`]: an event put on the bus as another service's relay would.
+//! - [`outbox::event_types`]: what a service wrote to its outbox for a stream.
+//! - [`ready::Readiness`]: a `/ready` answer and its checks.
 //! - [`problem`]: assertions on problem+json answers; [`PATIENCE`]: the one bound on waiting.
 #![forbid(unsafe_code)]
 
@@ -20,7 +23,10 @@ pub mod auth;
 pub mod listener;
 pub mod load;
 pub mod nats;
+pub mod outbox;
 pub mod problem;
+pub mod publish;
+pub mod ready;
 pub mod redis;
 pub mod service;
 

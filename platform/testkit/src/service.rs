@@ -178,6 +178,65 @@ impl Drop for Instance {
     }
 }
 
+/// A test's client of one service: its base URL and an [`http_client`].
+#[derive(Debug, Clone)]
+pub struct Api {
+    /// `http://host:port`, without a trailing slash.
+    pub base_url: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    #[must_use]
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            base_url: format!("http://{addr}"),
+            http: http_client(),
+        }
+    }
+
+    #[must_use]
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    #[must_use]
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path))
+    }
+
+    #[must_use]
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.url(path))
+    }
+}
+
+/// Sends `request` and reads its answer as JSON, whatever the status.
+///
+/// # Panics
+/// When no answer comes or its body is not JSON.
+pub async fn json_answer(request: reqwest::RequestBuilder) -> serde_json::Value {
+    let response = request.send().await.expect("an answer");
+    response.json().await.expect("a JSON body")
+}
+
+/// Sends `request` with `body` declared as `content_type`: the raw bodies a client may get wrong.
+///
+/// # Panics
+/// When no answer comes.
+pub async fn send_body(
+    request: reqwest::RequestBuilder,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    request
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("an answer")
+}
+
 /// An HTTP client for tests: no proxy, every call bounded by [`PATIENCE`].
 ///
 /// # Panics

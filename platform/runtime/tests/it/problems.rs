@@ -1,6 +1,7 @@
 use std::time::{Duration, Instant};
 
 use mercato_runtime::HttpConfig;
+use mercato_testkit::service::send_body;
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -53,13 +54,12 @@ async fn a_well_formed_json_body_reaches_the_handler() {
 #[tokio::test]
 async fn malformed_json_is_a_400_problem() {
     let app = spawn_app().await;
-    let response = app
-        .post("/orders")
-        .header("content-type", "application/json")
-        .body(r#"{"sku": "SKU-1", "quantity":"#)
-        .send()
-        .await
-        .unwrap();
+    let response = send_body(
+        app.post("/orders"),
+        "application/json",
+        r#"{"sku": "SKU-1", "quantity":"#,
+    )
+    .await;
     let problem = expect_problem(response, 400, "bad-request").await;
     assert!(problem["detail"].is_string(), "{problem}");
 }
@@ -112,13 +112,12 @@ async fn json_missing_a_nested_field_is_a_422_problem_naming_its_path() {
 #[tokio::test]
 async fn a_body_that_is_not_declared_as_json_is_a_415_problem() {
     let app = spawn_app().await;
-    let response = app
-        .post("/orders")
-        .header("content-type", "text/plain")
-        .body(r#"{"sku": "SKU-1", "quantity": 3}"#)
-        .send()
-        .await
-        .unwrap();
+    let response = send_body(
+        app.post("/orders"),
+        "text/plain",
+        r#"{"sku": "SKU-1", "quantity": 3}"#,
+    )
+    .await;
     expect_problem(response, 415, "unsupported-media-type").await;
 }
 
@@ -144,26 +143,14 @@ fn order_json_of_len(len: usize) -> String {
 #[tokio::test]
 async fn a_body_of_exactly_the_limit_is_accepted() {
     let app = spawn_app_with(small_body_limit()).await;
-    let response = app
-        .post("/orders")
-        .header("content-type", "application/json")
-        .body(order_json_of_len(64))
-        .send()
-        .await
-        .unwrap();
+    let response = send_body(app.post("/orders"), "application/json", order_json_of_len(64)).await;
     assert_eq!(response.status(), 201);
 }
 
 #[tokio::test]
 async fn a_body_one_byte_over_the_limit_is_a_413_problem() {
     let app = spawn_app_with(small_body_limit()).await;
-    let response = app
-        .post("/orders")
-        .header("content-type", "application/json")
-        .body(order_json_of_len(65))
-        .send()
-        .await
-        .unwrap();
+    let response = send_body(app.post("/orders"), "application/json", order_json_of_len(65)).await;
     expect_problem(response, 413, "payload-too-large").await;
 }
 

@@ -7,6 +7,7 @@ use mercato_contracts::identity::UserRegistered;
 use mercato_customers::Config;
 use mercato_messaging::{Bus, Context, Envelope};
 use mercato_testkit::listener::Listener;
+use mercato_testkit::publish::publish_at;
 use mercato_testkit::service::{Backing, Instance, http_client};
 use mercato_testkit::{PATIENCE, TestBackend, eventually};
 use serde_json::Value;
@@ -64,10 +65,7 @@ impl TestApp {
             email: email.into(),
             name: name.into(),
         };
-        let mut envelope = Envelope::new("identity", user, &event, &Context::default()).expect("an envelope");
-        envelope.stream_seq = 1;
-        self.bus.publish(&envelope).await.expect("publish");
-        envelope
+        publish_at(&self.bus, "identity", user, 1, &event, &Context::default()).await
     }
 
     /// Registers `user` through the event and waits until the profile answers.

@@ -1,3 +1,4 @@
+use mercato_testkit::service::send_body;
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::{Value, json};
 
@@ -152,13 +153,12 @@ async fn a_refused_registration_creates_no_account(backend: TestBackend) {
 
 async fn malformed_json_is_a_400_problem(backend: TestBackend) {
     let app = spawn_app(backend).await;
-    let response = app
-        .post("/api/identity/register")
-        .header("content-type", "application/json")
-        .body(r#"{"email": "ada@example.com", "password":"#)
-        .send()
-        .await
-        .unwrap();
+    let response = send_body(
+        app.post("/api/identity/register"),
+        "application/json",
+        r#"{"email": "ada@example.com", "password":"#,
+    )
+    .await;
     expect_problem_of(response, 400, "bad-request").await;
 }
 

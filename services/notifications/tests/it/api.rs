@@ -3,10 +3,10 @@
 
 use mercato_testkit::problem::expect_problem;
 use mercato_testkit::service::Backing;
-use mercato_testkit::{TestBackend, backend_tests, eventually};
+use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::Value;
 
-use crate::support::{PATIENCE, spawn_app, unique};
+use crate::support::{spawn_app, unique};
 
 backend_tests!(
     the_mailbox_pages_newest_first_with_opaque_tokens,
@@ -144,19 +144,7 @@ async fn the_service_reports_readiness_counts_notifications_and_stops_cleanly(ba
         r#"mercato_notifications_total{kind="welcome",channel="email",outcome="queued"} 1"#,
         r#"mercato_notifications_total{kind="welcome",channel="email",outcome="sent"} 1"#,
     ];
-    eventually(PATIENCE, "the notification metrics", || async {
-        let text = app
-            .http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        expected.iter().all(|line| text.contains(line)).then_some(())
-    })
-    .await;
+    app.wait_for_metrics("the notification metrics", &expected).await;
     // Consumers and the email worker stop with the server.
     app.stop().await.expect("the service stops cleanly");
 }

@@ -15,6 +15,7 @@ use mercato_messaging::{Bus, Context, Envelope, Event, InboxConfig};
 use mercato_notifications::store::{self, CustomerCopy, Delivery};
 use mercato_notifications::{Config, NotificationsConfig, SmtpConfig};
 use mercato_storage::Db;
+use mercato_testkit::publish::publish_at;
 use mercato_testkit::service::{Backing, Instance, http_client};
 use mercato_testkit::{TestBackend, eventually};
 use serde_json::Value;
@@ -118,10 +119,19 @@ impl TestApp {
         format!("http://{}{path}", self.addr)
     }
 
+    /// Waits until the service's metrics hold every one of `samples`.
+    pub async fn wait_for_metrics(&self, what: &str, samples: &[&str]) {
+        eventually(PATIENCE, what, || async {
+            let response = self.http.get(self.url("/metrics")).send().await.ok()?;
+            let text = response.text().await.ok()?;
+            samples.iter().all(|s| text.contains(s)).then_some(())
+        })
+        .await;
+    }
+
     /// Publishes `event` as service `source` would: the next position of its stream.
     pub async fn publish<E: Event>(&self, source: &str, stream: &str, event: &E) -> Envelope {
-        let mut envelope = Envelope::new(source, stream, event, &Context::default()).expect("an envelope");
-        envelope.stream_seq = {
+        let seq = {
             let mut positions = self.positions.lock().unwrap();
             let next = positions
                 .entry((source.to_owned(), stream.to_owned()))
@@ -129,8 +139,7 @@ impl TestApp {
             *next += 1;
             *next
         };
-        self.republish(&envelope).await;
-        envelope
+        publish_at(&self.bus, source, stream, seq, event, &Context::default()).await
     }
 
     /// Publishes an envelope again, as a relay that crashed before marking it would.

@@ -143,18 +143,8 @@ async fn a_charge_needs_an_idempotency_key() {
 #[tokio::test]
 async fn the_same_key_returns_the_same_charge_and_another_body_conflicts() {
     let sandbox = Sandbox::start(8_000).await;
-    let first: Value = sandbox
-        .post_charge(Some("same"), &body("tok_visa"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let replay: Value = sandbox
-        .post_charge(Some("same"), &body("tok_visa"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let first = sandbox.charged("same", &body("tok_visa")).await;
+    let replay = sandbox.charged("same", &body("tok_visa")).await;
     assert_eq!(first["id"], replay["id"]);
     let other = sandbox
         .post_charge(
@@ -169,12 +159,7 @@ async fn the_same_key_returns_the_same_charge_and_another_body_conflicts() {
 #[tokio::test]
 async fn a_charge_is_refunded_once_and_shows_it() {
     let sandbox = Sandbox::start(8_000).await;
-    let charge: Value = sandbox
-        .post_charge(Some("to-refund"), &body("tok_visa"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let charge = sandbox.charged("to-refund", &body("tok_visa")).await;
     let id = charge["id"].as_str().unwrap();
     let first = sandbox.post_refund("refund-1", id).await;
     assert_eq!(first.status(), 200);
@@ -202,18 +187,8 @@ async fn unknown_charges_are_404_and_a_refund_key_is_bound_to_its_charge() {
         error_code(sandbox.post_refund("r", "ch_nope").await, 404).await,
         "resource_missing"
     );
-    let a: Value = sandbox
-        .post_charge(Some("a"), &body("tok_visa"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let b: Value = sandbox
-        .post_charge(Some("b"), &body("tok_visa"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let a = sandbox.charged("a", &body("tok_visa")).await;
+    let b = sandbox.charged("b", &body("tok_visa")).await;
     assert_eq!(
         sandbox.post_refund("r", a["id"].as_str().unwrap()).await.status(),
         200
