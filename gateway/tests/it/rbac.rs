@@ -1,4 +1,5 @@
 use mercato_gateway::{RouteAuth, RouteConfig, RuleConfig};
+use mercato_testkit::problem::challenge;
 use reqwest::Method;
 
 use crate::support::{TestGateway, echoed, expect_problem_of, seen_header, spawn_gateway_with};
@@ -75,10 +76,7 @@ async fn a_bad_token_on_an_admin_rule_is_refused_as_invalid() {
 
     let response = send(&gateway, Method::DELETE, "/api/catalogue/SKU-1", Some("a.b.c")).await;
 
-    let challenge = response.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let challenge = challenge(&response);
     assert!(challenge.contains(r#"error="invalid_token""#), "{challenge}");
     expect_problem_of(response, 401, "unauthorized").await;
 }

@@ -285,16 +285,6 @@ impl std::ops::Deref for TestGateway {
 }
 
 impl TestGateway {
-    /// `GET path` with `token` as its bearer token.
-    pub async fn get_as(&self, path: &str, token: &str) -> reqwest::Response {
-        self.get(path).bearer_auth(token).send().await.unwrap()
-    }
-
-    /// `GET path` with one header, sent.
-    pub async fn get_with_header(&self, path: &str, name: &str, value: &str) -> reqwest::Response {
-        self.get(path).header(name, value).send().await.unwrap()
-    }
-
     /// Checks that the gateway's metrics hold `sample` (a series, or a series and its value).
     pub async fn expect_metric(&self, sample: &str) {
         let metrics = self.metrics().await;
@@ -316,6 +306,15 @@ impl TestGateway {
         self.http
             .request(method, self.url(path))
             .bearer_auth(self.token("ops", &["admin"]))
+    }
+
+    /// What the upstream saw of a `GET path` sent with `headers`; the answer must be `200`.
+    pub async fn seen_upstream(&self, path: &str, headers: &[(&str, &str)]) -> Value {
+        let mut request = self.get(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        echoed(request.send().await.unwrap()).await
     }
 
     /// An admin's `method path` with `body` as JSON, sent.

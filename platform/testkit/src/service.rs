@@ -200,14 +200,32 @@ impl Api {
         format!("{}{path}", self.base_url)
     }
 
-    #[must_use]
     pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.get(self.url(path))
     }
 
-    #[must_use]
     pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
         self.http.post(self.url(path))
+    }
+
+    /// `GET path` with `token` as its bearer token, sent.
+    ///
+    /// # Panics
+    /// When no answer comes.
+    pub async fn get_as(&self, path: &str, token: &str) -> reqwest::Response {
+        self.get(path).bearer_auth(token).send().await.expect("an answer")
+    }
+
+    /// `GET path` with one header, sent.
+    ///
+    /// # Panics
+    /// When no answer comes.
+    pub async fn get_with_header(&self, path: &str, name: &str, value: &str) -> reqwest::Response {
+        self.get(path)
+            .header(name, value)
+            .send()
+            .await
+            .expect("an answer")
     }
 }
 
@@ -218,6 +236,22 @@ impl Api {
 pub async fn json_answer(request: reqwest::RequestBuilder) -> serde_json::Value {
     let response = request.send().await.expect("an answer");
     response.json().await.expect("a JSON body")
+}
+
+/// Sends `request`, which must be answered `200`, and returns the body as text (metrics, say).
+///
+/// # Panics
+/// When no answer comes or it is not a `200`.
+pub async fn text_answer(request: reqwest::RequestBuilder) -> String {
+    let response = request.send().await.expect("an answer");
+    assert_eq!(response.status(), 200, "status of {}", response.url());
+    response.text().await.expect("a text body")
+}
+
+/// Sends `request` and reads its answer as JSON; `None` when either fails, for a poll to try
+/// again.
+pub async fn try_json(request: reqwest::RequestBuilder) -> Option<serde_json::Value> {
+    request.send().await.ok()?.json().await.ok()
 }
 
 /// Sends `request` with `body` declared as `content_type`: the raw bodies a client may get wrong.

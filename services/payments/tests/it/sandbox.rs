@@ -1,5 +1,6 @@
 //! The sandbox over HTTP: the test cards and the idempotency rules.
 
+use mercato_testkit::service::text_answer;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -227,14 +228,6 @@ async fn the_sandbox_lists_its_newest_charges_and_serves_operations_routes() {
             .status();
         assert_eq!(status, 200, "{path}");
     }
-    let metrics = sandbox
-        .http
-        .get(format!("{}/metrics", sandbox.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = text_answer(sandbox.http.get(format!("{}/metrics", sandbox.url))).await;
     assert!(metrics.contains(r#"mercato_sandbox_charge_requests_total{outcome="succeeded"} 3"#));
 }
