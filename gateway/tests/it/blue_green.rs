@@ -38,6 +38,17 @@ fn plan(gateway: &TestGateway, to: Group) -> SwitchPlan {
     }
 }
 
+/// Runs `mercato deploy switch`'s procedure towards green on `gateway`'s `echo` upstream.
+async fn to_green(gateway: &TestGateway) -> Result<deploy::SwitchReport, DeployError> {
+    deploy::switch(&plan(gateway, Group::Green), |_| {}).await
+}
+
+/// The last twenty answers of a load all came from `group`.
+fn assert_last_answers_from(answers: &[Result<String, String>], group: &str, what: &str) {
+    let tail = &answers[answers.len() - 20..];
+    assert!(tail.iter().all(|a| a.as_deref() == Ok(group)), "{what}: {tail:?}");
+}
+
 /// Steady GETs from four loops; records which instance answered and every failure.
 struct Load {
     stop: Arc<AtomicBool>,
@@ -100,9 +111,7 @@ async fn a_switch_under_steady_load_fails_no_request() {
     let load = Load::start(&gateway);
     some_traffic(&load).await;
 
-    let report = deploy::switch(&plan(&gateway, Group::Green), |_| {})
-        .await
-        .unwrap();
+    let report = to_green(&gateway).await.unwrap();
     assert!(report.requests >= 10, "{report:?}");
     assert_eq!(report.failures, 0);
     some_traffic(&load).await;
@@ -112,11 +121,7 @@ async fn a_switch_under_steady_load_fails_no_request() {
     assert!(failures.is_empty(), "{failures:?}");
     let first_green = answers.iter().position(|a| a.as_deref() == Ok("green")).unwrap();
     assert!(answers[..first_green].iter().all(|a| a.as_deref() == Ok("blue")));
-    let tail = &answers[answers.len() - 20..];
-    assert!(
-        tail.iter().all(|a| a.as_deref() == Ok("green")),
-        "all traffic is on green: {tail:?}"
-    );
+    assert_last_answers_from(&answers, "green", "all traffic is on green");
 }
 
 #[tokio::test]
@@ -128,9 +133,7 @@ async fn a_green_that_fails_real_traffic_is_rolled_back_on_its_own() {
     let load = Load::start(&gateway);
     some_traffic(&load).await;
 
-    let error = deploy::switch(&plan(&gateway, Group::Green), |_| {})
-        .await
-        .unwrap_err();
+    let error = to_green(&gateway).await.unwrap_err();
     assert!(
         matches!(error, DeployError::RolledBack { group: "green", .. }),
         "{error}"
@@ -140,11 +143,7 @@ async fn a_green_that_fails_real_traffic_is_rolled_back_on_its_own() {
     assert_eq!(view["live"], "blue");
     some_traffic(&load).await;
     let answers = load.finish().await;
-    let tail = &answers[answers.len() - 20..];
-    assert!(
-        tail.iter().all(|a| a.as_deref() == Ok("blue")),
-        "back on blue: {tail:?}"
-    );
+    assert_last_answers_from(&answers, "blue", "back on blue");
 }
 
 #[tokio::test]
@@ -153,9 +152,7 @@ async fn a_green_that_is_not_ready_is_never_switched_to() {
     green.behaviour.unready.store(true, Ordering::SeqCst);
     let gateway = blue_green(&blue, &green).await;
 
-    let error = deploy::switch(&plan(&gateway, Group::Green), |_| {})
-        .await
-        .unwrap_err();
+    let error = to_green(&gateway).await.unwrap_err();
     assert!(
         matches!(error, DeployError::NotReady { group: "green", .. }),
         "{error}"

@@ -85,10 +85,8 @@ async fn a_failing_upstream_opens_its_breaker_and_a_probe_closes_it_again() {
     })
     .await;
 
-    for _ in 0..4 {
-        let response = gateway.get("/api/echo/items").send().await.unwrap();
-        assert_eq!(response.status(), 500, "the upstream's own answer is passed on");
-    }
+    // The upstream's own answer is passed on.
+    gateway.expect_status("/api/echo/items", 500, 4).await;
     assert_eq!(upstream.hits(), 4);
 
     // Open: refused at once, without contacting the upstream.
@@ -142,10 +140,7 @@ async fn client_errors_do_not_open_the_breaker() {
     })
     .await;
 
-    for _ in 0..8 {
-        let response = gateway.get("/api/echo/missing").send().await.unwrap();
-        assert_eq!(response.status(), 404);
-    }
+    gateway.expect_status("/api/echo/missing", 404, 8).await;
     assert_eq!(upstream.hits(), 8);
 }
 
@@ -190,10 +185,7 @@ async fn retries_under_sustained_failure_stay_within_the_budget() {
     .await;
 
     let requests = 200;
-    for _ in 0..requests {
-        let response = gateway.get("/api/echo/items").send().await.unwrap();
-        assert_eq!(response.status(), 503);
-    }
+    gateway.expect_status("/api/echo/items", 503, requests).await;
 
     // The budget: 10 % of the requests, plus the floor of 1/s over the 10 s window.
     let allowed_retries = requests / 10 + 10;

@@ -329,9 +329,14 @@ impl TestGateway {
 
     /// Sends `times` GETs of `path`, each of which must be answered `200`.
     pub async fn expect_ok(&self, path: &str, times: usize) {
+        self.expect_status(path, 200, times).await;
+    }
+
+    /// Sends `times` GETs of `path`, each of which must be answered with `status`.
+    pub async fn expect_status(&self, path: &str, status: u16, times: usize) {
         for _ in 0..times {
             let response = self.get(path).send().await.unwrap();
-            assert_eq!(response.status(), 200, "GET {path}");
+            assert_eq!(response.status(), status, "GET {path}");
         }
     }
 
