@@ -88,42 +88,47 @@ impl TestApp {
         .await
     }
 
+    /// `method path` as `user`, with `body` as JSON when there is one.
+    pub async fn as_user(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        user: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(self.token(user));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("the service answers")
+    }
+
     pub async fn get_me(&self, user: &str) -> reqwest::Response {
-        self.http
-            .get(self.url("/api/customers/me"))
-            .bearer_auth(self.token(user))
-            .send()
+        self.as_user(reqwest::Method::GET, "/api/customers/me", user, None)
             .await
-            .expect("the service answers")
     }
 
     pub async fn patch_me(&self, user: &str, body: &Value) -> reqwest::Response {
-        self.http
-            .patch(self.url("/api/customers/me"))
-            .bearer_auth(self.token(user))
-            .json(body)
-            .send()
+        self.as_user(reqwest::Method::PATCH, "/api/customers/me", user, Some(body))
             .await
-            .expect("the service answers")
     }
 
     pub async fn get_preferences(&self, user: &str) -> reqwest::Response {
-        self.http
-            .get(self.url("/api/customers/me/preferences"))
-            .bearer_auth(self.token(user))
-            .send()
+        self.as_user(reqwest::Method::GET, "/api/customers/me/preferences", user, None)
             .await
-            .expect("the service answers")
     }
 
     pub async fn put_preferences(&self, user: &str, body: &Value) -> reqwest::Response {
-        self.http
-            .put(self.url("/api/customers/me/preferences"))
-            .bearer_auth(self.token(user))
-            .json(body)
-            .send()
-            .await
-            .expect("the service answers")
+        self.as_user(
+            reqwest::Method::PUT,
+            "/api/customers/me/preferences",
+            user,
+            Some(body),
+        )
+        .await
     }
 
     /// Customers' events as they arrive on the bus, read by a group of the test's own.

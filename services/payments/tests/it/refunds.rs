@@ -6,7 +6,7 @@ use mercato_payments::domain::PaymentStatus;
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::Value;
 
-use crate::support::{amount, charge_command, order_id, spawn_app, spawn_app_with};
+use crate::support::{Tuning, amount, charge_command, order_id, spawn_app, spawn_app_with};
 
 backend_tests!(
     a_charge_that_lands_after_its_failure_was_reported_is_captured_and_then_refunded,
@@ -15,17 +15,20 @@ backend_tests!(
     a_refund_before_the_charge_blocks_a_later_charge,
 );
 
+/// `tok_late` charges land `late_delay_ms` after the call; the worker gives each call 300 ms
+/// and makes `max_attempts` of them, `backoff_ms` apart at first and at most 200 ms.
+fn late_charges(t: &mut Tuning, late_delay_ms: u64, max_attempts: u32, backoff_ms: u64) {
+    t.late_delay_ms = late_delay_ms;
+    t.provider.timeout_ms = 300;
+    t.provider.max_attempts = max_attempts;
+    t.provider.backoff_ms = backoff_ms;
+    t.provider.max_backoff_ms = 200;
+}
+
 async fn a_charge_that_lands_after_its_failure_was_reported_is_captured_and_then_refunded(
     backend: TestBackend,
 ) {
-    let mut payments = spawn_app_with(backend, |t| {
-        t.late_delay_ms = 1_500;
-        t.provider.timeout_ms = 300;
-        t.provider.max_attempts = 2;
-        t.provider.backoff_ms = 50;
-        t.provider.max_backoff_ms = 200;
-    })
-    .await;
+    let mut payments = spawn_app_with(backend, |t| late_charges(t, 1_500, 2, 50)).await;
     let order = order_id();
     payments.charge(&order, "cust-1", "tok_late").await;
     // Every attempt timed out: the saga hears of a failure, but the outcome is not known yet.
@@ -46,14 +49,7 @@ async fn a_charge_that_lands_after_its_failure_was_reported_is_captured_and_then
 }
 
 async fn a_late_capture_after_a_refund_request_is_refunded(backend: TestBackend) {
-    let mut payments = spawn_app_with(backend, |t| {
-        t.late_delay_ms = 2_000;
-        t.provider.timeout_ms = 300;
-        t.provider.max_attempts = 100;
-        t.provider.backoff_ms = 100;
-        t.provider.max_backoff_ms = 200;
-    })
-    .await;
+    let mut payments = spawn_app_with(backend, |t| late_charges(t, 2_000, 100, 100)).await;
     let order = order_id();
     payments.charge_late(&order).await;
 
