@@ -72,15 +72,9 @@ async fn without_a_valid_token_the_profile_is_401(backend: TestBackend) {
     let app = spawn_app(backend).await;
     let user = user_id();
     app.customer(&user).await;
-    let anonymous = app.http.get(app.url("/api/customers/me")).send().await.unwrap();
+    let anonymous = app.get("/api/customers/me").send().await.unwrap();
     expect_problem(anonymous, 401).await;
-    let forged = app
-        .http
-        .get(app.url("/api/customers/me"))
-        .bearer_auth("not.a.token")
-        .send()
-        .await
-        .unwrap();
+    let forged = app.get_as("/api/customers/me", "not.a.token").await;
     expect_problem(forged, 401).await;
     let patch = app
         .http

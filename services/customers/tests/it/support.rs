@@ -1,21 +1,19 @@
 //! The customers service on a free loopback port over a fresh database and its backend's bus,
 //! and helpers that publish identity's events and call the API as a customer.
 
-use std::net::SocketAddr;
-
 use mercato_contracts::identity::UserRegistered;
 use mercato_customers::Config;
 use mercato_messaging::{Bus, Context, Envelope};
 use mercato_testkit::listener::Listener;
 use mercato_testkit::publish::publish_at;
-use mercato_testkit::service::{Backing, Instance, http_client};
+use mercato_testkit::service::{Api, Backing, Instance};
 use mercato_testkit::{PATIENCE, TestBackend, eventually};
 use serde_json::Value;
 
 /// A running customers service. Dropping it stops the service, then its bus and database.
 pub struct TestApp {
-    pub addr: SocketAddr,
-    pub http: reqwest::Client,
+    /// `url`, `get`, `post` and the `http` client, reached through `Deref`.
+    pub api: Api,
     /// The bus the service reads identity's events from and publishes its own to.
     pub bus: Bus,
     _instance: Instance,
@@ -35,8 +33,7 @@ pub async fn spawn_app(backend: TestBackend) -> TestApp {
         .expect("build the customers service");
     let addr = app.local_addr();
     TestApp {
-        addr,
-        http: http_client(),
+        api: Api::new(addr),
         bus,
         _instance: Instance::start(addr, |token| app.run_until_stopped(token)),
         backing,
@@ -48,11 +45,15 @@ pub fn user_id() -> String {
     format!("user-{}", uuid::Uuid::new_v4().simple())
 }
 
-impl TestApp {
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
+impl std::ops::Deref for TestApp {
+    type Target = Api;
 
+    fn deref(&self) -> &Api {
+        &self.api
+    }
+}
+
+impl TestApp {
     /// A customer's token for `user`.
     pub fn token(&self, user: &str) -> String {
         self.backing.issuer.token(user, &["customer"])

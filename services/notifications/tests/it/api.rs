@@ -118,22 +118,16 @@ async fn a_customer_sees_only_their_own_messages(backend: TestBackend) {
 
 async fn without_a_valid_token_the_mailbox_is_401(backend: TestBackend) {
     let app = spawn_app(backend).await;
-    let response = app.http.get(app.url("/api/notifications")).send().await.unwrap();
+    let response = app.get("/api/notifications").send().await.unwrap();
     assert!(response.headers().contains_key("www-authenticate"));
     expect_problem(response, 401).await;
-    let response = app
-        .http
-        .get(app.url("/api/notifications"))
-        .bearer_auth("not.a.jwt")
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_as("/api/notifications", "not.a.jwt").await;
     expect_problem(response, 401).await;
 }
 
 async fn the_service_reports_readiness_counts_notifications_and_stops_cleanly(backend: TestBackend) {
     let mut app = spawn_app(backend).await;
-    let ready = app.http.get(app.url("/ready")).send().await.unwrap();
+    let ready = app.get("/ready").send().await.unwrap();
     assert_eq!(ready.status(), 200);
     let user = unique("u");
     app.user_registered(&user, &format!("{user}@example.com"), "Ada")
