@@ -276,13 +276,7 @@ pub async fn spawn_gateway_with_clock(
     }
 }
 
-impl std::ops::Deref for TestGateway {
-    type Target = Api;
-
-    fn deref(&self) -> &Api {
-        &self.api
-    }
-}
+mercato_testkit::deref_to_api!(TestGateway);
 
 impl TestGateway {
     /// Checks that the gateway's metrics hold `sample` (a series, or a series and its value).

@@ -178,6 +178,21 @@ impl Drop for Instance {
     }
 }
 
+/// Lets a suite's test app answer [`Api`]'s calls (`url`, `get`, `get_as`, the `http` client …)
+/// itself, through `Deref` to its `api` field.
+#[macro_export]
+macro_rules! deref_to_api {
+    ($app:ty) => {
+        impl ::std::ops::Deref for $app {
+            type Target = $crate::service::Api;
+
+            fn deref(&self) -> &$crate::service::Api {
+                &self.api
+            }
+        }
+    };
+}
+
 /// A test's client of one service: its base URL and an [`http_client`].
 #[derive(Debug, Clone)]
 pub struct Api {

@@ -53,13 +53,7 @@ pub struct TestApp {
     pub stopped: JoinHandle<std::io::Result<()>>,
 }
 
-impl std::ops::Deref for TestApp {
-    type Target = Api;
-
-    fn deref(&self) -> &Api {
-        &self.api
-    }
-}
+mercato_testkit::deref_to_api!(TestApp);
 
 impl TestApp {
     /// Waits until `/slow` has been entered by a request.

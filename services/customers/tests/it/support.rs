@@ -45,13 +45,7 @@ pub fn user_id() -> String {
     format!("user-{}", uuid::Uuid::new_v4().simple())
 }
 
-impl std::ops::Deref for TestApp {
-    type Target = Api;
-
-    fn deref(&self) -> &Api {
-        &self.api
-    }
-}
+mercato_testkit::deref_to_api!(TestApp);
 
 impl TestApp {
     /// A customer's token for `user`.

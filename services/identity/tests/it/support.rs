@@ -85,13 +85,7 @@ pub async fn spawn_app_with(backend: TestBackend, customise: impl FnOnce(&mut Id
     }
 }
 
-impl std::ops::Deref for TestApp {
-    type Target = Api;
-
-    fn deref(&self) -> &Api {
-        &self.api
-    }
-}
+mercato_testkit::deref_to_api!(TestApp);
 
 impl TestApp {
     /// Stops the service and returns what `run_until_stopped` returned.

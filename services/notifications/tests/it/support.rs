@@ -107,13 +107,7 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
-impl std::ops::Deref for TestApp {
-    type Target = Api;
-
-    fn deref(&self) -> &Api {
-        &self.api
-    }
-}
+mercato_testkit::deref_to_api!(TestApp);
 
 impl TestApp {
     /// Stops the service and returns what `run_until_stopped` returned.
