@@ -45,14 +45,7 @@ pub mod gcra {
         /// When `rate_per_second` or `burst` is 0 (configuration validation refuses both).
         #[must_use]
         pub fn per_second(rate_per_second: u32, burst: u32) -> Self {
-            assert!(
-                rate_per_second > 0 && burst > 0,
-                "a quota needs a rate and a burst"
-            );
-            Self {
-                interval_us: (1_000_000 / u64::from(rate_per_second)).max(1),
-                burst,
-            }
+            Self::per_period(1_000_000, rate_per_second, burst)
         }
 
         /// `rate_per_minute` and `burst`, for slow rates such as failed logins.
@@ -61,12 +54,14 @@ pub mod gcra {
         /// When `rate_per_minute` or `burst` is 0 (configuration validation refuses both).
         #[must_use]
         pub fn per_minute(rate_per_minute: u32, burst: u32) -> Self {
-            assert!(
-                rate_per_minute > 0 && burst > 0,
-                "a quota needs a rate and a burst"
-            );
+            Self::per_period(60_000_000, rate_per_minute, burst)
+        }
+
+        /// `rate` requests per `period_us`, `burst` at once.
+        fn per_period(period_us: u64, rate: u32, burst: u32) -> Self {
+            assert!(rate > 0 && burst > 0, "a quota needs a rate and a burst");
             Self {
-                interval_us: (60_000_000 / u64::from(rate_per_minute)).max(1),
+                interval_us: (period_us / u64::from(rate)).max(1),
                 burst,
             }
         }

@@ -1,20 +1,17 @@
 //! Adaptive concurrency through the real gateway: requests past an upstream's limit are shed
 //! at once with `503` and `Retry-After`, the admitted ones are served.
 
-use std::sync::atomic::Ordering;
-
 use futures_util::future::join_all;
 
 use crate::instances::Instance;
-use crate::support::spawn_gateway_with;
+use crate::support::spawn_gateway_over;
 
 #[tokio::test]
 async fn requests_past_the_limit_are_shed_with_503_and_retry_after_while_the_rest_are_served() {
     let slow = Instance::start("slow").await;
     // Long enough that all twelve requests are in flight together.
-    slow.behaviour.delay_ms.store(500, Ordering::SeqCst);
-    let gateway = spawn_gateway_with(|config| {
-        config.upstreams.insert("echo".into(), vec![slow.url.clone()]);
+    slow.delay(500);
+    let gateway = spawn_gateway_over(vec![slow.url.clone()], |config| {
         let adaptive = &mut config.gateway.adaptive_concurrency;
         adaptive.enabled = true;
         adaptive.initial_limit = 4;

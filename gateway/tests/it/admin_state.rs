@@ -18,32 +18,34 @@ fn urls(view: &Value, group: &str) -> Vec<String> {
         .collect()
 }
 
+/// Asks `gateway`'s admin API to add `url` to echo's green group.
+async fn add_green(gateway: &TestGateway, url: &str) -> reqwest::Response {
+    gateway
+        .admin_json(
+            Method::POST,
+            "/admin/upstreams/echo/instances",
+            &json!({"url": url, "group": "green"}),
+        )
+        .await
+}
+
 /// Adds `url` to echo's green group and sends it all traffic, through `gateway`'s admin API.
 async fn go_green(gateway: &TestGateway, url: &str) {
-    let added = gateway
-        .admin(Method::POST, "/admin/upstreams/echo/instances")
-        .json(&json!({"url": url, "group": "green"}))
-        .send()
-        .await
-        .unwrap();
+    let added = add_green(gateway, url).await;
     assert_eq!(added.status(), 201, "{}", added.text().await.unwrap());
     let switched = gateway
-        .admin(Method::PUT, "/admin/upstreams/echo/traffic")
-        .json(&json!({"live": "green"}))
-        .send()
-        .await
-        .unwrap();
+        .admin_json(
+            Method::PUT,
+            "/admin/upstreams/echo/traffic",
+            &json!({"live": "green"}),
+        )
+        .await;
     assert_eq!(switched.status(), 200);
 }
 
 /// Adding `url` is refused with `503` and leaves the green group empty.
 async fn expect_unstored_and_unmade(gateway: &TestGateway, url: &str) {
-    let refused = gateway
-        .admin(Method::POST, "/admin/upstreams/echo/instances")
-        .json(&json!({"url": url, "group": "green"}))
-        .send()
-        .await
-        .unwrap();
+    let refused = add_green(gateway, url).await;
 
     expect_problem_of(refused, 503, "unavailable").await;
     assert!(urls(&gateway.upstream_view("echo").await, "green").is_empty());
@@ -152,11 +154,12 @@ mod redis {
 
         // Back to blue through b: a follows.
         let back = b
-            .admin(Method::PUT, "/admin/upstreams/echo/traffic")
-            .json(&json!({"green_percent": 0}))
-            .send()
-            .await
-            .unwrap();
+            .admin_json(
+                Method::PUT,
+                "/admin/upstreams/echo/traffic",
+                &json!({"green_percent": 0}),
+            )
+            .await;
         assert_eq!(back.status(), 200);
         eventually(PATIENCE, "a to send echo's traffic to blue", || async {
             (a.upstream_view("echo").await["green_percent"] == 0).then_some(())

@@ -1,5 +1,5 @@
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use mercato_security::{ACCESS_TOKEN_TYPE, SigningKey};
+use mercato_security::{ACCESS_TOKEN_TYPE, Claims, SigningKey};
 use serde_json::{Value, json};
 
 use crate::support::{
@@ -12,11 +12,8 @@ const PROTECTED: &str = "/api/private/orders";
 /// without reaching the upstream.
 async fn assert_refused(gateway: &TestGateway, authorization: &str) -> Value {
     let response = gateway
-        .get(PROTECTED)
-        .header("authorization", authorization)
-        .send()
-        .await
-        .unwrap();
+        .get_with_header(PROTECTED, "authorization", authorization)
+        .await;
     let challenge = response
         .headers()
         .get("www-authenticate")
@@ -35,6 +32,15 @@ async fn assert_refused(gateway: &TestGateway, authorization: &str) -> Value {
 
 async fn assert_token_refused(gateway: &TestGateway, token: &str) -> Value {
     assert_refused(gateway, &format!("Bearer {token}")).await
+}
+
+/// A customer's token signed by the published key, with its claims changed by `adjust`, is
+/// refused by a standard gateway.
+async fn assert_claims_refused(adjust: impl FnOnce(&mut Claims)) -> Value {
+    let gateway = spawn_gateway().await;
+    let mut changed = claims("ada", &["customer"]);
+    adjust(&mut changed);
+    assert_token_refused(&gateway, &sign(&changed, &gateway.signer)).await
 }
 
 #[tokio::test]
@@ -71,25 +77,23 @@ async fn an_empty_bearer_token_is_refused() {
 
 #[tokio::test]
 async fn an_expired_token_is_refused_as_invalid() {
-    let gateway = spawn_gateway().await;
-    let mut expired = claims("ada", &["customer"]);
-    expired.exp = expired.iat - 120;
-    expired.iat -= 600;
-    expired.nbf = expired.iat;
-
-    let body = assert_token_refused(&gateway, &sign(&expired, &gateway.signer)).await;
+    let body = assert_claims_refused(|expired| {
+        expired.exp = expired.iat - 120;
+        expired.iat -= 600;
+        expired.nbf = expired.iat;
+    })
+    .await;
 
     assert!(body["detail"].as_str().unwrap().contains("expired"), "{body}");
 }
 
 #[tokio::test]
 async fn a_token_not_valid_yet_is_refused() {
-    let gateway = spawn_gateway().await;
-    let mut early = claims("ada", &["customer"]);
-    early.nbf += 600;
-    early.exp += 600;
-
-    assert_token_refused(&gateway, &sign(&early, &gateway.signer)).await;
+    assert_claims_refused(|early| {
+        early.nbf += 600;
+        early.exp += 600;
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -133,22 +137,14 @@ async fn an_hs256_token_keyed_with_the_published_jwk_is_refused() {
 
 #[tokio::test]
 async fn a_token_from_another_issuer_is_refused() {
-    let gateway = spawn_gateway().await;
-    let mut foreign = claims("ada", &["customer"]);
-    foreign.iss = "https://evil.example".into();
-
-    let body = assert_token_refused(&gateway, &sign(&foreign, &gateway.signer)).await;
+    let body = assert_claims_refused(|foreign| foreign.iss = "https://evil.example".into()).await;
 
     assert!(body["detail"].as_str().unwrap().contains("issuer"), "{body}");
 }
 
 #[tokio::test]
 async fn a_token_for_another_audience_is_refused() {
-    let gateway = spawn_gateway().await;
-    let mut elsewhere = claims("ada", &["customer"]);
-    elsewhere.aud = "another-api".into();
-
-    let body = assert_token_refused(&gateway, &sign(&elsewhere, &gateway.signer)).await;
+    let body = assert_claims_refused(|elsewhere| elsewhere.aud = "another-api".into()).await;
 
     assert!(body["detail"].as_str().unwrap().contains("audience"), "{body}");
 }
@@ -188,7 +184,7 @@ async fn a_valid_token_reaches_the_upstream_with_the_verified_identity() {
     let gateway = spawn_gateway().await;
     let token = gateway.token("user-42", &["customer", "admin"]);
 
-    let response = gateway.get(PROTECTED).bearer_auth(&token).send().await.unwrap();
+    let response = gateway.get_as(PROTECTED, &token).await;
     let seen = echoed(response).await;
 
     assert_eq!(seen_header(&seen, "x-auth-subject"), ["user-42"]);

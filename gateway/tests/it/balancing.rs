@@ -2,24 +2,26 @@
 //! ejection through each instance's breaker, active health checks, the bulkhead, and the admin
 //! API that changes the instances at run time.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use mercato_gateway::{BalancingPolicy, Config, RouteAuth, RouteConfig};
 use mercato_testkit::eventually;
+use mercato_testkit::load::Load;
 use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::instances::Instance;
-use crate::support::{PATIENCE, TestGateway, expect_problem_of, small_breaker, spawn_gateway_with};
+use crate::support::{
+    PATIENCE, TestGateway, breaker_name, expect_problem_of, small_breaker, spawn_gateway_over,
+    spawn_gateway_with,
+};
 
 const INSTANCES: &str = "/admin/upstreams/echo/instances";
 
 /// A gateway whose `echo` upstream is `instances`; `adjust` may change the rest.
 async fn gateway_over(instances: &[&Instance], adjust: impl FnOnce(&mut Config)) -> TestGateway {
     let urls: Vec<String> = instances.iter().map(|i| i.url.clone()).collect();
-    spawn_gateway_with(move |config| {
-        config.upstreams.insert("echo".into(), urls);
+    spawn_gateway_over(urls, move |config| {
         // The load loops send far more than a client's fair share.
         config.gateway.rate_limit.enabled = false;
         adjust(config);
@@ -35,53 +37,13 @@ fn instance_view<'a>(view: &'a Value, url: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{url} in {view}"))
 }
 
-/// GETs sent by `workers` loops until stopped; counts answers that were not `200`.
-struct Load {
-    stop: Arc<AtomicBool>,
-    sent: Arc<AtomicUsize>,
-    failed: Arc<AtomicUsize>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(gateway: &TestGateway, path: &str, workers: usize) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicUsize::new(0));
-        let failed = Arc::new(AtomicUsize::new(0));
-        let tasks = (0..workers)
-            .map(|_| {
-                let (stop, sent, failed) = (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&failed));
-                let (http, url) = (gateway.http.clone(), gateway.url(path));
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::SeqCst) {
-                        let ok = http.get(&url).send().await.is_ok_and(|r| r.status() == 200);
-                        sent.fetch_add(1, Ordering::SeqCst);
-                        if !ok {
-                            failed.fetch_add(1, Ordering::SeqCst);
-                        }
-                    }
-                })
-            })
-            .collect();
-        Self {
-            stop,
-            sent,
-            failed,
-            tasks,
-        }
-    }
-
-    /// Stops the loops; returns (sent, failed).
-    async fn finish(self) -> (usize, usize) {
-        self.stop.store(true, Ordering::SeqCst);
-        for task in self.tasks {
-            task.await.unwrap();
-        }
-        (
-            self.sent.load(Ordering::SeqCst),
-            self.failed.load(Ordering::SeqCst),
-        )
-    }
+/// Waits until the instance at `url` in echo's admin view is `done`.
+async fn until_instance(gateway: &TestGateway, url: &str, what: &str, done: impl Fn(&Value) -> bool) {
+    eventually(PATIENCE, what, || async {
+        let view = gateway.upstream_view("echo").await;
+        done(instance_view(&view, url)).then_some(())
+    })
+    .await;
 }
 
 /// Waits until `count` grows by `more` (traffic is flowing there).
@@ -107,14 +69,13 @@ async fn an_instance_killed_under_load_is_ejected_by_its_breaker_and_used_again_
         config.gateway.circuit_breaker = small_breaker(500);
     })
     .await;
-    let load = Load::start(&gateway, "/api/echo/items", 4);
+    let load = Load::start(&gateway.http, &gateway.url("/api/echo/items"), 4);
     grows("traffic to reach b", 10, || b.hits()).await;
 
     b.kill().await;
-    let breaker = format!("echo@{}", b.url.trim_start_matches("http://"));
-    eventually(PATIENCE, "b's breaker to open", || async {
-        let view = gateway.upstream_view("echo").await;
-        (instance_view(&view, &b.url)["circuit"] != "closed").then_some(())
+    let breaker = breaker_name(&b.url);
+    until_instance(&gateway, &b.url, "b's breaker to open", |i| {
+        i["circuit"] != "closed"
     })
     .await;
     let b_hits = b.hits();
@@ -133,28 +94,23 @@ async fn an_instance_killed_under_load_is_ejected_by_its_breaker_and_used_again_
         failed, 0,
         "of {sent} GETs, {failed} failed: retries go to live instances"
     );
-    let metrics = gateway.metrics().await;
-    assert!(
-        metrics.contains(&format!(
+    gateway
+        .expect_metric(&format!(
             r#"circuit_breaker_transitions_total{{name="{breaker}",state="open"}}"#
-        )),
-        "{metrics}"
-    );
+        ))
+        .await;
 }
 
 #[tokio::test]
 async fn p2c_sends_most_traffic_to_the_faster_instance_and_moves_off_a_dead_one() {
     let (fast, slow) = (Instance::start("fast").await, Instance::start("slow").await);
-    slow.behaviour.delay_ms.store(40, Ordering::SeqCst);
+    slow.delay(40);
     let gateway = gateway_over(&[&fast, &slow], |config| {
         config.gateway.load_balancing.policy = BalancingPolicy::P2c;
         config.gateway.load_balancing.latency_decay_ms = 300;
     })
     .await;
-    for _ in 0..60 {
-        let response = gateway.get("/api/echo/items").send().await.unwrap();
-        assert_eq!(response.status(), 200);
-    }
+    gateway.expect_ok("/api/echo/items", 60).await;
     assert!(
         fast.hits() > 3 * slow.hits(),
         "fast {} vs slow {}",
@@ -162,8 +118,8 @@ async fn p2c_sends_most_traffic_to_the_faster_instance_and_moves_off_a_dead_one(
         slow.hits()
     );
 
-    slow.behaviour.delay_ms.store(0, Ordering::SeqCst);
-    let load = Load::start(&gateway, "/api/echo/items", 2);
+    slow.delay(0);
+    let load = Load::start(&gateway.http, &gateway.url("/api/echo/items"), 2);
     grows(
         "the estimate to decay and the recovered instance to be used",
         10,
@@ -176,27 +132,32 @@ async fn p2c_sends_most_traffic_to_the_faster_instance_and_moves_off_a_dead_one(
     assert_eq!(failed, 0, "of {sent} GETs, {failed} failed");
 }
 
+/// Health checks every 50 ms, one failure enough to mark an instance unhealthy.
+fn quick_health_checks(config: &mut Config) {
+    let checks = &mut config.gateway.health_check;
+    checks.enabled = true;
+    checks.interval_ms = 50;
+    checks.unhealthy_threshold = 1;
+}
+
+/// Makes `instance` fail its readiness checks and waits until the gateway marks it unhealthy.
+async fn make_unhealthy(gateway: &TestGateway, instance: &Instance) {
+    instance.behaviour.unready.store(true, Ordering::SeqCst);
+    let what = format!("{} to be marked unhealthy", instance.url);
+    until_instance(gateway, &instance.url, &what, |i| i["healthy"] == false).await;
+}
+
 #[tokio::test]
 async fn an_instance_failing_its_health_checks_gets_no_traffic_until_it_passes_again() {
     let (a, b) = (Instance::start("a").await, Instance::start("b").await);
     let gateway = gateway_over(&[&a, &b], |config| {
-        let checks = &mut config.gateway.health_check;
-        checks.enabled = true;
-        checks.interval_ms = 50;
-        checks.unhealthy_threshold = 1;
-        checks.healthy_threshold = 2;
+        quick_health_checks(config);
+        config.gateway.health_check.healthy_threshold = 2;
     })
     .await;
-    b.behaviour.unready.store(true, Ordering::SeqCst);
-    eventually(PATIENCE, "b to be marked unhealthy", || async {
-        let view = gateway.upstream_view("echo").await;
-        (instance_view(&view, &b.url)["healthy"] == false).then_some(())
-    })
-    .await;
+    make_unhealthy(&gateway, &b).await;
     let before = b.hits();
-    for _ in 0..20 {
-        assert_eq!(gateway.get("/api/echo/items").send().await.unwrap().status(), 200);
-    }
+    gateway.expect_ok("/api/echo/items", 20).await;
     assert_eq!(b.hits(), before, "an unhealthy instance gets no traffic");
     let metrics = gateway.metrics().await;
     assert!(
@@ -218,25 +179,15 @@ async fn an_instance_failing_its_health_checks_gets_no_traffic_until_it_passes_a
 #[tokio::test]
 async fn when_every_instance_fails_its_checks_traffic_still_goes_to_them() {
     let a = Instance::start("a").await;
-    let gateway = gateway_over(&[&a], |config| {
-        config.gateway.health_check.enabled = true;
-        config.gateway.health_check.interval_ms = 50;
-        config.gateway.health_check.unhealthy_threshold = 1;
-    })
-    .await;
-    a.behaviour.unready.store(true, Ordering::SeqCst);
-    eventually(PATIENCE, "a to be marked unhealthy", || async {
-        let view = gateway.upstream_view("echo").await;
-        (instance_view(&view, &a.url)["healthy"] == false).then_some(())
-    })
-    .await;
+    let gateway = gateway_over(&[&a], quick_health_checks).await;
+    make_unhealthy(&gateway, &a).await;
     assert_eq!(gateway.get("/api/echo/items").send().await.unwrap().status(), 200);
 }
 
 #[tokio::test]
 async fn a_full_bulkhead_answers_503_at_once() {
     let slow = Instance::start("slow").await;
-    slow.behaviour.delay_ms.store(2_000, Ordering::SeqCst);
+    slow.delay(2_000);
     let gateway = gateway_over(&[&slow], |config| {
         config.gateway.bulkhead.max_concurrent = 1;
         config.gateway.bulkhead.max_queued = 0;
@@ -246,9 +197,8 @@ async fn a_full_bulkhead_answers_503_at_once() {
         let request = gateway.get("/api/echo/slow");
         async move { request.send().await.unwrap().status() }
     });
-    eventually(PATIENCE, "the first request to be in flight", || async {
-        let view = gateway.upstream_view("echo").await;
-        (instance_view(&view, &slow.url)["in_flight"] == 1).then_some(())
+    until_instance(&gateway, &slow.url, "the first request to be in flight", |i| {
+        i["in_flight"] == 1
     })
     .await;
     let response = gateway.get("/api/echo/other").send().await.unwrap();
@@ -267,66 +217,44 @@ async fn the_admin_api_adds_and_removes_instances_at_run_time() {
     .await;
 
     let added = gateway
-        .admin(Method::POST, INSTANCES)
-        .json(&json!({ "url": b.url }))
-        .send()
-        .await
-        .unwrap();
+        .admin_json(Method::POST, INSTANCES, &json!({ "url": b.url }))
+        .await;
     assert_eq!(added.status(), 201);
-    for _ in 0..10 {
-        assert_eq!(gateway.get("/api/echo/items").send().await.unwrap().status(), 200);
-    }
+    gateway.expect_ok("/api/echo/items", 10).await;
     assert_eq!((a.hits(), b.hits()), (5, 5), "round robin over both");
 
     let again = gateway
-        .admin(Method::POST, INSTANCES)
-        .json(&json!({ "url": b.url }))
-        .send()
-        .await
-        .unwrap();
+        .admin_json(Method::POST, INSTANCES, &json!({ "url": b.url }))
+        .await;
     expect_problem_of(again, 409, "conflict").await;
     let bad = gateway
-        .admin(Method::POST, INSTANCES)
-        .json(&json!({ "url": "ftp://nowhere" }))
-        .send()
-        .await
-        .unwrap();
+        .admin_json(Method::POST, INSTANCES, &json!({ "url": "ftp://nowhere" }))
+        .await;
     expect_problem_of(bad, 400, "bad-request").await;
     let bad_group = gateway
-        .admin(Method::POST, INSTANCES)
-        .json(&json!({ "url": b.url, "group": "purple" }))
-        .send()
-        .await
-        .unwrap();
+        .admin_json(
+            Method::POST,
+            INSTANCES,
+            &json!({ "url": b.url, "group": "purple" }),
+        )
+        .await;
     expect_problem_of(bad_group, 422, "validation-error").await;
 
     let removed = gateway
-        .admin(Method::DELETE, &format!("{INSTANCES}?url={}", a.url))
-        .send()
-        .await
-        .unwrap();
+        .admin_call(Method::DELETE, &format!("{INSTANCES}?url={}", a.url))
+        .await;
     assert_eq!(removed.status(), 204);
-    for _ in 0..4 {
-        assert_eq!(gateway.get("/api/echo/items").send().await.unwrap().status(), 200);
-    }
+    gateway.expect_ok("/api/echo/items", 4).await;
     assert_eq!((a.hits(), b.hits()), (5, 9), "a removed instance gets nothing");
     let last = gateway
-        .admin(Method::DELETE, &format!("{INSTANCES}?url={}", b.url))
-        .send()
-        .await
-        .unwrap();
+        .admin_call(Method::DELETE, &format!("{INSTANCES}?url={}", b.url))
+        .await;
     expect_problem_of(last, 409, "conflict").await;
     let missing = gateway
-        .admin(Method::DELETE, &format!("{INSTANCES}?url={}", a.url))
-        .send()
-        .await
-        .unwrap();
+        .admin_call(Method::DELETE, &format!("{INSTANCES}?url={}", a.url))
+        .await;
     expect_problem_of(missing, 404, "not-found").await;
-    let unknown = gateway
-        .admin(Method::GET, "/admin/upstreams/nope")
-        .send()
-        .await
-        .unwrap();
+    let unknown = gateway.admin_call(Method::GET, "/admin/upstreams/nope").await;
     expect_problem_of(unknown, 404, "not-found").await;
 }
 
@@ -345,11 +273,7 @@ async fn the_admin_api_needs_an_admin_token() {
         .await
         .unwrap();
     expect_problem_of(customer, 403, "forbidden").await;
-    let listed = gateway
-        .admin(Method::GET, "/admin/upstreams")
-        .send()
-        .await
-        .unwrap();
+    let listed = gateway.admin_call(Method::GET, "/admin/upstreams").await;
     assert_eq!(listed.status(), 200);
     let listed: Value = listed.json().await.unwrap();
     assert!(

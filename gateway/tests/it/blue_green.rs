@@ -11,7 +11,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::instances::Instance;
-use crate::support::{PATIENCE, TestGateway, expect_problem_of, spawn_gateway_with};
+use crate::support::{PATIENCE, TestGateway, echoed, expect_problem_of, spawn_gateway_with};
 
 async fn blue_green(blue: &Instance, green: &Instance) -> TestGateway {
     let (blue, green) = (blue.url.clone(), green.url.clone());
@@ -36,6 +36,17 @@ fn plan(gateway: &TestGateway, to: Group) -> SwitchPlan {
         min_requests: 10,
         ..SwitchPlan::new(&gateway.url(""), &gateway.token("ops", &["admin"]), "echo", to)
     }
+}
+
+/// Runs `mercato deploy switch`'s procedure towards green on `gateway`'s `echo` upstream.
+async fn to_green(gateway: &TestGateway) -> Result<deploy::SwitchReport, DeployError> {
+    deploy::switch(&plan(gateway, Group::Green), |_| {}).await
+}
+
+/// The last twenty answers of a load all came from `group`.
+fn assert_last_answers_from(answers: &[Result<String, String>], group: &str, what: &str) {
+    let tail = &answers[answers.len() - 20..];
+    assert!(tail.iter().all(|a| a.as_deref() == Ok(group)), "{what}: {tail:?}");
 }
 
 /// Steady GETs from four loops; records which instance answered and every failure.
@@ -100,9 +111,7 @@ async fn a_switch_under_steady_load_fails_no_request() {
     let load = Load::start(&gateway);
     some_traffic(&load).await;
 
-    let report = deploy::switch(&plan(&gateway, Group::Green), |_| {})
-        .await
-        .unwrap();
+    let report = to_green(&gateway).await.unwrap();
     assert!(report.requests >= 10, "{report:?}");
     assert_eq!(report.failures, 0);
     some_traffic(&load).await;
@@ -112,11 +121,7 @@ async fn a_switch_under_steady_load_fails_no_request() {
     assert!(failures.is_empty(), "{failures:?}");
     let first_green = answers.iter().position(|a| a.as_deref() == Ok("green")).unwrap();
     assert!(answers[..first_green].iter().all(|a| a.as_deref() == Ok("blue")));
-    let tail = &answers[answers.len() - 20..];
-    assert!(
-        tail.iter().all(|a| a.as_deref() == Ok("green")),
-        "all traffic is on green: {tail:?}"
-    );
+    assert_last_answers_from(&answers, "green", "all traffic is on green");
 }
 
 #[tokio::test]
@@ -128,9 +133,7 @@ async fn a_green_that_fails_real_traffic_is_rolled_back_on_its_own() {
     let load = Load::start(&gateway);
     some_traffic(&load).await;
 
-    let error = deploy::switch(&plan(&gateway, Group::Green), |_| {})
-        .await
-        .unwrap_err();
+    let error = to_green(&gateway).await.unwrap_err();
     assert!(
         matches!(error, DeployError::RolledBack { group: "green", .. }),
         "{error}"
@@ -140,11 +143,7 @@ async fn a_green_that_fails_real_traffic_is_rolled_back_on_its_own() {
     assert_eq!(view["live"], "blue");
     some_traffic(&load).await;
     let answers = load.finish().await;
-    let tail = &answers[answers.len() - 20..];
-    assert!(
-        tail.iter().all(|a| a.as_deref() == Ok("blue")),
-        "back on blue: {tail:?}"
-    );
+    assert_last_answers_from(&answers, "blue", "back on blue");
 }
 
 #[tokio::test]
@@ -153,23 +152,14 @@ async fn a_green_that_is_not_ready_is_never_switched_to() {
     green.behaviour.unready.store(true, Ordering::SeqCst);
     let gateway = blue_green(&blue, &green).await;
 
-    let error = deploy::switch(&plan(&gateway, Group::Green), |_| {})
-        .await
-        .unwrap_err();
+    let error = to_green(&gateway).await.unwrap_err();
     assert!(
         matches!(error, DeployError::NotReady { group: "green", .. }),
         "{error}"
     );
     assert!(error.to_string().contains(&green.url), "{error}");
     for _ in 0..5 {
-        let seen: Value = gateway
-            .get("/api/echo/x")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let seen = echoed(gateway.get("/api/echo/x").send().await.unwrap()).await;
         assert_eq!(seen["upstream"], "blue");
     }
 }
@@ -180,15 +170,10 @@ async fn a_weight_split_sends_a_share_to_green() {
     let gateway = blue_green(&blue, &green).await;
     let traffic = "/admin/upstreams/echo/traffic";
     let split = gateway
-        .admin(Method::PUT, traffic)
-        .json(&json!({ "green_percent": 25 }))
-        .send()
-        .await
-        .unwrap();
+        .admin_json(Method::PUT, traffic, &json!({ "green_percent": 25 }))
+        .await;
     assert_eq!(split.status(), 200);
-    for _ in 0..400 {
-        assert_eq!(gateway.get("/api/echo/x").send().await.unwrap().status(), 200);
-    }
+    gateway.expect_ok("/api/echo/x", 400).await;
     let green_share = green.hits();
     assert!(
         (50..=150).contains(&green_share),
@@ -201,12 +186,7 @@ async fn a_weight_split_sends_a_share_to_green() {
         json!({ "live": "green", "green_percent": 5 }),
         json!({}),
     ] {
-        let refused = gateway
-            .admin(Method::PUT, traffic)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let refused = gateway.admin_json(Method::PUT, traffic, &body).await;
         assert!(matches!(refused.status().as_u16(), 400 | 422), "{body}");
     }
     let anonymous = gateway

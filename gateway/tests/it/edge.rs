@@ -7,12 +7,10 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use std::sync::atomic::Ordering;
-
 use mercato_testkit::eventually;
 
 use crate::instances::Instance;
-use crate::support::{PATIENCE, TestGateway, spawn_gateway, spawn_gateway_with};
+use crate::support::{PATIENCE, TestGateway, spawn_gateway, spawn_gateway_over, spawn_gateway_with};
 
 /// What the gateway wrote on a connection after `request`, and whether it then closed it.
 async fn exchange(addr: SocketAddr, request: &[u8]) -> (String, bool) {
@@ -75,32 +73,26 @@ async fn content_length_with_chunked_is_read_as_chunked_smuggles_nothing_and_clo
     assert_eq!(gateway.echo.hits(), 1);
 }
 
-#[tokio::test]
-async fn obsolete_line_folding_is_refused_with_400_and_the_connection_closed() {
-    let gateway = spawn_gateway().await;
-    let request = "GET /api/echo/items HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n";
-
-    expect_refused(&gateway, request, "400").await;
-    assert_eq!(gateway.echo.hits(), 0);
+/// Malformed request heads and bodies, each a test: refused with `400`, the connection closed,
+/// nothing sent upstream.
+macro_rules! refused_with_400 {
+    ($($name:ident: $request:expr;)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let gateway = spawn_gateway().await;
+            expect_refused(&gateway, $request, "400").await;
+            assert_eq!(gateway.echo.hits(), 0);
+        }
+    )*};
 }
 
-#[tokio::test]
-async fn a_transfer_encoding_not_ending_in_chunked_is_refused_with_400() {
-    let gateway = spawn_gateway().await;
-    let request = "POST /api/echo/items HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc";
-
-    expect_refused(&gateway, request, "400").await;
-    assert_eq!(gateway.echo.hits(), 0);
-}
-
-#[tokio::test]
-async fn two_different_content_lengths_are_refused_with_400() {
-    let gateway = spawn_gateway().await;
-    let request =
+refused_with_400! {
+    obsolete_line_folding_is_refused_with_400_and_the_connection_closed:
+        "GET /api/echo/items HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n";
+    a_transfer_encoding_not_ending_in_chunked_is_refused_with_400:
+        "POST /api/echo/items HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabc";
+    two_different_content_lengths_are_refused_with_400:
         "POST /api/echo/items HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd";
-
-    expect_refused(&gateway, request, "400").await;
-    assert_eq!(gateway.echo.hits(), 0);
 }
 
 #[tokio::test]
@@ -114,13 +106,7 @@ async fn invalid_chunking_is_refused_with_400_and_the_connection_closed() {
 #[tokio::test]
 async fn a_request_head_sent_too_slowly_is_cut_off() {
     let gateway = spawn_gateway_with(|c| c.gateway.edge.header_read_timeout_ms = 300).await;
-    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
-    stream
-        .write_all(b"GET /api/echo/items HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-
-    let (seen, closed) = read_until_closed(&mut stream).await;
+    let (seen, closed) = exchange(gateway.addr, b"GET /api/echo/items HTTP/1.1\r\nHost: x\r\n").await;
 
     assert!(closed, "a head that never ends kept its connection");
     assert!(!seen.contains(" 200 "), "{seen:?}");
@@ -130,13 +116,7 @@ async fn a_request_head_sent_too_slowly_is_cut_off() {
 #[tokio::test]
 async fn a_kept_alive_connection_left_idle_is_closed_after_the_header_read_timeout() {
     let gateway = spawn_gateway_with(|c| c.gateway.edge.header_read_timeout_ms = 300).await;
-    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
-    stream
-        .write_all(b"GET /api/echo/items HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-
-    let (seen, closed) = read_until_closed(&mut stream).await;
+    let (seen, closed) = exchange(gateway.addr, b"GET /api/echo/items HTTP/1.1\r\nHost: x\r\n\r\n").await;
 
     assert!(seen.starts_with("HTTP/1.1 200"), "{seen:?}");
     assert!(closed, "an idle connection was kept");
@@ -145,13 +125,11 @@ async fn a_kept_alive_connection_left_idle_is_closed_after_the_header_read_timeo
 #[tokio::test]
 async fn a_request_body_that_stalls_gets_408_and_the_connection_closed() {
     let gateway = spawn_gateway_with(|c| c.gateway.edge.body_idle_timeout_ms = 300).await;
-    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
-    stream
-        .write_all(b"POST /api/echo/items HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
-        .await
-        .unwrap();
-
-    let (seen, closed) = read_until_closed(&mut stream).await;
+    let (seen, closed) = exchange(
+        gateway.addr,
+        b"POST /api/echo/items HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc",
+    )
+    .await;
 
     assert!(seen.starts_with("HTTP/1.1 408"), "{seen:?}");
     assert!(seen.contains("application/problem+json"), "{seen:?}");
@@ -203,11 +181,8 @@ async fn a_request_within_the_limits_still_passes_on_a_kept_alive_connection() {
 #[tokio::test]
 async fn shutdown_lets_a_request_in_flight_finish_then_stops_listening() {
     let slow = Instance::start("slow").await;
-    slow.behaviour.delay_ms.store(300, Ordering::SeqCst);
-    let gateway = spawn_gateway_with(|c| {
-        c.upstreams.insert("echo".into(), vec![slow.url.clone()]);
-    })
-    .await;
+    slow.delay(300);
+    let gateway = spawn_gateway_over(vec![slow.url.clone()], |_| {}).await;
     let in_flight = tokio::spawn(gateway.get("/api/echo/items").send());
     eventually(PATIENCE, "the request to reach the upstream", || async {
         (slow.hits() == 1).then_some(())

@@ -4,15 +4,16 @@ use crate::support::{echoed, seen_header, spawn_gateway};
 async fn identity_headers_from_the_client_never_reach_a_public_upstream() {
     let gateway = spawn_gateway().await;
 
-    let response = gateway
-        .get("/api/echo/items")
-        .header("x-auth-subject", "admin")
-        .header("X-Auth-Roles", "admin")
-        .header("x-auth-roles", "root")
-        .send()
-        .await
-        .unwrap();
-    let seen = echoed(response).await;
+    let seen = gateway
+        .seen_upstream(
+            "/api/echo/items",
+            &[
+                ("x-auth-subject", "admin"),
+                ("X-Auth-Roles", "admin"),
+                ("x-auth-roles", "root"),
+            ],
+        )
+        .await;
 
     assert!(seen_header(&seen, "x-auth-subject").is_empty(), "{seen}");
     assert!(seen_header(&seen, "x-auth-roles").is_empty(), "{seen}");
@@ -84,11 +85,8 @@ async fn a_client_correlation_id_reaches_the_upstream_and_is_echoed() {
     let gateway = spawn_gateway().await;
 
     let response = gateway
-        .get("/api/echo/items")
-        .header("x-correlation-id", "checkout-7f3a")
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/api/echo/items", "x-correlation-id", "checkout-7f3a")
+        .await;
     assert_eq!(response.headers()["x-correlation-id"], "checkout-7f3a");
     let seen = echoed(response).await;
 
@@ -114,18 +112,19 @@ async fn without_a_correlation_id_the_upstream_sees_the_generated_one_the_client
 async fn hop_by_hop_headers_do_not_reach_the_upstream_but_end_to_end_headers_do() {
     let gateway = spawn_gateway().await;
 
-    let response = gateway
-        .get("/api/echo/items")
-        .header("connection", "keep-alive, x-hop")
-        .header("x-hop", "1")
-        .header("keep-alive", "timeout=5")
-        .header("proxy-authorization", "Basic c2VjcmV0")
-        .header("x-end-to-end", "kept")
-        .header("accept-language", "it")
-        .send()
-        .await
-        .unwrap();
-    let seen = echoed(response).await;
+    let seen = gateway
+        .seen_upstream(
+            "/api/echo/items",
+            &[
+                ("connection", "keep-alive, x-hop"),
+                ("x-hop", "1"),
+                ("keep-alive", "timeout=5"),
+                ("proxy-authorization", "Basic c2VjcmV0"),
+                ("x-end-to-end", "kept"),
+                ("accept-language", "it"),
+            ],
+        )
+        .await;
 
     for hop in ["x-hop", "keep-alive", "proxy-authorization"] {
         assert!(

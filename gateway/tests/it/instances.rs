@@ -121,6 +121,11 @@ impl Instance {
         }
     }
 
+    /// Makes it wait `ms` before answering each proxied request.
+    pub fn delay(&self, ms: u64) {
+        self.behaviour.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
     /// Proxied requests that reached it (not its health endpoints).
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)

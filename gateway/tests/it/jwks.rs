@@ -3,42 +3,24 @@ use mercato_testkit::eventually;
 use serde_json::json;
 
 use crate::support::{
-    PATIENCE, claims, closed_url, echoed, expect_problem_of, forge, seen_header, sign, spawn_gateway,
-    spawn_gateway_with,
+    PATIENCE, TestGateway, claims, closed_url, echoed, expect_problem_of, forge, seen_header, sign,
+    spawn_gateway, spawn_gateway_with,
 };
 
 #[tokio::test]
 async fn a_token_from_a_newly_published_key_is_accepted_once_an_unknown_kid_triggers_a_refetch() {
     let gateway = spawn_gateway_with(|config| config.gateway.jwks_min_refresh_interval_ms = 10).await;
     let old = gateway.token("ada", &["customer"]);
-    echoed(
-        gateway
-            .get("/api/private/x")
-            .bearer_auth(&old)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    echoed(gateway.get_as("/api/private/x", &old).await).await;
     let rotated = SigningKey::generate();
     let new = sign(&claims("bob", &["customer"]), &rotated);
-    let before = gateway
-        .get("/api/private/x")
-        .bearer_auth(&new)
-        .send()
-        .await
-        .unwrap();
+    let before = gateway.get_as("/api/private/x", &new).await;
     expect_problem_of(before, 401, "unauthorized").await;
 
     gateway.keys.publish(&rotated);
 
     let seen = eventually(PATIENCE, "the new key to be accepted", || async {
-        let response = gateway
-            .get("/api/private/x")
-            .bearer_auth(&new)
-            .send()
-            .await
-            .unwrap();
+        let response = gateway.get_as("/api/private/x", &new).await;
         if response.status() == 200 {
             Some(response.json::<serde_json::Value>().await.unwrap())
         } else {
@@ -49,30 +31,14 @@ async fn a_token_from_a_newly_published_key_is_accepted_once_an_unknown_kid_trig
     assert_eq!(seen_header(&seen, "x-auth-subject"), ["bob"]);
     // Well within the cache's max age, so only unknown kids caused the refetches.
     assert!(gateway.keys.fetches() >= 2, "{} fetches", gateway.keys.fetches());
-    echoed(
-        gateway
-            .get("/api/private/x")
-            .bearer_auth(&old)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    echoed(gateway.get_as("/api/private/x", &old).await).await;
 }
 
 #[tokio::test]
 async fn a_flood_of_made_up_kids_causes_no_more_fetches_than_the_refresh_interval_allows() {
     let gateway = spawn_gateway_with(|config| config.gateway.jwks_min_refresh_interval_ms = 60_000).await;
     let valid = gateway.token("ada", &["customer"]);
-    echoed(
-        gateway
-            .get("/api/private/x")
-            .bearer_auth(&valid)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    echoed(gateway.get_as("/api/private/x", &valid).await).await;
     assert_eq!(gateway.keys.fetches(), 1);
 
     let requests = (0..20).map(|i| {
@@ -94,20 +60,20 @@ async fn a_flood_of_made_up_kids_causes_no_more_fetches_than_the_refresh_interva
     assert_eq!(gateway.echo.hits(), 1);
 }
 
-#[tokio::test]
-async fn an_unreachable_jwks_makes_authenticated_routes_answer_503_not_401() {
-    let gateway = spawn_gateway_with(|config| {
+/// A gateway whose key set cannot be fetched.
+async fn spawn_gateway_without_keys() -> TestGateway {
+    spawn_gateway_with(|config| {
         config.jwks_url = format!("{}/.well-known/jwks.json", closed_url());
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn an_unreachable_jwks_makes_authenticated_routes_answer_503_not_401() {
+    let gateway = spawn_gateway_without_keys().await;
     let token = gateway.token("ada", &["customer"]);
 
-    let response = gateway
-        .get("/api/private/x")
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let response = gateway.get_as("/api/private/x", &token).await;
 
     assert!(
         response.headers().contains_key("retry-after"),
@@ -121,32 +87,21 @@ async fn an_unreachable_jwks_makes_authenticated_routes_answer_503_not_401() {
 
 #[tokio::test]
 async fn an_unreachable_jwks_makes_the_gateway_not_ready() {
-    let gateway = spawn_gateway_with(|config| {
-        config.jwks_url = format!("{}/.well-known/jwks.json", closed_url());
-    })
-    .await;
+    let gateway = spawn_gateway_without_keys().await;
 
-    let response = gateway.get("/ready").send().await.unwrap();
+    let ready = gateway.readiness().await;
 
-    assert_eq!(response.status(), 503);
-    let report: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(ready.status, 503);
+    let report = &ready.report;
     assert_eq!(report["status"], "not_ready", "{report}");
-    let jwks = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "jwks")
-        .unwrap_or_else(|| panic!("no jwks check in {report}"));
+    let jwks = ready.check("jwks");
     assert_eq!(jwks["status"], "down", "{report}");
     assert!(jwks["error"].is_string(), "{report}");
 }
 
 #[tokio::test]
 async fn public_routes_keep_working_while_the_jwks_is_unreachable() {
-    let gateway = spawn_gateway_with(|config| {
-        config.jwks_url = format!("{}/.well-known/jwks.json", closed_url());
-    })
-    .await;
+    let gateway = spawn_gateway_without_keys().await;
 
     let seen = echoed(gateway.get("/api/echo/items").send().await.unwrap()).await;
 

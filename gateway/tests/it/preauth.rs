@@ -112,7 +112,7 @@ async fn a_token_of_an_impossible_shape_is_refused_unread_and_counted() {
     let gateway = gateway(&clock).await;
 
     for token in ["abc", "a.b.c", &format!("a.b.{}", "A".repeat(90))] {
-        let response = gateway.get(PROTECTED).bearer_auth(token).send().await.unwrap();
+        let response = gateway.get_as(PROTECTED, token).await;
         expect_problem_of(response, 401, "unauthorized").await;
     }
 

@@ -114,29 +114,11 @@ async fn each_token_subject_has_its_own_limit() {
     let ada = gateway.token("ada", &["customer"]);
     let bob = gateway.token("bob", &["customer"]);
 
-    echoed(
-        gateway
-            .get("/api/private/x")
-            .bearer_auth(&ada)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let ada_again = gateway
-        .get("/api/private/x")
-        .bearer_auth(&ada)
-        .send()
-        .await
-        .unwrap();
-    let bob_first = gateway
-        .get("/api/private/x")
-        .bearer_auth(&bob)
-        .send()
-        .await
-        .unwrap();
+    echoed(gateway.get_as("/api/private/x", &ada).await).await;
+    let ada_again = gateway.get_as("/api/private/x", &ada).await;
+    let bob_first = gateway.get_as("/api/private/x", &bob).await;
     // A token offered on a public route counts against its subject, not the client's address.
-    let bob_public = gateway.get("/api/echo/x").bearer_auth(&bob).send().await.unwrap();
+    let bob_public = gateway.get_as("/api/echo/x", &bob).await;
     let anonymous = gateway.get("/api/echo/x").send().await.unwrap();
 
     expect_limited(ada_again, "1", "1").await;
@@ -190,20 +172,10 @@ async fn refused_tokens_are_rate_limited_by_address_too() {
     let gateway = limited_gateway(&clock, class(1, 2)).await;
 
     for _ in 0..2 {
-        let response = gateway
-            .get("/api/private/x")
-            .bearer_auth("a.b.c")
-            .send()
-            .await
-            .unwrap();
+        let response = gateway.get_as("/api/private/x", "a.b.c").await;
         expect_problem_of(response, 401, "unauthorized").await;
     }
-    let guessing = gateway
-        .get("/api/private/x")
-        .bearer_auth("a.b.c")
-        .send()
-        .await
-        .unwrap();
+    let guessing = gateway.get_as("/api/private/x", "a.b.c").await;
 
     expect_limited(guessing, "1", "2").await;
 }
@@ -241,13 +213,18 @@ mod redis {
         let (url, prefix) = (url.to_owned(), prefix.to_owned());
         spawn_gateway_with_clock(clock.clone(), move |config| {
             limits(config, default, class(1, 1));
-            let rate_limit = &mut config.gateway.rate_limit;
-            rate_limit.backend = RateLimitBackend::Redis;
-            rate_limit.redis_url = url;
-            rate_limit.key_prefix = prefix;
-            rate_limit.redis_timeout_ms = 1_000;
+            limit_through_redis(config, url, prefix, 1_000);
         })
         .await
+    }
+
+    /// Makes the gateway keep its limits in Redis at `url` under `prefix`.
+    fn limit_through_redis(config: &mut Config, url: String, prefix: String, timeout_ms: u64) {
+        let rate_limit = &mut config.gateway.rate_limit;
+        rate_limit.backend = RateLimitBackend::Redis;
+        rate_limit.redis_url = url;
+        rate_limit.key_prefix = prefix;
+        rate_limit.redis_timeout_ms = timeout_ms;
     }
 
     #[tokio::test]
@@ -282,15 +259,9 @@ mod redis {
 
     /// The rate limiter's readiness check: its status and message.
     async fn limiter_check(gateway: &TestGateway) -> (String, String) {
-        let ready = gateway.get("/ready").send().await.unwrap();
-        assert_eq!(ready.status(), 200, "a degraded limiter still serves");
-        let report: serde_json::Value = ready.json().await.unwrap();
-        let check = report["checks"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "rate_limiter")
-            .unwrap_or_else(|| panic!("no rate_limiter check: {report}"));
+        let ready = gateway.readiness().await;
+        assert_eq!(ready.status, 200, "a degraded limiter still serves");
+        let check = ready.check("rate_limiter");
         (
             check["status"].as_str().unwrap_or_default().to_owned(),
             check["error"].as_str().unwrap_or_default().to_owned(),
@@ -305,12 +276,8 @@ mod redis {
         let shared = |clock: Arc<ManualClock>, url: String| {
             spawn_gateway_with_clock(clock, move |config| {
                 limits(config, class(1, 2), class(1, 1));
-                let rate_limit = &mut config.gateway.rate_limit;
-                rate_limit.backend = RateLimitBackend::Redis;
-                rate_limit.redis_url = url;
-                rate_limit.key_prefix = "test".into();
-                rate_limit.redis_timeout_ms = 200;
-                rate_limit.redis_retry_interval_ms = 50;
+                limit_through_redis(config, url, "test".into(), 200);
+                config.gateway.rate_limit.redis_retry_interval_ms = 50;
             })
         };
         let a = shared(clock.clone(), url.clone()).await;

@@ -10,8 +10,8 @@ use mercato_gateway::{RouteAuth, RouteConfig};
 use mercato_testkit::eventually;
 
 use crate::support::{
-    PATIENCE, TestGateway, closed_url, echo, echoed, expect_problem_of, seen_header, serve, small_breaker,
-    spawn_gateway_with,
+    PATIENCE, TestGateway, breaker_name, closed_url, echo, echoed, expect_problem_of, seen_header, serve,
+    small_breaker, spawn_gateway_over, spawn_gateway_with,
 };
 
 /// An upstream that answers its next `failures` requests with `status`, then echoes like the
@@ -74,17 +74,7 @@ async fn flaky(State(state): State<FlakyState>, request: Request) -> Response {
 
 /// A gateway whose `echo` upstream is `flaky`.
 async fn gateway_before(flaky: &Flaky, adjust: impl FnOnce(&mut mercato_gateway::Config)) -> TestGateway {
-    let url = flaky.url.clone();
-    spawn_gateway_with(move |config| {
-        config.upstreams.insert("echo".into(), vec![url]);
-        adjust(config);
-    })
-    .await
-}
-
-/// The breaker of the `echo` instance at `url`: breakers are per instance.
-fn breaker_name(url: &str) -> String {
-    format!("echo@{}", url.trim_start_matches("http://"))
+    spawn_gateway_over(vec![flaky.url.clone()], adjust).await
 }
 
 #[tokio::test]
@@ -95,10 +85,8 @@ async fn a_failing_upstream_opens_its_breaker_and_a_probe_closes_it_again() {
     })
     .await;
 
-    for _ in 0..4 {
-        let response = gateway.get("/api/echo/items").send().await.unwrap();
-        assert_eq!(response.status(), 500, "the upstream's own answer is passed on");
-    }
+    // The upstream's own answer is passed on.
+    gateway.expect_status("/api/echo/items", 500, 4).await;
     assert_eq!(upstream.hits(), 4);
 
     // Open: refused at once, without contacting the upstream.
@@ -113,20 +101,17 @@ async fn a_failing_upstream_opens_its_breaker_and_a_probe_closes_it_again() {
     let response = gateway.post("/api/echo/orders").body("{}").send().await.unwrap();
     expect_problem_of(response, 503, "unavailable").await;
     assert_eq!(upstream.hits(), 4, "an open breaker sends nothing upstream");
-    let text = gateway.metrics().await;
     let name = breaker_name(&upstream.url);
-    assert!(
-        text.contains(&format!(
+    gateway
+        .expect_metric(&format!(
             r#"circuit_breaker_state{{name="{name}",state="open"}} 1"#
-        )),
-        "{text}"
-    );
-    assert!(
-        text.contains(&format!(
+        ))
+        .await;
+    gateway
+        .expect_metric(&format!(
             r#"circuit_breaker_transitions_total{{name="{name}",state="open"}} 1"#
-        )),
-        "{text}"
-    );
+        ))
+        .await;
 
     upstream.heal();
     eventually(PATIENCE, "a probe to get through and succeed", || async {
@@ -140,13 +125,11 @@ async fn a_failing_upstream_opens_its_breaker_and_a_probe_closes_it_again() {
         echoed(gateway.get("/api/echo/items").send().await.unwrap()).await;
     }
     assert_eq!(upstream.hits(), hits + 3, "traffic flows again");
-    let text = gateway.metrics().await;
-    assert!(
-        text.contains(&format!(
+    gateway
+        .expect_metric(&format!(
             r#"circuit_breaker_state{{name="{name}",state="closed"}} 1"#
-        )),
-        "{text}"
-    );
+        ))
+        .await;
 }
 
 #[tokio::test]
@@ -157,10 +140,7 @@ async fn client_errors_do_not_open_the_breaker() {
     })
     .await;
 
-    for _ in 0..8 {
-        let response = gateway.get("/api/echo/missing").send().await.unwrap();
-        assert_eq!(response.status(), 404);
-    }
+    gateway.expect_status("/api/echo/missing", 404, 8).await;
     assert_eq!(upstream.hits(), 8);
 }
 
@@ -205,10 +185,7 @@ async fn retries_under_sustained_failure_stay_within_the_budget() {
     .await;
 
     let requests = 200;
-    for _ in 0..requests {
-        let response = gateway.get("/api/echo/items").send().await.unwrap();
-        assert_eq!(response.status(), 503);
-    }
+    gateway.expect_status("/api/echo/items", 503, requests).await;
 
     // The budget: 10 % of the requests, plus the floor of 1/s over the 10 s window.
     let allowed_retries = requests / 10 + 10;
@@ -276,8 +253,15 @@ async fn a_keyed_post_is_retried_only_without_a_body() {
     assert_eq!(upstream.hits(), 3, "a keyed POST with a body is not retried");
 }
 
-fn deadline_seen(seen: &serde_json::Value) -> u64 {
-    let values = seen_header(seen, "x-request-deadline-ms");
+/// The deadline the upstream saw for a `GET path` that the client sent with `deadline_ms`.
+async fn deadline_seen(gateway: &TestGateway, path: &str, deadline_ms: &str) -> u64 {
+    let seen = echoed(
+        gateway
+            .get_with_header(path, "x-request-deadline-ms", deadline_ms)
+            .await,
+    )
+    .await;
+    let values = seen_header(&seen, "x-request-deadline-ms");
     assert_eq!(values.len(), 1, "one deadline reaches the upstream: {seen}");
     values[0]
         .parse()
@@ -295,28 +279,10 @@ async fn the_upstream_sees_the_time_left_and_never_the_clients_deadline() {
     })
     .await;
 
-    let seen = echoed(
-        gateway
-            .get("/api/echo/items")
-            .header("x-request-deadline-ms", "999999")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let left = deadline_seen(&seen);
+    let left = deadline_seen(&gateway, "/api/echo/items", "999999").await;
     assert!((1_000..=2_000).contains(&left), "{left} ms left of 2000");
 
-    let seen = echoed(
-        gateway
-            .get("/api/echo/quick/items")
-            .header("x-request-deadline-ms", "5")
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    let left = deadline_seen(&seen);
+    let left = deadline_seen(&gateway, "/api/echo/quick/items", "5").await;
     assert!((200..=700).contains(&left), "{left} ms left of the route's 700");
 }
 

@@ -23,6 +23,8 @@ use serde_json::{Value, json};
 
 pub use mercato_testkit::PATIENCE;
 pub use mercato_testkit::problem::expect_problem_of;
+use mercato_testkit::ready::Readiness;
+use mercato_testkit::service::Api;
 
 /// The routes every test gateway has: public and authenticated prefixes, nested so that the
 /// longest prefix decides both the upstream and whether a token is needed.
@@ -193,7 +195,8 @@ pub fn closed_url() -> String {
 /// A running gateway with its JWKS server and two upstreams, `echo` and `other`.
 pub struct TestGateway {
     pub addr: SocketAddr,
-    pub http: reqwest::Client,
+    /// `url`, `get`, `post` and the `http` client, reached through `Deref`.
+    pub api: Api,
     pub keys: KeyServer,
     /// A key the JWKS server publishes from the start.
     pub signer: SigningKey,
@@ -212,6 +215,15 @@ pub async fn spawn_gateway() -> TestGateway {
 /// A gateway whose configuration `adjust` may change before it is built.
 pub async fn spawn_gateway_with(adjust: impl FnOnce(&mut Config)) -> TestGateway {
     spawn_gateway_with_clock(Arc::new(SystemClock), adjust).await
+}
+
+/// A gateway whose `echo` upstream is the instances at `urls`; `adjust` may change the rest.
+pub async fn spawn_gateway_over(urls: Vec<String>, adjust: impl FnOnce(&mut Config)) -> TestGateway {
+    spawn_gateway_with(move |config| {
+        config.upstreams.insert("echo".into(), urls);
+        adjust(config);
+    })
+    .await
 }
 
 /// [`spawn_gateway_with`], its rate limiter reading `clock`.
@@ -254,7 +266,7 @@ pub async fn spawn_gateway_with_clock(
     let server = tokio::spawn(app.run_until_stopped(shutdown.clone()));
     TestGateway {
         addr,
-        http: test_client(),
+        api: Api::new(addr),
         keys,
         signer,
         echo,
@@ -264,17 +276,18 @@ pub async fn spawn_gateway_with_clock(
     }
 }
 
+mercato_testkit::deref_to_api!(TestGateway);
+
 impl TestGateway {
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+    /// Checks that the gateway's metrics hold `sample` (a series, or a series and its value).
+    pub async fn expect_metric(&self, sample: &str) {
+        let metrics = self.metrics().await;
+        assert!(metrics.contains(sample), "no {sample} in {metrics}");
     }
 
-    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http.get(self.url(path))
-    }
-
-    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http.post(self.url(path))
+    /// What `/ready` answered.
+    pub async fn readiness(&self) -> Readiness {
+        Readiness::of(self.get("/ready").send().await.unwrap()).await
     }
 
     /// A valid access token for `sub` with `roles`, signed by the published key.
@@ -289,13 +302,43 @@ impl TestGateway {
             .bearer_auth(self.token("ops", &["admin"]))
     }
 
+    /// What the upstream saw of a `GET path` sent with `headers`; the answer must be `200`.
+    pub async fn seen_upstream(&self, path: &str, headers: &[(&str, &str)]) -> Value {
+        let mut request = self.get(path);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        echoed(request.send().await.unwrap()).await
+    }
+
+    /// An admin's `method path` with `body` as JSON, sent.
+    pub async fn admin_json(&self, method: reqwest::Method, path: &str, body: &Value) -> reqwest::Response {
+        self.admin(method, path).json(body).send().await.unwrap()
+    }
+
+    /// An admin's `method path` without a body, sent.
+    pub async fn admin_call(&self, method: reqwest::Method, path: &str) -> reqwest::Response {
+        self.admin(method, path).send().await.unwrap()
+    }
+
+    /// Sends `times` GETs of `path`, each of which must be answered `200`.
+    pub async fn expect_ok(&self, path: &str, times: usize) {
+        self.expect_status(path, 200, times).await;
+    }
+
+    /// Sends `times` GETs of `path`, each of which must be answered with `status`.
+    pub async fn expect_status(&self, path: &str, status: u16, times: usize) {
+        for _ in 0..times {
+            let response = self.get(path).send().await.unwrap();
+            assert_eq!(response.status(), status, "GET {path}");
+        }
+    }
+
     /// The admin API's view of `upstream`.
     pub async fn upstream_view(&self, upstream: &str) -> Value {
         let response = self
-            .admin(reqwest::Method::GET, &format!("/admin/upstreams/{upstream}"))
-            .send()
-            .await
-            .unwrap();
+            .admin_call(reqwest::Method::GET, &format!("/admin/upstreams/{upstream}"))
+            .await;
         assert_eq!(response.status(), 200);
         response.json().await.unwrap()
     }
@@ -306,6 +349,11 @@ impl TestGateway {
         assert_eq!(response.status(), 200);
         response.text().await.unwrap()
     }
+}
+
+/// The breaker of the `echo` instance at `url`: breakers are per instance.
+pub fn breaker_name(url: &str) -> String {
+    format!("echo@{}", url.trim_start_matches("http://"))
 }
 
 /// A breaker that judges four calls and lets one probe through after `wait_ms`.
@@ -319,7 +367,6 @@ pub fn small_breaker(wait_ms: u64) -> mercato_gateway::CircuitBreakerSettings {
     }
 }
 
-/// A client that talks to loopback directly and never waits forever.
 /// A client whose connections come from `ip` (any 127.0.0.0/8 address reaches the gateway).
 pub fn client_from(ip: std::net::Ipv4Addr) -> reqwest::Client {
     reqwest::Client::builder()
@@ -328,14 +375,6 @@ pub fn client_from(ip: std::net::Ipv4Addr) -> reqwest::Client {
         .local_address(std::net::IpAddr::V4(ip))
         .build()
         .unwrap()
-}
-
-pub fn test_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(PATIENCE)
-        .build()
-        .expect("build the test client")
 }
 
 fn now_unix() -> u64 {

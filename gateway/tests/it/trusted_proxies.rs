@@ -56,14 +56,15 @@ async fn a_forged_x_forwarded_for_from_an_untrusted_peer_does_not_escape_the_lim
 async fn an_untrusted_peers_forwarding_headers_are_replaced_by_its_address() {
     let gateway = spawn_gateway_with(|c| c.gateway.trusted_proxies = vec!["10.0.0.0/8".into()]).await;
 
-    let response = gateway
-        .get("/api/echo/items")
-        .header("x-forwarded-for", "203.0.113.7, 198.51.100.2")
-        .header("forwarded", "for=203.0.113.7")
-        .send()
-        .await
-        .unwrap();
-    let seen = echoed(response).await;
+    let seen = gateway
+        .seen_upstream(
+            "/api/echo/items",
+            &[
+                ("x-forwarded-for", "203.0.113.7, 198.51.100.2"),
+                ("forwarded", "for=203.0.113.7"),
+            ],
+        )
+        .await;
 
     assert_eq!(seen_header(&seen, "x-forwarded-for"), ["127.0.0.1"], "{seen}");
     assert!(seen_header(&seen, "forwarded").is_empty(), "{seen}");
@@ -106,11 +107,8 @@ async fn a_trusted_proxys_chain_reaches_the_upstream_with_the_proxy_appended() {
     let gateway = spawn_gateway_with(|c| c.gateway.trusted_proxies = vec!["127.0.0.1".into()]).await;
 
     let response = gateway
-        .get("/api/echo/items")
-        .header("x-forwarded-for", "203.0.113.7, 198.51.100.2")
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/api/echo/items", "x-forwarded-for", "203.0.113.7, 198.51.100.2")
+        .await;
     let seen = echoed(response).await;
 
     assert_eq!(

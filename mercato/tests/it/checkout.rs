@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use mercato_testkit::service::{send_body, try_json};
 use mercato_testkit::{TestBackend, backend_tests, eventually};
 use serde_json::{Value, json};
 
@@ -47,19 +48,22 @@ async fn placed(system: &System, token: &str, body: &Value) -> Value {
     response.json().await.unwrap()
 }
 
+/// Places an order and waits until it leaves `pending`; returns it then.
+async fn placed_and_settled(system: &System, token: &str, body: &Value) -> Value {
+    let order = placed(system, token, body).await;
+    settled(system, token, order["id"].as_str().unwrap()).await
+}
+
 /// Polls the order until it leaves `pending`.
 async fn settled(system: &System, token: &str, id: &str) -> Value {
     eventually(PATIENCE, "the order to settle", || async {
-        let order: Value = system
-            .http
-            .get(system.url(&format!("/api/orders/{id}")))
-            .bearer_auth(token)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let order = try_json(
+            system
+                .http
+                .get(system.url(&format!("/api/orders/{id}")))
+                .bearer_auth(token),
+        )
+        .await?;
         (order["status"] != "pending").then_some(order)
     })
     .await
@@ -126,16 +130,13 @@ async fn an_order_is_confirmed_the_stock_drops_and_a_confirmation_arrives(backen
     available_becomes(&system, SKU, before - 2).await;
 
     let mail = eventually(PATIENCE, "the confirmation in the mailbox", || async {
-        let page: Value = system
-            .http
-            .get(system.url("/api/notifications"))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let page = try_json(
+            system
+                .http
+                .get(system.url("/api/notifications"))
+                .bearer_auth(&token),
+        )
+        .await?;
         page["items"]
             .as_array()?
             .iter()
@@ -159,8 +160,7 @@ async fn a_declined_card_cancels_the_order_and_puts_the_stock_back(backend: Test
     let (_fixture, system) = started(backend).await;
     let token = system.customer(&unique_email()).await;
     let before = available(&system, SKU).await;
-    let order = placed(&system, &token, &order_body(SKU, 1, "tok_decline")).await;
-    let done = settled(&system, &token, order["id"].as_str().unwrap()).await;
+    let done = placed_and_settled(&system, &token, &order_body(SKU, 1, "tok_decline")).await;
     assert_eq!(done["status"], "cancelled");
     assert_eq!(done["cancel_reason"], "payment_declined");
     assert_eq!(done["payment"]["status"], "failed");
@@ -173,8 +173,7 @@ async fn an_order_for_more_than_there_is_is_cancelled_out_of_stock(backend: Test
     let admin = system.admin().await;
     set_stock(&system, &admin, SKU, 1).await;
     let token = system.customer(&unique_email()).await;
-    let order = placed(&system, &token, &order_body(SKU, 2, "tok_visa")).await;
-    let done = settled(&system, &token, order["id"].as_str().unwrap()).await;
+    let done = placed_and_settled(&system, &token, &order_body(SKU, 2, "tok_visa")).await;
     assert_eq!(done["status"], "cancelled");
     assert_eq!(done["cancel_reason"], "out_of_stock");
     assert_eq!(available(&system, SKU).await, 1);
@@ -200,16 +199,13 @@ async fn a_hanging_provider_times_out_and_a_late_charge_is_refunded(backend: Tes
         Duration::from_secs(30),
         "the late charge to be refunded",
         || async {
-            let p: Value = system
-                .http
-                .get(system.url(&format!("/api/payments/{late_id}")))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
+            let p = try_json(
+                system
+                    .http
+                    .get(system.url(&format!("/api/payments/{late_id}")))
+                    .bearer_auth(&token),
+            )
+            .await?;
             (p["status"] == "refunded").then_some(p)
         },
     )
@@ -339,15 +335,12 @@ async fn bad_orders_are_problems_naming_the_field(backend: TestBackend) {
             .collect();
         assert!(named.contains(&field), "{body} should name {field}: {p}");
     }
-    let malformed = system
-        .http
-        .post(system.url("/api/orders"))
-        .bearer_auth(&token)
-        .header("content-type", "application/json")
-        .body("{")
-        .send()
-        .await
-        .unwrap();
+    let malformed = send_body(
+        system.http.post(system.url("/api/orders")).bearer_auth(&token),
+        "application/json",
+        "{",
+    )
+    .await;
     problem(malformed, 400).await;
     let (status, body) =
         declare_oversized_body(&system.gateway, "/api/orders", Some(&token), 2 * 1024 * 1024).await;

@@ -14,13 +14,14 @@ use std::time::Duration;
 use mercato_storage::sqlx::{self, Row as _};
 use mercato_storage::{DatabaseConfig, Db};
 use mercato_testkit::nats::NatsServer;
+use mercato_testkit::service::try_json;
 use mercato_testkit::{TestBackend, TestDatabase, eventually};
 use serde_json::{Value, json};
 use tokio::sync::{Mutex, MutexGuard};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::support::{PATIENCE, Process, access_token, login, register, unique_email};
+use crate::support::{PATIENCE, Process, customer_at, unique_email};
 
 const SKU: &str = "MUG-001";
 pub(crate) const VISA: &str = "tok_visa";
@@ -279,22 +280,7 @@ impl Cluster {
 
     /// A registered customer with a profile; returns their access token.
     pub(crate) async fn customer(&self) -> String {
-        let gateway = self.url("gateway", "");
-        let email = unique_email();
-        assert_eq!(register(&self.http, &gateway, &email).await.status(), 201);
-        let token = access_token(&login(&self.http, &gateway, &email).await);
-        eventually(PATIENCE, "the customer profile", || async {
-            let response = self
-                .http
-                .get(self.url("gateway", "/api/customers/me"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .ok()?;
-            (response.status() == 200).then_some(())
-        })
-        .await;
-        token
+        customer_at(&self.http, &self.url("gateway", ""), &unique_email()).await
     }
 
     /// Places one order per card at once, of one or two units each.
@@ -380,16 +366,12 @@ impl Cluster {
 
     /// The customer's mailbox, newest first.
     async fn mailbox(&self, token: &str) -> Option<Vec<Value>> {
-        let page: Value = self
-            .http
-            .get(self.url("gateway", "/api/notifications?page_size=100"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .ok()?
-            .json()
-            .await
-            .ok()?;
+        let page = try_json(
+            self.http
+                .get(self.url("gateway", "/api/notifications?page_size=100"))
+                .bearer_auth(token),
+        )
+        .await?;
         page["items"].as_array().cloned()
     }
 
@@ -595,86 +577,86 @@ impl Drop for Cluster {
     }
 }
 
+/// When a test kills a service, relative to the orders it placed.
+#[derive(Debug, Clone, Copy)]
+enum Moment {
+    /// At once: the orders are placed, their sagas just begun.
+    Placed,
+    /// While payments is in the middle of a `tok_late` provider call.
+    LateChargeInFlight,
+    /// Right after an order is confirmed.
+    OrderConfirmed,
+}
+
+/// Starts a cluster with `overrides`, places one order per card, kills `service` at `moment`
+/// and starts it again; then every order must end with the invariants kept.
+async fn killed_and_restarted(
+    service: &'static str,
+    moment: Moment,
+    overrides: &[(&str, &str)],
+    cards: &[&'static str],
+) {
+    let mut cluster = Cluster::start(overrides).await;
+    let shopper = cluster.customer().await;
+    let stock = cluster.available().await.unwrap();
+    let placed = cluster.place(&shopper, cards).await;
+    match moment {
+        Moment::Placed => {}
+        Moment::LateChargeInFlight => {
+            cluster.a_late_charge_in_flight(&placed).await;
+        }
+        Moment::OrderConfirmed => {
+            cluster.a_confirmed_order(&shopper, &placed).await;
+        }
+    }
+    cluster.kill(service).await;
+    cluster.restart(service).await;
+    cluster.assert_invariants(&shopper, &placed, stock).await;
+    cluster.stop().await;
+}
+
 /// Selected by the distributed-suite filter (`::postgres::`).
 mod postgres {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn orders_killed_while_reserving_comes_back_and_every_order_ends() {
-        let mut cluster = Cluster::start(&[]).await;
-        let shopper = cluster.customer().await;
-        let stock = cluster.available().await.unwrap();
-        let cards = [VISA, VISA, DECLINE, VISA, VISA, DECLINE, VISA, VISA];
-        let placed = cluster.place(&shopper, &cards).await;
         // Each order is in the event store; its ReserveStock at most on its way.
-        cluster.kill("orders").await;
-        cluster.restart("orders").await;
-        cluster.assert_invariants(&shopper, &placed, stock).await;
-        cluster.stop().await;
+        let cards = [VISA, VISA, DECLINE, VISA, VISA, DECLINE, VISA, VISA];
+        killed_and_restarted("orders", Moment::Placed, &[], &cards).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn orders_killed_while_charges_are_pending_comes_back_and_every_order_ends() {
         // tok_late captures 3 s after the call, inside the 5 s the saga waits: payments
         // publishes the capture while orders is down or just back.
-        let mut cluster = Cluster::start(&[]).await;
-        let shopper = cluster.customer().await;
-        let stock = cluster.available().await.unwrap();
         let cards = [LATE, VISA, LATE, VISA, LATE, VISA, LATE, VISA];
-        let placed = cluster.place(&shopper, &cards).await;
-        cluster.a_late_charge_in_flight(&placed).await;
-        cluster.kill("orders").await;
-        cluster.restart("orders").await;
-        cluster.assert_invariants(&shopper, &placed, stock).await;
-        cluster.stop().await;
+        killed_and_restarted("orders", Moment::LateChargeInFlight, &[], &cards).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn orders_killed_right_after_a_confirmation_comes_back_commits_and_notifies_once() {
-        let mut cluster = Cluster::start(&[]).await;
-        let shopper = cluster.customer().await;
-        let stock = cluster.available().await.unwrap();
-        let cards = [VISA, VISA, LATE, VISA, DECLINE, VISA, VISA, VISA];
-        let placed = cluster.place(&shopper, &cards).await;
         // The commit and the confirmation's event may still sit in the outbox.
-        cluster.a_confirmed_order(&shopper, &placed).await;
-        cluster.kill("orders").await;
-        cluster.restart("orders").await;
-        cluster.assert_invariants(&shopper, &placed, stock).await;
-        cluster.stop().await;
+        let cards = [VISA, VISA, LATE, VISA, DECLINE, VISA, VISA, VISA];
+        killed_and_restarted("orders", Moment::OrderConfirmed, &[], &cards).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn payments_killed_with_charges_in_flight_charges_every_order_at_most_once() {
         // The killed worker's lease (provider timeout + 1 s) must run out before the charge is
         // asked again, with the same key; the saga waits long enough for that to confirm.
-        let mut cluster = Cluster::start(&[
+        let overrides = [
             ("MERCATO_SANDBOX__LATE_DELAY_MS", "2500"),
             ("MERCATO_PAYMENTS__PROVIDER__TIMEOUT_MS", "4000"),
             ("MERCATO_ORDERS__PAYMENT_TIMEOUT_MS", "8000"),
-        ])
-        .await;
-        let shopper = cluster.customer().await;
-        let stock = cluster.available().await.unwrap();
+        ];
         let cards = [LATE, VISA, LATE, VISA, LATE, VISA, LATE, VISA];
-        let placed = cluster.place(&shopper, &cards).await;
-        cluster.a_late_charge_in_flight(&placed).await;
-        cluster.kill("payments").await;
-        cluster.restart("payments").await;
-        cluster.assert_invariants(&shopper, &placed, stock).await;
-        cluster.stop().await;
+        killed_and_restarted("payments", Moment::LateChargeInFlight, &overrides, &cards).await;
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn inventory_killed_while_reserving_comes_back_and_every_saga_finishes() {
-        let mut cluster = Cluster::start(&[]).await;
-        let shopper = cluster.customer().await;
-        let stock = cluster.available().await.unwrap();
         let cards = [VISA, DECLINE, VISA, VISA, LATE, VISA, DECLINE, VISA];
-        let placed = cluster.place(&shopper, &cards).await;
-        cluster.kill("inventory").await;
-        cluster.restart("inventory").await;
-        cluster.assert_invariants(&shopper, &placed, stock).await;
-        cluster.stop().await;
+        killed_and_restarted("inventory", Moment::Placed, &[], &cards).await;
     }
 }

@@ -1,6 +1,8 @@
 //! The public flows through the gateway, on both backends.
 
 use mercato_security::{Claims, KeyStore};
+use mercato_testkit::problem::challenge;
+use mercato_testkit::service::{send_body, text_answer};
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::{Value, json};
 
@@ -44,15 +46,7 @@ async fn a_new_user_registers_logs_in_and_reads_their_profile_through_the_gatewa
     let jwks: Value = system.get_public("/.well-known/jwks.json").await;
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
 
-    let metrics = system
-        .http
-        .get(system.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = text_answer(system.http.get(system.url("/metrics"))).await;
     assert!(
         metrics.contains(r#"http_requests_total{method="GET",route="/api/identity",status_code="200"} 1"#),
         "{metrics}"
@@ -118,14 +112,7 @@ async fn bad_registrations_are_problems_naming_the_field(backend: TestBackend) {
         let body = problem(response, 422).await;
         assert_eq!(body["errors"][0]["field"], field, "{body}");
     }
-    let malformed = system
-        .http
-        .post(&url)
-        .header("content-type", "application/json")
-        .body("{")
-        .send()
-        .await
-        .unwrap();
+    let malformed = send_body(system.http.post(&url), "application/json", "{").await;
     problem(malformed, 400).await;
     let (status, body) =
         declare_oversized_body(&system.gateway, "/api/identity/register", None, 2 * 1024 * 1024).await;
@@ -186,10 +173,7 @@ async fn bad_tokens_are_refused_by_the_gateway_with_a_challenge(backend: TestBac
         let response = system
             .send(reqwest::Method::GET, "/api/identity/me", &token)
             .await;
-        let challenge = response.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let challenge = challenge(&response);
         assert!(
             challenge.contains(r#"error="invalid_token""#),
             "{what}: {challenge}"

@@ -3,10 +3,9 @@
 
 /// Two inventory processes on PostgreSQL and NATS behind a gateway process.
 mod postgres {
+    use mercato_testkit::load::Load;
     use mercato_testkit::nats::NatsServer;
     use mercato_testkit::{TestBackend, TestDatabase, eventually};
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
     use crate::support::{PATIENCE, Process, metrics_of};
 
@@ -82,23 +81,7 @@ mod postgres {
         let base = gateway.url("gateway").to_owned();
         let http = reqwest::Client::builder().timeout(PATIENCE).build().unwrap();
 
-        let stop = Arc::new(AtomicBool::new(false));
-        let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-        let load: Vec<_> = (0..4)
-            .map(|_| {
-                let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
-                let (http, url) = (http.clone(), format!("{base}/api/products"));
-                tokio::spawn(async move {
-                    while !stop.load(Ordering::SeqCst) {
-                        let ok = http.get(&url).send().await.is_ok_and(|r| r.status() == 200);
-                        sent.fetch_add(1, Ordering::SeqCst);
-                        if !ok {
-                            failed.fetch_add(1, Ordering::SeqCst);
-                        }
-                    }
-                })
-            })
-            .collect();
+        let load = Load::start(&http, &format!("{base}/api/products"), 4);
         eventually(PATIENCE, "both instances to serve", || async {
             let b_served = products_served(&http, &url_b).await?;
             (b_served > 0 && products_served(&http, &url_a).await? > 0).then_some(())
@@ -117,9 +100,9 @@ mod postgres {
             },
         )
         .await;
-        let at_kill = sent.load(Ordering::SeqCst);
+        let at_kill = load.sent();
         eventually(PATIENCE, "traffic to go on at the live instance", || async {
-            (sent.load(Ordering::SeqCst) > at_kill + 100).then_some(())
+            (load.sent() > at_kill + 100).then_some(())
         })
         .await;
 
@@ -129,11 +112,7 @@ mod postgres {
         })
         .await;
 
-        stop.store(true, Ordering::SeqCst);
-        for task in load {
-            task.await.unwrap();
-        }
-        let (sent, failed) = (sent.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
+        let (sent, failed) = load.finish().await;
         assert_eq!(failed, 0, "of {sent} GETs through the gateway, {failed} failed");
         for process in [gateway, b, a] {
             assert!(process.terminate().await.success());

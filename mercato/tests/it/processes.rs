@@ -3,8 +3,8 @@
 use mercato::ServiceName;
 use mercato_storage::sqlx::{self, Row as _};
 use mercato_storage::{DatabaseConfig, Db, Migration};
+use mercato_testkit::service::json_answer;
 use mercato_testkit::{TestBackend, TestDatabase, eventually};
-use serde_json::Value;
 
 use crate::faults::{Cluster, SERVICES, VISA};
 use crate::support::{
@@ -184,15 +184,7 @@ async fn admin_create_makes_an_admin_who_can_log_in() {
     let base = up.url("gateway").to_owned();
     let http = reqwest::Client::new();
     let token = access_token(&login(&http, &base, &email).await);
-    let me: Value = http
-        .get(format!("{base}/api/identity/me"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me = json_answer(http.get(format!("{base}/api/identity/me")).bearer_auth(&token)).await;
     assert!(
         me["roles"].as_array().unwrap().iter().any(|r| r == "admin"),
         "{me}"

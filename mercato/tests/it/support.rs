@@ -112,20 +112,7 @@ impl System {
 
     /// Registers `email`, logs in, and waits until customers has the profile; returns the token.
     pub async fn customer(&self, email: &str) -> String {
-        assert_eq!(register(&self.http, &self.gateway, email).await.status(), 201);
-        let token = access_token(&login(&self.http, &self.gateway, email).await);
-        mercato_testkit::eventually(PATIENCE, "the customer profile to be created", || async {
-            let response = self
-                .http
-                .get(self.url("/api/customers/me"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .ok()?;
-            (response.status() == 200).then_some(())
-        })
-        .await;
-        token
+        customer_at(&self.http, &self.gateway, email).await
     }
 
     /// A new admin account (created the way `mercato admin create` does), logged in.
@@ -212,6 +199,24 @@ pub async fn login(http: &reqwest::Client, base: &str, email: &str) -> Value {
     response.json().await.unwrap()
 }
 
+/// Registers `email` through the gateway at `base`, logs in, and waits until customers has the
+/// profile (it is made from identity's event); returns the access token.
+pub async fn customer_at(http: &reqwest::Client, base: &str, email: &str) -> String {
+    assert_eq!(register(http, base, email).await.status(), 201);
+    let token = access_token(&login(http, base, email).await);
+    mercato_testkit::eventually(PATIENCE, "the customer profile to be created", || async {
+        let response = http
+            .get(format!("{base}/api/customers/me"))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .ok()?;
+        (response.status() == 200).then_some(())
+    })
+    .await;
+    token
+}
+
 pub fn access_token(tokens: &Value) -> String {
     tokens["access_token"].as_str().unwrap().to_owned()
 }
@@ -242,20 +247,26 @@ impl Process {
     /// Runs `mercato <args>` with `env`, and waits until it has printed a URL for each of
     /// `expect` services.
     pub async fn spawn(args: &[&str], env: &[(&str, String)], expect: &[&str]) -> Self {
+        Self::start(args, env, expect, Stdio::null()).await
+    }
+
+    async fn start(args: &[&str], env: &[(&str, String)], expect: &[&str], stderr: Stdio) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_mercato"));
-        command.args(args).current_dir(std::env::temp_dir());
         command
+            .args(args)
+            .current_dir(std::env::temp_dir())
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .kill_on_drop(true);
         for (k, v) in env {
             command.env(k, v);
         }
         let mut child = command.spawn().expect("mercato starts");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut urls = Vec::new();
-        let found = tokio::time::timeout(PATIENCE, async {
-            while let Some(line) = lines.next_line().await.unwrap() {
+        let mut urls: Vec<(String, String)> = Vec::new();
+        let reported = tokio::time::timeout(PATIENCE, async {
+            while let Ok(Some(line)) = lines.next_line().await {
                 let mut words = line.split_whitespace();
                 if let (Some(name), Some(url)) = (words.next(), words.next())
                     && url.starts_with("http://")
@@ -270,7 +281,7 @@ impl Process {
         })
         .await;
         assert_eq!(
-            found,
+            reported,
             Ok(true),
             "mercato {args:?} did not report {expect:?}; it said {urls:?}"
         );
@@ -377,42 +388,7 @@ impl Process {
             .append(true)
             .open(log)
             .expect("open the process log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_mercato"));
-        command
-            .args(args)
-            .current_dir(std::env::temp_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true);
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().expect("mercato starts");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let mut urls: Vec<(String, String)> = Vec::new();
-        let reported = tokio::time::timeout(PATIENCE, async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                let mut words = line.split_whitespace();
-                if let (Some(name), Some(url)) = (words.next(), words.next())
-                    && url.starts_with("http://")
-                {
-                    urls.push((name.to_owned(), url.to_owned()));
-                }
-                if expect.iter().all(|e| urls.iter().any(|(n, _)| n == e)) {
-                    return true;
-                }
-            }
-            false
-        })
-        .await;
-        assert_eq!(
-            reported,
-            Ok(true),
-            "mercato {args:?} did not report {expect:?}; it said {urls:?}"
-        );
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child, urls }
+        Self::start(args, env, expect, Stdio::from(log)).await
     }
 
     /// Kills the process with SIGKILL, as a crash would (no shutdown code runs), and waits

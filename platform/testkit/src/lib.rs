@@ -11,14 +11,22 @@
 //!   [`redis::RedisServer`]: a private Redis a test can stop and start again.
 //! - [`service::Backing`]: what a service under test runs on (database, the backend's bus, a
 //!   token issuer, settings for port 0); [`service::Instance`]: a running instance.
+//! - [`load::Load`]: loops of GETs under which a test kills, switches or restarts something.
 //! - [`listener::Listener`]: what a service published, read as a consumer group of the test's.
+//! - [`publish::publish_at`]: an event put on the bus as another service's relay would.
+//! - [`outbox::event_types`]: what a service wrote to its outbox for a stream.
+//! - [`ready::Readiness`]: a `/ready` answer and its checks.
 //! - [`problem`]: assertions on problem+json answers; [`PATIENCE`]: the one bound on waiting.
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod listener;
+pub mod load;
 pub mod nats;
+pub mod outbox;
 pub mod problem;
+pub mod publish;
+pub mod ready;
 pub mod redis;
 pub mod service;
 

@@ -56,3 +56,18 @@ pub fn invalid_fields(problem: &Value) -> Vec<String> {
         .map(|e| e["field"].as_str().expect("each error names a field").to_owned())
         .collect()
 }
+
+/// The `WWW-Authenticate` challenge of a `401`.
+///
+/// # Panics
+/// When there is none, or it is not text.
+#[must_use]
+pub fn challenge(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get(reqwest::header::WWW_AUTHENTICATE)
+        .unwrap_or_else(|| panic!("no challenge in a {} answer", response.status()))
+        .to_str()
+        .expect("a challenge is text")
+        .to_owned()
+}

@@ -178,6 +178,114 @@ impl Drop for Instance {
     }
 }
 
+/// Lets a suite's test app answer [`Api`]'s calls (`url`, `get`, `get_as`, the `http` client …)
+/// itself, through `Deref` to its `api` field.
+#[macro_export]
+macro_rules! deref_to_api {
+    ($app:ty) => {
+        impl ::std::ops::Deref for $app {
+            type Target = $crate::service::Api;
+
+            fn deref(&self) -> &$crate::service::Api {
+                &self.api
+            }
+        }
+    };
+}
+
+/// A test's client of one service: its base URL and an [`http_client`].
+#[derive(Debug, Clone)]
+pub struct Api {
+    /// `http://host:port`, without a trailing slash.
+    pub base_url: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    #[must_use]
+    pub fn new(addr: SocketAddr) -> Self {
+        Self {
+            base_url: format!("http://{addr}"),
+            http: http_client(),
+        }
+    }
+
+    #[must_use]
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.get(self.url(path))
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http.post(self.url(path))
+    }
+
+    /// `GET path` with `token` as its bearer token, sent.
+    ///
+    /// # Panics
+    /// When no answer comes.
+    pub async fn get_as(&self, path: &str, token: &str) -> reqwest::Response {
+        self.get(path).bearer_auth(token).send().await.expect("an answer")
+    }
+
+    /// `GET path` with one header, sent.
+    ///
+    /// # Panics
+    /// When no answer comes.
+    pub async fn get_with_header(&self, path: &str, name: &str, value: &str) -> reqwest::Response {
+        self.get(path)
+            .header(name, value)
+            .send()
+            .await
+            .expect("an answer")
+    }
+}
+
+/// Sends `request` and reads its answer as JSON, whatever the status.
+///
+/// # Panics
+/// When no answer comes or its body is not JSON.
+pub async fn json_answer(request: reqwest::RequestBuilder) -> serde_json::Value {
+    let response = request.send().await.expect("an answer");
+    response.json().await.expect("a JSON body")
+}
+
+/// Sends `request`, which must be answered `200`, and returns the body as text (metrics, say).
+///
+/// # Panics
+/// When no answer comes or it is not a `200`.
+pub async fn text_answer(request: reqwest::RequestBuilder) -> String {
+    let response = request.send().await.expect("an answer");
+    assert_eq!(response.status(), 200, "status of {}", response.url());
+    response.text().await.expect("a text body")
+}
+
+/// Sends `request` and reads its answer as JSON; `None` when either fails, for a poll to try
+/// again.
+pub async fn try_json(request: reqwest::RequestBuilder) -> Option<serde_json::Value> {
+    request.send().await.ok()?.json().await.ok()
+}
+
+/// Sends `request` with `body` declared as `content_type`: the raw bodies a client may get wrong.
+///
+/// # Panics
+/// When no answer comes.
+pub async fn send_body(
+    request: reqwest::RequestBuilder,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    request
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("an answer")
+}
+
 /// An HTTP client for tests: no proxy, every call bounded by [`PATIENCE`].
 ///
 /// # Panics

@@ -51,6 +51,12 @@ impl Source {
     }
 }
 
+/// [`get`] in a task of its own.
+fn spawn_get(cache: &Cache<String>, source: &Source) -> tokio::task::JoinHandle<String> {
+    let (cache, source) = (cache.clone(), source.clone());
+    tokio::spawn(async move { get(&cache, &source).await })
+}
+
 async fn get(cache: &Cache<String>, source: &Source) -> String {
     cache
         .get_or_load("MUG-001", || source.load())
@@ -84,12 +90,7 @@ async fn a_second_lookup_is_an_l1_hit_without_a_load() {
 async fn concurrent_lookups_of_one_key_share_one_load() {
     let (cache, _) = cache(60_000);
     let source = Source::gated();
-    let lookups: Vec<_> = (0..20)
-        .map(|_| {
-            let (cache, source) = (cache.clone(), source.clone());
-            tokio::spawn(async move { get(&cache, &source).await })
-        })
-        .collect();
+    let lookups: Vec<_> = (0..20).map(|_| spawn_get(&cache, &source)).collect();
     until_calls(&source, 1).await;
     for _ in 0..10 {
         tokio::task::yield_now().await;
@@ -102,17 +103,20 @@ async fn concurrent_lookups_of_one_key_share_one_load() {
     assert_eq!(source.calls(), 1);
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_load_that_started_before_an_invalidation_never_fills_the_cache() {
+/// A cache whose key is invalidated while the first lookup's load is held at the source; the
+/// source and that lookup.
+async fn invalidated_during_a_load() -> (Cache<String>, Source, tokio::task::JoinHandle<String>) {
     let (cache, _) = cache(60_000);
     let source = Source::gated();
-    let early = {
-        let (cache, source) = (cache.clone(), source.clone());
-        tokio::spawn(async move { get(&cache, &source).await })
-    };
+    let early = spawn_get(&cache, &source);
     until_calls(&source, 1).await;
-
     cache.invalidate("MUG-001").await;
+    (cache, source, early)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_load_that_started_before_an_invalidation_never_fills_the_cache() {
+    let (cache, source, early) = invalidated_during_a_load().await;
     source.release(1);
 
     // The caller that was already waiting gets what its load read; the cache keeps nothing.
@@ -125,18 +129,8 @@ async fn a_load_that_started_before_an_invalidation_never_fills_the_cache() {
 
 #[tokio::test(start_paused = true)]
 async fn a_caller_arriving_after_an_invalidation_does_not_take_the_racing_load() {
-    let (cache, _) = cache(60_000);
-    let source = Source::gated();
-    let early = {
-        let (cache, source) = (cache.clone(), source.clone());
-        tokio::spawn(async move { get(&cache, &source).await })
-    };
-    until_calls(&source, 1).await;
-    cache.invalidate("MUG-001").await;
-    let late = {
-        let (cache, source) = (cache.clone(), source.clone());
-        tokio::spawn(async move { get(&cache, &source).await })
-    };
+    let (cache, source, early) = invalidated_during_a_load().await;
+    let late = spawn_get(&cache, &source);
     for _ in 0..10 {
         tokio::task::yield_now().await;
     }

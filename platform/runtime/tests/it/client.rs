@@ -43,12 +43,7 @@ async fn service_client_carries_the_callers_correlation_id_to_the_next_service()
     let b = spawn_app().await;
     let a = spawn_relay_to(&b).await;
 
-    let response = a
-        .get("/relay")
-        .header("x-correlation-id", "abc-123")
-        .send()
-        .await
-        .unwrap();
+    let response = a.get_with_header("/relay", "x-correlation-id", "abc-123").await;
     assert_eq!(response.status(), 200);
     assert_eq!(correlation_id(&response), "abc-123");
     let seen_by_b: Value = response.json().await.unwrap();
@@ -262,11 +257,8 @@ async fn a_services_downstream_call_inherits_the_deadline_its_caller_sent() {
 
     let started = Instant::now();
     let response = a
-        .get("/relay-stall")
-        .header("x-request-deadline-ms", "400")
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/relay-stall", "x-request-deadline-ms", "400")
+        .await;
     let elapsed = started.elapsed();
 
     expect_problem(response, 504, "deadline-exceeded").await;

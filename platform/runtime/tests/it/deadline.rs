@@ -46,20 +46,14 @@ async fn left() -> String {
 async fn a_request_whose_deadline_has_passed_is_refused_without_running_the_handler() {
     let (app, ran) = spawn_with_deadline_routes(30_000).await;
     let response = app
-        .get("/counted")
-        .header("x-request-deadline-ms", "0")
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/counted", "x-request-deadline-ms", "0")
+        .await;
     expect_problem(response, 504, "deadline-exceeded").await;
     assert_eq!(ran.load(Ordering::SeqCst), 0);
 
     let response = app
-        .get("/counted")
-        .header("x-request-deadline-ms", "5000")
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/counted", "x-request-deadline-ms", "5000")
+        .await;
     assert_eq!(response.status(), 200);
     assert_eq!(ran.load(Ordering::SeqCst), 1);
 }
@@ -69,11 +63,8 @@ async fn a_handler_is_stopped_when_its_callers_deadline_passes() {
     let (app, _) = spawn_with_deadline_routes(30_000).await;
     let started = Instant::now();
     let response = app
-        .get("/never")
-        .header("x-request-deadline-ms", "200")
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("/never", "x-request-deadline-ms", "200")
+        .await;
     let elapsed = started.elapsed();
     // A 504 deadline problem, not the 503 of the 30 s request timeout.
     expect_problem(response, 504, "deadline-exceeded").await;

@@ -1,15 +1,20 @@
 use mercato_runtime::{HttpConfig, Readiness};
+use mercato_testkit::ready::Readiness as Answer;
 use serde_json::Value;
 
 use crate::support::{Options, spawn_app, spawn_app_with};
 
-fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
-    report["checks"]
-        .as_array()
-        .expect("checks is a list")
-        .iter()
-        .find(|c| c["name"] == name)
-        .unwrap_or_else(|| panic!("no check named {name} in {report}"))
+/// What `/ready` answers on a service with `readiness`'s checks and `config`.
+async fn ready_of(readiness: Readiness, config: HttpConfig) -> Answer {
+    let app = spawn_app_with(Options {
+        config,
+        readiness,
+        ..Options::default()
+    })
+    .await;
+    let response = app.get("/ready").send().await.unwrap();
+    assert_eq!(content_type(&response), "application/json");
+    Answer::of(response).await
 }
 
 fn content_type(response: &reqwest::Response) -> &str {
@@ -31,20 +36,13 @@ async fn ready_answers_200_listing_every_check_when_all_pass() {
     let readiness = Readiness::new()
         .with_check("database", || async { Ok(()) })
         .with_check("broker", || async { Ok(()) });
-    let app = spawn_app_with(Options {
-        readiness,
-        ..Options::default()
-    })
-    .await;
+    let ready = ready_of(readiness, HttpConfig::default()).await;
 
-    let response = app.get("/ready").send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert_eq!(content_type(&response), "application/json");
-    let report: Value = response.json().await.unwrap();
-    assert_eq!(report["status"], "ready");
-    assert_eq!(report["checks"].as_array().unwrap().len(), 2);
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.report["status"], "ready");
+    assert_eq!(ready.checks().len(), 2);
     for name in ["database", "broker"] {
-        let check = check(&report, name);
+        let check = ready.check(name);
         assert_eq!(check["status"], "up");
         assert!(check["latency_ms"].is_u64());
         assert!(
@@ -69,20 +67,14 @@ async fn ready_answers_503_with_the_reason_of_a_failing_check() {
     let readiness = Readiness::new()
         .with_check("database", || async { Err("connection refused".to_owned()) })
         .with_check("broker", || async { Ok(()) });
-    let app = spawn_app_with(Options {
-        readiness,
-        ..Options::default()
-    })
-    .await;
+    let ready = ready_of(readiness, HttpConfig::default()).await;
 
-    let response = app.get("/ready").send().await.unwrap();
-    assert_eq!(response.status(), 503);
-    let report: Value = response.json().await.unwrap();
-    assert_eq!(report["status"], "not_ready");
-    let database = check(&report, "database");
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.report["status"], "not_ready");
+    let database = ready.check("database");
     assert_eq!(database["status"], "down");
     assert_eq!(database["error"], "connection refused");
-    assert_eq!(check(&report, "broker")["status"], "up");
+    assert_eq!(ready.check("broker")["status"], "up");
 }
 
 #[tokio::test]
@@ -94,21 +86,14 @@ async fn ready_answers_503_timed_out_for_a_check_that_never_completes() {
         readiness_check_timeout_ms: 200,
         ..HttpConfig::default()
     };
-    let app = spawn_app_with(Options {
-        config,
-        readiness,
-        ..Options::default()
-    })
-    .await;
-
     // A hung check that held the probe would leave no answer; the answer names the check's
     // own timeout as the reason it is down.
-    let response = app.get("/ready").send().await.unwrap();
-    assert_eq!(response.status(), 503);
-    let report: Value = response.json().await.unwrap();
-    assert_eq!(report["status"], "not_ready");
-    let hung = check(&report, "hung");
+    let ready = ready_of(readiness, config).await;
+
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.report["status"], "not_ready");
+    let hung = ready.check("hung");
     assert_eq!(hung["status"], "down");
     assert_eq!(hung["error"], "timed out after 200 ms");
-    assert_eq!(check(&report, "database")["status"], "up");
+    assert_eq!(ready.check("database")["status"], "up");
 }

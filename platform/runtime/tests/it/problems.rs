@@ -1,6 +1,7 @@
 use std::time::{Duration, Instant};
 
 use mercato_runtime::HttpConfig;
+use mercato_testkit::service::send_body;
 use serde_json::json;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -16,25 +17,23 @@ fn small_body_limit() -> Options {
     }
 }
 
-#[tokio::test]
-async fn an_unknown_path_is_a_404_problem() {
-    let app = spawn_app().await;
-    let response = app.get("/no/such/thing").send().await.unwrap();
-    expect_problem(response, 404, "not-found").await;
+/// Requests no route takes, each a test: the problem they are answered with.
+macro_rules! unrouted {
+    ($($name:ident: $method:ident $path:literal => $status:literal $slug:literal;)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let app = spawn_app().await;
+            let request = app.http.request(reqwest::Method::$method, app.url($path));
+            expect_problem(request.send().await.unwrap(), $status, $slug).await;
+        }
+    )*};
 }
 
-#[tokio::test]
-async fn a_method_the_route_does_not_support_is_a_405_problem() {
-    let app = spawn_app().await;
-    let response = app.http.delete(app.url("/echo")).send().await.unwrap();
-    expect_problem(response, 405, "method-not-allowed").await;
-}
-
-#[tokio::test]
-async fn an_operations_route_called_with_the_wrong_method_is_a_405_problem() {
-    let app = spawn_app().await;
-    let response = app.post("/health").send().await.unwrap();
-    expect_problem(response, 405, "method-not-allowed").await;
+unrouted! {
+    an_unknown_path_is_a_404_problem: GET "/no/such/thing" => 404 "not-found";
+    a_method_the_route_does_not_support_is_a_405_problem: DELETE "/echo" => 405 "method-not-allowed";
+    an_operations_route_called_with_the_wrong_method_is_a_405_problem:
+        POST "/health" => 405 "method-not-allowed";
 }
 
 #[tokio::test]
@@ -50,76 +49,51 @@ async fn a_well_formed_json_body_reaches_the_handler() {
     assert_eq!(body, json!({"sku": "SKU-1", "quantity": 3}));
 }
 
-#[tokio::test]
-async fn malformed_json_is_a_400_problem() {
-    let app = spawn_app().await;
-    let response = app
-        .post("/orders")
-        .header("content-type", "application/json")
-        .body(r#"{"sku": "SKU-1", "quantity":"#)
-        .send()
-        .await
-        .unwrap();
-    let problem = expect_problem(response, 400, "bad-request").await;
-    assert!(problem["detail"].is_string(), "{problem}");
+/// JSON bodies the handler's type refuses, each a test: a `422` problem whose first error names
+/// the field (by its path when nested) and says what is wrong with it.
+macro_rules! refused_naming {
+    ($($name:ident: $path:literal, $body:tt => $field:literal;)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let app = spawn_app().await;
+            let response = app.post($path).json(&json!($body)).send().await.unwrap();
+            let problem = expect_problem(response, 422, "validation-error").await;
+            assert_eq!(problem["errors"][0]["field"], $field, "{problem}");
+            assert!(problem["errors"][0]["message"].is_string(), "{problem}");
+        }
+    )*};
 }
 
-#[tokio::test]
-async fn json_missing_a_required_field_is_a_422_problem_naming_the_field() {
-    let app = spawn_app().await;
-    let response = app
-        .post("/orders")
-        .json(&json!({"sku": "SKU-1"}))
-        .send()
-        .await
-        .unwrap();
-    let problem = expect_problem(response, 422, "validation-error").await;
-    assert_eq!(problem["errors"][0]["field"], "quantity", "{problem}");
-    assert!(problem["errors"][0]["message"].is_string(), "{problem}");
+refused_naming! {
+    json_missing_a_required_field_is_a_422_problem_naming_the_field:
+        "/orders", {"sku": "SKU-1"} => "quantity";
+    json_with_a_field_of_the_wrong_type_is_a_422_problem_naming_the_field:
+        "/orders", {"sku": "SKU-1", "quantity": "three"} => "quantity";
+    json_with_a_nested_field_of_the_wrong_type_is_a_422_problem_naming_its_path:
+        "/carts", {"lines": [{"sku": "SKU-1", "quantity": 1}, {"sku": "SKU-2", "quantity": "two"}]}
+        => "lines[1].quantity";
+    json_missing_a_nested_field_is_a_422_problem_naming_its_path:
+        "/carts", {"lines": [{"sku": "SKU-1", "quantity": 1}, {"sku": "SKU-2"}]} => "lines[1].quantity";
 }
 
-#[tokio::test]
-async fn json_with_a_field_of_the_wrong_type_is_a_422_problem_naming_the_field() {
-    let app = spawn_app().await;
-    let response = app
-        .post("/orders")
-        .json(&json!({"sku": "SKU-1", "quantity": "three"}))
-        .send()
-        .await
-        .unwrap();
-    let problem = expect_problem(response, 422, "validation-error").await;
-    assert_eq!(problem["errors"][0]["field"], "quantity", "{problem}");
+/// Bodies the handler cannot read as JSON, each a test: the problem, with a detail saying why.
+macro_rules! unreadable {
+    ($($name:ident: $content_type:literal, $body:literal => $status:literal $slug:literal;)*) => {$(
+        #[tokio::test]
+        async fn $name() {
+            let app = spawn_app().await;
+            let response = send_body(app.post("/orders"), $content_type, $body).await;
+            let problem = expect_problem(response, $status, $slug).await;
+            assert!(problem["detail"].is_string(), "{problem}");
+        }
+    )*};
 }
 
-#[tokio::test]
-async fn json_with_a_nested_field_of_the_wrong_type_is_a_422_problem_naming_its_path() {
-    let app = spawn_app().await;
-    let cart = json!({"lines": [{"sku": "SKU-1", "quantity": 1}, {"sku": "SKU-2", "quantity": "two"}]});
-    let response = app.post("/carts").json(&cart).send().await.unwrap();
-    let problem = expect_problem(response, 422, "validation-error").await;
-    assert_eq!(problem["errors"][0]["field"], "lines[1].quantity", "{problem}");
-}
-
-#[tokio::test]
-async fn json_missing_a_nested_field_is_a_422_problem_naming_its_path() {
-    let app = spawn_app().await;
-    let cart = json!({"lines": [{"sku": "SKU-1", "quantity": 1}, {"sku": "SKU-2"}]});
-    let response = app.post("/carts").json(&cart).send().await.unwrap();
-    let problem = expect_problem(response, 422, "validation-error").await;
-    assert_eq!(problem["errors"][0]["field"], "lines[1].quantity", "{problem}");
-}
-
-#[tokio::test]
-async fn a_body_that_is_not_declared_as_json_is_a_415_problem() {
-    let app = spawn_app().await;
-    let response = app
-        .post("/orders")
-        .header("content-type", "text/plain")
-        .body(r#"{"sku": "SKU-1", "quantity": 3}"#)
-        .send()
-        .await
-        .unwrap();
-    expect_problem(response, 415, "unsupported-media-type").await;
+unreadable! {
+    malformed_json_is_a_400_problem:
+        "application/json", r#"{"sku": "SKU-1", "quantity":"# => 400 "bad-request";
+    a_body_that_is_not_declared_as_json_is_a_415_problem:
+        "text/plain", r#"{"sku": "SKU-1", "quantity": 3}"# => 415 "unsupported-media-type";
 }
 
 #[tokio::test]
@@ -144,26 +118,14 @@ fn order_json_of_len(len: usize) -> String {
 #[tokio::test]
 async fn a_body_of_exactly_the_limit_is_accepted() {
     let app = spawn_app_with(small_body_limit()).await;
-    let response = app
-        .post("/orders")
-        .header("content-type", "application/json")
-        .body(order_json_of_len(64))
-        .send()
-        .await
-        .unwrap();
+    let response = send_body(app.post("/orders"), "application/json", order_json_of_len(64)).await;
     assert_eq!(response.status(), 201);
 }
 
 #[tokio::test]
 async fn a_body_one_byte_over_the_limit_is_a_413_problem() {
     let app = spawn_app_with(small_body_limit()).await;
-    let response = app
-        .post("/orders")
-        .header("content-type", "application/json")
-        .body(order_json_of_len(65))
-        .send()
-        .await
-        .unwrap();
+    let response = send_body(app.post("/orders"), "application/json", order_json_of_len(65)).await;
     expect_problem(response, 413, "payload-too-large").await;
 }
 

@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 pub use mercato_testkit::PATIENCE;
+use mercato_testkit::service::Api;
 
 /// How a test controls `/slow`: the handler signals `entered`, then waits for `release`.
 #[derive(Clone, Default)]
@@ -44,27 +45,17 @@ impl Default for Options {
 /// A running test service.
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub base_url: String,
-    pub http: reqwest::Client,
+    /// `base_url`, `url`, `get`, `post` and the `http` client, reached through `Deref`.
+    pub api: Api,
     pub shutdown: CancellationToken,
     pub gates: Gates,
     /// The server task: ends when `run_until_stopped` returns.
     pub stopped: JoinHandle<std::io::Result<()>>,
 }
 
+mercato_testkit::deref_to_api!(TestApp);
+
 impl TestApp {
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base_url)
-    }
-
-    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http.get(self.url(path))
-    }
-
-    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http.post(self.url(path))
-    }
-
     /// Waits until `/slow` has been entered by a request.
     pub async fn slow_request_started(&self) {
         tokio::time::timeout(PATIENCE, self.gates.entered.notified())
@@ -94,21 +85,11 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let stopped = tokio::spawn(server.run_until_stopped(shutdown.clone()));
     TestApp {
         addr,
-        base_url: format!("http://{addr}"),
-        http: test_client(),
+        api: Api::new(addr),
         shutdown,
         gates,
         stopped,
     }
-}
-
-/// A client that talks to loopback directly and never waits forever.
-pub fn test_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(PATIENCE)
-        .build()
-        .expect("build the test client")
 }
 
 /// The body `/orders` takes: both fields are required.

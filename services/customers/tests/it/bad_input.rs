@@ -2,6 +2,7 @@
 //! bad one refused with 401; nothing changes.
 
 use mercato_testkit::problem::{expect_problem, invalid_fields};
+use mercato_testkit::service::send_body;
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::json;
 
@@ -71,15 +72,9 @@ async fn without_a_valid_token_the_profile_is_401(backend: TestBackend) {
     let app = spawn_app(backend).await;
     let user = user_id();
     app.customer(&user).await;
-    let anonymous = app.http.get(app.url("/api/customers/me")).send().await.unwrap();
+    let anonymous = app.get("/api/customers/me").send().await.unwrap();
     expect_problem(anonymous, 401).await;
-    let forged = app
-        .http
-        .get(app.url("/api/customers/me"))
-        .bearer_auth("not.a.token")
-        .send()
-        .await
-        .unwrap();
+    let forged = app.get_as("/api/customers/me", "not.a.token").await;
     expect_problem(forged, 401).await;
     let patch = app
         .http
@@ -95,24 +90,12 @@ async fn a_body_that_is_not_json_is_refused(backend: TestBackend) {
     let app = spawn_app(backend).await;
     let user = user_id();
     app.customer(&user).await;
-    let response = app
-        .http
-        .patch(app.url("/api/customers/me"))
-        .bearer_auth(app.token(&user))
-        .header("content-type", "application/json")
-        .body("{not json")
-        .send()
-        .await
-        .unwrap();
-    expect_problem(response, 400).await;
-    let response = app
-        .http
-        .patch(app.url("/api/customers/me"))
-        .bearer_auth(app.token(&user))
-        .header("content-type", "text/plain")
-        .body("name=Ada")
-        .send()
-        .await
-        .unwrap();
-    expect_problem(response, 415).await;
+    for (content_type, body, status) in [
+        ("application/json", "{not json", 400),
+        ("text/plain", "name=Ada", 415),
+    ] {
+        let patch = app.http.patch(app.url("/api/customers/me"));
+        let response = send_body(patch.bearer_auth(app.token(&user)), content_type, body).await;
+        expect_problem(response, status).await;
+    }
 }

@@ -1,20 +1,19 @@
 //! The customers service on a free loopback port over a fresh database and its backend's bus,
 //! and helpers that publish identity's events and call the API as a customer.
 
-use std::net::SocketAddr;
-
 use mercato_contracts::identity::UserRegistered;
 use mercato_customers::Config;
 use mercato_messaging::{Bus, Context, Envelope};
 use mercato_testkit::listener::Listener;
-use mercato_testkit::service::{Backing, Instance, http_client};
+use mercato_testkit::publish::publish_at;
+use mercato_testkit::service::{Api, Backing, Instance};
 use mercato_testkit::{PATIENCE, TestBackend, eventually};
 use serde_json::Value;
 
 /// A running customers service. Dropping it stops the service, then its bus and database.
 pub struct TestApp {
-    pub addr: SocketAddr,
-    pub http: reqwest::Client,
+    /// `url`, `get`, `post` and the `http` client, reached through `Deref`.
+    pub api: Api,
     /// The bus the service reads identity's events from and publishes its own to.
     pub bus: Bus,
     _instance: Instance,
@@ -34,8 +33,7 @@ pub async fn spawn_app(backend: TestBackend) -> TestApp {
         .expect("build the customers service");
     let addr = app.local_addr();
     TestApp {
-        addr,
-        http: http_client(),
+        api: Api::new(addr),
         bus,
         _instance: Instance::start(addr, |token| app.run_until_stopped(token)),
         backing,
@@ -47,11 +45,9 @@ pub fn user_id() -> String {
     format!("user-{}", uuid::Uuid::new_v4().simple())
 }
 
-impl TestApp {
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
+mercato_testkit::deref_to_api!(TestApp);
 
+impl TestApp {
     /// A customer's token for `user`.
     pub fn token(&self, user: &str) -> String {
         self.backing.issuer.token(user, &["customer"])
@@ -64,10 +60,7 @@ impl TestApp {
             email: email.into(),
             name: name.into(),
         };
-        let mut envelope = Envelope::new("identity", user, &event, &Context::default()).expect("an envelope");
-        envelope.stream_seq = 1;
-        self.bus.publish(&envelope).await.expect("publish");
-        envelope
+        publish_at(&self.bus, "identity", user, 1, &event, &Context::default()).await
     }
 
     /// Registers `user` through the event and waits until the profile answers.
@@ -90,42 +83,47 @@ impl TestApp {
         .await
     }
 
+    /// `method path` as `user`, with `body` as JSON when there is one.
+    pub async fn as_user(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        user: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let mut request = self
+            .http
+            .request(method, self.url(path))
+            .bearer_auth(self.token(user));
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("the service answers")
+    }
+
     pub async fn get_me(&self, user: &str) -> reqwest::Response {
-        self.http
-            .get(self.url("/api/customers/me"))
-            .bearer_auth(self.token(user))
-            .send()
+        self.as_user(reqwest::Method::GET, "/api/customers/me", user, None)
             .await
-            .expect("the service answers")
     }
 
     pub async fn patch_me(&self, user: &str, body: &Value) -> reqwest::Response {
-        self.http
-            .patch(self.url("/api/customers/me"))
-            .bearer_auth(self.token(user))
-            .json(body)
-            .send()
+        self.as_user(reqwest::Method::PATCH, "/api/customers/me", user, Some(body))
             .await
-            .expect("the service answers")
     }
 
     pub async fn get_preferences(&self, user: &str) -> reqwest::Response {
-        self.http
-            .get(self.url("/api/customers/me/preferences"))
-            .bearer_auth(self.token(user))
-            .send()
+        self.as_user(reqwest::Method::GET, "/api/customers/me/preferences", user, None)
             .await
-            .expect("the service answers")
     }
 
     pub async fn put_preferences(&self, user: &str, body: &Value) -> reqwest::Response {
-        self.http
-            .put(self.url("/api/customers/me/preferences"))
-            .bearer_auth(self.token(user))
-            .json(body)
-            .send()
-            .await
-            .expect("the service answers")
+        self.as_user(
+            reqwest::Method::PUT,
+            "/api/customers/me/preferences",
+            user,
+            Some(body),
+        )
+        .await
     }
 
     /// Customers' events as they arrive on the bus, read by a group of the test's own.

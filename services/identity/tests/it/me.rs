@@ -1,4 +1,5 @@
 use mercato_security::{Claims, SigningKey, sign};
+use mercato_testkit::problem::challenge;
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::{Value, json};
 
@@ -34,10 +35,7 @@ async fn me_answers_the_callers_profile_and_roles(backend: TestBackend) {
 async fn me_without_a_token_is_a_401_with_a_bearer_challenge(backend: TestBackend) {
     let app = spawn_app(backend).await;
     let response = app.get("/api/identity/me").send().await.unwrap();
-    let challenge = response.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let challenge = challenge(&response);
     assert!(challenge.starts_with("Bearer"), "{challenge}");
     assert!(
         !challenge.contains("invalid_token"),
@@ -50,10 +48,7 @@ async fn me_with_a_garbage_token_is_a_401_invalid_token(backend: TestBackend) {
     let app = spawn_app(backend).await;
     for garbage in ["garbage", "a.b.c", "eyJhbGciOiJFUzI1NiJ9.e30.AAAA"] {
         let response = app.me(garbage).await;
-        let challenge = response.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let challenge = challenge(&response);
         assert!(
             challenge.contains(r#"error="invalid_token""#),
             "{garbage}: {challenge}"

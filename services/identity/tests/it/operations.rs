@@ -1,7 +1,8 @@
 use std::io::ErrorKind;
 
+use mercato_testkit::ready::Readiness;
 use mercato_testkit::{TestBackend, backend_tests};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::support::{PASSWORD, expect_problem_of, spawn_app};
 
@@ -15,13 +16,12 @@ backend_tests!(
 async fn the_service_is_healthy_and_ready_with_its_database(backend: TestBackend) {
     let app = spawn_app(backend).await;
     assert_eq!(app.get("/health").send().await.unwrap().status(), 200);
-    let response = app.get("/ready").send().await.unwrap();
-    assert_eq!(response.status(), 200);
-    let report: Value = response.json().await.unwrap();
+    let ready = Readiness::of(app.get("/ready").send().await.unwrap()).await;
+    assert_eq!(ready.status, 200);
+    let report = &ready.report;
     assert_eq!(report["status"], "ready", "{report}");
-    let checks: Vec<(&str, &str)> = report["checks"]
-        .as_array()
-        .unwrap()
+    let checks: Vec<(&str, &str)> = ready
+        .checks()
         .iter()
         .map(|c| (c["name"].as_str().unwrap(), c["status"].as_str().unwrap()))
         .collect();

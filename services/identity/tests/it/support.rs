@@ -9,7 +9,7 @@ use mercato_kit::ServiceSettings;
 use mercato_messaging::Bus;
 use mercato_security::VerifierConfig;
 use mercato_testkit::TestBackend;
-use mercato_testkit::service::{Backing, Instance, http_client};
+use mercato_testkit::service::{Api, Backing, Instance};
 use serde_json::{Value, json};
 
 pub use mercato_testkit::PATIENCE;
@@ -21,7 +21,8 @@ pub const PASSWORD: &str = "correct horse battery";
 /// A running identity service. Dropping it stops the service, then its bus and database.
 pub struct TestApp {
     pub addr: SocketAddr,
-    pub http: reqwest::Client,
+    /// `url`, `get`, `post` and the `http` client, reached through `Deref`.
+    pub api: Api,
     /// The configuration the service was built from (database URL, key directory).
     pub config: Config,
     /// The bus the service publishes to.
@@ -76,7 +77,7 @@ pub async fn spawn_app_with(backend: TestBackend, customise: impl FnOnce(&mut Id
     let addr = app.local_addr();
     TestApp {
         addr,
-        http: http_client(),
+        api: Api::new(addr),
         config,
         bus,
         instance: Instance::start(addr, |token| app.run_until_stopped(token)),
@@ -84,22 +85,12 @@ pub async fn spawn_app_with(backend: TestBackend, customise: impl FnOnce(&mut Id
     }
 }
 
+mercato_testkit::deref_to_api!(TestApp);
+
 impl TestApp {
     /// Stops the service and returns what `run_until_stopped` returned.
     pub async fn stop(&mut self) -> std::io::Result<()> {
         self.instance.stop().await
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http.get(self.url(path))
-    }
-
-    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http.post(self.url(path))
     }
 
     /// `POST /api/identity/register` with a JSON body.

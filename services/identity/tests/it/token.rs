@@ -1,3 +1,4 @@
+use mercato_testkit::service::send_body;
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::Value;
 
@@ -183,13 +184,7 @@ async fn a_malformed_body_is_an_invalid_request(backend: TestBackend) {
             "grant_type=password&grant_type=refresh_token",
         ),
     ] {
-        let response = app
-            .post("/api/identity/token")
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .unwrap();
+        let response = send_body(app.post("/api/identity/token"), content_type, body).await;
         expect_oauth_error(response, "invalid_request").await;
     }
 }

@@ -3,6 +3,7 @@
 
 use mercato_contracts::inventory::ProductChanged;
 use mercato_contracts::money::{Currency, Money};
+use mercato_testkit::service::send_body;
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::{Value, json};
 
@@ -118,15 +119,12 @@ async fn bad_stock_bodies_are_refused_and_change_nothing(backend: TestBackend) {
     )
     .await;
     assert_eq!(extra["type"], "urn:mercato:problem:validation-error");
-    let malformed = app
-        .http
-        .put(app.url(path))
-        .bearer_auth(&admin)
-        .header("content-type", "application/json")
-        .body("{\"quantity\": ")
-        .send()
-        .await
-        .unwrap();
+    let malformed = send_body(
+        app.http.put(app.url(path)).bearer_auth(&admin),
+        "application/json",
+        "{\"quantity\": ",
+    )
+    .await;
     expect_problem(malformed, 400).await;
     assert_eq!(app.stock("MUG-001").await, (100, 0));
     assert!(app.written("MUG-001").await.is_empty());

@@ -1,5 +1,6 @@
 //! `GET /api/products` and `GET /api/products/{sku}`.
 
+use mercato_testkit::ready::Readiness;
 use mercato_testkit::{TestBackend, backend_tests, eventually};
 use serde_json::Value;
 
@@ -110,16 +111,9 @@ async fn an_unknown_product_is_not_found(backend: TestBackend) {
 
 async fn the_service_reports_ready_and_its_metrics(backend: TestBackend) {
     let app = spawn_app(backend).await;
-    let response = app.get("/ready").await;
-    assert_eq!(response.status(), 200);
-    let report: Value = response.json().await.unwrap();
-    let checks: Vec<&str> = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(checks, ["database", "bus"]);
+    let ready = Readiness::of(app.get("/ready").await).await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.check_names(), ["database", "bus"]);
 
     let mut answers = app.answers().await;
     let order = order_id();

@@ -7,11 +7,11 @@ use std::net::SocketAddr;
 use mercato_contracts::orders::{CommitReservation, OrderLine, ReleaseStock, ReserveStock};
 use mercato_inventory::store::{products, reservations};
 use mercato_inventory::{Config, InventoryConfig};
-use mercato_messaging::{Bus, Context, Envelope, Event};
-use mercato_storage::sqlx::{self, Row as _};
+use mercato_messaging::{Bus, Envelope, Event};
 use mercato_storage::{Db, now_millis};
 use mercato_testkit::TestBackend;
 use mercato_testkit::listener::Listener;
+use mercato_testkit::publish::{order_context, publish_at};
 use mercato_testkit::service::{Backing, Instance, http_client};
 use serde_json::Value;
 
@@ -161,18 +161,7 @@ impl TestApp {
     /// The types of the events inventory has written for `stream` (an order or a SKU), in
     /// order. Read from the outbox, so it is exact the moment the writing transaction commits.
     pub async fn written(&self, stream: &str) -> Vec<String> {
-        let rows = sqlx::query("SELECT envelope FROM outbox WHERE stream_id = $1 ORDER BY stream_seq")
-            .bind(stream)
-            .fetch_all(self.db.pool())
-            .await
-            .expect("read the outbox");
-        rows.iter()
-            .map(|row| {
-                let envelope: Envelope =
-                    serde_json::from_str(&row.get::<String, _>("envelope")).expect("an envelope");
-                envelope.event_type
-            })
-            .collect()
+        mercato_testkit::outbox::event_types(&self.db, stream).await
     }
 
     /// How many order events the inboxes of all instances have applied (no-ops included).
@@ -213,19 +202,16 @@ impl TestApp {
     /// Publishes one of the saga's commands for `order_id` at position `seq` of the order's
     /// stream, as the orders service's relay would.
     pub async fn send<E: Event>(&self, order_id: &str, seq: i64, command: &E) -> Envelope {
-        let mut envelope = Envelope::new(
+        let context = order_context(order_id);
+        publish_at(
+            &self.bus,
             mercato_contracts::orders::CATEGORY,
             order_id,
+            seq,
             command,
-            &Context {
-                correlation_id: Some(format!("corr-{order_id}")),
-                ..Context::default()
-            },
+            &context,
         )
-        .expect("a command envelope");
-        envelope.stream_seq = seq;
-        self.bus.publish(&envelope).await.expect("publish a command");
-        envelope
+        .await
     }
 
     pub async fn reserve(

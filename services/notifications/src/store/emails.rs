@@ -131,29 +131,26 @@ pub async fn finish(
     finish: &Finish,
 ) -> Result<bool, StorageError> {
     let mut tx = db.begin().await?;
-    let (at, error) = match finish {
+    // Each outcome is written only while `token` still holds the claim: one row or none.
+    let (fenced, at, error) = match finish {
         // A sweep may have called a slow but successful send "unknown"; the server's 250 wins.
-        Finish::Sent { at } => {
-            let done = sqlx::query(
+        Finish::Sent { at } => (
+            sqlx::query(
                 "UPDATE notifications SET state = 'sent', sent_at = $3, last_error = NULL, claimed_until = NULL
                  WHERE id = $1 AND claim_token = $2 AND state IN ('sending', 'failed')",
             )
             .bind(id)
             .bind(token)
-            .bind(at)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() != 1 {
-                return Ok(false);
-            }
-            (*at, None)
-        }
+            .bind(at),
+            *at,
+            None,
+        ),
         Finish::Retry {
             at,
             next_attempt_at,
             error,
-        } => {
-            let done = sqlx::query(
+        } => (
+            sqlx::query(
                 "UPDATE notifications SET state = 'pending', next_attempt_at = $3, last_error = $4,
                      claim_token = NULL, claimed_until = NULL, committing = 0
                  WHERE id = $1 AND claim_token = $2 AND state = 'sending'",
@@ -161,30 +158,25 @@ pub async fn finish(
             .bind(id)
             .bind(token)
             .bind(next_attempt_at)
-            .bind(error)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() != 1 {
-                return Ok(false);
-            }
-            (*at, Some(error.as_str()))
-        }
-        Finish::Failed { at, error } => {
-            let done = sqlx::query(
+            .bind(error),
+            *at,
+            Some(error.as_str()),
+        ),
+        Finish::Failed { at, error } => (
+            sqlx::query(
                 "UPDATE notifications SET state = 'failed', last_error = $3, claimed_until = NULL
                  WHERE id = $1 AND claim_token = $2 AND state = 'sending'",
             )
             .bind(id)
             .bind(token)
-            .bind(error)
-            .execute(&mut *tx)
-            .await?;
-            if done.rows_affected() != 1 {
-                return Ok(false);
-            }
-            (*at, Some(error.as_str()))
-        }
+            .bind(error),
+            *at,
+            Some(error.as_str()),
+        ),
     };
+    if fenced.execute(&mut *tx).await?.rows_affected() != 1 {
+        return Ok(false);
+    }
     log_attempt(&mut tx, id, attempt, at, finish.outcome(), error).await?;
     tx.commit().await?;
     Ok(true)

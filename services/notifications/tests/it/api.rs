@@ -3,10 +3,10 @@
 
 use mercato_testkit::problem::expect_problem;
 use mercato_testkit::service::Backing;
-use mercato_testkit::{TestBackend, backend_tests, eventually};
+use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::Value;
 
-use crate::support::{PATIENCE, spawn_app, unique};
+use crate::support::{spawn_app, unique};
 
 backend_tests!(
     the_mailbox_pages_newest_first_with_opaque_tokens,
@@ -118,22 +118,16 @@ async fn a_customer_sees_only_their_own_messages(backend: TestBackend) {
 
 async fn without_a_valid_token_the_mailbox_is_401(backend: TestBackend) {
     let app = spawn_app(backend).await;
-    let response = app.http.get(app.url("/api/notifications")).send().await.unwrap();
+    let response = app.get("/api/notifications").send().await.unwrap();
     assert!(response.headers().contains_key("www-authenticate"));
     expect_problem(response, 401).await;
-    let response = app
-        .http
-        .get(app.url("/api/notifications"))
-        .bearer_auth("not.a.jwt")
-        .send()
-        .await
-        .unwrap();
+    let response = app.get_as("/api/notifications", "not.a.jwt").await;
     expect_problem(response, 401).await;
 }
 
 async fn the_service_reports_readiness_counts_notifications_and_stops_cleanly(backend: TestBackend) {
     let mut app = spawn_app(backend).await;
-    let ready = app.http.get(app.url("/ready")).send().await.unwrap();
+    let ready = app.get("/ready").send().await.unwrap();
     assert_eq!(ready.status(), 200);
     let user = unique("u");
     app.user_registered(&user, &format!("{user}@example.com"), "Ada")
@@ -144,19 +138,7 @@ async fn the_service_reports_readiness_counts_notifications_and_stops_cleanly(ba
         r#"mercato_notifications_total{kind="welcome",channel="email",outcome="queued"} 1"#,
         r#"mercato_notifications_total{kind="welcome",channel="email",outcome="sent"} 1"#,
     ];
-    eventually(PATIENCE, "the notification metrics", || async {
-        let text = app
-            .http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        expected.iter().all(|line| text.contains(line)).then_some(())
-    })
-    .await;
+    app.wait_for_metrics("the notification metrics", &expected).await;
     // Consumers and the email worker stop with the server.
     app.stop().await.expect("the service stops cleanly");
 }

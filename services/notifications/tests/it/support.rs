@@ -3,7 +3,6 @@
 //! other services do.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Mutex;
 
 use mercato_contracts::customers::{CustomerCreated, CustomerUpdated, Preferences};
@@ -15,7 +14,8 @@ use mercato_messaging::{Bus, Context, Envelope, Event, InboxConfig};
 use mercato_notifications::store::{self, CustomerCopy, Delivery};
 use mercato_notifications::{Config, NotificationsConfig, SmtpConfig};
 use mercato_storage::Db;
-use mercato_testkit::service::{Backing, Instance, http_client};
+use mercato_testkit::publish::publish_at;
+use mercato_testkit::service::{Api, Backing, Instance};
 use mercato_testkit::{TestBackend, eventually};
 use serde_json::Value;
 
@@ -28,8 +28,8 @@ pub const MAX_ATTEMPTS: u32 = 3;
 
 /// A running notifications service. Dropping it stops the service, then drops its database.
 pub struct TestApp {
-    pub addr: SocketAddr,
-    pub http: reqwest::Client,
+    /// `url`, `get`, `post` and the `http` client, reached through `Deref`.
+    pub api: Api,
     pub bus: Bus,
     /// A connection of the test's own to the service's database, for the delivery log.
     pub db: Db,
@@ -88,8 +88,7 @@ pub async fn spawn_app_with(backend: TestBackend, customise: impl FnOnce(&mut Co
         .await
         .expect("a second connection");
     TestApp {
-        addr,
-        http: http_client(),
+        api: Api::new(addr),
         bus,
         db,
         smtp,
@@ -108,20 +107,27 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", uuid::Uuid::new_v4().simple())
 }
 
+mercato_testkit::deref_to_api!(TestApp);
+
 impl TestApp {
     /// Stops the service and returns what `run_until_stopped` returned.
     pub async fn stop(&mut self) -> std::io::Result<()> {
         self.instance.stop().await
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+    /// Waits until the service's metrics hold every one of `samples`.
+    pub async fn wait_for_metrics(&self, what: &str, samples: &[&str]) {
+        eventually(PATIENCE, what, || async {
+            let response = self.get("/metrics").send().await.ok()?;
+            let text = response.text().await.ok()?;
+            samples.iter().all(|s| text.contains(s)).then_some(())
+        })
+        .await;
     }
 
     /// Publishes `event` as service `source` would: the next position of its stream.
     pub async fn publish<E: Event>(&self, source: &str, stream: &str, event: &E) -> Envelope {
-        let mut envelope = Envelope::new(source, stream, event, &Context::default()).expect("an envelope");
-        envelope.stream_seq = {
+        let seq = {
             let mut positions = self.positions.lock().unwrap();
             let next = positions
                 .entry((source.to_owned(), stream.to_owned()))
@@ -129,8 +135,7 @@ impl TestApp {
             *next += 1;
             *next
         };
-        self.republish(&envelope).await;
-        envelope
+        publish_at(&self.bus, source, stream, seq, event, &Context::default()).await
     }
 
     /// Publishes an envelope again, as a relay that crashed before marking it would.
@@ -211,8 +216,7 @@ impl TestApp {
 
     /// `GET /api/notifications` with `query` (e.g. `?page_size=2`) as `user`.
     pub async fn mailbox_response(&self, user: &str, query: &str) -> reqwest::Response {
-        self.http
-            .get(self.url(&format!("/api/notifications{query}")))
+        self.get(&format!("/api/notifications{query}"))
             .bearer_auth(self.backing.issuer.token(user, &["customer"]))
             .send()
             .await

@@ -1,8 +1,8 @@
 //! Identity's `UserRegistered` becomes a welcome message.
 
-use mercato_testkit::{TestBackend, backend_tests, eventually};
+use mercato_testkit::{TestBackend, backend_tests};
 
-use crate::support::{PATIENCE, spawn_app, unique};
+use crate::support::{spawn_app, unique};
 
 backend_tests!(
     a_registration_puts_a_welcome_in_the_mailbox_and_sends_it_by_email,
@@ -75,18 +75,9 @@ async fn with_smtp_disabled_the_welcome_reaches_the_mailbox_and_no_email_is_queu
     let deliveries = app.deliveries(&user).await;
     assert_eq!(deliveries.len(), 1, "{deliveries:?}");
     assert_eq!(deliveries[0].channel, "mailbox");
-    eventually(PATIENCE, "the metrics to count the skipped email", || async {
-        let text = app
-            .http
-            .get(app.url("/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.contains(r#"mercato_notifications_total{kind="welcome",channel="email",outcome="skipped"} 1"#)
-            .then_some(())
-    })
+    app.wait_for_metrics(
+        "the metrics to count the skipped email",
+        &[r#"mercato_notifications_total{kind="welcome",channel="email",outcome="skipped"} 1"#],
+    )
     .await;
 }

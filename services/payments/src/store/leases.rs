@@ -14,6 +14,30 @@ pub struct Claim {
     pub lease_until: i64,
 }
 
+type Query<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+/// `sql`, a write to the claimed row, with `$1` to `$3` bound to the lease: the order, the
+/// status the row must still have, and the lease's end. Only the lease's holder matches them.
+fn fenced<'q>(sql: &'q str, claim: &'q Claim, status: PaymentStatus) -> Query<'q> {
+    sqlx::query(sql)
+        .bind(&claim.payment.order_id)
+        .bind(status.as_str())
+        .bind(claim.lease_until)
+}
+
+/// Runs a [`fenced`] write; `false` when it changed nothing, the lease lost.
+async fn write_fenced(tx: &mut Tx, write: Query<'_>) -> Result<bool, StorageError> {
+    Ok(write.execute(&mut **tx).await?.rows_affected() == 1)
+}
+
+/// [`write_fenced`] in a transaction of its own.
+async fn write_fenced_alone(db: &Db, write: Query<'_>) -> Result<bool, StorageError> {
+    let mut tx = db.begin().await?;
+    let changed = write_fenced(&mut tx, write).await?;
+    tx.commit().await?;
+    Ok(changed)
+}
+
 /// Payments the worker should look at now, the longest waiting first.
 ///
 /// # Errors
@@ -96,10 +120,7 @@ pub async fn capture(
          WHERE order_id = $1 AND status = $2 AND next_attempt_at = $3
          RETURNING {COLUMNS}"
     );
-    let row = sqlx::query(&sql)
-        .bind(&claim.payment.order_id)
-        .bind(PaymentStatus::Pending.as_str())
-        .bind(claim.lease_until)
+    let row = fenced(&sql, claim, PaymentStatus::Pending)
         .bind(charge_id)
         .bind(now)
         .fetch_optional(&mut **tx)
@@ -112,19 +133,15 @@ pub async fn capture(
 /// # Errors
 /// The database failed.
 pub async fn fail(tx: &mut Tx, claim: &Claim, error: &str, now: i64) -> Result<bool, StorageError> {
-    let changed = sqlx::query(
+    let write = fenced(
         "UPDATE payments SET status = 'failed', last_error = $4, next_attempt_at = $5, updated_at = $5
          WHERE order_id = $1 AND status = $2 AND next_attempt_at = $3",
+        claim,
+        PaymentStatus::Pending,
     )
-    .bind(&claim.payment.order_id)
-    .bind(PaymentStatus::Pending.as_str())
-    .bind(claim.lease_until)
     .bind(error)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(changed == 1)
+    .bind(now);
+    write_fenced(tx, write).await
 }
 
 /// Tells the saga the charge failed while its outcome is still unknown: the row stays pending
@@ -140,20 +157,16 @@ pub async fn report_unknown(
     now: i64,
     next_at: i64,
 ) -> Result<bool, StorageError> {
-    let changed = sqlx::query(
+    let write = fenced(
         "UPDATE payments SET failure_reported = 1, last_error = $4, next_attempt_at = $5, updated_at = $6
          WHERE order_id = $1 AND status = $2 AND next_attempt_at = $3",
+        claim,
+        PaymentStatus::Pending,
     )
-    .bind(&claim.payment.order_id)
-    .bind(PaymentStatus::Pending.as_str())
-    .bind(claim.lease_until)
     .bind(error)
     .bind(next_at)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(changed == 1)
+    .bind(now);
+    write_fenced(tx, write).await
 }
 
 /// Records the refund. `false` when the lease was lost.
@@ -161,20 +174,16 @@ pub async fn report_unknown(
 /// # Errors
 /// The database failed.
 pub async fn refunded(tx: &mut Tx, claim: &Claim, refund_id: &str, now: i64) -> Result<bool, StorageError> {
-    let changed = sqlx::query(
+    let write = fenced(
         "UPDATE payments SET status = 'refunded', provider_refund_id = $4, last_error = NULL,
              next_attempt_at = $5, updated_at = $5
          WHERE order_id = $1 AND status = $2 AND next_attempt_at = $3",
+        claim,
+        PaymentStatus::RefundPending,
     )
-    .bind(&claim.payment.order_id)
-    .bind(PaymentStatus::RefundPending.as_str())
-    .bind(claim.lease_until)
     .bind(refund_id)
-    .bind(now)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected();
-    Ok(changed == 1)
+    .bind(now);
+    write_fenced(tx, write).await
 }
 
 /// Schedules the next provider call of the claimed step at `at`. `false` when the lease was lost.
@@ -182,21 +191,15 @@ pub async fn refunded(tx: &mut Tx, claim: &Claim, refund_id: &str, now: i64) -> 
 /// # Errors
 /// The database failed.
 pub async fn retry_at(db: &Db, claim: &Claim, at: i64, error: &str) -> Result<bool, StorageError> {
-    let mut tx = db.begin().await?;
-    let changed = sqlx::query(
+    let write = fenced(
         "UPDATE payments SET next_attempt_at = $4, last_error = $5
          WHERE order_id = $1 AND status = $2 AND next_attempt_at = $3",
+        claim,
+        claim.payment.status,
     )
-    .bind(&claim.payment.order_id)
-    .bind(claim.payment.status.as_str())
-    .bind(claim.lease_until)
     .bind(at)
-    .bind(error)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    tx.commit().await?;
-    Ok(changed == 1)
+    .bind(error);
+    write_fenced_alone(db, write).await
 }
 
 /// Gives a claimed row back for a call that was never sent (the provider's breaker or bulkhead
@@ -205,20 +208,14 @@ pub async fn retry_at(db: &Db, claim: &Claim, at: i64, error: &str) -> Result<bo
 /// # Errors
 /// The database failed.
 pub async fn put_back_unsent(db: &Db, claim: &Claim, at: i64) -> Result<bool, StorageError> {
-    let mut tx = db.begin().await?;
-    let changed = sqlx::query(
+    let write = fenced(
         "UPDATE payments SET next_attempt_at = $4, attempts = attempts - 1
          WHERE order_id = $1 AND status = $2 AND next_attempt_at = $3",
+        claim,
+        claim.payment.status,
     )
-    .bind(&claim.payment.order_id)
-    .bind(claim.payment.status.as_str())
-    .bind(claim.lease_until)
-    .bind(at)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    tx.commit().await?;
-    Ok(changed == 1)
+    .bind(at);
+    write_fenced_alone(db, write).await
 }
 
 /// Gives a claimed row back, due at `now` (shutdown interrupted the call). The attempt still
@@ -228,18 +225,12 @@ pub async fn put_back_unsent(db: &Db, claim: &Claim, at: i64) -> Result<bool, St
 /// # Errors
 /// The database failed.
 pub async fn release(db: &Db, claim: &Claim, now: i64) -> Result<bool, StorageError> {
-    let mut tx = db.begin().await?;
-    let changed = sqlx::query(
+    let write = fenced(
         "UPDATE payments SET next_attempt_at = $4
          WHERE order_id = $1 AND status = $2 AND next_attempt_at = $3",
+        claim,
+        claim.payment.status,
     )
-    .bind(&claim.payment.order_id)
-    .bind(claim.payment.status.as_str())
-    .bind(claim.lease_until)
-    .bind(now)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    tx.commit().await?;
-    Ok(changed == 1)
+    .bind(now);
+    write_fenced_alone(db, write).await
 }

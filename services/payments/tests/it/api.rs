@@ -1,6 +1,7 @@
 //! `GET /api/payments/{order_id}`, readiness and metrics.
 
 use mercato_contracts::payments::PaymentCaptured;
+use mercato_testkit::ready::Readiness;
 use mercato_testkit::{TestBackend, backend_tests, eventually};
 use serde_json::{Value, json};
 
@@ -46,16 +47,9 @@ async fn payments_reports_readiness_and_charge_metrics(backend: TestBackend) {
     payments.charge(&order, "cust-1", "tok_visa").await;
     payments.answer::<PaymentCaptured>(&order).await;
 
-    let ready = payments.http.get(payments.url("/ready")).send().await.unwrap();
-    assert_eq!(ready.status(), 200);
-    let report: Value = ready.json().await.unwrap();
-    let checks: Vec<&str> = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(checks, ["database", "bus"]);
+    let ready = Readiness::of(payments.http.get(payments.url("/ready")).send().await.unwrap()).await;
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.check_names(), ["database", "bus"]);
 
     let expected = [
         r#"mercato_payments_charges_total{outcome="captured"} 1"#,

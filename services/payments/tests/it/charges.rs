@@ -44,7 +44,7 @@ async fn a_visa_card_is_captured_once(backend: TestBackend) {
 
     assert_eq!(payment.status, PaymentStatus::Captured);
     assert_eq!(payment.attempts, 1);
-    let charges = payments.sandbox.charges(&idempotency_key(&order)).await;
+    let charges = payments.charges_for(&order).await;
     assert_eq!(charges.len(), 1);
     assert_eq!(payment.provider_charge_id.as_deref(), charges[0]["id"].as_str());
     assert_eq!(payments.answers(&order).await, ["PaymentCaptured"]);
@@ -56,18 +56,12 @@ async fn a_declined_card_fails_as_declined(backend: TestBackend) {
     let order = order_id();
     payments.charge(&order, "cust-1", "tok_decline").await;
 
-    let failed: PaymentFailed = payments.answer::<PaymentFailed>(&order).await.decode().unwrap();
+    let failed: PaymentFailed = payments.decoded(&order).await;
     assert_eq!(failed.reason, PaymentFailure::Declined);
     let payment = payments.payment(&order).await.unwrap();
     assert_eq!(payment.status, PaymentStatus::Failed);
     assert_eq!(payment.attempts, 1, "a decline is not retried");
-    assert!(
-        payments
-            .sandbox
-            .charges(&idempotency_key(&order))
-            .await
-            .is_empty()
-    );
+    assert!(payments.charges_for(&order).await.is_empty());
     assert_eq!(payments.answers(&order).await, ["PaymentFailed"]);
 }
 
@@ -81,7 +75,7 @@ async fn a_flaky_provider_is_retried_until_it_captures_with_one_charge(backend: 
     assert_eq!(payment.status, PaymentStatus::Captured);
     assert_eq!(payment.attempts, 3, "two 503s, then the capture");
     assert_eq!(
-        payments.sandbox.charges(&idempotency_key(&order)).await.len(),
+        payments.charges_for(&order).await.len(),
         1,
         "retries with the same key never charge twice"
     );
@@ -97,7 +91,7 @@ async fn a_hanging_provider_fails_as_unavailable_after_the_last_attempt(backend:
     let order = order_id();
     payments.charge(&order, "cust-1", "tok_hang").await;
 
-    let failed: PaymentFailed = payments.answer::<PaymentFailed>(&order).await.decode().unwrap();
+    let failed: PaymentFailed = payments.decoded(&order).await;
     assert_eq!(failed.reason, PaymentFailure::ProviderUnavailable);
     let payment = payments.payment(&order).await.unwrap();
     // Timed-out calls may still have charged: the payment stays open for reconciliation.
@@ -112,13 +106,7 @@ async fn a_hanging_provider_fails_as_unavailable_after_the_last_attempt(backend:
         "the last error says it timed out: {:?}",
         payment.last_error
     );
-    assert!(
-        payments
-            .sandbox
-            .charges(&idempotency_key(&order))
-            .await
-            .is_empty()
-    );
+    assert!(payments.charges_for(&order).await.is_empty());
     assert_eq!(payments.answers(&order).await, ["PaymentFailed"]);
 }
 
@@ -134,13 +122,10 @@ async fn a_charge_command_delivered_twice_charges_once(backend: TestBackend) {
         .await;
 
     payments.answer::<PaymentCaptured>(&order).await;
-    eventually(PATIENCE, "both commands to be handled", || async {
-        (payments.commands_handled().await == 2).then_some(())
-    })
-    .await;
+    payments.until_handled(2).await;
     assert_eq!(payments.answers(&order).await, ["PaymentCaptured"]);
     assert_eq!(payments.outbox(&order).await, ["PaymentCaptured"]);
-    assert_eq!(payments.sandbox.charges(&idempotency_key(&order)).await.len(), 1);
+    assert_eq!(payments.charges_for(&order).await.len(), 1);
     assert_eq!(payments.payment(&order).await.unwrap().attempts, 1);
 }
 
@@ -179,6 +164,6 @@ async fn a_charge_reusing_another_orders_key_is_parked_and_charges_nothing(backe
     .await;
     assert!(parked.error.contains("idempotency key"), "{}", parked.error);
     assert!(payments.payment(&second).await.is_none());
-    assert_eq!(payments.sandbox.charges(&idempotency_key(&first)).await.len(), 1);
+    assert_eq!(payments.charges_for(&first).await.len(), 1);
     assert!(payments.answers(&second).await.is_empty());
 }

@@ -3,12 +3,10 @@
 
 use mercato_contracts::payments::{PaymentCaptured, PaymentFailed, PaymentFailure, PaymentRefunded};
 use mercato_payments::domain::PaymentStatus;
-use mercato_testkit::{TestBackend, backend_tests, eventually};
+use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::Value;
 
-use crate::support::{
-    PATIENCE, amount, charge_command, idempotency_key, order_id, spawn_app, spawn_app_with,
-};
+use crate::support::{Tuning, amount, charge_command, order_id, spawn_app, spawn_app_with};
 
 backend_tests!(
     a_charge_that_lands_after_its_failure_was_reported_is_captured_and_then_refunded,
@@ -17,57 +15,43 @@ backend_tests!(
     a_refund_before_the_charge_blocks_a_later_charge,
 );
 
+/// `tok_late` charges land `late_delay_ms` after the call; the worker gives each call 300 ms
+/// and makes `max_attempts` of them, `backoff_ms` apart at first and at most 200 ms.
+fn late_charges(t: &mut Tuning, late_delay_ms: u64, max_attempts: u32, backoff_ms: u64) {
+    t.late_delay_ms = late_delay_ms;
+    t.provider.timeout_ms = 300;
+    t.provider.max_attempts = max_attempts;
+    t.provider.backoff_ms = backoff_ms;
+    t.provider.max_backoff_ms = 200;
+}
+
 async fn a_charge_that_lands_after_its_failure_was_reported_is_captured_and_then_refunded(
     backend: TestBackend,
 ) {
-    let mut payments = spawn_app_with(backend, |t| {
-        t.late_delay_ms = 1_500;
-        t.provider.timeout_ms = 300;
-        t.provider.max_attempts = 2;
-        t.provider.backoff_ms = 50;
-        t.provider.max_backoff_ms = 200;
-    })
-    .await;
+    let mut payments = spawn_app_with(backend, |t| late_charges(t, 1_500, 2, 50)).await;
     let order = order_id();
-    let key = idempotency_key(&order);
     payments.charge(&order, "cust-1", "tok_late").await;
     // Every attempt timed out: the saga hears of a failure, but the outcome is not known yet.
-    let failed: PaymentFailed = payments.answer::<PaymentFailed>(&order).await.decode().unwrap();
+    let failed: PaymentFailed = payments.decoded(&order).await;
     assert_eq!(failed.reason, PaymentFailure::ProviderUnavailable);
     // The saga cancels the order and asks for a refund of anything captured.
     payments.refund(&order).await;
     // The provider did charge; payments finds out with the same key and gives the money back.
-    let refunded: PaymentRefunded = payments.answer::<PaymentRefunded>(&order).await.decode().unwrap();
+    let refunded: PaymentRefunded = payments.decoded(&order).await;
     assert_eq!(refunded.amount, amount());
     assert_eq!(
         payments.answers(&order).await,
         ["PaymentFailed", "PaymentCaptured", "PaymentRefunded"]
     );
-    let charges = payments.sandbox.charges(&key).await;
+    let charges = payments.charges_for(&order).await;
     assert_eq!(charges.len(), 1, "one charge, however many attempts");
     assert_eq!(charges[0]["refunded"], true);
 }
 
 async fn a_late_capture_after_a_refund_request_is_refunded(backend: TestBackend) {
-    let mut payments = spawn_app_with(backend, |t| {
-        t.late_delay_ms = 2_000;
-        t.provider.timeout_ms = 300;
-        t.provider.max_attempts = 100;
-        t.provider.backoff_ms = 100;
-        t.provider.max_backoff_ms = 200;
-    })
-    .await;
+    let mut payments = spawn_app_with(backend, |t| late_charges(t, 2_000, 100, 100)).await;
     let order = order_id();
-    let key = idempotency_key(&order);
-    payments.charge(&order, "cust-1", "tok_late").await;
-    eventually(PATIENCE, "the provider to hold a pending charge", || async {
-        let charges = payments.sandbox.charges(&key).await;
-        charges
-            .first()
-            .is_some_and(|c| c["status"] == "pending")
-            .then_some(())
-    })
-    .await;
+    payments.charge_late(&order).await;
 
     // The saga's payment timeout fired: it asks for a refund of whatever gets captured.
     payments.refund(&order).await;
@@ -82,7 +66,7 @@ async fn a_late_capture_after_a_refund_request_is_refunded(backend: TestBackend)
         "the refund was asked for before the capture"
     );
 
-    let refunded: PaymentRefunded = payments.answer::<PaymentRefunded>(&order).await.decode().unwrap();
+    let refunded: PaymentRefunded = payments.decoded(&order).await;
     let payment = payments.payment(&order).await.unwrap();
     assert_eq!(refunded.payment_id, payment.payment_id);
     assert_eq!(refunded.amount, amount());
@@ -91,7 +75,7 @@ async fn a_late_capture_after_a_refund_request_is_refunded(backend: TestBackend)
         payments.answers(&order).await,
         ["PaymentCaptured", "PaymentRefunded"]
     );
-    let charges = payments.sandbox.charges(&key).await;
+    let charges = payments.charges_for(&order).await;
     assert_eq!(charges.len(), 1, "one charge, however many attempts");
     assert_eq!(charges[0]["refunded"], true);
     assert_eq!(
@@ -110,10 +94,7 @@ async fn a_captured_payment_is_refunded_once(backend: TestBackend) {
     payments.refund(&order).await;
     let answer = payments.answer::<PaymentRefunded>(&order).await;
     assert_eq!(answer.causation_id.as_deref(), Some(refund.id.as_str()));
-    eventually(PATIENCE, "all three commands to be handled", || async {
-        (payments.commands_handled().await == 3).then_some(())
-    })
-    .await;
+    payments.until_handled(3).await;
     assert_eq!(
         payments.answers(&order).await,
         ["PaymentCaptured", "PaymentRefunded"]
@@ -161,21 +142,12 @@ async fn a_refund_before_the_charge_blocks_a_later_charge(backend: TestBackend) 
     .unwrap();
     charge.stream_seq = 0;
     payments.bus.publish(&charge).await.unwrap();
-    eventually(PATIENCE, "both commands to be handled", || async {
-        (payments.commands_handled().await == 2).then_some(())
-    })
-    .await;
+    payments.until_handled(2).await;
     assert_eq!(
         payments.payment(&order).await.unwrap().status,
         PaymentStatus::Failed
     );
-    assert!(
-        payments
-            .sandbox
-            .charges(&idempotency_key(&order))
-            .await
-            .is_empty()
-    );
+    assert!(payments.charges_for(&order).await.is_empty());
     assert!(
         payments.answers(&order).await.is_empty(),
         "nothing captured, nothing to tell"

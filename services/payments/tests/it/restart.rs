@@ -3,25 +3,14 @@
 
 use mercato_contracts::payments::PaymentCaptured;
 use mercato_payments::domain::PaymentStatus;
-use mercato_testkit::{TestBackend, backend_tests, eventually};
+use mercato_testkit::{TestBackend, backend_tests};
 
-use crate::support::{PATIENCE, TestApp, idempotency_key, order_id, spawn_app_with};
+use crate::support::{order_id, spawn_app_with};
 
 backend_tests!(
     a_charge_in_flight_at_shutdown_finishes_after_the_restart_with_one_charge,
     a_charge_in_flight_at_a_crash_is_taken_up_after_its_lease_with_one_charge,
 );
-
-async fn wait_for_pending_charge(payments: &TestApp, key: &str) {
-    eventually(PATIENCE, "the provider to hold a pending charge", || async {
-        let charges = payments.sandbox.charges(key).await;
-        charges
-            .first()
-            .is_some_and(|c| c["status"] == "pending")
-            .then_some(())
-    })
-    .await;
-}
 
 async fn a_charge_in_flight_at_shutdown_finishes_after_the_restart_with_one_charge(backend: TestBackend) {
     // The provider answers after 3 s; the call waits up to 10 s: the stop lands mid-call.
@@ -31,9 +20,7 @@ async fn a_charge_in_flight_at_shutdown_finishes_after_the_restart_with_one_char
     })
     .await;
     let order = order_id();
-    let key = idempotency_key(&order);
-    payments.charge(&order, "cust-1", "tok_late").await;
-    wait_for_pending_charge(&payments, &key).await;
+    payments.charge_late(&order).await;
 
     payments.stop().await;
     let stopped = payments.payment(&order).await.unwrap();
@@ -50,7 +37,7 @@ async fn a_charge_in_flight_at_shutdown_finishes_after_the_restart_with_one_char
         payments.payment(&order).await.unwrap().status,
         PaymentStatus::Captured
     );
-    assert_eq!(payments.sandbox.charges(&key).await.len(), 1);
+    assert_eq!(payments.charges_for(&order).await.len(), 1);
     assert_eq!(payments.answers(&order).await, ["PaymentCaptured"]);
 }
 
@@ -64,9 +51,7 @@ async fn a_charge_in_flight_at_a_crash_is_taken_up_after_its_lease_with_one_char
     })
     .await;
     let order = order_id();
-    let key = idempotency_key(&order);
-    payments.charge(&order, "cust-1", "tok_late").await;
-    wait_for_pending_charge(&payments, &key).await;
+    payments.charge_late(&order).await;
 
     payments.crash().await;
     let crashed = payments.payment(&order).await.unwrap();
@@ -79,6 +64,6 @@ async fn a_charge_in_flight_at_a_crash_is_taken_up_after_its_lease_with_one_char
 
     payments.start().await;
     payments.answer::<PaymentCaptured>(&order).await;
-    assert_eq!(payments.sandbox.charges(&key).await.len(), 1);
+    assert_eq!(payments.charges_for(&order).await.len(), 1);
     assert_eq!(payments.answers(&order).await, ["PaymentCaptured"]);
 }

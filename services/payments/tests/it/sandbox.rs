@@ -1,5 +1,6 @@
 //! The sandbox over HTTP: the test cards and the idempotency rules.
 
+use mercato_testkit::service::text_answer;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -143,18 +144,8 @@ async fn a_charge_needs_an_idempotency_key() {
 #[tokio::test]
 async fn the_same_key_returns_the_same_charge_and_another_body_conflicts() {
     let sandbox = Sandbox::start(8_000).await;
-    let first: Value = sandbox
-        .post_charge(Some("same"), &body("tok_visa"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let replay: Value = sandbox
-        .post_charge(Some("same"), &body("tok_visa"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let first = sandbox.charged("same", &body("tok_visa")).await;
+    let replay = sandbox.charged("same", &body("tok_visa")).await;
     assert_eq!(first["id"], replay["id"]);
     let other = sandbox
         .post_charge(
@@ -169,12 +160,7 @@ async fn the_same_key_returns_the_same_charge_and_another_body_conflicts() {
 #[tokio::test]
 async fn a_charge_is_refunded_once_and_shows_it() {
     let sandbox = Sandbox::start(8_000).await;
-    let charge: Value = sandbox
-        .post_charge(Some("to-refund"), &body("tok_visa"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let charge = sandbox.charged("to-refund", &body("tok_visa")).await;
     let id = charge["id"].as_str().unwrap();
     let first = sandbox.post_refund("refund-1", id).await;
     assert_eq!(first.status(), 200);
@@ -202,18 +188,8 @@ async fn unknown_charges_are_404_and_a_refund_key_is_bound_to_its_charge() {
         error_code(sandbox.post_refund("r", "ch_nope").await, 404).await,
         "resource_missing"
     );
-    let a: Value = sandbox
-        .post_charge(Some("a"), &body("tok_visa"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let b: Value = sandbox
-        .post_charge(Some("b"), &body("tok_visa"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let a = sandbox.charged("a", &body("tok_visa")).await;
+    let b = sandbox.charged("b", &body("tok_visa")).await;
     assert_eq!(
         sandbox.post_refund("r", a["id"].as_str().unwrap()).await.status(),
         200
@@ -252,14 +228,6 @@ async fn the_sandbox_lists_its_newest_charges_and_serves_operations_routes() {
             .status();
         assert_eq!(status, 200, "{path}");
     }
-    let metrics = sandbox
-        .http
-        .get(format!("{}/metrics", sandbox.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = text_answer(sandbox.http.get(format!("{}/metrics", sandbox.url))).await;
     assert!(metrics.contains(r#"mercato_sandbox_charge_requests_total{outcome="succeeded"} 3"#));
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use mercato_contracts::money::{Currency, Money};
 use mercato_contracts::orders::{ChargePayment, RefundPayment};
 use mercato_kit::ServiceSettings;
-use mercato_messaging::{Bus, Consumer, ConsumerSpec, Context, Envelope, Event, InboxConfig, RelayConfig};
+use mercato_messaging::{Bus, Consumer, ConsumerSpec, Envelope, Event, InboxConfig, RelayConfig};
 use mercato_payments::sandbox::{self, SandboxConfig};
 use mercato_payments::store::{self, Payment};
 use mercato_payments::{Config, PaymentsConfig, ProviderConfig};
@@ -17,6 +17,7 @@ use mercato_runtime::{CancellationToken, HttpConfig};
 use mercato_storage::Db;
 use mercato_storage::sqlx::{self, Row as _};
 use mercato_testkit::auth::TestIssuer;
+use mercato_testkit::publish::{order_context, publish_at};
 use mercato_testkit::service::{Backing, Instance};
 use mercato_testkit::{TestBackend, eventually};
 use serde_json::Value;
@@ -65,6 +66,12 @@ impl Sandbox {
             request = request.header("Idempotency-Key", key);
         }
         request.send().await.expect("the sandbox answers")
+    }
+
+    /// The charge made by `POST /v1/charges` with `key` and `body`, as the sandbox shows it.
+    pub async fn charged(&self, key: &str, body: &Value) -> Value {
+        let response = self.post_charge(Some(key), body).await;
+        response.json().await.expect("a charge is JSON")
     }
 
     /// `POST /v1/refunds` with `key`.
@@ -260,19 +267,15 @@ impl TestApp {
     pub async fn send<E: Event>(&mut self, order_id: &str, command: &E) -> Envelope {
         let seq = self.seqs.entry(order_id.to_owned()).or_insert(0);
         *seq += 1;
-        let mut envelope = Envelope::new(
+        publish_at(
+            &self.bus,
             "orders",
             order_id,
+            *seq,
             command,
-            &Context {
-                correlation_id: Some(format!("corr-{order_id}")),
-                ..Context::default()
-            },
+            &order_context(order_id),
         )
-        .expect("a command envelope");
-        envelope.stream_seq = *seq;
-        self.bus.publish(&envelope).await.expect("publish the command");
-        envelope
+        .await
     }
 
     /// Asks for a charge of [`amount`] to `card` for `order_id`, by `customer_id`.
@@ -305,6 +308,30 @@ impl TestApp {
             );
             self.read_answers(Duration::from_millis(200)).await;
         }
+    }
+
+    /// The answer of type `E` for `order_id`, decoded; waits for it like [`Self::answer`].
+    pub async fn decoded<E: Event>(&mut self, order_id: &str) -> E {
+        let envelope = self.answer::<E>(order_id).await;
+        envelope.decode().expect("an answer of its own type")
+    }
+
+    /// The charges the provider holds under `order_id`'s idempotency key.
+    pub async fn charges_for(&self, order_id: &str) -> Vec<Value> {
+        self.sandbox.charges(&idempotency_key(order_id)).await
+    }
+
+    /// Sends a `tok_late` charge for `order_id` and waits until the provider holds it, pending.
+    pub async fn charge_late(&mut self, order_id: &str) {
+        self.charge(order_id, "cust-1", "tok_late").await;
+        eventually(PATIENCE, "the provider to hold a pending charge", || async {
+            let charges = self.charges_for(order_id).await;
+            charges
+                .first()
+                .is_some_and(|c| c["status"] == "pending")
+                .then_some(())
+        })
+        .await;
     }
 
     /// Every answer about `order_id` so far, after reading what is still on its way (a short
@@ -362,20 +389,18 @@ impl TestApp {
             .get::<i64, _>("n")
     }
 
+    /// Waits until the inbox has handled `count` commands.
+    pub async fn until_handled(&self, count: i64) {
+        let what = format!("{count} commands to be handled");
+        eventually(PATIENCE, &what, || async {
+            (self.commands_handled().await == count).then_some(())
+        })
+        .await;
+    }
+
     /// The types of the events the service wrote to its outbox for `order_id`, in order.
     pub async fn outbox(&self, order_id: &str) -> Vec<String> {
-        let rows = sqlx::query("SELECT envelope FROM outbox WHERE stream_id = $1 ORDER BY stream_seq")
-            .bind(order_id)
-            .fetch_all(self.db.pool())
-            .await
-            .expect("read the outbox");
-        rows.iter()
-            .map(|row| {
-                let envelope: Envelope =
-                    serde_json::from_str(&row.get::<String, _>("envelope")).expect("an outbox envelope");
-                envelope.event_type
-            })
-            .collect()
+        mercato_testkit::outbox::event_types(&self.db, order_id).await
     }
 
     /// `GET /api/payments/{order_id}` as `token`'s bearer (anonymously when `None`).
