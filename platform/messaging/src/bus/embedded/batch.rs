@@ -103,11 +103,15 @@ impl EmbeddedConsumer {
         let mut claims = Vec::with_capacity(deliveries.len());
         let mut foreign = Vec::new();
         for delivery in deliveries {
-            match &delivery.handle {
-                DeliveryHandle::Embedded(h) if h.group == self.group && h.category == self.category => {
-                    claims.push((h.seq, h.attempts));
+            match delivery.handle {
+                DeliveryHandle::Embedded(h)
+                    if h.claim.group == self.group && h.claim.category == self.category =>
+                {
+                    // No longer held: the keeper stops renewing it before it is released.
+                    drop(h.held);
+                    claims.push((h.claim.seq, h.claim.attempts));
                 }
-                _ => foreign.push(delivery),
+                handle => foreign.push(Delivery { handle, ..delivery }),
             }
         }
         for chunk in claims.chunks(ROWS_PER_STATEMENT) {
