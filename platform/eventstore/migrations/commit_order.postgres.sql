@@ -6,7 +6,7 @@ CREATE INDEX events_commit_order ON events (tx_id, position);
 CREATE VIEW events_in_commit_order AS
     SELECT position, version, envelope, recorded_at, tx_id AS commit_order FROM events;
 -- The lowest transaction id that may still add events here: the oldest transaction running in
--- this database (only its own sessions can write its tables; other databases' do not hold it
+-- this database (only its own connections can write its tables; other databases' do not hold it
 -- back), or the next id to be handed out. Running ids are 32-bit; each is widened to 64 bits
 -- from the next id, which is less than 2^31 away.
 CREATE VIEW event_horizon AS

@@ -117,7 +117,14 @@ impl Db {
             .connect(&config.url)
             .await?;
         let writer = match backend {
-            Backend::Sqlite => pool_options(config, backend, 1).connect(&config.url).await?,
+            // A local file's connection does not go stale between turns; testing it before each
+            // write would add a round trip to every turn.
+            Backend::Sqlite => {
+                pool_options(config, backend, 1)
+                    .test_before_acquire(false)
+                    .connect(&config.url)
+                    .await?
+            }
             Backend::Postgres => pool.clone(),
         };
         Ok(Self {
