@@ -8,7 +8,9 @@
 //! - `domain/`: the order and the saga's rules (no I/O).
 //! - `events`: facts to and from envelopes (the contracts' types).
 //! - `checkout`: the operations (place with an idempotency key, cancel, ship, deliver, react).
-//! - `saga`: the answer handler and the step timer.
+//! - `saga`: the answer handler and the step timer (which also recounts the backlog).
+//! - `backlog`: orders in flight, and refusing new ones past `max_orders_in_flight`.
+//! - `watch`: waking a long poll when its order's read-model row changed.
 //! - `directory`: gRPC calls to inventory (prices) and customers (the customer) at placement.
 //! - `lookups`: those calls behind caches kept current by inventory's and customers' events.
 //! - `projection`, `store`: the order read model and its SQL.
@@ -16,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+pub mod backlog;
 pub mod checkout;
 pub mod directory;
 pub mod domain;
@@ -24,6 +27,7 @@ pub mod lookups;
 pub mod projection;
 pub mod saga;
 pub mod store;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +51,9 @@ pub const NAME: &str = mercato_contracts::orders::CATEGORY;
 /// The projections this service keeps, by name.
 pub const PROJECTIONS: &[&str] = &[projection::NAME];
 
+/// Orders that long polls may wait on at once; a poll past it answers at once.
+pub const MAX_WATCHED_ORDERS: usize = 10_000;
+
 /// The consumer groups that read inventory's and payments' answers.
 pub const INVENTORY_CONSUMER: &str = "orders-on-inventory";
 pub const PAYMENTS_CONSUMER: &str = "orders-on-payments";
@@ -61,9 +68,13 @@ pub struct SagaConfig {
     pub reserve_timeout_ms: u64,
     /// How long the saga waits for the charge before cancelling and refunding a late one.
     pub payment_timeout_ms: u64,
+    /// How often the timer looks for overdue steps and the backlog is counted again.
     pub timer_poll_ms: u64,
     /// Deadline of each gRPC call at order placement.
     pub grpc_timeout_ms: u64,
+    /// Orders placed and not yet confirmed or cancelled past which new ones are refused with
+    /// `503`: about the saga's throughput times the latency an accepted order may take.
+    pub max_orders_in_flight: u64,
 }
 
 impl Default for SagaConfig {
@@ -74,6 +85,7 @@ impl Default for SagaConfig {
             payment_timeout_ms: 5_000,
             timer_poll_ms: 250,
             grpc_timeout_ms: 2_000,
+            max_orders_in_flight: 100,
         }
     }
 }
@@ -88,7 +100,8 @@ impl Validate for SagaConfig {
         positive(self.reserve_timeout_ms, "reserve_timeout_ms")?;
         positive(self.payment_timeout_ms, "payment_timeout_ms")?;
         positive(self.timer_poll_ms, "timer_poll_ms")?;
-        positive(self.grpc_timeout_ms, "grpc_timeout_ms")
+        positive(self.grpc_timeout_ms, "grpc_timeout_ms")?;
+        positive(self.max_orders_in_flight, "max_orders_in_flight")
     }
 }
 
@@ -196,18 +209,30 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
     kit.background("cache: products", move |token| {
         on_products.run(products_bus, token)
     });
+    let db = kit.db().clone();
+    let backlog = backlog::Backlog::new(db, config.saga.max_orders_in_flight, kit.registry());
+    backlog
+        .recount()
+        .await
+        .map_err(|e| StartError::dependency(NAME, "backlog", e))?;
     let every = Duration::from_millis(config.saga.timer_poll_ms);
-    let timer_checkout = Arc::clone(&checkout);
+    let (timer_checkout, timer_backlog) = (Arc::clone(&checkout), Arc::clone(&backlog));
     kit.background("saga timer", move |token| {
-        saga::run_timer(timer_checkout, every, token)
+        saga::run_timer(timer_checkout, timer_backlog, every, token)
     });
+    let changes = watch::Changes::new(MAX_WATCHED_ORDERS, kit.registry());
     kit.projection(
         "projection: orders.views",
-        views,
+        watch::Announcing::new(views, Arc::clone(&changes)),
         wake_projection,
         Duration::from_millis(config.projection_poll_ms),
     );
-    let state = api::State { checkout, lookups };
+    let state = api::State {
+        checkout,
+        lookups,
+        backlog,
+        changes,
+    };
     let routes = api::router(state, kit.verifier());
     kit.serve(routes).await
 }
@@ -232,6 +257,10 @@ mod tests {
         assert_eq!(
             refused(|s| s.grpc_timeout_ms = 0).as_deref(),
             Some("orders.grpc_timeout_ms")
+        );
+        assert_eq!(
+            refused(|s| s.max_orders_in_flight = 0).as_deref(),
+            Some("orders.max_orders_in_flight")
         );
         assert_eq!(
             refused(|s| s.reservation_ttl_ms = s.reserve_timeout_ms).as_deref(),

@@ -13,9 +13,13 @@ use sha2::{Digest as _, Sha256};
 use super::error::lines_problem;
 use super::input::PlaceOrder;
 use super::output::{OrderOut, Page};
+use super::wait::{Wait, WaitQuery};
 use super::{ApiError, State};
 use crate::domain::{Line, Money, total};
 use crate::store;
+
+/// When a refused order may be tried again: about the time the backlog takes to move on.
+const RETRY_AFTER_SECS: u64 = 1;
 
 fn context() -> Context {
     Context {
@@ -76,6 +80,14 @@ pub async fn place(
     let key = idempotency_key(&headers)?;
     let valid = body.validate().map_err(Problem::validation)?;
     let hash = fingerprint(&body);
+    // Before any call or write for this order: a refusal costs nothing and leaves nothing behind.
+    let Some(admission) = state.backlog.admit().await else {
+        return Err(Problem::unavailable(
+            "too many orders are being processed; try again shortly",
+            RETRY_AFTER_SECS,
+        )
+        .into());
+    };
     if !state.lookups.customer_exists(&caller.subject).await? {
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -143,6 +155,7 @@ pub async fn place(
         }
     };
     if new {
+        admission.placed();
         tracing::info!(%order_id, "order placed");
     }
     Ok(created(view))
@@ -152,8 +165,45 @@ pub async fn get(
     AxumState(state): AxumState<Arc<State>>,
     caller: Caller,
     Path(id): Path<String>,
+    Query(query): Query<WaitQuery>,
 ) -> Result<Json<OrderOut>, ApiError> {
-    Ok(Json(owned(&state, &caller, &id).await?.into()))
+    let view = match query.parse()? {
+        None => owned(&state, &caller, &id).await?,
+        Some(wait) => changed(&state, &caller, &id, &wait).await?,
+    };
+    let timeline = super::timeline::timeline(state.checkout.db.pool(), &id).await?;
+    Ok(Json(OrderOut {
+        timeline: Some(timeline),
+        ..view.into()
+    }))
+}
+
+/// The order once it differs from what the client has, or as it is when the wait ends. Reads the
+/// row when it starts and once per wake of the order's watch; with no room to watch, at once.
+async fn changed(
+    state: &State,
+    caller: &Caller,
+    id: &str,
+    wait: &Wait,
+) -> Result<store::OrderView, ApiError> {
+    let watch = state.changes.watch(id);
+    loop {
+        let wake = watch.as_ref().map(crate::watch::Watch::changed);
+        let mut wake = std::pin::pin!(wake);
+        if let Some(wake) = wake.as_mut().as_pin_mut() {
+            wake.enable();
+        }
+        let view = owned(state, caller, id).await?;
+        if wait.seen.differs(&view) || tokio::time::Instant::now() >= wait.until {
+            return Ok(view);
+        }
+        let Some(wake) = wake.as_pin_mut() else {
+            return Ok(view);
+        };
+        if tokio::time::timeout_at(wait.until, wake).await.is_err() {
+            return Ok(view);
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
