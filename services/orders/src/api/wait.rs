@@ -14,7 +14,7 @@ use crate::domain::Status;
 use crate::store::OrderView;
 
 pub const MAX_WAIT_MS: u64 = 30_000;
-pub const DEFAULT_WAIT_MS: u64 = 10_000;
+pub const DEFAULT_WAIT_MS: u64 = 5_000;
 
 /// Room left before the request's deadline, so the answer still reaches the caller in time.
 const ANSWER_MARGIN: Duration = Duration::from_millis(250);
