@@ -165,14 +165,17 @@ pub async fn rebuild_projection(db: &Db, saga: &SagaConfig, name: &str) -> Resul
 pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
     let mut kit = ServiceBuilder::open(NAME, config, &config.service, store::MIGRATIONS, bus).await?;
     let wake_projection = Arc::new(Notify::new());
-    let views = views(&config.saga);
+    let changes = watch::Changes::new(MAX_WATCHED_ORDERS, kit.registry());
+    // One projection for the runner and the inline refreshes: whichever applies an order's
+    // change wakes its long polls.
+    let views = Arc::new(watch::Announcing::new(views(&config.saga), Arc::clone(&changes)));
     let timing = checkout::Timing {
         reservation_ttl: Duration::from_millis(config.saga.reservation_ttl_ms),
     };
     let checkout = Arc::new(Checkout::new(
         kit.db().clone(),
         kit.outbox(),
-        views,
+        Arc::clone(&views),
         Arc::clone(&wake_projection),
         timing,
     ));
@@ -220,10 +223,9 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
     kit.background("saga timer", move |token| {
         saga::run_timer(timer_checkout, timer_backlog, every, token)
     });
-    let changes = watch::Changes::new(MAX_WATCHED_ORDERS, kit.registry());
     kit.projection(
         "projection: orders.views",
-        watch::Announcing::new(views, Arc::clone(&changes)),
+        views,
         wake_projection,
         Duration::from_millis(config.projection_poll_ms),
     );

@@ -127,13 +127,25 @@ impl Drop for Watch {
 }
 
 /// A projection that tells [`Changes`] which orders its committed batches touched.
+///
+/// Batches of one projection never overlap (each holds the checkpoint until it commits), but the
+/// next may start applying between a commit and its `committed` call, and so be announced before
+/// it is visible. Each announcement therefore repeats the one before: a waiter woken too early
+/// reads the old row, sleeps again, and is woken once more after its batch committed.
 #[derive(Debug)]
 pub struct Announcing<P> {
     inner: P,
     changes: Arc<Changes>,
-    /// The orders of the batch being applied. A batch that rolls back leaves its orders here
-    /// until the next commit: a waiter woken for nothing reads its order again and sleeps on.
-    touched: Mutex<HashSet<String>>,
+    touched: Mutex<Touched>,
+}
+
+#[derive(Debug, Default)]
+struct Touched {
+    /// Orders applied since the last announcement. A batch that rolls back leaves its orders
+    /// here: a waiter woken for nothing reads its order again and sleeps on.
+    current: HashSet<String>,
+    /// The orders of the last announcement, announced again with the next.
+    previous: HashSet<String>,
 }
 
 impl<P> Announcing<P> {
@@ -155,6 +167,7 @@ impl<P: Projection> Projection for Announcing<P> {
         self.touched
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .current
             .insert(event.envelope.stream_id.clone());
         self.inner.apply(tx, event)
     }
@@ -164,8 +177,12 @@ impl<P: Projection> Projection for Announcing<P> {
     }
 
     fn committed(&self) {
-        let touched = std::mem::take(&mut *self.touched.lock().unwrap_or_else(PoisonError::into_inner));
-        self.changes.changed(touched.iter().map(String::as_str));
+        let mut touched = self.touched.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = std::mem::take(&mut touched.current);
+        let earlier = std::mem::replace(&mut touched.previous, current);
+        let announced = touched.previous.iter().chain(earlier.iter());
+        self.changes.changed(announced.map(String::as_str));
+        drop(touched);
         self.inner.committed();
     }
 }
