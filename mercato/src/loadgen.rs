@@ -122,8 +122,10 @@ pub struct Report {
     pub confirmed: Samples,
     pub phases: Phases,
     pub cancelled: usize,
-    /// Refused with `503` (the backlog was full, or an upstream shed load).
+    /// Refused with `503` by orders because its backlog was full (`backlog-full`).
     pub shed: usize,
+    /// Other `503`s: the gateway's breaker or bulkhead, a failing upstream.
+    pub unavailable: usize,
     /// Refused with `429` by the gateway's rate limit.
     pub rate_limited: usize,
     /// Long polls answered `429`; their orders were followed again after `Retry-After`.
@@ -145,6 +147,7 @@ enum Outcome {
     Confirmed(Duration, Option<[Duration; 4]>),
     Cancelled,
     Shed,
+    Unavailable,
     RateLimited,
     Rejected,
     Error,
@@ -165,6 +168,7 @@ impl Report {
             }
             Outcome::Cancelled => self.cancelled += 1,
             Outcome::Shed => self.shed += 1,
+            Outcome::Unavailable => self.unavailable += 1,
             Outcome::RateLimited => self.rate_limited += 1,
             Outcome::Rejected => self.rejected += 1,
             Outcome::Error => self.errors += 1,
@@ -185,7 +189,7 @@ fn per_second(count: usize, over: Duration) -> f64 {
 fn percentiles(f: &mut fmt::Formatter<'_>, label: &str, samples: &Samples) -> fmt::Result {
     writeln!(
         f,
-        "{label:<20}p50 {:.1} ms   p90 {:.1} ms   p99 {:.1} ms   max {:.1} ms",
+        "{label:<22}p50 {:.1} ms   p90 {:.1} ms   p99 {:.1} ms   max {:.1} ms",
         ms(samples.percentile(50.0)),
         ms(samples.percentile(90.0)),
         ms(samples.percentile(99.0)),
@@ -197,37 +201,38 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "offered rate        {:.1} orders/s ({} orders)",
+            "offered rate          {:.1} orders/s ({} orders)",
             per_second(self.offered, self.offered_for),
             self.offered
         )?;
         writeln!(
             f,
-            "confirmed           {} ({:.1} orders/s over {:.1} s)",
+            "confirmed             {} ({:.1} orders/s over {:.1} s)",
             self.confirmed.len(),
             per_second(self.confirmed.len(), self.elapsed),
             self.elapsed.as_secs_f64()
         )?;
-        writeln!(f, "cancelled           {}", self.cancelled)?;
+        writeln!(f, "cancelled             {}", self.cancelled)?;
         writeln!(
             f,
-            "refused, 503        {} (past the backlog bound: try later)",
-            self.shed
+            "refused, 503          {} past the backlog bound; {} other (the gateway's breaker or \
+             bulkhead, a failing upstream)",
+            self.shed, self.unavailable
         )?;
         if self.rate_limited + self.rate_limited_polls > 0 {
             writeln!(
                 f,
-                "RATE LIMITED, 429   {} orders refused, {} long polls delayed: the gateway's rate \
+                "RATE LIMITED, 429     {} orders refused, {} long polls delayed: the gateway's rate \
                  limit throttled this run (more --customers, or [gateway.rate_limit])",
                 self.rate_limited, self.rate_limited_polls
             )?;
         } else {
-            writeln!(f, "rate limited, 429   none")?;
+            writeln!(f, "rate limited, 429     none")?;
         }
-        writeln!(f, "refused, other 4xx  {}", self.rejected)?;
-        writeln!(f, "errors              {}", self.errors)?;
-        writeln!(f, "stuck               {}", self.stuck)?;
-        writeln!(f, "delayed starts      {}", self.delayed_starts)?;
+        writeln!(f, "refused, other 4xx    {}", self.rejected)?;
+        writeln!(f, "errors                {}", self.errors)?;
+        writeln!(f, "stuck                 {}", self.stuck)?;
+        writeln!(f, "delayed starts        {}", self.delayed_starts)?;
         percentiles(f, "POST → confirmed", &self.confirmed)?;
         writeln!(f, "saga phases, from the server's times:")?;
         percentiles(f, "  reserve", &self.phases.reserve)?;
@@ -240,14 +245,14 @@ impl fmt::Display for Report {
                 let per_order = ms(cpu) / self.offered.max(1) as f64;
                 writeln!(
                     f,
-                    "loadgen CPU         {:.2} s over {:.1} s ({:.1} % of one core; {:.3} ms per order)",
+                    "loadgen CPU           {:.2} s over {:.1} s ({:.1} % of one core; {:.3} ms per order)",
                     cpu.as_secs_f64(),
                     self.elapsed.as_secs_f64(),
                     100.0 * cpu.as_secs_f64() / self.elapsed.as_secs_f64().max(f64::EPSILON),
                     per_order
                 )
             }
-            None => writeln!(f, "loadgen CPU         unknown on this system"),
+            None => writeln!(f, "loadgen CPU           unknown on this system"),
         }
     }
 }
@@ -358,6 +363,9 @@ fn retry_after(response: &reqwest::Response) -> Duration {
     Duration::from_secs(secs.max(1))
 }
 
+/// The problem type of orders' refusal past its backlog bound.
+const BACKLOG_FULL: &str = "urn:mercato:problem:backlog-full";
+
 /// Everything the orders share.
 struct Shared {
     http: reqwest::Client,
@@ -402,7 +410,14 @@ async fn one_order(shared: &Shared, token: &str, sku: &str) -> Outcome {
             Ok(v) => v["id"].as_str().unwrap_or_default().to_owned(),
             Err(_) => return Outcome::Error,
         },
-        Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => return Outcome::Shed,
+        Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE => {
+            let problem = r.json::<Value>().await.unwrap_or_default();
+            return if problem["type"] == BACKLOG_FULL {
+                Outcome::Shed
+            } else {
+                Outcome::Unavailable
+            };
+        }
         Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => return Outcome::RateLimited,
         Ok(r) if r.status().is_client_error() => return Outcome::Rejected,
         _ => return Outcome::Error,
@@ -610,12 +625,12 @@ mod tests {
     #[test]
     fn the_report_says_plainly_when_the_rate_limit_throttled_the_run() {
         let mut report = Report::default();
-        assert!(report.to_string().contains("rate limited, 429   none"));
+        assert!(report.to_string().contains("rate limited, 429     none"));
         report.record(Outcome::RateLimited);
         assert!(
             report
                 .to_string()
-                .contains("RATE LIMITED, 429   1 orders refused")
+                .contains("RATE LIMITED, 429     1 orders refused")
         );
     }
 }

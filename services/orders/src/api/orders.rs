@@ -21,6 +21,17 @@ use crate::store;
 /// When a refused order may be tried again: about the time the backlog takes to move on.
 const RETRY_AFTER_SECS: u64 = 1;
 
+/// `503` with `Retry-After`, of its own type so clients can tell it from a failure.
+fn backlog_full() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "backlog-full",
+        "Too many orders in progress",
+    )
+    .with_detail("too many orders are being processed; try again shortly")
+    .with_header(header::RETRY_AFTER, &RETRY_AFTER_SECS.to_string())
+}
+
 fn context() -> Context {
     Context {
         correlation_id: CorrelationId::current().map(|c| c.to_string()),
@@ -82,11 +93,7 @@ pub async fn place(
     let hash = fingerprint(&body);
     // Before any call or write for this order: a refusal costs nothing and leaves nothing behind.
     let Some(admission) = state.backlog.admit().await else {
-        return Err(Problem::unavailable(
-            "too many orders are being processed; try again shortly",
-            RETRY_AFTER_SECS,
-        )
-        .into());
+        return Err(backlog_full().into());
     };
     if !state.lookups.customer_exists(&caller.subject).await? {
         return Err(Problem::new(

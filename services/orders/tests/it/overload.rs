@@ -1,7 +1,7 @@
 //! Past `[orders] max_orders_in_flight` a new order is refused before anything is written for
 //! it, and the orders already accepted all finish; the backlog gauge follows them down.
 
-use mercato_testkit::problem::expect_problem;
+use mercato_testkit::problem::expect_problem_of;
 use mercato_testkit::{PATIENCE, TestBackend, backend_tests, eventually};
 use serde_json::Value;
 
@@ -39,7 +39,7 @@ async fn orders_past_the_bound_are_refused_and_every_accepted_one_is_confirmed(b
             retry_after.is_some_and(|s| s >= 1),
             "a refusal says when to retry"
         );
-        expect_problem(refused, 503).await;
+        expect_problem_of(refused, 503, "backlog-full").await;
     }
     // A refused order left nothing behind: the customer has the accepted orders only.
     let list: Value = app.get(&token, "/api/orders").await.json().await.unwrap();
