@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State as AxumState};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -172,8 +173,10 @@ pub async fn get(
     AxumState(state): AxumState<Arc<State>>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(query): Query<WaitQuery>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Result<Json<OrderOut>, ApiError> {
+    // A query that does not parse at all (a parameter given twice) is a problem too.
+    let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
     let view = match query.parse()? {
         None => owned(&state, &caller, &id).await?,
         Some(wait) => changed(&state, &caller, &id, &wait).await?,

@@ -146,6 +146,8 @@ async fn bad_long_poll_parameters_are_named(backend: TestBackend) {
         let problem = expect_problem(long_poll(&app, &token, &order, query).await, 422).await;
         assert_eq!(invalid_fields(&problem), [field], "{query}");
     }
+    let twice = "wait_for_change_from=pending&wait_ms=1&wait_ms=2";
+    expect_problem(long_poll(&app, &token, &order, twice).await, 400).await;
 }
 
 async fn a_long_poll_on_another_customers_order_is_404(backend: TestBackend) {
