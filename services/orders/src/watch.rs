@@ -212,6 +212,39 @@ mod tests {
         );
     }
 
+    struct Nothing;
+
+    impl Projection for Nothing {
+        fn name(&self) -> &'static str {
+            "nothing"
+        }
+
+        fn apply<'a>(&'a self, _: &'a mut Tx, _: &'a RecordedEvent) -> Applied<'a> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn reset<'a>(&'a self, _: &'a mut Tx) -> Applied<'a> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_order_announced_before_its_batch_committed_is_announced_again_after() {
+        let changes = Changes::new(10, &mut Registry::default());
+        let projection = Announcing::new(Nothing, Arc::clone(&changes));
+        let watch = changes.watch("b").unwrap();
+        // The next batch applied "b" between the last commit and its announcement.
+        projection.touched.lock().unwrap().current.insert("b".into());
+        projection.committed();
+        // The waiter, woken too early, read the old row and sleeps again.
+        let mut again = std::pin::pin!(watch.changed());
+        again.as_mut().enable();
+        projection.committed();
+        tokio::time::timeout(Duration::from_secs(5), again)
+            .await
+            .expect("woken again once its batch committed");
+    }
+
     #[test]
     fn watched_orders_are_bounded_and_forgotten_with_their_last_watch() {
         let changes = Changes::new(2, &mut Registry::default());
