@@ -11,8 +11,10 @@
 //!   then the balancer's choice among the instances that pass their health checks and whose
 //!   circuit breaker admits the call. Each instance has its own breaker, named
 //!   `<upstream>@<host:port>`, counting `5xx` answers, connection errors and timeouts as
-//!   failures; `4xx` answers and errors caused by the client's own body (too large, aborted) are
-//!   not. An instance whose breaker is open is skipped (passive outlier ejection) until a probe
+//!   failures; `4xx` answers, errors caused by the client's own body (too large, aborted), and a
+//!   `503` that carries `Retry-After` are not: that instance is answering and sheds load on
+//!   purpose (orders past its backlog bound), and ejecting it would refuse every request to it
+//!   instead of some. An instance whose breaker is open is skipped (passive outlier ejection) until a probe
 //!   through the half-open breaker succeeds. When every instance refuses, the caller gets
 //!   [`ResilienceError::CircuitOpen`] at once.
 //! - Only idempotent requests are retried (GET, HEAD, OPTIONS, or any request carrying an
@@ -161,13 +163,20 @@ fn transient(result: &CallResult) -> bool {
     }
 }
 
-/// `5xx` answers, upstream-side errors and timeouts; not `4xx`, not the client's own body.
+/// `5xx` answers, upstream-side errors and timeouts; not `4xx`, not the client's own body, not
+/// an upstream shedding load (`503` with `Retry-After`).
 fn breaker_failure(result: &CallResult) -> bool {
     match result {
-        Ok(response) => response.status().is_server_error(),
+        Ok(response) => response.status().is_server_error() && !sheds_load(response),
         Err(ResilienceError::Inner(error)) => error.is_upstream_fault(),
         Err(_) => true,
     }
+}
+
+/// A refusal that says when to come back: the upstream decided, it did not fail.
+fn sheds_load<B>(response: &http::Response<B>) -> bool {
+    response.status() == http::StatusCode::SERVICE_UNAVAILABLE
+        && response.headers().contains_key(http::header::RETRY_AFTER)
 }
 
 type Predicate = fn(&Outgoing) -> bool;
@@ -357,6 +366,21 @@ mod tests {
             bytes::Bytes::from_static(b"x"),
         )]));
         assert!(!retryable(&outgoing(Method::GET, false, stream)));
+    }
+
+    #[test]
+    fn a_503_with_retry_after_sheds_load_and_other_5xx_fail() {
+        let answer = |status: u16, retry_after: bool| {
+            let mut response = http::Response::builder().status(status);
+            if retry_after {
+                response = response.header(http::header::RETRY_AFTER, "1");
+            }
+            response.body(()).unwrap()
+        };
+        assert!(sheds_load(&answer(503, true)));
+        assert!(!sheds_load(&answer(503, false)), "a bare 503 is a failure");
+        assert!(!sheds_load(&answer(500, true)));
+        assert!(!sheds_load(&answer(429, true)));
     }
 
     #[tokio::test]

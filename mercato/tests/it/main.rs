@@ -8,6 +8,8 @@
 //! - `restart`: data and signing keys survive a restart; key rotation through the gateway.
 //! - `cache`: a price change reaches a second orders instance through invalidation, not the TTL.
 //! - `deploy`: `mercato deploy switch` moves inventory to a second instance and back.
+//! - `loadgen`: `mercato loadgen` follows each order with the long poll, reports the saga's
+//!   phases, and counts refusals past the backlog bound apart from errors.
 //! - `instances`: two inventory processes behind a gateway process; one is killed under load.
 //! - `processes`: every service as its own `mercato serve` process on PostgreSQL and NATS,
 //!   `mercato up` as a process, signals, and the CLI's other commands.
@@ -21,6 +23,7 @@ mod faults;
 mod flows;
 mod instances;
 mod k8s;
+mod loadgen;
 mod operations;
 mod outage;
 mod processes;

@@ -51,6 +51,10 @@ pub trait Projection: Send + Sync {
 
     /// Empties the projection's read tables, ahead of a [`rebuild`].
     fn reset<'a>(&'a self, tx: &'a mut Tx) -> Applied<'a>;
+
+    /// Called after a batch of applied events committed, so readers can be told of the change
+    /// only once it is visible.
+    fn committed(&self) {}
 }
 
 impl<P: Projection + ?Sized> Projection for Arc<P> {
@@ -64,6 +68,10 @@ impl<P: Projection + ?Sized> Projection for Arc<P> {
 
     fn reset<'a>(&'a self, tx: &'a mut Tx) -> Applied<'a> {
         (**self).reset(tx)
+    }
+
+    fn committed(&self) {
+        (**self).committed();
     }
 }
 
@@ -364,6 +372,9 @@ async fn apply_batch<P: Projection + ?Sized>(
         save(&mut tx, name, position).await?;
     }
     tx.commit().await?;
+    if !rows.is_empty() {
+        projection.committed();
+    }
     Ok(Batch::Committed(rows.len()))
 }
 

@@ -18,6 +18,7 @@ use crate::domain::{Decision, Fact, Line, Order, Reply, Status};
 use crate::events::{Extras, from_envelope, to_envelope};
 use crate::projection::ViewsProjection;
 use crate::store;
+use crate::watch::Announcing;
 
 /// Why an order operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +68,8 @@ pub struct Timing {
 pub struct Checkout {
     pub(crate) db: Db,
     outbox: Outbox,
-    projection: ViewsProjection,
+    /// The read model, refreshed inline; it wakes the long polls of the orders it changed.
+    projection: Arc<Announcing<ViewsProjection>>,
     wake_projection: Arc<Notify>,
     timing: Timing,
 }
@@ -142,7 +144,7 @@ impl Checkout {
     pub fn new(
         db: Db,
         outbox: Outbox,
-        projection: ViewsProjection,
+        projection: Arc<Announcing<ViewsProjection>>,
         wake_projection: Arc<Notify>,
         timing: Timing,
     ) -> Self {

@@ -8,7 +8,9 @@
 //! - `domain/`: the order and the saga's rules (no I/O).
 //! - `events`: facts to and from envelopes (the contracts' types).
 //! - `checkout`: the operations (place with an idempotency key, cancel, ship, deliver, react).
-//! - `saga`: the answer handler and the step timer.
+//! - `saga`: the answer handler and the step timer (which also recounts the backlog).
+//! - `backlog`: orders in flight, and refusing new ones past `max_orders_in_flight`.
+//! - `watch`: waking a long poll when its order's read-model row changed.
 //! - `directory`: gRPC calls to inventory (prices) and customers (the customer) at placement.
 //! - `lookups`: those calls behind caches kept current by inventory's and customers' events.
 //! - `projection`, `store`: the order read model and its SQL.
@@ -16,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+pub mod backlog;
 pub mod checkout;
 pub mod directory;
 pub mod domain;
@@ -24,6 +27,7 @@ pub mod lookups;
 pub mod projection;
 pub mod saga;
 pub mod store;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +51,9 @@ pub const NAME: &str = mercato_contracts::orders::CATEGORY;
 /// The projections this service keeps, by name.
 pub const PROJECTIONS: &[&str] = &[projection::NAME];
 
+/// Orders that long polls may wait on at once; a poll past it answers at once.
+pub const MAX_WATCHED_ORDERS: usize = 10_000;
+
 /// The consumer groups that read inventory's and payments' answers.
 pub const INVENTORY_CONSUMER: &str = "orders-on-inventory";
 pub const PAYMENTS_CONSUMER: &str = "orders-on-payments";
@@ -63,9 +70,13 @@ pub struct SagaConfig {
     /// How long the saga waits for the charge before cancelling and refunding a late one; the
     /// same rule.
     pub payment_timeout_ms: u64,
+    /// How often the timer looks for overdue steps and the backlog is counted again.
     pub timer_poll_ms: u64,
     /// Deadline of each gRPC call at order placement.
     pub grpc_timeout_ms: u64,
+    /// Orders placed and not yet confirmed or cancelled past which new ones are refused with
+    /// `503`: about the saga's throughput times the latency an accepted order may take.
+    pub max_orders_in_flight: u64,
 }
 
 impl Default for SagaConfig {
@@ -76,6 +87,7 @@ impl Default for SagaConfig {
             payment_timeout_ms: 20_000,
             timer_poll_ms: 250,
             grpc_timeout_ms: 2_000,
+            max_orders_in_flight: 100,
         }
     }
 }
@@ -90,7 +102,8 @@ impl Validate for SagaConfig {
         positive(self.reserve_timeout_ms, "reserve_timeout_ms")?;
         positive(self.payment_timeout_ms, "payment_timeout_ms")?;
         positive(self.timer_poll_ms, "timer_poll_ms")?;
-        positive(self.grpc_timeout_ms, "grpc_timeout_ms")
+        positive(self.grpc_timeout_ms, "grpc_timeout_ms")?;
+        positive(self.max_orders_in_flight, "max_orders_in_flight")
     }
 }
 
@@ -181,14 +194,17 @@ pub async fn rebuild_projection(db: &Db, saga: &SagaConfig, name: &str) -> Resul
 pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
     let mut kit = ServiceBuilder::open(NAME, config, &config.service, store::MIGRATIONS, bus).await?;
     let wake_projection = Arc::new(Notify::new());
-    let views = views(&config.saga);
+    let changes = watch::Changes::new(MAX_WATCHED_ORDERS, kit.registry());
+    // One projection for the runner and the inline refreshes: whichever applies an order's
+    // change wakes its long polls.
+    let views = Arc::new(watch::Announcing::new(views(&config.saga), Arc::clone(&changes)));
     let timing = checkout::Timing {
         reservation_ttl: Duration::from_millis(config.saga.reservation_ttl_ms),
     };
     let checkout = Arc::new(Checkout::new(
         kit.db().clone(),
         kit.outbox(),
-        views,
+        Arc::clone(&views),
         Arc::clone(&wake_projection),
         timing,
     ));
@@ -225,10 +241,16 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
     kit.background("cache: products", move |token| {
         on_products.run(products_bus, token)
     });
+    let db = kit.db().clone();
+    let backlog = backlog::Backlog::new(db, config.saga.max_orders_in_flight, kit.registry());
+    backlog
+        .recount()
+        .await
+        .map_err(|e| StartError::dependency(NAME, "backlog", e))?;
     let every = Duration::from_millis(config.saga.timer_poll_ms);
-    let timer_checkout = Arc::clone(&checkout);
+    let (timer_checkout, timer_backlog) = (Arc::clone(&checkout), Arc::clone(&backlog));
     kit.background("saga timer", move |token| {
-        saga::run_timer(timer_checkout, every, token)
+        saga::run_timer(timer_checkout, timer_backlog, every, token)
     });
     kit.projection(
         "projection: orders.views",
@@ -236,7 +258,12 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
         wake_projection,
         Duration::from_millis(config.projection_poll_ms),
     );
-    let state = api::State { checkout, lookups };
+    let state = api::State {
+        checkout,
+        lookups,
+        backlog,
+        changes,
+    };
     let routes = api::router(state, kit.verifier());
     kit.serve(routes).await
 }
@@ -261,6 +288,10 @@ mod tests {
         assert_eq!(
             refused(|s| s.grpc_timeout_ms = 0).as_deref(),
             Some("orders.grpc_timeout_ms")
+        );
+        assert_eq!(
+            refused(|s| s.max_orders_in_flight = 0).as_deref(),
+            Some("orders.max_orders_in_flight")
         );
         assert_eq!(
             refused(|s| s.reservation_ttl_ms = s.reserve_timeout_ms).as_deref(),

@@ -14,6 +14,7 @@ use mercato_messaging::{Envelope, Event as _, Handler, HandlerError, HandlerFutu
 use mercato_storage::Tx;
 use tokio_util::sync::CancellationToken;
 
+use crate::backlog::Backlog;
 use crate::checkout::{Checkout, OrderError};
 use crate::domain::Reply;
 
@@ -97,8 +98,13 @@ impl Handler for OnAnswers {
     }
 }
 
-/// Acts on overdue steps every `every`, until shutdown.
-pub async fn run_timer(checkout: Arc<Checkout>, every: Duration, shutdown: CancellationToken) {
+/// Acts on overdue steps and counts the backlog again every `every`, until shutdown.
+pub async fn run_timer(
+    checkout: Arc<Checkout>,
+    backlog: Arc<Backlog>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -107,6 +113,10 @@ pub async fn run_timer(checkout: Arc<Checkout>, every: Duration, shutdown: Cance
             _ = tick.tick() => {
                 if let Err(error) = checkout.expire_overdue().await {
                     tracing::warn!(%error, "saga timer pass failed; retrying on the next tick");
+                }
+                // Orders that ended since the last tick leave the backlog here.
+                if let Err(error) = backlog.recount().await {
+                    tracing::warn!(%error, "backlog not recounted; retrying on the next tick");
                 }
             }
         }

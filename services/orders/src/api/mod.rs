@@ -5,6 +5,8 @@ mod error;
 mod input;
 mod orders;
 mod output;
+mod timeline;
+mod wait;
 
 use std::sync::Arc;
 
@@ -12,8 +14,10 @@ use axum::Router;
 use axum::routing::{get, post};
 use mercato_security::Verifier;
 
+use crate::backlog::Backlog;
 use crate::checkout::Checkout;
 use crate::lookups::Lookups;
+use crate::watch::Changes;
 
 pub use error::ApiError;
 
@@ -23,6 +27,10 @@ pub struct State {
     pub checkout: Arc<Checkout>,
     /// The customer and the products, cached.
     pub lookups: Lookups,
+    /// Orders in flight, and the admission of new ones.
+    pub backlog: Arc<Backlog>,
+    /// The orders long polls wait on.
+    pub changes: Arc<Changes>,
 }
 
 pub fn router(state: State, verifier: Verifier) -> Router {

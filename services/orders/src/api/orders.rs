@@ -1,5 +1,6 @@
 use std::sync::Arc;
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State as AxumState};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -13,9 +14,24 @@ use sha2::{Digest as _, Sha256};
 use super::error::lines_problem;
 use super::input::PlaceOrder;
 use super::output::{OrderOut, Page};
+use super::wait::{Wait, WaitQuery};
 use super::{ApiError, State};
 use crate::domain::{Line, Money, total};
 use crate::store;
+
+/// When a refused order may be tried again: about the time the backlog takes to move on.
+const RETRY_AFTER_SECS: u64 = 1;
+
+/// `503` with `Retry-After`, of its own type so clients can tell it from a failure.
+fn backlog_full() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "backlog-full",
+        "Too many orders in progress",
+    )
+    .with_detail("too many orders are being processed; try again shortly")
+    .with_header(header::RETRY_AFTER, &RETRY_AFTER_SECS.to_string())
+}
 
 fn context() -> Context {
     Context {
@@ -76,6 +92,10 @@ pub async fn place(
     let key = idempotency_key(&headers)?;
     let valid = body.validate().map_err(Problem::validation)?;
     let hash = fingerprint(&body);
+    // Before any call or write for this order: a refusal costs nothing and leaves nothing behind.
+    let Some(admission) = state.backlog.admit().await else {
+        return Err(backlog_full().into());
+    };
     if !state.lookups.customer_exists(&caller.subject).await? {
         return Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -143,6 +163,7 @@ pub async fn place(
         }
     };
     if new {
+        admission.placed();
         tracing::info!(%order_id, "order placed");
     }
     Ok(created(view))
@@ -152,8 +173,47 @@ pub async fn get(
     AxumState(state): AxumState<Arc<State>>,
     caller: Caller,
     Path(id): Path<String>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Result<Json<OrderOut>, ApiError> {
-    Ok(Json(owned(&state, &caller, &id).await?.into()))
+    // A query that does not parse at all (a parameter given twice) is a problem too.
+    let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
+    let view = match query.parse()? {
+        None => owned(&state, &caller, &id).await?,
+        Some(wait) => changed(&state, &caller, &id, &wait).await?,
+    };
+    let timeline = super::timeline::timeline(state.checkout.db.pool(), &id).await?;
+    Ok(Json(OrderOut {
+        timeline: Some(timeline),
+        ..view.into()
+    }))
+}
+
+/// The order once it differs from what the client has, or as it is when the wait ends. Reads the
+/// row when it starts and once per wake of the order's watch; with no room to watch, at once.
+async fn changed(
+    state: &State,
+    caller: &Caller,
+    id: &str,
+    wait: &Wait,
+) -> Result<store::OrderView, ApiError> {
+    let watch = state.changes.watch(id);
+    loop {
+        let wake = watch.as_ref().map(crate::watch::Watch::changed);
+        let mut wake = std::pin::pin!(wake);
+        if let Some(wake) = wake.as_mut().as_pin_mut() {
+            wake.enable();
+        }
+        let view = owned(state, caller, id).await?;
+        if wait.seen.differs(&view) || tokio::time::Instant::now() >= wait.until {
+            return Ok(view);
+        }
+        let Some(wake) = wake.as_pin_mut() else {
+            return Ok(view);
+        };
+        if tokio::time::timeout_at(wait.until, wake).await.is_err() {
+            return Ok(view);
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

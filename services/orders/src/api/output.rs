@@ -5,6 +5,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use super::timeline::Timeline;
 use crate::store::OrderView;
 
 #[derive(Debug, Serialize)]
@@ -32,6 +33,11 @@ pub struct OrderOut {
     pub payment: PaymentOut,
     pub created_at: String,
     pub updated_at: String,
+    /// Changes with every event of the order: what a long poll waits to change from.
+    pub version: i64,
+    /// When each saga step happened; on a single order's answer only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
 }
 
 #[derive(Debug, Serialize)]
@@ -40,7 +46,7 @@ pub struct Page {
     pub next_page_token: Option<String>,
 }
 
-fn rfc3339(ms: i64) -> String {
+pub(super) fn rfc3339(ms: i64) -> String {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())
@@ -75,6 +81,8 @@ impl From<OrderView> for OrderOut {
             },
             created_at: rfc3339(v.created_at),
             updated_at: rfc3339(v.updated_at),
+            version: v.version,
+            timeline: None,
         }
     }
 }

@@ -6,11 +6,15 @@
 //!   completed steps only, and answers delivered twice applied once.
 //! - `placing`: idempotency keys, ownership, listing, customer cancellation.
 //! - `bad_input`: every invalid field named, unknown products, no profile, no token.
+//! - `overload`: past `max_orders_in_flight` new orders get `503`; accepted ones all confirm.
+//! - `long_poll`: `GET /api/orders/{id}` waiting for a change, and its bad parameters.
 //! - `read_model`: order rows written with each append, version-guarded, and equal to what the
 //!   projection over the global log makes of the same events.
 
 mod bad_input;
 mod checkout;
+mod long_poll;
+mod overload;
 mod placing;
 mod read_model;
 mod support;

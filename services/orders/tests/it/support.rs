@@ -95,6 +95,11 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app(backend: TestBackend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// [`spawn_app`] with the saga's settings changed by `configure`.
+pub async fn spawn_app_with(backend: TestBackend, configure: impl FnOnce(&mut SagaConfig)) -> TestApp {
     let backing = Backing::new(backend).await;
     let peers = Peers {
         catalogue: Arc::new(BTreeMap::from([
@@ -115,15 +120,17 @@ pub async fn spawn_app(backend: TestBackend) -> TestApp {
             .with_graceful_shutdown(stop.cancelled_owned())
             .await;
     });
+    let mut saga = SagaConfig {
+        reserve_timeout_ms: RESERVE_TIMEOUT_MS,
+        payment_timeout_ms: 1_500,
+        reservation_ttl_ms: 10_000,
+        timer_poll_ms: 50,
+        ..SagaConfig::default()
+    };
+    configure(&mut saga);
     let config = Config {
         service: backing.settings(),
-        saga: SagaConfig {
-            reserve_timeout_ms: RESERVE_TIMEOUT_MS,
-            payment_timeout_ms: 1_500,
-            reservation_ttl_ms: 10_000,
-            timer_poll_ms: 50,
-            ..SagaConfig::default()
-        },
+        saga,
         inventory_url: peers_url.clone(),
         customers_url: peers_url,
         projection_poll_ms: 50,
@@ -218,16 +225,39 @@ impl TestApp {
             .expect("the service answers")
     }
 
+    /// The value of the service's metric `name` (a series without labels).
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        // `/metrics` needs no token; an empty one is ignored.
+        let text = self.get("", "/metrics").await.text().await.ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+    }
+
     /// Polls the order until its status is `status`, and returns it.
     pub async fn wait_for_status(&self, token: &str, order: &str, status: &str) -> Value {
-        eventually(PATIENCE, &format!("order {order} to be {status}"), || async {
+        self.wait_for(token, order, &format!("to be {status}"), |body| {
+            body["status"] == status
+        })
+        .await
+    }
+
+    /// Polls the order until `done` holds for it (`what` says what is awaited), and returns it.
+    pub async fn wait_for(
+        &self,
+        token: &str,
+        order: &str,
+        what: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        eventually(PATIENCE, &format!("order {order} {what}"), || async {
             let body: Value = self
                 .get(token, &format!("/api/orders/{order}"))
                 .await
                 .json()
                 .await
                 .ok()?;
-            (body["status"] == status).then_some(body)
+            done(&body).then_some(body)
         })
         .await
     }

@@ -1,0 +1,266 @@
+//! Waiting for an order to change, for the long poll of `GET /api/orders/{id}`: a waiter holds a
+//! [`Watch`] on the order's id and is woken when the read model's row of that order changed.
+//!
+//! The wake comes from the `orders.views` projection after its batch committed
+//! ([`Announcing`]), never before: a waiter woken early would read the old row and sleep through
+//! the change. Nothing polls the database; a waiter reads the row once when it starts and once per
+//! wake. Only orders someone waits for take room, and at most `capacity` of them at once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use mercato_eventstore::{Applied, Projection, RecordedEvent};
+use mercato_storage::Tx;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
+
+/// The orders someone waits for, each with the signal its waiters sleep on.
+#[derive(Debug)]
+pub struct Changes {
+    watched: Mutex<HashMap<String, Slot>>,
+    capacity: usize,
+    gauge: Gauge,
+}
+
+#[derive(Debug)]
+struct Slot {
+    signal: Arc<Notify>,
+    watchers: usize,
+}
+
+impl Changes {
+    /// Room for waiters on up to `capacity` orders at once, counted in `registry`.
+    #[must_use]
+    pub fn new(capacity: usize, registry: &mut Registry) -> Arc<Self> {
+        let gauge = Gauge::default();
+        registry.register(
+            "orders_watched",
+            "Orders that long polls of GET /api/orders/{id} are waiting on",
+            gauge.clone(),
+        );
+        Arc::new(Self {
+            watched: Mutex::default(),
+            capacity,
+            gauge,
+        })
+    }
+
+    fn count(&self, slots: &HashMap<String, Slot>) {
+        self.gauge.set(i64::try_from(slots.len()).unwrap_or(i64::MAX));
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        // The map stays consistent whatever panicked while holding it: each change is one call.
+        self.watched.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts watching `order_id`; `None` when `capacity` orders are watched already.
+    #[must_use]
+    pub fn watch(self: &Arc<Self>, order_id: &str) -> Option<Watch> {
+        let mut slots = self.slots();
+        if !slots.contains_key(order_id) && slots.len() >= self.capacity {
+            return None;
+        }
+        let slot = slots.entry(order_id.to_owned()).or_insert_with(|| Slot {
+            signal: Arc::new(Notify::new()),
+            watchers: 0,
+        });
+        slot.watchers += 1;
+        let signal = Arc::clone(&slot.signal);
+        self.count(&slots);
+        Some(Watch {
+            changes: Arc::clone(self),
+            order_id: order_id.to_owned(),
+            signal,
+        })
+    }
+
+    /// Wakes everyone waiting for one of `order_ids`.
+    pub fn changed<'a>(&self, order_ids: impl IntoIterator<Item = &'a str>) {
+        let slots = self.slots();
+        if slots.is_empty() {
+            return;
+        }
+        for order_id in order_ids {
+            if let Some(slot) = slots.get(order_id) {
+                slot.signal.notify_waiters();
+            }
+        }
+    }
+
+    /// How many orders are watched now.
+    #[must_use]
+    pub fn watched(&self) -> usize {
+        self.slots().len()
+    }
+}
+
+/// A waiter's hold on one order; the order is forgotten when its last watch is dropped.
+#[derive(Debug)]
+pub struct Watch {
+    changes: Arc<Changes>,
+    order_id: String,
+    signal: Arc<Notify>,
+}
+
+impl Watch {
+    /// The next change. Enable it (`Notified::enable`) before reading the order, so a change
+    /// between the read and the wait still wakes it.
+    pub fn changed(&self) -> Notified<'_> {
+        self.signal.notified()
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let mut slots = self.changes.slots();
+        if let Some(slot) = slots.get_mut(&self.order_id) {
+            slot.watchers -= 1;
+            if slot.watchers == 0 {
+                slots.remove(&self.order_id);
+                self.changes.count(&slots);
+            }
+        }
+    }
+}
+
+/// A projection that tells [`Changes`] which orders its committed batches touched.
+///
+/// Batches of one projection never overlap (each holds the checkpoint until it commits), but the
+/// next may start applying between a commit and its `committed` call, and so be announced before
+/// it is visible. Each announcement therefore repeats the one before: a waiter woken too early
+/// reads the old row, sleeps again, and is woken once more after its batch committed.
+#[derive(Debug)]
+pub struct Announcing<P> {
+    inner: P,
+    changes: Arc<Changes>,
+    touched: Mutex<Touched>,
+}
+
+#[derive(Debug, Default)]
+struct Touched {
+    /// Orders applied since the last announcement. A batch that rolls back leaves its orders
+    /// here: a waiter woken for nothing reads its order again and sleeps on.
+    current: HashSet<String>,
+    /// The orders of the last announcement, announced again with the next.
+    previous: HashSet<String>,
+}
+
+impl<P> Announcing<P> {
+    pub fn new(inner: P, changes: Arc<Changes>) -> Self {
+        Self {
+            inner,
+            changes,
+            touched: Mutex::default(),
+        }
+    }
+}
+
+impl<P: Projection> Projection for Announcing<P> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn apply<'a>(&'a self, tx: &'a mut Tx, event: &'a RecordedEvent) -> Applied<'a> {
+        self.touched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .current
+            .insert(event.envelope.stream_id.clone());
+        self.inner.apply(tx, event)
+    }
+
+    fn reset<'a>(&'a self, tx: &'a mut Tx) -> Applied<'a> {
+        self.inner.reset(tx)
+    }
+
+    fn committed(&self) {
+        let mut touched = self.touched.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = std::mem::take(&mut touched.current);
+        let earlier = std::mem::replace(&mut touched.previous, current);
+        let announced = touched.previous.iter().chain(earlier.iter());
+        self.changes.changed(announced.map(String::as_str));
+        drop(touched);
+        self.inner.committed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_change_wakes_the_waiters_of_that_order_only() {
+        let changes = Changes::new(10, &mut Registry::default());
+        let first = changes.watch("a").unwrap();
+        let other = changes.watch("b").unwrap();
+        let mut woken = std::pin::pin!(first.changed());
+        woken.as_mut().enable();
+        let mut asleep = std::pin::pin!(other.changed());
+        asleep.as_mut().enable();
+        changes.changed(["a"]);
+        tokio::time::timeout(Duration::from_secs(5), woken)
+            .await
+            .expect("the waiter of a is woken");
+        assert!(
+            futures_util::FutureExt::now_or_never(asleep).is_none(),
+            "the waiter of b sleeps on"
+        );
+    }
+
+    struct Nothing;
+
+    impl Projection for Nothing {
+        fn name(&self) -> &'static str {
+            "nothing"
+        }
+
+        fn apply<'a>(&'a self, _: &'a mut Tx, _: &'a RecordedEvent) -> Applied<'a> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn reset<'a>(&'a self, _: &'a mut Tx) -> Applied<'a> {
+            Box::pin(async { Ok(()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn an_order_announced_before_its_batch_committed_is_announced_again_after() {
+        let changes = Changes::new(10, &mut Registry::default());
+        let projection = Announcing::new(Nothing, Arc::clone(&changes));
+        let watch = changes.watch("b").unwrap();
+        // The next batch applied "b" between the last commit and its announcement.
+        projection.touched.lock().unwrap().current.insert("b".into());
+        projection.committed();
+        // The waiter, woken too early, read the old row and sleeps again.
+        let mut again = std::pin::pin!(watch.changed());
+        again.as_mut().enable();
+        projection.committed();
+        tokio::time::timeout(Duration::from_secs(5), again)
+            .await
+            .expect("woken again once its batch committed");
+    }
+
+    #[test]
+    fn watched_orders_are_bounded_and_forgotten_with_their_last_watch() {
+        let changes = Changes::new(2, &mut Registry::default());
+        let a = changes.watch("a").unwrap();
+        let a_again = changes.watch("a").unwrap();
+        let b = changes.watch("b").unwrap();
+        assert!(changes.watch("c").is_none(), "a third order is past capacity");
+        assert!(
+            changes.watch("b").is_some(),
+            "another waiter of a watched order fits"
+        );
+        drop(a);
+        assert_eq!(changes.watched(), 2, "a still has a watcher");
+        drop(a_again);
+        drop(b);
+        assert_eq!(changes.watched(), 0);
+        assert!(changes.watch("c").is_some());
+    }
+}
