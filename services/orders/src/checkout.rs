@@ -18,7 +18,6 @@ use crate::domain::{Decision, Fact, Line, Order, Reply, Status};
 use crate::events::{Extras, from_envelope, to_envelope};
 use crate::projection::ViewsProjection;
 use crate::store;
-use crate::watch::Announcing;
 
 /// Why an order operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,8 +67,8 @@ pub struct Timing {
 pub struct Checkout {
     pub(crate) db: Db,
     outbox: Outbox,
-    /// The read model, refreshed inline; it wakes the long polls of the orders it changed.
-    projection: Arc<Announcing<ViewsProjection>>,
+    /// The read model, written in each append's transaction.
+    projection: ViewsProjection,
     wake_projection: Arc<Notify>,
     timing: Timing,
 }
@@ -144,7 +143,7 @@ impl Checkout {
     pub fn new(
         db: Db,
         outbox: Outbox,
-        projection: Arc<Announcing<ViewsProjection>>,
+        projection: ViewsProjection,
         wake_projection: Arc<Notify>,
         timing: Timing,
     ) -> Self {

@@ -195,8 +195,8 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
     let mut kit = ServiceBuilder::open(NAME, config, &config.service, store::MIGRATIONS, bus).await?;
     let wake_projection = Arc::new(Notify::new());
     let changes = watch::Changes::new(MAX_WATCHED_ORDERS, kit.registry());
-    // One projection for the runner and the inline refreshes: whichever applies an order's
-    // change wakes its long polls.
+    // Appends write the rows; the runner, woken after each commit, moves past the same events
+    // and wakes the long polls of the orders they belong to once the change is visible.
     let views = Arc::new(watch::Announcing::new(views(&config.saga), Arc::clone(&changes)));
     let timing = checkout::Timing {
         reservation_ttl: Duration::from_millis(config.saga.reservation_ttl_ms),
@@ -204,7 +204,7 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
     let checkout = Arc::new(Checkout::new(
         kit.db().clone(),
         kit.outbox(),
-        Arc::clone(&views),
+        crate::views(&config.saga),
         Arc::clone(&wake_projection),
         timing,
     ));

@@ -159,7 +159,10 @@ impl Pipeline {
         let bus = Bus::connect(&self.bus_config)
             .await
             .expect("second bus connection");
-        tokio::spawn(self.inbox_on(bus, handler, InboxConfig::default()).run(self.shutdown.clone()));
+        tokio::spawn(
+            self.inbox_on(bus, handler, InboxConfig::default())
+                .run(self.shutdown.clone()),
+        );
     }
 
     /// Appends event `n` of `stream` in its own transaction, as a service would.
@@ -673,6 +676,8 @@ async fn a_group_of_some_types_applies_them_in_stream_order_through_retries(back
         assert_eq!(numbers_of(&effects, &format!("typed-{s}")), [1, 3, 5, 7, 8]);
     }
     pipeline.assert_no_dead_letters().await;
+}
+
 async fn a_consumer_told_to_stop_mid_batch_hands_the_rest_to_another_member_at_once(backend: TestBackend) {
     // Longer than the test waits: what the stopping member held comes back only if handed back.
     let pipeline = Pipeline::start_with_ack_wait(backend, 60_000).await;
