@@ -80,7 +80,8 @@ workflows=(.github/workflows/*.yml)
 PATH="$PWD/$tools/bin:$PATH" actionlint -no-color -shellcheck shellcheck "${workflows[@]}" \
   || fail "actionlint found problems"
 step "actionlint: ${workflows[*]} pass"
-deploy_scripts=(scripts/check-deploy.sh scripts/image.sh scripts/k8s-release.sh scripts/measure-resources.sh)
+deploy_scripts=(scripts/check-deploy.sh scripts/image.sh scripts/k8s-release.sh scripts/measure-resources.sh
+  scripts/bench-checkout.sh)
 "$tools/bin/shellcheck" "${deploy_scripts[@]}" || fail "shellcheck found problems"
 step "shellcheck: ${deploy_scripts[*]} pass"
 
