@@ -153,8 +153,9 @@ pub async fn place(
         .map_err(crate::checkout::OrderError::from)?
     {
         Some(view) => view,
-        // The read model could not be refreshed inline (a busy database): the order exists all
-        // the same, so answer from its stream.
+        // Every append writes its order's row, so this is an idempotent replay of an order
+        // whose row the projection has not written yet (placed before rows were written with
+        // the append): the order exists all the same, so answer from its stream.
         None => {
             let order = crate::checkout::load(state.checkout.db.pool(), &order_id)
                 .await?
