@@ -14,26 +14,14 @@ bin=$1 rate=$2 secs=$3 bound=${4:-100}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 
-cat >"$dir/mercato.toml" <<TOML
-[services.gateway]
-listen = "127.0.0.1:28080"
-[services.identity]
-listen = "127.0.0.1:28101"
-[services.customers]
-listen = "127.0.0.1:28102"
-[services.inventory]
-listen = "127.0.0.1:28103"
-[services.orders]
-listen = "127.0.0.1:28104"
-[services.payments]
-listen = "127.0.0.1:28105"
-[services.notifications]
-listen = "127.0.0.1:28106"
-[services.payment-sandbox]
-listen = "127.0.0.1:28190"
-[log]
-format = "json"
-TOML
+# Ports of their own, so the bench runs beside anything else on the machine.
+{
+  for entry in gateway:28080 identity:28101 customers:28102 inventory:28103 orders:28104 \
+    payments:28105 notifications:28106 payment-sandbox:28190; do
+    printf '[services.%s]\nlisten = "127.0.0.1:%s"\n' "${entry%%:*}" "${entry##*:}"
+  done
+  printf '[log]\nformat = "json"\n'
+} >"$dir/mercato.toml"
 export MERCATO_CONFIG="$dir/mercato.toml"
 export MERCATO_ORDERS__MAX_ORDERS_IN_FLIGHT="$bound"
 export MERCATO_ADMIN_PASSWORD='bench admin password'

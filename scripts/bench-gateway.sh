@@ -229,6 +229,21 @@ cpu_ticks() { # pids...: user + system time so far, in clock ticks
   echo "$total"
 }
 
+# What every row reads of wrk's report: rate, median and p99 latency (in ms), requests, non-2xx.
+# shellcheck disable=SC2016 # an awk program: its $ fields are awk's
+WRK_FIELDS='
+    function ms(v) {
+      if (v ~ /us$/) return sprintf("%.2f ms", v / 1000)
+      if (v ~ /ms$/) return sprintf("%.2f ms", v + 0)
+      return sprintf("%.2f ms", v * 1000)
+    }
+    $1 == "50%" { p50 = ms($2) }
+    $1 == "99%" { p99 = ms($2) }
+    $2 == "requests" && $3 == "in" { requests = $1 }
+    /^Requests\/sec:/ { rps = sprintf("%d", $2) }
+    /Non-2xx or 3xx responses:/ { non2xx = $NF }
+'
+
 rows=()
 measure() { # target url server-pids... -- wrk options...
   local target=$1 url=$2
@@ -246,17 +261,7 @@ measure() { # target url server-pids... -- wrk options...
   # The stub_status query itself is one accepted connection.
   accepts=$(($(upstream_accepts) - accepts - 1))
   rows+=("$(awk -v target="$target" -v conns="$accepts" -v rss="$(peak_rss_mib "${server[@]}")" \
-    -v cpu_us="$((ticks * 1000000 / $(getconf CLK_TCK)))" '
-    function ms(v) {
-      if (v ~ /us$/) return sprintf("%.2f ms", v / 1000)
-      if (v ~ /ms$/) return sprintf("%.2f ms", v + 0)
-      return sprintf("%.2f ms", v * 1000)
-    }
-    $1 == "50%" { p50 = ms($2) }
-    $1 == "99%" { p99 = ms($2) }
-    $2 == "requests" && $3 == "in" { requests = $1 }
-    /^Requests\/sec:/ { rps = sprintf("%d", $2) }
-    /Non-2xx or 3xx responses:/ { non2xx = $NF }
+    -v cpu_us="$((ticks * 1000000 / $(getconf CLK_TCK)))" "$WRK_FIELDS"'
     /Socket errors:/ { errors = $0; sub(/^ *Socket errors: */, "", errors) }
     END {
       printf "| %s | %s | %s | %s | %d | %s | %s | %.0f µs | %s |", target, rps, p50, p99, non2xx, \
@@ -328,17 +333,7 @@ flood() { # preauth(on|off|alone)
     forged_requests=$(awk '$2 == "requests" && $3 == "in" { print $1 }' "$tmp/forged.out")
   fi
   flood_rows+=("$(awk -v preauth="$preauth" -v frps="$forged_rps" -v freq="$forged_requests" \
-    -v cpu_us="$((ticks * 1000000 / $(getconf CLK_TCK)))" '
-    function ms(v) {
-      if (v ~ /us$/) return sprintf("%.2f ms", v / 1000)
-      if (v ~ /ms$/) return sprintf("%.2f ms", v + 0)
-      return sprintf("%.2f ms", v * 1000)
-    }
-    $1 == "50%" { p50 = ms($2) }
-    $1 == "99%" { p99 = ms($2) }
-    $2 == "requests" && $3 == "in" { requests = $1 }
-    /^Requests\/sec:/ { rps = sprintf("%d", $2) }
-    /Non-2xx or 3xx responses:/ { non2xx = $NF }
+    -v cpu_us="$((ticks * 1000000 / $(getconf CLK_TCK)))" "$WRK_FIELDS"'
     END {
       printf "| %s | %s | %s | %s | %d | %s | %.0f µs |", \
         (preauth == "alone" ? "valid client alone" : "valid client beside the flood, preauth " preauth), \
