@@ -1,6 +1,7 @@
 //! The bus behaviour suite: every test runs on the embedded bus and on NATS JetStream.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::PullConsumer;
@@ -224,14 +225,19 @@ async fn two_members_split_200_messages_with_none_lost_or_held_twice(backend: Bu
         .collect();
 
     // Each member has its own connection: on the embedded bus, its own pool on the file, as a
-    // second process would.
+    // second process would. Each holds its first batch unacknowledged until the other member has
+    // one too: a member that could take everything while the other waits would then stall here,
+    // so sharing is proven rather than left to which task the scheduler runs first.
+    let both_hold_a_batch = Arc::new(tokio::sync::Barrier::new(2));
     let mut members = JoinSet::new();
     for name in ["a", "b"] {
         let bus = broker.connect_with(&config).await;
         let mut consumer = bus.consumer(&spec("workers", "orders")).await.unwrap();
+        let both_hold_a_batch = Arc::clone(&both_hold_a_batch);
         members.spawn(async move {
             let mut got = Vec::new();
             let mut idle = 0;
+            let mut first = true;
             // Done once the messages stop coming for a while after the publisher finished.
             while idle < 3 {
                 let batch = consumer
@@ -239,10 +245,14 @@ async fn two_members_split_200_messages_with_none_lost_or_held_twice(backend: Bu
                     .await
                     .expect("fetch");
                 if batch.is_empty() {
-                    idle += 1;
+                    // Idle counts only once the member has had work: before that it is waiting to be given any.
+                    idle += u32::from(!first);
                     continue;
                 }
                 idle = 0;
+                if std::mem::take(&mut first) {
+                    both_hold_a_batch.wait().await;
+                }
                 for delivery in batch {
                     assert_eq!(delivery.attempt, 1, "member {name} got a redelivery");
                     got.push(delivery.envelope.id.clone());
