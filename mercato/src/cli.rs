@@ -76,6 +76,8 @@ pub enum Command {
     },
     /// Render the Kubernetes manifests (a kustomize base and overlays) from the configuration.
     K8s(crate::k8s::K8sArgs),
+    /// Render least-privilege users: a NATS authorization block, a Redis ACL file.
+    Access(crate::access::AccessArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -187,6 +189,7 @@ impl Cli {
                 command: DeployCommand::Switch(args),
             } => deploy_switch(&config, &args).await,
             Command::K8s(args) => Ok(crate::k8s::run(&config, &args)?),
+            Command::Access(args) => Ok(crate::access::run(&config, &args)?),
         }
     }
 }

@@ -11,8 +11,10 @@
 //! - [`cli`]: the subcommands.
 //! - [`loadgen`]: checkout load at a constant arrival rate, with a latency report.
 //! - [`k8s`]: the Kubernetes manifests, rendered from the configuration.
+//! - [`access`]: least-privilege users for NATS and Redis, rendered from what services declare.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod cli;
 pub mod config;
 pub mod k8s;

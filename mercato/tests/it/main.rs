@@ -1,6 +1,7 @@
 //! End-to-end tests of the whole system: the services started the way `mercato` starts them,
 //! reached through the gateway over loopback HTTP.
 //!
+//! - `access`: the rendered NATS users and Redis ACL rules, enforced by a real server.
 //! - `support`: a system in this process on a fresh database, and `mercato` child processes.
 //! - `crash`: SIGKILL with orders in flight, `mercato up` or services of the distributed
 //!   system, and a restart at once: every order still confirmed.
@@ -14,6 +15,7 @@
 //! - `processes`: every service as its own `mercato serve` process on PostgreSQL and NATS,
 //!   `mercato up` as a process, signals, and the CLI's other commands.
 
+mod access;
 mod cache;
 mod checkout;
 mod crash;

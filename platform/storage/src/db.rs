@@ -298,20 +298,33 @@ async fn ensure_postgres_database(url: &str, acquire_timeout: Duration) -> Resul
 /// The URL with any password replaced, fit for logs and `mercato config`.
 #[must_use]
 pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://").map(|i| i + 3) else {
-        return url.to_owned();
-    };
-    let rest = &url[scheme_end..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let Some(at) = authority.rfind('@') else {
-        return url.to_owned();
-    };
-    let userinfo = &authority[..at];
-    let Some(colon) = userinfo.find(':') else {
-        return url.to_owned();
-    };
-    format!("{}{}:***{}", &url[..scheme_end], &userinfo[..colon], &rest[at..])
+    match userinfo_span(url) {
+        Some((_, colon, at)) => format!("{}***{}", &url[..=colon], &url[at..]),
+        None => url.to_owned(),
+    }
+}
+
+/// `url` without its `user:password@`, and the user and password, for clients that take
+/// credentials apart from the address (a NATS client ignores them in the URL).
+#[must_use]
+pub fn split_credentials(url: &str) -> (String, Option<(String, String)>) {
+    match userinfo_span(url) {
+        Some((start, colon, at)) => (
+            format!("{}{}", &url[..start], &url[at + 1..]),
+            Some((url[start..colon].to_owned(), url[colon + 1..at].to_owned())),
+        ),
+        None => (url.to_owned(), None),
+    }
+}
+
+/// Where `user:password` stands in `url`: its start, its colon and the `@` after it.
+fn userinfo_span(url: &str) -> Option<(usize, usize, usize)> {
+    let start = url.find("://")? + 3;
+    let rest = &url[start..];
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    let at = authority.rfind('@')?;
+    let colon = authority[..at].find(':')?;
+    Some((start, start + colon, start + at))
 }
 
 #[cfg(test)]
@@ -328,6 +341,25 @@ mod tests {
         assert_eq!(
             redact_url("sqlite://.mercato/x.db?mode=rwc"),
             "sqlite://.mercato/x.db?mode=rwc"
+        );
+    }
+
+    #[test]
+    fn credentials_come_apart_from_the_address() {
+        assert_eq!(
+            split_credentials("nats://orders:pw@h:4222"),
+            (
+                "nats://h:4222".to_owned(),
+                Some(("orders".to_owned(), "pw".to_owned()))
+            )
+        );
+        assert_eq!(
+            split_credentials("nats://h:4222"),
+            ("nats://h:4222".to_owned(), None)
+        );
+        assert_eq!(
+            split_credentials("nats://u@h:4222"),
+            ("nats://u@h:4222".to_owned(), None)
         );
     }
 

@@ -17,6 +17,8 @@ pub struct NatsServer {
     port: u16,
     store: PathBuf,
     log: PathBuf,
+    /// A configuration file (users, permissions) and the environment it reads variables from.
+    config: Option<(PathBuf, Vec<(String, String)>)>,
 }
 
 impl NatsServer {
@@ -26,12 +28,28 @@ impl NatsServer {
     /// When `nats-server` is not installed or does not become ready: a NATS suite fails, it
     /// never skips.
     pub async fn start(dir: &Path) -> Self {
+        Self::start_with(dir, None).await
+    }
+
+    /// Starts a server that also reads `config` (for example an `authorization` block), whose
+    /// `$VARIABLES` come from `env`. Port, store and log are still set here.
+    ///
+    /// # Panics
+    /// As [`NatsServer::start`].
+    pub async fn start_with_config(dir: &Path, config: &str, env: Vec<(String, String)>) -> Self {
+        let file = dir.join("nats-server.conf");
+        std::fs::write(&file, config).expect("write the nats-server configuration");
+        Self::start_with(dir, Some((file, env))).await
+    }
+
+    async fn start_with(dir: &Path, config: Option<(PathBuf, Vec<(String, String)>)>) -> Self {
         let port = free_port();
         let mut server = Self {
             child: None,
             port,
             store: dir.join("jetstream"),
             log: dir.join("nats-server.log"),
+            config,
         };
         server.restart().await;
         server
@@ -40,6 +58,12 @@ impl NatsServer {
     #[must_use]
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// What the server logged so far (refusals such as permission violations are logged).
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     #[must_use]
@@ -53,7 +77,11 @@ impl NatsServer {
     /// When it is running already, or does not become ready.
     pub async fn restart(&mut self) {
         assert!(self.child.is_none(), "nats-server is already running");
-        let child = Command::new("nats-server")
+        let mut command = Command::new("nats-server");
+        if let Some((file, env)) = &self.config {
+            command.arg("-c").arg(file).envs(env.iter().map(|(k, v)| (k, v)));
+        }
+        let child = command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string(), "-js", "-sd"])
             .arg(&self.store)
             .arg("-l")

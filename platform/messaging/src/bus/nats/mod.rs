@@ -87,7 +87,13 @@ impl NatsBus {
         // must not look like a reconnect to a subscription made in between. Only a `Connected`
         // after a `Disconnected` is one.
         let was_disconnected = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let client = async_nats::ConnectOptions::new()
+        let (address, credentials) = mercato_storage::db::split_credentials(&config.url);
+        let options = match credentials {
+            // The client ignores a user and password in the URL: a service's own NATS user.
+            Some((user, password)) => async_nats::ConnectOptions::with_user_and_password(user, password),
+            None => async_nats::ConnectOptions::new(),
+        };
+        let client = options
             .event_callback(move |event| {
                 let epoch = Arc::clone(&on_event);
                 let was_disconnected = Arc::clone(&was_disconnected);
@@ -110,7 +116,7 @@ impl NatsBus {
             .connection_timeout(timeout)
             .request_timeout(Some(timeout))
             .max_reconnects(None)
-            .connect(config.url.as_str())
+            .connect(address.as_str())
             .await
             .map_err(|e| {
                 BusError::Unavailable(format!(
