@@ -78,6 +78,11 @@ pub enum Command {
     K8s(crate::k8s::K8sArgs),
     /// Render least-privilege users: a NATS authorization block, a Redis ACL file.
     Access(crate::access::AccessArgs),
+    /// A local certificate authority: `init`, then `issue SERVICE` for each service.
+    Certs {
+        #[command(subcommand)]
+        command: crate::certs::CertsCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -190,6 +195,7 @@ impl Cli {
             } => deploy_switch(&config, &args).await,
             Command::K8s(args) => Ok(crate::k8s::run(&config, &args)?),
             Command::Access(args) => Ok(crate::access::run(&config, &args)?),
+            Command::Certs { command } => Ok(crate::certs::run(&config.data_dir, &command)?),
         }
     }
 }

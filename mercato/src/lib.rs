@@ -11,10 +11,12 @@
 //! - [`cli`]: the subcommands.
 //! - [`loadgen`]: checkout load at a constant arrival rate, with a latency report.
 //! - [`k8s`]: the Kubernetes manifests, rendered from the configuration.
+//! - [`certs`]: a local certificate authority for mutual TLS between services.
 //! - [`access`]: least-privilege users for NATS and Redis, rendered from what services declare.
 #![forbid(unsafe_code)]
 
 pub mod access;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod k8s;
