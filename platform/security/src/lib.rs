@@ -10,11 +10,15 @@
 //!   `kid`.
 //! - [`verified`]: the tokens a verifier has verified, so a token presented again skips the
 //!   signature check but none of the others.
+//! - [`tls`]: mutual TLS between services (rustls on ring): both ends present a certificate from
+//!   the service CA, rotated certificates are picked up without a restart, and a peer is named by
+//!   its SPIFFE identity.
 #![forbid(unsafe_code)]
 
 pub mod jwks;
 pub mod jwks_client;
 pub mod keys;
+pub mod tls;
 pub mod token;
 pub mod verified;
 
