@@ -48,8 +48,8 @@ pub enum AccessError {
     MissingPassword { user: String, env: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{path} can be read by other users (mode {mode:o}); make it 0600 or 0400")]
-    OpenSecret { path: PathBuf, mode: u32 },
+    #[error(transparent)]
+    OpenSecret(#[from] mercato_security::secret_file::ExposedSecret),
 }
 
 /// What one service may do on the bus.
@@ -159,25 +159,17 @@ fn write_private(path: &std::path::Path, text: &str) -> Result<(), AccessError> 
     file.write_all(text.as_bytes()).map_err(io)
 }
 
-/// Reads a secret from a file that only its owner may read.
+/// Reads a secret from a file that not every user may read.
 ///
 /// # Errors
-/// [`AccessError::OpenSecret`] when group or others may read it; [`AccessError::Io`] when it
-/// cannot be read.
+/// [`AccessError::OpenSecret`] when others may read it; [`AccessError::Io`] when it cannot be
+/// read.
 pub fn read_secret_file(path: &std::path::Path) -> Result<String, AccessError> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let io = |source| AccessError::Io {
+    mercato_security::secret_file::check(path)?;
+    let text = std::fs::read_to_string(path).map_err(|source| AccessError::Io {
         path: path.to_owned(),
         source,
-    };
-    let mode = std::fs::metadata(path).map_err(io)?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        return Err(AccessError::OpenSecret {
-            path: path.to_owned(),
-            mode,
-        });
-    }
-    let text = std::fs::read_to_string(path).map_err(io)?;
+    })?;
     Ok(text.trim_end_matches(['\r', '\n']).to_owned())
 }
 
@@ -216,10 +208,7 @@ mod tests {
         let path = dir.path().join("secret");
         std::fs::write(&path, "hunter2\n").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        assert!(matches!(
-            read_secret_file(&path),
-            Err(AccessError::OpenSecret { mode: 0o644, .. })
-        ));
+        assert!(matches!(read_secret_file(&path), Err(AccessError::OpenSecret(_))));
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert_eq!(read_secret_file(&path).unwrap(), "hunter2");
     }

@@ -31,6 +31,8 @@ pub enum KeyError {
     Malformed { path: PathBuf },
     #[error("no signing key in {path} and key generation is switched off")]
     NoKeys { path: PathBuf },
+    #[error(transparent)]
+    Exposed(#[from] crate::secret_file::ExposedSecret),
 }
 
 /// A private key that can sign, with its public half.
@@ -221,6 +223,7 @@ impl KeyStore {
             let Some(activates) = stem.split_once('-').and_then(|(ts, _)| ts.parse::<u64>().ok()) else {
                 continue;
             };
+            crate::secret_file::check(&path)?;
             let pem = std::fs::read_to_string(&path).map_err(|source| KeyError::Io {
                 path: path.clone(),
                 source,
@@ -349,9 +352,33 @@ mod tests {
     }
 
     #[test]
+    fn a_key_file_every_user_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = KeyStore::new(dir.path(), Duration::from_secs(900));
+        store.load_or_create(true).unwrap();
+        let key = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = store.load().unwrap_err();
+        assert!(matches!(err, KeyError::Exposed(_)), "{err}");
+        assert!(err.to_string().contains(&key.display().to_string()));
+    }
+
+    #[test]
     fn a_corrupt_key_file_is_reported_not_ignored() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("1-abc.pem"), "not a key").unwrap();
+        let path = dir.path().join("1-abc.pem");
+        std::fs::write(&path, "not a key").unwrap();
+        std::fs::set_permissions(
+            &path,
+            <std::fs::Permissions as std::os::unix::fs::PermissionsExt>::from_mode(0o600),
+        )
+        .unwrap();
         let store = KeyStore::new(dir.path(), Duration::from_secs(900));
         assert!(matches!(store.load(), Err(KeyError::Malformed { .. })));
     }

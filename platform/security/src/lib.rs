@@ -10,6 +10,7 @@
 //!   `kid`.
 //! - [`verified`]: the tokens a verifier has verified, so a token presented again skips the
 //!   signature check but none of the others.
+//! - [`secret_file`]: secret files open to every user are refused.
 //! - [`tls`]: mutual TLS between services (rustls on ring): both ends present a certificate from
 //!   the service CA, rotated certificates are picked up without a restart, and a peer is named by
 //!   its SPIFFE identity.
@@ -18,6 +19,7 @@
 pub mod jwks;
 pub mod jwks_client;
 pub mod keys;
+pub mod secret_file;
 pub mod tls;
 pub mod token;
 pub mod verified;
