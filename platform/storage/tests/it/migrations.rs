@@ -2,7 +2,7 @@ use mercato_storage::{Db, Migration, StorageError, migrate};
 use mercato_testkit::{TestBackend, TestDatabase};
 use tokio::task::JoinSet;
 
-use crate::support::{config, connect, count, join_all, ledger_versions, table_exists};
+use crate::support::{config, connect, count, fresh, join_all, ledger_versions, table_exists};
 
 const CREATE_ITEMS: Migration = Migration {
     version: 1,
@@ -31,8 +31,7 @@ mercato_testkit::backend_tests!(
 );
 
 async fn migrations_apply_in_order_and_a_second_run_applies_none(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
-    let db = connect(&test_db).await;
+    let (_test_db, db) = fresh(backend).await;
 
     assert_eq!(migrate(&db, "catalog", BOTH).await.unwrap(), 2);
     assert_eq!(migrate(&db, "catalog", BOTH).await.unwrap(), 0);
@@ -43,8 +42,7 @@ async fn migrations_apply_in_order_and_a_second_run_applies_none(backend: TestBa
 }
 
 async fn a_new_migration_is_applied_on_the_next_run(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
-    let db = connect(&test_db).await;
+    let (_test_db, db) = fresh(backend).await;
 
     assert_eq!(migrate(&db, "catalog", &[CREATE_ITEMS]).await.unwrap(), 1);
     assert_eq!(migrate(&db, "catalog", BOTH).await.unwrap(), 1);
@@ -54,8 +52,7 @@ async fn a_new_migration_is_applied_on_the_next_run(backend: TestBackend) {
 }
 
 async fn a_migration_edited_after_it_was_applied_is_refused(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
-    let db = connect(&test_db).await;
+    let (_test_db, db) = fresh(backend).await;
     migrate(&db, "catalog", &[CREATE_ITEMS]).await.unwrap();
     let edited = Migration {
         sql: "CREATE TABLE items (id BIGINT PRIMARY KEY, label TEXT)",
@@ -79,8 +76,7 @@ async fn a_migration_edited_after_it_was_applied_is_refused(backend: TestBackend
 }
 
 async fn a_failing_migration_is_named_and_leaves_nothing_behind(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
-    let db = connect(&test_db).await;
+    let (_test_db, db) = fresh(backend).await;
     let broken = Migration {
         version: 2,
         name: "half done",
@@ -149,8 +145,7 @@ async fn concurrent_migrations_apply_each_migration_exactly_once(backend: TestBa
 }
 
 async fn the_postgres_variant_runs_on_postgres_and_the_portable_sql_on_sqlite(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
-    let db = connect(&test_db).await;
+    let (_test_db, db) = fresh(backend).await;
     let variant = Migration {
         version: 1,
         name: "dialects",

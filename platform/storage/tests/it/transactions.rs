@@ -2,7 +2,7 @@ use mercato_storage::{Backend, DatabaseConfig, Db};
 use mercato_testkit::{TestBackend, TestDatabase};
 use tokio::task::JoinSet;
 
-use crate::support::{PATIENCE, config, connect, count, execute, join_all};
+use crate::support::{PATIENCE, config, count, execute, fresh, join_all};
 
 mercato_testkit::backend_tests!(
     concurrent_write_transactions_all_commit_and_no_increment_is_lost,
@@ -65,8 +65,7 @@ async fn every_concurrent_increment_counts(db: &Db, writers: i64) {
 }
 
 async fn concurrent_write_transactions_all_commit_and_no_increment_is_lost(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
-    let db = connect(&test_db).await;
+    let (_test_db, db) = fresh(backend).await;
     every_concurrent_increment_counts(&db, 8).await;
     db.close().await;
 }
@@ -132,8 +131,7 @@ async fn note(db: Db, n: i64) -> mercato_storage::Tx {
 }
 
 async fn a_dropped_transaction_leaves_nothing_and_frees_the_writer(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
-    let db = connect(&test_db).await;
+    let (_test_db, db) = fresh(backend).await;
     execute(&db, "CREATE TABLE notes (body TEXT NOT NULL)").await;
 
     {
@@ -163,8 +161,7 @@ async fn a_dropped_transaction_leaves_nothing_and_frees_the_writer(backend: Test
 }
 
 async fn a_rolled_back_transaction_leaves_nothing(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
-    let db = connect(&test_db).await;
+    let (_test_db, db) = fresh(backend).await;
     execute(&db, "CREATE TABLE notes (body TEXT NOT NULL)").await;
 
     let mut tx = db.begin().await.unwrap();
