@@ -5,6 +5,7 @@
 //! - [`backend_tests!`]: runs one async test body once per backend, as `sqlite::name` and
 //!   `postgres::name`, so a filter on `postgres` selects or leaves out the PostgreSQL suite.
 //! - [`eventually`]: polls a condition until it holds or a deadline passes; tests never sleep.
+//!   [`join_all`]: waits for a set of tasks within [`PATIENCE`].
 //! - [`nats::NatsServer`]: a private NATS JetStream server per test, stoppable and restartable.
 //! - [`auth::TestIssuer`]: a JWKS endpoint and tokens for any subject and roles.
 //! - [`redis::KeyPrefix`]: a Redis key namespace per test, emptied when the test ends;
@@ -16,10 +17,12 @@
 //! - [`publish::publish_at`]: an event put on the bus as another service's relay would.
 //! - [`outbox::event_types`]: what a service wrote to its outbox for a stream.
 //! - [`ready::Readiness`]: a `/ready` answer and its checks.
+//! - [`json::field_of_each`]: one string field of every element of a JSON array.
 //! - [`problem`]: assertions on problem+json answers; [`PATIENCE`]: the one bound on waiting.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod json;
 pub mod listener;
 pub mod load;
 pub mod nats;

@@ -1,6 +1,7 @@
 //! Placing, reading, listing and cancelling orders through the HTTP API.
 
 use mercato_contracts::orders::ReleaseStock;
+use mercato_testkit::json::field_of_each;
 use mercato_testkit::problem::expect_problem;
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::Value;
@@ -88,13 +89,10 @@ async fn orders_are_listed_newest_first(backend: TestBackend) {
     let second = app.placed(&token, &[("TEE-BLK-M", 1)], "tok_visa").await;
     app.placed(&other, &[("MUG-001", 1)], "tok_visa").await;
     let list: Value = app.get(&token, "/api/orders").await.json().await.unwrap();
-    let ids: Vec<&str> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, [second.as_str(), first.as_str()]);
+    assert_eq!(
+        field_of_each(&list["items"], "id"),
+        [second.as_str(), first.as_str()]
+    );
     assert_eq!(list["next_page_token"], Value::Null);
 }
 
