@@ -66,6 +66,14 @@ pub async fn spawn_app(backend: TestBackend) -> TestApp {
     app
 }
 
+/// The service on `backend`, a reader of its answers that joined before anything was sent, and
+/// a fresh order id: what a test of one order's stock commands starts with.
+pub async fn spawn_for_an_order(backend: TestBackend) -> (TestApp, Answers, String) {
+    let app = spawn_app(backend).await;
+    let answers = app.answers().await;
+    (app, answers, order_id())
+}
+
 impl TestApp {
     /// Starts one more instance on the same database and bus (another replica, as a second pod
     /// would be), and returns its address.
