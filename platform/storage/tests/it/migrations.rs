@@ -4,20 +4,18 @@ use tokio::task::JoinSet;
 
 use crate::support::{config, connect, count, fresh, join_all, ledger_versions, table_exists};
 
-const CREATE_ITEMS: Migration = Migration {
-    version: 1,
-    name: "create items",
-    sql: "CREATE TABLE items (id BIGINT PRIMARY KEY, label TEXT NOT NULL)",
-    postgres_sql: None,
-};
+const CREATE_ITEMS: Migration = Migration::new(
+    1,
+    "create items",
+    "CREATE TABLE items (id BIGINT PRIMARY KEY, label TEXT NOT NULL)",
+);
 
 /// Needs `items`, and would fail with a duplicate key if it ran twice.
-const SEED_ITEMS: Migration = Migration {
-    version: 2,
-    name: "seed items",
-    sql: "INSERT INTO items (id, label) VALUES (1, 'first')",
-    postgres_sql: None,
-};
+const SEED_ITEMS: Migration = Migration::new(
+    2,
+    "seed items",
+    "INSERT INTO items (id, label) VALUES (1, 'first')",
+);
 
 const BOTH: &[Migration] = &[CREATE_ITEMS, SEED_ITEMS];
 
@@ -77,12 +75,11 @@ async fn a_migration_edited_after_it_was_applied_is_refused(backend: TestBackend
 
 async fn a_failing_migration_is_named_and_leaves_nothing_behind(backend: TestBackend) {
     let (_test_db, db) = fresh(backend).await;
-    let broken = Migration {
-        version: 2,
-        name: "half done",
-        sql: "CREATE TABLE half_done (x TEXT); INSERT INTO no_such_table (x) VALUES ('y')",
-        postgres_sql: None,
-    };
+    let broken = Migration::new(
+        2,
+        "half done",
+        "CREATE TABLE half_done (x TEXT); INSERT INTO no_such_table (x) VALUES ('y')",
+    );
 
     let err = migrate(&db, "catalog", &[CREATE_ITEMS, broken])
         .await
@@ -146,12 +143,8 @@ async fn concurrent_migrations_apply_each_migration_exactly_once(backend: TestBa
 
 async fn the_postgres_variant_runs_on_postgres_and_the_portable_sql_on_sqlite(backend: TestBackend) {
     let (_test_db, db) = fresh(backend).await;
-    let variant = Migration {
-        version: 1,
-        name: "dialects",
-        sql: "CREATE TABLE made_by_portable_sql (x TEXT)",
-        postgres_sql: Some("CREATE TABLE made_by_postgres_sql (x TEXT)"),
-    };
+    let variant = Migration::new(1, "dialects", "CREATE TABLE made_by_portable_sql (x TEXT)")
+        .with_postgres("CREATE TABLE made_by_postgres_sql (x TEXT)");
 
     assert_eq!(migrate(&db, "catalog", &[variant]).await.unwrap(), 1);
 

@@ -119,6 +119,15 @@ async fn readers_are_not_blocked_by_an_open_write_transaction_and_the_next_write
     db.close().await;
 }
 
+/// Inserts a note saying `body` in `tx`.
+async fn write_body(tx: &mut mercato_storage::Tx, body: &str) {
+    sqlx::query("INSERT INTO notes (body) VALUES ($1)")
+        .bind(body)
+        .execute(&mut **tx)
+        .await
+        .expect("insert");
+}
+
 /// Begins a write transaction and inserts `n` in it, leaving it open.
 async fn note(db: Db, n: i64) -> mercato_storage::Tx {
     let mut tx = db.begin().await.expect("begin");
@@ -136,10 +145,7 @@ async fn a_dropped_transaction_leaves_nothing_and_frees_the_writer(backend: Test
 
     {
         let mut tx = db.begin().await.unwrap();
-        sqlx::query("INSERT INTO notes (body) VALUES ('abandoned')")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        write_body(&mut tx, "abandoned").await;
     }
 
     assert_eq!(count(&db, "SELECT COUNT(*) FROM notes").await, 0);
@@ -147,10 +153,7 @@ async fn a_dropped_transaction_leaves_nothing_and_frees_the_writer(backend: Test
         .begin()
         .await
         .expect("the dropped transaction released the write lock");
-    sqlx::query("INSERT INTO notes (body) VALUES ('kept')")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    write_body(&mut tx, "kept").await;
     tx.commit().await.unwrap();
     let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM notes")
         .fetch_all(db.pool())
@@ -165,10 +168,7 @@ async fn a_rolled_back_transaction_leaves_nothing(backend: TestBackend) {
     execute(&db, "CREATE TABLE notes (body TEXT NOT NULL)").await;
 
     let mut tx = db.begin().await.unwrap();
-    sqlx::query("INSERT INTO notes (body) VALUES ('undone')")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    write_body(&mut tx, "undone").await;
     tx.rollback().await.unwrap();
 
     assert_eq!(count(&db, "SELECT COUNT(*) FROM notes").await, 0);
