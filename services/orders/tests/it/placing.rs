@@ -6,7 +6,7 @@ use mercato_testkit::problem::expect_problem;
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::Value;
 
-use crate::support::{order_body, spawn_app};
+use crate::support::{order_body, spawn_app, spawn_for_a_customer};
 
 backend_tests!(
     a_placed_order_answers_201_pending_with_its_location_and_total,
@@ -97,9 +97,7 @@ async fn orders_are_listed_newest_first(backend: TestBackend) {
 }
 
 async fn a_customer_cancels_a_pending_order_and_the_stock_is_released(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    let mut commands = app.commands().await;
-    let (_, token) = app.customer();
+    let (app, mut commands, (_, token)) = spawn_for_a_customer(backend).await;
     let order = app.placed(&token, &[("MUG-001", 1)], "tok_visa").await;
     app.stock_reserved(&mut commands, &order).await;
     commands
@@ -115,9 +113,7 @@ async fn a_customer_cancels_a_pending_order_and_the_stock_is_released(backend: T
 }
 
 async fn a_confirmed_order_cannot_be_cancelled(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    let mut commands = app.commands().await;
-    let (_, token) = app.customer();
+    let (app, mut commands, (_, token)) = spawn_for_a_customer(backend).await;
     let order = app.placed(&token, &[("MUG-001", 1)], "tok_visa").await;
     app.stock_reserved(&mut commands, &order).await;
     app.payment_captured(&mut commands, &order).await;

@@ -98,6 +98,15 @@ pub async fn spawn_app(backend: TestBackend) -> TestApp {
     spawn_app_with(backend, |_| {}).await
 }
 
+/// The service on `backend`, a reader of what it asks of others that joined before anything
+/// was placed, and a customer with a profile (their id and token): what a saga test starts with.
+pub async fn spawn_for_a_customer(backend: TestBackend) -> (TestApp, Listener, (String, String)) {
+    let app = spawn_app(backend).await;
+    let commands = app.commands().await;
+    let customer = app.customer();
+    (app, commands, customer)
+}
+
 /// [`spawn_app`] with the saga's settings changed by `configure`.
 pub async fn spawn_app_with(backend: TestBackend, configure: impl FnOnce(&mut SagaConfig)) -> TestApp {
     let backing = Backing::new(backend).await;
