@@ -71,16 +71,14 @@ pub async fn spawn_app_with(backend: TestBackend, customise: impl FnOnce(&mut Id
         identity,
     };
     let bus = backing.bus().await;
-    let app = mercato_identity::build(&config, bus.clone())
-        .await
-        .expect("build the identity service");
-    let addr = app.local_addr();
+    let instance = Instance::run(mercato_identity::build(&config, bus.clone()).await);
+    let addr = instance.addr;
     TestApp {
         addr,
         api: Api::new(addr),
         config,
         bus,
-        instance: Instance::start(addr, |token| app.run_until_stopped(token)),
+        instance,
         _backing: backing,
     }
 }

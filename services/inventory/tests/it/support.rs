@@ -78,12 +78,9 @@ impl TestApp {
     /// Starts one more instance on the same database and bus (another replica, as a second pod
     /// would be), and returns its address.
     pub async fn start_replica(&mut self) -> SocketAddr {
-        let app = mercato_inventory::build(&self.config, self.backing.bus().await)
-            .await
-            .expect("build the inventory service");
-        let addr = app.local_addr();
-        self.instances
-            .push(Instance::start(addr, |token| app.run_until_stopped(token)));
+        let instance = Instance::run(mercato_inventory::build(&self.config, self.backing.bus().await).await);
+        let addr = instance.addr;
+        self.instances.push(instance);
         addr
     }
 

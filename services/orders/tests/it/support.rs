@@ -147,18 +147,15 @@ pub async fn spawn_app_with(backend: TestBackend, configure: impl FnOnce(&mut Sa
         client: ClientConfig::default(),
     };
     let bus = backing.bus().await;
-    let app = mercato_orders::build(&config, bus.clone())
-        .await
-        .expect("build the orders service");
-    let addr = app.local_addr();
+    let instance = Instance::run(mercato_orders::build(&config, bus.clone()).await);
     TestApp {
-        addr,
+        addr: instance.addr,
         http: http_client(),
         bus,
         peers,
         positions: Mutex::default(),
         _peers_stop: peers_stop,
-        _instance: Instance::start(addr, |token| app.run_until_stopped(token)),
+        _instance: instance,
         backing,
     }
 }
