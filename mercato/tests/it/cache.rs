@@ -10,6 +10,7 @@ use mercato_testkit::{TestBackend, eventually};
 use serde_json::{Value, json};
 
 use crate::support::{PATIENCE, System, fresh, metrics_of, unique_email};
+use reqwest::Method;
 
 const SKU: &str = "MUG-001";
 
@@ -92,14 +93,7 @@ impl Drop for SecondOrders {
 }
 
 async fn admin_put(system: &System, admin: &str, path: &str, body: Value) {
-    let response = system
-        .http
-        .put(system.url(path))
-        .bearer_auth(admin)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = system.send_json(Method::PUT, path, admin, &body).await;
     assert_eq!(response.status(), 200, "PUT {path}");
 }
 

@@ -3,11 +3,13 @@
 
 use std::time::Duration;
 
+use mercato_testkit::problem::invalid_fields;
 use mercato_testkit::service::{send_body, try_json};
 use mercato_testkit::{TestBackend, backend_tests, eventually};
 use serde_json::{Value, json};
 
 use crate::support::{PATIENCE, System, declare_oversized_body, problem, started, unique_email};
+use reqwest::Method;
 
 backend_tests!(
     an_order_is_confirmed_the_stock_drops_and_a_confirmation_arrives,
@@ -31,14 +33,7 @@ fn order_body(sku: &str, quantity: i64, card: &str) -> Value {
 }
 
 async fn place(system: &System, token: &str, body: &Value) -> reqwest::Response {
-    system
-        .http
-        .post(system.url("/api/orders"))
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
+    system.send_json(Method::POST, "/api/orders", token, body).await
 }
 
 /// Places an order that must be accepted, and returns it.
@@ -76,13 +71,13 @@ async fn available(system: &System, sku: &str) -> i64 {
 
 async fn set_stock(system: &System, admin: &str, sku: &str, quantity: i64) {
     let response = system
-        .http
-        .put(system.url(&format!("/api/products/{sku}/stock")))
-        .bearer_auth(admin)
-        .json(&json!({"quantity": quantity}))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            Method::PUT,
+            &format!("/api/products/{sku}/stock"),
+            admin,
+            &json!({"quantity": quantity}),
+        )
+        .await;
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
 }
 
@@ -117,7 +112,7 @@ async fn an_order_is_confirmed_the_stock_drops_and_a_confirmation_arrives(backen
     assert_eq!(order["status"], "pending");
     assert_eq!(location, format!("/api/orders/{}", order["id"].as_str().unwrap()));
     // Read your own write: the order is there right after the POST.
-    let read = system.send(reqwest::Method::GET, &location, &token).await;
+    let read = system.send(Method::GET, &location, &token).await;
     assert_eq!(read.status(), 200);
 
     let done = settled(&system, &token, order["id"].as_str().unwrap()).await;
@@ -295,15 +290,11 @@ async fn placing_is_idempotent_per_key_and_orders_are_private(backend: TestBacke
     let stranger = system.customer(&unique_email()).await;
     let id = first["id"].as_str().unwrap();
     let peek = system
-        .send(reqwest::Method::GET, &format!("/api/orders/{id}"), &stranger)
+        .send(Method::GET, &format!("/api/orders/{id}"), &stranger)
         .await;
     problem(peek, 404).await;
     let cancel = system
-        .send(
-            reqwest::Method::POST,
-            &format!("/api/orders/{id}/cancel"),
-            &stranger,
-        )
+        .send(Method::POST, &format!("/api/orders/{id}/cancel"), &stranger)
         .await;
     problem(cancel, 404).await;
     system.stop().await;
@@ -327,13 +318,10 @@ async fn bad_orders_are_problems_naming_the_field(backend: TestBackend) {
     for (body, field) in cases {
         let response = place(&system, &token, &body).await;
         let p = problem(response, 422).await;
-        let named: Vec<&str> = p["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|e| e["field"].as_str())
-            .collect();
-        assert!(named.contains(&field), "{body} should name {field}: {p}");
+        assert!(
+            invalid_fields(&p).contains(&field),
+            "{body} should name {field}: {p}"
+        );
     }
     let malformed = send_body(
         system.http.post(system.url("/api/orders")).bearer_auth(&token),
@@ -347,12 +335,8 @@ async fn bad_orders_are_problems_naming_the_field(backend: TestBackend) {
     assert_eq!(status, 413, "{body}");
     assert!(body.contains("payload-too-large"), "{body}");
     let anonymous = system
-        .http
-        .post(system.url("/api/orders"))
-        .json(&order_body(SKU, 1, "tok_visa"))
-        .send()
-        .await
-        .unwrap();
+        .send_anonymous(Method::POST, "/api/orders", Some(&order_body(SKU, 1, "tok_visa")))
+        .await;
     problem(anonymous, 401).await;
     system.stop().await;
 }
@@ -365,23 +349,19 @@ async fn admins_ship_and_deliver_and_customers_may_not(backend: TestBackend) {
     let id = order["id"].as_str().unwrap();
     assert_eq!(settled(&system, &token, id).await["status"], "confirmed");
     let cancel = system
-        .send(reqwest::Method::POST, &format!("/api/orders/{id}/cancel"), &token)
+        .send(Method::POST, &format!("/api/orders/{id}/cancel"), &token)
         .await;
     problem(cancel, 409).await;
     let by_customer = system
-        .send(reqwest::Method::POST, &format!("/api/orders/{id}/ship"), &token)
+        .send(Method::POST, &format!("/api/orders/{id}/ship"), &token)
         .await;
     problem(by_customer, 403).await;
     let shipped = system
-        .send(reqwest::Method::POST, &format!("/api/orders/{id}/ship"), &admin)
+        .send(Method::POST, &format!("/api/orders/{id}/ship"), &admin)
         .await;
     assert_eq!(shipped.status(), 200);
     let delivered: Value = system
-        .send(
-            reqwest::Method::POST,
-            &format!("/api/orders/{id}/deliver"),
-            &admin,
-        )
+        .send(Method::POST, &format!("/api/orders/{id}/deliver"), &admin)
         .await
         .json()
         .await

@@ -1,11 +1,13 @@
 //! The customers service end to end: a profile appears after registration (identity → outbox →
 //! bus → inbox → event store → projection), and a customer reads and changes only their own.
 
+use mercato_testkit::problem::invalid_fields;
 use mercato_testkit::service::json_answer;
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::{Value, json};
 
 use crate::support::{problem, started, unique_email};
+use reqwest::Method;
 
 backend_tests!(
     registering_creates_a_customer_profile_readable_through_the_gateway,
@@ -35,13 +37,13 @@ async fn a_customer_updates_their_profile_and_preferences_and_reads_them_back(ba
     let token = system.customer(&unique_email()).await;
     let address = json!({"line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "de"});
     let patched = system
-        .http
-        .patch(system.url("/api/customers/me"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "Ada Lovelace", "addresses": [address]}))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            Method::PATCH,
+            "/api/customers/me",
+            &token,
+            &json!({"name": "Ada Lovelace", "addresses": [address]}),
+        )
+        .await;
     assert_eq!(patched.status(), 200);
     let patched: Value = patched.json().await.unwrap();
     assert_eq!(patched["name"], "Ada Lovelace");
@@ -55,13 +57,8 @@ async fn a_customer_updates_their_profile_and_preferences_and_reads_them_back(ba
     let prefs =
         json!({"channels": {"email": false, "sms": true}, "marketing_opt_in": true, "locale": "de-DE"});
     let put = system
-        .http
-        .put(system.url("/api/customers/me/preferences"))
-        .bearer_auth(&token)
-        .json(&prefs)
-        .send()
-        .await
-        .unwrap();
+        .send_json(Method::PUT, "/api/customers/me/preferences", &token, &prefs)
+        .await;
     assert_eq!(put.status(), 200);
     let read: Value = system.get_json("/api/customers/me/preferences", &token).await;
     assert_eq!(read, prefs);
@@ -97,14 +94,8 @@ async fn bad_profile_changes_are_problems_naming_the_field(backend: TestBackend)
     for (body, field) in cases {
         let response = patch(body.clone()).await;
         let problem = problem(response, 422).await;
-        let named: Vec<&str> = problem["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|e| e["field"].as_str())
-            .collect();
         assert!(
-            named
+            invalid_fields(&problem)
                 .iter()
                 .any(|n| *n == field || (field == "body" && !n.is_empty())),
             "{body} should name {field}: {problem}"
@@ -113,29 +104,22 @@ async fn bad_profile_changes_are_problems_naming_the_field(backend: TestBackend)
     let bad_locale =
         json!({"channels": {"email": true, "sms": false}, "marketing_opt_in": false, "locale": "english"});
     let response = system
-        .http
-        .put(system.url("/api/customers/me/preferences"))
-        .bearer_auth(&token)
-        .json(&bad_locale)
-        .send()
-        .await
-        .unwrap();
+        .send_json(Method::PUT, "/api/customers/me/preferences", &token, &bad_locale)
+        .await;
     assert_eq!(problem(response, 422).await["errors"][0]["field"], "locale");
+    let without_channels = json!({"locale": "en"});
     let missing = system
-        .http
-        .put(system.url("/api/customers/me/preferences"))
-        .bearer_auth(&token)
-        .json(&json!({"locale": "en"}))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            Method::PUT,
+            "/api/customers/me/preferences",
+            &token,
+            &without_channels,
+        )
+        .await;
     problem(missing, 422).await;
     let anonymous = system
-        .http
-        .get(system.url("/api/customers/me"))
-        .send()
-        .await
-        .unwrap();
+        .send_anonymous(Method::GET, "/api/customers/me", None)
+        .await;
     problem(anonymous, 401).await;
     system.stop().await;
 }
@@ -145,14 +129,10 @@ async fn a_customer_only_ever_sees_their_own_profile(backend: TestBackend) {
     let (ada, bob) = (unique_email(), unique_email());
     let ada_token = system.customer(&ada).await;
     let bob_token = system.customer(&bob).await;
+    let rename = json!({"name": "Bob"});
     let renamed = system
-        .http
-        .patch(system.url("/api/customers/me"))
-        .bearer_auth(&bob_token)
-        .json(&json!({"name": "Bob"}))
-        .send()
-        .await
-        .unwrap();
+        .send_json(Method::PATCH, "/api/customers/me", &bob_token, &rename)
+        .await;
     assert_eq!(renamed.status(), 200);
     let me: Value = system.get_json("/api/customers/me", &ada_token).await;
     assert_eq!(me["email"], ada.as_str());

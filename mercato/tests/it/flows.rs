@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use crate::support::{
     System, access_token, declare_oversized_body, fresh, login, problem, register, started, unique_email,
 };
+use reqwest::Method;
 
 backend_tests!(
     a_new_user_registers_logs_in_and_reads_their_profile_through_the_gateway,
@@ -170,9 +171,7 @@ async fn bad_tokens_are_refused_by_the_gateway_with_a_challenge(backend: TestBac
         ("tampered", tampered),
         ("none", none),
     ] {
-        let response = system
-            .send(reqwest::Method::GET, "/api/identity/me", &token)
-            .await;
+        let response = system.send(Method::GET, "/api/identity/me", &token).await;
         let challenge = challenge(&response);
         assert!(
             challenge.contains(r#"error="invalid_token""#),
@@ -180,12 +179,7 @@ async fn bad_tokens_are_refused_by_the_gateway_with_a_challenge(backend: TestBac
         );
         problem(response, 401).await;
     }
-    let missing = system
-        .http
-        .get(system.url("/api/identity/me"))
-        .send()
-        .await
-        .unwrap();
+    let missing = system.send_anonymous(Method::GET, "/api/identity/me", None).await;
     assert_eq!(missing.headers()["www-authenticate"], r#"Bearer realm="mercato""#);
     problem(missing, 401).await;
     system.stop().await;
@@ -195,11 +189,8 @@ async fn the_gateway_answers_unknown_routes_and_a_dead_upstream_with_problems(ba
     let (_db, mut config) = fresh(backend).await;
     let system = System::start(config.clone()).await;
     let unknown = system
-        .http
-        .get(system.url("/api/nothing-here"))
-        .send()
-        .await
-        .unwrap();
+        .send_anonymous(Method::GET, "/api/nothing-here", None)
+        .await;
     problem(unknown, 404).await;
     system.stop().await;
 

@@ -7,6 +7,7 @@ use mercato_testkit::{TestBackend, backend_tests, eventually};
 use serde_json::json;
 
 use crate::support::{PATIENCE, System, fresh, metrics_of, problem, sample, started, unique_email};
+use reqwest::Method;
 
 backend_tests!(
     loadgen_follows_every_order_to_its_end_and_reports_the_sagas_phases,
@@ -119,13 +120,7 @@ async fn past_the_backlog_bound_orders_are_refused_through_the_gateway_and_count
         let refusal = problem(refused, 503).await;
         assert_eq!(refusal["type"], "urn:mercato:problem:backlog-full");
     }
-    let mine = system
-        .http
-        .get(system.url("/api/orders"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let mine = system.send(Method::GET, "/api/orders", &token).await;
     assert_eq!(
         mine.status(),
         200,

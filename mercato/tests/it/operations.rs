@@ -7,6 +7,7 @@ use serde_json::json;
 use crate::support::{
     PATIENCE, System, access_token, fresh, login, metrics_of, register, run, sample, unique_email,
 };
+use reqwest::Method;
 
 backend_tests!(
     a_poison_event_is_parked_listed_and_replayed_while_good_events_flow,
@@ -26,14 +27,6 @@ fn env_of(config: &mercato::Config) -> Vec<(&'static str, String)> {
             config.database_for(mercato::ServiceName::Identity).url,
         ),
     ]
-}
-
-async fn profile_status(system: &System, token: &str) -> u16 {
-    system
-        .send(reqwest::Method::GET, "/api/customers/me", token)
-        .await
-        .status()
-        .as_u16()
 }
 
 async fn a_poison_event_is_parked_listed_and_replayed_while_good_events_flow(backend: TestBackend) {
@@ -62,7 +55,7 @@ async fn a_poison_event_is_parked_listed_and_replayed_while_good_events_flow(bac
     register(&system.http, &system.gateway, &email).await;
     let token = access_token(&login(&system.http, &system.gateway, &email).await);
     eventually(PATIENCE, "a profile despite the poison message", || async {
-        (profile_status(&system, &token).await == 200).then_some(())
+        (system.get_status("/api/customers/me", &token).await == 200).then_some(())
     })
     .await;
 
@@ -153,25 +146,23 @@ async fn projections_rebuild_restores_the_read_model(backend: TestBackend) {
     }
     for token in &tokens {
         eventually(PATIENCE, "every profile", || async {
-            (profile_status(&system, token).await == 200).then_some(())
+            (system.get_status("/api/customers/me", token).await == 200).then_some(())
         })
         .await;
     }
     let renamed = system
-        .http
-        .patch(system.url("/api/customers/me"))
-        .bearer_auth(&tokens[0])
-        .json(&json!({"name": "Renamed"}))
-        .send()
-        .await
-        .unwrap();
+        .send_json(
+            Method::PATCH,
+            "/api/customers/me",
+            &tokens[0],
+            &json!({"name": "Renamed"}),
+        )
+        .await;
     assert_eq!(renamed.status(), 200);
     let before: Vec<String> = {
         let mut bodies = Vec::new();
         for token in &tokens {
-            let body = system
-                .send(reqwest::Method::GET, "/api/customers/me", token)
-                .await;
+            let body = system.send(Method::GET, "/api/customers/me", token).await;
             bodies.push(body.text().await.unwrap());
         }
         bodies
@@ -205,9 +196,7 @@ async fn projections_rebuild_restores_the_read_model(backend: TestBackend) {
 
     let system = System::start(config).await;
     for (token, expected) in tokens.iter().zip(before) {
-        let after = system
-            .send(reqwest::Method::GET, "/api/customers/me", token)
-            .await;
+        let after = system.send(Method::GET, "/api/customers/me", token).await;
         assert_eq!(
             after.text().await.unwrap(),
             expected,

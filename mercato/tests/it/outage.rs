@@ -9,14 +9,13 @@ use serde_json::Value;
 use crate::support::{
     PATIENCE, System, access_token, fresh, login, metrics_of, register, sample, unique_email,
 };
+use reqwest::Method;
 
 backend_tests!(events_written_while_the_bus_is_away_are_delivered_when_it_is_back);
 
 async fn profile_exists(system: &System, email: &str) -> bool {
     let token = access_token(&login(&system.http, &system.gateway, email).await);
-    let response = system
-        .send(reqwest::Method::GET, "/api/customers/me", &token)
-        .await;
+    let response = system.send(Method::GET, "/api/customers/me", &token).await;
     response.status() == 200
 }
 
@@ -36,15 +35,15 @@ async fn events_written_while_the_bus_is_away_are_delivered_when_it_is_back(back
     let first = unique_email();
     let later = [unique_email(), unique_email(), unique_email()];
 
+    let system = System::start(config.clone()).await;
+    register(&system.http, &system.gateway, &first).await;
+    eventually(PATIENCE, "the first profile", || async {
+        profile_exists(&system, &first).await.then_some(())
+    })
+    .await;
+
     let system = match fixture.backing.nats_mut() {
         Some(nats) => {
-            let system = System::start(config.clone()).await;
-            register(&system.http, &system.gateway, &first).await;
-            eventually(PATIENCE, "the first profile", || async {
-                profile_exists(&system, &first).await.then_some(())
-            })
-            .await;
-
             nats.stop().await;
             let (status, body) = eventually(PATIENCE, "identity to report the bus down", || async {
                 let (status, body) = ready_status(&system, "identity").await;
@@ -78,12 +77,6 @@ async fn events_written_while_the_bus_is_away_are_delivered_when_it_is_back(back
             system
         }
         None => {
-            let system = System::start(config.clone()).await;
-            register(&system.http, &system.gateway, &first).await;
-            eventually(PATIENCE, "the first profile", || async {
-                profile_exists(&system, &first).await.then_some(())
-            })
-            .await;
             system.stop().await;
 
             // With everything down, accounts are created from the CLI's code path: their events

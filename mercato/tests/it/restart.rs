@@ -1,5 +1,6 @@
 //! What must survive a restart, and a key rotation seen through the gateway.
 
+use mercato_testkit::json::field_of_each;
 use mercato_testkit::{TestBackend, backend_tests, eventually};
 use serde_json::Value;
 
@@ -9,14 +10,6 @@ backend_tests!(
     users_and_signing_keys_survive_a_restart,
     a_rotated_key_signs_new_tokens_while_old_tokens_stay_valid_through_the_gateway,
 );
-
-async fn me_status(system: &System, token: &str) -> u16 {
-    system
-        .send(reqwest::Method::GET, "/api/identity/me", token)
-        .await
-        .status()
-        .as_u16()
-}
 
 async fn users_and_signing_keys_survive_a_restart(backend: TestBackend) {
     let (_db, config) = fresh(backend).await;
@@ -38,11 +31,11 @@ async fn users_and_signing_keys_survive_a_restart(backend: TestBackend) {
         "the same persisted key signs after the restart"
     );
     assert_eq!(
-        me_status(&system, &before).await,
+        system.get_status("/api/identity/me", &before).await,
         200,
         "a token from before the restart is still valid"
     );
-    assert_eq!(me_status(&system, &after).await, 200);
+    assert_eq!(system.get_status("/api/identity/me", &after).await, 200);
     system.stop().await;
 }
 
@@ -55,7 +48,7 @@ async fn a_rotated_key_signs_new_tokens_while_old_tokens_stay_valid_through_the_
     register(&system.http, &system.gateway, &email).await;
     let old = access_token(&login(&system.http, &system.gateway, &email).await);
     assert_eq!(
-        me_status(&system, &old).await,
+        system.get_status("/api/identity/me", &old).await,
         200,
         "the gateway has fetched the first key"
     );
@@ -71,15 +64,10 @@ async fn a_rotated_key_signs_new_tokens_while_old_tokens_stay_valid_through_the_
     .await;
 
     // The gateway has never seen the new kid: it must fetch the JWKS again rather than refuse.
-    assert_eq!(me_status(&system, &new).await, 200);
-    assert_eq!(me_status(&system, &old).await, 200);
+    assert_eq!(system.get_status("/api/identity/me", &new).await, 200);
+    assert_eq!(system.get_status("/api/identity/me", &old).await, 200);
     let jwks: Value = system.get_public("/.well-known/jwks.json").await;
-    let kids: Vec<&str> = jwks["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| k["kid"].as_str().unwrap())
-        .collect();
+    let kids = field_of_each(&jwks["keys"], "kid");
     assert!(
         kids.contains(&kid_of(&old).as_str()) && kids.contains(&rotated.as_str()),
         "{kids:?}"

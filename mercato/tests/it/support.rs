@@ -7,6 +7,7 @@ use mercato::{Config, Running, ServiceName};
 use mercato_runtime::CancellationToken;
 use mercato_testkit::service::Backing;
 use mercato_testkit::{TestBackend, TestDatabase};
+use reqwest::Method;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, Command};
@@ -96,9 +97,46 @@ impl System {
             .unwrap()
     }
 
+    /// `method path` through the gateway with `token` and the JSON `body`.
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: &Value,
+    ) -> reqwest::Response {
+        self.http
+            .request(method, self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// `method path` through the gateway without a token, with the JSON `body` if there is one.
+    pub async fn send_anonymous(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> reqwest::Response {
+        let request = self.http.request(method, self.url(path));
+        let request = match body {
+            Some(body) => request.json(body),
+            None => request,
+        };
+        request.send().await.unwrap()
+    }
+
+    /// The status `GET path` through the gateway with `token` is answered with.
+    pub async fn get_status(&self, path: &str, token: &str) -> u16 {
+        self.send(Method::GET, path, token).await.status().as_u16()
+    }
+
     /// `GET path` through the gateway with `token`; it must answer 200 with JSON.
     pub async fn get_json(&self, path: &str, token: &str) -> Value {
-        let response = self.send(reqwest::Method::GET, path, token).await;
+        let response = self.send(Method::GET, path, token).await;
         assert_eq!(response.status(), 200, "GET {path}");
         response.json().await.unwrap()
     }

@@ -65,36 +65,35 @@ impl CacheMetrics {
             metrics.requests.clone(),
         );
         registry.register(
-            "cache_loads",
-            "Loads from the source after both levels missed",
-            metrics.loads.clone(),
-        );
-        registry.register(
             "cache_errors",
             "Failed loads (kind=load) and Redis calls that failed or timed out (kind=redis)",
             metrics.errors.clone(),
         );
-        registry.register(
-            "cache_invalidations",
-            "Keys invalidated by change events",
-            metrics.invalidations.clone(),
-        );
-        registry.register(
-            "cache_clears",
-            "Whole in-process caches dropped after the event subscription reported a gap",
-            metrics.clears.clone(),
-        );
+        let per_cache = [
+            (
+                "cache_loads",
+                "Loads from the source after both levels missed",
+                &metrics.loads,
+            ),
+            (
+                "cache_invalidations",
+                "Keys invalidated by change events",
+                &metrics.invalidations,
+            ),
+            (
+                "cache_clears",
+                "Whole in-process caches dropped after the event subscription reported a gap",
+                &metrics.clears,
+            ),
+        ];
+        for (name, help, family) in per_cache {
+            registry.register(name, help, family.clone());
+        }
         metrics
     }
 
     pub(crate) fn request(&self, cache: &str, level: Level, result: Lookup) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                cache: cache.to_owned(),
-                level,
-                result,
-            })
-            .inc();
+        self.requests_at(cache, level, result).inc();
     }
 
     pub(crate) fn load(&self, cache: &str) {
@@ -102,12 +101,7 @@ impl CacheMetrics {
     }
 
     pub(crate) fn error(&self, cache: &str, kind: ErrorKind) {
-        self.errors
-            .get_or_create(&ErrorLabels {
-                cache: cache.to_owned(),
-                kind,
-            })
-            .inc();
+        self.errors_of(cache, kind).inc();
     }
 
     pub(crate) fn invalidation(&self, cache: &str) {
@@ -131,13 +125,7 @@ impl CacheMetrics {
             "miss" => Lookup::miss,
             _ => return 0,
         };
-        self.requests
-            .get_or_create(&RequestLabels {
-                cache: cache.to_owned(),
-                level,
-                result,
-            })
-            .get()
+        self.requests_at(cache, level, result).get()
     }
 
     /// Loads from the source by `cache` so far.
@@ -155,12 +143,26 @@ impl CacheMetrics {
     /// Redis failures seen by `cache` so far.
     #[must_use]
     pub fn redis_errors(&self, cache: &str) -> u64 {
+        self.errors_of(cache, ErrorKind::redis).get()
+    }
+
+    fn requests_at(&self, cache: &str, level: Level, result: Lookup) -> Counter {
+        self.requests
+            .get_or_create(&RequestLabels {
+                cache: cache.to_owned(),
+                level,
+                result,
+            })
+            .clone()
+    }
+
+    fn errors_of(&self, cache: &str, kind: ErrorKind) -> Counter {
         self.errors
             .get_or_create(&ErrorLabels {
                 cache: cache.to_owned(),
-                kind: ErrorKind::redis,
+                kind,
             })
-            .get()
+            .clone()
     }
 }
 

@@ -24,7 +24,8 @@
 //! - a projection applies each event exactly once, in position order, even with several runners.
 //!
 //! A service lists [`mercato_messaging::outbox::MIGRATION`], [`MIGRATION`] and [`COMMIT_ORDER`]
-//! among its migrations.
+//! among its migrations; [`with_platform`] adds them, with the relay's and the inbox's, to a
+//! service's one migration of its own.
 //!
 //! ```no_run
 //! # async fn example(db: mercato_storage::Db, events: Vec<mercato_messaging::Envelope>)
@@ -68,3 +69,17 @@ pub const COMMIT_ORDER: Migration = Migration::new(
     include_str!("../migrations/commit_order.sql"),
 )
 .with_postgres(include_str!("../migrations/commit_order.postgres.sql"));
+
+/// A service's schema: its own `migration`, then what an event-sourced service needs of the
+/// platform (the outbox and its relay, the inbox, the event store and its commit order).
+#[must_use]
+pub const fn with_platform(migration: Migration) -> [Migration; 6] {
+    [
+        migration,
+        mercato_messaging::outbox::MIGRATION,
+        mercato_messaging::relay::MIGRATION,
+        mercato_messaging::inbox::MIGRATION,
+        MIGRATION,
+        COMMIT_ORDER,
+    ]
+}

@@ -5,6 +5,7 @@
 //! - [`backend_tests!`]: runs one async test body once per backend, as `sqlite::name` and
 //!   `postgres::name`, so a filter on `postgres` selects or leaves out the PostgreSQL suite.
 //! - [`eventually`]: polls a condition until it holds or a deadline passes; tests never sleep.
+//!   [`join_all`]: waits for a set of tasks within [`PATIENCE`].
 //! - [`nats::NatsServer`]: a private NATS JetStream server per test, stoppable and restartable.
 //! - [`auth::TestIssuer`]: a JWKS endpoint and tokens for any subject and roles.
 //! - [`redis::KeyPrefix`]: a Redis key namespace per test, emptied when the test ends;
@@ -16,10 +17,12 @@
 //! - [`publish::publish_at`]: an event put on the bus as another service's relay would.
 //! - [`outbox::event_types`]: what a service wrote to its outbox for a stream.
 //! - [`ready::Readiness`]: a `/ready` answer and its checks.
+//! - [`json::field_of_each`]: one string field of every element of a JSON array.
 //! - [`problem`]: assertions on problem+json answers; [`PATIENCE`]: the one bound on waiting.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod json;
 pub mod listener;
 pub mod load;
 pub mod nats;
@@ -160,27 +163,51 @@ impl Drop for TestDatabase {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
         );
-        if names.is_empty() {
-            return;
-        }
-        // Drop runs outside async context; a short-lived runtime on its own thread does the I/O.
-        let admin = postgres_admin_url();
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
-                for name in names {
-                    let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                    let _ = sqlx::query(&sql).execute(&mut conn).await;
-                }
-                conn.close().await.ok()
-            })
-        })
-        .join();
+        drop_postgres_databases(names);
     }
+}
+
+/// Drops the PostgreSQL databases `names`, best effort: a test's cleanup never fails the test.
+///
+/// Made for `Drop`, which runs outside async context: a short-lived runtime on its own thread
+/// does the I/O.
+pub fn drop_postgres_databases(names: Vec<String>) {
+    if names.is_empty() {
+        return;
+    }
+    let admin = postgres_admin_url();
+    let _ = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .ok()?;
+        rt.block_on(async {
+            let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
+            for name in names {
+                let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                let _ = sqlx::query(&sql).execute(&mut conn).await;
+            }
+            conn.close().await.ok()
+        })
+    })
+    .join();
+}
+
+/// Waits for every task in `set`, failing the test if one panics or they take longer than
+/// [`PATIENCE`].
+///
+/// # Panics
+/// When a task panics, or they are not all done within [`PATIENCE`].
+pub async fn join_all<T: 'static>(mut set: tokio::task::JoinSet<T>) -> Vec<T> {
+    tokio::time::timeout(PATIENCE, async {
+        let mut done = Vec::with_capacity(set.len());
+        while let Some(joined) = set.join_next().await {
+            done.push(joined.expect("task panicked"));
+        }
+        done
+    })
+    .await
+    .expect("concurrent tasks finished in time")
 }
 
 /// Polls `check` until it returns `Some`, or panics naming `what` after `deadline`.

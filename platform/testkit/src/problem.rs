@@ -43,17 +43,23 @@ pub async fn expect_problem_of(response: reqwest::Response, status: u16, slug: &
     body
 }
 
-/// The fields a `422` validation problem names.
+/// The fields a `422` validation problem names, in order.
 ///
 /// # Panics
-/// When the problem lists no errors.
+/// When the problem lists no errors, or an error names no field or does not say what is wrong.
 #[must_use]
-pub fn invalid_fields(problem: &Value) -> Vec<String> {
+pub fn invalid_fields(problem: &Value) -> Vec<&str> {
     problem["errors"]
         .as_array()
         .unwrap_or_else(|| panic!("a validation problem lists its errors: {problem}"))
         .iter()
-        .map(|e| e["field"].as_str().expect("each error names a field").to_owned())
+        .map(|e| {
+            assert!(
+                e["message"].is_string(),
+                "each error says what is wrong: {problem}"
+            );
+            e["field"].as_str().expect("each error names a field")
+        })
         .collect()
 }
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use mercato_kit::ServiceSettings;
 use mercato_messaging::{Bus, BusConfig, InboxConfig, RelayConfig};
-use mercato_runtime::{CancellationToken, HttpConfig};
+use mercato_runtime::{App, CancellationToken, HttpConfig};
 use mercato_storage::DatabaseConfig;
 use tokio::task::JoinHandle;
 
@@ -140,6 +140,16 @@ impl Instance {
             shutdown,
             task: Some(task),
         }
+    }
+
+    /// Runs what a service's `build` returned until stopped or dropped.
+    ///
+    /// # Panics
+    /// When the service could not be built.
+    #[track_caller]
+    pub fn run<E: std::fmt::Debug>(built: Result<App, E>) -> Self {
+        let app = built.unwrap_or_else(|e| panic!("build the service: {e:?}"));
+        Self::start(app.local_addr(), |token| app.run_until_stopped(token))
     }
 
     /// Stops the service and returns what its `run_until_stopped` returned.

@@ -9,7 +9,7 @@ use mercato_messaging::{
 };
 use mercato_storage::Tx;
 
-use crate::domain::{Address, Customer, CustomerEvent, Locale, Preferences};
+use crate::domain::{Address, Customer, CustomerEvent};
 
 pub(crate) fn address_out(a: &Address) -> contract::Address {
     contract::Address {
@@ -29,24 +29,6 @@ pub(crate) fn address_in(a: contract::Address) -> Address {
         city: a.city,
         postal_code: a.postal_code,
         country: a.country,
-    }
-}
-
-pub(crate) fn preferences_out(p: &Preferences) -> contract::Preferences {
-    contract::Preferences {
-        email: p.email,
-        sms: p.sms,
-        marketing_opt_in: p.marketing_opt_in,
-        locale: p.locale.as_str().to_owned(),
-    }
-}
-
-fn preferences_in(p: contract::Preferences) -> Preferences {
-    Preferences {
-        email: p.email,
-        sms: p.sms,
-        marketing_opt_in: p.marketing_opt_in,
-        locale: Locale::parse(&p.locale).unwrap_or_default(),
     }
 }
 
@@ -83,7 +65,7 @@ pub fn to_envelope(
                 email: email.to_owned(),
                 name: name.clone(),
                 addresses: addresses.iter().map(address_out).collect(),
-                preferences: preferences_out(preferences),
+                preferences: preferences.into(),
             },
             context,
         ),
@@ -108,7 +90,7 @@ pub fn from_envelope(envelope: &Envelope) -> Result<Option<CustomerEvent>, Envel
         return Ok(Some(CustomerEvent::Updated {
             name: e.name,
             addresses: e.addresses.into_iter().map(address_in).collect(),
-            preferences: preferences_in(e.preferences),
+            preferences: e.preferences.into(),
         }));
     }
     Ok(None)

@@ -5,17 +5,14 @@ use mercato_storage::sqlx::{self, Row as _};
 use mercato_storage::{Migration, StorageError, Tx, now_millis};
 
 use crate::domain::Customer;
-use crate::events::{address_out, preferences_out};
+use crate::events::address_out;
 
 /// Customers' schema: its read model, then the platform's event store, outbox and inbox.
-pub const MIGRATIONS: &[Migration] = &[
-    Migration::new(1, "profiles", include_str!("../migrations/0001_profiles.sql")),
-    mercato_messaging::outbox::MIGRATION,
-    mercato_messaging::relay::MIGRATION,
-    mercato_messaging::inbox::MIGRATION,
-    mercato_eventstore::MIGRATION,
-    mercato_eventstore::COMMIT_ORDER,
-];
+pub const MIGRATIONS: &[Migration] = &mercato_eventstore::with_platform(Migration::new(
+    1,
+    "profiles",
+    include_str!("../migrations/0001_profiles.sql"),
+));
 
 /// A profile as the read model holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,7 +33,7 @@ impl Profile {
             email: customer.email.clone(),
             name: customer.name.clone(),
             addresses: customer.addresses.iter().map(address_out).collect(),
-            preferences: preferences_out(&customer.preferences),
+            preferences: (&customer.preferences).into(),
             version: customer.version,
         }
     }

@@ -6,14 +6,11 @@ use mercato_storage::sqlx::{self, Row as _};
 use mercato_storage::{Migration, StorageError, Tx};
 
 /// Orders' schema: its own tables, then the platform's outbox, inbox and event store.
-pub const MIGRATIONS: &[Migration] = &[
-    Migration::new(1, "orders", include_str!("../migrations/0001_orders.sql")),
-    mercato_messaging::outbox::MIGRATION,
-    mercato_messaging::relay::MIGRATION,
-    mercato_messaging::inbox::MIGRATION,
-    mercato_eventstore::MIGRATION,
-    mercato_eventstore::COMMIT_ORDER,
-];
+pub const MIGRATIONS: &[Migration] = &mercato_eventstore::with_platform(Migration::new(
+    1,
+    "orders",
+    include_str!("../migrations/0001_orders.sql"),
+));
 
 /// An order as the read model holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]

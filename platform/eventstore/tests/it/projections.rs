@@ -136,15 +136,8 @@ async fn a_projection_running_while_eight_writers_append_applies_every_event_onc
     let store = store(backend).await;
     let db = &store.db;
     let seen = Arc::new(Seen::new("gap_watcher"));
-    let wake = Arc::new(Notify::new());
-    let shutdown = CancellationToken::new();
-    let runner = tokio::spawn(run(
-        db.clone(),
-        seen.clone(),
-        wake.clone(),
-        Duration::from_millis(2),
-        shutdown.clone(),
-    ));
+    let runner = Runner::start(db, seen.clone(), Duration::from_millis(2));
+    let wake = runner.wake.clone();
 
     let mut writers = JoinSet::new();
     for writer in 0..WRITERS {
@@ -176,11 +169,7 @@ async fn a_projection_running_while_eight_writers_append_applies_every_event_onc
         (checkpoint(db.pool(), "gap_watcher").await.unwrap() == last).then_some(())
     })
     .await;
-    shutdown.cancel();
-    tokio::time::timeout(PATIENCE, runner)
-        .await
-        .expect("the runner stops")
-        .expect("the runner did not panic");
+    runner.stop().await;
 
     let ids = seen.event_ids(db).await;
     assert_eq!(appended.len(), usize::try_from(WRITERS * EVENTS_EACH).unwrap());
@@ -240,32 +229,18 @@ async fn the_runner_applies_when_woken_and_stops_on_shutdown(backend: TestBacken
     let store = store(backend).await;
     let db = &store.db;
     let projection: Arc<dyn Projection> = Arc::new(StreamCounts::new());
-    let wake = Arc::new(Notify::new());
-    let shutdown = CancellationToken::new();
-    // A poll interval no test outlives: only the wake can make it catch up.
-    let runner = tokio::spawn(run(
-        db.clone(),
-        projection.clone(),
-        wake.clone(),
-        Duration::from_secs(3_600),
-        shutdown.clone(),
-    ));
+    let runner = Runner::start(db, projection.clone(), ONLY_WHEN_WOKEN);
 
     for round in 1..=3 {
         append_committed(db, "order-1", Any, vec![noted("order-1", round)]).await;
-        wake.notify_one();
+        runner.wake.notify_one();
         eventually(PATIENCE, "the woken runner applies the new event", || async {
             let rows = StreamCounts::rows(db).await;
             (rows.first().map(|r| r.1) == Some(round)).then_some(())
         })
         .await;
     }
-    shutdown.cancel();
-
-    tokio::time::timeout(PATIENCE, runner)
-        .await
-        .expect("the runner stops on shutdown")
-        .expect("the runner did not panic");
+    runner.stop().await;
     db.close().await;
 }
 
@@ -273,30 +248,18 @@ async fn the_runner_retries_a_failing_apply_with_backoff_and_skips_nothing(backe
     let store = store(backend).await;
     let db = &store.db;
     let counts = Arc::new(StreamCounts::failing_at(2, 2));
-    let wake = Arc::new(Notify::new());
-    let shutdown = CancellationToken::new();
-    let runner = tokio::spawn(run(
-        db.clone(),
-        counts.clone(),
-        wake.clone(),
-        Duration::from_secs(3_600),
-        shutdown.clone(),
-    ));
+    let runner = Runner::start(db, counts.clone(), ONLY_WHEN_WOKEN);
 
     let events = append_committed(db, "order-1", NoStream, noted_many("order-1", 1..=3))
         .await
         .events;
-    wake.notify_one();
+    runner.wake.notify_one();
     eventually(PATIENCE, "the runner gets past the failing event", || async {
         let rows = StreamCounts::rows(db).await;
         (rows.first().map(|r| r.1) == Some(3)).then_some(())
     })
     .await;
-    shutdown.cancel();
-    tokio::time::timeout(PATIENCE, runner)
-        .await
-        .expect("the runner stops on shutdown")
-        .expect("the runner did not panic");
+    runner.stop().await;
 
     assert_eq!(counts.failures(), 2, "it failed twice and was retried");
     assert_eq!(
@@ -305,4 +268,32 @@ async fn the_runner_retries_a_failing_apply_with_backoff_and_skips_nothing(backe
         "every event applied exactly once"
     );
     db.close().await;
+}
+
+/// A poll interval no test outlives: only a wake can make the runner catch up.
+const ONLY_WHEN_WOKEN: Duration = Duration::from_secs(3_600);
+
+/// A projection's [`run`] loop on its own task, with the handles a test drives it by.
+struct Runner {
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Runner {
+    fn start(db: &Db, projection: Arc<dyn Projection>, poll: Duration) -> Self {
+        let wake = Arc::new(Notify::new());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(db.clone(), projection, wake.clone(), poll, shutdown.clone()));
+        Self { wake, shutdown, task }
+    }
+
+    /// Cancels the runner and waits for it to stop, as a service's shutdown does.
+    async fn stop(self) {
+        self.shutdown.cancel();
+        tokio::time::timeout(PATIENCE, self.task)
+            .await
+            .expect("the runner stops on shutdown")
+            .expect("the runner did not panic");
+    }
 }

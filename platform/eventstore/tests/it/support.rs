@@ -10,9 +10,8 @@ use mercato_storage::sqlx;
 use mercato_storage::{DatabaseConfig, Db, Migration, Tx, migrate};
 use mercato_testkit::{TestBackend, TestDatabase};
 use serde::{Deserialize, Serialize};
-use tokio::task::JoinSet;
 
-pub use mercato_testkit::PATIENCE;
+pub use mercato_testkit::{PATIENCE, join_all};
 
 /// The read tables of the test projections.
 const READ_MODELS: Migration = Migration::new(
@@ -109,19 +108,6 @@ pub async fn count(db: &Db, sql: &str) -> i64 {
         .fetch_one(db.pool())
         .await
         .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-/// Waits for every task in `set`, failing the test if one panics or they take longer than [`PATIENCE`].
-pub async fn join_all<T: 'static>(mut set: JoinSet<T>) -> Vec<T> {
-    tokio::time::timeout(PATIENCE, async {
-        let mut done = Vec::with_capacity(set.len());
-        while let Some(joined) = set.join_next().await {
-            done.push(joined.expect("task panicked"));
-        }
-        done
-    })
-    .await
-    .expect("concurrent tasks finished in time")
 }
 
 /// Counts events and sums their numbers per stream; can be told to fail on a version.

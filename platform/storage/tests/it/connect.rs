@@ -4,7 +4,7 @@ use mercato_storage::{DatabaseConfig, Db, StorageError};
 use mercato_testkit::{TestBackend, TestDatabase};
 use tokio::task::JoinSet;
 
-use crate::support::{MissingDatabase, backend_of, config, connect, count, execute, join_all};
+use crate::support::{MissingDatabase, backend_of, config, count, execute, fresh, join_all};
 
 mercato_testkit::backend_tests!(
     connect_creates_a_database_that_does_not_exist_yet,
@@ -54,8 +54,7 @@ async fn concurrent_connects_to_a_new_database_all_succeed(backend: TestBackend)
 }
 
 async fn ping_answers_and_the_backend_matches_the_url(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
-    let db = connect(&test_db).await;
+    let (_test_db, db) = fresh(backend).await;
 
     db.ping().await.expect("ping");
     assert_eq!(db.backend(), backend_of(backend));

@@ -1,7 +1,7 @@
 use mercato_storage::{Backend, DatabaseConfig, Db, StorageError};
 use mercato_testkit::{TestBackend, TestDatabase};
 
-use crate::support::{config, connect, count, execute};
+use crate::support::{config, connect, count, execute, fresh};
 
 mercato_testkit::backend_tests!(
     a_duplicate_primary_key_is_a_conflict,
@@ -10,13 +10,7 @@ mercato_testkit::backend_tests!(
 );
 
 async fn a_duplicate_primary_key_is_a_conflict(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
-    let db = connect(&test_db).await;
-    execute(
-        &db,
-        "CREATE TABLE skus (sku TEXT PRIMARY KEY, name TEXT NOT NULL)",
-    )
-    .await;
+    let (_test_db, db) = with_skus(backend).await;
     let insert = "INSERT INTO skus (sku, name) VALUES ($1, $2)";
     sqlx::query(insert)
         .bind("SKU-1")
@@ -97,19 +91,13 @@ async fn a_writer_blocked_past_its_lock_timeout_gets_a_transient_error_and_the_p
         tx.commit().await.unwrap();
     }
     db.close().await;
-    let fresh = connect(&test_db).await;
-    assert_eq!(count(&fresh, "SELECT n FROM counter WHERE id = 1").await, 5);
-    fresh.close().await;
+    let reopened = connect(&test_db).await;
+    assert_eq!(count(&reopened, "SELECT n FROM counter WHERE id = 1").await, 5);
+    reopened.close().await;
 }
 
 async fn syntax_errors_and_not_null_violations_are_neither_conflicts_nor_transient(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
-    let db = connect(&test_db).await;
-    execute(
-        &db,
-        "CREATE TABLE skus (sku TEXT PRIMARY KEY, name TEXT NOT NULL)",
-    )
-    .await;
+    let (_test_db, db) = with_skus(backend).await;
 
     for sql in ["SELEC 1", "INSERT INTO skus (sku, name) VALUES ('SKU-1', NULL)"] {
         let err: StorageError = sqlx::query(sql).execute(db.pool()).await.unwrap_err().into();
@@ -117,4 +105,15 @@ async fn syntax_errors_and_not_null_violations_are_neither_conflicts_nor_transie
         assert!(!err.is_conflict() && !err.is_transient(), "{sql}: {err:?}");
     }
     db.close().await;
+}
+
+/// A new database with a `skus` table whose key and `NOT NULL` column the tests violate.
+async fn with_skus(backend: TestBackend) -> (TestDatabase, Db) {
+    let (test_db, db) = fresh(backend).await;
+    execute(
+        &db,
+        "CREATE TABLE skus (sku TEXT PRIMARY KEY, name TEXT NOT NULL)",
+    )
+    .await;
+    (test_db, db)
 }

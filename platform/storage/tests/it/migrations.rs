@@ -2,22 +2,20 @@ use mercato_storage::{Db, Migration, StorageError, migrate};
 use mercato_testkit::{TestBackend, TestDatabase};
 use tokio::task::JoinSet;
 
-use crate::support::{config, connect, count, join_all, ledger_versions, table_exists};
+use crate::support::{config, connect, count, fresh, join_all, ledger_versions, table_exists};
 
-const CREATE_ITEMS: Migration = Migration {
-    version: 1,
-    name: "create items",
-    sql: "CREATE TABLE items (id BIGINT PRIMARY KEY, label TEXT NOT NULL)",
-    postgres_sql: None,
-};
+const CREATE_ITEMS: Migration = Migration::new(
+    1,
+    "create items",
+    "CREATE TABLE items (id BIGINT PRIMARY KEY, label TEXT NOT NULL)",
+);
 
 /// Needs `items`, and would fail with a duplicate key if it ran twice.
-const SEED_ITEMS: Migration = Migration {
-    version: 2,
-    name: "seed items",
-    sql: "INSERT INTO items (id, label) VALUES (1, 'first')",
-    postgres_sql: None,
-};
+const SEED_ITEMS: Migration = Migration::new(
+    2,
+    "seed items",
+    "INSERT INTO items (id, label) VALUES (1, 'first')",
+);
 
 const BOTH: &[Migration] = &[CREATE_ITEMS, SEED_ITEMS];
 
@@ -31,8 +29,7 @@ mercato_testkit::backend_tests!(
 );
 
 async fn migrations_apply_in_order_and_a_second_run_applies_none(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
-    let db = connect(&test_db).await;
+    let (_test_db, db) = fresh(backend).await;
 
     assert_eq!(migrate(&db, "catalog", BOTH).await.unwrap(), 2);
     assert_eq!(migrate(&db, "catalog", BOTH).await.unwrap(), 0);
@@ -43,8 +40,7 @@ async fn migrations_apply_in_order_and_a_second_run_applies_none(backend: TestBa
 }
 
 async fn a_new_migration_is_applied_on_the_next_run(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
-    let db = connect(&test_db).await;
+    let (_test_db, db) = fresh(backend).await;
 
     assert_eq!(migrate(&db, "catalog", &[CREATE_ITEMS]).await.unwrap(), 1);
     assert_eq!(migrate(&db, "catalog", BOTH).await.unwrap(), 1);
@@ -54,8 +50,7 @@ async fn a_new_migration_is_applied_on_the_next_run(backend: TestBackend) {
 }
 
 async fn a_migration_edited_after_it_was_applied_is_refused(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
-    let db = connect(&test_db).await;
+    let (_test_db, db) = fresh(backend).await;
     migrate(&db, "catalog", &[CREATE_ITEMS]).await.unwrap();
     let edited = Migration {
         sql: "CREATE TABLE items (id BIGINT PRIMARY KEY, label TEXT)",
@@ -79,14 +74,12 @@ async fn a_migration_edited_after_it_was_applied_is_refused(backend: TestBackend
 }
 
 async fn a_failing_migration_is_named_and_leaves_nothing_behind(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
-    let db = connect(&test_db).await;
-    let broken = Migration {
-        version: 2,
-        name: "half done",
-        sql: "CREATE TABLE half_done (x TEXT); INSERT INTO no_such_table (x) VALUES ('y')",
-        postgres_sql: None,
-    };
+    let (_test_db, db) = fresh(backend).await;
+    let broken = Migration::new(
+        2,
+        "half done",
+        "CREATE TABLE half_done (x TEXT); INSERT INTO no_such_table (x) VALUES ('y')",
+    );
 
     let err = migrate(&db, "catalog", &[CREATE_ITEMS, broken])
         .await
@@ -149,14 +142,9 @@ async fn concurrent_migrations_apply_each_migration_exactly_once(backend: TestBa
 }
 
 async fn the_postgres_variant_runs_on_postgres_and_the_portable_sql_on_sqlite(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
-    let db = connect(&test_db).await;
-    let variant = Migration {
-        version: 1,
-        name: "dialects",
-        sql: "CREATE TABLE made_by_portable_sql (x TEXT)",
-        postgres_sql: Some("CREATE TABLE made_by_postgres_sql (x TEXT)"),
-    };
+    let (_test_db, db) = fresh(backend).await;
+    let variant = Migration::new(1, "dialects", "CREATE TABLE made_by_portable_sql (x TEXT)")
+        .with_postgres("CREATE TABLE made_by_postgres_sql (x TEXT)");
 
     assert_eq!(migrate(&db, "catalog", &[variant]).await.unwrap(), 1);
 

@@ -3,11 +3,10 @@
 use std::path::PathBuf;
 
 use mercato_storage::{Backend, DatabaseConfig, Db};
-use mercato_testkit::{TestBackend, TestDatabase, postgres_admin_url};
+use mercato_testkit::{TestBackend, TestDatabase, drop_postgres_databases, postgres_admin_url};
 use sqlx::Connection as _;
-use tokio::task::JoinSet;
 
-pub use mercato_testkit::PATIENCE;
+pub use mercato_testkit::{PATIENCE, join_all};
 
 /// The default configuration pointed at `url`.
 pub fn config(url: &str) -> DatabaseConfig {
@@ -17,23 +16,17 @@ pub fn config(url: &str) -> DatabaseConfig {
     }
 }
 
+/// A new database on `backend` and a pool on it; the database lives as long as the first half.
+pub async fn fresh(backend: TestBackend) -> (TestDatabase, Db) {
+    let test_db = TestDatabase::new(backend).await;
+    let db = connect(&test_db).await;
+    (test_db, db)
+}
+
 pub async fn connect(db: &TestDatabase) -> Db {
     Db::connect(&config(db.url()))
         .await
         .unwrap_or_else(|e| panic!("connect to {}: {e}", db.url()))
-}
-
-/// Waits for every task in `set`, failing the test if one panics or they take longer than [`PATIENCE`].
-pub async fn join_all<T: 'static>(mut set: JoinSet<T>) -> Vec<T> {
-    tokio::time::timeout(PATIENCE, async {
-        let mut done = Vec::with_capacity(set.len());
-        while let Some(joined) = set.join_next().await {
-            done.push(joined.expect("task panicked"));
-        }
-        done
-    })
-    .await
-    .expect("concurrent tasks finished in time")
 }
 
 pub fn backend_of(backend: TestBackend) -> Backend {
@@ -142,22 +135,8 @@ impl MissingDatabase {
 
 impl Drop for MissingDatabase {
     fn drop(&mut self) {
-        let Target::Postgres { name } = &self.target else {
-            return;
-        };
-        let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-        // Drop runs outside async context; a short-lived runtime on its own thread does the I/O.
-        let _ = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            rt.block_on(async {
-                let mut conn = sqlx::PgConnection::connect(&postgres_admin_url()).await.ok()?;
-                sqlx::query(&sql).execute(&mut conn).await.ok()?;
-                conn.close().await.ok()
-            })
-        })
-        .join();
+        if let Target::Postgres { name } = &self.target {
+            drop_postgres_databases(vec![name.clone()]);
+        }
     }
 }

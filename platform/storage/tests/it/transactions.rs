@@ -2,7 +2,7 @@ use mercato_storage::{Backend, DatabaseConfig, Db};
 use mercato_testkit::{TestBackend, TestDatabase};
 use tokio::task::JoinSet;
 
-use crate::support::{PATIENCE, config, connect, count, execute, join_all};
+use crate::support::{PATIENCE, config, count, execute, fresh, join_all};
 
 mercato_testkit::backend_tests!(
     concurrent_write_transactions_all_commit_and_no_increment_is_lost,
@@ -65,8 +65,7 @@ async fn every_concurrent_increment_counts(db: &Db, writers: i64) {
 }
 
 async fn concurrent_write_transactions_all_commit_and_no_increment_is_lost(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
-    let db = connect(&test_db).await;
+    let (_test_db, db) = fresh(backend).await;
     every_concurrent_increment_counts(&db, 8).await;
     db.close().await;
 }
@@ -120,6 +119,15 @@ async fn readers_are_not_blocked_by_an_open_write_transaction_and_the_next_write
     db.close().await;
 }
 
+/// Inserts a note saying `body` in `tx`.
+async fn write_body(tx: &mut mercato_storage::Tx, body: &str) {
+    sqlx::query("INSERT INTO notes (body) VALUES ($1)")
+        .bind(body)
+        .execute(&mut **tx)
+        .await
+        .expect("insert");
+}
+
 /// Begins a write transaction and inserts `n` in it, leaving it open.
 async fn note(db: Db, n: i64) -> mercato_storage::Tx {
     let mut tx = db.begin().await.expect("begin");
@@ -132,16 +140,12 @@ async fn note(db: Db, n: i64) -> mercato_storage::Tx {
 }
 
 async fn a_dropped_transaction_leaves_nothing_and_frees_the_writer(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
-    let db = connect(&test_db).await;
+    let (_test_db, db) = fresh(backend).await;
     execute(&db, "CREATE TABLE notes (body TEXT NOT NULL)").await;
 
     {
         let mut tx = db.begin().await.unwrap();
-        sqlx::query("INSERT INTO notes (body) VALUES ('abandoned')")
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        write_body(&mut tx, "abandoned").await;
     }
 
     assert_eq!(count(&db, "SELECT COUNT(*) FROM notes").await, 0);
@@ -149,10 +153,7 @@ async fn a_dropped_transaction_leaves_nothing_and_frees_the_writer(backend: Test
         .begin()
         .await
         .expect("the dropped transaction released the write lock");
-    sqlx::query("INSERT INTO notes (body) VALUES ('kept')")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    write_body(&mut tx, "kept").await;
     tx.commit().await.unwrap();
     let bodies: Vec<String> = sqlx::query_scalar("SELECT body FROM notes")
         .fetch_all(db.pool())
@@ -163,15 +164,11 @@ async fn a_dropped_transaction_leaves_nothing_and_frees_the_writer(backend: Test
 }
 
 async fn a_rolled_back_transaction_leaves_nothing(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
-    let db = connect(&test_db).await;
+    let (_test_db, db) = fresh(backend).await;
     execute(&db, "CREATE TABLE notes (body TEXT NOT NULL)").await;
 
     let mut tx = db.begin().await.unwrap();
-    sqlx::query("INSERT INTO notes (body) VALUES ('undone')")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
+    write_body(&mut tx, "undone").await;
     tx.rollback().await.unwrap();
 
     assert_eq!(count(&db, "SELECT COUNT(*) FROM notes").await, 0);

@@ -1,14 +1,13 @@
-use mercato_testkit::{TestBackend, TestDatabase};
+use mercato_testkit::TestBackend;
 
-use crate::support::{connect, count, execute};
+use crate::support::{count, execute, fresh};
 
 mercato_testkit::backend_tests!(text_integers_nulls_and_empty_strings_round_trip);
 
 type Row = (i64, Option<String>, Option<i64>);
 
 async fn text_integers_nulls_and_empty_strings_round_trip(backend: TestBackend) {
-    let test_db = TestDatabase::new(backend).await;
-    let db = connect(&test_db).await;
+    let (_test_db, db) = fresh(backend).await;
     execute(&db, "CREATE TABLE vals (id BIGINT PRIMARY KEY, t TEXT, n BIGINT)").await;
     let rows: Vec<Row> = vec![
         (1, Some("plain".into()), Some(0)),

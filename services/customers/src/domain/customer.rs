@@ -1,6 +1,8 @@
 //! The customer aggregate: its state is the fold of its events; commands check the rules and
 //! return the event to append (or none when nothing changes).
 
+use mercato_contracts::identity::display_name;
+
 use super::address::{Address, AddressInput};
 use super::preferences::{Locale, Preferences};
 
@@ -38,20 +40,6 @@ pub enum CustomerEvent {
 /// Fields that break the rules, as (field path, message).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid(pub Vec<(String, &'static str)>);
-
-fn parse_name(raw: &str) -> Result<String, &'static str> {
-    let name = raw.trim();
-    if name.is_empty() {
-        return Err("must not be empty");
-    }
-    if name.chars().count() > 100 {
-        return Err("must be at most 100 characters");
-    }
-    if name.chars().any(char::is_control) {
-        return Err("must not contain control characters");
-    }
-    Ok(name.to_owned())
-}
 
 impl Customer {
     /// The state after `events` (in stream order); `None` before the customer was created.
@@ -109,7 +97,8 @@ impl Customer {
     ) -> Result<Option<CustomerEvent>, Invalid> {
         let mut errors = Vec::new();
         let name = match name {
-            Some(raw) => parse_name(raw)
+            Some(raw) => display_name(raw)
+                .map(str::to_owned)
                 .map_err(|m| errors.push(("name".to_owned(), m)))
                 .ok(),
             None => Some(self.name.clone()),

@@ -1,3 +1,5 @@
+use mercato_contracts::customers as contract;
+
 /// A language tag such as `en` or `pt-BR`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Locale(String);
@@ -41,13 +43,32 @@ pub struct Preferences {
     pub locale: Locale,
 }
 
+/// The contract's defaults, so that a profile and the events about it start out alike.
 impl Default for Preferences {
     fn default() -> Self {
+        contract::Preferences::default().into()
+    }
+}
+
+impl From<contract::Preferences> for Preferences {
+    /// A locale that is not a language tag reads as the default one.
+    fn from(p: contract::Preferences) -> Self {
         Self {
-            email: true,
-            sms: false,
-            marketing_opt_in: false,
-            locale: Locale::default(),
+            email: p.email,
+            sms: p.sms,
+            marketing_opt_in: p.marketing_opt_in,
+            locale: Locale::parse(&p.locale).unwrap_or_default(),
+        }
+    }
+}
+
+impl From<&Preferences> for contract::Preferences {
+    fn from(p: &Preferences) -> Self {
+        Self {
+            email: p.email,
+            sms: p.sms,
+            marketing_opt_in: p.marketing_opt_in,
+            locale: p.locale.as_str().to_owned(),
         }
     }
 }

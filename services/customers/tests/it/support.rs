@@ -28,14 +28,11 @@ pub async fn spawn_app(backend: TestBackend) -> TestApp {
         projection_poll_ms: 50,
     };
     let bus = backing.bus().await;
-    let app = mercato_customers::build(&config, bus.clone())
-        .await
-        .expect("build the customers service");
-    let addr = app.local_addr();
+    let instance = Instance::run(mercato_customers::build(&config, bus.clone()).await);
     TestApp {
-        api: Api::new(addr),
+        api: Api::new(instance.addr),
         bus,
-        _instance: Instance::start(addr, |token| app.run_until_stopped(token)),
+        _instance: instance,
         backing,
     }
 }

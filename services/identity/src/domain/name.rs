@@ -6,17 +6,7 @@ impl DisplayName {
     /// # Errors
     /// A message saying what is wrong with the name.
     pub fn parse(raw: &str) -> Result<Self, &'static str> {
-        let value = raw.trim();
-        if value.is_empty() {
-            return Err("must not be empty");
-        }
-        if value.chars().count() > 100 {
-            return Err("must be at most 100 characters");
-        }
-        if value.chars().any(char::is_control) {
-            return Err("must not contain control characters");
-        }
-        Ok(Self(value.to_owned()))
+        mercato_contracts::identity::display_name(raw).map(|name| Self(name.to_owned()))
     }
 
     #[must_use]

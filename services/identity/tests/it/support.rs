@@ -13,7 +13,7 @@ use mercato_testkit::service::{Api, Backing, Instance};
 use serde_json::{Value, json};
 
 pub use mercato_testkit::PATIENCE;
-pub use mercato_testkit::problem::expect_problem_of;
+pub use mercato_testkit::problem::{expect_problem_of, invalid_fields};
 
 /// A password every test user can share: it meets the policy.
 pub const PASSWORD: &str = "correct horse battery";
@@ -71,16 +71,14 @@ pub async fn spawn_app_with(backend: TestBackend, customise: impl FnOnce(&mut Id
         identity,
     };
     let bus = backing.bus().await;
-    let app = mercato_identity::build(&config, bus.clone())
-        .await
-        .expect("build the identity service");
-    let addr = app.local_addr();
+    let instance = Instance::run(mercato_identity::build(&config, bus.clone()).await);
+    let addr = instance.addr;
     TestApp {
         addr,
         api: Api::new(addr),
         config,
         bus,
-        instance: Instance::start(addr, |token| app.run_until_stopped(token)),
+        instance,
         _backing: backing,
     }
 }
@@ -204,22 +202,6 @@ pub async fn expect_oauth_error(response: reqwest::Response, code: &str) -> Valu
     assert_eq!(body["error"], code, "problem body: {body}");
     assert!(body["error_description"].is_string(), "problem body: {body}");
     body
-}
-
-/// The fields a `422` problem names, in order.
-pub fn invalid_fields(problem: &Value) -> Vec<&str> {
-    problem["errors"]
-        .as_array()
-        .unwrap_or_else(|| panic!("a validation problem lists errors: {problem}"))
-        .iter()
-        .map(|e| {
-            assert!(
-                e["message"].is_string(),
-                "each error says what is wrong: {problem}"
-            );
-            e["field"].as_str().expect("each error names a field")
-        })
-        .collect()
 }
 
 /// One base64url JSON segment of a JWT: 0 is the header, 1 the claims.

@@ -7,7 +7,7 @@ use mercato_testkit::service::send_body;
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::{Value, json};
 
-use crate::support::{expect_problem, far_future, invalid_fields, order_id, spawn_app};
+use crate::support::{expect_problem, far_future, invalid_fields, spawn_app, spawn_for_an_order};
 
 backend_tests!(
     an_admin_sets_the_stock_and_the_change_is_published,
@@ -165,9 +165,7 @@ async fn bad_price_bodies_name_each_field(backend: TestBackend) {
 }
 
 async fn stock_cannot_fall_below_what_orders_hold(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    let mut answers = app.answers().await;
-    let order = order_id();
+    let (app, mut answers, order) = spawn_for_an_order(backend).await;
     app.reserve(&order, 1, &[("NOTE-A5", 30)], far_future()).await;
     answers.wait_for("StockReserved", |e| e.stream_id == order).await;
     assert_eq!(app.available("NOTE-A5").await, 120);

@@ -7,7 +7,7 @@ use mercato_contracts::inventory::{
 use mercato_storage::now_millis;
 use mercato_testkit::{TestBackend, backend_tests, eventually};
 
-use crate::support::{PATIENCE, far_future, order_id, spawn_app};
+use crate::support::{PATIENCE, far_future, order_id, spawn_app, spawn_for_an_order};
 
 backend_tests!(
     a_hold_that_runs_out_is_released_on_its_own,
@@ -57,9 +57,7 @@ async fn a_hold_that_runs_out_is_released_on_its_own(backend: TestBackend) {
 }
 
 async fn committing_an_expired_hold_takes_the_units_again(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    let mut answers = app.answers().await;
-    let order = order_id();
+    let (app, mut answers, order) = spawn_for_an_order(backend).await;
     app.reserve(&order, 1, &[("CAP-NVY", 3)], soon()).await;
     let released: StockReleased = answers.for_order(&order).await;
     assert_eq!(released.cause, "expired");
@@ -72,9 +70,7 @@ async fn committing_an_expired_hold_takes_the_units_again(backend: TestBackend) 
 }
 
 async fn committing_an_expired_hold_whose_units_are_gone_fails(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    let mut answers = app.answers().await;
-    let order = order_id();
+    let (app, mut answers, order) = spawn_for_an_order(backend).await;
     app.reserve(&order, 1, &[("BAG-TOTE", 50)], soon()).await;
     let _: StockReleased = answers.for_order(&order).await;
     // Meanwhile another order takes most of the units.

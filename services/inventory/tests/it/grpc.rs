@@ -4,7 +4,7 @@ use mercato_contracts::grpc::inventory::inventory_client::InventoryClient;
 use mercato_contracts::grpc::inventory::{GetProductsRequest, Money};
 use mercato_testkit::{TestBackend, backend_tests};
 
-use crate::support::{expect_problem, far_future, order_id, spawn_app};
+use crate::support::{expect_problem, far_future, spawn_app, spawn_for_an_order};
 
 backend_tests!(
     get_products_answers_prices_availability_and_unknown_skus,
@@ -13,9 +13,7 @@ backend_tests!(
 );
 
 async fn get_products_answers_prices_availability_and_unknown_skus(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    let mut answers = app.answers().await;
-    let order = order_id();
+    let (app, mut answers, order) = spawn_for_an_order(backend).await;
     app.reserve(&order, 1, &[("TEE-BLK-M", 5)], far_future()).await;
     answers.wait_for("StockReserved", |e| e.stream_id == order).await;
 

@@ -7,7 +7,7 @@ use mercato_contracts::inventory::{
 use mercato_contracts::orders::{OrderLine, OrderShipped};
 use mercato_testkit::{TestBackend, backend_tests};
 
-use crate::support::{PATIENCE, far_future, order_id, spawn_app};
+use crate::support::{PATIENCE, far_future, order_id, spawn_for_an_order};
 
 backend_tests!(
     reserving_holds_every_line_and_answers_stock_reserved,
@@ -21,9 +21,7 @@ backend_tests!(
 );
 
 async fn reserving_holds_every_line_and_answers_stock_reserved(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    let mut answers = app.answers().await;
-    let order = order_id();
+    let (app, mut answers, order) = spawn_for_an_order(backend).await;
     let expires_at = far_future();
     let command = app
         .reserve(
@@ -64,9 +62,7 @@ async fn reserving_holds_every_line_and_answers_stock_reserved(backend: TestBack
 }
 
 async fn a_short_line_fails_the_whole_reservation_and_holds_nothing(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    let mut answers = app.answers().await;
-    let order = order_id();
+    let (app, mut answers, order) = spawn_for_an_order(backend).await;
     // MUG-001 and NOTE-A5 sort before TEE-BLK-M, so they are held before the short line fails
     // and must be given back.
     app.reserve(
@@ -99,9 +95,7 @@ async fn a_short_line_fails_the_whole_reservation_and_holds_nothing(backend: Tes
 }
 
 async fn an_unknown_product_fails_the_reservation(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    let mut answers = app.answers().await;
-    let order = order_id();
+    let (app, mut answers, order) = spawn_for_an_order(backend).await;
     app.reserve(&order, 1, &[("MUG-001", 1), ("NO-SUCH-THING", 1)], far_future())
         .await;
     let failed: StockReservationFailed = answers.for_order(&order).await;
@@ -118,9 +112,7 @@ async fn an_unknown_product_fails_the_reservation(backend: TestBackend) {
 }
 
 async fn releasing_gives_the_units_back(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    let mut answers = app.answers().await;
-    let order = order_id();
+    let (app, mut answers, order) = spawn_for_an_order(backend).await;
     app.reserve(&order, 1, &[("CAP-NVY", 4), ("BAG-TOTE", 2)], far_future())
         .await;
     let _: StockReserved = answers.for_order(&order).await;
@@ -144,9 +136,7 @@ async fn releasing_gives_the_units_back(backend: TestBackend) {
 }
 
 async fn committing_sells_the_held_units(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    let mut answers = app.answers().await;
-    let order = order_id();
+    let (app, mut answers, order) = spawn_for_an_order(backend).await;
     app.reserve(&order, 1, &[("HOOD-GRY-L", 2)], far_future()).await;
     let _: StockReserved = answers.for_order(&order).await;
     assert_eq!(app.stock("HOOD-GRY-L").await, (30, 2));
@@ -169,9 +159,7 @@ async fn committing_sells_the_held_units(backend: TestBackend) {
 }
 
 async fn repeated_commands_change_nothing_and_answer_once(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    let mut answers = app.answers().await;
-    let order = order_id();
+    let (app, mut answers, order) = spawn_for_an_order(backend).await;
     let reserve = app.reserve(&order, 1, &[("STICK-PACK", 10)], far_future()).await;
     // The same message again (a redelivery or a republish) is the same event id.
     app.bus.publish(&reserve).await.unwrap();
@@ -191,9 +179,7 @@ async fn repeated_commands_change_nothing_and_answer_once(backend: TestBackend) 
 }
 
 async fn other_order_events_are_ignored(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    let mut answers = app.answers().await;
-    let order = order_id();
+    let (app, mut answers, order) = spawn_for_an_order(backend).await;
     app.send(
         &order,
         1,
@@ -210,9 +196,7 @@ async fn other_order_events_are_ignored(backend: TestBackend) {
 }
 
 async fn a_malformed_command_is_parked_and_the_order_goes_on(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    let mut answers = app.answers().await;
-    let order = order_id();
+    let (app, mut answers, order) = spawn_for_an_order(backend).await;
     let malformed = app.reserve(&order, 1, &[("MUG-001", 0)], far_future()).await;
     let parked = mercato_testkit::eventually(PATIENCE, "the malformed command to be parked", || async {
         let letters = app.bus.dead_letters(10).await.expect("read dead letters");

@@ -66,16 +66,21 @@ pub async fn spawn_app(backend: TestBackend) -> TestApp {
     app
 }
 
+/// The service on `backend`, a reader of its answers that joined before anything was sent, and
+/// a fresh order id: what a test of one order's stock commands starts with.
+pub async fn spawn_for_an_order(backend: TestBackend) -> (TestApp, Answers, String) {
+    let app = spawn_app(backend).await;
+    let answers = app.answers().await;
+    (app, answers, order_id())
+}
+
 impl TestApp {
     /// Starts one more instance on the same database and bus (another replica, as a second pod
     /// would be), and returns its address.
     pub async fn start_replica(&mut self) -> SocketAddr {
-        let app = mercato_inventory::build(&self.config, self.backing.bus().await)
-            .await
-            .expect("build the inventory service");
-        let addr = app.local_addr();
-        self.instances
-            .push(Instance::start(addr, |token| app.run_until_stopped(token)));
+        let instance = Instance::run(mercato_inventory::build(&self.config, self.backing.bus().await).await);
+        let addr = instance.addr;
+        self.instances.push(instance);
         addr
     }
 

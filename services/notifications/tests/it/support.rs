@@ -79,11 +79,8 @@ pub async fn spawn_app_with(backend: TestBackend, customise: impl FnOnce(&mut Co
         },
     };
     customise(&mut config);
-    let app = mercato_notifications::build(&config, bus.clone())
-        .await
-        .expect("build the notifications service");
-    let addr = app.local_addr();
-    let instance = Instance::start(addr, |token| app.run_until_stopped(token));
+    let instance = Instance::run(mercato_notifications::build(&config, bus.clone()).await);
+    let addr = instance.addr;
     let db = Db::connect(&config.service.database)
         .await
         .expect("a second connection");

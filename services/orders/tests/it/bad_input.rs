@@ -36,10 +36,7 @@ async fn invalid_fields_are_each_named(backend: TestBackend) {
         "payment.card_token",
         "shipping_address.country",
     ] {
-        assert!(
-            fields.iter().any(|f| f == field),
-            "{field} is named in {fields:?}"
-        );
+        assert!(fields.contains(&field), "{field} is named in {fields:?}");
     }
 
     let mut unknown_field = order_body(&[("MUG-001", 1)], "tok_visa");

@@ -9,7 +9,7 @@ use mercato_contracts::orders::{
 use mercato_contracts::payments::{PaymentCaptured, PaymentFailed, PaymentFailure};
 use mercato_testkit::{TestBackend, backend_tests};
 
-use crate::support::{spawn_app, types_on};
+use crate::support::{spawn_for_a_customer, types_on};
 
 backend_tests!(
     reserved_stock_and_a_captured_payment_confirm_the_order,
@@ -28,9 +28,7 @@ fn reserved(order: &str, lines: Vec<OrderLine>) -> StockReserved {
 }
 
 async fn reserved_stock_and_a_captured_payment_confirm_the_order(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    let mut commands = app.commands().await;
-    let (customer, token) = app.customer();
+    let (app, mut commands, (customer, token)) = spawn_for_a_customer(backend).await;
     let order = app
         .placed(&token, &[("MUG-001", 2), ("TEE-BLK-M", 1)], "tok_visa")
         .await;
@@ -76,9 +74,7 @@ async fn reserved_stock_and_a_captured_payment_confirm_the_order(backend: TestBa
 }
 
 async fn a_declined_payment_cancels_and_releases_the_stock_without_a_refund(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    let mut commands = app.commands().await;
-    let (_, token) = app.customer();
+    let (app, mut commands, (_, token)) = spawn_for_a_customer(backend).await;
     let order = app.placed(&token, &[("MUG-001", 1)], "tok_decline").await;
     app.stock_reserved(&mut commands, &order).await;
     commands.first::<ChargePayment>(&order).await;
@@ -105,9 +101,7 @@ async fn a_declined_payment_cancels_and_releases_the_stock_without_a_refund(back
 }
 
 async fn out_of_stock_cancels_without_charging_or_releasing(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    let mut commands = app.commands().await;
-    let (_, token) = app.customer();
+    let (app, mut commands, (_, token)) = spawn_for_a_customer(backend).await;
     let order = app.placed(&token, &[("TEE-BLK-M", 3)], "tok_visa").await;
     commands.first::<ReserveStock>(&order).await;
     app.answer(
@@ -138,9 +132,7 @@ async fn out_of_stock_cancels_without_charging_or_releasing(backend: TestBackend
 }
 
 async fn an_answer_delivered_twice_moves_the_saga_once(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    let mut commands = app.commands().await;
-    let (_, token) = app.customer();
+    let (app, mut commands, (_, token)) = spawn_for_a_customer(backend).await;
     let order = app.placed(&token, &[("MUG-001", 1)], "tok_visa").await;
     let (_, reserve) = commands.first::<ReserveStock>(&order).await;
     let answer = app
@@ -161,9 +153,7 @@ async fn an_answer_delivered_twice_moves_the_saga_once(backend: TestBackend) {
 }
 
 async fn no_answer_from_inventory_cancels_with_reservation_timeout(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    let mut commands = app.commands().await;
-    let (_, token) = app.customer();
+    let (app, mut commands, (_, token)) = spawn_for_a_customer(backend).await;
     let order = app.placed(&token, &[("MUG-001", 1)], "tok_visa").await;
     commands.first::<ReserveStock>(&order).await;
     let view = app.wait_for_status(&token, &order, "cancelled").await;

@@ -10,7 +10,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::support::{TestApp, spawn_app};
+use crate::support::{TestApp, spawn_app, spawn_for_a_customer};
 
 backend_tests!(
     a_long_poll_answers_at_once_when_the_order_already_differs,
@@ -47,9 +47,7 @@ async fn a_long_poll_answers_at_once_when_the_order_already_differs(backend: Tes
 }
 
 async fn a_waiting_long_poll_is_answered_when_the_order_changes(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    let mut commands = app.commands().await;
-    let (_, token) = app.customer();
+    let (app, mut commands, (_, token)) = spawn_for_a_customer(backend).await;
     let by_version = app.placed(&token, &[("MUG-001", 1)], "tok_visa").await;
     let by_status = app.placed(&token, &[("MUG-001", 1)], "tok_visa").await;
     let mut charging = Vec::new();

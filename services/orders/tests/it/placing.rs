@@ -1,11 +1,12 @@
 //! Placing, reading, listing and cancelling orders through the HTTP API.
 
 use mercato_contracts::orders::ReleaseStock;
+use mercato_testkit::json::field_of_each;
 use mercato_testkit::problem::expect_problem;
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::Value;
 
-use crate::support::{order_body, spawn_app};
+use crate::support::{order_body, spawn_app, spawn_for_a_customer};
 
 backend_tests!(
     a_placed_order_answers_201_pending_with_its_location_and_total,
@@ -88,20 +89,15 @@ async fn orders_are_listed_newest_first(backend: TestBackend) {
     let second = app.placed(&token, &[("TEE-BLK-M", 1)], "tok_visa").await;
     app.placed(&other, &[("MUG-001", 1)], "tok_visa").await;
     let list: Value = app.get(&token, "/api/orders").await.json().await.unwrap();
-    let ids: Vec<&str> = list["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|o| o["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, [second.as_str(), first.as_str()]);
+    assert_eq!(
+        field_of_each(&list["items"], "id"),
+        [second.as_str(), first.as_str()]
+    );
     assert_eq!(list["next_page_token"], Value::Null);
 }
 
 async fn a_customer_cancels_a_pending_order_and_the_stock_is_released(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    let mut commands = app.commands().await;
-    let (_, token) = app.customer();
+    let (app, mut commands, (_, token)) = spawn_for_a_customer(backend).await;
     let order = app.placed(&token, &[("MUG-001", 1)], "tok_visa").await;
     app.stock_reserved(&mut commands, &order).await;
     commands
@@ -117,9 +113,7 @@ async fn a_customer_cancels_a_pending_order_and_the_stock_is_released(backend: T
 }
 
 async fn a_confirmed_order_cannot_be_cancelled(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    let mut commands = app.commands().await;
-    let (_, token) = app.customer();
+    let (app, mut commands, (_, token)) = spawn_for_a_customer(backend).await;
     let order = app.placed(&token, &[("MUG-001", 1)], "tok_visa").await;
     app.stock_reserved(&mut commands, &order).await;
     app.payment_captured(&mut commands, &order).await;

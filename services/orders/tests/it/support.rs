@@ -98,6 +98,15 @@ pub async fn spawn_app(backend: TestBackend) -> TestApp {
     spawn_app_with(backend, |_| {}).await
 }
 
+/// The service on `backend`, a reader of what it asks of others that joined before anything
+/// was placed, and a customer with a profile (their id and token): what a saga test starts with.
+pub async fn spawn_for_a_customer(backend: TestBackend) -> (TestApp, Listener, (String, String)) {
+    let app = spawn_app(backend).await;
+    let commands = app.commands().await;
+    let customer = app.customer();
+    (app, commands, customer)
+}
+
 /// [`spawn_app`] with the saga's settings changed by `configure`.
 pub async fn spawn_app_with(backend: TestBackend, configure: impl FnOnce(&mut SagaConfig)) -> TestApp {
     let backing = Backing::new(backend).await;
@@ -138,18 +147,15 @@ pub async fn spawn_app_with(backend: TestBackend, configure: impl FnOnce(&mut Sa
         client: ClientConfig::default(),
     };
     let bus = backing.bus().await;
-    let app = mercato_orders::build(&config, bus.clone())
-        .await
-        .expect("build the orders service");
-    let addr = app.local_addr();
+    let instance = Instance::run(mercato_orders::build(&config, bus.clone()).await);
     TestApp {
-        addr,
+        addr: instance.addr,
         http: http_client(),
         bus,
         peers,
         positions: Mutex::default(),
         _peers_stop: peers_stop,
-        _instance: Instance::start(addr, |token| app.run_until_stopped(token)),
+        _instance: instance,
         backing,
     }
 }

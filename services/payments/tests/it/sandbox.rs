@@ -1,5 +1,6 @@
 //! The sandbox over HTTP: the test cards and the idempotency rules.
 
+use mercato_testkit::json::field_of_each;
 use mercato_testkit::service::text_answer;
 use std::time::Duration;
 
@@ -211,13 +212,7 @@ async fn the_sandbox_lists_its_newest_charges_and_serves_operations_routes() {
         .await
         .unwrap();
     let list: Value = response.json().await.unwrap();
-    let keys: Vec<&str> = list["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["idempotency_key"].as_str().unwrap())
-        .collect();
-    assert_eq!(keys, ["l3", "l2"]);
+    assert_eq!(field_of_each(&list["data"], "idempotency_key"), ["l3", "l2"]);
     for path in ["/health", "/ready"] {
         let status = sandbox
             .http

@@ -239,10 +239,7 @@ impl TestApp {
     }
 
     async fn launch(&self) -> Instance {
-        let app = mercato_payments::build(&self.config, self.bus.clone())
-            .await
-            .expect("build the payments service");
-        Instance::start(app.local_addr(), |token| app.run_until_stopped(token))
+        Instance::run(mercato_payments::build(&self.config, self.bus.clone()).await)
     }
 
     /// Stops the service as SIGTERM would, and waits until it has stopped.
