@@ -20,6 +20,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mercato_runtime::settings::InvalidSetting;
 use mercato_storage::sqlx::{self, Executor as _, Row as _};
 use mercato_storage::{Db, Migration, StorageError, Tx, now_millis};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -35,6 +36,16 @@ use crate::envelope::Envelope;
 
 /// The inbox tables; a consuming service lists this among its migrations.
 pub const MIGRATION: Migration = Migration::new(1002, "inbox", include_str!("../migrations/inbox.sql"));
+
+/// The index that makes pruning old dedup records cheap; listed beside [`MIGRATION`].
+pub const RETENTION_MIGRATION: Migration = Migration::new(
+    1004,
+    "inbox_retention",
+    include_str!("../migrations/inbox_retention.sql"),
+);
+
+/// How often a running inbox prunes its dedup records.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Why a handler did not apply an event.
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +111,10 @@ pub struct InboxConfig {
     pub max_reorder_waits: u32,
     pub batch_size: usize,
     pub fetch_wait_ms: u64,
+    /// How long the record that an event was handled is kept: a redelivery within it is
+    /// recognised and skipped. Must outlast any redelivery (see
+    /// [`InboxConfig::retention_outlasts_redelivery`]).
+    pub retention_secs: u64,
 }
 
 impl Default for InboxConfig {
@@ -111,11 +126,44 @@ impl Default for InboxConfig {
             max_reorder_waits: 300,
             batch_size: 32,
             fetch_wait_ms: 1_000,
+            retention_secs: 24 * 3600,
         }
     }
 }
 
 impl InboxConfig {
+    /// The longest a message can come again after it was first delivered: the bus's ack wait
+    /// (a delivery whose ack was lost), every retry's backoff, and every reorder wait. A dedup
+    /// record must be kept longer than this.
+    #[must_use]
+    pub fn redelivery_horizon_ms(&self, ack_wait_ms: u64) -> u64 {
+        let retries = (1..=self.max_attempts).fold(0u64, |sum, attempt| {
+            sum.saturating_add(u64::try_from(self.backoff(attempt).as_millis()).unwrap_or(u64::MAX))
+        });
+        let reorders = u64::from(self.max_reorder_waits).saturating_mul(self.reorder_delay_ms);
+        ack_wait_ms
+            .saturating_mul(u64::from(self.max_attempts))
+            .saturating_add(retries)
+            .saturating_add(reorders)
+    }
+
+    /// Refuses a `retention_secs` a redelivery could outlast (which would then be applied twice).
+    ///
+    /// # Errors
+    /// [`InvalidSetting`] naming `retention_secs`.
+    pub fn retention_outlasts_redelivery(&self, ack_wait_ms: u64) -> Result<(), InvalidSetting> {
+        let horizon = self.redelivery_horizon_ms(ack_wait_ms);
+        if self.retention_secs.saturating_mul(1_000) > horizon {
+            return Ok(());
+        }
+        Err(InvalidSetting::new(
+            "retention_secs",
+            format!(
+                "must be longer than the longest redelivery ({horizon} ms: the ack wait and backoff of every attempt and every reorder wait)"
+            ),
+        ))
+    }
+
     fn backoff(&self, attempt: u32) -> Duration {
         let i = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
         let ms = self
@@ -248,7 +296,14 @@ impl<H: Handler> Inbox<H> {
         let mut consumer = None;
         let mut failures = 0u32;
         let mut lag_reported: Option<tokio::time::Instant> = None;
+        let mut pruned = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
+            if pruned.elapsed() >= PRUNE_EVERY {
+                pruned = tokio::time::Instant::now();
+                if let Err(error) = self.prune(Duration::from_secs(self.config.retention_secs)).await {
+                    tracing::warn!(subscriber = %self.subscriber, %error, "cannot prune the inbox's dedup records");
+                }
+            }
             if consumer.is_none() {
                 match self.bus.consumer(&self.spec).await {
                     Ok(c) => consumer = Some(c),
@@ -288,6 +343,23 @@ impl<H: Handler> Inbox<H> {
                 }
             }
         }
+    }
+
+    /// Deletes this subscriber's dedup records older than `window`, a batch per transaction.
+    /// Returns how many went. The per-stream positions stay: they are one row per stream.
+    ///
+    /// # Errors
+    /// The database failed; what was deleted before stays deleted.
+    pub async fn prune(&self, window: Duration) -> Result<u64, StorageError> {
+        let cutoff = now_millis().saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+        crate::retention::delete_in_batches(
+            &self.db,
+            "DELETE FROM inbox_processed WHERE subscriber = $1 AND event_id IN (
+               SELECT event_id FROM inbox_processed WHERE subscriber = $2 AND processed_at < $3 LIMIT $4)",
+            &[&self.subscriber, &self.subscriber],
+            cutoff,
+        )
+        .await
     }
 
     async fn report_lag(&self, consumer: &Consumer) {

@@ -10,7 +10,9 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration::new(1, "orders", include_str!("../migrations/0001_orders.sql")),
     mercato_messaging::outbox::MIGRATION,
     mercato_messaging::relay::MIGRATION,
+    mercato_messaging::relay::RETENTION_MIGRATION,
     mercato_messaging::inbox::MIGRATION,
+    mercato_messaging::inbox::RETENTION_MIGRATION,
     mercato_eventstore::MIGRATION,
     mercato_eventstore::COMMIT_ORDER,
 ];

@@ -48,6 +48,10 @@ pub struct BusConfig {
     pub publish_timeout_ms: u64,
     /// The embedded bus file's `synchronous` (see `database.sqlite_synchronous`).
     pub sqlite_synchronous: mercato_storage::SqliteSync,
+    /// The embedded log's replay window: a message every group has passed is kept this long
+    /// after it was published, then trimmed (a message a group has not passed, holds or parked
+    /// stays whatever its age). On NATS the streams' own limits apply.
+    pub retention_secs: u64,
 }
 
 impl Default for BusConfig {
@@ -59,6 +63,7 @@ impl Default for BusConfig {
             duplicate_window_secs: 120,
             publish_timeout_ms: 5_000,
             sqlite_synchronous: mercato_storage::SqliteSync::Full,
+            retention_secs: 3_600,
         }
     }
 }

@@ -7,9 +7,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use mercato_messaging::inbox::MIGRATION as INBOX;
+use mercato_messaging::inbox::{MIGRATION as INBOX, RETENTION_MIGRATION as INBOX_RETENTION};
 use mercato_messaging::outbox::{self, MIGRATION as OUTBOX};
-use mercato_messaging::relay::MIGRATION as RELAY;
+use mercato_messaging::relay::{MIGRATION as RELAY, RETENTION_MIGRATION as OUTBOX_RETENTION};
 use mercato_messaging::{
     Bus, BusConfig, ConsumerMetrics, ConsumerSpec, Context, Envelope, Handler, HandlerError, HandlerFuture,
     Inbox, InboxConfig, Outbox, Relay, RelayConfig, RelayMetrics,
@@ -61,10 +61,10 @@ const EFFECTS: Migration = Migration {
 };
 
 /// One service's database, its outbox and relay, and the bus.
-struct Pipeline {
-    db: Db,
+pub(crate) struct Pipeline {
+    pub(crate) db: Db,
     bus_config: BusConfig,
-    bus: Bus,
+    pub(crate) bus: Bus,
     outbox: Outbox,
     shutdown: CancellationToken,
     // Declared last: the relays and inboxes stop before their broker and database go.
@@ -73,7 +73,7 @@ struct Pipeline {
 
 impl Pipeline {
     /// A short ack wait, so a delivery lost with its consumer comes back quickly.
-    async fn start(backend: TestBackend) -> Self {
+    pub(crate) async fn start(backend: TestBackend) -> Self {
         Self::start_with_ack_wait(backend, 500).await
     }
 
@@ -86,9 +86,13 @@ impl Pipeline {
         })
         .await
         .expect("database");
-        migrate(&db, "pipeline", &[EFFECTS, OUTBOX, RELAY, INBOX])
-            .await
-            .expect("migrations");
+        migrate(
+            &db,
+            "pipeline",
+            &[EFFECTS, OUTBOX, RELAY, INBOX, INBOX_RETENTION, OUTBOX_RETENTION],
+        )
+        .await
+        .expect("migrations");
         let bus_config = backing.bus_config().clone();
         let bus = Bus::connect(&bus_config).await.expect("bus");
         Self {
@@ -101,7 +105,7 @@ impl Pipeline {
         }
     }
 
-    fn relay(&self) -> Relay {
+    pub(crate) fn relay(&self) -> Relay {
         let mut registry = Registry::default();
         Relay::new(
             self.db.clone(),
@@ -120,7 +124,7 @@ impl Pipeline {
         tokio::spawn(self.relay().run(self.shutdown.clone()));
     }
 
-    fn inbox<H: Handler>(&self, handler: H) -> Inbox<H> {
+    pub(crate) fn inbox<H: Handler>(&self, handler: H) -> Inbox<H> {
         self.inbox_with(handler, InboxConfig::default())
     }
 
@@ -166,7 +170,7 @@ impl Pipeline {
     }
 
     /// Appends event `n` of `stream` in its own transaction, as a service would.
-    async fn append(&self, stream: &str, n: i64) -> Envelope {
+    pub(crate) async fn append(&self, stream: &str, n: i64) -> Envelope {
         self.append_typed(stream, n, "Noted").await
     }
 
@@ -185,7 +189,7 @@ impl Pipeline {
     }
 
     /// (member, event id, stream, n) of every effect, in the order they committed.
-    async fn effects(&self) -> Vec<(String, String, String, i64)> {
+    pub(crate) async fn effects(&self) -> Vec<(String, String, String, i64)> {
         sqlx::query("SELECT member, event_id, stream_id, n FROM effects ORDER BY position")
             .fetch_all(self.db.pool())
             .await
@@ -261,7 +265,7 @@ impl Drop for Pipeline {
 
 /// Writes one effect row per event, in the inbox's transaction; can be told to fail.
 #[derive(Clone, Default)]
-struct Recording {
+pub(crate) struct Recording {
     member: &'static str,
     /// Event numbers whose first attempt fails (transiently).
     flaky: Arc<std::sync::Mutex<HashSet<i64>>>,
@@ -283,7 +287,7 @@ struct Recording {
 }
 
 impl Recording {
-    fn member(member: &'static str) -> Self {
+    pub(crate) fn member(member: &'static str) -> Self {
         Self {
             member,
             ..Self::default()
