@@ -26,7 +26,7 @@ mod retention;
 mod settings;
 
 pub use bus::{
-    Broadcast, Bus, BusConfig, BusError, Consumer, ConsumerSpec, DeadLetter, Delivery, PartialPublish,
+    Acker, Broadcast, Bus, BusConfig, BusError, Consumer, ConsumerSpec, DeadLetter, Delivery, PartialPublish,
     Subscription,
 };
 pub use envelope::{Context, Envelope, EnvelopeError, Event};

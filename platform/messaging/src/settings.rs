@@ -42,6 +42,7 @@ impl Validate for InboxConfig {
         )?;
         positive(self.batch_size as u64, "batch_size")?;
         positive(self.fetch_wait_ms, "fetch_wait_ms")?;
+        positive(self.workers as u64, "workers")?;
         // The bus's ack wait is added where both sections are known (the binary's config).
         self.retention_outlasts_redelivery(0)
     }

@@ -373,6 +373,16 @@ impl Consumer {
         }
     }
 
+    /// A handle that acknowledges this member's deliveries from another task, while this one
+    /// goes on fetching.
+    #[must_use]
+    pub fn acker(&self) -> Acker {
+        match self {
+            Self::Embedded(c) => Acker::Embedded(c.clone()),
+            Self::Nats(_) => Acker::Nats,
+        }
+    }
+
     /// Messages of the category this group has not yet acknowledged (for the lag gauge).
     ///
     /// # Errors
@@ -381,6 +391,24 @@ impl Consumer {
         match self {
             Self::Embedded(c) => c.lag().await,
             Self::Nats(c) => c.lag().await,
+        }
+    }
+}
+
+/// Acknowledges a member's deliveries as [`Consumer::ack_all`] does, from any task.
+#[derive(Debug, Clone)]
+pub enum Acker {
+    Embedded(embedded::EmbeddedConsumer),
+    Nats,
+}
+
+impl Acker {
+    /// # Errors
+    /// See [`Consumer::ack_all`].
+    pub async fn ack_all(&self, deliveries: Vec<Delivery>) -> Result<(), BusError> {
+        match self {
+            Self::Embedded(c) => c.ack_all(deliveries).await,
+            Self::Nats => ack_each(deliveries).await,
         }
     }
 }
