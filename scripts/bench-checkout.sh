@@ -14,37 +14,16 @@ bin=$1 rate=$2 secs=$3 bound=${4:-100}
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 
-# Ports of their own, so the bench runs beside anything else on the machine.
-{
-  for entry in gateway:28080 identity:28101 customers:28102 inventory:28103 orders:28104 \
-    payments:28105 notifications:28106 payment-sandbox:28190; do
-    printf '[services.%s]\nlisten = "127.0.0.1:%s"\n' "${entry%%:*}" "${entry##*:}"
-  done
-  printf '[log]\nformat = "json"\n'
-} >"$dir/mercato.toml"
-export MERCATO_CONFIG="$dir/mercato.toml"
 export MERCATO_ORDERS__MAX_ORDERS_IN_FLIGHT="$bound"
 export MERCATO_ADMIN_PASSWORD='bench admin password'
-
-"$bin" --data-dir "$dir/data" up >"$dir/up.log" 2>&1 &
-up=$!
-ready=0
-for _ in $(seq 1 100); do
-  if curl -sf http://127.0.0.1:28080/ready >/dev/null; then ready=1; break; fi
-  sleep 0.3
-done
-if [ $ready = 0 ]; then
-  echo "bench: mercato up did not become ready; its log:" >&2
-  cat "$dir/up.log" >&2
-  kill "$up"
-  exit 1
-fi
-"$bin" --data-dir "$dir/data" admin create --email admin@example.com >/dev/null
+# shellcheck source=scripts/embedded-up.sh
+. "$(dirname "$0")/embedded-up.sh"
+embedded_up "$bin" "$dir" 28
 
 ticks() { awk '{print $14 + $15}' "/proc/$up/stat"; }
 hz=$(getconf CLK_TCK)
 cpu0=$(ticks) t0=$(date +%s.%N)
-"$bin" loadgen --target http://127.0.0.1:28080 --rate "$rate" --duration-secs "$secs" \
+"$bin" loadgen --target "$gateway" --rate "$rate" --duration-secs "$secs" \
   --admin-email admin@example.com | tee "$dir/report"
 cpu1=$(ticks) t1=$(date +%s.%N)
 kill -INT "$up"

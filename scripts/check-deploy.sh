@@ -81,7 +81,7 @@ PATH="$PWD/$tools/bin:$PATH" actionlint -no-color -shellcheck shellcheck "${work
   || fail "actionlint found problems"
 step "actionlint: ${workflows[*]} pass"
 deploy_scripts=(scripts/check-deploy.sh scripts/image.sh scripts/k8s-release.sh scripts/measure-resources.sh
-  scripts/bench-checkout.sh)
+  scripts/bench-checkout.sh scripts/embedded-up.sh scripts/soak.sh)
 "$tools/bin/shellcheck" "${deploy_scripts[@]}" || fail "shellcheck found problems"
 step "shellcheck: ${deploy_scripts[*]} pass"
 

@@ -312,13 +312,16 @@ impl Config {
         section("gateway", &self.gateway)
     }
 
-    /// The saga's step deadlines against the bus's ack wait and the inbox's first retry: the
-    /// one check that needs sections of three crates.
+    /// The saga's step deadlines against the bus's ack wait and the inbox's first retry, and
+    /// the inbox's dedup window against every redelivery: the checks that need several sections.
     fn steps_outlast_redelivery(&self) -> Result<(), InvalidSetting> {
         let first_backoff = self.inbox.backoff_ms.first().copied().unwrap_or_default();
         self.orders
             .outlasts_redelivery(self.bus.ack_wait_ms, first_backoff)
-            .map_err(|e| e.within("orders"))
+            .map_err(|e| e.within("orders"))?;
+        self.inbox
+            .retention_outlasts_redelivery(self.bus.ack_wait_ms)
+            .map_err(|e| e.within("inbox"))
     }
 
     /// The endpoint of `service` (validated to exist).
@@ -528,6 +531,20 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("services.identity.database_url"), "{err}");
+    }
+
+    #[test]
+    fn a_dedup_window_a_redelivery_could_outlast_is_refused_by_its_key() {
+        // With the defaults a message can come again for 91.2 s: five attempts of the 5 s ack
+        // wait, the backoffs (36.2 s) and the reorder waits (30 s).
+        match load(&[("MERCATO_INBOX__RETENTION_SECS", "90")]) {
+            Err(ConfigError::Invalid { key, message }) => {
+                assert_eq!(key, "inbox.retention_secs");
+                assert!(message.contains("91200 ms"), "{message}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        load(&[("MERCATO_INBOX__RETENTION_SECS", "92")]).unwrap();
     }
 
     #[test]

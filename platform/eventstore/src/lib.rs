@@ -73,12 +73,14 @@ pub const COMMIT_ORDER: Migration = Migration::new(
 /// A service's schema: its own `migration`, then what an event-sourced service needs of the
 /// platform (the outbox and its relay, the inbox, the event store and its commit order).
 #[must_use]
-pub const fn with_platform(migration: Migration) -> [Migration; 6] {
+pub const fn with_platform(migration: Migration) -> [Migration; 8] {
     [
         migration,
         mercato_messaging::outbox::MIGRATION,
         mercato_messaging::relay::MIGRATION,
+        mercato_messaging::relay::RETENTION_MIGRATION,
         mercato_messaging::inbox::MIGRATION,
+        mercato_messaging::inbox::RETENTION_MIGRATION,
         MIGRATION,
         COMMIT_ORDER,
     ]

@@ -14,12 +14,23 @@
 //! types, the only ones its group receives. A handler error is retried with
 //! backoff; after `max_attempts`, or at once for a permanent error, the message is parked in the
 //! dead-letter store with its error, the stream moves past it, and the consumer goes on.
+//!
+//! Workers: with `workers` above 1 one task fetches and hands each delivery to the worker its
+//! stream hashes to; every worker applies its batches as above, in transactions of its own. A
+//! stream is thus never in two transactions of this process at once and its events reach the
+//! handler in the order fetched; what a handler keeps for `committed` is per worker
+//! ([`Handler::for_worker`]). On SQLite the service's one writer still commits one transaction
+//! at a time; the workers overlap the bus's fetches and acknowledgements with it.
+//!
+//! Retention: the record that an event was handled is kept for `retention_secs`, which start-up
+//! refuses unless it outlasts every redelivery, and then pruned; the per-stream positions stay.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mercato_runtime::settings::InvalidSetting;
 use mercato_storage::sqlx::{self, Executor as _, Row as _};
 use mercato_storage::{Db, Migration, StorageError, Tx, now_millis};
 use prometheus_client::encoding::EncodeLabelSet;
@@ -30,11 +41,21 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::{Bus, Consumer, ConsumerSpec, Delivery};
+use crate::bus::{Acker, Bus, Consumer, ConsumerSpec, Delivery};
 use crate::envelope::Envelope;
 
 /// The inbox tables; a consuming service lists this among its migrations.
 pub const MIGRATION: Migration = Migration::new(1002, "inbox", include_str!("../migrations/inbox.sql"));
+
+/// The index that makes pruning old dedup records cheap; listed beside [`MIGRATION`].
+pub const RETENTION_MIGRATION: Migration = Migration::new(
+    1004,
+    "inbox_retention",
+    include_str!("../migrations/inbox_retention.sql"),
+);
+
+/// How often a running inbox prunes its dedup records.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// Why a handler did not apply an event.
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +105,17 @@ pub trait Handler: Send + Sync + 'static {
     fn event_types(&self) -> &[&'static str] {
         &[]
     }
+
+    /// The handler for one more parallel worker of the group (`inbox.workers` above 1): it
+    /// shares what this one shares (metrics, wakers) and has its own state for `committed` and
+    /// `rolled_back`, since each worker runs its own transactions. `None` (the default) for a
+    /// handler that keeps no per-transaction state: the workers then share this one.
+    fn for_worker(&self) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 /// How a consumer retries and waits (`[inbox]`).
@@ -100,6 +132,13 @@ pub struct InboxConfig {
     pub max_reorder_waits: u32,
     pub batch_size: usize,
     pub fetch_wait_ms: u64,
+    /// Workers applying the group's deliveries at once in this process, each in its own
+    /// transactions; a stream always goes to the same worker, so its order holds.
+    pub workers: usize,
+    /// How long the record that an event was handled is kept: a redelivery within it is
+    /// recognised and skipped. Must outlast any redelivery (see
+    /// [`InboxConfig::retention_outlasts_redelivery`]).
+    pub retention_secs: u64,
 }
 
 impl Default for InboxConfig {
@@ -111,11 +150,45 @@ impl Default for InboxConfig {
             max_reorder_waits: 300,
             batch_size: 32,
             fetch_wait_ms: 1_000,
+            workers: 1,
+            retention_secs: 24 * 3600,
         }
     }
 }
 
 impl InboxConfig {
+    /// The longest a message can come again after it was first delivered: the bus's ack wait
+    /// (a delivery whose ack was lost), every retry's backoff, and every reorder wait. A dedup
+    /// record must be kept longer than this.
+    #[must_use]
+    pub fn redelivery_horizon_ms(&self, ack_wait_ms: u64) -> u64 {
+        let retries = (1..=self.max_attempts).fold(0u64, |sum, attempt| {
+            sum.saturating_add(u64::try_from(self.backoff(attempt).as_millis()).unwrap_or(u64::MAX))
+        });
+        let reorders = u64::from(self.max_reorder_waits).saturating_mul(self.reorder_delay_ms);
+        ack_wait_ms
+            .saturating_mul(u64::from(self.max_attempts))
+            .saturating_add(retries)
+            .saturating_add(reorders)
+    }
+
+    /// Refuses a `retention_secs` a redelivery could outlast (which would then be applied twice).
+    ///
+    /// # Errors
+    /// [`InvalidSetting`] naming `retention_secs`.
+    pub fn retention_outlasts_redelivery(&self, ack_wait_ms: u64) -> Result<(), InvalidSetting> {
+        let horizon = self.redelivery_horizon_ms(ack_wait_ms);
+        if self.retention_secs.saturating_mul(1_000) > horizon {
+            return Ok(());
+        }
+        Err(InvalidSetting::new(
+            "retention_secs",
+            format!(
+                "must be longer than the longest redelivery ({horizon} ms: the ack wait and backoff of every attempt and every reorder wait)"
+            ),
+        ))
+    }
+
     fn backoff(&self, attempt: u32) -> Duration {
         let i = usize::try_from(attempt.saturating_sub(1)).unwrap_or(usize::MAX);
         let ms = self
@@ -244,18 +317,75 @@ impl<H: Handler> Inbox<H> {
     }
 
     /// Consumes until `shutdown`; broker outages are waited out, never fatal.
+    ///
+    /// With `workers` above 1 this task only fetches: each fetched delivery goes to the worker
+    /// its stream hashes to, so a stream's events are applied by one worker, in the order they
+    /// were fetched, never in two transactions at once, while other streams' go on beside them.
     pub async fn run(self, shutdown: CancellationToken) {
+        let workers = self.config.workers.max(1);
+        let mut queues = Vec::new();
+        let mut running = tokio::task::JoinSet::new();
+        if workers > 1 {
+            for _ in 0..workers {
+                // One batch queued per worker: a slow worker holds the fetching back, so what is
+                // fetched is worked on soon (its claims are renewed meanwhile).
+                let (queue, batches) = tokio::sync::mpsc::channel(1);
+                running.spawn(self.worker().work(batches, shutdown.clone()));
+                queues.push(queue);
+            }
+        }
+        self.consume(&queues, &shutdown).await;
+        // The workers finish what they hold (handing back what they have not begun) and stop.
+        drop(queues);
+        while running.join_next().await.is_some() {}
+    }
+
+    /// Another worker of this inbox: the handler's own [`Handler::for_worker`], or the same.
+    fn worker(&self) -> Self {
+        Self {
+            subscriber: self.subscriber.clone(),
+            db: self.db.clone(),
+            bus: self.bus.clone(),
+            spec: self.spec.clone(),
+            handler: self
+                .handler
+                .for_worker()
+                .map_or_else(|| Arc::clone(&self.handler), Arc::new),
+            config: self.config.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+
+    async fn work(self, mut batches: Queue, stop: CancellationToken) {
+        while let Some((acker, batch)) = batches.recv().await {
+            self.process(&acker, batch, &stop).await;
+        }
+    }
+
+    /// The fetching loop: applies each batch here, or hands its streams to `queues`.
+    async fn consume(
+        &self,
+        queues: &[tokio::sync::mpsc::Sender<(Acker, Vec<Delivery>)>],
+        shutdown: &CancellationToken,
+    ) {
         let mut consumer = None;
         let mut failures = 0u32;
         let mut lag_reported: Option<tokio::time::Instant> = None;
+        let mut pruned = tokio::time::Instant::now();
         while !shutdown.is_cancelled() {
+            if pruned.elapsed() >= PRUNE_EVERY {
+                pruned = tokio::time::Instant::now();
+                if let Err(error) = self.prune(Duration::from_secs(self.config.retention_secs)).await {
+                    tracing::warn!(subscriber = %self.subscriber, %error, "cannot prune the inbox's dedup records");
+                }
+            }
             if consumer.is_none() {
                 match self.bus.consumer(&self.spec).await {
                     Ok(c) => consumer = Some(c),
                     Err(e) => {
                         failures += 1;
                         tracing::warn!(subscriber = %self.subscriber, error = %e, "cannot join the consumer group yet");
-                        pause(&shutdown, self.config.backoff(failures)).await;
+                        pause(shutdown, self.config.backoff(failures)).await;
                         continue;
                     }
                 }
@@ -264,12 +394,22 @@ impl<H: Handler> Inbox<H> {
             let wait = Duration::from_millis(self.config.fetch_wait_ms);
             let fetched = tokio::select! {
                 () = shutdown.cancelled() => break,
-                fetched = c.fetch(self.config.batch_size, wait) => fetched,
+                fetched = c.fetch(self.config.batch_size.saturating_mul(queues.len().max(1)), wait) => fetched,
             };
             match fetched {
                 Ok(batch) => {
                     failures = 0;
-                    self.process(c, batch, &shutdown).await;
+                    let acker = c.acker();
+                    if queues.is_empty() {
+                        self.process(&acker, batch, shutdown).await;
+                    } else {
+                        for (worker, part) in by_stream(batch, queues.len()).into_iter().enumerate() {
+                            if !part.is_empty() && queues[worker].send((acker.clone(), part)).await.is_err() {
+                                // Only a worker that panicked is gone; its deliveries come again.
+                                tracing::error!(subscriber = %self.subscriber, worker, "an inbox worker stopped");
+                            }
+                        }
+                    }
                     // Lag costs a round trip to the broker: at most once a second.
                     if lag_reported.is_none_or(|at| at.elapsed() >= Duration::from_secs(1)) {
                         lag_reported = Some(tokio::time::Instant::now());
@@ -284,10 +424,27 @@ impl<H: Handler> Inbox<H> {
                     if !e.is_transient() || failures.is_multiple_of(3) {
                         consumer = None;
                     }
-                    pause(&shutdown, self.config.backoff(failures)).await;
+                    pause(shutdown, self.config.backoff(failures)).await;
                 }
             }
         }
+    }
+
+    /// Deletes this subscriber's dedup records older than `window`, a batch per transaction.
+    /// Returns how many went. The per-stream positions stay: they are one row per stream.
+    ///
+    /// # Errors
+    /// The database failed; what was deleted before stays deleted.
+    pub async fn prune(&self, window: Duration) -> Result<u64, StorageError> {
+        let cutoff = now_millis().saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+        crate::retention::delete_in_batches(
+            &self.db,
+            "DELETE FROM inbox_processed WHERE subscriber = $1 AND event_id IN (
+               SELECT event_id FROM inbox_processed WHERE subscriber = $2 AND processed_at < $3 LIMIT $4)",
+            &[&self.subscriber, &self.subscriber],
+            cutoff,
+        )
+        .await
     }
 
     async fn report_lag(&self, consumer: &Consumer) {
@@ -298,7 +455,7 @@ impl<H: Handler> Inbox<H> {
 
     /// Applies a fetched batch in one transaction and settles every delivery with the bus: the
     /// applied and the duplicates with one batch acknowledgement, the rest one by one.
-    async fn process(&self, consumer: &Consumer, deliveries: Vec<Delivery>, stop: &CancellationToken) {
+    async fn process(&self, consumer: &Acker, deliveries: Vec<Delivery>, stop: &CancellationToken) {
         if deliveries.is_empty() {
             return;
         }
@@ -489,6 +646,26 @@ impl<H: Handler> Inbox<H> {
     }
 }
 
+/// What the fetching task hands a worker: a batch of its streams and how to acknowledge it.
+type Queue = tokio::sync::mpsc::Receiver<(Acker, Vec<Delivery>)>;
+
+/// `deliveries` split into `workers` parts by stream, each in the order fetched.
+fn by_stream(deliveries: Vec<Delivery>, workers: usize) -> Vec<Vec<Delivery>> {
+    let mut parts: Vec<Vec<Delivery>> = (0..workers).map(|_| Vec::new()).collect();
+    for delivery in deliveries {
+        parts[worker_of(&delivery.envelope.stream_id, workers)].push(delivery);
+    }
+    parts
+}
+
+/// The worker a stream goes to: the same for the life of the process (SipHash with fixed keys).
+fn worker_of(stream_id: &str, workers: usize) -> usize {
+    use std::hash::{Hash as _, Hasher as _};
+    let mut hasher = std::hash::DefaultHasher::new();
+    stream_id.hash(&mut hasher);
+    usize::try_from(hasher.finish() % workers.max(1) as u64).unwrap_or(0)
+}
+
 /// A savepoint statement: plain SQL that SQLite and PostgreSQL both take.
 async fn savepoint(tx: &mut Tx, statement: &'static str) -> Result<(), StorageError> {
     (&mut **tx).execute(sqlx::raw_sql(statement)).await?;
@@ -546,6 +723,8 @@ async fn record(tx: &mut Tx, subscriber: &str, envelope: &Envelope) -> Result<()
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashSet;
+
     use super::*;
 
     #[test]
@@ -557,5 +736,16 @@ mod tests {
         assert_eq!(config.backoff(1), Duration::from_millis(10));
         assert_eq!(config.backoff(2), Duration::from_millis(20));
         assert_eq!(config.backoff(9), Duration::from_millis(20));
+    }
+
+    #[test]
+    fn a_stream_always_goes_to_the_same_worker_and_streams_spread() {
+        let streams: Vec<String> = (0..64).map(|i| format!("order-{i}")).collect();
+        let workers: HashSet<usize> = streams.iter().map(|s| worker_of(s, 4)).collect();
+        assert_eq!(workers.len(), 4, "64 streams reach every one of 4 workers");
+        for stream in &streams {
+            assert_eq!(worker_of(stream, 4), worker_of(&stream.clone(), 4));
+            assert_eq!(worker_of(stream, 1), 0);
+        }
     }
 }

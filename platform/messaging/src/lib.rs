@@ -10,6 +10,9 @@
 //!   stream, so a consumer of some types knows its predecessor.
 //! - [`inbox`]: the idempotent consumer: a handler's effects and the record that the event was
 //!   handled commit together; per-stream order is restored; poison messages are parked.
+//!
+//! Disk stays bounded: the embedded log is trimmed behind every group after a replay window,
+//! dedup records and published outbox rows are pruned after windows longer than any redelivery.
 #![forbid(unsafe_code)]
 
 pub mod bus;
@@ -19,10 +22,11 @@ pub mod inbox;
 pub mod outbox;
 mod preceding;
 pub mod relay;
+mod retention;
 mod settings;
 
 pub use bus::{
-    Broadcast, Bus, BusConfig, BusError, Consumer, ConsumerSpec, DeadLetter, Delivery, PartialPublish,
+    Acker, Broadcast, Bus, BusConfig, BusError, Consumer, ConsumerSpec, DeadLetter, Delivery, PartialPublish,
     Subscription,
 };
 pub use envelope::{Context, Envelope, EnvelopeError, Event};

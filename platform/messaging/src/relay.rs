@@ -2,8 +2,9 @@
 //!
 //! It stops a pass at the first failed publish, so a stream's events never go out of order, and
 //! marks rows only after the bus acknowledged them, so a crash in between republishes (the bus
-//! dedups by event id, the inbox by event id) and never loses. Published rows are kept for a
-//! retention period for inspection, then deleted.
+//! dedups by event id, the inbox by event id) and never loses. Published rows are kept for
+//! `relay.retention_secs` for inspection, then deleted in batches (by the index of
+//! [`RETENTION_MIGRATION`]).
 
 use std::time::Duration;
 
@@ -19,6 +20,17 @@ use crate::bus::{Bus, BusError};
 use crate::envelope::Envelope;
 use crate::outbox::Outbox;
 use crate::preceding::{self, Known};
+
+/// The index that makes pruning published outbox rows cheap; a service with an outbox lists
+/// this too.
+pub const RETENTION_MIGRATION: Migration = Migration::new(
+    1005,
+    "outbox_retention",
+    include_str!("../migrations/outbox_retention.sql"),
+);
+
+/// How often a running relay prunes published rows.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// The relay's record of each stream's event types; a service with an outbox lists this too.
 pub const MIGRATION: Migration = Migration::new(
@@ -36,7 +48,7 @@ pub struct RelayConfig {
     pub poll_interval_ms: u64,
     /// Wait after a failed publish before trying again.
     pub retry_delay_ms: u64,
-    /// How long published rows are kept.
+    /// How long published rows are kept; unpublished rows are never deleted.
     pub retention_secs: u64,
 }
 
@@ -145,9 +157,9 @@ impl Relay {
                 }
             };
             let _ = self.update_gauges().await;
-            if last_cleanup.elapsed() > Duration::from_secs(60) {
+            if last_cleanup.elapsed() >= PRUNE_EVERY {
                 last_cleanup = tokio::time::Instant::now();
-                if let Err(e) = self.delete_expired().await {
+                if let Err(e) = self.prune(Duration::from_secs(self.config.retention_secs)).await {
                     tracing::warn!(error = %e, "cannot delete old outbox rows");
                 }
             }
@@ -256,14 +268,20 @@ impl Relay {
         Ok(())
     }
 
-    async fn delete_expired(&self) -> Result<(), StorageError> {
-        let cutoff = now_millis() - i64::try_from(self.config.retention_secs * 1000).unwrap_or(i64::MAX);
-        let mut tx = self.db.begin().await?;
-        sqlx::query("DELETE FROM outbox WHERE published_at IS NOT NULL AND published_at < $1")
-            .bind(cutoff)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+    /// Deletes rows published more than `window` ago, a batch per transaction; unpublished rows
+    /// stay whatever their age. Returns how many went.
+    ///
+    /// # Errors
+    /// The database failed; what was deleted before stays deleted.
+    pub async fn prune(&self, window: Duration) -> Result<u64, StorageError> {
+        let cutoff = now_millis().saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX));
+        crate::retention::delete_in_batches(
+            &self.db,
+            "DELETE FROM outbox WHERE position IN (
+               SELECT position FROM outbox WHERE published_at IS NOT NULL AND published_at < $1 LIMIT $2)",
+            &[],
+            cutoff,
+        )
+        .await
     }
 }

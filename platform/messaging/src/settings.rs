@@ -14,6 +14,7 @@ impl Validate for BusConfig {
         positive(self.ack_wait_ms, "ack_wait_ms")?;
         positive(self.publish_timeout_ms, "publish_timeout_ms")?;
         positive(self.duplicate_window_secs, "duplicate_window_secs")?;
+        positive(self.retention_secs, "retention_secs")?;
         ensure(
             (1..=5).contains(&self.replicas),
             "replicas",
@@ -26,7 +27,8 @@ impl Validate for RelayConfig {
     fn validate(&self) -> Result<(), InvalidSetting> {
         positive(self.batch_size as u64, "batch_size")?;
         positive(self.poll_interval_ms, "poll_interval_ms")?;
-        positive(self.retry_delay_ms, "retry_delay_ms")
+        positive(self.retry_delay_ms, "retry_delay_ms")?;
+        positive(self.retention_secs, "retention_secs")
     }
 }
 
@@ -39,7 +41,10 @@ impl Validate for InboxConfig {
             "must list at least one delay",
         )?;
         positive(self.batch_size as u64, "batch_size")?;
-        positive(self.fetch_wait_ms, "fetch_wait_ms")
+        positive(self.fetch_wait_ms, "fetch_wait_ms")?;
+        positive(self.workers as u64, "workers")?;
+        // The bus's ack wait is added where both sections are known (the binary's config).
+        self.retention_outlasts_redelivery(0)
     }
 }
 
@@ -76,5 +81,33 @@ mod tests {
             ..InboxConfig::default()
         };
         assert_eq!(inbox.validate().unwrap_err().key, "max_attempts");
+    }
+
+    #[test]
+    fn a_dedup_window_a_redelivery_could_outlast_is_refused_by_its_key() {
+        let inbox = InboxConfig {
+            max_attempts: 2,
+            backoff_ms: vec![1_000],
+            max_reorder_waits: 10,
+            reorder_delay_ms: 100,
+            retention_secs: 5,
+            ..InboxConfig::default()
+        };
+        // 2 × 1 s of ack wait, 2 × 1 s of backoff, 10 × 100 ms of reorder waits.
+        assert_eq!(inbox.redelivery_horizon_ms(1_000), 5_000);
+        let refused = inbox.retention_outlasts_redelivery(1_000).unwrap_err();
+        assert_eq!(refused.key, "retention_secs");
+        assert!(refused.reason.contains("5000 ms"), "{}", refused.reason);
+        assert_eq!(inbox.retention_outlasts_redelivery(999), Ok(()));
+        assert_eq!(
+            InboxConfig {
+                retention_secs: 3,
+                ..inbox
+            }
+            .validate()
+            .unwrap_err()
+            .key,
+            "retention_secs"
+        );
     }
 }

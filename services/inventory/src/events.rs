@@ -41,7 +41,8 @@ pub struct OnOrderCommands {
     outbox: Outbox,
     metrics: ReservationMetrics,
     /// The outcome of each event handled in the inbox's open transaction, counted once it
-    /// commits; the inbox applies a batch of events in one.
+    /// commits; the inbox applies a batch of events in one. Each of the inbox's workers has an
+    /// `OnOrderCommands` of its own (`for_worker`), so this is one transaction's.
     pending: Mutex<Vec<Option<Outcome>>>,
 }
 
@@ -94,6 +95,11 @@ impl Handler for OnOrderCommands {
 
     fn rolled_back(&self) {
         self.pending().pop();
+    }
+
+    /// A worker of its own applies its own transactions, so it keeps its own pending outcomes.
+    fn for_worker(&self) -> Option<Self> {
+        Some(Self::new(self.outbox.clone(), self.metrics.clone()))
     }
 
     fn event_types(&self) -> &[&'static str] {

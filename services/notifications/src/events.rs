@@ -29,7 +29,8 @@ pub struct Notifier {
     wake: Arc<Notify>,
     metrics: NotificationMetrics,
     /// Outcomes of the events applied in the inbox's open transaction, counted only once it
-    /// commits.
+    /// commits. Each of the inbox's workers has a `Notifier` of its own (`for_worker`), so this
+    /// is one transaction's.
     pending: Mutex<Vec<(Kind, Channel, &'static str)>>,
     /// Where each of those events' outcomes start in `pending`, so one rolled back drops its own.
     starts: Mutex<Vec<usize>>,
@@ -219,6 +220,15 @@ impl Handler for Notifier {
             OrderShipped::TYPE,
             OrderDelivered::TYPE,
         ]
+    }
+
+    /// A worker of its own applies its own transactions, so it keeps its own pending outcomes.
+    fn for_worker(&self) -> Option<Self> {
+        Some(Self::new(
+            self.email_configured,
+            Arc::clone(&self.wake),
+            self.metrics.clone(),
+        ))
     }
 
     fn committed(&self) {

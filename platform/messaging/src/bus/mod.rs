@@ -48,6 +48,10 @@ pub struct BusConfig {
     pub publish_timeout_ms: u64,
     /// The embedded bus file's `synchronous` (see `database.sqlite_synchronous`).
     pub sqlite_synchronous: mercato_storage::SqliteSync,
+    /// The embedded log's replay window: a message every group has passed is kept this long
+    /// after it was published, then trimmed (a message a group has not passed, holds or parked
+    /// stays whatever its age). On NATS the streams' own limits apply.
+    pub retention_secs: u64,
 }
 
 impl Default for BusConfig {
@@ -59,6 +63,7 @@ impl Default for BusConfig {
             duplicate_window_secs: 120,
             publish_timeout_ms: 5_000,
             sqlite_synchronous: mercato_storage::SqliteSync::Full,
+            retention_secs: 3_600,
         }
     }
 }
@@ -368,6 +373,16 @@ impl Consumer {
         }
     }
 
+    /// A handle that acknowledges this member's deliveries from another task, while this one
+    /// goes on fetching.
+    #[must_use]
+    pub fn acker(&self) -> Acker {
+        match self {
+            Self::Embedded(c) => Acker::Embedded(c.clone()),
+            Self::Nats(_) => Acker::Nats,
+        }
+    }
+
     /// Messages of the category this group has not yet acknowledged (for the lag gauge).
     ///
     /// # Errors
@@ -376,6 +391,24 @@ impl Consumer {
         match self {
             Self::Embedded(c) => c.lag().await,
             Self::Nats(c) => c.lag().await,
+        }
+    }
+}
+
+/// Acknowledges a member's deliveries as [`Consumer::ack_all`] does, from any task.
+#[derive(Debug, Clone)]
+pub enum Acker {
+    Embedded(embedded::EmbeddedConsumer),
+    Nats,
+}
+
+impl Acker {
+    /// # Errors
+    /// See [`Consumer::ack_all`].
+    pub async fn ack_all(&self, deliveries: Vec<Delivery>) -> Result<(), BusError> {
+        match self {
+            Self::Embedded(c) => c.ack_all(deliveries).await,
+            Self::Nats => ack_each(deliveries).await,
         }
     }
 }

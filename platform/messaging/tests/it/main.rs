@@ -8,6 +8,8 @@
 //! - `broadcast`: subscriptions that every subscriber gets, with gaps after a broker restart.
 //! - `bus`: the behaviour suite of the bus: delivery, dedup, groups, redelivery, dead letters,
 //!   restarts, lag and order.
+//! - `retention`: what the bus log, the inbox and the outbox delete once their windows pass, and
+//!   what they keep.
 //! - `claims`: what a member keeps while it holds it, and what comes back after a crash or an
 //!   abandoned fetch.
 
@@ -17,3 +19,4 @@ mod broadcast;
 mod bus;
 mod claims;
 mod pipeline;
+mod retention;

@@ -5,11 +5,11 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
-use mercato_messaging::inbox::MIGRATION as INBOX;
+use mercato_messaging::inbox::{MIGRATION as INBOX, RETENTION_MIGRATION as INBOX_RETENTION};
 use mercato_messaging::outbox::{self, MIGRATION as OUTBOX};
-use mercato_messaging::relay::MIGRATION as RELAY;
+use mercato_messaging::relay::{MIGRATION as RELAY, RETENTION_MIGRATION as OUTBOX_RETENTION};
 use mercato_messaging::{
     Bus, BusConfig, ConsumerMetrics, ConsumerSpec, Context, Envelope, Handler, HandlerError, HandlerFuture,
     Inbox, InboxConfig, Outbox, Relay, RelayConfig, RelayMetrics,
@@ -35,6 +35,7 @@ backend_tests!(
     the_relay_marks_only_the_rows_the_bus_acknowledged_and_they_arrive_in_order,
     a_group_of_some_types_applies_them_in_stream_order_through_retries,
     a_consumer_told_to_stop_mid_batch_hands_the_rest_to_another_member_at_once,
+    several_workers_keep_each_streams_order_through_retries_and_apply_every_event_once,
 );
 
 const EFFECTS: Migration = Migration {
@@ -61,10 +62,10 @@ const EFFECTS: Migration = Migration {
 };
 
 /// One service's database, its outbox and relay, and the bus.
-struct Pipeline {
-    db: Db,
+pub(crate) struct Pipeline {
+    pub(crate) db: Db,
     bus_config: BusConfig,
-    bus: Bus,
+    pub(crate) bus: Bus,
     outbox: Outbox,
     shutdown: CancellationToken,
     // Declared last: the relays and inboxes stop before their broker and database go.
@@ -73,7 +74,7 @@ struct Pipeline {
 
 impl Pipeline {
     /// A short ack wait, so a delivery lost with its consumer comes back quickly.
-    async fn start(backend: TestBackend) -> Self {
+    pub(crate) async fn start(backend: TestBackend) -> Self {
         Self::start_with_ack_wait(backend, 500).await
     }
 
@@ -86,9 +87,13 @@ impl Pipeline {
         })
         .await
         .expect("database");
-        migrate(&db, "pipeline", &[EFFECTS, OUTBOX, RELAY, INBOX])
-            .await
-            .expect("migrations");
+        migrate(
+            &db,
+            "pipeline",
+            &[EFFECTS, OUTBOX, RELAY, INBOX, INBOX_RETENTION, OUTBOX_RETENTION],
+        )
+        .await
+        .expect("migrations");
         let bus_config = backing.bus_config().clone();
         let bus = Bus::connect(&bus_config).await.expect("bus");
         Self {
@@ -101,7 +106,7 @@ impl Pipeline {
         }
     }
 
-    fn relay(&self) -> Relay {
+    pub(crate) fn relay(&self) -> Relay {
         let mut registry = Registry::default();
         Relay::new(
             self.db.clone(),
@@ -120,7 +125,7 @@ impl Pipeline {
         tokio::spawn(self.relay().run(self.shutdown.clone()));
     }
 
-    fn inbox<H: Handler>(&self, handler: H) -> Inbox<H> {
+    pub(crate) fn inbox<H: Handler>(&self, handler: H) -> Inbox<H> {
         self.inbox_with(handler, InboxConfig::default())
     }
 
@@ -166,7 +171,7 @@ impl Pipeline {
     }
 
     /// Appends event `n` of `stream` in its own transaction, as a service would.
-    async fn append(&self, stream: &str, n: i64) -> Envelope {
+    pub(crate) async fn append(&self, stream: &str, n: i64) -> Envelope {
         self.append_typed(stream, n, "Noted").await
     }
 
@@ -185,7 +190,7 @@ impl Pipeline {
     }
 
     /// (member, event id, stream, n) of every effect, in the order they committed.
-    async fn effects(&self) -> Vec<(String, String, String, i64)> {
+    pub(crate) async fn effects(&self) -> Vec<(String, String, String, i64)> {
         sqlx::query("SELECT member, event_id, stream_id, n FROM effects ORDER BY position")
             .fetch_all(self.db.pool())
             .await
@@ -261,7 +266,7 @@ impl Drop for Pipeline {
 
 /// Writes one effect row per event, in the inbox's transaction; can be told to fail.
 #[derive(Clone, Default)]
-struct Recording {
+pub(crate) struct Recording {
     member: &'static str,
     /// Event numbers whose first attempt fails (transiently).
     flaky: Arc<std::sync::Mutex<HashSet<i64>>>,
@@ -280,10 +285,15 @@ struct Recording {
     kept: Arc<AtomicI64>,
     /// When set, the handler tells the first and waits for the second before it records.
     pause: Option<(Arc<Notify>, Arc<Notify>)>,
+    /// Workers made so far by `for_worker`; each records under a name of its own.
+    workers: Arc<AtomicUsize>,
 }
 
+/// The member names of a handler's extra workers.
+const WORKERS: [&str; 7] = ["w1", "w2", "w3", "w4", "w5", "w6", "w7"];
+
 impl Recording {
-    fn member(member: &'static str) -> Self {
+    pub(crate) fn member(member: &'static str) -> Self {
         Self {
             member,
             ..Self::default()
@@ -344,6 +354,16 @@ impl Handler for Recording {
 
     fn event_types(&self) -> &[&'static str] {
         self.types
+    }
+
+    /// Its own open transaction's count; the rest shared.
+    fn for_worker(&self) -> Option<Self> {
+        let worker = self.workers.fetch_add(1, Ordering::SeqCst);
+        Some(Self {
+            member: WORKERS[worker % WORKERS.len()],
+            open: Arc::default(),
+            ..self.clone()
+        })
     }
 }
 
@@ -717,4 +737,62 @@ async fn a_consumer_told_to_stop_mid_batch_hands_the_rest_to_another_member_at_o
     assert_each_event_once(&effects);
     let by_stopping = effects.iter().filter(|e| e.0 == "stopping").count();
     assert_eq!(by_stopping, 1, "it finished the event in hand only: {effects:?}");
+}
+
+async fn several_workers_keep_each_streams_order_through_retries_and_apply_every_event_once(
+    backend: TestBackend,
+) {
+    let pipeline = Pipeline::start(backend).await;
+    pipeline.start_relay();
+    let handler = Recording::member("w0");
+    handler.flaky.lock().unwrap().extend([2, 3, 5]);
+    let config = InboxConfig {
+        workers: 4,
+        batch_size: 4,
+        ..InboxConfig::default()
+    };
+    tokio::spawn(
+        pipeline
+            .inbox_with(handler.clone(), config)
+            .run(pipeline.shutdown.clone()),
+    );
+    for n in 1..=6 {
+        for s in 0..8 {
+            pipeline.append(&format!("parallel-{s}"), n).await;
+        }
+    }
+
+    pipeline.wait_for_effects(48).await;
+    pipeline.wait_for_group_to_settle(Vec::new()).await;
+    let effects = pipeline.effects().await;
+    assert_eq!(effects.len(), 48, "{effects:?}");
+    assert_each_event_once(&effects);
+    let mut members = HashSet::new();
+    for s in 0..8 {
+        let stream = format!("parallel-{s}");
+        assert_eq!(numbers_of(&effects, &stream), (1..=6).collect::<Vec<_>>());
+        let applied_by: HashSet<_> = effects.iter().filter(|e| e.2 == stream).map(|e| &e.0).collect();
+        assert_eq!(
+            applied_by.len(),
+            1,
+            "{stream} went to one worker, not {applied_by:?}"
+        );
+        members.extend(applied_by);
+    }
+    assert!(
+        members.len() > 1,
+        "the streams were spread over the workers: {members:?}"
+    );
+    assert_eq!(
+        handler.workers.load(Ordering::SeqCst),
+        4,
+        "each worker has a handler of its own"
+    );
+    eventually(
+        PATIENCE,
+        "every effect counted as kept once committed",
+        || async { (handler.kept.load(Ordering::SeqCst) == 48).then_some(()) },
+    )
+    .await;
+    pipeline.assert_no_dead_letters().await;
 }

@@ -15,4 +15,5 @@ pub const MIGRATIONS: &[Migration] = &[
     Migration::new(1, "users", include_str!("../../migrations/0001_users.sql")),
     mercato_messaging::outbox::MIGRATION,
     mercato_messaging::relay::MIGRATION,
+    mercato_messaging::relay::RETENTION_MIGRATION,
 ];

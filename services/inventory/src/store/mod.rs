@@ -24,7 +24,9 @@ pub const MIGRATIONS: &[Migration] = &[
     ),
     mercato_messaging::outbox::MIGRATION,
     mercato_messaging::relay::MIGRATION,
+    mercato_messaging::relay::RETENTION_MIGRATION,
     mercato_messaging::inbox::MIGRATION,
+    mercato_messaging::inbox::RETENTION_MIGRATION,
 ];
 
 /// A stored row that this build cannot read: it was written by something else, or corrupted.

@@ -33,6 +33,7 @@ pub const MIGRATIONS: &[Migration] = &[
         include_str!("../../migrations/0001_notifications.sql"),
     ),
     mercato_messaging::inbox::MIGRATION,
+    mercato_messaging::inbox::RETENTION_MIGRATION,
 ];
 
 /// States of a notification row.

@@ -29,5 +29,7 @@ pub const MIGRATIONS: &[Migration] = &[
     ),
     mercato_messaging::outbox::MIGRATION,
     mercato_messaging::relay::MIGRATION,
+    mercato_messaging::relay::RETENTION_MIGRATION,
     mercato_messaging::inbox::MIGRATION,
+    mercato_messaging::inbox::RETENTION_MIGRATION,
 ];

@@ -41,8 +41,9 @@ impl EmbeddedBus {
     }
 }
 
-/// A member of a consumer group on the embedded bus.
-#[derive(Debug)]
+/// A member of a consumer group on the embedded bus (a clone is another handle on the same
+/// member's claims).
+#[derive(Debug, Clone)]
 pub struct EmbeddedConsumer {
     pub(super) bus: EmbeddedBus,
     pub(super) group: String,

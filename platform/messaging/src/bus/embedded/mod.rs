@@ -10,6 +10,8 @@
 //! - [`dead_letter`]: `bus_dead_letters` holds parked messages, by log position, until they are
 //!   replayed.
 //! - [`subscription`]: tails the log from where it was when it subscribed.
+//! - [`retention`]: the log is trimmed once every group of a message's category has passed it
+//!   and its replay window (`bus.retention_secs`) has gone by; claimed and parked messages stay.
 //! - [`runs`]: each open bus is a run with a lease in `bus_members`; a claim names its run, so
 //!   the claims of a process that died are released once its lease lapses (a few seconds), not
 //!   after the ack wait, and a live run's claims are never touched.
@@ -20,6 +22,7 @@
 mod batch;
 mod consumer;
 mod dead_letter;
+mod retention;
 mod runs;
 mod subscription;
 
@@ -45,6 +48,11 @@ pub const MIGRATIONS: &[Migration] = &[
         include_str!("../../../migrations/bus_2_event_types.sql"),
     ),
     Migration::new(3, "bus_runs", include_str!("../../../migrations/bus_3_runs.sql")),
+    Migration::new(
+        4,
+        "bus_retention",
+        include_str!("../../../migrations/bus_4_retention.sql"),
+    ),
 ];
 
 /// How often a waiting fetch looks for messages another process published or that became visible
@@ -60,6 +68,7 @@ pub struct EmbeddedBus {
     /// Fetches of this process that found nothing and wait; see [`EmbeddedBus::fetches_waiting`].
     waiting: Arc<AtomicUsize>,
     run: Arc<runs::Run>,
+    _trimmer: Arc<crate::bus::in_hand::Keeper>,
 }
 
 impl EmbeddedBus {
@@ -84,6 +93,9 @@ impl EmbeddedBus {
         if config.ack_wait_ms == 0 {
             return Err(BusError::Config("bus.ack_wait_ms must be above 0".into()));
         }
+        if config.retention_secs == 0 {
+            return Err(BusError::Config("bus.retention_secs must be above 0".into()));
+        }
         let db = Db::connect(&DatabaseConfig {
             url: config.url.clone(),
             sqlite_synchronous: config.sqlite_synchronous,
@@ -95,11 +107,15 @@ impl EmbeddedBus {
         let published = Arc::new(Notify::new());
         let run = runs::Run::start(db.clone(), ack_wait_ms, Arc::clone(&published)).await?;
         Ok(Self {
-            db,
+            db: db.clone(),
             ack_wait_ms,
             published,
             waiting: Arc::new(AtomicUsize::new(0)),
             run: Arc::new(run),
+            _trimmer: Arc::new(retention::keep_trimmed(
+                db.clone(),
+                Duration::from_secs(config.retention_secs),
+            )),
         })
     }
 
