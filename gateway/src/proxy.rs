@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Uri, Version};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -31,6 +30,7 @@ use crate::rbac::{self, Rules};
 use crate::resilience::{Outgoing, Resilience, TransportError};
 use crate::routes::RouteTable;
 use crate::upstream::Upstreams;
+use crate::upstream::connections::{PoolSettings, SendError, UpstreamBody};
 use crate::{ROLES_HEADER, SUBJECT_HEADER, StartError};
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
@@ -45,8 +45,8 @@ const HOP_BY_HOP: [&str; 8] = [
     "upgrade",
 ];
 
-/// The HTTP client for upstream calls and health checks: bounded connect time, no Nagle delay,
-/// idle connections kept for reuse.
+/// The HTTP client for health checks: bounded connect time, no Nagle delay, idle connections
+/// kept for reuse. Proxied requests drive their own connections ([`crate::upstream::connections`]).
 #[must_use]
 pub fn upstream_client(gateway: &GatewayConfig, client: &ClientConfig) -> Client<HttpConnector, Body> {
     let mut connector = HttpConnector::new();
@@ -56,6 +56,16 @@ pub fn upstream_client(gateway: &GatewayConfig, client: &ClientConfig) -> Client
         .pool_idle_timeout(Duration::from_millis(client.pool_idle_timeout_ms))
         .pool_max_idle_per_host(gateway.pool_max_idle_per_host)
         .build(connector)
+}
+
+/// How proxied requests open and keep upstream connections: as [`upstream_client`] does.
+#[must_use]
+pub fn pool_settings(gateway: &GatewayConfig, client: &ClientConfig) -> PoolSettings {
+    PoolSettings {
+        connect_timeout: Duration::from_millis(gateway.connect_timeout_ms),
+        idle_timeout: Duration::from_millis(client.pool_idle_timeout_ms),
+        max_idle: gateway.pool_max_idle_per_host,
+    }
 }
 
 /// The proxy's shared state.
@@ -86,7 +96,7 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    /// The proxy, sending through `client`.
+    /// The proxy, opening and keeping upstream connections as `pool` says.
     ///
     /// # Errors
     /// Invalid `[gateway.bulkhead]` or `[gateway.retry]` settings.
@@ -99,11 +109,11 @@ impl Proxy {
         limiter: Option<Arc<RateLimiter>>,
         preauth: Option<Preauth>,
         gateway: &GatewayConfig,
-        client: Client<HttpConnector, Body>,
+        pool: PoolSettings,
         body_limit: usize,
         limits: std::collections::BTreeMap<String, Arc<crate::adaptive::AdaptiveLimit>>,
     ) -> Result<Self, StartError> {
-        let resilience = Resilience::new(gateway, client, upstreams, limits)?;
+        let resilience = Resilience::new(gateway, pool, upstreams, limits)?;
         let proxies =
             TrustedProxies::parse(&gateway.trusted_proxies).map_err(|(i, message)| StartError::Config {
                 key: format!("gateway.trusted_proxies[{i}]"),
@@ -326,7 +336,7 @@ async fn admit(
     Ok(relay(response))
 }
 
-fn relay(response: http::Response<Incoming>) -> Response {
+fn relay(response: http::Response<UpstreamBody>) -> Response {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, Body::new(body.map_err(axum::Error::new)))
@@ -385,7 +395,7 @@ fn add_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
     headers.insert("ratelimit-reset", HeaderValue::from(ceil_secs(decision.reset)));
 }
 
-fn upstream_failure(upstream: &str, error: &hyper_util::client::legacy::Error) -> Problem {
+fn upstream_failure(upstream: &str, error: &SendError) -> Problem {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
         if e.is::<LengthLimitError>() {
@@ -414,7 +424,8 @@ fn upstream_failure(upstream: &str, error: &hyper_util::client::legacy::Error) -
         }
         source = e.source();
     }
-    tracing::warn!(%upstream, %error, connect = error.is_connect(), "upstream request failed");
+    let connect = matches!(error, SendError::Connect { .. });
+    tracing::warn!(%upstream, %error, connect, "upstream request failed");
     Problem::new(StatusCode::BAD_GATEWAY, "bad-gateway", "Upstream unavailable")
         .with_detail(format!("{upstream} could not be reached"))
         .with_header(header::RETRY_AFTER, "1")
