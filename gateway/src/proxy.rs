@@ -24,8 +24,8 @@ use crate::config::{GatewayConfig, RouteAuth};
 use crate::edge::{ClientBodyError, IdleBody};
 use crate::forwarded::TrustedProxies;
 use crate::preauth::Preauth;
-use crate::rate_limit::RateLimiter;
 use crate::rate_limit::gcra::{Decision, ceil_secs};
+use crate::rate_limit::{Caller, RateLimiter};
 use crate::rbac::{self, Rules};
 use crate::resilience::{Outgoing, Resilience, TransportError};
 use crate::routes::RouteTable;
@@ -183,7 +183,10 @@ async fn forward_to(
     let (mut parts, body) = request.into_parts();
     // First, so that a client's `Connection` header cannot name the headers the gateway sets.
     strip_hop_by_hop(&mut parts.headers);
-    if let Some(id) = parts.extensions.get::<CorrelationId>() {
+    // The runtime set it; put back only if the client's `Connection` named it.
+    if let Some(id) = parts.extensions.get::<CorrelationId>()
+        && !parts.headers.contains_key(correlation::HEADER)
+    {
         parts.headers.insert(correlation::HEADER, id.header_value());
     }
     // Only the gateway may say who the caller is, and how long it waits: the deadline is set
@@ -209,8 +212,8 @@ async fn forward_to(
     // Before the authentication verdict, so that refused tokens are limited (by IP) as well.
     let decision = match &inner.limiter {
         Some(limiter) => {
-            let subject = claims.map_or_else(|| format!("ip:{client}"), |c| format!("sub:{}", c.sub));
-            limiter.check(&route.class, &subject).await
+            let caller = claims.map_or(Caller::Ip(client), |c| Caller::Subject(&c.sub));
+            limiter.check(&route.class, caller).await
         }
         None => None,
     };
@@ -315,12 +318,15 @@ async fn admit(
     inner.proxies.rewrite(&mut parts.headers, peer);
     add_forwarded(&mut parts.headers);
 
-    // The transport adds the instance, picked per attempt.
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = Uri::builder()
-        .path_and_query(path)
-        .build()
-        .map_err(|_| Problem::bad_request("the request path is invalid"))?;
+    // The transport adds the instance, picked per attempt. A request line in origin form (all
+    // but proxies send one) is already just the path and query.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = Uri::builder()
+            .path_and_query(path)
+            .build()
+            .map_err(|_| Problem::bad_request("the request path is invalid"))?;
+    }
     parts.version = Version::HTTP_11;
 
     let body = Body::new(Limited::new(
@@ -456,10 +462,24 @@ fn add_forwarded(headers: &mut HeaderMap) {
 
 /// True when a segment is `.` or `..`, also percent-encoded (`%2e`, `%2E`).
 fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
-        decoded == "." || decoded == ".."
-    })
+    path.split('/').any(is_dot_segment)
+}
+
+/// `.` or `..`, each dot plain or `%2e`; read in place, as every request pays for it.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() && dots < 3 {
+        if let Some(after) = rest.strip_prefix(b".") {
+            rest = after;
+        } else if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case(b"%2e") {
+            rest = &rest[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    rest.is_empty() && (dots == 1 || dots == 2)
 }
 
 #[cfg(test)]
@@ -473,6 +493,12 @@ mod tests {
         assert!(has_dot_segment("/api/./x"));
         assert!(!has_dot_segment("/api/echo/file.txt"));
         assert!(!has_dot_segment("/api/echo/...x"));
+        assert!(!has_dot_segment("/api/echo/..."));
+        assert!(!has_dot_segment("/api/echo/%2e%2e%2e"));
+        assert!(!has_dot_segment("/api/echo/%2"));
+        assert!(!has_dot_segment("/"));
+        assert!(has_dot_segment("/api/.%2E"));
+        assert!(has_dot_segment(".."));
     }
 
     #[test]
