@@ -33,17 +33,27 @@ use crate::upstream::Upstreams;
 use crate::upstream::connections::{PoolSettings, SendError, UpstreamBody};
 use crate::{ROLES_HEADER, SUBJECT_HEADER, StartError};
 
-/// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1). Header names rather than
+/// strings here and below: a string is parsed into a name again on every use.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+const SUBJECT: HeaderName = HeaderName::from_static(SUBJECT_HEADER);
+const ROLES: HeaderName = HeaderName::from_static(ROLES_HEADER);
+const DEADLINE: HeaderName = HeaderName::from_static(deadline::HEADER);
+const CORRELATION: HeaderName = HeaderName::from_static(correlation::HEADER);
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
 /// The HTTP client for health checks: bounded connect time, no Nagle delay, idle connections
 /// kept for reuse. Proxied requests drive their own connections ([`crate::upstream::connections`]).
@@ -185,15 +195,15 @@ async fn forward_to(
     strip_hop_by_hop(&mut parts.headers);
     // The runtime set it; put back only if the client's `Connection` named it.
     if let Some(id) = parts.extensions.get::<CorrelationId>()
-        && !parts.headers.contains_key(correlation::HEADER)
+        && !parts.headers.contains_key(CORRELATION)
     {
-        parts.headers.insert(correlation::HEADER, id.header_value());
+        parts.headers.insert(CORRELATION, id.header_value());
     }
     // Only the gateway may say who the caller is, and how long it waits: the deadline is set
     // here, at the edge, never taken from a client.
-    parts.headers.remove(SUBJECT_HEADER);
-    parts.headers.remove(ROLES_HEADER);
-    parts.headers.remove(deadline::HEADER);
+    parts.headers.remove(SUBJECT);
+    parts.headers.remove(ROLES);
+    parts.headers.remove(DEADLINE);
     let client = inner.proxies.client(peer.ip(), &parts.headers);
     let required_roles = inner.rules.requirements(route, &parts.method, parts.uri.path());
     let needs_token = route.auth == RouteAuth::Required || !required_roles.is_empty();
@@ -310,9 +320,9 @@ async fn admit(
         rbac::authorize(required_roles, &claims.roles)?;
         let subject = HeaderValue::from_str(&claims.sub)
             .map_err(|_| Problem::unauthorized("the token's subject is not usable", true))?;
-        parts.headers.insert(SUBJECT_HEADER, subject);
+        parts.headers.insert(SUBJECT, subject);
         if let Ok(roles) = HeaderValue::from_str(&claims.roles.join(",")) {
-            parts.headers.insert(ROLES_HEADER, roles);
+            parts.headers.insert(ROLES, roles);
         }
     }
     inner.proxies.rewrite(&mut parts.headers, peer);
@@ -396,9 +406,9 @@ fn rate_limited(class: &str, decision: &Decision) -> Problem {
 
 /// `RateLimit-Limit`, `-Remaining` and `-Reset` (IETF httpapi draft, header-per-field form).
 fn add_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
-    headers.insert("ratelimit-limit", HeaderValue::from(decision.limit));
-    headers.insert("ratelimit-remaining", HeaderValue::from(decision.remaining));
-    headers.insert("ratelimit-reset", HeaderValue::from(ceil_secs(decision.reset)));
+    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(decision.limit));
+    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(decision.remaining));
+    headers.insert(RATELIMIT_RESET, HeaderValue::from(ceil_secs(decision.reset)));
 }
 
 fn upstream_failure(upstream: &str, error: &SendError) -> Problem {
@@ -438,6 +448,12 @@ fn upstream_failure(upstream: &str, error: &SendError) -> Problem {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.contains_key(header::CONNECTION) {
+        for name in HOP_BY_HOP {
+            headers.remove(name);
+        }
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -455,9 +471,9 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 fn add_forwarded(headers: &mut HeaderMap) {
     if let Some(host) = headers.remove(header::HOST) {
-        headers.insert("x-forwarded-host", host);
+        headers.insert(X_FORWARDED_HOST, host);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
 }
 
 /// True when a segment is `.` or `..`, also percent-encoded (`%2e`, `%2E`).
