@@ -17,15 +17,28 @@
 #   jwt-rate-limit  both, as in production; the rate class is far above the offered load
 # Settings (environment): WORKERS (2: the gateway's worker threads and nginx's worker_processes),
 # THREADS (2) and CONNECTIONS (64) of wrk, DURATION (20s) measured after WARMUP (5s), ROUNDS (1),
-# MODES ("plain jwt-rate-limit jwt rate-limit"), FLOOD (1: also the forged-token flood below).
+# MODES ("plain jwt-rate-limit jwt rate-limit"), FLOOD (1: also the forged-token flood below);
+# ROUNDS=0 FLOOD=0 INSTRUCTIONS=1 counts instructions only.
 #
 # The flood: the gateway in jwt-rate-limit mode, trusting 127.0.0.1 as a proxy so that two wrk
 # runs at once are two clients by X-Forwarded-For: one sending valid tokens (8 connections),
 # one a forged token (valid header and claims, another token's signature; 32 connections).
 # Reported: the valid client alone, then beside the flood with the pre-authentication limit on
-# and off, with the gateway's CPU per request over both clients' requests. Installs nginx, wrk and curl with apt-get when
-# missing (as root on Debian). Every process runs as a child of this script on free loopback
-# ports and is stopped on exit.
+# and off, with the gateway's CPU per request over both clients' requests.
+#
+# The overload (OVERLOAD=1, the default): latency at twice an upstream's capacity with adaptive
+# concurrency off and on. The example starts its own upstream (8 requests at once, 20 ms each:
+# 400 a second) and offers the gateway 800 GETs a second at a constant rate for OVERLOAD_SECS
+# (10); reported per second: answered (200) and shed (503), and the latency of the answered.
+#
+# INSTRUCTIONS=1 (off by default: a few minutes) also counts the instructions each proxy runs in
+# user space per request, a figure that does not drift with the machine's load as times do:
+# nginx (one process, master_process off) and the gateway (one worker thread) under valgrind's
+# callgrind, counting only while wrk -t1 -c4 sends requests for INSTRUCTIONS_DURATION (10s),
+# after a warm-up. The kernel's share (the socket calls) is not in it.
+#
+# Installs nginx, wrk, curl and valgrind with apt-get when missing (as root on Debian). Every
+# process runs as a child of this script on free loopback ports and is stopped on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +50,10 @@ WARMUP=${WARMUP:-5s}
 ROUNDS=${ROUNDS:-1}
 MODES=${MODES:-"plain jwt-rate-limit jwt rate-limit"}
 FLOOD=${FLOOD:-1}
+INSTRUCTIONS=${INSTRUCTIONS:-0}
+OVERLOAD=${OVERLOAD:-1}
+OVERLOAD_SECS=${OVERLOAD_SECS:-10}
+INSTRUCTIONS_DURATION=${INSTRUCTIONS_DURATION:-10s}
 
 # Failures are reported on the script's stderr even from inside a silenced poll.
 exec 3>&2
@@ -50,7 +67,9 @@ answers() { timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 # --- what the benchmark needs ----------------------------------------------------------------
 
 missing=()
-for tool in nginx wrk curl; do
+tools=(nginx wrk curl)
+[ "$INSTRUCTIONS" = 1 ] && tools+=(valgrind)
+for tool in "${tools[@]}"; do
   command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
 done
 if ((${#missing[@]} > 0)); then
@@ -63,10 +82,13 @@ if ((${#missing[@]} > 0)); then
 fi
 NGINX=$(command -v nginx)
 
-echo "bench-gateway: building the gateway (release)" >&2
-cargo build --release --quiet -p mercato-gateway --example bench_gateway
-target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
-GATEWAY=$target_dir/release/examples/bench_gateway
+# GATEWAY=path runs a bench_gateway built before (another commit's, to compare) instead.
+if [ -z "${GATEWAY:-}" ]; then
+  echo "bench-gateway: building the gateway (release)" >&2
+  cargo build --release --quiet -p mercato-gateway --example bench_gateway
+  target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
+  GATEWAY=$target_dir/release/examples/bench_gateway
+fi
 [ -x "$GATEWAY" ] || fail "no binary at $GATEWAY"
 
 # --- processes, ports, clean-up ----------------------------------------------------------------
@@ -97,20 +119,25 @@ free_port() { # prints a loopback port nothing listens on (never 8080: the range
   done
 }
 
-wait_until() { # description command...; polls with a 30 s deadline
-  local what=$1 deadline=$((SECONDS + 30))
+PATIENCE=30
+wait_until() { # description command...; polls with a deadline of PATIENCE seconds
+  local what=$1 deadline=$((SECONDS + PATIENCE))
   shift
   until "$@" >/dev/null 2>&1; do
-    ((SECONDS < deadline)) || fail "$what did not happen within 30 s"
+    ((SECONDS < deadline)) || fail "$what did not happen within $PATIENCE s"
     sleep 0.1
   done
 }
 
-start_nginx() { # name port server-blocks; runs nginx in the foreground as this user
-  local dir=$tmp/$1
+start_nginx() { # name port server-blocks [command prefix...]; runs nginx in the foreground
+  local dir=$tmp/$1 name=$1 port=$2 servers=$3
+  shift 3
   mkdir -p "$dir"
+  # Under a command prefix (valgrind), one process serves: no master, one worker.
+  local processes="worker_processes $WORKERS;"
+  (($# > 0)) && processes="master_process off; worker_processes 1;"
   cat >"$dir/nginx.conf" <<EOF
-worker_processes $WORKERS;
+$processes
 daemon off;
 pid $dir/nginx.pid;
 error_log $dir/error.log warn;
@@ -124,12 +151,12 @@ http {
   scgi_temp_path $dir/scgi;
   # wrk's connections live for the whole run; nginx's default closes them every 1,000 requests.
   keepalive_requests 1000000;
-  $3
+  $servers
 }
 EOF
-  "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" &
+  "$@" "$NGINX" -p "$dir" -c "$dir/nginx.conf" -e "$dir/error.log" &
   pids+=($!)
-  wait_until "$1 listening on $2" answers "$2"
+  wait_until "$name listening on $port" answers "$port"
 }
 
 gateway_started() { # mode
@@ -140,13 +167,14 @@ gateway_started() { # mode
   test -s "$tmp/gateway.port"
 }
 
+GATEWAY_PREFIX=() # a command the gateway runs under (valgrind)
 start_gateway() { # mode [example options...]; sets GATEWAY_PID, GATEWAY_URL and TOKEN
   local mode=$1
   shift
   local token=()
   [[ $mode == jwt* ]] && token=(--token-file "$tmp/gateway.token")
   rm -f "$tmp/gateway.port" "$tmp/gateway.token"
-  RUST_LOG=${RUST_LOG:-warn} "$GATEWAY" --upstream "http://127.0.0.1:$upstream_port" --mode "$mode" \
+  RUST_LOG=${RUST_LOG:-warn} "${GATEWAY_PREFIX[@]}" "$GATEWAY" --upstream "http://127.0.0.1:$upstream_port" --mode "$mode" \
     --workers "$WORKERS" --port-file "$tmp/gateway.port" "${token[@]}" "$@" 2>>"$tmp/gateway-$mode.log" &
   GATEWAY_PID=$!
   pids+=("$GATEWAY_PID")
@@ -199,14 +227,15 @@ start_nginx upstream "$upstream_port" "
   server { listen 127.0.0.1:$status_port; location / { stub_status; } }"
 upstream_pid=${pids[-1]}
 
-start_nginx nginx "$nginx_port" "
+nginx_proxy() { # port: nginx's server blocks as a plain reverse proxy to the upstream
+  echo "
   upstream backend {
     server 127.0.0.1:$upstream_port;
     keepalive 64;
     keepalive_requests 1000000;
   }
   server {
-    listen 127.0.0.1:$nginx_port;
+    listen 127.0.0.1:$1;
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
@@ -215,6 +244,8 @@ start_nginx nginx "$nginx_port" "
       proxy_set_header X-Forwarded-Proto \$scheme;
     }
   }"
+}
+start_nginx nginx "$nginx_port" "$(nginx_proxy "$nginx_port")"
 nginx_pid=${pids[-1]}
 
 upstream_accepts() { curl -fsS "http://127.0.0.1:$status_port/" | awk 'NR == 3 { print $1 }'; }
@@ -350,6 +381,59 @@ if [ "$FLOOD" = 1 ]; then
   done
 fi
 
+overload_rows=()
+if [ "$OVERLOAD" = 1 ]; then
+  for adaptive in off on; do
+    overload_rows+=("$(RUST_LOG=${RUST_LOG:-warn} "$GATEWAY" --mode plain --overload "$adaptive" --overload-secs "$OVERLOAD_SECS" \
+      --workers "$WORKERS" --port-file "$tmp/overload.port" 2>>"$tmp/overload.log")")
+    echo "${overload_rows[-1]} (load $(cut -d' ' -f1 /proc/loadavg))" >&2
+  done
+fi
+
+instruction_rows=()
+callgrind() { # name: the command prefix that runs a proxy under callgrind, instrumenting nothing yet
+  echo valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$tmp/$1.callgrind"
+}
+count_instructions() { # target name pid url [wrk options...]: instructions per request in user space
+  local target=$1 name=$2 pid=$3 url=$4
+  shift 4
+  callgrind_control --instr=on "$pid" >/dev/null
+  wrk -t1 -c4 -d3s "$@" "$url/" >/dev/null
+  callgrind_control --zero "$pid" >/dev/null
+  wrk -t1 -c4 -d"$INSTRUCTIONS_DURATION" "$@" "$url/" >"$tmp/wrk.out"
+  callgrind_control --dump "$pid" >/dev/null
+  local requests instructions
+  requests=$(awk '$2 == "requests" && $3 == "in" { print $1 }' "$tmp/wrk.out")
+  # The dump after the counters were zeroed holds the measured requests only.
+  instructions=$(awk '/^(summary|totals):/ { total = $2 } END { print total + 0 }' \
+    "$(ls -t "$tmp/$name.callgrind".* | head -n 1)")
+  ((requests > 0)) || fail "$target under callgrind served no request"
+  instruction_rows+=("$(awk -v target="$target" -v requests="$requests" -v instructions="$instructions" \
+    "$WRK_FIELDS"'END {
+      printf "| %s | %d | %d | %.0f |", target, requests, non2xx, instructions / requests
+    }' "$tmp/wrk.out")")
+  echo "${instruction_rows[-1]}" >&2
+}
+
+if [ "$INSTRUCTIONS" = 1 ]; then
+  PATIENCE=300 # valgrind starts slowly
+  port=$(free_port)
+  # shellcheck disable=SC2046 # the prefix is words
+  start_nginx nginx-callgrind "$port" "$(nginx_proxy "$port")" $(callgrind nginx)
+  count_instructions "nginx, plain proxy" nginx "${pids[-1]}" "http://127.0.0.1:$port"
+  stop "${pids[-1]}"
+  WORKERS=1
+  for mode in $MODES; do
+    # shellcheck disable=SC2207 # the prefix is words
+    GATEWAY_PREFIX=($(callgrind "gateway-$mode"))
+    start_gateway "$mode"
+    auth=()
+    [ -n "$TOKEN" ] && auth=(-H "Authorization: Bearer $TOKEN")
+    count_instructions "gateway, $mode" "gateway-$mode" "$GATEWAY_PID" "$GATEWAY_URL" "${auth[@]}"
+    stop "$GATEWAY_PID"
+  done
+fi
+
 echo
 echo "| target | req/s | p50 | p99 | non-2xx | socket errors | upstream connections opened | CPU per request | peak RSS |"
 echo "|---|---|---|---|---|---|---|---|---|"
@@ -359,4 +443,16 @@ if ((${#flood_rows[@]} > 0)); then
   echo "| forged-token flood | valid req/s | valid p50 | valid p99 | valid non-2xx | forged refused/s | gateway CPU per request (both) |"
   echo "|---|---|---|---|---|---|---|"
   printf '%s\n' "${flood_rows[@]}"
+fi
+if ((${#overload_rows[@]} > 0)); then
+  echo
+  echo "| at twice the upstream's capacity | offered/s | answered (200)/s | shed (503)/s | other answers | p50 answered | p99 answered |"
+  echo "|---|---|---|---|---|---|---|"
+  printf '%s\n' "${overload_rows[@]}"
+fi
+if ((${#instruction_rows[@]} > 0)); then
+  echo
+  echo "| under callgrind (one process or worker thread, wrk -t1 -c4 -d$INSTRUCTIONS_DURATION) | requests | non-2xx | instructions per request (user space) |"
+  echo "|---|---|---|---|"
+  printf '%s\n' "${instruction_rows[@]}"
 fi

@@ -21,6 +21,12 @@
 //! flood's request), `--preauth off` turns the per-address failure limit off, and
 //! `--trusted-proxy 127.0.0.1` lets the load generator name its client in `X-Forwarded-For`.
 //!
+//! `--overload on|off` measures latency at twice an upstream's capacity instead, with adaptive
+//! concurrency on or off: the process starts its own upstream (at most 8 requests at once, each
+//! 20 ms: 400 a second), sends the gateway 800 requests a second at a constant rate (new
+//! requests do not wait for earlier answers, as real clients do not) for `--overload-secs`
+//! (10), prints one Markdown row (answered, shed, latency of the answered requests) and exits.
+//!
 //! Logs go to stderr as JSON, filtered by `RUST_LOG` (the benchmark sets `warn`, as nginx's
 //! access log is off there too).
 
@@ -89,6 +95,9 @@ struct Args {
     forged_token_file: Option<PathBuf>,
     trusted_proxy: Option<String>,
     preauth: bool,
+    /// Adaptive concurrency on or off for the overload run; `None`: serve until stopped.
+    overload: Option<bool>,
+    overload_secs: u64,
 }
 
 impl Args {
@@ -109,7 +118,7 @@ impl Args {
                 take("listen").unwrap_or_else(|| "127.0.0.1:0".into()).parse(),
                 "--listen must be an address such as 127.0.0.1:0",
             )?,
-            upstream: required(take("upstream"), "upstream")?,
+            upstream: take("upstream").unwrap_or_default(),
             mode: Mode::parse(&required(take("mode"), "mode")?)?,
             workers: context(
                 take("workers").unwrap_or_else(|| "2".into()).parse(),
@@ -124,7 +133,20 @@ impl Args {
                 Some("off") => false,
                 Some(other) => return Err(format!("--preauth {other:?}: expected on or off").into()),
             },
+            overload: match take("overload").as_deref() {
+                None => None,
+                Some("on") => Some(true),
+                Some("off") => Some(false),
+                Some(other) => return Err(format!("--overload {other:?}: expected on or off").into()),
+            },
+            overload_secs: context(
+                take("overload-secs").unwrap_or_else(|| "10".into()).parse(),
+                "--overload-secs must be a number",
+            )?,
         };
+        if parsed.upstream.is_empty() && parsed.overload.is_none() {
+            return Err("--upstream is required".into());
+        }
         if let Some(unknown) = values.keys().next() {
             return Err(format!("unknown option --{unknown}").into());
         }
@@ -148,12 +170,25 @@ fn main() -> Result<(), Error> {
     context(runtime, "start the runtime")?.block_on(run(args))
 }
 
-async fn run(args: Args) -> Result<(), Error> {
+async fn run(mut args: Args) -> Result<(), Error> {
     telemetry::init(LogFormat::Json);
+    if args.overload.is_some() {
+        args.upstream = overload::slow_upstream().await?;
+    }
     // Its token lives 15 minutes, longer than any run of one mode.
     let issuer = TestIssuer::start().await;
     let config = gateway_config(&args, &issuer);
     let app = mercato_gateway::build(&config).await?;
+    if let Some(adaptive) = args.overload {
+        let url = format!("http://127.0.0.1:{}/", app.port());
+        let stop = CancellationToken::new();
+        let serving = tokio::spawn(app.run_until_stopped(stop.clone()));
+        let report = overload::run(&url, std::time::Duration::from_secs(args.overload_secs)).await?;
+        println!("{}", report.row(adaptive));
+        stop.cancel();
+        let _ = serving.await;
+        return Ok(());
+    }
     if let Some(path) = &args.token_file {
         let token = issuer.token("bench", &["customer"]);
         context(std::fs::write(path, token), &format!("write {}", path.display()))?;
@@ -187,6 +222,7 @@ fn gateway_config(args: &Args, issuer: &TestIssuer) -> Config {
     gateway.rate_limit.enabled = args.mode.limits_rate();
     gateway.preauth.enabled = args.preauth;
     gateway.trusted_proxies = args.trusted_proxy.iter().cloned().collect();
+    gateway.adaptive_concurrency.enabled = args.overload == Some(true);
     gateway.rate_limit.classes = BTreeMap::from([(
         DEFAULT_CLASS.to_owned(),
         RateClassConfig {
@@ -202,5 +238,116 @@ fn gateway_config(args: &Args, issuer: &TestIssuer) -> Config {
         auth: issuer.config(),
         upstreams: BTreeMap::from([("bench".to_owned(), vec![args.upstream.clone()])]),
         jwks_url: issuer.jwks_url().to_owned(),
+    }
+}
+
+/// Latency at twice an upstream's capacity.
+mod overload {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::{Error, context};
+
+    /// Requests the upstream serves at once, and how long each takes.
+    const AT_ONCE: usize = 8;
+    const SERVICE: Duration = Duration::from_millis(20);
+    /// Twice what the upstream can serve: 8 / 20 ms = 400 a second.
+    const OFFERED_PER_SECOND: u32 = 800;
+
+    /// An upstream that serves [`AT_ONCE`] requests at a time, [`SERVICE`] each; the rest wait.
+    pub async fn slow_upstream() -> Result<String, Error> {
+        let permits = Arc::new(tokio::sync::Semaphore::new(AT_ONCE));
+        let serve = move || {
+            let permits = Arc::clone(&permits);
+            async move {
+                let _serving = permits.acquire().await;
+                tokio::time::sleep(SERVICE).await;
+                "ok"
+            }
+        };
+        let listener = context(
+            tokio::net::TcpListener::bind("127.0.0.1:0").await,
+            "bind the upstream",
+        )?;
+        let url = format!(
+            "http://{}",
+            context(listener.local_addr(), "the upstream's address")?
+        );
+        tokio::spawn(async move { axum::serve(listener, axum::Router::new().fallback(serve)).await });
+        Ok(url)
+    }
+
+    pub struct Report {
+        seconds: f64,
+        answered: Vec<Duration>,
+        shed: usize,
+        other: usize,
+    }
+
+    impl Report {
+        fn percentile(&self, p: f64) -> String {
+            if self.answered.is_empty() {
+                return "—".into();
+            }
+            #[allow(
+                clippy::cast_possible_truncation,
+                clippy::cast_sign_loss,
+                clippy::cast_precision_loss
+            )]
+            let i = ((self.answered.len() as f64 * p).ceil() as usize).clamp(1, self.answered.len()) - 1;
+            format!("{:.1} ms", self.answered[i].as_secs_f64() * 1000.0)
+        }
+
+        /// `| adaptive | offered/s | answered 200/s | shed 503/s | other | p50 | p99 |` of the 200s.
+        #[allow(clippy::cast_precision_loss)]
+        pub fn row(&self, adaptive: bool) -> String {
+            format!(
+                "| adaptive concurrency {} | {} | {:.0} | {:.0} | {} | {} | {} |",
+                if adaptive { "on" } else { "off" },
+                OFFERED_PER_SECOND,
+                self.answered.len() as f64 / self.seconds,
+                self.shed as f64 / self.seconds,
+                self.other,
+                self.percentile(0.5),
+                self.percentile(0.99),
+            )
+        }
+    }
+
+    /// Sends GETs to `url` at [`OFFERED_PER_SECOND`] for `duration`, each on its own task.
+    pub async fn run(url: &str, duration: Duration) -> Result<Report, Error> {
+        let client = context(
+            reqwest::Client::builder().no_proxy().build(),
+            "build the load's client",
+        )?;
+        let mut ticks = tokio::time::interval(Duration::from_secs(1) / OFFERED_PER_SECOND);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        let mut requests = tokio::task::JoinSet::new();
+        let start = Instant::now();
+        while start.elapsed() < duration {
+            ticks.tick().await;
+            let (client, url) = (client.clone(), url.to_owned());
+            requests.spawn(async move {
+                let sent = Instant::now();
+                let status = client.get(&url).send().await.map_or(0, |r| r.status().as_u16());
+                (status, sent.elapsed())
+            });
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        let mut report = Report {
+            seconds,
+            answered: Vec::new(),
+            shed: 0,
+            other: 0,
+        };
+        while let Some(done) = requests.join_next().await {
+            match context(done, "a request task")? {
+                (200, latency) => report.answered.push(latency),
+                (503, _) => report.shed += 1,
+                _ => report.other += 1,
+            }
+        }
+        report.answered.sort_unstable();
+        Ok(report)
     }
 }

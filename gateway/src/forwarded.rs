@@ -10,9 +10,9 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::{FORWARDED, HeaderMap, HeaderValue};
+use http::header::{FORWARDED, HeaderMap, HeaderName, HeaderValue};
 
-const X_FORWARDED_FOR: &str = "x-forwarded-for";
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// An address block, `10.0.0.0/8` or a single address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,7 +105,7 @@ impl TrustedProxies {
         let hops: Vec<&str> = if headers.contains_key(FORWARDED) {
             forwarded_for(headers).collect()
         } else {
-            list(headers, X_FORWARDED_FOR).collect()
+            list(headers, &X_FORWARDED_FOR).collect()
         };
         let mut client = peer;
         for hop in hops.iter().rev() {
@@ -123,23 +123,26 @@ impl TrustedProxies {
     /// Sets the forwarding headers for the upstream: `X-Forwarded-For` is the chain a trusted
     /// peer reported plus the peer, or only the peer; `Forwarded` passes from a trusted peer only.
     pub fn rewrite(&self, headers: &mut HeaderMap, peer: SocketAddr) {
-        let ip = peer.ip().to_string();
-        let chain = if self.trusts(peer.ip()) {
-            let mut hops: Vec<&str> = list(headers, X_FORWARDED_FOR).collect();
-            hops.push(&ip);
-            hops.join(", ")
+        use std::fmt::Write as _;
+        // Written once into the buffer the header then owns.
+        let mut chain = String::new();
+        if self.trusts(peer.ip()) {
+            for hop in list(headers, &X_FORWARDED_FOR) {
+                chain.push_str(hop);
+                chain.push_str(", ");
+            }
         } else {
             headers.remove(FORWARDED);
-            ip
-        };
-        if let Ok(value) = HeaderValue::from_str(&chain) {
+        }
+        let _ = write!(chain, "{}", peer.ip());
+        if let Ok(value) = HeaderValue::try_from(chain) {
             headers.insert(X_FORWARDED_FOR, value);
         }
     }
 }
 
 /// The comma-separated elements of every `name` header, in order.
-fn list<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a str> {
+fn list<'a>(headers: &'a HeaderMap, name: &HeaderName) -> impl Iterator<Item = &'a str> {
     headers
         .get_all(name)
         .iter()
@@ -151,7 +154,7 @@ fn list<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = &'a str>
 
 /// The `for=` value of every `Forwarded` element; an element without one yields "" (unparseable).
 fn forwarded_for(headers: &HeaderMap) -> impl Iterator<Item = &str> {
-    list(headers, FORWARDED.as_str()).map(|element| {
+    list(headers, &FORWARDED).map(|element| {
         element
             .split(';')
             .filter_map(|pair| pair.split_once('='))

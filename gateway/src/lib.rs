@@ -193,7 +193,7 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         limiter.clone(),
         preauth,
         &config.gateway,
-        client,
+        proxy::pool_settings(&config.gateway, &config.client),
         config.http.body_limit_bytes,
         limits,
     )?;

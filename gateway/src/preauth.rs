@@ -95,22 +95,39 @@ impl Preauth {
     }
 }
 
+/// The bytes of unpadded base64url, looked up rather than compared: every token is scanned.
+const BASE64URL: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        #[allow(clippy::cast_possible_truncation)]
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || c == b'-' || c == b'_';
+        b += 1;
+    }
+    table
+};
+
+/// Three non-empty base64url segments, the last as long as an ES256 signature; one pass.
 fn plausible_es256_jwt(token: &str, max_bytes: usize) -> bool {
     if token.len() > max_bytes {
         return false;
     }
-    let mut segments = token.split('.');
-    let (Some(header), Some(claims), Some(signature), None) =
-        (segments.next(), segments.next(), segments.next(), segments.next())
-    else {
-        return false;
-    };
-    let base64url = |s: &str| {
-        !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    };
-    base64url(header) && base64url(claims) && base64url(signature) && signature.len() == ES256_SIGNATURE_CHARS
+    let bytes = token.as_bytes();
+    let mut dots = [0; 2];
+    let mut found = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b == b'.' {
+            if found == 2 {
+                return false;
+            }
+            dots[found] = i;
+            found += 1;
+        } else if !BASE64URL[usize::from(b)] {
+            return false;
+        }
+    }
+    found == 2 && dots[0] > 0 && dots[1] > dots[0] + 1 && bytes.len() - dots[1] - 1 == ES256_SIGNATURE_CHARS
 }
 
 #[cfg(test)]

@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Uri, Version};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -25,28 +24,39 @@ use crate::config::{GatewayConfig, RouteAuth};
 use crate::edge::{ClientBodyError, IdleBody};
 use crate::forwarded::TrustedProxies;
 use crate::preauth::Preauth;
-use crate::rate_limit::RateLimiter;
 use crate::rate_limit::gcra::{Decision, ceil_secs};
+use crate::rate_limit::{Caller, RateLimiter};
 use crate::rbac::{self, Rules};
 use crate::resilience::{Outgoing, Resilience, TransportError};
 use crate::routes::RouteTable;
 use crate::upstream::Upstreams;
+use crate::upstream::connections::{PoolSettings, SendError, UpstreamBody};
 use crate::{ROLES_HEADER, SUBJECT_HEADER, StartError};
 
-/// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1). Header names rather than
+/// strings here and below: a string is parsed into a name again on every use.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+const SUBJECT: HeaderName = HeaderName::from_static(SUBJECT_HEADER);
+const ROLES: HeaderName = HeaderName::from_static(ROLES_HEADER);
+const DEADLINE: HeaderName = HeaderName::from_static(deadline::HEADER);
+const CORRELATION: HeaderName = HeaderName::from_static(correlation::HEADER);
+const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// The HTTP client for upstream calls and health checks: bounded connect time, no Nagle delay,
-/// idle connections kept for reuse.
+/// The HTTP client for health checks: bounded connect time, no Nagle delay, idle connections
+/// kept for reuse. Proxied requests drive their own connections ([`crate::upstream::connections`]).
 #[must_use]
 pub fn upstream_client(gateway: &GatewayConfig, client: &ClientConfig) -> Client<HttpConnector, Body> {
     let mut connector = HttpConnector::new();
@@ -56,6 +66,16 @@ pub fn upstream_client(gateway: &GatewayConfig, client: &ClientConfig) -> Client
         .pool_idle_timeout(Duration::from_millis(client.pool_idle_timeout_ms))
         .pool_max_idle_per_host(gateway.pool_max_idle_per_host)
         .build(connector)
+}
+
+/// How proxied requests open and keep upstream connections: as [`upstream_client`] does.
+#[must_use]
+pub fn pool_settings(gateway: &GatewayConfig, client: &ClientConfig) -> PoolSettings {
+    PoolSettings {
+        connect_timeout: Duration::from_millis(gateway.connect_timeout_ms),
+        idle_timeout: Duration::from_millis(client.pool_idle_timeout_ms),
+        max_idle: gateway.pool_max_idle_per_host,
+    }
 }
 
 /// The proxy's shared state.
@@ -86,7 +106,7 @@ impl std::fmt::Debug for Proxy {
 }
 
 impl Proxy {
-    /// The proxy, sending through `client`.
+    /// The proxy, opening and keeping upstream connections as `pool` says.
     ///
     /// # Errors
     /// Invalid `[gateway.bulkhead]` or `[gateway.retry]` settings.
@@ -99,11 +119,11 @@ impl Proxy {
         limiter: Option<Arc<RateLimiter>>,
         preauth: Option<Preauth>,
         gateway: &GatewayConfig,
-        client: Client<HttpConnector, Body>,
+        pool: PoolSettings,
         body_limit: usize,
         limits: std::collections::BTreeMap<String, Arc<crate::adaptive::AdaptiveLimit>>,
     ) -> Result<Self, StartError> {
-        let resilience = Resilience::new(gateway, client, upstreams, limits)?;
+        let resilience = Resilience::new(gateway, pool, upstreams, limits)?;
         let proxies =
             TrustedProxies::parse(&gateway.trusted_proxies).map_err(|(i, message)| StartError::Config {
                 key: format!("gateway.trusted_proxies[{i}]"),
@@ -173,14 +193,17 @@ async fn forward_to(
     let (mut parts, body) = request.into_parts();
     // First, so that a client's `Connection` header cannot name the headers the gateway sets.
     strip_hop_by_hop(&mut parts.headers);
-    if let Some(id) = parts.extensions.get::<CorrelationId>() {
-        parts.headers.insert(correlation::HEADER, id.header_value());
+    // The runtime set it; put back only if the client's `Connection` named it.
+    if let Some(id) = parts.extensions.get::<CorrelationId>()
+        && !parts.headers.contains_key(CORRELATION)
+    {
+        parts.headers.insert(CORRELATION, id.header_value());
     }
     // Only the gateway may say who the caller is, and how long it waits: the deadline is set
     // here, at the edge, never taken from a client.
-    parts.headers.remove(SUBJECT_HEADER);
-    parts.headers.remove(ROLES_HEADER);
-    parts.headers.remove(deadline::HEADER);
+    parts.headers.remove(SUBJECT);
+    parts.headers.remove(ROLES);
+    parts.headers.remove(DEADLINE);
     let client = inner.proxies.client(peer.ip(), &parts.headers);
     let required_roles = inner.rules.requirements(route, &parts.method, parts.uri.path());
     let needs_token = route.auth == RouteAuth::Required || !required_roles.is_empty();
@@ -199,8 +222,8 @@ async fn forward_to(
     // Before the authentication verdict, so that refused tokens are limited (by IP) as well.
     let decision = match &inner.limiter {
         Some(limiter) => {
-            let subject = claims.map_or_else(|| format!("ip:{client}"), |c| format!("sub:{}", c.sub));
-            limiter.check(&route.class, &subject).await
+            let caller = claims.map_or(Caller::Ip(client), |c| Caller::Subject(&c.sub));
+            limiter.check(&route.class, caller).await
         }
         None => None,
     };
@@ -297,20 +320,23 @@ async fn admit(
         rbac::authorize(required_roles, &claims.roles)?;
         let subject = HeaderValue::from_str(&claims.sub)
             .map_err(|_| Problem::unauthorized("the token's subject is not usable", true))?;
-        parts.headers.insert(SUBJECT_HEADER, subject);
+        parts.headers.insert(SUBJECT, subject);
         if let Ok(roles) = HeaderValue::from_str(&claims.roles.join(",")) {
-            parts.headers.insert(ROLES_HEADER, roles);
+            parts.headers.insert(ROLES, roles);
         }
     }
     inner.proxies.rewrite(&mut parts.headers, peer);
     add_forwarded(&mut parts.headers);
 
-    // The transport adds the instance, picked per attempt.
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri = Uri::builder()
-        .path_and_query(path)
-        .build()
-        .map_err(|_| Problem::bad_request("the request path is invalid"))?;
+    // The transport adds the instance, picked per attempt. A request line in origin form (all
+    // but proxies send one) is already just the path and query.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = Uri::builder()
+            .path_and_query(path)
+            .build()
+            .map_err(|_| Problem::bad_request("the request path is invalid"))?;
+    }
     parts.version = Version::HTTP_11;
 
     let body = Body::new(Limited::new(
@@ -326,7 +352,7 @@ async fn admit(
     Ok(relay(response))
 }
 
-fn relay(response: http::Response<Incoming>) -> Response {
+fn relay(response: http::Response<UpstreamBody>) -> Response {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, Body::new(body.map_err(axum::Error::new)))
@@ -380,12 +406,12 @@ fn rate_limited(class: &str, decision: &Decision) -> Problem {
 
 /// `RateLimit-Limit`, `-Remaining` and `-Reset` (IETF httpapi draft, header-per-field form).
 fn add_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
-    headers.insert("ratelimit-limit", HeaderValue::from(decision.limit));
-    headers.insert("ratelimit-remaining", HeaderValue::from(decision.remaining));
-    headers.insert("ratelimit-reset", HeaderValue::from(ceil_secs(decision.reset)));
+    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(decision.limit));
+    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(decision.remaining));
+    headers.insert(RATELIMIT_RESET, HeaderValue::from(ceil_secs(decision.reset)));
 }
 
-fn upstream_failure(upstream: &str, error: &hyper_util::client::legacy::Error) -> Problem {
+fn upstream_failure(upstream: &str, error: &SendError) -> Problem {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
         if e.is::<LengthLimitError>() {
@@ -414,13 +440,18 @@ fn upstream_failure(upstream: &str, error: &hyper_util::client::legacy::Error) -
         }
         source = e.source();
     }
-    tracing::warn!(%upstream, %error, connect = error.is_connect(), "upstream request failed");
+    let connect = matches!(error, SendError::Connect { .. });
+    tracing::warn!(%upstream, %error, connect, "upstream request failed");
     Problem::new(StatusCode::BAD_GATEWAY, "bad-gateway", "Upstream unavailable")
         .with_detail(format!("{upstream} could not be reached"))
         .with_header(header::RETRY_AFTER, "1")
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: a look at the few names they have is cheaper than eight removals.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -438,17 +469,31 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 fn add_forwarded(headers: &mut HeaderMap) {
     if let Some(host) = headers.remove(header::HOST) {
-        headers.insert("x-forwarded-host", host);
+        headers.insert(X_FORWARDED_HOST, host);
     }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
 }
 
 /// True when a segment is `.` or `..`, also percent-encoded (`%2e`, `%2E`).
 fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|segment| {
-        let decoded = segment.replace("%2e", ".").replace("%2E", ".");
-        decoded == "." || decoded == ".."
-    })
+    path.split('/').any(is_dot_segment)
+}
+
+/// `.` or `..`, each dot plain or `%2e`; read in place, as every request pays for it.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() && dots < 3 {
+        if let Some(after) = rest.strip_prefix(b".") {
+            rest = after;
+        } else if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case(b"%2e") {
+            rest = &rest[3..];
+        } else {
+            return false;
+        }
+        dots += 1;
+    }
+    rest.is_empty() && (dots == 1 || dots == 2)
 }
 
 #[cfg(test)]
@@ -462,6 +507,12 @@ mod tests {
         assert!(has_dot_segment("/api/./x"));
         assert!(!has_dot_segment("/api/echo/file.txt"));
         assert!(!has_dot_segment("/api/echo/...x"));
+        assert!(!has_dot_segment("/api/echo/..."));
+        assert!(!has_dot_segment("/api/echo/%2e%2e%2e"));
+        assert!(!has_dot_segment("/api/echo/%2"));
+        assert!(!has_dot_segment("/"));
+        assert!(has_dot_segment("/api/.%2E"));
+        assert!(has_dot_segment(".."));
     }
 
     #[test]

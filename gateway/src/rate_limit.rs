@@ -192,12 +192,18 @@ impl LocalLimiter {
     /// Decides a request for `key` and records it when allowed.
     pub fn check(&self, key: &str, now_us: u64, quota: Quota) -> Decision {
         let mut map = self.shard(key).lock().unwrap_or_else(PoisonError::into_inner);
-        let decision = gcra::decide(map.get(key).copied(), now_us, quota);
+        let known = map.get_mut(key);
+        let decision = gcra::decide(known.as_deref().copied(), now_us, quota);
         if decision.allowed {
-            if !map.contains_key(key) && map.len() >= self.max_per_shard {
-                evict(&mut map, now_us);
+            // A known caller's entry is updated in place: no key is copied on the common path.
+            if let Some(tat) = known {
+                *tat = decision.tat_us;
+            } else {
+                if map.len() >= self.max_per_shard {
+                    evict(&mut map, now_us);
+                }
+                map.insert(key.to_owned(), decision.tat_us);
             }
-            map.insert(key.to_owned(), decision.tat_us);
         }
         decision
     }
@@ -311,6 +317,23 @@ struct Metrics {
     refused: Counter,
 }
 
+/// Who a request is limited as: its token's subject, else its client address. Written into
+/// the limiter's key as `sub:<subject>` or `ip:<address>`.
+#[derive(Debug, Clone, Copy)]
+pub enum Caller<'a> {
+    Subject(&'a str),
+    Ip(std::net::IpAddr),
+}
+
+impl std::fmt::Display for Caller<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Subject(subject) => write!(f, "sub:{subject}"),
+            Self::Ip(ip) => write!(f, "ip:{ip}"),
+        }
+    }
+}
+
 /// The gateway's limiter: route classes, a backend and the fallback.
 pub struct RateLimiter {
     classes: HashMap<String, Quota>,
@@ -396,7 +419,7 @@ impl RateLimiter {
     }
 
     /// Decides a request of `subject` on a route of `class`; `None` for a class with no quota.
-    pub async fn check(&self, class: &str, subject: &str) -> Option<Decision> {
+    pub async fn check(&self, class: &str, subject: impl std::fmt::Display) -> Option<Decision> {
         let quota = *self.classes.get(class)?;
         let key = format!("{class}:{subject}");
         let now = self.clock.now_us();

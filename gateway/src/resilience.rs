@@ -11,10 +11,14 @@
 //!   then the balancer's choice among the instances that pass their health checks and whose
 //!   circuit breaker admits the call. Each instance has its own breaker, named
 //!   `<upstream>@<host:port>`, counting `5xx` answers, connection errors and timeouts as
-//!   failures; `4xx` answers, errors caused by the client's own body (too large, aborted), and a
-//!   `503` that carries `Retry-After` are not: that instance is answering and sheds load on
-//!   purpose (orders past its backlog bound), and ejecting it would refuse every request to it
-//!   instead of some. An instance whose breaker is open is skipped (passive outlier ejection) until a probe
+//!   failures; `4xx` answers, errors caused by the client's own body (too large, aborted), and
+//!   deliberate shedding are not. Shedding is a `503` problem of orders' type `backlog-full`
+//!   (past its backlog bound): that instance is answering and refuses some orders on purpose,
+//!   and ejecting it would refuse every request to it instead of some. Any other `503`, with
+//!   `Retry-After` or not, is a failure: a service that cannot serve (not ready, its own
+//!   dependencies down) says when to come back too. To tell them apart the gateway reads a
+//!   `503`'s body when it is a problem document of known, small length, and relays it as read.
+//!   An instance whose breaker is open is skipped (passive outlier ejection) until a probe
 //!   through the half-open breaker succeeds. When every instance refuses, the caller gets
 //!   [`ResilienceError::CircuitOpen`] at once.
 //! - Only idempotent requests are retried (GET, HEAD, OPTIONS, or any request carrying an
@@ -37,12 +41,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
-use http::{Method, Uri};
+use bytes::Bytes;
+use http::{Method, StatusCode, header};
 use http_body::Body as _;
-use http_body_util::LengthLimitError;
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use http_body_util::{BodyExt as _, LengthLimitError};
 use mercato_resilience::classify::IDEMPOTENCY_KEY;
 use mercato_resilience::{
     BulkheadLayer, Deadline, DeadlineCarrier, Replay, ResilienceError, RetryLayer, TimeoutLayer,
@@ -52,13 +54,23 @@ use tower::{Layer as _, ServiceExt as _};
 use crate::StartError;
 use crate::adaptive::AdaptiveLimit;
 use crate::config::GatewayConfig;
+use crate::upstream::Instance;
 use crate::upstream::Upstreams;
+use crate::upstream::connections::{PoolSettings, SendError, UpstreamBody};
+
+/// The problem type of the orders service's refusal past its backlog bound
+/// (`services/orders/src/api/orders.rs`): the one `503` that is shedding, not failing.
+pub const BACKLOG_FULL: &str = "urn:mercato:problem:backlog-full";
+
+/// The largest `503` body read to learn its problem type; a larger one is not a known refusal.
+const SHED_BODY_LIMIT: u64 = 16 * 1024;
 
 /// Why the transport could not deliver a request.
 #[derive(Debug)]
 pub enum TransportError {
-    /// The HTTP client failed: no connection, a reset, or the client's body failed or was too large.
-    Http(hyper_util::client::legacy::Error),
+    /// No connection, a reset, an answer that is not HTTP, or the client's body failed or was
+    /// too large.
+    Http(SendError),
     /// The upstream has no instance (cannot happen with a validated configuration).
     NoInstance,
     /// The upstream holds as many requests as its adaptive limit allows; this one was shed.
@@ -76,7 +88,10 @@ impl TransportError {
 }
 
 /// True when the client's request body ended the call: it outgrew the limit or failed to stream.
-pub fn caused_by_client(error: &hyper_util::client::legacy::Error) -> bool {
+pub fn caused_by_client(error: &SendError) -> bool {
+    let SendError::Http(error) = error else {
+        return false;
+    };
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
         if e.is::<LengthLimitError>()
@@ -91,7 +106,7 @@ pub fn caused_by_client(error: &hyper_util::client::legacy::Error) -> bool {
 }
 
 /// What one upstream call returns.
-pub type CallResult = Result<http::Response<Incoming>, ResilienceError<TransportError>>;
+pub type CallResult = Result<http::Response<UpstreamBody>, ResilienceError<TransportError>>;
 
 /// A request on its way to an upstream, its URI holding only the path and query (the transport
 /// picks the instance).
@@ -164,19 +179,63 @@ fn transient(result: &CallResult) -> bool {
 }
 
 /// `5xx` answers, upstream-side errors and timeouts; not `4xx`, not the client's own body, not
-/// an upstream shedding load (`503` with `Retry-After`).
-fn breaker_failure(result: &CallResult) -> bool {
+/// an upstream shedding load (`shed`: see [`sheds_load`]).
+fn breaker_failure(result: &CallResult, shed: bool) -> bool {
     match result {
-        Ok(response) => response.status().is_server_error() && !sheds_load(response),
+        Ok(response) => response.status().is_server_error() && !shed,
         Err(ResilienceError::Inner(error)) => error.is_upstream_fault(),
         Err(_) => true,
     }
 }
 
-/// A refusal that says when to come back: the upstream decided, it did not fail.
-fn sheds_load<B>(response: &http::Response<B>) -> bool {
-    response.status() == http::StatusCode::SERVICE_UNAVAILABLE
-        && response.headers().contains_key(http::header::RETRY_AFTER)
+/// Whether a `503` might be deliberate shedding: a problem document small enough to read.
+fn may_shed<B: http_body::Body>(response: &http::Response<B>) -> bool {
+    response.status() == StatusCode::SERVICE_UNAVAILABLE
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/problem+json"))
+        && response
+            .body()
+            .size_hint()
+            .upper()
+            .is_some_and(|len| len <= SHED_BODY_LIMIT)
+}
+
+/// A refusal the upstream decided on rather than a failure: a `503` problem of type
+/// [`BACKLOG_FULL`]. Any other `503` (with `Retry-After` or not) is a failure.
+fn sheds_load(status: StatusCode, body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Kind<'a> {
+        #[serde(rename = "type", borrow)]
+        kind: Option<std::borrow::Cow<'a, str>>,
+    }
+    status == StatusCode::SERVICE_UNAVAILABLE
+        && serde_json::from_slice::<Kind<'_>>(body)
+            .ok()
+            .and_then(|k| k.kind)
+            .is_some_and(|kind| kind == BACKLOG_FULL)
+}
+
+/// Reads a `503` problem whole (within `timeout`) to learn whether it is shedding; the answer
+/// goes on with the body as read.
+async fn read_refusal(response: http::Response<UpstreamBody>, timeout: Duration) -> (CallResult, bool) {
+    let (parts, body) = response.into_parts();
+    match tokio::time::timeout(timeout, body.collect()).await {
+        Ok(Ok(collected)) => {
+            let bytes: Bytes = collected.to_bytes();
+            let shed = sheds_load(parts.status, &bytes);
+            (
+                Ok(http::Response::from_parts(parts, UpstreamBody::read(bytes))),
+                shed,
+            )
+        }
+        Ok(Err(error)) => (
+            Err(ResilienceError::Inner(TransportError::Http(error.into()))),
+            false,
+        ),
+        Err(_) => (Err(ResilienceError::TimedOut(timeout)), false),
+    }
 }
 
 type Predicate = fn(&Outgoing) -> bool;
@@ -185,11 +244,12 @@ type Classifier = fn(&CallResult) -> bool;
 /// Sends one request to an already chosen instance.
 #[derive(Clone)]
 struct Transport {
-    client: Client<HttpConnector, Body>,
+    instance: Arc<Instance>,
+    pool: PoolSettings,
 }
 
 impl tower::Service<Outgoing> for Transport {
-    type Response = http::Response<Incoming>;
+    type Response = http::Response<UpstreamBody>;
     type Error = ResilienceError<TransportError>;
     type Future = Pin<Box<dyn Future<Output = CallResult> + Send>>;
 
@@ -198,9 +258,11 @@ impl tower::Service<Outgoing> for Transport {
     }
 
     fn call(&mut self, outgoing: Outgoing) -> Self::Future {
-        let response = self.client.request(outgoing.request);
+        let connections = Arc::clone(&self.instance.connections);
+        let pool = self.pool;
         Box::pin(async move {
-            response
+            connections
+                .send(outgoing.request, pool)
                 .await
                 .map_err(|e| ResilienceError::Inner(TransportError::Http(e)))
         })
@@ -211,14 +273,14 @@ impl tower::Service<Outgoing> for Transport {
 /// outcome.
 #[derive(Clone)]
 struct Attempt {
-    client: Client<HttpConnector, Body>,
+    pool: PoolSettings,
     upstreams: Upstreams,
     upstream: Arc<str>,
     timeout: Duration,
 }
 
 impl tower::Service<Outgoing> for Attempt {
-    type Response = http::Response<Incoming>;
+    type Response = http::Response<UpstreamBody>;
     type Error = ResilienceError<TransportError>;
     type Future = Pin<Box<dyn Future<Output = CallResult> + Send>>;
 
@@ -226,7 +288,7 @@ impl tower::Service<Outgoing> for Attempt {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, mut outgoing: Outgoing) -> Self::Future {
+    fn call(&mut self, outgoing: Outgoing) -> Self::Future {
         let pick = match self.upstreams.pick(&self.upstream) {
             Ok(Some(pick)) => pick,
             Ok(None) => {
@@ -236,18 +298,18 @@ impl tower::Service<Outgoing> for Attempt {
             }
             Err(refused) => return Box::pin(std::future::ready(Err(refused))),
         };
-        let request = &mut outgoing.request;
-        let mut target = pick.instance.uri.clone().into_parts();
-        target.path_and_query = request.uri().path_and_query().cloned();
-        if let Ok(uri) = Uri::from_parts(target) {
-            *request.uri_mut() = uri;
-        }
+        // The request's URI stays the path and query; the instance's connections address it.
         let send = TimeoutLayer::new(self.timeout).layer(Transport {
-            client: self.client.clone(),
+            instance: Arc::clone(&pick.instance),
+            pool: self.pool,
         });
+        let timeout = self.timeout;
         Box::pin(async move {
-            let result = send.oneshot(outgoing).await;
-            pick.finish(breaker_failure(&result));
+            let (result, shed) = match send.oneshot(outgoing).await {
+                Ok(response) if may_shed(&response) => read_refusal(response, timeout).await,
+                other => (other, false),
+            };
+            pick.finish(breaker_failure(&result, shed));
             result
         })
     }
@@ -255,7 +317,7 @@ impl tower::Service<Outgoing> for Attempt {
 
 /// The bulkheads and the retry budget of every upstream.
 pub struct Resilience {
-    client: Client<HttpConnector, Body>,
+    pool: PoolSettings,
     upstreams: Upstreams,
     bulkheads: BTreeMap<String, BulkheadLayer>,
     retry: RetryLayer<Predicate, Classifier>,
@@ -278,7 +340,7 @@ impl Resilience {
     /// Invalid `[gateway.bulkhead]` or `[gateway.retry]` settings.
     pub fn new(
         gateway: &GatewayConfig,
-        client: Client<HttpConnector, Body>,
+        pool: PoolSettings,
         upstreams: Upstreams,
         limits: BTreeMap<String, Arc<AdaptiveLimit>>,
     ) -> Result<Self, StartError> {
@@ -299,7 +361,7 @@ impl Resilience {
         )
         .map_err(|e| invalid("retry", e))?;
         Ok(Self {
-            client,
+            pool,
             upstreams,
             bulkheads,
             retry,
@@ -314,7 +376,7 @@ impl Resilience {
             return Err(ResilienceError::Inner(TransportError::NoInstance));
         };
         let attempt = Attempt {
-            client: self.client.clone(),
+            pool: self.pool,
             upstreams: self.upstreams.clone(),
             upstream: Arc::clone(upstream),
             timeout,
@@ -369,18 +431,39 @@ mod tests {
     }
 
     #[test]
-    fn a_503_with_retry_after_sheds_load_and_other_5xx_fail() {
-        let answer = |status: u16, retry_after: bool| {
-            let mut response = http::Response::builder().status(status);
-            if retry_after {
-                response = response.header(http::header::RETRY_AFTER, "1");
-            }
-            response.body(()).unwrap()
+    fn only_a_503_backlog_full_problem_sheds_load() {
+        let problem = |kind: &str| format!(r#"{{"type":"{kind}","title":"t","status":503}}"#);
+        let unavailable = StatusCode::SERVICE_UNAVAILABLE;
+        assert!(sheds_load(unavailable, problem(BACKLOG_FULL).as_bytes()));
+        assert!(
+            !sheds_load(unavailable, problem("urn:mercato:problem:unavailable").as_bytes()),
+            "a service that cannot serve fails, whatever it says about retrying"
+        );
+        assert!(
+            !sheds_load(unavailable, b"backlog-full"),
+            "not a problem document"
+        );
+        assert!(!sheds_load(unavailable, br#"{"title":"no type"}"#));
+        assert!(!sheds_load(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            problem(BACKLOG_FULL).as_bytes()
+        ));
+    }
+
+    #[test]
+    fn only_a_small_problem_document_is_read_for_its_type() {
+        let answer = |status: u16, content_type: &str, body: &'static str| {
+            http::Response::builder()
+                .status(status)
+                .header(header::CONTENT_TYPE, content_type)
+                .body(http_body_util::Full::new(Bytes::from_static(body.as_bytes())))
+                .unwrap()
         };
-        assert!(sheds_load(&answer(503, true)));
-        assert!(!sheds_load(&answer(503, false)), "a bare 503 is a failure");
-        assert!(!sheds_load(&answer(500, true)));
-        assert!(!sheds_load(&answer(429, true)));
+        assert!(may_shed(&answer(503, "application/problem+json", "{}")));
+        assert!(!may_shed(&answer(503, "text/plain", "{}")));
+        assert!(!may_shed(&answer(502, "application/problem+json", "{}")));
+        let large = "x".repeat(usize::try_from(SHED_BODY_LIMIT).unwrap() + 1).leak();
+        assert!(!may_shed(&answer(503, "application/problem+json", large)));
     }
 
     #[tokio::test]

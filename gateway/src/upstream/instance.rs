@@ -2,13 +2,15 @@
 //! an instance that keeps failing is skipped until a probe through its half-open breaker
 //! succeeds), the active health checks' verdict, and the latency estimate the balancer reads.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::Uri;
 use mercato_resilience::{CircuitBreaker, CircuitState};
 use serde::Serialize;
+
+use super::connections::Connections;
 
 /// A failed call counts as at least this slow in the latency estimate, so that an instance that
 /// fails fast (a refused connection) does not look like the quickest.
@@ -60,6 +62,8 @@ struct Streak {
 #[derive(Debug)]
 pub struct Instance {
     pub uri: Uri,
+    /// Idle connections to it, shared by the requests that go there.
+    pub connections: Arc<Connections>,
     url: String,
     pub(super) breaker: CircuitBreaker,
     decay: Duration,
@@ -96,6 +100,7 @@ impl Instance {
     pub(super) fn new(uri: Uri, breaker: CircuitBreaker, decay: Duration) -> Self {
         Self {
             url: uri.to_string().trim_end_matches('/').to_owned(),
+            connections: Arc::new(Connections::new(&uri)),
             uri,
             breaker,
             decay,

@@ -4,6 +4,7 @@
 //! - [`instance`]: an instance's breaker (passive outlier ejection), health verdict and latency
 //!   estimate.
 //! - [`balancer`]: round robin or power of two choices on the latency estimate.
+//! - [`connections`]: each instance's idle connections, driven by the requests that use them.
 //! - [`health`]: the active checks against every instance's `/ready`.
 //! - [`pick`]: the choice of group and instance for an attempt, and its outcome's record.
 //! - [`changes`]: instances added and removed and the split moved at run time.
@@ -19,6 +20,7 @@
 
 pub mod balancer;
 pub mod changes;
+pub mod connections;
 pub mod health;
 pub mod instance;
 mod metrics;

@@ -15,6 +15,7 @@
 //! - `rate_limit`: GCRA per subject or IP and route class, on a manual clock; the Redis suite
 //!   (`rate_limit::redis::`) needs Redis at 127.0.0.1:6379.
 //! - `upstream_faults`: upstreams down or silent, body limits, large bodies both ways.
+//! - `upstream_connections`: upstream connections kept, reused, and dropped when closed.
 //! - `instances`: upstream instances a test can slow, fail, make unready, kill and restart.
 //! - `balancing`: P2C and round robin, ejection by an instance's breaker, active health checks,
 //!   the bulkhead, and the admin API for instances.
@@ -39,4 +40,5 @@ mod resilience;
 mod routing;
 mod support;
 mod trusted_proxies;
+mod upstream_connections;
 mod upstream_faults;

@@ -6,7 +6,9 @@ use axum::Router;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
+use http::header::RETRY_AFTER;
 use mercato_gateway::{RouteAuth, RouteConfig};
+use mercato_runtime::Problem;
 use mercato_testkit::eventually;
 
 use crate::support::{
@@ -142,6 +144,84 @@ async fn client_errors_do_not_open_the_breaker() {
 
     gateway.expect_status("/api/echo/missing", 404, 8).await;
     assert_eq!(upstream.hits(), 8);
+}
+
+/// A gateway (breaker judging four calls) before an upstream that refuses every request with a
+/// `503` problem of type `slug` and `Retry-After: 1`, counting them; and the breaker's name.
+async fn gateway_before_refusals(slug: &'static str) -> (TestGateway, Arc<AtomicUsize>, String) {
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&hits);
+    let refuse = move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+        async move {
+            Problem::new(StatusCode::SERVICE_UNAVAILABLE, slug, "Refused by the upstream")
+                .with_header(RETRY_AFTER, "1")
+                .into_response()
+        }
+    };
+    let url = serve(Router::new().fallback(refuse)).await;
+    let name = breaker_name(&url);
+    let gateway = spawn_gateway_over(vec![url], |config| {
+        config.gateway.circuit_breaker = small_breaker(60_000);
+    })
+    .await;
+    (gateway, hits, name)
+}
+
+/// The upstream got `calls` requests and the breaker `name` is in `state`.
+async fn expect_calls_and_breaker(
+    gateway: &TestGateway,
+    hits: &AtomicUsize,
+    calls: usize,
+    name: &str,
+    state: &str,
+) {
+    assert_eq!(
+        hits.load(Ordering::SeqCst),
+        calls,
+        "requests that reached the upstream"
+    );
+    gateway
+        .expect_metric(&format!(
+            r#"circuit_breaker_state{{name="{name}",state="{state}"}} 1"#
+        ))
+        .await;
+}
+
+#[tokio::test]
+async fn an_orders_backlog_full_refusal_is_passed_on_and_never_opens_the_breaker() {
+    let (gateway, hits, name) = gateway_before_refusals("backlog-full").await;
+
+    // Twice the calls the breaker judges: all of them reach the upstream.
+    for _ in 0..8 {
+        let response = gateway.post("/api/echo/orders").body("{}").send().await.unwrap();
+        assert_eq!(response.headers()[RETRY_AFTER], "1");
+        let body = expect_problem_of(response, 503, "backlog-full").await;
+        assert_eq!(
+            body["title"], "Refused by the upstream",
+            "the upstream's own body: {body}"
+        );
+    }
+    expect_calls_and_breaker(&gateway, &hits, 8, &name, "closed").await;
+}
+
+#[tokio::test]
+async fn any_other_503_is_a_failure_even_with_retry_after() {
+    let (gateway, hits, name) = gateway_before_refusals("unavailable").await;
+
+    for _ in 0..4 {
+        let response = gateway.post("/api/echo/orders").body("{}").send().await.unwrap();
+        let body = expect_problem_of(response, 503, "unavailable").await;
+        assert_eq!(body["title"], "Refused by the upstream", "passed on: {body}");
+    }
+    // The breaker judged four failures and opened: the gateway refuses on its own now.
+    let response = gateway.post("/api/echo/orders").body("{}").send().await.unwrap();
+    let body = expect_problem_of(response, 503, "unavailable").await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("echo is failing"),
+        "{body}"
+    );
+    expect_calls_and_breaker(&gateway, &hits, 4, &name, "open").await;
 }
 
 #[tokio::test]
