@@ -6,21 +6,38 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::response::IntoResponse;
-use http::header;
+use bytes::Bytes;
+use http::{Uri, header};
 
 use crate::support::spawn_gateway_over;
 
+/// Bytes in the answer to `.../large`: more than loopback buffers hold, so that a client that
+/// stops reading leaves most of it unsent.
+const LARGE: usize = 64 * 1024 * 1024;
+
 /// An upstream that records the client port of every request (one port a connection) and
-/// answers `ok`, closing the connection after each answer when `close` is set.
+/// answers `ok` (or [`LARGE`] bytes to a path ending in `/large`), closing the connection after
+/// each answer when `close` is set.
 async fn recording(close: bool) -> (String, Arc<Mutex<Vec<u16>>>) {
     let ports = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&ports);
-    let answer = move |ConnectInfo(peer): ConnectInfo<SocketAddr>| {
+    let answer = move |ConnectInfo(peer): ConnectInfo<SocketAddr>, uri: Uri| {
         seen.lock().unwrap().push(peer.port());
         async move {
-            if close {
+            if uri.path().ends_with("/large") {
+                let chunks = futures_util::stream::iter(
+                    std::iter::repeat_n(Bytes::from_static(&[b'x'; 64 * 1024]), LARGE / (64 * 1024))
+                        .map(Ok::<_, std::io::Error>),
+                );
+                let mut response = Body::from_stream(chunks).into_response();
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_LENGTH, LARGE.into());
+                response
+            } else if close {
                 ([(header::CONNECTION, "close")], "ok").into_response()
             } else {
                 "ok".into_response()
@@ -74,4 +91,23 @@ async fn a_connection_the_upstream_closes_is_not_reused() {
     }
 
     assert_eq!(connections(&ports), (5, 5), "a new connection each time");
+}
+
+#[tokio::test]
+async fn a_connection_whose_answer_was_left_unread_is_not_reused() {
+    let (url, ports) = recording(false).await;
+    let gateway = spawn_gateway_over(vec![url], |_| {}).await;
+
+    let mut large = gateway.get("/api/echo/large").send().await.unwrap();
+    assert_eq!(large.status(), 200);
+    assert!(large.chunk().await.unwrap().is_some(), "the answer started");
+    drop(large);
+
+    // Its unread bytes must not be taken for the next answer.
+    let response = gateway.get("/api/echo/items").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "ok");
+    let ports = ports.lock().unwrap().clone();
+    assert_eq!(ports.len(), 2);
+    assert_ne!(ports[0], ports[1], "a new connection for the second request");
 }
