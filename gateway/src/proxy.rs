@@ -32,6 +32,7 @@ use crate::resilience::{Outgoing, Resilience, TransportError};
 use crate::routes::RouteTable;
 use crate::upstream::Upstreams;
 use crate::{ROLES_HEADER, SUBJECT_HEADER, StartError};
+use tracing::Instrument as _;
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
@@ -204,6 +205,7 @@ async fn forward_to(
         }
         None => None,
     };
+    let span = crate::trace::proxy_span(&route.upstream, &parts.method, &mut parts.headers);
     let result = admit(
         inner,
         route,
@@ -215,6 +217,7 @@ async fn forward_to(
         &required_roles,
         decision.as_ref(),
     )
+    .instrument(span)
     .await;
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
     if let Some(decision) = &decision {

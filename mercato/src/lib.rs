@@ -11,6 +11,7 @@
 //! - [`cli`]: the subcommands.
 //! - [`loadgen`]: checkout load at a constant arrival rate, with a latency report.
 //! - [`k8s`]: the Kubernetes manifests, rendered from the configuration.
+//! - [`trace`]: `mercato trace`, an order's trace gathered from every service, as a waterfall.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -20,6 +21,7 @@ pub mod loadgen;
 pub mod names;
 pub mod service_config;
 pub mod services;
+pub mod trace;
 
 pub use config::{Config, Sources};
 pub use names::ServiceName;
