@@ -131,6 +131,37 @@ impl Collector {
     }
 }
 
+const CLIENT_TRACE: &str = "0af7651916cd43dd8448eb211c80319c";
+const CLIENT_SPAN: &str = "b7ad6b7169203331";
+
+/// Asks the gateway at `base` for a product with a client's `traceparent`, and returns the
+/// gateway's server span of that request as the collector received it.
+async fn with_client_traceparent(collector: &Collector, http: &reqwest::Client, base: &str) -> Received {
+    let correlation = uuid::Uuid::new_v4().to_string();
+    let answer = http
+        .get(format!("{base}/api/products/MUG-001"))
+        .header("traceparent", format!("00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"))
+        .header("x-correlation-id", &correlation)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    eventually(PATIENCE, "the gateway's span of the request", || async {
+        collector
+            .spans
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|s| {
+                s.service == "gateway"
+                    && s.kind == SpanKind::Server as i32
+                    && s.attributes.get("correlation_id") == Some(&correlation)
+            })
+            .cloned()
+    })
+    .await
+}
+
 const SERVICES: [&str; 5] = ["gateway", "orders", "inventory", "payments", "notifications"];
 
 /// `mercato up` on free ports exporting to `endpoint` over gRPC, its log in `dir`.
@@ -305,6 +336,11 @@ async fn one_order_is_one_trace_across_every_service() {
     assert!(line["span_id"].as_str().is_some_and(|s| s.len() == 16), "{line}");
     assert!(line["correlation_id"].is_string(), "{line}");
 
+    // By default the gateway does not trust a client's trace context: a trace of its own.
+    let edge = with_client_traceparent(&collector, &http, &base).await;
+    assert_ne!(edge.trace_id, CLIENT_TRACE);
+    assert!(edge.parent.is_empty(), "{edge:#?}");
+
     // `mercato trace` prints the same trace from the process's own span store.
     let orders = up.url("orders").to_owned();
     let token = access_token(&login(&http, &base, &admin).await);
@@ -370,6 +406,7 @@ mod postgres {
         let cluster = Cluster::start(&[
             ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
             ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("MERCATO_TELEMETRY__TRUST_CLIENT_TRACEPARENT", "true"),
         ])
         .await;
         for name in PROCESSES {
@@ -390,6 +427,12 @@ mod postgres {
         assert_eq!(order["status"], "confirmed", "{order}");
         let spans = order_spans(&collector, &id).await;
         assert_one_trace(&spans, &id);
+        // Configured to trust them, the gateway continues a client's trace.
+        let edge = with_client_traceparent(&collector, &cluster.http, &cluster.url("gateway", "")).await;
+        assert_eq!(
+            (edge.trace_id.as_str(), edge.parent.as_str()),
+            (CLIENT_TRACE, CLIENT_SPAN)
+        );
         cluster.stop().await;
     }
 }
