@@ -37,6 +37,7 @@ pub mod rbac;
 mod redis_connection;
 pub mod resilience;
 pub mod routes;
+pub mod trace;
 pub mod upstream;
 
 use std::collections::BTreeMap;

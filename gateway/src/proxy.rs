@@ -32,6 +32,7 @@ use crate::routes::RouteTable;
 use crate::upstream::Upstreams;
 use crate::upstream::connections::{PoolSettings, SendError, UpstreamBody};
 use crate::{ROLES_HEADER, SUBJECT_HEADER, StartError};
+use tracing::Instrument as _;
 
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1). Header names rather than
 /// strings here and below: a string is parsed into a name again on every use.
@@ -227,6 +228,7 @@ async fn forward_to(
         }
         None => None,
     };
+    let span = crate::trace::proxy_span(&route.upstream, &parts.method, &mut parts.headers);
     let result = admit(
         inner,
         route,
@@ -238,6 +240,7 @@ async fn forward_to(
         &required_roles,
         decision.as_ref(),
     )
+    .instrument(span)
     .await;
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
     if let Some(decision) = &decision {

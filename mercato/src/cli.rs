@@ -83,6 +83,15 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::certs::CertsCommand,
     },
+    /// Print an order's trace as a waterfall, gathered from every service's recent spans. Needs
+    /// an admin: MERCATO_ADMIN_TOKEN, or MERCATO_ADMIN_EMAIL with MERCATO_ADMIN_PASSWORD.
+    Trace {
+        /// The order's id.
+        order_id: String,
+        /// A service's base URL to ask, repeatable (default: every configured service).
+        #[arg(long = "url")]
+        urls: Vec<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -170,8 +179,23 @@ impl Cli {
             data_dir: self.data_dir.clone(),
         };
         let config = Config::load(&sources)?;
-        mercato_runtime::telemetry::init(config.log.format);
-        match self.command {
+        let serving = matches!(self.command, Command::Up { .. } | Command::Serve { .. });
+        let tracing =
+            mercato_runtime::telemetry::install(config.log.format, serving.then_some(&config.telemetry));
+        let result = self.command.run(config).await;
+        if let Some(tracing) = tracing {
+            tracing.shutdown(SPAN_FLUSH_PATIENCE).await;
+        }
+        result
+    }
+}
+
+/// How long a stopping process waits for its last spans to reach the collector.
+const SPAN_FLUSH_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
+impl Command {
+    async fn run(self, config: Config) -> anyhow::Result<()> {
+        match self {
             Command::Up { no_seed } => {
                 let mut config = config;
                 config.inventory.demo_catalogue = !no_seed;
@@ -196,6 +220,7 @@ impl Cli {
             Command::K8s(args) => Ok(crate::k8s::run(&config, &args)?),
             Command::Access(args) => Ok(crate::access::run(&config, &args)?),
             Command::Certs { command } => Ok(crate::certs::run(&config.data_dir, &command)?),
+            Command::Trace { order_id, urls } => trace(&config, &order_id, urls).await,
         }
     }
 }
@@ -362,6 +387,47 @@ async fn projections(config: &Config, command: &ProjectionsCommand) -> anyhow::R
     Ok(())
 }
 
+/// An admin's access token: MERCATO_ADMIN_TOKEN, or a sign-in through `gateway` as
+/// MERCATO_ADMIN_EMAIL with MERCATO_ADMIN_PASSWORD (or a prompt).
+async fn admin_token(gateway: &str) -> anyhow::Result<String> {
+    if let Ok(token) = std::env::var("MERCATO_ADMIN_TOKEN")
+        && !token.is_empty()
+    {
+        return Ok(token);
+    }
+    let email = std::env::var("MERCATO_ADMIN_EMAIL")
+        .context("set MERCATO_ADMIN_TOKEN, or MERCATO_ADMIN_EMAIL (and MERCATO_ADMIN_PASSWORD)")?;
+    let password = match std::env::var("MERCATO_ADMIN_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => rpassword::prompt_password(format!("Password for {email}: "))
+            .context("cannot read the password")?,
+    };
+    let http = reqwest::Client::new();
+    crate::loadgen::token(&http, gateway.trim_end_matches('/'), &email, &password)
+        .await
+        .context("cannot sign in as the admin")
+}
+
+async fn trace(config: &Config, order_id: &str, urls: Vec<String>) -> anyhow::Result<()> {
+    let token = admin_token(&config.endpoint(ServiceName::Gateway).base_url()).await?;
+    let urls = if urls.is_empty() {
+        ServiceName::ALL
+            .iter()
+            .filter(|s| **s != ServiceName::Gateway)
+            .map(|s| config.endpoint(*s).base_url())
+            .collect()
+    } else {
+        urls
+    };
+    let spans = crate::trace::gather(&urls, &token, order_id).await?;
+    anyhow::ensure!(
+        !spans.is_empty(),
+        "no span of order {order_id} is kept: it is older than the span stores hold, or traces are off"
+    );
+    print!("{}", crate::trace::waterfall(&spans));
+    Ok(())
+}
+
 async fn deploy_switch(config: &Config, args: &SwitchArgs) -> anyhow::Result<()> {
     if !(0.0..=100.0).contains(&args.max_error_percent) {
         anyhow::bail!("--max-error-percent must be between 0 and 100");
@@ -370,22 +436,7 @@ async fn deploy_switch(config: &Config, args: &SwitchArgs) -> anyhow::Result<()>
         .gateway
         .clone()
         .unwrap_or_else(|| config.endpoint(ServiceName::Gateway).base_url());
-    let token = match std::env::var("MERCATO_ADMIN_TOKEN") {
-        Ok(token) if !token.is_empty() => token,
-        _ => {
-            let email = std::env::var("MERCATO_ADMIN_EMAIL")
-                .context("set MERCATO_ADMIN_TOKEN, or MERCATO_ADMIN_EMAIL (and MERCATO_ADMIN_PASSWORD)")?;
-            let password = match std::env::var("MERCATO_ADMIN_PASSWORD") {
-                Ok(p) => p,
-                Err(_) => rpassword::prompt_password(format!("Password for {email}: "))
-                    .context("cannot read the password")?,
-            };
-            let http = reqwest::Client::new();
-            crate::loadgen::token(&http, gateway.trim_end_matches('/'), &email, &password)
-                .await
-                .context("cannot sign in as the admin")?
-        }
-    };
+    let token = admin_token(&gateway).await?;
     let to = match args.to {
         GroupArg::Blue => mercato_gateway::Group::Blue,
         GroupArg::Green => mercato_gateway::Group::Green,

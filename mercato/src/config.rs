@@ -15,6 +15,7 @@ use mercato_identity::IdentityConfig;
 use mercato_messaging::{BusConfig, InboxConfig, RelayConfig};
 use mercato_runtime::settings::{InvalidSetting, positive, section};
 use mercato_runtime::telemetry::LogFormat;
+use mercato_runtime::trace::TraceSettings;
 use mercato_runtime::{ClientConfig, HttpConfig};
 use mercato_security::VerifierConfig;
 use mercato_storage::{Backend, DatabaseConfig};
@@ -82,6 +83,8 @@ pub struct Config {
     /// Where embedded mode keeps its databases and keys.
     pub data_dir: PathBuf,
     pub log: LogConfig,
+    /// Traces: recorded, kept, exported (`[telemetry]`, and the standard `OTEL_*` variables).
+    pub telemetry: TraceSettings,
     pub http: HttpConfig,
     pub client: ClientConfig,
     pub database: DatabaseConfig,
@@ -154,6 +157,7 @@ impl Default for Config {
         Self {
             data_dir: PathBuf::from(".mercato"),
             log: LogConfig::default(),
+            telemetry: TraceSettings::default(),
             http: HttpConfig::default(),
             client: ClientConfig::default(),
             database: DatabaseConfig::default(),
@@ -217,6 +221,14 @@ impl Config {
         }
         figment = figment.merge(Serialized::defaults(env_settings(&sources.env)));
         let mut config: Self = figment.extract().map_err(|e| ConfigError::Load(Box::new(e)))?;
+        let env: std::collections::HashMap<String, String> = sources.env.iter().cloned().collect();
+        config.telemetry = config
+            .telemetry
+            .with_env(&env)
+            .map_err(|e| ConfigError::Invalid {
+                key: e.key,
+                message: e.reason,
+            })?;
         if let Some(dir) = &sources.data_dir {
             config.data_dir.clone_from(dir);
         }
@@ -289,6 +301,7 @@ impl Config {
     }
 
     fn validate_sections(&self) -> Result<(), InvalidSetting> {
+        section("telemetry", &self.telemetry)?;
         section("http", &self.http)?;
         section("client", &self.client)?;
         section("auth", &self.auth)?;

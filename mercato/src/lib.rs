@@ -13,6 +13,7 @@
 //! - [`k8s`]: the Kubernetes manifests, rendered from the configuration.
 //! - [`certs`]: a local certificate authority for mutual TLS between services.
 //! - [`access`]: least-privilege users for NATS and Redis, rendered from what services declare.
+//! - [`trace`]: `mercato trace`, an order's trace gathered from every service, as a waterfall.
 #![forbid(unsafe_code)]
 
 pub mod access;
@@ -24,6 +25,7 @@ pub mod loadgen;
 pub mod names;
 pub mod service_config;
 pub mod services;
+pub mod trace;
 
 pub use config::{Config, Sources};
 pub use names::ServiceName;

@@ -14,6 +14,9 @@
 //! - `instances`: two inventory processes behind a gateway process; one is killed under load.
 //! - `processes`: every service as its own `mercato serve` process on PostgreSQL and NATS,
 //!   `mercato up` as a process, signals, and the CLI's other commands.
+//! - `observability`: every metric `deploy/observability` names is exposed.
+//! - `tracing`: one order's trace as a real OTLP collector receives it from a `mercato up`
+//!   process, the log lines that name it, `mercato trace`, and a collector that is away.
 
 mod access;
 mod cache;
@@ -26,8 +29,10 @@ mod flows;
 mod instances;
 mod k8s;
 mod loadgen;
+mod observability;
 mod operations;
 mod outage;
 mod processes;
 mod restart;
 mod support;
+mod tracing;

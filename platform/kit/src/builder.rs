@@ -170,9 +170,10 @@ impl ServiceBuilder {
             background,
             ..
         } = self;
+        let verifier = mercato_runtime::auth::jwks_verifier(settings.auth.clone(), &settings.jwks_url);
         let service = Service {
             name,
-            routes,
+            routes: routes.merge(mercato_runtime::trace::endpoint::routes(verifier)),
             readiness: mercato_messaging::health::readiness(&db, &bus),
             registry,
             own_fallback: false,

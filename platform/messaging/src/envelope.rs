@@ -105,7 +105,7 @@ impl Envelope {
             occurred_at: mercato_storage::now_millis(),
             correlation_id: context.correlation_id.clone(),
             causation_id: context.causation_id.clone(),
-            traceparent: context.traceparent.clone(),
+            traceparent: mercato_runtime::trace::produce(E::TYPE, stream_id, context.traceparent.as_deref()),
             preceding: BTreeMap::new(),
             payload: serde_json::to_value(event)?,
         })

@@ -29,6 +29,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use mercato_runtime::settings::InvalidSetting;
 use mercato_storage::sqlx::{self, Executor as _, Row as _};
@@ -574,7 +575,14 @@ impl<H: Handler> Inbox<H> {
                 continue;
             }
             savepoint(&mut tx, "SAVEPOINT inbox_delivery").await?;
-            let outcome = self.apply_one(&mut tx, envelope, attempt).await;
+            // Subscribers are named `<service>-on-<category>`: the consumer's service.
+            let service = self.subscriber.split("-on-").next().unwrap_or_default();
+            let span = mercato_runtime::trace::consume(
+                service,
+                &envelope.event_type,
+                envelope.traceparent.as_deref(),
+            );
+            let outcome = self.apply_one(&mut tx, envelope, attempt).instrument(span).await;
             if matches!(outcome, Ok(Outcome::Applied)) {
                 *handled += 1;
             } else {

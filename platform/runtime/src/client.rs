@@ -21,6 +21,7 @@ use tower::ServiceExt as _;
 use crate::config::ClientConfig;
 use crate::correlation::{CorrelationId, HEADER};
 use crate::guard::{self, ClientMetrics, Guarded, Policy, Target, earliest};
+use tracing::Instrument as _;
 
 /// Why a client could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -258,13 +259,15 @@ impl ServiceRequest<'_> {
     pub async fn send(self) -> CallResult {
         let Self { client, builder } = self;
         let result = match builder.build() {
-            Ok(request) => {
+            Ok(mut request) => {
+                let span = crate::trace::client_span(client.target.name(), request.method().as_str());
+                crate::trace::context::inject(&span, request.headers_mut());
                 let outgoing = Outgoing {
                     request,
                     caller: Deadline::current(),
                     attempt: None,
                 };
-                client.guarded.clone().oneshot(outgoing).await
+                client.guarded.clone().oneshot(outgoing).instrument(span).await
             }
             Err(error) => Err(ResilienceError::Inner(error)),
         };

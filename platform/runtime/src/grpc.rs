@@ -24,6 +24,7 @@ use tonic::body::Body;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tower::ServiceExt as _;
+use tracing::Instrument as _;
 
 use crate::client::ClientError;
 use crate::config::ClientConfig;
@@ -250,8 +251,10 @@ impl tower::Service<http::Request<Body>> for GuardedChannel {
         let guarded = self.guarded.clone();
         let target = self.target.clone();
         let caller = Deadline::current();
+        let span = crate::trace::client_span(target.name(), request.uri().path());
+        let (mut parts, body) = request.into_parts();
+        crate::trace::context::inject(&span, &mut parts.headers);
         async move {
-            let (parts, body) = request.into_parts();
             let message = Limited::new(body, MAX_REQUEST_BYTES)
                 .collect()
                 .await
@@ -265,6 +268,7 @@ impl tower::Service<http::Request<Body>> for GuardedChannel {
             target.record(&result, failure);
             result.map_err(status)
         }
+        .instrument(span)
         .boxed()
     }
 }

@@ -17,7 +17,8 @@
 //! - [`guard`]: the guards every call to another service passes: budgeted retries, a circuit
 //!   breaker and a bulkhead per target, a timeout bounded by the deadline, with their metrics.
 //! - [`settings`]: the one convention for checking settings ([`Validate`], naming the key).
-//! - [`telemetry`]: JSON logs filtered by `RUST_LOG`.
+//! - [`telemetry`]: logs (JSON lines that name the trace, or readable text in a terminal).
+//! - [`trace`]: OpenTelemetry spans joined by `traceparent`, exported over OTLP and kept in memory.
 //! - [`shutdown`]: waiting for Ctrl-C or SIGTERM.
 //! - [`background`]: the loops a service runs beside its server, stopped with it.
 #![forbid(unsafe_code)]
@@ -41,6 +42,7 @@ pub mod server;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod trace;
 
 pub use app::App;
 pub use auth::Caller;

@@ -81,13 +81,29 @@ pub async fn observe(State(observer): State<Observer>, mut req: Request, next: N
     let id = CorrelationId::from_headers(req.headers()).unwrap_or_else(CorrelationId::generate);
     req.headers_mut().insert(HEADER, id.header_value());
     req.extensions_mut().insert(id.clone());
+    // Named by the route template (the gateway's proxied requests have none: the method alone).
+    let span_name = match (&template, crate::trace::enabled()) {
+        (_, false) => String::new(),
+        (Some(template), true) => format!("{method} {template}"),
+        (None, true) => method.to_string(),
+    };
     let span = tracing::info_span!(
         "request",
         service = observer.service,
         correlation_id = %id,
         method = %method,
         route = template.as_deref().unwrap_or(UNMATCHED),
+        otel.kind = "server",
+        otel.name = span_name.as_str(),
+        http.response.status_code = tracing::field::Empty,
     );
+    // A caller inside the system continues its trace; a client at the edge only when trusted.
+    if crate::trace::enabled()
+        && (observer.accept_deadlines || crate::trace::trusts_client_traceparent())
+        && let Some(parent) = crate::trace::context::from_headers(req.headers())
+    {
+        crate::trace::context::set_remote_parent(&span, parent);
+    }
 
     let declared_len = req
         .headers()
@@ -145,6 +161,7 @@ pub async fn observe(State(observer): State<Observer>, mut req: Request, next: N
     let status = response.status().as_u16();
     let elapsed = start.elapsed();
     observer.metrics.observe(method.as_str(), &route, status, elapsed);
+    span.record("http.response.status_code", status);
     let _entered = span.enter();
     let duration_ms = elapsed.as_secs_f64() * 1000.0;
     if response.status().is_server_error() {

@@ -69,6 +69,7 @@ impl Server {
             mut registry,
             own_fallback,
         } = service;
+        crate::trace::register_metrics(&mut registry);
         readiness.set_timeout(Duration::from_millis(config.readiness_check_timeout_ms));
         let observer = Observer {
             service: name,

@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use mercato_eventstore::{EventStoreError, ExpectedVersion, ProjectionError};
 use mercato_messaging::{Context, Outbox};
@@ -200,7 +201,9 @@ impl Checkout {
                 other => other?,
             }
         }
-        append(&mut tx, self.projection, None, &facts, context).await?;
+        append(&mut tx, self.projection, None, &facts, context)
+            .instrument(crate::saga::step_span(&order_id, "order_placed"))
+            .await?;
         tx.commit().await.map_err(StorageError::from)?;
         self.committed();
         Ok((order_id, true))

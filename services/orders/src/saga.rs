@@ -13,6 +13,7 @@ use mercato_contracts::payments::{PaymentCaptured, PaymentFailed, PaymentFailure
 use mercato_messaging::{Envelope, Event as _, Handler, HandlerError, HandlerFuture};
 use mercato_storage::Tx;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::backlog::Backlog;
 use crate::checkout::{Checkout, OrderError};
@@ -71,12 +72,40 @@ impl OnAnswers {
         let Some((order_id, reply)) = reply_of(envelope)? else {
             return Ok(());
         };
+        let span = step_span(&order_id, step_of(&reply));
         self.checkout
             .react_in(tx, &order_id, reply, &envelope.caused_context())
+            .instrument(span)
             .await
             .map_err(handler_error)?;
         Ok(())
     }
+}
+
+/// The saga step an answer completes, as a span attribute.
+fn step_of(reply: &Reply) -> &'static str {
+    match reply {
+        Reply::StockReserved => "stock_reserved",
+        Reply::StockReservationFailed { .. } => "stock_reservation_failed",
+        Reply::PaymentCaptured => "payment_captured",
+        Reply::PaymentFailed { .. } => "payment_failed",
+        Reply::StepTimedOut => "step_timed_out",
+    }
+}
+
+/// The span of one saga step of `order_id`: what the order decided and appended for it. Its
+/// `order.id` is how `mercato trace` finds the order's trace.
+#[must_use]
+pub fn step_span(order_id: &str, step: &'static str) -> tracing::Span {
+    if !mercato_runtime::trace::enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "saga step",
+        otel.name = %format_args!("saga {step}"),
+        order.id = order_id,
+        saga.step = step,
+    )
 }
 
 impl Handler for OnAnswers {

@@ -8,6 +8,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use mercato_messaging::{Envelope, Outbox, outbox};
 use mercato_storage::{Db, StorageError, now_millis};
@@ -135,9 +136,16 @@ impl Inner {
 
     async fn process(&self, claim: Claim, shutdown: CancellationToken) {
         let order_id = claim.payment.order_id.clone();
+        let traceparent = claim.payment.traceparent.as_deref();
         let result = match claim.payment.status {
-            PaymentStatus::Pending => self.charge(&claim, &shutdown).await,
-            PaymentStatus::RefundPending => self.refund(&claim, &shutdown).await,
+            PaymentStatus::Pending => {
+                let span = mercato_runtime::trace::resume("payments", "charge", traceparent);
+                self.charge(&claim, &shutdown).instrument(span).await
+            }
+            PaymentStatus::RefundPending => {
+                let span = mercato_runtime::trace::resume("payments", "refund", traceparent);
+                self.refund(&claim, &shutdown).instrument(span).await
+            }
             _ => Ok(()),
         };
         if let Err(e) = result {
