@@ -49,6 +49,8 @@ pub enum Command {
     },
     /// Print the effective configuration, secrets redacted.
     Config,
+    /// Write the public OpenAPI document the gateway serves, generated from the handlers.
+    Openapi(crate::openapi::OpenApiArgs),
     /// Manage the identity service's signing keys.
     Keys {
         #[command(subcommand)]
@@ -187,6 +189,7 @@ impl Cli {
                 command: DeployCommand::Switch(args),
             } => deploy_switch(&config, &args).await,
             Command::K8s(args) => Ok(crate::k8s::run(&config, &args)?),
+            Command::Openapi(args) => Ok(crate::openapi::run(&args)?),
         }
     }
 }

@@ -11,6 +11,7 @@
 //! - [`cli`]: the subcommands.
 //! - [`loadgen`]: checkout load at a constant arrival rate, with a latency report.
 //! - [`k8s`]: the Kubernetes manifests, rendered from the configuration.
+//! - [`openapi`]: the public OpenAPI document, generated from the services' handlers.
 #![forbid(unsafe_code)]
 
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod config;
 pub mod k8s;
 pub mod loadgen;
 pub mod names;
+pub mod openapi;
 pub mod service_config;
 pub mod services;
 
