@@ -31,8 +31,12 @@ pub mod customers;
 pub mod identity;
 pub mod inventory;
 pub mod money;
+pub mod number;
+pub mod openapi;
 pub mod orders;
 pub mod payments;
+#[cfg(test)]
+mod proto_compat;
 
 /// The internal gRPC APIs, generated from `proto/`.
 pub mod grpc {

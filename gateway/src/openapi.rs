@@ -1,5 +1,6 @@
 //! `GET /api/openapi.json`: the OpenAPI 3.1 description of the public API, for every service
-//! behind the gateway in one document (`gateway/api/openapi.json`).
+//! behind the gateway in one document (`gateway/api/openapi.json`). The file is generated from
+//! the services' handlers by `mercato openapi`; a test in `mercato` fails when it is stale.
 
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, header};

@@ -49,6 +49,8 @@ pub enum Command {
     },
     /// Print the effective configuration, secrets redacted.
     Config,
+    /// Write the public OpenAPI document the gateway serves, generated from the handlers.
+    Openapi(crate::openapi::OpenApiArgs),
     /// Manage the identity service's signing keys.
     Keys {
         #[command(subcommand)]
@@ -221,6 +223,7 @@ impl Command {
             Command::Access(args) => Ok(crate::access::run(&config, &args)?),
             Command::Certs { command } => Ok(crate::certs::run(&config.data_dir, &command)?),
             Command::Trace { order_id, urls } => trace(&config, &order_id, urls).await,
+            Command::Openapi(args) => Ok(crate::openapi::run(&args)?),
         }
     }
 }

@@ -14,6 +14,7 @@
 //! - [`certs`]: a local certificate authority for mutual TLS between services.
 //! - [`access`]: least-privilege users for NATS and Redis, rendered from what services declare.
 //! - [`trace`]: `mercato trace`, an order's trace gathered from every service, as a waterfall.
+//! - [`openapi`]: the public OpenAPI document, generated from the services' handlers.
 #![forbid(unsafe_code)]
 
 pub mod access;
@@ -23,6 +24,7 @@ pub mod config;
 pub mod k8s;
 pub mod loadgen;
 pub mod names;
+pub mod openapi;
 pub mod service_config;
 pub mod services;
 pub mod trace;

@@ -104,9 +104,12 @@ impl Default for GatewayConfig {
                 RouteConfig::new("/api/notifications", "notifications", Required),
             ],
             rules: vec![
-                RuleConfig::new("/api/products", &["PUT", "POST", "PATCH", "DELETE"], &["admin"]),
-                RuleConfig::new("/api/orders/*/ship", &[], &["admin"]),
-                RuleConfig::new("/api/orders/*/deliver", &[], &["admin"]),
+                // Only the methods the routes declare: any other reaches the service, whose
+                // answer is 405 with Allow, not a 403 that hides which methods exist.
+                RuleConfig::new("/api/products/*/stock", &["PUT"], &["admin"]),
+                RuleConfig::new("/api/products/*/price", &["PUT"], &["admin"]),
+                RuleConfig::new("/api/orders/*/ship", &["POST"], &["admin"]),
+                RuleConfig::new("/api/orders/*/deliver", &["POST"], &["admin"]),
             ],
             rate_limit: RateLimitConfig::default(),
             circuit_breaker: default_breaker(),

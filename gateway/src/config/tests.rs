@@ -16,10 +16,11 @@ fn a_route_naming_an_unknown_rate_class_is_refused_by_key() {
 #[test]
 fn a_rule_without_roles_or_with_a_bad_method_is_refused_by_key() {
     let mut config = GatewayConfig::default();
+    let i = config.rules.len();
     config.rules.push(RuleConfig::new("/x", &[], &[]));
-    assert_eq!(config.validate().unwrap_err().key, "rules[3].roles");
-    config.rules[3] = RuleConfig::new("/x", &["GE T"], &["admin"]);
-    assert_eq!(config.validate().unwrap_err().key, "rules[3].methods");
+    assert_eq!(config.validate().unwrap_err().key, format!("rules[{i}].roles"));
+    config.rules[i] = RuleConfig::new("/x", &["GE T"], &["admin"]);
+    assert_eq!(config.validate().unwrap_err().key, format!("rules[{i}].methods"));
 }
 
 #[test]

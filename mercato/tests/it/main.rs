@@ -9,6 +9,7 @@
 //! - `restart`: data and signing keys survive a restart; key rotation through the gateway.
 //! - `cache`: a price change reaches a second orders instance through invalidation, not the TTL.
 //! - `deploy`: `mercato deploy switch` moves inventory to a second instance and back.
+//! - `openapi`: the served OpenAPI document is the generated one; undeclared methods answer 405.
 //! - `loadgen`: `mercato loadgen` follows each order with the long poll, reports the saga's
 //!   phases, and counts refusals past the backlog bound apart from errors.
 //! - `instances`: two inventory processes behind a gateway process; one is killed under load.
@@ -30,6 +31,7 @@ mod instances;
 mod k8s;
 mod loadgen;
 mod observability;
+mod openapi;
 mod operations;
 mod outage;
 mod processes;

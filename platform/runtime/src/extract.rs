@@ -8,8 +8,9 @@ use serde::de::DeserializeOwned;
 
 use crate::problem::{FieldError, Problem};
 
-/// A JSON body; a malformed one is `400`, a well-formed one of the wrong shape is `422` naming the
-/// field where that can be told, a wrong media type `415`, an oversized one `413`.
+/// A JSON body, always an object; a malformed one is `400`, a well-formed one of the wrong shape
+/// (an array included) is `422` naming the field where that can be told, a wrong media type
+/// `415`, an oversized one `413`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json<T>(pub T);
 
@@ -21,7 +22,22 @@ where
     type Rejection = Problem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
+        if !is_json(req.headers()) {
+            return Err(unsupported_media_type());
+        }
+        let body = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|rejection| limit_problem(rejection.status(), rejection.body_text()))?;
+        // Every body of the API is an object. serde would also read a struct from an array of
+        // its fields in order, which the published schemas do not allow.
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|b| *b != b'{') {
+            return Err(Problem::validation(vec![FieldError::new(
+                "body",
+                "must be a JSON object",
+            )]));
+        }
+        match axum::Json::<T>::from_bytes(&body) {
             Ok(axum::Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(json_problem(&rejection)),
         }
@@ -34,6 +50,45 @@ impl<T: serde::Serialize> IntoResponse for Json<T> {
     }
 }
 
+/// `application/json` or any `application/*+json`, parameters aside.
+fn is_json(headers: &http::HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let media = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    media == "application/json" || (media.starts_with("application/") && media.ends_with("+json"))
+}
+
+fn unsupported_media_type() -> Problem {
+    Problem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+        "Unsupported media type",
+    )
+    .with_detail("send the body as application/json")
+}
+
+fn limit_problem(status: StatusCode, text: String) -> Problem {
+    if status == StatusCode::PAYLOAD_TOO_LARGE {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Request body too large",
+        )
+        .with_detail(text)
+    } else {
+        Problem::bad_request(text)
+    }
+}
+
 fn json_problem(rejection: &JsonRejection) -> Problem {
     match rejection {
         JsonRejection::JsonDataError(e) => {
@@ -42,19 +97,8 @@ fn json_problem(rejection: &JsonRejection) -> Problem {
             Problem::validation(vec![FieldError::new(field, serde_message(&detail))])
         }
         JsonRejection::JsonSyntaxError(e) => Problem::bad_request(e.body_text()),
-        JsonRejection::MissingJsonContentType(_) => Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Unsupported media type",
-        )
-        .with_detail("send the body as application/json"),
-        other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload-too-large",
-            "Request body too large",
-        )
-        .with_detail(other.body_text()),
-        other => Problem::bad_request(other.body_text()),
+        JsonRejection::MissingJsonContentType(_) => unsupported_media_type(),
+        other => limit_problem(other.status(), other.body_text()),
     }
 }
 
@@ -93,6 +137,42 @@ fn serde_message(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Pair {
+        a: Option<u8>,
+        b: Option<u8>,
+    }
+
+    async fn extract(content_type: &str, body: &'static str) -> Result<Pair, Problem> {
+        let request = Request::builder()
+            .header(http::header::CONTENT_TYPE, content_type)
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        Json::<Pair>::from_request(request, &())
+            .await
+            .map(|Json(pair)| pair)
+    }
+
+    #[tokio::test]
+    async fn a_body_is_an_object_never_an_array_of_the_fields() {
+        assert!(extract("application/json", r#" {"a": 1}"#).await.is_ok());
+        assert!(
+            extract("application/merge-patch+json; charset=utf-8", "{}")
+                .await
+                .is_ok()
+        );
+        let problem = extract("application/json", "[null, null]").await.unwrap_err();
+        assert_eq!((problem.status, problem.errors[0].field.as_str()), (422, "body"));
+    }
+
+    #[tokio::test]
+    async fn the_media_type_and_the_syntax_are_checked_first() {
+        assert_eq!(extract("text/plain", "{}").await.unwrap_err().status, 415);
+        assert_eq!(extract("application/json", "{").await.unwrap_err().status, 400);
+        assert_eq!(extract("application/json", "").await.unwrap_err().status, 400);
+    }
 
     #[test]
     fn finds_the_missing_field() {

@@ -12,6 +12,8 @@
 pub mod accounts;
 pub mod admin;
 mod api;
+
+pub use api::openapi;
 pub mod credentials;
 pub mod domain;
 pub mod keys;

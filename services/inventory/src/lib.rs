@@ -21,6 +21,8 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+
+pub use api::openapi;
 pub mod catalogue;
 mod demo;
 pub mod domain;

@@ -32,6 +32,8 @@
 #![forbid(unsafe_code)]
 
 mod api;
+
+pub use api::openapi;
 pub mod delivery;
 pub mod domain;
 pub mod events;

@@ -18,6 +18,8 @@
 #![forbid(unsafe_code)]
 
 mod api;
+
+pub use api::openapi;
 pub mod backlog;
 pub mod checkout;
 pub mod directory;

@@ -19,6 +19,8 @@
 #![forbid(unsafe_code)]
 
 mod api;
+
+pub use api::openapi;
 pub mod domain;
 pub mod events;
 pub mod metrics;

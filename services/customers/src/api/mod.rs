@@ -15,6 +15,17 @@ use crate::profiles::Customers;
 
 pub use error::ApiError;
 
+/// Customers's part of the public OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(profile::get, profile::patch, preferences::get, preferences::put))]
+struct Doc;
+
+/// Customers's routes as the public OpenAPI document describes them.
+#[must_use]
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <Doc as utoipa::OpenApi>::openapi()
+}
+
 pub fn router(customers: Arc<Customers>, verifier: Verifier) -> Router {
     Router::new()
         .route("/api/customers/me", get(profile::get).patch(profile::patch))

@@ -3,12 +3,13 @@ use std::sync::Arc;
 use axum::extract::State;
 use mercato_runtime::{Caller, Json};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::ApiError;
 use crate::profiles::Customers;
 use crate::store::Profile;
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Channels {
     email: bool,
@@ -16,11 +17,14 @@ pub struct Channels {
 }
 
 /// The whole preferences document: `PUT` replaces it, every field is required.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = Preferences)]
 pub struct PreferencesBody {
     channels: Channels,
     marketing_opt_in: bool,
+    /// A language tag: `ll` or `ll-RR`.
+    #[schema(pattern = "^[a-z]{2}(-[A-Z]{2})?$", example = "pt-BR")]
     locale: String,
 }
 
@@ -38,6 +42,18 @@ impl From<Profile> for PreferencesBody {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/customers/me/preferences",
+    operation_id = "get_preferences",
+    tag = "customers",
+    summary = "The caller's channels and language",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The preferences", body = PreferencesBody),
+        (status = 404, description = "No profile yet"),
+    )
+)]
 pub async fn get(
     State(customers): State<Arc<Customers>>,
     caller: Caller,
@@ -45,6 +61,20 @@ pub async fn get(
     Ok(Json(customers.profile(&caller.subject).await?.into()))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/customers/me/preferences",
+    operation_id = "put_preferences",
+    tag = "customers",
+    summary = "Replace the caller's preferences",
+    security(("bearer" = [])),
+    request_body = PreferencesBody,
+    responses(
+        (status = 200, description = "The preferences as stored", body = PreferencesBody),
+        (status = 404, description = "No profile yet"),
+        (status = 409, description = "The profile changed meanwhile; try again"),
+    )
+)]
 pub async fn put(
     State(customers): State<Arc<Customers>>,
     caller: Caller,

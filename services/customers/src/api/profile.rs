@@ -4,6 +4,7 @@ use axum::extract::State;
 use mercato_contracts::customers::Address;
 use mercato_runtime::{Caller, Json};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::ApiError;
 use crate::domain::AddressInput;
@@ -11,27 +12,47 @@ use crate::profiles::Customers;
 use crate::store::Profile;
 
 /// The fields a customer may change; anything else (`id`, `email`) is refused, not ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchProfile {
     #[serde(default)]
+    #[schema(
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     name: Option<String>,
+    /// Replaces every address.
     #[serde(default)]
+    #[schema(max_items = 10)]
     addresses: Option<Vec<AddressBody>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ProfileAddress)]
 pub struct AddressBody {
+    #[schema(
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     line1: String,
     #[serde(default)]
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     line2: Option<String>,
+    #[schema(
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     city: String,
+    #[schema(max_length = 16, pattern = "^[A-Za-z0-9 -]*[A-Za-z0-9-][A-Za-z0-9 -]*$")]
     postal_code: String,
+    /// ISO 3166-1 alpha-2.
+    #[schema(pattern = "^[A-Za-z]{2}$", example = "DE")]
     country: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Profile)]
 pub struct ProfileBody {
     id: String,
     email: String,
@@ -50,6 +71,18 @@ impl From<Profile> for ProfileBody {
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/customers/me",
+    operation_id = "get_profile",
+    tag = "customers",
+    summary = "The caller's profile",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The profile", body = ProfileBody),
+        (status = 404, description = "No profile yet: it is created shortly after registration"),
+    )
+)]
 pub async fn get(
     State(customers): State<Arc<Customers>>,
     caller: Caller,
@@ -57,6 +90,20 @@ pub async fn get(
     Ok(Json(customers.profile(&caller.subject).await?.into()))
 }
 
+#[utoipa::path(
+    patch,
+    path = "/api/customers/me",
+    operation_id = "patch_profile",
+    tag = "customers",
+    summary = "Change the caller's name or addresses",
+    security(("bearer" = [])),
+    request_body = PatchProfile,
+    responses(
+        (status = 200, description = "The profile as changed", body = ProfileBody),
+        (status = 404, description = "No profile yet"),
+        (status = 409, description = "The profile changed meanwhile; try again"),
+    )
+)]
 pub async fn patch(
     State(customers): State<Arc<Customers>>,
     caller: Caller,

@@ -5,25 +5,52 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use mercato_runtime::Json;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::ApiError;
 use crate::accounts::Accounts;
 
-#[derive(Debug, Deserialize)]
+/// What the server checks is stated here as schema keywords, so clients can check it first.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
+    /// Compared without case; one account per address. The pattern is stricter than the server
+    /// (no dot before the `@`).
+    #[schema(
+        max_length = 254,
+        pattern = "^[^@\\s.\\u0000-\\u001f\\u007f-\\u009f]{1,64}@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)+[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$",
+        example = "ada@example.com"
+    )]
     email: String,
+    #[schema(min_length = 8, max_length = 128)]
     password: String,
+    #[schema(
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$",
+        example = "Ada Lovelace"
+    )]
     name: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RegisteredUser {
     id: String,
     email: String,
     name: String,
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/identity/register",
+    operation_id = "register",
+    tag = "identity",
+    summary = "Register an account",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "The account", body = RegisteredUser),
+        (status = 409, description = "An account with this email exists"),
+    )
+)]
 pub async fn register(
     State(accounts): State<Arc<Accounts>>,
     Json(request): Json<RegisterRequest>,

@@ -9,11 +9,16 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
 use mercato_runtime::{Json, Problem};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 
 use super::ApiError;
 use super::error::oauth_error;
 use crate::accounts::Accounts;
 
+/// `username` and `password` for the password grant, `refresh_token` for the other; each
+/// non-empty (its schema says so by grant, by hand: the derive cannot state a `oneOf` on a field).
 #[derive(Debug, Default, Deserialize)]
 struct TokenRequest {
     grant_type: Option<String>,
@@ -22,13 +27,44 @@ struct TokenRequest {
     refresh_token: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 struct TokenResponse {
     access_token: String,
+    #[schema(value_type = String, pattern = "^Bearer$")]
     token_type: &'static str,
     expires_in: u64,
     refresh_token: String,
 }
+
+impl utoipa::PartialSchema for TokenRequest {
+    fn schema() -> RefOr<Schema> {
+        let grant = |name: &str, needs: &[&str]| {
+            let mut object = ObjectBuilder::new()
+                .property(
+                    "grant_type",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some([name])),
+                )
+                .required("grant_type");
+            for field in ["username", "password", "refresh_token"] {
+                let mut property = ObjectBuilder::new().schema_type(Type::String);
+                if needs.contains(&field) {
+                    property = property.min_length(Some(1));
+                    object = object.required(field);
+                }
+                object = object.property(field, property);
+            }
+            object
+        };
+        OneOfBuilder::new()
+            .item(grant("password", &["username", "password"]))
+            .item(grant("refresh_token", &["refresh_token"]))
+            .into()
+    }
+}
+
+impl ToSchema for TokenRequest {}
 
 fn parse(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, Problem> {
     let content_type = headers
@@ -59,6 +95,22 @@ fn required<'a>(value: Option<&'a String>, name: &'static str) -> Result<&'a str
         .ok_or_else(|| oauth_error("invalid_request", &format!("the {name} parameter is required")))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/identity/token",
+    operation_id = "token",
+    tag = "identity",
+    summary = "Tokens, by the OAuth 2 password or refresh_token grant",
+    request_body(content(
+        (TokenRequest = "application/x-www-form-urlencoded"),
+        (TokenRequest = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "An access token and a refresh token", body = TokenResponse,
+            headers(("Cache-Control" = String), ("Pragma" = String))),
+        (status = 400, description = "An OAuth 2 error: `error` is invalid_request, invalid_grant or unsupported_grant_type"),
+    )
+)]
 pub async fn token(
     State(accounts): State<Arc<Accounts>>,
     headers: HeaderMap,

@@ -4,8 +4,10 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
+use mercato_contracts::openapi::PageParams;
 use mercato_runtime::{Caller, Json, Problem, page};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::catalogue::Catalogue;
 use crate::domain::{Money, Product, Sku};
@@ -15,15 +17,19 @@ const ADMIN: &str = "admin";
 
 /// A new price as the admin sent it, in `Money`'s shape but unchecked, so that a bad amount and
 /// a bad currency are both named in one answer.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriceInput {
+    #[schema(minimum = 0)]
+    #[serde(deserialize_with = "mercato_contracts::number::whole_number")]
     amount_minor: i64,
+    #[schema(pattern = "^[A-Z]{3}$", example = "EUR")]
     currency: String,
 }
 
 /// A product as clients see it; how much is on hand and held stays inside.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Product)]
 pub struct ProductBody {
     sku: String,
     name: String,
@@ -45,19 +51,23 @@ impl From<Product> for ProductBody {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ProductPage)]
 pub struct PageBody {
     items: Vec<ProductBody>,
     next_page_token: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct StockBody {
+    /// Units on hand.
+    #[schema(minimum = 0, maximum = 1_000_000_000)]
+    #[serde(deserialize_with = "mercato_contracts::number::whole_number")]
     quantity: i64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PriceBody {
     price: PriceInput,
@@ -68,6 +78,19 @@ fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
     query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/products",
+    operation_id = "list_products",
+    tag = "inventory",
+    summary = "The catalogue, by SKU",
+    params(PageParams),
+    responses(
+        (status = 200, description = "A page of products", body = PageBody),
+        (status = 400, description = "The query string does not parse"),
+        (status = 422, description = "`page_size` or `page_token` is invalid"),
+    )
+)]
 pub async fn list(
     State(catalogue): State<Arc<Catalogue>>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -87,6 +110,18 @@ fn sku_of(path: Result<Path<String>, PathRejection>) -> Result<String, Problem> 
         .map_err(|_| Problem::not_found("there is no product at this address"))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/products/{sku}",
+    operation_id = "get_product",
+    tag = "inventory",
+    summary = "One product",
+    params(("sku" = String, Path, description = "The product's SKU")),
+    responses(
+        (status = 200, description = "The product", body = ProductBody),
+        (status = 404, description = "No such product"),
+    )
+)]
 pub async fn get(
     State(catalogue): State<Arc<Catalogue>>,
     path: Result<Path<String>, PathRejection>,
@@ -97,6 +132,22 @@ pub async fn get(
 
 /// The role is checked before the body, so a caller without it learns nothing about the
 /// product or what the body should be.
+#[utoipa::path(
+    put,
+    path = "/api/products/{sku}/stock",
+    operation_id = "put_stock",
+    tag = "inventory",
+    summary = "Set the units on hand (admin)",
+    security(("bearer" = [])),
+    params(("sku" = String, Path, description = "The product's SKU")),
+    request_body = StockBody,
+    responses(
+        (status = 200, description = "The product as changed", body = ProductBody),
+        (status = 403, description = "The caller is not an admin"),
+        (status = 404, description = "No such product"),
+        (status = 409, description = "More units are held than the new level"),
+    )
+)]
 pub async fn put_stock(
     State(catalogue): State<Arc<Catalogue>>,
     caller: Caller,
@@ -111,6 +162,21 @@ pub async fn put_stock(
     Ok(Json(product.into()))
 }
 
+#[utoipa::path(
+    put,
+    path = "/api/products/{sku}/price",
+    operation_id = "put_price",
+    tag = "inventory",
+    summary = "Set the price (admin)",
+    security(("bearer" = [])),
+    params(("sku" = String, Path, description = "The product's SKU")),
+    request_body = PriceBody,
+    responses(
+        (status = 200, description = "The product as changed", body = ProductBody),
+        (status = 403, description = "The caller is not an admin"),
+        (status = 404, description = "No such product"),
+    )
+)]
 pub async fn put_price(
     State(catalogue): State<Arc<Catalogue>>,
     caller: Caller,

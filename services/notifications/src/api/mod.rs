@@ -11,6 +11,17 @@ use mercato_storage::Db;
 
 pub use error::ApiError;
 
+/// Notifications's part of the public OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(notifications::list))]
+struct Doc;
+
+/// Notifications's routes as the public OpenAPI document describes them.
+#[must_use]
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <Doc as utoipa::OpenApi>::openapi()
+}
+
 pub fn router(db: Db, verifier: Verifier) -> Router {
     Router::new()
         .route("/api/notifications", get(notifications::list))

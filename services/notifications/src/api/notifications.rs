@@ -2,14 +2,17 @@ use std::collections::HashMap;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
+use mercato_contracts::openapi::PageParams;
 use mercato_runtime::{Caller, Json, page};
 use mercato_storage::Db;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::ApiError;
 use crate::store::{self, Cursor, MailboxItem};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Notification)]
 pub struct Item {
     id: String,
     kind: String,
@@ -17,10 +20,12 @@ pub struct Item {
     subject: String,
     body: String,
     /// RFC 3339, UTC.
+    #[schema(format = DateTime)]
     created_at: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = NotificationPage)]
 pub struct Page {
     items: Vec<Item>,
     next_page_token: Option<String>,
@@ -47,6 +52,20 @@ impl From<MailboxItem> for Item {
 }
 
 /// `GET /api/notifications`: the caller's mailbox, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/notifications",
+    operation_id = "list_notifications",
+    tag = "notifications",
+    summary = "The caller's mailbox, newest first",
+    security(("bearer" = [])),
+    params(PageParams),
+    responses(
+        (status = 200, description = "A page of notifications", body = Page),
+        (status = 400, description = "The query string does not parse"),
+        (status = 422, description = "`page_size` or `page_token` is invalid"),
+    )
+)]
 pub async fn list(
     State(db): State<Db>,
     caller: Caller,

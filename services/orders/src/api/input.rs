@@ -4,38 +4,66 @@ use std::collections::BTreeMap;
 
 use mercato_runtime::FieldError;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 pub const MAX_LINES: usize = 50;
 pub const MAX_QUANTITY: i64 = 100;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+// The schema keywords below state the checks of `validate`, so a client can make them first.
+
+/// One line; lines of one SKU are merged, and a SKU adds up to at most 100 units.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = OrderItem)]
 pub struct ItemBody {
+    #[schema(pattern = "^[A-Za-z0-9-]{1,32}$", example = "MUG-001")]
     pub sku: String,
+    #[schema(minimum = 1, maximum = 100)]
+    #[serde(deserialize_with = "mercato_contracts::number::whole_number")]
     pub quantity: i64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = CardPayment)]
 pub struct PaymentBody {
+    /// The payment provider's card token.
+    #[schema(pattern = "^[A-Za-z0-9_]{1,64}$", example = "tok_visa")]
     pub card_token: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(as = ShippingAddress)]
 pub struct AddressBody {
+    #[schema(
+        max_length = 200,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub line1: String,
     #[serde(default)]
+    #[schema(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub line2: Option<String>,
+    #[schema(
+        max_length = 100,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub city: String,
+    #[schema(
+        max_length = 16,
+        pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$"
+    )]
     pub postal_code: String,
+    /// ISO 3166-1 alpha-2.
+    #[schema(pattern = "^[A-Za-z]{2}$", example = "DE")]
     pub country: String,
 }
 
 /// `POST /api/orders`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrder {
+    #[schema(min_items = 1, max_items = 50)]
     pub items: Vec<ItemBody>,
     pub payment: PaymentBody,
     pub shipping_address: AddressBody,

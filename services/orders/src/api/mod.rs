@@ -33,6 +33,60 @@ pub struct State {
     pub changes: Arc<Changes>,
 }
 
+/// Orders' part of the public OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(orders::place, orders::list, orders::get, orders::cancel, orders::ship, orders::deliver),
+    modifiers(&Links)
+)]
+struct Doc;
+
+/// Orders' routes as the public OpenAPI document describes them.
+#[must_use]
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <Doc as utoipa::OpenApi>::openapi()
+}
+
+/// Where a placed order leads, so that a client (or a stateful test) can follow it by its id.
+struct Links;
+
+impl utoipa::Modify for Links {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::RefOr;
+        use utoipa::openapi::link::LinkBuilder;
+        let Some(created) = doc
+            .paths
+            .paths
+            .get_mut("/api/orders")
+            .and_then(|item| item.post.as_mut())
+            .and_then(|op| op.responses.responses.get_mut("201"))
+        else {
+            return;
+        };
+        let RefOr::T(created) = created else { return };
+        for (name, operation) in [
+            ("GetOrder", "get_order"),
+            ("CancelOrder", "cancel_order"),
+            ("GetPayment", "get_payment"),
+        ] {
+            let parameter = if operation == "get_payment" {
+                "order_id"
+            } else {
+                "id"
+            };
+            created.links.insert(
+                name.to_owned(),
+                RefOr::T(
+                    LinkBuilder::new()
+                        .operation_id(operation)
+                        .parameter(parameter, "$response.body#/id")
+                        .build(),
+                ),
+            );
+        }
+    }
+}
+
 pub fn router(state: State, verifier: Verifier) -> Router {
     Router::new()
         .route("/api/orders", post(orders::place).get(orders::list))

@@ -5,6 +5,7 @@ use axum::extract::{Path, Query, State as AxumState};
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use mercato_contracts::money::Currency;
+use mercato_contracts::openapi::PageParams;
 use mercato_messaging::Context;
 use mercato_runtime::correlation::CorrelationId;
 use mercato_runtime::{Caller, FieldError, Json, Problem, page};
@@ -83,6 +84,22 @@ fn created(view: store::OrderView) -> Response {
     response
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/orders",
+    operation_id = "place_order",
+    tag = "orders",
+    summary = "Place an order; the checkout goes on after the answer",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,128}$",
+        description = "A repeat with the same key and body answers the same order.")),
+    request_body = PlaceOrder,
+    responses(
+        (status = 201, description = "The order, pending", body = OrderOut,
+            headers(("Location" = String, description = "The order's address"))),
+        (status = 422, description = "Invalid fields, an unknown product, no customer profile yet, or a key used with another body"),
+    )
+)]
 pub async fn place(
     AxumState(state): AxumState<Arc<State>>,
     caller: Caller,
@@ -170,6 +187,27 @@ pub async fn place(
     Ok(created(view))
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/orders/{id}",
+    operation_id = "get_order",
+    tag = "orders",
+    summary = "One of the caller's orders, with its timeline; a long poll with wait_for_change_from",
+    security(("bearer" = [])),
+    params(
+        ("id" = String, Path, description = "The order's id"),
+        ("wait_for_change_from" = Option<String>, Query, pattern = "^([0-9]{1,18}|pending|confirmed|shipped|delivered|cancelled)$",
+            description = "The version or status the client has: answers once the order differs, or when the wait ends."),
+        ("wait_ms" = Option<i64>, Query, minimum = 0, maximum = 30000,
+            description = "How long to wait, 5000 when left out; only with wait_for_change_from."),
+    ),
+    responses(
+        (status = 200, description = "The order", body = OrderOut),
+        (status = 400, description = "The query string does not parse"),
+        (status = 404, description = "No order of the caller's with this id"),
+        (status = 422, description = "`wait_ms` without `wait_for_change_from`"),
+    )
+)]
 pub async fn get(
     AxumState(state): AxumState<Arc<State>>,
     caller: Caller,
@@ -223,11 +261,27 @@ pub struct ListQuery {
     page_token: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/orders",
+    operation_id = "list_orders",
+    tag = "orders",
+    summary = "The caller's orders, newest first",
+    security(("bearer" = [])),
+    params(PageParams),
+    responses(
+        (status = 200, description = "A page of orders", body = Page),
+        (status = 400, description = "The query string does not parse"),
+        (status = 422, description = "`page_size` or `page_token` is invalid"),
+    )
+)]
 pub async fn list(
     AxumState(state): AxumState<Arc<State>>,
     caller: Caller,
-    Query(query): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Page>, ApiError> {
+    // A query that does not parse at all (a parameter given twice) is a problem too.
+    let Query(query) = query.map_err(|e| Problem::bad_request(e.body_text()))?;
     let request = page::parse::<(i64, String)>(query.page_size.as_deref(), query.page_token.as_deref())?;
     let mut views = store::customer_orders(
         state.checkout.db.pool(),
@@ -244,6 +298,20 @@ pub async fn list(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/orders/{id}/cancel",
+    operation_id = "cancel_order",
+    tag = "orders",
+    summary = "Cancel one of the caller's orders",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order", body = OrderOut),
+        (status = 404, description = "No order of the caller's with this id"),
+        (status = 409, description = "The order can no longer be cancelled"),
+    )
+)]
 pub async fn cancel(
     AxumState(state): AxumState<Arc<State>>,
     caller: Caller,
@@ -273,6 +341,21 @@ async fn admin_change(
     Ok(Json(view.into()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/orders/{id}/ship",
+    operation_id = "ship_order",
+    tag = "orders",
+    summary = "Mark a confirmed order shipped (admin)",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order", body = OrderOut),
+        (status = 403, description = "The caller is not an admin"),
+        (status = 404, description = "No such order"),
+        (status = 409, description = "The order is not confirmed"),
+    )
+)]
 pub async fn ship(
     AxumState(state): AxumState<Arc<State>>,
     caller: Caller,
@@ -281,6 +364,21 @@ pub async fn ship(
     admin_change(&state, &caller, &id, true).await
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/orders/{id}/deliver",
+    operation_id = "deliver_order",
+    tag = "orders",
+    summary = "Mark a shipped order delivered (admin)",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The order", body = OrderOut),
+        (status = 403, description = "The caller is not an admin"),
+        (status = 404, description = "No such order"),
+        (status = 409, description = "The order is not shipped"),
+    )
+)]
 pub async fn deliver(
     AxumState(state): AxumState<Arc<State>>,
     caller: Caller,

@@ -4,11 +4,13 @@ use mercato_contracts::money::Money;
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
 
 use super::timeline::Timeline;
 use crate::store::OrderView;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = OrderLine)]
 pub struct ItemOut {
     pub sku: String,
     pub name: String,
@@ -17,21 +19,26 @@ pub struct ItemOut {
     pub line_total: Money,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = OrderPayment)]
 pub struct PaymentOut {
     pub status: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Order)]
 pub struct OrderOut {
     pub id: String,
+    #[schema(pattern = "^(pending|confirmed|shipped|delivered|cancelled)$")]
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancel_reason: Option<String>,
     pub items: Vec<ItemOut>,
     pub total: Money,
     pub payment: PaymentOut,
+    #[schema(format = DateTime)]
     pub created_at: String,
+    #[schema(format = DateTime)]
     pub updated_at: String,
     /// Changes with every event of the order: what a long poll waits to change from.
     pub version: i64,
@@ -40,7 +47,8 @@ pub struct OrderOut {
     pub timeline: Option<Timeline>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = OrderPage)]
 pub struct Page {
     pub items: Vec<OrderOut>,
     pub next_page_token: Option<String>,

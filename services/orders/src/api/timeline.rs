@@ -4,23 +4,29 @@
 
 use mercato_storage::sqlx::{Any, Executor};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::output::rfc3339;
 use crate::checkout::OrderError;
 use crate::domain::Fact;
 use crate::events::from_envelope;
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub struct Timeline {
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub placed_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub reserved_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub paid_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub confirmed_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
     pub cancelled_at: Option<String>,
 }
 

@@ -12,6 +12,17 @@ use mercato_storage::Db;
 
 pub use error::ApiError;
 
+/// Payments's part of the public OpenAPI document.
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(payments::get))]
+struct Doc;
+
+/// Payments's routes as the public OpenAPI document describes them.
+#[must_use]
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    <Doc as utoipa::OpenApi>::openapi()
+}
+
 pub fn router(db: Db, verifier: Verifier) -> Router {
     Router::new()
         .route("/api/payments/{order_id}", get(payments::get))

@@ -5,17 +5,22 @@ use mercato_storage::Db;
 use serde::Serialize;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
+use utoipa::ToSchema;
 
 use super::ApiError;
 use crate::store::{self, Payment};
 
 /// A payment as its customer sees it: no card token, no provider ids.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Payment)]
 pub struct PaymentBody {
     order_id: String,
+    #[schema(value_type = String, pattern = "^(pending|captured|failed|refund_pending|refunded)$")]
     status: &'static str,
     amount: Money,
+    #[schema(format = DateTime)]
     created_at: String,
+    #[schema(format = DateTime)]
     updated_at: String,
 }
 
@@ -38,6 +43,19 @@ fn rfc3339(unix_ms: i64) -> String {
         .unwrap_or_default()
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/payments/{order_id}",
+    operation_id = "get_payment",
+    tag = "payments",
+    summary = "The payment of one of the caller's orders",
+    security(("bearer" = [])),
+    params(("order_id" = String, Path, description = "The order's id")),
+    responses(
+        (status = 200, description = "The payment", body = PaymentBody),
+        (status = 404, description = "No payment for an order of the caller's"),
+    )
+)]
 pub async fn get(
     State(db): State<Db>,
     caller: Caller,
