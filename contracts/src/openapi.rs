@@ -17,6 +17,18 @@ use utoipa::{IntoParams, PartialSchema, ToSchema};
 use crate::customers::Address;
 use crate::money::Money;
 
+/// A service's part of the document: the operations its handlers describe with
+/// `#[utoipa::path]`, named as paths from the calling module.
+#[macro_export]
+macro_rules! openapi_paths {
+    ($($handler:path),+ $(,)?) => {{
+        #[derive(utoipa::OpenApi)]
+        #[openapi(paths($($handler),+))]
+        struct Part;
+        <Part as utoipa::OpenApi>::openapi()
+    }};
+}
+
 /// The media type of every error answer (RFC 9457).
 pub const PROBLEM_JSON: &str = "application/problem+json";
 

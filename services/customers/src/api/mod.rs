@@ -15,15 +15,10 @@ use crate::profiles::Customers;
 
 pub use error::ApiError;
 
-/// Customers's part of the public OpenAPI document.
-#[derive(utoipa::OpenApi)]
-#[openapi(paths(profile::get, profile::patch, preferences::get, preferences::put))]
-struct Doc;
-
 /// Customers's routes as the public OpenAPI document describes them.
 #[must_use]
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    <Doc as utoipa::OpenApi>::openapi()
+    mercato_contracts::openapi_paths!(profile::get, profile::patch, preferences::get, preferences::put)
 }
 
 pub fn router(customers: Arc<Customers>, verifier: Verifier) -> Router {

@@ -15,15 +15,10 @@ use crate::accounts::Accounts;
 
 pub use error::ApiError;
 
-/// Identity's part of the public OpenAPI document.
-#[derive(utoipa::OpenApi)]
-#[openapi(paths(register::register, token::token, users::me, users::jwks))]
-struct Doc;
-
 /// Identity's routes as the public OpenAPI document describes them.
 #[must_use]
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    <Doc as utoipa::OpenApi>::openapi()
+    mercato_contracts::openapi_paths!(register::register, token::token, users::me, users::jwks)
 }
 
 /// Every route of the service.

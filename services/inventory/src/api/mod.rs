@@ -15,15 +15,15 @@ use mercato_security::Verifier;
 
 use crate::catalogue::Catalogue;
 
-/// Inventory's part of the public OpenAPI document.
-#[derive(utoipa::OpenApi)]
-#[openapi(paths(products::list, products::get, products::put_stock, products::put_price))]
-struct Doc;
-
 /// Inventory's routes as the public OpenAPI document describes them.
 #[must_use]
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    <Doc as utoipa::OpenApi>::openapi()
+    mercato_contracts::openapi_paths!(
+        products::list,
+        products::get,
+        products::put_stock,
+        products::put_price
+    )
 }
 
 /// Every route of the service. gRPC shares the HTTP listener: it arrives as HTTP/2 (cleartext,

@@ -11,15 +11,10 @@ use mercato_storage::Db;
 
 pub use error::ApiError;
 
-/// Notifications's part of the public OpenAPI document.
-#[derive(utoipa::OpenApi)]
-#[openapi(paths(notifications::list))]
-struct Doc;
-
 /// Notifications's routes as the public OpenAPI document describes them.
 #[must_use]
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    <Doc as utoipa::OpenApi>::openapi()
+    mercato_contracts::openapi_paths!(notifications::list)
 }
 
 pub fn router(db: Db, verifier: Verifier) -> Router {

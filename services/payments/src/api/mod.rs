@@ -12,15 +12,10 @@ use mercato_storage::Db;
 
 pub use error::ApiError;
 
-/// Payments's part of the public OpenAPI document.
-#[derive(utoipa::OpenApi)]
-#[openapi(paths(payments::get))]
-struct Doc;
-
 /// Payments's routes as the public OpenAPI document describes them.
 #[must_use]
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    <Doc as utoipa::OpenApi>::openapi()
+    mercato_contracts::openapi_paths!(payments::get)
 }
 
 pub fn router(db: Db, verifier: Verifier) -> Router {
