@@ -625,6 +625,14 @@ impl<H: Handler> Inbox<H> {
         envelope: &Envelope,
         attempt: u32,
     ) -> Result<Outcome, HandlerError> {
+        // A category's stream carries only its own service's events, and the bus only lets that
+        // service publish there: an envelope naming another source was forged, and is parked.
+        if envelope.source != self.spec.category {
+            return Err(HandlerError::Permanent(format!(
+                "event {} names {} as its source, which may not produce {} events",
+                envelope.id, envelope.source, self.spec.category
+            )));
+        }
         if is_processed(tx, &self.subscriber, &envelope.id).await? {
             return Ok(Outcome::Duplicate);
         }

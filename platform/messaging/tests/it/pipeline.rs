@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::support::{Noted, PATIENCE};
 
 backend_tests!(
+    an_event_naming_a_source_that_may_not_produce_it_is_refused_for_good,
     a_streams_events_reach_the_handler_in_order_even_when_one_is_redelivered,
     a_relay_that_crashed_between_publishing_and_marking_causes_no_second_effect,
     a_consumer_that_crashes_mid_handler_gets_the_event_again_and_applies_it_once,
@@ -795,4 +796,33 @@ async fn several_workers_keep_each_streams_order_through_retries_and_apply_every
     )
     .await;
     pipeline.assert_no_dead_letters().await;
+}
+
+async fn an_event_naming_a_source_that_may_not_produce_it_is_refused_for_good(backend: TestBackend) {
+    let pipeline = Pipeline::start(backend).await;
+    let inbox = pipeline.inbox(Recording::member("a"));
+    let genuine = pipeline.append("order-1", 1).await;
+    let forged = mercato_messaging::Envelope {
+        id: uuid::Uuid::now_v7().to_string(),
+        source: "payments".into(),
+        stream_seq: 2,
+        ..genuine.clone()
+    };
+    let refused = inbox
+        .apply(&forged, 1)
+        .await
+        .expect_err("a forged source was applied");
+    assert!(
+        matches!(&refused, HandlerError::Permanent(reason) if reason.contains("payments")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        inbox.apply(&genuine, 1).await.expect("apply"),
+        mercato_messaging::inbox::Outcome::Applied
+    );
+    assert_eq!(
+        pipeline.effects().await.len(),
+        1,
+        "the forged event had an effect"
+    );
 }
