@@ -75,7 +75,9 @@ async fn service_client_outside_a_request_sends_no_correlation_id() {
 
 #[tokio::test]
 async fn service_client_gives_up_with_a_timeout_error_on_a_service_that_never_answers() {
-    let b = spawn_app().await;
+    // A plain peer: a Mercato service would cut the call itself at the deadline the client sends,
+    // and its 504 could arrive before the client's own timeout fires.
+    let b = Peer::spawn(StatusCode::OK).await;
     let config = ClientConfig {
         timeout_ms: 200,
         retry: RetrySettings {
@@ -86,7 +88,7 @@ async fn service_client_gives_up_with_a_timeout_error_on_a_service_that_never_an
     };
     let client = client_of(&b.base_url, &config);
 
-    let outcome = tokio::time::timeout(PATIENCE, client.get("/never").send())
+    let outcome = tokio::time::timeout(PATIENCE, client.get("/stall").send())
         .await
         .expect("the client gives up by itself instead of hanging");
     let error = outcome.expect_err("a call that never answers fails");
