@@ -286,6 +286,8 @@ pub enum Outcome {
 /// One subscriber: a consumer group on the bus, a handler, and the service's database.
 pub struct Inbox<H> {
     subscriber: String,
+    /// The consuming service, for its spans: subscribers are named `<service>-on-<category>`.
+    service: String,
     db: Db,
     bus: Bus,
     spec: ConsumerSpec,
@@ -308,6 +310,7 @@ impl<H: Handler> Inbox<H> {
         spec.event_types = handler.event_types().iter().map(|&t| t.to_owned()).collect();
         Self {
             subscriber: spec.group.clone(),
+            service: spec.group.split("-on-").next().unwrap_or_default().to_owned(),
             db,
             bus,
             spec,
@@ -345,6 +348,7 @@ impl<H: Handler> Inbox<H> {
     fn worker(&self) -> Self {
         Self {
             subscriber: self.subscriber.clone(),
+            service: self.service.clone(),
             db: self.db.clone(),
             bus: self.bus.clone(),
             spec: self.spec.clone(),
@@ -575,10 +579,8 @@ impl<H: Handler> Inbox<H> {
                 continue;
             }
             savepoint(&mut tx, "SAVEPOINT inbox_delivery").await?;
-            // Subscribers are named `<service>-on-<category>`: the consumer's service.
-            let service = self.subscriber.split("-on-").next().unwrap_or_default();
             let span = mercato_runtime::trace::consume(
-                service,
+                &self.service,
                 &envelope.event_type,
                 envelope.traceparent.as_deref(),
             );
