@@ -17,7 +17,7 @@ use tokio::sync::Notify;
 
 use crate::domain::{Decision, Fact, Line, Order, Reply, Status};
 use crate::events::{Extras, from_envelope, to_envelope};
-use crate::projection::ViewsProjection;
+use crate::projection::{Deadlines, ViewsProjection, millis};
 use crate::store;
 
 /// Why an order operation failed.
@@ -72,6 +72,8 @@ pub struct Checkout {
     projection: ViewsProjection,
     wake_projection: Arc<Notify>,
     timing: Timing,
+    /// When this process took over the saga timer (ms since the epoch).
+    started_at: i64,
 }
 
 const ATTEMPTS: usize = 3;
@@ -154,6 +156,7 @@ impl Checkout {
             projection,
             wake_projection,
             timing,
+            started_at: now_millis(),
         }
     }
 
@@ -286,13 +289,29 @@ impl Checkout {
         Ok(!facts.is_empty())
     }
 
+    /// A deadline that passed while no orders process ran (a crash, a restart) says nothing about
+    /// the step: its messages were waiting for a process. Such a step gets its whole time again
+    /// from this start, so a crash delays an order and never cancels it.
+    fn overdue_by(&self, now: i64) -> store::Overdue {
+        let Deadlines { reserve, payment } = self.projection.deadlines;
+        let after_start = |step: Duration| self.started_at.saturating_add(millis(step));
+        store::Overdue {
+            now,
+            started_at: self.started_at,
+            reserving_since_start: after_start(reserve),
+            charging_since_start: after_start(payment),
+        }
+    }
+
     /// Acts on overdue saga steps; returns how many orders it changed.
     ///
     /// # Errors
     /// The database failed.
     pub async fn expire_overdue(&self) -> Result<usize, OrderError> {
         let mut changed = 0;
-        for (order_id, seen_version) in store::overdue(self.db.pool(), now_millis(), 100).await? {
+        for (order_id, seen_version) in
+            store::overdue(self.db.pool(), self.overdue_by(now_millis()), 100).await?
+        {
             let mut tx = self.db.begin().await?;
             let Some(order) = load(&mut *tx, &order_id).await? else {
                 continue;

@@ -31,7 +31,7 @@ pub struct ViewsProjection {
     pub deadlines: Deadlines,
 }
 
-fn millis(d: Duration) -> i64 {
+pub(crate) fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 

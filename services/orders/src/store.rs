@@ -126,15 +126,35 @@ pub async fn customer_orders(
     rows.iter().map(view_of).collect()
 }
 
-/// Pending orders whose saga step is overdue.
+/// When the timer may judge a step: its deadline passed, and, for a deadline that passed
+/// before this process started, the step has also had its whole time again since the start.
+#[derive(Debug, Clone, Copy)]
+pub struct Overdue {
+    pub now: i64,
+    pub started_at: i64,
+    /// `started_at` plus the reserve and the payment step's timeout.
+    pub reserving_since_start: i64,
+    pub charging_since_start: i64,
+}
+
+/// Pending orders whose saga step is overdue by `when`.
 ///
 /// # Errors
 /// The database failed.
-pub async fn overdue(pool: &sqlx::AnyPool, now: i64, limit: i64) -> Result<Vec<(String, i64)>, StorageError> {
+pub async fn overdue(
+    pool: &sqlx::AnyPool,
+    when: Overdue,
+    limit: i64,
+) -> Result<Vec<(String, i64)>, StorageError> {
     let rows = sqlx::query(
-        "SELECT order_id, version FROM order_views WHERE status = 'pending' AND deadline_at <= $1 ORDER BY deadline_at LIMIT $2",
+        "SELECT order_id, version FROM order_views WHERE status = 'pending' AND deadline_at <= $1
+           AND (deadline_at >= $2 OR (step = 'reserving' AND $1 >= $3) OR (step <> 'reserving' AND $1 >= $4))
+         ORDER BY deadline_at LIMIT $5",
     )
-    .bind(now)
+    .bind(when.now)
+    .bind(when.started_at)
+    .bind(when.reserving_since_start)
+    .bind(when.charging_since_start)
     .bind(limit)
     .fetch_all(pool)
     .await?;

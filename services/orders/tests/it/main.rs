@@ -18,3 +18,4 @@ mod overload;
 mod placing;
 mod read_model;
 mod support;
+mod timer;

@@ -30,13 +30,18 @@ const VIEWS: ViewsProjection = ViewsProjection {
 };
 
 /// Orders' operations on a fresh database, with no projection runner: only appends write rows.
-struct Orders {
-    db: Db,
-    checkout: Checkout,
+pub struct Orders {
+    pub db: Db,
+    pub checkout: Checkout,
     _database: TestDatabase,
 }
 
 async fn orders(backend: TestBackend) -> Orders {
+    orders_with(backend, VIEWS).await
+}
+
+/// [`orders`] with the saga's step deadlines of `views`.
+pub async fn orders_with(backend: TestBackend, views: ViewsProjection) -> Orders {
     let database = TestDatabase::new(backend).await;
     let db = open_database(&DatabaseConfig {
         url: database.url().to_owned(),
@@ -47,7 +52,7 @@ async fn orders(backend: TestBackend) -> Orders {
     let checkout = Checkout::new(
         db.clone(),
         Outbox::new(),
-        VIEWS,
+        views,
         Arc::new(Notify::new()),
         Timing {
             reservation_ttl: Duration::from_secs(120),
@@ -61,7 +66,7 @@ async fn orders(backend: TestBackend) -> Orders {
 }
 
 impl Orders {
-    async fn place(&self, customer: &str) -> String {
+    pub async fn place(&self, customer: &str) -> String {
         let mug = Line {
             sku: "MUG-001".into(),
             name: "Mug".into(),
@@ -88,7 +93,7 @@ impl Orders {
         tx.commit().await.unwrap();
     }
 
-    async fn row(&self, order: &str) -> OrderView {
+    pub async fn row(&self, order: &str) -> OrderView {
         store::view(self.db.pool(), order)
             .await
             .unwrap()
