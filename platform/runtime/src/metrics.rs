@@ -92,10 +92,11 @@ pub fn traced_histogram(buckets: &[f64]) -> TracedHistogram {
     HistogramWithExemplars::new(buckets.iter().copied())
 }
 
-/// Observes `value`, with the current span's trace as the bucket's exemplar when it is recorded.
-pub fn observe_traced(histogram: &TracedHistogram, value: f64) {
-    let exemplar = crate::trace::current_trace_id().map(|trace_id| TraceExemplar { trace_id });
-    histogram.observe(value, exemplar, None);
+/// Observes `value` with `trace_id` as its bucket's exemplar; an observation made after the
+/// traced work (a count taken once its transaction committed) passes the id it took in the
+/// work's span ([`crate::trace::current_trace_id`]).
+pub fn observe_in_trace(histogram: &TracedHistogram, value: f64, trace_id: Option<String>) {
+    histogram.observe(value, trace_id.map(|trace_id| TraceExemplar { trace_id }), None);
 }
 
 /// The registry in the OpenMetrics text format, exemplars included.
