@@ -93,7 +93,29 @@ impl SagaMetrics {
             "Saga steps the timer gave up on, by step",
             metrics.timeouts.clone(),
         );
+        metrics.expose_every_series();
         metrics
+    }
+
+    /// Every series these metrics can have, at zero: a rate over a series that appears with
+    /// its first event would miss that event, and an alert on it would not know it yet.
+    fn expose_every_series(&self) {
+        let outcomes = CancelReason::ALL
+            .iter()
+            .map(|r| ("cancelled", r.as_str()))
+            .chain([("confirmed", "none")]);
+        for (outcome, reason) in outcomes {
+            self.outcomes.get_or_create(&OutcomeLabels { outcome, reason });
+        }
+        for phase in ["reserve", "charge", "confirm"] {
+            self.phases.get_or_create(&PhaseLabels { phase });
+        }
+        for kind in ["release", "refund"] {
+            self.compensations.get_or_create(&KindLabels { kind });
+        }
+        for step in ["reserve", "charge"] {
+            self.timeouts.get_or_create(&StepLabels { step });
+        }
     }
 
     /// Counts a committed decision.
