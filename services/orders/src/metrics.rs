@@ -105,16 +105,16 @@ impl SagaMetrics {
             .map(|r| ("cancelled", r.as_str()))
             .chain([("confirmed", "none")]);
         for (outcome, reason) in outcomes {
-            self.outcomes.get_or_create(&OutcomeLabels { outcome, reason });
+            drop(self.outcomes.get_or_create(&OutcomeLabels { outcome, reason }));
         }
         for phase in ["reserve", "charge", "confirm"] {
-            self.phases.get_or_create(&PhaseLabels { phase });
+            drop(self.phases.get_or_create(&PhaseLabels { phase }));
         }
         for kind in ["release", "refund"] {
-            self.compensations.get_or_create(&KindLabels { kind });
+            drop(self.compensations.get_or_create(&KindLabels { kind }));
         }
         for step in ["reserve", "charge"] {
-            self.timeouts.get_or_create(&StepLabels { step });
+            drop(self.timeouts.get_or_create(&StepLabels { step }));
         }
     }
 
