@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use mercato_testkit::eventually;
+use mercato_testkit::metrics::Exposition;
 use mercato_testkit::service::try_json;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -222,8 +223,9 @@ async fn order_spans(collector: &Collector, order_id: &str) -> Vec<Received> {
 
 /// One trace from the gateway's request on: every parent in it, the gateway's proxied call the
 /// parent of orders' server span, every event handled the child of the producer that wrote it,
-/// the provider's call inside, and the saga's steps in order, naming the order.
-fn assert_one_trace(spans: &[Received], order_id: &str) {
+/// the provider's call inside, the saga's steps in order, naming the order, and each step's
+/// database work (`db_system`) its child.
+fn assert_one_trace(spans: &[Received], order_id: &str, db_system: &str) {
     let by_id: BTreeMap<&str, &Received> = spans.iter().map(|s| (s.span_id.as_str(), s)).collect();
     let roots: Vec<&Received> = spans.iter().filter(|s| s.parent.is_empty()).collect();
     assert_eq!(roots.len(), 1, "one root: {roots:#?}");
@@ -273,7 +275,11 @@ fn assert_one_trace(spans: &[Received], order_id: &str) {
     // The payment provider's call is in the trace too, though a worker made it later.
     let charge = spans
         .iter()
-        .find(|s| s.service == "payments" && s.kind == SpanKind::Client as i32)
+        .find(|s| {
+            s.service == "payments"
+                && s.kind == SpanKind::Client as i32
+                && s.attributes.contains_key("peer.service")
+        })
         .expect("payments' call to the provider");
     assert!(
         spans
@@ -291,6 +297,55 @@ fn assert_one_trace(spans: &[Received], order_id: &str) {
         })
         .collect();
     assert_eq!(steps, ["order_placed", "stock_reserved", "payment_captured"]);
+    // Each step appended to the order's stream in a span of its own, a client span of the
+    // database; the placement's transaction began under orders' server span.
+    for step in spans.iter().filter(|s| s.name.starts_with("saga ")) {
+        let append = spans
+            .iter()
+            .find(|s| s.parent == step.span_id && s.name == "INSERT events")
+            .unwrap_or_else(|| panic!("{step:#?} has its append as a child"));
+        assert_eq!(append.kind, SpanKind::Client as i32);
+        assert_eq!(
+            append.attributes.get("db.system").map(String::as_str),
+            Some(db_system)
+        );
+        assert_eq!(
+            append.attributes.get("db.operation").map(String::as_str),
+            Some("INSERT")
+        );
+        assert_eq!(append.service, "orders");
+    }
+    let begin = spans
+        .iter()
+        .find(|s| s.name == "BEGIN transaction" && s.service == "orders")
+        .expect("orders' transaction began in the trace");
+    assert!(by_id.contains_key(begin.parent.as_str()), "{begin:#?}");
+}
+
+/// The trace id in the exemplar of the confirm phase's histogram at orders, read as Prometheus
+/// asks for OpenMetrics.
+async fn confirm_exemplar(http: &reqwest::Client, orders: &str) -> Option<String> {
+    let answer = http
+        .get(format!("{orders}/metrics"))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5",
+        )
+        .send()
+        .await
+        .ok()?;
+    let content_type = answer.headers().get("content-type")?.to_str().ok()?.to_owned();
+    assert!(
+        content_type.starts_with("application/openmetrics-text"),
+        "{content_type}"
+    );
+    let metrics = Exposition::parse(&answer.text().await.ok()?);
+    metrics
+        .matching(
+            "mercato_orders_saga_phase_duration_seconds_bucket",
+            &[("phase", "confirm")],
+        )
+        .find_map(|s| s.exemplar.as_ref()?.get("trace_id").cloned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,10 +376,16 @@ async fn one_order_is_one_trace_across_every_service() {
     let id = order["id"].as_str().unwrap().to_owned();
 
     let spans = order_spans(&collector, &id).await;
-    assert_one_trace(&spans, &id);
+    assert_one_trace(&spans, &id, "sqlite");
 
     // The request's log lines carry the same trace id, at the top level.
     let trace_id = spans[0].trace_id.clone();
+    // So does the exemplar of the bucket the order's checkout time fell in.
+    let exemplar = eventually(PATIENCE, "the confirm phase's exemplar", || {
+        confirm_exemplar(&http, up.url("orders"))
+    })
+    .await;
+    assert_eq!(exemplar, trace_id);
     let log = dir.path().join("up.log");
     let line = eventually(PATIENCE, "a log line of the trace", || async {
         let log = std::fs::read_to_string(&log).ok()?;
@@ -426,7 +487,13 @@ mod postgres {
         .await;
         assert_eq!(order["status"], "confirmed", "{order}");
         let spans = order_spans(&collector, &id).await;
-        assert_one_trace(&spans, &id);
+        assert_one_trace(&spans, &id, "postgresql");
+        let orders = cluster.url("orders", "");
+        let exemplar = eventually(PATIENCE, "the confirm phase's exemplar", || {
+            confirm_exemplar(&cluster.http, &orders)
+        })
+        .await;
+        assert_eq!(exemplar, spans[0].trace_id);
         // Configured to trust them, the gateway continues a client's trace.
         let edge = with_client_traceparent(&collector, &cluster.http, &cluster.url("gateway", "")).await;
         assert_eq!(

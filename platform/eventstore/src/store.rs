@@ -4,7 +4,8 @@ use std::fmt;
 
 use mercato_messaging::{Envelope, outbox};
 use mercato_storage::sqlx::{self, Any, Executor, Row as _, any::AnyRow};
-use mercato_storage::{Tx, now_millis};
+use mercato_storage::{Backend, Tx, now_millis, span};
+use tracing::Instrument as _;
 
 use crate::error::{EventStoreError, classify_insert};
 use crate::horizon;
@@ -121,6 +122,17 @@ impl AppendResult {
 /// - [`EventStoreError::Storage`] when the database fails, including
 ///   [`mercato_storage::StorageError::Conflict`] for an event id that is already stored.
 pub async fn append(
+    tx: &mut Tx,
+    stream_id: &str,
+    expected: ExpectedVersion,
+    events: Vec<Envelope>,
+) -> Result<AppendResult, EventStoreError> {
+    let backend = Backend::of_connection(tx);
+    let span = span::database(backend, "INSERT", "events", &tracing::Span::current());
+    append_now(tx, stream_id, expected, events).instrument(span).await
+}
+
+async fn append_now(
     tx: &mut Tx,
     stream_id: &str,
     expected: ExpectedVersion,

@@ -32,12 +32,14 @@ use std::time::Duration;
 use tracing::Instrument as _;
 
 use mercato_runtime::settings::InvalidSetting;
+use mercato_storage::span;
 use mercato_storage::sqlx::{self, Executor as _, Row as _};
 use mercato_storage::{Db, Migration, StorageError, Tx, now_millis};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
@@ -213,12 +215,13 @@ struct SubscriberLabels {
     subscriber: String,
 }
 
-/// Per-consumer metrics: outcomes, handler errors and lag.
+/// Per-consumer metrics: outcomes, handler errors, lag, and the size of each fetched batch.
 #[derive(Debug, Clone)]
 pub struct ConsumerMetrics {
     outcomes: Family<OutcomeLabels, Counter>,
     errors: Family<SubscriberLabels, Counter>,
     lag: Family<SubscriberLabels, Gauge>,
+    batches: Family<SubscriberLabels, Histogram, fn() -> Histogram>,
 }
 
 impl ConsumerMetrics {
@@ -227,6 +230,7 @@ impl ConsumerMetrics {
             outcomes: Family::default(),
             errors: Family::default(),
             lag: Family::default(),
+            batches: Family::new_with_constructor(crate::relay::batch_histogram),
         };
         registry.register(
             "mercato_consumer_messages",
@@ -243,7 +247,21 @@ impl ConsumerMetrics {
             "Messages of the category not yet acknowledged",
             metrics.lag.clone(),
         );
+        registry.register(
+            "mercato_consumer_batch_messages",
+            "Messages a consumer applied in one transaction (a fetched batch, or a worker's part)",
+            metrics.batches.clone(),
+        );
         metrics
+    }
+
+    fn batch(&self, subscriber: &str, size: usize) {
+        #[allow(clippy::cast_precision_loss)]
+        self.batches
+            .get_or_create(&SubscriberLabels {
+                subscriber: subscriber.to_owned(),
+            })
+            .observe(size as f64);
     }
 
     fn outcome(&self, subscriber: &str, outcome: &str) {
@@ -464,6 +482,7 @@ impl<H: Handler> Inbox<H> {
         if deliveries.is_empty() {
             return;
         }
+        self.metrics.batch(&self.subscriber, deliveries.len());
         let batch: Vec<_> = deliveries.iter().map(|d| (&d.envelope, d.attempt)).collect();
         let outcomes = match self.apply_batch(&batch, stop).await {
             Ok(outcomes) => outcomes,
@@ -551,7 +570,12 @@ impl<H: Handler> Inbox<H> {
             return Ok(deliveries.iter().map(|_| Ok(Outcome::Ignored)).collect());
         }
         let mut handled = 0;
-        let applied = self.apply_all(deliveries, stop, &mut handled).await;
+        let batch = batch_span(&self.service, "inbox batch", deliveries.iter().map(|(e, _)| *e));
+        let span = span::database(self.db.backend(), "TRANSACTION", "inbox", &batch);
+        let applied = self
+            .apply_all(deliveries, stop, &mut handled)
+            .instrument(span)
+            .await;
         match &applied {
             Ok(_) if handled > 0 => self.handler.committed(),
             Ok(_) => {}
@@ -662,6 +686,18 @@ impl<H: Handler> Inbox<H> {
             Ok(()) => Ok(Outcome::Applied),
         }
     }
+}
+
+/// The span of `service`'s work `name` on a batch of events: it serves many traces, so it is a
+/// trace of its own, linked to each event's.
+pub(crate) fn batch_span<'a>(
+    service: &str,
+    name: &str,
+    events: impl IntoIterator<Item = &'a Envelope>,
+) -> tracing::Span {
+    let span = mercato_runtime::trace::resume(service, name, None);
+    mercato_runtime::trace::context::link(&span, events.into_iter().filter_map(|e| e.traceparent.as_deref()));
+    span
 }
 
 /// What the fetching task hands a worker: a batch of its streams and how to acknowledge it.

@@ -10,6 +10,7 @@
 //!   stream, so a consumer of some types knows its predecessor.
 //! - [`inbox`]: the idempotent consumer: a handler's effects and the record that the event was
 //!   handled commit together; per-stream order is restored; poison messages are parked.
+//! - [`until_commit`]: what a handler keeps about its events until their transaction commits.
 //!
 //! Disk stays bounded: the embedded log is trimmed behind every group after a replay window,
 //! dedup records and published outbox rows are pruned after windows longer than any redelivery.
@@ -24,6 +25,7 @@ mod preceding;
 pub mod relay;
 mod retention;
 mod settings;
+pub mod until_commit;
 
 pub use bus::{
     Acker, Broadcast, Bus, BusConfig, BusError, Consumer, ConsumerSpec, DeadLetter, Delivery, PartialPublish,
@@ -33,3 +35,4 @@ pub use envelope::{Context, Envelope, EnvelopeError, Event};
 pub use inbox::{ConsumerMetrics, Handler, HandlerError, HandlerFuture, Inbox, InboxConfig};
 pub use outbox::Outbox;
 pub use relay::{Relay, RelayConfig, RelayMetrics};
+pub use until_commit::UntilCommit;

@@ -8,13 +8,16 @@
 
 use std::time::Duration;
 
+use mercato_storage::span;
 use mercato_storage::sqlx::{self, Row as _};
 use mercato_storage::{Db, Migration, StorageError, now_millis};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use crate::bus::{Bus, BusError};
 use crate::envelope::Envelope;
@@ -74,13 +77,22 @@ pub enum RelayError {
     Corrupt { position: i64, reason: String },
 }
 
-/// Outbox metrics: backlog, age of the oldest unsent event, published and failed counts.
+/// Upper bounds of batch-size histograms (events in a relay pass, messages in an inbox batch).
+const BATCH_BUCKETS: [f64; 9] = [1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0];
+
+pub(crate) fn batch_histogram() -> Histogram {
+    Histogram::new(BATCH_BUCKETS)
+}
+
+/// Outbox metrics: backlog, age of the oldest unsent event, published and failed counts, and
+/// the size of each pass's batch.
 #[derive(Debug, Clone)]
 pub struct RelayMetrics {
     backlog: Gauge,
     oldest_age_ms: Gauge,
     published: Counter,
     failures: Counter,
+    batch: Histogram,
 }
 
 impl RelayMetrics {
@@ -90,6 +102,7 @@ impl RelayMetrics {
             oldest_age_ms: Gauge::default(),
             published: Counter::default(),
             failures: Counter::default(),
+            batch: batch_histogram(),
         };
         registry.register(
             "mercato_outbox_backlog",
@@ -110,6 +123,11 @@ impl RelayMetrics {
             "mercato_outbox_publish_failures",
             "Failed publish attempts",
             metrics.failures.clone(),
+        );
+        registry.register(
+            "mercato_outbox_publish_batch_events",
+            "Events a relay pass published as one bus batch",
+            metrics.batch.clone(),
         );
         metrics
     }
@@ -210,6 +228,10 @@ impl Relay {
             }
         }
         Known::load(&self.db, &envelopes).await?.fill(&mut envelopes);
+        if !envelopes.is_empty() {
+            #[allow(clippy::cast_precision_loss)]
+            self.metrics.batch.observe(envelopes.len() as f64);
+        }
         if let Err(partial) = self.bus.publish_batch(&envelopes).await {
             positions.truncate(partial.acknowledged);
             envelopes.truncate(partial.acknowledged);
@@ -223,11 +245,19 @@ impl Relay {
         }
     }
 
-    /// Marks the published rows and remembers their streams' types, in one transaction.
+    /// Marks the published rows and remembers their streams' types, in one transaction, under
+    /// a span of the pass linked to each event's trace.
     async fn mark(&self, positions: &[i64], published: &[Envelope]) -> Result<(), StorageError> {
         if positions.is_empty() {
             return Ok(());
         }
+        let source = published.first().map_or("", |e| e.source.as_str());
+        let pass = crate::inbox::batch_span(source, "outbox relay", published);
+        let span = span::database(self.db.backend(), "UPDATE", "outbox", &pass);
+        self.mark_now(positions, published).instrument(span).await
+    }
+
+    async fn mark_now(&self, positions: &[i64], published: &[Envelope]) -> Result<(), StorageError> {
         // An explicit list, not a range: on PostgreSQL a row with a lower position can commit
         // after this pass read the batch, and a range would mark it sent unsent.
         let placeholders: Vec<String> = (2..positions.len() + 2).map(|i| format!("${i}")).collect();

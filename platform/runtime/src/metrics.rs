@@ -1,15 +1,20 @@
-//! Prometheus metrics: the registry a service serves at `/metrics`, and RED metrics per route.
+//! Prometheus metrics: the registry a service serves at `/metrics`, RED metrics per route, and
+//! histograms whose buckets name the trace of an observation (OpenMetrics exemplars).
 
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// The OpenMetrics text media type Prometheus negotiates.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// The classic Prometheus text format, for a scraper that asks for it and not for OpenMetrics.
+pub const CLASSIC_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -72,13 +77,57 @@ impl HttpMetrics {
     }
 }
 
-/// The registry in the text exposition format.
+/// An exemplar's labels: the trace an observation belongs to.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TraceExemplar {
+    trace_id: String,
+}
+
+/// A histogram whose every bucket keeps the trace id of its latest traced observation.
+pub type TracedHistogram = HistogramWithExemplars<TraceExemplar>;
+
+/// A [`TracedHistogram`] with `buckets` (upper bounds, ascending).
+#[must_use]
+pub fn traced_histogram(buckets: &[f64]) -> TracedHistogram {
+    HistogramWithExemplars::new(buckets.iter().copied())
+}
+
+/// Observes `value` with `trace_id` as its bucket's exemplar; an observation made after the
+/// traced work (a count taken once its transaction committed) passes the id it took in the
+/// work's span ([`crate::trace::current_trace_id`]).
+pub fn observe_in_trace(histogram: &TracedHistogram, value: f64, trace_id: Option<String>) {
+    histogram.observe(value, trace_id.map(|trace_id| TraceExemplar { trace_id }), None);
+}
+
+/// The registry in the OpenMetrics text format, exemplars included.
 #[must_use]
 pub fn render(registry: &Registry) -> String {
     let mut out = String::new();
     // Writing to a String cannot fail.
     let _ = prometheus_client::encoding::text::encode(&mut out, registry);
     out
+}
+
+/// The registry in the format an `Accept` header asks for, and its content type: OpenMetrics
+/// unless the client names the classic text format and not OpenMetrics; the classic format
+/// has no exemplars, so they are cut off its sample lines.
+#[must_use]
+pub fn render_for(accept: Option<&str>, registry: &Registry) -> (&'static str, String) {
+    let text = render(registry);
+    let accept = accept.unwrap_or_default();
+    if accept.contains("application/openmetrics-text") || !accept.contains("text/plain") {
+        return (CONTENT_TYPE, text);
+    }
+    let mut classic = String::with_capacity(text.len());
+    for line in text.lines() {
+        let sample = match line.split_once(" # {") {
+            Some((sample, _)) if !line.starts_with('#') => sample,
+            _ => line,
+        };
+        classic.push_str(sample);
+        classic.push('\n');
+    }
+    (CLASSIC_CONTENT_TYPE, classic)
 }
 
 #[cfg(test)]
@@ -97,5 +146,46 @@ mod tests {
             )
         );
         assert!(text.contains("http_request_duration_seconds_bucket"));
+    }
+
+    fn registry_with_an_exemplar() -> Registry {
+        let mut registry = Registry::default();
+        let histogram = traced_histogram(&[0.1, 1.0]);
+        registry.register("phase_duration_seconds", "a phase", histogram.clone());
+        let exemplar = TraceExemplar {
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        };
+        histogram.observe(0.5, Some(exemplar), None);
+        registry
+    }
+
+    #[test]
+    fn openmetrics_carries_the_exemplar_of_a_bucket() {
+        let registry = registry_with_an_exemplar();
+        for accept in [
+            None,
+            Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.2"),
+        ] {
+            let (content_type, text) = render_for(accept, &registry);
+            assert_eq!(content_type, CONTENT_TYPE);
+            assert!(
+                text.contains(
+                    r#"phase_duration_seconds_bucket{le="1.0"} 1 # {trace_id="4bf92f3577b34da6a3ce929d0e0e4736"} 0.5"#
+                ),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_classic_format_has_the_samples_without_exemplars() {
+        let registry = registry_with_an_exemplar();
+        let (content_type, text) = render_for(Some("text/plain;version=0.0.4"), &registry);
+        assert_eq!(content_type, CLASSIC_CONTENT_TYPE);
+        assert!(
+            text.contains("phase_duration_seconds_bucket{le=\"1.0\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("trace_id"), "{text}");
     }
 }

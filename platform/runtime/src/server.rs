@@ -198,12 +198,10 @@ async fn ready(State(ops): State<Ops>) -> Response {
     (status, axum::Json(report)).into_response()
 }
 
-async fn render_metrics(State(ops): State<Ops>) -> Response {
-    (
-        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
-        metrics::render(&ops.registry),
-    )
-        .into_response()
+async fn render_metrics(State(ops): State<Ops>, headers: http::HeaderMap) -> Response {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
+    let (content_type, text) = metrics::render_for(accept, &ops.registry);
+    ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 
 async fn not_found() -> Problem {

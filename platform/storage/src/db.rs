@@ -5,6 +5,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
 use sqlx::{Any, AnyPool, Executor as _};
+use tracing::Instrument as _;
 
 use crate::error::StorageError;
 
@@ -156,6 +157,12 @@ impl Db {
     /// # Errors
     /// The database cannot be reached, or the writer was not free in time.
     pub async fn begin(&self) -> Result<Tx, StorageError> {
+        // On SQLite most of a begin is the wait for the writer: the span shows it in the trace.
+        let span = crate::span::database(self.backend, "BEGIN", "transaction", &tracing::Span::current());
+        self.begin_now().instrument(span).await
+    }
+
+    async fn begin_now(&self) -> Result<Tx, StorageError> {
         let tx = match self.backend {
             Backend::Sqlite => self
                 .writer

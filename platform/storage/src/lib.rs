@@ -9,11 +9,13 @@
 //!   the one writer connection), health ping.
 //! - [`migrate`]: per-service migrations applied in order, once, under a lock.
 //! - [`error`]: one error enum; database codes are classified here and nowhere else.
+//! - [`span`]: spans of database work with OpenTelemetry's database attributes.
 #![forbid(unsafe_code)]
 
 pub mod db;
 pub mod error;
 pub mod migrate;
+pub mod span;
 
 pub use db::{Backend, DatabaseConfig, Db, SqliteSync, Tx};
 pub use error::StorageError;

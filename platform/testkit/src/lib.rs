@@ -17,6 +17,7 @@
 //! - [`publish::publish_at`]: an event put on the bus as another service's relay would.
 //! - [`outbox::event_types`]: what a service wrote to its outbox for a stream.
 //! - [`ready::Readiness`]: a `/ready` answer and its checks.
+//! - [`metrics::Exposition`]: a `/metrics` answer as samples (name, labels, value, exemplar).
 //! - [`json::field_of_each`]: one string field of every element of a JSON array.
 //! - [`problem`]: assertions on problem+json answers; [`PATIENCE`]: the one bound on waiting.
 #![forbid(unsafe_code)]
@@ -25,6 +26,7 @@ pub mod auth;
 pub mod json;
 pub mod listener;
 pub mod load;
+pub mod metrics;
 pub mod nats;
 pub mod outbox;
 pub mod problem;

@@ -11,12 +11,14 @@ use tracing::Instrument as _;
 
 use mercato_eventstore::{EventStoreError, ExpectedVersion, ProjectionError};
 use mercato_messaging::{Context, Outbox};
+use mercato_runtime::trace::current_trace_id;
 use mercato_storage::sqlx::{Any, Executor};
 use mercato_storage::{Db, StorageError, Tx, now_millis};
 use tokio::sync::Notify;
 
 use crate::domain::{Decision, Fact, Line, Order, Reply, Status};
 use crate::events::{Extras, from_envelope, to_envelope};
+use crate::metrics::{SagaMetrics, Tally, Times};
 use crate::projection::{Deadlines, ViewsProjection, millis};
 use crate::store;
 
@@ -74,6 +76,8 @@ pub struct Checkout {
     timing: Timing,
     /// When this process took over the saga timer (ms since the epoch).
     started_at: i64,
+    /// Counted after each commit; none in a checkout built without a registry.
+    metrics: Option<SagaMetrics>,
 }
 
 const ATTEMPTS: usize = 3;
@@ -86,12 +90,27 @@ pub async fn load<'e, E>(executor: E, order_id: &str) -> Result<Option<Order>, O
 where
     E: Executor<'e, Database = Any>,
 {
+    Ok(load_timed(executor, order_id).await?.map(|(order, _)| order))
+}
+
+/// Loads an order and when its stream began and last changed, which time its saga's phases.
+async fn load_timed<'e, E>(executor: E, order_id: &str) -> Result<Option<(Order, Times)>, OrderError>
+where
+    E: Executor<'e, Database = Any>,
+{
     let events = mercato_eventstore::read_stream(executor, order_id).await?;
     let mut facts = Vec::with_capacity(events.len());
     for event in &events {
         facts.push(from_envelope(&event.envelope).map_err(EventStoreError::from)?);
     }
-    Ok(Order::replay(facts))
+    let times = match (events.first(), events.last()) {
+        (Some(first), Some(last)) => Times {
+            placed_at: first.recorded_at,
+            last_at: last.recorded_at,
+        },
+        _ => return Ok(None),
+    };
+    Ok(Order::replay(facts).map(|order| (order, times)))
 }
 
 /// Appends `facts` to the order's stream in `tx`, expecting the version `order` has, and brings
@@ -157,6 +176,21 @@ impl Checkout {
             wake_projection,
             timing,
             started_at: now_millis(),
+            metrics: None,
+        }
+    }
+
+    /// Counts the saga's decisions in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: SagaMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// Counts a decision that committed.
+    pub(crate) fn count(&self, tally: Tally) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record(tally);
         }
     }
 
@@ -209,6 +243,7 @@ impl Checkout {
             .await?;
         tx.commit().await.map_err(StorageError::from)?;
         self.committed();
+        self.count(Tally::of(None, &facts, now_millis(), current_trace_id()));
         Ok((order_id, true))
     }
 
@@ -231,7 +266,7 @@ impl Checkout {
         F: Fn(&Order) -> Result<Decision, Status>,
     {
         for _ in 0..ATTEMPTS {
-            let order = load(self.db.pool(), order_id)
+            let (order, times) = load_timed(self.db.pool(), order_id)
                 .await?
                 .ok_or(OrderError::NotFound)?;
             let facts = decide(&order).map_err(|s| OrderError::WrongStatus(s.as_str()))?;
@@ -242,6 +277,12 @@ impl Checkout {
             }
             tx.commit().await.map_err(StorageError::from)?;
             self.committed();
+            self.count(Tally::of(
+                Some((&order, times)),
+                &facts,
+                now_millis(),
+                current_trace_id(),
+            ));
             return Ok(());
         }
         Err(OrderError::Contended)
@@ -265,7 +306,8 @@ impl Checkout {
         self.command(order_id, Order::deliver, context).await
     }
 
-    /// The saga's reaction to a reply, inside the inbox's transaction.
+    /// The saga's reaction to a reply, inside the inbox's transaction: what it counts once that
+    /// commits, `None` when it decided nothing.
     ///
     /// # Errors
     /// A conflict (retried by the inbox) or a database failure.
@@ -275,18 +317,19 @@ impl Checkout {
         order_id: &str,
         reply: Reply,
         context: &Context,
-    ) -> Result<bool, OrderError> {
-        let Some(order) = load(&mut **tx, order_id).await? else {
+    ) -> Result<Option<Tally>, OrderError> {
+        let Some((order, times)) = load_timed(&mut **tx, order_id).await? else {
             tracing::warn!(
                 order_id,
                 ?reply,
                 "a reply for an order this service does not know"
             );
-            return Ok(false);
+            return Ok(None);
         };
         let facts = order.react(reply);
         append(tx, self.projection, Some(&order), &facts, context).await?;
-        Ok(!facts.is_empty())
+        Ok((!facts.is_empty())
+            .then(|| Tally::of(Some((&order, times)), &facts, now_millis(), current_trace_id())))
     }
 
     /// A deadline that passed while no orders process ran (a crash, a restart) says nothing about
@@ -313,7 +356,7 @@ impl Checkout {
             store::overdue(self.db.pool(), self.overdue_by(now_millis()), 100).await?
         {
             let mut tx = self.db.begin().await?;
-            let Some(order) = load(&mut *tx, &order_id).await? else {
+            let Some((order, times)) = load_timed(&mut *tx, &order_id).await? else {
                 continue;
             };
             // The read model lags; act only on the state the deadline was computed for.
@@ -329,6 +372,7 @@ impl Checkout {
             tx.commit().await.map_err(StorageError::from)?;
             if !facts.is_empty() {
                 changed += 1;
+                self.count(Tally::of(Some((&order, times)), &facts, now_millis(), None));
                 tracing::info!(order_id, step = ?order.step, "saga step timed out; compensating");
             }
         }

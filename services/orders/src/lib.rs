@@ -9,6 +9,8 @@
 //! - `events`: facts to and from envelopes (the contracts' types).
 //! - `checkout`: the operations (place with an idempotency key, cancel, ship, deliver, react).
 //! - `saga`: the answer handler and the step timer (which also recounts the backlog).
+//! - `metrics`: orders by outcome, saga phase times, compensations and timeouts, counted once
+//!   each decision committed.
 //! - `backlog`: orders in flight, and refusing new ones past `max_orders_in_flight`.
 //! - `watch`: waking a long poll when its order's read-model row changed.
 //! - `directory`: gRPC calls to inventory (prices) and customers (the customer) at placement.
@@ -26,6 +28,7 @@ pub mod directory;
 pub mod domain;
 pub mod events;
 pub mod lookups;
+pub mod metrics;
 pub mod projection;
 pub mod saga;
 pub mod store;
@@ -203,13 +206,17 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
     let timing = checkout::Timing {
         reservation_ttl: Duration::from_millis(config.saga.reservation_ttl_ms),
     };
-    let checkout = Arc::new(Checkout::new(
-        kit.db().clone(),
-        kit.outbox(),
-        crate::views(&config.saga),
-        Arc::clone(&wake_projection),
-        timing,
-    ));
+    let saga_metrics = metrics::SagaMetrics::register(kit.registry());
+    let checkout = Arc::new(
+        Checkout::new(
+            kit.db().clone(),
+            kit.outbox(),
+            crate::views(&config.saga),
+            Arc::clone(&wake_projection),
+            timing,
+        )
+        .with_metrics(saga_metrics),
+    );
     let calls = ClientConfig {
         timeout_ms: config.saga.grpc_timeout_ms,
         ..config.client.clone()
@@ -230,9 +237,7 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
         (INVENTORY_CONSUMER, mercato_contracts::inventory::CATEGORY),
         (PAYMENTS_CONSUMER, mercato_contracts::payments::CATEGORY),
     ] {
-        let handler = saga::OnAnswers {
-            checkout: Arc::clone(&checkout),
-        };
+        let handler = saga::OnAnswers::new(Arc::clone(&checkout));
         kit.inbox(group, category, handler);
     }
     let [on_customers, on_products] = lookups.invalidators();

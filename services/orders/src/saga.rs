@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use mercato_contracts::inventory::{ReservationFailure, StockReservationFailed, StockReserved};
 use mercato_contracts::payments::{PaymentCaptured, PaymentFailed, PaymentFailure};
-use mercato_messaging::{Envelope, Event as _, Handler, HandlerError, HandlerFuture};
+use mercato_messaging::{Envelope, Event as _, Handler, HandlerError, HandlerFuture, UntilCommit};
 use mercato_storage::Tx;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
@@ -18,6 +18,7 @@ use tracing::Instrument as _;
 use crate::backlog::Backlog;
 use crate::checkout::{Checkout, OrderError};
 use crate::domain::Reply;
+use crate::metrics::Tally;
 
 fn handler_error(e: OrderError) -> HandlerError {
     if e.is_transient() {
@@ -62,23 +63,34 @@ pub fn reply_of(envelope: &Envelope) -> Result<Option<(String, Reply)>, HandlerE
 }
 
 /// Applies inventory's and payments' answers to their orders.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct OnAnswers {
-    pub(crate) checkout: Arc<Checkout>,
+    checkout: Arc<Checkout>,
+    /// The decisions of the inbox's open transaction, counted once it commits. Each of the
+    /// inbox's workers has an `OnAnswers` of its own (`for_worker`), so this is one
+    /// transaction's.
+    decided: UntilCommit<Tally>,
 }
 
 impl OnAnswers {
-    async fn apply(&self, envelope: &Envelope, tx: &mut Tx) -> Result<(), HandlerError> {
+    #[must_use]
+    pub fn new(checkout: Arc<Checkout>) -> Self {
+        Self {
+            checkout,
+            decided: UntilCommit::default(),
+        }
+    }
+
+    async fn apply(&self, envelope: &Envelope, tx: &mut Tx) -> Result<Option<Tally>, HandlerError> {
         let Some((order_id, reply)) = reply_of(envelope)? else {
-            return Ok(());
+            return Ok(None);
         };
         let span = step_span(&order_id, step_of(&reply));
         self.checkout
             .react_in(tx, &order_id, reply, &envelope.caused_context())
             .instrument(span)
             .await
-            .map_err(handler_error)?;
-        Ok(())
+            .map_err(handler_error)
     }
 }
 
@@ -110,11 +122,27 @@ pub fn step_span(order_id: &str, step: &'static str) -> tracing::Span {
 
 impl Handler for OnAnswers {
     fn handle<'a>(&'a self, envelope: &'a Envelope, tx: &'a mut Tx) -> HandlerFuture<'a> {
-        Box::pin(self.apply(envelope, tx))
+        Box::pin(async move {
+            let decided = self.apply(envelope, tx).await;
+            self.decided.handled(decided.as_ref().ok().cloned().flatten());
+            decided.map(|_| ())
+        })
     }
 
     fn committed(&self) {
         self.checkout.committed();
+        for tally in self.decided.committed() {
+            self.checkout.count(tally);
+        }
+    }
+
+    fn rolled_back(&self) {
+        self.decided.rolled_back();
+    }
+
+    /// A worker of its own applies its own transactions, so it keeps its own decisions.
+    fn for_worker(&self) -> Option<Self> {
+        Some(Self::new(Arc::clone(&self.checkout)))
     }
 
     fn event_types(&self) -> &[&'static str] {

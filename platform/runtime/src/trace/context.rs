@@ -83,6 +83,17 @@ pub fn set_remote_parent(span: &tracing::Span, parent: SpanContext) {
     }
 }
 
+/// Links `span`, work done for many traces at once (a batch), to each trace context of
+/// `traceparents` that is valid.
+pub fn link<'a>(span: &tracing::Span, traceparents: impl IntoIterator<Item = &'a str>) {
+    if span.is_disabled() {
+        return;
+    }
+    for context in traceparents.into_iter().filter_map(parse) {
+        span.add_link(context);
+    }
+}
+
 /// Puts `span`'s `traceparent` on an outgoing call's headers (nothing when it is not traced).
 pub fn inject(span: &tracing::Span, headers: &mut HeaderMap) {
     if let Some(value) = traceparent(span).and_then(|v| HeaderValue::from_str(&v).ok()) {

@@ -63,6 +63,17 @@ pub fn store() -> Option<&'static SpanStore> {
     INSTALLED.get().map(|i| i.store.as_ref())
 }
 
+/// The trace id of the current span when its trace is recorded (sampled), for a metric's
+/// exemplar: a link to a trace that exists.
+#[must_use]
+pub fn current_trace_id() -> Option<String> {
+    if !enabled() {
+        return None;
+    }
+    let context = context::span_context(&tracing::Span::current())?;
+    context.is_sampled().then(|| context.trace_id().to_string())
+}
+
 /// Adds the span counters to a service's registry.
 pub fn register_metrics(registry: &mut Registry) {
     let counts = counts();

@@ -59,18 +59,19 @@ impl CancelReason {
         }
     }
 
+    /// Every reason.
+    pub const ALL: [Self; 6] = [
+        Self::OutOfStock,
+        Self::UnknownProduct,
+        Self::PaymentDeclined,
+        Self::PaymentTimeout,
+        Self::ReservationTimeout,
+        Self::CustomerCancelled,
+    ];
+
     #[must_use]
     pub fn parse(s: &str) -> Option<Self> {
-        [
-            Self::OutOfStock,
-            Self::UnknownProduct,
-            Self::PaymentDeclined,
-            Self::PaymentTimeout,
-            Self::ReservationTimeout,
-            Self::CustomerCancelled,
-        ]
-        .into_iter()
-        .find(|r| r.as_str() == s)
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
     }
 }
 

@@ -6,6 +6,8 @@
 //!   completed steps only, and answers delivered twice applied once.
 //! - `placing`: idempotency keys, ownership, listing, customer cancellation.
 //! - `bad_input`: every invalid field named, unknown products, no profile, no token.
+//! - `metrics`: orders by outcome and reason, phase times, compensations, timeouts and batch
+//!   sizes from `/metrics`, counted once across a duplicate answer and a restart.
 //! - `overload`: past `max_orders_in_flight` new orders get `503`; accepted ones all confirm.
 //! - `long_poll`: `GET /api/orders/{id}` waiting for a change, and its bad parameters.
 //! - `read_model`: order rows written with each append, version-guarded, and equal to what the
@@ -14,6 +16,7 @@
 mod bad_input;
 mod checkout;
 mod long_poll;
+mod metrics;
 mod overload;
 mod placing;
 mod read_model;

@@ -89,6 +89,7 @@ impl Orders {
                 .react_in(&mut tx, order, reply, &Context::default())
                 .await
                 .expect("react")
+                .is_some()
         );
         tx.commit().await.unwrap();
     }

@@ -17,6 +17,7 @@ use mercato_messaging::{Bus, Context, Envelope, Event};
 use mercato_orders::{CacheConfig, Config, SagaConfig};
 use mercato_runtime::{CancellationToken, ClientConfig};
 use mercato_testkit::listener::Listener;
+use mercato_testkit::metrics::Exposition;
 use mercato_testkit::service::{Backing, Instance, http_client};
 use mercato_testkit::{PATIENCE, TestBackend, eventually};
 use serde_json::{Value, json};
@@ -89,7 +90,8 @@ pub struct TestApp {
     /// The next position of each (category, order) the test answers on.
     positions: Mutex<HashMap<(String, String), i64>>,
     _peers_stop: CancellationToken,
-    _instance: Instance,
+    config: Config,
+    instance: Instance,
     // Declared last so the service stops before its broker and database go.
     backing: Backing,
 }
@@ -155,7 +157,8 @@ pub async fn spawn_app_with(backend: TestBackend, configure: impl FnOnce(&mut Sa
         peers,
         positions: Mutex::default(),
         _peers_stop: peers_stop,
-        _instance: instance,
+        config,
+        instance,
         backing,
     }
 }
@@ -229,6 +232,22 @@ impl TestApp {
             .send()
             .await
             .expect("the service answers")
+    }
+
+    /// Kills the service without a graceful stop and starts a new process of it on the same
+    /// database and bus (on another port).
+    pub async fn crash_and_restart(&mut self) {
+        self.instance.abort().await;
+        let bus = self.backing.bus().await;
+        self.instance = Instance::run(mercato_orders::build(&self.config, bus).await);
+        self.addr = self.instance.addr;
+    }
+
+    /// The service's `/metrics`, read as samples.
+    pub async fn exposition(&self) -> Exposition {
+        // `/metrics` needs no token; an empty one is ignored.
+        let text = self.get("", "/metrics").await.text().await.unwrap_or_default();
+        Exposition::parse(&text)
     }
 
     /// The value of the service's metric `name` (a series without labels).
