@@ -18,7 +18,7 @@ pub struct EventType {
     pub category: &'static str,
     pub name: &'static str,
     pub version: u32,
-    schema: fn() -> Value,
+    schema: fn(&str) -> Value,
 }
 
 impl EventType {
@@ -34,7 +34,7 @@ impl EventType {
     /// The JSON Schema a payload of this type and version satisfies.
     #[must_use]
     pub fn schema(&self) -> Value {
-        (self.schema)()
+        (self.schema)(self.category)
     }
 
     /// Where the schema is kept, relative to `contracts/`.
@@ -68,6 +68,12 @@ pub fn all() -> Vec<EventType> {
         EventType::of::<o::OrderCancelled>(o::CATEGORY),
         EventType::of::<o::OrderShipped>(o::CATEGORY),
         EventType::of::<o::OrderDelivered>(o::CATEGORY),
+        // The saga's log is the order's stream: the answers it acted on are recorded there, and
+        // published with it, as they came.
+        EventType::of::<inv::StockReserved>(o::CATEGORY),
+        EventType::of::<inv::StockReservationFailed>(o::CATEGORY),
+        EventType::of::<p::PaymentCaptured>(o::CATEGORY),
+        EventType::of::<p::PaymentFailed>(o::CATEGORY),
         EventType::of::<inv::StockReserved>(inv::CATEGORY),
         EventType::of::<inv::StockReservationFailed>(inv::CATEGORY),
         EventType::of::<inv::StockReleased>(inv::CATEGORY),
@@ -90,12 +96,12 @@ pub fn find(category: &str, name: &str) -> Option<EventType> {
 const DEFS: &str = "#/$defs/";
 const COMPONENTS: &str = "#/components/schemas/";
 
-fn schema_of<E: Event + ToSchema>() -> Value {
+fn schema_of<E: Event + ToSchema>(category: &str) -> Value {
     let mut defs: Vec<(String, RefOr<Schema>)> = Vec::new();
     E::schemas(&mut defs);
     let mut root = json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "$id": format!("urn:mercato:event:{}:v{}", E::TYPE, E::VERSION),
+        "$id": format!("urn:mercato:event:{category}:{}:v{}", E::TYPE, E::VERSION),
         "title": E::TYPE,
     });
     let object = root.as_object_mut().expect("a JSON object");

@@ -2,7 +2,9 @@
 //! types the consumer decodes with, so an expectation is exactly what its decoding needs: every
 //! field that is not optional, with its JSON type, and the wire names of enums.
 
-use super::{Expectation, Pact};
+use serde_json::json;
+
+use super::{Expectation, HttpExpectation, Pact};
 use crate::customers::{CustomerCreated, CustomerUpdated, Preferences};
 use crate::identity::UserRegistered;
 use crate::inventory::{ReservationFailure, StockReservationFailed, StockReserved};
@@ -263,7 +265,71 @@ fn notifications_from_orders() -> Pact {
     )
 }
 
-/// Every consumer's pact with each provider whose messages it reads.
+/// A charge as payments sends it, and what the provider answers for `card`.
+fn charge(
+    card: &str,
+    state: &str,
+    status: u16,
+    response: serde_json::Value,
+    typed: &[&str],
+) -> HttpExpectation {
+    HttpExpectation {
+        description: format!("a charge of 25.00 EUR to {card}"),
+        state: state.into(),
+        method: "POST".into(),
+        path: "/v1/charges".into(),
+        headers: vec![("Idempotency-Key".into(), format!("order-contract-{card}"))],
+        body: json!({"amount_minor": 2500, "currency": "EUR", "card_token": card}),
+        status,
+        response,
+        typed: typed.iter().map(|p| (*p).to_owned()).collect(),
+    }
+}
+
+/// payments charges cards through the provider's HTTP API (the sandbox stands in for it), one
+/// provider state per test card; it reads a charge's id, status and amount, and an error's
+/// code. `tok_hang` is left out: its answer is no answer, which a pact cannot express.
+fn payments_from_provider() -> Pact {
+    let captured = json!({"id": "ch_0001", "status": "succeeded", "amount_minor": 2500, "currency": "EUR"});
+    let paid = ["$.id"];
+    let error = |code: &str| json!({"error": {"code": code}});
+    let expectations = [
+        charge(
+            "tok_visa",
+            "tok_visa is a card that pays",
+            200,
+            captured.clone(),
+            &paid,
+        ),
+        charge(
+            "tok_late",
+            "tok_late is a card that pays after a delay",
+            200,
+            captured,
+            &paid,
+        ),
+        charge(
+            "tok_decline",
+            "tok_decline is a card that is declined",
+            402,
+            error("card_declined"),
+            &[],
+        ),
+        charge(
+            "tok_flaky",
+            "tok_flaky is a card whose first attempts fail",
+            503,
+            error("temporarily_unavailable"),
+            &["$.error.code"],
+        ),
+    ];
+    let mut pact = Pact::new("payments", "payment-sandbox");
+    pact.interactions = expectations.iter().map(HttpExpectation::to_interaction).collect();
+    pact
+}
+
+/// Every consumer's pact with each provider whose messages it reads, and payments' with the
+/// payment provider.
 #[must_use]
 pub fn all() -> Vec<Pact> {
     vec![
@@ -275,5 +341,6 @@ pub fn all() -> Vec<Pact> {
         notifications_from_identity(),
         notifications_from_customers(),
         notifications_from_orders(),
+        payments_from_provider(),
     ]
 }

@@ -17,6 +17,9 @@ pub use matching::{Mismatch, verify_message};
 /// The V4 interaction type of a message.
 pub const MESSAGE: &str = "Asynchronous/Messages";
 
+/// The V4 interaction type of an HTTP request and its response.
+pub const HTTP: &str = "Synchronous/HTTP";
+
 /// One consumer's pact with one provider.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Pact {
@@ -140,6 +143,58 @@ impl Expectation {
                 "schema_version": self.version,
             },
             "matchingRules": {"body": self.rules},
+            "pending": false,
+        })
+    }
+}
+
+/// What an HTTP consumer sends and expects back: a JSON request, and a JSON response whose
+/// fields may differ from the example's as far as `response_rules` allow.
+#[derive(Debug, Clone)]
+pub struct HttpExpectation {
+    pub description: String,
+    pub state: String,
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Value,
+    pub status: u16,
+    pub response: Value,
+    /// Body paths of the response compared by type only; the others must be equal.
+    pub typed: Vec<String>,
+}
+
+impl HttpExpectation {
+    /// The V4 interaction.
+    #[must_use]
+    pub fn to_interaction(&self) -> Value {
+        let mut headers: Map<String, Value> = self
+            .headers
+            .iter()
+            .map(|(name, value)| (name.clone(), json!([value])))
+            .collect();
+        headers.insert("Content-Type".into(), json!(["application/json"]));
+        let rules: Map<String, Value> = self
+            .typed
+            .iter()
+            .map(|path| (path.clone(), rule(json!({"match": "type"}))))
+            .collect();
+        json!({
+            "type": HTTP,
+            "description": self.description,
+            "providerStates": [{"name": self.state}],
+            "request": {
+                "method": self.method,
+                "path": self.path,
+                "headers": headers,
+                "body": {"content": self.body, "contentType": "application/json", "encoded": false},
+            },
+            "response": {
+                "status": self.status,
+                "headers": {"Content-Type": ["application/json"]},
+                "body": {"content": self.response, "contentType": "application/json", "encoded": false},
+                "matchingRules": {"body": rules},
+            },
             "pending": false,
         })
     }
