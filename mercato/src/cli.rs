@@ -233,11 +233,8 @@ impl Command {
             Command::Certs { command } => Ok(crate::certs::run(&config.data_dir, &command)?),
             Command::Trace { order_id, urls } => trace(&config, &order_id, urls).await,
             Command::Openapi(args) => Ok(crate::openapi::run(&args)?),
-            Command::Contracts { dir, check } => Ok(if check {
-                mercato_contracts::files::check(&dir)?
-            } else {
-                mercato_contracts::files::write(&dir)?
-            }),
+            Command::Contracts { dir, check: true } => Ok(mercato_contracts::files::check(&dir)?),
+            Command::Contracts { dir, check: false } => Ok(mercato_contracts::files::write(&dir)?),
         }
     }
 }
