@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # The public API against its OpenAPI document: schemathesis (pinned, in a venv of its own) runs
 # every check, through every phase including the stateful one, against `mercato up` (embedded)
-# through the gateway, once with a customer's token and once with an admin's. Any failure fails.
+# through the gateway, once with a customer's token and once with an admin's. Before it, every
+# pact under contracts/pacts/ is verified by the official Pact core (pact-python, pinned) against
+# the same system: scripts/pact-verify.py. Any failure fails.
 #
 #   scripts/contract-test.sh [--bin PATH] [--max-examples N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SCHEMATHESIS_VERSION=4.32.5
+PACT_PYTHON_VERSION=4.2.0
 BIN=target/debug/mercato
 MAX_EXAMPLES=${CONTRACT_MAX_EXAMPLES:-25}
 while [[ $# -gt 0 ]]; do
@@ -22,6 +25,9 @@ VENV=.venv-contracts
 if [[ "$("$VENV/bin/schemathesis" --version 2>/dev/null)" != *"$SCHEMATHESIS_VERSION"* ]]; then
     python3 -m venv "$VENV"
     "$VENV/bin/pip" install --quiet "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+if [[ "$("$VENV/bin/pip" show pact-python 2>/dev/null)" != *"Version: $PACT_PYTHON_VERSION"* ]]; then
+    "$VENV/bin/pip" install --quiet "pact-python==$PACT_PYTHON_VERSION"
 fi
 [[ -x "$BIN" ]] || cargo build --quiet -p mercato
 
@@ -75,6 +81,12 @@ for _ in $(seq 1 100); do
 done
 
 failed=0
+SANDBOX=$(awk '$1 == "payment-sandbox" && $2 ~ /^http:/ { print $2 }' "$WORK/up.log")
+echo "== pact verification (official Pact core, pact-python $PACT_PYTHON_VERSION)"
+PACT_DO_NOT_TRACK=true "$VENV/bin/python" scripts/pact-verify.py \
+    --gateway "$GATEWAY" --sandbox "$SANDBOX" --bus-db "$WORK/data/bus.db" \
+    --customer "$CUSTOMER" --admin "$ADMIN" || failed=1
+
 for who in customer admin; do
     if [[ $who == customer ]]; then auth=$CUSTOMER; else auth=$ADMIN; fi
     echo "== schemathesis $SCHEMATHESIS_VERSION as the $who, at most $MAX_EXAMPLES examples an operation"

@@ -1,6 +1,7 @@
 //! Events of the customers service (category `customers`).
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// The bus category of customers' events.
 pub const CATEGORY: &str = "customers";
@@ -18,7 +19,7 @@ pub struct Address {
 }
 
 /// Which channels a customer accepts, and in which language.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Preferences {
     pub email: bool,
     pub sms: bool,
@@ -38,7 +39,7 @@ impl Default for Preferences {
 }
 
 /// A customer profile was created (from identity's `UserRegistered`). Stream: the customer id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CustomerCreated {
     pub customer_id: String,
     pub email: String,
@@ -47,7 +48,7 @@ pub struct CustomerCreated {
 
 /// A customer's profile or preferences changed; carries the whole profile after the change, so
 /// a consumer (a cache, notifications) needs no other call. Stream: the customer id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CustomerUpdated {
     pub customer_id: String,
     pub email: String,

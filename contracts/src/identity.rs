@@ -1,6 +1,7 @@
 //! Events of the identity service (category `identity`).
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// The bus category of identity's events.
 pub const CATEGORY: &str = "identity";
@@ -28,7 +29,7 @@ pub fn display_name(raw: &str) -> Result<&str, &'static str> {
 }
 
 /// A person registered. Stream: the user id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct UserRegistered {
     pub user_id: String,
     pub email: String,

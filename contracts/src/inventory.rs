@@ -2,6 +2,7 @@
 //! commands, and product changes (for caches).
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::money::Money;
 use crate::orders::OrderLine;
@@ -10,7 +11,7 @@ use crate::orders::OrderLine;
 pub const CATEGORY: &str = "inventory";
 
 /// Every line of the order is held until `expires_at` (Unix milliseconds). Stream: the order id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StockReserved {
     pub order_id: String,
     pub lines: Vec<OrderLine>,
@@ -18,7 +19,7 @@ pub struct StockReserved {
 }
 
 /// Why a reservation was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReservationFailure {
     OutOfStock,
@@ -26,7 +27,7 @@ pub enum ReservationFailure {
 }
 
 /// Nothing was held: a line could not be reserved. Stream: the order id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StockReservationFailed {
     pub order_id: String,
     pub reason: ReservationFailure,
@@ -35,7 +36,7 @@ pub struct StockReservationFailed {
 }
 
 /// What was held for the order is available again (released, or expired). Stream: the order id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct StockReleased {
     pub order_id: String,
     /// `released` (asked to) or `expired` (its time ran out).
@@ -43,13 +44,13 @@ pub struct StockReleased {
 }
 
 /// The held stock is sold. Stream: the order id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ReservationCommitted {
     pub order_id: String,
 }
 
 /// A product's price, stock or description changed. Stream: the sku.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ProductChanged {
     pub sku: String,
     pub name: String,

@@ -7,33 +7,42 @@
 //! - [`inventory`]: answers to stock commands; product changes.
 //! - [`payments`]: answers to payment commands.
 //! - [`money`]: amounts in minor units with a currency.
+//! - [`catalogue`]: every event type with its JSON Schema; [`pact`]: what each consumer expects
+//!   of the messages it reads; [`files`]: both as the files under `contracts/`.
 //!
-//! Changing a payload: add a field with a default (compatible), or bump `VERSION` and teach
-//! `upcast` how to read the older shape; never repurpose a field.
+//! Changing a payload: add a field with a default (compatible), or add the next version's
+//! upcaster to the type's [`mercato_messaging::Event::UPCASTERS`] (which bumps its version) and
+//! keep the older version's schema under `contracts/events/`; never repurpose a field.
 #![forbid(unsafe_code)]
 
-/// Declares payload types as events named after themselves on the wire, at a schema version.
-/// An event that moved past version 1 implements [`mercato_messaging::Event`] by hand instead,
-/// with the `upcast` that reads its older shapes.
+/// Declares payload types as events named after themselves on the wire, at version 1: an
+/// event that moved on implements [`mercato_messaging::Event`] by hand, with the upcasters that
+/// read its older shapes, and its version follows from them.
 #[macro_export]
 macro_rules! events {
     ($($event:ident = $version:literal),+ $(,)?) => {
         $(
             impl mercato_messaging::Event for $event {
                 const TYPE: &'static str = stringify!($event);
-                const VERSION: u32 = $version;
             }
+            const _: () = assert!(
+                <$event as mercato_messaging::Event>::VERSION == $version,
+                "a version past 1 needs its upcasters: implement Event by hand"
+            );
         )+
     };
 }
 
+pub mod catalogue;
 pub mod customers;
+pub mod files;
 pub mod identity;
 pub mod inventory;
 pub mod money;
 pub mod number;
 pub mod openapi;
 pub mod orders;
+pub mod pact;
 pub mod payments;
 #[cfg(test)]
 mod proto_compat;

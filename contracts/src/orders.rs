@@ -3,6 +3,7 @@
 //! to one service; that service's inbox applies it once and answers with its own events.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::money::Money;
 
@@ -10,7 +11,7 @@ use crate::money::Money;
 pub const CATEGORY: &str = "orders";
 
 /// One line of an order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderLine {
     pub sku: String,
     pub quantity: i64,
@@ -19,7 +20,7 @@ pub struct OrderLine {
 /// Command to inventory: hold these lines for the order, all or nothing, until `expires_at`
 /// (Unix milliseconds). Stream: the order id. Answered by `StockReserved` or
 /// `StockReservationFailed`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ReserveStock {
     pub order_id: String,
     pub lines: Vec<OrderLine>,
@@ -28,7 +29,7 @@ pub struct ReserveStock {
 
 /// Command to inventory: give back what was held for the order (compensation). Releasing
 /// nothing, or twice, is fine. Answered by `StockReleased`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ReleaseStock {
     pub order_id: String,
     pub reason: String,
@@ -36,7 +37,7 @@ pub struct ReleaseStock {
 
 /// Command to inventory: the order is confirmed; the held stock is sold. Answered by
 /// `ReservationCommitted`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CommitReservation {
     pub order_id: String,
 }
@@ -44,7 +45,7 @@ pub struct CommitReservation {
 /// Command to payments: charge the card once for the order. `idempotency_key` is stable per
 /// order, so a retried command never charges twice. Answered by `PaymentCaptured` or
 /// `PaymentFailed`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ChargePayment {
     pub order_id: String,
     pub customer_id: String,
@@ -56,14 +57,14 @@ pub struct ChargePayment {
 /// Command to payments: refund whatever was captured for the order (a late capture after the
 /// saga gave up, or a cancellation). Refunding nothing, or twice, is fine. Answered by
 /// `PaymentRefunded` when something was refunded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RefundPayment {
     pub order_id: String,
     pub reason: String,
 }
 
 /// A customer placed an order; the checkout saga starts. Stream: the order id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderPlaced {
     pub order_id: String,
     pub customer_id: String,
@@ -72,7 +73,7 @@ pub struct OrderPlaced {
 }
 
 /// A line with the unit price it was sold at.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PricedLine {
     pub sku: String,
     pub name: String,
@@ -81,7 +82,7 @@ pub struct PricedLine {
 }
 
 /// Stock is held and the payment captured: the order will be fulfilled. Stream: the order id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderConfirmed {
     pub order_id: String,
     pub customer_id: String,
@@ -90,9 +91,10 @@ pub struct OrderConfirmed {
 }
 
 /// The order ended without being fulfilled. `reason` is one of `out_of_stock`,
-/// `payment_declined`, `payment_timeout`, `customer_cancelled`, `unknown_product`.
+/// `unknown_product`, `payment_declined`, `payment_timeout`, `reservation_timeout`,
+/// `customer_cancelled`.
 /// Stream: the order id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderCancelled {
     pub order_id: String,
     pub customer_id: String,
@@ -100,14 +102,14 @@ pub struct OrderCancelled {
 }
 
 /// The order left the warehouse. Stream: the order id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderShipped {
     pub order_id: String,
     pub customer_id: String,
 }
 
 /// The order reached the customer. Stream: the order id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct OrderDelivered {
     pub order_id: String,
     pub customer_id: String,

@@ -2,6 +2,7 @@
 //! commands.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::money::Money;
 
@@ -9,7 +10,7 @@ use crate::money::Money;
 pub const CATEGORY: &str = "payments";
 
 /// The card was charged. Stream: the order id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PaymentCaptured {
     pub order_id: String,
     pub payment_id: String,
@@ -17,7 +18,7 @@ pub struct PaymentCaptured {
 }
 
 /// Why a charge did not happen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentFailure {
     /// The provider declined the card.
@@ -27,14 +28,14 @@ pub enum PaymentFailure {
 }
 
 /// The card was not charged. Stream: the order id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PaymentFailed {
     pub order_id: String,
     pub reason: PaymentFailure,
 }
 
 /// A captured charge was refunded. Stream: the order id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PaymentRefunded {
     pub order_id: String,
     pub payment_id: String,

@@ -51,6 +51,15 @@ pub enum Command {
     Config,
     /// Write the public OpenAPI document the gateway serves, generated from the handlers.
     Openapi(crate::openapi::OpenApiArgs),
+    /// Write the event schemas and the consumers' pacts under `contracts/`, rendered from the code.
+    Contracts {
+        /// The `contracts/` directory of the source tree.
+        #[arg(long, default_value = "contracts")]
+        dir: PathBuf,
+        /// Write nothing; fail if a file differs from its rendering.
+        #[arg(long)]
+        check: bool,
+    },
     /// Manage the identity service's signing keys.
     Keys {
         #[command(subcommand)]
@@ -224,6 +233,8 @@ impl Command {
             Command::Certs { command } => Ok(crate::certs::run(&config.data_dir, &command)?),
             Command::Trace { order_id, urls } => trace(&config, &order_id, urls).await,
             Command::Openapi(args) => Ok(crate::openapi::run(&args)?),
+            Command::Contracts { dir, check: true } => Ok(mercato_contracts::files::check(&dir)?),
+            Command::Contracts { dir, check: false } => Ok(mercato_contracts::files::write(&dir)?),
         }
     }
 }

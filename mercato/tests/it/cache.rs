@@ -92,7 +92,7 @@ impl Drop for SecondOrders {
     }
 }
 
-async fn admin_put(system: &System, admin: &str, path: &str, body: Value) {
+pub async fn admin_put(system: &System, admin: &str, path: &str, body: Value) {
     let response = system.send_json(Method::PUT, path, admin, &body).await;
     assert_eq!(response.status(), 200, "PUT {path}");
 }

@@ -24,7 +24,7 @@ backend_tests!(
 
 const SKU: &str = "MUG-001";
 
-fn order_body(sku: &str, quantity: i64, card: &str) -> Value {
+pub fn order_body(sku: &str, quantity: i64, card: &str) -> Value {
     json!({
         "items": [{"sku": sku, "quantity": quantity}],
         "payment": {"card_token": card},
@@ -44,7 +44,7 @@ async fn placed(system: &System, token: &str, body: &Value) -> Value {
 }
 
 /// Places an order and waits until it leaves `pending`; returns it then.
-async fn placed_and_settled(system: &System, token: &str, body: &Value) -> Value {
+pub async fn placed_and_settled(system: &System, token: &str, body: &Value) -> Value {
     let order = placed(system, token, body).await;
     settled(system, token, order["id"].as_str().unwrap()).await
 }

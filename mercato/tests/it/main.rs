@@ -9,6 +9,8 @@
 //! - `restart`: data and signing keys survive a restart; key rotation through the gateway.
 //! - `cache`: a price change reaches a second orders instance through invalidation, not the TTL.
 //! - `deploy`: `mercato deploy switch` moves inventory to a second instance and back.
+//! - `contracts`: every event the system publishes fits its schema and every consumer's pact;
+//!   a renamed field fails the pact, naming the consumer and the field.
 //! - `openapi`: the served OpenAPI document is the generated one; undeclared methods answer 405.
 //! - `loadgen`: `mercato loadgen` follows each order with the long poll, reports the saga's
 //!   phases, and counts refusals past the backlog bound apart from errors.
@@ -22,6 +24,7 @@
 mod access;
 mod cache;
 mod checkout;
+mod contracts;
 mod crash;
 mod customers;
 mod deploy;

@@ -38,24 +38,59 @@ pub struct Envelope {
     pub payload: serde_json::Value,
 }
 
-/// A payload type: its name on the wire, its current schema version, and how older versions
-/// are brought up to date.
+/// Rewrites a payload of one schema version into the next (vN to vN+1).
+///
+/// # Errors
+/// The payload does not have the older shape.
+pub type Upcaster = fn(serde_json::Value) -> Result<serde_json::Value, String>;
+
+/// A payload type: its name on the wire, its current schema version, and the steps that bring
+/// each older version up to date.
+///
+/// A new version adds one step to [`Event::UPCASTERS`] and never edits an earlier one, so an
+/// event written at any version is read through the same chain of small rewrites.
 pub trait Event: Serialize + DeserializeOwned {
     const TYPE: &'static str;
-    const VERSION: u32;
+    /// One upcaster per version step, oldest first: `UPCASTERS[0]` reads v1 as v2, and so on.
+    const UPCASTERS: &'static [Upcaster] = &[];
+    /// The current schema version: the one the last upcaster produces.
+    #[allow(clippy::cast_possible_truncation)]
+    const VERSION: u32 = Self::UPCASTERS.len() as u32 + 1;
+}
 
-    /// Rewrites a payload of schema `version` (older than [`Event::VERSION`]) into the current
-    /// shape. The default knows no older versions.
-    ///
-    /// # Errors
-    /// The version is unknown or the payload does not fit it.
-    fn upcast(version: u32, payload: serde_json::Value) -> Result<serde_json::Value, String> {
-        let _ = payload;
-        Err(format!(
-            "{} has no upcaster from schema version {version}",
-            Self::TYPE
-        ))
+/// Brings `payload`, written as `E` at schema `version`, to `E`'s current version through each
+/// step of [`Event::UPCASTERS`] in turn.
+///
+/// # Errors
+/// A version newer than `E`'s, a version 0, upcasters that do not reach `E::VERSION`, or a step
+/// that refuses the payload.
+pub fn upcast<E: Event>(
+    version: u32,
+    mut payload: serde_json::Value,
+) -> Result<serde_json::Value, EnvelopeError> {
+    if version > E::VERSION {
+        return Err(EnvelopeError::TooNew {
+            event_type: E::TYPE.to_owned(),
+            version,
+            known: E::VERSION,
+        });
     }
+    if E::UPCASTERS.len() + 1 != E::VERSION as usize {
+        return Err(EnvelopeError::Upcast(format!(
+            "{} is at version {} but has {} upcasters",
+            E::TYPE,
+            E::VERSION,
+            E::UPCASTERS.len()
+        )));
+    }
+    let first = version
+        .checked_sub(1)
+        .ok_or_else(|| EnvelopeError::Upcast(format!("{} has no schema version 0", E::TYPE)))?;
+    for (from, step) in (version..).zip(&E::UPCASTERS[first as usize..]) {
+        payload = step(payload)
+            .map_err(|e| EnvelopeError::Upcast(format!("{} v{from} to v{}: {e}", E::TYPE, from + 1)))?;
+    }
+    Ok(payload)
 }
 
 /// Why an envelope could not be built or read.
@@ -128,18 +163,10 @@ impl Envelope {
                 actual: self.event_type.clone(),
             });
         }
-        let payload = match self.schema_version.cmp(&E::VERSION) {
-            std::cmp::Ordering::Equal => self.payload.clone(),
-            std::cmp::Ordering::Less => {
-                E::upcast(self.schema_version, self.payload.clone()).map_err(EnvelopeError::Upcast)?
-            }
-            std::cmp::Ordering::Greater => {
-                return Err(EnvelopeError::TooNew {
-                    event_type: self.event_type.clone(),
-                    version: self.schema_version,
-                    known: E::VERSION,
-                });
-            }
+        let payload = if self.schema_version == E::VERSION {
+            self.payload.clone()
+        } else {
+            upcast::<E>(self.schema_version, self.payload.clone())?
         };
         Ok(serde_json::from_value(payload)?)
     }
@@ -189,24 +216,26 @@ mod tests {
 
     impl Event for Renamed {
         const TYPE: &'static str = "Renamed";
-        const VERSION: u32 = 2;
-
-        fn upcast(version: u32, mut payload: serde_json::Value) -> Result<serde_json::Value, String> {
-            match version {
-                1 => {
-                    let name = payload
-                        .get_mut("name")
-                        .map(serde_json::Value::take)
-                        .ok_or("no name")?;
-                    Ok(serde_json::json!({"full_name": name}))
-                }
-                v => Err(format!("unknown version {v}")),
-            }
-        }
+        // v1 `{"name"}`, v2 `{"name", "title"}`, v3 `{"full_name"}`.
+        const UPCASTERS: &'static [Upcaster] = &[add_title, join_title];
     }
 
-    #[test]
-    fn an_older_schema_is_upcast_on_read() {
+    fn add_title(mut payload: serde_json::Value) -> Result<serde_json::Value, String> {
+        payload
+            .as_object_mut()
+            .ok_or("not an object")?
+            .insert("title".into(), serde_json::json!(""));
+        Ok(payload)
+    }
+
+    fn join_title(payload: serde_json::Value) -> Result<serde_json::Value, String> {
+        let name = payload["name"].as_str().ok_or("no name")?;
+        let title = payload["title"].as_str().ok_or("no title")?;
+        let full_name = format!("{title} {name}").trim().to_owned();
+        Ok(serde_json::json!({"full_name": full_name}))
+    }
+
+    fn renamed_at(version: u32, payload: serde_json::Value) -> Envelope {
         let mut env = Envelope::new(
             "x",
             "s-1",
@@ -216,28 +245,71 @@ mod tests {
             &Context::default(),
         )
         .unwrap();
-        env.schema_version = 1;
-        env.payload = serde_json::json!({"name": "Ada"});
+        env.schema_version = version;
+        env.payload = payload;
+        env
+    }
+
+    #[test]
+    fn every_older_schema_is_upcast_step_by_step_on_read() {
+        assert_eq!(Renamed::VERSION, 3, "the version follows the upcasters");
+        let ada = |full_name: &str| Renamed {
+            full_name: full_name.into(),
+        };
         assert_eq!(
-            env.decode::<Renamed>().unwrap(),
-            Renamed {
-                full_name: "Ada".into()
-            }
+            renamed_at(1, serde_json::json!({"name": "Ada"}))
+                .decode::<Renamed>()
+                .unwrap(),
+            ada("Ada")
+        );
+        assert_eq!(
+            renamed_at(2, serde_json::json!({"name": "Ada", "title": "Countess"}))
+                .decode::<Renamed>()
+                .unwrap(),
+            ada("Countess Ada")
+        );
+        assert_eq!(
+            renamed_at(3, serde_json::json!({"full_name": "Ada"}))
+                .decode::<Renamed>()
+                .unwrap(),
+            ada("Ada")
+        );
+    }
+
+    #[test]
+    fn a_payload_that_does_not_fit_its_version_names_the_failing_step() {
+        let err = renamed_at(2, serde_json::json!({"name": "Ada"}))
+            .decode::<Renamed>()
+            .unwrap_err();
+        assert_eq!(err.to_string(), "cannot upcast: Renamed v2 to v3: no title");
+        let err = renamed_at(0, serde_json::json!({}))
+            .decode::<Renamed>()
+            .unwrap_err();
+        assert!(matches!(err, EnvelopeError::Upcast(_)), "{err}");
+    }
+
+    #[derive(Debug, Serialize, Deserialize)]
+    struct Skipped;
+
+    impl Event for Skipped {
+        const TYPE: &'static str = "Skipped";
+        const VERSION: u32 = 2;
+    }
+
+    #[test]
+    fn a_version_without_its_upcaster_is_refused_not_read_as_current() {
+        let mut env = Envelope::new("x", "s-1", &Skipped, &Context::default()).unwrap();
+        env.schema_version = 1;
+        let err = env.decode::<Skipped>().unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot upcast: Skipped is at version 2 but has 0 upcasters"
         );
     }
 
     #[test]
     fn a_newer_schema_than_known_is_refused() {
-        let mut env = Envelope::new(
-            "x",
-            "s-1",
-            &Renamed {
-                full_name: "A".into(),
-            },
-            &Context::default(),
-        )
-        .unwrap();
-        env.schema_version = 3;
+        let env = renamed_at(4, serde_json::json!({"full_name": "A"}));
         assert!(matches!(
             env.decode::<Renamed>(),
             Err(EnvelopeError::TooNew { .. })

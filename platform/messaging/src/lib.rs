@@ -31,7 +31,7 @@ pub use bus::{
     Acker, Broadcast, Bus, BusConfig, BusError, Consumer, ConsumerSpec, DeadLetter, Delivery, PartialPublish,
     Subscription,
 };
-pub use envelope::{Context, Envelope, EnvelopeError, Event};
+pub use envelope::{Context, Envelope, EnvelopeError, Event, Upcaster, upcast};
 pub use inbox::{ConsumerMetrics, Handler, HandlerError, HandlerFuture, Inbox, InboxConfig};
 pub use outbox::Outbox;
 pub use relay::{Relay, RelayConfig, RelayMetrics};
