@@ -16,6 +16,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use mercato_resilience::register_metrics;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
@@ -48,16 +49,10 @@ impl Preauth {
             screened_out: Counter::default(),
             refused: Counter::default(),
         };
-        registry.register(
-            "gateway_tokens_screened_out",
-            "Bearer tokens refused by their shape, before any decoding or signature check",
-            this.screened_out.clone(),
-        );
-        registry.register(
-            "gateway_preauth_refused",
-            "Requests refused with 429 because their address failed authentication too often",
-            this.refused.clone(),
-        );
+        register_metrics!(registry, {
+            this.screened_out => "gateway_tokens_screened_out", "Bearer tokens refused by their shape, before any decoding or signature check";
+            this.refused => "gateway_preauth_refused", "Requests refused with 429 because their address failed authentication too often";
+        });
         this
     }
 

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use mercato_resilience::register_metrics;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -395,16 +396,10 @@ impl RateLimiter {
             degraded: Gauge::default(),
             refused: Counter::default(),
         };
-        registry.register(
-            "gateway_rate_limiter_degraded",
-            "1 while the shared rate-limit store fails and limits are kept locally",
-            metrics.degraded.clone(),
-        );
-        registry.register(
-            "gateway_rate_limited",
-            "Requests refused with 429",
-            metrics.refused.clone(),
-        );
+        register_metrics!(registry, {
+            metrics.degraded => "gateway_rate_limiter_degraded", "1 while the shared rate-limit store fails and limits are kept locally";
+            metrics.refused => "gateway_rate_limited", "Requests refused with 429";
+        });
         Ok(Self {
             classes,
             local: LocalLimiter::new(config.local_max_keys),

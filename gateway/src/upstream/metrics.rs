@@ -1,6 +1,7 @@
 //! The upstreams' metrics: instance health, attempts per group by outcome, and the green share.
 
 use mercato_resilience::CircuitBreakerMetrics;
+use mercato_resilience::register_metrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -42,21 +43,11 @@ impl Metrics {
             breakers: Some(CircuitBreakerMetrics::register(registry)),
             ..Self::default()
         };
-        registry.register(
-            "gateway_upstream_instance_healthy",
-            "Whether an upstream instance passes its health checks (1) or not (0)",
-            metrics.healthy.clone(),
-        );
-        registry.register(
-            "gateway_upstream_requests",
-            "Attempts sent to an upstream group, by outcome",
-            metrics.requests.clone(),
-        );
-        registry.register(
-            "gateway_upstream_green_percent",
-            "Share of an upstream's requests sent to its green group",
-            metrics.green_percent.clone(),
-        );
+        register_metrics!(registry, {
+            metrics.healthy => "gateway_upstream_instance_healthy", "Whether an upstream instance passes its health checks (1) or not (0)";
+            metrics.requests => "gateway_upstream_requests", "Attempts sent to an upstream group, by outcome";
+            metrics.green_percent => "gateway_upstream_green_percent", "Share of an upstream's requests sent to its green group";
+        });
         metrics
     }
 

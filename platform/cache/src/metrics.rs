@@ -1,5 +1,6 @@
 //! The caches' metrics, one family each, labelled by cache name.
 
+use mercato_runtime::resilience::register_metrics;
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -59,16 +60,10 @@ pub struct CacheMetrics {
 impl CacheMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
-        registry.register(
-            "cache_requests",
-            "Cache lookups by level (l1, l2) and result (hit, miss)",
-            metrics.requests.clone(),
-        );
-        registry.register(
-            "cache_errors",
-            "Failed loads (kind=load) and Redis calls that failed or timed out (kind=redis)",
-            metrics.errors.clone(),
-        );
+        register_metrics!(registry, {
+            metrics.requests => "cache_requests", "Cache lookups by level (l1, l2) and result (hit, miss)";
+            metrics.errors => "cache_errors", "Failed loads (kind=load) and Redis calls that failed or timed out (kind=redis)";
+        });
         let per_cache = [
             (
                 "cache_loads",

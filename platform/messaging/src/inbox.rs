@@ -31,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument as _;
 
+use mercato_runtime::resilience::register_metrics;
 use mercato_runtime::settings::InvalidSetting;
 use mercato_storage::span;
 use mercato_storage::sqlx::{self, Executor as _, Row as _};
@@ -232,26 +233,12 @@ impl ConsumerMetrics {
             lag: Family::default(),
             batches: Family::new_with_constructor(crate::relay::batch_histogram),
         };
-        registry.register(
-            "mercato_consumer_messages",
-            "Messages a consumer finished, by outcome (applied, duplicate, ignored, parked)",
-            metrics.outcomes.clone(),
-        );
-        registry.register(
-            "mercato_consumer_handler_errors",
-            "Handler failures",
-            metrics.errors.clone(),
-        );
-        registry.register(
-            "mercato_consumer_lag",
-            "Messages of the category not yet acknowledged",
-            metrics.lag.clone(),
-        );
-        registry.register(
-            "mercato_consumer_batch_messages",
-            "Messages a consumer applied in one transaction (a fetched batch, or a worker's part)",
-            metrics.batches.clone(),
-        );
+        register_metrics!(registry, {
+            metrics.outcomes => "mercato_consumer_messages", "Messages a consumer finished, by outcome (applied, duplicate, ignored, parked)";
+            metrics.errors => "mercato_consumer_handler_errors", "Handler failures";
+            metrics.lag => "mercato_consumer_lag", "Messages of the category not yet acknowledged";
+            metrics.batches => "mercato_consumer_batch_messages", "Messages a consumer applied in one transaction (a fetched batch, or a worker's part)";
+        });
         metrics
     }
 

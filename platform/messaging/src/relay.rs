@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use mercato_runtime::resilience::register_metrics;
 use mercato_storage::span;
 use mercato_storage::sqlx::{self, Row as _};
 use mercato_storage::{Db, Migration, StorageError, now_millis};
@@ -104,31 +105,13 @@ impl RelayMetrics {
             failures: Counter::default(),
             batch: batch_histogram(),
         };
-        registry.register(
-            "mercato_outbox_backlog",
-            "Outbox events not yet published",
-            metrics.backlog.clone(),
-        );
-        registry.register(
-            "mercato_outbox_oldest_unsent_age_milliseconds",
-            "Age of the oldest unpublished outbox event",
-            metrics.oldest_age_ms.clone(),
-        );
-        registry.register(
-            "mercato_outbox_published",
-            "Outbox events published",
-            metrics.published.clone(),
-        );
-        registry.register(
-            "mercato_outbox_publish_failures",
-            "Failed publish attempts",
-            metrics.failures.clone(),
-        );
-        registry.register(
-            "mercato_outbox_publish_batch_events",
-            "Events a relay pass published as one bus batch",
-            metrics.batch.clone(),
-        );
+        register_metrics!(registry, {
+            metrics.backlog => "mercato_outbox_backlog", "Outbox events not yet published";
+            metrics.oldest_age_ms => "mercato_outbox_oldest_unsent_age_milliseconds", "Age of the oldest unpublished outbox event";
+            metrics.published => "mercato_outbox_published", "Outbox events published";
+            metrics.failures => "mercato_outbox_publish_failures", "Failed publish attempts";
+            metrics.batch => "mercato_outbox_publish_batch_events", "Events a relay pass published as one bus batch";
+        });
         metrics
     }
 }

@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 
 use crate::error::{ConfigError, ResilienceError, check};
+use crate::register_metrics;
 
 /// A breaker's state, named as resilience4j names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -140,16 +141,10 @@ pub struct CircuitBreakerMetrics {
 impl CircuitBreakerMetrics {
     pub fn register(registry: &mut Registry) -> Self {
         let metrics = Self::default();
-        registry.register(
-            "circuit_breaker_transitions",
-            "Circuit breaker state changes, by breaker and the state entered",
-            metrics.transitions.clone(),
-        );
-        registry.register(
-            "circuit_breaker_state",
-            "1 for each breaker's current state, 0 for its other states",
-            metrics.state.clone(),
-        );
+        register_metrics!(registry, {
+            metrics.transitions => "circuit_breaker_transitions", "Circuit breaker state changes, by breaker and the state entered";
+            metrics.state => "circuit_breaker_state", "1 for each breaker's current state, 0 for its other states";
+        });
         metrics
     }
 

@@ -18,6 +18,8 @@
 //! - [`timeout`]: a per-call timeout that never waits past the caller's deadline.
 //! - [`bulkhead`]: a concurrency limit with a bounded, time-limited wait queue.
 //! - [`classify`]: ready-made classifiers and predicates for HTTP.
+//! - [`register_metrics!`]: a table of Prometheus metrics registered a line each (the breakers'
+//!   and every other metrics struct of the workspace).
 //!
 //! Every layer takes and returns `Result<Response, ResilienceError<E>>`, so layers stack without
 //! nesting error types; the transport at the bottom is lifted with
@@ -29,6 +31,7 @@ pub mod circuit_breaker;
 pub mod classify;
 pub mod deadline;
 pub mod error;
+mod metrics;
 pub mod retry;
 pub mod timeout;
 

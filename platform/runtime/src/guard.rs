@@ -10,6 +10,7 @@
 
 use std::sync::Arc;
 
+use mercato_resilience::register_metrics;
 use mercato_resilience::retry::Replay;
 use mercato_resilience::{
     BulkheadLayer, CircuitBreaker, CircuitBreakerLayer, CircuitBreakerMetrics, CircuitState, Deadline,
@@ -53,16 +54,10 @@ impl ClientMetrics {
             breakers: CircuitBreakerMetrics::register(registry),
             ..Self::default()
         };
-        registry.register(
-            "service_client_calls",
-            "Calls to other services, by target and outcome",
-            metrics.calls.clone(),
-        );
-        registry.register(
-            "service_client_attempts",
-            "Attempts sent to other services, retries included",
-            metrics.attempts.clone(),
-        );
+        register_metrics!(registry, {
+            metrics.calls => "service_client_calls", "Calls to other services, by target and outcome";
+            metrics.attempts => "service_client_attempts", "Attempts sent to other services, retries included";
+        });
         metrics
     }
 }

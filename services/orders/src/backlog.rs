@@ -15,6 +15,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use mercato_runtime::resilience::register_metrics;
 use mercato_storage::sqlx::{self, Row as _};
 use mercato_storage::{Db, StorageError};
 use prometheus_client::metrics::counter::Counter;
@@ -81,16 +82,10 @@ impl Backlog {
             counting: Mutex::new(()),
             refused: Counter::default(),
         };
-        registry.register(
-            "orders_in_flight",
-            "Orders placed and not yet confirmed or cancelled, as admission counts them",
-            backlog.in_flight.clone(),
-        );
-        registry.register(
-            "orders_refused",
-            "Orders refused with 503 because the backlog was at orders.max_orders_in_flight",
-            backlog.refused.clone(),
-        );
+        register_metrics!(registry, {
+            backlog.in_flight => "orders_in_flight", "Orders placed and not yet confirmed or cancelled, as admission counts them";
+            backlog.refused => "orders_refused", "Orders refused with 503 because the backlog was at orders.max_orders_in_flight";
+        });
         Arc::new(backlog)
     }
 

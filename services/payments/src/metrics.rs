@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use mercato_runtime::resilience::register_metrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -52,26 +53,12 @@ impl PaymentMetrics {
             calls: Family::default(),
             latency: Family::new_with_constructor(call_histogram),
         };
-        registry.register(
-            "mercato_payments_charges",
-            "Payments settled, by outcome",
-            metrics.charges.clone(),
-        );
-        registry.register(
-            "mercato_payments_refunds",
-            "Captured payments refunded",
-            metrics.refunds.clone(),
-        );
-        registry.register(
-            "mercato_payments_provider_calls",
-            "Calls to the payment provider, by operation and result",
-            metrics.calls.clone(),
-        );
-        registry.register(
-            "mercato_payments_provider_call_duration_seconds",
-            "Time the payment provider took to answer (or to time out)",
-            metrics.latency.clone(),
-        );
+        register_metrics!(registry, {
+            metrics.charges => "mercato_payments_charges", "Payments settled, by outcome";
+            metrics.refunds => "mercato_payments_refunds", "Captured payments refunded";
+            metrics.calls => "mercato_payments_provider_calls", "Calls to the payment provider, by operation and result";
+            metrics.latency => "mercato_payments_provider_call_duration_seconds", "Time the payment provider took to answer (or to time out)";
+        });
         metrics
     }
 
