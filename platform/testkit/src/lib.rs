@@ -18,11 +18,13 @@
 //! - [`outbox::event_types`]: what a service wrote to its outbox for a stream.
 //! - [`ready::Readiness`]: a `/ready` answer and its checks.
 //! - [`metrics::Exposition`]: a `/metrics` answer as samples (name, labels, value, exemplar).
+//! - [`event::Noted`]: the event the platform's bus, pipeline and event-store suites use.
 //! - [`json::field_of_each`]: one string field of every element of a JSON array.
 //! - [`problem`]: assertions on problem+json answers; [`PATIENCE`]: the one bound on waiting.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod event;
 pub mod json;
 pub mod listener;
 pub mod load;

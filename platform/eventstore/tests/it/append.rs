@@ -7,7 +7,7 @@ use mercato_testkit::TestBackend;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 
-use crate::support::{append_committed, count, join_all, noted, noted_many, store};
+use crate::support::{Store, append_committed, count, join_all, noted, noted_many, store};
 
 mercato_testkit::backend_tests!(
     appends_to_a_new_stream_number_its_events_from_one_under_no_stream_exact_and_any,
@@ -20,8 +20,7 @@ mercato_testkit::backend_tests!(
 async fn appends_to_a_new_stream_number_its_events_from_one_under_no_stream_exact_and_any(
     backend: TestBackend,
 ) {
-    let store = store(backend).await;
-    let db = &store.db;
+    let Store { db, .. } = &store(backend).await;
 
     let first = append_committed(db, "order-1", NoStream, vec![noted("order-1", 1)]).await;
     let second = append_committed(
@@ -67,8 +66,7 @@ async fn appends_to_a_new_stream_number_its_events_from_one_under_no_stream_exac
 }
 
 async fn a_wrong_expected_version_is_a_conflict_and_writes_nothing(backend: TestBackend) {
-    let store = store(backend).await;
-    let db = &store.db;
+    let Store { db, .. } = &store(backend).await;
     append_committed(db, "order-1", NoStream, noted_many("order-1", [1, 2])).await;
 
     let attempts = [
@@ -109,8 +107,7 @@ async fn a_wrong_expected_version_is_a_conflict_and_writes_nothing(backend: Test
 
 async fn of_eight_concurrent_appenders_expecting_the_same_version_exactly_one_wins(backend: TestBackend) {
     const WRITERS: usize = 8;
-    let store = store(backend).await;
-    let db = &store.db;
+    let Store { db, .. } = &store(backend).await;
     append_committed(db, "order-1", NoStream, vec![noted("order-1", 0)]).await;
 
     let start = Arc::new(Barrier::new(WRITERS));
@@ -159,8 +156,7 @@ async fn of_eight_concurrent_appenders_expecting_the_same_version_exactly_one_wi
 }
 
 async fn an_append_from_a_stale_snapshot_is_refused_and_never_duplicates_a_version(backend: TestBackend) {
-    let store = store(backend).await;
-    let db = &store.db;
+    let Store { db, .. } = &store(backend).await;
     append_committed(db, "order-1", NoStream, vec![noted("order-1", 1)]).await;
 
     // A transaction whose snapshot predates another writer's commit: a deferred transaction on
@@ -203,8 +199,7 @@ async fn an_append_from_a_stale_snapshot_is_refused_and_never_duplicates_a_versi
 async fn an_envelope_for_another_stream_an_empty_stream_id_or_a_repeated_event_id_is_refused(
     backend: TestBackend,
 ) {
-    let store = store(backend).await;
-    let db = &store.db;
+    let Store { db, .. } = &store(backend).await;
 
     let mut tx = db.begin().await.unwrap();
     let err = append(&mut tx, "order-1", NoStream, vec![noted("order-2", 1)])

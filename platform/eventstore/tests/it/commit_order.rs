@@ -7,7 +7,7 @@ use mercato_testkit::TestBackend;
 use tokio::sync::oneshot;
 
 use crate::support::{
-    MIGRATIONS, MIGRATIONS_BEFORE_COMMIT_ORDER, Noted, PATIENCE, Seen, append_committed, noted, store,
+    MIGRATIONS, MIGRATIONS_BEFORE_COMMIT_ORDER, Noted, PATIENCE, Seen, Store, append_committed, noted, store,
     store_with,
 };
 
@@ -23,8 +23,7 @@ fn number(event: &RecordedEvent) -> i64 {
 async fn a_transaction_that_took_a_lower_position_and_commits_later_is_read_after_and_never_skipped(
     backend: TestBackend,
 ) {
-    let store = store(backend).await;
-    let db = &store.db;
+    let Store { db, .. } = &store(backend).await;
     let seen = Arc::new(Seen::new("late_commit"));
 
     let mut early = db.begin().await.unwrap();

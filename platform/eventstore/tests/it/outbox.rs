@@ -4,7 +4,7 @@ use mercato_messaging::Envelope;
 use mercato_storage::sqlx;
 use mercato_testkit::TestBackend;
 
-use crate::support::{append_committed, count, noted_many, store};
+use crate::support::{Store, append_committed, count, noted_many, store};
 
 mercato_testkit::backend_tests!(
     a_rolled_back_or_dropped_append_leaves_neither_events_nor_outbox_rows,
@@ -12,8 +12,7 @@ mercato_testkit::backend_tests!(
 );
 
 async fn a_rolled_back_or_dropped_append_leaves_neither_events_nor_outbox_rows(backend: TestBackend) {
-    let store = store(backend).await;
-    let db = &store.db;
+    let Store { db, .. } = &store(backend).await;
 
     let mut tx = db.begin().await.unwrap();
     append(&mut tx, "order-1", NoStream, noted_many("order-1", [1, 2]))
@@ -40,8 +39,7 @@ async fn a_rolled_back_or_dropped_append_leaves_neither_events_nor_outbox_rows(b
 async fn a_committed_append_writes_one_outbox_row_per_event_with_stream_seq_equal_to_version(
     backend: TestBackend,
 ) {
-    let store = store(backend).await;
-    let db = &store.db;
+    let Store { db, .. } = &store(backend).await;
     append_committed(db, "order-1", NoStream, noted_many("order-1", [1, 2])).await;
     append_committed(db, "order-2", NoStream, noted_many("order-2", [1])).await;
     append_committed(db, "order-1", Exact(2), noted_many("order-1", [3])).await;

@@ -13,7 +13,9 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{PATIENCE, Seen, StreamCounts, append_committed, join_all, noted, noted_many, store};
+use crate::support::{
+    PATIENCE, Seen, Store, StreamCounts, append_committed, join_all, noted, noted_many, store,
+};
 
 mercato_testkit::backend_tests!(
     a_projection_caught_up_along_the_way_equals_one_rebuilt_from_zero,
@@ -36,8 +38,7 @@ async fn last_position(db: &Db) -> i64 {
 }
 
 async fn a_projection_caught_up_along_the_way_equals_one_rebuilt_from_zero(backend: TestBackend) {
-    let store = store(backend).await;
-    let db = &store.db;
+    let Store { db, .. } = &store(backend).await;
     let counts = StreamCounts::new();
     assert_eq!(checkpoint(db.pool(), StreamCounts::NAME).await.unwrap(), 0);
 
@@ -78,8 +79,7 @@ async fn a_projection_caught_up_along_the_way_equals_one_rebuilt_from_zero(backe
 async fn a_failing_apply_keeps_the_events_before_it_and_the_next_catch_up_applies_from_it_exactly_once(
     backend: TestBackend,
 ) {
-    let store = store(backend).await;
-    let db = &store.db;
+    let Store { db, .. } = &store(backend).await;
     let counts = StreamCounts::failing_at(3, u32::MAX);
     let events = append_committed(db, "order-1", NoStream, noted_many("order-1", 1..=5))
         .await
@@ -133,8 +133,7 @@ async fn a_projection_running_while_eight_writers_append_applies_every_event_onc
 ) {
     const WRITERS: i64 = 8;
     const EVENTS_EACH: i64 = 20;
-    let store = store(backend).await;
-    let db = &store.db;
+    let Store { db, .. } = &store(backend).await;
     let seen = Arc::new(Seen::new("gap_watcher"));
     let runner = Runner::start(db, seen.clone(), Duration::from_millis(2));
     let wake = runner.wake.clone();
@@ -191,8 +190,7 @@ async fn a_projection_running_while_eight_writers_append_applies_every_event_onc
 async fn concurrent_catch_ups_of_one_projection_apply_each_event_once(backend: TestBackend) {
     const RUNNERS: usize = 3;
     const EVENTS: i64 = 60;
-    let store = store(backend).await;
-    let db = &store.db;
+    let Store { db, .. } = &store(backend).await;
     let seen = Arc::new(Seen::new("replicated"));
     let writing = Arc::new(AtomicBool::new(true));
 
@@ -226,8 +224,7 @@ async fn concurrent_catch_ups_of_one_projection_apply_each_event_once(backend: T
 }
 
 async fn the_runner_applies_when_woken_and_stops_on_shutdown(backend: TestBackend) {
-    let store = store(backend).await;
-    let db = &store.db;
+    let Store { db, .. } = &store(backend).await;
     let projection: Arc<dyn Projection> = Arc::new(StreamCounts::new());
     let runner = Runner::start(db, projection.clone(), ONLY_WHEN_WOKEN);
 
@@ -245,8 +242,7 @@ async fn the_runner_applies_when_woken_and_stops_on_shutdown(backend: TestBacken
 }
 
 async fn the_runner_retries_a_failing_apply_with_backoff_and_skips_nothing(backend: TestBackend) {
-    let store = store(backend).await;
-    let db = &store.db;
+    let Store { db, .. } = &store(backend).await;
     let counts = Arc::new(StreamCounts::failing_at(2, 2));
     let runner = Runner::start(db, counts.clone(), ONLY_WHEN_WOKEN);
 

@@ -5,7 +5,7 @@ use mercato_eventstore::{
 use mercato_storage::sqlx;
 use mercato_testkit::TestBackend;
 
-use crate::support::{Noted, StreamCounts, append_committed, noted, store};
+use crate::support::{Noted, Store, StreamCounts, append_committed, noted, store};
 
 mercato_testkit::backend_tests!(
     read_stream_returns_only_that_streams_events_in_version_order,
@@ -21,8 +21,7 @@ fn numbers(events: &[RecordedEvent]) -> Vec<i64> {
 }
 
 async fn read_stream_returns_only_that_streams_events_in_version_order(backend: TestBackend) {
-    let store = store(backend).await;
-    let db = &store.db;
+    let Store { db, .. } = &store(backend).await;
     // Interleave two streams so version order and position order differ per stream.
     for n in 1..=5 {
         let expected = if n == 1 { NoStream } else { Exact(n - 1) };
@@ -51,8 +50,7 @@ async fn read_stream_returns_only_that_streams_events_in_version_order(backend: 
 }
 
 async fn read_all_pages_through_every_event_once_in_strictly_increasing_positions(backend: TestBackend) {
-    let store = store(backend).await;
-    let db = &store.db;
+    let Store { db, .. } = &store(backend).await;
     let mut appended = Vec::new();
     for round in 0..10 {
         for stream in ["x", "y", "z"] {
@@ -84,8 +82,7 @@ async fn read_all_pages_through_every_event_once_in_strictly_increasing_position
 async fn a_malformed_stored_event_is_reported_with_its_position_and_projections_stop_just_before_it(
     backend: TestBackend,
 ) {
-    let store = store(backend).await;
-    let db = &store.db;
+    let Store { db, .. } = &store(backend).await;
     let good = append_committed(db, "good", NoStream, vec![noted("good", 1)]).await;
     let bad_position: i64 = sqlx::query_scalar(
         "INSERT INTO events (stream_id, version, event_id, event_type, schema_version, envelope, recorded_at)

@@ -5,11 +5,11 @@ use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 use mercato_eventstore::{
     AppendResult, Applied, ExpectedVersion, Projection, ProjectionError, RecordedEvent, append,
 };
-use mercato_messaging::{Context, Envelope, Event, outbox};
+use mercato_messaging::{Context, Envelope, outbox};
 use mercato_storage::sqlx;
 use mercato_storage::{DatabaseConfig, Db, Migration, Tx, migrate};
+pub use mercato_testkit::event::Noted;
 use mercato_testkit::{TestBackend, TestDatabase};
-use serde::{Deserialize, Serialize};
 
 pub use mercato_testkit::{PATIENCE, join_all};
 
@@ -67,17 +67,6 @@ pub async fn store_with(backend: TestBackend, migrations: &[Migration]) -> Store
         db,
         _database: database,
     }
-}
-
-/// The test event: a number, so projections can check payloads arrive intact.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Noted {
-    pub n: i64,
-}
-
-impl Event for Noted {
-    const TYPE: &'static str = "Noted";
-    const VERSION: u32 = 1;
 }
 
 pub fn noted(stream_id: &str, n: i64) -> Envelope {

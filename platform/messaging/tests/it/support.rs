@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
-use mercato_messaging::{Bus, BusConfig, Consumer, ConsumerSpec, Context, Delivery, Envelope, Event};
+use mercato_messaging::{Bus, BusConfig, Consumer, ConsumerSpec, Context, Delivery, Envelope};
+pub use mercato_testkit::event::Noted;
 use mercato_testkit::nats::NatsServer;
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 /// An upper bound for anything a test waits on, so a hang fails the test instead.
@@ -106,17 +106,6 @@ impl TestBroker {
             server.restart().await;
         }
     }
-}
-
-/// The event the tests publish.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Noted {
-    pub n: i64,
-}
-
-impl Event for Noted {
-    const TYPE: &'static str = "Noted";
-    const VERSION: u32 = 1;
 }
 
 /// Event `n` of stream `stream_id`, published by `category`.
