@@ -1,6 +1,5 @@
 //! `GET /api/payments/{order_id}`, readiness and metrics.
 
-use mercato_contracts::payments::PaymentCaptured;
 use mercato_testkit::ready::Readiness;
 use mercato_testkit::{TestBackend, backend_tests, eventually};
 use serde_json::{Value, json};
@@ -14,9 +13,7 @@ backend_tests!(
 
 async fn only_the_orders_customer_reads_its_payment(backend: TestBackend) {
     let mut payments = spawn_app(backend).await;
-    let order = order_id();
-    payments.charge(&order, "cust-owner", "tok_visa").await;
-    payments.answer::<PaymentCaptured>(&order).await;
+    let order = payments.captured_order("cust-owner").await;
 
     let owner = payments.issuer().token("cust-owner", &["customer"]);
     let response = payments.get_payment(&order, Some(&owner)).await;
@@ -43,9 +40,7 @@ async fn only_the_orders_customer_reads_its_payment(backend: TestBackend) {
 
 async fn payments_reports_readiness_and_charge_metrics(backend: TestBackend) {
     let mut payments = spawn_app(backend).await;
-    let order = order_id();
-    payments.charge(&order, "cust-1", "tok_visa").await;
-    payments.answer::<PaymentCaptured>(&order).await;
+    payments.captured_order("cust-1").await;
 
     let ready = Readiness::of(payments.http.get(payments.url("/ready")).send().await.unwrap()).await;
     assert_eq!(ready.status, 200);

@@ -1,7 +1,7 @@
 //! Refunds: a late capture after the saga gave up, a captured payment refunded once, and a
 //! refund that arrives before anything was charged.
 
-use mercato_contracts::payments::{PaymentCaptured, PaymentFailed, PaymentFailure, PaymentRefunded};
+use mercato_contracts::payments::{PaymentFailed, PaymentFailure, PaymentRefunded};
 use mercato_payments::domain::PaymentStatus;
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::Value;
@@ -86,9 +86,7 @@ async fn a_late_capture_after_a_refund_request_is_refunded(backend: TestBackend)
 
 async fn a_captured_payment_is_refunded_once(backend: TestBackend) {
     let mut payments = spawn_app(backend).await;
-    let order = order_id();
-    payments.charge(&order, "cust-1", "tok_visa").await;
-    payments.answer::<PaymentCaptured>(&order).await;
+    let order = payments.captured_order("cust-1").await;
 
     let refund = payments.refund(&order).await;
     payments.refund(&order).await;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use mercato_contracts::money::{Currency, Money};
 use mercato_contracts::orders::{ChargePayment, RefundPayment};
+use mercato_contracts::payments::PaymentCaptured;
 use mercato_kit::ServiceSettings;
 use mercato_messaging::{Bus, Consumer, ConsumerSpec, Envelope, Event, InboxConfig, RelayConfig};
 use mercato_payments::sandbox::{self, SandboxConfig};
@@ -279,6 +280,14 @@ impl TestApp {
     pub async fn charge(&mut self, order_id: &str, customer_id: &str, card: &str) -> Envelope {
         let command = charge_command(order_id, customer_id, card);
         self.send(order_id, &command).await
+    }
+
+    /// A fresh order charged to `customer_id`'s good card, once its capture has been answered.
+    pub async fn captured_order(&mut self, customer_id: &str) -> String {
+        let order = order_id();
+        self.charge(&order, customer_id, "tok_visa").await;
+        self.answer::<PaymentCaptured>(&order).await;
+        order
     }
 
     /// Asks for the order's payment to be refunded.
