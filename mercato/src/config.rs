@@ -17,7 +17,7 @@ use mercato_runtime::settings::{InvalidSetting, positive, section};
 use mercato_runtime::telemetry::LogFormat;
 use mercato_runtime::trace::TraceSettings;
 use mercato_runtime::{ClientConfig, HttpConfig};
-use mercato_security::VerifierConfig;
+use mercato_security::{ServiceTokensConfig, VerifierConfig};
 use mercato_storage::{Backend, DatabaseConfig};
 use serde::{Deserialize, Serialize};
 
@@ -89,6 +89,8 @@ pub struct Config {
     pub client: ClientConfig,
     pub database: DatabaseConfig,
     pub auth: VerifierConfig,
+    /// Service tokens on internal calls (`[service_tokens]`).
+    pub service_tokens: ServiceTokensConfig,
     pub identity: IdentityConfig,
     pub gateway: GatewayConfig,
     pub bus: BusConfig,
@@ -162,6 +164,7 @@ impl Default for Config {
             client: ClientConfig::default(),
             database: DatabaseConfig::default(),
             auth: VerifierConfig::default(),
+            service_tokens: ServiceTokensConfig::default(),
             identity: IdentityConfig::default(),
             gateway: GatewayConfig {
                 // Embedded, admin changes (instances, blue/green splits) outlive a restart in a
@@ -259,6 +262,8 @@ impl Config {
             .to_string()
             .replace("{data_dir}", &data_dir);
         self.identity.keys_dir = PathBuf::from(keys);
+        let service_keys = self.service_tokens.keys_dir.display().to_string();
+        self.service_tokens.keys_dir = PathBuf::from(service_keys.replace("{data_dir}", &data_dir));
         self.database.url = self.database.url.replace("{data_dir}", &data_dir);
         self.bus.url = self.bus.url.replace("{data_dir}", &data_dir);
         self.gateway.admin_state.path = self.gateway.admin_state.path.replace("{data_dir}", &data_dir);
@@ -306,6 +311,7 @@ impl Config {
         section("client", &self.client)?;
         section("auth", &self.auth)?;
         section("identity", &self.identity)?;
+        section("service_tokens", &self.service_tokens)?;
         section("bus", &self.bus)?;
         section("relay", &self.relay)?;
         section("inbox", &self.inbox)?;
