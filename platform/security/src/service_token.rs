@@ -107,22 +107,39 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> KeyError + '_ {
     }
 }
 
-/// Creates `service`'s key pair in `dir` unless its private key is there.
+/// Creates `service`'s key pair in `dir` unless its private key is there, and writes the public
+/// half of whichever private key is there. Processes sharing `dir` may race: the private key is
+/// linked into place only if absent, so one wins and every process then publishes the same
+/// public half.
 ///
 /// # Errors
-/// The directory or files cannot be written.
+/// The directory or files cannot be written, or the private key there cannot be read.
 pub fn ensure_client_key(dir: &Path, service: &str) -> Result<(), KeyError> {
     let private = private_key_path(dir, service);
-    if private.exists() {
-        return Ok(());
+    if !private.exists() {
+        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        let (_, pem) = crate::keys::generate_pem();
+        let tmp = dir.join(format!(".{service}.{}.pem", uuid_like()));
+        crate::keys::write_private_file(&tmp, pem.as_bytes())?;
+        let linked = std::fs::hard_link(&tmp, &private);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(&private)(e)),
+            _ => {}
+        }
     }
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let (key, pem) = crate::keys::generate_pem();
+    let key = crate::keys::read_key_file(&private, 0)?;
     let public = public_key_path(dir, service);
+    let tmp = dir.join(format!(".{service}.{}.jwk", uuid_like()));
     let jwk = serde_json::to_vec(&key.public).expect("a JWK serializes");
-    // The public half first: a private key without it would never be accepted.
-    std::fs::write(&public, jwk).map_err(io(&public))?;
-    crate::keys::write_private_file(&private, pem.as_bytes())
+    std::fs::write(&tmp, jwk).map_err(io(&tmp))?;
+    std::fs::rename(&tmp, &public).map_err(io(&public))
+}
+
+/// A name no other process picks at the same moment.
+fn uuid_like() -> String {
+    use rand::RngCore as _;
+    format!("{}-{:016x}", std::process::id(), rand::rngs::OsRng.next_u64())
 }
 
 /// How a service authenticates to the token endpoint.
