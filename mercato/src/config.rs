@@ -427,7 +427,10 @@ fn insert_path(dict: &mut Dict, path: &[String], value: Value) {
     }
 }
 
-/// The configuration as TOML, with passwords in URLs replaced (`mercato config`).
+/// The configuration as TOML with its secrets replaced by `***` (`mercato config`): the password
+/// of any URL, and any value whose key names a secret. Secrets themselves belong in files
+/// (`[service_tokens] keys_dir`, signing keys) or the environment; this keeps one pasted into
+/// the configuration out of what is printed.
 #[must_use]
 pub fn render_toml(config: &Config) -> String {
     let value = serde_json::to_value(config).unwrap_or(serde_json::Value::Null);
@@ -440,10 +443,10 @@ fn render_scalar(value: &serde_json::Value, key: &str) -> String {
     use serde_json::Value as J;
     match value {
         J::String(s) => {
-            let s = if key.ends_with("url") {
-                mercato_storage::db::redact_url(s)
+            let s = if names_a_secret(key) && !s.is_empty() {
+                "***".to_owned()
             } else {
-                s.clone()
+                mercato_storage::db::redact_url(s)
             };
             serde_json::to_string(&s).unwrap_or_default()
         }
@@ -461,6 +464,16 @@ fn render_scalar(value: &serde_json::Value, key: &str) -> String {
         J::Null => "\"\"".into(),
         other => other.to_string(),
     }
+}
+
+/// Keys whose value is a secret whatever its form.
+fn names_a_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "passphrase", "api_key", "private_key"]
+        .iter()
+        .any(|word| key.contains(word))
+        || key == "token"
+        || key.ends_with("_token")
 }
 
 fn render_table(out: &mut String, prefix: &str, value: &serde_json::Value) {
@@ -502,6 +515,38 @@ mod tests {
         let path = dir.join("mercato.toml");
         std::fs::write(&path, "").unwrap();
         path
+    }
+
+    #[test]
+    fn printed_configuration_hides_every_secret() {
+        let config = load(&[
+            ("MERCATO_DATABASE__URL", "postgres://app:pg-pass@db/{service}"),
+            ("MERCATO_BUS__URL", "nats://svc:nats-pass@nats:4222"),
+            (
+                "MERCATO_GATEWAY__RATE_LIMIT__REDIS_URL",
+                "redis://:redis-pass@cache:6379",
+            ),
+            ("MERCATO_CACHE__REDIS_URL", "redis://orders:cache-pass@cache:6379"),
+        ])
+        .unwrap();
+        let out = render_toml(&config);
+        for secret in ["pg-pass", "nats-pass", "redis-pass", "cache-pass"] {
+            assert!(!out.contains(secret), "{secret} printed:\n{out}");
+        }
+        assert!(out.contains("redis://:***@cache:6379"), "{out}");
+        assert!(out.contains("[service_tokens]"), "{out}");
+        // Whatever section a secret-named key is in, and whatever its form.
+        let value = serde_json::json!({"smtp": {"password": "p1", "host": "h"}, "client_secret": "p2",
+            "access_token": "p3", "max_token_bytes": 4096, "list": ["http://u:p4@h/"]});
+        let mut out = String::new();
+        render_table(&mut out, "", &value);
+        for secret in ["p1", "p2", "p3", "p4"] {
+            assert!(!out.contains(secret), "{secret} printed:\n{out}");
+        }
+        assert!(
+            out.contains("max_token_bytes = 4096") && out.contains("host = \"h\""),
+            "{out}"
+        );
     }
 
     #[test]
