@@ -100,7 +100,6 @@ impl ServiceBuilder {
 
     /// `routes` as an internal API: behind a service-token check when `[service_tokens]` is
     /// enabled (see `mercato_runtime::service_token`), as they are otherwise.
-    #[must_use]
     pub fn internal(&self, routes: Router) -> Router {
         if !self.settings.service_tokens.enabled {
             return routes;

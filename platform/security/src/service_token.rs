@@ -146,7 +146,7 @@ fn uuid_like() -> String {
 #[derive(Clone)]
 pub enum ClientCredential {
     /// `private_key_jwt`: assertions signed with this key.
-    Key(SigningKey),
+    Key(Box<SigningKey>),
     /// `client_secret_post`.
     Secret(String),
 }
@@ -177,11 +177,11 @@ fn read_secret(path: &Path) -> Result<Option<String>, KeyError> {
 pub fn client_credential(dir: &Path, service: &str) -> Result<ClientCredential, KeyError> {
     let private = private_key_path(dir, service);
     if private.exists() {
-        return crate::keys::read_key_file(&private, 0).map(ClientCredential::Key);
+        return crate::keys::read_key_file(&private, 0).map(|key| ClientCredential::Key(Box::new(key)));
     }
     read_secret(&secret_path(dir, service))?
         .map(ClientCredential::Secret)
-        .ok_or_else(|| KeyError::NoKeys { path: private })
+        .ok_or(KeyError::NoKeys { path: private })
 }
 
 /// What identity knows of a client: its public key and its secret, each if present.

@@ -97,7 +97,7 @@ impl ServiceGrant {
                 "the audience (or resource) parameter is required",
             ))?;
         let client = self.authenticate(request).await?;
-        if !self.config.calls.get(&client).is_some_and(|c| !c.is_empty()) {
+        if self.config.calls.get(&client).is_none_or(Vec::is_empty) {
             return Err(GrantError::UnauthorizedClient);
         }
         if !self.config.may_call(&client, audience) {

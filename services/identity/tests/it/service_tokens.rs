@@ -56,7 +56,7 @@ async fn spawn(backend: TestBackend, ttl: u64) -> (TestApp, SigningKey) {
     let ClientCredential::Key(key) = client_credential(dir, "orders").unwrap() else {
         panic!("orders has a key");
     };
-    (app, key)
+    (app, *key)
 }
 
 fn assertion(key: &SigningKey, client: &str, issued: u64, jti: &str) -> String {
@@ -280,7 +280,7 @@ async fn the_runtime_fetches_once_for_many_callers_and_refreshes_before_expiry(b
         "orders",
         &app.url("/api/identity/token"),
         ISSUER,
-        ClientCredential::Key(key),
+        ClientCredential::Key(Box::new(key)),
         reqwest::Client::new(),
     );
     let calls: Vec<_> = (0..32)
