@@ -17,7 +17,7 @@ use mercato_runtime::settings::{InvalidSetting, positive, section};
 use mercato_runtime::telemetry::LogFormat;
 use mercato_runtime::trace::TraceSettings;
 use mercato_runtime::{ClientConfig, HttpConfig};
-use mercato_security::VerifierConfig;
+use mercato_security::{ServiceTokensConfig, VerifierConfig};
 use mercato_storage::{Backend, DatabaseConfig};
 use serde::{Deserialize, Serialize};
 
@@ -89,6 +89,8 @@ pub struct Config {
     pub client: ClientConfig,
     pub database: DatabaseConfig,
     pub auth: VerifierConfig,
+    /// Service tokens on internal calls (`[service_tokens]`).
+    pub service_tokens: ServiceTokensConfig,
     pub identity: IdentityConfig,
     pub gateway: GatewayConfig,
     pub bus: BusConfig,
@@ -162,6 +164,7 @@ impl Default for Config {
             client: ClientConfig::default(),
             database: DatabaseConfig::default(),
             auth: VerifierConfig::default(),
+            service_tokens: ServiceTokensConfig::default(),
             identity: IdentityConfig::default(),
             gateway: GatewayConfig {
                 // Embedded, admin changes (instances, blue/green splits) outlive a restart in a
@@ -259,6 +262,8 @@ impl Config {
             .to_string()
             .replace("{data_dir}", &data_dir);
         self.identity.keys_dir = PathBuf::from(keys);
+        let service_keys = self.service_tokens.keys_dir.display().to_string();
+        self.service_tokens.keys_dir = PathBuf::from(service_keys.replace("{data_dir}", &data_dir));
         self.database.url = self.database.url.replace("{data_dir}", &data_dir);
         self.bus.url = self.bus.url.replace("{data_dir}", &data_dir);
         self.gateway.admin_state.path = self.gateway.admin_state.path.replace("{data_dir}", &data_dir);
@@ -306,6 +311,7 @@ impl Config {
         section("client", &self.client)?;
         section("auth", &self.auth)?;
         section("identity", &self.identity)?;
+        section("service_tokens", &self.service_tokens)?;
         section("bus", &self.bus)?;
         section("relay", &self.relay)?;
         section("inbox", &self.inbox)?;
@@ -421,7 +427,10 @@ fn insert_path(dict: &mut Dict, path: &[String], value: Value) {
     }
 }
 
-/// The configuration as TOML, with passwords in URLs replaced (`mercato config`).
+/// The configuration as TOML with its secrets replaced by `***` (`mercato config`): the password
+/// of any URL, and any value whose key names a secret. Secrets themselves belong in files
+/// (`[service_tokens] keys_dir`, signing keys) or the environment; this keeps one pasted into
+/// the configuration out of what is printed.
 #[must_use]
 pub fn render_toml(config: &Config) -> String {
     let value = serde_json::to_value(config).unwrap_or(serde_json::Value::Null);
@@ -434,10 +443,10 @@ fn render_scalar(value: &serde_json::Value, key: &str) -> String {
     use serde_json::Value as J;
     match value {
         J::String(s) => {
-            let s = if key.ends_with("url") {
-                mercato_storage::db::redact_url(s)
+            let s = if names_a_secret(key) && !s.is_empty() {
+                "***".to_owned()
             } else {
-                s.clone()
+                mercato_storage::db::redact_url(s)
             };
             serde_json::to_string(&s).unwrap_or_default()
         }
@@ -455,6 +464,16 @@ fn render_scalar(value: &serde_json::Value, key: &str) -> String {
         J::Null => "\"\"".into(),
         other => other.to_string(),
     }
+}
+
+/// Keys whose value is a secret whatever its form.
+fn names_a_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "passphrase", "api_key", "private_key"]
+        .iter()
+        .any(|word| key.contains(word))
+        || key == "token"
+        || key.ends_with("_token")
 }
 
 fn render_table(out: &mut String, prefix: &str, value: &serde_json::Value) {
@@ -496,6 +515,38 @@ mod tests {
         let path = dir.join("mercato.toml");
         std::fs::write(&path, "").unwrap();
         path
+    }
+
+    #[test]
+    fn printed_configuration_hides_every_secret() {
+        let config = load(&[
+            ("MERCATO_DATABASE__URL", "postgres://app:pg-pass@db/{service}"),
+            ("MERCATO_BUS__URL", "nats://svc:nats-pass@nats:4222"),
+            (
+                "MERCATO_GATEWAY__RATE_LIMIT__REDIS_URL",
+                "redis://:redis-pass@cache:6379",
+            ),
+            ("MERCATO_CACHE__REDIS_URL", "redis://orders:cache-pass@cache:6379"),
+        ])
+        .unwrap();
+        let out = render_toml(&config);
+        for secret in ["pg-pass", "nats-pass", "redis-pass", "cache-pass"] {
+            assert!(!out.contains(secret), "{secret} printed:\n{out}");
+        }
+        assert!(out.contains("redis://:***@cache:6379"), "{out}");
+        assert!(out.contains("[service_tokens]"), "{out}");
+        // Whatever section a secret-named key is in, and whatever its form.
+        let value = serde_json::json!({"smtp": {"password": "p1", "host": "h"}, "client_secret": "p2",
+            "access_token": "p3", "max_token_bytes": 4096, "list": ["http://u:p4@h/"]});
+        let mut out = String::new();
+        render_table(&mut out, "", &value);
+        for secret in ["p1", "p2", "p3", "p4"] {
+            assert!(!out.contains(secret), "{secret} printed:\n{out}");
+        }
+        assert!(
+            out.contains("max_token_bytes = 4096") && out.contains("host = \"h\""),
+            "{out}"
+        );
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub fn settings(config: &Config, name: ServiceName, urls: &Urls) -> ServiceSetti
         jwks_url: format!("{}/.well-known/jwks.json", urls[&ServiceName::Identity]),
         relay: config.relay.clone(),
         inbox: config.inbox.clone(),
+        service_tokens: config.service_tokens.clone(),
+        token_url: format!("{}/api/identity/token", urls[&ServiceName::Identity]),
     }
 }
 

@@ -101,6 +101,7 @@ pub async fn start(
         tasks: JoinSet::new(),
         shutdown: shutdown.clone(),
     };
+    ensure_service_keys(config)?;
     // One bus connection for every service of this process.
     let bus = if names.iter().any(|n| n.uses_bus()) {
         let url = mercato_storage::db::redact_url(&config.bus.url);
@@ -127,6 +128,20 @@ pub async fn start(
         }
     }
     Ok(running)
+}
+
+/// With service tokens on and key generation allowed (one machine, one data directory), every
+/// calling service's key pair is created if missing, before identity or a caller needs it.
+fn ensure_service_keys(config: &Config) -> anyhow::Result<()> {
+    let tokens = &config.service_tokens;
+    if !(tokens.enabled && tokens.generate_keys) {
+        return Ok(());
+    }
+    for caller in tokens.callers() {
+        mercato_security::service_token::ensure_client_key(&tokens.keys_dir, caller)
+            .with_context(|| format!("the service token key of {caller}"))?;
+    }
+    Ok(())
 }
 
 type Run = Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>>;

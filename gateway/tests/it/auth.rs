@@ -171,6 +171,17 @@ async fn a_token_signed_by_another_key_under_a_published_kid_is_refused() {
 }
 
 #[tokio::test]
+async fn a_service_token_signed_by_the_published_key_is_refused() {
+    let gateway = spawn_gateway().await;
+    // Every claim a customer's token would carry; only the type says it is a service's.
+    let token = mercato_security::sign_service(&claims("orders", &["admin"]), &gateway.signer).unwrap();
+
+    let body = assert_token_refused(&gateway, &token).await;
+
+    assert!(body["detail"].as_str().unwrap().contains("type"), "{body}");
+}
+
+#[tokio::test]
 async fn garbage_in_place_of_a_token_is_refused() {
     let gateway = spawn_gateway().await;
 

@@ -17,6 +17,8 @@
 //! - `instances`: two inventory processes behind a gateway process; one is killed under load.
 //! - `processes`: every service as its own `mercato serve` process on PostgreSQL and NATS,
 //!   `mercato up` as a process, signals, and the CLI's other commands.
+//! - `service_tokens`: the checkout with service tokens required, in one process on both
+//!   backends and as separate processes; internal APIs refuse calls without a token.
 //! - `observability`: every metric `deploy/observability` names is exposed.
 //! - `tracing`: one order's trace as a real OTLP collector receives it from a `mercato up`
 //!   process, the log lines that name it, `mercato trace`, and a collector that is away.
@@ -39,5 +41,6 @@ mod operations;
 mod outage;
 mod processes;
 mod restart;
+mod service_tokens;
 mod support;
 mod tracing;

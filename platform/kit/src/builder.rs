@@ -7,6 +7,7 @@ use std::time::Duration;
 use axum::Router;
 use mercato_eventstore::Projection;
 use mercato_messaging::{Bus, ConsumerMetrics, ConsumerSpec, Handler, Inbox, Outbox, Relay, RelayMetrics};
+use mercato_runtime::service_token::ServiceTokens;
 use mercato_runtime::settings::Validate;
 use mercato_runtime::{App, Background, CancellationToken, Registry, Server, Service};
 use mercato_security::Verifier;
@@ -95,6 +96,46 @@ impl ServiceBuilder {
     #[must_use]
     pub fn verifier(&self) -> Verifier {
         mercato_runtime::auth::jwks_verifier(self.settings.auth.clone(), &self.settings.jwks_url)
+    }
+
+    /// `routes` as an internal API: behind a service-token check when `[service_tokens]` is
+    /// enabled (see `mercato_runtime::service_token`), as they are otherwise.
+    pub fn internal(&self, routes: Router) -> Router {
+        if !self.settings.service_tokens.enabled {
+            return routes;
+        }
+        let verifier = mercato_runtime::auth::service_token_verifier(
+            &self.settings.auth,
+            self.name,
+            &self.settings.jwks_url,
+        );
+        mercato_runtime::service_token::internal(routes, verifier)
+    }
+
+    /// This service's tokens for the services it calls, when `[service_tokens]` is enabled. Its
+    /// key or secret is read now, so a missing one or one every user may read stops start-up.
+    ///
+    /// # Errors
+    /// [`StartError::Dependency`] when the credential cannot be read or the client built.
+    pub fn service_tokens(&self) -> Result<Option<ServiceTokens>, StartError> {
+        let config = &self.settings.service_tokens;
+        if !config.enabled {
+            return Ok(None);
+        }
+        let credential = mercato_security::service_token::client_credential(&config.keys_dir, self.name)
+            .map_err(|e| StartError::dependency(self.name, "service token credential", e))?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| StartError::dependency(self.name, "token client", e))?;
+        Ok(Some(ServiceTokens::new(
+            self.name,
+            &self.settings.token_url,
+            &self.settings.auth.issuer,
+            credential,
+            http,
+        )))
     }
 
     /// Publishes what the service writes to its outbox.

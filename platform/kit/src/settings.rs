@@ -5,13 +5,13 @@ use std::net::SocketAddr;
 use mercato_messaging::{InboxConfig, RelayConfig};
 use mercato_runtime::HttpConfig;
 use mercato_runtime::settings::{InvalidSetting, Validate, section};
-use mercato_security::VerifierConfig;
+use mercato_security::{ServiceTokensConfig, VerifierConfig};
 use mercato_storage::DatabaseConfig;
 
 /// Where a service listens, its server, database, token checks, relay and inbox.
 ///
 /// The binary fills these from the top-level sections (`[http]`, `[database]`, `[auth]`,
-/// `[relay]`, `[inbox]`), so a refusal names the key as the user writes it.
+/// `[relay]`, `[inbox]`, `[service_tokens]`), so a refusal names the key as the user writes it.
 #[derive(Debug, Clone)]
 pub struct ServiceSettings {
     pub listen: SocketAddr,
@@ -22,6 +22,10 @@ pub struct ServiceSettings {
     pub jwks_url: String,
     pub relay: RelayConfig,
     pub inbox: InboxConfig,
+    /// Service tokens: required by internal routes and sent by clients when enabled.
+    pub service_tokens: ServiceTokensConfig,
+    /// Identity's token endpoint, where clients fetch service tokens.
+    pub token_url: String,
 }
 
 impl Validate for ServiceSettings {
@@ -30,6 +34,7 @@ impl Validate for ServiceSettings {
         section("database", &self.database)?;
         section("auth", &self.auth)?;
         section("relay", &self.relay)?;
+        section("service_tokens", &self.service_tokens)?;
         section("inbox", &self.inbox)
     }
 }

@@ -100,11 +100,24 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 /// A verifier for a service that checks tokens against identity's published keys.
 #[must_use]
 pub fn jwks_verifier(auth: VerifierConfig, jwks_url: &str) -> Verifier {
-    let jwks = JwksClient::new(JwksClientConfig {
-        url: jwks_url.to_owned(),
+    Verifier::new(auth, jwks(jwks_url))
+}
+
+/// A verifier of service tokens meant for `service`, against identity's published keys.
+#[must_use]
+pub fn service_token_verifier(auth: &VerifierConfig, service: &str, jwks_url: &str) -> Verifier {
+    let config = VerifierConfig {
+        audience: service.to_owned(),
+        ..auth.clone()
+    };
+    Verifier::for_service_tokens(config, jwks(jwks_url))
+}
+
+fn jwks(url: &str) -> std::sync::Arc<JwksClient> {
+    std::sync::Arc::new(JwksClient::new(JwksClientConfig {
+        url: url.to_owned(),
         max_age: std::time::Duration::from_secs(300),
         min_refresh_interval: std::time::Duration::from_secs(1),
         timeout: std::time::Duration::from_secs(2),
-    });
-    Verifier::new(auth, std::sync::Arc::new(jwks))
+    }))
 }

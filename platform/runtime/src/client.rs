@@ -21,6 +21,7 @@ use tower::ServiceExt as _;
 use crate::config::ClientConfig;
 use crate::correlation::{CorrelationId, HEADER};
 use crate::guard::{self, ClientMetrics, Guarded, Policy, Target, earliest};
+use crate::service_token::{ServiceTokenError, ServiceTokens, TokenHook};
 use tracing::Instrument as _;
 
 /// Why a client could not be built.
@@ -140,6 +141,7 @@ pub struct ServiceClient {
     http: reqwest::Client,
     guarded: Guarded<Outgoing, reqwest::Response, reqwest::Error>,
     target: Target,
+    tokens: Option<TokenHook>,
 }
 
 impl std::fmt::Debug for ServiceClient {
@@ -187,7 +189,15 @@ impl ServiceClient {
             http,
             guarded,
             target,
+            tokens: None,
         })
+    }
+
+    /// Sends a service token for `audience` on every call (see [`crate::service_token`]).
+    #[must_use]
+    pub fn with_service_token(mut self, tokens: ServiceTokens, audience: &str) -> Self {
+        self.tokens = Some(TokenHook::new(tokens, audience));
+        self
     }
 
     #[must_use]
@@ -257,7 +267,15 @@ impl ServiceRequest<'_> {
     /// # Errors
     /// No answer: see [`CallError`].
     pub async fn send(self) -> CallResult {
-        let Self { client, builder } = self;
+        let Self { client, mut builder } = self;
+        if let Some(tokens) = &client.tokens {
+            match tokens.authorization().await {
+                Ok(value) => builder = builder.header(http::header::AUTHORIZATION, value),
+                Err(ServiceTokenError::Transport(error)) => return Err(ResilienceError::Inner(error)),
+                // Sent without a token, the callee's 401 tells the caller what is wrong.
+                Err(error) => tracing::error!(%error, target = client.target.name(), "no service token"),
+            }
+        }
         let result = match builder.build() {
             Ok(mut request) => {
                 let span = crate::trace::client_span(client.target.name(), request.method().as_str());

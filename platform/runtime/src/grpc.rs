@@ -29,6 +29,7 @@ use tracing::Instrument as _;
 use crate::client::ClientError;
 use crate::config::ClientConfig;
 use crate::guard::{self, ClientMetrics, Guarded, Policy, Target, earliest};
+use crate::service_token::{ServiceTokens, TokenHook};
 
 /// The largest request message buffered for retries; tonic's default decoding limit.
 const MAX_REQUEST_BYTES: usize = 4 * 1024 * 1024;
@@ -178,6 +179,7 @@ pub enum Calls {
 pub struct GuardedChannel {
     guarded: Guarded<Buffered, Answer, tonic::transport::Error>,
     target: Target,
+    tokens: Option<TokenHook>,
 }
 
 impl std::fmt::Debug for GuardedChannel {
@@ -215,7 +217,21 @@ impl GuardedChannel {
             timeout: config.timeout(),
         };
         let (guarded, target) = guard::guard(target, config, metrics, policy, transport)?;
-        Ok(Self { guarded, target })
+        Ok(Self {
+            guarded,
+            target,
+            tokens: None,
+        })
+    }
+
+    /// This channel, with every call carrying a service token for `audience` (the callee; see
+    /// [`crate::service_token`]).
+    #[must_use]
+    pub fn with_service_token(self, tokens: ServiceTokens, audience: &str) -> Self {
+        Self {
+            tokens: Some(TokenHook::new(tokens, audience)),
+            ..self
+        }
     }
 
     /// The state of this target's circuit breaker.
@@ -250,11 +266,22 @@ impl tower::Service<http::Request<Body>> for GuardedChannel {
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let guarded = self.guarded.clone();
         let target = self.target.clone();
+        let tokens = self.tokens.clone();
         let caller = Deadline::current();
         let span = crate::trace::client_span(target.name(), request.uri().path());
         let (mut parts, body) = request.into_parts();
         crate::trace::context::inject(&span, &mut parts.headers);
         async move {
+            if let Some(tokens) = tokens {
+                let value = tokens.authorization().await.map_err(|error| {
+                    if crate::failure::Transient::is_transient(&error) {
+                        Status::unavailable(error.to_string())
+                    } else {
+                        Status::unauthenticated(error.to_string())
+                    }
+                })?;
+                parts.headers.insert(http::header::AUTHORIZATION, value);
+            }
             let message = Limited::new(body, MAX_REQUEST_BYTES)
                 .collect()
                 .await

@@ -14,6 +14,8 @@
 //! - [`auth`]: the verified caller of a request, from its bearer token.
 //! - [`client`]: the HTTP client services use to call each other (correlation id, and the guards).
 //! - [`grpc`]: a tonic channel behind the same guards, and the server's gRPC refusals.
+//! - [`service_token`]: service tokens fetched, cached and sent by both clients, and required by
+//!   internal routes.
 //! - [`guard`]: the guards every call to another service passes: budgeted retries, a circuit
 //!   breaker and a bulkhead per target, a timeout bounded by the deadline, with their metrics.
 //! - [`settings`]: the one convention for checking settings ([`Validate`], naming the key).
@@ -39,6 +41,7 @@ pub mod observe;
 pub mod page;
 pub mod problem;
 pub mod server;
+pub mod service_token;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;

@@ -82,6 +82,27 @@ impl Validate for mercato_security::VerifierConfig {
     }
 }
 
+impl Validate for mercato_security::ServiceTokensConfig {
+    fn validate(&self) -> Result<(), InvalidSetting> {
+        ensure(
+            (5..=3_600).contains(&self.ttl_secs),
+            "ttl_secs",
+            "must be between 5 and 3600",
+        )?;
+        for (caller, callees) in &self.calls {
+            let names_ok = std::iter::once(caller)
+                .chain(callees)
+                .all(|n| mercato_security::service_token::is_service_name(n));
+            ensure(
+                names_ok,
+                &format!("calls.{caller}"),
+                "services are named with lower-case letters, digits and dashes",
+            )?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

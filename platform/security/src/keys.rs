@@ -223,25 +223,12 @@ impl KeyStore {
             let Some(activates) = stem.split_once('-').and_then(|(ts, _)| ts.parse::<u64>().ok()) else {
                 continue;
             };
-            crate::secret_file::check(&path)?;
-            let pem = std::fs::read_to_string(&path).map_err(|source| KeyError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            let secret =
-                SecretKey::from_pkcs8_pem(&pem).map_err(|_| KeyError::Malformed { path: path.clone() })?;
-            let key = SigningKey::from_secret(&secret, activates)
-                .ok_or_else(|| KeyError::Malformed { path: path.clone() })?;
-            keys.push(key);
+            keys.push(read_key_file(&path, activates)?);
         }
         Ok(keys)
     }
 
     fn write_new(&self, activates: u64) -> Result<(), KeyError> {
-        use std::io::Write as _;
-        #[cfg(unix)]
-        use std::os::unix::fs::OpenOptionsExt as _;
-
         std::fs::create_dir_all(&self.dir).map_err(|source| KeyError::Io {
             path: self.dir.clone(),
             source,
@@ -249,23 +236,54 @@ impl KeyStore {
         let secret = SecretKey::random(&mut rand::rngs::OsRng);
         let key = SigningKey::from_secret(&secret, activates).expect("fresh key encodes");
         let pem = secret.to_pkcs8_pem(LineEnding::LF).expect("fresh key encodes");
-        let path = self.path_for(activates, &key.kid);
-        let tmp = path.with_extension("tmp");
-        let io = |source| KeyError::Io {
-            path: tmp.clone(),
-            source,
-        };
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        options.mode(0o600);
-        let mut file = options.open(&tmp).map_err(io)?;
-        file.write_all(pem.as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)?;
-        // Rename last so a reader never sees a half-written key.
-        std::fs::rename(&tmp, &path).map_err(io)?;
-        Ok(())
+        write_private_file(&self.path_for(activates, &key.kid), pem.as_bytes())
     }
+}
+
+/// Reads one PKCS#8 PEM private key, refusing a file every user may read.
+pub(crate) fn read_key_file(path: &Path, activates_ms: u64) -> Result<SigningKey, KeyError> {
+    crate::secret_file::check(path)?;
+    let pem = std::fs::read_to_string(path).map_err(|source| KeyError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let secret = SecretKey::from_pkcs8_pem(&pem).map_err(|_| KeyError::Malformed {
+        path: path.to_owned(),
+    })?;
+    SigningKey::from_secret(&secret, activates_ms).ok_or_else(|| KeyError::Malformed {
+        path: path.to_owned(),
+    })
+}
+
+/// A fresh P-256 key as PKCS#8 PEM, and the signing key it makes.
+pub(crate) fn generate_pem() -> (SigningKey, String) {
+    let secret = SecretKey::random(&mut rand::rngs::OsRng);
+    let key = SigningKey::from_secret(&secret, now_ms()).expect("fresh key encodes");
+    let pem = secret.to_pkcs8_pem(LineEnding::LF).expect("fresh key encodes");
+    (key, pem.to_string())
+}
+
+/// Writes a file only its owner may read, under a temporary name renamed last, so a reader never
+/// sees half of it.
+pub(crate) fn write_private_file(path: &Path, contents: &[u8]) -> Result<(), KeyError> {
+    use std::io::Write as _;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    let tmp = path.with_extension("tmp");
+    let io = |source| KeyError::Io {
+        path: tmp.clone(),
+        source,
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options.open(&tmp).map_err(io)?;
+    file.write_all(contents).map_err(io)?;
+    file.sync_all().map_err(io)?;
+    std::fs::rename(&tmp, path).map_err(io)?;
+    Ok(())
 }
 
 fn now_ms() -> u64 {

@@ -19,6 +19,10 @@ use crate::verified::VerifiedTokens;
 /// The `typ` header of an access token (RFC 9068).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 
+/// The `typ` header of a service token: a type of its own, so a verifier of customers' access
+/// tokens refuses a service token (and the other way round) before looking at any claim.
+pub const SERVICE_TOKEN_TYPE: &str = "svc+jwt";
+
 /// The claims Mercato puts in an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
@@ -40,7 +44,7 @@ pub enum TokenError {
     Malformed,
     #[error("the token's algorithm is not accepted")]
     UnsupportedAlgorithm,
-    #[error("the token is not an access token")]
+    #[error("the token is not of the type accepted here")]
     WrongType,
     #[error("the token was signed by an unknown key")]
     UnknownKey,
@@ -73,9 +77,22 @@ impl TokenError {
 /// # Errors
 /// [`TokenError::Signing`] if the key cannot sign.
 pub fn sign(claims: &Claims, key: &SigningKey) -> Result<String, TokenError> {
+    sign_as(claims, key, ACCESS_TOKEN_TYPE)
+}
+
+/// Signs `claims` as an ES256 service token ([`SERVICE_TOKEN_TYPE`]) with `key`.
+///
+/// # Errors
+/// [`TokenError::Signing`] if the key cannot sign.
+pub fn sign_service(claims: &Claims, key: &SigningKey) -> Result<String, TokenError> {
+    sign_as(claims, key, SERVICE_TOKEN_TYPE)
+}
+
+/// Signs any claims with `key`, `typ` in the header.
+pub(crate) fn sign_as<C: Serialize>(claims: &C, key: &SigningKey, typ: &str) -> Result<String, TokenError> {
     let mut header = Header::new(Algorithm::ES256);
     header.kid = Some(key.kid.clone());
-    header.typ = Some(ACCESS_TOKEN_TYPE.into());
+    header.typ = Some(typ.into());
     encode(&header, claims, &key.encoding).map_err(|e| TokenError::Signing(e.to_string()))
 }
 
@@ -155,6 +172,8 @@ impl Default for VerifierConfig {
 #[derive(Clone)]
 pub struct Verifier {
     config: VerifierConfig,
+    /// The `typ` a token must carry: customers' access tokens, or service tokens.
+    typ: &'static str,
     keys: Arc<dyn KeySource>,
     verified: Arc<VerifiedTokens>,
 }
@@ -163,6 +182,7 @@ impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier")
             .field("config", &self.config)
+            .field("typ", &self.typ)
             .finish_non_exhaustive()
     }
 }
@@ -170,10 +190,22 @@ impl std::fmt::Debug for Verifier {
 const MAX_KID_LEN: usize = 128;
 
 impl Verifier {
+    /// A verifier of customers' access tokens (`at+jwt`).
     #[must_use]
     pub fn new(config: VerifierConfig, keys: Arc<dyn KeySource>) -> Self {
+        Self::of_type(config, ACCESS_TOKEN_TYPE, keys)
+    }
+
+    /// A verifier of service tokens (`svc+jwt`); `config.audience` is the service itself.
+    #[must_use]
+    pub fn for_service_tokens(config: VerifierConfig, keys: Arc<dyn KeySource>) -> Self {
+        Self::of_type(config, SERVICE_TOKEN_TYPE, keys)
+    }
+
+    fn of_type(config: VerifierConfig, typ: &'static str, keys: Arc<dyn KeySource>) -> Self {
         Self {
             config,
+            typ,
             keys,
             verified: Arc::new(VerifiedTokens::new(crate::verified::CAPACITY)),
         }
@@ -208,7 +240,7 @@ impl Verifier {
         if !header
             .typ
             .as_deref()
-            .is_some_and(|t| t.eq_ignore_ascii_case(ACCESS_TOKEN_TYPE))
+            .is_some_and(|t| t.eq_ignore_ascii_case(self.typ))
         {
             return Err(TokenError::WrongType);
         }
@@ -266,6 +298,12 @@ mod tests {
 
     fn setup() -> (SigningKey, Verifier) {
         let key = SigningKey::generate();
+        let (keys, config) = trusting(&key);
+        (key, Verifier::new(config, keys))
+    }
+
+    /// A key source publishing `key`, and what the tests' tokens pin.
+    fn trusting(key: &SigningKey) -> (Arc<LocalKeys>, VerifierConfig) {
         let keys = LocalKeys::new(JwkSet {
             keys: vec![key.public.clone()],
         });
@@ -274,7 +312,7 @@ mod tests {
             audience: "mercato-api".into(),
             leeway_secs: 30,
         };
-        (key, Verifier::new(config, Arc::new(keys)))
+        (Arc::new(keys), config)
     }
 
     fn forge(header: &serde_json::Value, claims: &Claims, signature: &[u8]) -> String {
@@ -410,6 +448,19 @@ mod tests {
         header.kid = Some(key.kid.clone());
         let token = encode(&header, &claims(900), &key.encoding).unwrap();
         assert_eq!(verifier.verify(&token).await, Err(TokenError::WrongType));
+    }
+
+    #[tokio::test]
+    async fn access_and_service_tokens_are_never_taken_for_each_other() {
+        let (key, customers) = setup();
+        let (keys, config) = trusting(&key);
+        let services = Verifier::for_service_tokens(config, keys);
+        let service_token = sign_service(&claims(900), &key).unwrap();
+        let access_token = sign(&claims(900), &key).unwrap();
+        assert_eq!(customers.verify(&service_token).await, Err(TokenError::WrongType));
+        assert_eq!(services.verify(&access_token).await, Err(TokenError::WrongType));
+        assert!(services.verify(&service_token).await.is_ok());
+        assert!(customers.verify(&access_token).await.is_ok());
     }
 
     #[tokio::test]

@@ -66,20 +66,42 @@ impl TestIssuer {
     /// Never for a generated key.
     #[must_use]
     pub fn token(&self, subject: &str, roles: &[&str]) -> String {
+        let mut claims = self.claims(subject, &self.config.audience);
+        claims.roles = roles.iter().map(|r| (*r).to_owned()).collect();
+        mercato_security::sign(&claims, &self.key).expect("a generated key signs")
+    }
+
+    /// Claims valid for 15 minutes from `subject` to `audience`, to change before signing.
+    #[must_use]
+    pub fn claims(&self, subject: &str, audience: &str) -> Claims {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let claims = Claims {
+        Claims {
             iss: self.config.issuer.clone(),
-            aud: self.config.audience.clone(),
+            aud: audience.to_owned(),
             sub: subject.to_owned(),
             exp: now + 900,
             iat: now,
             nbf: now,
             jti: uuid::Uuid::new_v4().to_string(),
-            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-        };
-        mercato_security::sign(&claims, &self.key).expect("a generated key signs")
+            roles: Vec::new(),
+        }
+    }
+
+    /// A valid service token from the service `subject` to the service `audience`.
+    #[must_use]
+    pub fn service_token(&self, subject: &str, audience: &str) -> String {
+        self.sign_service(&self.claims(subject, audience))
+    }
+
+    /// `claims` signed as a service token with the published key.
+    ///
+    /// # Panics
+    /// Never for a generated key.
+    #[must_use]
+    pub fn sign_service(&self, claims: &Claims) -> String {
+        mercato_security::sign_service(claims, &self.key).expect("a generated key signs")
     }
 }
 

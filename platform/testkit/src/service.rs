@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use mercato_kit::ServiceSettings;
 use mercato_messaging::{Bus, BusConfig, InboxConfig, RelayConfig};
 use mercato_runtime::{App, CancellationToken, HttpConfig};
+use mercato_security::ServiceTokensConfig;
 use mercato_storage::DatabaseConfig;
 use tokio::task::JoinHandle;
 
@@ -115,6 +116,13 @@ impl Backing {
                 reorder_delay_ms: 20,
                 ..InboxConfig::default()
             },
+            service_tokens: ServiceTokensConfig {
+                keys_dir: self.database.dir().join("service-keys"),
+                ..ServiceTokensConfig::default()
+            },
+            // No identity runs beside the service: a test that enables service tokens points it
+            // at one.
+            token_url: "http://127.0.0.1:9/api/identity/token".into(),
         }
     }
 }

@@ -101,6 +101,7 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
         wake_projection,
         Duration::from_millis(config.projection_poll_ms),
     );
-    let routes = api::router(Arc::clone(&customers), kit.verifier()).merge(grpc::router(customers));
+    let internal = kit.internal(grpc::router(Arc::clone(&customers)));
+    let routes = api::router(customers, kit.verifier()).merge(internal);
     kit.serve(routes).await
 }

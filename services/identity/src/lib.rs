@@ -4,6 +4,7 @@
 //! - `credentials`: Argon2id hashing on the blocking pool.
 //! - `keys`: the ES256 signing keys, reloaded from the key directory after a rotation.
 //! - `accounts`: registration and the OAuth password and refresh-token grants.
+//! - `service_grant`: the `client_credentials` grant, service tokens for internal calls.
 //! - `store/`: identity's SQL and migrations.
 //! - `api/`: the HTTP routes and the one mapping from errors to problems.
 //! - `admin`: operator tasks for the CLI (the first admin).
@@ -17,6 +18,7 @@ pub use api::openapi;
 pub mod credentials;
 pub mod domain;
 pub mod keys;
+pub mod service_grant;
 pub mod store;
 
 use std::path::PathBuf;
@@ -114,7 +116,14 @@ pub struct Config {
 impl Validate for Config {
     fn validate(&self) -> Result<(), InvalidSetting> {
         section("", &self.service)?;
-        section("identity", &self.identity)
+        section("identity", &self.identity)?;
+        // A signing key stays published for an access token's life after it retires; a service
+        // token that outlived that would be refused while still valid.
+        ensure(
+            self.service.service_tokens.ttl_secs <= self.identity.access_token_ttl_secs,
+            "service_tokens.ttl_secs",
+            "must not be longer than identity.access_token_ttl_secs",
+        )
     }
 }
 
@@ -166,10 +175,15 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
         config,
         kit.outbox(),
     ));
+    let services = Arc::new(service_grant::ServiceGrant::new(
+        config.service.service_tokens.clone(),
+        &config.service.auth,
+        keys.clone(),
+    ));
     kit.relay();
     let reload_every = Duration::from_secs(config.identity.key_reload_interval_secs);
     kit.background("key reload", move |token| reload_keys(keys, reload_every, token));
-    kit.serve(api::router(accounts, verifier)).await
+    kit.serve(api::router(accounts, services, verifier)).await
 }
 
 async fn reload_keys(keys: keys::Keys, every: Duration, shutdown: CancellationToken) {

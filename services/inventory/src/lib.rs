@@ -128,6 +128,7 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
         reservation_metrics,
     );
     kit.background("reservation expiry", move |token| sweeper.run(token));
-    let routes = api::router(catalogue, kit.verifier());
+    let internal = kit.internal(api::internal_router(Arc::clone(&catalogue)));
+    let routes = api::router(catalogue, kit.verifier()).merge(internal);
     kit.serve(routes).await
 }

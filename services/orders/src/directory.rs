@@ -13,6 +13,7 @@ use mercato_contracts::grpc::inventory::inventory_client::InventoryClient;
 use mercato_contracts::grpc::inventory::{GetProductsRequest, Product};
 use mercato_runtime::correlation::{CorrelationId, HEADER};
 use mercato_runtime::grpc::Calls;
+use mercato_runtime::service_token::ServiceTokens;
 use mercato_runtime::{ClientConfig, ClientMetrics, GuardedChannel};
 use tonic::transport::Endpoint;
 
@@ -35,6 +36,7 @@ fn channel(
     url: &str,
     config: &ClientConfig,
     metrics: &ClientMetrics,
+    tokens: Option<&ServiceTokens>,
 ) -> Result<GuardedChannel, DirectoryError> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|_| DirectoryError::Address {
@@ -42,7 +44,7 @@ fn channel(
             url: url.to_owned(),
         })?
         .connect_timeout(Duration::from_millis(config.connect_timeout_ms));
-    GuardedChannel::new(
+    let channel = GuardedChannel::new(
         service,
         endpoint.connect_lazy(),
         Calls::Idempotent,
@@ -52,6 +54,10 @@ fn channel(
     .map_err(|e| DirectoryError::Settings {
         service,
         reason: e.to_string(),
+    })?;
+    Ok(match tokens {
+        Some(tokens) => channel.with_service_token(tokens.clone(), service),
+        None => channel,
     })
 }
 
@@ -82,7 +88,8 @@ pub struct Directory {
 impl Directory {
     /// Lazily connected clients; nothing is dialled until the first call. The calls are guarded
     /// with `config`'s settings (each attempt limited to its `timeout_ms`); the breakers and call
-    /// counts are reported through `metrics`.
+    /// counts are reported through `metrics`. With `tokens`, each call carries a service token
+    /// for the service it goes to.
     ///
     /// # Errors
     /// A URL that is not a valid endpoint, or an invalid setting.
@@ -91,10 +98,11 @@ impl Directory {
         customers_url: &str,
         config: &ClientConfig,
         metrics: &ClientMetrics,
+        tokens: Option<&ServiceTokens>,
     ) -> Result<Self, DirectoryError> {
         Ok(Self {
-            inventory: InventoryClient::new(channel("inventory", inventory_url, config, metrics)?),
-            customers: CustomersClient::new(channel("customers", customers_url, config, metrics)?),
+            inventory: InventoryClient::new(channel("inventory", inventory_url, config, metrics, tokens)?),
+            customers: CustomersClient::new(channel("customers", customers_url, config, metrics, tokens)?),
         })
     }
 

@@ -222,11 +222,13 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
         ..config.client.clone()
     };
     let client_metrics = ClientMetrics::register(kit.registry());
+    let tokens = kit.service_tokens()?;
     let directory = directory::Directory::new(
         &config.inventory_url,
         &config.customers_url,
         &calls,
         &client_metrics,
+        tokens.as_ref(),
     )
     .map_err(|e| StartError::dependency(NAME, "dependencies", e))?;
     let cache_metrics = mercato_cache::CacheMetrics::register(kit.registry());

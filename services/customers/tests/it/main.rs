@@ -7,9 +7,12 @@
 //! - `preferences`: reading and replacing the communication preferences.
 //! - `bad_input`: invalid fields, unknown fields, missing or foreign tokens.
 //! - `grpc`: the internal `GetCustomer`.
+//! - `service_tokens`: `GetCustomer` with service tokens required: every wrong token refused, a
+//!   customer API refusing a service token.
 
 mod bad_input;
 mod grpc;
 mod preferences;
 mod profiles;
+mod service_tokens;
 mod support;

@@ -4,6 +4,7 @@
 use mercato_contracts::identity::UserRegistered;
 use mercato_customers::Config;
 use mercato_messaging::{Bus, Context, Envelope};
+use mercato_testkit::auth::TestIssuer;
 use mercato_testkit::listener::Listener;
 use mercato_testkit::publish::publish_at;
 use mercato_testkit::service::{Api, Backing, Instance};
@@ -22,11 +23,17 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app(backend: TestBackend) -> TestApp {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// Spawns the service after `customise` has adjusted its configuration.
+pub async fn spawn_app_with(backend: TestBackend, customise: impl FnOnce(&mut Config)) -> TestApp {
     let backing = Backing::new(backend).await;
-    let config = Config {
+    let mut config = Config {
         service: backing.settings(),
         projection_poll_ms: 50,
     };
+    customise(&mut config);
     let bus = backing.bus().await;
     let instance = Instance::run(mercato_customers::build(&config, bus.clone()).await);
     TestApp {
@@ -48,6 +55,11 @@ impl TestApp {
     /// A customer's token for `user`.
     pub fn token(&self, user: &str) -> String {
         self.backing.issuer.token(user, &["customer"])
+    }
+
+    /// The issuer whose keys the service trusts.
+    pub fn issuer(&self) -> &TestIssuer {
+        &self.backing.issuer
     }
 
     /// Publishes identity's `UserRegistered` as identity's relay would, and returns it.

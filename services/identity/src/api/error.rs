@@ -5,6 +5,7 @@ use http::StatusCode;
 use mercato_runtime::{FieldError, Problem, Transient};
 
 use crate::accounts::AccountError;
+use crate::service_grant::GrantError;
 
 /// An account error on its way to the client.
 #[derive(Debug)]
@@ -18,14 +19,33 @@ impl From<AccountError> for ApiError {
 
 /// An OAuth 2 error (RFC 6749 §5.2) that is also a problem document.
 pub fn oauth_error(code: &'static str, description: &str) -> Problem {
+    oauth_error_with(StatusCode::BAD_REQUEST, code, description)
+}
+
+fn oauth_error_with(status: StatusCode, code: &'static str, description: &str) -> Problem {
     Problem::new(
-        StatusCode::BAD_REQUEST,
+        status,
         &format!("oauth-{}", code.replace('_', "-")),
         "Token request refused",
     )
     .with_detail(description)
     .with_extension("error", code)
     .with_extension("error_description", description)
+}
+
+/// A refused `client_credentials` request: `invalid_client` is `401` (RFC 6749 §5.2), the others
+/// `400`; a key file that cannot be read is ours (`500`), and logged.
+pub fn grant_error(error: &GrantError) -> Problem {
+    match error {
+        GrantError::InvalidRequest(why) => oauth_error("invalid_request", why),
+        GrantError::InvalidClient(why) => oauth_error_with(StatusCode::UNAUTHORIZED, "invalid_client", why),
+        GrantError::UnauthorizedClient => oauth_error("unauthorized_client", &error.to_string()),
+        GrantError::InvalidTarget(_) => oauth_error("invalid_target", &error.to_string()),
+        GrantError::Keys(_) | GrantError::Token(_) => {
+            tracing::error!(%error, "cannot issue a service token");
+            Problem::internal()
+        }
+    }
 }
 
 /// Only the database can be busy; token and hashing faults are ours (`500`).

@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use mercato_security::Verifier;
 
 use crate::accounts::Accounts;
+use crate::service_grant::ServiceGrant;
 
 pub use error::ApiError;
 
@@ -22,12 +23,13 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 }
 
 /// Every route of the service.
-pub fn router(accounts: Arc<Accounts>, verifier: Verifier) -> Router {
+pub fn router(accounts: Arc<Accounts>, services: Arc<ServiceGrant>, verifier: Verifier) -> Router {
     Router::new()
         .route("/api/identity/register", post(register::register))
         .route("/api/identity/token", post(token::token))
         .route("/api/identity/me", get(users::me))
         .route("/.well-known/jwks.json", get(users::jwks))
         .layer(axum::Extension(verifier))
+        .layer(axum::Extension(services))
         .with_state(accounts)
 }

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::extract::{Extension, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, header};
@@ -14,8 +14,9 @@ use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, Schema, Type};
 
 use super::ApiError;
-use super::error::oauth_error;
+use super::error::{grant_error, oauth_error};
 use crate::accounts::Accounts;
+use crate::service_grant::{ClientCredentials, ServiceGrant};
 
 /// `username` and `password` for the password grant, `refresh_token` for the other; each
 /// non-empty (its schema says so by grant, by hand: the derive cannot state a `oneOf` on a field).
@@ -25,6 +26,21 @@ struct TokenRequest {
     username: Option<String>,
     password: Option<String>,
     refresh_token: Option<String>,
+    // client_credentials, between services (not in the public document: services call identity
+    // directly).
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    client_assertion_type: Option<String>,
+    client_assertion: Option<String>,
+    audience: Option<String>,
+    resource: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ServiceTokenResponse {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: u64,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -113,6 +129,7 @@ fn required<'a>(value: Option<&'a String>, name: &'static str) -> Result<&'a str
 )]
 pub async fn token(
     State(accounts): State<Arc<Accounts>>,
+    Extension(services): Extension<Arc<ServiceGrant>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Response> {
@@ -132,28 +149,56 @@ pub async fn token(
                 .map_err(IntoResponse::into_response)?;
             accounts.refresh_grant(token).await
         }
+        "client_credentials" => return service_token(&services, &request).await,
         _ => {
             return Err(oauth_error(
                 "unsupported_grant_type",
-                "grant_type must be password or refresh_token",
+                "grant_type must be password, refresh_token or client_credentials",
             )
             .into_response());
         }
     }
     .map_err(|e| ApiError(e).into_response())?;
-    let mut response = Json(TokenResponse {
-        access_token: pair.access_token,
-        token_type: "Bearer",
-        expires_in: pair.expires_in,
-        refresh_token: pair.refresh_token,
-    })
-    .into_response();
-    // RFC 6749 §5.1: token responses must not be cached.
+    Ok(no_store(
+        Json(TokenResponse {
+            access_token: pair.access_token,
+            token_type: "Bearer",
+            expires_in: pair.expires_in,
+            refresh_token: pair.refresh_token,
+        })
+        .into_response(),
+    ))
+}
+
+async fn service_token(services: &ServiceGrant, request: &TokenRequest) -> Result<Response, Response> {
+    let credentials = ClientCredentials {
+        client_id: request.client_id.as_deref(),
+        client_secret: request.client_secret.as_deref(),
+        assertion_type: request.client_assertion_type.as_deref(),
+        assertion: request.client_assertion.as_deref(),
+        audience: request.audience.as_deref().or(request.resource.as_deref()),
+    };
+    let token = services
+        .grant(&credentials)
+        .await
+        .map_err(|e| grant_error(&e).into_response())?;
+    Ok(no_store(
+        Json(ServiceTokenResponse {
+            access_token: token.access_token,
+            token_type: "Bearer",
+            expires_in: token.expires_in,
+        })
+        .into_response(),
+    ))
+}
+
+/// RFC 6749 §5.1: token responses must not be cached.
+fn no_store(mut response: Response) -> Response {
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
         .headers_mut()
         .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    Ok(response)
+    response
 }

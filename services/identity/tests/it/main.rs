@@ -8,6 +8,7 @@
 //! - `me`: `GET /api/identity/me` and bearer authentication.
 //! - `keys`: the JWKS and signing-key rotation without a restart.
 //! - `admin`: `create_admin`, as the CLI calls it.
+//! - `service_tokens`: the `client_credentials` grant, and the runtime's token cache against it.
 //! - `operations`: health, readiness, metrics, unknown routes and shutdown.
 
 mod admin;
@@ -17,5 +18,6 @@ mod me;
 mod operations;
 mod refresh;
 mod register;
+mod service_tokens;
 mod support;
 mod token;

@@ -56,13 +56,17 @@ pub async fn spawn_app(backend: TestBackend) -> TestApp {
 
 /// Spawns the service after `customise` has adjusted its configuration.
 pub async fn spawn_app_with(backend: TestBackend, customise: impl FnOnce(&mut IdentityConfig)) -> TestApp {
+    spawn_configured(backend, |config| customise(&mut config.identity)).await
+}
+
+/// Spawns the service after `customise` has adjusted its whole configuration.
+pub async fn spawn_configured(backend: TestBackend, customise: impl FnOnce(&mut Config)) -> TestApp {
     let backing = Backing::new(backend).await;
-    let mut identity = IdentityConfig {
+    let identity = IdentityConfig {
         keys_dir: backing.database().dir().join("keys"),
         ..IdentityConfig::default()
     };
-    customise(&mut identity);
-    let config = Config {
+    let mut config = Config {
         service: ServiceSettings {
             // Identity issues the tokens, so it checks them against its own issuer and keys.
             auth: VerifierConfig::default(),
@@ -70,6 +74,7 @@ pub async fn spawn_app_with(backend: TestBackend, customise: impl FnOnce(&mut Id
         },
         identity,
     };
+    customise(&mut config);
     let bus = backing.bus().await;
     let instance = Instance::run(mercato_identity::build(&config, bus.clone()).await);
     let addr = instance.addr;
@@ -197,8 +202,13 @@ pub async fn expect_tokens(response: reqwest::Response) -> Tokens {
 
 /// Checks that `response` is the OAuth 2 error `code` (RFC 6749 §5.2), and returns its body.
 pub async fn expect_oauth_error(response: reqwest::Response, code: &str) -> Value {
+    expect_oauth_error_status(response, 400, code).await
+}
+
+/// [`expect_oauth_error`] with another status (`invalid_client` is `401`).
+pub async fn expect_oauth_error_status(response: reqwest::Response, status: u16, code: &str) -> Value {
     let slug = format!("oauth-{}", code.replace('_', "-"));
-    let body = expect_problem_of(response, 400, &slug).await;
+    let body = expect_problem_of(response, status, &slug).await;
     assert_eq!(body["error"], code, "problem body: {body}");
     assert!(body["error_description"].is_string(), "problem body: {body}");
     body

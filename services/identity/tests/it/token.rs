@@ -134,7 +134,11 @@ async fn a_missing_or_empty_parameter_is_an_invalid_request(backend: TestBackend
 async fn an_unknown_grant_type_is_an_unsupported_grant_type(backend: TestBackend) {
     let app = spawn_app(backend).await;
     for body in Body::BOTH {
-        for grant in ["client_credentials", "authorization_code", "Password"] {
+        for grant in [
+            "authorization_code",
+            "Password",
+            "urn:ietf:params:oauth:grant-type:jwt-bearer",
+        ] {
             let response = app
                 .token(
                     body,

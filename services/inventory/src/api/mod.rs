@@ -26,13 +26,14 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     )
 }
 
-/// Every route of the service. gRPC shares the HTTP listener: it arrives as HTTP/2 (cleartext,
-/// prior knowledge) and is routed by its `/mercato.inventory.v1.Inventory/` path.
+/// The internal API, `GetProducts`. It shares the HTTP listener: it arrives as HTTP/2
+/// (cleartext, prior knowledge) and is routed by its `/mercato.inventory.v1.Inventory/` path.
+pub fn internal_router(catalogue: Arc<Catalogue>) -> Router {
+    tonic::service::Routes::new(InventoryServer::new(grpc::InventoryGrpc::new(catalogue))).into_axum_router()
+}
+
+/// The public routes of the service.
 pub fn router(catalogue: Arc<Catalogue>, verifier: Verifier) -> Router {
-    let grpc = tonic::service::Routes::new(InventoryServer::new(grpc::InventoryGrpc::new(Arc::clone(
-        &catalogue,
-    ))))
-    .into_axum_router();
     Router::new()
         .route("/api/products", get(products::list))
         .route("/api/products/{sku}", get(products::get))
@@ -40,5 +41,4 @@ pub fn router(catalogue: Arc<Catalogue>, verifier: Verifier) -> Router {
         .route("/api/products/{sku}/price", put(products::put_price))
         .layer(axum::Extension(verifier))
         .with_state(catalogue)
-        .merge(grpc)
 }
