@@ -27,6 +27,7 @@ macro_rules! events {
     };
 }
 
+pub mod callers;
 pub mod customers;
 pub mod identity;
 pub mod inventory;

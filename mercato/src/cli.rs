@@ -229,6 +229,15 @@ impl Command {
 }
 
 async fn serve(config: &Config, names: &[ServiceName], embedded: bool) -> anyhow::Result<()> {
+    if !embedded && !config.tls.enabled {
+        // Embedded services talk over loopback inside one process; distributed ones cross a
+        // network where anyone who can reach a port can call it.
+        tracing::warn!(
+            risk = "unauthenticated plaintext between services",
+            "TLS is off ([tls] enabled = false): every service accepts any caller, internal gRPC \
+             included, and traffic between services can be read and altered on the network"
+        );
+    }
     let shutdown = CancellationToken::new();
     mercato_runtime::shutdown::cancel_on_signal(shutdown.clone());
     let running = services::start(config, names, shutdown).await?;

@@ -17,7 +17,7 @@ pub type Urls = BTreeMap<ServiceName, String>;
 pub fn configured_urls(config: &Config) -> Urls {
     ServiceName::ALL
         .iter()
-        .map(|s| (*s, config.endpoint(*s).base_url()))
+        .map(|s| (*s, config.base_url(*s)))
         .collect()
 }
 
@@ -32,6 +32,7 @@ pub fn settings(config: &Config, name: ServiceName, urls: &Urls) -> ServiceSetti
         jwks_url: format!("{}/.well-known/jwks.json", urls[&ServiceName::Identity]),
         relay: config.relay.clone(),
         inbox: config.inbox.clone(),
+        tls: config.tls.clone(),
     }
 }
 

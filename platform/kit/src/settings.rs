@@ -5,13 +5,14 @@ use std::net::SocketAddr;
 use mercato_messaging::{InboxConfig, RelayConfig};
 use mercato_runtime::HttpConfig;
 use mercato_runtime::settings::{InvalidSetting, Validate, section};
+use mercato_runtime::tls::TlsConfig;
 use mercato_security::VerifierConfig;
 use mercato_storage::DatabaseConfig;
 
-/// Where a service listens, its server, database, token checks, relay and inbox.
+/// Where a service listens, its server, database, token checks, relay, inbox and TLS.
 ///
 /// The binary fills these from the top-level sections (`[http]`, `[database]`, `[auth]`,
-/// `[relay]`, `[inbox]`), so a refusal names the key as the user writes it.
+/// `[relay]`, `[inbox]`, `[tls]`), so a refusal names the key as the user writes it.
 #[derive(Debug, Clone)]
 pub struct ServiceSettings {
     pub listen: SocketAddr,
@@ -22,6 +23,8 @@ pub struct ServiceSettings {
     pub jwks_url: String,
     pub relay: RelayConfig,
     pub inbox: InboxConfig,
+    /// Mutual TLS with the other services: served, and presented on every call.
+    pub tls: TlsConfig,
 }
 
 impl Validate for ServiceSettings {
@@ -30,6 +33,7 @@ impl Validate for ServiceSettings {
         section("database", &self.database)?;
         section("auth", &self.auth)?;
         section("relay", &self.relay)?;
-        section("inbox", &self.inbox)
+        section("inbox", &self.inbox)?;
+        section("tls", &self.tls)
     }
 }

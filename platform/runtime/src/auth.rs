@@ -100,11 +100,28 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 /// A verifier for a service that checks tokens against identity's published keys.
 #[must_use]
 pub fn jwks_verifier(auth: VerifierConfig, jwks_url: &str) -> Verifier {
-    let jwks = JwksClient::new(JwksClientConfig {
+    jwks_verifier_over(auth, jwks_url, None)
+}
+
+/// As [`jwks_verifier`], fetching the keys over mutual TLS when `tls` is given.
+#[must_use]
+pub fn jwks_verifier_over(
+    auth: VerifierConfig,
+    jwks_url: &str,
+    tls: Option<&rustls::ClientConfig>,
+) -> Verifier {
+    let config = JwksClientConfig {
         url: jwks_url.to_owned(),
         max_age: std::time::Duration::from_secs(300),
         min_refresh_interval: std::time::Duration::from_secs(1),
         timeout: std::time::Duration::from_secs(2),
-    });
+    };
+    let jwks = match tls {
+        Some(tls) => JwksClient::with_http(
+            config,
+            crate::tls::reqwest_builder(reqwest::Client::builder(), tls),
+        ),
+        None => JwksClient::new(config),
+    };
     Verifier::new(auth, std::sync::Arc::new(jwks))
 }

@@ -215,11 +215,16 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
         ..config.client.clone()
     };
     let client_metrics = ClientMetrics::register(kit.registry());
+    let tls = directory::DirectoryTls {
+        inventory: kit.client_tls("inventory")?,
+        customers: kit.client_tls("customers")?,
+    };
     let directory = directory::Directory::new(
         &config.inventory_url,
         &config.customers_url,
         &calls,
         &client_metrics,
+        &tls,
     )
     .map_err(|e| StartError::dependency(NAME, "dependencies", e))?;
     let cache_metrics = mercato_cache::CacheMetrics::register(kit.registry());

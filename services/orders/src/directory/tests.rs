@@ -113,6 +113,7 @@ fn directory(inventory: &Running, metrics: &ClientMetrics) -> Directory {
         "http://127.0.0.1:9",
         &ClientConfig::default(),
         metrics,
+        &super::DirectoryTls::default(),
     )
     .unwrap()
 }
