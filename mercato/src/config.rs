@@ -343,20 +343,24 @@ impl Config {
     }
 
     /// The base URL other processes use for `service`: its `url`, else `http://<listen>`, or
-    /// `https://<listen>` when `[tls]` is on.
+    /// `https://<listen>` for a service served over mutual TLS when `[tls]` is on.
     #[must_use]
     pub fn base_url(&self, service: ServiceName) -> String {
         let endpoint = self.endpoint(service);
         match &endpoint.url {
             Some(url) => url.clone(),
-            None => self.url_of(endpoint.listen),
+            None => self.url_of(service, endpoint.listen),
         }
     }
 
-    /// `http://` or, with `[tls]` on, `https://` `addr`.
+    /// `service`'s URL at `addr`: `https://` when it is served over mutual TLS, else `http://`.
     #[must_use]
-    pub fn url_of(&self, addr: SocketAddr) -> String {
-        let scheme = if self.tls.enabled { "https" } else { "http" };
+    pub fn url_of(&self, service: ServiceName, addr: SocketAddr) -> String {
+        let scheme = if self.tls.enabled && service.serves_mutual_tls() {
+            "https"
+        } else {
+            "http"
+        };
         format!("{scheme}://{addr}")
     }
 

@@ -191,7 +191,7 @@ impl Running {
         let listen = config.endpoint(name).listen;
         // A service bound to port 0 is reached at the port it got.
         let url = if listen.port() == 0 {
-            config.url_of(addr)
+            config.url_of(name, addr)
         } else {
             config.base_url(name)
         };

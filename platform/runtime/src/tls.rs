@@ -307,3 +307,30 @@ impl tower::Service<http::Uri> for Connector {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::section;
+
+    #[test]
+    fn tls_that_is_on_needs_every_file_and_names_the_missing_one() {
+        assert_eq!(section("tls", &TlsConfig::default()), Ok(()));
+        let on = TlsConfig {
+            enabled: true,
+            ca: "ca.pem".into(),
+            cert: "orders.pem".into(),
+            key: "orders.key".into(),
+        };
+        assert_eq!(section("tls", &on), Ok(()));
+        for (missing, key) in [("ca", "tls.ca"), ("cert", "tls.cert"), ("key", "tls.key")] {
+            let mut config = on.clone();
+            match missing {
+                "ca" => config.ca = PathBuf::new(),
+                "cert" => config.cert = PathBuf::new(),
+                _ => config.key = PathBuf::new(),
+            }
+            assert_eq!(section("tls", &config).unwrap_err().key, key);
+        }
+    }
+}
