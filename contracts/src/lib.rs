@@ -34,6 +34,7 @@ macro_rules! events {
 }
 
 pub mod catalogue;
+pub mod callers;
 pub mod customers;
 pub mod files;
 pub mod identity;

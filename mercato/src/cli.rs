@@ -240,11 +240,39 @@ impl Command {
 }
 
 async fn serve(config: &Config, names: &[ServiceName], embedded: bool) -> anyhow::Result<()> {
+    check_tls(config, names, embedded)?;
+    if !embedded && !config.tls.enabled {
+        // Embedded services talk over loopback inside one process; distributed ones cross a
+        // network where anyone who can reach a port can call it.
+        tracing::warn!(
+            risk = "unauthenticated plaintext between services",
+            "TLS is off ([tls] enabled = false): every service accepts any caller, internal gRPC \
+             included, and traffic between services can be read and altered on the network"
+        );
+    }
     let shutdown = CancellationToken::new();
     mercato_runtime::shutdown::cancel_on_signal(shutdown.clone());
     let running = services::start(config, names, shutdown).await?;
     print_started(config, &running, embedded);
     running.wait().await
+}
+
+/// `[tls]` names one certificate, so it serves one service per process; the gateway does not yet
+/// call services over mutual TLS, so a gateway started with it on could reach none of them.
+fn check_tls(config: &Config, names: &[ServiceName], embedded: bool) -> anyhow::Result<()> {
+    if !config.tls.enabled {
+        return Ok(());
+    }
+    if embedded {
+        anyhow::bail!("tls.enabled: embedded mode serves on loopback in one process, without TLS");
+    }
+    if names.contains(&ServiceName::Gateway) {
+        anyhow::bail!("tls.enabled: the gateway cannot call services over mutual TLS yet");
+    }
+    if names.len() != 1 {
+        anyhow::bail!("tls.enabled: one certificate serves one service; run each in its own process");
+    }
+    Ok(())
 }
 
 fn print_started(config: &Config, running: &Running, embedded: bool) {
@@ -488,4 +516,35 @@ async fn create_admin(config: &Config, email: &str) -> anyhow::Result<()> {
         mercato_identity::admin::AdminOutcome::Promoted { id } => println!("{email} ({id}) is now an admin"),
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_serves_one_kit_service_per_distributed_process() {
+        let mut config = Config::default();
+        let all = ServiceName::ALL;
+        assert!(
+            check_tls(&config, all, true).is_ok(),
+            "plaintext is always allowed"
+        );
+        config.tls.enabled = true;
+        assert!(check_tls(&config, &[ServiceName::Orders], false).is_ok());
+        for (names, embedded) in [
+            (all, true),
+            (&[ServiceName::Orders, ServiceName::Inventory][..], false),
+            (&[ServiceName::Gateway][..], false),
+        ] {
+            let refused = check_tls(&config, names, embedded).unwrap_err().to_string();
+            assert!(refused.starts_with("tls.enabled: "), "{refused}");
+        }
+        assert_eq!(config.base_url(ServiceName::Orders), "https://127.0.0.1:8104");
+        assert_eq!(config.base_url(ServiceName::Gateway), "http://127.0.0.1:8080");
+        assert_eq!(
+            config.base_url(ServiceName::PaymentSandbox),
+            "http://127.0.0.1:8190"
+        );
+    }
 }

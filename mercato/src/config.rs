@@ -15,6 +15,7 @@ use mercato_identity::IdentityConfig;
 use mercato_messaging::{BusConfig, InboxConfig, RelayConfig};
 use mercato_runtime::settings::{InvalidSetting, positive, section};
 use mercato_runtime::telemetry::LogFormat;
+use mercato_runtime::tls::TlsConfig;
 use mercato_runtime::trace::TraceSettings;
 use mercato_runtime::{ClientConfig, HttpConfig};
 use mercato_security::{ServiceTokensConfig, VerifierConfig};
@@ -96,6 +97,8 @@ pub struct Config {
     pub bus: BusConfig,
     pub relay: RelayConfig,
     pub inbox: InboxConfig,
+    /// Mutual TLS between services (`[tls]`): this process's certificate, key and CA.
+    pub tls: TlsConfig,
     pub projections: ProjectionsConfig,
     pub inventory: mercato_inventory::InventoryConfig,
     pub orders: mercato_orders::SagaConfig,
@@ -179,6 +182,7 @@ impl Default for Config {
             bus: BusConfig::default(),
             relay: RelayConfig::default(),
             inbox: InboxConfig::default(),
+            tls: TlsConfig::default(),
             projections: ProjectionsConfig::default(),
             inventory: mercato_inventory::InventoryConfig::default(),
             orders: mercato_orders::SagaConfig::default(),
@@ -315,6 +319,7 @@ impl Config {
         section("bus", &self.bus)?;
         section("relay", &self.relay)?;
         section("inbox", &self.inbox)?;
+        section("tls", &self.tls)?;
         positive(self.projections.poll_ms, "projections.poll_ms")?;
         section("inventory", &self.inventory)?;
         section("orders", &self.orders)?;
@@ -341,6 +346,28 @@ impl Config {
         self.inbox
             .retention_outlasts_redelivery(self.bus.ack_wait_ms)
             .map_err(|e| e.within("inbox"))
+    }
+
+    /// The base URL other processes use for `service`: its `url`, else `http://<listen>`, or
+    /// `https://<listen>` for a service served over mutual TLS when `[tls]` is on.
+    #[must_use]
+    pub fn base_url(&self, service: ServiceName) -> String {
+        let endpoint = self.endpoint(service);
+        match &endpoint.url {
+            Some(url) => url.clone(),
+            None => self.url_of(service, endpoint.listen),
+        }
+    }
+
+    /// `service`'s URL at `addr`: `https://` when it is served over mutual TLS, else `http://`.
+    #[must_use]
+    pub fn url_of(&self, service: ServiceName, addr: SocketAddr) -> String {
+        let scheme = if self.tls.enabled && service.serves_mutual_tls() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{addr}")
     }
 
     /// The endpoint of `service` (validated to exist).

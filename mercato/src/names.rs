@@ -46,6 +46,13 @@ impl ServiceName {
         !matches!(self, Self::Gateway | Self::PaymentSandbox)
     }
 
+    /// Whether the service is served over mutual TLS when `[tls]` is on: those the service kit
+    /// builds. The gateway is the edge and the sandbox stands for an outside provider.
+    #[must_use]
+    pub fn serves_mutual_tls(self) -> bool {
+        !matches!(self, Self::Gateway | Self::PaymentSandbox)
+    }
+
     /// Whether the service publishes or consumes events.
     #[must_use]
     pub fn uses_bus(self) -> bool {

@@ -17,7 +17,7 @@ pub type Urls = BTreeMap<ServiceName, String>;
 pub fn configured_urls(config: &Config) -> Urls {
     ServiceName::ALL
         .iter()
-        .map(|s| (*s, config.endpoint(*s).base_url()))
+        .map(|s| (*s, config.base_url(*s)))
         .collect()
 }
 
@@ -34,6 +34,7 @@ pub fn settings(config: &Config, name: ServiceName, urls: &Urls) -> ServiceSetti
         inbox: config.inbox.clone(),
         service_tokens: config.service_tokens.clone(),
         token_url: format!("{}/api/identity/token", urls[&ServiceName::Identity]),
+        tls: config.tls.clone(),
     }
 }
 

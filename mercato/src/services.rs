@@ -206,9 +206,9 @@ impl Running {
         let listen = config.endpoint(name).listen;
         // A service bound to port 0 is reached at the port it got.
         let url = if listen.port() == 0 {
-            format!("http://{addr}")
+            config.url_of(name, addr)
         } else {
-            config.endpoint(name).base_url()
+            config.base_url(name)
         };
         let backend = backend_of(&config.database_for(name).url).filter(|_| name.has_database());
         self.started.push(Started {

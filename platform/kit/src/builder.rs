@@ -9,6 +9,7 @@ use mercato_eventstore::Projection;
 use mercato_messaging::{Bus, ConsumerMetrics, ConsumerSpec, Handler, Inbox, Outbox, Relay, RelayMetrics};
 use mercato_runtime::service_token::ServiceTokens;
 use mercato_runtime::settings::Validate;
+use mercato_runtime::tls::{ClientTls, ServerTls};
 use mercato_runtime::{App, Background, CancellationToken, Registry, Server, Service};
 use mercato_security::Verifier;
 use mercato_storage::Db;
@@ -29,6 +30,7 @@ pub struct ServiceBuilder {
     registry: Registry,
     background: Background,
     consumer_metrics: Option<ConsumerMetrics>,
+    tls: Option<Tls>,
 }
 
 impl std::fmt::Debug for ServiceBuilder {
@@ -58,6 +60,7 @@ impl ServiceBuilder {
             service: name,
             source,
         })?;
+        let tls = Tls::load(name, settings)?;
         let db = open_database(name, &settings.database, migrations).await?;
         Ok(Self {
             name,
@@ -68,6 +71,7 @@ impl ServiceBuilder {
             registry: Registry::default(),
             background: Background::new(),
             consumer_metrics: None,
+            tls,
         })
     }
 
@@ -95,7 +99,16 @@ impl ServiceBuilder {
     /// A verifier of callers' tokens against identity's published keys.
     #[must_use]
     pub fn verifier(&self) -> Verifier {
-        mercato_runtime::auth::jwks_verifier(self.settings.auth.clone(), &self.settings.jwks_url)
+        verifier(&self.settings, self.tls.as_ref())
+    }
+
+    /// The TLS of calls to `service`, when `[tls]` is on: this service's certificate, and the
+    /// callee's must name `service`. Give it to `ServiceClient::with_tls` or `tls::channel`.
+    ///
+    /// # Errors
+    /// [`StartError::Tls`] when this service's files cannot be used.
+    pub fn client_tls(&self, service: &str) -> Result<Option<ClientTls>, StartError> {
+        client_tls(self.name, &self.settings, service)
     }
 
     /// `routes` as an internal API: behind a service-token check when `[service_tokens]` is
@@ -209,9 +222,10 @@ impl ServiceBuilder {
             bus,
             registry,
             background,
+            tls,
             ..
         } = self;
-        let verifier = mercato_runtime::auth::jwks_verifier(settings.auth.clone(), &settings.jwks_url);
+        let verifier = verifier(&settings, tls.as_ref());
         let service = Service {
             name,
             routes: routes.merge(mercato_runtime::trace::endpoint::routes(verifier)),
@@ -219,7 +233,7 @@ impl ServiceBuilder {
             registry,
             own_fallback: false,
         };
-        let server = Server::bind(settings.listen, &settings.http, service)
+        let server = Server::bind_tls(settings.listen, &settings.http, service, tls.map(|t| t.server))
             .await
             .map_err(|source| StartError::Bind {
                 service: name,
@@ -229,6 +243,54 @@ impl ServiceBuilder {
         let grace = Duration::from_millis(settings.http.shutdown_grace_ms);
         Ok(App::new(server, background, grace).close_on_stop(async move { db.close().await }))
     }
+}
+
+fn client_tls(
+    name: &'static str,
+    settings: &ServiceSettings,
+    service: &str,
+) -> Result<Option<ClientTls>, StartError> {
+    settings
+        .tls
+        .files()
+        .map(|files| mercato_runtime::tls::client_for(&files, service))
+        .transpose()
+        .map_err(|source| StartError::Tls {
+            service: name,
+            source,
+        })
+}
+
+/// The server's TLS, and the client's for identity's keys, read at start so that unusable
+/// files stop start-up rather than the first call.
+struct Tls {
+    server: ServerTls,
+    identity: ClientTls,
+}
+
+impl Tls {
+    fn load(name: &'static str, settings: &ServiceSettings) -> Result<Option<Self>, StartError> {
+        let Some(files) = settings.tls.files() else {
+            return Ok(None);
+        };
+        let error = |source| StartError::Tls {
+            service: name,
+            source,
+        };
+        Ok(Some(Self {
+            server: ServerTls::new(&files, Arc::new(mercato_contracts::callers::may_call)).map_err(error)?,
+            identity: mercato_runtime::tls::client_for(&files, "identity").map_err(error)?,
+        }))
+    }
+}
+
+/// Identity's keys are fetched over mutual TLS when it is on, like any call to identity.
+fn verifier(settings: &ServiceSettings, tls: Option<&Tls>) -> Verifier {
+    mercato_runtime::auth::jwks_verifier_over(
+        settings.auth.clone(),
+        &settings.jwks_url,
+        tls.map(|t| &*t.identity),
+    )
 }
 
 /// Connects to a service's database and applies its migrations (the CLI's `migrate`, and tools

@@ -37,6 +37,12 @@ pub enum StartError {
         #[source]
         source: Source,
     },
+    #[error("{service} TLS: {source}")]
+    Tls {
+        service: &'static str,
+        #[source]
+        source: mercato_security::tls::TlsError,
+    },
     #[error("{service} cannot listen on {addr}: {source}")]
     Bind {
         service: &'static str,

@@ -5,13 +5,14 @@ use std::net::SocketAddr;
 use mercato_messaging::{InboxConfig, RelayConfig};
 use mercato_runtime::HttpConfig;
 use mercato_runtime::settings::{InvalidSetting, Validate, section};
+use mercato_runtime::tls::TlsConfig;
 use mercato_security::{ServiceTokensConfig, VerifierConfig};
 use mercato_storage::DatabaseConfig;
 
-/// Where a service listens, its server, database, token checks, relay and inbox.
+/// Where a service listens, its server, database, token checks, relay, inbox and TLS.
 ///
 /// The binary fills these from the top-level sections (`[http]`, `[database]`, `[auth]`,
-/// `[relay]`, `[inbox]`, `[service_tokens]`), so a refusal names the key as the user writes it.
+/// `[relay]`, `[inbox]`, `[service_tokens]`, `[tls]`), so a refusal names the key as the user writes it.
 #[derive(Debug, Clone)]
 pub struct ServiceSettings {
     pub listen: SocketAddr,
@@ -26,6 +27,8 @@ pub struct ServiceSettings {
     pub service_tokens: ServiceTokensConfig,
     /// Identity's token endpoint, where clients fetch service tokens.
     pub token_url: String,
+    /// Mutual TLS with the other services: served, and presented on every call.
+    pub tls: TlsConfig,
 }
 
 impl Validate for ServiceSettings {
@@ -35,6 +38,16 @@ impl Validate for ServiceSettings {
         section("auth", &self.auth)?;
         section("relay", &self.relay)?;
         section("service_tokens", &self.service_tokens)?;
-        section("inbox", &self.inbox)
+        section("inbox", &self.inbox)?;
+        section("tls", &self.tls)?;
+        // Tokens are fetched from identity, and their keys read, over plain HTTP clients: with
+        // `[tls]` on, identity would refuse them. Refused here rather than failing every call.
+        if self.tls.enabled && self.service_tokens.enabled {
+            return Err(InvalidSetting::new(
+                "service_tokens.enabled",
+                "service tokens are not yet fetched over mutual TLS; turn off [tls] or [service_tokens]",
+            ));
+        }
+        Ok(())
     }
 }

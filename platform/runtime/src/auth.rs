@@ -100,7 +100,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
 /// A verifier for a service that checks tokens against identity's published keys.
 #[must_use]
 pub fn jwks_verifier(auth: VerifierConfig, jwks_url: &str) -> Verifier {
-    Verifier::new(auth, jwks(jwks_url))
+    jwks_verifier_over(auth, jwks_url, None)
+}
+
+/// As [`jwks_verifier`], fetching the keys over mutual TLS when `tls` is given.
+#[must_use]
+pub fn jwks_verifier_over(
+    auth: VerifierConfig,
+    jwks_url: &str,
+    tls: Option<&rustls::ClientConfig>,
+) -> Verifier {
+    Verifier::new(auth, jwks(jwks_url, tls))
 }
 
 /// A verifier of service tokens meant for `service`, against identity's published keys.
@@ -110,14 +120,21 @@ pub fn service_token_verifier(auth: &VerifierConfig, service: &str, jwks_url: &s
         audience: service.to_owned(),
         ..auth.clone()
     };
-    Verifier::for_service_tokens(config, jwks(jwks_url))
+    Verifier::for_service_tokens(config, jwks(jwks_url, None))
 }
 
-fn jwks(url: &str) -> std::sync::Arc<JwksClient> {
-    std::sync::Arc::new(JwksClient::new(JwksClientConfig {
+fn jwks(url: &str, tls: Option<&rustls::ClientConfig>) -> std::sync::Arc<JwksClient> {
+    let config = JwksClientConfig {
         url: url.to_owned(),
         max_age: std::time::Duration::from_secs(300),
         min_refresh_interval: std::time::Duration::from_secs(1),
         timeout: std::time::Duration::from_secs(2),
-    }))
+    };
+    std::sync::Arc::new(match tls {
+        Some(tls) => JwksClient::with_http(
+            config,
+            crate::tls::reqwest_builder(reqwest::Client::builder(), tls),
+        ),
+        None => JwksClient::new(config),
+    })
 }

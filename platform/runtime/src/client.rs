@@ -164,11 +164,37 @@ impl ServiceClient {
         config: &ClientConfig,
         metrics: &ClientMetrics,
     ) -> Result<Self, ClientError> {
+        Self::build(target, base_url, config, metrics, reqwest::Client::builder())
+    }
+
+    /// As [`new`](Self::new), over mutual TLS: `tls` presents this process's certificate and
+    /// accepts only the target's ([`crate::tls::client_for`]).
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn with_tls(
+        target: &str,
+        base_url: &str,
+        config: &ClientConfig,
+        metrics: &ClientMetrics,
+        tls: &rustls::ClientConfig,
+    ) -> Result<Self, ClientError> {
+        let builder = crate::tls::reqwest_builder(reqwest::Client::builder(), tls);
+        Self::build(target, base_url, config, metrics, builder)
+    }
+
+    fn build(
+        target: &str,
+        base_url: &str,
+        config: &ClientConfig,
+        metrics: &ClientMetrics,
+        builder: reqwest::ClientBuilder,
+    ) -> Result<Self, ClientError> {
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             return Err(ClientError::BaseUrl(base_url.to_owned()));
         }
         crate::settings::Validate::validate(config)?;
-        let http = reqwest::Client::builder()
+        let http = builder
             .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
             .pool_max_idle_per_host(config.pool_max_idle_per_host)
             .pool_idle_timeout(Duration::from_millis(config.pool_idle_timeout_ms))

@@ -45,6 +45,7 @@ pub mod service_token;
 pub mod settings;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tls;
 pub mod trace;
 
 pub use app::App;

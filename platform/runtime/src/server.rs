@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::extract::connect_info::Connected;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -18,6 +19,7 @@ use crate::health::Readiness;
 use crate::metrics::{self, HttpMetrics};
 use crate::observe::{Observer, observe};
 use crate::problem::Problem;
+use crate::tls::{Peer, ServerTls};
 
 /// What a service hands to the runtime: its name, routes, readiness checks and metrics.
 pub struct Service {
@@ -38,6 +40,7 @@ pub struct Server {
     app: Router,
     readiness: Readiness,
     config: HttpConfig,
+    tls: Option<ServerTls>,
 }
 
 impl std::fmt::Debug for Server {
@@ -61,6 +64,20 @@ impl Server {
     /// # Errors
     /// The address cannot be bound.
     pub async fn bind(listen: SocketAddr, config: &HttpConfig, service: Service) -> std::io::Result<Self> {
+        Self::bind_tls(listen, config, service, None).await
+    }
+
+    /// As [`bind`](Self::bind), serving over mutual TLS when `tls` is given: only clients with a
+    /// certificate from the CA are served, and only where its allow list lets them.
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub async fn bind_tls(
+        listen: SocketAddr,
+        config: &HttpConfig,
+        service: Service,
+        tls: Option<ServerTls>,
+    ) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(listen).await?;
         let Service {
             name,
@@ -93,16 +110,23 @@ impl Server {
         if !own_fallback {
             app = app.fallback(not_found);
         }
-        let app = app
+        let mut app = app
             .layer(DefaultBodyLimit::max(config.body_limit_bytes))
-            .layer(CatchPanicLayer::custom(|_| Problem::internal().into_response()))
-            .layer(axum::middleware::from_fn_with_state(observer, observe));
+            .layer(CatchPanicLayer::custom(|_| Problem::internal().into_response()));
+        if let Some(tls) = &tls {
+            app = app.layer(axum::middleware::from_fn_with_state(
+                tls.allow(),
+                crate::tls::authorize,
+            ));
+        }
+        let app = app.layer(axum::middleware::from_fn_with_state(observer, observe));
         Ok(Self {
             name,
             listener,
             app,
             readiness,
             config: config.clone(),
+            tls,
         })
     }
 
@@ -135,7 +159,11 @@ impl Server {
     /// The bound listener and the assembled router, for a server that runs its own connections
     /// (the gateway, which sets HTTP/1 and HTTP/2 limits at the edge); it then owns the shutdown
     /// steps [`run_until_stopped`](Self::run_until_stopped) takes.
+    ///
+    /// # Panics
+    /// For a server bound with TLS, whose connections the runtime must run itself.
     pub fn into_parts(self) -> (tokio::net::TcpListener, Router, Readiness) {
+        assert!(self.tls.is_none(), "a TLS server runs its own connections");
         (self.listener, self.app, self.readiness)
     }
 
@@ -151,35 +179,61 @@ impl Server {
             app,
             readiness,
             config,
+            tls,
         } = self;
-        let drain_delay = Duration::from_millis(config.drain_delay_ms);
-        let grace = Duration::from_millis(config.shutdown_grace_ms);
-        let signal_readiness = readiness.clone();
-        let draining = shutdown.clone();
-        let stopped = shutdown.child_token();
-        let serve = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                draining.cancelled().await;
-                signal_readiness.set_stopping();
-                tracing::info!(service = name, "shutting down: readiness off");
-                tokio::time::sleep(drain_delay).await;
-            });
-        let serve = std::pin::pin!(serve.into_future());
-        let mut serve = serve;
-        tokio::select! {
-            result = &mut serve => return result,
-            () = stopped.cancelled() => {}
-        }
-        // The listener closes after the drain delay; in-flight requests get the grace period.
-        match tokio::time::timeout(drain_delay + grace, &mut serve).await {
-            Ok(result) => result,
-            Err(_) => {
-                tracing::warn!(
-                    service = name,
-                    "shutdown grace elapsed with requests still running"
-                );
-                Ok(())
+        match tls {
+            Some(tls) => {
+                let listener = tls.listener(listener);
+                serve::<_, Peer>(name, listener, app, readiness, &config, shutdown).await
             }
+            None => serve::<_, SocketAddr>(name, listener, app, readiness, &config, shutdown).await,
+        }
+    }
+}
+
+/// Serves until `shutdown`, as [`Server::run_until_stopped`] says, with `C` as each request's
+/// `ConnectInfo`.
+async fn serve<L, C>(
+    name: &'static str,
+    listener: L,
+    app: Router,
+    readiness: Readiness,
+    config: &HttpConfig,
+    shutdown: CancellationToken,
+) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+    C: for<'a> Connected<axum::serve::IncomingStream<'a, L>> + Send + Sync + Clone + 'static,
+{
+    let drain_delay = Duration::from_millis(config.drain_delay_ms);
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let signal_readiness = readiness.clone();
+    let draining = shutdown.clone();
+    let stopped = shutdown.child_token();
+    let serve = axum::serve(listener, app.into_make_service_with_connect_info::<C>()).with_graceful_shutdown(
+        async move {
+            draining.cancelled().await;
+            signal_readiness.set_stopping();
+            tracing::info!(service = name, "shutting down: readiness off");
+            tokio::time::sleep(drain_delay).await;
+        },
+    );
+    let serve = std::pin::pin!(serve.into_future());
+    let mut serve = serve;
+    tokio::select! {
+        result = &mut serve => return result,
+        () = stopped.cancelled() => {}
+    }
+    // The listener closes after the drain delay; in-flight requests get the grace period.
+    match tokio::time::timeout(drain_delay + grace, &mut serve).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(
+                service = name,
+                "shutdown grace elapsed with requests still running"
+            );
+            Ok(())
         }
     }
 }

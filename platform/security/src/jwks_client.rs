@@ -47,7 +47,13 @@ impl std::fmt::Debug for JwksClient {
 impl JwksClient {
     #[must_use]
     pub fn new(config: JwksClientConfig) -> Self {
-        let http = reqwest::Client::builder()
+        Self::with_http(config, reqwest::Client::builder())
+    }
+
+    /// As [`new`](Self::new), with `http` as the client (its TLS, say); the timeouts are set here.
+    #[must_use]
+    pub fn with_http(config: JwksClientConfig, http: reqwest::ClientBuilder) -> Self {
+        let http = http
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
             .build()

@@ -36,6 +36,7 @@ pub mod publish;
 pub mod ready;
 pub mod redis;
 pub mod service;
+pub mod tls;
 
 /// How long any test waits for something that should happen, before it fails instead of
 /// hanging: generous, because CI machines are small and busy.

@@ -105,6 +105,7 @@ impl Backing {
                 ..DatabaseConfig::default()
             },
             auth: self.issuer.config(),
+            tls: mercato_runtime::tls::TlsConfig::default(),
             jwks_url: self.issuer.jwks_url().to_owned(),
             relay: RelayConfig {
                 poll_interval_ms: 50,

@@ -14,6 +14,7 @@ use mercato_contracts::grpc::inventory::{GetProductsRequest, Product};
 use mercato_runtime::correlation::{CorrelationId, HEADER};
 use mercato_runtime::grpc::Calls;
 use mercato_runtime::service_token::ServiceTokens;
+use mercato_runtime::tls::ClientTls;
 use mercato_runtime::{ClientConfig, ClientMetrics, GuardedChannel};
 use tonic::transport::Endpoint;
 
@@ -37,6 +38,7 @@ fn channel(
     config: &ClientConfig,
     metrics: &ClientMetrics,
     tokens: Option<&ServiceTokens>,
+    tls: Option<&ClientTls>,
 ) -> Result<GuardedChannel, DirectoryError> {
     let endpoint = Endpoint::from_shared(url.to_owned())
         .map_err(|_| DirectoryError::Address {
@@ -46,7 +48,7 @@ fn channel(
         .connect_timeout(Duration::from_millis(config.connect_timeout_ms));
     let channel = GuardedChannel::new(
         service,
-        endpoint.connect_lazy(),
+        mercato_runtime::tls::channel(&endpoint, tls),
         Calls::Idempotent,
         config,
         metrics,
@@ -78,6 +80,13 @@ fn unavailable(service: &'static str, status: &tonic::Status) -> DirectoryError 
     }
 }
 
+/// The mutual TLS of the calls to each, when `[tls]` is on.
+#[derive(Debug, Clone, Default)]
+pub struct DirectoryTls {
+    pub inventory: Option<ClientTls>,
+    pub customers: Option<ClientTls>,
+}
+
 /// Inventory's and customers' internal APIs.
 #[derive(Debug, Clone)]
 pub struct Directory {
@@ -87,9 +96,9 @@ pub struct Directory {
 
 impl Directory {
     /// Lazily connected clients; nothing is dialled until the first call. The calls are guarded
-    /// with `config`'s settings (each attempt limited to its `timeout_ms`); the breakers and call
-    /// counts are reported through `metrics`. With `tokens`, each call carries a service token
-    /// for the service it goes to.
+    /// with `config`'s settings (each attempt limited to its `timeout_ms`), over `tls` when on;
+    /// the breakers and call counts are reported through `metrics`. With `tokens`, each call
+    /// carries a service token for the service it goes to.
     ///
     /// # Errors
     /// A URL that is not a valid endpoint, or an invalid setting.
@@ -99,10 +108,12 @@ impl Directory {
         config: &ClientConfig,
         metrics: &ClientMetrics,
         tokens: Option<&ServiceTokens>,
+        tls: &DirectoryTls,
     ) -> Result<Self, DirectoryError> {
+        let to = |service, url, tls| channel(service, url, config, metrics, tokens, tls);
         Ok(Self {
-            inventory: InventoryClient::new(channel("inventory", inventory_url, config, metrics, tokens)?),
-            customers: CustomersClient::new(channel("customers", customers_url, config, metrics, tokens)?),
+            inventory: InventoryClient::new(to("inventory", inventory_url, tls.inventory.as_ref())?),
+            customers: CustomersClient::new(to("customers", customers_url, tls.customers.as_ref())?),
         })
     }
 

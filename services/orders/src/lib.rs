@@ -223,12 +223,17 @@ pub async fn build(config: &Config, bus: Bus) -> Result<App, StartError> {
     };
     let client_metrics = ClientMetrics::register(kit.registry());
     let tokens = kit.service_tokens()?;
+    let tls = directory::DirectoryTls {
+        inventory: kit.client_tls("inventory")?,
+        customers: kit.client_tls("customers")?,
+    };
     let directory = directory::Directory::new(
         &config.inventory_url,
         &config.customers_url,
         &calls,
         &client_metrics,
         tokens.as_ref(),
+        &tls,
     )
     .map_err(|e| StartError::dependency(NAME, "dependencies", e))?;
     let cache_metrics = mercato_cache::CacheMetrics::register(kit.registry());

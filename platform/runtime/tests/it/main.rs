@@ -10,6 +10,7 @@
 //!   bulkhead, against real servers.
 //! - `deadline`: the caller's deadline on the server: refused when passed, handler stopped,
 //!   visible to the handler.
+//! - `tls`: mutual TLS: callers named and checked against an allow list, refused peers, rotation.
 
 mod client;
 mod correlation;
@@ -19,3 +20,4 @@ mod metrics;
 mod problems;
 mod shutdown;
 mod support;
+mod tls;

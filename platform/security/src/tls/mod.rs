@@ -9,6 +9,7 @@
 
 pub mod identity;
 pub mod reload;
+pub mod server_identity;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use rustls_pki_types::pem::PemObject as _;
 
 pub use identity::{ServiceIdentity, peer_identity};
 pub use reload::ReloadingCert;
+pub use server_identity::ExpectService;
 
 /// The files of one process's TLS: the CA it trusts, its certificate and its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,17 +106,38 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>, TlsE
 pub fn client_config(files: &TlsFiles) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let provider = provider();
     let own = ReloadingCert::load(files, Arc::clone(&provider))?;
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots(&files.ca)?)
         .with_client_cert_resolver(Arc::new(own));
-    config.resumption = rustls::client::Resumption::disabled();
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(finish_client(config))
 }
 
-#[cfg(test)]
-pub(crate) mod test_ca;
+/// As [`client_config`], for calls to one service: the server must present the certificate of
+/// `service` (its SPIFFE name; the host name dialled is not checked, see [`server_identity`]).
+///
+/// # Errors
+/// As [`server_config`].
+pub fn client_config_for(files: &TlsFiles, service: &str) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let provider = provider();
+    let own = ReloadingCert::load(files, Arc::clone(&provider))?;
+    let expect = ExpectService::new(roots(&files.ca)?, &provider, service);
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(expect))
+        .with_client_cert_resolver(Arc::new(own));
+    Ok(finish_client(config))
+}
+
+fn finish_client(mut config: rustls::ClientConfig) -> Arc<rustls::ClientConfig> {
+    config.resumption = rustls::client::Resumption::disabled();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+#[cfg(any(test, feature = "test-ca"))]
+pub mod test_ca;
 
 #[cfg(test)]
 mod tests;

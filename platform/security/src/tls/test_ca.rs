@@ -1,4 +1,6 @@
-//! A certificate authority for the TLS tests, writing the layout `mercato certs` writes.
+//! A certificate authority for the TLS tests, writing the layout `mercato certs` writes; other
+//! crates' tests get it with the `test-ca` feature. Every failure panics: it is for tests only.
+#![allow(clippy::missing_panics_doc, clippy::must_use_candidate)]
 
 use std::path::Path;
 
@@ -11,6 +13,12 @@ use rustls_pki_types::CertificateDer;
 pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     cert: rcgen::Certificate,
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl TestCa {

@@ -169,3 +169,21 @@ fn a_key_that_does_not_belong_to_the_certificate_is_refused() {
     files.key = pki.dir.join("orders.key");
     assert!(matches!(server_config(&files), Err(TlsError::Rustls(_))));
 }
+
+#[tokio::test]
+async fn a_client_for_one_service_refuses_the_certificate_of_another() {
+    let pki = pki(&["inventory", "customers", "orders"]);
+    let (addr, _outcomes) = serve(server_config(&TlsFiles::in_dir(&pki.dir, "customers")).unwrap()).await;
+    let files = TlsFiles::in_dir(&pki.dir, "orders");
+    let refused = call(addr, client_config_for(&files, "inventory").unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        refused.contains("WrongService") && refused.contains("spiffe://mercato/customers"),
+        "{refused}"
+    );
+    let (answer, _) = call(addr, client_config_for(&files, "customers").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(answer, "orders");
+}

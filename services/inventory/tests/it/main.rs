@@ -10,11 +10,13 @@
 //! - `expiry`: holds that run out, and committing one that did.
 //! - `concurrency`: many orders racing for little stock on two replicas.
 //! - `grpc`: `GetProducts` on the HTTP listener.
+//! - `mtls`: `GetProducts` with `[tls]` on: only orders' certificate is served.
 
 mod admin;
 mod catalogue;
 mod concurrency;
 mod expiry;
 mod grpc;
+mod mtls;
 mod reservations;
 mod support;

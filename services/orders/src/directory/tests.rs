@@ -114,6 +114,7 @@ fn directory(inventory: &Running, metrics: &ClientMetrics) -> Directory {
         &ClientConfig::default(),
         metrics,
         None,
+        &super::DirectoryTls::default(),
     )
     .unwrap()
 }
