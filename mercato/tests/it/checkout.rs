@@ -24,7 +24,7 @@ backend_tests!(
 
 const SKU: &str = "MUG-001";
 
-fn order_body(sku: &str, quantity: i64, card: &str) -> Value {
+pub fn order_body(sku: &str, quantity: i64, card: &str) -> Value {
     json!({
         "items": [{"sku": sku, "quantity": quantity}],
         "payment": {"card_token": card},

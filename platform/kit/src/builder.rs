@@ -28,6 +28,8 @@ pub struct ServiceBuilder {
     registry: Registry,
     background: Background,
     consumer_metrics: Option<ConsumerMetrics>,
+    /// The consumer groups this service runs, whose dead letters it answers for.
+    groups: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for ServiceBuilder {
@@ -67,6 +69,7 @@ impl ServiceBuilder {
             registry: Registry::default(),
             background: Background::new(),
             consumer_metrics: None,
+            groups: Vec::new(),
         })
     }
 
@@ -111,6 +114,7 @@ impl ServiceBuilder {
 
     /// Applies the events of `category` to `handler`, once each, as consumer group `group`.
     pub fn inbox<H: Handler>(&mut self, group: &'static str, category: &str, handler: H) {
+        self.groups.push(group);
         let metrics = self
             .consumer_metrics
             .get_or_insert_with(|| ConsumerMetrics::register(&mut self.registry))
@@ -168,12 +172,16 @@ impl ServiceBuilder {
             bus,
             registry,
             background,
+            groups,
             ..
         } = self;
         let verifier = mercato_runtime::auth::jwks_verifier(settings.auth.clone(), &settings.jwks_url);
+        let routes = routes
+            .merge(crate::dead_letters::routes(bus.clone(), groups, verifier.clone()))
+            .merge(mercato_runtime::trace::endpoint::routes(verifier));
         let service = Service {
             name,
-            routes: routes.merge(mercato_runtime::trace::endpoint::routes(verifier)),
+            routes,
             readiness: mercato_messaging::health::readiness(&db, &bus),
             registry,
             own_fallback: false,
