@@ -51,8 +51,9 @@ use mercato_security::{JwksClient, JwksClientConfig, Verifier, VerifierConfig};
 
 pub use config::{
     AdaptiveConcurrencyConfig, AdminStateBackend, AdminStateConfig, BalancingPolicy, BulkheadSettings,
-    CircuitBreakerSettings, GatewayConfig, HealthCheckConfig, LoadBalancingConfig, RateClassConfig,
-    RateLimitBackend, RateLimitConfig, RetrySettings, RouteAuth, RouteConfig, RuleConfig, UpstreamSettings,
+    CircuitBreakerSettings, ConsoleConfig, GatewayConfig, HealthCheckConfig, LoadBalancingConfig,
+    RateClassConfig, RateLimitBackend, RateLimitConfig, RetrySettings, RouteAuth, RouteConfig, RuleConfig,
+    UpstreamSettings,
 };
 pub use rate_limit::{Clock, LimiterHealth, ManualClock, SystemClock};
 pub use upstream::Group;
