@@ -1,6 +1,6 @@
 //! The console driven in headless Chromium: sign in, every service healthy, a blue/green switch
 //! and its roll-back, a parked message replayed, an order found with its saga and trace, a
-//! declined one with its compensation, and the funnel. Screenshots go to `docs/console/`.
+//! declined one with its compensation, and the funnel, with screenshots (see `screenshot_path`).
 //! Run only where Chromium and chromedriver are installed (`scripts/test.sh` says when not).
 
 use mercato_messaging::Bus;

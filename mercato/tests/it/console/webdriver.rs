@@ -201,9 +201,12 @@ impl Browser {
     }
 }
 
-/// Where screenshots for the README go.
+/// Where a screenshot goes: the directory `MERCATO_SCREENSHOTS` names (`docs/console` refreshes
+/// the README's), else the tests' scratch directory, so a test run leaves the tree as it was.
 pub fn screenshot_path(name: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../docs/console")
-        .join(format!("{name}.png"))
+    let dir = std::env::var_os("MERCATO_SCREENSHOTS").map_or_else(
+        || Path::new(env!("CARGO_TARGET_TMPDIR")).join("console"),
+        |dir| Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(dir),
+    );
+    dir.join(format!("{name}.png"))
 }
