@@ -22,6 +22,8 @@ pub struct Browser {
     driver: Child,
     base: String,
     http: reqwest::Client,
+    /// Chromium's own process: ending the session does not always end it.
+    chromium: Option<u32>,
     _profile: tempfile::TempDir,
 }
 
@@ -79,10 +81,14 @@ impl Browser {
         let id = answer["value"]["sessionId"]
             .as_str()
             .unwrap_or_else(|| panic!("no browser session: {answer}"));
+        let chromium = answer["value"]["capabilities"]["goog:processID"]
+            .as_u64()
+            .and_then(|pid| u32::try_from(pid).ok());
         Self {
             base: format!("{driver_url}/session/{id}"),
             driver,
             http,
+            chromium,
             _profile: profile,
         }
     }
@@ -185,10 +191,9 @@ impl Browser {
         std::fs::write(path, png).unwrap();
     }
 
-    /// Ends the browser session (Chromium exits) and the driver.
-    pub async fn close(mut self) {
+    /// Ends the browser session, Chromium and the driver.
+    pub async fn close(self) {
         let _ = self.http.delete(&self.base).send().await;
-        let _ = self.driver.kill().await;
     }
 
     pub async fn resize(&self, width: u32, height: u32) {
@@ -198,6 +203,18 @@ impl Browser {
             Some(json!({"width": width, "height": height})),
         )
         .await;
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Also on a failed test: Chromium by its own process id, then its driver.
+        if let Some(pid) = self.chromium {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status();
+        }
+        let _ = self.driver.start_kill();
     }
 }
 
