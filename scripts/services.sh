@@ -2,6 +2,7 @@
 # Starts the servers the distributed-mode test suites need, on their standard local ports:
 # PostgreSQL (5432), NATS with JetStream (4222) and Redis (6379). A server that already answers is
 # left alone; one that is down is started (and, when missing and we are root on Debian, installed).
+# The console's browser suites need Chromium and chromedriver, installed the same way.
 #
 #   scripts/services.sh up       start what is down; exit 1 if any cannot be had
 #   scripts/services.sh status   report which answer; exit 1 if any does not
@@ -67,6 +68,19 @@ ensure() { # name port start-function
   wait_for "$1" "$2" && echo "services: $1 answers on 127.0.0.1:$2"
 }
 
+ensure_browser() {
+  if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then
+    echo "services: chromium and chromedriver found"
+    return 0
+  fi
+  echo "services: chromium or chromedriver is missing; installing them"
+  if ! install chromium chromium-driver; then
+    echo "services: cannot install chromium and chromium-driver" >&2
+    return 1
+  fi
+  echo "services: chromium and chromedriver installed"
+}
+
 status() {
   local failed=0
   for entry in "postgres $PG_PORT" "nats $NATS_PORT" "redis $REDIS_PORT"; do
@@ -82,6 +96,7 @@ case "${1:-up}" in
     ensure postgres "$PG_PORT" start_postgres || failed=1
     ensure nats "$NATS_PORT" start_nats || failed=1
     ensure redis "$REDIS_PORT" start_redis || failed=1
+    ensure_browser || failed=1
     exit $failed
     ;;
   status) status ;;

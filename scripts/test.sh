@@ -7,8 +7,10 @@
 #             PATH (the distributed setting: each test starts its own NATS server)
 #   nats      tests named `…::nats::…`: `nats-server` on PATH
 #   redis     tests named `…::redis::…`: Redis on 127.0.0.1:6379 and `redis-server` on PATH
+#   browser   tests named `…::browser::…` (the console in headless Chromium): /usr/bin/chromium
+#             and /usr/bin/chromedriver (Debian's chromium and chromium-driver)
 # With MERCATO_REQUIRE_BACKENDS=1 (as in CI) a missing one is an error, never a skip.
-# `scripts/services.sh up` starts (and on Debian installs) PostgreSQL, NATS and Redis.
+# `scripts/services.sh up` starts (and on Debian installs) PostgreSQL, NATS, Redis and Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +48,14 @@ elif ! command -v redis-server >/dev/null 2>&1; then
   missing redis "redis-server is not on PATH (the outage tests start their own)"
 else
   echo "test: redis suites on (Redis answers on 127.0.0.1:6379, redis-server found)"
+fi
+
+if [ ! -x /usr/bin/chromium ]; then
+  missing browser "/usr/bin/chromium is not installed (apt-get install chromium chromium-driver)"
+elif [ ! -x /usr/bin/chromedriver ]; then
+  missing browser "/usr/bin/chromedriver is not installed (apt-get install chromium-driver)"
+else
+  echo "test: browser suites on (/usr/bin/chromium and /usr/bin/chromedriver found)"
 fi
 
 if cargo nextest --version >/dev/null 2>&1; then

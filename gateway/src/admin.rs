@@ -35,33 +35,44 @@ use crate::upstream::{ChangeError, Group, UpstreamView, Upstreams};
 /// The role every admin call needs.
 pub const ADMIN_ROLE: &str = "admin";
 
+/// What the admin calls share; the console makes its changes through the same functions.
 #[derive(Clone)]
-struct Admin {
+pub(crate) struct Admin {
     upstreams: Upstreams,
     verifier: Verifier,
     checker: HealthChecker,
     store: Arc<StateStore>,
 }
 
+impl Admin {
+    pub(crate) fn new(
+        upstreams: Upstreams,
+        verifier: Verifier,
+        checker: HealthChecker,
+        store: Arc<StateStore>,
+    ) -> Self {
+        Self {
+            upstreams,
+            verifier,
+            checker,
+            store,
+        }
+    }
+
+    pub(crate) fn upstreams(&self) -> &Upstreams {
+        &self.upstreams
+    }
+}
+
 /// The admin routes.
-pub fn router(
-    upstreams: Upstreams,
-    verifier: Verifier,
-    checker: HealthChecker,
-    store: Arc<StateStore>,
-) -> Router {
+pub(crate) fn router(admin: Admin) -> Router {
     Router::new()
         .route("/admin/upstreams", get(list))
         .route("/admin/upstreams/{name}", get(show))
         .route("/admin/upstreams/{name}/instances", post(add).delete(remove))
         .route("/admin/upstreams/{name}/traffic", put(traffic))
         .route("/admin/upstreams/{name}/check", post(check))
-        .with_state(Admin {
-            upstreams,
-            verifier,
-            checker,
-            store,
-        })
+        .with_state(admin)
 }
 
 /// A caller holding the admin role; extracted before any body, so that an anonymous caller
@@ -135,14 +146,18 @@ fn unknown(name: &str) -> Problem {
     Problem::not_found(format!("no upstream is named {name:?}"))
 }
 
-async fn list(State(admin): State<Admin>, _: AdminCaller) -> Result<Json<Vec<UpstreamView>>, Problem> {
-    let views = admin
+/// Every upstream's view.
+pub(crate) fn views(admin: &Admin) -> Vec<UpstreamView> {
+    admin
         .upstreams
         .names()
         .filter_map(|n| admin.upstreams.get(n))
         .map(|u| admin.upstreams.view(u))
-        .collect();
-    Ok(Json(views))
+        .collect()
+}
+
+async fn list(State(admin): State<Admin>, _: AdminCaller) -> Result<Json<Vec<UpstreamView>>, Problem> {
+    Ok(Json(views(&admin)))
 }
 
 async fn show(
@@ -199,9 +214,21 @@ async fn remove(
 /// Either the whole traffic to one group, or a split.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Traffic {
+pub struct Traffic {
     live: Option<Group>,
     green_percent: Option<u8>,
+}
+
+impl Traffic {
+    /// The change asked for, for the audit log.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match (self.live, self.green_percent) {
+            (Some(group), _) => format!("live {}", group.as_str()),
+            (None, Some(p)) => format!("green {p}%"),
+            (None, None) => "nothing".into(),
+        }
+    }
 }
 
 async fn traffic(
@@ -210,6 +237,11 @@ async fn traffic(
     _: AdminCaller,
     Json(body): Json<Traffic>,
 ) -> Result<Json<UpstreamView>, Problem> {
+    set_traffic(&admin, &name, &body).await.map(Json)
+}
+
+/// Moves `name`'s traffic as `body` asks.
+pub(crate) async fn set_traffic(admin: &Admin, name: &str, body: &Traffic) -> Result<UpstreamView, Problem> {
     let green_percent = match (body.live, body.green_percent) {
         (Some(Group::Blue), None) => 0,
         (Some(Group::Green), None) => 100,
@@ -222,8 +254,7 @@ async fn traffic(
         }
         _ => return Err(Problem::bad_request("give exactly one of live and green_percent")),
     };
-    let view = change(&admin, &name, |u| u.set_split(&name, green_percent)).await?;
-    Ok(Json(view))
+    change(admin, name, |u| u.set_split(name, green_percent)).await
 }
 
 #[derive(Debug, Deserialize)]

@@ -26,6 +26,7 @@
 pub mod adaptive;
 pub mod admin;
 pub mod config;
+pub mod console;
 pub mod deploy;
 pub mod edge;
 pub mod forwarded;
@@ -50,8 +51,9 @@ use mercato_security::{JwksClient, JwksClientConfig, Verifier, VerifierConfig};
 
 pub use config::{
     AdaptiveConcurrencyConfig, AdminStateBackend, AdminStateConfig, BalancingPolicy, BulkheadSettings,
-    CircuitBreakerSettings, GatewayConfig, HealthCheckConfig, LoadBalancingConfig, RateClassConfig,
-    RateLimitBackend, RateLimitConfig, RetrySettings, RouteAuth, RouteConfig, RuleConfig, UpstreamSettings,
+    CircuitBreakerSettings, ConsoleConfig, GatewayConfig, HealthCheckConfig, LoadBalancingConfig,
+    RateClassConfig, RateLimitBackend, RateLimitConfig, RetrySettings, RouteAuth, RouteConfig, RuleConfig,
+    UpstreamSettings,
 };
 pub use rate_limit::{Clock, LimiterHealth, ManualClock, SystemClock};
 pub use upstream::Group;
@@ -96,6 +98,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct App {
     server: Server,
+    sampler: Option<console::sampler::Sampler>,
     checker: HealthChecker,
     store: Arc<upstream::shared::StateStore>,
     syncing: upstream::Upstreams,
@@ -174,12 +177,25 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     if let Err(error) = store.sync(&upstreams).await {
         tracing::warn!(%error, "cannot read the admin state at start; starting from the configuration");
     }
-    let admin = admin::router(
+    let admin_state = admin::Admin::new(
         upstreams.clone(),
         verifier.clone(),
         checker.clone(),
         Arc::clone(&store),
     );
+    let console = config.gateway.console.enabled.then(|| {
+        console::Console::new(
+            admin_state.clone(),
+            verifier.clone(),
+            &config.gateway.console,
+            config.gateway.rate_limit.classes.clone(),
+            Duration::from_millis(config.gateway.upstream_timeout_ms),
+        )
+    });
+    let mut admin = admin::router(admin_state);
+    if let Some(console) = &console {
+        admin = admin.merge(console::router(console.clone()));
+    }
     let syncing = upstreams.clone();
     let limits = adaptive::limits(
         upstreams.names(),
@@ -243,8 +259,14 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
             addr: config.listen,
             source,
         })?;
+    let sampler = console.map(|c| {
+        let sampler = c.sampler().clone();
+        sampler.set_own_url(format!("http://{}", server.local_addr()));
+        sampler
+    });
     Ok(App {
         server,
+        sampler,
         checker,
         store,
         syncing,
@@ -272,12 +294,16 @@ impl App {
         let checks_stop = shutdown.child_token();
         let checks = tokio::spawn(self.checker.run(checks_stop.clone()));
         let sync = tokio::spawn(self.store.run(self.syncing, checks_stop.clone()));
+        let sampling = self.sampler.map(|s| tokio::spawn(s.run(checks_stop.clone())));
         let (listener, app, readiness) = self.server.into_parts();
         let served = edge::serve(listener, app, readiness, &self.http, &self.edge, shutdown).await;
         // The server can also end on its own (an I/O error); the checks end with it.
         checks_stop.cancel();
         let _ = checks.await;
         let _ = sync.await;
+        if let Some(sampling) = sampling {
+            let _ = sampling.await;
+        }
         served
     }
 }

@@ -21,6 +21,7 @@
 //! `rate_limit` (rate classes and their backend), `upstreams` (the guards of upstream calls,
 //! balancing, health checks, instance groups).
 
+mod console;
 mod edge;
 mod rate_limit;
 mod routes;
@@ -31,6 +32,7 @@ use std::collections::BTreeMap;
 use mercato_runtime::settings::{InvalidSetting, Validate};
 use serde::{Deserialize, Serialize};
 
+pub use console::ConsoleConfig;
 pub use edge::{EdgeConfig, PreauthConfig};
 pub use rate_limit::{DEFAULT_CLASS, RateClassConfig, RateLimitBackend, RateLimitConfig};
 pub use routes::{RouteAuth, RouteConfig, RuleConfig};
@@ -76,6 +78,8 @@ pub struct GatewayConfig {
     pub upstreams: BTreeMap<String, UpstreamSettings>,
     /// Where admin changes to the upstreams are kept and shared between gateways.
     pub admin_state: AdminStateConfig,
+    /// The operations console at `/console`.
+    pub console: ConsoleConfig,
 }
 
 impl Default for GatewayConfig {
@@ -120,6 +124,7 @@ impl Default for GatewayConfig {
             health_check: HealthCheckConfig::default(),
             upstreams: BTreeMap::new(),
             admin_state: AdminStateConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -231,6 +236,7 @@ impl Validate for GatewayConfig {
         self.preauth.validate()?;
         self.admin_state.validate()?;
         self.adaptive_concurrency.validate()?;
+        self.console.validate().map_err(|e| e.within("console"))?;
         self.rate_limit.validate()
     }
 }

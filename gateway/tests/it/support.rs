@@ -247,6 +247,12 @@ pub async fn spawn_gateway_with_clock(
                 enabled: false,
                 ..HealthCheckConfig::default()
             },
+            // So would the console's sampling of `/ready` and `/metrics`; its tests are the
+            // whole system's.
+            console: mercato_gateway::ConsoleConfig {
+                enabled: false,
+                ..mercato_gateway::ConsoleConfig::default()
+            },
             ..GatewayConfig::default()
         },
         auth: VerifierConfig::default(),

@@ -7,15 +7,7 @@ mod postgres {
     use mercato_testkit::nats::NatsServer;
     use mercato_testkit::{TestBackend, TestDatabase, eventually};
 
-    use crate::support::{PATIENCE, Process, metrics_of};
-
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
+    use crate::support::{PATIENCE, Process, free_port, metrics_of};
 
     /// Requests to `/api/products` that reached the instance at `url`, from its own metrics.
     async fn products_served(http: &reqwest::Client, url: &str) -> Option<u64> {

@@ -5,6 +5,8 @@
 //! - `support`: a system in this process on a fresh database, and `mercato` child processes.
 //! - `crash`: SIGKILL with orders in flight, `mercato up` or services of the distributed
 //!   system, and a restart at once: every order still confirmed.
+//! - `console`: the operations console's security (cookie, CSRF, origin, roles, CSP, audit),
+//!   and in `console::browser` its pages driven in headless Chromium.
 //! - `flows`: register, token, refresh, `me` through the gateway, with the bad inputs and tokens.
 //! - `restart`: data and signing keys survive a restart; key rotation through the gateway.
 //! - `cache`: a price change reaches a second orders instance through invalidation, not the TTL.
@@ -27,6 +29,7 @@ mod access;
 mod cache;
 mod checkout;
 mod contracts;
+mod console;
 mod crash;
 mod customers;
 mod deploy;

@@ -1,11 +1,12 @@
 //! Operator commands against a running system, on both backends: dead letters and projections.
 
-use mercato_messaging::{Bus, Envelope};
+use mercato_messaging::Bus;
 use mercato_testkit::{TestBackend, backend_tests, eventually};
 use serde_json::json;
 
 use crate::support::{
-    PATIENCE, System, access_token, fresh, login, metrics_of, register, run, sample, unique_email,
+    PATIENCE, System, access_token, fresh, login, metrics_of, poison_registration, register, run, sample,
+    unique_email,
 };
 use reqwest::Method;
 
@@ -33,20 +34,7 @@ async fn a_poison_event_is_parked_listed_and_replayed_while_good_events_flow(bac
     let (_fixture, config) = fresh(backend).await;
     let system = System::start(config.clone()).await;
 
-    // A UserRegistered whose payload lacks its fields: customers can never apply it.
-    let mut poison = Envelope::new(
-        "identity",
-        "poison-stream",
-        &mercato_contracts::identity::UserRegistered {
-            user_id: String::new(),
-            email: String::new(),
-            name: String::new(),
-        },
-        &mercato_messaging::Context::default(),
-    )
-    .unwrap();
-    poison.payload = json!({"unexpected": true});
-    poison.stream_seq = 1;
+    let poison = poison_registration();
     let bus = Bus::connect(&config.bus).await.unwrap();
     bus.publish(&poison).await.unwrap();
 

@@ -155,6 +155,13 @@ impl System {
 
     /// A new admin account (created the way `mercato admin create` does), logged in.
     pub async fn admin(&self) -> String {
+        let email = self.admin_account().await;
+        access_token(&login(&self.http, &self.gateway, &email).await)
+    }
+
+    /// A new admin account (created the way `mercato admin create` does) with the password
+    /// "correct horse"; returns its e-mail.
+    pub async fn admin_account(&self) -> String {
         let email = unique_email();
         let identity = mercato::service_config::identity(&self.config);
         let db = mercato_identity::open_database(&identity.service.database)
@@ -165,7 +172,7 @@ impl System {
             .await
             .unwrap();
         db.close().await;
-        access_token(&login(&self.http, &self.gateway, &email).await)
+        email
     }
 
     /// The payment sandbox's charges for an idempotency key.
@@ -445,4 +452,32 @@ pub fn sample(metrics: &str, series: &str) -> Option<f64> {
     metrics
         .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// A free loopback port, for a process that must be told its port before it binds.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `UserRegistered` whose payload lacks its fields: customers (and notifications) can never
+/// apply it, so it is parked.
+pub fn poison_registration() -> mercato_messaging::Envelope {
+    let mut poison = mercato_messaging::Envelope::new(
+        "identity",
+        "poison-stream",
+        &mercato_contracts::identity::UserRegistered {
+            user_id: String::new(),
+            email: String::new(),
+            name: String::new(),
+        },
+        &mercato_messaging::Context::default(),
+    )
+    .unwrap();
+    poison.payload = json!({"unexpected": true});
+    poison.stream_seq = 1;
+    poison
 }

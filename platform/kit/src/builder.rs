@@ -31,6 +31,8 @@ pub struct ServiceBuilder {
     background: Background,
     consumer_metrics: Option<ConsumerMetrics>,
     tls: Option<Tls>,
+    /// The consumer groups this service runs, whose dead letters it answers for.
+    groups: Vec<&'static str>,
 }
 
 impl std::fmt::Debug for ServiceBuilder {
@@ -72,6 +74,7 @@ impl ServiceBuilder {
             background: Background::new(),
             consumer_metrics: None,
             tls,
+            groups: Vec::new(),
         })
     }
 
@@ -165,6 +168,7 @@ impl ServiceBuilder {
 
     /// Applies the events of `category` to `handler`, once each, as consumer group `group`.
     pub fn inbox<H: Handler>(&mut self, group: &'static str, category: &str, handler: H) {
+        self.groups.push(group);
         let metrics = self
             .consumer_metrics
             .get_or_insert_with(|| ConsumerMetrics::register(&mut self.registry))
@@ -223,12 +227,16 @@ impl ServiceBuilder {
             registry,
             background,
             tls,
+            groups,
             ..
         } = self;
         let verifier = verifier(&settings, tls.as_ref());
+        let routes = routes
+            .merge(crate::dead_letters::routes(bus.clone(), groups, verifier.clone()))
+            .merge(mercato_runtime::trace::endpoint::routes(verifier));
         let service = Service {
             name,
-            routes: routes.merge(mercato_runtime::trace::endpoint::routes(verifier)),
+            routes,
             readiness: mercato_messaging::health::readiness(&db, &bus),
             registry,
             own_fallback: false,

@@ -7,6 +7,8 @@
 //!   collects the relay, the inboxes, projections and workers; [`ServiceBuilder::serve`] binds the
 //!   listener (HTTP and gRPC on one port) with readiness checks of the database and the bus.
 //! - [`error`]: [`StartError`], the one reason type for a service that could not start.
+//! - [`dead_letters`]: the dead letters of the service's own consumer groups, listed and replayed
+//!   by an admin (the operations console reaches them here).
 //! - [`projections`]: rebuilding a service's projection by name, for the CLI.
 //!
 //! A new service writes its routes, handlers, migrations and settings, and then:
@@ -21,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod builder;
+pub mod dead_letters;
 pub mod error;
 pub mod projections;
 pub mod settings;

@@ -267,6 +267,18 @@ impl Accounts {
             .await?
             .ok_or(AccountError::UnknownUser)
     }
+
+    /// The user registered with `email` (for an admin's lookup).
+    ///
+    /// # Errors
+    /// [`AccountError::UnknownUser`] when no user has that e-mail (or it is no e-mail at all).
+    pub async fn user_by_email(&self, email: &str) -> Result<User, AccountError> {
+        let email = Email::parse(email).map_err(|_| AccountError::UnknownUser)?;
+        let id = store::find_user_id(self.db.pool(), &email)
+            .await?
+            .ok_or(AccountError::UnknownUser)?;
+        self.user(&id).await
+    }
 }
 
 #[cfg(test)]

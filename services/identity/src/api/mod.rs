@@ -28,6 +28,7 @@ pub fn router(accounts: Arc<Accounts>, services: Arc<ServiceGrant>, verifier: Ve
         .route("/api/identity/register", post(register::register))
         .route("/api/identity/token", post(token::token))
         .route("/api/identity/me", get(users::me))
+        .route("/admin/users", get(users::by_email))
         .route("/.well-known/jwks.json", get(users::jwks))
         .layer(axum::Extension(verifier))
         .layer(axum::Extension(services))

@@ -3,12 +3,12 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, header};
-use mercato_runtime::{Caller, Json};
+use mercato_runtime::{Caller, Json, Problem};
 use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::ApiError;
-use crate::accounts::Accounts;
+use crate::accounts::{AccountError, Accounts};
 
 #[derive(Debug, Serialize, ToSchema)]
 struct Me {
@@ -34,13 +34,45 @@ struct Me {
 
 pub async fn me(State(accounts): State<Arc<Accounts>>, caller: Caller) -> Result<Response, ApiError> {
     let user = accounts.user(&caller.subject).await?;
-    Ok(Json(Me {
-        id: user.id,
-        email: user.email.as_str().to_owned(),
-        name: user.name.as_str().to_owned(),
-        roles: user.roles.iter().map(|r| r.as_str()).collect(),
-    })
-    .into_response())
+    Ok(Json(Me::from(user)).into_response())
+}
+
+impl From<crate::domain::User> for Me {
+    fn from(user: crate::domain::User) -> Self {
+        Self {
+            id: user.id,
+            email: user.email.as_str().to_owned(),
+            name: user.name.as_str().to_owned(),
+            roles: user.roles.iter().map(|r| r.as_str()).collect(),
+        }
+    }
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ByEmail {
+    email: String,
+}
+
+/// `GET /admin/users?email=…`: the account with that e-mail, for the operations console. Admin
+/// only; not part of the public API document.
+pub async fn by_email(
+    State(accounts): State<Arc<Accounts>>,
+    caller: Caller,
+    query: Result<axum::extract::Query<ByEmail>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if let Err(refused) = caller.require_role("admin") {
+        return refused.into_response();
+    }
+    let axum::extract::Query(query) = match query {
+        Ok(query) => query,
+        Err(e) => return Problem::bad_request(e.body_text()).into_response(),
+    };
+    match accounts.user_by_email(&query.email).await {
+        Ok(user) => Json(Me::from(user)).into_response(),
+        Err(AccountError::UnknownUser) => Problem::not_found("no account has that e-mail").into_response(),
+        Err(e) => ApiError(e).into_response(),
+    }
 }
 
 #[utoipa::path(

@@ -1,6 +1,7 @@
 //! Notifications' HTTP API: the caller's own mailbox, nothing else. There is no route that
 //! takes a customer id, so no customer can read another's messages.
 
+mod admin;
 mod error;
 mod notifications;
 
@@ -20,6 +21,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(db: Db, verifier: Verifier) -> Router {
     Router::new()
         .route("/api/notifications", get(notifications::list))
+        .route("/admin/notifications", get(admin::for_events))
         .layer(axum::Extension(verifier))
         .with_state(db)
 }

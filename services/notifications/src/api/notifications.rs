@@ -31,7 +31,7 @@ pub struct Page {
     next_page_token: Option<String>,
 }
 
-fn rfc3339(millis: i64) -> String {
+pub(super) fn rfc3339(millis: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
         .ok()
         .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())

@@ -19,36 +19,52 @@ pub struct Delivery {
     pub sent_at: Option<i64>,
 }
 
+const DELIVERY_COLUMNS: &str =
+    "id, event_id, kind, channel, recipient, state, attempts, last_error, created_at, sent_at";
+
 /// Every notification for a customer on every channel, oldest first.
 ///
 /// # Errors
 /// The database failed.
 pub async fn deliveries(db: &Db, customer_id: &str) -> Result<Vec<Delivery>, StorageError> {
-    let rows = sqlx::query(
-        "SELECT id, event_id, kind, channel, recipient, state, attempts, last_error, created_at, sent_at
-         FROM notifications WHERE customer_id = $1
-         ORDER BY created_at, id",
-    )
-    .bind(customer_id)
-    .fetch_all(db.pool())
-    .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(Delivery {
-                id: row.try_get("id")?,
-                event_id: row.try_get("event_id")?,
-                kind: row.try_get("kind")?,
-                channel: row.try_get("channel")?,
-                recipient: row.try_get("recipient")?,
-                state: row.try_get("state")?,
-                attempts: row.try_get("attempts")?,
-                last_error: row.try_get("last_error")?,
-                created_at: row.try_get("created_at")?,
-                sent_at: row.try_get("sent_at")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StorageError::from)
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM notifications WHERE customer_id = $1 ORDER BY created_at, id"
+    );
+    let rows = sqlx::query(&sql).bind(customer_id).fetch_all(db.pool()).await?;
+    rows.iter().map(delivery_of).collect()
+}
+
+/// Every notification made for one of `event_ids`, on every channel, oldest first.
+///
+/// # Errors
+/// The database failed.
+pub async fn deliveries_for_events(db: &Db, event_ids: &[String]) -> Result<Vec<Delivery>, StorageError> {
+    let placeholders: Vec<String> = (1..=event_ids.len()).map(|i| format!("${i}")).collect();
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM notifications WHERE event_id IN ({}) ORDER BY created_at, id",
+        placeholders.join(", ")
+    );
+    let mut query = sqlx::query(&sql);
+    for id in event_ids {
+        query = query.bind(id);
+    }
+    let rows = query.fetch_all(db.pool()).await?;
+    rows.iter().map(delivery_of).collect()
+}
+
+fn delivery_of(row: &sqlx::any::AnyRow) -> Result<Delivery, StorageError> {
+    Ok(Delivery {
+        id: row.try_get("id")?,
+        event_id: row.try_get("event_id")?,
+        kind: row.try_get("kind")?,
+        channel: row.try_get("channel")?,
+        recipient: row.try_get("recipient")?,
+        state: row.try_get("state")?,
+        attempts: row.try_get("attempts")?,
+        last_error: row.try_get("last_error")?,
+        created_at: row.try_get("created_at")?,
+        sent_at: row.try_get("sent_at")?,
+    })
 }
 
 /// One logged attempt to send an email.

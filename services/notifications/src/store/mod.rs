@@ -16,7 +16,7 @@ mod emails;
 mod mailbox;
 
 pub use customers::{CustomerCopy, customer, seed_customer, upsert_customer};
-pub use deliveries::{Attempt, Delivery, attempts, deliveries};
+pub use deliveries::{Attempt, Delivery, attempts, deliveries, deliveries_for_events};
 pub use emails::{
     EmailJob, Finish, INTERRUPTED, OUTCOME_UNKNOWN, Recovered, claim, due_emails, finish, mark_committing,
     recover_stale,

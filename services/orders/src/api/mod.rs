@@ -1,6 +1,7 @@
 //! Orders' HTTP API. A customer sees only their own orders: another customer's order id is
 //! `404`, exactly like an id that does not exist.
 
+mod admin;
 mod error;
 mod input;
 mod orders;
@@ -94,6 +95,9 @@ pub fn router(state: State, verifier: Verifier) -> Router {
         .route("/api/orders/{id}/cancel", post(orders::cancel))
         .route("/api/orders/{id}/ship", post(orders::ship))
         .route("/api/orders/{id}/deliver", post(orders::deliver))
+        .route("/admin/orders", get(admin::by_customer))
+        .route("/admin/orders/{id}", get(admin::order))
+        .route("/admin/funnel", get(admin::funnel))
         .layer(axum::Extension(verifier))
         .with_state(Arc::new(state))
 }

@@ -2,6 +2,7 @@
 //! someone else's order answers `404`, exactly like one that does not exist, so ids cannot be
 //! probed.
 
+mod admin;
 mod error;
 mod payments;
 
@@ -21,6 +22,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(db: Db, verifier: Verifier) -> Router {
     Router::new()
         .route("/api/payments/{order_id}", get(payments::get))
+        .route("/admin/payments/{order_id}", get(admin::get))
         .layer(axum::Extension(verifier))
         .with_state(db)
 }

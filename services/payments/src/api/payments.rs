@@ -25,7 +25,7 @@ pub struct PaymentBody {
 }
 
 impl PaymentBody {
-    fn new(p: Payment) -> Result<Self, ApiError> {
+    pub(super) fn new(p: Payment) -> Result<Self, ApiError> {
         Ok(Self {
             amount: crate::events::amount_of(&p).map_err(|_| ApiError::Corrupt(p.order_id.clone()))?,
             order_id: p.order_id,
@@ -36,7 +36,7 @@ impl PaymentBody {
     }
 }
 
-fn rfc3339(unix_ms: i64) -> String {
+pub(super) fn rfc3339(unix_ms: i64) -> String {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
         .ok()
         .and_then(|t| t.format(&Rfc3339).ok())

@@ -1,0 +1,141 @@
+// The console's shell: the session, calls to the gateway, the page router, the confirmation
+// dialog. The access token lives in an HttpOnly cookie this script cannot read; it holds only
+// the CSRF token, in memory.
+import { renderSystem } from './system.js';
+import { renderOrders } from './orders.js';
+import { renderMessages } from './messages.js';
+import { renderTraffic } from './traffic.js';
+import { renderFunnel } from './funnel.js';
+
+const pages = { system: renderSystem, orders: renderOrders, messages: renderMessages, traffic: renderTraffic, funnel: renderFunnel };
+let csrf = null;
+let timer = null;
+
+export class SignedOut extends Error {}
+
+// A call to the console's API; a problem answer becomes an Error with its detail.
+export async function api(method, path, body) {
+  const headers = { accept: 'application/json' };
+  if (method !== 'GET') headers['x-csrf-token'] = csrf || '';
+  if (body !== undefined) headers['content-type'] = 'application/json';
+  const response = await fetch('/console/api' + path, {
+    method, headers, credentials: 'same-origin', body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (response.status === 401) { showSignIn(); throw new SignedOut('signed out'); }
+  if (response.status === 204) return null;
+  const answer = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(answer.detail || answer.title || `HTTP ${response.status}`);
+  return answer;
+}
+
+// Builds an element; children are nodes or text (never parsed as HTML).
+export function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key.startsWith('on')) node.addEventListener(key.slice(2), value);
+    else node.setAttribute(key, value === true ? '' : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined) continue;
+    node.append(child instanceof Node ? child : String(child));
+  }
+  return node;
+}
+
+export function time(value) {
+  if (!value) return '';
+  const date = typeof value === 'number' ? new Date(value) : new Date(value);
+  return date.toLocaleTimeString([], { hour12: false }) + '.' + String(date.getMilliseconds()).padStart(3, '0');
+}
+
+// Asks before an action; resolves true only on Confirm.
+export function confirmAction(text) {
+  const dialog = document.getElementById('confirm');
+  document.getElementById('confirm-text').textContent = text;
+  return new Promise((resolve) => {
+    dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true });
+    dialog.returnValue = '';
+    dialog.showModal();
+    document.getElementById('confirm-ok').focus();
+  });
+}
+
+// Re-runs the page's refresh every interval while it is shown.
+export function every(ms, refresh) {
+  clearInterval(timer);
+  timer = setInterval(() => refresh().catch(() => {}), ms);
+}
+
+function page() { return document.getElementById('page'); }
+
+export function showError(error) {
+  if (error instanceof SignedOut) return;
+  page().replaceChildren(el('p', { class: 'error', role: 'alert' }, error.message));
+}
+
+function showSignIn() {
+  clearInterval(timer);
+  csrf = null;
+  document.getElementById('nav').hidden = true;
+  document.getElementById('sign-out').hidden = true;
+  page().replaceChildren();
+  document.getElementById('sign-in').hidden = false;
+  document.getElementById('email').focus();
+}
+
+function signedIn(session) {
+  csrf = session.csrf;
+  document.getElementById('sign-in').hidden = true;
+  document.getElementById('nav').hidden = false;
+  document.getElementById('sign-out').hidden = false;
+  route();
+}
+
+async function route() {
+  if (!csrf) return;
+  clearInterval(timer);
+  const [name, ...rest] = (location.hash.slice(1) || 'system').split('/');
+  const render = pages[name] || renderSystem;
+  for (const link of document.querySelectorAll('nav a')) {
+    if (link.getAttribute('href') === '#' + name) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
+  }
+  const target = page();
+  target.replaceChildren(el('p', { class: 'muted' }, 'Loading…'));
+  try {
+    await render(target, rest.map(decodeURIComponent));
+  } catch (error) {
+    showError(error);
+  }
+}
+
+document.getElementById('sign-in').addEventListener('submit', async (event) => {
+  event.preventDefault();
+  const form = event.target;
+  const message = document.getElementById('sign-in-error');
+  message.textContent = '';
+  try {
+    const response = await fetch('/console/api/session', {
+      method: 'POST', credentials: 'same-origin',
+      headers: { 'content-type': 'application/json', accept: 'application/json' },
+      body: JSON.stringify({ email: form.email.value, password: form.password.value }),
+    });
+    const answer = await response.json().catch(() => ({}));
+    if (!response.ok) { message.textContent = answer.detail || 'Cannot sign in'; return; }
+    form.password.value = '';
+    signedIn(answer);
+    document.getElementById('main').focus();
+  } catch (error) {
+    message.textContent = error.message;
+  }
+});
+
+document.getElementById('sign-out').addEventListener('click', async () => {
+  try { await api('DELETE', '/session'); } catch (error) { /* signed out either way */ }
+  showSignIn();
+});
+
+window.addEventListener('hashchange', () => { route(); document.getElementById('main').focus(); });
+
+api('GET', '/session').then(signedIn).catch(() => {});

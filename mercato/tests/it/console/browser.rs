@@ -1,0 +1,232 @@
+//! The console driven in headless Chromium: sign in, every service healthy, a blue/green switch
+//! and its roll-back, a parked message replayed, an order found with its saga and trace, a
+//! declined one with its compensation, and the funnel, with screenshots (see `screenshot_path`).
+//! Run only where Chromium and chromedriver are installed (`scripts/test.sh` says when not).
+
+use mercato_messaging::Bus;
+use mercato_runtime::telemetry::LogFormat;
+use mercato_runtime::trace::TraceSettings;
+use mercato_testkit::{PATIENCE, TestBackend, eventually};
+use serde_json::json;
+
+use super::order_ending;
+use super::webdriver::{Browser, screenshot_path};
+use crate::support::{System, customer_at, fresh, poison_registration, unique_email};
+
+/// A system whose console samples often, so the charts fill within a test.
+async fn system() -> (crate::support::Fixture, System) {
+    let (fixture, mut config) = fresh(TestBackend::Sqlite).await;
+    config.gateway.console.sample_interval_ms = 500;
+    (fixture, System::start(config).await)
+}
+
+async fn signed_in(system: &System, width: u32, height: u32) -> Browser {
+    let email = system.admin_account().await;
+    let browser = Browser::start(width, height).await;
+    browser.goto(&system.url("/console")).await;
+    browser.type_into("#email", &email).await;
+    browser.type_into("#password", "correct horse").await;
+    browser.click("#sign-in button[type=submit]").await;
+    browser.shows(&["System", "Sign out"]).await;
+    browser
+}
+
+/// Clicks the button `css`, then Confirm in the dialog it opens.
+async fn confirmed(browser: &Browser, css: &str) {
+    browser.click(css).await;
+    browser
+        .until(
+            "the confirmation dialog",
+            "return document.getElementById('confirm').open",
+        )
+        .await;
+    browser.click("#confirm-ok").await;
+}
+
+async fn green_percent(system: &System, token: &str) -> u64 {
+    system.get_json("/admin/upstreams/inventory", token).await["green_percent"]
+        .as_u64()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_admin_sees_every_service_healthy_switches_a_split_and_back_and_replays_a_message() {
+    let (_fixture, system) = system().await;
+    let admin = system.admin().await;
+    let browser = signed_in(&system, 1280, 900).await;
+
+    browser
+        .until(
+            "every instance healthy, with rates sampled",
+            "const cards = [...document.querySelectorAll('[data-status]')];
+             return cards.length >= 7 && cards.every((c) => c.dataset.status === 'healthy')
+                 && document.querySelectorAll('svg.spark polyline[points*=\" \"]').length > 0",
+        )
+        .await;
+    browser
+        .shows(&["identity", "orders", "inventory", "gateway", "outbox backlog"])
+        .await;
+    browser.screenshot(&screenshot_path("system")).await;
+
+    // A green group for inventory: the same instance under another name.
+    let green = system.urls["inventory"].replace("127.0.0.1", "localhost");
+    let added = system
+        .send_json(
+            reqwest::Method::POST,
+            "/admin/upstreams/inventory/instances",
+            &admin,
+            &json!({"url": green, "group": "green"}),
+        )
+        .await;
+    assert_eq!(added.status(), 201);
+    browser.goto(&system.url("/console#traffic")).await;
+    confirmed(&browser, "[data-upstream=inventory] button:not(.secondary)").await;
+    browser
+        .until(
+            "inventory on green",
+            "return document.querySelector('[data-upstream=inventory]').dataset.greenPercent === '100'",
+        )
+        .await;
+    assert_eq!(green_percent(&system, &admin).await, 100);
+    browser.screenshot(&screenshot_path("traffic")).await;
+    // Cancelling the dialog changes nothing.
+    browser.click("[data-upstream=inventory] button.secondary").await;
+    browser
+        .until(
+            "the confirmation dialog",
+            "return document.getElementById('confirm').open",
+        )
+        .await;
+    browser
+        .run("document.getElementById('confirm').close('cancel')")
+        .await;
+    assert_eq!(green_percent(&system, &admin).await, 100);
+    confirmed(&browser, "[data-upstream=inventory] button.secondary").await;
+    browser
+        .until(
+            "inventory back on blue",
+            "return document.querySelector('[data-upstream=inventory]').dataset.greenPercent === '0'",
+        )
+        .await;
+    assert_eq!(green_percent(&system, &admin).await, 0);
+
+    // A message customers can never apply is parked; replayed from the page, it is handled
+    // (and parked) again under a new dead-letter id.
+    let poison = poison_registration();
+    let bus = Bus::connect(&system.config.bus).await.unwrap();
+    bus.publish(&poison).await.unwrap();
+    browser.goto(&system.url("/console#messages")).await;
+    let parked = eventually(PATIENCE, "the poison among the dead letters on the page", || async {
+        browser.run("location.reload()").await;
+        browser.find("h2").await;
+        let rows = browser
+            .run("return [...document.querySelectorAll('#dead-letters tr[data-id]')].map((r) => [r.dataset.id, r.innerText])")
+            .await;
+        rows.as_array()?.iter().find_map(|r| {
+            let text = r[1].as_str()?;
+            (text.contains(&poison.id) && text.contains("customers-on-identity")).then(|| r[0].as_str().unwrap().to_owned())
+        })
+    })
+    .await;
+    browser.screenshot(&screenshot_path("messages")).await;
+    confirmed(&browser, &format!("tr[data-id='{parked}'] button")).await;
+    eventually(
+        PATIENCE,
+        "the replayed letter gone and parked again under a new id",
+        || async {
+            let letters = bus.dead_letters(100).await.ok()?;
+            let ours: Vec<_> = letters
+                .iter()
+                .filter(|l| l.envelope.id == poison.id && l.group == "customers-on-identity")
+                .collect();
+            (ours.len() == 1 && ours[0].id != parked).then_some(())
+        },
+    )
+    .await;
+
+    // Readable on a phone: nothing wider than the screen.
+    browser.resize(390, 844).await;
+    browser.goto(&system.url("/console#system")).await;
+    browser
+        .until(
+            "the system page",
+            "return document.querySelectorAll('[data-status]').length >= 7",
+        )
+        .await;
+    let overflow = browser.run("return document.documentElement.scrollWidth").await;
+    assert!(
+        overflow.as_u64().unwrap() <= 390,
+        "page is {overflow} px wide on a 390 px screen"
+    );
+    browser.screenshot(&screenshot_path("system-phone")).await;
+    browser.close().await;
+}
+
+#[tokio::test]
+async fn an_order_is_found_with_its_saga_and_trace_and_a_declined_one_shows_its_compensation() {
+    // Spans are kept in this process, as `mercato up` keeps them.
+    let _tracing = mercato_runtime::telemetry::install(LogFormat::Json, Some(&TraceSettings::default()));
+    let (_fixture, system) = system().await;
+    let email = unique_email();
+    let customer = customer_at(&system.http, &system.gateway, &email).await;
+    let confirmed_id = order_ending(&system, &customer, "tok_visa", "confirmed").await;
+    let declined_id = order_ending(&system, &customer, "tok_decline", "cancelled").await;
+
+    let browser = signed_in(&system, 1280, 1000).await;
+    browser.goto(&system.url("/console#orders")).await;
+    browser.type_into("#order-query", &confirmed_id).await;
+    browser.click("form[role=search] button").await;
+    browser
+        .until(
+            "the saga timeline and the trace waterfall",
+            "return !!document.querySelector('#timeline li[data-type=OrderConfirmed]')
+                && document.querySelectorAll('svg#waterfall rect').length > 3",
+        )
+        .await;
+    browser
+        .shows(&[
+            "OrderPlaced",
+            "StockReserved",
+            "PaymentCaptured",
+            "captured",
+            "orders",
+        ])
+        .await;
+    browser
+        .run("document.getElementById('payment').scrollIntoView()")
+        .await;
+    browser.screenshot(&screenshot_path("order")).await;
+
+    // By the customer's e-mail: both orders; the declined one shows its compensation.
+    browser.goto(&system.url("/console#orders")).await;
+    browser.type_into("#order-query", &email).await;
+    browser.click("form[role=search] button").await;
+    browser.click(&format!("a[href='#orders/{declined_id}']")).await;
+    browser
+        .until(
+            "the compensation and the cancel reason",
+            "return !!document.querySelector('#timeline li.compensation[data-type=ReleaseStock]')
+                && !!document.querySelector('#timeline li.cancelled[data-type=OrderCancelled]')",
+        )
+        .await;
+    browser
+        .shows(&["reason: payment_declined", "(compensation)", "cancelled"])
+        .await;
+    browser.screenshot(&screenshot_path("order-declined")).await;
+
+    // An unknown order is a message on the page, not a broken page.
+    browser.goto(&system.url("/console#orders/no-such-order")).await;
+    browser.shows(&["no order no-such-order"]).await;
+
+    browser.goto(&system.url("/console#funnel")).await;
+    browser
+        .until(
+            "two placed, one confirmed, one cancelled in the funnel",
+            "const rows = [...document.querySelectorAll('#funnel tbody tr')].map((r) => [...r.cells].map((c) => c.innerText));
+             const sum = (i) => rows.reduce((n, r) => n + Number(r[i]), 0);
+             return sum(1) === 2 && sum(2) === 1 && sum(3) === 1 && rows.some((r) => r[4].includes('payment_declined'))",
+        )
+        .await;
+    browser.screenshot(&screenshot_path("funnel")).await;
+    browser.close().await;
+}

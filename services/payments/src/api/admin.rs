@@ -1,0 +1,56 @@
+//! `GET /admin/payments/{order_id}`: an order's payment with what the provider was asked, for
+//! the operations console. Admin only; not part of the public API document.
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use mercato_runtime::{Caller, Json};
+use mercato_storage::Db;
+use serde::Serialize;
+
+use super::ApiError;
+use super::payments::{PaymentBody, rfc3339};
+use crate::store;
+
+/// The payment as the customer sees it, and the provider's side of it.
+#[derive(Debug, Serialize)]
+struct AdminPayment {
+    #[serde(flatten)]
+    payment: PaymentBody,
+    /// Provider calls made for the current step (the charge, then the refund).
+    attempts: i64,
+    last_error: Option<String>,
+    provider_charge_id: Option<String>,
+    provider_refund_id: Option<String>,
+    refund_requested: bool,
+    next_attempt_at: String,
+}
+
+pub async fn get(State(db): State<Db>, caller: Caller, Path(order_id): Path<String>) -> Response {
+    if let Err(refused) = caller.require_role("admin") {
+        return refused.into_response();
+    }
+    let found = match store::find(&db, &order_id).await {
+        Ok(Some(found)) => found,
+        Ok(None) => return ApiError::NotFound.into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let attempts = found.attempts;
+    let last_error = found.last_error.clone();
+    let provider_charge_id = found.provider_charge_id.clone();
+    let provider_refund_id = found.provider_refund_id.clone();
+    let refund_requested = found.refund_requested;
+    let next_attempt_at = rfc3339(found.next_attempt_at);
+    match PaymentBody::new(found) {
+        Ok(payment) => Json(AdminPayment {
+            payment,
+            attempts,
+            last_error,
+            provider_charge_id,
+            provider_refund_id,
+            refund_requested,
+            next_attempt_at,
+        })
+        .into_response(),
+        Err(e) => e.into_response(),
+    }
+}
