@@ -277,6 +277,8 @@ struct Attempt {
     upstreams: Upstreams,
     upstream: Arc<str>,
     timeout: Duration,
+    /// The instances that failed this request, which its retries pass over.
+    failed: Arc<std::sync::Mutex<Vec<Arc<Instance>>>>,
 }
 
 impl tower::Service<Outgoing> for Attempt {
@@ -289,7 +291,12 @@ impl tower::Service<Outgoing> for Attempt {
     }
 
     fn call(&mut self, outgoing: Outgoing) -> Self::Future {
-        let pick = match self.upstreams.pick(&self.upstream) {
+        let failed = self
+            .failed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let pick = match self.upstreams.pick_avoiding(&self.upstream, &failed) {
             Ok(Some(pick)) => pick,
             Ok(None) => {
                 return Box::pin(std::future::ready(Err(ResilienceError::Inner(
@@ -304,11 +311,18 @@ impl tower::Service<Outgoing> for Attempt {
             pool: self.pool,
         });
         let timeout = self.timeout;
+        let failed = Arc::clone(&self.failed);
         Box::pin(async move {
             let (result, shed) = match send.oneshot(outgoing).await {
                 Ok(response) if may_shed(&response) => read_refusal(response, timeout).await,
                 other => (other, false),
             };
+            if transient(&result) {
+                failed
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(Arc::clone(&pick.instance));
+            }
             pick.finish(breaker_failure(&result, shed));
             result
         })
@@ -380,6 +394,7 @@ impl Resilience {
             upstreams: self.upstreams.clone(),
             upstream: Arc::clone(upstream),
             timeout,
+            failed: Arc::default(),
         };
         let permit = match self.limits.get(upstream.as_ref()) {
             Some(limit) => match limit.try_acquire() {

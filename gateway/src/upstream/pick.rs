@@ -54,6 +54,20 @@ impl Upstreams {
     /// [`ResilienceError::CircuitOpen`] when every candidate's breaker refuses, with the soonest
     /// time one may admit again; `Ok(None)` for an unknown upstream.
     pub fn pick<E>(&self, name: &str) -> Result<Option<Pick>, ResilienceError<E>> {
+        self.pick_avoiding(name, &[])
+    }
+
+    /// As [`Upstreams::pick`], passing over the instances in `failed` (those that already failed
+    /// this request) while another candidate is left: a retry goes elsewhere, not back to an
+    /// instance that has just died but whose health check has not noticed yet.
+    ///
+    /// # Errors
+    /// As [`Upstreams::pick`].
+    pub fn pick_avoiding<E>(
+        &self,
+        name: &str,
+        failed: &[Arc<Instance>],
+    ) -> Result<Option<Pick>, ResilienceError<E>> {
         let Some(upstream) = self.map.get(name) else {
             return Ok(None);
         };
@@ -69,6 +83,10 @@ impl Upstreams {
         if instances.is_empty() {
             group = group.other();
             instances = upstream.instances(group);
+        }
+        let untried = |i: &&Arc<Instance>| !failed.iter().any(|f| Arc::ptr_eq(f, i));
+        if !failed.is_empty() && instances.iter().any(|i| untried(&i)) {
+            instances = Arc::new(instances.iter().filter(untried).cloned().collect());
         }
         let candidates: Vec<&Arc<Instance>> = if instances.iter().all(|i| i.is_healthy()) {
             instances.iter().collect()

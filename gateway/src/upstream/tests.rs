@@ -45,6 +45,22 @@ fn unhealthy_instances_are_skipped_unless_all_are() {
 }
 
 #[test]
+fn a_retry_passes_over_the_instances_that_failed_the_request_while_another_is_left() {
+    let u = upstreams(&["http://127.0.0.1:1", "http://127.0.0.1:2"], |_| ()).unwrap();
+    let instances = u.get("a").unwrap().instances(Group::Blue);
+    // Both still healthy: the first one has died, but no health check has noticed yet.
+    let failed = [Arc::clone(&instances[0])];
+    for _ in 0..20 {
+        assert_eq!(port(&u.pick_avoiding::<()>("a", &failed).unwrap().unwrap()), 2);
+    }
+    let all = [Arc::clone(&instances[0]), Arc::clone(&instances[1])];
+    assert!(
+        u.pick_avoiding::<()>("a", &all).unwrap().is_some(),
+        "every instance failed: still tried"
+    );
+}
+
+#[test]
 fn the_split_sends_traffic_to_green_and_refuses_an_empty_group() {
     let u = upstreams(&["http://127.0.0.1:1"], |g| {
         g.upstreams.insert(
