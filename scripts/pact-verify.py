@@ -5,7 +5,10 @@ pact-python) against a running system (`mercato up`, embedded):
   change, orders confirmed and shipped and delivered, declined, out of stock, charged too late)
   and each interaction is verified against a message of its type that the producer really
   published, read from the embedded bus's log;
-- the HTTP pact: payments' expectations replayed against the payment sandbox.
+- the HTTP pact: payments' expectations replayed against the payment sandbox. Its provider
+  states are set up by a small state-change server here: "a charge was captured" makes a charge
+  in the sandbox and returns its id, which the verifier puts into the refund request (the
+  pact's `ProviderState` generator on `charge_id`); the test cards' states need nothing.
 
 Then the check of the check: the real ReserveStock with `lines` renamed must fail inventory's pact,
 and the report must name the consumer and the field. Exit status 1 on any failure.
@@ -14,11 +17,14 @@ and the report must name the consumer and the field. Exit status 1 on any failur
 """
 
 import argparse
+import http.server
 import json
 import os
 import sqlite3
 import sys
+import threading
 import time
+import uuid
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -110,18 +116,55 @@ def as_message(envelope):
 
 
 def no_op_states(pact):
-    # A provider state here names what the producer did (or, for the sandbox, what a card
-    # does); the messages were made by driving the system, and the sandbox's cards need no set-up.
+    # A provider state of a message pact names what the producer did; the messages were made by
+    # driving the system.
     names = {s["name"] for i in pact["interactions"] for s in i.get("providerStates", [])}
     return {name: (lambda *args, **kwargs: None) for name in names}
 
 
-def verify(path, pact, configure):
-    verifier = (
-        Verifier(pact["provider"]["name"], host="127.0.0.1")
-        .set_coloured_output(enabled=False)
-        .state_handler(no_op_states(pact), teardown=False)
-    )
+def sandbox_states(sandbox):
+    """A state-change server for the sandbox's pact, on a free port; returns its URL. The
+    verifier posts {"state", "action", "params"} and takes a JSON object back as the values its
+    `ProviderState` generators read."""
+
+    def captured_charge():
+        request = urllib.request.Request(
+            f"{sandbox}/v1/charges",
+            data=json.dumps({"amount_minor": 2500, "currency": "EUR", "card_token": "tok_visa"}).encode(),
+            method="POST",
+        )
+        request.add_header("content-type", "application/json")
+        request.add_header("idempotency-key", f"pact-state-{uuid.uuid4()}")
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return {"charge_id": json.load(response)["id"]}
+
+    class States(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            change = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+            values = {}
+            if change.get("action") == "setup" and change.get("state") == "a charge was captured":
+                values = captured_charge()
+            text = json.dumps(values).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(text)))
+            self.end_headers()
+            self.wfile.write(text)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), States)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_port}/"
+
+
+def verify(path, pact, configure, states=None):
+    verifier = Verifier(pact["provider"]["name"], host="127.0.0.1").set_coloured_output(enabled=False)
+    if states:
+        verifier.state_handler(states, teardown=False, body=True)
+    else:
+        verifier.state_handler(no_op_states(pact), teardown=False)
     configure(verifier)
     verifier.add_source(str(path))
     try:
@@ -162,7 +205,12 @@ def main():
             ok, output = verify(path, pact, lambda v: v.message_handler(handlers))
         elif kinds == {"Synchronous/HTTP"}:
             # tok_late answers after the sandbox's late delay.
-            ok, output = verify(path, pact, lambda v: v.add_transport(url=args.sandbox).set_request_timeout(30_000))
+            ok, output = verify(
+                path,
+                pact,
+                lambda v: v.add_transport(url=args.sandbox).set_request_timeout(30_000),
+                states=sandbox_states(args.sandbox),
+            )
         else:
             ok, output = False, f"unexpected interaction types {kinds}"
         print(f"== pact {consumer} <- {provider}: {'verified' if ok else 'FAILED'}")

@@ -283,12 +283,30 @@ fn charge(
         status,
         response,
         typed: typed.iter().map(|p| (*p).to_owned()).collect(),
+        from_state: Vec::new(),
+    }
+}
+
+/// A full refund of a captured charge. The charge is made by the provider state, whose id the
+/// verifier puts in the request (`charge_id`); payments sends the id it was given at capture.
+fn refund() -> HttpExpectation {
+    HttpExpectation {
+        description: "a full refund of a captured charge".into(),
+        state: "a charge was captured".into(),
+        method: "POST".into(),
+        path: "/v1/refunds".into(),
+        headers: vec![("Idempotency-Key".into(), "refund-contract".into())],
+        body: json!({"charge_id": "ch_0001"}),
+        status: 200,
+        response: json!({"id": "re_0001", "charge_id": "ch_0001"}),
+        typed: vec!["$.id".into(), "$.charge_id".into()],
+        from_state: vec![("$.charge_id".into(), "charge_id".into())],
     }
 }
 
 /// payments charges cards through the provider's HTTP API (the sandbox stands in for it), one
 /// provider state per test card; it reads a charge's id, status and amount, and an error's
-/// code. `tok_hang` is left out: its answer is no answer, which a pact cannot express.
+/// code; and refunds a captured charge. `tok_hang` is left out: its answer is no answer, which a pact cannot express.
 fn payments_from_provider() -> Pact {
     let captured = json!({"id": "ch_0001", "status": "succeeded", "amount_minor": 2500, "currency": "EUR"});
     let paid = ["$.id"];
@@ -324,7 +342,11 @@ fn payments_from_provider() -> Pact {
         ),
     ];
     let mut pact = Pact::new("payments", "payment-sandbox");
-    pact.interactions = expectations.iter().map(HttpExpectation::to_interaction).collect();
+    pact.interactions = expectations
+        .iter()
+        .chain([&refund()])
+        .map(HttpExpectation::to_interaction)
+        .collect();
     pact
 }
 

@@ -2,6 +2,8 @@
 //! pacts here use: `type` (same JSON type; on an array, at least `min` elements, each like the
 //! example's first), `integer` and `regex`. A field without a rule must equal the example's; a
 //! field the consumer does not expect may be there (consumers ignore what they do not read).
+//! A request to a provider is held to its interaction the other way round: a body field the
+//! pact does not name is a mismatch, since the provider was verified without it.
 
 use std::fmt;
 
@@ -43,13 +45,7 @@ pub struct Produced<'a> {
 /// Checks `produced` against the message `interaction` of `pact`; empty when it passes.
 #[must_use]
 pub fn verify_message(pact: &Pact, interaction: &Value, produced: Produced<'_>) -> Vec<Mismatch> {
-    let mut check = Check {
-        rules: interaction["matchingRules"]["body"]
-            .as_object()
-            .cloned()
-            .unwrap_or_default(),
-        found: Vec::new(),
-    };
+    let mut check = Check::new(&interaction["matchingRules"], false);
     let metadata = &interaction["metadata"];
     if metadata["type"] != produced.event_type {
         check.found.push((
@@ -87,8 +83,57 @@ pub fn verify_message(pact: &Pact, interaction: &Value, produced: Produced<'_>) 
         .collect()
 }
 
+/// A request a consumer sent to a provider.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    /// Each header once, by name (any case).
+    pub headers: &'a [(String, String)],
+    pub body: &'a Value,
+}
+
+/// Checks `request` against the HTTP `interaction`'s request: method, path, every header the
+/// pact names, and the JSON body by its matching rules. Each mismatch as `field: problem`;
+/// empty when the interaction answers this request.
+#[must_use]
+pub fn match_request(interaction: &Value, request: Request<'_>) -> Vec<String> {
+    let expected = &interaction["request"];
+    let mut check = Check::new(&expected["matchingRules"], true);
+    for (field, actual) in [("method", request.method), ("path", request.path)] {
+        if expected[field] != actual {
+            check.fail(field, format!("expected {}, got {actual}", expected[field]));
+        }
+    }
+    for (name, values) in expected["headers"].as_object().into_iter().flatten() {
+        let sent = request
+            .headers
+            .iter()
+            .find(|(sent, _)| sent.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str());
+        let wanted = values.as_array().into_iter().flatten().filter_map(Value::as_str);
+        // A header's value may carry parameters (`application/json; charset=utf-8`).
+        let first = |value: &str| value.split(';').next().unwrap_or_default().trim().to_owned();
+        let wanted: Vec<String> = wanted.map(first).collect();
+        if sent.map(first).is_none_or(|sent| !wanted.contains(&sent)) {
+            check.fail(
+                &format!("header {name}"),
+                format!("expected {wanted:?}, got {sent:?}"),
+            );
+        }
+    }
+    check.compare(&expected["body"]["content"], request.body, "$", "$", false);
+    check
+        .found
+        .into_iter()
+        .map(|(field, problem)| format!("{field}: {problem}"))
+        .collect()
+}
+
 struct Check {
     rules: Map<String, Value>,
+    /// A field the example does not have is a mismatch.
+    exact_fields: bool,
     found: Vec<(String, String)>,
 }
 
@@ -104,6 +149,14 @@ fn kind(value: &Value) -> &'static str {
 }
 
 impl Check {
+    fn new(matching_rules: &Value, exact_fields: bool) -> Self {
+        Self {
+            rules: matching_rules["body"].as_object().cloned().unwrap_or_default(),
+            exact_fields,
+            found: Vec::new(),
+        }
+    }
+
     /// `rule_path` is the path with array indices as `[*]`, the way rules name fields; `path`
     /// names the exact field for the report. `typed` is set under a `type` rule, which holds
     /// for everything below it.
@@ -165,6 +218,11 @@ impl Check {
                     match got.get(name) {
                         Some(got) => self.compare(want, got, &rule_field, &field, typed),
                         None => self.fail(&field, format!("missing (expected {})", kind(want))),
+                    }
+                }
+                if self.exact_fields {
+                    for name in got.keys().filter(|name| !want.contains_key(*name)) {
+                        self.fail(&format!("{path}.{name}"), "not in the pact".into());
                     }
                 }
             }
@@ -295,5 +353,76 @@ mod tests {
         let found = verify_message(&pact, &interaction, produced);
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].field, "metadata.schema_version");
+    }
+
+    fn refund() -> Value {
+        crate::pact::consumers::all()
+            .into_iter()
+            .flat_map(|pact| pact.interactions)
+            .find(|i| i["request"]["path"] == "/v1/refunds")
+            .expect("payments' refund interaction")
+    }
+
+    fn headers(key: &str) -> Vec<(String, String)> {
+        vec![
+            ("content-type".into(), "application/json; charset=utf-8".into()),
+            ("idempotency-key".into(), key.into()),
+            ("x-correlation-id".into(), "anything".into()),
+        ]
+    }
+
+    #[test]
+    fn a_request_as_the_pact_says_matches_whatever_charge_it_names_and_extra_headers() {
+        let body = json!({"charge_id": "ch_9f2c"});
+        let request = Request {
+            method: "POST",
+            path: "/v1/refunds",
+            headers: &headers("refund-contract"),
+            body: &body,
+        };
+        assert_eq!(match_request(&refund(), request), Vec::<String>::new());
+    }
+
+    #[test]
+    fn another_method_path_header_or_body_field_is_named() {
+        let body = json!({"charge_id": 7, "amount_minor": 100});
+        let request = Request {
+            method: "PUT",
+            path: "/v1/refund",
+            headers: &headers("another-key"),
+            body: &body,
+        };
+        let found = match_request(&refund(), request);
+        assert_eq!(found.len(), 5, "{found:?}");
+        assert!(found[0].starts_with("method: "), "{found:?}");
+        assert!(found[1].starts_with("path: "), "{found:?}");
+        assert!(
+            found.iter().any(|f| f.starts_with("header Idempotency-Key: ")),
+            "{found:?}"
+        );
+        assert!(
+            found.contains(&"$.amount_minor: not in the pact".to_owned()),
+            "{found:?}"
+        );
+        assert!(
+            found
+                .iter()
+                .any(|f| f.starts_with("$.charge_id: expected a string")),
+            "{found:?}"
+        );
+        let no_body = match_request(
+            &refund(),
+            Request {
+                method: "POST",
+                path: "/v1/refunds",
+                headers: &[],
+                body: &Value::Null,
+            },
+        );
+        assert!(
+            no_body.iter().any(|f| f.starts_with("header Content-Type")),
+            "{no_body:?}"
+        );
+        assert!(no_body.iter().any(|f| f.starts_with("$: ")), "{no_body:?}");
     }
 }

@@ -12,7 +12,7 @@ pub mod matching;
 
 use serde_json::{Map, Value, json};
 
-pub use matching::{Mismatch, verify_message};
+pub use matching::{Mismatch, Request, match_request, verify_message};
 
 /// The V4 interaction type of a message.
 pub const MESSAGE: &str = "Asynchronous/Messages";
@@ -162,6 +162,10 @@ pub struct HttpExpectation {
     pub response: Value,
     /// Body paths of the response compared by type only; the others must be equal.
     pub typed: Vec<String>,
+    /// Request body paths whose value the provider's state set-up supplies (a charge's id made
+    /// for the interaction), with the name of that value: `(path, name)`. The example's value
+    /// stands in for it, and any string is accepted there.
+    pub from_state: Vec<(String, String)>,
 }
 
 impl HttpExpectation {
@@ -179,6 +183,19 @@ impl HttpExpectation {
             .iter()
             .map(|path| (path.clone(), rule(json!({"match": "type"}))))
             .collect();
+        let request_rules: Map<String, Value> = self
+            .from_state
+            .iter()
+            .map(|(path, _)| (path.clone(), rule(json!({"match": "type"}))))
+            .collect();
+        let generators: Map<String, Value> = self
+            .from_state
+            .iter()
+            .map(|(path, name)| {
+                let generator = json!({"type": "ProviderState", "expression": format!("${{{name}}}"), "dataType": "STRING"});
+                (path.clone(), generator)
+            })
+            .collect();
         json!({
             "type": HTTP,
             "description": self.description,
@@ -188,6 +205,8 @@ impl HttpExpectation {
                 "path": self.path,
                 "headers": headers,
                 "body": {"content": self.body, "contentType": "application/json", "encoded": false},
+                "matchingRules": {"body": request_rules},
+                "generators": {"body": generators},
             },
             "response": {
                 "status": self.status,

@@ -10,10 +10,12 @@
 //! - `refunds`: late captures after a refund request, refunds once, refunds before charges.
 //! - `restart`: a charge in flight survives a stop and a crash, and is charged once.
 //! - `replicas`: two instances share the work and charge each order once.
+//! - `pact`: the provider client against a provider answering from payments' pact with it.
 //! - `api`: `GET /api/payments/{order_id}`, readiness and metrics.
 
 mod api;
 mod charges;
+mod pact;
 mod provider;
 mod refunds;
 mod replicas;

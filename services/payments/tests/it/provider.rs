@@ -6,7 +6,7 @@ use mercato_payments::{ProviderClient, ProviderConfig, ProviderError};
 
 use crate::support::{PATIENCE, Sandbox};
 
-fn client(url: &str, timeout_ms: u64) -> ProviderClient {
+pub(crate) fn client(url: &str, timeout_ms: u64) -> ProviderClient {
     let config = ProviderConfig {
         url: url.to_owned(),
         timeout_ms,
