@@ -47,6 +47,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mercato_runtime::{CancellationToken, ClientConfig, HttpConfig, Readiness, Registry, Server, Service};
+use mercato_security::tls::TlsFiles;
 use mercato_security::{JwksClient, JwksClientConfig, Verifier, VerifierConfig};
 
 pub use config::{
@@ -79,6 +80,9 @@ pub struct Config {
     pub upstreams: BTreeMap<String, Vec<String>>,
     /// Where the identity service publishes its keys.
     pub jwks_url: String,
+    /// The gateway's certificate for the services served over mutual TLS (`[tls]`): presented
+    /// to every `https://` upstream and to identity for its keys.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Why the gateway could not start.
@@ -127,7 +131,12 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         });
     }
     let mut registry = Registry::default();
-    let upstreams = upstream::Upstreams::new(&config.upstreams, &config.gateway, &mut registry)?;
+    let upstreams = upstream::Upstreams::new(
+        &config.upstreams,
+        &config.gateway,
+        config.tls.clone(),
+        &mut registry,
+    )?;
     let table = routes::RouteTable::new(&config.gateway.routes, |name| upstreams.get(name).is_some())?;
     let rules = rbac::Rules::new(&config.gateway.rules)?;
     let preauth = config
@@ -145,7 +154,7 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         None
     };
 
-    let jwks = JwksClient::new(JwksClientConfig {
+    let jwks_config = JwksClientConfig {
         url: config.jwks_url.clone(),
         max_age: Duration::from_secs(config.gateway.jwks_max_age_secs),
         min_refresh_interval: Duration::from_millis(config.gateway.jwks_min_refresh_interval_ms),
@@ -156,14 +165,24 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
                 .max(config.gateway.connect_timeout_ms)
                 * 2,
         ),
-    });
+    };
+    let jwks = match &config.tls {
+        Some(files) if config.jwks_url.starts_with("https://") => {
+            let tls =
+                mercato_runtime::tls::client_for(files, "identity").map_err(|e| StartError::Config {
+                    key: "tls".into(),
+                    message: e.to_string(),
+                })?;
+            JwksClient::with_http(
+                jwks_config,
+                mercato_runtime::tls::reqwest_builder(reqwest::Client::builder(), &tls),
+            )
+        }
+        _ => JwksClient::new(jwks_config),
+    };
     let verifier = Verifier::new(config.auth.clone(), Arc::new(jwks.clone()));
-    let client = proxy::upstream_client(&config.gateway, &config.client);
-    let checker = HealthChecker::new(
-        upstreams.clone(),
-        client.clone(),
-        config.gateway.health_check.clone(),
-    );
+    let pool = proxy::pool_settings(&config.gateway, &config.client);
+    let checker = HealthChecker::new(upstreams.clone(), pool, config.gateway.health_check.clone());
     let store = Arc::new(
         upstream::shared::StateStore::new(&config.gateway.admin_state).map_err(|message| {
             StartError::Config {
@@ -210,7 +229,7 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         limiter.clone(),
         preauth,
         &config.gateway,
-        proxy::pool_settings(&config.gateway, &config.client),
+        pool,
         config.http.body_limit_bytes,
         limits,
     )?;
