@@ -28,8 +28,8 @@
 mod access;
 mod cache;
 mod checkout;
-mod contracts;
 mod console;
+mod contracts;
 mod crash;
 mod customers;
 mod deploy;
