@@ -52,9 +52,9 @@ use mercato_security::{JwksClient, JwksClientConfig, Verifier, VerifierConfig};
 
 pub use config::{
     AdaptiveConcurrencyConfig, AdminStateBackend, AdminStateConfig, BalancingPolicy, BulkheadSettings,
-    CircuitBreakerSettings, ConsoleConfig, GatewayConfig, HealthCheckConfig, LoadBalancingConfig,
-    RateClassConfig, RateLimitBackend, RateLimitConfig, RetrySettings, RouteAuth, RouteConfig, RuleConfig,
-    UpstreamSettings,
+    CircuitBreakerSettings, ConsoleConfig, EdgeConfig, GatewayConfig, HealthCheckConfig, LoadBalancingConfig,
+    PublicTls, RateClassConfig, RateLimitBackend, RateLimitConfig, RetrySettings, RouteAuth, RouteConfig,
+    RuleConfig, UpstreamSettings,
 };
 pub use rate_limit::{Clock, LimiterHealth, ManualClock, SystemClock};
 pub use upstream::Group;
@@ -108,6 +108,7 @@ pub struct App {
     syncing: upstream::Upstreams,
     http: HttpConfig,
     edge: config::EdgeConfig,
+    public_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Checks the routes against the upstreams and binds the listener.
@@ -130,6 +131,13 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
             message: refused.reason,
         });
     }
+    let public_tls = match &config.gateway.edge.tls {
+        Some(tls) => Some(tls.server_config().map_err(|e| StartError::Config {
+            key: "gateway.edge.tls".into(),
+            message: e.to_string(),
+        })?),
+        None => None,
+    };
     let mut registry = Registry::default();
     let upstreams = upstream::Upstreams::new(
         &config.upstreams,
@@ -291,6 +299,7 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         syncing,
         http,
         edge: config.gateway.edge.clone(),
+        public_tls,
     })
 }
 
@@ -315,7 +324,16 @@ impl App {
         let sync = tokio::spawn(self.store.run(self.syncing, checks_stop.clone()));
         let sampling = self.sampler.map(|s| tokio::spawn(s.run(checks_stop.clone())));
         let (listener, app, readiness) = self.server.into_parts();
-        let served = edge::serve(listener, app, readiness, &self.http, &self.edge, shutdown).await;
+        let served = edge::serve(
+            listener,
+            self.public_tls.map(tokio_rustls::TlsAcceptor::from),
+            app,
+            readiness,
+            &self.http,
+            &self.edge,
+            shutdown,
+        )
+        .await;
         // The server can also end on its own (an I/O error); the checks end with it.
         checks_stop.cancel();
         let _ = checks.await;

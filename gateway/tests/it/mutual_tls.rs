@@ -105,3 +105,79 @@ async fn health_checks_reach_tls_upstreams_over_tls_and_fail_an_impostor() {
     let metrics = gw.metrics().await;
     assert!(metrics.contains(&healthy("echo", &echo, 1)), "{metrics}");
 }
+
+/// A client that trusts only `ca` and opens a new connection for every request.
+fn trusting(ca: &std::path::Path) -> reqwest::Client {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(mercato_security::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // A resumed session shows the certificate of the handshake it resumes.
+    config.resumption = rustls::client::Resumption::disabled();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .tls_info(true)
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+fn presented(response: &reqwest::Response) -> Vec<u8> {
+    let info = response.extensions().get::<reqwest::tls::TlsInfo>().unwrap();
+    info.peer_certificate().unwrap().to_vec()
+}
+
+#[tokio::test]
+async fn the_gateway_serves_clients_over_public_tls_and_picks_up_a_replaced_certificate() {
+    let pki = Pki::new();
+    let public = pki.issue("public");
+    let gw = spawn_gateway_with(|config| {
+        config.gateway.edge.tls = Some(mercato_gateway::PublicTls {
+            cert: public.cert.clone(),
+            key: public.key.clone(),
+        });
+    })
+    .await;
+    let url = format!("https://localhost:{}/api/echo/hello", gw.addr.port());
+    let client = trusting(&public.ca);
+    let first = client.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let before = presented(&first);
+
+    let plaintext = reqwest::get(format!("http://{}/api/echo/hello", gw.addr)).await;
+    assert!(
+        plaintext.is_err(),
+        "a plaintext client was answered: {plaintext:?}"
+    );
+
+    pki.rotate("public");
+    eventually(
+        PATIENCE,
+        "new connections to present the new certificate",
+        || async {
+            let response = client.get(&url).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            (presented(&response) != before).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_public_certificate_that_cannot_be_read_is_refused_at_start() {
+    let pki = Pki::new();
+    let public = pki.issue("public");
+    let mut config = mercato_gateway::GatewayConfig::default();
+    config.edge.tls = Some(mercato_gateway::PublicTls {
+        cert: public.cert.clone(),
+        key: public.cert.with_extension("missing"),
+    });
+    let refused = config.edge.tls.unwrap().server_config().unwrap_err().to_string();
+    assert!(refused.contains("missing"), "{refused}");
+}
