@@ -33,8 +33,8 @@ macro_rules! events {
     };
 }
 
-pub mod catalogue;
 pub mod callers;
+pub mod catalogue;
 pub mod customers;
 pub mod files;
 pub mod identity;
