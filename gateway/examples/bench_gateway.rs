@@ -238,6 +238,7 @@ fn gateway_config(args: &Args, issuer: &TestIssuer) -> Config {
         auth: issuer.config(),
         upstreams: BTreeMap::from([("bench".to_owned(), vec![args.upstream.clone()])]),
         jwks_url: issuer.jwks_url().to_owned(),
+        tls: None,
     }
 }
 

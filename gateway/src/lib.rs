@@ -47,13 +47,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mercato_runtime::{CancellationToken, ClientConfig, HttpConfig, Readiness, Registry, Server, Service};
+use mercato_security::tls::TlsFiles;
 use mercato_security::{JwksClient, JwksClientConfig, Verifier, VerifierConfig};
 
 pub use config::{
     AdaptiveConcurrencyConfig, AdminStateBackend, AdminStateConfig, BalancingPolicy, BulkheadSettings,
-    CircuitBreakerSettings, ConsoleConfig, GatewayConfig, HealthCheckConfig, LoadBalancingConfig,
-    RateClassConfig, RateLimitBackend, RateLimitConfig, RetrySettings, RouteAuth, RouteConfig, RuleConfig,
-    UpstreamSettings,
+    CircuitBreakerSettings, ConsoleConfig, EdgeConfig, GatewayConfig, HealthCheckConfig, LoadBalancingConfig,
+    PublicTls, RateClassConfig, RateLimitBackend, RateLimitConfig, RetrySettings, RouteAuth, RouteConfig,
+    RuleConfig, UpstreamSettings,
 };
 pub use rate_limit::{Clock, LimiterHealth, ManualClock, SystemClock};
 pub use upstream::Group;
@@ -79,6 +80,9 @@ pub struct Config {
     pub upstreams: BTreeMap<String, Vec<String>>,
     /// Where the identity service publishes its keys.
     pub jwks_url: String,
+    /// The gateway's certificate for the services served over mutual TLS (`[tls]`): presented
+    /// to every `https://` upstream and to identity for its keys.
+    pub tls: Option<TlsFiles>,
 }
 
 /// Why the gateway could not start.
@@ -104,6 +108,7 @@ pub struct App {
     syncing: upstream::Upstreams,
     http: HttpConfig,
     edge: config::EdgeConfig,
+    public_tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Checks the routes against the upstreams and binds the listener.
@@ -126,8 +131,20 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
             message: refused.reason,
         });
     }
+    let public_tls = match &config.gateway.edge.tls {
+        Some(tls) => Some(tls.server_config().map_err(|e| StartError::Config {
+            key: "gateway.edge.tls".into(),
+            message: e.to_string(),
+        })?),
+        None => None,
+    };
     let mut registry = Registry::default();
-    let upstreams = upstream::Upstreams::new(&config.upstreams, &config.gateway, &mut registry)?;
+    let upstreams = upstream::Upstreams::new(
+        &config.upstreams,
+        &config.gateway,
+        config.tls.clone(),
+        &mut registry,
+    )?;
     let table = routes::RouteTable::new(&config.gateway.routes, |name| upstreams.get(name).is_some())?;
     let rules = rbac::Rules::new(&config.gateway.rules)?;
     let preauth = config
@@ -145,7 +162,7 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         None
     };
 
-    let jwks = JwksClient::new(JwksClientConfig {
+    let jwks_config = JwksClientConfig {
         url: config.jwks_url.clone(),
         max_age: Duration::from_secs(config.gateway.jwks_max_age_secs),
         min_refresh_interval: Duration::from_millis(config.gateway.jwks_min_refresh_interval_ms),
@@ -156,14 +173,24 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
                 .max(config.gateway.connect_timeout_ms)
                 * 2,
         ),
-    });
+    };
+    let jwks = match &config.tls {
+        Some(files) if config.jwks_url.starts_with("https://") => {
+            let tls =
+                mercato_runtime::tls::client_for(files, "identity").map_err(|e| StartError::Config {
+                    key: "tls".into(),
+                    message: e.to_string(),
+                })?;
+            JwksClient::with_http(
+                jwks_config,
+                mercato_runtime::tls::reqwest_builder(reqwest::Client::builder(), &tls),
+            )
+        }
+        _ => JwksClient::new(jwks_config),
+    };
     let verifier = Verifier::new(config.auth.clone(), Arc::new(jwks.clone()));
-    let client = proxy::upstream_client(&config.gateway, &config.client);
-    let checker = HealthChecker::new(
-        upstreams.clone(),
-        client.clone(),
-        config.gateway.health_check.clone(),
-    );
+    let pool = proxy::pool_settings(&config.gateway, &config.client);
+    let checker = HealthChecker::new(upstreams.clone(), pool, config.gateway.health_check.clone());
     let store = Arc::new(
         upstream::shared::StateStore::new(&config.gateway.admin_state).map_err(|message| {
             StartError::Config {
@@ -210,7 +237,7 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         limiter.clone(),
         preauth,
         &config.gateway,
-        proxy::pool_settings(&config.gateway, &config.client),
+        pool,
         config.http.body_limit_bytes,
         limits,
     )?;
@@ -272,6 +299,7 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         syncing,
         http,
         edge: config.gateway.edge.clone(),
+        public_tls,
     })
 }
 
@@ -296,7 +324,16 @@ impl App {
         let sync = tokio::spawn(self.store.run(self.syncing, checks_stop.clone()));
         let sampling = self.sampler.map(|s| tokio::spawn(s.run(checks_stop.clone())));
         let (listener, app, readiness) = self.server.into_parts();
-        let served = edge::serve(listener, app, readiness, &self.http, &self.edge, shutdown).await;
+        let served = edge::serve(
+            listener,
+            self.public_tls.map(tokio_rustls::TlsAcceptor::from),
+            app,
+            readiness,
+            &self.http,
+            &self.edge,
+            shutdown,
+        )
+        .await;
         // The server can also end on its own (an I/O error); the checks end with it.
         checks_stop.cancel();
         let _ = checks.await;

@@ -11,9 +11,6 @@ use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Uri, Version};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use mercato_resilience::{Deadline, ResilienceError, deadline};
 use mercato_runtime::correlation::{self, CorrelationId};
 use mercato_runtime::observe::{RouteLabel, UNMATCHED};
@@ -56,20 +53,8 @@ const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 
-/// The HTTP client for health checks: bounded connect time, no Nagle delay, idle connections
-/// kept for reuse. Proxied requests drive their own connections ([`crate::upstream::connections`]).
-#[must_use]
-pub fn upstream_client(gateway: &GatewayConfig, client: &ClientConfig) -> Client<HttpConnector, Body> {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_millis(gateway.connect_timeout_ms)));
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_millis(client.pool_idle_timeout_ms))
-        .pool_max_idle_per_host(gateway.pool_max_idle_per_host)
-        .build(connector)
-}
-
-/// How proxied requests open and keep upstream connections: as [`upstream_client`] does.
+/// How proxied requests and health checks open and keep upstream connections: bounded connect
+/// time, idle connections kept for reuse ([`crate::upstream::connections`]).
 #[must_use]
 pub fn pool_settings(gateway: &GatewayConfig, client: &ClientConfig) -> PoolSettings {
     PoolSettings {

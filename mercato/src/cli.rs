@@ -257,17 +257,14 @@ async fn serve(config: &Config, names: &[ServiceName], embedded: bool) -> anyhow
     running.wait().await
 }
 
-/// `[tls]` names one certificate, so it serves one service per process; the gateway does not yet
-/// call services over mutual TLS, so a gateway started with it on could reach none of them.
+/// `[tls]` names one certificate, so it serves one service per process (the gateway's presents
+/// it to the services it calls).
 fn check_tls(config: &Config, names: &[ServiceName], embedded: bool) -> anyhow::Result<()> {
     if !config.tls.enabled {
         return Ok(());
     }
     if embedded {
         anyhow::bail!("tls.enabled: embedded mode serves on loopback in one process, without TLS");
-    }
-    if names.contains(&ServiceName::Gateway) {
-        anyhow::bail!("tls.enabled: the gateway cannot call services over mutual TLS yet");
     }
     if names.len() != 1 {
         anyhow::bail!("tls.enabled: one certificate serves one service; run each in its own process");
@@ -532,10 +529,11 @@ mod tests {
         );
         config.tls.enabled = true;
         assert!(check_tls(&config, &[ServiceName::Orders], false).is_ok());
+        assert!(check_tls(&config, &[ServiceName::Gateway], false).is_ok());
         for (names, embedded) in [
             (all, true),
             (&[ServiceName::Orders, ServiceName::Inventory][..], false),
-            (&[ServiceName::Gateway][..], false),
+            (&[ServiceName::Gateway, ServiceName::Orders][..], false),
         ] {
             let refused = check_tls(&config, names, embedded).unwrap_err().to_string();
             assert!(refused.starts_with("tls.enabled: "), "{refused}");

@@ -127,5 +127,6 @@ pub fn gateway(config: &Config, urls: &Urls) -> mercato_gateway::Config {
         auth: config.auth.clone(),
         jwks_url: format!("{}/.well-known/jwks.json", urls[&ServiceName::Identity]),
         upstreams,
+        tls: config.tls.files(),
     }
 }

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct EdgeConfig {
+    /// Public TLS (`[gateway.edge.tls]`): clients are served over HTTPS with this certificate
+    /// and key, reloaded when the files are replaced; no client certificate is asked for.
+    pub tls: Option<PublicTls>,
     /// Longest wait for a request's whole header block, counted from when the connection is
     /// ready for it (so it also closes a kept-alive connection idle this long); a slower client
     /// is disconnected.
@@ -32,6 +35,7 @@ pub struct EdgeConfig {
 impl Default for EdgeConfig {
     fn default() -> Self {
         Self {
+            tls: None,
             header_read_timeout_ms: 30_000,
             body_idle_timeout_ms: 15_000,
             max_headers: 100,
@@ -123,5 +127,38 @@ impl Validate for PreauthConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// The certificate (chain first) and key the gateway presents to its clients, PEM files.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicTls {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl PublicTls {
+    /// The server configuration: TLS 1.2 and 1.3, HTTP/2 and HTTP/1.1, the certificate reloaded
+    /// after rotation.
+    ///
+    /// # Errors
+    /// A file is unreadable, or the key does not match the certificate.
+    pub fn server_config(
+        &self,
+    ) -> Result<std::sync::Arc<rustls::ServerConfig>, mercato_security::tls::TlsError> {
+        let provider = mercato_security::tls::provider();
+        let files = mercato_security::tls::TlsFiles {
+            ca: std::path::PathBuf::new(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+        };
+        let own = mercato_security::tls::ReloadingCert::load(&files, std::sync::Arc::clone(&provider))?;
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(std::sync::Arc::new(own));
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(std::sync::Arc::new(config))
     }
 }

@@ -33,7 +33,7 @@ use mercato_runtime::settings::{InvalidSetting, Validate};
 use serde::{Deserialize, Serialize};
 
 pub use console::ConsoleConfig;
-pub use edge::{EdgeConfig, PreauthConfig};
+pub use edge::{EdgeConfig, PreauthConfig, PublicTls};
 pub use rate_limit::{DEFAULT_CLASS, RateClassConfig, RateLimitBackend, RateLimitConfig};
 pub use routes::{RouteAuth, RouteConfig, RuleConfig};
 pub use upstreams::{

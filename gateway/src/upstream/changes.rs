@@ -22,7 +22,8 @@ pub enum ChangeError {
     WouldEmpty { upstream: String, group: &'static str },
 }
 
-/// `url` as an instance address: `http://host:port`, nothing after it.
+/// `url` as an instance address: `http://host:port` (or `https://` for a service over mutual
+/// TLS), nothing after it.
 ///
 /// # Errors
 /// A description of what is wrong with it.
@@ -34,8 +35,9 @@ pub fn parse_instance(url: &str) -> Result<Uri, String> {
     let bare = uri
         .path_and_query()
         .is_none_or(|p| p.as_str() == "/" || p.as_str().is_empty());
-    if uri.scheme_str() != Some("http") || uri.authority().is_none() || !bare {
-        return Err(format!("{url:?} must be http://host:port"));
+    let scheme = uri.scheme_str();
+    if !matches!(scheme, Some("http" | "https")) || uri.authority().is_none() || !bare {
+        return Err(format!("{url:?} must be http://host:port or https://host:port"));
     }
     Ok(uri)
 }
@@ -48,9 +50,7 @@ impl Upstreams {
     pub fn add(&self, name: &str, group: Group, url: &str) -> Result<InstanceView, ChangeError> {
         let upstream = self.upstream_or_not_found(name, url)?;
         let uri = parse_instance(url).map_err(ChangeError::InvalidUrl)?;
-        let instance = self
-            .instance(name, uri)
-            .map_err(|e| ChangeError::InvalidUrl(e.to_string()))?;
+        let instance = self.instance(name, uri).map_err(ChangeError::InvalidUrl)?;
         let mut slot = upstream.groups[group.index()]
             .write()
             .unwrap_or_else(PoisonError::into_inner);
@@ -190,9 +190,7 @@ impl Upstreams {
                 let wanted = url.trim_end_matches('/');
                 let instance = match existing.iter().find(|i| i.url() == wanted) {
                     Some(kept) => Arc::clone(kept),
-                    None => self
-                        .instance(name, uri)
-                        .map_err(|e| ChangeError::InvalidUrl(e.to_string()))?,
+                    None => self.instance(name, uri).map_err(ChangeError::InvalidUrl)?,
                 };
                 next[group.index()].push(instance);
             }

@@ -12,6 +12,9 @@
 //! answer was abandoned midway is closed, as its remaining bytes would be read as the next
 //! answer. An idle connection is checked when it is taken: one the upstream closed meanwhile is
 //! dropped, and a request that a reused connection could not send is sent once more on a new one.
+//!
+//! An `https://` instance is reached over mutual TLS: the gateway presents its certificate and
+//! accepts only the service the upstream is named after ([`mercato_runtime::tls::client_for`]).
 
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -26,7 +29,11 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 
 /// How connections are opened and kept.
 #[derive(Debug, Clone, Copy)]
@@ -51,7 +58,93 @@ pub enum SendError {
     Http(#[from] hyper::Error),
 }
 
-type Driver = http1::Connection<TokioIo<TcpStream>, Body>;
+/// How an `https://` instance is reached: the TLS configuration for its service, and the name
+/// the handshake is addressed to.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    connector: TlsConnector,
+    name: ServerName<'static>,
+}
+
+impl UpstreamTls {
+    /// TLS with `config` (an HTTP/1.1 client's) to the host of `uri`.
+    ///
+    /// # Errors
+    /// A description when the host is not a server name.
+    pub fn new(config: &rustls::ClientConfig, uri: &Uri) -> Result<Self, String> {
+        let host = uri.host().unwrap_or_default();
+        let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
+        let name = ServerName::try_from(host).map_err(|_| format!("{uri}: the host is not a server name"))?;
+        let mut config = config.clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Self {
+            connector: TlsConnector::from(Arc::new(config)),
+            name,
+        })
+    }
+}
+
+/// A connection's transport: TCP, or TLS over it.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(&mut **s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(&mut **s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(&mut **s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(&mut **s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(&mut **s).poll_shutdown(cx),
+        }
+    }
+}
+
+type Driver = http1::Connection<TokioIo<Io>, Body>;
 
 struct Connection {
     sender: http1::SendRequest<Body>,
@@ -87,6 +180,7 @@ struct Idle {
 pub struct Connections {
     address: Arc<str>,
     host: Option<HeaderValue>,
+    tls: Option<UpstreamTls>,
     idle: Mutex<Vec<Idle>>,
 }
 
@@ -100,15 +194,16 @@ impl std::fmt::Debug for Connections {
 }
 
 impl Connections {
-    /// Connections to the instance at `uri` (`http://host[:port]`).
+    /// Connections to the instance at `uri` (`http://host[:port]`, or `https://` with `tls`).
     #[must_use]
-    pub fn new(uri: &Uri) -> Self {
+    pub fn new(uri: &Uri, tls: Option<UpstreamTls>) -> Self {
         let authority = uri.authority();
         let host = authority.map_or("", |a| a.host());
-        let port = uri.port_u16().unwrap_or(80);
+        let port = uri.port_u16().unwrap_or(if tls.is_some() { 443 } else { 80 });
         Self {
             address: format!("{host}:{port}").into(),
             host: authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+            tls,
             idle: Mutex::new(Vec::new()),
         }
     }
@@ -151,11 +246,21 @@ impl Connections {
             address: Arc::clone(&self.address),
             source,
         };
-        let stream = tokio::time::timeout(settings.connect_timeout, TcpStream::connect(&*self.address))
+        // The TLS handshake is part of connecting, bounded by the same timeout.
+        let open = async {
+            let stream = TcpStream::connect(&*self.address).await?;
+            stream.set_nodelay(true)?;
+            match &self.tls {
+                None => Ok(Io::Plain(stream)),
+                Some(tls) => Ok(Io::Tls(Box::new(
+                    tls.connector.connect(tls.name.clone(), stream).await?,
+                ))),
+            }
+        };
+        let stream = tokio::time::timeout(settings.connect_timeout, open)
             .await
             .map_err(|_| failed(std::io::ErrorKind::TimedOut.into()))?
             .map_err(failed)?;
-        stream.set_nodelay(true).map_err(failed)?;
         let (sender, driver) = http1::handshake(TokioIo::new(stream)).await?;
         Ok(Connection {
             sender,

@@ -1,40 +1,48 @@
 //! Active health checks: every instance of every upstream (both groups) is asked for its
 //! readiness path every interval, all at once, each ask bounded by the check timeout. Verdict
-//! changes are logged and kept in `gateway_upstream_instance_healthy`.
+//! changes are logged and kept in `gateway_upstream_instance_healthy`. Checks go over the
+//! instance's own connections, so an `https://` instance is checked over mutual TLS as it is
+//! proxied to.
 
 use std::time::Duration;
 
 use axum::body::Body;
-use http::{Method, Request, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
+use http::{Method, Request, StatusCode};
+use http_body_util::BodyExt as _;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use super::Upstreams;
+use super::connections::PoolSettings;
 use super::instance::{HealthChange, Instance};
 use crate::config::HealthCheckConfig;
 
 /// Fetches `path` from one instance: the status, or why there was none in `timeout`.
 pub async fn probe(
-    client: &Client<HttpConnector, Body>,
-    instance: &Uri,
+    instance: &Instance,
+    pool: PoolSettings,
     path: &str,
     timeout: Duration,
 ) -> Result<StatusCode, String> {
-    let mut parts = instance.clone().into_parts();
-    parts.path_and_query = Some(path.parse().map_err(|_| format!("{path:?} is not a path"))?);
-    let uri = Uri::from_parts(parts).map_err(|e| e.to_string())?;
     let request = Request::builder()
         .method(Method::GET)
-        .uri(uri)
+        .uri(path)
         .body(Body::empty())
-        .map_err(|e| e.to_string())?;
-    match tokio::time::timeout(timeout, client.request(request)).await {
-        Ok(Ok(response)) => Ok(response.status()),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err(format!("no answer in {} ms", timeout.as_millis())),
-    }
+        .map_err(|_| format!("{path:?} is not a path"))?;
+    let ask = async {
+        let response = instance
+            .connections
+            .send(request, pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status();
+        // Read to its end, the connection goes back to the pool for the next check.
+        response.into_body().collect().await.map_err(|e| e.to_string())?;
+        Ok(status)
+    };
+    tokio::time::timeout(timeout, ask)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer in {} ms", timeout.as_millis())))
 }
 
 /// The result of checking one instance, as the admin API reports it.
@@ -51,16 +59,16 @@ pub struct CheckResult {
 #[derive(Debug, Clone)]
 pub struct HealthChecker {
     upstreams: Upstreams,
-    client: Client<HttpConnector, Body>,
+    pool: PoolSettings,
     config: HealthCheckConfig,
 }
 
 impl HealthChecker {
     #[must_use]
-    pub fn new(upstreams: Upstreams, client: Client<HttpConnector, Body>, config: HealthCheckConfig) -> Self {
+    pub fn new(upstreams: Upstreams, pool: PoolSettings, config: HealthCheckConfig) -> Self {
         Self {
             upstreams,
-            client,
+            pool,
             config,
         }
     }
@@ -95,7 +103,7 @@ impl HealthChecker {
 
     async fn check_ready(&self, instance: &Instance) -> Result<(), String> {
         let timeout = Duration::from_millis(self.config.timeout_ms);
-        match probe(&self.client, &instance.uri, &self.config.path, timeout).await {
+        match probe(instance, self.pool, &self.config.path, timeout).await {
             Ok(status) if status.is_success() => Ok(()),
             Ok(status) => Err(format!("{} answered {status}", self.config.path)),
             Err(error) => Err(error),
@@ -140,7 +148,7 @@ impl HealthChecker {
         let checks = instances.iter().map(|instance| async move {
             let ready = self.check_ready(instance).await;
             self.record(upstream, instance, ready.is_ok());
-            let smoke = probe(&self.client, &instance.uri, smoke_path, timeout).await;
+            let smoke = probe(instance, self.pool, smoke_path, timeout).await;
             let error = match (&ready, &smoke) {
                 (Err(e), _) => Some(format!("readiness: {e}")),
                 (Ok(()), Err(e)) => Some(format!("smoke: {e}")),

@@ -10,7 +10,7 @@ use http::Uri;
 use mercato_resilience::{CircuitBreaker, CircuitState};
 use serde::Serialize;
 
-use super::connections::Connections;
+use super::connections::{Connections, UpstreamTls};
 
 /// A failed call counts as at least this slow in the latency estimate, so that an instance that
 /// fails fast (a refused connection) does not look like the quickest.
@@ -97,10 +97,10 @@ pub enum HealthChange {
 
 impl Instance {
     /// A new instance starts healthy, so that a gateway serves before its first round of checks.
-    pub(super) fn new(uri: Uri, breaker: CircuitBreaker, decay: Duration) -> Self {
+    pub(super) fn new(uri: Uri, tls: Option<UpstreamTls>, breaker: CircuitBreaker, decay: Duration) -> Self {
         Self {
             url: uri.to_string().trim_end_matches('/').to_owned(),
-            connections: Arc::new(Connections::new(&uri)),
+            connections: Arc::new(Connections::new(&uri, tls)),
             uri,
             breaker,
             decay,
@@ -231,6 +231,7 @@ mod tests {
             CircuitBreaker::new("t", mercato_resilience::CircuitBreakerConfig::default(), None).unwrap();
         Instance::new(
             "http://127.0.0.1:1".parse().unwrap(),
+            None,
             breaker,
             Duration::from_secs(10),
         )

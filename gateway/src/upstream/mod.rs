@@ -34,12 +34,14 @@ use std::time::Duration;
 
 use http::Uri;
 use mercato_resilience::CircuitBreaker;
+use mercato_security::tls::TlsFiles;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
 use crate::StartError;
 use crate::config::{BalancingPolicy, GatewayConfig};
 pub use changes::{ChangeError, parse_instance};
+use connections::UpstreamTls;
 pub use instance::{Instance, InstanceView};
 use metrics::{GroupOutcomes, Metrics};
 pub use pick::Pick;
@@ -117,6 +119,8 @@ pub struct Upstreams {
     decay: Duration,
     breaker: mercato_resilience::CircuitBreakerConfig,
     metrics: Metrics,
+    /// The gateway's certificate for `https://` instances.
+    tls: Option<TlsFiles>,
 }
 
 impl Upstreams {
@@ -128,6 +132,7 @@ impl Upstreams {
     pub fn new(
         instances: &BTreeMap<String, Vec<String>>,
         gateway: &GatewayConfig,
+        tls: Option<TlsFiles>,
         registry: &mut Registry,
     ) -> Result<Self, StartError> {
         let mut this = Self {
@@ -136,6 +141,7 @@ impl Upstreams {
             decay: Duration::from_millis(gateway.load_balancing.latency_decay_ms),
             breaker: gateway.circuit_breaker.to_config(),
             metrics: Metrics::register(registry),
+            tls,
         };
         let mut names: Vec<&String> = instances.keys().collect();
         names.extend(gateway.upstreams.keys().filter(|n| !instances.contains_key(*n)));
@@ -167,9 +173,11 @@ impl Upstreams {
                         key: key(group.as_str()),
                         message,
                     })?;
-                    groups[group.index()].push(this.instance(name, uri).map_err(|e| StartError::Config {
-                        key: "gateway.circuit_breaker".into(),
-                        message: e.to_string(),
+                    groups[group.index()].push(this.instance(name, uri).map_err(|message| {
+                        StartError::Config {
+                            key: key(group.as_str()),
+                            message,
+                        }
                     })?);
                 }
             }
@@ -191,15 +199,29 @@ impl Upstreams {
         Ok(this)
     }
 
-    fn instance(&self, upstream: &str, uri: Uri) -> Result<Arc<Instance>, mercato_resilience::ConfigError> {
+    /// A new instance of `upstream` at `uri`; an `https://` one is reached over mutual TLS and
+    /// must be the service `upstream` names.
+    fn instance(&self, upstream: &str, uri: Uri) -> Result<Arc<Instance>, String> {
+        let tls = if uri.scheme_str() == Some("https") {
+            let Some(files) = &self.tls else {
+                return Err(format!(
+                    "{uri} is https, but the gateway has no [tls] certificate"
+                ));
+            };
+            let config = mercato_runtime::tls::client_for(files, upstream).map_err(|e| e.to_string())?;
+            Some(UpstreamTls::new(&config, &uri)?)
+        } else {
+            None
+        };
         let authority = uri.authority().map_or("", |a| a.as_str());
         // Named per instance: it is the instance that is ejected, not the whole upstream.
         let breaker = CircuitBreaker::new(
             &format!("{upstream}@{authority}"),
             self.breaker.clone(),
             self.metrics.breakers.clone(),
-        )?;
-        let instance = Arc::new(Instance::new(uri, breaker, self.decay));
+        )
+        .map_err(|e| format!("gateway.circuit_breaker: {e}"))?;
+        let instance = Arc::new(Instance::new(uri, tls, breaker, self.decay));
         self.metrics.set_healthy(upstream, &instance);
         Ok(instance)
     }

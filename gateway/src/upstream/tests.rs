@@ -5,7 +5,7 @@ fn upstreams(urls: &[&str], adjust: impl FnOnce(&mut GatewayConfig)) -> Result<U
     let config = BTreeMap::from([("a".to_owned(), urls.iter().map(|u| (*u).to_owned()).collect())]);
     let mut gateway = GatewayConfig::default();
     adjust(&mut gateway);
-    Upstreams::new(&config, &gateway, &mut Registry::default())
+    Upstreams::new(&config, &gateway, None, &mut Registry::default())
 }
 
 fn port(pick: &Pick) -> u16 {
@@ -30,6 +30,15 @@ fn non_http_instances_are_refused() {
     assert!(upstreams(&["ftp://x"], |_| ()).is_err());
     assert!(upstreams(&["http://127.0.0.1:1/path"], |_| ()).is_err());
     assert!(upstreams(&[], |_| ()).is_err());
+}
+
+#[test]
+fn an_https_instance_needs_the_gateway_certificate() {
+    let Err(StartError::Config { key, message }) = upstreams(&["https://127.0.0.1:1"], |_| ()) else {
+        panic!("an https instance without [tls] was accepted");
+    };
+    assert_eq!(key, "upstreams.a");
+    assert!(message.contains("no [tls] certificate"), "{message}");
 }
 
 #[test]

@@ -10,6 +10,9 @@
 //!   HTTP/2 rapid reset.
 //! - `headers`: identity headers, `x-forwarded-*`, correlation ids, hop-by-hop headers.
 //! - `jwks`: key rotation, bounded refetches, an unreachable key set.
+//! - `mutual_tls`: public TLS for clients with rotation; `https://` upstreams over mutual TLS:
+//!   the gateway's certificate presented,
+//!   an upstream whose certificate names another service refused, health checks over TLS.
 //! - `preauth`: forged-token floods: failures counted per address, refused before any check.
 //! - `rbac`: route roles and method/path rules: 401 without a token, 403 without the role.
 //! - `rate_limit`: GCRA per subject or IP and route class, on a manual clock; the Redis suite
@@ -33,6 +36,7 @@ mod edge;
 mod headers;
 mod instances;
 mod jwks;
+mod mutual_tls;
 mod preauth;
 mod rate_limit;
 mod rbac;

@@ -261,6 +261,7 @@ pub async fn spawn_gateway_with_clock(
             ("other".to_owned(), vec![other.url.clone()]),
         ]),
         jwks_url: keys.url.clone(),
+        tls: None,
     };
     adjust(&mut config);
     let app = mercato_gateway::build_with_clock(&config, clock)

@@ -255,7 +255,7 @@ pub(crate) fn only(config: &rustls::ClientConfig, protocol: &[u8]) -> rustls::Cl
 }
 
 /// An HTTP client over `tls`.
-pub(crate) fn reqwest_builder(
+pub fn reqwest_builder(
     builder: reqwest::ClientBuilder,
     tls: &rustls::ClientConfig,
 ) -> reqwest::ClientBuilder {

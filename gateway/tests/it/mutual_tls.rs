@@ -1,0 +1,183 @@
+//! The gateway and `https://` upstreams served over mutual TLS: it presents its own certificate
+//! and accepts only the service the upstream is named after, for proxied requests and health
+//! checks alike.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Request;
+use mercato_runtime::tls::{CallingService, ServerTls};
+use mercato_runtime::{CancellationToken, HttpConfig, Readiness, Registry, Server, Service};
+use mercato_security::tls::TlsFiles;
+use mercato_testkit::tls::Pki;
+use serde_json::{Value, json};
+
+use mercato_testkit::eventually;
+
+use crate::support::{PATIENCE, TestGateway, spawn_gateway_with};
+
+/// Serves, over mutual TLS with `files`, a service that names its caller and lets only the
+/// gateway in; returns its `https://` URL.
+async fn serve_tls(files: &TlsFiles) -> String {
+    let routes = Router::new().fallback(|request: Request| async move {
+        let caller = request
+            .extensions()
+            .get::<CallingService>()
+            .map(|c| c.0.service().to_owned());
+        axum::Json(json!({ "caller": caller }))
+    });
+    let service = Service {
+        name: "tls-upstream",
+        routes,
+        readiness: Readiness::new(),
+        registry: Registry::default(),
+        own_fallback: true,
+    };
+    let only_the_gateway = Arc::new(|caller: &str, _: &str, _: bool| caller == "gateway");
+    let tls = ServerTls::new(files, only_the_gateway).unwrap();
+    let server = Server::bind_tls(
+        "127.0.0.1:0".parse().unwrap(),
+        &HttpConfig::default(),
+        service,
+        Some(tls),
+    )
+    .await
+    .unwrap();
+    let url = format!("https://{}", server.local_addr());
+    tokio::spawn(server.run_until_stopped(CancellationToken::new()));
+    url
+}
+
+/// A gateway holding its certificate, before `echo` (certified as echo) and `other`, an impostor
+/// whose certificate names another service; returns it with both URLs and the CA, whose files
+/// the certificates are reloaded from while it lives.
+async fn gateway_over_tls(
+    adjust: impl FnOnce(&mut mercato_gateway::Config),
+) -> (TestGateway, String, String, Pki) {
+    let pki = Pki::new();
+    let echo = serve_tls(&pki.issue("echo")).await;
+    let impostor = serve_tls(&pki.issue("inventory")).await;
+    let gateway = pki.issue("gateway");
+    let gw = spawn_gateway_with(|config| {
+        config.upstreams.insert("echo".into(), vec![echo.clone()]);
+        config.upstreams.insert("other".into(), vec![impostor.clone()]);
+        config.tls = Some(gateway);
+        adjust(config);
+    })
+    .await;
+    (gw, echo, impostor, pki)
+}
+
+#[tokio::test]
+async fn the_gateway_presents_its_certificate_and_reaches_only_the_service_it_names() {
+    let (gw, _, _, _pki) = gateway_over_tls(|_| {}).await;
+
+    for _ in 0..3 {
+        let response = gw.get("/api/echo/hello").send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        let seen: Value = response.json().await.unwrap();
+        assert_eq!(seen["caller"], "gateway", "{seen}");
+    }
+    let refused = gw.get("/api/echo/special").send().await.unwrap();
+    assert_eq!(refused.status(), 502);
+}
+
+#[tokio::test]
+async fn health_checks_reach_tls_upstreams_over_tls_and_fail_an_impostor() {
+    let (gw, echo, impostor, _pki) = gateway_over_tls(|config| {
+        config.gateway.health_check.enabled = true;
+        config.gateway.health_check.interval_ms = 50;
+        config.gateway.health_check.unhealthy_threshold = 1;
+    })
+    .await;
+
+    let healthy = |upstream: &str, url: &str, verdict: u8| {
+        format!(r#"gateway_upstream_instance_healthy{{upstream="{upstream}",instance="{url}"}} {verdict}"#)
+    };
+    eventually(PATIENCE, "the impostor to fail its checks", || async {
+        let metrics = gw.metrics().await;
+        metrics
+            .contains(&healthy("other", &impostor, 0))
+            .then_some(metrics)
+    })
+    .await;
+    // Checked in the same rounds, over TLS, echo passes (one failure would have marked it).
+    let metrics = gw.metrics().await;
+    assert!(metrics.contains(&healthy("echo", &echo, 1)), "{metrics}");
+}
+
+/// A client that trusts only `ca` and opens a new connection for every request.
+fn trusting(ca: &std::path::Path) -> reqwest::Client {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pki_types::CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(mercato_security::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    // A resumed session shows the certificate of the handshake it resumes.
+    config.resumption = rustls::client::Resumption::disabled();
+    reqwest::Client::builder()
+        .use_preconfigured_tls(config)
+        .tls_info(true)
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+}
+
+fn presented(response: &reqwest::Response) -> Vec<u8> {
+    let info = response.extensions().get::<reqwest::tls::TlsInfo>().unwrap();
+    info.peer_certificate().unwrap().to_vec()
+}
+
+#[tokio::test]
+async fn the_gateway_serves_clients_over_public_tls_and_picks_up_a_replaced_certificate() {
+    let pki = Pki::new();
+    let public = pki.issue("public");
+    let gw = spawn_gateway_with(|config| {
+        config.gateway.edge.tls = Some(mercato_gateway::PublicTls {
+            cert: public.cert.clone(),
+            key: public.key.clone(),
+        });
+    })
+    .await;
+    let url = format!("https://localhost:{}/api/echo/hello", gw.addr.port());
+    let client = trusting(&public.ca);
+    let first = client.get(&url).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    let before = presented(&first);
+
+    let plaintext = reqwest::get(format!("http://{}/api/echo/hello", gw.addr)).await;
+    assert!(
+        plaintext.is_err(),
+        "a plaintext client was answered: {plaintext:?}"
+    );
+
+    pki.rotate("public");
+    eventually(
+        PATIENCE,
+        "new connections to present the new certificate",
+        || async {
+            let response = client.get(&url).send().await.unwrap();
+            assert_eq!(response.status(), 200);
+            (presented(&response) != before).then_some(())
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_public_certificate_that_cannot_be_read_is_refused_at_start() {
+    let pki = Pki::new();
+    let public = pki.issue("public");
+    let mut config = mercato_gateway::GatewayConfig::default();
+    config.edge.tls = Some(mercato_gateway::PublicTls {
+        cert: public.cert.clone(),
+        key: public.cert.with_extension("missing"),
+    });
+    let refused = config.edge.tls.unwrap().server_config().unwrap_err().to_string();
+    assert!(refused.contains("missing"), "{refused}");
+}
