@@ -8,6 +8,7 @@
 //! process decides it and whenever an earlier one stopped.
 
 use mercato_runtime::metrics::{TracedHistogram, observe_in_trace, traced_histogram};
+use mercato_runtime::resilience::register_metrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -68,31 +69,13 @@ impl SagaMetrics {
             compensations: Family::default(),
             timeouts: Family::default(),
         };
-        registry.register(
-            "mercato_orders_placed",
-            "Orders placed (an idempotent replay is not a new order)",
-            metrics.placed.clone(),
-        );
-        registry.register(
-            "mercato_orders_outcomes",
-            "Orders that ended, confirmed or cancelled, by cancel reason",
-            metrics.outcomes.clone(),
-        );
-        registry.register(
-            "mercato_orders_saga_phase_duration_seconds",
-            "Time of a saga phase: reserve (to inventory's answer or the timeout), charge (to payments' answer or the timeout), confirm (placement to confirmation)",
-            metrics.phases.clone(),
-        );
-        registry.register(
-            "mercato_orders_compensations",
-            "Compensations the saga requested, by kind",
-            metrics.compensations.clone(),
-        );
-        registry.register(
-            "mercato_orders_step_timeouts",
-            "Saga steps the timer gave up on, by step",
-            metrics.timeouts.clone(),
-        );
+        register_metrics!(registry, {
+            metrics.placed => "mercato_orders_placed", "Orders placed (an idempotent replay is not a new order)";
+            metrics.outcomes => "mercato_orders_outcomes", "Orders that ended, confirmed or cancelled, by cancel reason";
+            metrics.phases => "mercato_orders_saga_phase_duration_seconds", "Time of a saga phase: reserve (to inventory's answer or the timeout), charge (to payments' answer or the timeout), confirm (placement to confirmation)";
+            metrics.compensations => "mercato_orders_compensations", "Compensations the saga requested, by kind";
+            metrics.timeouts => "mercato_orders_step_timeouts", "Saga steps the timer gave up on, by step";
+        });
         metrics.expose_every_series();
         metrics
     }

@@ -77,16 +77,10 @@ pub fn current_trace_id() -> Option<String> {
 /// Adds the span counters to a service's registry.
 pub fn register_metrics(registry: &mut Registry) {
     let counts = counts();
-    registry.register(
-        "mercato_trace_spans_exported",
-        "Finished spans sent to the OTLP collector",
-        counts.exported.clone(),
-    );
-    registry.register(
-        "mercato_trace_spans_dropped",
-        "Finished spans dropped: the export queue was full or the collector failed or was away",
-        counts.dropped.clone(),
-    );
+    mercato_resilience::register_metrics!(registry, {
+        counts.exported => "mercato_trace_spans_exported", "Finished spans sent to the OTLP collector";
+        counts.dropped => "mercato_trace_spans_dropped", "Finished spans dropped: the export queue was full or the collector failed or was away";
+    });
 }
 
 /// The running trace pipeline; [`Tracing::shutdown`] sends what is queued.
