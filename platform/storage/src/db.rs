@@ -163,19 +163,27 @@ impl Db {
     }
 
     async fn begin_now(&self) -> Result<Tx, StorageError> {
-        let tx = match self.backend {
-            Backend::Sqlite => self
-                .writer
-                .begin_with("BEGIN IMMEDIATE")
-                .await
-                .map_err(|e| match e {
-                    // Waiting for the writer's turn is waiting for the write lock: busy, as
-                    // SQLITE_BUSY would be, not a database out of reach.
-                    sqlx::Error::PoolTimedOut => StorageError::Transient(e),
-                    e => e.into(),
-                })?,
-            Backend::Postgres => self.writer.begin().await?,
-        };
+        let writer = self.writer.clone();
+        let backend = self.backend;
+        // A begin dropped between sending `BEGIN` and reading its answer (a client that hung up,
+        // a task aborted) would put its connection back in the pool inside a transaction: on
+        // SQLite that keeps the file's write lock and fails every later begin. Run to the end on
+        // its own, the begin always yields a transaction, which rolls back if nobody takes it.
+        let begun = tokio::spawn(async move {
+            match backend {
+                Backend::Sqlite => writer.begin_with("BEGIN IMMEDIATE").await,
+                Backend::Postgres => writer.begin().await,
+            }
+        });
+        let tx = begun
+            .await
+            .map_err(|_| StorageError::Unavailable(sqlx::Error::WorkerCrashed))?
+            .map_err(|e| match e {
+                // Waiting for SQLite's writer turn is waiting for the write lock: busy, as
+                // SQLITE_BUSY would be, not a database out of reach.
+                sqlx::Error::PoolTimedOut if backend == Backend::Sqlite => StorageError::Transient(e),
+                e => e.into(),
+            })?;
         Ok(tx)
     }
 

@@ -5,7 +5,10 @@
 //! SQLite the write lock does the same. A migration whose text changed after it was applied stops
 //! start-up: history is never rewritten silently.
 
+use std::time::Duration;
+
 use sqlx::Executor as _;
+use tokio::time::Instant;
 
 use crate::db::{Backend, Db};
 use crate::error::StorageError;
@@ -70,11 +73,34 @@ fn checksum(sql: &str) -> String {
     format!("{hash:016x}")
 }
 
+/// How long applying migrations waits for a database that another process keeps busy.
+const BUSY_PATIENCE: Duration = Duration::from_secs(30);
+
 /// Applies the migrations `db` has not seen yet and returns how many ran.
 ///
+/// A process that crashed a moment ago, or a `mercato migrate` beside this one, may still hold
+/// SQLite's write lock past the busy timeout: that is waited out (up to 30 s), so a restart
+/// starts once the lock is free instead of failing to start.
+///
 /// # Errors
-/// [`StorageError::Migration`] naming the migration that failed or was edited after it ran.
+/// [`StorageError::Migration`] naming the migration that failed or was edited after it ran;
+/// [`StorageError::Transient`] when the database stayed busy.
 pub async fn migrate(db: &Db, service: &str, migrations: &[Migration]) -> Result<usize, StorageError> {
+    let deadline = Instant::now() + BUSY_PATIENCE;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        match migrate_once(db, service, migrations).await {
+            Err(error @ StorageError::Transient(_)) if Instant::now() < deadline => {
+                tracing::warn!(service, %error, "database busy while applying migrations; trying again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            result => return result,
+        }
+    }
+}
+
+async fn migrate_once(db: &Db, service: &str, migrations: &[Migration]) -> Result<usize, StorageError> {
     let fail = |m: &Migration, reason: String| StorageError::Migration {
         service: service.to_owned(),
         version: m.version,

@@ -26,6 +26,7 @@ mercato_testkit::backend_tests!(
     a_failing_migration_is_named_and_leaves_nothing_behind,
     concurrent_migrations_apply_each_migration_exactly_once,
     the_postgres_variant_runs_on_postgres_and_the_portable_sql_on_sqlite,
+    opening_a_database_another_process_holds_waits_until_it_lets_go,
 );
 
 async fn migrations_apply_in_order_and_a_second_run_applies_none(backend: TestBackend) {
@@ -157,4 +158,35 @@ async fn the_postgres_variant_runs_on_postgres_and_the_portable_sql_on_sqlite(ba
         "its checksum matches"
     );
     db.close().await;
+}
+
+async fn opening_a_database_another_process_holds_waits_until_it_lets_go(backend: TestBackend) {
+    let (test_db, holder) = fresh(backend).await;
+    migrate(&holder, "catalog", &[CREATE_ITEMS]).await.unwrap();
+    let mut held = holder.begin().await.unwrap();
+    let lock = match backend {
+        // Any write takes SQLite's one write lock for the file.
+        TestBackend::Sqlite => "INSERT INTO items (id, label) VALUES (7, 'held')",
+        TestBackend::Postgres => "LOCK TABLE _mercato_migrations IN ACCESS EXCLUSIVE MODE",
+    };
+    sqlx::query(lock).execute(&mut *held).await.unwrap();
+
+    let impatient = mercato_storage::DatabaseConfig {
+        sqlite_busy_timeout_ms: 50,
+        ..config(test_db.url())
+    };
+    let opening = tokio::spawn(async move { mercato_storage::open(&impatient, "catalog", BOTH).await });
+    // Held well past the opener's busy timeout: a start-up that gave up would have ended by now.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(!opening.is_finished(), "start-up gave up on a busy database");
+    held.rollback().await.unwrap();
+
+    let opened = tokio::time::timeout(crate::support::PATIENCE, opening)
+        .await
+        .expect("start-up continues once the lock is free")
+        .unwrap()
+        .expect("the migrations apply");
+    assert_eq!(ledger_versions(&opened).await, [1, 2]);
+    opened.close().await;
+    holder.close().await;
 }

@@ -10,6 +10,7 @@ mercato_testkit::backend_tests!(
     readers_are_not_blocked_by_an_open_write_transaction_and_the_next_writer_waits_its_turn,
     a_dropped_transaction_leaves_nothing_and_frees_the_writer,
     a_rolled_back_transaction_leaves_nothing,
+    a_begin_cancelled_half_way_leaves_no_transaction_open,
 );
 
 async fn counter(db: &Db) {
@@ -172,5 +173,31 @@ async fn a_rolled_back_transaction_leaves_nothing(backend: TestBackend) {
     tx.rollback().await.unwrap();
 
     assert_eq!(count(&db, "SELECT COUNT(*) FROM notes").await, 0);
+    db.close().await;
+}
+
+/// A caller that goes away while its `begin` is under way (a client that hung up, a task
+/// aborted in a crash) must not leave the connection inside a transaction: on SQLite that would
+/// hold the file's write lock for as long as the pool lives, and every later writer would fail.
+async fn a_begin_cancelled_half_way_leaves_no_transaction_open(backend: TestBackend) {
+    let (test_db, db) = fresh(backend).await;
+    counter(&db).await;
+    // Cancelled after ever more time, so that some cancels land between sending `BEGIN` and
+    // reading its answer, wherever that falls on this machine.
+    for step in 0..200_u64 {
+        let wait = std::time::Duration::from_micros(step * 25);
+        drop(tokio::time::timeout(wait, db.begin()).await);
+        increment(db.clone()).await;
+    }
+    // Another process's writer finds the file free.
+    let other = Db::connect(&DatabaseConfig {
+        sqlite_busy_timeout_ms: 1_000,
+        ..config(test_db.url())
+    })
+    .await
+    .unwrap();
+    increment(other.clone()).await;
+    assert_eq!(count(&db, "SELECT n FROM counter WHERE id = 1").await, 201);
+    other.close().await;
     db.close().await;
 }
