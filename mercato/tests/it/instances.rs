@@ -7,7 +7,7 @@ mod postgres {
     use mercato_testkit::nats::NatsServer;
     use mercato_testkit::{TestBackend, TestDatabase, eventually};
 
-    use crate::support::{PATIENCE, Process, free_port, metrics_of};
+    use crate::support::{PATIENCE, Process, metrics_of};
 
     /// Requests to `/api/products` that reached the instance at `url`, from its own metrics.
     async fn products_served(http: &reqwest::Client, url: &str) -> Option<u64> {
@@ -26,11 +26,6 @@ mod postgres {
         let nats = NatsServer::start(db.dir()).await;
         let data = db.dir().join("data");
         let data = data.to_str().unwrap().to_owned();
-        let (port_a, port_b) = (free_port(), free_port());
-        let (url_a, url_b) = (
-            format!("http://127.0.0.1:{port_a}"),
-            format!("http://127.0.0.1:{port_b}"),
-        );
         let common = vec![
             ("MERCATO_BUS__URL", nats.url()),
             (
@@ -45,8 +40,15 @@ mod postgres {
             let data = data.clone();
             async move { Process::spawn(&["serve", "inventory", "--data-dir", &data], &env, &["inventory"]).await }
         };
-        let a = inventory(port_a, true).await;
-        let b = inventory(port_b, false).await;
+        // Port 0: a port chosen before the process binds it may be taken by then.
+        let a = inventory(0, true).await;
+        let b = inventory(0, false).await;
+        let (url_a, url_b) = (a.url("inventory").to_owned(), b.url("inventory").to_owned());
+        let port_b: u16 = url_b
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port");
 
         let config = db.dir().join("gateway.toml");
         std::fs::write(

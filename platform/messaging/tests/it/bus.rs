@@ -649,3 +649,34 @@ async fn a_group_whose_types_changed_keeps_its_place_and_gets_only_its_new_types
     let got = ack_all(receive(&mut after, 1).await).await;
     assert_eq!(seqs_and_types(&got), [(6, "B".into())]);
 }
+
+/// Streams are NATS's own: the embedded log has none to lose.
+mod streams {
+    mod nats {
+        use crate::support::{BusBackend, TestBroker, noted};
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_stream_deleted_behind_the_bus_is_made_again_by_the_next_publish() {
+            let broker = TestBroker::start(BusBackend::Nats).await;
+            let bus = broker.connect().await;
+            bus.publish(&noted("orders", "order-1", 1)).await.unwrap();
+            let js = async_nats::jetstream::new(
+                async_nats::connect(broker.config().url)
+                    .await
+                    .expect("a second connection"),
+            );
+            js.delete_stream("MERCATO_ORDERS")
+                .await
+                .expect("delete the stream");
+
+            bus.publish(&noted("orders", "order-1", 2)).await.unwrap();
+            bus.publish_batch(&[noted("orders", "order-1", 3), noted("orders", "order-1", 4)])
+                .await
+                .unwrap();
+
+            let mut stream = js.get_stream("MERCATO_ORDERS").await.expect("the stream again");
+            let stored = stream.info().await.expect("stream info").state.messages;
+            assert_eq!(stored, 3, "the messages published after the deletion are stored");
+        }
+    }
+}

@@ -7,7 +7,7 @@ use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::{NatsBus, check_envelope, subject_token, unavailable};
+use super::{NatsBus, StreamPatience, check_envelope, subject_token, unavailable};
 use crate::bus::{BusError, PartialPublish};
 use crate::envelope::Envelope;
 
@@ -21,24 +21,22 @@ struct Stopped {
 
 impl NatsBus {
     /// Publishes `envelopes` in order with `Nats-Msg-Id` set to each event id; see
-    /// [`crate::Bus::publish_batch`]. A stream deleted behind this client's back is created again
-    /// once and the rest of the batch sent again.
+    /// [`crate::Bus::publish_batch`]. A missing stream (deleted behind this client's back, or
+    /// not taking messages yet) is created again and the rest of the batch sent again, for up to
+    /// the bus timeout.
     ///
     /// # Errors
     /// [`PartialPublish`] with the acknowledged prefix.
     pub async fn publish_batch(&self, envelopes: &[Envelope]) -> Result<(), PartialPublish> {
         let mut done = 0;
-        let mut recreated = false;
+        let mut patience = StreamPatience::new(self.timeout());
         loop {
             let Err(stopped) = self.publish_run(&envelopes[done..]).await else {
                 return Ok(());
             };
             done += stopped.acknowledged;
             match stopped.missing_stream {
-                Some(stream) if !recreated => {
-                    recreated = true;
-                    self.forget_stream(&stream);
-                }
+                Some(stream) if patience.wait().await => self.forget_stream(&stream),
                 _ => {
                     return Err(PartialPublish {
                         acknowledged: done,

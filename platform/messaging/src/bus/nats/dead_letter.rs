@@ -6,7 +6,7 @@ use async_nats::jetstream::stream::{self, RawMessageErrorKind};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use super::{NatsBus, NatsHandle, SendError, check_envelope, subject_token, unavailable};
+use super::{NatsBus, NatsHandle, check_envelope, subject_token, unavailable};
 use crate::bus::{BusError, DeadLetter, parked_error};
 use crate::envelope::Envelope;
 
@@ -137,21 +137,11 @@ impl NatsHandle {
             id: envelope.id.clone(),
             reason: e.to_string(),
         })?);
-        self.bus.connected()?;
-        self.bus.ensure_stream(DLQ_STREAM, DLQ_SUBJECTS).await?;
         let msg_id = format!("{}:parked:{}:{seq}", self.group, envelope.id);
         let subject = format!("mercato.dlq.{}", self.group);
-        match self.bus.send(subject.clone(), &msg_id, payload.clone()).await {
-            Err(SendError::NoStream) => {
-                self.bus.forget_stream(DLQ_STREAM);
-                self.bus.ensure_stream(DLQ_STREAM, DLQ_SUBJECTS).await?;
-                self.bus
-                    .send(subject, &msg_id, payload)
-                    .await
-                    .map_err(SendError::into_bus)?;
-            }
-            other => other.map_err(SendError::into_bus)?,
-        }
+        self.bus
+            .send_to_stream(DLQ_STREAM, DLQ_SUBJECTS, subject, &msg_id, payload)
+            .await?;
         self.confirm(AckKind::Term).await
     }
 }

@@ -196,18 +196,35 @@ impl NatsBus {
         msg_id: &str,
         payload: Bytes,
     ) -> Result<(), BusError> {
+        let stream = stream_name(category);
+        self.send_to_stream(
+            &stream,
+            &format!("mercato.{category}.>"),
+            subject,
+            msg_id,
+            payload,
+        )
+        .await
+    }
+
+    /// Sends one message to `stream` (taking `subjects`), creating the stream when it is missing:
+    /// never made, or deleted behind this client's back.
+    async fn send_to_stream(
+        &self,
+        stream: &str,
+        subjects: &str,
+        subject: String,
+        msg_id: &str,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
         self.connected()?;
-        let stream = self.ensure_category_stream(category).await?;
-        match self.send(subject.clone(), msg_id, payload.clone()).await {
-            Err(SendError::NoStream) => {
-                // Deleted behind our back: forget it, create it again, try once more.
-                self.forget_stream(&stream);
-                self.ensure_category_stream(category).await?;
-                self.send(subject, msg_id, payload)
-                    .await
-                    .map_err(SendError::into_bus)
+        let mut patience = StreamPatience::new(self.timeout());
+        loop {
+            self.ensure_stream(stream, subjects).await?;
+            match self.send(subject.clone(), msg_id, payload.clone()).await {
+                Err(SendError::NoStream) if patience.wait().await => self.forget_stream(stream),
+                other => return other.map_err(SendError::into_bus),
             }
-            other => other.map_err(SendError::into_bus),
         }
     }
 
@@ -291,6 +308,34 @@ impl NatsBus {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(name);
+    }
+}
+
+/// How long a publish goes on creating a missing stream and sending again. A stream created a
+/// moment ago can answer "no responders" for a short while on a busy server, so one more try
+/// straight away is not enough.
+pub(super) struct StreamPatience {
+    until: tokio::time::Instant,
+    pause: Duration,
+}
+
+impl StreamPatience {
+    pub(super) fn new(within: Duration) -> Self {
+        Self {
+            until: tokio::time::Instant::now() + within,
+            pause: Duration::from_millis(10),
+        }
+    }
+
+    /// Waits a little before the next try; false once the time is up.
+    pub(super) async fn wait(&mut self) -> bool {
+        let now = tokio::time::Instant::now();
+        if now >= self.until {
+            return false;
+        }
+        tokio::time::sleep(self.pause.min(self.until - now)).await;
+        self.pause = (self.pause * 2).min(Duration::from_millis(250));
+        true
     }
 }
 
