@@ -35,9 +35,9 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mercato_kit::{ServiceBuilder, ServiceSettings, StartError};
+use mercato_kit::{ServiceBuilder, StartError};
 use mercato_messaging::Bus;
-use mercato_runtime::settings::{InvalidSetting, Validate, positive, section};
+use mercato_runtime::settings::{InvalidSetting, Validate, positive};
 use mercato_storage::{DatabaseConfig, Db};
 use serde::{Deserialize, Serialize};
 
@@ -76,17 +76,10 @@ impl Validate for InventoryConfig {
     }
 }
 
-/// Everything inventory needs to start.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub service: ServiceSettings,
-    pub inventory: InventoryConfig,
-}
-
-impl Validate for Config {
-    fn validate(&self) -> Result<(), InvalidSetting> {
-        section("", &self.service)?;
-        section("inventory", &self.inventory)
+mercato_kit::service_config! {
+    /// Everything inventory needs to start.
+    pub struct Config {
+        pub inventory: InventoryConfig => "inventory",
     }
 }
 

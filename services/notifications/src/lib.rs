@@ -44,7 +44,7 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mercato_kit::{ServiceBuilder, ServiceSettings, StartError};
+use mercato_kit::{ServiceBuilder, StartError};
 use mercato_messaging::Bus;
 use mercato_runtime::settings::{InvalidSetting, Validate, positive, section};
 use mercato_storage::{DatabaseConfig, Db};
@@ -96,17 +96,10 @@ impl Validate for NotificationsConfig {
     }
 }
 
-/// Everything notifications needs to start.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub service: ServiceSettings,
-    pub notifications: NotificationsConfig,
-}
-
-impl Validate for Config {
-    fn validate(&self) -> Result<(), InvalidSetting> {
-        section("", &self.service)?;
-        section("notifications", &self.notifications)
+mercato_kit::service_config! {
+    /// Everything notifications needs to start.
+    pub struct Config {
+        pub notifications: NotificationsConfig => "notifications",
     }
 }
 
