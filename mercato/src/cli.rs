@@ -305,7 +305,7 @@ async fn migrate(config: &Config, services: &[ServiceName]) -> anyhow::Result<()
     } else {
         services.to_vec()
     };
-    for service in chosen.into_iter().filter(|s| s.has_database()) {
+    for service in chosen.into_iter().filter(|s| s.is_domain_service()) {
         let database = config.database_for(service);
         let db = mercato_storage::Db::connect(&database).await?;
         let migrations = match service {

@@ -40,28 +40,11 @@ impl ServiceName {
         }
     }
 
-    /// Whether the service owns a database.
+    /// Whether it is a domain service, built by the service kit: such a service owns a database,
+    /// publishes or consumes events, is served over mutual TLS when `[tls]` is on, and is reached
+    /// through the gateway. The gateway is the edge and the sandbox stands for an outside provider.
     #[must_use]
-    pub fn has_database(self) -> bool {
-        !matches!(self, Self::Gateway | Self::PaymentSandbox)
-    }
-
-    /// Whether the service is served over mutual TLS when `[tls]` is on: those the service kit
-    /// builds. The gateway is the edge and the sandbox stands for an outside provider.
-    #[must_use]
-    pub fn serves_mutual_tls(self) -> bool {
-        !matches!(self, Self::Gateway | Self::PaymentSandbox)
-    }
-
-    /// Whether the service publishes or consumes events.
-    #[must_use]
-    pub fn uses_bus(self) -> bool {
-        !matches!(self, Self::Gateway | Self::PaymentSandbox)
-    }
-
-    /// Whether clients reach it through the gateway (the sandbox stands for an outside provider).
-    #[must_use]
-    pub fn behind_gateway(self) -> bool {
+    pub fn is_domain_service(self) -> bool {
         !matches!(self, Self::Gateway | Self::PaymentSandbox)
     }
 }

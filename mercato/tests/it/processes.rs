@@ -94,7 +94,7 @@ mod postgres {
         ];
         let mut keeping_data: Vec<&str> = ServiceName::ALL
             .iter()
-            .filter(|s| s.has_database())
+            .filter(|s| s.is_domain_service())
             .map(|s| s.as_str())
             .collect();
         let mut listed: Vec<&str> = services.iter().map(|(name, _)| *name).collect();
