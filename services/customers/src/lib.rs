@@ -59,14 +59,6 @@ fn projection_poll(config: &Config) -> Result<(), InvalidSetting> {
     positive(config.projection_poll_ms, "projections.poll_ms")
 }
 
-/// Connects to the database and applies customers' migrations.
-///
-/// # Errors
-/// The database cannot be reached or a migration fails.
-pub async fn open_database(config: &mercato_storage::DatabaseConfig) -> Result<Db, StartError> {
-    mercato_kit::builder::open_database(NAME, config, store::MIGRATIONS).await
-}
-
 /// Rebuilds the projection `name` from position zero; returns the events applied.
 ///
 /// # Errors

@@ -30,7 +30,7 @@ use mercato_messaging::{Bus, Outbox};
 use mercato_runtime::CancellationToken;
 use mercato_runtime::settings::{InvalidSetting, Validate, ensure, positive};
 use mercato_security::{KeyError, KeyStore, Verifier};
-use mercato_storage::{DatabaseConfig, Db};
+use mercato_storage::Db;
 use serde::{Deserialize, Serialize};
 
 pub use accounts::{AccountError, Accounts};
@@ -122,14 +122,6 @@ fn service_tokens_expire_first(config: &Config) -> Result<(), InvalidSetting> {
         "service_tokens.ttl_secs",
         "must not be longer than identity.access_token_ttl_secs",
     )
-}
-
-/// Connects to the database and applies identity's migrations.
-///
-/// # Errors
-/// The database cannot be reached or a migration fails.
-pub async fn open_database(config: &DatabaseConfig) -> Result<Db, StartError> {
-    mercato_kit::builder::open_database(NAME, config, store::MIGRATIONS).await
 }
 
 /// The account operations over an open database, for the CLI's admin tasks. Events they cause

@@ -38,7 +38,6 @@ use std::time::Duration;
 use mercato_kit::{ServiceBuilder, StartError};
 use mercato_messaging::Bus;
 use mercato_runtime::settings::{InvalidSetting, Validate, positive};
-use mercato_storage::{DatabaseConfig, Db};
 use serde::{Deserialize, Serialize};
 
 pub use catalogue::{Catalogue, CatalogueError};
@@ -81,14 +80,6 @@ mercato_kit::service_config! {
     pub struct Config {
         pub inventory: InventoryConfig => "inventory",
     }
-}
-
-/// Connects to the database and applies inventory's migrations.
-///
-/// # Errors
-/// The database cannot be reached or a migration fails.
-pub async fn open_database(config: &DatabaseConfig) -> Result<Db, StartError> {
-    mercato_kit::builder::open_database(NAME, config, store::MIGRATIONS).await
 }
 
 /// Opens the database (loading the demo catalogue into an empty one when asked), binds the

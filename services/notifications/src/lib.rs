@@ -47,7 +47,6 @@ use std::time::Duration;
 use mercato_kit::{ServiceBuilder, StartError};
 use mercato_messaging::Bus;
 use mercato_runtime::settings::{InvalidSetting, Validate, positive, section};
-use mercato_storage::{DatabaseConfig, Db};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -101,14 +100,6 @@ mercato_kit::service_config! {
     pub struct Config {
         pub notifications: NotificationsConfig => "notifications",
     }
-}
-
-/// Connects to the database and applies notifications' migrations.
-///
-/// # Errors
-/// The database cannot be reached or a migration fails.
-pub async fn open_database(config: &DatabaseConfig) -> Result<Db, StartError> {
-    mercato_kit::builder::open_database(NAME, config, store::MIGRATIONS).await
 }
 
 /// Opens the database, binds the listener, and prepares the inboxes and the email worker.

@@ -1,5 +1,6 @@
 use mercato_identity::admin::{AdminOutcome, create_admin};
-use mercato_identity::{AccountError, Accounts};
+use mercato_identity::store::MIGRATIONS;
+use mercato_identity::{AccountError, Accounts, NAME};
 use mercato_testkit::backend_tests;
 use serde_json::Value;
 
@@ -15,7 +16,7 @@ backend_tests!(spawn_app =>
 
 /// The account operations over the running service's database and keys, as the CLI opens them.
 async fn accounts(app: &TestApp) -> Accounts {
-    let db = mercato_identity::open_database(&app.config.service.database)
+    let db = mercato_kit::builder::open_database(NAME, &app.config.service.database, MIGRATIONS)
         .await
         .unwrap();
     mercato_identity::accounts(db, &app.config).unwrap()

@@ -123,10 +123,14 @@ async fn an_email_the_server_always_refuses_fails_after_max_attempts_and_is_neve
 /// A database with notifications' schema and no service running on it.
 async fn bare_database(backend: TestBackend) -> (TestDatabase, Db) {
     let database = TestDatabase::new(backend).await;
-    let db = mercato_notifications::open_database(&DatabaseConfig {
-        url: database.url().into(),
-        ..DatabaseConfig::default()
-    })
+    let db = mercato_kit::builder::open_database(
+        mercato_notifications::NAME,
+        &DatabaseConfig {
+            url: database.url().into(),
+            ..DatabaseConfig::default()
+        },
+        store::MIGRATIONS,
+    )
     .await
     .expect("open the database");
     (database, db)
