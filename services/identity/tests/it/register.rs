@@ -57,17 +57,18 @@ async fn the_email_is_trimmed_and_lower_cased(app: TestApp) {
 }
 
 async fn a_taken_email_is_a_409_problem(app: TestApp) {
-    app.register_user("ada@example.com", "Ada").await;
-    let response = app
-        .register(&json!({"email": "ada@example.com", "password": "another password", "name": "Eve"}))
-        .await;
-    expect_problem_of(response, 409, "conflict").await;
+    registering_again_is_a_409(&app, "ada@example.com").await;
 }
 
 async fn an_email_taken_in_another_case_is_a_409_problem(app: TestApp) {
+    registering_again_is_a_409(&app, " ADA@example.com").await;
+}
+
+/// Registers ada@example.com, then `email` (the same address as written by someone else).
+async fn registering_again_is_a_409(app: &TestApp, email: &str) {
     app.register_user("ada@example.com", "Ada").await;
     let response = app
-        .register(&json!({"email": " ADA@example.com", "password": "another password", "name": "Eve"}))
+        .register(&json!({"email": email, "password": "another password", "name": "Eve"}))
         .await;
     expect_problem_of(response, 409, "conflict").await;
 }

@@ -46,9 +46,7 @@ async fn an_admin_sets_the_stock_and_the_change_is_published(app: TestApp) {
 
 async fn an_admin_sets_the_price_and_the_change_is_published(app: TestApp) {
     let body = json!({"price": {"amount_minor": 1450, "currency": "USD"}});
-    let response = app
-        .put("/api/products/TEE-BLK-M/price", Some(&app.admin_token()), &body)
-        .await;
+    let response = app.admin_put("/api/products/TEE-BLK-M/price", &body).await;
     assert_eq!(response.status(), 200);
     let product: Value = response.json().await.unwrap();
     assert_eq!(product["price"], json!({"amount_minor": 1450, "currency": "USD"}));
@@ -165,14 +163,9 @@ async fn stock_cannot_fall_below_what_orders_hold(backend: TestBackend) {
     answers.wait_for("StockReserved", |e| e.stream_id == order).await;
     assert_eq!(app.available("NOTE-A5").await, 120);
 
-    let admin = app.admin_token();
     let problem = expect_problem(
-        app.put(
-            "/api/products/NOTE-A5/stock",
-            Some(&admin),
-            &json!({"quantity": 29}),
-        )
-        .await,
+        app.admin_put("/api/products/NOTE-A5/stock", &json!({"quantity": 29}))
+            .await,
         422,
     )
     .await;
@@ -186,26 +179,14 @@ async fn stock_cannot_fall_below_what_orders_hold(backend: TestBackend) {
 }
 
 async fn changing_an_unknown_product_is_not_found(app: TestApp) {
-    let admin = app.admin_token();
-    expect_problem(
-        app.put(
-            "/api/products/NOPE-1/stock",
-            Some(&admin),
-            &json!({"quantity": 1}),
-        )
-        .await,
-        404,
-    )
-    .await;
-    expect_problem(
-        app.put(
+    for (path, body) in [
+        ("/api/products/NOPE-1/stock", json!({"quantity": 1})),
+        (
             "/api/products/NOPE-1/price",
-            Some(&admin),
-            &json!({"price": {"amount_minor": 1, "currency": "EUR"}}),
-        )
-        .await,
-        404,
-    )
-    .await;
+            json!({"price": {"amount_minor": 1, "currency": "EUR"}}),
+        ),
+    ] {
+        expect_problem(app.admin_put(path, &body).await, 404).await;
+    }
     assert!(app.written("NOPE-1").await.is_empty());
 }
