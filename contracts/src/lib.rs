@@ -61,3 +61,11 @@ pub mod grpc {
         tonic::include_proto!("mercato.customers.v1");
     }
 }
+
+/// Asserts that some finding of a check (a broken contract, an incompatible proto) satisfies
+/// `wanted`, showing them all when none does.
+#[cfg(test)]
+#[track_caller]
+pub(crate) fn assert_found(found: &[String], wanted: impl Fn(&str) -> bool) {
+    assert!(found.iter().any(|f| wanted(f)), "{found:?}");
+}

@@ -12,7 +12,7 @@ use utoipa::openapi::security::{
     Flow, HttpAuthScheme, HttpBuilder, OAuth2, Password, Scopes, SecurityScheme,
 };
 use utoipa::openapi::{OpenApi, Ref, RefOr, Response, ResponseBuilder, Schema};
-use utoipa::{IntoParams, PartialSchema, ToSchema};
+use utoipa::{IntoParams, IntoResponses, PartialSchema, ToSchema};
 
 use crate::customers::Address;
 use crate::money::Money;
@@ -171,6 +171,20 @@ pub struct PageParams {
     #[param(pattern = "^[A-Za-z0-9_-]{0,512}$")]
     pub page_token: Option<String>,
 }
+
+/// How a list refuses a query it cannot use, beside [`PageParams`].
+#[derive(Debug, IntoResponses)]
+pub enum PageQueryRefused {
+    #[response(status = 400, description = "The query string does not parse")]
+    Malformed,
+    #[response(status = 422, description = "`page_size` or `page_token` is invalid")]
+    Invalid,
+}
+
+/// How an admin route refuses a caller without the role.
+#[derive(Debug, IntoResponses)]
+#[response(status = 403, description = "The caller is not an admin")]
+pub struct NotAdmin;
 
 /// What any route may answer, whoever wrote it, and when. An error answer a route states
 /// without a body carries the problem document.

@@ -305,19 +305,10 @@ async fn migrate(config: &Config, services: &[ServiceName]) -> anyhow::Result<()
     } else {
         services.to_vec()
     };
-    for service in chosen.into_iter().filter(|s| s.has_database()) {
+    for service in chosen.into_iter().filter(|s| s.is_domain_service()) {
         let database = config.database_for(service);
         let db = mercato_storage::Db::connect(&database).await?;
-        let migrations = match service {
-            ServiceName::Identity => mercato_identity::store::MIGRATIONS,
-            ServiceName::Customers => mercato_customers::store::MIGRATIONS,
-            ServiceName::Inventory => mercato_inventory::store::MIGRATIONS,
-            ServiceName::Orders => mercato_orders::store::MIGRATIONS,
-            ServiceName::Notifications => mercato_notifications::store::MIGRATIONS,
-            ServiceName::Payments => mercato_payments::store::MIGRATIONS,
-            ServiceName::Gateway | ServiceName::PaymentSandbox => &[],
-        };
-        let applied = mercato_storage::migrate(&db, service.as_str(), migrations).await?;
+        let applied = mercato_storage::migrate(&db, service.as_str(), service.migrations()).await?;
         println!(
             "{}: {applied} migration(s) applied ({})",
             service.as_str(),
@@ -408,13 +399,13 @@ async fn projections(config: &Config, command: &ProjectionsCommand) -> anyhow::R
             let database = config.database_for(*service);
             let applied = match service {
                 ServiceName::Orders => {
-                    let db = mercato_orders::open_database(&database).await?;
+                    let db = ServiceName::Orders.open_database(&database).await?;
                     let applied = mercato_orders::rebuild_projection(&db, &config.orders, name).await;
                     db.close().await;
                     applied
                 }
                 _ => {
-                    let db = mercato_customers::open_database(&database).await?;
+                    let db = ServiceName::Customers.open_database(&database).await?;
                     let applied = mercato_customers::rebuild_projection(&db, name).await;
                     db.close().await;
                     applied
@@ -504,7 +495,9 @@ async fn create_admin(config: &Config, email: &str) -> anyhow::Result<()> {
             .context("cannot read the password")?,
     };
     let identity = service_config::identity(config);
-    let db = mercato_identity::open_database(&identity.service.database).await?;
+    let db = ServiceName::Identity
+        .open_database(&identity.service.database)
+        .await?;
     let accounts = mercato_identity::accounts(db.clone(), &identity)?;
     let outcome = mercato_identity::admin::create_admin(&accounts, email, &password).await;
     db.close().await;

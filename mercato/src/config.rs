@@ -300,7 +300,7 @@ impl Config {
                     "must start with http:// or https://",
                 ));
             }
-            if service.has_database() {
+            if service.is_domain_service() {
                 let db = self.database_for(*service);
                 Backend::of_url(&db.url)
                     .map_err(|e| invalid(format!("{key}.database_url"), e.to_string()))?;
@@ -362,7 +362,7 @@ impl Config {
     /// `service`'s URL at `addr`: `https://` when it is served over mutual TLS, else `http://`.
     #[must_use]
     pub fn url_of(&self, service: ServiceName, addr: SocketAddr) -> String {
-        let scheme = if self.tls.enabled && service.serves_mutual_tls() {
+        let scheme = if self.tls.enabled && service.is_domain_service() {
             "https"
         } else {
             "http"

@@ -1,5 +1,8 @@
 //! The services the `mercato` binary can run, by name.
 
+use mercato_kit::StartError;
+use mercato_storage::{DatabaseConfig, Db, Migration};
+
 /// The services the `mercato` binary can run, in start order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, clap::ValueEnum)]
 pub enum ServiceName {
@@ -40,28 +43,34 @@ impl ServiceName {
         }
     }
 
-    /// Whether the service owns a database.
+    /// The service's migrations; none for the gateway and the sandbox, which keep no database.
     #[must_use]
-    pub fn has_database(self) -> bool {
-        !matches!(self, Self::Gateway | Self::PaymentSandbox)
+    pub fn migrations(self) -> &'static [Migration] {
+        match self {
+            Self::Identity => mercato_identity::store::MIGRATIONS,
+            Self::Customers => mercato_customers::store::MIGRATIONS,
+            Self::Inventory => mercato_inventory::store::MIGRATIONS,
+            Self::Orders => mercato_orders::store::MIGRATIONS,
+            Self::Notifications => mercato_notifications::store::MIGRATIONS,
+            Self::Payments => mercato_payments::store::MIGRATIONS,
+            Self::Gateway | Self::PaymentSandbox => &[],
+        }
     }
 
-    /// Whether the service is served over mutual TLS when `[tls]` is on: those the service kit
-    /// builds. The gateway is the edge and the sandbox stands for an outside provider.
-    #[must_use]
-    pub fn serves_mutual_tls(self) -> bool {
-        !matches!(self, Self::Gateway | Self::PaymentSandbox)
+    /// Connects to the service's database and applies its migrations, for work on its data
+    /// while it is stopped (an admin account, a projection's rebuild).
+    ///
+    /// # Errors
+    /// The database cannot be reached or a migration fails.
+    pub async fn open_database(self, database: &DatabaseConfig) -> Result<Db, StartError> {
+        mercato_kit::builder::open_database(self.as_str(), database, self.migrations()).await
     }
 
-    /// Whether the service publishes or consumes events.
+    /// Whether it is a domain service, built by the service kit: such a service owns a database,
+    /// publishes or consumes events, is served over mutual TLS when `[tls]` is on, and is reached
+    /// through the gateway. The gateway is the edge and the sandbox stands for an outside provider.
     #[must_use]
-    pub fn uses_bus(self) -> bool {
-        !matches!(self, Self::Gateway | Self::PaymentSandbox)
-    }
-
-    /// Whether clients reach it through the gateway (the sandbox stands for an outside provider).
-    #[must_use]
-    pub fn behind_gateway(self) -> bool {
+    pub fn is_domain_service(self) -> bool {
         !matches!(self, Self::Gateway | Self::PaymentSandbox)
     }
 }

@@ -116,7 +116,7 @@ pub fn sandbox(config: &Config) -> mercato_payments::sandbox::SandboxConfig {
 pub fn gateway(config: &Config, urls: &Urls) -> mercato_gateway::Config {
     let upstreams = ServiceName::ALL
         .iter()
-        .filter(|s| s.behind_gateway())
+        .filter(|s| s.is_domain_service())
         .map(|s| (s.as_str().to_owned(), vec![urls[s].clone()]))
         .collect();
     mercato_gateway::Config {

@@ -103,7 +103,7 @@ pub async fn start(
     };
     ensure_service_keys(config)?;
     // One bus connection for every service of this process.
-    let bus = if names.iter().any(|n| n.uses_bus()) {
+    let bus = if names.iter().any(|n| n.is_domain_service()) {
         let url = mercato_storage::db::redact_url(&config.bus.url);
         Some(
             Bus::connect(&config.bus)
@@ -210,7 +210,7 @@ impl Running {
         } else {
             config.base_url(name)
         };
-        let backend = backend_of(&config.database_for(name).url).filter(|_| name.has_database());
+        let backend = backend_of(&config.database_for(name).url).filter(|_| name.is_domain_service());
         self.started.push(Started {
             name,
             addr,

@@ -806,7 +806,7 @@ fn green_objects(system: &System, overlay: &Overlay) -> Vec<Value> {
     system
         .workloads
         .iter()
-        .filter(|w| w.service.behind_gateway())
+        .filter(|w| w.service.is_domain_service())
         .flat_map(|w| {
             [
                 deployment(system, w, Track::Green),
@@ -822,7 +822,7 @@ fn green_objects(system: &System, overlay: &Overlay) -> Vec<Value> {
 #[must_use]
 pub fn blue_green_toml(system: &System) -> String {
     let mut out = toml(system);
-    for w in system.workloads.iter().filter(|w| w.service.behind_gateway()) {
+    for w in system.workloads.iter().filter(|w| w.service.is_domain_service()) {
         out.push_str(&format!(
             "\n[gateway.upstreams.{name}]\nblue = [\"http://{name}:{port}\"]\ngreen = [\"http://{green}:{port}\"]\n",
             name = w.name,

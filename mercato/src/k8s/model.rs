@@ -108,7 +108,7 @@ pub fn calls(service: ServiceName) -> Vec<ServiceName> {
     let mut out = Vec::new();
     match service {
         ServiceName::Gateway => {
-            out.extend(ServiceName::ALL.iter().copied().filter(|s| s.behind_gateway()));
+            out.extend(ServiceName::ALL.iter().copied().filter(|s| s.is_domain_service()));
         }
         ServiceName::Identity | ServiceName::PaymentSandbox => {}
         other => {
@@ -149,8 +149,8 @@ impl System {
                 service,
                 name: service.as_str(),
                 port: config.endpoint(service).listen.port(),
-                database: service.has_database(),
-                bus: service.uses_bus(),
+                database: service.is_domain_service(),
+                bus: service.is_domain_service(),
                 redis: uses_redis(service),
                 calls: calls(service),
                 public: service == ServiceName::Gateway,

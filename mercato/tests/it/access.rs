@@ -4,25 +4,15 @@
 use std::time::Duration;
 
 use mercato::access::{self, nats as rendered, redis as acl};
-use mercato_messaging::{Bus, BusConfig, ConsumerSpec, Envelope, Event};
+use mercato_messaging::{Bus, BusConfig, ConsumerSpec, Envelope};
+use mercato_testkit::event::Noted;
 use mercato_testkit::nats::NatsServer;
-use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Serialize, Deserialize)]
-struct Probe {
-    n: u32,
-}
-
-impl Event for Probe {
-    const TYPE: &'static str = "Probe";
-    const VERSION: u32 = 1;
-}
-
-fn probe(category: &str, n: u32) -> Envelope {
+fn probe(category: &str, n: i64) -> Envelope {
     Envelope::new(
         category,
         &format!("{category}-{}", uuid::Uuid::new_v4().simple()),
-        &Probe { n },
+        &Noted { n },
         &mercato_messaging::Context::default(),
     )
     .unwrap()
@@ -108,7 +98,7 @@ mod nats {
             );
         };
         delivery
-            .park("no handler for Probe")
+            .park("no handler for Noted")
             .await
             .expect("inventory parks in its own group");
         inventory
@@ -121,7 +111,7 @@ mod nats {
         assert!(forged.is_err(), "inventory published an orders event");
         let log = server.log();
         assert!(
-            log.contains("Violation - User \"inventory\", Subject \"mercato.orders.Probe\""),
+            log.contains("Violation - User \"inventory\", Subject \"mercato.orders.Noted\""),
             "the server did not refuse the publish itself:\n{log}"
         );
         let stolen = notifications
@@ -146,6 +136,8 @@ mod nats {
 
 /// Needs Redis: left out with the other Redis suites when it is missing.
 mod redis {
+    use ::redis::AsyncCommands as _;
+
     use super::*;
 
     /// Every ACL user is deleted when the test ends, pass or fail.
@@ -208,23 +200,9 @@ mod redis {
         let limiter_key = format!("{}ratelimit:client-1", keys.as_str());
         let cache_key = format!("{}cache:v:product-1", keys.as_str());
 
-        let _: () = ::redis::cmd("SET")
-            .arg(&limiter_key)
-            .arg("1")
-            .query_async(gateway)
-            .await
-            .unwrap();
-        let _: () = ::redis::cmd("SET")
-            .arg(&cache_key)
-            .arg("{}")
-            .query_async(cache)
-            .await
-            .unwrap();
-        let read: Option<String> = ::redis::cmd("GET")
-            .arg(&cache_key)
-            .query_async(cache)
-            .await
-            .unwrap();
+        let _: () = gateway.set(&limiter_key, "1").await.unwrap();
+        let _: () = cache.set(&cache_key, "{}").await.unwrap();
+        let read: Option<String> = cache.get(&cache_key).await.unwrap();
         assert_eq!(read.as_deref(), Some("{}"));
 
         let refused: ::redis::RedisResult<Option<String>> =

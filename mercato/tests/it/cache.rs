@@ -10,7 +10,6 @@ use mercato_testkit::{TestBackend, eventually};
 use serde_json::{Value, json};
 
 use crate::support::{PATIENCE, System, fresh, metrics_of, unique_email};
-use reqwest::Method;
 
 const SKU: &str = "MUG-001";
 
@@ -92,11 +91,6 @@ impl Drop for SecondOrders {
     }
 }
 
-pub async fn admin_put(system: &System, admin: &str, path: &str, body: Value) {
-    let response = system.send_json(Method::PUT, path, admin, &body).await;
-    assert_eq!(response.status(), 200, "PUT {path}");
-}
-
 async fn a_price_change_reaches_another_orders_instance(backend: TestBackend, redis_url: Option<String>) {
     let (_fixture, mut config) = fresh(backend).await;
     // Only an invalidation can make the new price visible within the test.
@@ -111,13 +105,7 @@ async fn a_price_change_reaches_another_orders_instance(backend: TestBackend, re
     let second = SecondOrders::start(&system).await;
     let customer = system.customer(&unique_email()).await;
     let admin = system.admin().await;
-    admin_put(
-        &system,
-        &admin,
-        &format!("/api/products/{SKU}/stock"),
-        json!({"quantity": 1000}),
-    )
-    .await;
+    system.set_stock(&admin, SKU, 1000).await;
 
     let before = second.order_price(&system, &customer).await;
     // The stock change above invalidates the product too, whenever its event arrives; once it
@@ -130,13 +118,10 @@ async fn a_price_change_reaches_another_orders_instance(backend: TestBackend, re
     .await;
 
     let after = before + 250;
-    admin_put(
-        &system,
-        &admin,
-        &format!("/api/products/{SKU}/price"),
-        json!({"price": {"amount_minor": after, "currency": "EUR"}}),
-    )
-    .await;
+    let price = json!({"price": {"amount_minor": after, "currency": "EUR"}});
+    system
+        .put_ok(&format!("/api/products/{SKU}/price"), &admin, &price)
+        .await;
 
     eventually(
         PATIENCE,

@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use mercato_testkit::problem::invalid_fields;
 use mercato_testkit::service::{send_body, try_json};
-use mercato_testkit::{TestBackend, backend_tests, eventually};
+use mercato_testkit::{backend_tests, eventually};
 use serde_json::{Value, json};
 
-use crate::support::{PATIENCE, System, declare_oversized_body, problem, started, unique_email};
+use crate::support::{PATIENCE, Started, System, declare_oversized_body, problem, started, unique_email};
 use reqwest::Method;
 
-backend_tests!(
+backend_tests!(started =>
     an_order_is_confirmed_the_stock_drops_and_a_confirmation_arrives,
     a_declined_card_cancels_the_order_and_puts_the_stock_back,
     an_order_for_more_than_there_is_is_cancelled_out_of_stock,
@@ -69,18 +69,6 @@ async fn available(system: &System, sku: &str) -> i64 {
     product["available"].as_i64().unwrap()
 }
 
-async fn set_stock(system: &System, admin: &str, sku: &str, quantity: i64) {
-    let response = system
-        .send_json(
-            Method::PUT,
-            &format!("/api/products/{sku}/stock"),
-            admin,
-            &json!({"quantity": quantity}),
-        )
-        .await;
-    assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
-}
-
 /// Eventually `available` equals `expected` (releases travel over the bus).
 async fn available_becomes(system: &System, sku: &str, expected: i64) {
     eventually(
@@ -91,8 +79,7 @@ async fn available_becomes(system: &System, sku: &str, expected: i64) {
     .await;
 }
 
-async fn an_order_is_confirmed_the_stock_drops_and_a_confirmation_arrives(backend: TestBackend) {
-    let (_fixture, system) = started(backend).await;
+async fn an_order_is_confirmed_the_stock_drops_and_a_confirmation_arrives((_fixture, system): Started) {
     let token = system.customer(&unique_email()).await;
     let products: Value = system.get_public("/api/products").await;
     assert!(
@@ -151,8 +138,7 @@ async fn an_order_is_confirmed_the_stock_drops_and_a_confirmation_arrives(backen
     system.stop().await;
 }
 
-async fn a_declined_card_cancels_the_order_and_puts_the_stock_back(backend: TestBackend) {
-    let (_fixture, system) = started(backend).await;
+async fn a_declined_card_cancels_the_order_and_puts_the_stock_back((_fixture, system): Started) {
     let token = system.customer(&unique_email()).await;
     let before = available(&system, SKU).await;
     let done = placed_and_settled(&system, &token, &order_body(SKU, 1, "tok_decline")).await;
@@ -163,10 +149,9 @@ async fn a_declined_card_cancels_the_order_and_puts_the_stock_back(backend: Test
     system.stop().await;
 }
 
-async fn an_order_for_more_than_there_is_is_cancelled_out_of_stock(backend: TestBackend) {
-    let (_fixture, system) = started(backend).await;
+async fn an_order_for_more_than_there_is_is_cancelled_out_of_stock((_fixture, system): Started) {
     let admin = system.admin().await;
-    set_stock(&system, &admin, SKU, 1).await;
+    system.set_stock(&admin, SKU, 1).await;
     let token = system.customer(&unique_email()).await;
     let done = placed_and_settled(&system, &token, &order_body(SKU, 2, "tok_visa")).await;
     assert_eq!(done["status"], "cancelled");
@@ -175,8 +160,7 @@ async fn an_order_for_more_than_there_is_is_cancelled_out_of_stock(backend: Test
     system.stop().await;
 }
 
-async fn a_hanging_provider_times_out_and_a_late_charge_is_refunded(backend: TestBackend) {
-    let (_fixture, system) = started(backend).await;
+async fn a_hanging_provider_times_out_and_a_late_charge_is_refunded((_fixture, system): Started) {
     let token = system.customer(&unique_email()).await;
     let before = available(&system, SKU).await;
 
@@ -212,10 +196,9 @@ async fn a_hanging_provider_times_out_and_a_late_charge_is_refunded(backend: Tes
     system.stop().await;
 }
 
-async fn fifty_concurrent_orders_for_ten_units_confirm_exactly_ten(backend: TestBackend) {
-    let (_fixture, system) = started(backend).await;
+async fn fifty_concurrent_orders_for_ten_units_confirm_exactly_ten((_fixture, system): Started) {
     let admin = system.admin().await;
-    set_stock(&system, &admin, SKU, 10).await;
+    system.set_stock(&admin, SKU, 10).await;
     let mut tokens = Vec::new();
     for _ in 0..5 {
         tokens.push(system.customer(&unique_email()).await);
@@ -261,8 +244,7 @@ async fn fifty_concurrent_orders_for_ten_units_confirm_exactly_ten(backend: Test
     system.stop().await;
 }
 
-async fn placing_is_idempotent_per_key_and_orders_are_private(backend: TestBackend) {
-    let (_fixture, system) = started(backend).await;
+async fn placing_is_idempotent_per_key_and_orders_are_private((_fixture, system): Started) {
     let token = system.customer(&unique_email()).await;
     let body = order_body(SKU, 1, "tok_visa");
     let with_key = |body: &Value| {
@@ -300,8 +282,7 @@ async fn placing_is_idempotent_per_key_and_orders_are_private(backend: TestBacke
     system.stop().await;
 }
 
-async fn bad_orders_are_problems_naming_the_field(backend: TestBackend) {
-    let (_fixture, system) = started(backend).await;
+async fn bad_orders_are_problems_naming_the_field((_fixture, system): Started) {
     let token = system.customer(&unique_email()).await;
     let cases = [
         (
@@ -341,8 +322,7 @@ async fn bad_orders_are_problems_naming_the_field(backend: TestBackend) {
     system.stop().await;
 }
 
-async fn admins_ship_and_deliver_and_customers_may_not(backend: TestBackend) {
-    let (_fixture, system) = started(backend).await;
+async fn admins_ship_and_deliver_and_customers_may_not((_fixture, system): Started) {
     let admin = system.admin().await;
     let token = system.customer(&unique_email()).await;
     let order = placed(&system, &token, &order_body(SKU, 1, "tok_visa")).await;

@@ -16,7 +16,6 @@ use mercato_testkit::listener::Listener;
 use reqwest::Method;
 use serde_json::{Value, json};
 
-use crate::cache::admin_put;
 use crate::checkout::{order_body, placed_and_settled};
 use crate::support::{PATIENCE, started, unique_email};
 
@@ -86,18 +85,11 @@ async fn every_published_event_fits_its_schema_and_every_consumers_pact() {
     let token = system.customer(&unique_email()).await;
     let preferences =
         json!({"channels": {"email": true, "sms": true}, "marketing_opt_in": false, "locale": "de-DE"});
-    let put = system
-        .send_json(Method::PUT, "/api/customers/me/preferences", &token, &preferences)
+    system
+        .put_ok("/api/customers/me/preferences", &token, &preferences)
         .await;
-    assert_eq!(put.status(), 200);
     let admin = system.admin().await;
-    admin_put(
-        &system,
-        &admin,
-        &format!("/api/products/{SKU}/stock"),
-        json!({"quantity": 50}),
-    )
-    .await;
+    system.set_stock(&admin, SKU, 50).await;
 
     let confirmed = placed_and_settled(&system, &token, &order_body(SKU, 2, "tok_visa")).await;
     assert_eq!(confirmed["status"], "confirmed", "{confirmed}");

@@ -1,23 +1,22 @@
 //! The customers service end to end: a profile appears after registration (identity → outbox →
 //! bus → inbox → event store → projection), and a customer reads and changes only their own.
 
+use mercato_testkit::backend_tests;
 use mercato_testkit::problem::invalid_fields;
 use mercato_testkit::service::json_answer;
-use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::{Value, json};
 
-use crate::support::{problem, started, unique_email};
+use crate::support::{Started, problem, started, unique_email};
 use reqwest::Method;
 
-backend_tests!(
+backend_tests!(started =>
     registering_creates_a_customer_profile_readable_through_the_gateway,
     a_customer_updates_their_profile_and_preferences_and_reads_them_back,
     bad_profile_changes_are_problems_naming_the_field,
     a_customer_only_ever_sees_their_own_profile,
 );
 
-async fn registering_creates_a_customer_profile_readable_through_the_gateway(backend: TestBackend) {
-    let (_db, system) = started(backend).await;
+async fn registering_creates_a_customer_profile_readable_through_the_gateway((_db, system): Started) {
     let email = unique_email();
     let token = system.customer(&email).await;
     let me: Value = system.get_json("/api/customers/me", &token).await;
@@ -32,8 +31,7 @@ async fn registering_creates_a_customer_profile_readable_through_the_gateway(bac
     system.stop().await;
 }
 
-async fn a_customer_updates_their_profile_and_preferences_and_reads_them_back(backend: TestBackend) {
-    let (_db, system) = started(backend).await;
+async fn a_customer_updates_their_profile_and_preferences_and_reads_them_back((_db, system): Started) {
     let token = system.customer(&unique_email()).await;
     let address = json!({"line1": "1 Main St", "city": "Berlin", "postal_code": "10115", "country": "de"});
     let patched = system
@@ -56,10 +54,9 @@ async fn a_customer_updates_their_profile_and_preferences_and_reads_them_back(ba
 
     let prefs =
         json!({"channels": {"email": false, "sms": true}, "marketing_opt_in": true, "locale": "de-DE"});
-    let put = system
-        .send_json(Method::PUT, "/api/customers/me/preferences", &token, &prefs)
+    system
+        .put_ok("/api/customers/me/preferences", &token, &prefs)
         .await;
-    assert_eq!(put.status(), 200);
     let read: Value = system.get_json("/api/customers/me/preferences", &token).await;
     assert_eq!(read, prefs);
     let me: Value = system.get_json("/api/customers/me", &token).await;
@@ -70,8 +67,7 @@ async fn a_customer_updates_their_profile_and_preferences_and_reads_them_back(ba
     system.stop().await;
 }
 
-async fn bad_profile_changes_are_problems_naming_the_field(backend: TestBackend) {
-    let (_db, system) = started(backend).await;
+async fn bad_profile_changes_are_problems_naming_the_field((_db, system): Started) {
     let token = system.customer(&unique_email()).await;
     let patch = |body: Value| {
         let request = system
@@ -124,8 +120,7 @@ async fn bad_profile_changes_are_problems_naming_the_field(backend: TestBackend)
     system.stop().await;
 }
 
-async fn a_customer_only_ever_sees_their_own_profile(backend: TestBackend) {
-    let (_db, system) = started(backend).await;
+async fn a_customer_only_ever_sees_their_own_profile((_db, system): Started) {
     let (ada, bob) = (unique_email(), unique_email());
     let ada_token = system.customer(&ada).await;
     let bob_token = system.customer(&bob).await;

@@ -278,6 +278,17 @@ impl Cluster {
         format!("http://127.0.0.1:{}{path}", self.ports[service])
     }
 
+    /// Waits until every service answers `/ready`.
+    pub(crate) async fn all_ready(&self) {
+        for name in SERVICES {
+            eventually(PATIENCE, &format!("{name} to be ready"), || async {
+                let response = self.http.get(self.url(name, "/ready")).send().await.ok()?;
+                (response.status() == 200).then_some(())
+            })
+            .await;
+        }
+    }
+
     /// A registered customer with a profile; returns their access token.
     pub(crate) async fn customer(&self) -> String {
         customer_at(&self.http, &self.url("gateway", ""), &unique_email()).await

@@ -7,20 +7,20 @@ use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::{Value, json};
 
 use crate::support::{
-    System, access_token, declare_oversized_body, fresh, login, problem, register, started, unique_email,
+    Started, System, access_token, declare_oversized_body, fresh, login, problem, register, started,
+    unique_email,
 };
 use reqwest::Method;
 
-backend_tests!(
+backend_tests!(started =>
     a_new_user_registers_logs_in_and_reads_their_profile_through_the_gateway,
     a_refresh_token_renews_access_once_and_its_reuse_revokes_the_family,
-    bad_registrations_are_problems_naming_the_field,
+    bad_registrations_are_problems_naming_the_field;
     bad_tokens_are_refused_by_the_gateway_with_a_challenge,
     the_gateway_answers_unknown_routes_and_a_dead_upstream_with_problems,
 );
 
-async fn a_new_user_registers_logs_in_and_reads_their_profile_through_the_gateway(backend: TestBackend) {
-    let (_db, system) = started(backend).await;
+async fn a_new_user_registers_logs_in_and_reads_their_profile_through_the_gateway((_db, system): Started) {
     let email = unique_email();
 
     let created = register(&system.http, &system.gateway, &email).await;
@@ -55,8 +55,7 @@ async fn a_new_user_registers_logs_in_and_reads_their_profile_through_the_gatewa
     system.stop().await;
 }
 
-async fn a_refresh_token_renews_access_once_and_its_reuse_revokes_the_family(backend: TestBackend) {
-    let (_db, system) = started(backend).await;
+async fn a_refresh_token_renews_access_once_and_its_reuse_revokes_the_family((_db, system): Started) {
     let email = unique_email();
     register(&system.http, &system.gateway, &email).await;
     let first = login(&system.http, &system.gateway, &email).await;
@@ -87,8 +86,7 @@ async fn a_refresh_token_renews_access_once_and_its_reuse_revokes_the_family(bac
     system.stop().await;
 }
 
-async fn bad_registrations_are_problems_naming_the_field(backend: TestBackend) {
-    let (_db, system) = started(backend).await;
+async fn bad_registrations_are_problems_naming_the_field((_db, system): Started) {
     let url = system.url("/api/identity/register");
     let cases = [
         (

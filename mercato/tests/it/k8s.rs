@@ -146,7 +146,7 @@ fn the_prod_gateway_switches_between_blue_and_green_services() {
     let mut all = objects.clone();
     all.extend(prod.green.iter().cloned());
     assert_eq!(policy::check(&system, &all), Vec::<String>::new());
-    for service in ServiceName::ALL.iter().filter(|s| s.behind_gateway()) {
+    for service in ServiceName::ALL.iter().filter(|s| s.is_domain_service()) {
         let name = service.as_str();
         let groups = &config.gateway.upstreams[name];
         assert_eq!(groups.green_percent, 0, "{name}: blue is live");

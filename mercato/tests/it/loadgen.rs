@@ -6,11 +6,11 @@ use mercato::loadgen::{LoadgenArgs, measure};
 use mercato_testkit::{TestBackend, backend_tests, eventually};
 use serde_json::json;
 
-use crate::support::{PATIENCE, System, fresh, metrics_of, problem, sample, started, unique_email};
+use crate::support::{PATIENCE, Started, System, fresh, metrics_of, problem, sample, started, unique_email};
 use reqwest::Method;
 
-backend_tests!(
-    loadgen_follows_every_order_to_its_end_and_reports_the_sagas_phases,
+backend_tests!(started =>
+    loadgen_follows_every_order_to_its_end_and_reports_the_sagas_phases;
     past_the_backlog_bound_orders_are_refused_through_the_gateway_and_counted_apart,
 );
 
@@ -29,8 +29,7 @@ fn args(system: &System, rate: f64, card: &str) -> LoadgenArgs {
     }
 }
 
-async fn loadgen_follows_every_order_to_its_end_and_reports_the_sagas_phases(backend: TestBackend) {
-    let (_fixture, system) = started(backend).await;
+async fn loadgen_follows_every_order_to_its_end_and_reports_the_sagas_phases((_fixture, system): Started) {
     let report = measure(args(&system, 8.0, "tok_visa"))
         .await
         .expect("the run completes");

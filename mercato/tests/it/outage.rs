@@ -82,7 +82,8 @@ async fn events_written_while_the_bus_is_away_are_delivered_when_it_is_back(back
             // With everything down, accounts are created from the CLI's code path: their events
             // can only wait in identity's outbox.
             let identity = mercato::service_config::identity(&config);
-            let db = mercato_identity::open_database(&identity.service.database)
+            let db = mercato::ServiceName::Identity
+                .open_database(&identity.service.database)
                 .await
                 .unwrap();
             let accounts = mercato_identity::accounts(db.clone(), &identity).unwrap();

@@ -4,12 +4,11 @@ use mercato::ServiceName;
 use mercato_storage::sqlx::{self, Row as _};
 use mercato_storage::{DatabaseConfig, Db, Migration};
 use mercato_testkit::service::json_answer;
-use mercato_testkit::{TestBackend, TestDatabase, eventually};
+use mercato_testkit::{TestBackend, TestDatabase};
 
 use crate::faults::{Cluster, SERVICES, VISA};
 use crate::support::{
-    PATIENCE, Process, access_token, every_service_on_a_free_port, login, problem, register, run,
-    unique_email,
+    Process, access_token, every_service_on_a_free_port, login, problem, register, run, unique_email,
 };
 
 /// Every service as its own `mercato serve` process, on PostgreSQL and NATS JetStream.
@@ -19,13 +18,7 @@ mod postgres {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_service_runs_as_its_own_process_on_postgres_and_nats() {
         let mut cluster = Cluster::start(&[]).await;
-        for name in SERVICES {
-            eventually(PATIENCE, &format!("{name} to be ready"), || async {
-                let response = cluster.http.get(cluster.url(name, "/ready")).send().await.ok()?;
-                (response.status() == 200).then_some(())
-            })
-            .await;
-        }
+        cluster.all_ready().await;
 
         // A checkout through the gateway needs every process: identity for the account and its
         // token, customers for the profile (over NATS from identity's event, and over gRPC to
@@ -94,7 +87,7 @@ mod postgres {
         ];
         let mut keeping_data: Vec<&str> = ServiceName::ALL
             .iter()
-            .filter(|s| s.has_database())
+            .filter(|s| s.is_domain_service())
             .map(|s| s.as_str())
             .collect();
         let mut listed: Vec<&str> = services.iter().map(|(name, _)| *name).collect();
@@ -212,20 +205,18 @@ async fn admin_create_makes_an_admin_who_can_log_in() {
 async fn an_invalid_setting_stops_start_up_naming_its_key() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap().to_owned();
-    let (ok, _, err) = run(
-        &["up", "--data-dir", &data],
-        &[("MERCATO_HTTP__BODY_LIMIT_BYTES", "0".into())],
-    )
-    .await;
-    assert!(!ok);
-    assert!(err.contains("http.body_limit_bytes"), "{err}");
-    let (ok, _, err) = run(
-        &["up", "--data-dir", &data],
-        &[("MERCATO_GATEWAY__UPSTREAM_TIMEOUT_MS", "soon".into())],
-    )
-    .await;
-    assert!(!ok);
-    assert!(err.contains("upstream_timeout_ms"), "{err}");
+    for (variable, value, key) in [
+        ("MERCATO_HTTP__BODY_LIMIT_BYTES", "0", "http.body_limit_bytes"),
+        (
+            "MERCATO_GATEWAY__UPSTREAM_TIMEOUT_MS",
+            "soon",
+            "upstream_timeout_ms",
+        ),
+    ] {
+        let (ok, _, err) = run(&["up", "--data-dir", &data], &[(variable, value.into())]).await;
+        assert!(!ok, "{variable}={value} was accepted");
+        assert!(err.contains(key), "{err}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

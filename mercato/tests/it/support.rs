@@ -141,6 +141,19 @@ impl System {
         response.json().await.unwrap()
     }
 
+    /// `PUT path` through the gateway with `token` and the JSON `body`; it must answer 200.
+    pub async fn put_ok(&self, path: &str, token: &str, body: &Value) {
+        let response = self.send_json(Method::PUT, path, token, body).await;
+        let status = response.status();
+        assert_eq!(status, 200, "PUT {path}: {}", response.text().await.unwrap());
+    }
+
+    /// Sets the units of `sku` on hand, as `admin`.
+    pub async fn set_stock(&self, admin: &str, sku: &str, quantity: i64) {
+        let path = format!("/api/products/{sku}/stock");
+        self.put_ok(&path, admin, &json!({"quantity": quantity})).await;
+    }
+
     /// `GET path` without a token, which must answer `200`; returns the JSON body.
     pub async fn get_public(&self, path: &str) -> Value {
         let response = self.http.get(self.url(path)).send().await.unwrap();
@@ -164,7 +177,8 @@ impl System {
     pub async fn admin_account(&self) -> String {
         let email = unique_email();
         let identity = mercato::service_config::identity(&self.config);
-        let db = mercato_identity::open_database(&identity.service.database)
+        let db = mercato::ServiceName::Identity
+            .open_database(&identity.service.database)
             .await
             .unwrap();
         let accounts = mercato_identity::accounts(db.clone(), &identity).unwrap();
@@ -214,8 +228,11 @@ pub async fn fresh(backend: TestBackend) -> (Fixture, Config) {
     (Fixture { backing }, config)
 }
 
+/// A system started in this process, and what must outlive it.
+pub type Started = (Fixture, System);
+
 /// A fresh system on `backend`, started in this process.
-pub async fn started(backend: TestBackend) -> (Fixture, System) {
+pub async fn started(backend: TestBackend) -> Started {
     let (fixture, config) = fresh(backend).await;
     (fixture, System::start(config).await)
 }

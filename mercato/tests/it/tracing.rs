@@ -458,7 +458,7 @@ async fn with_the_collector_away_orders_confirm_and_dropped_spans_are_counted() 
 /// Every service as its own `mercato serve` process, on PostgreSQL and NATS JetStream.
 mod postgres {
     use super::*;
-    use crate::faults::{Cluster, SERVICES as PROCESSES, VISA};
+    use crate::faults::{Cluster, VISA};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn one_order_is_one_trace_across_service_processes() {
@@ -470,13 +470,7 @@ mod postgres {
             ("MERCATO_TELEMETRY__TRUST_CLIENT_TRACEPARENT", "true"),
         ])
         .await;
-        for name in PROCESSES {
-            eventually(PATIENCE, &format!("{name} to be ready"), || async {
-                let response = cluster.http.get(cluster.url(name, "/ready")).send().await.ok()?;
-                (response.status() == 200).then_some(())
-            })
-            .await;
-        }
+        cluster.all_ready().await;
         let shopper = cluster.customer().await;
         let placed = cluster.place(&shopper, &[VISA]).await;
         let id = placed[0].id.clone();

@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 
 use mercato_messaging::{InboxConfig, RelayConfig};
 use mercato_runtime::HttpConfig;
-use mercato_runtime::settings::{InvalidSetting, Validate, section};
+#[doc(hidden)]
+pub use mercato_runtime::settings::{InvalidSetting, Validate, section};
 use mercato_runtime::tls::TlsConfig;
 use mercato_security::{ServiceTokensConfig, VerifierConfig};
 use mercato_storage::DatabaseConfig;
@@ -50,4 +51,45 @@ impl Validate for ServiceSettings {
         }
         Ok(())
     }
+}
+
+/// Declares a service's `Config`: [`ServiceSettings`] as `service`, then the service's own
+/// fields. A field written `field: Type => "key"` is a settings type checked under `key`, so a
+/// refusal names `key.what`; `check = path` adds the service's rules across fields, run last.
+/// The service's `Config` is then checked in the same order everywhere: the shared settings
+/// first, its own sections next.
+///
+/// ```ignore
+/// mercato_kit::service_config! {
+///     /// Everything inventory needs to start.
+///     pub struct Config {
+///         pub inventory: InventoryConfig => "inventory",
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! service_config {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $($(#[$field_meta:meta])* pub $field:ident: $ty:ty $(=> $key:literal)?,)*
+        }
+        $(check = $check:path;)?
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone)]
+        pub struct $name {
+            pub service: $crate::ServiceSettings,
+            $($(#[$field_meta])* pub $field: $ty,)*
+        }
+
+        impl $crate::settings::Validate for $name {
+            fn validate(&self) -> Result<(), $crate::settings::InvalidSetting> {
+                $crate::settings::section("", &self.service)?;
+                $($($crate::settings::section($key, &self.$field)?;)?)*
+                $($check(self)?;)?
+                Ok(())
+            }
+        }
+    };
 }

@@ -240,24 +240,33 @@ where
 }
 
 /// Declares each named `async fn name(backend: TestBackend)` as two tests, one per backend.
+///
+/// With `spawn => a, b; c, d` the tests `a` and `b` take what `spawn(backend)` starts (the
+/// service under test, most suites' first line) and `c` and `d`, listed after the `;`, still
+/// take the backend, for the few that start the service their own way.
 #[macro_export]
 macro_rules! backend_tests {
+    (@module $module:ident $variant:ident $($open:path => [$($name:ident),*])*) => {
+        mod $module {
+            $($(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($open($crate::TestBackend::$variant).await).await;
+                }
+            )*)*
+        }
+    };
+    (@both $($groups:tt)*) => {
+        $crate::backend_tests!(@module sqlite Sqlite $($groups)*);
+        $crate::backend_tests!(@module postgres Postgres $($groups)*);
+    };
+    ($spawn:ident => $($started:ident),+ $(; $($name:ident),+)? $(,)?) => {
+        $crate::backend_tests!(@both
+            super::$spawn => [$($started),+]
+            ::std::future::ready => [$($($name),+)?]
+        );
+    };
     ($($name:ident),+ $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::TestBackend::Sqlite).await;
-                }
-            )+
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name($crate::TestBackend::Postgres).await;
-                }
-            )+
-        }
+        $crate::backend_tests!(@both ::std::future::ready => [$($name),+]);
     };
 }

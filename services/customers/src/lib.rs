@@ -28,9 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mercato_kit::projections::RebuildError;
-use mercato_kit::{ServiceBuilder, ServiceSettings, StartError};
+use mercato_kit::{ServiceBuilder, StartError};
 use mercato_messaging::Bus;
-use mercato_runtime::settings::{InvalidSetting, Validate, positive, section};
+use mercato_runtime::settings::{InvalidSetting, positive};
 use mercato_storage::Db;
 use tokio::sync::Notify;
 
@@ -46,27 +46,17 @@ pub const PROJECTIONS: &[&str] = &[projection::NAME];
 /// The consumer group that turns registrations into customers.
 pub const IDENTITY_CONSUMER: &str = "customers-on-identity";
 
-/// Everything customers needs to start.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub service: ServiceSettings,
-    /// How often the projection looks for new events when nothing woke it (`[projections]`).
-    pub projection_poll_ms: u64,
-}
-
-impl Validate for Config {
-    fn validate(&self) -> Result<(), InvalidSetting> {
-        section("", &self.service)?;
-        positive(self.projection_poll_ms, "projections.poll_ms")
+mercato_kit::service_config! {
+    /// Everything customers needs to start.
+    pub struct Config {
+        /// How often the projection looks for new events when nothing woke it (`[projections]`).
+        pub projection_poll_ms: u64,
     }
+    check = projection_poll;
 }
 
-/// Connects to the database and applies customers' migrations.
-///
-/// # Errors
-/// The database cannot be reached or a migration fails.
-pub async fn open_database(config: &mercato_storage::DatabaseConfig) -> Result<Db, StartError> {
-    mercato_kit::builder::open_database(NAME, config, store::MIGRATIONS).await
+fn projection_poll(config: &Config) -> Result<(), InvalidSetting> {
+    positive(config.projection_poll_ms, "projections.poll_ms")
 }
 
 /// Rebuilds the projection `name` from position zero; returns the events applied.

@@ -25,12 +25,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mercato_kit::{ServiceBuilder, ServiceSettings, StartError};
+use mercato_kit::{ServiceBuilder, StartError};
 use mercato_messaging::{Bus, Outbox};
 use mercato_runtime::CancellationToken;
-use mercato_runtime::settings::{InvalidSetting, Validate, ensure, positive, section};
+use mercato_runtime::settings::{InvalidSetting, Validate, ensure, positive};
 use mercato_security::{KeyError, KeyStore, Verifier};
-use mercato_storage::{DatabaseConfig, Db};
+use mercato_storage::Db;
 use serde::{Deserialize, Serialize};
 
 pub use accounts::{AccountError, Accounts};
@@ -106,33 +106,22 @@ impl IdentityConfig {
     }
 }
 
-/// Everything identity needs to start.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub service: ServiceSettings,
-    pub identity: IdentityConfig,
-}
-
-impl Validate for Config {
-    fn validate(&self) -> Result<(), InvalidSetting> {
-        section("", &self.service)?;
-        section("identity", &self.identity)?;
-        // A signing key stays published for an access token's life after it retires; a service
-        // token that outlived that would be refused while still valid.
-        ensure(
-            self.service.service_tokens.ttl_secs <= self.identity.access_token_ttl_secs,
-            "service_tokens.ttl_secs",
-            "must not be longer than identity.access_token_ttl_secs",
-        )
+mercato_kit::service_config! {
+    /// Everything identity needs to start.
+    pub struct Config {
+        pub identity: IdentityConfig => "identity",
     }
+    check = service_tokens_expire_first;
 }
 
-/// Connects to the database and applies identity's migrations.
-///
-/// # Errors
-/// The database cannot be reached or a migration fails.
-pub async fn open_database(config: &DatabaseConfig) -> Result<Db, StartError> {
-    mercato_kit::builder::open_database(NAME, config, store::MIGRATIONS).await
+/// A signing key stays published for an access token's life after it retires; a service token
+/// that outlived that would be refused while still valid.
+fn service_tokens_expire_first(config: &Config) -> Result<(), InvalidSetting> {
+    ensure(
+        config.service.service_tokens.ttl_secs <= config.identity.access_token_ttl_secs,
+        "service_tokens.ttl_secs",
+        "must not be longer than identity.access_token_ttl_secs",
+    )
 }
 
 /// The account operations over an open database, for the CLI's admin tasks. Events they cause

@@ -35,10 +35,9 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mercato_kit::{ServiceBuilder, ServiceSettings, StartError};
+use mercato_kit::{ServiceBuilder, StartError};
 use mercato_messaging::Bus;
-use mercato_runtime::settings::{InvalidSetting, Validate, positive, section};
-use mercato_storage::{DatabaseConfig, Db};
+use mercato_runtime::settings::{InvalidSetting, Validate, positive};
 use serde::{Deserialize, Serialize};
 
 pub use catalogue::{Catalogue, CatalogueError};
@@ -76,26 +75,11 @@ impl Validate for InventoryConfig {
     }
 }
 
-/// Everything inventory needs to start.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub service: ServiceSettings,
-    pub inventory: InventoryConfig,
-}
-
-impl Validate for Config {
-    fn validate(&self) -> Result<(), InvalidSetting> {
-        section("", &self.service)?;
-        section("inventory", &self.inventory)
+mercato_kit::service_config! {
+    /// Everything inventory needs to start.
+    pub struct Config {
+        pub inventory: InventoryConfig => "inventory",
     }
-}
-
-/// Connects to the database and applies inventory's migrations.
-///
-/// # Errors
-/// The database cannot be reached or a migration fails.
-pub async fn open_database(config: &DatabaseConfig) -> Result<Db, StartError> {
-    mercato_kit::builder::open_database(NAME, config, store::MIGRATIONS).await
 }
 
 /// Opens the database (loading the demo catalogue into an empty one when asked), binds the

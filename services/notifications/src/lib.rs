@@ -44,10 +44,9 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mercato_kit::{ServiceBuilder, ServiceSettings, StartError};
+use mercato_kit::{ServiceBuilder, StartError};
 use mercato_messaging::Bus;
 use mercato_runtime::settings::{InvalidSetting, Validate, positive, section};
-use mercato_storage::{DatabaseConfig, Db};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
@@ -96,26 +95,11 @@ impl Validate for NotificationsConfig {
     }
 }
 
-/// Everything notifications needs to start.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub service: ServiceSettings,
-    pub notifications: NotificationsConfig,
-}
-
-impl Validate for Config {
-    fn validate(&self) -> Result<(), InvalidSetting> {
-        section("", &self.service)?;
-        section("notifications", &self.notifications)
+mercato_kit::service_config! {
+    /// Everything notifications needs to start.
+    pub struct Config {
+        pub notifications: NotificationsConfig => "notifications",
     }
-}
-
-/// Connects to the database and applies notifications' migrations.
-///
-/// # Errors
-/// The database cannot be reached or a migration fails.
-pub async fn open_database(config: &DatabaseConfig) -> Result<Db, StartError> {
-    mercato_kit::builder::open_database(NAME, config, store::MIGRATIONS).await
 }
 
 /// Opens the database, binds the listener, and prepares the inboxes and the email worker.

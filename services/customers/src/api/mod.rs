@@ -15,6 +15,19 @@ use crate::profiles::Customers;
 
 pub use error::ApiError;
 
+/// How a change of the caller's profile or preferences is refused.
+#[derive(Debug, utoipa::IntoResponses)]
+#[expect(
+    dead_code,
+    reason = "it describes answers in the OpenAPI document and is never a value"
+)]
+enum ChangeRefused {
+    #[response(status = 404, description = "No profile yet")]
+    NoProfile,
+    #[response(status = 409, description = "The profile changed meanwhile; try again")]
+    Changed,
+}
+
 /// Customers's routes as the public OpenAPI document describes them.
 #[must_use]
 pub fn openapi() -> utoipa::openapi::OpenApi {

@@ -5,7 +5,7 @@ use mercato_runtime::{Caller, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::ApiError;
+use super::{ApiError, ChangeRefused};
 use crate::profiles::Customers;
 use crate::store::Profile;
 
@@ -71,8 +71,7 @@ pub async fn get(
     request_body = PreferencesBody,
     responses(
         (status = 200, description = "The preferences as stored", body = PreferencesBody),
-        (status = 404, description = "No profile yet"),
-        (status = 409, description = "The profile changed meanwhile; try again"),
+        ChangeRefused,
     )
 )]
 pub async fn put(

@@ -6,7 +6,7 @@ use mercato_runtime::{Caller, Json};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use super::ApiError;
+use super::{ApiError, ChangeRefused};
 use crate::domain::AddressInput;
 use crate::profiles::Customers;
 use crate::store::Profile;
@@ -100,8 +100,7 @@ pub async fn get(
     request_body = PatchProfile,
     responses(
         (status = 200, description = "The profile as changed", body = ProfileBody),
-        (status = 404, description = "No profile yet"),
-        (status = 409, description = "The profile changed meanwhile; try again"),
+        ChangeRefused,
     )
 )]
 pub async fn patch(

@@ -1,14 +1,14 @@
 //! Bad input: every field named in a 422, unknown and read-only fields refused, no token or a
 //! bad one refused with 401; nothing changes.
 
+use mercato_testkit::backend_tests;
 use mercato_testkit::problem::{expect_problem, invalid_fields};
 use mercato_testkit::service::send_body;
-use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::json;
 
-use crate::support::{spawn_app, user_id};
+use crate::support::{TestApp, spawn_app, user_id};
 
-backend_tests!(
+backend_tests!(spawn_app =>
     invalid_profile_fields_are_each_named_and_nothing_changes,
     read_only_and_unknown_fields_are_refused,
     bad_preferences_are_refused,
@@ -16,8 +16,7 @@ backend_tests!(
     a_body_that_is_not_json_is_refused,
 );
 
-async fn invalid_profile_fields_are_each_named_and_nothing_changes(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn invalid_profile_fields_are_each_named_and_nothing_changes(app: TestApp) {
     let user = user_id();
     let before = app.customer(&user).await;
     let bad = json!({
@@ -40,8 +39,7 @@ async fn invalid_profile_fields_are_each_named_and_nothing_changes(backend: Test
     assert_eq!(after, before);
 }
 
-async fn read_only_and_unknown_fields_are_refused(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn read_only_and_unknown_fields_are_refused(app: TestApp) {
     let user = user_id();
     let before = app.customer(&user).await;
     for body in [
@@ -56,8 +54,7 @@ async fn read_only_and_unknown_fields_are_refused(backend: TestBackend) {
     assert_eq!(after, before);
 }
 
-async fn bad_preferences_are_refused(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn bad_preferences_are_refused(app: TestApp) {
     let user = user_id();
     app.customer(&user).await;
     let bad_locale = json!({"channels": {"email": true, "sms": false}, "marketing_opt_in": false, "locale": "not a locale!"});
@@ -68,8 +65,7 @@ async fn bad_preferences_are_refused(backend: TestBackend) {
     expect_problem(app.put_preferences(&user, &partial).await, 422).await;
 }
 
-async fn without_a_valid_token_the_profile_is_401(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn without_a_valid_token_the_profile_is_401(app: TestApp) {
     let user = user_id();
     app.customer(&user).await;
     let anonymous = app.get("/api/customers/me").send().await.unwrap();
@@ -86,8 +82,7 @@ async fn without_a_valid_token_the_profile_is_401(backend: TestBackend) {
     expect_problem(patch, 401).await;
 }
 
-async fn a_body_that_is_not_json_is_refused(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_body_that_is_not_json_is_refused(app: TestApp) {
     let user = user_id();
     app.customer(&user).await;
     for (content_type, body, status) in [

@@ -1,18 +1,17 @@
 //! Communication preferences: defaults, replacement as a whole, and the event that carries them.
 
 use mercato_contracts::customers::CustomerUpdated;
-use mercato_testkit::{TestBackend, backend_tests};
+use mercato_testkit::backend_tests;
 use serde_json::json;
 
-use crate::support::{spawn_app, user_id};
+use crate::support::{TestApp, spawn_app, user_id};
 
-backend_tests!(
+backend_tests!(spawn_app =>
     a_new_customer_has_the_default_preferences,
     put_replaces_the_preferences_and_publishes_them,
 );
 
-async fn a_new_customer_has_the_default_preferences(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_new_customer_has_the_default_preferences(app: TestApp) {
     let user = user_id();
     app.customer(&user).await;
     let response = app.get_preferences(&user).await;
@@ -24,8 +23,7 @@ async fn a_new_customer_has_the_default_preferences(backend: TestBackend) {
     );
 }
 
-async fn put_replaces_the_preferences_and_publishes_them(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn put_replaces_the_preferences_and_publishes_them(app: TestApp) {
     let mut published = app.published().await;
     let user = user_id();
     app.customer(&user).await;

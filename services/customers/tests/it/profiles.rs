@@ -2,12 +2,12 @@
 //! and every change published as `CustomerUpdated`.
 
 use mercato_contracts::customers::{CustomerCreated, CustomerUpdated};
-use mercato_testkit::{PATIENCE, TestBackend, backend_tests, eventually};
+use mercato_testkit::{PATIENCE, backend_tests, eventually};
 use serde_json::json;
 
-use crate::support::{spawn_app, user_id};
+use crate::support::{TestApp, spawn_app, user_id};
 
-backend_tests!(
+backend_tests!(spawn_app =>
     a_registration_creates_the_profile_and_publishes_customer_created,
     a_registration_delivered_twice_creates_one_profile,
     before_the_registration_arrives_the_profile_is_404,
@@ -15,8 +15,7 @@ backend_tests!(
     an_unchanged_profile_publishes_nothing_new,
 );
 
-async fn a_registration_creates_the_profile_and_publishes_customer_created(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_registration_creates_the_profile_and_publishes_customer_created(app: TestApp) {
     let mut published = app.published().await;
     let user = user_id();
     let profile = app.customer(&user).await;
@@ -32,8 +31,7 @@ async fn a_registration_creates_the_profile_and_publishes_customer_created(backe
     assert_eq!(created.email, format!("{user}@example.com"));
 }
 
-async fn a_registration_delivered_twice_creates_one_profile(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_registration_delivered_twice_creates_one_profile(app: TestApp) {
     let mut published = app.published().await;
     let user = user_id();
     let first = app.user_registered(&user, "twice@example.com", "Twice").await;
@@ -52,8 +50,7 @@ async fn a_registration_delivered_twice_creates_one_profile(backend: TestBackend
     assert_eq!(created.len(), 1, "one CustomerCreated for one registration");
 }
 
-async fn before_the_registration_arrives_the_profile_is_404(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn before_the_registration_arrives_the_profile_is_404(app: TestApp) {
     let response = app.get_me(&user_id()).await;
     let problem = mercato_testkit::problem::expect_problem(response, 404).await;
     assert!(
@@ -64,8 +61,7 @@ async fn before_the_registration_arrives_the_profile_is_404(backend: TestBackend
     );
 }
 
-async fn the_owner_changes_name_and_addresses_and_an_update_is_published(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn the_owner_changes_name_and_addresses_and_an_update_is_published(app: TestApp) {
     let mut published = app.published().await;
     let user = user_id();
     app.customer(&user).await;
@@ -104,8 +100,7 @@ async fn the_owner_changes_name_and_addresses_and_an_update_is_published(backend
     assert_eq!(body["addresses"][0]["city"], "London");
 }
 
-async fn an_unchanged_profile_publishes_nothing_new(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn an_unchanged_profile_publishes_nothing_new(app: TestApp) {
     let mut published = app.published().await;
     let user = user_id();
     app.customer(&user).await;

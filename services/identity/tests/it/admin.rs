@@ -1,11 +1,12 @@
 use mercato_identity::admin::{AdminOutcome, create_admin};
-use mercato_identity::{AccountError, Accounts};
-use mercato_testkit::{TestBackend, backend_tests};
+use mercato_identity::store::MIGRATIONS;
+use mercato_identity::{AccountError, Accounts, NAME};
+use mercato_testkit::backend_tests;
 use serde_json::Value;
 
 use crate::support::{Body, PASSWORD, TestApp, expect_oauth_error, expect_tokens, roles_of, spawn_app};
 
-backend_tests!(
+backend_tests!(spawn_app =>
     create_admin_makes_an_account_whose_tokens_carry_the_admin_role,
     create_admin_promotes_an_existing_account_and_keeps_its_password,
     a_promotion_reaches_the_next_refreshed_token,
@@ -15,14 +16,13 @@ backend_tests!(
 
 /// The account operations over the running service's database and keys, as the CLI opens them.
 async fn accounts(app: &TestApp) -> Accounts {
-    let db = mercato_identity::open_database(&app.config.service.database)
+    let db = mercato_kit::builder::open_database(NAME, &app.config.service.database, MIGRATIONS)
         .await
         .unwrap();
     mercato_identity::accounts(db, &app.config).unwrap()
 }
 
-async fn create_admin_makes_an_account_whose_tokens_carry_the_admin_role(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn create_admin_makes_an_account_whose_tokens_carry_the_admin_role(app: TestApp) {
     let outcome = create_admin(&accounts(&app).await, " Root@Example.com", PASSWORD)
         .await
         .unwrap();
@@ -39,8 +39,7 @@ async fn create_admin_makes_an_account_whose_tokens_carry_the_admin_role(backend
     assert_eq!(me["roles"], serde_json::json!(["admin", "customer"]));
 }
 
-async fn create_admin_promotes_an_existing_account_and_keeps_its_password(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn create_admin_promotes_an_existing_account_and_keeps_its_password(app: TestApp) {
     let user = app.register_user("ada@example.com", "Ada").await;
     let before = app.login("ada@example.com", PASSWORD).await;
     assert_eq!(roles_of(&before.access), ["customer"]);
@@ -71,8 +70,7 @@ async fn create_admin_promotes_an_existing_account_and_keeps_its_password(backen
     expect_oauth_error(refused, "invalid_grant").await;
 }
 
-async fn a_promotion_reaches_the_next_refreshed_token(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_promotion_reaches_the_next_refreshed_token(app: TestApp) {
     let before = app.customer("ada@example.com").await;
     create_admin(&accounts(&app).await, "ada@example.com", PASSWORD)
         .await
@@ -84,8 +82,7 @@ async fn a_promotion_reaches_the_next_refreshed_token(backend: TestBackend) {
     assert_eq!(roles, ["admin", "customer"]);
 }
 
-async fn create_admin_refuses_a_malformed_email(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn create_admin_refuses_a_malformed_email(app: TestApp) {
     let accounts = accounts(&app).await;
     for email in ["root", "root@localhost", ""] {
         let error = create_admin(&accounts, email, PASSWORD).await.unwrap_err();
@@ -97,8 +94,7 @@ async fn create_admin_refuses_a_malformed_email(backend: TestBackend) {
     }
 }
 
-async fn create_admin_refuses_a_weak_password_for_a_new_account(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn create_admin_refuses_a_weak_password_for_a_new_account(app: TestApp) {
     let accounts = accounts(&app).await;
     for password in ["short", "root@example.com"] {
         let error = create_admin(&accounts, "root@example.com", password)

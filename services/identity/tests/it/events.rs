@@ -4,18 +4,17 @@ use std::time::Duration;
 
 use mercato_contracts::identity::UserRegistered;
 use mercato_messaging::ConsumerSpec;
-use mercato_testkit::{TestBackend, backend_tests};
+use mercato_testkit::backend_tests;
 use serde_json::json;
 
-use crate::support::{PATIENCE, spawn_app};
+use crate::support::{PATIENCE, TestApp, spawn_app};
 
-backend_tests!(
+backend_tests!(spawn_app =>
     a_registration_is_published_once_as_user_registered,
-    a_refused_registration_publishes_nothing
+    a_refused_registration_publishes_nothing,
 );
 
-async fn a_registration_is_published_once_as_user_registered(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_registration_is_published_once_as_user_registered(app: TestApp) {
     let user = app.register_user("Ada@Example.com", "Ada").await;
     let id = user["id"].as_str().unwrap().to_owned();
 
@@ -47,8 +46,7 @@ async fn a_registration_is_published_once_as_user_registered(backend: TestBacken
     assert!(more.is_empty(), "published exactly once: {more:?}");
 }
 
-async fn a_refused_registration_publishes_nothing(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_refused_registration_publishes_nothing(app: TestApp) {
     app.register_user("ada@example.com", "Ada").await;
     let duplicate = json!({"email": "ADA@example.com", "password": "correct horse", "name": "Ada"});
     assert_eq!(app.register(&duplicate).await.status(), 409);

@@ -6,14 +6,13 @@ use serde_json::Value;
 
 use crate::support::{PASSWORD, PATIENCE, TestApp, kid_of, spawn_app, spawn_app_with};
 
-backend_tests!(
-    the_jwks_publishes_the_active_es256_key,
+backend_tests!(spawn_app =>
+    the_jwks_publishes_the_active_es256_key;
     after_a_rotation_new_tokens_use_the_new_key_and_old_tokens_stay_valid,
     a_rotated_key_is_published_before_it_signs,
 );
 
-async fn the_jwks_publishes_the_active_es256_key(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn the_jwks_publishes_the_active_es256_key(app: TestApp) {
     let response = app.get("/.well-known/jwks.json").send().await.unwrap();
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["cache-control"], "public, max-age=60");

@@ -1,11 +1,11 @@
 use mercato_security::{Claims, SigningKey, sign};
+use mercato_testkit::backend_tests;
 use mercato_testkit::problem::challenge;
-use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::{Value, json};
 
-use crate::support::{PASSWORD, expect_problem_of, jwt_part, spawn_app};
+use crate::support::{PASSWORD, TestApp, expect_problem_of, jwt_part, spawn_app};
 
-backend_tests!(
+backend_tests!(spawn_app =>
     me_answers_the_callers_profile_and_roles,
     me_without_a_token_is_a_401_with_a_bearer_challenge,
     me_with_a_garbage_token_is_a_401_invalid_token,
@@ -13,8 +13,7 @@ backend_tests!(
     me_with_another_authentication_scheme_is_a_401,
 );
 
-async fn me_answers_the_callers_profile_and_roles(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn me_answers_the_callers_profile_and_roles(app: TestApp) {
     let user = app.register_user("ada@example.com", "Ada Lovelace").await;
     let tokens = app.login("ada@example.com", PASSWORD).await;
 
@@ -32,8 +31,7 @@ async fn me_answers_the_callers_profile_and_roles(backend: TestBackend) {
     );
 }
 
-async fn me_without_a_token_is_a_401_with_a_bearer_challenge(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn me_without_a_token_is_a_401_with_a_bearer_challenge(app: TestApp) {
     let response = app.get("/api/identity/me").send().await.unwrap();
     let challenge = challenge(&response);
     assert!(challenge.starts_with("Bearer"), "{challenge}");
@@ -44,8 +42,7 @@ async fn me_without_a_token_is_a_401_with_a_bearer_challenge(backend: TestBacken
     expect_problem_of(response, 401, "unauthorized").await;
 }
 
-async fn me_with_a_garbage_token_is_a_401_invalid_token(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn me_with_a_garbage_token_is_a_401_invalid_token(app: TestApp) {
     for garbage in ["garbage", "a.b.c", "eyJhbGciOiJFUzI1NiJ9.e30.AAAA"] {
         let response = app.me(garbage).await;
         let challenge = challenge(&response);
@@ -57,8 +54,7 @@ async fn me_with_a_garbage_token_is_a_401_invalid_token(backend: TestBackend) {
     }
 }
 
-async fn me_with_a_token_signed_by_a_foreign_key_is_a_401(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn me_with_a_token_signed_by_a_foreign_key_is_a_401(app: TestApp) {
     let tokens = app.customer("ada@example.com").await;
     let claims: Claims = serde_json::from_value(jwt_part(&tokens.access, 1)).unwrap();
     let forged = sign(&claims, &SigningKey::generate()).unwrap();
@@ -67,8 +63,7 @@ async fn me_with_a_token_signed_by_a_foreign_key_is_a_401(backend: TestBackend) 
     expect_problem_of(response, 401, "unauthorized").await;
 }
 
-async fn me_with_another_authentication_scheme_is_a_401(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn me_with_another_authentication_scheme_is_a_401(app: TestApp) {
     let tokens = app.customer("ada@example.com").await;
     let response = app
         .get("/api/identity/me")

@@ -1,20 +1,19 @@
 use std::io::ErrorKind;
 
+use mercato_testkit::backend_tests;
 use mercato_testkit::ready::Readiness;
-use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::json;
 
-use crate::support::{PASSWORD, expect_problem_of, spawn_app};
+use crate::support::{PASSWORD, TestApp, expect_problem_of, spawn_app};
 
-backend_tests!(
+backend_tests!(spawn_app =>
     the_service_is_healthy_and_ready_with_its_database,
     metrics_count_the_requests_served,
     an_unknown_path_is_a_404_problem,
     stopping_the_service_closes_its_listener,
 );
 
-async fn the_service_is_healthy_and_ready_with_its_database(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn the_service_is_healthy_and_ready_with_its_database(app: TestApp) {
     assert_eq!(app.get("/health").send().await.unwrap().status(), 200);
     let ready = Readiness::of(app.get("/ready").send().await.unwrap()).await;
     assert_eq!(ready.status, 200);
@@ -28,8 +27,7 @@ async fn the_service_is_healthy_and_ready_with_its_database(backend: TestBackend
     assert_eq!(checks, [("database", "up"), ("bus", "up")], "{report}");
 }
 
-async fn metrics_count_the_requests_served(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn metrics_count_the_requests_served(app: TestApp) {
     app.customer("ada@example.com").await;
     let again = app
         .register(&json!({"email": "ada@example.com", "password": PASSWORD, "name": "Ada"}))
@@ -49,16 +47,14 @@ async fn metrics_count_the_requests_served(backend: TestBackend) {
     }
 }
 
-async fn an_unknown_path_is_a_404_problem(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn an_unknown_path_is_a_404_problem(app: TestApp) {
     let response = app.get("/api/identity/nothing").send().await.unwrap();
     expect_problem_of(response, 404, "not-found").await;
     let response = app.get("/api/identity/register").send().await.unwrap();
     expect_problem_of(response, 405, "method-not-allowed").await;
 }
 
-async fn stopping_the_service_closes_its_listener(backend: TestBackend) {
-    let mut app = spawn_app(backend).await;
+async fn stopping_the_service_closes_its_listener(mut app: TestApp) {
     app.customer("ada@example.com").await;
     app.stop().await.expect("a clean shutdown");
     let error = tokio::net::TcpStream::connect(app.addr)

@@ -1,9 +1,9 @@
-use mercato_testkit::{TestBackend, backend_tests};
+use mercato_testkit::backend_tests;
 use serde_json::Value;
 
-use crate::support::{Body, PASSWORD, expect_oauth_error, expect_tokens, spawn_app};
+use crate::support::{Body, PASSWORD, TestApp, expect_oauth_error, expect_tokens, spawn_app};
 
-backend_tests!(
+backend_tests!(spawn_app =>
     a_refresh_grant_issues_a_new_pair_with_a_new_refresh_token,
     a_json_refresh_grant_is_accepted_too,
     reusing_a_rotated_refresh_token_revokes_its_whole_family,
@@ -12,8 +12,7 @@ backend_tests!(
     concurrent_refreshes_with_one_token_succeed_only_once,
 );
 
-async fn a_refresh_grant_issues_a_new_pair_with_a_new_refresh_token(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_refresh_grant_issues_a_new_pair_with_a_new_refresh_token(app: TestApp) {
     let first = app.customer("ada@example.com").await;
 
     let response = app.refresh(&first.refresh).await;
@@ -31,8 +30,7 @@ async fn a_refresh_grant_issues_a_new_pair_with_a_new_refresh_token(backend: Tes
     assert_ne!(third.refresh, second.refresh);
 }
 
-async fn a_json_refresh_grant_is_accepted_too(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_json_refresh_grant_is_accepted_too(app: TestApp) {
     let first = app.customer("ada@example.com").await;
     let params = [
         ("grant_type", "refresh_token"),
@@ -42,8 +40,7 @@ async fn a_json_refresh_grant_is_accepted_too(backend: TestBackend) {
     assert_ne!(second.refresh, first.refresh);
 }
 
-async fn reusing_a_rotated_refresh_token_revokes_its_whole_family(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn reusing_a_rotated_refresh_token_revokes_its_whole_family(app: TestApp) {
     let first = app.customer("ada@example.com").await;
     let second = expect_tokens(app.refresh(&first.refresh).await).await;
 
@@ -53,8 +50,7 @@ async fn reusing_a_rotated_refresh_token_revokes_its_whole_family(backend: TestB
     expect_oauth_error(app.refresh(&first.refresh).await, "invalid_grant").await;
 }
 
-async fn reuse_in_one_session_leaves_the_users_other_sessions_alone(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn reuse_in_one_session_leaves_the_users_other_sessions_alone(app: TestApp) {
     let phone = app.customer("ada@example.com").await;
     let laptop = app.login("ada@example.com", PASSWORD).await;
 
@@ -64,8 +60,7 @@ async fn reuse_in_one_session_leaves_the_users_other_sessions_alone(backend: Tes
     expect_tokens(app.refresh(&laptop.refresh).await).await;
 }
 
-async fn a_made_up_refresh_token_is_an_invalid_grant(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_made_up_refresh_token_is_an_invalid_grant(app: TestApp) {
     let tokens = app.customer("ada@example.com").await;
     for made_up in [
         "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
@@ -77,8 +72,7 @@ async fn a_made_up_refresh_token_is_an_invalid_grant(backend: TestBackend) {
     expect_tokens(app.refresh(&tokens.refresh).await).await;
 }
 
-async fn concurrent_refreshes_with_one_token_succeed_only_once(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn concurrent_refreshes_with_one_token_succeed_only_once(app: TestApp) {
     let tokens = app.customer("ada@example.com").await;
     let mut attempts = tokio::task::JoinSet::new();
     for _ in 0..4 {

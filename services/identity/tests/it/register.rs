@@ -1,10 +1,10 @@
+use mercato_testkit::backend_tests;
 use mercato_testkit::service::send_body;
-use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::{Value, json};
 
 use crate::support::{PASSWORD, TestApp, expect_problem_of, invalid_fields, spawn_app};
 
-backend_tests!(
+backend_tests!(spawn_app =>
     registering_answers_201_with_the_new_user,
     the_email_is_trimmed_and_lower_cased,
     a_taken_email_is_a_409_problem,
@@ -28,8 +28,7 @@ async fn refused_fields(app: &TestApp, body: &Value) -> Vec<String> {
     invalid_fields(&problem).into_iter().map(str::to_owned).collect()
 }
 
-async fn registering_answers_201_with_the_new_user(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn registering_answers_201_with_the_new_user(app: TestApp) {
     let response = app
         .register(&json!({"email": "ada@example.com", "password": PASSWORD, "name": "Ada Lovelace"}))
         .await;
@@ -46,8 +45,7 @@ async fn registering_answers_201_with_the_new_user(backend: TestBackend) {
     );
 }
 
-async fn the_email_is_trimmed_and_lower_cased(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn the_email_is_trimmed_and_lower_cased(app: TestApp) {
     let user = app.register_user("  Ada@Example.COM ", "Ada").await;
     assert_eq!(user["email"], "ada@example.com");
 
@@ -58,26 +56,24 @@ async fn the_email_is_trimmed_and_lower_cased(backend: TestBackend) {
     assert_eq!(me["id"], user["id"]);
 }
 
-async fn a_taken_email_is_a_409_problem(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_taken_email_is_a_409_problem(app: TestApp) {
+    registering_again_is_a_409(&app, "ada@example.com").await;
+}
+
+async fn an_email_taken_in_another_case_is_a_409_problem(app: TestApp) {
+    registering_again_is_a_409(&app, " ADA@example.com").await;
+}
+
+/// Registers ada@example.com, then `email` (the same address as written by someone else).
+async fn registering_again_is_a_409(app: &TestApp, email: &str) {
     app.register_user("ada@example.com", "Ada").await;
     let response = app
-        .register(&json!({"email": "ada@example.com", "password": "another password", "name": "Eve"}))
+        .register(&json!({"email": email, "password": "another password", "name": "Eve"}))
         .await;
     expect_problem_of(response, 409, "conflict").await;
 }
 
-async fn an_email_taken_in_another_case_is_a_409_problem(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    app.register_user("ada@example.com", "Ada").await;
-    let response = app
-        .register(&json!({"email": " ADA@example.com", "password": "another password", "name": "Eve"}))
-        .await;
-    expect_problem_of(response, 409, "conflict").await;
-}
-
-async fn a_malformed_email_is_a_422_naming_email(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_malformed_email_is_a_422_naming_email(app: TestApp) {
     for email in [
         "ada",
         "ada@",
@@ -91,38 +87,33 @@ async fn a_malformed_email_is_a_422_naming_email(backend: TestBackend) {
     }
 }
 
-async fn a_password_shorter_than_8_characters_is_a_422_naming_password(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_password_shorter_than_8_characters_is_a_422_naming_password(app: TestApp) {
     let body = json!({"email": "ada@example.com", "password": "1234567", "name": "Ada"});
     assert_eq!(refused_fields(&app, &body).await, ["password"]);
 }
 
-async fn a_password_that_is_too_long_blank_or_the_email_is_a_422_naming_password(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_password_that_is_too_long_blank_or_the_email_is_a_422_naming_password(app: TestApp) {
     for password in ["x".repeat(129), " ".repeat(12), "Ada@Example.com".to_owned()] {
         let body = json!({"email": "ada@example.com", "password": password, "name": "Ada"});
         assert_eq!(refused_fields(&app, &body).await, ["password"]);
     }
 }
 
-async fn an_empty_name_is_a_422_naming_name(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn an_empty_name_is_a_422_naming_name(app: TestApp) {
     for name in ["", "   "] {
         let body = json!({"email": "ada@example.com", "password": PASSWORD, "name": name});
         assert_eq!(refused_fields(&app, &body).await, ["name"], "{name:?}");
     }
 }
 
-async fn every_invalid_field_is_named_in_one_422(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn every_invalid_field_is_named_in_one_422(app: TestApp) {
     let body = json!({"email": "not-an-email", "password": "short", "name": ""});
     let mut fields = refused_fields(&app, &body).await;
     fields.sort_unstable();
     assert_eq!(fields, ["email", "name", "password"]);
 }
 
-async fn a_missing_field_is_a_422_naming_it(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_missing_field_is_a_422_naming_it(app: TestApp) {
     let complete = json!({"email": "ada@example.com", "password": PASSWORD, "name": "Ada"});
     for missing in ["email", "password", "name"] {
         let mut body = complete.clone();
@@ -131,15 +122,13 @@ async fn a_missing_field_is_a_422_naming_it(backend: TestBackend) {
     }
 }
 
-async fn a_refused_registration_creates_no_account(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_refused_registration_creates_no_account(app: TestApp) {
     let body = json!({"email": "ada@example.com", "password": "short", "name": "Ada"});
     assert_eq!(refused_fields(&app, &body).await, ["password"]);
     app.register_user("ada@example.com", "Ada").await;
 }
 
-async fn malformed_json_is_a_400_problem(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn malformed_json_is_a_400_problem(app: TestApp) {
     let response = send_body(
         app.post("/api/identity/register"),
         "application/json",
@@ -149,8 +138,7 @@ async fn malformed_json_is_a_400_problem(backend: TestBackend) {
     expect_problem_of(response, 400, "bad-request").await;
 }
 
-async fn an_unknown_field_is_a_422_problem(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn an_unknown_field_is_a_422_problem(app: TestApp) {
     let response = app
         .register(&json!({
             "email": "ada@example.com",
@@ -167,8 +155,7 @@ async fn an_unknown_field_is_a_422_problem(backend: TestBackend) {
     );
 }
 
-async fn a_body_that_is_not_json_is_a_415_problem(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_body_that_is_not_json_is_a_415_problem(app: TestApp) {
     let response = app
         .post("/api/identity/register")
         .form(&[
@@ -182,8 +169,7 @@ async fn a_body_that_is_not_json_is_a_415_problem(backend: TestBackend) {
     expect_problem_of(response, 415, "unsupported-media-type").await;
 }
 
-async fn concurrent_registrations_of_one_email_create_exactly_one_account(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn concurrent_registrations_of_one_email_create_exactly_one_account(app: TestApp) {
     let mut attempts = tokio::task::JoinSet::new();
     for i in 0..8 {
         let request = app

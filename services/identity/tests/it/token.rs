@@ -2,18 +2,18 @@ use mercato_testkit::service::send_body;
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::Value;
 
-use crate::support::{Body, PASSWORD, expect_oauth_error, jwt_part, spawn_app};
+use crate::support::{Body, PASSWORD, TestApp, expect_oauth_error, jwt_part, spawn_app};
 
-backend_tests!(
-    a_form_encoded_password_grant_issues_an_uncacheable_bearer_token_pair,
-    a_json_password_grant_issues_an_uncacheable_bearer_token_pair,
+backend_tests!(spawn_app =>
     the_access_token_is_es256_signed_by_a_published_key_and_names_the_user,
     a_wrong_password_is_an_invalid_grant,
     an_unknown_email_is_the_same_invalid_grant_as_a_wrong_password,
     a_missing_or_empty_parameter_is_an_invalid_request,
     an_unknown_grant_type_is_an_unsupported_grant_type,
     a_text_plain_body_is_an_invalid_request,
-    a_malformed_body_is_an_invalid_request,
+    a_malformed_body_is_an_invalid_request;
+    a_form_encoded_password_grant_issues_an_uncacheable_bearer_token_pair,
+    a_json_password_grant_issues_an_uncacheable_bearer_token_pair,
 );
 
 async fn password_grant_issues_an_uncacheable_bearer_token_pair(backend: TestBackend, body: Body) {
@@ -41,8 +41,7 @@ async fn a_json_password_grant_issues_an_uncacheable_bearer_token_pair(backend: 
     password_grant_issues_an_uncacheable_bearer_token_pair(backend, Body::Json).await;
 }
 
-async fn the_access_token_is_es256_signed_by_a_published_key_and_names_the_user(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn the_access_token_is_es256_signed_by_a_published_key_and_names_the_user(app: TestApp) {
     let user = app.register_user("ada@example.com", "Ada").await;
     let tokens = app.login("ada@example.com", PASSWORD).await;
 
@@ -70,8 +69,7 @@ async fn the_access_token_is_es256_signed_by_a_published_key_and_names_the_user(
     assert!(iat.abs_diff(now) < 60, "issued now: {claims}");
 }
 
-async fn a_wrong_password_is_an_invalid_grant(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_wrong_password_is_an_invalid_grant(app: TestApp) {
     app.register_user("ada@example.com", "Ada").await;
     for body in Body::BOTH {
         let response = app
@@ -81,8 +79,7 @@ async fn a_wrong_password_is_an_invalid_grant(backend: TestBackend) {
     }
 }
 
-async fn an_unknown_email_is_the_same_invalid_grant_as_a_wrong_password(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn an_unknown_email_is_the_same_invalid_grant_as_a_wrong_password(app: TestApp) {
     app.register_user("ada@example.com", "Ada").await;
     let wrong_password = expect_oauth_error(
         app.password_grant(Body::Form, "ada@example.com", "not the password")
@@ -103,8 +100,7 @@ async fn an_unknown_email_is_the_same_invalid_grant_as_a_wrong_password(backend:
     }
 }
 
-async fn a_missing_or_empty_parameter_is_an_invalid_request(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_missing_or_empty_parameter_is_an_invalid_request(app: TestApp) {
     app.register_user("ada@example.com", "Ada").await;
     let complete = [
         ("grant_type", "password"),
@@ -131,8 +127,7 @@ async fn a_missing_or_empty_parameter_is_an_invalid_request(backend: TestBackend
     }
 }
 
-async fn an_unknown_grant_type_is_an_unsupported_grant_type(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn an_unknown_grant_type_is_an_unsupported_grant_type(app: TestApp) {
     for body in Body::BOTH {
         for grant in [
             "authorization_code",
@@ -154,8 +149,7 @@ async fn an_unknown_grant_type_is_an_unsupported_grant_type(backend: TestBackend
     }
 }
 
-async fn a_text_plain_body_is_an_invalid_request(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_text_plain_body_is_an_invalid_request(app: TestApp) {
     app.register_user("ada@example.com", "Ada").await;
     let response = app
         .post("/api/identity/token")
@@ -178,8 +172,7 @@ async fn a_text_plain_body_is_an_invalid_request(backend: TestBackend) {
     expect_oauth_error(response, "invalid_request").await;
 }
 
-async fn a_malformed_body_is_an_invalid_request(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_malformed_body_is_an_invalid_request(app: TestApp) {
     for (content_type, body) in [
         ("application/json", r#"{"grant_type": "password", "#),
         ("application/json", r#"{"grant_type": 1}"#),

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use mercato_contracts::openapi::PageParams;
+use mercato_contracts::openapi::{NotAdmin, PageParams, PageQueryRefused};
 use mercato_runtime::{Caller, Json, Problem, page};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -87,8 +87,7 @@ fn param<'a>(query: &'a [(String, String)], name: &str) -> Option<&'a str> {
     params(PageParams),
     responses(
         (status = 200, description = "A page of products", body = PageBody),
-        (status = 400, description = "The query string does not parse"),
-        (status = 422, description = "`page_size` or `page_token` is invalid"),
+        PageQueryRefused,
     )
 )]
 pub async fn list(
@@ -143,7 +142,7 @@ pub async fn get(
     request_body = StockBody,
     responses(
         (status = 200, description = "The product as changed", body = ProductBody),
-        (status = 403, description = "The caller is not an admin"),
+        NotAdmin,
         (status = 404, description = "No such product"),
         (status = 409, description = "More units are held than the new level"),
     )
@@ -173,7 +172,7 @@ pub async fn put_stock(
     request_body = PriceBody,
     responses(
         (status = 200, description = "The product as changed", body = ProductBody),
-        (status = 403, description = "The caller is not an admin"),
+        NotAdmin,
         (status = 404, description = "No such product"),
     )
 )]

@@ -7,20 +7,19 @@ use mercato_testkit::service::send_body;
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::{Value, json};
 
-use crate::support::{expect_problem, far_future, invalid_fields, spawn_app, spawn_for_an_order};
+use crate::support::{TestApp, expect_problem, far_future, invalid_fields, spawn_app, spawn_for_an_order};
 
-backend_tests!(
+backend_tests!(spawn_app =>
     an_admin_sets_the_stock_and_the_change_is_published,
     an_admin_sets_the_price_and_the_change_is_published,
     only_an_admin_may_change_stock_or_prices,
     bad_stock_bodies_are_refused_and_change_nothing,
     bad_price_bodies_name_each_field,
+    changing_an_unknown_product_is_not_found;
     stock_cannot_fall_below_what_orders_hold,
-    changing_an_unknown_product_is_not_found
 );
 
-async fn an_admin_sets_the_stock_and_the_change_is_published(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn an_admin_sets_the_stock_and_the_change_is_published(app: TestApp) {
     let product = app.set_stock("mug-001", 7).await;
     assert_eq!(product["sku"], "MUG-001");
     assert_eq!(product["available"], 7);
@@ -45,12 +44,9 @@ async fn an_admin_sets_the_stock_and_the_change_is_published(backend: TestBacken
     );
 }
 
-async fn an_admin_sets_the_price_and_the_change_is_published(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn an_admin_sets_the_price_and_the_change_is_published(app: TestApp) {
     let body = json!({"price": {"amount_minor": 1450, "currency": "USD"}});
-    let response = app
-        .put("/api/products/TEE-BLK-M/price", Some(&app.admin_token()), &body)
-        .await;
+    let response = app.admin_put("/api/products/TEE-BLK-M/price", &body).await;
     assert_eq!(response.status(), 200);
     let product: Value = response.json().await.unwrap();
     assert_eq!(product["price"], json!({"amount_minor": 1450, "currency": "USD"}));
@@ -68,8 +64,7 @@ async fn an_admin_sets_the_price_and_the_change_is_published(backend: TestBacken
     assert_eq!(app.written("TEE-BLK-M").await, ["ProductChanged"]);
 }
 
-async fn only_an_admin_may_change_stock_or_prices(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn only_an_admin_may_change_stock_or_prices(app: TestApp) {
     let customer = app.customer_token();
     let cases = [
         ("/api/products/MUG-001/stock", json!({"quantity": 1})),
@@ -98,8 +93,7 @@ async fn only_an_admin_may_change_stock_or_prices(backend: TestBackend) {
     assert!(app.written("MUG-001").await.is_empty(), "nothing was published");
 }
 
-async fn bad_stock_bodies_are_refused_and_change_nothing(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn bad_stock_bodies_are_refused_and_change_nothing(app: TestApp) {
     let admin = app.admin_token();
     let path = "/api/products/MUG-001/stock";
     for body in [
@@ -130,8 +124,7 @@ async fn bad_stock_bodies_are_refused_and_change_nothing(backend: TestBackend) {
     assert!(app.written("MUG-001").await.is_empty());
 }
 
-async fn bad_price_bodies_name_each_field(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn bad_price_bodies_name_each_field(app: TestApp) {
     let admin = app.admin_token();
     let path = "/api/products/MUG-001/price";
     let cases = [
@@ -170,14 +163,9 @@ async fn stock_cannot_fall_below_what_orders_hold(backend: TestBackend) {
     answers.wait_for("StockReserved", |e| e.stream_id == order).await;
     assert_eq!(app.available("NOTE-A5").await, 120);
 
-    let admin = app.admin_token();
     let problem = expect_problem(
-        app.put(
-            "/api/products/NOTE-A5/stock",
-            Some(&admin),
-            &json!({"quantity": 29}),
-        )
-        .await,
+        app.admin_put("/api/products/NOTE-A5/stock", &json!({"quantity": 29}))
+            .await,
         422,
     )
     .await;
@@ -190,28 +178,15 @@ async fn stock_cannot_fall_below_what_orders_hold(backend: TestBackend) {
     assert_eq!(app.stock("NOTE-A5").await, (30, 30));
 }
 
-async fn changing_an_unknown_product_is_not_found(backend: TestBackend) {
-    let app = spawn_app(backend).await;
-    let admin = app.admin_token();
-    expect_problem(
-        app.put(
-            "/api/products/NOPE-1/stock",
-            Some(&admin),
-            &json!({"quantity": 1}),
-        )
-        .await,
-        404,
-    )
-    .await;
-    expect_problem(
-        app.put(
+async fn changing_an_unknown_product_is_not_found(app: TestApp) {
+    for (path, body) in [
+        ("/api/products/NOPE-1/stock", json!({"quantity": 1})),
+        (
             "/api/products/NOPE-1/price",
-            Some(&admin),
-            &json!({"price": {"amount_minor": 1, "currency": "EUR"}}),
-        )
-        .await,
-        404,
-    )
-    .await;
+            json!({"price": {"amount_minor": 1, "currency": "EUR"}}),
+        ),
+    ] {
+        expect_problem(app.admin_put(path, &body).await, 404).await;
+    }
     assert!(app.written("NOPE-1").await.is_empty());
 }

@@ -1,19 +1,19 @@
 //! `GET /api/products` and `GET /api/products/{sku}`.
 
 use mercato_testkit::ready::Readiness;
-use mercato_testkit::{TestBackend, backend_tests, eventually};
+use mercato_testkit::{backend_tests, eventually};
 use serde_json::Value;
 
-use crate::support::{PATIENCE, expect_problem, far_future, invalid_fields, order_id, spawn_app};
+use crate::support::{PATIENCE, TestApp, expect_problem, far_future, invalid_fields, order_id, spawn_app};
 
-backend_tests!(
+backend_tests!(spawn_app =>
     the_catalogue_lists_every_product_in_sku_order,
     pages_follow_each_other_until_the_last,
     bad_paging_parameters_are_named,
     a_product_is_read_by_its_sku_in_any_case,
     an_unknown_product_is_not_found,
     the_service_reports_ready_and_its_metrics,
-    the_demo_catalogue_is_seeded_once
+    the_demo_catalogue_is_seeded_once,
 );
 
 fn skus(page: &Value) -> Vec<String> {
@@ -25,8 +25,7 @@ fn skus(page: &Value) -> Vec<String> {
         .collect()
 }
 
-async fn the_catalogue_lists_every_product_in_sku_order(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn the_catalogue_lists_every_product_in_sku_order(app: TestApp) {
     let response = app.get("/api/products").await;
     assert_eq!(response.status(), 200);
     let page: Value = response.json().await.unwrap();
@@ -51,8 +50,7 @@ async fn the_catalogue_lists_every_product_in_sku_order(backend: TestBackend) {
     assert_eq!(fields, ["available", "description", "name", "price", "sku"]);
 }
 
-async fn pages_follow_each_other_until_the_last(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn pages_follow_each_other_until_the_last(app: TestApp) {
     let all: Value = app.get("/api/products?page_size=100").await.json().await.unwrap();
     let mut collected = Vec::new();
     let mut sizes = Vec::new();
@@ -77,8 +75,7 @@ async fn pages_follow_each_other_until_the_last(backend: TestBackend) {
     assert_eq!(collected, skus(&all));
 }
 
-async fn bad_paging_parameters_are_named(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn bad_paging_parameters_are_named(app: TestApp) {
     for size in ["0", "101", "ten", "-1", ""] {
         let problem = expect_problem(app.get(&format!("/api/products?page_size={size}")).await, 422).await;
         assert_eq!(invalid_fields(&problem), ["page_size"], "page_size={size}");
@@ -91,8 +88,7 @@ async fn bad_paging_parameters_are_named(backend: TestBackend) {
     assert_eq!(invalid_fields(&both), ["page_size", "page_token"]);
 }
 
-async fn a_product_is_read_by_its_sku_in_any_case(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_product_is_read_by_its_sku_in_any_case(app: TestApp) {
     let product = app.product("tee-blk-m").await;
     assert_eq!(product["sku"], "TEE-BLK-M");
     assert_eq!(product["price"]["amount_minor"], 2500);
@@ -100,8 +96,7 @@ async fn a_product_is_read_by_its_sku_in_any_case(backend: TestBackend) {
     assert_eq!(app.product("TEE-BLK-M").await, product);
 }
 
-async fn an_unknown_product_is_not_found(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn an_unknown_product_is_not_found(app: TestApp) {
     for sku in ["NOPE-1", "not%20a%20sku", "X".repeat(40).as_str()] {
         let problem = expect_problem(app.get(&format!("/api/products/{sku}")).await, 404).await;
         assert_eq!(problem["type"], "urn:mercato:problem:not-found");
@@ -109,8 +104,7 @@ async fn an_unknown_product_is_not_found(backend: TestBackend) {
     expect_problem(app.get("/api/products/MUG-001/nothing-here").await, 404).await;
 }
 
-async fn the_service_reports_ready_and_its_metrics(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn the_service_reports_ready_and_its_metrics(app: TestApp) {
     let ready = Readiness::of(app.get("/ready").await).await;
     assert_eq!(ready.status, 200);
     assert_eq!(ready.check_names(), ["database", "bus"]);
@@ -138,8 +132,7 @@ async fn the_service_reports_ready_and_its_metrics(backend: TestBackend) {
     .await;
 }
 
-async fn the_demo_catalogue_is_seeded_once(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn the_demo_catalogue_is_seeded_once(app: TestApp) {
     app.set_stock("MUG-001", 3).await;
     let added = mercato_inventory::seed_demo_catalogue(&app.db).await.unwrap();
     assert_eq!(added, 0, "a catalogue with products is left alone");

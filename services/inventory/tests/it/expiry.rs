@@ -7,12 +7,12 @@ use mercato_contracts::inventory::{
 use mercato_storage::now_millis;
 use mercato_testkit::{TestBackend, backend_tests, eventually};
 
-use crate::support::{PATIENCE, far_future, order_id, spawn_app, spawn_for_an_order};
+use crate::support::{PATIENCE, TestApp, far_future, order_id, spawn_app, spawn_for_an_order};
 
-backend_tests!(
-    a_hold_that_runs_out_is_released_on_its_own,
+backend_tests!(spawn_app =>
+    a_hold_that_runs_out_is_released_on_its_own;
     committing_an_expired_hold_takes_the_units_again,
-    committing_an_expired_hold_whose_units_are_gone_fails
+    committing_an_expired_hold_whose_units_are_gone_fails,
 );
 
 /// A hold that runs out shortly after it is made.
@@ -20,8 +20,7 @@ fn soon() -> i64 {
     now_millis() + 300
 }
 
-async fn a_hold_that_runs_out_is_released_on_its_own(backend: TestBackend) {
-    let mut app = spawn_app(backend).await;
+async fn a_hold_that_runs_out_is_released_on_its_own(mut app: TestApp) {
     // Two replicas, two sweepers racing for the same reservation: it is released once.
     app.start_replica().await;
     let mut answers = app.answers().await;

@@ -4,12 +4,12 @@ use mercato_contracts::grpc::inventory::inventory_client::InventoryClient;
 use mercato_contracts::grpc::inventory::{GetProductsRequest, Money};
 use mercato_testkit::{TestBackend, backend_tests};
 
-use crate::support::{expect_problem, far_future, spawn_app, spawn_for_an_order};
+use crate::support::{TestApp, expect_problem, far_future, spawn_app, spawn_for_an_order};
 
-backend_tests!(
-    get_products_answers_prices_availability_and_unknown_skus,
+backend_tests!(spawn_app =>
     get_products_refuses_more_than_a_hundred_skus,
-    http_still_works_beside_grpc
+    http_still_works_beside_grpc;
+    get_products_answers_prices_availability_and_unknown_skus,
 );
 
 async fn get_products_answers_prices_availability_and_unknown_skus(backend: TestBackend) {
@@ -57,8 +57,7 @@ async fn get_products_answers_prices_availability_and_unknown_skus(backend: Test
     assert!(empty.products.is_empty() && empty.unknown_skus.is_empty());
 }
 
-async fn get_products_refuses_more_than_a_hundred_skus(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn get_products_refuses_more_than_a_hundred_skus(app: TestApp) {
     let mut client = InventoryClient::connect(app.url("")).await.unwrap();
     let skus: Vec<String> = (0..101).map(|i| format!("SKU-{i}")).collect();
     let status = client
@@ -75,8 +74,7 @@ async fn get_products_refuses_more_than_a_hundred_skus(backend: TestBackend) {
     assert_eq!(response.unknown_skus.len(), 100);
 }
 
-async fn http_still_works_beside_grpc(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn http_still_works_beside_grpc(app: TestApp) {
     let mut client = InventoryClient::connect(app.url("")).await.unwrap();
     client
         .get_products(GetProductsRequest {

@@ -5,8 +5,9 @@
 use std::net::SocketAddr;
 
 use mercato_contracts::orders::{CommitReservation, OrderLine, ReleaseStock, ReserveStock};
+use mercato_inventory::store::MIGRATIONS;
 use mercato_inventory::store::{products, reservations};
-use mercato_inventory::{Config, InventoryConfig};
+use mercato_inventory::{Config, InventoryConfig, NAME};
 use mercato_messaging::{Bus, Envelope, Event};
 use mercato_storage::{Db, now_millis};
 use mercato_testkit::TestBackend;
@@ -50,7 +51,7 @@ pub async fn spawn_app(backend: TestBackend) -> TestApp {
             demo_catalogue: true,
         },
     };
-    let db = mercato_inventory::open_database(&config.service.database)
+    let db = mercato_kit::builder::open_database(NAME, &config.service.database, MIGRATIONS)
         .await
         .expect("open the inventory database");
     let mut app = TestApp {
@@ -131,12 +132,16 @@ impl TestApp {
         request.send().await.expect("the service answers")
     }
 
+    /// A `PUT` with an admin's token.
+    pub async fn admin_put(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.put(path, Some(&self.admin_token()), body).await
+    }
+
     /// Sets the stock as an admin; must succeed.
     pub async fn set_stock(&self, sku: &str, quantity: i64) -> Value {
         let response = self
-            .put(
+            .admin_put(
                 &format!("/api/products/{sku}/stock"),
-                Some(&self.admin_token()),
                 &serde_json::json!({"quantity": quantity}),
             )
             .await;

@@ -2,7 +2,7 @@ use std::collections::HashMap;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use mercato_contracts::openapi::PageParams;
+use mercato_contracts::openapi::{PageParams, PageQueryRefused};
 use mercato_runtime::{Caller, Json, page};
 use mercato_storage::Db;
 use serde::Serialize;
@@ -62,8 +62,7 @@ impl From<MailboxItem> for Item {
     params(PageParams),
     responses(
         (status = 200, description = "A page of notifications", body = Page),
-        (status = 400, description = "The query string does not parse"),
-        (status = 422, description = "`page_size` or `page_token` is invalid"),
+        PageQueryRefused,
     )
 )]
 pub async fn list(

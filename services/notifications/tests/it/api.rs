@@ -6,14 +6,14 @@ use mercato_testkit::service::Backing;
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::Value;
 
-use crate::support::{spawn_app, unique};
+use crate::support::{TestApp, spawn_app, unique};
 
-backend_tests!(
+backend_tests!(spawn_app =>
     the_mailbox_pages_newest_first_with_opaque_tokens,
     bad_page_sizes_and_tokens_are_refused_with_422,
     a_customer_sees_only_their_own_messages,
     without_a_valid_token_the_mailbox_is_401,
-    the_service_reports_readiness_counts_notifications_and_stops_cleanly,
+    the_service_reports_readiness_counts_notifications_and_stops_cleanly;
     a_bad_smtp_setting_stops_start_up_naming_its_key,
 );
 
@@ -26,8 +26,7 @@ fn subjects(page: &Value) -> Vec<String> {
         .collect()
 }
 
-async fn the_mailbox_pages_newest_first_with_opaque_tokens(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn the_mailbox_pages_newest_first_with_opaque_tokens(app: TestApp) {
     let user = unique("u");
     for n in 1..=5 {
         app.order_shipped(&user, &format!("o-{n}")).await;
@@ -68,8 +67,7 @@ async fn the_mailbox_pages_newest_first_with_opaque_tokens(backend: TestBackend)
     }
 }
 
-async fn bad_page_sizes_and_tokens_are_refused_with_422(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn bad_page_sizes_and_tokens_are_refused_with_422(app: TestApp) {
     for (query, field) in [
         ("?page_size=0", "page_size"),
         ("?page_size=101", "page_size"),
@@ -85,8 +83,7 @@ async fn bad_page_sizes_and_tokens_are_refused_with_422(backend: TestBackend) {
     assert_eq!(response.status(), 200);
 }
 
-async fn a_customer_sees_only_their_own_messages(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_customer_sees_only_their_own_messages(app: TestApp) {
     let (ada, bob) = (unique("ada"), unique("bob"));
     app.user_registered(&ada, &format!("{ada}@example.com"), "Ada")
         .await;
@@ -116,8 +113,7 @@ async fn a_customer_sees_only_their_own_messages(backend: TestBackend) {
     );
 }
 
-async fn without_a_valid_token_the_mailbox_is_401(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn without_a_valid_token_the_mailbox_is_401(app: TestApp) {
     let response = app.get("/api/notifications").send().await.unwrap();
     assert!(response.headers().contains_key("www-authenticate"));
     expect_problem(response, 401).await;
@@ -125,8 +121,7 @@ async fn without_a_valid_token_the_mailbox_is_401(backend: TestBackend) {
     expect_problem(response, 401).await;
 }
 
-async fn the_service_reports_readiness_counts_notifications_and_stops_cleanly(backend: TestBackend) {
-    let mut app = spawn_app(backend).await;
+async fn the_service_reports_readiness_counts_notifications_and_stops_cleanly(mut app: TestApp) {
     let ready = app.get("/ready").send().await.unwrap();
     assert_eq!(ready.status(), 200);
     let user = unique("u");

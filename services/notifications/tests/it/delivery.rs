@@ -17,18 +17,17 @@ use mercato_testkit::{TestBackend, TestDatabase, backend_tests, eventually};
 use tokio::sync::Notify;
 
 use crate::smtp_sink::SmtpSink;
-use crate::support::{MAX_ATTEMPTS, PATIENCE, smtp_config, spawn_app, unique};
+use crate::support::{MAX_ATTEMPTS, PATIENCE, TestApp, smtp_config, spawn_app, unique};
 
-backend_tests!(
+backend_tests!(spawn_app =>
     an_event_delivered_twice_gives_one_message_and_one_email,
-    an_email_refused_twice_with_451_is_sent_once_on_the_third_attempt,
+    an_email_refused_twice_with_451_is_sent_once_on_the_third_attempt;
     an_email_the_server_always_refuses_fails_after_max_attempts_and_is_never_accepted,
     two_workers_on_one_database_send_each_email_exactly_once,
     a_vanished_worker_is_resent_only_if_it_stopped_before_the_point_of_no_return,
 );
 
-async fn an_event_delivered_twice_gives_one_message_and_one_email(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn an_event_delivered_twice_gives_one_message_and_one_email(app: TestApp) {
     let user = unique("u");
     app.customer(&user, &format!("{user}@example.com"), "Ada", true, "en")
         .await;
@@ -79,8 +78,7 @@ async fn an_event_delivered_twice_gives_one_message_and_one_email(backend: TestB
     assert_eq!(app.smtp.received().len(), 1);
 }
 
-async fn an_email_refused_twice_with_451_is_sent_once_on_the_third_attempt(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn an_email_refused_twice_with_451_is_sent_once_on_the_third_attempt(app: TestApp) {
     app.smtp.refuse_next(2);
     let user = unique("u");
     app.user_registered(&user, &format!("{user}@example.com"), "Ada")
@@ -125,10 +123,14 @@ async fn an_email_the_server_always_refuses_fails_after_max_attempts_and_is_neve
 /// A database with notifications' schema and no service running on it.
 async fn bare_database(backend: TestBackend) -> (TestDatabase, Db) {
     let database = TestDatabase::new(backend).await;
-    let db = mercato_notifications::open_database(&DatabaseConfig {
-        url: database.url().into(),
-        ..DatabaseConfig::default()
-    })
+    let db = mercato_kit::builder::open_database(
+        mercato_notifications::NAME,
+        &DatabaseConfig {
+            url: database.url().into(),
+            ..DatabaseConfig::default()
+        },
+        store::MIGRATIONS,
+    )
     .await
     .expect("open the database");
     (database, db)

@@ -3,12 +3,12 @@
 use mercato_testkit::{TestBackend, backend_tests};
 use serde_json::Value;
 
-use crate::support::{spawn_app, unique};
+use crate::support::{TestApp, spawn_app, unique};
 
-backend_tests!(
+backend_tests!(spawn_app =>
     order_messages_are_rendered_in_the_customers_language,
     order_messages_in_english_name_the_total_and_the_cancel_reason,
-    with_email_turned_off_order_messages_reach_the_mailbox_only,
+    with_email_turned_off_order_messages_reach_the_mailbox_only;
     an_order_for_a_customer_not_known_yet_reaches_the_mailbox_in_english_without_email,
 );
 
@@ -23,8 +23,7 @@ fn text(item: &Value, field: &str) -> String {
     item[field].as_str().unwrap().to_owned()
 }
 
-async fn order_messages_are_rendered_in_the_customers_language(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn order_messages_are_rendered_in_the_customers_language(app: TestApp) {
     let user = unique("u");
     let email = format!("{user}@example.com");
     app.customer(&user, &email, "Ada", true, "de-AT").await;
@@ -67,8 +66,7 @@ async fn order_messages_are_rendered_in_the_customers_language(backend: TestBack
     assert!(mail.body().contains("Gesamtbetrag: 25,00 €"), "{}", mail.body());
 }
 
-async fn order_messages_in_english_name_the_total_and_the_cancel_reason(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn order_messages_in_english_name_the_total_and_the_cancel_reason(app: TestApp) {
     let user = unique("u");
     app.customer(&user, &format!("{user}@example.com"), "Grace", true, "en")
         .await;
@@ -86,8 +84,7 @@ async fn order_messages_in_english_name_the_total_and_the_cancel_reason(backend:
     );
 }
 
-async fn with_email_turned_off_order_messages_reach_the_mailbox_only(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn with_email_turned_off_order_messages_reach_the_mailbox_only(app: TestApp) {
     let user = unique("u");
     app.customer(&user, &format!("{user}@example.com"), "Ada", false, "en")
         .await;

@@ -2,16 +2,15 @@
 
 use mercato_testkit::{TestBackend, backend_tests};
 
-use crate::support::{spawn_app, unique};
+use crate::support::{TestApp, spawn_app, unique};
 
-backend_tests!(
-    a_registration_puts_a_welcome_in_the_mailbox_and_sends_it_by_email,
+backend_tests!(spawn_app =>
+    a_registration_puts_a_welcome_in_the_mailbox_and_sends_it_by_email;
     a_customer_who_turned_email_off_gets_the_welcome_in_the_mailbox_only_in_their_language,
     with_smtp_disabled_the_welcome_reaches_the_mailbox_and_no_email_is_queued,
 );
 
-async fn a_registration_puts_a_welcome_in_the_mailbox_and_sends_it_by_email(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_registration_puts_a_welcome_in_the_mailbox_and_sends_it_by_email(app: TestApp) {
     let user = unique("u");
     let email = format!("{user}@example.com");
     app.user_registered(&user, &email, "Ada").await;
