@@ -123,8 +123,8 @@ until curl -fs -o /dev/null "$product"; do
   sleep 0.2
 done
 urls=()
-for _ in $(seq 500); do urls+=("$product"); done
-curl -fs -o /dev/null -w '%{time_total}\n' "${urls[@]}" | sort -n | awk '
+for _ in $(seq 500); do urls+=(-o /dev/null "$product"); done
+curl -fs -w '%{time_total}\n' "${urls[@]}" | sort -n | awk '
   { t[NR] = $1 * 1000 }
   END { printf "gateway to inventory  %d reads: p50 %.2f ms, p90 %.2f ms, p99 %.2f ms\n\n",
         NR, t[int(NR * 0.5)], t[int(NR * 0.9)], t[int(NR * 0.99)] }'
