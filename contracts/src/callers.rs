@@ -3,6 +3,8 @@
 //! - an internal gRPC method: only the services listed for it ([`INTERNAL_RPCS`]); any other
 //!   gRPC call is refused;
 //! - identity's signing keys (`/.well-known/jwks.json`): every service, since each verifies tokens;
+//! - identity's token endpoint (`/api/identity/token`): every service, for its service tokens
+//!   (identity still checks each service's own credential and whom it may call);
 //! - every other HTTP route: the gateway, which forwards the public API.
 
 /// The gateway's service name, the one caller of the public API.
@@ -15,7 +17,7 @@ pub const INTERNAL_RPCS: &[(&str, &[&str])] = &[
 ];
 
 /// HTTP paths every service may read.
-const EVERY_SERVICE: &[&str] = &["/.well-known/jwks.json"];
+const EVERY_SERVICE: &[&str] = &["/.well-known/jwks.json", "/api/identity/token"];
 
 /// Whether service `caller` may call `path` (`grpc` for a gRPC call) on any service.
 #[must_use]
@@ -59,6 +61,8 @@ mod tests {
         assert!(may_call(GATEWAY, "/api/orders", false));
         assert!(!may_call("notifications", "/api/orders", false));
         assert!(may_call("orders", "/.well-known/jwks.json", false));
+        assert!(may_call("orders", "/api/identity/token", false));
+        assert!(!may_call("orders", "/api/identity/register", false));
         assert!(!may_call(
             GATEWAY,
             "/mercato.inventory.v1.Inventory/GetProducts",

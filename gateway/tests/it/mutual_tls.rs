@@ -6,10 +6,9 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::Request;
-use mercato_runtime::tls::{CallingService, ServerTls};
-use mercato_runtime::{CancellationToken, HttpConfig, Readiness, Registry, Server, Service};
+use mercato_runtime::tls::CallingService;
 use mercato_security::tls::TlsFiles;
-use mercato_testkit::tls::Pki;
+use mercato_testkit::tls::{self, Pki, TlsServer};
 use serde_json::{Value, json};
 
 use mercato_testkit::eventually;
@@ -17,8 +16,8 @@ use mercato_testkit::eventually;
 use crate::support::{PATIENCE, TestGateway, spawn_gateway_with};
 
 /// Serves, over mutual TLS with `files`, a service that names its caller and lets only the
-/// gateway in; returns its `https://` URL.
-async fn serve_tls(files: &TlsFiles) -> String {
+/// gateway in.
+async fn serve_tls(files: &TlsFiles) -> TlsServer {
     let routes = Router::new().fallback(|request: Request| async move {
         let caller = request
             .extensions()
@@ -26,41 +25,23 @@ async fn serve_tls(files: &TlsFiles) -> String {
             .map(|c| c.0.service().to_owned());
         axum::Json(json!({ "caller": caller }))
     });
-    let service = Service {
-        name: "tls-upstream",
-        routes,
-        readiness: Readiness::new(),
-        registry: Registry::default(),
-        own_fallback: true,
-    };
     let only_the_gateway = Arc::new(|caller: &str, _: &str, _: bool| caller == "gateway");
-    let tls = ServerTls::new(files, only_the_gateway).unwrap();
-    let server = Server::bind_tls(
-        "127.0.0.1:0".parse().unwrap(),
-        &HttpConfig::default(),
-        service,
-        Some(tls),
-    )
-    .await
-    .unwrap();
-    let url = format!("https://{}", server.local_addr());
-    tokio::spawn(server.run_until_stopped(CancellationToken::new()));
-    url
+    tls::serve_tls(routes, files, only_the_gateway, false).await
 }
 
 /// A gateway holding its certificate, before `echo` (certified as echo) and `other`, an impostor
-/// whose certificate names another service; returns it with both URLs and the CA, whose files
-/// the certificates are reloaded from while it lives.
+/// whose certificate names another service; returns it with both (serving while they live) and
+/// the CA, whose files the certificates are reloaded from while it lives.
 async fn gateway_over_tls(
     adjust: impl FnOnce(&mut mercato_gateway::Config),
-) -> (TestGateway, String, String, Pki) {
+) -> (TestGateway, TlsServer, TlsServer, Pki) {
     let pki = Pki::new();
     let echo = serve_tls(&pki.issue("echo")).await;
     let impostor = serve_tls(&pki.issue("inventory")).await;
     let gateway = pki.issue("gateway");
     let gw = spawn_gateway_with(|config| {
-        config.upstreams.insert("echo".into(), vec![echo.clone()]);
-        config.upstreams.insert("other".into(), vec![impostor.clone()]);
+        config.upstreams.insert("echo".into(), vec![echo.url()]);
+        config.upstreams.insert("other".into(), vec![impostor.url()]);
         config.tls = Some(gateway);
         adjust(config);
     })
@@ -70,7 +51,7 @@ async fn gateway_over_tls(
 
 #[tokio::test]
 async fn the_gateway_presents_its_certificate_and_reaches_only_the_service_it_names() {
-    let (gw, _, _, _pki) = gateway_over_tls(|_| {}).await;
+    let (gw, _echo, _impostor, _pki) = gateway_over_tls(|_| {}).await;
 
     for _ in 0..3 {
         let response = gw.get("/api/echo/hello").send().await.unwrap();
@@ -97,13 +78,13 @@ async fn health_checks_reach_tls_upstreams_over_tls_and_fail_an_impostor() {
     eventually(PATIENCE, "the impostor to fail its checks", || async {
         let metrics = gw.metrics().await;
         metrics
-            .contains(&healthy("other", &impostor, 0))
+            .contains(&healthy("other", &impostor.url(), 0))
             .then_some(metrics)
     })
     .await;
     // Checked in the same rounds, over TLS, echo passes (one failure would have marked it).
     let metrics = gw.metrics().await;
-    assert!(metrics.contains(&healthy("echo", &echo, 1)), "{metrics}");
+    assert!(metrics.contains(&healthy("echo", &echo.url(), 1)), "{metrics}");
 }
 
 /// A client that trusts only `ca` and opens a new connection for every request.

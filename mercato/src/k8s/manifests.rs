@@ -21,6 +21,9 @@ pub const ENV_CONFIG_MAP: &str = "mercato-env";
 pub const FILE_CONFIG_MAP: &str = "mercato-config";
 pub const SECRET: &str = "mercato-secrets";
 pub const KEYS_SECRET: &str = "mercato-identity-keys";
+/// Each service's certificate, key and CA (`tls.crt`, `tls.key`, `ca.crt`), in a Secret per
+/// service named so; cert-manager keeps them renewed in production.
+pub const TLS_SECRET_PREFIX: &str = "mercato-tls-";
 /// Objects labelled so are applied, and the setup jobs finished, before a rollout.
 pub const PHASE_LABEL: &str = "mercato.dev/phase";
 pub const SETUP_PHASE: &str = "setup";
@@ -384,8 +387,12 @@ pub fn toml(system: &System) -> String {
     let mut out = String::new();
     for w in &system.workloads {
         out.push_str(&format!(
-            "[services.{}]\nlisten = \"0.0.0.0:{}\"\nurl = \"http://{}:{}\"\n\n",
-            w.name, w.port, w.name, w.port
+            "[services.{}]\nlisten = \"0.0.0.0:{}\"\nurl = \"{}://{}:{}\"\n\n",
+            w.name,
+            w.port,
+            w.scheme(),
+            w.name,
+            w.port
         ));
     }
     out.truncate(out.trim_end().len());
@@ -430,8 +437,29 @@ fn resources(r: &model::Resources) -> Value {
     })
 }
 
-fn http_get(path: &str) -> Value {
-    json!({ "path": path, "port": "http" })
+fn http_get(path: &str, port: &str) -> Value {
+    json!({ "path": path, "port": port })
+}
+
+/// `[tls]` of a pod holding a certificate: its files where the Secret is mounted, and the
+/// probe port when its service port takes only mutual TLS.
+fn tls_env(w: &Workload) -> Vec<Value> {
+    if !w.holds_certificate() {
+        return Vec::new();
+    }
+    let mut env = vec![
+        json!({ "name": "MERCATO_TLS__ENABLED", "value": "true" }),
+        json!({ "name": "MERCATO_TLS__CA", "value": format!("{}/ca.crt", model::TLS_DIR) }),
+        json!({ "name": "MERCATO_TLS__CERT", "value": format!("{}/tls.crt", model::TLS_DIR) }),
+        json!({ "name": "MERCATO_TLS__KEY", "value": format!("{}/tls.key", model::TLS_DIR) }),
+    ];
+    if w.probe_port() != w.port {
+        env.push(json!({
+            "name": "MERCATO_TLS__PROBE_LISTEN",
+            "value": format!("0.0.0.0:{}", w.probe_port()),
+        }));
+    }
+    env
 }
 
 /// The configuration every `mercato` container reads.
@@ -488,6 +516,24 @@ fn deployment(system: &System, w: &Workload, track: Track) -> Value {
         }));
         mounts.push(json!({ "name": "keys", "mountPath": model::KEYS_DIR, "readOnly": true }));
     }
+    if w.holds_certificate() {
+        volumes.push(json!({
+            "name": "tls",
+            "secret": { "secretName": format!("{TLS_SECRET_PREFIX}{}", w.name), "defaultMode": 0o440 },
+        }));
+        mounts.push(json!({ "name": "tls", "mountPath": model::TLS_DIR, "readOnly": true }));
+    }
+    let mut env = config_env();
+    if let Some(env) = env.as_array_mut() {
+        env.extend(tls_env(w));
+    }
+    let mut ports = vec![json!({ "name": "http", "containerPort": w.port, "protocol": "TCP" })];
+    let probe = if w.probe_port() == w.port {
+        "http"
+    } else {
+        ports.push(json!({ "name": "probe", "containerPort": w.probe_port(), "protocol": "TCP" }));
+        "probe"
+    };
     json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -513,24 +559,24 @@ fn deployment(system: &System, w: &Workload, track: Track) -> Value {
                         "image": IMAGE,
                         "imagePullPolicy": "IfNotPresent",
                         "args": ["serve", w.name],
-                        "ports": [{ "name": "http", "containerPort": w.port, "protocol": "TCP" }],
-                        "env": config_env(),
+                        "ports": ports,
+                        "env": env,
                         "envFrom": env_from(w.needs_secrets()),
                         "startupProbe": {
-                            "httpGet": http_get(model::HEALTH_PATH),
+                            "httpGet": http_get(model::HEALTH_PATH, probe),
                             "periodSeconds": 2,
                             "timeoutSeconds": 2,
                             // Start-up includes connecting and migrating: up to 2 minutes.
                             "failureThreshold": 60,
                         },
                         "livenessProbe": {
-                            "httpGet": http_get(model::HEALTH_PATH),
+                            "httpGet": http_get(model::HEALTH_PATH, probe),
                             "periodSeconds": 10,
                             "timeoutSeconds": 2,
                             "failureThreshold": 3,
                         },
                         "readinessProbe": {
-                            "httpGet": http_get(model::READY_PATH),
+                            "httpGet": http_get(model::READY_PATH, probe),
                             "periodSeconds": 5,
                             "timeoutSeconds": system.readiness_probe_timeout_secs(),
                             "failureThreshold": 2,
@@ -824,7 +870,8 @@ pub fn blue_green_toml(system: &System) -> String {
     let mut out = toml(system);
     for w in system.workloads.iter().filter(|w| w.service.is_domain_service()) {
         out.push_str(&format!(
-            "\n[gateway.upstreams.{name}]\nblue = [\"http://{name}:{port}\"]\ngreen = [\"http://{green}:{port}\"]\n",
+            "\n[gateway.upstreams.{name}]\nblue = [\"{scheme}://{name}:{port}\"]\ngreen = [\"{scheme}://{green}:{port}\"]\n",
+            scheme = w.scheme(),
             name = w.name,
             green = Track::Green.object_name(w.name),
             port = w.port,

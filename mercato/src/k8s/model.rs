@@ -23,6 +23,11 @@ pub const TERMINATION_SLACK_SECS: u64 = 5;
 pub const CONFIG_DIR: &str = "/etc/mercato/config";
 pub const KEYS_DIR: &str = "/etc/mercato/keys";
 pub const DATA_DIR: &str = "/var/lib/mercato";
+/// Where a pod finds its certificate, key and CA: the layout of a cert-manager Secret.
+pub const TLS_DIR: &str = "/etc/mercato/tls";
+/// The plaintext port of `/health` and `/ready` (`[tls] probe_listen`) in a pod whose service
+/// port takes only mutual TLS, which a kubelet's probe cannot speak.
+pub const PROBE_PORT: u16 = 8099;
 
 /// The event categories, each a JetStream stream the setup job creates.
 pub const CATEGORIES: &[&str] = &[
@@ -98,6 +103,34 @@ impl Workload {
     #[must_use]
     pub fn needs_secrets(&self) -> bool {
         self.database || self.redis
+    }
+
+    /// Holds a certificate of the service CA: every service but the sandbox, which stands for
+    /// an outside provider.
+    #[must_use]
+    pub fn holds_certificate(&self) -> bool {
+        self.service != ServiceName::PaymentSandbox
+    }
+
+    /// The port the kubelet probes: the plaintext probe port beside a mutual-TLS port, else the
+    /// service's own.
+    #[must_use]
+    pub fn probe_port(&self) -> u16 {
+        if self.service.serves_mutual_tls() {
+            PROBE_PORT
+        } else {
+            self.port
+        }
+    }
+
+    /// How the other pods reach it.
+    #[must_use]
+    pub fn scheme(&self) -> &'static str {
+        if self.service.serves_mutual_tls() {
+            "https"
+        } else {
+            "http"
+        }
     }
 }
 

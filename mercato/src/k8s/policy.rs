@@ -198,10 +198,10 @@ fn served_by_binary(system: &System, name: &str, template: &Value) -> Vec<String
             Value::String(_) => port_named(&get["port"]),
             other => Some(other.clone()),
         };
-        if get["path"] != path || port != Some(w.port.into()) {
+        if get["path"] != path || port != Some(w.probe_port().into()) {
             out.push(format!(
                 "Deployment {name} {probe} is not GET {path} on port {}",
-                w.port
+                w.probe_port()
             ));
         }
     }
@@ -309,7 +309,9 @@ mod tests {
         let v = broken(|o| container(o)["ports"][0]["containerPort"] = json!(9999));
         assert_names(&v, "does not expose port 8104");
         let v = broken(|o| container(o)["livenessProbe"]["httpGet"]["path"] = json!("/healthz"));
-        assert_names(&v, "livenessProbe is not GET /health on port 8104");
+        assert_names(&v, "livenessProbe is not GET /health on port 8099");
+        let v = broken(|o| container(o)["readinessProbe"]["httpGet"]["port"] = json!("http"));
+        assert_names(&v, "readinessProbe is not GET /ready on port 8099");
         let v = broken(|o| container(o)["args"] = json!(["serve", "payments"]));
         assert_names(&v, "does not run `mercato serve orders`");
     }

@@ -21,7 +21,9 @@ use tokio::sync::{Mutex, MutexGuard};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::support::{PATIENCE, Process, customer_at, unique_email};
+use mercato_security::tls::TlsFiles;
+
+use crate::support::{PATIENCE, Process, customer_at, run, unique_email};
 
 const SKU: &str = "MUG-001";
 pub(crate) const VISA: &str = "tok_visa";
@@ -96,20 +98,49 @@ pub(crate) struct Cluster {
     inventory_db: Db,
     /// The bus of the distributed setting; the embedded one is a file in the data directory.
     nats: Option<NatsServer>,
+    /// Mutual TLS between the processes, and public TLS at the gateway, when started so.
+    tls: Option<ClusterTls>,
     _db: TestDatabase,
     _turn: MutexGuard<'static, ()>,
 }
 
-/// Free loopback ports, one per service, all distinct.
-fn free_ports() -> BTreeMap<&'static str, u16> {
-    let listeners: Vec<_> = SERVICES
-        .iter()
-        .map(|name| (*name, std::net::TcpListener::bind("127.0.0.1:0").unwrap()))
-        .collect();
-    listeners
-        .iter()
-        .map(|(name, l)| (*name, l.local_addr().unwrap().port()))
-        .collect()
+/// The certificates of a system started with TLS on (`mercato certs`, one per service) and the
+/// plaintext probe port of each service served over mutual TLS.
+pub(crate) struct ClusterTls {
+    pub(crate) certs: PathBuf,
+    pub(crate) probes: BTreeMap<&'static str, u16>,
+    _redis: mercato_testkit::redis::KeyPrefix,
+}
+
+/// The services served over mutual TLS (the gateway's clients get public TLS; the sandbox,
+/// standing for an outside provider, stays plaintext).
+pub(crate) const MUTUAL_TLS: [&str; 6] = [
+    "identity",
+    "customers",
+    "inventory",
+    "payments",
+    "notifications",
+    "orders",
+];
+
+/// Free loopback ports, all distinct: one per service, and one per name in `probes` for its
+/// probe port.
+fn free_ports(probes: &[&'static str]) -> (BTreeMap<&'static str, u16>, BTreeMap<&'static str, u16>) {
+    let bind = |names: &[&'static str]| -> Vec<_> {
+        names
+            .iter()
+            .map(|name| (*name, std::net::TcpListener::bind("127.0.0.1:0").unwrap()))
+            .collect()
+    };
+    // All bound at once, so that no two are the same.
+    let (services, probes) = (bind(&SERVICES), bind(probes));
+    let ports = |listeners: &[(&'static str, std::net::TcpListener)]| {
+        listeners
+            .iter()
+            .map(|(name, l)| (*name, l.local_addr().unwrap().port()))
+            .collect()
+    };
+    (ports(&services), ports(&probes))
 }
 
 fn order_body(quantity: i64, card: &str) -> Value {
@@ -140,27 +171,82 @@ where
     }
 }
 
+impl ClusterTls {
+    /// A CA and a certificate for every service but the sandbox, as an operator makes them.
+    async fn issue(certs: &std::path::Path, probes: BTreeMap<&'static str, u16>) -> Self {
+        let dir = certs.display().to_string();
+        let (ok, _, err) = run(&["certs", "init", "--dir", &dir], &[]).await;
+        assert!(ok, "{err}");
+        for name in MUTUAL_TLS.iter().chain(&["gateway"]) {
+            let (ok, _, err) = run(&["certs", "issue", name, "--dir", &dir], &[]).await;
+            assert!(ok, "{err}");
+        }
+        Self {
+            certs: certs.to_owned(),
+            probes,
+            _redis: mercato_testkit::redis::KeyPrefix::new(),
+        }
+    }
+
+    /// `name`'s own `[tls]`: its certificate, and its probe port when it has one.
+    fn env(&self, name: &str) -> Vec<(String, String)> {
+        if name == "payment-sandbox" {
+            return Vec::new();
+        }
+        let files = TlsFiles::in_dir(&self.certs, name);
+        let mut env = vec![
+            ("MERCATO_TLS__ENABLED".to_owned(), "true".to_owned()),
+            ("MERCATO_TLS__CA".to_owned(), files.ca.display().to_string()),
+            ("MERCATO_TLS__CERT".to_owned(), files.cert.display().to_string()),
+            ("MERCATO_TLS__KEY".to_owned(), files.key.display().to_string()),
+        ];
+        if let Some(port) = self.probes.get(name) {
+            env.push((
+                "MERCATO_TLS__PROBE_LISTEN".to_owned(),
+                format!("127.0.0.1:{port}"),
+            ));
+        }
+        env
+    }
+}
+
+/// A client that trusts the CA in `certs` and presents no certificate: a customer's.
+fn trusting(certs: &std::path::Path) -> reqwest::Client {
+    let ca = std::fs::read(certs.join("ca.pem")).expect("the CA certificate");
+    reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&ca).expect("a PEM certificate"))
+        .build()
+        .expect("an HTTPS client")
+}
+
 impl Cluster {
     /// Starts every service as its own process on PostgreSQL and NATS, with [`SETTINGS`], then
     /// `overrides`.
     pub(crate) async fn start(overrides: &[(&str, &str)]) -> Self {
-        Self::start_on(TestBackend::Postgres, overrides).await
+        Self::start_on(TestBackend::Postgres, overrides, false).await
+    }
+
+    /// As [`start`](Self::start), with TLS on everywhere it can be: certificates from `mercato
+    /// certs`, every service's port over mutual TLS (with a plaintext probe port beside it),
+    /// the gateway's clients over HTTPS, and orders' cache in Redis.
+    pub(crate) async fn start_tls(overrides: &[(&str, &str)]) -> Self {
+        Self::start_on(TestBackend::Postgres, overrides, true).await
     }
 
     /// Starts every service in one `mercato up` process ([`UP`]) on SQLite and the embedded bus,
     /// with [`SETTINGS`], then `overrides`.
     pub(crate) async fn start_embedded(overrides: &[(&str, &str)]) -> Self {
-        Self::start_on(TestBackend::Sqlite, overrides).await
+        Self::start_on(TestBackend::Sqlite, overrides, false).await
     }
 
-    async fn start_on(backend: TestBackend, overrides: &[(&str, &str)]) -> Self {
+    async fn start_on(backend: TestBackend, overrides: &[(&str, &str)], tls: bool) -> Self {
         let turn = ONE_AT_A_TIME.lock().await;
         let db = TestDatabase::new(backend).await;
         let nats = match backend {
             TestBackend::Postgres => Some(NatsServer::start(db.dir()).await),
             TestBackend::Sqlite => None,
         };
-        let ports = free_ports();
+        let (ports, probes) = free_ports(if tls { &MUTUAL_TLS } else { &[] });
         let mut env: BTreeMap<String, String> = SETTINGS
             .iter()
             .chain(overrides)
@@ -191,13 +277,33 @@ impl Cluster {
         let data_dir = db.dir().join("data");
         let logs = db.dir().join("logs");
         std::fs::create_dir_all(&logs).unwrap();
+        let tls = if tls {
+            let tls = ClusterTls::issue(&db.dir().join("certs"), probes).await;
+            env.insert("MERCATO_CACHE__REDIS_URL".into(), tls._redis.url().to_owned());
+            env.insert("MERCATO_CACHE__KEY_PREFIX".into(), tls._redis.as_str().to_owned());
+            let gateway = TlsFiles::in_dir(&tls.certs, "gateway");
+            // Clients reach the gateway over HTTPS (its certificate names `localhost` too).
+            for (key, file) in [("CERT", &gateway.cert), ("KEY", &gateway.key)] {
+                env.insert(
+                    format!("MERCATO_GATEWAY__EDGE__TLS__{key}"),
+                    file.display().to_string(),
+                );
+            }
+            Some(tls)
+        } else {
+            None
+        };
+        let http = match &tls {
+            Some(tls) => trusting(&tls.certs),
+            None => reqwest::Client::new(),
+        };
         let mut cluster = Self {
             running: BTreeMap::new(),
             ports,
             env: env.into_iter().collect(),
             data_dir,
             logs,
-            http: reqwest::Client::new(),
+            http,
             inventory_db: Db::connect(&DatabaseConfig {
                 url: inventory_url,
                 ..DatabaseConfig::default()
@@ -205,6 +311,7 @@ impl Cluster {
             .await
             .expect("inventory's database"),
             nats,
+            tls,
             _db: db,
             _turn: turn,
         };
@@ -227,7 +334,10 @@ impl Cluster {
 
     fn launch(&self, name: &'static str) -> impl Future<Output = (&'static str, Process)> + Send + 'static {
         let data_dir = self.data_dir.display().to_string();
-        let env = self.env.clone();
+        let mut env = self.env.clone();
+        if let Some(tls) = &self.tls {
+            env.extend(tls.env(name));
+        }
         let log = self.logs.join(format!("{name}.log"));
         async move {
             let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
@@ -274,8 +384,20 @@ impl Cluster {
         assert!(status.success(), "{name} exited with {status} after SIGTERM");
     }
 
+    /// `service`'s URL: `https://localhost:…` for a service served over TLS (its certificate
+    /// names `localhost`), else `http://127.0.0.1:…`.
     pub(crate) fn url(&self, service: &str, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.ports[service])
+        let port = self.ports[service];
+        if self.tls.is_some() && service != "payment-sandbox" {
+            format!("https://localhost:{port}{path}")
+        } else {
+            format!("http://127.0.0.1:{port}{path}")
+        }
+    }
+
+    /// The TLS of a system started with [`start_tls`](Self::start_tls).
+    pub(crate) fn tls(&self) -> &ClusterTls {
+        self.tls.as_ref().expect("the system was started with TLS")
     }
 
     /// Waits until every service answers `/ready`.
@@ -342,6 +464,15 @@ impl Cluster {
             return None;
         }
         response.json().await.ok()
+    }
+
+    /// Waits until the order is confirmed; returns it as its customer sees it.
+    pub(crate) async fn confirmed(&self, token: &str, id: &str) -> Value {
+        eventually(PATIENCE, "the order to be confirmed", || async {
+            let view = self.order(token, id).await?;
+            (view["status"] == "confirmed").then_some(view)
+        })
+        .await
     }
 
     /// The charges the sandbox made with the order's idempotency key.

@@ -102,6 +102,37 @@ fn no_secret_value_is_in_the_manifests() {
     assert!(volumes.contains(manifests::KEYS_SECRET), "{volumes}");
 }
 
+/// Every pod but the sandbox's holds its own certificate from its own Secret and turns `[tls]`
+/// on; those whose port takes only mutual TLS are reached over `https://` and probed in
+/// plaintext on the probe port, which serves nothing else.
+#[test]
+fn every_service_but_the_sandbox_runs_with_its_own_certificate() {
+    let (system, objects) = rendered_objects();
+    let tree = manifests::tree(&system);
+    let config = pods_config(&tree, &tree.toml);
+    for service in ServiceName::ALL {
+        let name = service.as_str();
+        let pod = &deployment(&objects, name)["spec"]["template"]["spec"];
+        let container = &pod["containers"][0];
+        let env = container["env"].to_string();
+        let secret = format!("{}{name}", manifests::TLS_SECRET_PREFIX);
+        let mounted = pod["volumes"].to_string().contains(&format!("\"{secret}\""));
+        let sandbox = *service == ServiceName::PaymentSandbox;
+        assert_eq!(mounted, !sandbox, "{name} mounts {secret}");
+        assert_eq!(env.contains("MERCATO_TLS__ENABLED"), !sandbox, "{name}: {env}");
+        let url = config.base_url(*service);
+        let probe = &container["readinessProbe"]["httpGet"]["port"];
+        if service.serves_mutual_tls() {
+            assert!(url.starts_with("https://"), "{name}: {url}");
+            assert_eq!(probe, "probe", "{name}");
+            assert!(env.contains("MERCATO_TLS__PROBE_LISTEN"), "{name}: {env}");
+        } else {
+            assert!(url.starts_with("http://"), "{name}: {url}");
+            assert_eq!(probe, "http", "{name}");
+        }
+    }
+}
+
 /// The pods' configuration (the `mercato-env` ConfigMap and `mercato.toml`, the blue/green
 /// overlay's too) loads and validates as `mercato serve` would load it, and puts every service on
 /// the port its container exposes, on every interface.
@@ -151,7 +182,7 @@ fn the_prod_gateway_switches_between_blue_and_green_services() {
         let groups = &config.gateway.upstreams[name];
         assert_eq!(groups.green_percent, 0, "{name}: blue is live");
         for (urls, track) in [(&groups.blue, "blue"), (&groups.green, "green")] {
-            let host = urls[0].trim_start_matches("http://").split(':').next().unwrap();
+            let host = urls[0].trim_start_matches("https://").split(':').next().unwrap();
             let svc = all
                 .iter()
                 .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == host)
@@ -176,9 +207,14 @@ fn pods_config(tree: &manifests::Tree, toml: &str) -> Config {
     .expect("the pods' configuration is valid")
 }
 
-/// `(host, port)` of an `http://host:port/…` URL.
+/// `(host, port)` of an `http://host:port/…` or `https://…` URL.
 fn host_port(url: &str) -> (String, u16) {
-    let authority = url.trim_start_matches("http://").split('/').next().unwrap();
+    let authority = url
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap();
     let (host, port) = authority.rsplit_once(':').unwrap();
     (host.to_owned(), port.parse().unwrap())
 }

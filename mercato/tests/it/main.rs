@@ -24,6 +24,8 @@
 //! - `observability`: every metric `deploy/observability` names is exposed.
 //! - `tracing`: one order's trace as a real OTLP collector receives it from a `mercato up`
 //!   process, the log lines that name it, `mercato trace`, and a collector that is away.
+//! - `zero_trust`: every service its own process with TLS on everywhere and service tokens
+//!   required: a checkout over HTTPS, and no port serves a stranger.
 
 mod access;
 mod cache;
@@ -47,3 +49,4 @@ mod restart;
 mod service_tokens;
 mod support;
 mod tracing;
+mod zero_trust;

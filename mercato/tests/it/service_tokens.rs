@@ -102,11 +102,7 @@ mod processes {
             let shopper = cluster.customer().await;
             // Placing calls GetCustomer and GetProducts: a 201 means both took orders' tokens.
             let [order] = cluster.place(&shopper, &[VISA]).await.try_into().unwrap();
-            let confirmed = eventually(PATIENCE, "the order to be confirmed", || async {
-                let view = cluster.order(&shopper, &order.id).await?;
-                (view["status"] == "confirmed").then_some(view)
-            })
-            .await;
+            let confirmed = cluster.confirmed(&shopper, &order.id).await;
             assert_eq!(confirmed["payment"]["status"], "captured", "{confirmed}");
             internal_apis_refuse_a_call_without_a_token(
                 cluster.url("customers", ""),

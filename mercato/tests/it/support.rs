@@ -331,7 +331,7 @@ impl Process {
             while let Ok(Some(line)) = lines.next_line().await {
                 let mut words = line.split_whitespace();
                 if let (Some(name), Some(url)) = (words.next(), words.next())
-                    && url.starts_with("http://")
+                    && (url.starts_with("http://") || url.starts_with("https://"))
                 {
                     urls.push((name.to_owned(), url.to_owned()));
                 }

@@ -124,12 +124,14 @@ impl ServiceBuilder {
             &self.settings.auth,
             self.name,
             &self.settings.jwks_url,
+            self.tls.as_ref().map(|t| &*t.identity),
         );
         mercato_runtime::service_token::internal(routes, verifier)
     }
 
-    /// This service's tokens for the services it calls, when `[service_tokens]` is enabled. Its
-    /// key or secret is read now, so a missing one or one every user may read stops start-up.
+    /// This service's tokens for the services it calls, when `[service_tokens]` is enabled,
+    /// fetched over mutual TLS when `[tls]` is on. Its key or secret is read now, so a missing
+    /// one or one every user may read stops start-up.
     ///
     /// # Errors
     /// [`StartError::Dependency`] when the credential cannot be read or the client built.
@@ -140,9 +142,15 @@ impl ServiceBuilder {
         }
         let credential = mercato_security::service_token::client_credential(&config.keys_dir, self.name)
             .map_err(|e| StartError::dependency(self.name, "service token credential", e))?;
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(5));
+        // With `[tls]` on, identity serves only holders of a certificate from the CA: the token
+        // request presents this service's, and accepts only identity's.
+        if let Some(tls) = &self.tls {
+            http = mercato_runtime::tls::reqwest_builder(http, &tls.identity);
+        }
+        let http = http
             .build()
             .map_err(|e| StartError::dependency(self.name, "token client", e))?;
         Ok(Some(ServiceTokens::new(
@@ -286,7 +294,9 @@ impl Tls {
             source,
         };
         Ok(Some(Self {
-            server: ServerTls::new(&files, Arc::new(mercato_contracts::callers::may_call)).map_err(error)?,
+            server: ServerTls::new(&files, Arc::new(mercato_contracts::callers::may_call))
+                .map_err(error)?
+                .with_probe(settings.tls.probe_listen),
             identity: mercato_runtime::tls::client_for(&files, "identity").map_err(error)?,
         }))
     }

@@ -40,16 +40,7 @@ impl Validate for ServiceSettings {
         section("relay", &self.relay)?;
         section("service_tokens", &self.service_tokens)?;
         section("inbox", &self.inbox)?;
-        section("tls", &self.tls)?;
-        // Tokens are fetched from identity, and their keys read, over plain HTTP clients: with
-        // `[tls]` on, identity would refuse them. Refused here rather than failing every call.
-        if self.tls.enabled && self.service_tokens.enabled {
-            return Err(InvalidSetting::new(
-                "service_tokens.enabled",
-                "service tokens are not yet fetched over mutual TLS; turn off [tls] or [service_tokens]",
-            ));
-        }
-        Ok(())
+        section("tls", &self.tls)
     }
 }
 

@@ -58,6 +58,12 @@ impl App {
         self.server.port()
     }
 
+    /// Where `/health` and `/ready` are served in plaintext beside a TLS port, if anywhere.
+    #[must_use]
+    pub fn probe_addr(&self) -> Option<SocketAddr> {
+        self.server.probe_addr()
+    }
+
     /// Serves until `shutdown` is cancelled with the background tasks running; then stops the
     /// server (gracefully), the tasks, and runs the closers.
     ///

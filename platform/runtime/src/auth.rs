@@ -113,14 +113,20 @@ pub fn jwks_verifier_over(
     Verifier::new(auth, jwks(jwks_url, tls))
 }
 
-/// A verifier of service tokens meant for `service`, against identity's published keys.
+/// A verifier of service tokens meant for `service`, against identity's published keys, fetched
+/// over mutual TLS when `tls` is given.
 #[must_use]
-pub fn service_token_verifier(auth: &VerifierConfig, service: &str, jwks_url: &str) -> Verifier {
+pub fn service_token_verifier(
+    auth: &VerifierConfig,
+    service: &str,
+    jwks_url: &str,
+    tls: Option<&rustls::ClientConfig>,
+) -> Verifier {
     let config = VerifierConfig {
         audience: service.to_owned(),
         ..auth.clone()
     };
-    Verifier::for_service_tokens(config, jwks(jwks_url, None))
+    Verifier::for_service_tokens(config, jwks(jwks_url, tls))
 }
 
 fn jwks(url: &str, tls: Option<&rustls::ClientConfig>) -> std::sync::Arc<JwksClient> {

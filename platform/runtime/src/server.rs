@@ -41,6 +41,8 @@ pub struct Server {
     readiness: Readiness,
     config: HttpConfig,
     tls: Option<ServerTls>,
+    /// The plaintext listener of `/health` and `/ready`, beside a TLS one, and its routes.
+    probe: Option<(tokio::net::TcpListener, Router)>,
 }
 
 impl std::fmt::Debug for Server {
@@ -52,10 +54,12 @@ impl std::fmt::Debug for Server {
     }
 }
 
-#[derive(Clone)]
-struct Ops {
-    readiness: Readiness,
-    registry: Arc<Registry>,
+/// `/health` and `/ready`: what every port of a service answers, the probe port only these.
+fn probe_routes(readiness: Readiness) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .with_state(readiness)
 }
 
 impl Server {
@@ -95,15 +99,20 @@ impl Server {
             timeout: config.request_timeout(),
             accept_deadlines: !own_fallback,
         };
-        let ops = Ops {
-            readiness: readiness.clone(),
-            registry: Arc::new(registry),
+        let ops_routes = probe_routes(readiness.clone()).merge(
+            Router::new()
+                .route("/metrics", get(render_metrics))
+                .with_state(Arc::new(registry)),
+        );
+        let probe = match tls.as_ref().and_then(ServerTls::probe) {
+            Some(listen) => {
+                let routes = probe_routes(readiness.clone())
+                    .method_not_allowed_fallback(method_not_allowed)
+                    .fallback(not_found);
+                Some((tokio::net::TcpListener::bind(listen).await?, routes))
+            }
+            None => None,
         };
-        let ops_routes = Router::new()
-            .route("/health", get(health))
-            .route("/ready", get(ready))
-            .route("/metrics", get(render_metrics))
-            .with_state(ops);
         let mut app = routes
             .merge(ops_routes)
             .method_not_allowed_fallback(method_not_allowed);
@@ -127,6 +136,7 @@ impl Server {
             readiness,
             config: config.clone(),
             tls,
+            probe,
         })
     }
 
@@ -149,6 +159,12 @@ impl Server {
     #[must_use]
     pub fn port(&self) -> u16 {
         self.local_addr().port()
+    }
+
+    /// The bound address of the plaintext probe listener, when there is one.
+    #[must_use]
+    pub fn probe_addr(&self) -> Option<SocketAddr> {
+        self.probe.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     #[must_use]
@@ -180,14 +196,39 @@ impl Server {
             readiness,
             config,
             tls,
+            probe,
         } = self;
-        match tls {
-            Some(tls) => {
-                let listener = tls.listener(listener);
-                serve::<_, Peer>(name, listener, app, readiness, &config, shutdown).await
+        let probes = async {
+            match probe {
+                // Stops with the main listener, its `/ready` reporting "stopping" meanwhile.
+                Some((listener, routes)) => {
+                    serve::<_, SocketAddr>(
+                        name,
+                        listener,
+                        routes,
+                        readiness.clone(),
+                        &config,
+                        shutdown.clone(),
+                    )
+                    .await
+                }
+                None => Ok(()),
             }
-            None => serve::<_, SocketAddr>(name, listener, app, readiness, &config, shutdown).await,
-        }
+        };
+        let main = async {
+            match tls {
+                Some(tls) => {
+                    let listener = tls.listener(listener);
+                    serve::<_, Peer>(name, listener, app, readiness.clone(), &config, shutdown.clone()).await
+                }
+                None => {
+                    serve::<_, SocketAddr>(name, listener, app, readiness.clone(), &config, shutdown.clone())
+                        .await
+                }
+            }
+        };
+        let (main, probes) = tokio::join!(main, probes);
+        main.and(probes)
     }
 }
 
@@ -242,8 +283,8 @@ async fn health() -> Response {
     axum::Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
-async fn ready(State(ops): State<Ops>) -> Response {
-    let report = ops.readiness.report().await;
+async fn ready(State(readiness): State<Readiness>) -> Response {
+    let report = readiness.report().await;
     let status = if report.is_ready() {
         StatusCode::OK
     } else {
@@ -252,9 +293,9 @@ async fn ready(State(ops): State<Ops>) -> Response {
     (status, axum::Json(report)).into_response()
 }
 
-async fn render_metrics(State(ops): State<Ops>, headers: http::HeaderMap) -> Response {
+async fn render_metrics(State(registry): State<Arc<Registry>>, headers: http::HeaderMap) -> Response {
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok());
-    let (content_type, text) = metrics::render_for(accept, &ops.registry);
+    let (content_type, text) = metrics::render_for(accept, &registry);
     ([(header::CONTENT_TYPE, content_type)], text).into_response()
 }
 

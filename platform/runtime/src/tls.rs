@@ -44,6 +44,9 @@ pub struct TlsConfig {
     pub ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// With TLS on, `/health` and `/ready` (and nothing else) are also served in plaintext
+    /// here, for probes that cannot present a certificate (a kubelet's).
+    pub probe_listen: Option<SocketAddr>,
 }
 
 impl TlsConfig {
@@ -77,11 +80,12 @@ impl Validate for TlsConfig {
 /// Whether the service `caller` may call `path` (with `grpc` for a gRPC call).
 pub type Allow = Arc<dyn Fn(&str, &str, bool) -> bool + Send + Sync>;
 
-/// A server's TLS: its rustls configuration and its allow list.
+/// A server's TLS: its rustls configuration, its allow list and its plaintext probe address.
 #[derive(Clone)]
 pub struct ServerTls {
     config: Arc<rustls::ServerConfig>,
     allow: Allow,
+    probe: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for ServerTls {
@@ -97,7 +101,21 @@ impl ServerTls {
         Ok(Self {
             config: mercato_security::tls::server_config(files)?,
             allow,
+            probe: None,
         })
+    }
+
+    /// Also serves `/health` and `/ready`, and only those, in plaintext on `listen` (`[tls]
+    /// probe_listen`): they say whether the process lives and is ready, nothing more, and a
+    /// kubelet's probe carries no client certificate.
+    #[must_use]
+    pub fn with_probe(mut self, listen: Option<SocketAddr>) -> Self {
+        self.probe = listen;
+        self
+    }
+
+    pub(crate) fn probe(&self) -> Option<SocketAddr> {
+        self.probe
     }
 
     pub(crate) fn listener(&self, tcp: TcpListener) -> TlsListener {
@@ -321,6 +339,7 @@ mod tests {
             ca: "ca.pem".into(),
             cert: "orders.pem".into(),
             key: "orders.key".into(),
+            probe_listen: None,
         };
         assert_eq!(section("tls", &on), Ok(()));
         for (missing, key) in [("ca", "tls.ca"), ("cert", "tls.cert"), ("key", "tls.key")] {

@@ -9,14 +9,11 @@ use axum::Router;
 use axum::extract::Extension;
 use axum::routing::get;
 use http::StatusCode;
-use mercato_runtime::tls::{Allow, CallingService, ServerTls, client_for};
-use mercato_runtime::{
-    CancellationToken, ClientConfig, ClientMetrics, HttpConfig, Readiness, Registry, Server, Service,
-    ServiceClient,
-};
+use mercato_runtime::tls::{Allow, CallingService, client_for};
+use mercato_runtime::{CancellationToken, ClientConfig, ClientMetrics, ServiceClient};
 use mercato_testkit::eventually;
 use mercato_testkit::problem::expect_problem_of;
-use mercato_testkit::tls::Pki;
+use mercato_testkit::tls::{Pki, TlsServer, serve_tls};
 use rustls_pki_types::ServerName;
 
 use crate::support::PATIENCE;
@@ -33,20 +30,14 @@ fn allow() -> Allow {
 }
 
 struct TlsApp {
+    server: TlsServer,
     addr: SocketAddr,
     pki: Pki,
-    shutdown: CancellationToken,
-}
-
-impl Drop for TlsApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
 }
 
 impl TlsApp {
     fn url(&self) -> String {
-        format!("https://{}", self.addr)
+        self.server.url()
     }
 
     /// A client presenting `caller`'s certificate from this app's CA, expecting `inventory`.
@@ -69,32 +60,23 @@ async fn caller(Extension(CallingService(identity)): Extension<CallingService>) 
     identity.to_string()
 }
 
-async fn spawn_tls_app() -> TlsApp {
+/// Inventory over mutual TLS, with a plaintext probe port when `probe`.
+async fn spawn_tls_app_with(probe: bool) -> TlsApp {
     let pki = Pki::new();
     let routes = Router::new()
         .route("/caller", get(caller))
         .route("/test.Svc/Read", axum::routing::post(|| async { "read" }))
         .route("/test.Svc/Write", axum::routing::post(|| async { "written" }));
-    let service = Service {
-        name: "inventory",
-        routes,
-        readiness: Readiness::new(),
-        registry: Registry::default(),
-        own_fallback: false,
-    };
-    let tls = ServerTls::new(&pki.issue("inventory"), allow()).unwrap();
-    let server = Server::bind_tls(
-        "127.0.0.1:0".parse().unwrap(),
-        &HttpConfig::default(),
-        service,
-        Some(tls),
-    )
-    .await
-    .unwrap();
-    let addr = server.local_addr();
-    let shutdown = CancellationToken::new();
-    tokio::spawn(server.run_until_stopped(shutdown.clone()));
-    TlsApp { addr, pki, shutdown }
+    let server = serve_tls(routes, &pki.issue("inventory"), allow(), probe).await;
+    TlsApp {
+        addr: server.addr,
+        server,
+        pki,
+    }
+}
+
+async fn spawn_tls_app() -> TlsApp {
+    spawn_tls_app_with(false).await
 }
 
 #[tokio::test]
@@ -256,4 +238,45 @@ async fn a_certificate_replaced_under_load_is_used_by_new_connections_and_no_cal
     stop.cancel();
     load.await
         .expect("no call failed while the certificates were replaced");
+}
+
+#[tokio::test]
+async fn the_probe_port_answers_health_and_readiness_in_plaintext_and_nothing_else() {
+    let app = spawn_tls_app_with(true).await;
+    let probe = app.server.probe.expect("a probe port");
+    assert_ne!(probe, app.addr);
+    let plain = mercato_testkit::service::http_client();
+    for path in ["/health", "/ready"] {
+        let answer = plain.get(format!("http://{probe}{path}")).send().await.unwrap();
+        assert_eq!(answer.status(), StatusCode::OK, "{path}");
+    }
+    for path in ["/metrics", "/caller", "/test.Svc/Read", "/"] {
+        let refused = plain.get(format!("http://{probe}{path}")).send().await.unwrap();
+        expect_problem_of(refused, 404, "not-found").await;
+    }
+    let refused = plain
+        .post(format!("http://{probe}/test.Svc/Read"))
+        .header("content-type", "application/grpc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status(),
+        StatusCode::NOT_FOUND,
+        "no gRPC on the probe port"
+    );
+    let refused = plain.post(format!("http://{probe}/health")).send().await.unwrap();
+    expect_problem_of(refused, 405, "method-not-allowed").await;
+
+    // The main port still serves only holders of a certificate from the CA.
+    assert!(
+        plain
+            .get(format!("http://{}/health", app.addr))
+            .send()
+            .await
+            .is_err(),
+        "the main port answered in plaintext"
+    );
+    let answer = app.client("gateway").get("/caller").send().await.unwrap();
+    assert_eq!(answer.text().await.unwrap(), "spiffe://mercato/gateway");
 }
