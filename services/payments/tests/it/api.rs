@@ -87,6 +87,13 @@ async fn payments_reports_readiness_and_charge_metrics(backend: TestBackend) {
     let ready = Readiness::of(payments.http.get(payments.url("/ready")).send().await.unwrap()).await;
     assert_eq!(ready.status, 200);
     assert_eq!(ready.check_names(), ["database", "bus"]);
+    // Each check names its engine, for the console's view of the system's dependencies.
+    let engines = match backend {
+        TestBackend::Sqlite => ["sqlite", "embedded"],
+        TestBackend::Postgres => ["postgres", "nats"],
+    };
+    assert_eq!(ready.check("database")["engine"], engines[0]);
+    assert_eq!(ready.check("bus")["engine"], engines[1]);
 
     let expected = [
         r#"mercato_payments_charges_total{outcome="captured"} 1"#,
