@@ -45,7 +45,7 @@ function dependencies(list) {
   return el('div', { class: 'table-wrap' }, el('table', { id: 'dependencies' },
     el('caption', {}, 'Dependencies, from each instance\'s readiness'),
     el('thead', {}, el('tr', {}, el('th', { scope: 'col' }, 'Engine'), el('th', { scope: 'col' }, 'Status'), el('th', { scope: 'col' }, 'Checks (round trip)'))),
-    el('tbody', {}, list.map((d) => el('tr', { 'data-engine': d.engine, 'data-status': d.status },
+    el('tbody', {}, list.map((d) => el('tr', { 'data-engine': d.engine, 'data-state': d.status },
       el('th', { scope: 'row' }, ENGINES[d.engine] || d.engine),
       el('td', {}, el('span', { class: `status ${statusClass(d.status)}` }, d.status)),
       el('td', {}, d.checks.map((c) => el('div', {}, `${c.upstream} ${c.check}: ${c.status === 'up' ? '' : `${c.status} `}${c.latency_ms} ms${c.error ? ` — ${c.error}` : ''}`))))))));
