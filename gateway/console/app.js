@@ -1,6 +1,6 @@
 // The console's shell: the session, calls to the gateway, the page router, the confirmation
-// dialog. The access token lives in an HttpOnly cookie this script cannot read; it holds only
-// the CSRF token, in memory.
+// dialog. The access and refresh tokens live in HttpOnly cookies this script cannot read; it
+// holds only the CSRF token, in memory.
 import { renderSystem } from './system.js';
 import { renderOrders } from './orders.js';
 import { renderMessages } from './messages.js';
@@ -13,15 +13,35 @@ let timer = null;
 
 export class SignedOut extends Error {}
 
-// A call to the console's API; a problem answer becomes an Error with its detail.
-export async function api(method, path, body) {
+let renewing = null;
+
+// Trades the refresh cookie for a new session once, however many calls found theirs ended:
+// identity rotates refresh tokens, and a second use of the same one would end the session.
+function renew() {
+  if (!renewing) {
+    renewing = fetch('/console/api/session/refresh', { method: 'POST', credentials: 'same-origin', headers: { accept: 'application/json' } })
+      .then(async (response) => (response.ok ? response.json() : null))
+      .catch(() => null)
+      .then((session) => { if (session) csrf = session.csrf; return session !== null; })
+      .finally(() => { renewing = null; });
+  }
+  return renewing;
+}
+
+// A call to the console's API; a problem answer becomes an Error with its detail. A 401 renews
+// the session and tries once more.
+export async function api(method, path, body, retried = false) {
   const headers = { accept: 'application/json' };
   if (method !== 'GET') headers['x-csrf-token'] = csrf || '';
   if (body !== undefined) headers['content-type'] = 'application/json';
   const response = await fetch('/console/api' + path, {
     method, headers, credentials: 'same-origin', body: body === undefined ? undefined : JSON.stringify(body),
   });
-  if (response.status === 401) { showSignIn(); throw new SignedOut('signed out'); }
+  if (response.status === 401) {
+    if (!retried && await renew()) return api(method, path, body, true);
+    showSignIn();
+    throw new SignedOut('signed out');
+  }
   if (response.status === 204) return null;
   const answer = await response.json().catch(() => ({}));
   if (!response.ok) throw new Error(answer.detail || answer.title || `HTTP ${response.status}`);

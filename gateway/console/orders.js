@@ -56,12 +56,23 @@ function summary(order) {
     el('p', { class: 'muted' }, `order ${order.id} · ${order.items.length} line(s) · total ${money(order.total)} · placed ${order.created_at}`));
 }
 
+// Each call to the provider: step and attempt, when, how long, and how it ended.
+function attempts(list) {
+  if (!list || !list.length) return el('p', { class: 'muted' }, 'The provider has not been called.');
+  return el('div', { class: 'table-wrap' }, el('table', { id: 'provider-attempts' },
+    el('caption', {}, 'Provider calls'),
+    el('thead', {}, el('tr', {}, ['Step', 'Attempt', 'At', 'Took', 'Outcome'].map((h) => el('th', { scope: 'col' }, h)))),
+    el('tbody', {}, list.map((a) => el('tr', { 'data-step': a.step, 'data-outcome': a.outcome },
+      el('td', {}, a.step), el('td', {}, `#${a.attempt}`), el('td', {}, time(a.at)), el('td', {}, `${a.duration_ms} ms`),
+      el('td', {}, el('strong', {}, a.outcome), a.provider_id ? ` ${a.provider_id}` : '', a.error ? ` — ${a.error}` : ''))))));
+}
+
 function payment(p) {
   if (!p) return el('p', { class: 'muted' }, 'No payment recorded.');
   return el('div', { class: 'card', id: 'payment' },
     el('p', {}, 'Payment: ', el('strong', {}, p.status), ` · ${money(p.amount)}`),
+    attempts(p.provider_attempts),
     el('ul', { class: 'checks' },
-      el('li', {}, `provider calls for the current step: ${p.attempts}`),
       p.provider_charge_id ? el('li', {}, `charge ${p.provider_charge_id}`) : null,
       p.provider_refund_id ? el('li', {}, `refund ${p.provider_refund_id}`) : null,
       p.refund_requested ? el('li', {}, 'refund requested (compensation)') : null,

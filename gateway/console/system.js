@@ -2,6 +2,9 @@
 import { api, el, every } from './app.js';
 import { sparkline, format } from './chart.js';
 
+const ENGINES = { postgres: 'PostgreSQL', nats: 'NATS JetStream', redis: 'Redis', sqlite: 'SQLite', embedded: 'embedded bus' };
+const statusClass = (s) => (s === 'up' ? 'ok' : s === 'degraded' ? 'degraded' : 'down');
+
 function statusOf(instance) {
   const latest = instance.latest;
   if (!latest) return ['waiting', 'degraded', 'no sample yet'];
@@ -18,7 +21,7 @@ function card(instance, gatewayView) {
   const [word, cls, note] = statusOf(instance);
   const latest = instance.latest || {};
   const checks = ((latest.ready && latest.ready.checks) || []).map((c) =>
-    el('li', {}, el('span', { class: `status ${c.status === 'up' ? 'ok' : c.status === 'degraded' ? 'degraded' : 'down'}` }, c.status), ' ', c.name, c.error ? ` — ${c.error}` : ''));
+    el('li', {}, el('span', { class: `status ${statusClass(c.status)}` }, c.status), ' ', c.name, c.error ? ` — ${c.error}` : ''));
   const breakers = Object.entries(latest.breakers || {}).map(([name, state]) => el('li', {}, `breaker ${name}: `, el('strong', {}, state)));
   if (gatewayView) breakers.unshift(el('li', {}, 'gateway breaker: ', el('strong', {}, gatewayView.circuit), gatewayView.healthy ? '' : ' (failing health checks)'));
   const lag = Object.entries(latest.consumer_lag || {}).map(([group, n]) => el('li', {}, `lag ${group}: ${n}`));
@@ -36,6 +39,18 @@ function card(instance, gatewayView) {
       lag));
 }
 
+// One row per engine: its worst status, then each instance's check with its round trip.
+function dependencies(list) {
+  if (!list.length) return el('p', { class: 'muted', id: 'dependencies' }, 'No dependency checks sampled yet.');
+  return el('div', { class: 'table-wrap' }, el('table', { id: 'dependencies' },
+    el('caption', {}, 'Dependencies, from each instance\'s readiness'),
+    el('thead', {}, el('tr', {}, el('th', { scope: 'col' }, 'Engine'), el('th', { scope: 'col' }, 'Status'), el('th', { scope: 'col' }, 'Checks (round trip)'))),
+    el('tbody', {}, list.map((d) => el('tr', { 'data-engine': d.engine, 'data-state': d.status },
+      el('th', { scope: 'row' }, ENGINES[d.engine] || d.engine),
+      el('td', {}, el('span', { class: `status ${statusClass(d.status)}` }, d.status)),
+      el('td', {}, d.checks.map((c) => el('div', {}, `${c.upstream} ${c.check}: ${c.status === 'up' ? '' : `${c.status} `}${c.latency_ms} ms${c.error ? ` — ${c.error}` : ''}`))))))));
+}
+
 export async function renderSystem(target) {
   const draw = async () => {
     const system = await api('GET', '/system');
@@ -47,6 +62,7 @@ export async function renderSystem(target) {
     target.replaceChildren(
       el('h2', {}, 'System'),
       el('p', { class: 'muted', id: 'summary' }, `${healthy} of ${system.instances.length} instances healthy · sampled every ${system.sample_interval_ms / 1000} s`),
+      dependencies(system.dependencies || []),
       el('div', { class: 'grid' }, system.instances.map((i) => card(i, views.get(i.url)))));
   };
   await draw();

@@ -254,17 +254,32 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     // stays ready) rather than failing readiness, which would take every gateway out of
     // rotation when Redis dies.
     let readiness = match limiter {
-        Some(limiter) => readiness.with_degradable_check("rate_limiter", move || {
-            let health = limiter.health();
-            async move {
-                match health {
-                    LimiterHealth::Degraded(reason) => {
-                        Ok(Some(format!("falling back to local limits: {reason}")))
+        Some(limiter) => {
+            // Redis itself, asked on every probe with its latency, so the console shows the
+            // store's state and not only whether the limiter fell back; its loss degrades too.
+            let readiness = if limiter.shares_limits() {
+                let pinged = Arc::clone(&limiter);
+                readiness
+                    .with_degradable_check("redis", move || {
+                        let limiter = Arc::clone(&pinged);
+                        async move { Ok(limiter.ping_store().await.and_then(Result::err)) }
+                    })
+                    .on_engine("redis")
+            } else {
+                readiness
+            };
+            readiness.with_degradable_check("rate_limiter", move || {
+                let health = limiter.health();
+                async move {
+                    match health {
+                        LimiterHealth::Degraded(reason) => {
+                            Ok(Some(format!("falling back to local limits: {reason}")))
+                        }
+                        _ => Ok(None),
                     }
-                    _ => Ok(None),
                 }
-            }
-        }),
+            })
+        }
         None => readiness,
     };
     let service = Service {

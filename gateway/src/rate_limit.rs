@@ -302,6 +302,17 @@ impl RedisLimiter {
             .map_err(|_| RedisFailure::Timeout(self.timeout))??;
         Ok(gcra::decide(stored, now_us, quota))
     }
+
+    async fn ping(&self) -> Result<(), RedisFailure> {
+        let run = async {
+            let mut c = crate::redis_connection::get(&self.client, &self.connection, self.timeout).await?;
+            redis::cmd("PING").query_async::<String>(&mut c).await?;
+            Ok::<_, RedisFailure>(())
+        };
+        tokio::time::timeout(self.timeout, run)
+            .await
+            .map_err(|_| RedisFailure::Timeout(self.timeout))?
+    }
 }
 
 /// Whether the limiter works as configured.
@@ -445,6 +456,19 @@ impl RateLimiter {
         } else {
             LimiterHealth::Healthy
         }
+    }
+
+    /// Whether limits are shared through Redis.
+    #[must_use]
+    pub fn shares_limits(&self) -> bool {
+        self.redis.is_some()
+    }
+
+    /// A round trip to the shared store: `None` when limits are kept locally by configuration.
+    /// Unlike [`Self::health`], it asks Redis now rather than reporting the last request's luck.
+    pub async fn ping_store(&self) -> Option<Result<(), String>> {
+        let redis = self.redis.as_ref()?;
+        Some(redis.ping().await.map_err(|e| e.to_string()))
     }
 
     fn redis_due(&self) -> bool {

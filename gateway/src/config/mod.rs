@@ -97,6 +97,8 @@ impl Default for GatewayConfig {
             routes: vec![
                 RouteConfig::new("/api/identity/register", "identity", Public).with_rate_class("auth"),
                 RouteConfig::new("/api/identity/token", "identity", Public).with_rate_class("auth"),
+                // A refresh token is its own credential: revoking it needs no access token.
+                RouteConfig::new("/api/identity/revoke", "identity", Public).with_rate_class("auth"),
                 RouteConfig::new("/api/identity", "identity", Required),
                 RouteConfig::new("/.well-known/jwks.json", "identity", Public),
                 RouteConfig::new("/api/customers", "customers", Required),

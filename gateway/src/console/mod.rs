@@ -4,7 +4,7 @@
 //! - [`assets`]: the pages (hand-written HTML, CSS and ES modules from `gateway/console/`),
 //!   embedded in the binary and served with a Content-Security-Policy that allows no inline
 //!   script or style.
-//! - [`session`]: signing in through identity, the session cookie, the CSRF and origin checks
+//! - [`session`]: signing in through identity, the session and refresh cookies, renewal, the CSRF and origin checks
 //!   every action passes, and the audit line every action writes.
 //! - [`sampler`]: every instance's `/ready` and `/metrics`, read periodically into a ring buffer
 //!   for the System page's charts.
@@ -131,6 +131,7 @@ pub fn router(console: Console) -> Router {
             "/console/api/session",
             post(pages::sign_in).get(pages::session).delete(pages::sign_out),
         )
+        .route("/console/api/session/refresh", post(pages::refresh))
         .route("/console/api/system", get(pages::system))
         .route("/console/api/traffic", get(pages::traffic))
         .route("/console/api/traffic/{name}", put(pages::switch))

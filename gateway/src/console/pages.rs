@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::Console;
-use super::sampler::InstanceReport;
+use super::sampler::{self, Dependency, InstanceReport};
 use super::session::{self, ConsoleAdmin, SignIn, audit};
 use crate::admin::{self, Traffic};
 use crate::config::RateClassConfig;
@@ -29,8 +29,12 @@ pub async fn session(admin: ConsoleAdmin) -> Json<session::SessionView> {
     Json(session::current(&admin))
 }
 
-pub async fn sign_out(admin: ConsoleAdmin, headers: HeaderMap) -> Response {
-    session::sign_out(&admin, &headers)
+pub async fn sign_out(State(console): State<Console>, admin: ConsoleAdmin, headers: HeaderMap) -> Response {
+    session::sign_out(&console, &admin, &headers).await
+}
+
+pub async fn refresh(State(console): State<Console>, headers: HeaderMap) -> Result<Response, Problem> {
+    session::refresh(&console, &headers).await
 }
 
 pub async fn unknown() -> Problem {
@@ -44,13 +48,18 @@ pub struct System {
     upstreams: Vec<UpstreamView>,
     /// Every instance (the gateway's own included), its readiness and rates.
     instances: Vec<InstanceReport>,
+    /// PostgreSQL, NATS, Redis (or SQLite and the embedded bus): each one's checks across
+    /// the instances, from their readiness.
+    dependencies: Vec<Dependency>,
 }
 
 pub async fn system(State(console): State<Console>, _: ConsoleAdmin) -> Json<System> {
+    let instances = console.sampler.report();
     Json(System {
         sample_interval_ms: console.config.sample_interval_ms,
         upstreams: admin::views(&console.admin),
-        instances: console.sampler.report(),
+        dependencies: sampler::dependencies(&instances),
+        instances,
     })
 }
 

@@ -195,6 +195,72 @@ impl Sampler {
     }
 }
 
+/// An engine the services depend on (PostgreSQL, NATS, Redis, SQLite, the embedded bus), as
+/// every instance's latest readiness check of it saw it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Dependency {
+    pub engine: String,
+    /// The worst of its checks: `down`, then `degraded`, else `up`.
+    pub status: String,
+    pub checks: Vec<DependencyCheck>,
+}
+
+/// One instance's check of an engine.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DependencyCheck {
+    pub upstream: String,
+    pub url: String,
+    pub check: String,
+    pub status: String,
+    pub latency_ms: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Groups the checks that name their engine by engine; instances not read yet add nothing.
+#[must_use]
+pub fn dependencies(instances: &[InstanceReport]) -> Vec<Dependency> {
+    let mut by_engine: BTreeMap<String, Vec<DependencyCheck>> = BTreeMap::new();
+    for instance in instances {
+        let checks = instance
+            .latest
+            .as_ref()
+            .and_then(|r| r.ready.as_ref())
+            .and_then(|ready| ready["checks"].as_array());
+        for check in checks.into_iter().flatten() {
+            let Some(engine) = check["engine"].as_str() else {
+                continue;
+            };
+            let text = |key: &str| check[key].as_str().unwrap_or_default().to_owned();
+            by_engine
+                .entry(engine.to_owned())
+                .or_default()
+                .push(DependencyCheck {
+                    upstream: instance.upstream.clone(),
+                    url: instance.url.clone(),
+                    check: text("name"),
+                    status: text("status"),
+                    latency_ms: check["latency_ms"].as_u64().unwrap_or_default(),
+                    error: check["error"].as_str().map(str::to_owned),
+                });
+        }
+    }
+    by_engine
+        .into_iter()
+        .map(|(engine, checks)| {
+            let worst = ["down", "degraded"]
+                .into_iter()
+                .find(|bad| checks.iter().any(|c| c.status == *bad))
+                .unwrap_or("up");
+            Dependency {
+                engine,
+                status: worst.to_owned(),
+                checks,
+            }
+        })
+        .collect()
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -341,6 +407,61 @@ circuit_breaker_state{name="customers",state="open"} 0
         // 18 of the 20 requests in between failed.
         assert_eq!(points[0].error_rate, 0.9);
         assert_eq!(points[0].mean_latency_ms, 100.0);
+    }
+
+    fn instance(upstream: &str, ready: Option<Value>) -> InstanceReport {
+        InstanceReport {
+            upstream: upstream.to_owned(),
+            url: format!("http://{upstream}"),
+            latest: Some(Reading {
+                up: ready.is_some(),
+                ready,
+                ..Reading::default()
+            }),
+            series: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn dependencies_gather_each_engines_checks_and_take_the_worst_status() {
+        let check = |name: &str, engine: &str, status: &str, ms: u64| serde_json::json!({"name": name, "engine": engine, "status": status, "latency_ms": ms});
+        let instances = [
+            instance(
+                "orders",
+                Some(serde_json::json!({"status": "ready", "checks": [
+                    check("database", "postgres", "up", 2), check("bus", "nats", "up", 1)]})),
+            ),
+            instance(
+                "payments",
+                Some(serde_json::json!({"status": "not_ready", "checks": [
+                    {"name": "database", "engine": "postgres", "status": "down", "latency_ms": 2000,
+                     "error": "timed out after 2000 ms"},
+                    check("bus", "nats", "up", 3)]})),
+            ),
+            instance(
+                "gateway",
+                Some(serde_json::json!({"status": "ready", "checks": [
+                    {"name": "jwks", "status": "up", "latency_ms": 0},
+                    check("redis", "redis", "degraded", 5)]})),
+            ),
+            instance("customers", None),
+        ];
+        let found = dependencies(&instances);
+        let summary: Vec<(&str, &str, usize)> = found
+            .iter()
+            .map(|d| (d.engine.as_str(), d.status.as_str(), d.checks.len()))
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("nats", "up", 2),
+                ("postgres", "down", 2),
+                ("redis", "degraded", 1)
+            ]
+        );
+        let down = &found[1].checks[1];
+        assert_eq!((down.upstream.as_str(), down.latency_ms), ("payments", 2000));
+        assert_eq!(down.error.as_deref(), Some("timed out after 2000 ms"));
     }
 
     #[test]

@@ -3,7 +3,11 @@
 //!
 //! The access token identity issues is kept in an `HttpOnly`, `SameSite=Strict` cookie scoped to
 //! `/console` (`Secure` when the page was loaded over TLS): scripts never see it and it is never
-//! in a URL. A state-changing call must also come from the console's origin (`Origin`) and carry
+//! in a URL. The refresh token is kept the same way in a second cookie scoped to
+//! `/console/api/session`, so it travels only to the calls that renew or end the session: when
+//! a call answers `401`, the page asks for a renewal (`POST /console/api/session/refresh`), which
+//! trades the refresh token with identity for a new pair, and retries. Signing out revokes the
+//! refresh token at identity. A state-changing call must also come from the console's origin (`Origin`) and carry
 //! the session's CSRF token in `x-csrf-token`; that token is a digest of the access token, so
 //! every gateway derives the same one and a page on another site cannot know it.
 
@@ -19,6 +23,9 @@ use super::Console;
 use crate::admin::ADMIN_ROLE;
 
 pub const COOKIE: &str = "mercato_console";
+pub const REFRESH_COOKIE: &str = "mercato_console_refresh";
+/// Where the refresh cookie is sent: the session's own calls only.
+const REFRESH_PATH: &str = "/console/api/session";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
 /// An admin calling through the console.
@@ -123,14 +130,34 @@ struct Tokens {
     access_token: String,
     #[serde(default)]
     expires_in: Option<u64>,
+    #[serde(default)]
+    refresh_token: Option<String>,
 }
 
 fn cookie(token: &str, max_age: u64, secure: bool) -> HeaderValue {
+    cookie_at(COOKIE, "/console", token, Some(max_age), secure)
+}
+
+/// The refresh cookie: no `Max-Age` (it ends with the browser; identity bounds its life) unless
+/// it is being removed.
+fn refresh_cookie(token: &str, secure: bool) -> HeaderValue {
+    let max_age = token.is_empty().then_some(0);
+    cookie_at(REFRESH_COOKIE, REFRESH_PATH, token, max_age, secure)
+}
+
+fn cookie_at(name: &str, path: &str, value: &str, max_age: Option<u64>, secure: bool) -> HeaderValue {
     let secure = if secure { "; Secure" } else { "" };
-    let text =
-        format!("{COOKIE}={token}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
+    let max_age = max_age.map(|s| format!("; Max-Age={s}")).unwrap_or_default();
+    let text = format!("{name}={value}; Path={path}; HttpOnly; SameSite=Strict{max_age}{secure}");
     HeaderValue::from_str(&text)
         .unwrap_or_else(|_| HeaderValue::from_static("mercato_console=; Path=/console; Max-Age=0"))
+}
+
+/// Both cookies removed.
+fn end_session(response: &mut Response, secure: bool) {
+    let headers = response.headers_mut();
+    headers.append(header::SET_COOKIE, cookie("", 0, secure));
+    headers.append(header::SET_COOKIE, refresh_cookie("", secure));
 }
 
 fn over_tls(headers: &HeaderMap) -> bool {
@@ -151,14 +178,22 @@ pub async fn sign_in(console: &Console, headers: &HeaderMap, body: SignIn) -> Re
         ("username", body.email.as_str()),
         ("password", body.password.as_str()),
     ];
+    let Some(tokens) = grant(console, &form).await? else {
+        audit(&body.email, "sign-in", "console", "wrong credentials");
+        return Err(Problem::unauthorized("wrong e-mail or password", false));
+    };
+    admin_session(console, &tokens, over_tls(headers), "sign-in").await
+}
+
+/// Asks identity for tokens by `form`'s grant; `None` when identity refused the grant.
+async fn grant(console: &Console, form: &[(&str, &str)]) -> Result<Option<Tokens>, Problem> {
     let answer = console
         .call(&console.config.identity_upstream, "/api/identity/token", |r| {
-            r.form(&form)
+            r.form(form)
         })
         .await?;
     if answer.status().is_client_error() {
-        audit(&body.email, "sign-in", "console", "wrong credentials");
-        return Err(Problem::unauthorized("wrong e-mail or password", false));
+        return Ok(None);
     }
     if !answer.status().is_success() {
         return Err(Problem::unavailable(
@@ -166,31 +201,72 @@ pub async fn sign_in(console: &Console, headers: &HeaderMap, body: SignIn) -> Re
             1,
         ));
     }
-    let tokens: Tokens = answer
+    answer
         .json()
         .await
-        .map_err(|_| Problem::unavailable("identity answered something unexpected", 1))?;
+        .map(Some)
+        .map_err(|_| Problem::unavailable("identity answered something unexpected", 1))
+}
+
+/// The session `tokens` open, if they are an admin's: the page's view, and both cookies set.
+async fn admin_session(
+    console: &Console,
+    tokens: &Tokens,
+    secure: bool,
+    action: &str,
+) -> Result<Response, Problem> {
     let claims = console
         .verifier
         .verify(&tokens.access_token)
         .await
         .map_err(|_| Problem::unavailable("identity's token could not be verified", 1))?;
     if !claims.roles.iter().any(|r| r == ADMIN_ROLE) {
-        audit(&claims.sub, "sign-in", "console", "not an admin");
+        audit(&claims.sub, action, "console", "not an admin");
         return Err(Problem::forbidden("the console needs the admin role"));
     }
-    audit(&claims.sub, "sign-in", "console", "ok");
+    audit(&claims.sub, action, "console", "ok");
     let view = SessionView {
         admin: claims.sub,
         csrf: csrf_token(&tokens.access_token),
     };
     let max_age = tokens.expires_in.unwrap_or(900);
     let mut response = Json(view).into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        cookie(&tokens.access_token, max_age, over_tls(headers)),
-    );
+    let headers = response.headers_mut();
+    headers.append(header::SET_COOKIE, cookie(&tokens.access_token, max_age, secure));
+    if let Some(refresh) = &tokens.refresh_token {
+        headers.append(header::SET_COOKIE, refresh_cookie(refresh, secure));
+    }
     Ok(response)
+}
+
+/// `POST /console/api/session/refresh`: a new access token (and refresh token, rotated by
+/// identity) for the refresh cookie. No CSRF token can be asked for, since the page's came from
+/// the access token that ended; the origin check and the `SameSite=Strict` cookie stand for it.
+/// A refresh token identity refuses ends the session: `401`, both cookies removed.
+pub async fn refresh(console: &Console, headers: &HeaderMap) -> Result<Response, Problem> {
+    if !same_origin(headers) {
+        return Err(Problem::forbidden(
+            "renew the session from the console's own page",
+        ));
+    }
+    let secure = over_tls(headers);
+    let ended = || {
+        let mut response =
+            Problem::unauthorized("the console session has ended; sign in again", false).into_response();
+        end_session(&mut response, secure);
+        response
+    };
+    let Some(token) = cookie_value(headers, REFRESH_COOKIE).filter(|t| !t.is_empty()) else {
+        return Ok(ended());
+    };
+    let form = [("grant_type", "refresh_token"), ("refresh_token", token)];
+    match grant(console, &form).await? {
+        Some(tokens) => admin_session(console, &tokens, secure, "session renewed").await,
+        None => {
+            audit("unknown", "session renewal", "console", "refresh token refused");
+            Ok(ended())
+        }
+    }
 }
 
 /// `GET /console/api/session`: who is signed in, and the CSRF token for the page's calls.
@@ -201,13 +277,28 @@ pub fn current(admin: &ConsoleAdmin) -> SessionView {
     }
 }
 
-/// `DELETE /console/api/session`: signs out (the cookie is removed).
-pub fn sign_out(admin: &ConsoleAdmin, headers: &HeaderMap) -> Response {
-    audit(&admin.subject, "sign-out", "console", "ok");
+/// `DELETE /console/api/session`: signs out: the refresh token is revoked at identity (so a
+/// copy of it renews nothing) and both cookies are removed.
+pub async fn sign_out(console: &Console, admin: &ConsoleAdmin, headers: &HeaderMap) -> Response {
+    let revoked = match cookie_value(headers, REFRESH_COOKIE).filter(|t| !t.is_empty()) {
+        Some(token) => {
+            let form = [("token", token), ("token_type_hint", "refresh_token")];
+            let answer = console
+                .call(&console.config.identity_upstream, "/api/identity/revoke", |r| {
+                    r.form(&form)
+                })
+                .await;
+            match answer {
+                Ok(a) if a.status().is_success() => "ok",
+                // The cookies still go; the token then lives until identity's expiry.
+                _ => "signed out; identity did not revoke the refresh token",
+            }
+        }
+        None => "ok (no refresh token)",
+    };
+    audit(&admin.subject, "sign-out", "console", revoked);
     let mut response = StatusCode::NO_CONTENT.into_response();
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, cookie("", 0, over_tls(headers)));
+    end_session(&mut response, over_tls(headers));
     response
 }
 
@@ -256,6 +347,12 @@ mod tests {
         );
         assert!(!plain.contains("Secure"));
         assert!(cookie("t", 60, true).to_str().unwrap().ends_with("; Secure"));
+        let refresh = refresh_cookie("r", false);
+        let refresh = refresh.to_str().unwrap();
+        assert!(refresh.starts_with("mercato_console_refresh=r; Path=/console/api/session; HttpOnly"));
+        assert!(refresh.contains("SameSite=Strict") && !refresh.contains("Max-Age"));
+        let removed = refresh_cookie("", true);
+        assert!(removed.to_str().unwrap().contains("Max-Age=0"));
         let jar = headers(&[(header::COOKIE, "a=1; mercato_console=tok; b=2")]);
         assert_eq!(cookie_value(&jar, COOKIE), Some("tok"));
     }

@@ -259,13 +259,42 @@ mod redis {
 
     /// The rate limiter's readiness check: its status and message.
     async fn limiter_check(gateway: &TestGateway) -> (String, String) {
+        named_check(gateway, "rate_limiter").await
+    }
+
+    /// Readiness check `name`'s status and message; the gateway stays ready whatever they are.
+    async fn named_check(gateway: &TestGateway, name: &str) -> (String, String) {
         let ready = gateway.readiness().await;
         assert_eq!(ready.status, 200, "a degraded limiter still serves");
-        let check = ready.check("rate_limiter");
+        let check = ready.check(name);
         (
             check["status"].as_str().unwrap_or_default().to_owned(),
             check["error"].as_str().unwrap_or_default().to_owned(),
         )
+    }
+
+    #[tokio::test]
+    async fn the_gateway_pings_its_redis_for_readiness_and_names_the_engine() {
+        let mut redis = RedisServer::start().await;
+        let clock = Arc::new(ManualClock::starting_at(START_US));
+        let gateway = redis_gateway(&clock, &redis.url(), "ping", class(1, 2)).await;
+
+        // Asked at once, before any request has used the limiter.
+        let ready = gateway.readiness().await;
+        let check = ready.check("redis");
+        assert_eq!(check["status"], "up", "{check}");
+        assert_eq!(check["engine"], "redis");
+        assert!(check["latency_ms"].is_u64());
+
+        redis.stop();
+        let (status, message) = named_check(&gateway, "redis").await;
+        assert_eq!(status, "degraded", "Redis down does not take the gateway out");
+        assert!(!message.is_empty());
+        redis.restart().await;
+        eventually(PATIENCE, "the ping to reach Redis again", || async {
+            (named_check(&gateway, "redis").await.0 == "up").then_some(())
+        })
+        .await;
     }
 
     #[tokio::test]

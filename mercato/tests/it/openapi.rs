@@ -69,7 +69,7 @@ fn every_operation_is_described_with_its_shared_answers() {
             }
         }
     }
-    assert_eq!(operations, 20, "one operation per route of the services");
+    assert_eq!(operations, 21, "one operation per route of the services");
     let link = &doc["paths"]["/api/orders"]["post"]["responses"]["201"]["links"]["GetOrder"];
     assert_eq!(link["operationId"], "get_order");
     assert_eq!(link["parameters"]["id"], "$response.body#/id");

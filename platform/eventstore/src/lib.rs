@@ -23,8 +23,8 @@
 //!   wait for each other;
 //! - a projection applies each event exactly once, in position order, even with several runners.
 //!
-//! A service lists [`mercato_messaging::outbox::MIGRATION`], [`MIGRATION`] and [`COMMIT_ORDER`]
-//! among its migrations; [`with_platform`] adds them, with the relay's and the inbox's, to a
+//! A service lists [`mercato_messaging::outbox::MIGRATION`], [`MIGRATION`], [`COMMIT_ORDER`]
+//! and [`BY_TIME`] among its migrations; [`with_platform`] adds them, with the relay's and the inbox's, to a
 //! service's one migration of its own.
 //!
 //! ```no_run
@@ -70,10 +70,19 @@ pub const COMMIT_ORDER: Migration = Migration::new(
 )
 .with_postgres(include_str!("../migrations/commit_order.postgres.sql"));
 
+/// An index on when each event was recorded, for reads of a recent window of the log (orders'
+/// checkout funnel) that would otherwise scan every event ever recorded.
+pub const BY_TIME: Migration = Migration::new(
+    1103,
+    "event_store_recorded_at",
+    include_str!("../migrations/recorded_at.sql"),
+);
+
 /// A service's schema: its own `migration`, then what an event-sourced service needs of the
-/// platform (the outbox and its relay, the inbox, the event store and its commit order).
+/// platform (the outbox and its relay, the inbox, the event store, its commit order and its
+/// index by time).
 #[must_use]
-pub const fn with_platform(migration: Migration) -> [Migration; 8] {
+pub const fn with_platform(migration: Migration) -> [Migration; 9] {
     [
         migration,
         mercato_messaging::outbox::MIGRATION,
@@ -83,5 +92,6 @@ pub const fn with_platform(migration: Migration) -> [Migration; 8] {
         mercato_messaging::inbox::RETENTION_MIGRATION,
         MIGRATION,
         COMMIT_ORDER,
+        BY_TIME,
     ]
 }

@@ -20,17 +20,25 @@ pub type DegradableFuture = Pin<Box<dyn Future<Output = Result<Option<String>, S
 
 type Check = Arc<dyn Fn() -> DegradableFuture + Send + Sync>;
 
+/// A registered check: its name, the engine it talks to when that is known, and the check.
+#[derive(Clone)]
+struct Registered {
+    name: String,
+    engine: Option<&'static str>,
+    check: Check,
+}
+
 /// A service's readiness checks and its stopping flag.
 #[derive(Clone)]
 pub struct Readiness {
-    checks: Vec<(String, Check)>,
+    checks: Vec<Registered>,
     timeout: Duration,
     stopping: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Readiness {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.checks.iter().map(|(n, _)| n.as_str()).collect();
+        let names: Vec<&str> = self.checks.iter().map(|c| c.name.as_str()).collect();
         f.debug_struct("Readiness")
             .field("checks", &names)
             .finish_non_exhaustive()
@@ -51,6 +59,10 @@ pub struct CheckReport {
     pub latency_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The engine behind the dependency (`postgres`, `nats`, `redis`, …), so an operator's view
+    /// can show each engine's state across services.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<&'static str>,
 }
 
 /// The body of `/ready`.
@@ -84,13 +96,14 @@ impl Readiness {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
-        self.checks.push((
-            name.to_owned(),
-            Arc::new(move || {
+        self.checks.push(Registered {
+            name: name.to_owned(),
+            engine: None,
+            check: Arc::new(move || {
                 let fut = check();
                 Box::pin(async move { fut.await.map(|()| None) }) as DegradableFuture
             }),
-        ));
+        });
         self
     }
 
@@ -102,10 +115,20 @@ impl Readiness {
         F: Fn() -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Option<String>, String>> + Send + 'static,
     {
-        self.checks.push((
-            name.to_owned(),
-            Arc::new(move || Box::pin(check()) as DegradableFuture),
-        ));
+        self.checks.push(Registered {
+            name: name.to_owned(),
+            engine: None,
+            check: Arc::new(move || Box::pin(check()) as DegradableFuture),
+        });
+        self
+    }
+
+    /// Names the engine the check added last talks to (`postgres`, `nats`, `redis`, …).
+    #[must_use]
+    pub fn on_engine(mut self, engine: &'static str) -> Self {
+        if let Some(last) = self.checks.last_mut() {
+            last.engine = Some(engine);
+        }
         self
     }
 
@@ -126,7 +149,8 @@ impl Readiness {
     /// Runs every check concurrently.
     pub async fn report(&self) -> ReadinessReport {
         let timeout = self.timeout;
-        let runs = self.checks.iter().map(|(name, check)| {
+        let runs = self.checks.iter().map(|registered| {
+            let Registered { name, engine, check } = registered;
             let fut = check();
             async move {
                 let start = Instant::now();
@@ -146,6 +170,7 @@ impl Readiness {
                     status,
                     latency_ms,
                     error,
+                    engine: *engine,
                 }
             }
         });
@@ -193,6 +218,24 @@ mod tests {
         let limiter = report.checks.iter().find(|c| c.name == "limiter").unwrap();
         assert_eq!(limiter.status, "degraded");
         assert_eq!(limiter.error.as_deref(), Some("redis unreachable; local limits"));
+    }
+
+    #[tokio::test]
+    async fn a_check_names_its_engine_when_told_it() {
+        let readiness = Readiness::new()
+            .with_check("database", || async { Ok(()) })
+            .on_engine("postgres")
+            .with_check("jwks", || async { Ok(()) });
+        let report = readiness.report().await;
+        let engines: Vec<_> = report
+            .checks
+            .iter()
+            .map(|c| (c.name.as_str(), c.engine))
+            .collect();
+        assert_eq!(engines, [("database", Some("postgres")), ("jwks", None)]);
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["checks"][0]["engine"], "postgres");
+        assert!(json["checks"][1].get("engine").is_none());
     }
 
     #[tokio::test]

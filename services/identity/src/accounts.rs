@@ -222,6 +222,21 @@ impl Accounts {
         Ok(pair)
     }
 
+    /// Revokes the refresh token's family (RFC 7009): the token and every token rotated from
+    /// the same sign-in stop working. An unknown token is not an error; there is nothing to do.
+    ///
+    /// # Errors
+    /// The database failed.
+    pub async fn revoke(&self, refresh_token: &str) -> Result<(), AccountError> {
+        let hash = hash_refresh(refresh_token);
+        let mut tx = self.db.begin().await?;
+        if let Some(record) = store::find_refresh(&mut tx, &hash).await? {
+            store::revoke_family(&mut tx, &record.family_id, now_millis()).await?;
+        }
+        tx.commit().await.map_err(StorageError::from)?;
+        Ok(())
+    }
+
     async fn issue(
         &self,
         tx: &mut mercato_storage::Tx,

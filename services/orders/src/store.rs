@@ -12,6 +12,11 @@ pub const MIGRATIONS: &[Migration] = &mercato_eventstore::with_platform(Migratio
     include_str!("../migrations/0001_orders.sql"),
 ));
 
+/// The checkout funnel's events recorded since `$1` (unix ms): through the event store's index
+/// by time ([`mercato_eventstore::BY_TIME`]), so the window costs what it holds, not the log.
+pub const FUNNEL_EVENTS: &str = "SELECT event_type, recorded_at, envelope FROM events
+    WHERE recorded_at >= $1 AND event_type IN ('OrderPlaced', 'OrderConfirmed', 'OrderCancelled')";
+
 /// An order as the read model holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderView {

@@ -21,7 +21,7 @@ use crate::domain::{Backoff, ChargeFailure, FailureReason, Next, PaymentStatus, 
 use crate::events;
 use crate::metrics::PaymentMetrics;
 use crate::provider::{ChargeRequest, ProviderClient, ProviderConfig, ProviderError};
-use crate::store::{self, Claim};
+use crate::store::{self, Call, Claim};
 
 /// Why recording a provider's answer failed.
 #[derive(Debug, thiserror::Error)]
@@ -164,15 +164,18 @@ impl Inner {
             card_token: &payment.card_token,
             correlation_id: header_safe(payment.correlation_id.as_deref()),
         };
-        let started = Instant::now();
+        let timer = Timer::start();
         let result = tokio::select! {
             result = self.provider.charge(&request) => result,
-            () = shutdown.cancelled() => return self.give_back(claim).await,
+            () = shutdown.cancelled() => return self.give_back(claim, &timer).await,
         };
         self.metrics
-            .call("charge", result_label(&result), started.elapsed());
+            .call("charge", result_label(&result), timer.started.elapsed());
         let error = match result {
-            Ok(charge) => return self.record_capture(claim, &charge.id).await,
+            Ok(charge) => {
+                let call = timer.call(SUCCEEDED, Some(&charge.id), None);
+                return self.record_capture(claim, &charge.id, &call).await;
+            }
             Err(ProviderError::NotSent { reason, retry_after }) => {
                 return self.put_back_unsent(claim, &reason, retry_after).await;
             }
@@ -191,7 +194,9 @@ impl Inner {
             &self.backoff,
             rand::random::<f64>(),
         );
-        let error = error.to_string();
+        let text = error.to_string();
+        let call = timer.call(error.kind(), None, Some(&text));
+        let error = text.as_str();
         match next {
             // A timed-out call may still have charged: never settle it as failed. Tell the saga
             // once, then keep asking with the same key; a charge that lands is captured, and
@@ -199,21 +204,22 @@ impl Inner {
             Next::Fail(FailureReason::ProviderUnavailable) => {
                 let at = now_millis() + millis(self.backoff.max);
                 if payment.failure_reported {
-                    store::retry_at(&self.db, claim, at, &error).await?;
+                    store::retry_at(&self.db, claim, at, error, Some(&call)).await?;
                     return Ok(());
                 }
                 tracing::warn!(order_id = %payment.order_id, attempt, %error,
                     "charge outcome still unknown; reporting failure and reconciling");
-                self.record_unknown(claim, &error, at).await
+                self.record_unknown(claim, &call, at).await
             }
             Next::Fail(reason) => {
                 tracing::info!(order_id = %payment.order_id, attempt, %error, "charge failed");
-                self.record_failure(claim, reason, &error).await
+                self.record_failure(claim, reason, &call).await
             }
             Next::RetryIn(wait) => {
                 tracing::info!(order_id = %payment.order_id, attempt, %error,
                     retry_in_ms = wait.as_millis(), "charge outcome unknown; retrying with the same key");
-                store::retry_at(&self.db, claim, now_millis() + millis(wait), &error).await?;
+                let at = now_millis() + millis(wait);
+                store::retry_at(&self.db, claim, at, error, Some(&call)).await?;
                 Ok(())
             }
         }
@@ -226,20 +232,23 @@ impl Inner {
             // Only a capture leads here, and it stores the charge id; keep the row visible.
             tracing::error!(order_id = %payment.order_id, "refund pending without a provider charge id");
             let at = now_millis() + millis(self.backoff.max);
-            store::retry_at(&self.db, claim, at, "no provider charge id to refund").await?;
+            store::retry_at(&self.db, claim, at, "no provider charge id to refund", None).await?;
             return Ok(());
         };
         let key = format!("refund:{}", payment.idempotency_key);
         let correlation = header_safe(payment.correlation_id.as_deref());
-        let started = Instant::now();
+        let timer = Timer::start();
         let result = tokio::select! {
             result = self.provider.refund(charge_id, &key, correlation) => result,
-            () = shutdown.cancelled() => return self.give_back(claim).await,
+            () = shutdown.cancelled() => return self.give_back(claim, &timer).await,
         };
         self.metrics
-            .call("refund", result_label(&result), started.elapsed());
+            .call("refund", result_label(&result), timer.started.elapsed());
         match result {
-            Ok(refund) => self.record_refund(claim, &refund.id).await,
+            Ok(refund) => {
+                let call = timer.call(SUCCEEDED, Some(&refund.id), None);
+                self.record_refund(claim, &refund.id, &call).await
+            }
             Err(ProviderError::NotSent { reason, retry_after }) => {
                 self.put_back_unsent(claim, &reason, retry_after).await
             }
@@ -253,18 +262,26 @@ impl Inner {
                     tracing::error!(order_id = %payment.order_id, attempt, error = %e,
                         "the provider refused a refund; retrying, an operator should look");
                 }
-                store::retry_at(&self.db, claim, now_millis() + millis(wait), &e.to_string()).await?;
+                let text = e.to_string();
+                let call = timer.call(e.kind(), None, Some(&text));
+                store::retry_at(&self.db, claim, now_millis() + millis(wait), &text, Some(&call)).await?;
                 Ok(())
             }
         }
     }
 
-    async fn record_capture(&self, claim: &Claim, charge_id: &str) -> Result<(), RecordError> {
+    async fn record_capture(
+        &self,
+        claim: &Claim,
+        charge_id: &str,
+        call: &Call<'_>,
+    ) -> Result<(), RecordError> {
         let mut tx = self.db.begin().await?;
         let Some(payment) = store::capture(&mut tx, claim, charge_id, now_millis()).await? else {
             lost(claim);
             return Ok(());
         };
+        store::record_attempt(&mut tx, claim, call).await?;
         self.append(&mut tx, events::captured(&payment)?).await?;
         tx.commit().await.map_err(StorageError::from)?;
         self.outbox.committed();
@@ -280,13 +297,15 @@ impl Inner {
         &self,
         claim: &Claim,
         reason: FailureReason,
-        error: &str,
+        call: &Call<'_>,
     ) -> Result<(), RecordError> {
         let mut tx = self.db.begin().await?;
+        let error = call.error.unwrap_or(call.outcome);
         if !store::fail(&mut tx, claim, error, now_millis()).await? {
             lost(claim);
             return Ok(());
         }
+        store::record_attempt(&mut tx, claim, call).await?;
         self.append(&mut tx, events::failed(&claim.payment, reason)?)
             .await?;
         tx.commit().await.map_err(StorageError::from)?;
@@ -298,12 +317,14 @@ impl Inner {
         Ok(())
     }
 
-    async fn record_unknown(&self, claim: &Claim, error: &str, next_at: i64) -> Result<(), RecordError> {
+    async fn record_unknown(&self, claim: &Claim, call: &Call<'_>, next_at: i64) -> Result<(), RecordError> {
         let mut tx = self.db.begin().await?;
+        let error = call.error.unwrap_or(call.outcome);
         if !store::report_unknown(&mut tx, claim, error, now_millis(), next_at).await? {
             lost(claim);
             return Ok(());
         }
+        store::record_attempt(&mut tx, claim, call).await?;
         self.append(
             &mut tx,
             events::failed(&claim.payment, FailureReason::ProviderUnavailable)?,
@@ -315,12 +336,18 @@ impl Inner {
         Ok(())
     }
 
-    async fn record_refund(&self, claim: &Claim, refund_id: &str) -> Result<(), RecordError> {
+    async fn record_refund(
+        &self,
+        claim: &Claim,
+        refund_id: &str,
+        call: &Call<'_>,
+    ) -> Result<(), RecordError> {
         let mut tx = self.db.begin().await?;
         if !store::refunded(&mut tx, claim, refund_id, now_millis()).await? {
             lost(claim);
             return Ok(());
         }
+        store::record_attempt(&mut tx, claim, call).await?;
         self.append(&mut tx, events::refunded(&claim.payment)?).await?;
         tx.commit().await.map_err(StorageError::from)?;
         self.outbox.committed();
@@ -348,9 +375,38 @@ impl Inner {
         Ok(())
     }
 
-    async fn give_back(&self, claim: &Claim) -> Result<(), RecordError> {
-        store::release(&self.db, claim, now_millis()).await?;
+    async fn give_back(&self, claim: &Claim, timer: &Timer) -> Result<(), RecordError> {
+        let call = timer.call("interrupted", None, Some("shutdown interrupted the call"));
+        store::release(&self.db, claim, now_millis(), &call).await?;
         Ok(())
+    }
+}
+
+/// The outcome logged for a call the provider accepted.
+const SUCCEEDED: &str = "succeeded";
+
+/// When a provider call was sent, by the wall clock for the log and monotonically for its length.
+struct Timer {
+    started_at: i64,
+    started: Instant,
+}
+
+impl Timer {
+    fn start() -> Self {
+        Self {
+            started_at: now_millis(),
+            started: Instant::now(),
+        }
+    }
+
+    fn call<'a>(&self, outcome: &'a str, provider_id: Option<&'a str>, error: Option<&'a str>) -> Call<'a> {
+        Call {
+            started_at: self.started_at,
+            duration_ms: millis(self.started.elapsed()),
+            outcome,
+            provider_id,
+            error,
+        }
     }
 }
 

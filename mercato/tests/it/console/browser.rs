@@ -1,6 +1,8 @@
 //! The console driven in headless Chromium: sign in, every service healthy, a blue/green switch
 //! and its roll-back, a parked message replayed, an order found with its saga and trace, a
-//! declined one with its compensation, and the funnel, with screenshots (see `screenshot_path`).
+//! declined one with its compensation and each provider call, the funnel, a session renewed
+//! after its access cookie went and ended by signing out, with screenshots (see
+//! `screenshot_path`).
 //! Run only where Chromium and chromedriver are installed (`scripts/test.sh` says when not).
 
 use mercato_messaging::Bus;
@@ -65,6 +67,17 @@ async fn an_admin_sees_every_service_healthy_switches_a_split_and_back_and_repla
         .await;
     browser
         .shows(&["identity", "orders", "inventory", "gateway", "outbox backlog"])
+        .await;
+    // Each engine with every instance's check of it: here SQLite and the embedded bus.
+    browser
+        .until(
+            "the dependencies up, each with its checks",
+            "const row = (e) => document.querySelector(`#dependencies tr[data-engine=${e}][data-state=up]`);
+             return ['sqlite', 'embedded'].every((e) => row(e) && row(e).innerText.includes(' ms'))",
+        )
+        .await;
+    browser
+        .shows(&["SQLite", "embedded bus", "payments database"])
         .await;
     browser.screenshot(&screenshot_path("system")).await;
 
@@ -180,7 +193,8 @@ async fn an_order_is_found_with_its_saga_and_trace_and_a_declined_one_shows_its_
         .until(
             "the saga timeline and the trace waterfall",
             "return !!document.querySelector('#timeline li[data-type=OrderConfirmed]')
-                && document.querySelectorAll('svg#waterfall rect').length > 3",
+                && document.querySelectorAll('svg#waterfall rect').length > 3
+                && !!document.querySelector('#provider-attempts tr[data-step=charge][data-outcome=succeeded]')",
         )
         .await;
     browser
@@ -206,11 +220,18 @@ async fn an_order_is_found_with_its_saga_and_trace_and_a_declined_one_shows_its_
         .until(
             "the compensation and the cancel reason",
             "return !!document.querySelector('#timeline li.compensation[data-type=ReleaseStock]')
-                && !!document.querySelector('#timeline li.cancelled[data-type=OrderCancelled]')",
+                && !!document.querySelector('#timeline li.cancelled[data-type=OrderCancelled]')
+                && document.querySelectorAll('#provider-attempts tbody tr').length === 1
+                && !!document.querySelector('#provider-attempts tr[data-outcome=declined]')",
         )
         .await;
     browser
-        .shows(&["reason: payment_declined", "(compensation)", "cancelled"])
+        .shows(&[
+            "reason: payment_declined",
+            "(compensation)",
+            "cancelled",
+            "card_declined",
+        ])
         .await;
     browser.screenshot(&screenshot_path("order-declined")).await;
 
@@ -218,6 +239,9 @@ async fn an_order_is_found_with_its_saga_and_trace_and_a_declined_one_shows_its_
     browser.goto(&system.url("/console#orders/no-such-order")).await;
     browser.shows(&["no order no-such-order"]).await;
 
+    // The access cookie gone, as at its Max-Age: the page renews the session with the refresh
+    // cookie (which this page cannot see) and carries on.
+    browser.delete_cookie("mercato_console").await;
     browser.goto(&system.url("/console#funnel")).await;
     browser
         .until(
@@ -228,5 +252,13 @@ async fn an_order_is_found_with_its_saga_and_trace_and_a_declined_one_shows_its_
         )
         .await;
     browser.screenshot(&screenshot_path("funnel")).await;
+
+    // Signing out ends the session for good: a reload finds no session to renew.
+    browser.click("#sign-out").await;
+    let signed_out = "return !document.getElementById('sign-in').hidden";
+    browser.until("the sign-in form", signed_out).await;
+    browser.run("location.reload()").await;
+    browser.find("#sign-in").await;
+    browser.until("the sign-in form after a reload", signed_out).await;
     browser.close().await;
 }

@@ -436,6 +436,9 @@ async fn an_order_reads_through_the_console_and_the_services_admin_reads_refuse_
     assert_eq!(cancelled["data"]["reason"], "payment_declined");
     assert_eq!(order["payment"]["status"], "failed", "{order}");
     assert!(order["payment"]["attempts"].as_i64().unwrap() >= 1);
+    let calls = order["payment"]["provider_attempts"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "a decline is one call: {order}");
+    assert_eq!(calls[0]["outcome"], "declined");
 
     let (status, found) = read(format!("/console/api/orders?email={}", email.replace('@', "%40"))).await;
     assert_eq!(status, 200);
@@ -489,4 +492,104 @@ async fn an_order_reads_through_the_console_and_the_services_admin_reads_refuse_
     );
     let missing = system.http.post(&replay).bearer_auth(token).send().await.unwrap();
     assert_eq!(missing.status(), 404);
+}
+
+/// The `Set-Cookie` headers of an answer, as sent.
+fn set_cookies(response: &reqwest::Response) -> Vec<String> {
+    response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The `name=value` part of the `Set-Cookie` for `name`.
+fn cookie_named(set_cookies: &[String], name: &str) -> String {
+    let found = set_cookies
+        .iter()
+        .find(|c| c.starts_with(&format!("{name}=")))
+        .unwrap_or_else(|| panic!("no {name} cookie in {set_cookies:?}"));
+    found.split(';').next().unwrap().to_owned()
+}
+
+async fn renew(system: &System, cookie: &str, origin: &str) -> reqwest::Response {
+    system
+        .http
+        .post(system.url("/console/api/session/refresh"))
+        .header(ORIGIN, origin)
+        .header(COOKIE, cookie)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_ended_access_token_is_renewed_by_the_refresh_cookie_and_signing_out_revokes_it() {
+    let (_fixture, system) = started(TestBackend::Sqlite).await;
+    let email = system.admin_account().await;
+    let signed_in = sign_in(&system, &email, &system.gateway).await;
+    assert_eq!(signed_in.status(), 200);
+    let cookies = set_cookies(&signed_in);
+    let refresh_flags: Vec<&str> = cookies
+        .iter()
+        .find(|c| c.starts_with("mercato_console_refresh="))
+        .unwrap()
+        .split("; ")
+        .collect();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/console/api/session"] {
+        assert!(refresh_flags.contains(&flag), "{refresh_flags:?}");
+    }
+    let refresh = cookie_named(&cookies, "mercato_console_refresh");
+    let token = refresh.trim_start_matches("mercato_console_refresh=");
+    assert!(
+        !signed_in.text().await.unwrap().contains(token),
+        "the page never sees it"
+    );
+
+    // The access token ended (the browser drops its cookie at Max-Age; here, one that no
+    // longer verifies): the page's call gets 401 ...
+    let ended = "mercato_console=ended";
+    let refused = console_call(&system, reqwest::Method::GET, "/console/api/system", ended);
+    assert_eq!(refused.send().await.unwrap().status(), 401);
+    // ... and renewing from another site is refused; from the console, it works.
+    assert_eq!(
+        renew(&system, &refresh, "http://evil.example").await.status(),
+        403
+    );
+    let renewed = renew(&system, &refresh, &system.gateway).await;
+    assert_eq!(renewed.status(), 200);
+    let cookies = set_cookies(&renewed);
+    let access = cookie_named(&cookies, "mercato_console");
+    let rotated = cookie_named(&cookies, "mercato_console_refresh");
+    assert_ne!(rotated, refresh, "identity rotates the refresh token");
+    let csrf = renewed.json::<Value>().await.unwrap()["csrf"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let again = console_call(&system, reqwest::Method::GET, "/console/api/system", &access);
+    assert_eq!(again.send().await.unwrap().status(), 200);
+
+    // A refresh token identity refuses ends the session: 401, and both cookies removed.
+    let refused = renew(&system, "mercato_console_refresh=made-up", &system.gateway).await;
+    assert_eq!(refused.status(), 401);
+    let removed = set_cookies(&refused);
+    assert_eq!(removed.len(), 2, "{removed:?}");
+    assert!(removed.iter().all(|c| c.contains("Max-Age=0")), "{removed:?}");
+
+    // Signing out revokes the refresh token at identity: the cookie, kept by someone, renews
+    // nothing afterwards.
+    let signed_out = console_call(
+        &system,
+        reqwest::Method::DELETE,
+        "/console/api/session",
+        &format!("{access}; {rotated}"),
+    )
+    .header(ORIGIN, &system.gateway)
+    .header("x-csrf-token", &csrf)
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(signed_out.status(), 204);
+    assert_eq!(renew(&system, &rotated, &system.gateway).await.status(), 401);
 }

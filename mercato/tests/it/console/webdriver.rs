@@ -196,6 +196,12 @@ impl Browser {
         let _ = self.http.delete(&self.base).send().await;
     }
 
+    /// Removes the cookie `name` the current page sees, `HttpOnly` or not.
+    pub async fn delete_cookie(&self, name: &str) {
+        self.command(reqwest::Method::DELETE, &format!("/cookie/{name}"), None)
+            .await;
+    }
+
     pub async fn resize(&self, width: u32, height: u32) {
         self.command(
             reqwest::Method::POST,

@@ -19,7 +19,13 @@ pub use error::ApiError;
 /// Identity's routes as the public OpenAPI document describes them.
 #[must_use]
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    mercato_contracts::openapi_paths!(register::register, token::token, users::me, users::jwks)
+    mercato_contracts::openapi_paths!(
+        register::register,
+        token::token,
+        token::revoke,
+        users::me,
+        users::jwks
+    )
 }
 
 /// Every route of the service.
@@ -27,6 +33,7 @@ pub fn router(accounts: Arc<Accounts>, services: Arc<ServiceGrant>, verifier: Ve
     Router::new()
         .route("/api/identity/register", post(register::register))
         .route("/api/identity/token", post(token::token))
+        .route("/api/identity/revoke", post(token::revoke))
         .route("/api/identity/me", get(users::me))
         .route("/admin/users", get(users::by_email))
         .route("/.well-known/jwks.json", get(users::jwks))

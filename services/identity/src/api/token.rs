@@ -83,6 +83,11 @@ impl utoipa::PartialSchema for TokenRequest {
 impl ToSchema for TokenRequest {}
 
 fn parse(headers: &HeaderMap, body: &[u8]) -> Result<TokenRequest, Problem> {
+    parse_as(headers, body)
+}
+
+/// A form-encoded or JSON body, as OAuth 2 endpoints take them.
+fn parse_as<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, Problem> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -168,6 +173,44 @@ pub async fn token(
         })
         .into_response(),
     ))
+}
+
+/// The body of a revocation request; a `token_type_hint` is accepted and not needed: only
+/// refresh tokens are revocable, access tokens end with their short lifetime.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+struct RevokeRequest {
+    /// The refresh token to revoke.
+    token: Option<String>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/identity/revoke",
+    operation_id = "revoke",
+    tag = "identity",
+    summary = "Revokes a refresh token and every token rotated from the same sign-in (RFC 7009)",
+    request_body(content(
+        (RevokeRequest = "application/x-www-form-urlencoded"),
+        (RevokeRequest = "application/json"),
+    )),
+    responses(
+        (status = 200, description = "Revoked, or not a token identity knows: the answer is the same"),
+        (status = 400, description = "An OAuth 2 error: `error` is invalid_request"),
+    )
+)]
+pub async fn revoke(
+    State(accounts): State<Arc<Accounts>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, Response> {
+    let body = body.map_err(|r| Problem::bad_request(r.body_text()).into_response())?;
+    let request: RevokeRequest = parse_as(&headers, &body).map_err(IntoResponse::into_response)?;
+    let token = required(request.token.as_ref(), "token").map_err(IntoResponse::into_response)?;
+    accounts
+        .revoke(token)
+        .await
+        .map_err(|e| ApiError(e).into_response())?;
+    Ok(no_store(http::StatusCode::OK.into_response()))
 }
 
 async fn service_token(services: &ServiceGrant, request: &TokenRequest) -> Result<Response, Response> {

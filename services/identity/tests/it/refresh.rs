@@ -10,6 +10,7 @@ backend_tests!(spawn_app =>
     reuse_in_one_session_leaves_the_users_other_sessions_alone,
     a_made_up_refresh_token_is_an_invalid_grant,
     concurrent_refreshes_with_one_token_succeed_only_once,
+    a_revoked_refresh_token_and_its_successors_renew_nothing,
 );
 
 async fn a_refresh_grant_issues_a_new_pair_with_a_new_refresh_token(app: TestApp) {
@@ -92,4 +93,27 @@ async fn concurrent_refreshes_with_one_token_succeed_only_once(app: TestApp) {
         }
     }
     assert_eq!(granted, 1, "one refresh token buys one new pair");
+}
+
+async fn a_revoked_refresh_token_and_its_successors_renew_nothing(backend: TestBackend) {
+    let app = spawn_app(backend).await;
+    let first = app.customer("ada@example.com").await;
+    let second = expect_tokens(app.refresh(&first.refresh).await).await;
+    let other_session = app.login("ada@example.com", PASSWORD).await;
+    let revoke = |form: Vec<(&'static str, String)>| app.post("/api/identity/revoke").form(&form).send();
+
+    // Revoking the first token ends its whole sign-in, the rotated token included.
+    let revoked = revoke(vec![("token", first.refresh.clone())]).await.unwrap();
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(revoked.headers()["cache-control"], "no-store");
+    expect_oauth_error(app.refresh(&second.refresh).await, "invalid_grant").await;
+    // RFC 7009: a token identity does not know gets the same answer; a missing one is a 400.
+    let unknown = revoke(vec![
+        ("token", "made-up".to_owned()),
+        ("token_type_hint", "refresh_token".to_owned()),
+    ]);
+    assert_eq!(unknown.await.unwrap().status(), 200);
+    expect_oauth_error(revoke(vec![]).await.unwrap(), "invalid_request").await;
+    // Another sign-in of the same user goes on.
+    expect_tokens(app.refresh(&other_session.refresh).await).await;
 }

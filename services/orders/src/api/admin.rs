@@ -142,14 +142,11 @@ pub async fn funnel(
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
     let first = (now / 60_000 - minutes + 1) * 60_000;
-    let rows = sqlx::query(
-        "SELECT event_type, recorded_at, envelope FROM events
-         WHERE recorded_at >= $1 AND event_type IN ('OrderPlaced', 'OrderConfirmed', 'OrderCancelled')",
-    )
-    .bind(first)
-    .fetch_all(state.checkout.db.pool())
-    .await
-    .map_err(|e| OrderError::from(mercato_storage::StorageError::from(e)))?;
+    let rows = sqlx::query(store::FUNNEL_EVENTS)
+        .bind(first)
+        .fetch_all(state.checkout.db.pool())
+        .await
+        .map_err(|e| OrderError::from(mercato_storage::StorageError::from(e)))?;
     let happened = rows.iter().map(|row| {
         let kind: String = row.get("event_type");
         let at: i64 = row.get("recorded_at");

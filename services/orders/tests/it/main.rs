@@ -4,6 +4,7 @@
 //!
 //! - `checkout`: the saga's happy path and each way it ends cancelled, with compensations of
 //!   completed steps only, and answers delivered twice applied once.
+//! - `funnel`: the checkout funnel's query uses the event log's index by time.
 //! - `placing`: idempotency keys, ownership, listing, customer cancellation.
 //! - `bad_input`: every invalid field named, unknown products, no profile, no token.
 //! - `metrics`: orders by outcome and reason, phase times, compensations, timeouts and batch
@@ -15,6 +16,7 @@
 
 mod bad_input;
 mod checkout;
+mod funnel;
 mod long_poll;
 mod metrics;
 mod overload;

@@ -36,7 +36,8 @@ pub struct Orders {
     _database: TestDatabase,
 }
 
-async fn orders(backend: TestBackend) -> Orders {
+/// Orders' operations on a fresh database with the saga's usual step deadlines.
+pub async fn orders(backend: TestBackend) -> Orders {
     orders_with(backend, VIEWS).await
 }
 

@@ -1,5 +1,5 @@
-//! `GET /admin/payments/{order_id}`: an order's payment with what the provider was asked, for
-//! the operations console. Admin only; not part of the public API document.
+//! `GET /admin/payments/{order_id}`: an order's payment with what the provider was asked, each
+//! call on its own line, for the operations console. Admin only; not part of the public API document.
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +23,34 @@ struct AdminPayment {
     provider_refund_id: Option<String>,
     refund_requested: bool,
     next_attempt_at: String,
+    /// Every provider call, oldest first.
+    provider_attempts: Vec<AttemptBody>,
+}
+
+/// One provider call.
+#[derive(Debug, Serialize)]
+struct AttemptBody {
+    step: String,
+    attempt: i64,
+    at: String,
+    duration_ms: i64,
+    outcome: String,
+    provider_id: Option<String>,
+    error: Option<String>,
+}
+
+impl From<store::Attempt> for AttemptBody {
+    fn from(a: store::Attempt) -> Self {
+        Self {
+            step: a.step,
+            attempt: a.attempt,
+            at: rfc3339(a.started_at),
+            duration_ms: a.duration_ms,
+            outcome: a.outcome,
+            provider_id: a.provider_id,
+            error: a.error,
+        }
+    }
 }
 
 pub async fn get(State(db): State<Db>, caller: Caller, Path(order_id): Path<String>) -> Response {
@@ -32,6 +60,10 @@ pub async fn get(State(db): State<Db>, caller: Caller, Path(order_id): Path<Stri
     let found = match store::find(&db, &order_id).await {
         Ok(Some(found)) => found,
         Ok(None) => return ApiError::NotFound.into_response(),
+        Err(e) => return ApiError::from(e).into_response(),
+    };
+    let provider_attempts = match store::attempts(&db, &order_id).await {
+        Ok(log) => log.into_iter().map(AttemptBody::from).collect(),
         Err(e) => return ApiError::from(e).into_response(),
     };
     let attempts = found.attempts;
@@ -49,6 +81,7 @@ pub async fn get(State(db): State<Db>, caller: Caller, Path(order_id): Path<Stri
             provider_refund_id,
             refund_requested,
             next_attempt_at,
+            provider_attempts,
         })
         .into_response(),
         Err(e) => e.into_response(),

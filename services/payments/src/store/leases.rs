@@ -4,6 +4,7 @@
 use mercato_storage::sqlx::{self, Row as _};
 use mercato_storage::{Db, StorageError, Tx};
 
+use super::attempts::{Call, record_attempt};
 use super::payments::{COLUMNS, Payment};
 use crate::domain::PaymentStatus;
 
@@ -30,10 +31,19 @@ async fn write_fenced(tx: &mut Tx, write: Query<'_>) -> Result<bool, StorageErro
     Ok(write.execute(&mut **tx).await?.rows_affected() == 1)
 }
 
-/// [`write_fenced`] in a transaction of its own.
-async fn write_fenced_alone(db: &Db, write: Query<'_>) -> Result<bool, StorageError> {
+/// [`write_fenced`] in a transaction of its own, with the provider call it follows logged when
+/// the write matched.
+async fn write_fenced_alone(
+    db: &Db,
+    write: Query<'_>,
+    claim: &Claim,
+    call: Option<&Call<'_>>,
+) -> Result<bool, StorageError> {
     let mut tx = db.begin().await?;
     let changed = write_fenced(&mut tx, write).await?;
+    if let (true, Some(call)) = (changed, call) {
+        record_attempt(&mut tx, claim, call).await?;
+    }
     tx.commit().await?;
     Ok(changed)
 }
@@ -186,11 +196,18 @@ pub async fn refunded(tx: &mut Tx, claim: &Claim, refund_id: &str, now: i64) -> 
     write_fenced(tx, write).await
 }
 
-/// Schedules the next provider call of the claimed step at `at`. `false` when the lease was lost.
+/// Schedules the next provider call of the claimed step at `at`, logging `call` (the one that
+/// failed, if one was made). `false` when the lease was lost.
 ///
 /// # Errors
 /// The database failed.
-pub async fn retry_at(db: &Db, claim: &Claim, at: i64, error: &str) -> Result<bool, StorageError> {
+pub async fn retry_at(
+    db: &Db,
+    claim: &Claim,
+    at: i64,
+    error: &str,
+    call: Option<&Call<'_>>,
+) -> Result<bool, StorageError> {
     let write = fenced(
         "UPDATE payments SET next_attempt_at = $4, last_error = $5
          WHERE order_id = $1 AND status = $2 AND next_attempt_at = $3",
@@ -199,7 +216,7 @@ pub async fn retry_at(db: &Db, claim: &Claim, at: i64, error: &str) -> Result<bo
     )
     .bind(at)
     .bind(error);
-    write_fenced_alone(db, write).await
+    write_fenced_alone(db, write, claim, call).await
 }
 
 /// Gives a claimed row back for a call that was never sent (the provider's breaker or bulkhead
@@ -215,16 +232,16 @@ pub async fn put_back_unsent(db: &Db, claim: &Claim, at: i64) -> Result<bool, St
         claim.payment.status,
     )
     .bind(at);
-    write_fenced_alone(db, write).await
+    write_fenced_alone(db, write, claim, None).await
 }
 
 /// Gives a claimed row back, due at `now` (shutdown interrupted the call). The attempt still
 /// counts: the provider may have received it, and a refund request must then not take the
-/// payment for one the provider never saw.
+/// payment for one the provider never saw. `call` logs it as interrupted.
 ///
 /// # Errors
 /// The database failed.
-pub async fn release(db: &Db, claim: &Claim, now: i64) -> Result<bool, StorageError> {
+pub async fn release(db: &Db, claim: &Claim, now: i64, call: &Call<'_>) -> Result<bool, StorageError> {
     let write = fenced(
         "UPDATE payments SET next_attempt_at = $4
          WHERE order_id = $1 AND status = $2 AND next_attempt_at = $3",
@@ -232,5 +249,5 @@ pub async fn release(db: &Db, claim: &Claim, now: i64) -> Result<bool, StorageEr
         claim.payment.status,
     )
     .bind(now);
-    write_fenced_alone(db, write).await
+    write_fenced_alone(db, write, claim, Some(call)).await
 }

@@ -8,6 +8,7 @@ use crate::support::{PATIENCE, expect_problem, order_id, spawn_app};
 
 backend_tests!(
     only_the_orders_customer_reads_its_payment,
+    an_admin_reads_the_payment_with_each_provider_call,
     payments_reports_readiness_and_charge_metrics,
 );
 
@@ -38,6 +39,47 @@ async fn only_the_orders_customer_reads_its_payment(backend: TestBackend) {
     expect_problem(payments.get_payment(&order, Some("not-a-jwt")).await, 401).await;
 }
 
+async fn an_admin_reads_the_payment_with_each_provider_call(backend: TestBackend) {
+    let mut payments = spawn_app(backend).await;
+    let order = order_id();
+    payments.charge(&order, "cust-1", "tok_decline").await;
+    payments
+        .payment_until(&order, "the decline", |p| {
+            p.attempts == 1 && p.last_error.is_some()
+        })
+        .await;
+    let admin_path = payments.url(&format!("/admin/payments/{order}"));
+
+    let admin = payments.issuer().token("admin-1", &["admin"]);
+    let response = payments
+        .http
+        .get(&admin_path)
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "failed");
+    let calls = body["provider_attempts"].as_array().unwrap();
+    assert_eq!(calls.len(), 1, "{body}");
+    assert_eq!(calls[0]["step"], "charge");
+    assert_eq!(calls[0]["attempt"], 1);
+    assert_eq!(calls[0]["outcome"], "declined");
+    assert!(calls[0]["at"].as_str().unwrap().ends_with('Z'));
+    assert!(calls[0]["error"].as_str().unwrap().contains("card_declined"));
+
+    let customer = payments.issuer().token("cust-1", &["customer"]);
+    let refused = payments
+        .http
+        .get(&admin_path)
+        .bearer_auth(&customer)
+        .send()
+        .await
+        .unwrap();
+    expect_problem(refused, 403).await;
+}
+
 async fn payments_reports_readiness_and_charge_metrics(backend: TestBackend) {
     let mut payments = spawn_app(backend).await;
     payments.captured_order("cust-1").await;
@@ -45,6 +87,13 @@ async fn payments_reports_readiness_and_charge_metrics(backend: TestBackend) {
     let ready = Readiness::of(payments.http.get(payments.url("/ready")).send().await.unwrap()).await;
     assert_eq!(ready.status, 200);
     assert_eq!(ready.check_names(), ["database", "bus"]);
+    // Each check names its engine, for the console's view of the system's dependencies.
+    let engines = match backend {
+        TestBackend::Sqlite => ["sqlite", "embedded"],
+        TestBackend::Postgres => ["postgres", "nats"],
+    };
+    assert_eq!(ready.check("database")["engine"], engines[0]);
+    assert_eq!(ready.check("bus")["engine"], engines[1]);
 
     let expected = [
         r#"mercato_payments_charges_total{outcome="captured"} 1"#,

@@ -2,6 +2,7 @@
 
 use mercato_contracts::payments::{PaymentCaptured, PaymentFailed, PaymentFailure};
 use mercato_payments::domain::PaymentStatus;
+use mercato_payments::store;
 use mercato_testkit::{TestBackend, backend_tests, eventually};
 
 use crate::support::{
@@ -61,6 +62,19 @@ async fn a_declined_card_fails_as_declined(backend: TestBackend) {
     let payment = payments.payment(&order).await.unwrap();
     assert_eq!(payment.status, PaymentStatus::Failed);
     assert_eq!(payment.attempts, 1, "a decline is not retried");
+    assert_eq!(
+        payments.attempt_log(&order).await,
+        [("charge".to_owned(), 1, "declined".to_owned())]
+    );
+    let logged = &store::attempts(&payments.db, &order).await.unwrap()[0];
+    assert!(
+        logged
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("card_declined")),
+        "{logged:?}"
+    );
+    assert!(logged.provider_id.is_none() && logged.duration_ms >= 0);
     assert!(payments.charges_for(&order).await.is_empty());
     assert_eq!(payments.answers(&order).await, ["PaymentFailed"]);
 }
@@ -74,6 +88,22 @@ async fn a_flaky_provider_is_retried_until_it_captures_with_one_charge(backend: 
     let payment = payments.payment(&order).await.unwrap();
     assert_eq!(payment.status, PaymentStatus::Captured);
     assert_eq!(payment.attempts, 3, "two 503s, then the capture");
+    let call = |n, outcome: &str| ("charge".to_owned(), n, outcome.to_owned());
+    assert_eq!(
+        payments.attempt_log(&order).await,
+        [
+            call(1, "unavailable"),
+            call(2, "unavailable"),
+            call(3, "succeeded")
+        ]
+    );
+    let log = store::attempts(&payments.db, &order).await.unwrap();
+    assert!(
+        log[0].error.as_deref().is_some_and(|e| e.contains("503")),
+        "{log:?}"
+    );
+    assert_eq!(log[2].provider_id, payment.provider_charge_id);
+    assert!(log[2].error.is_none());
     assert_eq!(
         payments.charges_for(&order).await.len(),
         1,

@@ -99,6 +99,12 @@ async fn a_captured_payment_is_refunded_once(backend: TestBackend) {
     );
     let payment = payments.payment(&order).await.unwrap();
     assert_eq!(payment.status, PaymentStatus::Refunded);
+    let call = |step: &str, outcome: &str| (step.to_owned(), 1, outcome.to_owned());
+    assert_eq!(
+        payments.attempt_log(&order).await,
+        [call("charge", "succeeded"), call("refund", "succeeded")],
+        "one call per step, each logged once"
+    );
     let charge: Value = payments
         .sandbox
         .charge(payment.provider_charge_id.as_deref().unwrap())

@@ -372,6 +372,14 @@ impl TestApp {
         store::find(&self.db, order_id).await.expect("read the payment")
     }
 
+    /// The order's logged provider calls as `(step, attempt, outcome)`, oldest first.
+    pub async fn attempt_log(&self, order_id: &str) -> Vec<(String, i64, String)> {
+        let log = store::attempts(&self.db, order_id)
+            .await
+            .expect("read the attempts");
+        log.into_iter().map(|a| (a.step, a.attempt, a.outcome)).collect()
+    }
+
     /// Waits until the order's payment satisfies `check`, and returns it.
     pub async fn payment_until(
         &self,

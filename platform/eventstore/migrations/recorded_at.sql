@@ -1,0 +1,1 @@
+CREATE INDEX events_recorded_at ON events (recorded_at);
