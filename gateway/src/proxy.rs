@@ -241,13 +241,18 @@ async fn authenticate(
     client: IpAddr,
     headers: &HeaderMap,
     needs_token: bool,
-) -> Option<Result<mercato_security::Claims, Problem>> {
-    let Some(preauth) = &inner.preauth else {
-        return Some(auth::authenticate(&inner.verifier, headers).await);
-    };
-    if let Err(retry_after) = preauth.admit(client) {
+) -> Option<Result<Arc<mercato_security::Claims>, Problem>> {
+    let preauth = inner.preauth.as_ref();
+    if let Some(preauth) = preauth
+        && let Err(retry_after) = preauth.admit(client)
+    {
         return needs_token.then(|| Err(too_many_failures(retry_after)));
     }
+    let failed = || {
+        if let Some(preauth) = preauth {
+            preauth.failed(client);
+        }
+    };
     let token = match auth::bearer_token(headers) {
         Ok(Some(token)) => token,
         Ok(None) => {
@@ -257,18 +262,18 @@ async fn authenticate(
             )));
         }
         Err(problem) => {
-            preauth.failed(client);
+            failed();
             return Some(Err(problem));
         }
     };
-    if !preauth.screen(token) {
-        preauth.failed(client);
+    if preauth.is_some_and(|preauth| !preauth.screen(token)) {
+        failed();
         return Some(Err(auth::token_problem(&TokenError::Malformed)));
     }
-    let verified = inner.verifier.verify(token).await;
+    let verified = inner.verifier.verify_shared(token).await;
     Some(verified.map_err(|error| {
         if !error.is_transient() {
-            preauth.failed(client);
+            failed();
         }
         auth::token_problem(&error)
     }))
@@ -295,7 +300,7 @@ async fn admit(
     client: IpAddr,
     mut parts: http::request::Parts,
     body: Body,
-    authenticated: Option<Result<mercato_security::Claims, Problem>>,
+    authenticated: Option<Result<Arc<mercato_security::Claims>, Problem>>,
     required_roles: &[Arc<[Arc<str>]>],
     decision: Option<&Decision>,
 ) -> Result<Response, Problem> {

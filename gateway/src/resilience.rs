@@ -269,64 +269,44 @@ impl tower::Service<Outgoing> for Transport {
     }
 }
 
-/// One attempt: picks the instance, sends within the timeout, and charges the instance with the
-/// outcome.
-#[derive(Clone)]
-struct Attempt {
+/// One attempt: picks the instance (passing over those in `failed`, the ones that already failed
+/// this request), sends within the timeout, and charges the instance with the outcome. `failed`
+/// lives with the request's call and holds nothing until an attempt fails, so a request that
+/// needs no retry allocates nothing for it.
+async fn attempt(
+    upstreams: &Upstreams,
+    upstream: &str,
     pool: PoolSettings,
-    upstreams: Upstreams,
-    upstream: Arc<str>,
     timeout: Duration,
-    /// The instances that failed this request, which its retries pass over.
-    failed: Arc<std::sync::Mutex<Vec<Arc<Instance>>>>,
-}
-
-impl tower::Service<Outgoing> for Attempt {
-    type Response = http::Response<UpstreamBody>;
-    type Error = ResilienceError<TransportError>;
-    type Future = Pin<Box<dyn Future<Output = CallResult> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, outgoing: Outgoing) -> Self::Future {
-        let failed = self
-            .failed
+    failed: &std::sync::Mutex<Vec<Arc<Instance>>>,
+    outgoing: Outgoing,
+) -> CallResult {
+    let picked = {
+        let failed = failed.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        upstreams.pick_avoiding(upstream, &failed)
+    };
+    let pick = match picked {
+        Ok(Some(pick)) => pick,
+        Ok(None) => return Err(ResilienceError::Inner(TransportError::NoInstance)),
+        Err(refused) => return Err(refused),
+    };
+    // The request's URI stays the path and query; the instance's connections address it.
+    let send = TimeoutLayer::new(timeout).layer(Transport {
+        instance: Arc::clone(&pick.instance),
+        pool,
+    });
+    let (result, shed) = match send.oneshot(outgoing).await {
+        Ok(response) if may_shed(&response) => read_refusal(response, timeout).await,
+        other => (other, false),
+    };
+    if transient(&result) {
+        failed
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
-        let pick = match self.upstreams.pick_avoiding(&self.upstream, &failed) {
-            Ok(Some(pick)) => pick,
-            Ok(None) => {
-                return Box::pin(std::future::ready(Err(ResilienceError::Inner(
-                    TransportError::NoInstance,
-                ))));
-            }
-            Err(refused) => return Box::pin(std::future::ready(Err(refused))),
-        };
-        // The request's URI stays the path and query; the instance's connections address it.
-        let send = TimeoutLayer::new(self.timeout).layer(Transport {
-            instance: Arc::clone(&pick.instance),
-            pool: self.pool,
-        });
-        let timeout = self.timeout;
-        let failed = Arc::clone(&self.failed);
-        Box::pin(async move {
-            let (result, shed) = match send.oneshot(outgoing).await {
-                Ok(response) if may_shed(&response) => read_refusal(response, timeout).await,
-                other => (other, false),
-            };
-            if transient(&result) {
-                failed
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .push(Arc::clone(&pick.instance));
-            }
-            pick.finish(breaker_failure(&result, shed));
-            result
-        })
+            .push(Arc::clone(&pick.instance));
     }
+    pick.finish(breaker_failure(&result, shed));
+    result
 }
 
 /// The bulkheads and the retry budget of every upstream.
@@ -389,13 +369,6 @@ impl Resilience {
         let Some(bulkhead) = self.bulkheads.get(upstream.as_ref()) else {
             return Err(ResilienceError::Inner(TransportError::NoInstance));
         };
-        let attempt = Attempt {
-            pool: self.pool,
-            upstreams: self.upstreams.clone(),
-            upstream: Arc::clone(upstream),
-            timeout,
-            failed: Arc::default(),
-        };
         let permit = match self.limits.get(upstream.as_ref()) {
             Some(limit) => match limit.try_acquire() {
                 Some(permit) => Some(permit),
@@ -403,7 +376,18 @@ impl Resilience {
             },
             None => None,
         };
-        let result = bulkhead.layer(self.retry.layer(attempt)).oneshot(outgoing).await;
+        // The layers run in place, as the bulkhead's permit and the retry loop, rather than as a
+        // stack of services with a boxed future each per request.
+        let result = async {
+            let _place = bulkhead.acquire::<TransportError>().await?;
+            let failed = std::sync::Mutex::default();
+            self.retry
+                .run(outgoing, |outgoing| {
+                    attempt(&self.upstreams, upstream, self.pool, timeout, &failed, outgoing)
+                })
+                .await
+        }
+        .await;
         // A sample is the upstream's latency; a request the client's own body ended says nothing.
         let upstream_answered = match &result {
             Ok(_) => true,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::future::{self, BoxFuture, FutureExt};
+use futures_util::future::{BoxFuture, FutureExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 use tower::{Layer, Service, ServiceExt};
 
@@ -136,33 +136,67 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let svc = self.inner.clone();
-        let shared = self.shared.clone();
-        let permit = match shared.permits.clone().try_acquire_owned() {
-            Ok(permit) => Some(permit),
-            Err(TryAcquireError::NoPermits) => {
-                if shared.queued.fetch_add(1, Ordering::AcqRel) >= shared.max_queued {
-                    shared.queued.fetch_sub(1, Ordering::AcqRel);
-                    return future::ready(Err(shared.full())).boxed();
-                }
-                None
-            }
-            Err(TryAcquireError::Closed) => return future::ready(Err(shared.full())).boxed(),
-        };
+        let entry = self.shared.enter::<E>();
         async move {
-            let _permit: OwnedSemaphorePermit = match permit {
-                Some(permit) => permit,
-                None => {
-                    let _slot = QueueSlot(shared.clone());
-                    let wait = shared.permits.clone().acquire_owned();
-                    match tokio::time::timeout(shared.max_wait, wait).await {
-                        Ok(Ok(permit)) => permit,
-                        _ => return Err(shared.full()),
-                    }
-                }
-            };
+            let _permit = entry?.await?;
             svc.oneshot(req).await
         }
         .boxed()
+    }
+}
+
+/// A place taken at once, or one to wait for (bounded by `max_wait`).
+enum Entry {
+    Taken(OwnedSemaphorePermit),
+    Queued(QueueSlot),
+}
+
+impl Entry {
+    async fn wait<E>(self) -> Result<OwnedSemaphorePermit, ResilienceError<E>> {
+        match self {
+            Self::Taken(permit) => Ok(permit),
+            Self::Queued(slot) => {
+                let shared = &slot.0;
+                let wait = shared.permits.clone().acquire_owned();
+                match tokio::time::timeout(shared.max_wait, wait).await {
+                    Ok(Ok(permit)) => Ok(permit),
+                    _ => Err(shared.full()),
+                }
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Takes a permit, or a place in the queue, or refuses at once when the queue is full.
+    fn enter<E>(
+        self: &Arc<Self>,
+    ) -> Result<
+        impl Future<Output = Result<OwnedSemaphorePermit, ResilienceError<E>>> + Send + use<E>,
+        ResilienceError<E>,
+    > {
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Entry::Taken(permit).wait()),
+            Err(TryAcquireError::NoPermits) => {
+                if self.queued.fetch_add(1, Ordering::AcqRel) >= self.max_queued {
+                    self.queued.fetch_sub(1, Ordering::AcqRel);
+                    return Err(self.full());
+                }
+                Ok(Entry::Queued(QueueSlot(Arc::clone(self))).wait())
+            }
+            Err(TryAcquireError::Closed) => Err(self.full()),
+        }
+    }
+}
+
+impl BulkheadLayer {
+    /// A permit to call, held until dropped: what [`Bulkhead`] takes around each call, for a
+    /// caller that calls without a service.
+    ///
+    /// # Errors
+    /// [`ResilienceError::BulkheadFull`] when the queue is full or the wait ran past `max_wait`.
+    pub async fn acquire<E>(&self) -> Result<OwnedSemaphorePermit, ResilienceError<E>> {
+        self.shared.enter()?.await
     }
 }
 

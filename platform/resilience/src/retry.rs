@@ -8,6 +8,7 @@
 //! budget is spent the last outcome is returned: an answer as is, an error wrapped in
 //! [`ResilienceError::BudgetExhausted`].
 
+use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -187,8 +188,8 @@ impl<S, P, C, Req, Res, E> Service<Req> for Retry<S, P, C>
 where
     S: Service<Req, Response = Res, Error = ResilienceError<E>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    P: Fn(&Req) -> bool,
-    C: Fn(&Result<Res, ResilienceError<E>>) -> bool + Clone + Send + 'static,
+    P: Fn(&Req) -> bool + Clone + Send + Sync + 'static,
+    C: Fn(&Result<Res, ResilienceError<E>>) -> bool + Clone + Send + Sync + 'static,
     Req: DeadlineCarrier + Replay + Send + 'static,
     Res: Send + 'static,
     E: Send + 'static,
@@ -204,43 +205,58 @@ where
 
     fn call(&mut self, req: Req) -> Self::Future {
         let svc = self.inner.clone();
-        self.layer.budget.deposit();
-        if !(self.layer.retryable)(&req) {
-            return svc.oneshot(req).boxed();
+        let layer = self.layer.clone();
+        async move { layer.run(req, move |attempt| svc.clone().oneshot(attempt)).await }.boxed()
+    }
+}
+
+impl<P, C> RetryLayer<P, C> {
+    /// Sends `req` through `send`, and replays of it as long as this layer's rules allow; what
+    /// [`Retry`] does, for a caller that sends without a service per attempt. Nothing is copied
+    /// for a request that is not retryable.
+    ///
+    /// # Errors
+    /// The last attempt's error; [`ResilienceError::BudgetExhausted`] around it when the budget
+    /// stopped a retry.
+    pub async fn run<Req, Res, E, F, Fut>(&self, req: Req, mut send: F) -> Result<Res, ResilienceError<E>>
+    where
+        P: Fn(&Req) -> bool,
+        C: Fn(&Result<Res, ResilienceError<E>>) -> bool,
+        Req: DeadlineCarrier + Replay,
+        F: FnMut(Req) -> Fut,
+        Fut: Future<Output = Result<Res, ResilienceError<E>>>,
+    {
+        self.budget.deposit();
+        if !(self.retryable)(&req) {
+            return send(req).await;
         }
-        let (max_attempts, backoff) = (self.layer.max_attempts, self.layer.backoff);
-        let budget = self.layer.budget.clone();
-        let transient = self.layer.transient.clone();
-        async move {
-            let mut attempts = 1;
-            loop {
-                let Some(attempt) = req.replay() else {
-                    return svc.oneshot(req).await;
-                };
-                let result = svc.clone().oneshot(attempt).await;
-                if attempts >= max_attempts || !transient(&result) {
-                    return result;
-                }
-                let delay = backoff.delay(attempts - 1, &mut rand::thread_rng());
-                // A retry that cannot finish before the caller gives up only adds load.
-                if req
-                    .deadline()
-                    .is_some_and(|d| Instant::now() + delay >= d.instant())
-                {
-                    return result;
-                }
-                if !budget.withdraw() {
-                    tracing::debug!(attempts, "retry budget exhausted");
-                    return result.map_err(|last| ResilienceError::BudgetExhausted {
-                        attempts,
-                        last: Box::new(last),
-                    });
-                }
-                tokio::time::sleep(delay).await;
-                attempts += 1;
+        let mut attempts = 1;
+        loop {
+            let Some(attempt) = req.replay() else {
+                return send(req).await;
+            };
+            let result = send(attempt).await;
+            if attempts >= self.max_attempts || !(self.transient)(&result) {
+                return result;
             }
+            let delay = self.backoff.delay(attempts - 1, &mut rand::thread_rng());
+            // A retry that cannot finish before the caller gives up only adds load.
+            if req
+                .deadline()
+                .is_some_and(|d| Instant::now() + delay >= d.instant())
+            {
+                return result;
+            }
+            if !self.budget.withdraw() {
+                tracing::debug!(attempts, "retry budget exhausted");
+                return result.map_err(|last| ResilienceError::BudgetExhausted {
+                    attempts,
+                    last: Box::new(last),
+                });
+            }
+            tokio::time::sleep(delay).await;
+            attempts += 1;
         }
-        .boxed()
     }
 }
 

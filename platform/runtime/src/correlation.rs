@@ -4,8 +4,6 @@
 //! held in a task-local for the request's lifetime, and added by [`crate::client`] to every call
 //! the request makes.
 
-use std::sync::Arc;
-
 use http::{HeaderMap, HeaderValue};
 
 /// The header that carries the id.
@@ -13,9 +11,10 @@ pub const HEADER: &str = "x-correlation-id";
 
 const MAX_LEN: usize = 128;
 
-/// A request's correlation id.
+/// A request's correlation id, held as the header value it travels in: a client's is the very
+/// value it sent, and each copy (request, response, calls it makes) shares the same bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CorrelationId(Arc<str>);
+pub struct CorrelationId(HeaderValue);
 
 tokio::task_local! {
     static CURRENT: CorrelationId;
@@ -24,29 +23,33 @@ tokio::task_local! {
 impl CorrelationId {
     #[must_use]
     pub fn generate() -> Self {
-        Self(uuid::Uuid::now_v7().to_string().into())
+        let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let text = uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text);
+        Self(HeaderValue::from_str(text).expect("a UUID is a valid header value"))
     }
 
     /// The id a client sent, if it is short and printable; anything else is not trusted into logs.
     #[must_use]
     pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
-        let value = headers.get(HEADER)?.to_str().ok()?;
-        let ok = !value.is_empty()
-            && value.len() <= MAX_LEN
-            && value
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
-        ok.then(|| Self(value.into()))
+        let value = headers.get(HEADER)?;
+        let bytes = value.as_bytes();
+        let ok = !bytes.is_empty()
+            && bytes.len() <= MAX_LEN
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b));
+        ok.then(|| Self(value.clone()))
     }
 
     #[must_use]
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Validated or generated: printable ASCII only.
+        self.0.to_str().unwrap_or_default()
     }
 
     #[must_use]
     pub fn header_value(&self) -> HeaderValue {
-        HeaderValue::from_str(&self.0).expect("validated or generated ids are valid header values")
+        self.0.clone()
     }
 
     /// Runs `fut` with this id as the current one.
@@ -63,7 +66,7 @@ impl CorrelationId {
 
 impl std::fmt::Display for CorrelationId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 

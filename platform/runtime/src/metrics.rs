@@ -1,9 +1,14 @@
 //! Prometheus metrics: the registry a service serves at `/metrics`, RED metrics per route, and
 //! histograms whose buckets name the trace of an observation (OpenMetrics exemplars).
 
+use std::borrow::Cow;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use axum::extract::MatchedPath;
+use http::Method;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::exemplar::HistogramWithExemplars;
 use prometheus_client::metrics::family::Family;
@@ -20,17 +25,79 @@ const LATENCY_BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// A route as a metric label: a router's template or a name shared with its route (the
+/// gateway's route prefix), held as found so that labelling a request copies no string.
+#[derive(Debug, Clone)]
+pub enum RouteName {
+    Template(MatchedPath),
+    Shared(Arc<str>),
+    Static(&'static str),
+}
+
+impl RouteName {
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Template(path) => path.as_str(),
+            Self::Shared(name) => name,
+            Self::Static(name) => name,
+        }
+    }
+}
+
+impl PartialEq for RouteName {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for RouteName {}
+
+impl Hash for RouteName {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
+    }
+}
+
+impl EncodeLabelValue for RouteName {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+/// A method's label: the standard ones without a copy.
+fn method_label(method: &Method) -> Cow<'static, str> {
+    const STANDARD: [Method; 9] = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::DELETE,
+        Method::PATCH,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::CONNECT,
+        Method::TRACE,
+    ];
+    const NAMES: [&str; 9] = [
+        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+    ];
+    STANDARD.iter().position(|m| m == method).map_or_else(
+        || Cow::Owned(method.as_str().to_owned()),
+        |i| Cow::Borrowed(NAMES[i]),
+    )
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
-    route: String,
-    status_code: String,
+    method: Cow<'static, str>,
+    route: RouteName,
+    status_code: u16,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DurationLabels {
-    method: String,
-    route: String,
+    method: Cow<'static, str>,
+    route: RouteName,
 }
 
 fn latency_histogram() -> Histogram {
@@ -60,20 +127,21 @@ impl HttpMetrics {
         Self { requests, duration }
     }
 
-    pub fn observe(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
+    /// Counts one request and its latency; a request of a standard method costs no allocation
+    /// once its labels were seen.
+    pub fn observe(&self, method: &Method, route: RouteName, status: u16, elapsed: Duration) {
+        let method = method_label(method);
+        let duration = DurationLabels { method, route };
+        self.duration
+            .get_or_create(&duration)
+            .observe(elapsed.as_secs_f64());
         self.requests
             .get_or_create(&RequestLabels {
-                method: method.to_owned(),
-                route: route.to_owned(),
-                status_code: status.to_string(),
+                method: duration.method,
+                route: duration.route,
+                status_code: status,
             })
             .inc();
-        self.duration
-            .get_or_create(&DurationLabels {
-                method: method.to_owned(),
-                route: route.to_owned(),
-            })
-            .observe(elapsed.as_secs_f64());
     }
 }
 
@@ -138,7 +206,18 @@ mod tests {
     fn renders_counters_and_histograms_by_route_template() {
         let mut registry = Registry::default();
         let metrics = HttpMetrics::register(&mut registry);
-        metrics.observe("GET", "/api/orders/{id}", 200, Duration::from_millis(3));
+        metrics.observe(
+            &Method::GET,
+            RouteName::Shared("/api/orders/{id}".into()),
+            200,
+            Duration::from_millis(3),
+        );
+        metrics.observe(
+            &Method::from_bytes(b"PURGE").unwrap(),
+            RouteName::Static("unmatched"),
+            404,
+            Duration::from_millis(1),
+        );
         let text = render(&registry);
         assert!(
             text.contains(
@@ -146,6 +225,10 @@ mod tests {
             )
         );
         assert!(text.contains("http_request_duration_seconds_bucket"));
+        assert!(
+            text.contains(r#"http_requests_total{method="PURGE",route="unmatched",status_code="404"} 1"#),
+            "{text}"
+        );
     }
 
     fn registry_with_an_exemplar() -> Registry {

@@ -22,7 +22,7 @@ use tracing::Instrument as _;
 use crate::correlation::{CorrelationId, HEADER};
 use crate::grpc;
 use crate::guard::earliest;
-use crate::metrics::HttpMetrics;
+use crate::metrics::{HttpMetrics, RouteName};
 use crate::problem::Problem;
 
 /// The route label for requests that matched no route (bounded metric cardinality).
@@ -74,17 +74,14 @@ fn timed_out(grpc: bool) -> Response {
 pub async fn observe(State(observer): State<Observer>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
-    let template = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
+    let template = req.extensions().get::<MatchedPath>().cloned();
     let id = CorrelationId::from_headers(req.headers()).unwrap_or_else(CorrelationId::generate);
     req.headers_mut().insert(HEADER, id.header_value());
     req.extensions_mut().insert(id.clone());
     // Named by the route template (the gateway's proxied requests have none: the method alone).
     let span_name = match (&template, crate::trace::enabled()) {
         (_, false) => String::new(),
-        (Some(template), true) => format!("{method} {template}"),
+        (Some(template), true) => format!("{method} {}", template.as_str()),
         (None, true) => method.to_string(),
     };
     let span = tracing::info_span!(
@@ -92,7 +89,7 @@ pub async fn observe(State(observer): State<Observer>, mut req: Request, next: N
         service = observer.service,
         correlation_id = %id,
         method = %method,
-        route = template.as_deref().unwrap_or(UNMATCHED),
+        route = template.as_ref().map_or(UNMATCHED, MatchedPath::as_str),
         otel.kind = "server",
         otel.name = span_name.as_str(),
         http.response.status_code = tracing::field::Empty,
@@ -152,15 +149,14 @@ pub async fn observe(State(observer): State<Observer>, mut req: Request, next: N
     let mut response = id.clone().scope(work).instrument(span.clone()).await;
 
     response.headers_mut().insert(HEADER, id.header_value());
-    let route = response
-        .extensions()
-        .get::<RouteLabel>()
-        .map(|l| l.0.to_string())
-        .or(template)
-        .unwrap_or_else(|| UNMATCHED.to_owned());
+    let route = match (response.extensions().get::<RouteLabel>(), template) {
+        (Some(label), _) => RouteName::Shared(Arc::clone(&label.0)),
+        (None, Some(template)) => RouteName::Template(template),
+        (None, None) => RouteName::Static(UNMATCHED),
+    };
     let status = response.status().as_u16();
     let elapsed = start.elapsed();
-    observer.metrics.observe(method.as_str(), &route, status, elapsed);
+    observer.metrics.observe(&method, route, status, elapsed);
     span.record("http.response.status_code", status);
     let _entered = span.enter();
     let duration_ms = elapsed.as_secs_f64() * 1000.0;

@@ -7,8 +7,10 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use jsonwebtoken::DecodingKey;
+
 use crate::jwks::JwkSet;
-use crate::token::{KeyFuture, KeySource, TokenError, decoding_key};
+use crate::token::{KeyFuture, KeySource, PublishedKeys, TokenError};
 
 /// Cache settings for [`JwksClient`].
 #[derive(Debug, Clone)]
@@ -20,8 +22,8 @@ pub struct JwksClientConfig {
 }
 
 struct Cached {
-    /// Shared, so that a lookup per request does not copy the set.
-    set: Arc<JwkSet>,
+    /// Shared, so that a lookup per request does not copy the set; its keys decoded once.
+    keys: Arc<PublishedKeys>,
     fetched: Instant,
 }
 
@@ -66,19 +68,19 @@ impl JwksClient {
         }
     }
 
-    fn cached(&self) -> Option<(Arc<JwkSet>, Instant)> {
+    fn cached(&self) -> Option<(Arc<PublishedKeys>, Instant)> {
         let guard = self
             .cache
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        guard.as_ref().map(|c| (Arc::clone(&c.set), c.fetched))
+        guard.as_ref().map(|c| (Arc::clone(&c.keys), c.fetched))
     }
 
     /// Fetches the set now, unless another caller fetched it within `min_refresh_interval`.
     ///
     /// # Errors
     /// [`TokenError::KeysUnavailable`] when the JWKS cannot be fetched or parsed.
-    pub async fn refresh(&self) -> Result<Arc<JwkSet>, TokenError> {
+    pub async fn refresh(&self) -> Result<Arc<PublishedKeys>, TokenError> {
         let mut last_failure = self.fetching.lock().await;
         if let Some((set, fetched)) = self.cached()
             && fetched.elapsed() < self.config.min_refresh_interval
@@ -91,7 +93,7 @@ impl JwksClient {
             return Err(error.clone());
         }
         let set = match self.fetch().await {
-            Ok(set) => Arc::new(set),
+            Ok(set) => Arc::new(PublishedKeys::new(set)),
             Err(error) => {
                 *last_failure = Some((Instant::now(), error.clone()));
                 return Err(error);
@@ -102,7 +104,7 @@ impl JwksClient {
             .cache
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Cached {
-            set: Arc::clone(&set),
+            keys: Arc::clone(&set),
             fetched: Instant::now(),
         });
         Ok(set)
@@ -123,25 +125,25 @@ impl JwksClient {
     /// True when a key set is cached (for readiness).
     #[must_use]
     pub fn has_keys(&self) -> bool {
-        self.cached().is_some_and(|(set, _)| !set.keys.is_empty())
+        self.cached().is_some_and(|(keys, _)| !keys.set().keys.is_empty())
     }
 
-    async fn lookup(&self, kid: &str) -> Result<Option<jsonwebtoken::DecodingKey>, TokenError> {
+    async fn lookup(&self, kid: &str) -> Result<Option<Arc<DecodingKey>>, TokenError> {
         let cached = self.cached();
         let fresh = cached
             .as_ref()
             .is_some_and(|(_, at)| at.elapsed() < self.config.max_age);
         if fresh
-            && let Some((set, _)) = &cached
-            && let Some(jwk) = set.find(kid)
+            && let Some((keys, _)) = &cached
+            && let Some(key) = keys.get(kid)
         {
-            return Ok(decoding_key(jwk));
+            return Ok(Some(key));
         }
         match self.refresh().await {
-            Ok(set) => Ok(set.find(kid).and_then(decoding_key)),
+            Ok(keys) => Ok(keys.get(kid)),
             // A stale set still verifies tokens while the identity service is briefly away.
             Err(e) => match cached {
-                Some((set, _)) => Ok(set.find(kid).and_then(decoding_key)),
+                Some((keys, _)) => Ok(keys.get(kid)),
                 None => Err(e),
             },
         }

@@ -5,6 +5,7 @@
 //! `exp` and `nbf` are checked with a small leeway, and the key is looked up by `kid` in a trusted
 //! [`KeySource`], never taken from the token.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
@@ -14,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::jwks::{Jwk, JwkSet};
 use crate::keys::SigningKey;
-use crate::verified::VerifiedTokens;
+use crate::verified::{Verified, VerifiedTokens};
 
 /// The `typ` header of an access token (RFC 9068).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
@@ -97,7 +98,8 @@ pub(crate) fn sign_as<C: Serialize>(claims: &C, key: &SigningKey, typ: &str) -> 
 }
 
 /// A boxed future, so that key sources can be used as trait objects.
-pub type KeyFuture<'a> = Pin<Box<dyn Future<Output = Result<Option<DecodingKey>, TokenError>> + Send + 'a>>;
+pub type KeyFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Option<Arc<DecodingKey>>, TokenError>> + Send + 'a>>;
 
 /// Where a verifier finds the public key for a `kid`. Implementations must be trusted sources.
 pub trait KeySource: Send + Sync {
@@ -116,34 +118,70 @@ pub(crate) fn decoding_key(jwk: &Jwk) -> Option<DecodingKey> {
     DecodingKey::from_ec_components(jwk.x.as_deref()?, jwk.y.as_deref()?).ok()
 }
 
+/// A key set with its verification keys decoded once, when the set is loaded: a lookup per
+/// request is then a map lookup, not a key built from its JWK.
+#[derive(Debug, Default)]
+pub struct PublishedKeys {
+    set: JwkSet,
+    decoding: HashMap<String, Arc<DecodingKey>>,
+}
+
+impl PublishedKeys {
+    /// Decodes the usable (ES256, with a `kid`) keys of `set`.
+    #[must_use]
+    pub fn new(set: JwkSet) -> Self {
+        let decoding = set
+            .keys
+            .iter()
+            .filter_map(|jwk| Some((jwk.kid.clone()?, Arc::new(decoding_key(jwk)?))))
+            .collect();
+        Self { set, decoding }
+    }
+
+    /// The verification key for `kid`, if the set publishes a usable one.
+    #[must_use]
+    pub fn get(&self, kid: &str) -> Option<Arc<DecodingKey>> {
+        self.decoding.get(kid).cloned()
+    }
+
+    /// The set as published.
+    #[must_use]
+    pub fn set(&self) -> &JwkSet {
+        &self.set
+    }
+}
+
 /// A key source over a key set held in memory (the identity service's own keys).
 #[derive(Debug, Default)]
 pub struct LocalKeys {
-    set: RwLock<JwkSet>,
+    keys: RwLock<PublishedKeys>,
 }
 
 impl LocalKeys {
     #[must_use]
     pub fn new(set: JwkSet) -> Self {
         Self {
-            set: RwLock::new(set),
+            keys: RwLock::new(PublishedKeys::new(set)),
         }
     }
 
     /// Replaces the key set, after a rotation was picked up.
     pub fn replace(&self, set: JwkSet) {
+        let keys = PublishedKeys::new(set);
         *self
-            .set
+            .keys
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = set;
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = keys;
     }
 }
 
 impl KeySource for LocalKeys {
     fn key<'a>(&'a self, kid: &'a str) -> KeyFuture<'a> {
-        let set = self.set.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let key = set.find(kid).and_then(decoding_key);
-        Box::pin(std::future::ready(Ok(key)))
+        let keys = self
+            .keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Box::pin(std::future::ready(Ok(keys.get(kid))))
     }
 }
 
@@ -216,19 +254,32 @@ impl Verifier {
     /// # Errors
     /// A [`TokenError`] naming the first check that failed.
     pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        let digest = crate::verified::digest(token);
+        self.verify_shared(token).await.map(Arc::unwrap_or_clone)
+    }
+
+    /// As [`verify`](Self::verify), the claims shared with the verifier's memory of the token
+    /// instead of copied (every request of a client presents the same token).
+    ///
+    /// # Errors
+    /// A [`TokenError`] naming the first check that failed.
+    pub async fn verify_shared(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
         let now = jsonwebtoken::get_current_timestamp();
         let leeway = self.config.leeway_secs;
-        if let Some((kid, claims)) = self.verified.get(&digest, now, leeway)? {
+        if let Some(verified) = self.verified.get(token, now, leeway)? {
             // The signature passed before; the key that made it must still be published.
-            if self.keys.key(&kid).await?.is_some() {
-                return Ok(claims);
+            if self.keys.key(&verified.kid).await?.is_some() {
+                return Ok(verified.claims);
             }
-            self.verified.remove(&digest);
+            self.verified.remove(token);
             return Err(TokenError::UnknownKey);
         }
         let (kid, claims) = self.verify_fully(token).await?;
-        self.verified.insert(digest, &kid, &claims, now, leeway);
+        let claims = Arc::new(claims);
+        let verified = Verified {
+            kid: kid.into(),
+            claims: Arc::clone(&claims),
+        };
+        self.verified.insert(token, verified, now, leeway);
         Ok(claims)
     }
 
