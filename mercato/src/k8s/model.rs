@@ -116,7 +116,7 @@ impl Workload {
     /// service's own.
     #[must_use]
     pub fn probe_port(&self) -> u16 {
-        if self.service.serves_mutual_tls() {
+        if self.service.is_domain_service() {
             PROBE_PORT
         } else {
             self.port
@@ -126,7 +126,7 @@ impl Workload {
     /// How the other pods reach it.
     #[must_use]
     pub fn scheme(&self) -> &'static str {
-        if self.service.serves_mutual_tls() {
+        if self.service.is_domain_service() {
             "https"
         } else {
             "http"
