@@ -122,7 +122,7 @@ fn every_service_but_the_sandbox_runs_with_its_own_certificate() {
         assert_eq!(env.contains("MERCATO_TLS__ENABLED"), !sandbox, "{name}: {env}");
         let url = config.base_url(*service);
         let probe = &container["readinessProbe"]["httpGet"]["port"];
-        if service.serves_mutual_tls() {
+        if service.is_domain_service() {
             assert!(url.starts_with("https://"), "{name}: {url}");
             assert_eq!(probe, "probe", "{name}");
             assert!(env.contains("MERCATO_TLS__PROBE_LISTEN"), "{name}: {env}");
