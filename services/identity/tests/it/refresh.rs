@@ -95,8 +95,7 @@ async fn concurrent_refreshes_with_one_token_succeed_only_once(app: TestApp) {
     assert_eq!(granted, 1, "one refresh token buys one new pair");
 }
 
-async fn a_revoked_refresh_token_and_its_successors_renew_nothing(backend: TestBackend) {
-    let app = spawn_app(backend).await;
+async fn a_revoked_refresh_token_and_its_successors_renew_nothing(app: TestApp) {
     let first = app.customer("ada@example.com").await;
     let second = expect_tokens(app.refresh(&first.refresh).await).await;
     let other_session = app.login("ada@example.com", PASSWORD).await;
