@@ -21,6 +21,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 
 use crate::config::PreauthConfig;
+use crate::forwarded::IpText;
 use crate::rate_limit::gcra::Quota;
 use crate::rate_limit::{Clock, LocalLimiter};
 
@@ -63,7 +64,7 @@ impl Preauth {
     pub fn admit(&self, client: IpAddr) -> Result<(), Duration> {
         let decision = self
             .failures
-            .peek(&client.to_string(), self.clock.now_us(), self.quota);
+            .peek(IpText::new(client).as_str(), self.clock.now_us(), self.quota);
         match decision.retry_after {
             Some(wait) if !decision.allowed => {
                 self.refused.inc();
@@ -76,7 +77,7 @@ impl Preauth {
     /// Counts a failed authentication against `client`.
     pub fn failed(&self, client: IpAddr) {
         self.failures
-            .check(&client.to_string(), self.clock.now_us(), self.quota);
+            .check(IpText::new(client).as_str(), self.clock.now_us(), self.quota);
     }
 
     /// Whether `token` could be an ES256 JWT at all; counted when it could not.

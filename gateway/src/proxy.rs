@@ -31,9 +31,11 @@ use crate::upstream::connections::{PoolSettings, SendError, UpstreamBody};
 use crate::{ROLES_HEADER, SUBJECT_HEADER, StartError};
 use tracing::Instrument as _;
 
+const HOPS: usize = 8;
 /// Headers that describe one hop, not the message (RFC 9110 §7.6.1). Header names rather than
-/// strings here and below: a string is parsed into a name again on every use.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// strings here and below: a string is parsed into a name again on every use. A static, so that
+/// looking through it does not build the array again.
+static HOP_BY_HOP: [HeaderName; HOPS] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -441,21 +443,44 @@ fn upstream_failure(upstream: &str, error: &SendError) -> Problem {
 }
 
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most messages carry none: a look at the few names they have is cheaper than eight removals.
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // Most requests carry none and most answers only `Connection`: the few names present are
+    // looked at once, and only those found are removed.
+    let mut present = [false; HOPS];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
         return;
     }
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
+    let mut connection = headers.get_all(header::CONNECTION).iter();
+    match (connection.next().cloned(), connection.next()) {
+        (None, _) => {}
+        // One `Connection` header (the usual case): its value is shared, not copied.
+        (Some(value), None) => remove_listed(headers, &[value]),
+        (Some(_), Some(_)) => {
+            let values: Vec<HeaderValue> = headers.get_all(header::CONNECTION).iter().cloned().collect();
+            remove_listed(headers, &values);
+        }
+    }
+    for (name, present) in HOP_BY_HOP.iter().zip(present) {
+        if present {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Removes the headers a `Connection` header lists (RFC 9110 §7.6.1), found by their names as
+/// written, without making header names of them.
+fn remove_listed(headers: &mut HeaderMap, connection: &[HeaderValue]) {
+    let listed = connection
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
+        .map(str::trim)
+        .filter(|name| !name.is_empty());
     for name in listed {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
         headers.remove(name);
     }
 }

@@ -341,7 +341,7 @@ impl std::fmt::Display for Caller<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Subject(subject) => write!(f, "sub:{subject}"),
-            Self::Ip(ip) => write!(f, "ip:{ip}"),
+            Self::Ip(ip) => write!(f, "ip:{}", crate::forwarded::IpText::new(*ip).as_str()),
         }
     }
 }

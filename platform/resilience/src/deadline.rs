@@ -16,6 +16,9 @@ use tower::{Layer, Service};
 /// The header that carries the remaining milliseconds.
 pub const HEADER: &str = "x-request-deadline-ms";
 
+/// [`HEADER`] as a header name: a string is parsed into a name again on every use.
+const NAME: http::HeaderName = http::HeaderName::from_static(HEADER);
+
 tokio::task_local! {
     static CURRENT: Deadline;
 }
@@ -63,7 +66,7 @@ impl Deadline {
     /// milliseconds; anything else is ignored rather than trusted.
     #[must_use]
     pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
-        let ms: u64 = headers.get(HEADER)?.to_str().ok()?.trim().parse().ok()?;
+        let ms: u64 = headers.get(NAME)?.to_str().ok()?.trim().parse().ok()?;
         Instant::now().checked_add(Duration::from_millis(ms)).map(Self)
     }
 
@@ -106,7 +109,7 @@ impl<B> DeadlineCarrier for http::Request<B> {
     }
 
     fn set_deadline(&mut self, deadline: Deadline) {
-        self.headers_mut().insert(HEADER, deadline.header_value());
+        self.headers_mut().insert(NAME, deadline.header_value());
         self.extensions_mut().insert(deadline);
     }
 }

@@ -8,13 +8,14 @@
 //! the task's current [`Deadline`], so the calls it makes never wait past it, and is stopped when
 //! it passes.
 
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
+use axum::extract::{MatchedPath, Request};
 use axum::response::{IntoResponse, Response};
-use futures_util::future::Either;
+use futures_util::future::{BoxFuture, Either};
 use http::{HeaderMap, header};
 use mercato_resilience::Deadline;
 use tracing::Instrument as _;
@@ -70,8 +71,67 @@ fn timed_out(grpc: bool) -> Response {
     }
 }
 
+/// Puts [`observe`] in front of a service. A layer of its own rather than an axum `from_fn`
+/// middleware, which boxes the inner service again and copies its state for every request.
+#[derive(Debug, Clone)]
+pub struct ObserveLayer {
+    observer: Arc<Observer>,
+}
+
+impl ObserveLayer {
+    #[must_use]
+    pub fn new(observer: Observer) -> Self {
+        Self {
+            observer: Arc::new(observer),
+        }
+    }
+}
+
+impl<S> tower::Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+
+    fn layer(&self, inner: S) -> Observe<S> {
+        Observe {
+            inner,
+            observer: Arc::clone(&self.observer),
+        }
+    }
+}
+
+/// See [`ObserveLayer`].
+#[derive(Debug, Clone)]
+pub struct Observe<S> {
+    inner: S,
+    observer: Arc<Observer>,
+}
+
+impl<S> tower::Service<Request> for Observe<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        // The service that was polled ready serves this request; its clone waits for the next.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let observer = Arc::clone(&self.observer);
+        Box::pin(async move { Ok(observe(&observer, req, inner).await) })
+    }
+}
+
 /// Runs one request under its correlation id and span, and records how it went.
-pub async fn observe(State(observer): State<Observer>, mut req: Request, next: Next) -> Response {
+async fn observe<S>(observer: &Observer, mut req: Request, mut next: S) -> Response
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+{
     let start = Instant::now();
     let method = req.method().clone();
     let template = req.extensions().get::<MatchedPath>().cloned();
@@ -124,14 +184,20 @@ pub async fn observe(State(observer): State<Observer>, mut req: Request, next: N
             tracing::info!("the caller's deadline passed before the request started; not run");
             return deadline_exceeded(grpc);
         }
+        let run = move |req| async move {
+            match next.call(req).await {
+                Ok(response) => response,
+                Err(never) => match never {},
+            }
+        };
         let Some(limit) = limit else {
-            return next.run(req).await;
+            return run(req).await;
         };
         let run = if observer.accept_deadlines {
             req.extensions_mut().insert(limit);
-            Either::Left(limit.scope(next.run(req)))
+            Either::Left(limit.scope(run(req)))
         } else {
-            Either::Right(next.run(req))
+            Either::Right(run(req))
         };
         match tokio::time::timeout_at(limit.instant(), run).await {
             Ok(response) => response,

@@ -17,7 +17,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::config::HttpConfig;
 use crate::health::Readiness;
 use crate::metrics::{self, HttpMetrics};
-use crate::observe::{Observer, observe};
+use crate::observe::{ObserveLayer, Observer};
 use crate::problem::Problem;
 use crate::tls::{Peer, ServerTls};
 
@@ -128,7 +128,7 @@ impl Server {
                 crate::tls::authorize,
             ));
         }
-        let app = app.layer(axum::middleware::from_fn_with_state(observer, observe));
+        let app = app.layer(ObserveLayer::new(observer));
         Ok(Self {
             name,
             listener,
