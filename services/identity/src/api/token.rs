@@ -180,7 +180,8 @@ pub async fn token(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 struct RevokeRequest {
     /// The refresh token to revoke.
-    token: Option<String>,
+    #[schema(min_length = 1)]
+    token: String,
 }
 
 #[utoipa::path(
@@ -205,7 +206,7 @@ pub async fn revoke(
 ) -> Result<Response, Response> {
     let body = body.map_err(|r| Problem::bad_request(r.body_text()).into_response())?;
     let request: RevokeRequest = parse_as(&headers, &body).map_err(IntoResponse::into_response)?;
-    let token = required(request.token.as_ref(), "token").map_err(IntoResponse::into_response)?;
+    let token = required(Some(&request.token), "token").map_err(IntoResponse::into_response)?;
     accounts
         .revoke(token)
         .await
