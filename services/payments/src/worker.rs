@@ -266,7 +266,7 @@ impl Inner {
             return Ok(());
         };
         self.append(&mut tx, events::captured(&payment)?).await?;
-        tx.commit().await.map_err(StorageError::from)?;
+        tx.commit().await?;
         self.outbox.committed();
         self.metrics.settled("captured");
         if payment.status == PaymentStatus::RefundPending {
@@ -289,7 +289,7 @@ impl Inner {
         }
         self.append(&mut tx, events::failed(&claim.payment, reason)?)
             .await?;
-        tx.commit().await.map_err(StorageError::from)?;
+        tx.commit().await?;
         self.outbox.committed();
         self.metrics.settled(match reason {
             FailureReason::Declined => "declined",
@@ -309,7 +309,7 @@ impl Inner {
             events::failed(&claim.payment, FailureReason::ProviderUnavailable)?,
         )
         .await?;
-        tx.commit().await.map_err(StorageError::from)?;
+        tx.commit().await?;
         self.outbox.committed();
         self.metrics.settled("provider_unavailable");
         Ok(())
@@ -322,7 +322,7 @@ impl Inner {
             return Ok(());
         }
         self.append(&mut tx, events::refunded(&claim.payment)?).await?;
-        tx.commit().await.map_err(StorageError::from)?;
+        tx.commit().await?;
         self.outbox.committed();
         self.metrics.refunded();
         Ok(())
