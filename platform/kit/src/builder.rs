@@ -64,13 +64,20 @@ impl ServiceBuilder {
         })?;
         let tls = Tls::load(name, settings)?;
         let db = open_database(name, &settings.database, migrations).await?;
+        let mut registry = Registry::default();
+        db.register_metrics(registry.sub_registry_with_label(("database".into(), name.into())));
+        if let Some(bus_db) = bus.database() {
+            // The embedded bus's file, shared by the services of the process: each service's
+            // metrics show the same counters.
+            bus_db.register_metrics(registry.sub_registry_with_label(("database".into(), "bus".into())));
+        }
         Ok(Self {
             name,
             settings: settings.clone(),
             db,
             bus,
             outbox: Outbox::new(),
-            registry: Registry::default(),
+            registry,
             background: Background::new(),
             consumer_metrics: None,
             tls,

@@ -1,16 +1,16 @@
 //! Connecting to a service's database.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, install_default_drivers};
-use sqlx::{Any, AnyPool, Executor as _};
+use sqlx::{AnyPool, Executor as _};
 use tracing::Instrument as _;
 
 use crate::error::StorageError;
-
-/// A write transaction on either backend.
-pub type Tx = sqlx::Transaction<'static, Any>;
+use crate::group::{CommitCounters, Committer};
+use crate::tx::Tx;
 
 /// Pool and connection settings for one service's database.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -87,15 +87,17 @@ impl Backend {
 
 /// A service's database: a pool and the backend behind it.
 ///
-/// On SQLite, which admits one writer at a time, write transactions go through a pool of one
-/// connection: its fair queue is the process's write lock, so writers take turns in the order
-/// they asked instead of sleeping in SQLite's busy handler, and readers keep their own pool.
+/// On SQLite, which admits one writer at a time, write transactions queue in the process for
+/// one writer connection (a fair lock), so writers take turns in the order they asked instead
+/// of sleeping in SQLite's busy handler, and the transactions queued meanwhile commit together
+/// (group commit, see [`crate::group`]); readers keep their own pool.
 #[derive(Debug, Clone)]
 pub struct Db {
     pool: AnyPool,
-    /// Where [`Db::begin`] takes its connection: SQLite's one writer, or `pool` on PostgreSQL.
-    writer: AnyPool,
+    /// SQLite's one writer connection and its groups; `None` on PostgreSQL.
+    committer: Option<Arc<Committer>>,
     backend: Backend,
+    counters: CommitCounters,
 }
 
 impl Db {
@@ -117,22 +119,52 @@ impl Db {
         let pool = pool_options(config, backend, config.max_connections.max(1))
             .connect(&config.url)
             .await?;
-        let writer = match backend {
-            // A local file's connection does not go stale between turns; testing it before each
-            // write would add a round trip to every turn.
+        let counters = CommitCounters::default();
+        let committer = match backend {
             Backend::Sqlite => {
-                pool_options(config, backend, 1)
-                    .test_before_acquire(false)
-                    .connect(&config.url)
-                    .await?
+                let writer = pool_options(config, backend, 1).connect(&config.url).await?;
+                Some(Arc::new(Committer::new(
+                    writer,
+                    Duration::from_millis(config.acquire_timeout_ms),
+                    counters.clone(),
+                )))
             }
-            Backend::Postgres => pool.clone(),
+            Backend::Postgres => None,
         };
         Ok(Self {
             pool,
-            writer,
+            committer,
             backend,
+            counters,
         })
+    }
+
+    /// Registers `mercato_db_transactions_total` and `mercato_db_commits_total` (write
+    /// transactions committed, and the physical commits that made them durable: on SQLite one
+    /// per group) in `registry`, usually a sub-registry labelled with the service.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "mercato_db_transactions",
+            "Write transactions committed",
+            self.counters.transactions.clone(),
+        );
+        registry.register(
+            "mercato_db_commits",
+            "Physical commits (on SQLite one per group of transactions, each an fsync with synchronous=full)",
+            self.counters.commits.clone(),
+        );
+    }
+
+    /// Write transactions committed and physical commits so far.
+    #[must_use]
+    pub fn commit_counts(&self) -> (u64, u64) {
+        (self.counters.transactions.get(), self.counters.commits.get())
+    }
+
+    /// Writers queued for SQLite's writer right now (0 on PostgreSQL).
+    #[must_use]
+    pub fn writers_queued(&self) -> usize {
+        self.committer.as_ref().map_or(0, |c| c.queued())
     }
 
     #[must_use]
@@ -150,9 +182,10 @@ impl Db {
     /// Begins a transaction that will write.
     ///
     /// On SQLite it waits its turn for the one writer connection (first come, first served,
-    /// for at most `acquire_timeout_ms`) and takes the write lock up front (`BEGIN IMMEDIATE`),
-    /// so it never fails upgrading a read lock and never sleeps on a database this process
-    /// holds; the busy timeout is left for other processes.
+    /// for at most `acquire_timeout_ms`) and joins the physical transaction open there, begun
+    /// with the write lock up front (`BEGIN IMMEDIATE`), so it never fails upgrading a read lock
+    /// and never sleeps on a database this process holds; the busy timeout is left for other
+    /// processes.
     ///
     /// # Errors
     /// The database cannot be reached, or the writer was not free in time.
@@ -163,28 +196,10 @@ impl Db {
     }
 
     async fn begin_now(&self) -> Result<Tx, StorageError> {
-        let writer = self.writer.clone();
-        let backend = self.backend;
-        // A begin dropped between sending `BEGIN` and reading its answer (a client that hung up,
-        // a task aborted) would put its connection back in the pool inside a transaction: on
-        // SQLite that keeps the file's write lock and fails every later begin. Run to the end on
-        // its own, the begin always yields a transaction, which rolls back if nobody takes it.
-        let begun = tokio::spawn(async move {
-            match backend {
-                Backend::Sqlite => writer.begin_with("BEGIN IMMEDIATE").await,
-                Backend::Postgres => writer.begin().await,
-            }
-        });
-        let tx = begun
-            .await
-            .map_err(|_| StorageError::Unavailable(sqlx::Error::WorkerCrashed))?
-            .map_err(|e| match e {
-                // Waiting for SQLite's writer turn is waiting for the write lock: busy, as
-                // SQLITE_BUSY would be, not a database out of reach.
-                sqlx::Error::PoolTimedOut if backend == Backend::Sqlite => StorageError::Transient(e),
-                e => e.into(),
-            })?;
-        Ok(tx)
+        match &self.committer {
+            Some(committer) => Ok(Tx::member(committer.begin().await?)),
+            None => Ok(Tx::own(self.pool.begin().await?, self.counters.clone())),
+        }
     }
 
     /// A trivial round trip, for readiness.
@@ -196,8 +211,11 @@ impl Db {
         Ok(())
     }
 
+    /// Commits what the writer holds and closes every connection.
     pub async fn close(&self) {
-        self.writer.close().await;
+        if let Some(committer) = &self.committer {
+            committer.close().await;
+        }
         self.pool.close().await;
     }
 }

@@ -14,6 +14,9 @@ pub enum StorageError {
     Unavailable(#[source] sqlx::Error),
     #[error("database error: {0}")]
     Database(#[source] sqlx::Error),
+    /// The physical commit of a group of transactions failed: none of the group's work is kept.
+    #[error("commit failed: {message}")]
+    CommitFailed { message: String, transient: bool },
     #[error("invalid database configuration: {0}")]
     Config(String),
     #[error("migration {version} ({name}) of {service}: {reason}")]
@@ -29,7 +32,10 @@ impl StorageError {
     /// True when retrying the same transaction may succeed.
     #[must_use]
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Transient(_) | Self::Unavailable(_))
+        matches!(
+            self,
+            Self::Transient(_) | Self::Unavailable(_) | Self::CommitFailed { transient: true, .. }
+        )
     }
 
     #[must_use]
@@ -49,6 +55,18 @@ const TRANSIENT_CODES: &[&str] = &[
     "517",   // SQLITE_BUSY_SNAPSHOT
     "773",   // SQLITE_BUSY_TIMEOUT
 ];
+
+/// True when the same transaction may succeed if retried (what [`StorageError::is_transient`]
+/// says of the error converted).
+pub(crate) fn is_transient(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => {
+            !db.is_unique_violation() && db.code().is_some_and(|c| TRANSIENT_CODES.contains(&c.as_ref()))
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => true,
+        _ => false,
+    }
+}
 
 impl From<sqlx::Error> for StorageError {
     fn from(error: sqlx::Error) -> Self {

@@ -6,7 +6,9 @@
 //! times as Unix milliseconds.
 //!
 //! - [`db`]: connecting, pool settings, write transactions (on SQLite queued in the process for
-//!   the one writer connection), health ping.
+//!   the one writer connection), health ping, commit counters.
+//! - [`group`]: group commit on SQLite: queued write transactions share one physical commit.
+//! - [`Tx`]: a write transaction on either backend.
 //! - [`migrate`]: per-service migrations applied in order, once, under a lock.
 //! - [`error`]: one error enum; database codes are classified here and nowhere else.
 //! - [`span`]: spans of database work with OpenTelemetry's database attributes.
@@ -14,13 +16,16 @@
 
 pub mod db;
 pub mod error;
+pub mod group;
 pub mod migrate;
 pub mod span;
+mod tx;
 
-pub use db::{Backend, DatabaseConfig, Db, SqliteSync, Tx};
+pub use db::{Backend, DatabaseConfig, Db, SqliteSync};
 pub use error::StorageError;
 pub use migrate::{Migration, migrate};
 pub use sqlx;
+pub use tx::Tx;
 
 /// Connects to a service's database and applies its migrations: what every service does first.
 ///

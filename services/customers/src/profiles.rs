@@ -122,7 +122,7 @@ impl Customers {
                 Err(EventStoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(e.into()),
             }
-            tx.commit().await.map_err(StorageError::from)?;
+            tx.commit().await?;
             self.outbox.committed();
             self.refresh_read_model().await;
             let after = Customer::replay_from(customer, event);

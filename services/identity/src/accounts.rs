@@ -158,7 +158,7 @@ impl Accounts {
         let mut envelope = Envelope::new(crate::NAME, &id, &event, &context)
             .map_err(|e| StorageError::Config(e.to_string()))?;
         outbox::append(&mut tx, &mut envelope).await?;
-        tx.commit().await.map_err(StorageError::from)?;
+        tx.commit().await?;
         self.outbox.committed();
         Ok(User {
             id,
@@ -189,7 +189,7 @@ impl Accounts {
         let family = uuid::Uuid::now_v7().to_string();
         let mut tx = self.db.begin().await?;
         let pair = self.issue(&mut tx, &user_id, &family).await?;
-        tx.commit().await.map_err(StorageError::from)?;
+        tx.commit().await?;
         Ok(pair)
     }
 
@@ -210,7 +210,7 @@ impl Accounts {
         if record.used_at.is_some() || !store::mark_used(&mut tx, &hash, now).await? {
             let revoked = store::revoke_family(&mut tx, &record.family_id, now).await?;
             // The revocation must stick although the request fails.
-            tx.commit().await.map_err(StorageError::from)?;
+            tx.commit().await?;
             tracing::warn!(user_id = %record.user_id, revoked, "refresh token reuse: family revoked");
             return Err(AccountError::InvalidGrant("the refresh token was already used"));
         }
@@ -218,7 +218,7 @@ impl Accounts {
             return Err(AccountError::InvalidGrant("the refresh token has expired"));
         }
         let pair = self.issue(&mut tx, &record.user_id, &record.family_id).await?;
-        tx.commit().await.map_err(StorageError::from)?;
+        tx.commit().await?;
         Ok(pair)
     }
 

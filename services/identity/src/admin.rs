@@ -30,7 +30,7 @@ pub async fn create_admin(
     if let Some(id) = store::find_user_id(accounts.db.pool(), &email).await? {
         let mut tx = accounts.db.begin().await?;
         store::grant_role(&mut tx, &id, Role::Admin).await?;
-        tx.commit().await.map_err(mercato_storage::StorageError::from)?;
+        tx.commit().await?;
         return Ok(AdminOutcome::Promoted { id });
     }
     let password = Password::parse(password, Some(email.as_str()))

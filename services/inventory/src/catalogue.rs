@@ -154,7 +154,7 @@ impl Catalogue {
             &context,
         )?;
         mercato_messaging::outbox::append(&mut tx, &mut envelope).await?;
-        tx.commit().await.map_err(StorageError::from)?;
+        tx.commit().await?;
         self.outbox.committed();
         Ok(())
     }

@@ -103,7 +103,7 @@ impl Sweeper {
             cause: CAUSE_EXPIRED.to_owned(),
         };
         publish(&mut tx, order_id, &event, &context).await?;
-        tx.commit().await.map_err(StorageError::from)?;
+        tx.commit().await?;
         self.outbox.committed();
         self.metrics.record(Outcome::Expired);
         tracing::info!(order_id, "reservation expired");

@@ -241,7 +241,7 @@ impl Checkout {
         append(&mut tx, self.projection, None, &facts, context)
             .instrument(crate::saga::step_span(&order_id, "order_placed"))
             .await?;
-        tx.commit().await.map_err(StorageError::from)?;
+        tx.commit().await?;
         self.committed();
         self.count(Tally::of(None, &facts, now_millis(), current_trace_id()));
         Ok((order_id, true))
@@ -275,7 +275,7 @@ impl Checkout {
                 Err(OrderError::EventStore(e)) if e.is_conflict() => continue,
                 other => other?,
             }
-            tx.commit().await.map_err(StorageError::from)?;
+            tx.commit().await?;
             self.committed();
             self.count(Tally::of(
                 Some((&order, times)),
@@ -369,7 +369,7 @@ impl Checkout {
                 Err(OrderError::EventStore(e)) if e.is_conflict() => continue,
                 other => other?,
             }
-            tx.commit().await.map_err(StorageError::from)?;
+            tx.commit().await?;
             if !facts.is_empty() {
                 changed += 1;
                 self.count(Tally::of(Some((&order, times)), &facts, now_millis(), None));

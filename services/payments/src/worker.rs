@@ -283,7 +283,7 @@ impl Inner {
         };
         store::record_attempt(&mut tx, claim, call).await?;
         self.append(&mut tx, events::captured(&payment)?).await?;
-        tx.commit().await.map_err(StorageError::from)?;
+        tx.commit().await?;
         self.outbox.committed();
         self.metrics.settled("captured");
         if payment.status == PaymentStatus::RefundPending {
@@ -308,7 +308,7 @@ impl Inner {
         store::record_attempt(&mut tx, claim, call).await?;
         self.append(&mut tx, events::failed(&claim.payment, reason)?)
             .await?;
-        tx.commit().await.map_err(StorageError::from)?;
+        tx.commit().await?;
         self.outbox.committed();
         self.metrics.settled(match reason {
             FailureReason::Declined => "declined",
@@ -330,7 +330,7 @@ impl Inner {
             events::failed(&claim.payment, FailureReason::ProviderUnavailable)?,
         )
         .await?;
-        tx.commit().await.map_err(StorageError::from)?;
+        tx.commit().await?;
         self.outbox.committed();
         self.metrics.settled("provider_unavailable");
         Ok(())
@@ -349,7 +349,7 @@ impl Inner {
         }
         store::record_attempt(&mut tx, claim, call).await?;
         self.append(&mut tx, events::refunded(&claim.payment)?).await?;
-        tx.commit().await.map_err(StorageError::from)?;
+        tx.commit().await?;
         self.outbox.committed();
         self.metrics.refunded();
         Ok(())

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use mercato_eventstore::ExpectedVersion::{Any, Exact, NoStream};
 use mercato_eventstore::{EventStoreError, append, read_stream, stream_version};
-use mercato_storage::{StorageError, sqlx};
+use mercato_storage::{StorageError, Tx, sqlx};
 use mercato_testkit::TestBackend;
 use tokio::sync::Barrier;
 use tokio::task::JoinSet;
@@ -162,7 +162,7 @@ async fn an_append_from_a_stale_snapshot_is_refused_and_never_duplicates_a_versi
     // A transaction whose snapshot predates another writer's commit: a deferred transaction on
     // SQLite, REPEATABLE READ on PostgreSQL. Its first read fixes the snapshot.
     let mut stale = match backend {
-        TestBackend::Sqlite => db.pool().begin().await.unwrap(),
+        TestBackend::Sqlite => Tx::from(db.pool().begin().await.unwrap()),
         TestBackend::Postgres => {
             let mut tx = db.begin().await.unwrap();
             sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")

@@ -2,9 +2,10 @@ use std::sync::Arc;
 
 use mercato_eventstore::ExpectedVersion::{Exact, NoStream};
 use mercato_eventstore::{RecordedEvent, append, catch_up, checkpoint, read_all};
-use mercato_storage::{migrate, sqlx};
+use mercato_storage::{StorageError, migrate, sqlx};
 use mercato_testkit::TestBackend;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::support::{
     MIGRATIONS, MIGRATIONS_BEFORE_COMMIT_ORDER, Noted, PATIENCE, Seen, Store, append_committed, noted, store,
@@ -15,6 +16,17 @@ mercato_testkit::backend_tests!(
     a_transaction_that_took_a_lower_position_and_commits_later_is_read_after_and_never_skipped,
     events_stored_before_the_commit_order_migration_keep_their_order_and_projections_resume,
 );
+
+/// Waits for a spawned commit, if any, to succeed.
+async fn committed(commit: Option<JoinHandle<Result<(), StorageError>>>) {
+    if let Some(commit) = commit {
+        tokio::time::timeout(PATIENCE, commit)
+            .await
+            .expect("the early transaction commits")
+            .expect("no panic")
+            .expect("commit");
+    }
+}
 
 fn number(event: &RecordedEvent) -> i64 {
     event.envelope.decode::<Noted>().expect("decode").n
@@ -57,7 +69,12 @@ async fn a_transaction_that_took_a_lower_position_and_commits_later_is_read_afte
     let b2 = append(&mut early, "b", Exact(1), vec![noted("b", 2)])
         .await
         .unwrap();
-    early.commit().await.unwrap();
+    // On SQLite the late transaction, queued for the writer, joins the early one's group, whose
+    // commit waits for it to end: the early commit is awaited once the late one is told to go.
+    let mut early = Some(tokio::spawn(early.commit()));
+    if backend == TestBackend::Postgres {
+        committed(early.take()).await;
+    }
     // A catch-up that starts while the late transaction is still open.
     let catching_up = tokio::spawn({
         let (db, seen) = (db.clone(), seen.clone());
@@ -68,6 +85,7 @@ async fn a_transaction_that_took_a_lower_position_and_commits_later_is_read_afte
         .await
         .expect("the late transaction commits")
         .expect("no panic");
+    committed(early).await;
     tokio::time::timeout(PATIENCE, catching_up)
         .await
         .expect("the catch-up ends")

@@ -244,6 +244,15 @@ impl Bus {
         }
     }
 
+    /// The embedded bus's own database (its log, cursors and claims); none on NATS.
+    #[must_use]
+    pub fn database(&self) -> Option<&mercato_storage::Db> {
+        match self {
+            Self::Embedded(bus) => Some(&bus.db),
+            Self::Nats(_) => None,
+        }
+    }
+
     #[must_use]
     pub fn backend(&self) -> &'static str {
         match self {

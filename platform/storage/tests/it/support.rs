@@ -36,6 +36,26 @@ pub fn backend_of(backend: TestBackend) -> Backend {
     }
 }
 
+/// Reads the counter (locking its row on PostgreSQL, where READ COMMITTED would let two
+/// transactions read the same value; SQLite's writers take turns) and writes it plus one, in
+/// `tx`; the value written.
+pub async fn bump(tx: &mut mercato_storage::Tx) -> i64 {
+    let lock = match Backend::of_connection(tx) {
+        Backend::Sqlite => "",
+        Backend::Postgres => " FOR UPDATE",
+    };
+    let n: i64 = sqlx::query_scalar(&format!("SELECT n FROM counter WHERE id = 1{lock}"))
+        .fetch_one(&mut **tx)
+        .await
+        .expect("read");
+    sqlx::query("UPDATE counter SET n = $1 WHERE id = 1")
+        .bind(n + 1)
+        .execute(&mut **tx)
+        .await
+        .expect("write");
+    n + 1
+}
+
 /// Runs one or more statements that are expected to succeed.
 pub async fn execute(db: &Db, sql: &str) {
     sqlx::raw_sql(sql)

@@ -2,7 +2,7 @@ use mercato_storage::{Backend, DatabaseConfig, Db};
 use mercato_testkit::{TestBackend, TestDatabase};
 use tokio::task::JoinSet;
 
-use crate::support::{PATIENCE, config, count, execute, fresh, join_all};
+use crate::support::{PATIENCE, bump, config, count, execute, fresh, join_all};
 
 mercato_testkit::backend_tests!(
     concurrent_write_transactions_all_commit_and_no_increment_is_lost,
@@ -29,15 +29,7 @@ async fn increment(db: Db) {
     let mut tx = db.begin().await.expect("begin");
     match db.backend() {
         Backend::Sqlite => {
-            let n: i64 = sqlx::query_scalar("SELECT n FROM counter WHERE id = 1")
-                .fetch_one(&mut *tx)
-                .await
-                .expect("read");
-            sqlx::query("UPDATE counter SET n = $1 WHERE id = 1")
-                .bind(n + 1)
-                .execute(&mut *tx)
-                .await
-                .expect("write");
+            bump(&mut tx).await;
         }
         Backend::Postgres => {
             sqlx::query("UPDATE counter SET n = n + 1 WHERE id = 1")
@@ -103,7 +95,9 @@ async fn readers_are_not_blocked_by_an_open_write_transaction_and_the_next_write
         .await
         .expect("a read does not wait for the writer");
     assert_eq!(read, 0, "readers see what was committed before");
-    first.commit().await.unwrap();
+    // On SQLite the second writer joins the first's group, whose commit waits for it to end:
+    // the first's commit is awaited after the second's.
+    let first = tokio::spawn(first.commit());
     tokio::time::timeout(PATIENCE, second)
         .await
         .expect("the second writer gets its turn")
@@ -111,6 +105,7 @@ async fn readers_are_not_blocked_by_an_open_write_transaction_and_the_next_write
         .commit()
         .await
         .expect("the second writer commits");
+    first.await.expect("no panic").expect("the first writer commits");
 
     let notes: Vec<i64> = sqlx::query_scalar("SELECT n FROM notes ORDER BY n")
         .fetch_all(db.pool())

@@ -78,7 +78,7 @@ impl EmbeddedBus {
             }
             query.execute(&mut *tx).await.map_err(StorageError::from)?;
         }
-        tx.commit().await.map_err(StorageError::from)?;
+        tx.commit().await?;
         Ok(())
     }
 }

@@ -250,7 +250,7 @@ impl EmbeddedConsumer {
                 }
             }
         }
-        tx.commit().await.map_err(StorageError::from)?;
+        tx.commit().await?;
         // In hand only once committed: the keeper renews claims that exist.
         Ok(parsed
             .into_iter()

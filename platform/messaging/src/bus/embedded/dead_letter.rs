@@ -72,7 +72,7 @@ impl EmbeddedBus {
             .execute(&mut *tx)
             .await
             .map_err(StorageError::from)?;
-        tx.commit().await.map_err(StorageError::from)?;
+        tx.commit().await?;
         self.published.notify_waiters();
         Ok(true)
     }
@@ -114,7 +114,7 @@ impl EmbeddedHandle {
             .await
             .map_err(StorageError::from)?;
         }
-        tx.commit().await.map_err(StorageError::from)?;
+        tx.commit().await?;
         Ok(())
     }
 }

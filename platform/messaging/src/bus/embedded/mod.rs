@@ -62,7 +62,7 @@ const POLL: Duration = Duration::from_millis(50);
 /// The embedded bus: a pool on the bus file, shared by every clone.
 #[derive(Debug, Clone)]
 pub struct EmbeddedBus {
-    db: Db,
+    pub(super) db: Db,
     ack_wait_ms: i64,
     published: Arc<Notify>,
     /// Fetches of this process that found nothing and wait; see [`EmbeddedBus::fetches_waiting`].

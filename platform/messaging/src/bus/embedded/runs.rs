@@ -131,7 +131,7 @@ impl Lease {
             .execute(&mut *tx)
             .await
             .map_err(StorageError::from)?;
-        tx.commit().await.map_err(StorageError::from)?;
+        tx.commit().await?;
         if released > 0 {
             tracing::info!(released, run = %self.id, "released the claims of bus runs that are gone");
             self.published.notify_waiters();
