@@ -233,7 +233,7 @@ impl Accounts {
         if let Some(record) = store::find_refresh(&mut tx, &hash).await? {
             store::revoke_family(&mut tx, &record.family_id, now_millis()).await?;
         }
-        tx.commit().await.map_err(StorageError::from)?;
+        tx.commit().await?;
         Ok(())
     }
 
