@@ -10,6 +10,7 @@
 //! - [`dead_letters`]: the dead letters of the service's own consumer groups, listed and replayed
 //!   by an admin (the operations console reaches them here).
 //! - [`projections`]: rebuilding a service's projection by name, for the CLI.
+//! - [`rows`]: [`row_struct!`], a store's row type declared once with its mapping.
 //!
 //! A new service writes its routes, handlers, migrations and settings, and then:
 //!
@@ -26,6 +27,7 @@ pub mod builder;
 pub mod dead_letters;
 pub mod error;
 pub mod projections;
+pub mod rows;
 pub mod settings;
 
 pub use builder::ServiceBuilder;

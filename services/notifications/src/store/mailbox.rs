@@ -1,7 +1,7 @@
 //! Notifications as written, once per event and channel, and the customer's mailbox read a
 //! page at a time, newest first.
 
-use mercato_storage::sqlx::{self, Row as _};
+use mercato_storage::sqlx;
 use mercato_storage::{Db, StorageError, Tx};
 
 use super::state;
@@ -56,15 +56,17 @@ pub async fn insert_notification(tx: &mut Tx, n: &NewNotification<'_>) -> Result
     Ok(done.rows_affected() == 1)
 }
 
-/// A message in a customer's mailbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MailboxItem {
-    pub id: String,
-    pub kind: String,
-    pub channel: String,
-    pub subject: String,
-    pub body: String,
-    pub created_at: i64,
+mercato_kit::row_struct! {
+    /// A message in a customer's mailbox.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct MailboxItem {
+        pub id: String,
+        pub kind: String,
+        pub channel: String,
+        pub subject: String,
+        pub body: String,
+        pub created_at: i64,
+    }
 }
 
 /// Where a page of the mailbox ends: the last item's position in newest-first order.
@@ -99,17 +101,5 @@ pub async fn mailbox_page(
     .bind(limit)
     .fetch_all(db.pool())
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(MailboxItem {
-                id: row.try_get("id")?,
-                kind: row.try_get("kind")?,
-                channel: row.try_get("channel")?,
-                subject: row.try_get("subject")?,
-                body: row.try_get("body")?,
-                created_at: row.try_get("created_at")?,
-            })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StorageError::from)
+    rows.iter().map(MailboxItem::from_row).collect()
 }

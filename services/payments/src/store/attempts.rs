@@ -1,7 +1,7 @@
 //! The log of provider calls: one row per charge or refund attempt, written in the transaction
 //! that records the call's answer under the lease, so the log and the payment never disagree.
 
-use mercato_storage::sqlx::{self, Row as _};
+use mercato_storage::sqlx;
 use mercato_storage::{Db, StorageError, Tx};
 
 use super::leases::Claim;
@@ -20,18 +20,20 @@ pub struct Call<'a> {
     pub error: Option<&'a str>,
 }
 
-/// One logged provider call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attempt {
-    /// `charge` or `refund`.
-    pub step: String,
-    /// 1-based within its step, as the payment's `attempts` counted it.
-    pub attempt: i64,
-    pub started_at: i64,
-    pub duration_ms: i64,
-    pub outcome: String,
-    pub provider_id: Option<String>,
-    pub error: Option<String>,
+mercato_kit::row_struct! {
+    /// One logged provider call.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Attempt {
+        /// `charge` or `refund`.
+        pub step: String,
+        /// 1-based within its step, as the payment's `attempts` counted it.
+        pub attempt: i64,
+        pub started_at: i64,
+        pub duration_ms: i64,
+        pub outcome: String,
+        pub provider_id: Option<String>,
+        pub error: Option<String>,
+    }
 }
 
 fn step_of(status: PaymentStatus) -> &'static str {
@@ -79,17 +81,5 @@ pub async fn attempts(db: &Db, order_id: &str) -> Result<Vec<Attempt>, StorageEr
     .bind(order_id)
     .fetch_all(db.pool())
     .await?;
-    rows.iter()
-        .map(|row| {
-            Ok(Attempt {
-                step: row.try_get("step")?,
-                attempt: row.try_get("attempt")?,
-                started_at: row.try_get("started_at")?,
-                duration_ms: row.try_get("duration_ms")?,
-                outcome: row.try_get("outcome")?,
-                provider_id: row.try_get("provider_id")?,
-                error: row.try_get("error")?,
-            })
-        })
-        .collect()
+    rows.iter().map(Attempt::from_row).collect()
 }
