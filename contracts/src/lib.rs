@@ -6,7 +6,7 @@
 //! - [`orders`]: the order's events and the checkout saga's commands.
 //! - [`inventory`]: answers to stock commands; product changes.
 //! - [`payments`]: answers to payment commands.
-//! - [`money`]: amounts in minor units with a currency.
+//! - [`money`]: amounts in minor units with a currency; [`timestamp`]: times on the HTTP APIs.
 //! - [`catalogue`]: every event type with its JSON Schema; [`pact`]: what each consumer expects
 //!   of the messages it reads; [`files`]: both as the files under `contracts/`.
 //!
@@ -47,6 +47,7 @@ pub mod pact;
 pub mod payments;
 #[cfg(test)]
 mod proto_compat;
+pub mod timestamp;
 
 /// The internal gRPC APIs, generated from `proto/`.
 pub mod grpc {

@@ -4,12 +4,12 @@
 
 use axum::extract::{RawQuery, State};
 use axum::response::{IntoResponse, Response};
+use mercato_contracts::timestamp::rfc3339;
 use mercato_runtime::{Caller, FieldError, Json, Problem};
 use mercato_storage::Db;
 use serde::Serialize;
 
 use super::ApiError;
-use super::notifications::rfc3339;
 use crate::store;
 
 /// Most events asked about at once: an order's stream is far shorter.

@@ -3,6 +3,7 @@ use std::collections::HashMap;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use mercato_contracts::openapi::{PageParams, PageQueryRefused};
+use mercato_contracts::timestamp::rfc3339;
 use mercato_runtime::{Caller, Json, page};
 use mercato_storage::Db;
 use serde::Serialize;
@@ -29,13 +30,6 @@ pub struct Item {
 pub struct Page {
     items: Vec<Item>,
     next_page_token: Option<String>,
-}
-
-pub(super) fn rfc3339(millis: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(millis) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
-        .unwrap_or_default()
 }
 
 impl From<MailboxItem> for Item {
@@ -86,15 +80,4 @@ pub async fn list(
         items: items.into_iter().map(Item::from).collect(),
         next_page_token,
     }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::rfc3339;
-
-    #[test]
-    fn times_are_rfc3339_in_utc() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
-    }
 }

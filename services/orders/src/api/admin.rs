@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State as AxumState};
+use mercato_contracts::timestamp::rfc3339;
 use mercato_runtime::{Caller, FieldError, Json, Problem};
 use mercato_storage::sqlx::{self, Row as _};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::output::{OrderOut, rfc3339};
+use super::output::OrderOut;
 use super::{ApiError, State};
 use crate::checkout::OrderError;
 use crate::store;

@@ -1,9 +1,8 @@
 //! What clients see of an order.
 
 use mercato_contracts::money::Money;
+use mercato_contracts::timestamp::rfc3339;
 use serde::Serialize;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 
 use super::timeline::Timeline;
@@ -52,13 +51,6 @@ pub struct OrderOut {
 pub struct Page {
     pub items: Vec<OrderOut>,
     pub next_page_token: Option<String>,
-}
-
-pub(super) fn rfc3339(ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
 }
 
 impl From<OrderView> for OrderOut {

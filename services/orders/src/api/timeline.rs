@@ -2,11 +2,11 @@
 //! placement, inventory's hold, the capture and the end, so clients and load generators read
 //! server times instead of their own.
 
+use mercato_contracts::timestamp::rfc3339;
 use mercato_storage::sqlx::{Any, Executor};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::output::rfc3339;
 use crate::checkout::OrderError;
 use crate::domain::Fact;
 use crate::events::from_envelope;

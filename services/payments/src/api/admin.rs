@@ -3,12 +3,13 @@
 
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
+use mercato_contracts::timestamp::rfc3339;
 use mercato_runtime::{Caller, Json};
 use mercato_storage::Db;
 use serde::Serialize;
 
 use super::ApiError;
-use super::payments::{PaymentBody, rfc3339};
+use super::payments::PaymentBody;
 use crate::store;
 
 /// The payment as the customer sees it, and the provider's side of it.

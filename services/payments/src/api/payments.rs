@@ -1,10 +1,9 @@
 use axum::extract::{Path, State};
 use mercato_contracts::money::Money;
+use mercato_contracts::timestamp::rfc3339;
 use mercato_runtime::{Caller, Json};
 use mercato_storage::Db;
 use serde::Serialize;
-use time::OffsetDateTime;
-use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
 
 use super::ApiError;
@@ -36,13 +35,6 @@ impl PaymentBody {
     }
 }
 
-pub(super) fn rfc3339(unix_ms: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(unix_ms) * 1_000_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
-}
-
 #[utoipa::path(
     get,
     path = "/api/payments/{order_id}",
@@ -64,16 +56,5 @@ pub async fn get(
     match store::find(&db, &order_id).await? {
         Some(payment) if payment.customer_id == caller.subject => Ok(Json(PaymentBody::new(payment)?)),
         _ => Err(ApiError::NotFound),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::rfc3339;
-
-    #[test]
-    fn times_are_rfc3339_in_utc_with_milliseconds() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
     }
 }
