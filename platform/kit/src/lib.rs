@@ -10,7 +10,8 @@
 //! - [`dead_letters`]: the dead letters of the service's own consumer groups, listed and replayed
 //!   by an admin (the operations console reaches them here).
 //! - [`projections`]: rebuilding a service's projection by name, for the CLI.
-//! - [`rows`]: [`row_struct!`], a store's row type declared once with its mapping.
+//! - [`store`]: [`row_struct!`], a store's row type declared once with its mapping, and the
+//!   placeholders of an `IN` list.
 //!
 //! A new service writes its routes, handlers, migrations and settings, and then:
 //!
@@ -27,8 +28,8 @@ pub mod builder;
 pub mod dead_letters;
 pub mod error;
 pub mod projections;
-pub mod rows;
 pub mod settings;
+pub mod store;
 
 pub use builder::ServiceBuilder;
 pub use error::StartError;

@@ -12,7 +12,7 @@ use mercato_storage::{StorageError, Tx};
 use crate::domain::{
     CommitAction, InvalidLines, ReleaseAction, ReservationLine, ReservationState, requested_lines,
 };
-use crate::store::products;
+use crate::store::products::{self, StockMove};
 use crate::store::reservations::{self as store, NewReservation};
 
 /// Why a `ReserveStock` could not be acted on at all.
@@ -74,9 +74,9 @@ pub async fn reserve<'a>(
         }
     }
     for (i, line) in lines.iter().enumerate() {
-        if !products::hold(tx, &line.sku, line.quantity).await? {
+        if !products::apply(tx, StockMove::Hold, &line.sku, line.quantity).await? {
             for held in &lines[..i] {
-                products::unhold(tx, &held.sku, held.quantity).await?;
+                products::apply(tx, StockMove::Unhold, &held.sku, held.quantity).await?;
             }
             let sku = line.sku.as_str().to_owned();
             return refuse(tx, order_id, ReservationFailure::OutOfStock, sku).await;
@@ -129,7 +129,7 @@ pub async fn expire(tx: &mut Tx, order_id: &str, now: i64) -> Result<bool, Stora
 
 async fn unhold_all(tx: &mut Tx, order_id: &str, lines: &[ReservationLine]) -> Result<(), StorageError> {
     for line in lines {
-        if !products::unhold(tx, &line.sku, line.quantity).await? {
+        if !products::apply(tx, StockMove::Unhold, &line.sku, line.quantity).await? {
             tracing::error!(order_id, sku = %line.sku, quantity = line.quantity.value(),
                 "fewer units held than the reservation says; stock counts need checking");
         }
@@ -170,7 +170,7 @@ pub async fn commit(tx: &mut Tx, order_id: &str) -> Result<Committed, StorageErr
                     continue;
                 }
                 for line in &reservation.lines {
-                    if !products::sell_held(tx, &line.sku, line.quantity).await? {
+                    if !products::apply(tx, StockMove::SellHeld, &line.sku, line.quantity).await? {
                         tracing::error!(order_id, sku = %line.sku, quantity = line.quantity.value(),
                             "fewer units held than the reservation says; stock counts need checking");
                     }
@@ -190,9 +190,9 @@ pub async fn commit(tx: &mut Tx, order_id: &str) -> Result<Committed, StorageErr
 /// Sells an expired reservation's lines from what is available now, all or nothing.
 async fn retake(tx: &mut Tx, order_id: &str, lines: &[ReservationLine]) -> Result<Committed, StorageError> {
     for (i, line) in lines.iter().enumerate() {
-        if !products::take(tx, &line.sku, line.quantity).await? {
+        if !products::apply(tx, StockMove::Take, &line.sku, line.quantity).await? {
             for taken in &lines[..i] {
-                products::put_back(tx, &taken.sku, taken.quantity).await?;
+                products::apply(tx, StockMove::PutBack, &taken.sku, taken.quantity).await?;
             }
             store::transition(
                 tx,

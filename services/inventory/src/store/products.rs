@@ -1,5 +1,6 @@
 //! The `products` table.
 
+use mercato_kit::store::placeholders;
 use mercato_storage::sqlx::any::AnyRow;
 use mercato_storage::sqlx::{self, Any, Row as _};
 use mercato_storage::{StorageError, Tx, now_millis};
@@ -68,10 +69,9 @@ where
     if skus.is_empty() {
         return Ok(Vec::new());
     }
-    let placeholders: Vec<String> = (1..=skus.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "SELECT {COLUMNS} FROM products WHERE sku IN ({}) ORDER BY sku",
-        placeholders.join(", ")
+        placeholders(skus.len())
     );
     let mut query = sqlx::query(&sql);
     for sku in skus {
@@ -156,91 +156,65 @@ pub async fn set_price(tx: &mut Tx, sku: &Sku, price: &Money) -> Result<Option<P
     row.as_ref().map(product_of).transpose()
 }
 
-/// Runs one conditional stock update and tells whether it changed the row.
-async fn change(tx: &mut Tx, sql: &str, sku: &Sku, quantity: Quantity) -> Result<bool, StorageError> {
-    let done = sqlx::query(sql)
+/// A change to one product's stock, made by one conditional statement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StockMove {
+    /// Holds units if that many are available.
+    ///
+    /// The availability check and the increment are one statement: on PostgreSQL a concurrent
+    /// holder waits for the row and re-checks the condition against the committed value; on
+    /// SQLite writers are serialised. Either way `reserved` never passes `on_hand`.
+    Hold,
+    /// Gives back held units; refused if fewer are held (a broken invariant).
+    Unhold,
+    /// Sells held units: they leave both the stock and the holds.
+    SellHeld,
+    /// Sells units that are not held, if that many are available.
+    Take,
+    /// Undoes [`StockMove::Take`].
+    PutBack,
+}
+
+impl StockMove {
+    fn sql(self) -> &'static str {
+        match self {
+            Self::Hold => {
+                "UPDATE products SET reserved = reserved + $1, updated_at = $3
+                 WHERE sku = $2 AND on_hand - reserved >= $1"
+            }
+            Self::Unhold => {
+                "UPDATE products SET reserved = reserved - $1, updated_at = $3
+                 WHERE sku = $2 AND reserved >= $1"
+            }
+            Self::SellHeld => {
+                "UPDATE products SET on_hand = on_hand - $1, reserved = reserved - $1, updated_at = $3
+                 WHERE sku = $2 AND reserved >= $1"
+            }
+            Self::Take => {
+                "UPDATE products SET on_hand = on_hand - $1, updated_at = $3
+                 WHERE sku = $2 AND on_hand - reserved >= $1"
+            }
+            Self::PutBack => "UPDATE products SET on_hand = on_hand + $1, updated_at = $3 WHERE sku = $2",
+        }
+    }
+}
+
+/// Makes `stock_move` with `quantity` units of `sku`; false when the stock does not allow it
+/// (or for an unknown SKU).
+///
+/// # Errors
+/// The database failed.
+pub async fn apply(
+    tx: &mut Tx,
+    stock_move: StockMove,
+    sku: &Sku,
+    quantity: Quantity,
+) -> Result<bool, StorageError> {
+    let done = sqlx::query(stock_move.sql())
         .bind(quantity.value())
         .bind(sku.as_str())
         .bind(now_millis())
         .execute(&mut **tx)
         .await?;
     Ok(done.rows_affected() == 1)
-}
-
-/// Holds `quantity` units if that many are available; false otherwise (or for an unknown SKU).
-///
-/// The availability check and the increment are one statement: on PostgreSQL a concurrent
-/// holder waits for the row and re-checks the condition against the committed value; on SQLite
-/// writers are serialised. Either way `reserved` never passes `on_hand`.
-///
-/// # Errors
-/// The database failed.
-pub async fn hold(tx: &mut Tx, sku: &Sku, quantity: Quantity) -> Result<bool, StorageError> {
-    change(
-        tx,
-        "UPDATE products SET reserved = reserved + $1, updated_at = $3
-         WHERE sku = $2 AND on_hand - reserved >= $1",
-        sku,
-        quantity,
-    )
-    .await
-}
-
-/// Gives back `quantity` held units; false if fewer are held (a broken invariant).
-///
-/// # Errors
-/// The database failed.
-pub async fn unhold(tx: &mut Tx, sku: &Sku, quantity: Quantity) -> Result<bool, StorageError> {
-    change(
-        tx,
-        "UPDATE products SET reserved = reserved - $1, updated_at = $3
-         WHERE sku = $2 AND reserved >= $1",
-        sku,
-        quantity,
-    )
-    .await
-}
-
-/// Sells `quantity` held units: they leave both the stock and the holds.
-///
-/// # Errors
-/// The database failed.
-pub async fn sell_held(tx: &mut Tx, sku: &Sku, quantity: Quantity) -> Result<bool, StorageError> {
-    change(
-        tx,
-        "UPDATE products SET on_hand = on_hand - $1, reserved = reserved - $1, updated_at = $3
-         WHERE sku = $2 AND reserved >= $1",
-        sku,
-        quantity,
-    )
-    .await
-}
-
-/// Sells `quantity` units that are not held, if that many are available.
-///
-/// # Errors
-/// The database failed.
-pub async fn take(tx: &mut Tx, sku: &Sku, quantity: Quantity) -> Result<bool, StorageError> {
-    change(
-        tx,
-        "UPDATE products SET on_hand = on_hand - $1, updated_at = $3
-         WHERE sku = $2 AND on_hand - reserved >= $1",
-        sku,
-        quantity,
-    )
-    .await
-}
-
-/// Undoes [`take`].
-///
-/// # Errors
-/// The database failed.
-pub async fn put_back(tx: &mut Tx, sku: &Sku, quantity: Quantity) -> Result<bool, StorageError> {
-    change(
-        tx,
-        "UPDATE products SET on_hand = on_hand + $1, updated_at = $3 WHERE sku = $2",
-        sku,
-        quantity,
-    )
-    .await
 }

@@ -1,5 +1,6 @@
 //! What happened to a customer's notifications: every one on every channel, and each email's
 //! logged attempts; for operators and tests.
+use mercato_kit::store::placeholders;
 
 use mercato_storage::sqlx;
 use mercato_storage::{Db, StorageError};
@@ -41,10 +42,9 @@ pub async fn deliveries(db: &Db, customer_id: &str) -> Result<Vec<Delivery>, Sto
 /// # Errors
 /// The database failed.
 pub async fn deliveries_for_events(db: &Db, event_ids: &[String]) -> Result<Vec<Delivery>, StorageError> {
-    let placeholders: Vec<String> = (1..=event_ids.len()).map(|i| format!("${i}")).collect();
     let sql = format!(
         "SELECT {DELIVERY_COLUMNS} FROM notifications WHERE event_id IN ({}) ORDER BY created_at, id",
-        placeholders.join(", ")
+        placeholders(event_ids.len())
     );
     let mut query = sqlx::query(&sql);
     for id in event_ids {

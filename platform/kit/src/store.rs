@@ -1,6 +1,7 @@
-//! Rows read into structs: a struct whose fields are named after the columns its queries select
-//! is declared once with [`row_struct!`](crate::row_struct), and reading a row into it follows
-//! from the declaration, so the struct and its mapping cannot drift apart.
+//! What the services' stores share. A struct whose fields are named after the columns its
+//! queries select is declared once with [`row_struct!`](crate::row_struct), and reading a row
+//! into it follows from the declaration, so the struct and its mapping cannot drift apart.
+//! [`placeholders`] writes the parameters of an `IN` list.
 
 #[doc(hidden)]
 pub use mercato_storage::StorageError;
@@ -43,13 +44,31 @@ macro_rules! row_struct {
             /// # Errors
             /// A column is missing or holds another type.
             $vis fn from_row(
-                row: &$crate::rows::AnyRow,
-            ) -> ::std::result::Result<Self, $crate::rows::StorageError> {
-                use $crate::rows::Row as _;
+                row: &$crate::store::AnyRow,
+            ) -> ::std::result::Result<Self, $crate::store::StorageError> {
+                use $crate::store::Row as _;
                 Ok(Self {
                     $($field: row.try_get(stringify!($field))?),+
                 })
             }
         }
     };
+}
+
+/// `$1, $2, …, $n`: the parameters of an `IN` list of `n` values, bound in that order.
+#[must_use]
+pub fn placeholders(n: usize) -> String {
+    (1..=n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::placeholders;
+
+    #[test]
+    fn placeholders_count_from_one() {
+        for (n, list) in [(1, "$1"), (3, "$1, $2, $3")] {
+            assert_eq!(placeholders(n), list);
+        }
+    }
 }
