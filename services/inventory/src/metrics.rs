@@ -1,5 +1,6 @@
 //! Inventory's own metric: what became of reservations.
 
+use mercato_runtime::resilience::register_metrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -46,13 +47,13 @@ pub struct ReservationMetrics {
 
 impl ReservationMetrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let outcomes = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "mercato_inventory_reservations",
-            "Reservation commands and expiries that committed, by outcome",
-            outcomes.clone(),
-        );
-        Self { outcomes }
+        let metrics = Self {
+            outcomes: Family::default(),
+        };
+        register_metrics!(registry, {
+            metrics.outcomes => "mercato_inventory_reservations", "Reservation commands and expiries that committed, by outcome";
+        });
+        metrics
     }
 
     pub fn record(&self, outcome: Outcome) {

@@ -4,6 +4,7 @@
 //! worker), `skipped` (no email: the customer turned it off, no address is known, or email is
 //! not configured), `sent`, `retried` and `failed` (an email attempt's end).
 
+use mercato_runtime::resilience::register_metrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -24,13 +25,13 @@ pub struct NotificationMetrics {
 
 impl NotificationMetrics {
     pub fn register(registry: &mut Registry) -> Self {
-        let notifications = Family::<Labels, Counter>::default();
-        registry.register(
-            "mercato_notifications",
-            "Notifications by kind, channel and outcome (delivered, queued, skipped, sent, retried, failed)",
-            notifications.clone(),
-        );
-        Self { notifications }
+        let metrics = Self {
+            notifications: Family::default(),
+        };
+        register_metrics!(registry, {
+            metrics.notifications => "mercato_notifications", "Notifications by kind, channel and outcome (delivered, queued, skipped, sent, retried, failed)";
+        });
+        metrics
     }
 
     pub fn record(&self, kind: &str, channel: &str, outcome: &str) {
