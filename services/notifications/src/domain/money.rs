@@ -70,41 +70,37 @@ pub fn format_money(money: &Money, locale: Locale) -> String {
 mod tests {
     use super::*;
 
-    fn money(amount_minor: i64, currency: &str) -> Money {
-        Money::new(amount_minor, currency.parse().unwrap())
+    fn written(amount_minor: i64, currency: &str, locale: Locale) -> String {
+        format_money(&Money::new(amount_minor, currency.parse().unwrap()), locale)
     }
 
     #[test]
     fn english_puts_the_symbol_first_and_groups_with_commas() {
-        assert_eq!(format_money(&money(1999, "EUR"), Locale::En), "€19.99");
-        assert_eq!(
-            format_money(&money(123_456_705, "USD"), Locale::En),
-            "$1,234,567.05"
-        );
-        assert_eq!(format_money(&money(5, "GBP"), Locale::En), "£0.05");
+        assert_eq!(written(1999, "EUR", Locale::En), "€19.99");
+        assert_eq!(written(123_456_705, "USD", Locale::En), "$1,234,567.05");
+        assert_eq!(written(5, "GBP", Locale::En), "£0.05");
     }
 
     #[test]
     fn german_puts_the_symbol_last_and_swaps_the_separators() {
-        assert_eq!(format_money(&money(1999, "EUR"), Locale::De), "19,99 €");
-        assert_eq!(
-            format_money(&money(123_456_705, "EUR"), Locale::De),
-            "1.234.567,05 €"
-        );
+        assert_eq!(written(1999, "EUR", Locale::De), "19,99 €");
+        assert_eq!(written(123_456_705, "EUR", Locale::De), "1.234.567,05 €");
     }
 
     #[test]
     fn currencies_without_minor_units_or_symbols_are_written_correctly() {
-        assert_eq!(format_money(&money(1500, "JPY"), Locale::En), "¥1,500");
-        assert_eq!(format_money(&money(1500, "CHF"), Locale::En), "CHF 15.00");
-        assert_eq!(format_money(&money(1500, "CHF"), Locale::De), "15,00 CHF");
-        assert_eq!(format_money(&money(1_234, "KWD"), Locale::En), "KWD 1.234");
+        assert_eq!(written(1500, "JPY", Locale::En), "¥1,500");
+        assert_eq!(written(1500, "CHF", Locale::En), "CHF 15.00");
+        assert_eq!(written(1500, "CHF", Locale::De), "15,00 CHF");
+        assert_eq!(written(1_234, "KWD", Locale::En), "KWD 1.234");
     }
 
     #[test]
     fn negative_and_extreme_amounts_do_not_overflow() {
-        assert_eq!(format_money(&money(-250, "EUR"), Locale::En), "-€2.50");
-        let min = format_money(&money(i64::MIN, "EUR"), Locale::En);
-        assert_eq!(min, "-€92,233,720,368,547,758.08");
+        assert_eq!(written(-250, "EUR", Locale::En), "-€2.50");
+        assert_eq!(
+            written(i64::MIN, "EUR", Locale::En),
+            "-€92,233,720,368,547,758.08"
+        );
     }
 }
