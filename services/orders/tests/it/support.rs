@@ -217,17 +217,16 @@ impl TestApp {
     }
 
     pub async fn get(&self, token: &str, path: &str) -> reqwest::Response {
-        self.http
-            .get(self.url(path))
-            .bearer_auth(token)
-            .send()
-            .await
-            .expect("the service answers")
+        self.send(reqwest::Method::GET, token, path).await
     }
 
     pub async fn post(&self, token: &str, path: &str) -> reqwest::Response {
+        self.send(reqwest::Method::POST, token, path).await
+    }
+
+    async fn send(&self, method: reqwest::Method, token: &str, path: &str) -> reqwest::Response {
         self.http
-            .post(self.url(path))
+            .request(method, self.url(path))
             .bearer_auth(token)
             .send()
             .await
