@@ -313,23 +313,25 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, Response> {
     }
 }
 
-fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Response> {
-    serde_json::from_slice(body).map_err(|e| {
+/// The idempotency key and the JSON body of a create request, the key checked first.
+fn keyed_request<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<(String, T), Response> {
+    let key = idempotency_key(headers)?;
+    let body = serde_json::from_slice(body).map_err(|e| {
         error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             &format!("the body is not the expected JSON: {e}"),
         )
-    })
+    })?;
+    Ok((key, body))
 }
 
 async fn create_charge(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
-    let key = match idempotency_key(&headers) {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
-    let body: ChargeBody = match json_body(&body) {
-        Ok(body) => body,
+    let (key, body): (String, ChargeBody) = match keyed_request(&headers, &body) {
+        Ok(request) => request,
         Err(response) => return response,
     };
     if body.amount_minor <= 0 {
@@ -408,12 +410,8 @@ async fn create_charge(State(sandbox): State<Sandbox>, headers: HeaderMap, body:
 }
 
 async fn create_refund(State(sandbox): State<Sandbox>, headers: HeaderMap, body: Bytes) -> Response {
-    let key = match idempotency_key(&headers) {
-        Ok(key) => key,
-        Err(response) => return response,
-    };
-    let body: RefundBody = match json_body(&body) {
-        Ok(body) => body,
+    let (key, body): (String, RefundBody) = match keyed_request(&headers, &body) {
+        Ok(request) => request,
         Err(response) => return response,
     };
     let decision = sandbox.ledger().refund(
