@@ -11,7 +11,7 @@ use std::time::Duration;
 use tracing::Instrument as _;
 
 use mercato_messaging::{Envelope, Outbox, outbox};
-use mercato_storage::{Db, StorageError, now_millis};
+use mercato_storage::{Db, StorageError, Tx, now_millis};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -281,10 +281,8 @@ impl Inner {
             lost(claim);
             return Ok(());
         };
-        store::record_attempt(&mut tx, claim, call).await?;
-        self.append(&mut tx, events::captured(&payment)?).await?;
-        tx.commit().await?;
-        self.outbox.committed();
+        self.commit_answer(tx, claim, call, events::captured(&payment)?)
+            .await?;
         self.metrics.settled("captured");
         if payment.status == PaymentStatus::RefundPending {
             tracing::info!(order_id = %payment.order_id, "captured after a refund was asked for; refunding");
@@ -305,11 +303,8 @@ impl Inner {
             lost(claim);
             return Ok(());
         }
-        store::record_attempt(&mut tx, claim, call).await?;
-        self.append(&mut tx, events::failed(&claim.payment, reason)?)
+        self.commit_answer(tx, claim, call, events::failed(&claim.payment, reason)?)
             .await?;
-        tx.commit().await?;
-        self.outbox.committed();
         self.metrics.settled(match reason {
             FailureReason::Declined => "declined",
             FailureReason::ProviderUnavailable => "provider_unavailable",
@@ -324,14 +319,8 @@ impl Inner {
             lost(claim);
             return Ok(());
         }
-        store::record_attempt(&mut tx, claim, call).await?;
-        self.append(
-            &mut tx,
-            events::failed(&claim.payment, FailureReason::ProviderUnavailable)?,
-        )
-        .await?;
-        tx.commit().await?;
-        self.outbox.committed();
+        let answer = events::failed(&claim.payment, FailureReason::ProviderUnavailable)?;
+        self.commit_answer(tx, claim, call, answer).await?;
         self.metrics.settled("provider_unavailable");
         Ok(())
     }
@@ -347,16 +336,26 @@ impl Inner {
             lost(claim);
             return Ok(());
         }
-        store::record_attempt(&mut tx, claim, call).await?;
-        self.append(&mut tx, events::refunded(&claim.payment)?).await?;
-        tx.commit().await?;
-        self.outbox.committed();
+        self.commit_answer(tx, claim, call, events::refunded(&claim.payment)?)
+            .await?;
         self.metrics.refunded();
         Ok(())
     }
 
-    async fn append(&self, tx: &mut mercato_storage::Tx, mut envelope: Envelope) -> Result<(), StorageError> {
-        outbox::append(tx, &mut envelope).await
+    /// Logs `call` and queues `answer` in the transaction that recorded the call's outcome
+    /// under the lease, then commits them together.
+    async fn commit_answer(
+        &self,
+        mut tx: Tx,
+        claim: &Claim,
+        call: &Call<'_>,
+        mut answer: Envelope,
+    ) -> Result<(), RecordError> {
+        store::record_attempt(&mut tx, claim, call).await?;
+        outbox::append(&mut tx, &mut answer).await?;
+        tx.commit().await?;
+        self.outbox.committed();
+        Ok(())
     }
 
     /// Shutdown interrupted the call: the row is due again at once, for whichever instance
