@@ -48,16 +48,10 @@ async fn an_admin_reads_the_payment_with_each_provider_call(backend: TestBackend
             p.attempts == 1 && p.last_error.is_some()
         })
         .await;
-    let admin_path = payments.url(&format!("/admin/payments/{order}"));
+    let admin_path = format!("/admin/payments/{order}");
 
     let admin = payments.issuer().token("admin-1", &["admin"]);
-    let response = payments
-        .http
-        .get(&admin_path)
-        .bearer_auth(&admin)
-        .send()
-        .await
-        .unwrap();
+    let response = payments.get(&admin_path, Some(&admin)).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "failed");
@@ -70,14 +64,7 @@ async fn an_admin_reads_the_payment_with_each_provider_call(backend: TestBackend
     assert!(calls[0]["error"].as_str().unwrap().contains("card_declined"));
 
     let customer = payments.issuer().token("cust-1", &["customer"]);
-    let refused = payments
-        .http
-        .get(&admin_path)
-        .bearer_auth(&customer)
-        .send()
-        .await
-        .unwrap();
-    expect_problem(refused, 403).await;
+    expect_problem(payments.get(&admin_path, Some(&customer)).await, 403).await;
 }
 
 async fn payments_reports_readiness_and_charge_metrics(backend: TestBackend) {

@@ -1,6 +1,6 @@
 //! Charges: each test card end to end, and commands that come twice or make no sense.
 
-use mercato_contracts::payments::{PaymentCaptured, PaymentFailed, PaymentFailure};
+use mercato_contracts::payments::{PaymentCaptured, PaymentFailure};
 use mercato_payments::domain::PaymentStatus;
 use mercato_payments::store;
 use mercato_testkit::{TestBackend, backend_tests, eventually};
@@ -57,8 +57,7 @@ async fn a_declined_card_fails_as_declined(backend: TestBackend) {
     let order = order_id();
     payments.charge(&order, "cust-1", "tok_decline").await;
 
-    let failed: PaymentFailed = payments.decoded(&order).await;
-    assert_eq!(failed.reason, PaymentFailure::Declined);
+    payments.failed_with(&order, PaymentFailure::Declined).await;
     let payment = payments.payment(&order).await.unwrap();
     assert_eq!(payment.status, PaymentStatus::Failed);
     assert_eq!(payment.attempts, 1, "a decline is not retried");
@@ -121,8 +120,9 @@ async fn a_hanging_provider_fails_as_unavailable_after_the_last_attempt(backend:
     let order = order_id();
     payments.charge(&order, "cust-1", "tok_hang").await;
 
-    let failed: PaymentFailed = payments.decoded(&order).await;
-    assert_eq!(failed.reason, PaymentFailure::ProviderUnavailable);
+    payments
+        .failed_with(&order, PaymentFailure::ProviderUnavailable)
+        .await;
     let payment = payments.payment(&order).await.unwrap();
     // Timed-out calls may still have charged: the payment stays open for reconciliation.
     assert_eq!(payment.status, PaymentStatus::Pending);

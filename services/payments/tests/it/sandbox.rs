@@ -12,6 +12,11 @@ fn body(card: &str) -> Value {
     json!({"amount_minor": 1999, "currency": "EUR", "card_token": card})
 }
 
+/// A Visa charge of `amount_minor` in `currency`, either of which may be malformed.
+fn visa(amount_minor: i64, currency: &str) -> Value {
+    json!({"amount_minor": amount_minor, "currency": currency, "card_token": "tok_visa"})
+}
+
 async fn error_code(response: reqwest::Response, status: u16) -> String {
     assert_eq!(response.status().as_u16(), status);
     let body: Value = response.json().await.expect("a JSON error");
@@ -109,19 +114,9 @@ async fn an_unknown_card_or_a_bad_body_is_refused_with_400() {
     let sandbox = Sandbox::start(8_000).await;
     let unknown = sandbox.post_charge(Some("k"), &body("tok_mystery")).await;
     assert_eq!(error_code(unknown, 400).await, "invalid_card");
-    let negative = sandbox
-        .post_charge(
-            Some("k2"),
-            &json!({"amount_minor": -1, "currency": "EUR", "card_token": "tok_visa"}),
-        )
-        .await;
+    let negative = sandbox.post_charge(Some("k2"), &visa(-1, "EUR")).await;
     assert_eq!(error_code(negative, 400).await, "invalid_amount");
-    let currency = sandbox
-        .post_charge(
-            Some("k3"),
-            &json!({"amount_minor": 1, "currency": "euro", "card_token": "tok_visa"}),
-        )
-        .await;
+    let currency = sandbox.post_charge(Some("k3"), &visa(1, "euro")).await;
     assert_eq!(error_code(currency, 400).await, "invalid_currency");
     let shapeless = sandbox.post_charge(Some("k4"), &json!({"amount": 1})).await;
     assert_eq!(error_code(shapeless, 400).await, "invalid_request");
@@ -148,12 +143,7 @@ async fn the_same_key_returns_the_same_charge_and_another_body_conflicts() {
     let first = sandbox.charged("same", &body("tok_visa")).await;
     let replay = sandbox.charged("same", &body("tok_visa")).await;
     assert_eq!(first["id"], replay["id"]);
-    let other = sandbox
-        .post_charge(
-            Some("same"),
-            &json!({"amount_minor": 1, "currency": "EUR", "card_token": "tok_visa"}),
-        )
-        .await;
+    let other = sandbox.post_charge(Some("same"), &visa(1, "EUR")).await;
     assert_eq!(error_code(other, 409).await, "idempotency_key_reused");
     assert_eq!(sandbox.charges("same").await.len(), 1);
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mercato_contracts::money::{Currency, Money};
 use mercato_contracts::orders::{ChargePayment, RefundPayment};
-use mercato_contracts::payments::PaymentCaptured;
+use mercato_contracts::payments::{PaymentCaptured, PaymentFailed, PaymentFailure};
 use mercato_kit::ServiceSettings;
 use mercato_messaging::{Bus, Consumer, ConsumerSpec, Envelope, Event, InboxConfig, RelayConfig};
 use mercato_payments::sandbox::{self, SandboxConfig};
@@ -322,6 +322,12 @@ impl TestApp {
         envelope.decode().expect("an answer of its own type")
     }
 
+    /// Waits for the `PaymentFailed` answer for `order_id` and checks it gives `reason`.
+    pub async fn failed_with(&mut self, order_id: &str, reason: PaymentFailure) {
+        let failed: PaymentFailed = self.decoded(order_id).await;
+        assert_eq!(failed.reason, reason, "why the charge of {order_id} failed");
+    }
+
     /// The charges the provider holds under `order_id`'s idempotency key.
     pub async fn charges_for(&self, order_id: &str) -> Vec<Value> {
         self.sandbox.charges(&idempotency_key(order_id)).await
@@ -419,7 +425,12 @@ impl TestApp {
 
     /// `GET /api/payments/{order_id}` as `token`'s bearer (anonymously when `None`).
     pub async fn get_payment(&self, order_id: &str, token: Option<&str>) -> reqwest::Response {
-        let mut request = self.http.get(self.url(&format!("/api/payments/{order_id}")));
+        self.get(&format!("/api/payments/{order_id}"), token).await
+    }
+
+    /// `GET path`, with `token` as the bearer when given.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.get(self.url(path));
         if let Some(token) = token {
             request = request.bearer_auth(token);
         }
