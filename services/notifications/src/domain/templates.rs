@@ -89,13 +89,169 @@ fn clean(name: Option<&str>) -> Option<String> {
     (!trimmed.is_empty()).then(|| trimmed.to_owned())
 }
 
+/// One language's words for every message: a subject and a text per kind, in which `{name}`,
+/// `{order_id}`, `{lines}`, `{total}` and `{reason}` stand for the message's facts.
+struct Words {
+    greeting: &'static str,
+    greeting_named: &'static str,
+    sign_off: &'static str,
+    welcome_subject: &'static str,
+    welcome_subject_named: &'static str,
+    welcome: &'static str,
+    confirmed: (&'static str, &'static str),
+    cancelled: (&'static str, &'static str),
+    /// The `{reason}` of a cancellation, a clause that fits the language's sentence.
+    reason: fn(CancelReason) -> &'static str,
+    shipped: (&'static str, &'static str),
+    delivered: (&'static str, &'static str),
+}
+
+const ENGLISH: Words = Words {
+    greeting: "Hello,",
+    greeting_named: "Hello {name},",
+    sign_off: "The Mercato team",
+    welcome_subject: "Welcome to Mercato",
+    welcome_subject_named: "Welcome to Mercato, {name}",
+    welcome: "Thank you for registering with Mercato. Your account is ready: browse the catalogue and \
+              place your first order whenever you like.",
+    confirmed: (
+        "Your order {order_id} is confirmed",
+        "Thank you for your order {order_id}. Your payment has been received and we are preparing \
+         your parcel.\n\n{lines}\nTotal: {total}",
+    ),
+    cancelled: (
+        "Your order {order_id} has been cancelled",
+        "We are sorry: your order {order_id} has been cancelled because {reason}. If you were \
+         charged, the amount will be refunded.",
+    ),
+    reason: |reason| match reason {
+        CancelReason::OutOfStock => "an item in it is out of stock",
+        CancelReason::PaymentDeclined => "the payment was declined",
+        CancelReason::PaymentTimeout => "the payment could not be completed in time",
+        CancelReason::CustomerCancelled => "you asked us to cancel it",
+        CancelReason::UnknownProduct => "an item in it is no longer sold",
+        CancelReason::Other => "of a problem while processing it",
+    },
+    shipped: (
+        "Your order {order_id} is on its way",
+        "Good news: your order {order_id} has left our warehouse and is on its way to you.",
+    ),
+    delivered: (
+        "Your order {order_id} has been delivered",
+        "Your order {order_id} has been delivered. We hope you enjoy it!",
+    ),
+};
+
+const GERMAN: Words = Words {
+    greeting: "Guten Tag,",
+    greeting_named: "Hallo {name},",
+    sign_off: "Ihr Mercato-Team",
+    welcome_subject: "Willkommen bei Mercato",
+    welcome_subject_named: "Willkommen bei Mercato, {name}",
+    welcome: "vielen Dank für Ihre Registrierung bei Mercato. Ihr Konto ist bereit: Stöbern Sie im \
+              Katalog und geben Sie Ihre erste Bestellung auf, wann immer Sie möchten.",
+    confirmed: (
+        "Ihre Bestellung {order_id} ist bestätigt",
+        "vielen Dank für Ihre Bestellung {order_id}. Ihre Zahlung ist eingegangen, und wir \
+         bereiten Ihr Paket vor.\n\n{lines}\nGesamtbetrag: {total}",
+    ),
+    cancelled: (
+        "Ihre Bestellung {order_id} wurde storniert",
+        "es tut uns leid: Ihre Bestellung {order_id} wurde storniert, weil {reason}. Falls Ihnen \
+         bereits etwas berechnet wurde, erstatten wir den Betrag.",
+    ),
+    // German puts the verb last after "weil", so each reason is a whole clause.
+    reason: |reason| match reason {
+        CancelReason::OutOfStock => "ein Artikel nicht vorrätig ist",
+        CancelReason::PaymentDeclined => "die Zahlung abgelehnt wurde",
+        CancelReason::PaymentTimeout => "die Zahlung nicht rechtzeitig abgeschlossen werden konnte",
+        CancelReason::CustomerCancelled => "Sie die Stornierung veranlasst haben",
+        CancelReason::UnknownProduct => "ein Artikel nicht mehr angeboten wird",
+        CancelReason::Other => "bei der Bearbeitung ein Problem aufgetreten ist",
+    },
+    shipped: (
+        "Ihre Bestellung {order_id} ist unterwegs",
+        "gute Nachrichten: Ihre Bestellung {order_id} hat unser Lager verlassen und ist auf dem \
+         Weg zu Ihnen.",
+    ),
+    delivered: (
+        "Ihre Bestellung {order_id} wurde zugestellt",
+        "Ihre Bestellung {order_id} wurde zugestellt. Wir wünschen Ihnen viel Freude damit!",
+    ),
+};
+
+/// `template` with each `{key}` of `facts` replaced by its value. One pass over the template:
+/// a value (a customer's name) is never searched for keys itself.
+fn fill(template: &str, facts: &[(&str, &str)]) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let after = &rest[open + 1..];
+        let fact = after.find('}').and_then(|close| {
+            let key = &after[..close];
+            facts
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, value)| (*value, close))
+        });
+        if let Some((value, close)) = fact {
+            out.push_str(value);
+            rest = &after[close + 1..];
+        } else {
+            out.push('{');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Renders `message` for a customer called `name` (when known) in `locale`.
 #[must_use]
 pub fn render(message: &Message, name: Option<&str>, locale: Locale) -> Rendered {
     let name = clean(name);
-    match locale {
-        Locale::En => english(message, name.as_deref()),
-        Locale::De => german(message, name.as_deref()),
+    let words = match locale {
+        Locale::En => &ENGLISH,
+        Locale::De => &GERMAN,
+    };
+    let named = |with: &str, without: &str| match &name {
+        Some(name) => fill(with, &[("name", name)]),
+        None => without.to_owned(),
+    };
+    let both =
+        |(subject, text): (&str, &str), facts: &[(&str, &str)]| (fill(subject, facts), fill(text, facts));
+    let (subject, text) = match message {
+        Message::Welcome => (
+            named(words.welcome_subject_named, words.welcome_subject),
+            words.welcome.to_owned(),
+        ),
+        Message::OrderConfirmed {
+            order_id,
+            lines,
+            total,
+        } => both(
+            words.confirmed,
+            &[
+                ("order_id", order_id),
+                ("lines", &lines_in(lines, locale)),
+                ("total", &format_money(total, locale)),
+            ],
+        ),
+        Message::OrderCancelled { order_id, reason } => both(
+            words.cancelled,
+            &[("order_id", order_id), ("reason", (words.reason)(*reason))],
+        ),
+        Message::OrderShipped { order_id } => both(words.shipped, &[("order_id", order_id)]),
+        Message::OrderDelivered { order_id } => both(words.delivered, &[("order_id", order_id)]),
+    };
+    Rendered {
+        subject,
+        body: format!(
+            "{}\n\n{text}\n\n{}\n",
+            named(words.greeting_named, words.greeting),
+            words.sign_off
+        ),
     }
 }
 
@@ -114,126 +270,6 @@ fn lines_in(lines: &[Line], locale: Locale) -> String {
             format!("  {} × {}  {amount}\n", line.quantity, line.name)
         })
         .collect()
-}
-
-fn english(message: &Message, name: Option<&str>) -> Rendered {
-    let greeting = name.map_or_else(|| "Hello,".to_owned(), |n| format!("Hello {n},"));
-    let sign_off = "The Mercato team";
-    let (subject, text) = match message {
-        Message::Welcome => (
-            name.map_or_else(
-                || "Welcome to Mercato".to_owned(),
-                |n| format!("Welcome to Mercato, {n}"),
-            ),
-            "Thank you for registering with Mercato. Your account is ready: browse the catalogue and \
-             place your first order whenever you like."
-                .to_owned(),
-        ),
-        Message::OrderConfirmed {
-            order_id,
-            lines,
-            total,
-        } => (
-            format!("Your order {order_id} is confirmed"),
-            format!(
-                "Thank you for your order {order_id}. Your payment has been received and we are \
-                 preparing your parcel.\n\n{}\nTotal: {}",
-                lines_in(lines, Locale::En),
-                format_money(total, Locale::En)
-            ),
-        ),
-        Message::OrderCancelled { order_id, reason } => {
-            let because = match reason {
-                CancelReason::OutOfStock => "an item in it is out of stock",
-                CancelReason::PaymentDeclined => "the payment was declined",
-                CancelReason::PaymentTimeout => "the payment could not be completed in time",
-                CancelReason::CustomerCancelled => "you asked us to cancel it",
-                CancelReason::UnknownProduct => "an item in it is no longer sold",
-                CancelReason::Other => "of a problem while processing it",
-            };
-            (
-                format!("Your order {order_id} has been cancelled"),
-                format!(
-                    "We are sorry: your order {order_id} has been cancelled because {because}. \
-                     If you were charged, the amount will be refunded."
-                ),
-            )
-        }
-        Message::OrderShipped { order_id } => (
-            format!("Your order {order_id} is on its way"),
-            format!("Good news: your order {order_id} has left our warehouse and is on its way to you."),
-        ),
-        Message::OrderDelivered { order_id } => (
-            format!("Your order {order_id} has been delivered"),
-            format!("Your order {order_id} has been delivered. We hope you enjoy it!"),
-        ),
-    };
-    Rendered {
-        subject,
-        body: format!("{greeting}\n\n{text}\n\n{sign_off}\n"),
-    }
-}
-
-fn german(message: &Message, name: Option<&str>) -> Rendered {
-    let greeting = name.map_or_else(|| "Guten Tag,".to_owned(), |n| format!("Hallo {n},"));
-    let sign_off = "Ihr Mercato-Team";
-    let (subject, text) = match message {
-        Message::Welcome => (
-            name.map_or_else(
-                || "Willkommen bei Mercato".to_owned(),
-                |n| format!("Willkommen bei Mercato, {n}"),
-            ),
-            "vielen Dank für Ihre Registrierung bei Mercato. Ihr Konto ist bereit: Stöbern Sie im \
-             Katalog und geben Sie Ihre erste Bestellung auf, wann immer Sie möchten."
-                .to_owned(),
-        ),
-        Message::OrderConfirmed {
-            order_id,
-            lines,
-            total,
-        } => (
-            format!("Ihre Bestellung {order_id} ist bestätigt"),
-            format!(
-                "vielen Dank für Ihre Bestellung {order_id}. Ihre Zahlung ist eingegangen, und wir \
-                 bereiten Ihr Paket vor.\n\n{}\nGesamtbetrag: {}",
-                lines_in(lines, Locale::De),
-                format_money(total, Locale::De)
-            ),
-        ),
-        Message::OrderCancelled { order_id, reason } => {
-            // German puts the verb last after "weil", so each reason is a whole clause.
-            let weil = match reason {
-                CancelReason::OutOfStock => "ein Artikel nicht vorrätig ist",
-                CancelReason::PaymentDeclined => "die Zahlung abgelehnt wurde",
-                CancelReason::PaymentTimeout => "die Zahlung nicht rechtzeitig abgeschlossen werden konnte",
-                CancelReason::CustomerCancelled => "Sie die Stornierung veranlasst haben",
-                CancelReason::UnknownProduct => "ein Artikel nicht mehr angeboten wird",
-                CancelReason::Other => "bei der Bearbeitung ein Problem aufgetreten ist",
-            };
-            (
-                format!("Ihre Bestellung {order_id} wurde storniert"),
-                format!(
-                    "es tut uns leid: Ihre Bestellung {order_id} wurde storniert, weil {weil}. \
-                     Falls Ihnen bereits etwas berechnet wurde, erstatten wir den Betrag."
-                ),
-            )
-        }
-        Message::OrderShipped { order_id } => (
-            format!("Ihre Bestellung {order_id} ist unterwegs"),
-            format!(
-                "gute Nachrichten: Ihre Bestellung {order_id} hat unser Lager verlassen und ist auf dem \
-                 Weg zu Ihnen."
-            ),
-        ),
-        Message::OrderDelivered { order_id } => (
-            format!("Ihre Bestellung {order_id} wurde zugestellt"),
-            format!("Ihre Bestellung {order_id} wurde zugestellt. Wir wünschen Ihnen viel Freude damit!"),
-        ),
-    };
-    Rendered {
-        subject,
-        body: format!("{greeting}\n\n{text}\n\n{sign_off}\n"),
-    }
 }
 
 #[cfg(test)]
@@ -290,21 +326,32 @@ mod tests {
     }
 
     #[test]
-    fn english_confirmation_lists_the_lines_and_the_total() {
-        let r = render(&confirmed(), Some("Ada"), Locale::En);
-        assert_eq!(r.subject, "Your order o-1 is confirmed");
-        assert!(r.body.starts_with("Hello Ada,\n\n"));
-        assert!(r.body.contains("2 × Tea mug  €25.00"), "{}", r.body);
-        assert!(r.body.contains("Total: €25.00"), "{}", r.body);
-    }
-
-    #[test]
-    fn german_confirmation_uses_german_words_and_number_format() {
-        let r = render(&confirmed(), Some("Ada"), Locale::De);
-        assert_eq!(r.subject, "Ihre Bestellung o-1 ist bestätigt");
-        assert!(r.body.starts_with("Hallo Ada,\n\n"));
-        assert!(r.body.contains("Gesamtbetrag: 25,00 €"), "{}", r.body);
-        assert!(r.body.ends_with("Ihr Mercato-Team\n"));
+    fn a_confirmation_lists_the_lines_and_the_total_in_the_languages_words_and_number_format() {
+        let cases = [
+            (
+                Locale::En,
+                "Your order o-1 is confirmed",
+                "Hello Ada,\n\n",
+                ["2 × Tea mug  €25.00", "Total: €25.00"],
+                "The Mercato team\n",
+            ),
+            (
+                Locale::De,
+                "Ihre Bestellung o-1 ist bestätigt",
+                "Hallo Ada,\n\n",
+                ["2 × Tea mug  25,00 €", "Gesamtbetrag: 25,00 €"],
+                "Ihr Mercato-Team\n",
+            ),
+        ];
+        for (locale, subject, greeting, facts, sign_off) in cases {
+            let r = render(&confirmed(), Some("Ada"), locale);
+            assert_eq!(r.subject, subject);
+            assert!(r.body.starts_with(greeting), "{}", r.body);
+            for fact in facts {
+                assert!(r.body.contains(fact), "{fact:?} in {}", r.body);
+            }
+            assert!(r.body.ends_with(sign_off), "{}", r.body);
+        }
     }
 
     #[test]
@@ -313,23 +360,32 @@ mod tests {
             order_id: "o-9".into(),
             reason,
         };
-        let en = render(&message(CancelReason::PaymentDeclined), None, Locale::En);
-        assert_eq!(en.subject, "Your order o-9 has been cancelled");
-        assert!(
-            en.body.contains("because the payment was declined."),
-            "{}",
-            en.body
-        );
-        let de = render(&message(CancelReason::OutOfStock), None, Locale::De);
-        assert_eq!(de.subject, "Ihre Bestellung o-9 wurde storniert");
-        assert!(
-            de.body.contains("weil ein Artikel nicht vorrätig ist."),
-            "{}",
-            de.body
-        );
+        let cases = [
+            (
+                CancelReason::PaymentDeclined,
+                Locale::En,
+                "Your order o-9 has been cancelled",
+                "because the payment was declined.",
+            ),
+            (
+                CancelReason::OutOfStock,
+                Locale::De,
+                "Ihre Bestellung o-9 wurde storniert",
+                "weil ein Artikel nicht vorrätig ist.",
+            ),
+            (
+                CancelReason::Other,
+                Locale::En,
+                "Your order o-9 has been cancelled",
+                "because of a problem while processing it.",
+            ),
+        ];
+        for (reason, locale, subject, why) in cases {
+            let r = render(&message(reason), None, locale);
+            assert_eq!(r.subject, subject);
+            assert!(r.body.contains(why), "{}", r.body);
+        }
         assert_eq!(CancelReason::parse("something_new"), CancelReason::Other);
-        let other = render(&message(CancelReason::Other), None, Locale::En);
-        assert!(other.body.contains("because of a problem while processing it."));
     }
 
     #[test]
@@ -340,6 +396,13 @@ mod tests {
         let de = render(&Message::Welcome, Some("   "), Locale::De);
         assert_eq!(de.subject, "Willkommen bei Mercato");
         assert!(de.body.starts_with("Guten Tag,\n\n"));
+    }
+
+    #[test]
+    fn a_fact_is_filled_in_once_and_never_searched_for_keys() {
+        let facts = [("order_id", "{name}"), ("name", "Ada")];
+        assert_eq!(fill("{order_id} by {name}", &facts), "{name} by Ada");
+        assert_eq!(fill("{unknown} {name", &facts), "{unknown} {name");
     }
 
     #[test]
