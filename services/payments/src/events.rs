@@ -6,7 +6,7 @@ use std::sync::Arc;
 use mercato_contracts::money::{Currency, InvalidCurrency, Money};
 use mercato_contracts::orders::{ChargePayment, RefundPayment};
 use mercato_contracts::payments::{PaymentCaptured, PaymentFailed, PaymentFailure, PaymentRefunded};
-use mercato_messaging::{Context, Envelope, EnvelopeError, Event as _, Handler, HandlerError, HandlerFuture};
+use mercato_messaging::{Context, Envelope, EnvelopeError, Event, Handler, HandlerError, HandlerFuture};
 use mercato_storage::{Tx, now_millis};
 use tokio::sync::Notify;
 
@@ -93,12 +93,14 @@ fn money(payment: &Payment) -> Result<Money, EnvelopeError> {
     })
 }
 
-fn context(payment: &Payment, cause: Option<&String>) -> Context {
-    Context {
+/// `event` about the payment's order, in the saga's correlation and caused by `cause`.
+fn answer<E: Event>(payment: &Payment, event: &E, cause: Option<&String>) -> Result<Envelope, EnvelopeError> {
+    let context = Context {
         correlation_id: payment.correlation_id.clone(),
         causation_id: cause.cloned(),
         traceparent: payment.traceparent.clone(),
-    }
+    };
+    Envelope::new(crate::NAME, &payment.order_id, event, &context)
 }
 
 /// `PaymentCaptured`, caused by the charge command.
@@ -106,16 +108,12 @@ fn context(payment: &Payment, cause: Option<&String>) -> Context {
 /// # Errors
 /// The payload does not serialise, or the stored payment holds a malformed currency.
 pub fn captured(payment: &Payment) -> Result<Envelope, EnvelopeError> {
-    Envelope::new(
-        crate::NAME,
-        &payment.order_id,
-        &PaymentCaptured {
-            order_id: payment.order_id.clone(),
-            payment_id: payment.payment_id.clone(),
-            amount: money(payment)?,
-        },
-        &context(payment, payment.charge_command_id.as_ref()),
-    )
+    let event = PaymentCaptured {
+        order_id: payment.order_id.clone(),
+        payment_id: payment.payment_id.clone(),
+        amount: money(payment)?,
+    };
+    answer(payment, &event, payment.charge_command_id.as_ref())
 }
 
 /// `PaymentFailed`, caused by the charge command.
@@ -127,15 +125,11 @@ pub fn failed(payment: &Payment, reason: FailureReason) -> Result<Envelope, Enve
         FailureReason::Declined => PaymentFailure::Declined,
         FailureReason::ProviderUnavailable => PaymentFailure::ProviderUnavailable,
     };
-    Envelope::new(
-        crate::NAME,
-        &payment.order_id,
-        &PaymentFailed {
-            order_id: payment.order_id.clone(),
-            reason,
-        },
-        &context(payment, payment.charge_command_id.as_ref()),
-    )
+    let event = PaymentFailed {
+        order_id: payment.order_id.clone(),
+        reason,
+    };
+    answer(payment, &event, payment.charge_command_id.as_ref())
 }
 
 /// `PaymentRefunded`, caused by the refund command.
@@ -147,14 +141,10 @@ pub fn refunded(payment: &Payment) -> Result<Envelope, EnvelopeError> {
         payment.status,
         PaymentStatus::RefundPending | PaymentStatus::Refunded
     ));
-    Envelope::new(
-        crate::NAME,
-        &payment.order_id,
-        &PaymentRefunded {
-            order_id: payment.order_id.clone(),
-            payment_id: payment.payment_id.clone(),
-            amount: money(payment)?,
-        },
-        &context(payment, payment.refund_command_id.as_ref()),
-    )
+    let event = PaymentRefunded {
+        order_id: payment.order_id.clone(),
+        payment_id: payment.payment_id.clone(),
+        amount: money(payment)?,
+    };
+    answer(payment, &event, payment.refund_command_id.as_ref())
 }
