@@ -10,6 +10,7 @@
 //! - [`dead_letters`]: the dead letters of the service's own consumer groups, listed and replayed
 //!   by an admin (the operations console reaches them here).
 //! - [`projections`]: rebuilding a service's projection by name, for the CLI.
+//! - [`problems`]: the validation problem of a domain error's refused fields.
 //! - [`store`]: [`row_struct!`], a store's row type declared once with its mapping, and the
 //!   placeholders of an `IN` list.
 //!
@@ -27,6 +28,7 @@
 pub mod builder;
 pub mod dead_letters;
 pub mod error;
+pub mod problems;
 pub mod projections;
 pub mod settings;
 pub mod store;

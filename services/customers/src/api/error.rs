@@ -1,7 +1,8 @@
 //! The one place where customers' errors become HTTP answers.
 
 use axum::response::{IntoResponse, Response};
-use mercato_runtime::{FieldError, Problem, Transient};
+use mercato_kit::problems::invalid_fields;
+use mercato_runtime::{Problem, Transient};
 
 use crate::profiles::CustomerError;
 
@@ -30,13 +31,7 @@ impl IntoResponse for ApiError {
             CustomerError::NotFound => Problem::not_found(
                 "there is no customer profile for this account yet; it is created shortly after registration",
             ),
-            CustomerError::Invalid(invalid) => Problem::validation(
-                invalid
-                    .0
-                    .into_iter()
-                    .map(|(f, m)| FieldError::new(f, m))
-                    .collect(),
-            ),
+            CustomerError::Invalid(invalid) => invalid_fields(invalid.0),
             CustomerError::Contended => Problem::conflict("the profile changed while updating it; try again"),
             other => Problem::from_failure(&other),
         };

@@ -2,7 +2,8 @@
 
 use axum::response::{IntoResponse, Response};
 use http::StatusCode;
-use mercato_runtime::{FieldError, Problem, Transient};
+use mercato_kit::problems::invalid_fields;
+use mercato_runtime::{Problem, Transient};
 
 use crate::accounts::AccountError;
 use crate::service_grant::GrantError;
@@ -58,9 +59,7 @@ impl Transient for AccountError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let problem = match self.0 {
-            AccountError::Invalid(fields) => {
-                Problem::validation(fields.into_iter().map(|(f, m)| FieldError::new(f, m)).collect())
-            }
+            AccountError::Invalid(fields) => invalid_fields(fields),
             AccountError::EmailTaken => Problem::conflict("an account with this email already exists"),
             AccountError::InvalidGrant(why) => oauth_error("invalid_grant", why),
             AccountError::UnknownUser => Problem::not_found("the user no longer exists"),

@@ -1,6 +1,7 @@
 //! The one place where inventory's errors become HTTP answers and gRPC statuses.
 
-use mercato_runtime::{FieldError, Problem, Transient, failure};
+use mercato_kit::problems::invalid_fields;
+use mercato_runtime::{Problem, Transient, failure};
 
 use crate::catalogue::CatalogueError;
 
@@ -14,12 +15,7 @@ impl From<CatalogueError> for Problem {
     fn from(error: CatalogueError) -> Self {
         match error {
             CatalogueError::NotFound(sku) => Self::not_found(format!("there is no product with SKU {sku:?}")),
-            CatalogueError::Invalid(fields) => Self::validation(
-                fields
-                    .into_iter()
-                    .map(|(field, message)| FieldError::new(field, message))
-                    .collect(),
-            ),
+            CatalogueError::Invalid(fields) => invalid_fields(fields),
             CatalogueError::Contended => Self::conflict("the product changed while updating it; try again"),
             other => Self::from_failure(&other),
         }
