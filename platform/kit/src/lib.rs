@@ -1,6 +1,7 @@
 //! The service kit: what every Mercato service that owns a database and uses the bus shares,
 //! written once, so that a service's `lib.rs` says only what is its own.
 //!
+//! - [`aggregate`]: [`Aggregate`](aggregate::Aggregate), a state replayed from its stream.
 //! - [`settings`]: [`ServiceSettings`], the settings every service has (listen address, HTTP
 //!   server, database, token verification, relay, inbox), embedded in each service's config.
 //! - [`builder`]: [`ServiceBuilder`] checks the settings, opens and migrates the database, and
@@ -25,6 +26,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+pub mod aggregate;
 pub mod builder;
 pub mod dead_letters;
 pub mod error;

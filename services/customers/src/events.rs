@@ -4,6 +4,7 @@
 use mercato_contracts::customers::{self as contract, CustomerCreated, CustomerUpdated};
 use mercato_contracts::identity::UserRegistered;
 use mercato_eventstore::{EventStoreError, ExpectedVersion};
+use mercato_kit::aggregate::Aggregate as _;
 use mercato_messaging::{
     Context, Envelope, EnvelopeError, Event as _, Handler, HandlerError, HandlerFuture, Outbox,
 };

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use mercato_eventstore::{EventStoreError, ExpectedVersion};
+use mercato_kit::aggregate::Aggregate as _;
 use mercato_messaging::{Context, Outbox};
 use mercato_runtime::correlation::CorrelationId;
 use mercato_storage::{Db, StorageError};
@@ -125,7 +126,7 @@ impl Customers {
             tx.commit().await?;
             self.outbox.committed();
             self.refresh_read_model().await;
-            let after = Customer::replay_from(customer, event);
+            let after = customer.with(event);
             return Ok(Profile::of(&after));
         }
         Err(CustomerError::Contended)

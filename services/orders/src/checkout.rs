@@ -10,6 +10,7 @@ use std::time::Duration;
 use tracing::Instrument as _;
 
 use mercato_eventstore::{EventStoreError, ExpectedVersion, ProjectionError};
+use mercato_kit::aggregate::Aggregate as _;
 use mercato_messaging::{Context, Outbox};
 use mercato_runtime::trace::current_trace_id;
 use mercato_storage::sqlx::{Any, Executor};

@@ -278,6 +278,7 @@ pub fn from_envelope(envelope: &Envelope) -> Result<Fact, EnvelopeError> {
 #[cfg(test)]
 mod tests {
     use mercato_contracts::money::{Currency, Money};
+    use mercato_kit::aggregate::Aggregate as _;
 
     use super::*;
 

@@ -206,6 +206,7 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use mercato_contracts::money::{Currency, Money};
+    use mercato_kit::aggregate::Aggregate as _;
 
     use super::*;
     use crate::domain::{Line, Reply};

@@ -2,6 +2,7 @@
 //! return the event to append (or none when nothing changes).
 
 use mercato_contracts::identity::display_name;
+use mercato_kit::aggregate::Aggregate;
 
 use super::address::{Address, AddressInput};
 use super::preferences::{Locale, Preferences};
@@ -41,18 +42,8 @@ pub enum CustomerEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Invalid(pub Vec<(String, &'static str)>);
 
-impl Customer {
-    /// The state after `events` (in stream order); `None` before the customer was created.
-    pub fn replay(events: impl IntoIterator<Item = CustomerEvent>) -> Option<Self> {
-        events.into_iter().fold(None, Self::apply)
-    }
-
-    /// The state after one more event.
-    #[must_use]
-    pub fn replay_from(self, event: CustomerEvent) -> Self {
-        let fallback = self.clone();
-        Self::apply(Some(self), event).unwrap_or(fallback)
-    }
+impl Aggregate for Customer {
+    type Event = CustomerEvent;
 
     fn apply(state: Option<Self>, event: CustomerEvent) -> Option<Self> {
         match (state, event) {
@@ -85,7 +76,9 @@ impl Customer {
             }),
         }
     }
+}
 
+impl Customer {
     /// Changes the name and/or replaces the addresses.
     ///
     /// # Errors

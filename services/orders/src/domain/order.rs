@@ -1,6 +1,7 @@
 //! The order aggregate: state from facts, decisions from commands and replies.
 
 use mercato_contracts::money::{Money, MoneyError};
+use mercato_kit::aggregate::Aggregate;
 
 /// One priced line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,18 +182,8 @@ pub struct Order {
     pub version: i64,
 }
 
-impl Order {
-    /// The state after `facts` in stream order; `None` for an empty stream.
-    pub fn replay(facts: impl IntoIterator<Item = Fact>) -> Option<Self> {
-        facts.into_iter().fold(None, Self::apply)
-    }
-
-    /// The state after one more fact.
-    #[must_use]
-    pub fn with(self, fact: Fact) -> Self {
-        let fallback = self.clone();
-        Self::apply(Some(self), fact).unwrap_or(fallback)
-    }
+impl Aggregate for Order {
+    type Event = Fact;
 
     fn apply(state: Option<Self>, fact: Fact) -> Option<Self> {
         let Some(mut order) = state else {
@@ -242,7 +233,9 @@ impl Order {
         }
         Some(order)
     }
+}
 
+impl Order {
     /// The facts that open an order: placed, and the first saga step.
     ///
     /// # Errors
