@@ -12,7 +12,6 @@
 //! [`ProviderError::Unavailable`], retried by the worker like any other outage.
 
 use mercato_runtime::settings::{InvalidSetting, Validate, ensure, positive};
-use std::time::Duration;
 
 use http::StatusCode;
 use mercato_runtime::client::{CallError, ServiceRequest};
@@ -49,13 +48,6 @@ impl Default for ProviderConfig {
             max_backoff_ms: 30_000,
             concurrency: 16,
         }
-    }
-}
-
-impl ProviderConfig {
-    #[must_use]
-    pub fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms)
     }
 }
 
