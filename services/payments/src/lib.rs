@@ -32,7 +32,7 @@ pub mod worker;
 use std::sync::Arc;
 use std::time::Duration;
 
-use mercato_kit::{ServiceBuilder, ServiceSettings, StartError};
+use mercato_kit::{ServiceBuilder, StartError};
 use mercato_messaging::Bus;
 use mercato_runtime::settings::{InvalidSetting, Validate, positive, section};
 use mercato_runtime::{ClientConfig, ClientMetrics};
@@ -76,21 +76,13 @@ impl Validate for PaymentsConfig {
     }
 }
 
-/// Everything payments needs to start.
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub service: ServiceSettings,
-    pub payments: PaymentsConfig,
-    /// The guards of the provider calls (`[client]`): its breaker's judgement and the
-    /// connection pool; timeout, concurrency and retries come from `payments.provider`.
-    pub client: ClientConfig,
-}
-
-impl Validate for Config {
-    fn validate(&self) -> Result<(), InvalidSetting> {
-        section("", &self.service)?;
-        section("payments", &self.payments)?;
-        section("client", &self.client)
+mercato_kit::service_config! {
+    /// Everything payments needs to start.
+    pub struct Config {
+        pub payments: PaymentsConfig => "payments",
+        /// The guards of the provider calls (`[client]`): its breaker's judgement and the
+        /// connection pool; timeout, concurrency and retries come from `payments.provider`.
+        pub client: ClientConfig => "client",
     }
 }
 
