@@ -31,6 +31,7 @@ pub mod circuit_breaker;
 pub mod classify;
 pub mod deadline;
 pub mod error;
+pub mod layered;
 mod metrics;
 pub mod retry;
 pub mod timeout;

@@ -71,6 +71,23 @@ async fn open(svc: &mut (impl Service<Call, Response = &'static str, Error = Tes
     }
 }
 
+/// A breaker opened by ten failures, `later` after they ended: the breaker, the calls that reached
+/// its upstream, and the service in front of it.
+async fn opened(
+    later: Duration,
+) -> (
+    CircuitBreaker,
+    Calls,
+    impl Service<Call, Response = &'static str, Error = TestError, Future: Send> + Clone,
+) {
+    let breaker = breaker(None);
+    let calls = Calls::default();
+    let mut svc = upstream(&breaker, &calls);
+    open(&mut svc).await;
+    advance(later).await;
+    (breaker, calls, svc)
+}
+
 #[tokio::test(start_paused = true)]
 async fn opens_after_the_minimum_number_of_calls_at_the_failure_threshold_and_not_before() {
     let breaker = breaker(None);
@@ -111,11 +128,7 @@ async fn opens_when_half_the_calls_are_slow_even_though_all_succeed() {
 
 #[tokio::test(start_paused = true)]
 async fn rejects_at_once_while_open_saying_when_to_retry() {
-    let breaker = breaker(None);
-    let calls = Calls::default();
-    let mut svc = upstream(&breaker, &calls);
-    open(&mut svc).await;
-    advance(Duration::from_secs(2)).await;
+    let (breaker, calls, mut svc) = opened(Duration::from_secs(2)).await;
 
     let started = Instant::now();
     let rejected = send(&mut svc, Call::Succeed).await.unwrap_err();
@@ -132,11 +145,7 @@ async fn rejects_at_once_while_open_saying_when_to_retry() {
 
 #[tokio::test(start_paused = true)]
 async fn half_open_admits_exactly_the_permitted_probes() {
-    let breaker = breaker(None);
-    let calls = Calls::default();
-    let mut svc = upstream(&breaker, &calls);
-    open(&mut svc).await;
-    advance(Duration::from_secs(5)).await;
+    let (breaker, calls, mut svc) = opened(Duration::from_secs(5)).await;
 
     // Probes are admitted when called, so calling four without awaiting shows the limit.
     let probes: Vec<_> = (0..4).map(|_| svc.call(Call::Slow)).collect();
@@ -149,10 +158,7 @@ async fn half_open_admits_exactly_the_permitted_probes() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hung_probe_times_out_and_reopens_the_breaker() {
-    let breaker = breaker(None);
-    let mut svc = upstream(&breaker, &Calls::default());
-    open(&mut svc).await;
-    advance(Duration::from_secs(5)).await;
+    let (breaker, _, mut svc) = opened(Duration::from_secs(5)).await;
 
     let started = Instant::now();
     let probes: Vec<_> = (0..3).map(|_| svc.call(Call::Hang)).collect();
@@ -172,10 +178,7 @@ async fn a_hung_probe_times_out_and_reopens_the_breaker() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_probe_reopens_and_good_probes_close() {
-    let breaker = breaker(None);
-    let mut svc = upstream(&breaker, &Calls::default());
-    open(&mut svc).await;
-    advance(Duration::from_secs(5)).await;
+    let (breaker, _, mut svc) = opened(Duration::from_secs(5)).await;
     for call in [Call::Succeed, Call::Fail, Call::Fail] {
         let _ = send(&mut svc, call).await;
     }
