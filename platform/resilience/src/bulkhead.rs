@@ -188,13 +188,11 @@ impl BulkheadLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::refused_key;
 
     #[test]
     fn zero_concurrency_is_rejected_with_the_key() {
-        let config = BulkheadConfig {
-            max_concurrent: 0,
-            ..BulkheadConfig::default()
-        };
-        assert_eq!(config.validate().unwrap_err().key, "max_concurrent");
+        let key = refused_key(BulkheadConfig::validate, |c| c.max_concurrent = 0);
+        assert_eq!(key, "max_concurrent");
     }
 }

@@ -504,6 +504,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::refused_key;
 
     fn ok(failure: bool) -> Outcome {
         Outcome { failure, slow: false }
@@ -520,16 +521,16 @@ mod tests {
 
     #[test]
     fn invalid_settings_name_their_key() {
-        let config = CircuitBreakerConfig {
-            minimum_number_of_calls: 60,
-            ..CircuitBreakerConfig::default()
-        };
-        assert_eq!(config.validate().unwrap_err().key, "minimum_number_of_calls");
-        let config = CircuitBreakerConfig {
-            failure_rate_threshold: 1.5,
-            ..CircuitBreakerConfig::default()
-        };
-        assert_eq!(config.validate().unwrap_err().key, "failure_rate_threshold");
+        let refused =
+            |change: fn(&mut CircuitBreakerConfig)| refused_key(CircuitBreakerConfig::validate, change);
+        assert_eq!(
+            refused(|c| c.minimum_number_of_calls = 60),
+            "minimum_number_of_calls"
+        );
+        assert_eq!(
+            refused(|c| c.failure_rate_threshold = 1.5),
+            "failure_rate_threshold"
+        );
     }
 
     #[tokio::test(start_paused = true)]

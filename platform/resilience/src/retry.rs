@@ -248,6 +248,7 @@ impl<P, C> RetryLayer<P, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::refused_key;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
@@ -283,10 +284,9 @@ mod tests {
 
     #[test]
     fn a_budget_window_tps_budget_would_panic_on_is_refused() {
-        let config = RetryConfig {
-            budget_window: Duration::from_millis(500),
-            ..RetryConfig::default()
-        };
-        assert_eq!(config.validate().unwrap_err().key, "budget_window");
+        let key = refused_key(RetryConfig::validate, |c| {
+            c.budget_window = Duration::from_millis(500);
+        });
+        assert_eq!(key, "budget_window");
     }
 }
