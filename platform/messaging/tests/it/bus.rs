@@ -11,8 +11,8 @@ use mercato_testkit::eventually;
 use tokio::task::JoinSet;
 
 use crate::support::{
-    BusBackend, PATIENCE, TestBroker, ack_all, assert_nothing_more, ids, noted, publish_all, receive, spec,
-    typed, typed_spec,
+    BusBackend, PATIENCE, TestBroker, ack_all, assert_nothing_more, expect_exactly, ids, noted, publish_all,
+    receive, spec, typed, typed_spec,
 };
 
 bus_tests!(
@@ -74,9 +74,7 @@ async fn publishing_the_same_envelope_twice_delivers_it_once(backend: BusBackend
 
     publish_all(&bus, &[once.clone(), once.clone(), other.clone(), once.clone()]).await;
 
-    let received = ack_all(receive(&mut consumer, 2).await).await;
-    assert_eq!(ids(&received), ids(&[once, other]));
-    assert_nothing_more(&mut consumer).await;
+    expect_exactly(&mut consumer, &[once, other]).await;
     assert_eq!(consumer.lag().await.unwrap(), 0);
 }
 
@@ -88,9 +86,7 @@ async fn a_group_created_after_publishing_gets_every_message_from_the_start(back
 
     let mut late = bus.consumer(&spec("late-joiner", "identity")).await.unwrap();
 
-    let received = ack_all(receive(&mut late, 5).await).await;
-    assert_eq!(ids(&received), ids(&sent));
-    assert_nothing_more(&mut late).await;
+    expect_exactly(&mut late, &sent).await;
 }
 
 async fn every_group_gets_every_message(backend: BusBackend) {
@@ -110,12 +106,8 @@ async fn every_group_gets_every_message(backend: BusBackend) {
 
     publish_all(&bus, &sent).await;
 
-    let to_customers = ack_all(receive(&mut customers, 10).await).await;
-    let to_notifications = ack_all(receive(&mut notifications, 10).await).await;
-    assert_eq!(ids(&to_customers), ids(&sent));
-    assert_eq!(ids(&to_notifications), ids(&sent));
-    assert_nothing_more(&mut customers).await;
-    assert_nothing_more(&mut notifications).await;
+    expect_exactly(&mut customers, &sent).await;
+    expect_exactly(&mut notifications, &sent).await;
 }
 
 async fn a_member_that_was_away_gets_what_it_missed(backend: BusBackend) {
@@ -132,9 +124,7 @@ async fn a_member_that_was_away_gets_what_it_missed(backend: BusBackend) {
 
     let mut back = bus.consumer(&spec("notifier", "identity")).await.unwrap();
 
-    let received = ack_all(receive(&mut back, 3).await).await;
-    assert_eq!(ids(&received), ids(&missed));
-    assert_nothing_more(&mut back).await;
+    expect_exactly(&mut back, &missed).await;
 }
 
 async fn a_waiting_fetch_returns_a_message_published_while_it_waits(backend: BusBackend) {
@@ -191,10 +181,8 @@ impl Waiters {
 async fn a_message_held_by_one_member_is_not_given_to_another(backend: BusBackend) {
     let broker = TestBroker::start(backend).await;
     let config = patient(broker.config());
-    let bus_a = broker.connect_with(&config).await;
-    let bus_b = broker.connect_with(&config).await;
-    let mut a = bus_a.consumer(&spec("workers", "orders")).await.unwrap();
-    let mut b = bus_b.consumer(&spec("workers", "orders")).await.unwrap();
+    let (bus_a, mut a) = broker.worker(&config).await;
+    let (_bus_b, mut b) = broker.worker(&config).await;
     let sent: Vec<_> = (1..=20).map(|n| noted("orders", "order-1", n)).collect();
     publish_all(&bus_a, &sent).await;
 
@@ -231,8 +219,7 @@ async fn two_members_split_200_messages_with_none_lost_or_held_twice(backend: Bu
     let both_hold_a_batch = Arc::new(tokio::sync::Barrier::new(2));
     let mut members = JoinSet::new();
     for name in ["a", "b"] {
-        let bus = broker.connect_with(&config).await;
-        let mut consumer = bus.consumer(&spec("workers", "orders")).await.unwrap();
+        let (_bus, mut consumer) = broker.worker(&config).await;
         let both_hold_a_batch = Arc::clone(&both_hold_a_batch);
         members.spawn(async move {
             let mut got = Vec::new();
@@ -527,9 +514,7 @@ async fn a_group_joined_again_with_other_settings_keeps_its_messages(backend: Bu
     let changed = broker.connect_with(&patient(broker.config())).await;
     let mut after = changed.consumer(&spec("notifier", "identity")).await.unwrap();
 
-    let received = ack_all(receive(&mut after, 2).await).await;
-    assert_eq!(ids(&received), ids(&sent[1..]));
-    assert_nothing_more(&mut after).await;
+    expect_exactly(&mut after, &sent[1..]).await;
 }
 
 async fn a_batch_is_published_in_order_and_a_repeat_of_its_ids_is_stored_once(backend: BusBackend) {

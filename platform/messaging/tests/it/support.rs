@@ -88,6 +88,14 @@ impl TestBroker {
             .unwrap_or_else(|e| panic!("connect to the {:?} bus at {}: {e}", self.backend, config.url))
     }
 
+    /// A member of the `workers` group on `orders` with a connection of its own, as another
+    /// process would have: the connection, kept for as long as the member, and the member.
+    pub async fn worker(&self, config: &BusConfig) -> (Bus, Consumer) {
+        let bus = self.connect_with(config).await;
+        let member = bus.consumer(&spec("workers", "orders")).await.unwrap();
+        (bus, member)
+    }
+
     /// Stops the NATS server as an operator would (SIGTERM, then wait for it to exit). The
     /// embedded bus lives in the process, so there is nothing to stop and this returns false.
     pub async fn stop(&mut self) -> bool {
@@ -186,6 +194,14 @@ pub async fn assert_nothing_more(consumer: &mut Consumer) {
         .expect("fetch");
     let ids: Vec<_> = extra.iter().map(|d| (d.envelope.id.clone(), d.attempt)).collect();
     assert!(ids.is_empty(), "expected no more deliveries, got {ids:?}");
+}
+
+/// Receives and acknowledges as many messages as `sent`, checks that they are `sent` in order,
+/// and that nothing more comes.
+pub async fn expect_exactly(consumer: &mut Consumer, sent: &[Envelope]) {
+    let received = ack_all(receive(consumer, sent.len()).await).await;
+    assert_eq!(ids(&received), ids(sent));
+    assert_nothing_more(consumer).await;
 }
 
 pub fn ids(envelopes: &[Envelope]) -> Vec<String> {
