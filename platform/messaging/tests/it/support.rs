@@ -77,6 +77,13 @@ impl TestBroker {
         }
     }
 
+    /// A broker for this test and a connection to it.
+    pub async fn connected(backend: BusBackend) -> (Self, Bus) {
+        let broker = Self::start(backend).await;
+        let bus = broker.connect().await;
+        (broker, bus)
+    }
+
     /// A new connection (a new pool on the file, or a new NATS client).
     pub async fn connect(&self) -> Bus {
         self.connect_with(&self.config()).await
@@ -122,6 +129,11 @@ pub fn noted(category: &str, stream_id: &str, n: i64) -> Envelope {
         Envelope::new(category, stream_id, &Noted { n }, &Context::default()).expect("envelope");
     envelope.stream_seq = n;
     envelope
+}
+
+/// Events `ns` of stream `stream_id`, in order.
+pub fn noted_run(category: &str, stream_id: &str, ns: std::ops::RangeInclusive<i64>) -> Vec<Envelope> {
+    ns.map(|n| noted(category, stream_id, n)).collect()
 }
 
 /// Event `n` of stream `stream_id` as an event of type `event_type`.
