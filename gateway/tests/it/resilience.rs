@@ -334,16 +334,20 @@ async fn deadline_seen(gateway: &TestGateway, path: &str, deadline_ms: &str) -> 
         .expect("the deadline is a number of milliseconds")
 }
 
+/// A gateway whose upstream timeout is `default_ms`, with a public route `prefix` to `echo` that
+/// has a timeout of its own, `route_ms`.
+async fn gateway_with_a_route_timeout(default_ms: u64, prefix: &str, route_ms: u64) -> TestGateway {
+    spawn_gateway_with(|config| {
+        config.gateway.upstream_timeout_ms = default_ms;
+        let route = RouteConfig::new(prefix, "echo", RouteAuth::Public).with_timeout_ms(route_ms);
+        config.gateway.routes.push(route);
+    })
+    .await
+}
+
 #[tokio::test]
 async fn the_upstream_sees_the_time_left_and_never_the_clients_deadline() {
-    let gateway = spawn_gateway_with(|config| {
-        config.gateway.upstream_timeout_ms = 2_000;
-        config
-            .gateway
-            .routes
-            .push(RouteConfig::new("/api/echo/quick", "echo", RouteAuth::Public).with_timeout_ms(700));
-    })
-    .await;
+    let gateway = gateway_with_a_route_timeout(2_000, "/api/echo/quick", 700).await;
 
     let left = deadline_seen(&gateway, "/api/echo/items", "999999").await;
     assert!((1_000..=2_000).contains(&left), "{left} ms left of 2000");
@@ -354,15 +358,9 @@ async fn the_upstream_sees_the_time_left_and_never_the_clients_deadline() {
 
 #[tokio::test]
 async fn a_route_timeout_shorter_than_the_default_cuts_a_slow_upstream_with_504() {
-    let gateway = spawn_gateway_with(|config| {
-        // Beyond the test client's patience: only the route's own timeout can answer in time.
-        config.gateway.upstream_timeout_ms = 60_000;
-        config
-            .gateway
-            .routes
-            .push(RouteConfig::new("/api/echo/hasty", "echo", RouteAuth::Public).with_timeout_ms(300));
-    })
-    .await;
+    // A default beyond the test client's patience: only the route's own timeout can answer in
+    // time.
+    let gateway = gateway_with_a_route_timeout(60_000, "/api/echo/hasty", 300).await;
 
     gateway
         .expect_upstream_timeout("/api/echo/hasty/never", 300)
