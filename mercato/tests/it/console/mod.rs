@@ -217,43 +217,34 @@ async fn an_action_needs_the_csrf_token_and_the_console_origin_and_is_audited_wi
     let admin_id = session.answer["admin"].as_str().unwrap().to_owned();
     let path = "/console/api/traffic/inventory";
     let body = json!({"green_percent": 0});
-    let put = || console_call(&system, reqwest::Method::PUT, path, &session.cookie).json(&body);
-
-    let no_token = put().header(ORIGIN, &system.gateway).send().await.unwrap();
-    assert_eq!(no_token.status(), 403);
-    let wrong_token = put()
-        .header(ORIGIN, &system.gateway)
-        .header("x-csrf-token", "0".repeat(64))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong_token.status(), 403);
-    let other_site = put()
-        .header(ORIGIN, "http://shop.example")
-        .header("x-csrf-token", &session.csrf)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(other_site.status(), 403);
-    let no_origin = put().header("x-csrf-token", &session.csrf).send().await.unwrap();
-    assert_eq!(no_origin.status(), 403);
+    // The status of the PUT sent from `origin` with the CSRF token `csrf`, each if given.
+    let put = |origin: Option<&str>, csrf: Option<&str>| {
+        let mut request = console_call(&system, reqwest::Method::PUT, path, &session.cookie).json(&body);
+        if let Some(origin) = origin {
+            request = request.header(ORIGIN, origin);
+        }
+        if let Some(csrf) = csrf {
+            request = request.header("x-csrf-token", csrf);
+        }
+        async move { request.send().await.unwrap().status() }
+    };
+    let console = Some(system.gateway.as_str());
+    let own = Some(session.csrf.as_str());
+    let forged = "0".repeat(64);
     // Another session's CSRF token does not fit this session.
     let other = session_of_another_admin(&system).await;
-    let crossed = put()
-        .header(ORIGIN, &system.gateway)
-        .header("x-csrf-token", &other.csrf)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(crossed.status(), 403);
+    let refused = [
+        (console, None),
+        (console, Some(forged.as_str())),
+        (Some("http://shop.example"), own),
+        (None, own),
+        (console, Some(other.csrf.as_str())),
+    ];
+    for (origin, csrf) in refused {
+        assert_eq!(put(origin, csrf).await, 403, "from {origin:?} with {csrf:?}");
+    }
 
-    let done = put()
-        .header(ORIGIN, &system.gateway)
-        .header("x-csrf-token", &session.csrf)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(done.status(), 200);
+    assert_eq!(put(console, own).await, 200);
     let bad = console_call(&system, reqwest::Method::PUT, path, &session.cookie)
         .header(ORIGIN, &system.gateway)
         .header("x-csrf-token", &session.csrf)
