@@ -731,10 +731,7 @@ async fn a_consumer_told_to_stop_mid_batch_hands_the_rest_to_another_member_at_o
 
     stopping.cancel();
     resume.notify_one();
-    tokio::time::timeout(PATIENCE, first)
-        .await
-        .expect("the stopping consumer returns")
-        .expect("its task does not panic");
+    mercato_testkit::joined("the stopping consumer to return", first).await;
 
     let effects = pipeline.wait_for_effects(5).await;
     assert_each_event_once(&effects);
