@@ -260,6 +260,9 @@ impl BulkheadSettings {
 mod tests {
     use super::*;
 
+    /// A change that makes the default client settings unusable.
+    type Breakage = fn(&mut ClientConfig);
+
     fn key(change: impl FnOnce(&mut ClientConfig)) -> Option<String> {
         let mut config = ClientConfig::default();
         change(&mut config);
@@ -273,7 +276,7 @@ mod tests {
 
     #[test]
     fn invalid_client_settings_are_named_by_their_key_in_the_client_section() {
-        let refusals: [(fn(&mut ClientConfig), &str); 8] = [
+        let refusals: [(Breakage, &str); 8] = [
             (|c| c.timeout_ms = 0, "timeout_ms"),
             (
                 |c| c.circuit_breaker.failure_rate_threshold_percent = 0,
