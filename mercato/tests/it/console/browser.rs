@@ -51,6 +51,13 @@ async fn green_percent(system: &System, token: &str) -> u64 {
         .unwrap()
 }
 
+/// Searches the console's orders for `query`: an order's id, or a customer's e-mail.
+async fn search_orders(browser: &Browser, system: &System, query: &str) {
+    browser.goto(&system.url("/console#orders")).await;
+    browser.type_into("#order-query", query).await;
+    browser.click("form[role=search] button").await;
+}
+
 /// Waits until the console shows `percent` % of inventory's traffic on green, and checks that
 /// the gateway says the same.
 async fn shows_green_percent(browser: &Browser, system: &System, admin: &str, percent: u64) {
@@ -188,9 +195,7 @@ async fn an_order_is_found_with_its_saga_and_trace_and_a_declined_one_shows_its_
     let declined_id = order_ending(&system, &customer, "tok_decline", "cancelled").await;
 
     let browser = signed_in(&system, 1280, 1000).await;
-    browser.goto(&system.url("/console#orders")).await;
-    browser.type_into("#order-query", &confirmed_id).await;
-    browser.click("form[role=search] button").await;
+    search_orders(&browser, &system, &confirmed_id).await;
     browser
         .until(
             "the saga timeline and the trace waterfall",
@@ -214,9 +219,7 @@ async fn an_order_is_found_with_its_saga_and_trace_and_a_declined_one_shows_its_
     browser.screenshot(&screenshot_path("order")).await;
 
     // By the customer's e-mail: both orders; the declined one shows its compensation.
-    browser.goto(&system.url("/console#orders")).await;
-    browser.type_into("#order-query", &email).await;
-    browser.click("form[role=search] button").await;
+    search_orders(&browser, &system, &email).await;
     browser.click(&format!("a[href='#orders/{declined_id}']")).await;
     browser
         .until(
