@@ -2,7 +2,7 @@
 //! decisions (a file when embedded, Redis when distributed).
 
 use mercato_gateway::{AdminStateBackend, Config};
-use mercato_testkit::eventually;
+use mercato_testkit::{eventually, joined};
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -53,11 +53,7 @@ async fn expect_unstored_and_unmade(gateway: &TestGateway, url: &str) {
 
 async fn stop(gateway: TestGateway) {
     gateway.shutdown.cancel();
-    tokio::time::timeout(PATIENCE, gateway.server)
-        .await
-        .expect("the gateway stops")
-        .unwrap()
-        .unwrap();
+    joined("the gateway to stop", gateway.server).await.unwrap();
 }
 
 #[tokio::test]

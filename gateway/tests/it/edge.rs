@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-use mercato_testkit::eventually;
+use mercato_testkit::{eventually, joined};
 
 use crate::instances::Instance;
 use crate::support::{PATIENCE, TestGateway, spawn_gateway, spawn_gateway_over, spawn_gateway_with};
@@ -193,11 +193,7 @@ async fn shutdown_lets_a_request_in_flight_finish_then_stops_listening() {
 
     let response = in_flight.await.unwrap().unwrap();
     assert_eq!(response.status(), 200);
-    tokio::time::timeout(PATIENCE, gateway.server)
-        .await
-        .expect("the gateway stops")
-        .unwrap()
-        .unwrap();
+    joined("the gateway to stop", gateway.server).await.unwrap();
     assert!(TcpStream::connect(gateway.addr).await.is_err(), "still listening");
 }
 

@@ -91,12 +91,7 @@ async fn an_unreachable_jwks_makes_the_gateway_not_ready() {
 
     let ready = gateway.readiness().await;
 
-    assert_eq!(ready.status, 503);
-    let report = &ready.report;
-    assert_eq!(report["status"], "not_ready", "{report}");
-    let jwks = ready.check("jwks");
-    assert_eq!(jwks["status"], "down", "{report}");
-    assert!(jwks["error"].is_string(), "{report}");
+    assert!(ready.down("jwks")["error"].is_string(), "{}", ready.report);
 }
 
 #[tokio::test]

@@ -1,6 +1,5 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -79,13 +78,20 @@ async fn gateway_before(flaky: &Flaky, adjust: impl FnOnce(&mut mercato_gateway:
     spawn_gateway_over(vec![flaky.url.clone()], adjust).await
 }
 
-#[tokio::test]
-async fn a_failing_upstream_opens_its_breaker_and_a_probe_closes_it_again() {
-    let upstream = Flaky::failing(500).await;
+/// An upstream failing with `status` before a gateway whose breaker judges four calls and, once
+/// open, waits `wait_ms` before a probe.
+async fn failing_behind_a_small_breaker(status: u16, wait_ms: u64) -> (Flaky, TestGateway) {
+    let upstream = Flaky::failing(status).await;
     let gateway = gateway_before(&upstream, |config| {
-        config.gateway.circuit_breaker = small_breaker(500);
+        config.gateway.circuit_breaker = small_breaker(wait_ms);
     })
     .await;
+    (upstream, gateway)
+}
+
+#[tokio::test]
+async fn a_failing_upstream_opens_its_breaker_and_a_probe_closes_it_again() {
+    let (upstream, gateway) = failing_behind_a_small_breaker(500, 500).await;
 
     // The upstream's own answer is passed on.
     gateway.expect_status("/api/echo/items", 500, 4).await;
@@ -104,16 +110,8 @@ async fn a_failing_upstream_opens_its_breaker_and_a_probe_closes_it_again() {
     expect_problem_of(response, 503, "unavailable").await;
     assert_eq!(upstream.hits(), 4, "an open breaker sends nothing upstream");
     let name = breaker_name(&upstream.url);
-    gateway
-        .expect_metric(&format!(
-            r#"circuit_breaker_state{{name="{name}",state="open"}} 1"#
-        ))
-        .await;
-    gateway
-        .expect_metric(&format!(
-            r#"circuit_breaker_transitions_total{{name="{name}",state="open"}} 1"#
-        ))
-        .await;
+    gateway.expect_breaker(&name, "open").await;
+    assert_eq!(gateway.breaker_transitions(&name, "open").await, 1.0);
 
     upstream.heal();
     eventually(PATIENCE, "a probe to get through and succeed", || async {
@@ -127,20 +125,12 @@ async fn a_failing_upstream_opens_its_breaker_and_a_probe_closes_it_again() {
         echoed(gateway.get("/api/echo/items").send().await.unwrap()).await;
     }
     assert_eq!(upstream.hits(), hits + 3, "traffic flows again");
-    gateway
-        .expect_metric(&format!(
-            r#"circuit_breaker_state{{name="{name}",state="closed"}} 1"#
-        ))
-        .await;
+    gateway.expect_breaker(&name, "closed").await;
 }
 
 #[tokio::test]
 async fn client_errors_do_not_open_the_breaker() {
-    let upstream = Flaky::failing(404).await;
-    let gateway = gateway_before(&upstream, |config| {
-        config.gateway.circuit_breaker = small_breaker(60_000);
-    })
-    .await;
+    let (upstream, gateway) = failing_behind_a_small_breaker(404, 60_000).await;
 
     gateway.expect_status("/api/echo/missing", 404, 8).await;
     assert_eq!(upstream.hits(), 8);
@@ -181,11 +171,7 @@ async fn expect_calls_and_breaker(
         calls,
         "requests that reached the upstream"
     );
-    gateway
-        .expect_metric(&format!(
-            r#"circuit_breaker_state{{name="{name}",state="{state}"}} 1"#
-        ))
-        .await;
+    gateway.expect_breaker(name, state).await;
 }
 
 #[tokio::test]
@@ -348,16 +334,20 @@ async fn deadline_seen(gateway: &TestGateway, path: &str, deadline_ms: &str) -> 
         .expect("the deadline is a number of milliseconds")
 }
 
+/// A gateway whose upstream timeout is `default_ms`, with a public route `prefix` to `echo` that
+/// has a timeout of its own, `route_ms`.
+async fn gateway_with_a_route_timeout(default_ms: u64, prefix: &str, route_ms: u64) -> TestGateway {
+    spawn_gateway_with(|config| {
+        config.gateway.upstream_timeout_ms = default_ms;
+        let route = RouteConfig::new(prefix, "echo", RouteAuth::Public).with_timeout_ms(route_ms);
+        config.gateway.routes.push(route);
+    })
+    .await
+}
+
 #[tokio::test]
 async fn the_upstream_sees_the_time_left_and_never_the_clients_deadline() {
-    let gateway = spawn_gateway_with(|config| {
-        config.gateway.upstream_timeout_ms = 2_000;
-        config
-            .gateway
-            .routes
-            .push(RouteConfig::new("/api/echo/quick", "echo", RouteAuth::Public).with_timeout_ms(700));
-    })
-    .await;
+    let gateway = gateway_with_a_route_timeout(2_000, "/api/echo/quick", 700).await;
 
     let left = deadline_seen(&gateway, "/api/echo/items", "999999").await;
     assert!((1_000..=2_000).contains(&left), "{left} ms left of 2000");
@@ -368,24 +358,11 @@ async fn the_upstream_sees_the_time_left_and_never_the_clients_deadline() {
 
 #[tokio::test]
 async fn a_route_timeout_shorter_than_the_default_cuts_a_slow_upstream_with_504() {
-    let gateway = spawn_gateway_with(|config| {
-        // Beyond the test client's patience: only the route's own timeout can answer in time.
-        config.gateway.upstream_timeout_ms = 60_000;
-        config
-            .gateway
-            .routes
-            .push(RouteConfig::new("/api/echo/hasty", "echo", RouteAuth::Public).with_timeout_ms(300));
-    })
-    .await;
+    // A default beyond the test client's patience: only the route's own timeout can answer in
+    // time.
+    let gateway = gateway_with_a_route_timeout(60_000, "/api/echo/hasty", 300).await;
 
-    let started = Instant::now();
-    let response = gateway.get("/api/echo/hasty/never").send().await.unwrap();
-    let elapsed = started.elapsed();
-
-    expect_problem_of(response, 504, "upstream-timeout").await;
-    assert_eq!(gateway.echo.hits(), 1, "a timeout is not retried");
-    assert!(
-        elapsed >= Duration::from_millis(300),
-        "answered after {elapsed:?}"
-    );
+    gateway
+        .expect_upstream_timeout("/api/echo/hasty/never", 300)
+        .await;
 }

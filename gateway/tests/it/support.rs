@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -22,6 +22,7 @@ use mercato_security::{Claims, JwkSet, SigningKey, VerifierConfig};
 use serde_json::{Value, json};
 
 pub use mercato_testkit::PATIENCE;
+use mercato_testkit::metrics::Exposition;
 pub use mercato_testkit::problem::expect_problem_of;
 use mercato_testkit::ready::Readiness;
 use mercato_testkit::service::Api;
@@ -290,6 +291,42 @@ impl TestGateway {
     pub async fn expect_metric(&self, sample: &str) {
         let metrics = self.metrics().await;
         assert!(metrics.contains(sample), "no {sample} in {metrics}");
+    }
+
+    /// GETs `path`, whose upstream never answers, and checks that the gateway gives up with a
+    /// `504` after no less than `timeout_ms`, having sent the request upstream once.
+    pub async fn expect_upstream_timeout(&self, path: &str, timeout_ms: u64) {
+        let started = Instant::now();
+        let response = self.get(path).send().await.unwrap();
+        let elapsed = started.elapsed();
+        expect_problem_of(response, 504, "upstream-timeout").await;
+        assert_eq!(
+            self.echo.hits(),
+            1,
+            "sent upstream once: a timeout is not retried"
+        );
+        assert!(
+            elapsed >= Duration::from_millis(timeout_ms),
+            "answered after {elapsed:?}"
+        );
+    }
+
+    /// Checks that the breaker `name` is in `state`.
+    pub async fn expect_breaker(&self, name: &str, state: &str) {
+        self.expect_metric(&format!(
+            r#"circuit_breaker_state{{name="{name}",state="{state}"}} 1"#
+        ))
+        .await;
+    }
+
+    /// How often the breaker `name` has moved into `state`.
+    pub async fn breaker_transitions(&self, name: &str, state: &str) -> f64 {
+        Exposition::parse(&self.metrics().await)
+            .value(
+                "circuit_breaker_transitions_total",
+                &[("name", name), ("state", state)],
+            )
+            .unwrap_or(0.0)
     }
 
     /// What `/ready` answered.

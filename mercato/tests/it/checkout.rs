@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use mercato_testkit::problem::invalid_fields;
-use mercato_testkit::service::{send_body, try_json};
+use mercato_testkit::service::send_body;
 use mercato_testkit::{backend_tests, eventually};
 use serde_json::{Value, json};
 
@@ -52,13 +52,7 @@ pub async fn placed_and_settled(system: &System, token: &str, body: &Value) -> V
 /// Polls the order until it leaves `pending`.
 async fn settled(system: &System, token: &str, id: &str) -> Value {
     eventually(PATIENCE, "the order to settle", || async {
-        let order = try_json(
-            system
-                .http
-                .get(system.url(&format!("/api/orders/{id}")))
-                .bearer_auth(token),
-        )
-        .await?;
+        let order = system.try_get_json(&format!("/api/orders/{id}"), token).await?;
         (order["status"] != "pending").then_some(order)
     })
     .await
@@ -112,13 +106,7 @@ async fn an_order_is_confirmed_the_stock_drops_and_a_confirmation_arrives((_fixt
     available_becomes(&system, SKU, before - 2).await;
 
     let mail = eventually(PATIENCE, "the confirmation in the mailbox", || async {
-        let page = try_json(
-            system
-                .http
-                .get(system.url("/api/notifications"))
-                .bearer_auth(&token),
-        )
-        .await?;
+        let page = system.try_get_json("/api/notifications", &token).await?;
         page["items"]
             .as_array()?
             .iter()
@@ -178,13 +166,9 @@ async fn a_hanging_provider_times_out_and_a_late_charge_is_refunded((_fixture, s
         Duration::from_secs(30),
         "the late charge to be refunded",
         || async {
-            let p = try_json(
-                system
-                    .http
-                    .get(system.url(&format!("/api/payments/{late_id}")))
-                    .bearer_auth(&token),
-            )
-            .await?;
+            let p = system
+                .try_get_json(&format!("/api/payments/{late_id}"), &token)
+                .await?;
             (p["status"] == "refunded").then_some(p)
         },
     )
@@ -271,14 +255,13 @@ async fn placing_is_idempotent_per_key_and_orders_are_private((_fixture, system)
 
     let stranger = system.customer(&unique_email()).await;
     let id = first["id"].as_str().unwrap();
-    let peek = system
-        .send(Method::GET, &format!("/api/orders/{id}"), &stranger)
-        .await;
-    problem(peek, 404).await;
-    let cancel = system
-        .send(Method::POST, &format!("/api/orders/{id}/cancel"), &stranger)
-        .await;
-    problem(cancel, 404).await;
+    // Someone else's order is not there for them, to read or to cancel.
+    for (method, path) in [
+        (Method::GET, format!("/api/orders/{id}")),
+        (Method::POST, format!("/api/orders/{id}/cancel")),
+    ] {
+        problem(system.send(method, &path, &stranger).await, 404).await;
+    }
     system.stop().await;
 }
 
@@ -328,14 +311,13 @@ async fn admins_ship_and_deliver_and_customers_may_not((_fixture, system): Start
     let order = placed(&system, &token, &order_body(SKU, 1, "tok_visa")).await;
     let id = order["id"].as_str().unwrap();
     assert_eq!(settled(&system, &token, id).await["status"], "confirmed");
-    let cancel = system
-        .send(Method::POST, &format!("/api/orders/{id}/cancel"), &token)
-        .await;
-    problem(cancel, 409).await;
-    let by_customer = system
-        .send(Method::POST, &format!("/api/orders/{id}/ship"), &token)
-        .await;
-    problem(by_customer, 403).await;
+    // Too late for the customer to cancel, and not theirs to ship.
+    for (action, status) in [("cancel", 409), ("ship", 403)] {
+        let refused = system
+            .send(Method::POST, &format!("/api/orders/{id}/{action}"), &token)
+            .await;
+        problem(refused, status).await;
+    }
     let shipped = system
         .send(Method::POST, &format!("/api/orders/{id}/ship"), &admin)
         .await;

@@ -7,7 +7,6 @@ use mercato_contracts::grpc::customers::GetCustomerRequest;
 use mercato_contracts::grpc::customers::customers_client::CustomersClient;
 use mercato_contracts::grpc::inventory::GetProductsRequest;
 use mercato_contracts::grpc::inventory::inventory_client::InventoryClient;
-use mercato_testkit::service::try_json;
 use mercato_testkit::{TestBackend, backend_tests, eventually};
 use serde_json::{Value, json};
 
@@ -71,13 +70,7 @@ async fn with_service_tokens_an_order_is_confirmed_and_internal_apis_refuse_call
     let order: Value = response.json().await.unwrap();
     let id = order["id"].as_str().unwrap().to_owned();
     let done = eventually(PATIENCE, "the order to settle", || async {
-        let order = try_json(
-            system
-                .http
-                .get(system.url(&format!("/api/orders/{id}")))
-                .bearer_auth(&token),
-        )
-        .await?;
+        let order = system.try_get_json(&format!("/api/orders/{id}"), &token).await?;
         (order["status"] != "pending").then_some(order)
     })
     .await;

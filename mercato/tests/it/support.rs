@@ -5,7 +5,7 @@ use std::process::Stdio;
 
 use mercato::{Config, Running, ServiceName};
 use mercato_runtime::CancellationToken;
-use mercato_testkit::service::Backing;
+use mercato_testkit::service::{Backing, try_json};
 use mercato_testkit::{TestBackend, TestDatabase};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -132,6 +132,12 @@ impl System {
     /// The status `GET path` through the gateway with `token` is answered with.
     pub async fn get_status(&self, path: &str, token: &str) -> u16 {
         self.send(Method::GET, path, token).await.status().as_u16()
+    }
+
+    /// `GET path` through the gateway with `token`, read as JSON; `None` while there is no JSON
+    /// answer, for a test that polls.
+    pub async fn try_get_json(&self, path: &str, token: &str) -> Option<Value> {
+        try_json(self.http.get(self.url(path)).bearer_auth(token)).await
     }
 
     /// `GET path` through the gateway with `token`; it must answer 200 with JSON.

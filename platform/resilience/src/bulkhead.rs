@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::future::{BoxFuture, FutureExt};
+use futures_util::future::FutureExt;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, ServiceExt};
 
 use crate::error::{ConfigError, ResilienceError, check};
+use crate::layered::{Below, Call, Layered, Policy};
 
 /// Bulkhead settings.
 #[derive(Debug, Clone)]
@@ -86,19 +86,12 @@ impl<S> Layer<S> for BulkheadLayer {
     type Service = Bulkhead<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Bulkhead {
-            inner,
-            shared: self.shared.clone(),
-        }
+        Layered::new(inner, self.clone())
     }
 }
 
 /// See the [module docs](self).
-#[derive(Debug, Clone)]
-pub struct Bulkhead<S> {
-    inner: S,
-    shared: Arc<Shared>,
-}
+pub type Bulkhead<S> = Layered<S, BulkheadLayer>;
 
 /// Holds a place in the wait queue; gives it back however the wait ends, cancellation included.
 struct QueueSlot(Arc<Shared>);
@@ -117,25 +110,17 @@ impl Shared {
     }
 }
 
-impl<S, Req, Res, E> Service<Req> for Bulkhead<S>
+impl<S, Req, Res, E> Policy<S, Req, Res, E> for BulkheadLayer
 where
-    S: Service<Req, Response = Res, Error = ResilienceError<E>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    S: Below<Req, Res, E> + Clone + Send + 'static,
     Req: Send + 'static,
     Res: Send + 'static,
     E: Send + 'static,
 {
-    type Response = Res;
-    type Error = ResilienceError<E>;
-    type Future = BoxFuture<'static, Result<Res, ResilienceError<E>>>;
+    const WAITS_PER_CALL: bool = true;
 
-    /// Always ready: waiting happens per call, where it can be bounded and rejected with a reason.
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        let svc = self.inner.clone();
+    fn call(&self, inner: &mut S, req: Req) -> Call<Res, E> {
+        let svc = inner.clone();
         let entry = self.shared.enter::<E>();
         async move {
             let _permit = entry?.await?;
@@ -203,13 +188,11 @@ impl BulkheadLayer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::refused_key;
 
     #[test]
     fn zero_concurrency_is_rejected_with_the_key() {
-        let config = BulkheadConfig {
-            max_concurrent: 0,
-            ..BulkheadConfig::default()
-        };
-        assert_eq!(config.validate().unwrap_err().key, "max_concurrent");
+        let key = refused_key(BulkheadConfig::validate, |c| c.max_concurrent = 0);
+        assert_eq!(key, "max_concurrent");
     }
 }

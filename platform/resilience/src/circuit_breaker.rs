@@ -14,19 +14,19 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::future::{self, BoxFuture, FutureExt};
+use futures_util::future::{self, FutureExt};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tokio::time::Instant;
-use tower::{Layer, Service};
+use tower::Layer;
 
 use crate::error::{ConfigError, ResilienceError, check};
+use crate::layered::{Below, Call, Layered, Policy};
 use crate::register_metrics;
 
 /// A breaker's state, named as resilience4j names them.
@@ -453,39 +453,23 @@ impl<S, C: Clone> Layer<S> for CircuitBreakerLayer<C> {
     type Service = CircuitBreakerService<S, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CircuitBreakerService {
-            inner,
-            breaker: self.breaker.clone(),
-            classifier: self.classifier.clone(),
-        }
+        Layered::new(inner, self.clone())
     }
 }
 
 /// See the [module docs](self).
-#[derive(Debug, Clone)]
-pub struct CircuitBreakerService<S, C> {
-    inner: S,
-    breaker: CircuitBreaker,
-    classifier: C,
-}
+pub type CircuitBreakerService<S, C> = Layered<S, CircuitBreakerLayer<C>>;
 
-impl<S, C, Req, Res, E> Service<Req> for CircuitBreakerService<S, C>
+impl<S, C, Req, Res, E> Policy<S, Req, Res, E> for CircuitBreakerLayer<C>
 where
-    S: Service<Req, Response = Res, Error = ResilienceError<E>>,
-    S::Future: Send + 'static,
+    S: Below<Req, Res, E>,
     C: Fn(&Result<Res, ResilienceError<E>>) -> bool + Clone + Send + 'static,
     Res: Send + 'static,
     E: Send + 'static,
 {
-    type Response = Res;
-    type Error = ResilienceError<E>;
-    type Future = BoxFuture<'static, Result<Res, ResilienceError<E>>>;
+    const WAITS_PER_CALL: bool = false;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
+    fn call(&self, inner: &mut S, req: Req) -> Call<Res, E> {
         let permit = match self.breaker.try_acquire() {
             Ok(permit) => permit,
             Err(rejected) => return future::ready(Err(rejected)).boxed(),
@@ -493,7 +477,7 @@ where
         let probe_timeout = permit
             .is_probe()
             .then_some(self.breaker.shared.config.probe_timeout);
-        let fut = self.inner.call(req);
+        let fut = inner.call(req);
         let classifier = self.classifier.clone();
         async move {
             let (result, failure) = match probe_timeout {
@@ -520,6 +504,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::refused_key;
 
     fn ok(failure: bool) -> Outcome {
         Outcome { failure, slow: false }
@@ -536,16 +521,16 @@ mod tests {
 
     #[test]
     fn invalid_settings_name_their_key() {
-        let config = CircuitBreakerConfig {
-            minimum_number_of_calls: 60,
-            ..CircuitBreakerConfig::default()
-        };
-        assert_eq!(config.validate().unwrap_err().key, "minimum_number_of_calls");
-        let config = CircuitBreakerConfig {
-            failure_rate_threshold: 1.5,
-            ..CircuitBreakerConfig::default()
-        };
-        assert_eq!(config.validate().unwrap_err().key, "failure_rate_threshold");
+        let refused =
+            |change: fn(&mut CircuitBreakerConfig)| refused_key(CircuitBreakerConfig::validate, change);
+        assert_eq!(
+            refused(|c| c.minimum_number_of_calls = 60),
+            "minimum_number_of_calls"
+        );
+        assert_eq!(
+            refused(|c| c.failure_rate_threshold = 1.5),
+            "failure_rate_threshold"
+        );
     }
 
     #[tokio::test(start_paused = true)]

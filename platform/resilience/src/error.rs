@@ -91,6 +91,19 @@ pub(crate) fn check(ok: bool, key: &'static str, reason: &'static str) -> Result
     }
 }
 
+/// The key `validate` names when it refuses the default settings as `change` leaves them.
+#[cfg(test)]
+pub(crate) fn refused_key<C: Default>(
+    validate: fn(&C) -> Result<(), ConfigError>,
+    change: impl FnOnce(&mut C),
+) -> &'static str {
+    let mut config = C::default();
+    change(&mut config);
+    validate(&config)
+        .expect_err("the changed settings are refused")
+        .key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,6 +18,9 @@
 //! - [`timeout`]: a per-call timeout that never waits past the caller's deadline.
 //! - [`bulkhead`]: a concurrency limit with a bounded, time-limited wait queue.
 //! - [`classify`]: ready-made classifiers and predicates for HTTP.
+//! - [`layered`]: the tower plumbing written once: each layer's value is a
+//!   [`Policy`](layered::Policy) for one call, and [`Layered`](layered::Layered) is the one
+//!   `Service` that serves any of them over the service below.
 //! - [`register_metrics!`]: a table of Prometheus metrics registered a line each (the breakers'
 //!   and every other metrics struct of the workspace).
 //!
@@ -31,6 +34,7 @@ pub mod circuit_breaker;
 pub mod classify;
 pub mod deadline;
 pub mod error;
+pub mod layered;
 mod metrics;
 pub mod retry;
 pub mod timeout;

@@ -10,17 +10,17 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::future::{BoxFuture, FutureExt};
+use futures_util::future::FutureExt;
 use rand::Rng;
 use tokio::time::Instant;
 use tower::retry::budget::{Budget, TpsBudget};
-use tower::{Layer, Service, ServiceExt};
+use tower::{Layer, ServiceExt};
 
 use crate::deadline::{Deadline, DeadlineCarrier};
 use crate::error::{ConfigError, ResilienceError, check};
+use crate::layered::{Below, Call, Layered, Policy};
 
 /// A request that can be sent again. `http::Request` is not `Clone` (its extensions are not), so
 /// retrying needs this instead; a request type that is `Clone` implements it as `Some(self.clone())`.
@@ -170,42 +170,27 @@ impl<S, P: Clone, C: Clone> Layer<S> for RetryLayer<P, C> {
     type Service = Retry<S, P, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Retry {
-            inner,
-            layer: self.clone(),
-        }
+        Layered::new(inner, self.clone())
     }
 }
 
 /// See the [module docs](self).
-#[derive(Clone, Debug)]
-pub struct Retry<S, P, C> {
-    inner: S,
-    layer: RetryLayer<P, C>,
-}
+pub type Retry<S, P, C> = Layered<S, RetryLayer<P, C>>;
 
-impl<S, P, C, Req, Res, E> Service<Req> for Retry<S, P, C>
+impl<S, P, C, Req, Res, E> Policy<S, Req, Res, E> for RetryLayer<P, C>
 where
-    S: Service<Req, Response = Res, Error = ResilienceError<E>> + Clone + Send + 'static,
-    S::Future: Send + 'static,
+    S: Below<Req, Res, E> + Clone + Send + 'static,
     P: Fn(&Req) -> bool + Clone + Send + Sync + 'static,
     C: Fn(&Result<Res, ResilienceError<E>>) -> bool + Clone + Send + Sync + 'static,
     Req: DeadlineCarrier + Replay + Send + 'static,
     Res: Send + 'static,
     E: Send + 'static,
 {
-    type Response = Res;
-    type Error = ResilienceError<E>;
-    type Future = BoxFuture<'static, Result<Res, ResilienceError<E>>>;
+    const WAITS_PER_CALL: bool = true;
 
-    /// Always ready: each attempt waits for the inner service itself, on its own clone.
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        let svc = self.inner.clone();
-        let layer = self.layer.clone();
+    fn call(&self, inner: &mut S, req: Req) -> Call<Res, E> {
+        let svc = inner.clone();
+        let layer = self.clone();
         async move { layer.run(req, move |attempt| svc.clone().oneshot(attempt)).await }.boxed()
     }
 }
@@ -263,6 +248,7 @@ impl<P, C> RetryLayer<P, C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::refused_key;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
 
@@ -298,10 +284,9 @@ mod tests {
 
     #[test]
     fn a_budget_window_tps_budget_would_panic_on_is_refused() {
-        let config = RetryConfig {
-            budget_window: Duration::from_millis(500),
-            ..RetryConfig::default()
-        };
-        assert_eq!(config.validate().unwrap_err().key, "budget_window");
+        let key = refused_key(RetryConfig::validate, |c| {
+            c.budget_window = Duration::from_millis(500);
+        });
+        assert_eq!(key, "budget_window");
     }
 }

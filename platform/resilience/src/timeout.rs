@@ -4,15 +4,15 @@
 //! has already passed is not sent at all; one that is sent carries the effective deadline onward
 //! (for HTTP, in `x-request-deadline-ms`), so no downstream waits longer than we will.
 
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures_util::future::{self, BoxFuture, FutureExt};
+use futures_util::future::{self, FutureExt};
 use tokio::time::Instant;
-use tower::{Layer, Service};
+use tower::Layer;
 
 use crate::deadline::{Deadline, DeadlineCarrier};
 use crate::error::ResilienceError;
+use crate::layered::{Below, Call, Layered, Policy};
 
 /// Adds [`Timeout`] to a service.
 #[derive(Debug, Clone, Copy)]
@@ -31,37 +31,23 @@ impl<S> Layer<S> for TimeoutLayer {
     type Service = Timeout<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Timeout {
-            inner,
-            timeout: self.timeout,
-        }
+        Layered::new(inner, *self)
     }
 }
 
 /// See the [module docs](self).
-#[derive(Debug, Clone)]
-pub struct Timeout<S> {
-    inner: S,
-    timeout: Duration,
-}
+pub type Timeout<S> = Layered<S, TimeoutLayer>;
 
-impl<S, Req, Res, E> Service<Req> for Timeout<S>
+impl<S, Req, Res, E> Policy<S, Req, Res, E> for TimeoutLayer
 where
-    S: Service<Req, Response = Res, Error = ResilienceError<E>>,
-    S::Future: Send + 'static,
+    S: Below<Req, Res, E>,
     Req: DeadlineCarrier,
     Res: Send + 'static,
     E: Send + 'static,
 {
-    type Response = Res;
-    type Error = ResilienceError<E>;
-    type Future = BoxFuture<'static, Result<Res, ResilienceError<E>>>;
+    const WAITS_PER_CALL: bool = false;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, mut req: Req) -> Self::Future {
+    fn call(&self, inner: &mut S, mut req: Req) -> Call<Res, E> {
         let own = Deadline::at(Instant::now() + self.timeout);
         let (effective, by_caller) = match req.deadline() {
             Some(caller) if caller < own => (caller, true),
@@ -71,7 +57,7 @@ where
             return future::ready(Err(ResilienceError::DeadlineExceeded)).boxed();
         }
         req.set_deadline(effective);
-        let fut = effective.sync_scope(|| self.inner.call(req));
+        let fut = effective.sync_scope(|| inner.call(req));
         let timeout = self.timeout;
         async move {
             match tokio::time::timeout_at(effective.instant(), effective.scope(fut)).await {

@@ -13,19 +13,21 @@ use crate::server::Server;
 type Closer = Pin<Box<dyn Future<Output = ()> + Send>>;
 
 /// A service bound and ready to run.
+#[derive(Debug)]
 pub struct App {
     server: Server,
     background: Background,
     grace: Duration,
-    closers: Vec<Closer>,
+    closers: Closers,
 }
 
-impl std::fmt::Debug for App {
+/// What to close once everything else has stopped, in order.
+#[derive(Default)]
+struct Closers(Vec<Closer>);
+
+impl std::fmt::Debug for Closers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("App")
-            .field("server", &self.server)
-            .field("background", &self.background)
-            .finish_non_exhaustive()
+        write!(f, "{} closers", self.0.len())
     }
 }
 
@@ -37,14 +39,14 @@ impl App {
             server,
             background,
             grace,
-            closers: Vec::new(),
+            closers: Closers::default(),
         }
     }
 
     /// Runs `close` once everything else has stopped (closing a database pool, say).
     #[must_use]
     pub fn close_on_stop<F: Future<Output = ()> + Send + 'static>(mut self, close: F) -> Self {
-        self.closers.push(Box::pin(close));
+        self.closers.0.push(Box::pin(close));
         self
     }
 
@@ -79,7 +81,7 @@ impl App {
         let background = background.spawn(&shutdown);
         let result = server.run_until_stopped(shutdown).await;
         background.stop(grace).await;
-        for close in closers {
+        for close in closers.0 {
             close.await;
         }
         result

@@ -260,6 +260,9 @@ impl BulkheadSettings {
 mod tests {
     use super::*;
 
+    /// A change that makes the default client settings unusable.
+    type Breakage = fn(&mut ClientConfig);
+
     fn key(change: impl FnOnce(&mut ClientConfig)) -> Option<String> {
         let mut config = ClientConfig::default();
         change(&mut config);
@@ -273,35 +276,28 @@ mod tests {
 
     #[test]
     fn invalid_client_settings_are_named_by_their_key_in_the_client_section() {
-        assert_eq!(key(|c| c.timeout_ms = 0), Some("timeout_ms".into()));
-        assert_eq!(
-            key(|c| c.circuit_breaker.failure_rate_threshold_percent = 0),
-            Some("circuit_breaker.failure_rate_threshold_percent".into())
-        );
-        assert_eq!(
-            key(|c| c.circuit_breaker.minimum_number_of_calls = 51),
-            Some("circuit_breaker.minimum_number_of_calls".into())
-        );
-        assert_eq!(
-            key(|c| c.circuit_breaker.wait_duration_ms = 0),
-            Some("circuit_breaker.wait_duration_ms".into())
-        );
-        assert_eq!(
-            key(|c| c.retry.max_attempts = 0),
-            Some("retry.max_attempts".into())
-        );
-        assert_eq!(
-            key(|c| c.retry.backoff_cap_ms = 1),
-            Some("retry.backoff_cap_ms".into())
-        );
-        assert_eq!(
-            key(|c| c.retry.budget_window_secs = 61),
-            Some("retry.budget_window_secs".into())
-        );
-        assert_eq!(
-            key(|c| c.bulkhead.max_concurrent = 0),
-            Some("bulkhead.max_concurrent".into())
-        );
+        let refusals: [(Breakage, &str); 8] = [
+            (|c| c.timeout_ms = 0, "timeout_ms"),
+            (
+                |c| c.circuit_breaker.failure_rate_threshold_percent = 0,
+                "circuit_breaker.failure_rate_threshold_percent",
+            ),
+            (
+                |c| c.circuit_breaker.minimum_number_of_calls = 51,
+                "circuit_breaker.minimum_number_of_calls",
+            ),
+            (
+                |c| c.circuit_breaker.wait_duration_ms = 0,
+                "circuit_breaker.wait_duration_ms",
+            ),
+            (|c| c.retry.max_attempts = 0, "retry.max_attempts"),
+            (|c| c.retry.backoff_cap_ms = 1, "retry.backoff_cap_ms"),
+            (|c| c.retry.budget_window_secs = 61, "retry.budget_window_secs"),
+            (|c| c.bulkhead.max_concurrent = 0, "bulkhead.max_concurrent"),
+        ];
+        for (change, expected) in refusals {
+            assert_eq!(key(change).as_deref(), Some(expected));
+        }
     }
 
     #[test]

@@ -67,6 +67,19 @@ pub fn positive(value: u64, key: &str) -> Result<(), InvalidSetting> {
     ensure(value > 0, key, "must be greater than 0")
 }
 
+/// `must be between a and b` for a setting outside `range` (both ends allowed).
+///
+/// # Errors
+/// `value` is outside `range`.
+pub fn within<T: PartialOrd + std::fmt::Display>(
+    value: T,
+    range: std::ops::RangeInclusive<T>,
+    key: &str,
+) -> Result<(), InvalidSetting> {
+    let reason = format!("must be between {} and {}", range.start(), range.end());
+    ensure(range.contains(&value), key, &reason)
+}
+
 impl Validate for mercato_storage::DatabaseConfig {
     fn validate(&self) -> Result<(), InvalidSetting> {
         mercato_storage::Backend::of_url(&self.url).map_err(|e| InvalidSetting::new("url", e.to_string()))?;
@@ -84,11 +97,7 @@ impl Validate for mercato_security::VerifierConfig {
 
 impl Validate for mercato_security::ServiceTokensConfig {
     fn validate(&self) -> Result<(), InvalidSetting> {
-        ensure(
-            (5..=3_600).contains(&self.ttl_secs),
-            "ttl_secs",
-            "must be between 5 and 3600",
-        )?;
+        within(self.ttl_secs, 5..=3_600, "ttl_secs")?;
         for (caller, callees) in &self.calls {
             let names_ok = std::iter::once(caller)
                 .chain(callees)
@@ -126,6 +135,16 @@ mod tests {
         assert_eq!(refusal.key, "top.inner.poll_ms");
         assert_eq!(refusal.to_string(), "top.inner.poll_ms: must be greater than 0");
         assert_eq!(section("top", &Outer(Inner(1))), Ok(()));
+    }
+
+    #[test]
+    fn within_lets_both_ends_pass_and_names_the_range_it_refuses() {
+        assert_eq!(within(5, 5..=3_600, "ttl_secs"), Ok(()));
+        assert_eq!(within(3_600, 5..=3_600, "ttl_secs"), Ok(()));
+        let refusal = within(3_601, 5..=3_600, "ttl_secs").unwrap_err();
+        assert_eq!(refusal.to_string(), "ttl_secs: must be between 5 and 3600");
+        let refusal = within(f64::NAN, 0.0..=1.0, "sample_ratio").unwrap_err();
+        assert_eq!(refusal.reason, "must be between 0 and 1");
     }
 
     #[test]

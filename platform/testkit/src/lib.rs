@@ -5,7 +5,7 @@
 //! - [`backend_tests!`]: runs one async test body once per backend, as `sqlite::name` and
 //!   `postgres::name`, so a filter on `postgres` selects or leaves out the PostgreSQL suite.
 //! - [`eventually`]: polls a condition until it holds or a deadline passes; tests never sleep.
-//!   [`join_all`]: waits for a set of tasks within [`PATIENCE`].
+//!   [`join_all`]: waits for a set of tasks within [`PATIENCE`]; [`joined`]: for one task.
 //! - [`nats::NatsServer`]: a private NATS JetStream server per test, stoppable and restartable.
 //! - [`auth::TestIssuer`]: a JWKS endpoint and tokens for any subject and roles.
 //! - [`redis::KeyPrefix`]: a Redis key namespace per test, emptied when the test ends;
@@ -213,6 +213,17 @@ pub async fn join_all<T: 'static>(mut set: tokio::task::JoinSet<T>) -> Vec<T> {
     })
     .await
     .expect("concurrent tasks finished in time")
+}
+
+/// What the task `handle` returned, waited for within [`PATIENCE`].
+///
+/// # Panics
+/// When the task does not end in time (the message names `what`), or panicked.
+pub async fn joined<T>(what: &str, handle: tokio::task::JoinHandle<T>) -> T {
+    tokio::time::timeout(PATIENCE, handle)
+        .await
+        .unwrap_or_else(|_| panic!("{what} within {PATIENCE:?}"))
+        .unwrap_or_else(|e| panic!("{what}: the task failed: {e}"))
 }
 
 /// Polls `check` until it returns `Some`, or panics naming `what` after `deadline`.

@@ -52,4 +52,19 @@ impl Readiness {
             .find(|c| c["name"] == name)
             .unwrap_or_else(|| panic!("no {name} check in {}", self.report))
     }
+
+    /// The check called `name`, once the answer is known to be `503` `not_ready` with that check
+    /// down.
+    ///
+    /// # Panics
+    /// When the answer is anything else.
+    #[must_use]
+    pub fn down(&self, name: &str) -> &Value {
+        let report = &self.report;
+        assert_eq!(self.status, 503, "{report}");
+        assert_eq!(report["status"], "not_ready", "{report}");
+        let check = self.check(name);
+        assert_eq!(check["status"], "down", "{report}");
+        check
+    }
 }

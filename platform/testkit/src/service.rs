@@ -168,10 +168,7 @@ impl Instance {
     pub async fn stop(&mut self) -> std::io::Result<()> {
         self.shutdown.cancel();
         let task = self.task.take().expect("the service is running");
-        tokio::time::timeout(PATIENCE, task)
-            .await
-            .expect("run_until_stopped returns")
-            .expect("the service task does not panic")
+        crate::joined("run_until_stopped to return", task).await
     }
 
     /// Stops the service abruptly, as a crash would: no drain, background work cut off; returns

@@ -24,11 +24,21 @@ pub struct Session {
 }
 
 pub async fn sign_in(system: &System, email: &str, origin: &str) -> reqwest::Response {
+    post_sign_in(
+        system,
+        origin,
+        &json!({"email": email, "password": "correct horse"}),
+    )
+    .await
+}
+
+/// Posts `body` to the console's sign-in from `origin`.
+async fn post_sign_in(system: &System, origin: &str, body: &Value) -> reqwest::Response {
     system
         .http
         .post(system.url("/console/api/session"))
         .header(ORIGIN, origin)
-        .json(&json!({"email": email, "password": "correct horse"}))
+        .json(body)
         .send()
         .await
         .unwrap()
@@ -92,36 +102,20 @@ async fn signing_in_sets_an_http_only_strict_cookie_for_the_console_and_hands_ou
     let tls = sign_in(&system, &email, "https://shop.example").await;
     assert_eq!(tls.status(), 403, "another origin may not sign in");
     let host = system.gateway.trim_start_matches("http://");
-    let tls = system
-        .http
-        .post(system.url("/console/api/session"))
-        .header(ORIGIN, format!("https://{host}"))
-        .json(&json!({"email": email, "password": "correct horse"}))
-        .send()
-        .await
-        .unwrap();
+    let tls = sign_in(&system, &email, &format!("https://{host}")).await;
     assert_eq!(tls.status(), 200);
     assert!(tls.headers()[SET_COOKIE].to_str().unwrap().ends_with("; Secure"));
 
     // A wrong password, and a body that is not a sign-in, are problems, with no cookie.
-    let wrong = system
-        .http
-        .post(system.url("/console/api/session"))
-        .header(ORIGIN, &system.gateway)
-        .json(&json!({"email": email, "password": "wrong horse"}))
-        .send()
-        .await
-        .unwrap();
+    let wrong = post_sign_in(
+        &system,
+        &system.gateway,
+        &json!({"email": email, "password": "wrong horse"}),
+    )
+    .await;
     assert_eq!(wrong.status(), 401);
     assert!(wrong.headers().get(SET_COOKIE).is_none());
-    let malformed = system
-        .http
-        .post(system.url("/console/api/session"))
-        .header(ORIGIN, &system.gateway)
-        .json(&json!({"user": email}))
-        .send()
-        .await
-        .unwrap();
+    let malformed = post_sign_in(&system, &system.gateway, &json!({"user": email})).await;
     assert_eq!(malformed.status(), 422);
 
     // Signing out clears the cookie.
@@ -165,11 +159,8 @@ async fn a_customer_gets_403_and_no_session_gets_401() {
     // No cookie, or a bearer token instead of the cookie: not signed in.
     let admin = system.admin().await;
     let bare = system
-        .http
-        .get(system.url("/console/api/system"))
-        .send()
-        .await
-        .unwrap();
+        .send_anonymous(reqwest::Method::GET, "/console/api/system", None)
+        .await;
     assert_eq!(bare.status(), 401);
     let bearer = system
         .send(reqwest::Method::GET, "/console/api/system", &admin)
@@ -226,43 +217,34 @@ async fn an_action_needs_the_csrf_token_and_the_console_origin_and_is_audited_wi
     let admin_id = session.answer["admin"].as_str().unwrap().to_owned();
     let path = "/console/api/traffic/inventory";
     let body = json!({"green_percent": 0});
-    let put = || console_call(&system, reqwest::Method::PUT, path, &session.cookie).json(&body);
-
-    let no_token = put().header(ORIGIN, &system.gateway).send().await.unwrap();
-    assert_eq!(no_token.status(), 403);
-    let wrong_token = put()
-        .header(ORIGIN, &system.gateway)
-        .header("x-csrf-token", "0".repeat(64))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong_token.status(), 403);
-    let other_site = put()
-        .header(ORIGIN, "http://shop.example")
-        .header("x-csrf-token", &session.csrf)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(other_site.status(), 403);
-    let no_origin = put().header("x-csrf-token", &session.csrf).send().await.unwrap();
-    assert_eq!(no_origin.status(), 403);
+    // The status of the PUT sent from `origin` with the CSRF token `csrf`, each if given.
+    let put = |origin: Option<&str>, csrf: Option<&str>| {
+        let mut request = console_call(&system, reqwest::Method::PUT, path, &session.cookie).json(&body);
+        if let Some(origin) = origin {
+            request = request.header(ORIGIN, origin);
+        }
+        if let Some(csrf) = csrf {
+            request = request.header("x-csrf-token", csrf);
+        }
+        async move { request.send().await.unwrap().status() }
+    };
+    let console = Some(system.gateway.as_str());
+    let own = Some(session.csrf.as_str());
+    let forged = "0".repeat(64);
     // Another session's CSRF token does not fit this session.
     let other = session_of_another_admin(&system).await;
-    let crossed = put()
-        .header(ORIGIN, &system.gateway)
-        .header("x-csrf-token", &other.csrf)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(crossed.status(), 403);
+    let refused = [
+        (console, None),
+        (console, Some(forged.as_str())),
+        (Some("http://shop.example"), own),
+        (None, own),
+        (console, Some(other.csrf.as_str())),
+    ];
+    for (origin, csrf) in refused {
+        assert_eq!(put(origin, csrf).await, 403, "from {origin:?} with {csrf:?}");
+    }
 
-    let done = put()
-        .header(ORIGIN, &system.gateway)
-        .header("x-csrf-token", &session.csrf)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(done.status(), 200);
+    assert_eq!(put(console, own).await, 200);
     let bad = console_call(&system, reqwest::Method::PUT, path, &session.cookie)
         .header(ORIGIN, &system.gateway)
         .header("x-csrf-token", &session.csrf)
@@ -339,11 +321,8 @@ async fn pages_and_answers_carry_a_policy_without_inline_script_or_style() {
         .map(|(name, _, _)| name)
     {
         let asset = system
-            .http
-            .get(system.url(&format!("/console/assets/{file}")))
-            .send()
-            .await
-            .unwrap();
+            .send_anonymous(reqwest::Method::GET, &format!("/console/assets/{file}"), None)
+            .await;
         assert_eq!(asset.status(), 200, "{file}");
         assert!(asset.headers().contains_key(CONTENT_SECURITY_POLICY));
         let text = asset.text().await.unwrap();
@@ -357,18 +336,12 @@ async fn pages_and_answers_carry_a_policy_without_inline_script_or_style() {
         );
     }
     let missing = system
-        .http
-        .get(system.url("/console/assets/nope.js"))
-        .send()
-        .await
-        .unwrap();
+        .send_anonymous(reqwest::Method::GET, "/console/assets/nope.js", None)
+        .await;
     assert_eq!(missing.status(), 404);
     let unknown = system
-        .http
-        .get(system.url("/console/api/nope"))
-        .send()
-        .await
-        .unwrap();
+        .send_anonymous(reqwest::Method::GET, "/console/api/nope", None)
+        .await;
     assert_eq!(unknown.status(), 404);
     assert!(unknown.headers().contains_key(CONTENT_SECURITY_POLICY));
     // The proxy still serves the API beside the console.
@@ -468,24 +441,16 @@ async fn an_order_reads_through_the_console_and_the_services_admin_reads_refuse_
         let allowed = system.http.get(&url).bearer_auth(token).send().await.unwrap();
         assert_eq!(allowed.status(), 200, "{url}");
     }
-    let too_long = format!("{}/admin/funnel?minutes=1000", system.urls["orders"]);
-    let refused = system
-        .http
-        .get(&too_long)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 422);
-    let no_events = format!("{}/admin/notifications", system.urls["notifications"]);
-    let refused = system
-        .http
-        .get(&no_events)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(refused.status(), 422);
+    // A window too long, and a notifications query that names no event.
+    let unprocessable = [
+        ("orders", "/admin/funnel?minutes=1000"),
+        ("notifications", "/admin/notifications"),
+    ];
+    for (service, path) in unprocessable {
+        let url = format!("{}{path}", system.urls[service]);
+        let refused = system.http.get(&url).bearer_auth(token).send().await.unwrap();
+        assert_eq!(refused.status(), 422, "{url}");
+    }
     let replay = format!(
         "{}/admin/dead-letters/no-such-letter/replay",
         system.urls["customers"]

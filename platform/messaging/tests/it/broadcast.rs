@@ -4,7 +4,7 @@
 use mercato_messaging::{Broadcast, BusError, Envelope, Subscription};
 use tokio::time::timeout;
 
-use crate::support::{BusBackend, PATIENCE, TestBroker, ids, noted, publish_all};
+use crate::support::{BusBackend, PATIENCE, TestBroker, ids, noted, noted_run, publish_all};
 
 bus_tests!(
     every_subscriber_gets_every_event_published_after_it_subscribed,
@@ -31,15 +31,14 @@ async fn events(subscription: &mut Subscription, count: usize) -> Vec<Envelope> 
 }
 
 async fn every_subscriber_gets_every_event_published_after_it_subscribed(backend: BusBackend) {
-    let broker = TestBroker::start(backend).await;
-    let bus = broker.connect().await;
+    let (_broker, bus) = TestBroker::connected(backend).await;
     let before = noted("inventory", "MUG-001", 1);
     bus.publish(&before).await.unwrap();
     let mut first = bus.subscribe("inventory").await.unwrap();
     let mut second = bus.subscribe("inventory").await.unwrap();
     let mut other_category = bus.subscribe("customers").await.unwrap();
 
-    let sent: Vec<_> = (2..=6).map(|n| noted("inventory", "MUG-001", n)).collect();
+    let sent = noted_run("inventory", "MUG-001", 2..=6);
     publish_all(&bus, &sent).await;
     let elsewhere = noted("customers", "c-1", 1);
     bus.publish(&elsewhere).await.unwrap();
@@ -100,8 +99,7 @@ async fn a_subscriber_hears_of_a_gap_when_the_broker_restarts_and_then_goes_on(b
 }
 
 async fn a_category_no_broker_accepts_is_refused(backend: BusBackend) {
-    let broker = TestBroker::start(backend).await;
-    let bus = broker.connect().await;
+    let (_broker, bus) = TestBroker::connected(backend).await;
     for bad in ["", "a.b", "a>", "dlq", "has space"] {
         assert!(
             matches!(bus.subscribe(bad).await, Err(BusError::Config(_))),

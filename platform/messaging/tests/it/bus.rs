@@ -11,8 +11,8 @@ use mercato_testkit::eventually;
 use tokio::task::JoinSet;
 
 use crate::support::{
-    BusBackend, PATIENCE, TestBroker, ack_all, assert_nothing_more, ids, noted, publish_all, receive, spec,
-    typed, typed_spec,
+    BusBackend, PATIENCE, TestBroker, ack_all, assert_nothing_more, expect_exactly, ids, noted, noted_run,
+    publish_all, receive, spec, typed, typed_spec,
 };
 
 bus_tests!(
@@ -48,8 +48,7 @@ fn patient(config: BusConfig) -> BusConfig {
 }
 
 async fn a_published_envelope_is_delivered_intact(backend: BusBackend) {
-    let broker = TestBroker::start(backend).await;
-    let bus = broker.connect().await;
+    let (_broker, bus) = TestBroker::connected(backend).await;
     let mut consumer = bus.consumer(&spec("notifier", "identity")).await.unwrap();
     let mut sent = noted("identity", "user-1", 1);
     sent.correlation_id = Some("corr-1".into());
@@ -66,36 +65,29 @@ async fn a_published_envelope_is_delivered_intact(backend: BusBackend) {
 }
 
 async fn publishing_the_same_envelope_twice_delivers_it_once(backend: BusBackend) {
-    let broker = TestBroker::start(backend).await;
-    let bus = broker.connect().await;
+    let (_broker, bus) = TestBroker::connected(backend).await;
     let mut consumer = bus.consumer(&spec("notifier", "identity")).await.unwrap();
     let once = noted("identity", "user-1", 1);
     let other = noted("identity", "user-1", 2);
 
     publish_all(&bus, &[once.clone(), once.clone(), other.clone(), once.clone()]).await;
 
-    let received = ack_all(receive(&mut consumer, 2).await).await;
-    assert_eq!(ids(&received), ids(&[once, other]));
-    assert_nothing_more(&mut consumer).await;
+    expect_exactly(&mut consumer, &[once, other]).await;
     assert_eq!(consumer.lag().await.unwrap(), 0);
 }
 
 async fn a_group_created_after_publishing_gets_every_message_from_the_start(backend: BusBackend) {
-    let broker = TestBroker::start(backend).await;
-    let bus = broker.connect().await;
-    let sent: Vec<_> = (1..=5).map(|n| noted("identity", "user-1", n)).collect();
+    let (_broker, bus) = TestBroker::connected(backend).await;
+    let sent = noted_run("identity", "user-1", 1..=5);
     publish_all(&bus, &sent).await;
 
     let mut late = bus.consumer(&spec("late-joiner", "identity")).await.unwrap();
 
-    let received = ack_all(receive(&mut late, 5).await).await;
-    assert_eq!(ids(&received), ids(&sent));
-    assert_nothing_more(&mut late).await;
+    expect_exactly(&mut late, &sent).await;
 }
 
 async fn every_group_gets_every_message(backend: BusBackend) {
-    let broker = TestBroker::start(backend).await;
-    let bus = broker.connect().await;
+    let (_broker, bus) = TestBroker::connected(backend).await;
     let mut customers = bus
         .consumer(&spec("customers-on-identity", "identity"))
         .await
@@ -110,36 +102,28 @@ async fn every_group_gets_every_message(backend: BusBackend) {
 
     publish_all(&bus, &sent).await;
 
-    let to_customers = ack_all(receive(&mut customers, 10).await).await;
-    let to_notifications = ack_all(receive(&mut notifications, 10).await).await;
-    assert_eq!(ids(&to_customers), ids(&sent));
-    assert_eq!(ids(&to_notifications), ids(&sent));
-    assert_nothing_more(&mut customers).await;
-    assert_nothing_more(&mut notifications).await;
+    expect_exactly(&mut customers, &sent).await;
+    expect_exactly(&mut notifications, &sent).await;
 }
 
 async fn a_member_that_was_away_gets_what_it_missed(backend: BusBackend) {
-    let broker = TestBroker::start(backend).await;
-    let bus = broker.connect().await;
+    let (_broker, bus) = TestBroker::connected(backend).await;
     let first = noted("identity", "user-1", 1);
     {
         let mut member = bus.consumer(&spec("notifier", "identity")).await.unwrap();
         bus.publish(&first).await.unwrap();
         ack_all(receive(&mut member, 1).await).await;
     }
-    let missed: Vec<_> = (2..=4).map(|n| noted("identity", "user-1", n)).collect();
+    let missed = noted_run("identity", "user-1", 2..=4);
     publish_all(&bus, &missed).await;
 
     let mut back = bus.consumer(&spec("notifier", "identity")).await.unwrap();
 
-    let received = ack_all(receive(&mut back, 3).await).await;
-    assert_eq!(ids(&received), ids(&missed));
-    assert_nothing_more(&mut back).await;
+    expect_exactly(&mut back, &missed).await;
 }
 
 async fn a_waiting_fetch_returns_a_message_published_while_it_waits(backend: BusBackend) {
-    let broker = TestBroker::start(backend).await;
-    let bus = broker.connect().await;
+    let (broker, bus) = TestBroker::connected(backend).await;
     let mut consumer = bus.consumer(&spec("notifier", "identity")).await.unwrap();
     let sent = noted("identity", "user-1", 1);
 
@@ -191,11 +175,9 @@ impl Waiters {
 async fn a_message_held_by_one_member_is_not_given_to_another(backend: BusBackend) {
     let broker = TestBroker::start(backend).await;
     let config = patient(broker.config());
-    let bus_a = broker.connect_with(&config).await;
-    let bus_b = broker.connect_with(&config).await;
-    let mut a = bus_a.consumer(&spec("workers", "orders")).await.unwrap();
-    let mut b = bus_b.consumer(&spec("workers", "orders")).await.unwrap();
-    let sent: Vec<_> = (1..=20).map(|n| noted("orders", "order-1", n)).collect();
+    let (bus_a, mut a) = broker.worker(&config).await;
+    let (_bus_b, mut b) = broker.worker(&config).await;
+    let sent = noted_run("orders", "order-1", 1..=20);
     publish_all(&bus_a, &sent).await;
 
     let held_by_a = receive(&mut a, 10).await;
@@ -231,8 +213,7 @@ async fn two_members_split_200_messages_with_none_lost_or_held_twice(backend: Bu
     let both_hold_a_batch = Arc::new(tokio::sync::Barrier::new(2));
     let mut members = JoinSet::new();
     for name in ["a", "b"] {
-        let bus = broker.connect_with(&config).await;
-        let mut consumer = bus.consumer(&spec("workers", "orders")).await.unwrap();
+        let (_bus, mut consumer) = broker.worker(&config).await;
         let both_hold_a_batch = Arc::clone(&both_hold_a_batch);
         members.spawn(async move {
             let mut got = Vec::new();
@@ -295,8 +276,7 @@ async fn two_members_split_200_messages_with_none_lost_or_held_twice(backend: Bu
 }
 
 async fn an_unacknowledged_delivery_comes_again_after_the_ack_wait_as_attempt_2(backend: BusBackend) {
-    let broker = TestBroker::start(backend).await;
-    let bus = broker.connect().await;
+    let (_broker, bus) = TestBroker::connected(backend).await;
     let mut consumer = bus.consumer(&spec("notifier", "identity")).await.unwrap();
     let sent = noted("identity", "user-1", 1);
     bus.publish(&sent).await.unwrap();
@@ -332,8 +312,7 @@ async fn a_nak_delivers_the_message_again_after_the_delay(backend: BusBackend) {
 }
 
 async fn a_parked_message_becomes_a_dead_letter_and_replay_returns_it_to_its_group_once(backend: BusBackend) {
-    let broker = TestBroker::start(backend).await;
-    let bus = broker.connect().await;
+    let (_broker, bus) = TestBroker::connected(backend).await;
     let mut consumer = bus.consumer(&spec("notifier", "identity")).await.unwrap();
     let poison = noted("identity", "user-1", 1);
     let fine = noted("identity", "user-2", 1);
@@ -378,7 +357,7 @@ async fn a_parked_message_becomes_a_dead_letter_and_replay_returns_it_to_its_gro
 
 async fn messages_survive_closing_the_bus_and_restarting_the_broker(backend: BusBackend) {
     let mut broker = TestBroker::start(backend).await;
-    let sent: Vec<_> = (1..=4).map(|n| noted("identity", "user-1", n)).collect();
+    let sent = noted_run("identity", "user-1", 1..=4);
     let parked = noted("identity", "user-9", 1);
     {
         let bus = broker.connect().await;
@@ -468,7 +447,7 @@ async fn lag_counts_messages_not_yet_acknowledged(backend: BusBackend) {
     let bus = broker.connect_with(&patient(broker.config())).await;
     let mut consumer = bus.consumer(&spec("notifier", "identity")).await.unwrap();
     assert_eq!(consumer.lag().await.unwrap(), 0);
-    let sent: Vec<_> = (1..=5).map(|n| noted("identity", "user-1", n)).collect();
+    let sent = noted_run("identity", "user-1", 1..=5);
     publish_all(&bus, &sent).await;
     assert_eq!(consumer.lag().await.unwrap(), 5);
 
@@ -491,7 +470,7 @@ async fn one_consumer_receives_a_streams_messages_in_publish_order(backend: BusB
     let broker = TestBroker::start(backend).await;
     let bus = broker.connect_with(&patient(broker.config())).await;
     let mut consumer = bus.consumer(&spec("projector", "orders")).await.unwrap();
-    let sent: Vec<_> = (1..=50).map(|n| noted("orders", "order-1", n)).collect();
+    let sent = noted_run("orders", "order-1", 1..=50);
     publish_all(&bus, &sent).await;
 
     let mut received = Vec::new();
@@ -506,8 +485,7 @@ async fn one_consumer_receives_a_streams_messages_in_publish_order(backend: BusB
 }
 
 async fn names_no_broker_accepts_are_refused(backend: BusBackend) {
-    let broker = TestBroker::start(backend).await;
-    let bus = broker.connect().await;
+    let (_broker, bus) = TestBroker::connected(backend).await;
 
     let error = bus.consumer(&spec("has.dot", "identity")).await.unwrap_err();
     assert!(matches!(error, BusError::Config(_)), "{error}");
@@ -517,26 +495,22 @@ async fn names_no_broker_accepts_are_refused(backend: BusBackend) {
 }
 
 async fn a_group_joined_again_with_other_settings_keeps_its_messages(backend: BusBackend) {
-    let broker = TestBroker::start(backend).await;
-    let bus = broker.connect().await;
+    let (broker, bus) = TestBroker::connected(backend).await;
     let mut before = bus.consumer(&spec("notifier", "identity")).await.unwrap();
-    let sent: Vec<_> = (1..=3).map(|n| noted("identity", "user-1", n)).collect();
+    let sent = noted_run("identity", "user-1", 1..=3);
     publish_all(&bus, &sent).await;
     ack_all(receive(&mut before, 1).await).await;
 
     let changed = broker.connect_with(&patient(broker.config())).await;
     let mut after = changed.consumer(&spec("notifier", "identity")).await.unwrap();
 
-    let received = ack_all(receive(&mut after, 2).await).await;
-    assert_eq!(ids(&received), ids(&sent[1..]));
-    assert_nothing_more(&mut after).await;
+    expect_exactly(&mut after, &sent[1..]).await;
 }
 
 async fn a_batch_is_published_in_order_and_a_repeat_of_its_ids_is_stored_once(backend: BusBackend) {
-    let broker = TestBroker::start(backend).await;
-    let bus = broker.connect().await;
+    let (_broker, bus) = TestBroker::connected(backend).await;
     let mut consumer = bus.consumer(&spec("notifier", "identity")).await.unwrap();
-    let sent: Vec<_> = (1..=6).map(|n| noted("identity", "user-1", n)).collect();
+    let sent = noted_run("identity", "user-1", 1..=6);
 
     bus.publish_batch(&sent[..4]).await.unwrap();
     bus.publish_batch(&sent[2..]).await.unwrap();
@@ -551,8 +525,7 @@ async fn a_batch_is_published_in_order_and_a_repeat_of_its_ids_is_stored_once(ba
 }
 
 async fn a_batch_stops_at_an_envelope_no_broker_accepts_and_keeps_what_came_before(backend: BusBackend) {
-    let broker = TestBroker::start(backend).await;
-    let bus = broker.connect().await;
+    let (_broker, bus) = TestBroker::connected(backend).await;
     let mut consumer = bus.consumer(&spec("notifier", "identity")).await.unwrap();
     let sent = [
         noted("identity", "user-1", 1),
@@ -584,8 +557,7 @@ fn seqs_and_types(envelopes: &[mercato_messaging::Envelope]) -> Vec<(i64, String
 }
 
 async fn a_group_of_some_types_receives_only_those_in_order(backend: BusBackend) {
-    let broker = TestBroker::start(backend).await;
-    let bus = broker.connect().await;
+    let (_broker, bus) = TestBroker::connected(backend).await;
     let mut of_b = bus.consumer(&typed_spec("of-b", "orders", &["B"])).await.unwrap();
     let mut of_a_and_c = bus
         .consumer(&typed_spec("of-a-and-c", "orders", &["A", "C"]))
@@ -618,8 +590,7 @@ async fn a_group_of_some_types_receives_only_those_in_order(backend: BusBackend)
 }
 
 async fn a_group_whose_types_changed_keeps_its_place_and_gets_only_its_new_types(backend: BusBackend) {
-    let broker = TestBroker::start(backend).await;
-    let bus = broker.connect().await;
+    let (_broker, bus) = TestBroker::connected(backend).await;
     let mut before = bus.consumer(&spec("changing", "orders")).await.unwrap();
     publish_all(
         &bus,

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 
 use crate::bus::Waiters;
 use crate::support::{
-    BusBackend, PATIENCE, TestBroker, ack_all, assert_nothing_more, ids, noted, publish_all, receive, spec,
+    BusBackend, PATIENCE, TestBroker, ack_all, assert_nothing_more, ids, noted, publish_all, receive,
 };
 
 bus_tests!(
@@ -43,8 +43,7 @@ async fn what_a_crashed_member_held_comes_again_to_the_member_that_replaces_it(b
         .map(|n| noted("orders", &format!("order-{n}"), 1))
         .collect();
     {
-        let crashed = broker.connect_with(&config).await;
-        let mut member = crashed.consumer(&spec("workers", "orders")).await.unwrap();
+        let (crashed, mut member) = broker.worker(&config).await;
         publish_all(&crashed, &sent).await;
         let held = receive(&mut member, sent.len()).await;
         assert!(held.iter().all(|d| d.attempt == 1));
@@ -52,8 +51,7 @@ async fn what_a_crashed_member_held_comes_again_to_the_member_that_replaces_it(b
         drop((held, member, crashed));
     }
 
-    let restarted = broker.connect_with(&config).await;
-    let mut member = restarted.consumer(&spec("workers", "orders")).await.unwrap();
+    let (_restarted, mut member) = broker.worker(&config).await;
     let again = receive(&mut member, sent.len()).await;
 
     assert!(
@@ -77,10 +75,8 @@ async fn a_delivery_held_past_the_ack_wait_stays_with_its_member_while_a_dropped
         ack_wait_ms: 2_000,
         ..broker.config()
     };
-    let slow_bus = broker.connect_with(&config).await;
-    let other_bus = broker.connect_with(&config).await;
-    let mut slow = slow_bus.consumer(&spec("workers", "orders")).await.unwrap();
-    let mut other = other_bus.consumer(&spec("workers", "orders")).await.unwrap();
+    let (slow_bus, mut slow) = broker.worker(&config).await;
+    let (_other_bus, mut other) = broker.worker(&config).await;
     let (kept, dropped) = (noted("orders", "order-1", 1), noted("orders", "order-2", 1));
     publish_all(&slow_bus, &[kept.clone(), dropped.clone()]).await;
     let mut held = receive(&mut slow, 2).await;
@@ -116,10 +112,8 @@ async fn a_delivery_held_past_the_ack_wait_stays_with_its_member_while_a_dropped
 async fn a_fetch_given_up_while_it_waits_loses_nothing_it_was_handed(backend: BusBackend) {
     let broker = TestBroker::start(backend).await;
     let config = unreachable_ack_wait(broker.config());
-    let leaving_bus = broker.connect_with(&config).await;
-    let staying_bus = broker.connect_with(&config).await;
-    let mut leaving = leaving_bus.consumer(&spec("workers", "orders")).await.unwrap();
-    let mut staying = staying_bus.consumer(&spec("workers", "orders")).await.unwrap();
+    let (leaving_bus, mut leaving) = broker.worker(&config).await;
+    let (_staying_bus, mut staying) = broker.worker(&config).await;
     let waiters = Waiters::of(&leaving_bus, &broker, "orders", "workers").await;
 
     // A member stopping mid-fetch: the fetch waits on the broker, then is dropped.

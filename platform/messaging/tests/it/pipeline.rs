@@ -39,27 +39,29 @@ backend_tests!(
     several_workers_keep_each_streams_order_through_retries_and_apply_every_event_once,
 );
 
+/// The effects table; the backends spell only its auto-numbered key differently.
+macro_rules! effects_table {
+    ($key:literal) => {
+        concat!(
+            "CREATE TABLE effects (
+              position ",
+            $key,
+            ",
+              member TEXT NOT NULL,
+              event_id TEXT NOT NULL,
+              stream_id TEXT NOT NULL,
+              n BIGINT NOT NULL,
+              batch BIGINT NOT NULL
+          )"
+        )
+    };
+}
+
 const EFFECTS: Migration = Migration {
     version: 1,
     name: "effects",
-    sql: "CREATE TABLE effects (
-              position INTEGER PRIMARY KEY AUTOINCREMENT,
-              member TEXT NOT NULL,
-              event_id TEXT NOT NULL,
-              stream_id TEXT NOT NULL,
-              n BIGINT NOT NULL,
-              batch BIGINT NOT NULL
-          )",
-    postgres_sql: Some(
-        "CREATE TABLE effects (
-              position BIGSERIAL PRIMARY KEY,
-              member TEXT NOT NULL,
-              event_id TEXT NOT NULL,
-              stream_id TEXT NOT NULL,
-              n BIGINT NOT NULL,
-              batch BIGINT NOT NULL
-          )",
-    ),
+    sql: effects_table!("INTEGER PRIMARY KEY AUTOINCREMENT"),
+    postgres_sql: Some(effects_table!("BIGSERIAL PRIMARY KEY")),
 };
 
 /// One service's database, its outbox and relay, and the bus.
@@ -729,10 +731,7 @@ async fn a_consumer_told_to_stop_mid_batch_hands_the_rest_to_another_member_at_o
 
     stopping.cancel();
     resume.notify_one();
-    tokio::time::timeout(PATIENCE, first)
-        .await
-        .expect("the stopping consumer returns")
-        .expect("its task does not panic");
+    mercato_testkit::joined("the stopping consumer to return", first).await;
 
     let effects = pipeline.wait_for_effects(5).await;
     assert_each_event_once(&effects);

@@ -13,7 +13,8 @@ use mercato_testkit::{TestBackend, backend_tests, eventually};
 
 use crate::pipeline::{Pipeline, Recording};
 use crate::support::{
-    BusBackend, PATIENCE, TestBroker, ack_all, assert_nothing_more, ids, noted, publish_all, receive, spec,
+    BusBackend, PATIENCE, TestBroker, ack_all, assert_nothing_more, ids, noted_run, publish_all, receive,
+    spec,
 };
 
 backend_tests!(
@@ -53,7 +54,7 @@ async fn the_log_trims_what_every_group_passed_once_its_window_went_by() {
     let bus = broker.connect().await;
     let mut fast = bus.consumer(&spec("fast", "retained")).await.expect("fast");
     let mut slow = bus.consumer(&spec("slow", "retained")).await.expect("slow");
-    let events: Vec<_> = (1..=6).map(|n| noted("retained", "s-1", n)).collect();
+    let events = noted_run("retained", "s-1", 1..=6);
     publish_all(&bus, &events).await;
 
     ack_all(receive(&mut fast, 6).await).await;
@@ -89,7 +90,7 @@ async fn a_parked_message_stays_in_the_log_until_it_is_replayed() {
     let broker = TestBroker::start(BusBackend::Embedded).await;
     let bus = broker.connect().await;
     let mut group = bus.consumer(&spec("parks", "retained")).await.expect("group");
-    let events: Vec<_> = (1..=2).map(|n| noted("retained", "s-1", n)).collect();
+    let events = noted_run("retained", "s-1", 1..=2);
     publish_all(&bus, &events).await;
     let mut deliveries = receive(&mut group, 2).await;
     let poison = deliveries.remove(0);

@@ -77,6 +77,13 @@ impl TestBroker {
         }
     }
 
+    /// A broker for this test and a connection to it.
+    pub async fn connected(backend: BusBackend) -> (Self, Bus) {
+        let broker = Self::start(backend).await;
+        let bus = broker.connect().await;
+        (broker, bus)
+    }
+
     /// A new connection (a new pool on the file, or a new NATS client).
     pub async fn connect(&self) -> Bus {
         self.connect_with(&self.config()).await
@@ -86,6 +93,14 @@ impl TestBroker {
         Bus::connect(config)
             .await
             .unwrap_or_else(|e| panic!("connect to the {:?} bus at {}: {e}", self.backend, config.url))
+    }
+
+    /// A member of the `workers` group on `orders` with a connection of its own, as another
+    /// process would have: the connection, kept for as long as the member, and the member.
+    pub async fn worker(&self, config: &BusConfig) -> (Bus, Consumer) {
+        let bus = self.connect_with(config).await;
+        let member = bus.consumer(&spec("workers", "orders")).await.unwrap();
+        (bus, member)
     }
 
     /// Stops the NATS server as an operator would (SIGTERM, then wait for it to exit). The
@@ -114,6 +129,11 @@ pub fn noted(category: &str, stream_id: &str, n: i64) -> Envelope {
         Envelope::new(category, stream_id, &Noted { n }, &Context::default()).expect("envelope");
     envelope.stream_seq = n;
     envelope
+}
+
+/// Events `ns` of stream `stream_id`, in order.
+pub fn noted_run(category: &str, stream_id: &str, ns: std::ops::RangeInclusive<i64>) -> Vec<Envelope> {
+    ns.map(|n| noted(category, stream_id, n)).collect()
 }
 
 /// Event `n` of stream `stream_id` as an event of type `event_type`.
@@ -186,6 +206,14 @@ pub async fn assert_nothing_more(consumer: &mut Consumer) {
         .expect("fetch");
     let ids: Vec<_> = extra.iter().map(|d| (d.envelope.id.clone(), d.attempt)).collect();
     assert!(ids.is_empty(), "expected no more deliveries, got {ids:?}");
+}
+
+/// Receives and acknowledges as many messages as `sent`, checks that they are `sent` in order,
+/// and that nothing more comes.
+pub async fn expect_exactly(consumer: &mut Consumer, sent: &[Envelope]) {
+    let received = ack_all(receive(consumer, sent.len()).await).await;
+    assert_eq!(ids(&received), ids(sent));
+    assert_nothing_more(consumer).await;
 }
 
 pub fn ids(envelopes: &[Envelope]) -> Vec<String> {

@@ -71,10 +71,36 @@ async fn open(svc: &mut (impl Service<Call, Response = &'static str, Error = Tes
     }
 }
 
+/// A new breaker without metrics: the breaker, the calls that reached its upstream, and the
+/// service in front of it.
+fn fresh() -> (
+    CircuitBreaker,
+    Calls,
+    impl Service<Call, Response = &'static str, Error = TestError, Future: Send> + Clone,
+) {
+    let breaker = breaker(None);
+    let calls = Calls::default();
+    let svc = upstream(&breaker, &calls);
+    (breaker, calls, svc)
+}
+
+/// As [`fresh`], opened by ten failures, `later` after they ended.
+async fn opened(
+    later: Duration,
+) -> (
+    CircuitBreaker,
+    Calls,
+    impl Service<Call, Response = &'static str, Error = TestError, Future: Send> + Clone,
+) {
+    let (breaker, calls, mut svc) = fresh();
+    open(&mut svc).await;
+    advance(later).await;
+    (breaker, calls, svc)
+}
+
 #[tokio::test(start_paused = true)]
 async fn opens_after_the_minimum_number_of_calls_at_the_failure_threshold_and_not_before() {
-    let breaker = breaker(None);
-    let mut svc = upstream(&breaker, &Calls::default());
+    let (breaker, _, mut svc) = fresh();
     for _ in 0..9 {
         assert!(send(&mut svc, Call::Fail).await.is_err());
     }
@@ -89,8 +115,7 @@ async fn opens_after_the_minimum_number_of_calls_at_the_failure_threshold_and_no
 
 #[tokio::test(start_paused = true)]
 async fn stays_closed_below_the_failure_threshold() {
-    let breaker = breaker(None);
-    let mut svc = upstream(&breaker, &Calls::default());
+    let (breaker, _, mut svc) = fresh();
     for i in 0..20 {
         let call = if i % 5 >= 3 { Call::Fail } else { Call::Succeed };
         let _ = send(&mut svc, call).await;
@@ -100,8 +125,7 @@ async fn stays_closed_below_the_failure_threshold() {
 
 #[tokio::test(start_paused = true)]
 async fn opens_when_half_the_calls_are_slow_even_though_all_succeed() {
-    let breaker = breaker(None);
-    let mut svc = upstream(&breaker, &Calls::default());
+    let (breaker, _, mut svc) = fresh();
     for _ in 0..5 {
         assert!(send(&mut svc, Call::Succeed).await.is_ok());
         assert!(send(&mut svc, Call::Slow).await.is_ok());
@@ -111,11 +135,7 @@ async fn opens_when_half_the_calls_are_slow_even_though_all_succeed() {
 
 #[tokio::test(start_paused = true)]
 async fn rejects_at_once_while_open_saying_when_to_retry() {
-    let breaker = breaker(None);
-    let calls = Calls::default();
-    let mut svc = upstream(&breaker, &calls);
-    open(&mut svc).await;
-    advance(Duration::from_secs(2)).await;
+    let (_, calls, mut svc) = opened(Duration::from_secs(2)).await;
 
     let started = Instant::now();
     let rejected = send(&mut svc, Call::Succeed).await.unwrap_err();
@@ -132,11 +152,7 @@ async fn rejects_at_once_while_open_saying_when_to_retry() {
 
 #[tokio::test(start_paused = true)]
 async fn half_open_admits_exactly_the_permitted_probes() {
-    let breaker = breaker(None);
-    let calls = Calls::default();
-    let mut svc = upstream(&breaker, &calls);
-    open(&mut svc).await;
-    advance(Duration::from_secs(5)).await;
+    let (breaker, calls, mut svc) = opened(Duration::from_secs(5)).await;
 
     // Probes are admitted when called, so calling four without awaiting shows the limit.
     let probes: Vec<_> = (0..4).map(|_| svc.call(Call::Slow)).collect();
@@ -149,10 +165,7 @@ async fn half_open_admits_exactly_the_permitted_probes() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hung_probe_times_out_and_reopens_the_breaker() {
-    let breaker = breaker(None);
-    let mut svc = upstream(&breaker, &Calls::default());
-    open(&mut svc).await;
-    advance(Duration::from_secs(5)).await;
+    let (breaker, _, mut svc) = opened(Duration::from_secs(5)).await;
 
     let started = Instant::now();
     let probes: Vec<_> = (0..3).map(|_| svc.call(Call::Hang)).collect();
@@ -172,10 +185,7 @@ async fn a_hung_probe_times_out_and_reopens_the_breaker() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failing_probe_reopens_and_good_probes_close() {
-    let breaker = breaker(None);
-    let mut svc = upstream(&breaker, &Calls::default());
-    open(&mut svc).await;
-    advance(Duration::from_secs(5)).await;
+    let (breaker, _, mut svc) = opened(Duration::from_secs(5)).await;
     for call in [Call::Succeed, Call::Fail, Call::Fail] {
         let _ = send(&mut svc, call).await;
     }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::settings::{InvalidSetting, Validate, ensure};
+use crate::settings::{InvalidSetting, Validate, ensure, within};
 
 /// The wire protocol of the OTLP exporter.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,12 +71,7 @@ impl Default for TraceSettings {
 
 impl Validate for TraceSettings {
     fn validate(&self) -> Result<(), InvalidSetting> {
-        let ratio = self.sample_ratio.0;
-        ensure(
-            (0.0..=1.0).contains(&ratio),
-            "sample_ratio",
-            "must be between 0 and 1",
-        )?;
+        within(self.sample_ratio.0, 0.0..=1.0, "sample_ratio")?;
         if let Some(endpoint) = &self.endpoint {
             ensure(
                 endpoint.starts_with("http://") || endpoint.starts_with("https://"),

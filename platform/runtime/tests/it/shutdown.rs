@@ -2,7 +2,7 @@ use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
 use mercato_runtime::HttpConfig;
-use mercato_testkit::eventually;
+use mercato_testkit::{eventually, joined};
 use serde_json::Value;
 
 use crate::support::{Options, PATIENCE, TestApp, spawn_app_with};
@@ -16,10 +16,7 @@ fn with_config(config: HttpConfig) -> Options {
 
 /// Waits for the server task to end and returns what `run_until_stopped` returned.
 async fn stopped(app: TestApp) -> std::io::Result<()> {
-    tokio::time::timeout(PATIENCE, app.stopped)
-        .await
-        .expect("run_until_stopped returns")
-        .expect("the server task does not panic")
+    joined("run_until_stopped to return", app.stopped).await
 }
 
 async fn assert_connection_refused(addr: std::net::SocketAddr) {
@@ -58,10 +55,8 @@ async fn shutdown_reports_stopping_then_lets_in_flight_requests_finish_and_refus
     );
 
     app.gates.release.notify_one();
-    let response = tokio::time::timeout(PATIENCE, in_flight)
+    let response = joined("the in-flight request to complete", in_flight)
         .await
-        .expect("the in-flight request completes")
-        .unwrap()
         .expect("the in-flight request is answered, not cut off");
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "finished");

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Path, State};
@@ -13,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 pub use mercato_testkit::PATIENCE;
 use mercato_testkit::service::Api;
@@ -61,6 +63,18 @@ impl TestApp {
         tokio::time::timeout(PATIENCE, self.gates.entered.notified())
             .await
             .expect("the slow handler was never entered");
+    }
+
+    /// GETs `path` with `ms` left before the caller's deadline and checks that the answer is the
+    /// `504` deadline problem, given no sooner than the deadline.
+    pub async fn expect_deadline_exceeded(&self, path: &str, ms: u64) {
+        let started = Instant::now();
+        let response = self
+            .get_with_header(path, "x-request-deadline-ms", &ms.to_string())
+            .await;
+        let elapsed = started.elapsed();
+        expect_problem(response, 504, "deadline-exceeded").await;
+        assert!(elapsed >= Duration::from_millis(ms), "{elapsed:?}");
     }
 }
 
