@@ -47,7 +47,7 @@ static HOP_BY_HOP: [HeaderName; HOPS] = [
 ];
 const SUBJECT: HeaderName = HeaderName::from_static(SUBJECT_HEADER);
 const ROLES: HeaderName = HeaderName::from_static(ROLES_HEADER);
-const DEADLINE: HeaderName = HeaderName::from_static(deadline::HEADER);
+pub(crate) const DEADLINE: HeaderName = HeaderName::from_static(deadline::HEADER);
 const CORRELATION: HeaderName = HeaderName::from_static(correlation::HEADER);
 const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
@@ -442,12 +442,31 @@ fn upstream_failure(upstream: &str, error: &SendError) -> Problem {
         .with_header(header::RETRY_AFTER, "1")
 }
 
+/// [`HOP_BY_HOP`] as text, to compare a name's length before its bytes.
+static HOP_NAMES: [&str; HOPS] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Where `name` (lowercase, as header names are) is in [`HOP_BY_HOP`].
+fn hop_index(name: &str) -> Option<usize> {
+    HOP_NAMES
+        .iter()
+        .position(|hop| hop.len() == name.len() && *hop == name)
+}
+
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Most requests carry none and most answers only `Connection`: the few names present are
     // looked at once, and only those found are removed.
     let mut present = [false; HOPS];
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+        if let Some(i) = hop_index(name.as_str()) {
             present[i] = true;
         }
     }
@@ -474,12 +493,14 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Removes the headers a `Connection` header lists (RFC 9110 §7.6.1), found by their names as
 /// written, without making header names of them.
 fn remove_listed(headers: &mut HeaderMap, connection: &[HeaderValue]) {
+    // The hop-by-hop names themselves (`Connection: keep-alive`, the usual answer's) are removed
+    // by the caller when present, without being parsed into names here.
     let listed = connection
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .filter(|name| !name.is_empty());
+        .filter(|name| !name.is_empty() && !HOP_NAMES.iter().any(|hop| hop.eq_ignore_ascii_case(name)));
     for name in listed {
         headers.remove(name);
     }
@@ -541,6 +562,32 @@ mod tests {
         assert_eq!(h["x-forwarded-host"], "shop.example");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert!(h.get(header::HOST).is_none());
+    }
+
+    #[test]
+    fn the_hop_by_hop_names_as_text_are_the_header_names() {
+        for (name, text) in HOP_BY_HOP.iter().zip(HOP_NAMES) {
+            assert_eq!(name.as_str(), text);
+            assert_eq!(hop_index(text).map(|i| &HOP_BY_HOP[i]), Some(name));
+        }
+        assert_eq!(hop_index("x-connection"), None);
+        assert_eq!(hop_index("host"), None);
+    }
+
+    #[test]
+    fn a_connection_header_naming_hop_by_hop_headers_in_any_case_drops_them() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("Keep-Alive, Upgrade, X-Listed"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-listed", HeaderValue::from_static("1"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key(header::CONTENT_LENGTH));
     }
 
     #[test]
