@@ -180,18 +180,17 @@ async fn forward_to(
 ) -> Response {
     let (mut parts, body) = request.into_parts();
     // First, so that a client's `Connection` header cannot name the headers the gateway sets.
-    strip_hop_by_hop(&mut parts.headers);
+    let listed = strip_hop_by_hop(&mut parts.headers);
     // The runtime set it; put back only if the client's `Connection` named it.
-    if let Some(id) = parts.extensions.get::<CorrelationId>()
+    if listed
+        && let Some(id) = parts.extensions.get::<CorrelationId>()
         && !parts.headers.contains_key(CORRELATION)
     {
         parts.headers.insert(CORRELATION, id.header_value());
     }
     // Only the gateway may say who the caller is, and how long it waits: the deadline is set
     // here, at the edge, never taken from a client.
-    parts.headers.remove(SUBJECT);
-    parts.headers.remove(ROLES);
-    parts.headers.remove(DEADLINE);
+    remove_present(&mut parts.headers, &OWNED, &OWNED_NAMES);
     let client = inner.proxies.client(peer.ip(), &parts.headers);
     let required_roles = inner.rules.requirements(route, &parts.method, parts.uri.path());
     let needs_token = route.auth == RouteAuth::Required || !required_roles.is_empty();
@@ -334,10 +333,16 @@ async fn admit(
     }
     parts.version = Version::HTTP_11;
 
-    let body = Body::new(Limited::new(
-        IdleBody::new(body, inner.body_idle_timeout),
-        inner.body_limit,
-    ));
+    // A request without a body (most are) skips the limits a body is read under, and the
+    // allocation that boxes them.
+    let body = if http_body::Body::is_end_stream(&body) {
+        Body::empty()
+    } else {
+        Body::new(Limited::new(
+            IdleBody::new(body, inner.body_idle_timeout),
+            inner.body_limit,
+        ))
+    };
     let timeout = route.timeout.unwrap_or(inner.upstream_timeout);
     // The whole exchange, retries included, ends by the deadline; the upstream learns it from
     // `x-request-deadline-ms`.
@@ -349,7 +354,7 @@ async fn admit(
 
 fn relay(response: http::Response<UpstreamBody>) -> Response {
     let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    let _ = strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, Body::new(body.map_err(axum::Error::new)))
 }
 
@@ -401,9 +406,19 @@ fn rate_limited(class: &str, decision: &Decision) -> Problem {
 
 /// `RateLimit-Limit`, `-Remaining` and `-Reset` (IETF httpapi draft, header-per-field form).
 fn add_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
-    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(decision.limit));
-    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(decision.remaining));
-    headers.insert(RATELIMIT_RESET, HeaderValue::from(ceil_secs(decision.reset)));
+    headers.reserve(3);
+    headers.insert(RATELIMIT_LIMIT, number(u64::from(decision.limit)));
+    headers.insert(RATELIMIT_REMAINING, number(u64::from(decision.remaining)));
+    headers.insert(RATELIMIT_RESET, number(ceil_secs(decision.reset)));
+}
+
+/// A number as a header value; a single digit (a reset in seconds, usually) without allocating.
+fn number(n: u64) -> HeaderValue {
+    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match usize::try_from(n).ok().and_then(|i| DIGITS.get(i)) {
+        Some(digit) => HeaderValue::from_static(digit),
+        None => HeaderValue::from(n),
+    }
 }
 
 fn upstream_failure(upstream: &str, error: &SendError) -> Problem {
@@ -454,14 +469,39 @@ static HOP_NAMES: [&str; HOPS] = [
     "upgrade",
 ];
 
-/// Where `name` (lowercase, as header names are) is in [`HOP_BY_HOP`].
-fn hop_index(name: &str) -> Option<usize> {
-    HOP_NAMES
+/// The request headers only the gateway sets, and their names as text.
+static OWNED: [HeaderName; 3] = [SUBJECT, ROLES, DEADLINE];
+static OWNED_NAMES: [&str; 3] = [SUBJECT_HEADER, ROLES_HEADER, deadline::HEADER];
+
+/// Where `name` (lowercase, as header names are) is in `names`.
+fn index_in(names: &[&str], name: &str) -> Option<usize> {
+    names
         .iter()
-        .position(|hop| hop.len() == name.len() && *hop == name)
+        .position(|known| known.len() == name.len() && *known == name)
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
+fn hop_index(name: &str) -> Option<usize> {
+    index_in(&HOP_NAMES, name)
+}
+
+/// Removes those of `names` (`text`, the same as text) that `headers` has, looking at each
+/// header once rather than looking each name up.
+fn remove_present<const N: usize>(headers: &mut HeaderMap, names: &[HeaderName; N], text: &[&str; N]) {
+    let mut present = [false; N];
+    for name in headers.keys() {
+        if let Some(i) = index_in(text, name.as_str()) {
+            present[i] = true;
+        }
+    }
+    for (name, present) in names.iter().zip(present) {
+        if present {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Drops the hop-by-hop headers and those a `Connection` header lists; true when one did.
+fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     // Most requests carry none and most answers only `Connection`: the few names present are
     // looked at once, and only those found are removed.
     let mut present = [false; HOPS];
@@ -471,28 +511,29 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
     }
     if !present.contains(&true) {
-        return;
+        return false;
     }
     let mut connection = headers.get_all(header::CONNECTION).iter();
-    match (connection.next().cloned(), connection.next()) {
-        (None, _) => {}
+    let listed = match (connection.next().cloned(), connection.next()) {
+        (None, _) => false,
         // One `Connection` header (the usual case): its value is shared, not copied.
         (Some(value), None) => remove_listed(headers, &[value]),
         (Some(_), Some(_)) => {
             let values: Vec<HeaderValue> = headers.get_all(header::CONNECTION).iter().cloned().collect();
-            remove_listed(headers, &values);
+            remove_listed(headers, &values)
         }
-    }
+    };
     for (name, present) in HOP_BY_HOP.iter().zip(present) {
         if present {
             headers.remove(name);
         }
     }
+    listed
 }
 
 /// Removes the headers a `Connection` header lists (RFC 9110 §7.6.1), found by their names as
-/// written, without making header names of them.
-fn remove_listed(headers: &mut HeaderMap, connection: &[HeaderValue]) {
+/// written, without making header names of them; true when it lists any but hop-by-hop names.
+fn remove_listed(headers: &mut HeaderMap, connection: &[HeaderValue]) -> bool {
     // The hop-by-hop names themselves (`Connection: keep-alive`, the usual answer's) are removed
     // by the caller when present, without being parsed into names here.
     let listed = connection
@@ -501,9 +542,12 @@ fn remove_listed(headers: &mut HeaderMap, connection: &[HeaderValue]) {
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|name| !name.is_empty() && !HOP_NAMES.iter().any(|hop| hop.eq_ignore_ascii_case(name)));
+    let mut any = false;
     for name in listed {
         headers.remove(name);
+        any = true;
     }
+    any
 }
 
 fn add_forwarded(headers: &mut HeaderMap) {
@@ -555,6 +599,13 @@ mod tests {
     }
 
     #[test]
+    fn numbers_become_header_values() {
+        for n in [0, 1, 9, 10, 59, 1_000_000, u64::MAX] {
+            assert_eq!(number(n), HeaderValue::from(n));
+        }
+    }
+
+    #[test]
     fn the_host_becomes_x_forwarded_host() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("shop.example"));
@@ -585,7 +636,7 @@ mod tests {
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert("x-listed", HeaderValue::from_static("1"));
         h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
-        strip_hop_by_hop(&mut h);
+        let _ = strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key(header::CONTENT_LENGTH));
     }
@@ -600,7 +651,7 @@ mod tests {
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         h.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h);
+        let _ = strip_hop_by_hop(&mut h);
         assert!(h.get("x-secret-hop").is_none());
         assert!(h.get(header::TRANSFER_ENCODING).is_none());
         assert!(h.get("x-kept").is_some());
