@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Uri, Version};
@@ -133,12 +133,16 @@ impl Proxy {
         })
     }
 
-    /// Every path not served by the runtime itself goes through the proxy.
+    /// Every path not served by the runtime itself goes through the proxy: a service of its own
+    /// rather than a handler, as a proxied request needs none of a handler's extractors.
     pub fn router(self) -> Router {
+        let forwarding = tower::service_fn(move |request: Request| {
+            let proxy = self.clone();
+            async move { Ok::<_, std::convert::Infallible>(forward(&proxy, request).await) }
+        });
         Router::new()
             .route("/api/openapi.json", axum::routing::get(crate::openapi::serve))
-            .fallback(forward)
-            .with_state(self)
+            .fallback_service(forwarding)
     }
 }
 
@@ -147,12 +151,13 @@ fn labelled(mut response: Response, label: &Arc<str>) -> Response {
     response
 }
 
-async fn forward(
-    State(proxy): State<Proxy>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-) -> Response {
+async fn forward(proxy: &Proxy, request: Request) -> Response {
     let inner = &proxy.inner;
+    // Set on every request by the edge's connection loop.
+    let Some(&ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() else {
+        tracing::error!("a request without its client's address reached the proxy");
+        return Problem::internal().into_response();
+    };
     if has_dot_segment(request.uri().path()) {
         // A route is chosen by its path; an upstream that resolved `..` could be led past it.
         let label: Arc<str> = UNMATCHED.into();
