@@ -631,34 +631,23 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_header_naming_hop_by_hop_headers_in_any_case_drops_them() {
+    fn hop_by_hop_and_connection_listed_headers_are_dropped() {
         let mut h = HeaderMap::new();
+        // Listed names in any case, hop-by-hop ones among them.
         h.insert(
             header::CONNECTION,
-            HeaderValue::from_static("Keep-Alive, Upgrade, X-Listed"),
+            HeaderValue::from_static("Keep-Alive, Upgrade, X-Secret-Hop"),
         );
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        h.insert("x-listed", HeaderValue::from_static("1"));
-        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
-        let _ = strip_hop_by_hop(&mut h);
-        assert_eq!(h.len(), 1, "{h:?}");
-        assert!(h.contains_key(header::CONTENT_LENGTH));
-    }
-
-    #[test]
-    fn hop_by_hop_and_connection_listed_headers_are_dropped() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret-hop"),
-        );
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         h.insert("x-kept", HeaderValue::from_static("1"));
-        let _ = strip_hop_by_hop(&mut h);
-        assert!(h.get("x-secret-hop").is_none());
-        assert!(h.get(header::TRANSFER_ENCODING).is_none());
+        assert!(
+            strip_hop_by_hop(&mut h),
+            "a name other than a hop-by-hop one was listed"
+        );
+        assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.get("x-kept").is_some());
     }
 }
