@@ -39,6 +39,11 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+/// The allocator the `mercato` binary runs with, so that the benchmark measures the gateway as
+/// it is deployed.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The example is a binary: every failure ends it with a message.
 type Error = Box<dyn std::error::Error + Send + Sync>;
 

@@ -33,6 +33,9 @@ use tower::ServiceExt as _;
 
 use crate::config::EdgeConfig;
 
+/// The header count hyper's HTTP/1 parser allows when it is given no other.
+const HYPER_MAX_HEADERS: usize = 100;
+
 /// The connection builder with the edge's limits.
 fn builder(edge: &EdgeConfig) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -40,8 +43,12 @@ fn builder(edge: &EdgeConfig) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(Duration::from_millis(edge.header_read_timeout_ms))
-        .max_headers(edge.max_headers)
         .max_buf_size(edge.max_header_bytes);
+    // hyper parses into a fixed array of its default size unless told a size, and then
+    // allocates and fills one of that size for every request head: same limit, more work.
+    if edge.max_headers != HYPER_MAX_HEADERS {
+        builder.http1().max_headers(edge.max_headers);
+    }
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -51,10 +51,10 @@ use mercato_security::tls::TlsFiles;
 use mercato_security::{JwksClient, JwksClientConfig, Verifier, VerifierConfig};
 
 pub use config::{
-    AdaptiveConcurrencyConfig, AdminStateBackend, AdminStateConfig, BalancingPolicy, BulkheadSettings,
-    CircuitBreakerSettings, ConsoleConfig, EdgeConfig, GatewayConfig, HealthCheckConfig, LoadBalancingConfig,
-    PublicTls, RateClassConfig, RateLimitBackend, RateLimitConfig, RetrySettings, RouteAuth, RouteConfig,
-    RuleConfig, UpstreamSettings,
+    AdaptiveConcurrencyConfig, AdminStateBackend, AdminStateConfig, AuthConfig, BalancingPolicy,
+    BulkheadSettings, CircuitBreakerSettings, ConsoleConfig, EdgeConfig, GatewayConfig, HealthCheckConfig,
+    LoadBalancingConfig, PublicTls, RateClassConfig, RateLimitBackend, RateLimitConfig, RetrySettings,
+    RouteAuth, RouteConfig, RuleConfig, UpstreamSettings,
 };
 pub use rate_limit::{Clock, LimiterHealth, ManualClock, SystemClock};
 pub use upstream::Group;
@@ -188,7 +188,7 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         }
         _ => JwksClient::new(jwks_config),
     };
-    let verifier = Verifier::new(config.auth.clone(), Arc::new(jwks.clone()));
+    let verifier = verifier(config, &jwks);
     let pool = proxy::pool_settings(&config.gateway, &config.client);
     let checker = HealthChecker::new(upstreams.clone(), pool, config.gateway.health_check.clone());
     let store = Arc::new(
@@ -318,6 +318,12 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     })
 }
 
+/// The verifier of clients' tokens, remembering as many verified ones as `[gateway.auth]` allows.
+fn verifier(config: &Config, jwks: &JwksClient) -> Verifier {
+    Verifier::new(config.auth.clone(), Arc::new(jwks.clone()))
+        .with_verified_capacity(config.gateway.auth.verified_tokens_max)
+}
+
 impl App {
     #[must_use]
     pub fn local_addr(&self) -> SocketAddr {
@@ -357,5 +363,40 @@ impl App {
             let _ = sampling.await;
         }
         served
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_verifier_remembers_no_more_tokens_than_the_auth_section_allows() {
+        let issuer = mercato_testkit::auth::TestIssuer::start().await;
+        let mut gateway = GatewayConfig::default();
+        gateway.auth.verified_tokens_max = 32;
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            http: HttpConfig::default(),
+            client: ClientConfig::default(),
+            gateway,
+            auth: issuer.config(),
+            upstreams: BTreeMap::new(),
+            jwks_url: issuer.jwks_url().to_owned(),
+            tls: None,
+        };
+        let jwks = JwksClient::new(JwksClientConfig {
+            url: config.jwks_url.clone(),
+            max_age: Duration::from_secs(60),
+            min_refresh_interval: Duration::from_millis(100),
+            timeout: Duration::from_secs(5),
+        });
+        let verifier = verifier(&config, &jwks);
+        for i in 0..200 {
+            let token = issuer.token(&format!("customer-{i}"), &[]);
+            verifier.verify_shared(&token).await.unwrap();
+            assert!(verifier.verified_tokens() <= 32, "{}", verifier.verified_tokens());
+        }
+        assert!(verifier.verified_tokens() > 0, "verified tokens are remembered");
     }
 }

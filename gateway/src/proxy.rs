@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Uri, Version};
@@ -47,7 +47,7 @@ static HOP_BY_HOP: [HeaderName; HOPS] = [
 ];
 const SUBJECT: HeaderName = HeaderName::from_static(SUBJECT_HEADER);
 const ROLES: HeaderName = HeaderName::from_static(ROLES_HEADER);
-const DEADLINE: HeaderName = HeaderName::from_static(deadline::HEADER);
+pub(crate) const DEADLINE: HeaderName = HeaderName::from_static(deadline::HEADER);
 const CORRELATION: HeaderName = HeaderName::from_static(correlation::HEADER);
 const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
@@ -133,12 +133,16 @@ impl Proxy {
         })
     }
 
-    /// Every path not served by the runtime itself goes through the proxy.
+    /// Every path not served by the runtime itself goes through the proxy: a service of its own
+    /// rather than a handler, as a proxied request needs none of a handler's extractors.
     pub fn router(self) -> Router {
+        let forwarding = tower::service_fn(move |request: Request| {
+            let proxy = self.clone();
+            async move { Ok::<_, std::convert::Infallible>(forward(&proxy, request).await) }
+        });
         Router::new()
             .route("/api/openapi.json", axum::routing::get(crate::openapi::serve))
-            .fallback(forward)
-            .with_state(self)
+            .fallback_service(forwarding)
     }
 }
 
@@ -147,12 +151,13 @@ fn labelled(mut response: Response, label: &Arc<str>) -> Response {
     response
 }
 
-async fn forward(
-    State(proxy): State<Proxy>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-) -> Response {
+async fn forward(proxy: &Proxy, request: Request) -> Response {
     let inner = &proxy.inner;
+    // Set on every request by the edge's connection loop.
+    let Some(&ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() else {
+        tracing::error!("a request without its client's address reached the proxy");
+        return Problem::internal().into_response();
+    };
     if has_dot_segment(request.uri().path()) {
         // A route is chosen by its path; an upstream that resolved `..` could be led past it.
         let label: Arc<str> = UNMATCHED.into();
@@ -180,18 +185,17 @@ async fn forward_to(
 ) -> Response {
     let (mut parts, body) = request.into_parts();
     // First, so that a client's `Connection` header cannot name the headers the gateway sets.
-    strip_hop_by_hop(&mut parts.headers);
+    let listed = strip_hop_by_hop(&mut parts.headers);
     // The runtime set it; put back only if the client's `Connection` named it.
-    if let Some(id) = parts.extensions.get::<CorrelationId>()
+    if listed
+        && let Some(id) = parts.extensions.get::<CorrelationId>()
         && !parts.headers.contains_key(CORRELATION)
     {
         parts.headers.insert(CORRELATION, id.header_value());
     }
     // Only the gateway may say who the caller is, and how long it waits: the deadline is set
     // here, at the edge, never taken from a client.
-    parts.headers.remove(SUBJECT);
-    parts.headers.remove(ROLES);
-    parts.headers.remove(DEADLINE);
+    remove_present(&mut parts.headers, &OWNED, &OWNED_NAMES);
     let client = inner.proxies.client(peer.ip(), &parts.headers);
     let required_roles = inner.rules.requirements(route, &parts.method, parts.uri.path());
     let needs_token = route.auth == RouteAuth::Required || !required_roles.is_empty();
@@ -334,10 +338,16 @@ async fn admit(
     }
     parts.version = Version::HTTP_11;
 
-    let body = Body::new(Limited::new(
-        IdleBody::new(body, inner.body_idle_timeout),
-        inner.body_limit,
-    ));
+    // A request without a body (most are) skips the limits a body is read under, and the
+    // allocation that boxes them.
+    let body = if http_body::Body::is_end_stream(&body) {
+        Body::empty()
+    } else {
+        Body::new(Limited::new(
+            IdleBody::new(body, inner.body_idle_timeout),
+            inner.body_limit,
+        ))
+    };
     let timeout = route.timeout.unwrap_or(inner.upstream_timeout);
     // The whole exchange, retries included, ends by the deadline; the upstream learns it from
     // `x-request-deadline-ms`.
@@ -349,7 +359,7 @@ async fn admit(
 
 fn relay(response: http::Response<UpstreamBody>) -> Response {
     let (mut parts, body) = response.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    let _ = strip_hop_by_hop(&mut parts.headers);
     Response::from_parts(parts, Body::new(body.map_err(axum::Error::new)))
 }
 
@@ -401,9 +411,19 @@ fn rate_limited(class: &str, decision: &Decision) -> Problem {
 
 /// `RateLimit-Limit`, `-Remaining` and `-Reset` (IETF httpapi draft, header-per-field form).
 fn add_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision) {
-    headers.insert(RATELIMIT_LIMIT, HeaderValue::from(decision.limit));
-    headers.insert(RATELIMIT_REMAINING, HeaderValue::from(decision.remaining));
-    headers.insert(RATELIMIT_RESET, HeaderValue::from(ceil_secs(decision.reset)));
+    headers.reserve(3);
+    headers.insert(RATELIMIT_LIMIT, number(u64::from(decision.limit)));
+    headers.insert(RATELIMIT_REMAINING, number(u64::from(decision.remaining)));
+    headers.insert(RATELIMIT_RESET, number(ceil_secs(decision.reset)));
+}
+
+/// A number as a header value; a single digit (a reset in seconds, usually) without allocating.
+fn number(n: u64) -> HeaderValue {
+    const DIGITS: [&str; 10] = ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    match usize::try_from(n).ok().and_then(|i| DIGITS.get(i)) {
+        Some(digit) => HeaderValue::from_static(digit),
+        None => HeaderValue::from(n),
+    }
 }
 
 fn upstream_failure(upstream: &str, error: &SendError) -> Problem {
@@ -442,47 +462,97 @@ fn upstream_failure(upstream: &str, error: &SendError) -> Problem {
         .with_header(header::RETRY_AFTER, "1")
 }
 
-fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Most requests carry none and most answers only `Connection`: the few names present are
-    // looked at once, and only those found are removed.
-    let mut present = [false; HOPS];
+/// [`HOP_BY_HOP`] as text, to compare a name's length before its bytes.
+static HOP_NAMES: [&str; HOPS] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// The request headers only the gateway sets, and their names as text.
+static OWNED: [HeaderName; 3] = [SUBJECT, ROLES, DEADLINE];
+static OWNED_NAMES: [&str; 3] = [SUBJECT_HEADER, ROLES_HEADER, deadline::HEADER];
+
+/// Where `name` (lowercase, as header names are) is in `names`.
+fn index_in(names: &[&str], name: &str) -> Option<usize> {
+    names
+        .iter()
+        .position(|known| known.len() == name.len() && *known == name)
+}
+
+fn hop_index(name: &str) -> Option<usize> {
+    index_in(&HOP_NAMES, name)
+}
+
+/// Removes those of `names` (`text`, the same as text) that `headers` has, looking at each
+/// header once rather than looking each name up.
+fn remove_present<const N: usize>(headers: &mut HeaderMap, names: &[HeaderName; N], text: &[&str; N]) {
+    let mut present = [false; N];
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+        if let Some(i) = index_in(text, name.as_str()) {
             present[i] = true;
         }
     }
-    if !present.contains(&true) {
-        return;
-    }
-    let mut connection = headers.get_all(header::CONNECTION).iter();
-    match (connection.next().cloned(), connection.next()) {
-        (None, _) => {}
-        // One `Connection` header (the usual case): its value is shared, not copied.
-        (Some(value), None) => remove_listed(headers, &[value]),
-        (Some(_), Some(_)) => {
-            let values: Vec<HeaderValue> = headers.get_all(header::CONNECTION).iter().cloned().collect();
-            remove_listed(headers, &values);
-        }
-    }
-    for (name, present) in HOP_BY_HOP.iter().zip(present) {
+    for (name, present) in names.iter().zip(present) {
         if present {
             headers.remove(name);
         }
     }
 }
 
+/// Drops the hop-by-hop headers and those a `Connection` header lists; true when one did.
+fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
+    // Most requests carry none and most answers only `Connection`: the few names present are
+    // looked at once, and only those found are removed.
+    let mut present = [false; HOPS];
+    for name in headers.keys() {
+        if let Some(i) = hop_index(name.as_str()) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
+        return false;
+    }
+    let mut connection = headers.get_all(header::CONNECTION).iter();
+    let listed = match (connection.next().cloned(), connection.next()) {
+        (None, _) => false,
+        // One `Connection` header (the usual case): its value is shared, not copied.
+        (Some(value), None) => remove_listed(headers, &[value]),
+        (Some(_), Some(_)) => {
+            let values: Vec<HeaderValue> = headers.get_all(header::CONNECTION).iter().cloned().collect();
+            remove_listed(headers, &values)
+        }
+    };
+    for (name, present) in HOP_BY_HOP.iter().zip(present) {
+        if present {
+            headers.remove(name);
+        }
+    }
+    listed
+}
+
 /// Removes the headers a `Connection` header lists (RFC 9110 §7.6.1), found by their names as
-/// written, without making header names of them.
-fn remove_listed(headers: &mut HeaderMap, connection: &[HeaderValue]) {
+/// written, without making header names of them; true when it lists any but hop-by-hop names.
+fn remove_listed(headers: &mut HeaderMap, connection: &[HeaderValue]) -> bool {
+    // The hop-by-hop names themselves (`Connection: keep-alive`, the usual answer's) are removed
+    // by the caller when present, without being parsed into names here.
     let listed = connection
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .filter(|name| !name.is_empty());
+        .filter(|name| !name.is_empty() && !HOP_NAMES.iter().any(|hop| hop.eq_ignore_ascii_case(name)));
+    let mut any = false;
     for name in listed {
         headers.remove(name);
+        any = true;
     }
+    any
 }
 
 fn add_forwarded(headers: &mut HeaderMap) {
@@ -534,6 +604,13 @@ mod tests {
     }
 
     #[test]
+    fn numbers_become_header_values() {
+        for n in [0, 1, 9, 10, 59, 1_000_000, u64::MAX] {
+            assert_eq!(number(n), HeaderValue::from(n));
+        }
+    }
+
+    #[test]
     fn the_host_becomes_x_forwarded_host() {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("shop.example"));
@@ -544,18 +621,33 @@ mod tests {
     }
 
     #[test]
+    fn the_hop_by_hop_names_as_text_are_the_header_names() {
+        for (name, text) in HOP_BY_HOP.iter().zip(HOP_NAMES) {
+            assert_eq!(name.as_str(), text);
+            assert_eq!(hop_index(text).map(|i| &HOP_BY_HOP[i]), Some(name));
+        }
+        assert_eq!(hop_index("x-connection"), None);
+        assert_eq!(hop_index("host"), None);
+    }
+
+    #[test]
     fn hop_by_hop_and_connection_listed_headers_are_dropped() {
         let mut h = HeaderMap::new();
+        // Listed names in any case, hop-by-hop ones among them.
         h.insert(
             header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-secret-hop"),
+            HeaderValue::from_static("Keep-Alive, Upgrade, X-Secret-Hop"),
         );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
         h.insert("x-secret-hop", HeaderValue::from_static("1"));
         h.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
         h.insert("x-kept", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h);
-        assert!(h.get("x-secret-hop").is_none());
-        assert!(h.get(header::TRANSFER_ENCODING).is_none());
+        assert!(
+            strip_hop_by_hop(&mut h),
+            "a name other than a hop-by-hop one was listed"
+        );
+        assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.get("x-kept").is_some());
     }
 }

@@ -54,6 +54,7 @@ use tower::{Layer as _, ServiceExt as _};
 use crate::StartError;
 use crate::adaptive::AdaptiveLimit;
 use crate::config::GatewayConfig;
+use crate::proxy::DEADLINE;
 use crate::upstream::Instance;
 use crate::upstream::Upstreams;
 use crate::upstream::connections::{PoolSettings, SendError, UpstreamBody};
@@ -113,6 +114,9 @@ pub type CallResult = Result<http::Response<UpstreamBody>, ResilienceError<Trans
 #[derive(Debug)]
 pub struct Outgoing {
     request: http::Request<Body>,
+    /// Kept beside the request rather than among its extensions: nothing past the gateway reads
+    /// it there, and an extension costs two allocations on every attempt.
+    deadline: Deadline,
     /// The body is known to be empty, so the request can be rebuilt for another attempt.
     replayable: bool,
 }
@@ -120,11 +124,14 @@ pub struct Outgoing {
 impl Outgoing {
     /// `request`, bound by `deadline`.
     #[must_use]
-    pub fn new(mut request: http::Request<Body>, deadline: Deadline) -> Self {
+    pub fn new(request: http::Request<Body>, deadline: Deadline) -> Self {
         let body = request.body();
         let replayable = body.is_end_stream() || body.size_hint().exact() == Some(0);
-        request.extensions_mut().insert(deadline);
-        Self { request, replayable }
+        Self {
+            request,
+            deadline,
+            replayable,
+        }
     }
 }
 
@@ -139,11 +146,9 @@ impl Replay for Outgoing {
         *copy.uri_mut() = original.uri().clone();
         *copy.version_mut() = original.version();
         *copy.headers_mut() = original.headers().clone();
-        if let Some(deadline) = original.extensions().get::<Deadline>() {
-            copy.extensions_mut().insert(*deadline);
-        }
         Some(Self {
             request: copy,
+            deadline: self.deadline,
             replayable: true,
         })
     }
@@ -151,11 +156,14 @@ impl Replay for Outgoing {
 
 impl DeadlineCarrier for Outgoing {
     fn deadline(&self) -> Option<Deadline> {
-        self.request.deadline()
+        Some(Deadline::current().map_or(self.deadline, |current| current.min(self.deadline)))
     }
 
     fn set_deadline(&mut self, deadline: Deadline) {
-        self.request.set_deadline(deadline);
+        self.request
+            .headers_mut()
+            .insert(DEADLINE, deadline.header_value());
+        self.deadline = deadline;
     }
 }
 

@@ -538,4 +538,22 @@ mod tests {
             "http://127.0.0.1:8190"
         );
     }
+
+    #[test]
+    fn the_gateway_is_printed_with_https_when_it_serves_tls() {
+        let mut config = Config::default();
+        let addr: std::net::SocketAddr = "127.0.0.1:8443".parse().unwrap();
+        assert_eq!(config.url_of(ServiceName::Gateway, addr), "http://127.0.0.1:8443");
+        config.gateway.edge.tls = Some(mercato_gateway::PublicTls {
+            cert: "gateway.pem".into(),
+            key: "gateway.key".into(),
+        });
+        assert_eq!(
+            config.url_of(ServiceName::Gateway, addr),
+            "https://127.0.0.1:8443"
+        );
+        assert_eq!(config.base_url(ServiceName::Gateway), "https://127.0.0.1:8080");
+        // The services' own mutual TLS is another setting.
+        assert_eq!(config.base_url(ServiceName::Orders), "http://127.0.0.1:8104");
+    }
 }

@@ -359,14 +359,15 @@ impl Config {
         }
     }
 
-    /// `service`'s URL at `addr`: `https://` when it is served over mutual TLS, else `http://`.
+    /// `service`'s URL at `addr`: `https://` when it is served over TLS (a domain service over
+    /// mutual TLS, the gateway with `[gateway.edge.tls]`), else `http://`.
     #[must_use]
     pub fn url_of(&self, service: ServiceName, addr: SocketAddr) -> String {
-        let scheme = if self.tls.enabled && service.is_domain_service() {
-            "https"
-        } else {
-            "http"
+        let tls = match service {
+            ServiceName::Gateway => self.gateway.edge.tls.is_some(),
+            _ => self.tls.enabled && service.is_domain_service(),
         };
+        let scheme = if tls { "https" } else { "http" };
         format!("{scheme}://{addr}")
     }
 

@@ -17,10 +17,11 @@
 //! route's `timeout_ms` overrides `upstream_timeout_ms`; either bounds the whole upstream
 //! exchange, retries included, and reaches the upstream as `x-request-deadline-ms`.
 //!
-//! Layout: `edge` (limits on client connections), `routes` (routes and role rules),
-//! `rate_limit` (rate classes and their backend), `upstreams` (the guards of upstream calls,
-//! balancing, health checks, instance groups).
+//! Layout: `edge` (limits on client connections), `auth` (the memory of verified tokens),
+//! `routes` (routes and role rules), `rate_limit` (rate classes and their backend), `upstreams`
+//! (the guards of upstream calls, balancing, health checks, instance groups).
 
+mod auth;
 mod console;
 mod edge;
 mod rate_limit;
@@ -32,6 +33,7 @@ use std::collections::BTreeMap;
 use mercato_runtime::settings::{InvalidSetting, Validate};
 use serde::{Deserialize, Serialize};
 
+pub use auth::AuthConfig;
 pub use console::ConsoleConfig;
 pub use edge::{EdgeConfig, PreauthConfig, PublicTls};
 pub use rate_limit::{DEFAULT_CLASS, RateClassConfig, RateLimitBackend, RateLimitConfig};
@@ -61,6 +63,8 @@ pub struct GatewayConfig {
     pub trusted_proxies: Vec<String>,
     pub edge: EdgeConfig,
     pub preauth: PreauthConfig,
+    /// The memory of verified tokens.
+    pub auth: AuthConfig,
     pub routes: Vec<RouteConfig>,
     /// Role requirements scoped by path pattern and method, on top of the routes' own.
     pub rules: Vec<RuleConfig>,
@@ -94,6 +98,7 @@ impl Default for GatewayConfig {
             trusted_proxies: Vec::new(),
             edge: EdgeConfig::default(),
             preauth: PreauthConfig::default(),
+            auth: AuthConfig::default(),
             routes: vec![
                 RouteConfig::new("/api/identity/register", "identity", Public).with_rate_class("auth"),
                 RouteConfig::new("/api/identity/token", "identity", Public).with_rate_class("auth"),
@@ -236,6 +241,7 @@ impl Validate for GatewayConfig {
         self.health_check.validate()?;
         self.edge.validate()?;
         self.preauth.validate()?;
+        self.auth.validate()?;
         self.admin_state.validate()?;
         self.adaptive_concurrency.validate()?;
         self.console.validate().map_err(|e| e.within("console"))?;

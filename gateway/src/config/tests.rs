@@ -123,3 +123,21 @@ fn a_trusted_proxy_that_is_not_a_network_is_refused_by_key() {
     };
     assert_eq!(config.validate().unwrap_err().key, "trusted_proxies[1]");
 }
+
+#[test]
+fn the_verified_token_bound_is_refused_outside_its_range_by_key() {
+    let mut config = GatewayConfig::default();
+    assert_eq!(config.auth.verified_tokens_max, 16_384);
+    for refused in [0, 15, auth::MAX_VERIFIED_TOKENS + 1] {
+        config.auth.verified_tokens_max = refused;
+        assert_eq!(
+            config.validate().unwrap_err().key,
+            "auth.verified_tokens_max",
+            "{refused}"
+        );
+    }
+    for kept in [16, 4096, auth::MAX_VERIFIED_TOKENS] {
+        config.auth.verified_tokens_max = kept;
+        assert_eq!(config.validate(), Ok(()), "{kept}");
+    }
+}

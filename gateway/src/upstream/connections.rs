@@ -214,6 +214,9 @@ impl Connections {
 
     /// The idle connection last returned that can still take a request.
     fn take(&self, settings: &PoolSettings) -> Option<Connection> {
+        // The clock read once: each read is a call, and a connection is taken per request.
+        let now = Instant::now();
+        let idle_too_long = |since: Instant| now.saturating_duration_since(since) > settings.idle_timeout;
         loop {
             let Idle {
                 mut connection,
@@ -221,11 +224,11 @@ impl Connections {
             } = {
                 let mut idle = self.lock();
                 // Oldest first: the ones past the idle timeout are a prefix.
-                let expired = idle.partition_point(|i| i.since.elapsed() > settings.idle_timeout);
+                let expired = idle.partition_point(|i| idle_too_long(i.since));
                 idle.drain(..expired);
                 idle.pop()?
             };
-            if since.elapsed() <= settings.idle_timeout && connection.ready_for_reuse() {
+            if !idle_too_long(since) && connection.ready_for_reuse() {
                 return Some(connection);
             }
         }

@@ -136,17 +136,35 @@ async fn a_request_body_that_stalls_gets_408_and_the_connection_closed() {
     assert!(closed, "the connection stayed open");
 }
 
+/// A request with `count` header fields in all, the last `Connection: close`.
+fn with_headers(count: usize) -> String {
+    let mut request = String::from("GET /api/echo/items HTTP/1.1\r\nHost: x\r\n");
+    for i in 2..count {
+        request.push_str(&format!("X-Filler-{i}: 1\r\n"));
+    }
+    request.push_str("Connection: close\r\n\r\n");
+    request
+}
+
 #[tokio::test]
 async fn too_many_header_fields_get_431() {
     let gateway = spawn_gateway_with(|c| c.gateway.edge.max_headers = 20).await;
-    let mut request = String::from("GET /api/echo/items HTTP/1.1\r\nHost: x\r\n");
-    for i in 0..30 {
-        request.push_str(&format!("X-Filler-{i}: 1\r\n"));
-    }
-    request.push_str("\r\n");
 
-    expect_refused(&gateway, &request, "431").await;
+    expect_refused(&gateway, &with_headers(21), "431").await;
     assert_eq!(gateway.echo.hits(), 0);
+}
+
+#[tokio::test]
+async fn the_default_header_count_limit_is_100() {
+    let gateway = spawn_gateway().await;
+    assert_eq!(mercato_gateway::EdgeConfig::default().max_headers, 100);
+
+    expect_refused(&gateway, &with_headers(101), "431").await;
+    assert_eq!(gateway.echo.hits(), 0);
+    // Not 100: the gateway adds its own headers, and the test upstream has the same limit.
+    let (seen, _) = exchange(gateway.addr, with_headers(90).as_bytes()).await;
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen:?}");
+    assert_eq!(gateway.echo.hits(), 1);
 }
 
 #[tokio::test]

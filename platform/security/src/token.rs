@@ -249,6 +249,21 @@ impl Verifier {
         }
     }
 
+    /// This verifier remembering at most `capacity` verified tokens (at least
+    /// [`crate::verified::MIN_CAPACITY`]) instead of [`crate::verified::CAPACITY`]; what it
+    /// remembered so far is forgotten.
+    #[must_use]
+    pub fn with_verified_capacity(mut self, capacity: usize) -> Self {
+        self.verified = Arc::new(VerifiedTokens::new(capacity));
+        self
+    }
+
+    /// How many verified tokens this verifier (and its clones) remember now.
+    #[must_use]
+    pub fn verified_tokens(&self) -> usize {
+        self.verified.len()
+    }
+
     /// Checks `token` and returns its claims.
     ///
     /// # Errors

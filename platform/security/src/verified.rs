@@ -20,8 +20,12 @@ use crate::token::{Claims, TokenError};
 
 const SHARDS: usize = 16;
 
-/// Tokens held at most (about 1.5 KiB each with their claims).
+/// Tokens held at most unless the verifier is told otherwise (about 1.5 KiB each with their
+/// claims: 24 MiB when full).
 pub const CAPACITY: usize = 16_384;
+
+/// The smallest bound that is kept exactly: one entry per shard.
+pub const MIN_CAPACITY: usize = SHARDS;
 
 /// What a hit returns: the signing key's `kid` and the claims, shared rather than copied.
 #[derive(Debug, Clone)]
@@ -40,11 +44,13 @@ pub struct VerifiedTokens {
 }
 
 impl VerifiedTokens {
+    /// A cache holding at most `capacity` tokens (at least [`MIN_CAPACITY`], one a shard).
     #[must_use]
     pub fn new(capacity: usize) -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            per_shard: capacity.div_ceil(SHARDS).max(1),
+            // Rounded down, so that the shards together never hold more than `capacity`.
+            per_shard: (capacity / SHARDS).max(1),
         }
     }
 
@@ -95,12 +101,18 @@ impl VerifiedTokens {
         self.shard(token).remove(token);
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    /// How many tokens are held.
+    #[must_use]
+    pub fn len(&self) -> usize {
         self.shards
             .iter()
             .map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len())
             .sum()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -170,6 +182,15 @@ mod tests {
             cache.insert(&i.to_string(), verified(0, 10), 0, 0);
         }
         assert!(cache.len() <= 32, "{}", cache.len());
+        let cache = VerifiedTokens::new(40);
+        for i in 0..1_000 {
+            cache.insert(&i.to_string(), verified(0, 10), 0, 0);
+        }
+        assert!(
+            cache.len() <= 40,
+            "a bound that is no multiple of the shards: {}",
+            cache.len()
+        );
         // Expired entries go first: a full shard keeps the live ones.
         let cache = VerifiedTokens::new(SHARDS);
         cache.insert("live", verified(0, 1_000), 0, 0);
