@@ -231,7 +231,13 @@ impl Committer {
             group.outcome.send_replace(Some(Ok(())));
             return;
         }
-        let outcome = match connection.execute("COMMIT").await {
+        self.commit(connection, group, "COMMIT").await;
+    }
+
+    /// Runs `commit` (a `COMMIT`, after what must come before it) for `group` and tells every
+    /// member how it went.
+    async fn commit(&self, connection: &mut AnyConnection, group: Group, commit: &'static str) {
+        let outcome = match connection.execute(sqlx::raw_sql(commit)).await {
             Ok(_) => {
                 self.counters.commits.inc();
                 self.counters.transactions.inc_by(group.committed as u64);
@@ -239,7 +245,8 @@ impl Committer {
             }
             Err(e) => {
                 // A COMMIT refused by a deferred constraint leaves the transaction open; an I/O
-                // error may have rolled it back already. Either way nothing of it is kept.
+                // error (or a failed release before it) may have rolled it back already. Either
+                // way nothing of it is kept.
                 let _ = connection.execute("ROLLBACK").await;
                 tracing::warn!(error = %e, members = group.committed, "group commit failed");
                 Err(Failure::of(&e))
@@ -260,23 +267,8 @@ impl Committer {
             .connection
             .as_deref_mut()
             .expect("an open group has its connection");
-        let outcome = match connection
-            .execute(sqlx::raw_sql("RELEASE mercato_member; COMMIT"))
-            .await
-        {
-            Ok(_) => {
-                self.counters.commits.inc();
-                self.counters.transactions.inc_by(group.committed as u64);
-                Ok(())
-            }
-            Err(e) => {
-                // Fails harmlessly when SQLite already rolled back.
-                let _ = connection.execute("ROLLBACK").await;
-                tracing::warn!(error = %e, members = group.committed, "group commit failed");
-                Err(Failure::of(&e))
-            }
-        };
-        group.outcome.send_replace(Some(outcome));
+        self.commit(connection, group, "RELEASE mercato_member; COMMIT")
+            .await;
     }
 
     /// Ends the group now if nobody is queued to join it, else frees the writer for the next in
