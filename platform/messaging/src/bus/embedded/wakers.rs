@@ -82,20 +82,10 @@ mod tests {
     use super::*;
 
     fn envelope(category: &str, event_type: &str) -> Envelope {
-        Envelope {
-            id: "e".into(),
-            event_type: event_type.to_owned(),
-            schema_version: 1,
-            source: category.to_owned(),
-            stream_id: "s".into(),
-            stream_seq: 1,
-            occurred_at: 0,
-            correlation_id: None,
-            causation_id: None,
-            traceparent: None,
-            preceding: std::collections::BTreeMap::new(),
-            payload: serde_json::Value::Null,
-        }
+        let mut envelope = crate::bus::tests::envelope(serde_json::Value::Null);
+        category.clone_into(&mut envelope.source);
+        event_type.clone_into(&mut envelope.event_type);
+        envelope
     }
 
     /// Whether `signal` was notified while a waiter was registered on it.
