@@ -172,6 +172,7 @@ async fn append_now(
     let recorded_at = now_millis();
     let mut version = current;
     let mut recorded = Vec::with_capacity(events.len());
+    let mut bodies = Vec::with_capacity(events.len());
     for mut envelope in events {
         version += 1;
         envelope.stream_id = stream_id.to_owned();
@@ -190,7 +191,7 @@ async fn append_now(
             .bind(&envelope.id)
             .bind(&envelope.event_type)
             .bind(i64::from(envelope.schema_version))
-            .bind(body)
+            .bind(body.as_str())
             .bind(recorded_at);
         if let Some(version) = guard {
             insert = insert.bind(version);
@@ -202,7 +203,7 @@ async fn append_now(
         let Some(position) = position else {
             return Err(conflict(tx, stream_id, expected).await);
         };
-        outbox::append_positioned(tx, &envelope).await?;
+        bodies.push(body);
         recorded.push(RecordedEvent {
             position,
             version,
@@ -210,6 +211,14 @@ async fn append_now(
             envelope,
         });
     }
+    // Every event goes out through the outbox: one statement for the append's events, with the
+    // JSON the log stored.
+    let outgoing: Vec<(&Envelope, &str)> = recorded
+        .iter()
+        .zip(&bodies)
+        .map(|(event, body)| (&event.envelope, body.as_str()))
+        .collect();
+    outbox::append_serialized(tx, &outgoing).await?;
     Ok(AppendResult {
         version,
         events: recorded,

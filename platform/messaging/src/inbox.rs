@@ -646,10 +646,9 @@ impl<H: Handler> Inbox<H> {
                 envelope.id, envelope.source, self.spec.category
             )));
         }
-        if is_processed(tx, &self.subscriber, &envelope.id).await? {
+        let Some(last) = last_seq_unless_processed(tx, &self.subscriber, envelope).await? else {
             return Ok(Outcome::Duplicate);
-        }
-        let last = last_seq(tx, &self.subscriber, &envelope.stream_id).await?;
+        };
         let predecessor = envelope.predecessor(&self.spec.event_types);
         if last < predecessor && envelope.stream_seq > 0 {
             if attempt <= self.config.max_reorder_waits {
@@ -720,22 +719,28 @@ async fn pause(shutdown: &CancellationToken, delay: Duration) {
     }
 }
 
-async fn is_processed(tx: &mut Tx, subscriber: &str, event_id: &str) -> Result<bool, StorageError> {
-    let row = sqlx::query("SELECT 1 AS seen FROM inbox_processed WHERE subscriber = $1 AND event_id = $2")
-        .bind(subscriber)
-        .bind(event_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    Ok(row.is_some())
-}
-
-async fn last_seq(tx: &mut Tx, subscriber: &str, stream_id: &str) -> Result<i64, StorageError> {
-    let row = sqlx::query("SELECT last_seq FROM inbox_streams WHERE subscriber = $1 AND stream_id = $2")
-        .bind(subscriber)
-        .bind(stream_id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    Ok(row.map_or(0, |r| r.get::<i64, _>("last_seq")))
+/// The last position of `envelope`'s stream this subscriber applied (0 before any), or `None`
+/// when it applied this very event already: one statement, as both are asked of every delivery.
+async fn last_seq_unless_processed(
+    tx: &mut Tx,
+    subscriber: &str,
+    envelope: &Envelope,
+) -> Result<Option<i64>, StorageError> {
+    let row = sqlx::query(
+        "SELECT
+           (SELECT COUNT(*) FROM inbox_processed WHERE subscriber = $1 AND event_id = $2) AS seen,
+           COALESCE((SELECT last_seq FROM inbox_streams WHERE subscriber = $3 AND stream_id = $4), 0) AS last_seq",
+    )
+    .bind(subscriber)
+    .bind(&envelope.id)
+    .bind(subscriber)
+    .bind(&envelope.stream_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    // A count, not EXISTS: an integer on both backends (the key makes it 0 or 1).
+    let seen: i64 = row.try_get("seen")?;
+    let last: i64 = row.try_get("last_seq")?;
+    Ok((seen == 0).then_some(last))
 }
 
 async fn advance(tx: &mut Tx, subscriber: &str, stream_id: &str, seq: i64) -> Result<(), StorageError> {

@@ -61,17 +61,49 @@ pub async fn append(tx: &mut Tx, envelope: &mut Envelope) -> Result<(), StorageE
 /// The database failed; [`StorageError::Conflict`] if this event id is already in the outbox.
 pub async fn append_positioned(tx: &mut Tx, envelope: &Envelope) -> Result<(), StorageError> {
     let body = serde_json::to_string(envelope).map_err(|e| StorageError::Config(e.to_string()))?;
-    sqlx::query(
-        "INSERT INTO outbox (event_id, category, stream_id, stream_seq, envelope, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6)",
-    )
-    .bind(&envelope.id)
-    .bind(envelope.category())
-    .bind(&envelope.stream_id)
-    .bind(envelope.stream_seq)
-    .bind(body)
-    .bind(now_millis())
-    .execute(&mut **tx)
-    .await?;
+    append_serialized(tx, &[(envelope, body.as_str())]).await
+}
+
+/// Rows per multi-row insert: 6 values each stays far below either backend's bound on parameters.
+const ROWS_PER_STATEMENT: usize = 100;
+
+/// Appends `envelopes`, each with the stream position it already has and its JSON as the caller
+/// serialized it (the event store has it already), in one statement per hundred, in order.
+///
+/// # Errors
+/// The database failed; [`StorageError::Conflict`] if an event id is already in the outbox.
+pub async fn append_serialized(tx: &mut Tx, envelopes: &[(&Envelope, &str)]) -> Result<(), StorageError> {
+    let now = now_millis();
+    for chunk in envelopes.chunks(ROWS_PER_STATEMENT) {
+        let values: Vec<String> = (0..chunk.len())
+            .map(|i| {
+                let n = 6 * i;
+                format!(
+                    "(${}, ${}, ${}, ${}, ${}, ${})",
+                    n + 1,
+                    n + 2,
+                    n + 3,
+                    n + 4,
+                    n + 5,
+                    n + 6
+                )
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO outbox (event_id, category, stream_id, stream_seq, envelope, created_at) VALUES {}",
+            values.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for &(envelope, body) in chunk {
+            query = query
+                .bind(&envelope.id)
+                .bind(envelope.category())
+                .bind(&envelope.stream_id)
+                .bind(envelope.stream_seq)
+                .bind(body)
+                .bind(now);
+        }
+        query.execute(&mut **tx).await?;
+    }
     Ok(())
 }

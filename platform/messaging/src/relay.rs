@@ -33,6 +33,9 @@ pub const RETENTION_MIGRATION: Migration = Migration::new(
     include_str!("../migrations/outbox_retention.sql"),
 );
 
+/// The longest a busy relay goes without counting its backlog for the gauges.
+const GAUGES_EVERY: Duration = Duration::from_secs(1);
+
 /// How often a running relay prunes published rows.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -142,9 +145,10 @@ impl Relay {
     pub async fn run(self, shutdown: CancellationToken) {
         let poll = Duration::from_millis(self.config.poll_interval_ms);
         let mut last_cleanup = tokio::time::Instant::now();
+        let mut gauges_at: Option<tokio::time::Instant> = None;
         loop {
-            let drained = match self.publish_pending().await {
-                Ok(n) => n < self.config.batch_size,
+            let published = match self.publish_pending().await {
+                Ok(n) => n,
                 Err(e) => {
                     self.metrics.failures.inc();
                     // The backlog growing during an outage is what operators need to see.
@@ -157,7 +161,13 @@ impl Relay {
                     continue;
                 }
             };
-            let _ = self.update_gauges().await;
+            let drained = published < self.config.batch_size;
+            // Counting the backlog is a query of its own: under load at most once a second, and
+            // on every idle pass, so the gauges settle as soon as the outbox is drained.
+            if published == 0 || gauges_at.is_none_or(|at| at.elapsed() >= GAUGES_EVERY) {
+                gauges_at = Some(tokio::time::Instant::now());
+                let _ = self.update_gauges().await;
+            }
             if last_cleanup.elapsed() >= PRUNE_EVERY {
                 last_cleanup = tokio::time::Instant::now();
                 if let Err(e) = self.prune(Duration::from_secs(self.config.retention_secs)).await {

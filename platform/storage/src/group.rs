@@ -158,15 +158,25 @@ impl Committer {
         }
         let connection = writer.connection.as_deref_mut().expect("acquired above");
         if writer.group.is_none() {
-            connection.execute("BEGIN IMMEDIATE").await?;
+            // One round trip to the connection's thread for both: each costs two context switches.
+            if let Err(e) = connection
+                .execute(sqlx::raw_sql("BEGIN IMMEDIATE; SAVEPOINT mercato_member"))
+                .await
+            {
+                // The begin may have taken effect before the savepoint failed: no group holds
+                // that transaction, so it goes (harmlessly refused when the begin failed).
+                let _ = connection.execute("ROLLBACK").await;
+                return Err(e.into());
+            }
             writer.group = Some(Group {
                 id: self.next_group.fetch_add(1, Ordering::Relaxed),
                 outcome: watch::Sender::new(None),
                 committed: 0,
                 finisher: false,
             });
+        } else {
+            connection.execute("SAVEPOINT mercato_member").await?;
         }
-        connection.execute("SAVEPOINT mercato_member").await?;
         writer.member_open = true;
         Ok(writer.group.as_ref().expect("opened above").outcome.subscribe())
     }
@@ -221,7 +231,13 @@ impl Committer {
             group.outcome.send_replace(Some(Ok(())));
             return;
         }
-        let outcome = match connection.execute("COMMIT").await {
+        self.commit(connection, group, "COMMIT").await;
+    }
+
+    /// Runs `commit` (a `COMMIT`, after what must come before it) for `group` and tells every
+    /// member how it went.
+    async fn commit(&self, connection: &mut AnyConnection, group: Group, commit: &'static str) {
+        let outcome = match connection.execute(sqlx::raw_sql(commit)).await {
             Ok(_) => {
                 self.counters.commits.inc();
                 self.counters.transactions.inc_by(group.committed as u64);
@@ -229,13 +245,30 @@ impl Committer {
             }
             Err(e) => {
                 // A COMMIT refused by a deferred constraint leaves the transaction open; an I/O
-                // error may have rolled it back already. Either way nothing of it is kept.
+                // error (or a failed release before it) may have rolled it back already. Either
+                // way nothing of it is kept.
                 let _ = connection.execute("ROLLBACK").await;
                 tracing::warn!(error = %e, members = group.committed, "group commit failed");
                 Err(Failure::of(&e))
             }
         };
         group.outcome.send_replace(Some(outcome));
+    }
+
+    /// Releases the savepoint of the member holding the writer and commits its group with it, as
+    /// a release and then [`Committer::finish`] would, in one round trip; a failure of either
+    /// fails the whole group, as [`Committer::fail`] or `finish` would.
+    async fn release_and_commit(&self, writer: &mut Writer) {
+        let Some(mut group) = writer.group.take() else {
+            return;
+        };
+        group.committed += 1;
+        let connection = writer
+            .connection
+            .as_deref_mut()
+            .expect("an open group has its connection");
+        self.commit(connection, group, "RELEASE mercato_member; COMMIT")
+            .await;
     }
 
     /// Ends the group now if nobody is queued to join it, else frees the writer for the next in
@@ -342,6 +375,11 @@ impl Member {
         tokio::spawn(async move {
             let mut guard = guard;
             guard.member_open = false;
+            if committer.queued() == 0 {
+                // Nobody waits to join: the group ends with this member, in one round trip.
+                committer.release_and_commit(&mut guard).await;
+                return;
+            }
             let connection = guard.connection.as_deref_mut().expect("held by the member");
             match connection.execute("RELEASE mercato_member").await {
                 Ok(_) => {

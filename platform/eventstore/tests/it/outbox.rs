@@ -9,6 +9,7 @@ use crate::support::{Store, append_committed, count, noted_many, store};
 mercato_testkit::backend_tests!(
     a_rolled_back_or_dropped_append_leaves_neither_events_nor_outbox_rows,
     a_committed_append_writes_one_outbox_row_per_event_with_stream_seq_equal_to_version,
+    an_append_of_more_events_than_one_statement_holds_keeps_them_in_order_in_the_outbox,
 );
 
 async fn a_rolled_back_or_dropped_append_leaves_neither_events_nor_outbox_rows(backend: TestBackend) {
@@ -84,5 +85,27 @@ async fn a_committed_append_writes_one_outbox_row_per_event_with_stream_seq_equa
         ],
         "outbox rows follow commit order, each with its stream version"
     );
+    db.close().await;
+}
+
+/// The outbox rows of an append are written together, a hundred per statement.
+async fn an_append_of_more_events_than_one_statement_holds_keeps_them_in_order_in_the_outbox(
+    backend: TestBackend,
+) {
+    let Store { db, .. } = &store(backend).await;
+    let appended = append_committed(db, "order-1", NoStream, noted_many("order-1", 1..=250)).await;
+    assert_eq!(appended.version, 250);
+
+    let rows: Vec<(String, i64)> =
+        sqlx::query_as("SELECT event_id, stream_seq FROM outbox ORDER BY position")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+    let expected: Vec<(String, i64)> = appended
+        .events
+        .iter()
+        .map(|e| (e.envelope.id.clone(), e.version))
+        .collect();
+    assert_eq!(rows, expected, "one row per event, in version order");
     db.close().await;
 }

@@ -38,7 +38,7 @@ impl EmbeddedBus {
             });
         }
         if !rows.is_empty() {
-            self.published.notify_waiters();
+            self.wakers.published(rows.iter().map(|(envelope, _)| *envelope));
         }
         match refused {
             Some(error) => Err(PartialPublish {

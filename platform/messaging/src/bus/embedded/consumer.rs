@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use mercato_storage::sqlx;
 use mercato_storage::{Db, StorageError, now_millis};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::runs::Claim;
@@ -33,6 +34,7 @@ impl EmbeddedBus {
         .await
         .map_err(StorageError::from)?;
         Ok(EmbeddedConsumer {
+            wake: self.wakers.register(&spec.category, &spec.event_types),
             bus: self.clone(),
             group: spec.group.clone(),
             category: spec.category.clone(),
@@ -50,6 +52,8 @@ pub struct EmbeddedConsumer {
     pub(super) category: String,
     /// Empty for every type.
     event_types: Vec<String>,
+    /// Notified when this process publishes a message of the group's category and types.
+    wake: Arc<Notify>,
 }
 
 impl EmbeddedConsumer {
@@ -64,12 +68,15 @@ impl EmbeddedConsumer {
         }
         let deadline = Instant::now() + wait;
         let mut waiting = None;
+        // Woken by a publish of what the group reads: there is something to claim, so the
+        // read-only look first would be a wasted round trip.
+        let mut announced = false;
         loop {
             // Registered before looking, so a publish between the look and the wait still wakes us.
-            let published = self.bus.published.notified();
+            let published = self.wake.notified();
             tokio::pin!(published);
             published.as_mut().enable();
-            if self.claimable().await? {
+            if announced || self.claimable().await? {
                 let claimed = self.claim(max).await?;
                 if !claimed.is_empty() {
                     return Ok(claimed);
@@ -80,7 +87,9 @@ impl EmbeddedConsumer {
                 return Ok(Vec::new());
             }
             waiting.get_or_insert_with(|| Waiting::enter(&self.bus.waiting));
-            let _ = tokio::time::timeout(POLL.min(deadline - now), published).await;
+            announced = tokio::time::timeout(POLL.min(deadline - now), published)
+                .await
+                .is_ok();
         }
     }
 
@@ -178,21 +187,18 @@ impl EmbeddedConsumer {
 
         let room = limit.saturating_sub(i64::try_from(claimed.len()).unwrap_or(i64::MAX));
         if room > 0 {
-            let cursor: i64 = sqlx::query_scalar(
-                "SELECT COALESCE((SELECT cursor FROM bus_groups WHERE group_name = $1 AND category = $2), 0)",
-            )
-            .bind(&self.group)
-            .bind(&self.category)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(StorageError::from)?;
             // The cursor moves to the last claimed message, so the skipped types before it are
-            // passed for good.
+            // passed for good. It is read where it is used: this transaction holds the write
+            // lock, so both statements see the same cursor.
             let sql = format!(
-                "SELECT seq, envelope FROM bus_messages WHERE category = $1 AND seq > $2{} ORDER BY seq LIMIT $3",
-                type_filter(&self.event_types, 4)
+                "SELECT seq, envelope FROM bus_messages WHERE category = $1 AND seq > {CURSOR}{} ORDER BY seq LIMIT $4",
+                type_filter(&self.event_types, 5)
             );
-            let mut query = sqlx::query_as(&sql).bind(&self.category).bind(cursor).bind(room);
+            let mut query = sqlx::query_as(&sql)
+                .bind(&self.category)
+                .bind(&self.group)
+                .bind(&self.category)
+                .bind(room);
             for event_type in &self.event_types {
                 query = query.bind(event_type);
             }
@@ -200,8 +206,10 @@ impl EmbeddedConsumer {
             if let Some(&(last, _)) = fresh.last() {
                 let sql = format!(
                     "INSERT INTO bus_pending (group_name, category, seq, attempts, visible_at, run_id)
-                     SELECT $1, $2, seq, 1, $3, $4 FROM bus_messages WHERE category = $5 AND seq > $6 AND seq <= $7{}",
-                    type_filter(&self.event_types, 8)
+                     SELECT $1, $2, seq, 1, $3, $4 FROM bus_messages
+                     WHERE category = $5 AND seq > {} AND seq <= $8{}",
+                    CURSOR.replace("$2", "$6").replace("$3", "$7"),
+                    type_filter(&self.event_types, 9)
                 );
                 let mut query = sqlx::query(&sql)
                     .bind(&self.group)
@@ -209,7 +217,8 @@ impl EmbeddedConsumer {
                     .bind(invisible_until)
                     .bind(&*self.bus.run.id)
                     .bind(&self.category)
-                    .bind(cursor)
+                    .bind(&self.group)
+                    .bind(&self.category)
                     .bind(last);
                 for event_type in &self.event_types {
                     query = query.bind(event_type);
@@ -330,6 +339,9 @@ impl EmbeddedHandle {
         Ok(())
     }
 }
+
+/// The group's cursor, for a statement that binds the group as `$2` and the category as `$3`.
+const CURSOR: &str = "COALESCE((SELECT cursor FROM bus_groups WHERE group_name = $2 AND category = $3), 0)";
 
 /// ` AND event_type IN ($first, …)` for a group of some types; nothing for a group of all.
 fn type_filter(event_types: &[String], first: usize) -> String {

@@ -73,7 +73,7 @@ impl EmbeddedBus {
             .await
             .map_err(StorageError::from)?;
         tx.commit().await?;
-        self.published.notify_waiters();
+        self.wakers.all();
         Ok(true)
     }
 }

@@ -16,8 +16,8 @@
 //!   the claims of a process that died are released once its lease lapses (a few seconds), not
 //!   after the ack wait, and a live run's claims are never touched.
 //!
-//! A waiting `fetch` or subscription is woken by publishes in this process and polls for those of
-//! other processes.
+//! A waiting `fetch` or subscription is woken by publishes in this process of what it reads
+//! ([`wakers`]) and polls for those of other processes.
 
 mod batch;
 mod consumer;
@@ -25,15 +25,14 @@ mod dead_letter;
 mod retention;
 mod runs;
 mod subscription;
+mod wakers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use mercato_storage::{DatabaseConfig, Db, Migration};
-use tokio::sync::Notify;
-
 pub use consumer::{EmbeddedConsumer, EmbeddedHandle};
+use mercato_storage::{DatabaseConfig, Db, Migration};
 pub use subscription::EmbeddedSubscription;
 
 use super::{BusConfig, BusError};
@@ -64,7 +63,7 @@ const POLL: Duration = Duration::from_millis(50);
 pub struct EmbeddedBus {
     pub(super) db: Db,
     ack_wait_ms: i64,
-    published: Arc<Notify>,
+    wakers: Arc<wakers::Wakers>,
     /// Fetches of this process that found nothing and wait; see [`EmbeddedBus::fetches_waiting`].
     waiting: Arc<AtomicUsize>,
     run: Arc<runs::Run>,
@@ -104,12 +103,12 @@ impl EmbeddedBus {
         .await?;
         mercato_storage::migrate(&db, "bus", MIGRATIONS).await?;
         let ack_wait_ms = i64::try_from(config.ack_wait_ms).unwrap_or(i64::MAX);
-        let published = Arc::new(Notify::new());
-        let run = runs::Run::start(db.clone(), ack_wait_ms, Arc::clone(&published)).await?;
+        let wakers = Arc::new(wakers::Wakers::default());
+        let run = runs::Run::start(db.clone(), ack_wait_ms, Arc::clone(&wakers)).await?;
         Ok(Self {
             db: db.clone(),
             ack_wait_ms,
-            published,
+            wakers,
             waiting: Arc::new(AtomicUsize::new(0)),
             run: Arc::new(run),
             _trimmer: Arc::new(retention::keep_trimmed(

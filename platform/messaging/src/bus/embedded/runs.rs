@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use mercato_storage::sqlx;
 use mercato_storage::{Db, StorageError, now_millis};
-use tokio::sync::Notify;
 
+use super::wakers::Wakers;
 use crate::bus::BusError;
 use crate::bus::in_hand::{InHand, Keeper, renewal_interval};
 
@@ -45,13 +45,13 @@ pub(super) struct Run {
 impl Run {
     /// Joins the members, releasing the claims of runs whose lease has lapsed, and starts
     /// renewing.
-    pub(super) async fn start(db: Db, ack_wait_ms: i64, published: Arc<Notify>) -> Result<Self, BusError> {
+    pub(super) async fn start(db: Db, ack_wait_ms: i64, wakers: Arc<Wakers>) -> Result<Self, BusError> {
         let lease = Lease {
             db,
             id: uuid::Uuid::new_v4().to_string().into(),
             in_hand: InHand::new(),
             ack_wait_ms,
-            published,
+            wakers,
         };
         lease.renew().await?;
         let ack_wait = Duration::from_millis(u64::try_from(ack_wait_ms).unwrap_or(u64::MAX));
@@ -69,7 +69,7 @@ struct Lease {
     id: Arc<str>,
     in_hand: Arc<InHand<Claim>>,
     ack_wait_ms: i64,
-    published: Arc<Notify>,
+    wakers: Arc<Wakers>,
 }
 
 impl Lease {
@@ -134,7 +134,7 @@ impl Lease {
         tx.commit().await?;
         if released > 0 {
             tracing::info!(released, run = %self.id, "released the claims of bus runs that are gone");
-            self.published.notify_waiters();
+            self.wakers.all();
         }
         Ok(())
     }

@@ -1,9 +1,11 @@
 //! Broadcast subscriptions on the embedded bus: a reader that tails one category's log.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use mercato_storage::StorageError;
 use mercato_storage::sqlx;
+use tokio::sync::Notify;
 
 use super::{EmbeddedBus, POLL, parse};
 use crate::bus::BusError;
@@ -25,6 +27,7 @@ impl EmbeddedBus {
                 .await
                 .map_err(StorageError::from)?;
         Ok(EmbeddedSubscription {
+            wake: self.wakers.register(category, &[]),
             bus: self.clone(),
             category: category.to_owned(),
             cursor: end,
@@ -38,6 +41,8 @@ impl EmbeddedBus {
 #[derive(Debug)]
 pub struct EmbeddedSubscription {
     bus: EmbeddedBus,
+    /// Notified when this process publishes to the category.
+    wake: Arc<Notify>,
     category: String,
     cursor: i64,
     ready: VecDeque<Envelope>,
@@ -53,7 +58,7 @@ impl EmbeddedSubscription {
             if let Some(envelope) = self.ready.pop_front() {
                 return Ok(envelope);
             }
-            let published = self.bus.published.notified();
+            let published = self.wake.notified();
             tokio::pin!(published);
             published.as_mut().enable();
             let rows: Vec<(i64, String)> = sqlx::query_as(
