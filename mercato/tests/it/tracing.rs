@@ -209,16 +209,36 @@ pub(crate) async fn settled_order(http: &reqwest::Client, base: &str) -> Value {
 }
 
 /// The spans of the trace of `order_id`, once every service's part has arrived (the last is
-/// notifications', after the confirmation).
+/// notifications', after the confirmation) and the provider's: each process exports its own
+/// batches, so the provider's server span may come after notifications'.
 async fn order_spans(collector: &Collector, order_id: &str) -> Vec<Received> {
     eventually(PATIENCE, "every service's spans of the order", || async {
         let trace = collector.order_trace(order_id)?;
         let spans = collector.trace(&trace);
         let services: BTreeSet<&str> = spans.iter().map(|s| s.service.as_str()).collect();
         let steps = spans.iter().filter(|s| s.name.starts_with("saga ")).count();
-        (SERVICES.iter().all(|s| services.contains(s)) && steps >= 3).then_some(spans)
+        let complete = SERVICES.iter().all(|s| services.contains(s))
+            && steps >= 3
+            && provider_call(&spans).is_some_and(|call| provider_served(&spans, call));
+        complete.then_some(spans)
     })
     .await
+}
+
+/// Payments' client span of its call to the payment provider.
+fn provider_call(spans: &[Received]) -> Option<&Received> {
+    spans.iter().find(|s| {
+        s.service == "payments"
+            && s.kind == SpanKind::Client as i32
+            && s.attributes.contains_key("peer.service")
+    })
+}
+
+/// Whether the provider's server span of `call` is among `spans`, as the call's child.
+fn provider_served(spans: &[Received], call: &Received) -> bool {
+    spans
+        .iter()
+        .any(|s| s.parent == call.span_id && s.kind == SpanKind::Server as i32)
 }
 
 /// One trace from the gateway's request on: every parent in it, the gateway's proxied call the
@@ -273,18 +293,9 @@ fn assert_one_trace(spans: &[Received], order_id: &str, db_system: &str) {
         );
     }
     // The payment provider's call is in the trace too, though a worker made it later.
-    let charge = spans
-        .iter()
-        .find(|s| {
-            s.service == "payments"
-                && s.kind == SpanKind::Client as i32
-                && s.attributes.contains_key("peer.service")
-        })
-        .expect("payments' call to the provider");
+    let charge = provider_call(spans).expect("payments' call to the provider");
     assert!(
-        spans
-            .iter()
-            .any(|s| s.parent == charge.span_id && s.kind == SpanKind::Server as i32),
+        provider_served(spans, charge),
         "the provider's server span is the call's child"
     );
     // The saga's steps, in order, each naming the order.
