@@ -26,6 +26,23 @@ const INSERT_AT_VERSION: &str = "INSERT INTO events
      WHERE (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1) = $8
      RETURNING position";
 
+/// On PostgreSQL, one event appended and put in the outbox by one statement: [`INSERT`] or, with
+/// `$9` not null, [`INSERT_AT_VERSION`]'s check, and the outbox row (category `$8`) written only
+/// when the event was. An append is then one round trip between `BEGIN` and `COMMIT`, as a plain
+/// `INSERT` is. (SQLite has no `INSERT` inside `WITH`.)
+const INSERT_WITH_OUTBOX: &str = "WITH event AS (
+         INSERT INTO events
+             (stream_id, version, event_id, event_type, schema_version, envelope, recorded_at)
+         SELECT $1, $2, $3, $4, $5, $6, $7
+         WHERE $9::BIGINT IS NULL
+            OR (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1) = $9
+         RETURNING position
+     ), queued AS (
+         INSERT INTO outbox (event_id, category, stream_id, stream_seq, envelope, created_at)
+         SELECT $3, $8, $1, $2, $6, $7 FROM event
+     )
+     SELECT position FROM event";
+
 /// The global log from the start, in commit order, below the horizon `$1` (see
 /// [`crate::horizon`]).
 const FROM_START: &str = "SELECT position, version, envelope, recorded_at FROM events_in_commit_order
@@ -129,11 +146,14 @@ pub async fn append(
 ) -> Result<AppendResult, EventStoreError> {
     let backend = Backend::of_connection(tx);
     let span = span::database(backend, "INSERT", "events", &tracing::Span::current());
-    append_now(tx, stream_id, expected, events).instrument(span).await
+    append_now(tx, backend, stream_id, expected, events)
+        .instrument(span)
+        .await
 }
 
 async fn append_now(
     tx: &mut Tx,
+    backend: Backend,
     stream_id: &str,
     expected: ExpectedVersion,
     events: Vec<Envelope>,
@@ -170,6 +190,8 @@ async fn append_now(
     };
 
     let recorded_at = now_millis();
+    // The most common append, one event, on PostgreSQL: the event and its outbox row together.
+    let fused = backend == Backend::Postgres && events.len() == 1;
     let mut version = current;
     let mut recorded = Vec::with_capacity(events.len());
     let mut bodies = Vec::with_capacity(events.len());
@@ -180,10 +202,10 @@ async fn append_now(
         let body = serde_json::to_string(&envelope)
             .map_err(|e| EventStoreError::Malformed(format!("event {}: {e}", envelope.id)))?;
         let guard = named.filter(|_| recorded.is_empty());
-        let sql = if guard.is_some() {
-            INSERT_AT_VERSION
-        } else {
-            INSERT
+        let sql = match (fused, guard) {
+            (true, _) => INSERT_WITH_OUTBOX,
+            (false, Some(_)) => INSERT_AT_VERSION,
+            (false, None) => INSERT,
         };
         let mut insert = sqlx::query_scalar(sql)
             .bind(stream_id)
@@ -193,7 +215,9 @@ async fn append_now(
             .bind(i64::from(envelope.schema_version))
             .bind(body.as_str())
             .bind(recorded_at);
-        if let Some(version) = guard {
+        if fused {
+            insert = insert.bind(envelope.category()).bind(guard);
+        } else if let Some(version) = guard {
             insert = insert.bind(version);
         }
         let position: Option<i64> = insert
@@ -209,6 +233,12 @@ async fn append_now(
             version,
             recorded_at,
             envelope,
+        });
+    }
+    if fused {
+        return Ok(AppendResult {
+            version,
+            events: recorded,
         });
     }
     // Every event goes out through the outbox: one statement for the append's events, with the
