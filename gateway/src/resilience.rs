@@ -268,11 +268,15 @@ async fn attempt(
     // The request's URI stays the path and query; the instance's connections address it.
     let connections = &pick.instance.connections;
     let sent = TimeoutLayer::new(timeout)
-        .run(outgoing, |outgoing| async move {
-            connections
-                .send(outgoing.request, pool)
-                .await
-                .map_err(|e| ResilienceError::Inner(TransportError::Http(e)))
+        // Boxed: the exchange's future is large, and moving it through the timeout's layers
+        // copies more than one allocation costs.
+        .run(outgoing, |outgoing| {
+            Box::pin(async move {
+                connections
+                    .send(outgoing.request, pool)
+                    .await
+                    .map_err(|e| ResilienceError::Inner(TransportError::Http(e)))
+            })
         })
         .await;
     let (result, shed) = match sent {

@@ -61,11 +61,6 @@ impl CorrelationId {
         CURRENT.scope(self, fut).await
     }
 
-    /// Runs `f` with this id as the current one; for the synchronous part of a `call`.
-    pub fn sync_scope<R>(self, f: impl FnOnce() -> R) -> R {
-        CURRENT.sync_scope(self, f)
-    }
-
     /// The id of the request being handled by this task, if any.
     #[must_use]
     pub fn current() -> Option<Self> {

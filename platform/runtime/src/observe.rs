@@ -107,7 +107,7 @@ pub struct Observe<S> {
 
 impl<S> tower::Service<Request> for Observe<S>
 where
-    S: tower::Service<Request, Response: IntoResponse, Error = Infallible> + Send + 'static,
+    S: tower::Service<Request, Response: IntoResponse, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response;
@@ -119,22 +119,18 @@ where
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let observed = observe(Arc::clone(&self.observer), req, &mut self.inner);
-        Box::pin(async move { Ok(observed.await) })
+        // The service that was polled ready serves this request; its clone waits for the next.
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let observer = Arc::clone(&self.observer);
+        Box::pin(async move { Ok(observe(&observer, req, inner).await) })
     }
 }
 
-/// Runs one request under its correlation id and span, and records how it went. The service
-/// below is called here, not cloned into the future: axum's routes clone themselves on a call
-/// already. Its call runs in the same scopes as its future.
-fn observe<S>(
-    observer: Arc<Observer>,
-    mut req: Request,
-    next: &mut S,
-) -> impl Future<Output = Response> + Send + use<S>
+/// Runs one request under its correlation id and span, and records how it went.
+async fn observe<S>(observer: &Observer, mut req: Request, mut next: S) -> Response
 where
     S: tower::Service<Request, Response: IntoResponse, Error = Infallible>,
-    S::Future: Send + 'static,
 {
     let start = Instant::now();
     let method = req.method().clone();
@@ -179,40 +175,29 @@ where
     } else {
         None
     };
-    let expired = sent.is_some_and(Deadline::is_expired);
     let limit = earliest(sent, observer.timeout.map(Deadline::after));
-    let scoped = limit.filter(|_| observer.accept_deadlines);
-    let called = (!too_large && !expired).then(|| {
-        let _entered = span.enter();
-        id.clone().sync_scope(|| match scoped {
-            Some(limit) => {
-                req.extensions_mut().insert(limit);
-                limit.sync_scope(|| next.call(req))
-            }
-            None => next.call(req),
-        })
-    });
-    let (body_limit, timeout) = (observer.body_limit, observer.timeout);
     let work = async move {
-        let Some(called) = called else {
-            if too_large {
-                return Problem::payload_too_large(body_limit).into_response();
-            }
+        if too_large {
+            return Problem::payload_too_large(observer.body_limit).into_response();
+        }
+        if sent.is_some_and(Deadline::is_expired) {
             tracing::info!("the caller's deadline passed before the request started; not run");
             return deadline_exceeded(grpc);
-        };
-        let run = async move {
-            match called.await {
+        }
+        let run = move |req| async move {
+            match next.call(req).await {
                 Ok(response) => response.into_response(),
                 Err(never) => match never {},
             }
         };
         let Some(limit) = limit else {
-            return run.await;
+            return run(req).await;
         };
-        let run = match scoped {
-            Some(limit) => Either::Left(limit.scope(run)),
-            None => Either::Right(run),
+        let run = if observer.accept_deadlines {
+            req.extensions_mut().insert(limit);
+            Either::Left(limit.scope(run(req)))
+        } else {
+            Either::Right(run(req))
         };
         match tokio::time::timeout_at(limit.instant(), run).await {
             Ok(response) => response,
@@ -221,34 +206,32 @@ where
                 deadline_exceeded(grpc)
             }
             Err(_) => {
-                let timeout_ms = timeout.unwrap_or_default().as_millis();
+                let timeout_ms = observer.timeout.unwrap_or_default().as_millis();
                 tracing::warn!(timeout_ms, "request timed out");
                 timed_out(grpc)
             }
         }
     };
-    async move {
-        let mut response = id.clone().scope(work).instrument(span.clone()).await;
+    let mut response = id.clone().scope(work).instrument(span.clone()).await;
 
-        response
-            .headers_mut()
-            .insert(correlation::NAME, id.header_value());
-        let route = match (response.extensions().get::<RouteLabel>(), template) {
-            (Some(label), _) => RouteName::Shared(Arc::clone(&label.0)),
-            (None, Some(template)) => RouteName::Template(template),
-            (None, None) => RouteName::Static(UNMATCHED),
-        };
-        let status = response.status().as_u16();
-        let elapsed = start.elapsed();
-        observer.metrics.observe(&method, route, status, elapsed);
-        span.record("http.response.status_code", status);
-        let _entered = span.enter();
-        let duration_ms = elapsed.as_secs_f64() * 1000.0;
-        if response.status().is_server_error() {
-            tracing::warn!(status, duration_ms, "request failed");
-        } else {
-            tracing::info!(status, duration_ms, "request handled");
-        }
-        response
+    response
+        .headers_mut()
+        .insert(correlation::NAME, id.header_value());
+    let route = match (response.extensions().get::<RouteLabel>(), template) {
+        (Some(label), _) => RouteName::Shared(Arc::clone(&label.0)),
+        (None, Some(template)) => RouteName::Template(template),
+        (None, None) => RouteName::Static(UNMATCHED),
+    };
+    let status = response.status().as_u16();
+    let elapsed = start.elapsed();
+    observer.metrics.observe(&method, route, status, elapsed);
+    span.record("http.response.status_code", status);
+    let _entered = span.enter();
+    let duration_ms = elapsed.as_secs_f64() * 1000.0;
+    if response.status().is_server_error() {
+        tracing::warn!(status, duration_ms, "request failed");
+    } else {
+        tracing::info!(status, duration_ms, "request handled");
     }
+    response
 }
