@@ -48,7 +48,6 @@ static HOP_BY_HOP: [HeaderName; HOPS] = [
 const SUBJECT: HeaderName = HeaderName::from_static(SUBJECT_HEADER);
 const ROLES: HeaderName = HeaderName::from_static(ROLES_HEADER);
 pub(crate) const DEADLINE: HeaderName = HeaderName::from_static(deadline::HEADER);
-const CORRELATION: HeaderName = HeaderName::from_static(correlation::HEADER);
 const RATELIMIT_LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
 const RATELIMIT_REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
 const RATELIMIT_RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
@@ -189,9 +188,9 @@ async fn forward_to(
     // The runtime set it; put back only if the client's `Connection` named it.
     if listed
         && let Some(id) = parts.extensions.get::<CorrelationId>()
-        && !parts.headers.contains_key(CORRELATION)
+        && !parts.headers.contains_key(correlation::NAME)
     {
-        parts.headers.insert(CORRELATION, id.header_value());
+        parts.headers.insert(correlation::NAME, id.header_value());
     }
     // Only the gateway may say who the caller is, and how long it waits: the deadline is set
     // here, at the edge, never taken from a client.

@@ -33,11 +33,7 @@
 //!   below the pick, so an instance that hangs is charged with the timeout.
 
 use std::collections::BTreeMap;
-
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -49,7 +45,6 @@ use mercato_resilience::classify::IDEMPOTENCY_KEY;
 use mercato_resilience::{
     BulkheadLayer, Deadline, DeadlineCarrier, Replay, ResilienceError, RetryLayer, TimeoutLayer,
 };
-use tower::{Layer as _, ServiceExt as _};
 
 use crate::StartError;
 use crate::adaptive::AdaptiveLimit;
@@ -249,34 +244,6 @@ async fn read_refusal(response: http::Response<UpstreamBody>, timeout: Duration)
 type Predicate = fn(&Outgoing) -> bool;
 type Classifier = fn(&CallResult) -> bool;
 
-/// Sends one request to an already chosen instance.
-#[derive(Clone)]
-struct Transport {
-    instance: Arc<Instance>,
-    pool: PoolSettings,
-}
-
-impl tower::Service<Outgoing> for Transport {
-    type Response = http::Response<UpstreamBody>;
-    type Error = ResilienceError<TransportError>;
-    type Future = Pin<Box<dyn Future<Output = CallResult> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, outgoing: Outgoing) -> Self::Future {
-        let connections = Arc::clone(&self.instance.connections);
-        let pool = self.pool;
-        Box::pin(async move {
-            connections
-                .send(outgoing.request, pool)
-                .await
-                .map_err(|e| ResilienceError::Inner(TransportError::Http(e)))
-        })
-    }
-}
-
 /// One attempt: picks the instance (passing over those in `failed`, the ones that already failed
 /// this request), sends within the timeout, and charges the instance with the outcome. `failed`
 /// lives with the request's call and holds nothing until an attempt fails, so a request that
@@ -299,11 +266,20 @@ async fn attempt(
         Err(refused) => return Err(refused),
     };
     // The request's URI stays the path and query; the instance's connections address it.
-    let send = TimeoutLayer::new(timeout).layer(Transport {
-        instance: Arc::clone(&pick.instance),
-        pool,
-    });
-    let (result, shed) = match send.oneshot(outgoing).await {
+    let connections = &pick.instance.connections;
+    let sent = TimeoutLayer::new(timeout)
+        // Boxed: the exchange's future is large, and moving it through the timeout's layers
+        // copies more than one allocation costs.
+        .run(outgoing, |outgoing| {
+            Box::pin(async move {
+                connections
+                    .send(outgoing.request, pool)
+                    .await
+                    .map_err(|e| ResilienceError::Inner(TransportError::Http(e)))
+            })
+        })
+        .await;
+    let (result, shed) = match sent {
         Ok(response) if may_shed(&response) => read_refusal(response, timeout).await,
         other => (other, false),
     };

@@ -48,25 +48,72 @@ where
     const WAITS_PER_CALL: bool = false;
 
     fn call(&self, inner: &mut S, mut req: Req) -> Call<Res, E> {
+        let Some(bound) = self.bind(&mut req) else {
+            return future::ready(Err(ResilienceError::DeadlineExceeded)).boxed();
+        };
+        let fut = bound.effective.sync_scope(|| inner.call(req));
+        bound.wait(fut).boxed()
+    }
+}
+
+impl TimeoutLayer {
+    /// Sends `req` through `send` within this layer's limit: what [`Timeout`] does, for a caller
+    /// that sends without a service per call, and so without a boxed future.
+    ///
+    /// # Errors
+    /// [`ResilienceError::DeadlineExceeded`] when the caller's deadline passed first (or had
+    /// passed already: then `send` is not called), [`ResilienceError::TimedOut`] when the own
+    /// timeout did, and `send`'s own errors.
+    pub async fn run<Req, Res, E, F, Fut>(self, mut req: Req, send: F) -> Result<Res, ResilienceError<E>>
+    where
+        Req: DeadlineCarrier,
+        F: FnOnce(Req) -> Fut,
+        Fut: Future<Output = Result<Res, ResilienceError<E>>>,
+    {
+        let Some(bound) = self.bind(&mut req) else {
+            return Err(ResilienceError::DeadlineExceeded);
+        };
+        let fut = bound.effective.sync_scope(|| send(req));
+        bound.wait(fut).await
+    }
+
+    /// The limit of one call, `None` when the caller's deadline has passed; records it on `req`.
+    fn bind<Req: DeadlineCarrier>(self, req: &mut Req) -> Option<Bound> {
         let own = Deadline::at(Instant::now() + self.timeout);
         let (effective, by_caller) = match req.deadline() {
             Some(caller) if caller < own => (caller, true),
             _ => (own, false),
         };
         if by_caller && effective.is_expired() {
-            return future::ready(Err(ResilienceError::DeadlineExceeded)).boxed();
+            return None;
         }
         req.set_deadline(effective);
-        let fut = effective.sync_scope(|| inner.call(req));
-        let timeout = self.timeout;
-        async move {
-            match tokio::time::timeout_at(effective.instant(), effective.scope(fut)).await {
-                Ok(result) => result,
-                Err(_) if by_caller => Err(ResilienceError::DeadlineExceeded),
-                Err(_) => Err(ResilienceError::TimedOut(timeout)),
-            }
+        Some(Bound {
+            effective,
+            by_caller,
+            timeout: self.timeout,
+        })
+    }
+}
+
+/// One call's limit: the earlier of the layer's timeout and the caller's deadline.
+#[derive(Debug, Clone, Copy)]
+struct Bound {
+    effective: Deadline,
+    by_caller: bool,
+    timeout: Duration,
+}
+
+impl Bound {
+    async fn wait<Res, E>(
+        self,
+        fut: impl Future<Output = Result<Res, ResilienceError<E>>>,
+    ) -> Result<Res, ResilienceError<E>> {
+        match tokio::time::timeout_at(self.effective.instant(), self.effective.scope(fut)).await {
+            Ok(result) => result,
+            Err(_) if self.by_caller => Err(ResilienceError::DeadlineExceeded),
+            Err(_) => Err(ResilienceError::TimedOut(self.timeout)),
         }
-        .boxed()
     }
 }
 
@@ -105,5 +152,32 @@ mod tests {
             .unwrap();
         assert_eq!(header, "300");
         assert_eq!(current, Some(Duration::from_millis(300)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn run_in_place_is_bound_like_the_service() {
+        let slow = |req: http::Request<()>| async move {
+            assert_eq!(req.headers()[crate::deadline::HEADER], "1000");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            Ok::<_, ResilienceError<()>>(())
+        };
+        let started = Instant::now();
+        let result = TimeoutLayer::new(Duration::from_secs(1))
+            .run(http::Request::new(()), slow)
+            .await;
+        assert!(matches!(result, Err(ResilienceError::TimedOut(_))));
+        assert_eq!(started.elapsed(), Duration::from_secs(1));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn run_in_place_does_not_send_past_the_callers_deadline() {
+        let passed = Deadline::after(Duration::from_millis(5));
+        tokio::time::advance(Duration::from_millis(6)).await;
+        let mut req = http::Request::new(());
+        req.extensions_mut().insert(passed);
+        let result = TimeoutLayer::new(Duration::from_secs(1))
+            .run(req, |_| async { Ok::<_, ResilienceError<()>>("sent") })
+            .await;
+        assert!(matches!(result, Err(ResilienceError::DeadlineExceeded)));
     }
 }

@@ -4,10 +4,14 @@
 //! held in a task-local for the request's lifetime, and added by [`crate::client`] to every call
 //! the request makes.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// The header that carries the id.
 pub const HEADER: &str = "x-correlation-id";
+
+/// [`HEADER`] as a header name, for the maps of every request: a string is parsed into a name
+/// again on each use.
+pub const NAME: HeaderName = HeaderName::from_static(HEADER);
 
 const MAX_LEN: usize = 128;
 
@@ -31,7 +35,7 @@ impl CorrelationId {
     /// The id a client sent, if it is short and printable; anything else is not trusted into logs.
     #[must_use]
     pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
-        let value = headers.get(HEADER)?;
+        let value = headers.get(&NAME)?;
         let bytes = value.as_bytes();
         let ok = !bytes.is_empty()
             && bytes.len() <= MAX_LEN

@@ -20,7 +20,7 @@ use http::{HeaderMap, header};
 use mercato_resilience::Deadline;
 use tracing::Instrument as _;
 
-use crate::correlation::{CorrelationId, HEADER};
+use crate::correlation::{self, CorrelationId};
 use crate::grpc;
 use crate::guard::earliest;
 use crate::metrics::{HttpMetrics, RouteName};
@@ -107,7 +107,7 @@ pub struct Observe<S> {
 
 impl<S> tower::Service<Request> for Observe<S>
 where
-    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S: tower::Service<Request, Response: IntoResponse, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response;
@@ -130,13 +130,13 @@ where
 /// Runs one request under its correlation id and span, and records how it went.
 async fn observe<S>(observer: &Observer, mut req: Request, mut next: S) -> Response
 where
-    S: tower::Service<Request, Response = Response, Error = Infallible>,
+    S: tower::Service<Request, Response: IntoResponse, Error = Infallible>,
 {
     let start = Instant::now();
     let method = req.method().clone();
     let template = req.extensions().get::<MatchedPath>().cloned();
     let id = CorrelationId::from_headers(req.headers()).unwrap_or_else(CorrelationId::generate);
-    req.headers_mut().insert(HEADER, id.header_value());
+    req.headers_mut().insert(correlation::NAME, id.header_value());
     req.extensions_mut().insert(id.clone());
     // Named by the route template (the gateway's proxied requests have none: the method alone).
     let span_name = match (&template, crate::trace::enabled()) {
@@ -186,7 +186,7 @@ where
         }
         let run = move |req| async move {
             match next.call(req).await {
-                Ok(response) => response,
+                Ok(response) => response.into_response(),
                 Err(never) => match never {},
             }
         };
@@ -214,7 +214,9 @@ where
     };
     let mut response = id.clone().scope(work).instrument(span.clone()).await;
 
-    response.headers_mut().insert(HEADER, id.header_value());
+    response
+        .headers_mut()
+        .insert(correlation::NAME, id.header_value());
     let route = match (response.extensions().get::<RouteLabel>(), template) {
         (Some(label), _) => RouteName::Shared(Arc::clone(&label.0)),
         (None, Some(template)) => RouteName::Template(template),

@@ -119,16 +119,23 @@ impl Server {
         if !own_fallback {
             app = app.fallback(not_found);
         }
-        let mut app = app
-            .layer(DefaultBodyLimit::max(config.body_limit_bytes))
-            .layer(CatchPanicLayer::custom(|_| Problem::internal().into_response()));
-        if let Some(tls) = &tls {
-            app = app.layer(axum::middleware::from_fn_with_state(
-                tls.allow(),
-                crate::tls::authorize,
-            ));
-        }
-        let app = app.layer(ObserveLayer::new(observer));
+        // Each `Router::layer` wraps every route in a boxed service that is cloned and boxes
+        // its future on every request, so the layers go on together where they can.
+        let guard = (
+            CatchPanicLayer::custom(|_| Problem::internal().into_response()),
+            DefaultBodyLimit::max(config.body_limit_bytes),
+        );
+        let observe = ObserveLayer::new(observer);
+        let app = match &tls {
+            None => app.layer((observe, guard)),
+            Some(tls) => app
+                .layer(guard)
+                .layer(axum::middleware::from_fn_with_state(
+                    tls.allow(),
+                    crate::tls::authorize,
+                ))
+                .layer(observe),
+        };
         Ok(Self {
             name,
             listener,
