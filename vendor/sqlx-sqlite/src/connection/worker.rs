@@ -125,7 +125,7 @@ impl ConnectionWorker {
                     pending: AtomicUsize::new(0),
                     // note: must be fair because the worker relocks it for every command; an
                     // unfair mutex would grant it to the worker again while a caller that
-                    // locked the database (`lock_handle`, `try_inline`) is waiting.
+                    // locked the database (`lock_handle`, `execute`) is waiting.
                     conn: Mutex::new(conn, true),
                 });
                 if establish_tx
@@ -146,7 +146,7 @@ impl ConnectionWorker {
                 for (cmd, span) in command_rx {
                     let _guard = span.enter();
                     // Held for this command only: between commands the caller may take the
-                    // connection and run a statement on its own thread (`try_inline`).
+                    // connection and run a statement on its own thread (`execute`).
                     let mut conn = futures_executor::block_on(shared.conn.lock());
                     shared.pending.fetch_sub(1, Ordering::AcqRel);
                     match cmd {
@@ -348,15 +348,23 @@ impl ConnectionWorker {
 
     /// Queues `command` for the worker thread, counted as pending until the thread starts it.
     async fn send(&mut self, command: Command) -> Result<(), Error> {
-        self.shared.pending.fetch_add(1, Ordering::AcqRel);
-        let sent = self
-            .command_tx
-            .send_async((command, Span::current()))
-            .await;
-        if sent.is_err() {
-            self.shared.pending.fetch_sub(1, Ordering::AcqRel);
-            return Err(Error::WorkerCrashed);
+        // Counted before it is sent, so the thread cannot start it before it counts; uncounted
+        // again if it never got there (the channel closed, or this future was dropped while the
+        // channel was full).
+        struct Unsent<'a>(&'a AtomicUsize);
+        impl Drop for Unsent<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
         }
+
+        self.shared.pending.fetch_add(1, Ordering::AcqRel);
+        let unsent = Unsent(&self.shared.pending);
+        self.command_tx
+            .send_async((command, Span::current()))
+            .await
+            .map_err(|_| Error::WorkerCrashed)?;
+        std::mem::forget(unsent);
         Ok(())
     }
 
