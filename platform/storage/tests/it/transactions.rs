@@ -11,6 +11,7 @@ mercato_testkit::backend_tests!(
     a_dropped_transaction_leaves_nothing_and_frees_the_writer,
     a_rolled_back_transaction_leaves_nothing,
     a_begin_cancelled_half_way_leaves_no_transaction_open,
+    a_write_waiting_for_the_lock_leaves_the_thread_to_the_holder,
 );
 
 async fn counter(db: &Db) {
@@ -195,4 +196,61 @@ async fn a_begin_cancelled_half_way_leaves_no_transaction_open(backend: TestBack
     assert_eq!(count(&db, "SELECT n FROM counter WHERE id = 1").await, 201);
     other.close().await;
     db.close().await;
+}
+
+/// A write that waits for a lock another connection holds (another process's, on SQLite) waits
+/// without holding the thread it was called on: on a runtime of one thread, the task holding the
+/// lock still runs, commits, and the waiting write then goes through.
+async fn a_write_waiting_for_the_lock_leaves_the_thread_to_the_holder(backend: TestBackend) {
+    let test_db = TestDatabase::new(backend).await;
+    let url = test_db.url().to_owned();
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime of one thread")
+            .block_on(write_behind_a_held_lock(&url));
+    })
+    .await
+    .expect("no panic");
+}
+
+async fn write_behind_a_held_lock(url: &str) {
+    let holder = Db::connect(&config(url)).await.expect("connect");
+    // A pool of its own, as another process has, that would wait for the lock longer than the
+    // test: a write that held the thread meanwhile would fail with SQLITE_BUSY, not succeed.
+    let waiter = Db::connect(&DatabaseConfig {
+        sqlite_busy_timeout_ms: PATIENCE.as_millis().try_into().unwrap(),
+        ..config(url)
+    })
+    .await
+    .expect("connect");
+    counter(&holder).await;
+    // The waiter's connection is open before the race, so its write starts at once.
+    assert_eq!(count(&waiter, "SELECT n FROM counter WHERE id = 1").await, 0);
+
+    let mut tx = holder.begin().await.expect("begin");
+    bump(&mut tx).await;
+    let pool = waiter.pool().clone();
+    let write = tokio::spawn(async move {
+        sqlx::query("UPDATE counter SET n = n + 1 WHERE id = 1")
+            .execute(&pool)
+            .await
+            .map(|_| ())
+    });
+    // The one thread runs the write at each yield until it waits for the lock.
+    for _ in 0..32 {
+        tokio::task::yield_now().await;
+    }
+    tx.commit()
+        .await
+        .expect("the holder commits while the write waits");
+    tokio::time::timeout(PATIENCE, write)
+        .await
+        .expect("the write ends")
+        .expect("no panic")
+        .expect("the write goes through once the lock is free");
+    assert_eq!(count(&holder, "SELECT n FROM counter WHERE id = 1").await, 2);
+    waiter.close().await;
+    holder.close().await;
 }
