@@ -114,6 +114,10 @@ impl EmbeddedConsumer {
                 handle => foreign.push(Delivery { handle, ..delivery }),
             }
         }
+        // In a write transaction, not as statements of their own: it joins the writes queued on
+        // the file and shares their commit, where a statement alone would be a commit (an `fsync`)
+        // of its own and wait for the file's lock outside the process's queue.
+        let mut tx = self.bus.db.begin().await?;
         for chunk in claims.chunks(ROWS_PER_STATEMENT) {
             let fences: Vec<String> = (0..chunk.len())
                 .map(|i| format!("(seq = ${} AND attempts = ${})", 2 * i + 3, 2 * i + 4))
@@ -126,11 +130,9 @@ impl EmbeddedConsumer {
             for (seq, attempts) in chunk {
                 query = query.bind(*seq).bind(*attempts);
             }
-            query
-                .execute(self.bus.db.pool())
-                .await
-                .map_err(StorageError::from)?;
+            query.execute(&mut *tx).await.map_err(StorageError::from)?;
         }
+        tx.commit().await?;
         ack_each(foreign).await
     }
 }

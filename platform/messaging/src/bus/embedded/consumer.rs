@@ -303,6 +303,8 @@ impl EmbeddedHandle {
     pub async fn ack(self) -> Result<(), BusError> {
         let Self { db, claim, held } = self;
         drop(held);
+        // A write transaction shares the commit of the writes queued with it (see `ack_all`).
+        let mut tx = db.begin().await?;
         sqlx::query(
             "DELETE FROM bus_pending WHERE group_name = $1 AND category = $2 AND seq = $3 AND attempts = $4",
         )
@@ -310,9 +312,10 @@ impl EmbeddedHandle {
         .bind(&claim.category)
         .bind(claim.seq)
         .bind(claim.attempts)
-        .execute(db.pool())
+        .execute(&mut *tx)
         .await
         .map_err(StorageError::from)?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -324,6 +327,7 @@ impl EmbeddedHandle {
         let Self { db, claim, held } = self;
         drop(held);
         let delay_ms = i64::try_from(delay.as_millis()).unwrap_or(i64::MAX);
+        let mut tx = db.begin().await?;
         sqlx::query(
             "UPDATE bus_pending SET visible_at = $1, run_id = NULL
              WHERE group_name = $2 AND category = $3 AND seq = $4 AND attempts = $5",
@@ -333,9 +337,10 @@ impl EmbeddedHandle {
         .bind(&claim.category)
         .bind(claim.seq)
         .bind(claim.attempts)
-        .execute(db.pool())
+        .execute(&mut *tx)
         .await
         .map_err(StorageError::from)?;
+        tx.commit().await?;
         Ok(())
     }
 }
