@@ -547,6 +547,7 @@ mod tests {
         config.gateway.edge.tls = Some(mercato_gateway::PublicTls {
             cert: "gateway.pem".into(),
             key: "gateway.key".into(),
+            ca: None,
         });
         assert_eq!(
             config.url_of(ServiceName::Gateway, addr),

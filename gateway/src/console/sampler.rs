@@ -63,13 +63,21 @@ pub struct InstanceReport {
 
 type Key = (String, String);
 
+/// Where the gateway itself is read, and the client that reads it: over HTTPS when it serves
+/// its clients TLS, trusting the CA of its public certificate.
+#[derive(Debug, Clone)]
+pub struct Own {
+    pub url: String,
+    pub http: reqwest::Client,
+}
+
 /// The readings of every instance, shared by the sampling task and the console's handlers.
 #[derive(Debug, Clone)]
 pub struct Sampler {
     upstreams: Upstreams,
     http: reqwest::Client,
-    /// The gateway's own address, known once it is bound.
-    own: Arc<OnceLock<String>>,
+    /// The gateway itself, known once it is bound.
+    own: Arc<OnceLock<Own>>,
     kept: usize,
     interval: Duration,
     readings: Arc<Mutex<BTreeMap<Key, VecDeque<Reading>>>>,
@@ -88,8 +96,16 @@ impl Sampler {
     }
 
     /// Where the gateway itself answers, so it is sampled as one more instance.
-    pub fn set_own_url(&self, url: String) {
-        let _ = self.own.set(url);
+    pub fn set_own(&self, own: Own) {
+        let _ = self.own.set(own);
+    }
+
+    /// The client for `key`: the gateway's own for itself, else the shared one.
+    fn client_for(&self, key: &Key) -> &reqwest::Client {
+        match self.own.get() {
+            Some(own) if key.0 == crate::NAME && key.1 == own.url => &own.http,
+            _ => &self.http,
+        }
     }
 
     fn targets(&self) -> Vec<Key> {
@@ -100,7 +116,7 @@ impl Sampler {
             .map(|(name, instance)| (name, instance.url().trim_end_matches('/').to_owned()))
             .collect();
         if let Some(own) = self.own.get() {
-            targets.push((crate::NAME.to_owned(), own.clone()));
+            targets.push((crate::NAME.to_owned(), own.url.clone()));
         }
         targets.sort();
         targets.dedup();
@@ -121,7 +137,9 @@ impl Sampler {
 
     async fn sample_all(&self) {
         let targets = self.targets();
-        let readings = futures_util::future::join_all(targets.iter().map(|(_, url)| self.read(url))).await;
+        let readings =
+            futures_util::future::join_all(targets.iter().map(|key| self.read(self.client_for(key), &key.1)))
+                .await;
         let mut kept = self
             .readings
             .lock()
@@ -137,15 +155,14 @@ impl Sampler {
         }
     }
 
-    async fn read(&self, url: &str) -> Reading {
+    async fn read(&self, http: &reqwest::Client, url: &str) -> Reading {
         let mut reading = Reading {
             at_ms: now_ms(),
             ..Reading::default()
         };
         // Bounded by the sampling interval: a hung instance shows as down, not as a stall.
         let timeout = self.interval.min(Duration::from_secs(2));
-        let ready = self
-            .http
+        let ready = http
             .get(format!("{url}/ready"))
             .timeout(timeout)
             .send()
@@ -160,8 +177,7 @@ impl Sampler {
                 return reading;
             }
         }
-        let metrics = self
-            .http
+        let metrics = http
             .get(format!("{url}/metrics"))
             .timeout(timeout)
             .send()

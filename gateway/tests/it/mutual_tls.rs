@@ -122,6 +122,7 @@ async fn the_gateway_serves_clients_over_public_tls_and_picks_up_a_replaced_cert
         config.gateway.edge.tls = Some(mercato_gateway::PublicTls {
             cert: public.cert.clone(),
             key: public.key.clone(),
+            ca: None,
         });
     })
     .await;
@@ -158,7 +159,54 @@ async fn a_public_certificate_that_cannot_be_read_is_refused_at_start() {
     config.edge.tls = Some(mercato_gateway::PublicTls {
         cert: public.cert.clone(),
         key: public.cert.with_extension("missing"),
+        ca: None,
     });
     let refused = config.edge.tls.unwrap().server_config().unwrap_err().to_string();
     assert!(refused.contains("missing"), "{refused}");
+}
+
+#[tokio::test]
+async fn the_console_samples_the_gateway_over_https_when_it_serves_public_tls() {
+    let pki = Pki::new();
+    let public = pki.issue("public");
+    let gw = spawn_gateway_with(|config| {
+        config.gateway.edge.tls = Some(mercato_gateway::PublicTls {
+            cert: public.cert.clone(),
+            key: public.key.clone(),
+            ca: None,
+        });
+        // The CA trusted is `[tls]`'s, which issued the public certificate too.
+        config.tls = Some(pki.issue("gateway"));
+        config.gateway.console.enabled = true;
+        config.gateway.console.sample_interval_ms = 100;
+    })
+    .await;
+    let client = trusting(&public.ca);
+    let admin = gw.token("admin-1", &["admin"]);
+    let system = format!("https://localhost:{}/console/api/system", gw.addr.port());
+    let own = eventually(PATIENCE, "a reading of the gateway itself", || async {
+        let page: Value = client
+            .get(&system)
+            .header("cookie", format!("mercato_console={admin}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        let own = page["instances"]
+            .as_array()?
+            .iter()
+            .find(|i| i["upstream"] == "gateway")?
+            .clone();
+        own["latest"].is_object().then_some(own)
+    })
+    .await;
+    assert_eq!(
+        own["url"],
+        format!("https://localhost:{}", gw.addr.port()),
+        "{own}"
+    );
+    assert_eq!(own["latest"]["up"], true, "{own}");
+    assert_eq!(own["latest"]["ready"]["status"], "ready", "{own}");
 }
