@@ -162,11 +162,7 @@ impl Sampler {
         };
         // Bounded by the sampling interval: a hung instance shows as down, not as a stall.
         let timeout = self.interval.min(Duration::from_secs(2));
-        let ready = http
-            .get(format!("{url}/ready"))
-            .timeout(timeout)
-            .send()
-            .await;
+        let ready = http.get(format!("{url}/ready")).timeout(timeout).send().await;
         match ready {
             Ok(response) => {
                 reading.up = true;
@@ -177,11 +173,7 @@ impl Sampler {
                 return reading;
             }
         }
-        let metrics = http
-            .get(format!("{url}/metrics"))
-            .timeout(timeout)
-            .send()
-            .await;
+        let metrics = http.get(format!("{url}/metrics")).timeout(timeout).send().await;
         if let Ok(response) = metrics
             && let Ok(text) = response.text().await
         {

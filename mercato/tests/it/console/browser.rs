@@ -270,7 +270,9 @@ async fn an_order_is_found_with_its_saga_and_trace_and_a_declined_one_shows_its_
 
 /// The gateway's count of console calls to routes starting with `route` answered `status`.
 async fn console_calls(system: &System, route: &str, status: u16) -> f64 {
-    let metrics = metrics_of(&system.http, &system.gateway).await.unwrap_or_default();
+    let metrics = metrics_of(&system.http, &system.gateway)
+        .await
+        .unwrap_or_default();
     let (route, status) = (format!("route=\"{route}"), format!("status_code=\"{status}\""));
     metrics
         .lines()
@@ -295,13 +297,17 @@ async fn the_page_renews_its_session_before_the_access_token_ends_and_no_call_is
     eventually(
         std::time::Duration::from_secs(90),
         "the session renewed",
-        || async { (console_calls(&system, "/console/api/session/refresh\"", 200).await >= 1.0).then_some(()) },
+        || async {
+            (console_calls(&system, "/console/api/session/refresh\"", 200).await >= 1.0).then_some(())
+        },
     )
     .await;
     let before = console_calls(&system, "/console/api/system\"", 200).await;
-    eventually(PATIENCE, "the page's calls going on after the renewal", || async {
-        (console_calls(&system, "/console/api/system\"", 200).await > before).then_some(())
-    })
+    eventually(
+        PATIENCE,
+        "the page's calls going on after the renewal",
+        || async { (console_calls(&system, "/console/api/system\"", 200).await > before).then_some(()) },
+    )
     .await;
     browser.shows(&["System", "Sign out"]).await;
     assert_eq!(
