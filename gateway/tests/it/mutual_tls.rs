@@ -114,18 +114,27 @@ fn presented(response: &reqwest::Response) -> Vec<u8> {
     info.peer_certificate().unwrap().to_vec()
 }
 
-#[tokio::test]
-async fn the_gateway_serves_clients_over_public_tls_and_picks_up_a_replaced_certificate() {
-    let pki = Pki::new();
-    let public = pki.issue("public");
-    let gw = spawn_gateway_with(|config| {
+/// A gateway serving its clients over public TLS with `public`; `adjust` may change the rest.
+async fn gateway_over_public_tls(
+    public: &TlsFiles,
+    adjust: impl FnOnce(&mut mercato_gateway::Config),
+) -> TestGateway {
+    spawn_gateway_with(|config| {
         config.gateway.edge.tls = Some(mercato_gateway::PublicTls {
             cert: public.cert.clone(),
             key: public.key.clone(),
             ca: None,
         });
+        adjust(config);
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn the_gateway_serves_clients_over_public_tls_and_picks_up_a_replaced_certificate() {
+    let pki = Pki::new();
+    let public = pki.issue("public");
+    let gw = gateway_over_public_tls(&public, |_| {}).await;
     let url = format!("https://localhost:{}/api/echo/hello", gw.addr.port());
     let client = trusting(&public.ca);
     let first = client.get(&url).send().await.unwrap();
@@ -169,12 +178,7 @@ async fn a_public_certificate_that_cannot_be_read_is_refused_at_start() {
 async fn the_console_samples_the_gateway_over_https_when_it_serves_public_tls() {
     let pki = Pki::new();
     let public = pki.issue("public");
-    let gw = spawn_gateway_with(|config| {
-        config.gateway.edge.tls = Some(mercato_gateway::PublicTls {
-            cert: public.cert.clone(),
-            key: public.key.clone(),
-            ca: None,
-        });
+    let gw = gateway_over_public_tls(&public, |config| {
         // The CA trusted is `[tls]`'s, which issued the public certificate too.
         config.tls = Some(pki.issue("gateway"));
         config.gateway.console.enabled = true;
