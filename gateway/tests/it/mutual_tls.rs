@@ -174,21 +174,13 @@ async fn a_public_certificate_that_cannot_be_read_is_refused_at_start() {
     assert!(refused.contains("missing"), "{refused}");
 }
 
-#[tokio::test]
-async fn the_console_samples_the_gateway_over_https_when_it_serves_public_tls() {
-    let pki = Pki::new();
-    let public = pki.issue("public");
-    let gw = gateway_over_public_tls(&public, |config| {
-        // The CA trusted is `[tls]`'s, which issued the public certificate too.
-        config.tls = Some(pki.issue("gateway"));
-        config.gateway.console.enabled = true;
-        config.gateway.console.sample_interval_ms = 100;
-    })
-    .await;
-    let client = trusting(&public.ca);
+/// The console's latest reading of the gateway itself, once there is one, read over HTTPS
+/// trusting `ca`.
+async fn own_reading(gw: &TestGateway, ca: &std::path::Path) -> Value {
+    let client = trusting(ca);
     let admin = gw.token("admin-1", &["admin"]);
     let system = format!("https://localhost:{}/console/api/system", gw.addr.port());
-    let own = eventually(PATIENCE, "a reading of the gateway itself", || async {
+    eventually(PATIENCE, "a reading of the gateway itself", || async {
         let page: Value = client
             .get(&system)
             .header("cookie", format!("mercato_console={admin}"))
@@ -205,12 +197,46 @@ async fn the_console_samples_the_gateway_over_https_when_it_serves_public_tls() 
             .clone();
         own["latest"].is_object().then_some(own)
     })
+    .await
+}
+
+fn sampled_often(config: &mut mercato_gateway::Config) {
+    config.gateway.console.enabled = true;
+    config.gateway.console.sample_interval_ms = 100;
+}
+
+#[tokio::test]
+async fn the_console_samples_the_gateway_over_https_when_it_serves_public_tls() {
+    let pki = Pki::new();
+    let public = pki.issue("public");
+    let gw = gateway_over_public_tls(&public, |config| {
+        // The CA trusted is `[tls]`'s, which issued the public certificate too.
+        config.tls = Some(pki.issue("gateway"));
+        sampled_often(config);
+    })
     .await;
+    let own = own_reading(&gw, &public.ca).await;
     assert_eq!(
         own["url"],
         format!("https://localhost:{}", gw.addr.port()),
         "{own}"
     );
+    assert_eq!(own["latest"]["up"], true, "{own}");
+    assert_eq!(own["latest"]["ready"]["status"], "ready", "{own}");
+}
+
+#[tokio::test]
+async fn without_tls_to_the_services_the_sampler_trusts_the_ca_named_beside_the_public_certificate() {
+    let pki = Pki::new();
+    let public = pki.issue("public");
+    let gw = gateway_over_public_tls(&public, |config| {
+        if let Some(tls) = &mut config.gateway.edge.tls {
+            tls.ca = Some(public.ca.clone());
+        }
+        sampled_often(config);
+    })
+    .await;
+    let own = own_reading(&gw, &public.ca).await;
     assert_eq!(own["latest"]["up"], true, "{own}");
     assert_eq!(own["latest"]["ready"]["status"], "ready", "{own}");
 }
