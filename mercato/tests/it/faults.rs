@@ -153,7 +153,7 @@ fn order_body(quantity: i64, card: &str) -> Value {
 
 /// Polls `check` until it returns `Ok`; after [`SETTLE`] fails with `what` and the last state
 /// `check` described.
-async fn settles<T, F, Fut>(what: &str, mut check: F) -> T
+pub(crate) async fn settles<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
@@ -458,6 +458,22 @@ impl Cluster {
             })
             .await;
         }
+    }
+
+    /// A new admin account, made by `mercato admin create` against identity's database, with
+    /// the password "correct horse"; returns its e-mail.
+    pub(crate) async fn admin_account(&self) -> String {
+        let email = unique_email();
+        let data_dir = self.data_dir.display().to_string();
+        let mut env: Vec<(&str, String)> = self.env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        env.push(("MERCATO_ADMIN_PASSWORD", "correct horse".to_owned()));
+        let (ok, out, err) = run(
+            &["admin", "create", "--email", &email, "--data-dir", &data_dir],
+            &env,
+        )
+        .await;
+        assert!(ok && out.contains("created admin"), "{out}{err}");
+        email
     }
 
     /// A registered customer with a profile; returns their access token.
