@@ -210,15 +210,17 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         checker.clone(),
         Arc::clone(&store),
     );
-    let console = config.gateway.console.enabled.then(|| {
-        console::Console::new(
+    let console = if config.gateway.console.enabled {
+        Some(console::Console::new(
             admin_state.clone(),
             verifier.clone(),
             &config.gateway.console,
             config.gateway.rate_limit.classes.clone(),
             Duration::from_millis(config.gateway.upstream_timeout_ms),
-        )
-    });
+        )?)
+    } else {
+        None
+    };
     let mut admin = admin::router(admin_state);
     if let Some(console) = &console {
         admin = admin.merge(console::router(console.clone()));

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::Clients;
 use crate::upstream::Upstreams;
 
 /// Routes the sampler itself calls, left out of the request rate.
@@ -75,7 +76,7 @@ pub struct Own {
 #[derive(Debug, Clone)]
 pub struct Sampler {
     upstreams: Upstreams,
-    http: reqwest::Client,
+    clients: Clients,
     /// The gateway itself, known once it is bound.
     own: Arc<OnceLock<Own>>,
     kept: usize,
@@ -84,10 +85,10 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    pub fn new(upstreams: Upstreams, http: reqwest::Client, interval: Duration, kept: usize) -> Self {
+    pub fn new(upstreams: Upstreams, clients: Clients, interval: Duration, kept: usize) -> Self {
         Self {
             upstreams,
-            http,
+            clients,
             own: Arc::new(OnceLock::new()),
             kept,
             interval,
@@ -100,11 +101,11 @@ impl Sampler {
         let _ = self.own.set(own);
     }
 
-    /// The client for `key`: the gateway's own for itself, else the shared one.
+    /// The client for `key`: the gateway's own for itself, else its upstream's.
     fn client_for(&self, key: &Key) -> &reqwest::Client {
         match self.own.get() {
             Some(own) if key.0 == crate::NAME && key.1 == own.url => &own.http,
-            _ => &self.http,
+            _ => self.clients.to(&key.0),
         }
     }
 

@@ -95,8 +95,7 @@ mod postgres {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn with_tls_everywhere_the_console_signs_in_and_reads_every_service() {
-        let cluster =
-            Cluster::start_tls(&[("MERCATO_GATEWAY__CONSOLE__SAMPLE_INTERVAL_MS", "200")]).await;
+        let cluster = Cluster::start_tls(&[("MERCATO_GATEWAY__CONSOLE__SAMPLE_INTERVAL_MS", "200")]).await;
         let email = cluster.admin_account().await;
         let gateway = cluster.url("gateway", "");
         // Signing in goes through identity's token endpoint, reached by the gateway.
