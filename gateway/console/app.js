@@ -14,23 +14,35 @@ let timer = null;
 export class SignedOut extends Error {}
 
 let renewing = null;
+// When the session is renewed before a call (ms on this page's clock); null while unknown.
+let renewAt = null;
 
-// Trades the refresh cookie for a new session once, however many calls found theirs ended:
+// Learns a session's CSRF token, and when to renew it: shortly before the access token ends
+// (30 s, or half its life if shorter), so that no call is refused for an expired token.
+function keep(session) {
+  csrf = session.csrf;
+  const left = Number(session.expires_in);
+  renewAt = Number.isFinite(left) ? Date.now() + 1000 * (left - Math.min(30, left / 2)) : null;
+}
+
+// Trades the refresh cookie for a new session once, however many calls want it at the same time:
 // identity rotates refresh tokens, and a second use of the same one would end the session.
 function renew() {
   if (!renewing) {
     renewing = fetch('/console/api/session/refresh', { method: 'POST', credentials: 'same-origin', headers: { accept: 'application/json' } })
       .then(async (response) => (response.ok ? response.json() : null))
       .catch(() => null)
-      .then((session) => { if (session) csrf = session.csrf; return session !== null; })
+      // A failed renewal leaves the session to the 401 path, not to every call renewing first.
+      .then((session) => { if (session) keep(session); else renewAt = null; return session !== null; })
       .finally(() => { renewing = null; });
   }
   return renewing;
 }
 
-// A call to the console's API; a problem answer becomes an Error with its detail. A 401 renews
-// the session and tries once more.
+// A call to the console's API; a problem answer becomes an Error with its detail. A session
+// about to end is renewed first; a 401 still renews it and tries once more.
 export async function api(method, path, body, retried = false) {
+  if (renewAt !== null && Date.now() >= renewAt) await renew();
   const headers = { accept: 'application/json' };
   if (method !== 'GET') headers['x-csrf-token'] = csrf || '';
   if (body !== undefined) headers['content-type'] = 'application/json';
@@ -97,6 +109,7 @@ export function showError(error) {
 function showSignIn() {
   clearInterval(timer);
   csrf = null;
+  renewAt = null;
   document.getElementById('nav').hidden = true;
   document.getElementById('sign-out').hidden = true;
   page().replaceChildren();
@@ -105,7 +118,7 @@ function showSignIn() {
 }
 
 function signedIn(session) {
-  csrf = session.csrf;
+  keep(session);
   document.getElementById('sign-in').hidden = true;
   document.getElementById('nav').hidden = false;
   document.getElementById('sign-out').hidden = false;

@@ -210,15 +210,17 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         checker.clone(),
         Arc::clone(&store),
     );
-    let console = config.gateway.console.enabled.then(|| {
-        console::Console::new(
+    let console = if config.gateway.console.enabled {
+        Some(console::Console::new(
             admin_state.clone(),
             verifier.clone(),
             &config.gateway.console,
             config.gateway.rate_limit.classes.clone(),
             Duration::from_millis(config.gateway.upstream_timeout_ms),
-        )
-    });
+        )?)
+    } else {
+        None
+    };
     let mut admin = admin::router(admin_state);
     if let Some(console) = &console {
         admin = admin.merge(console::router(console.clone()));
@@ -301,11 +303,14 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
             addr: config.listen,
             source,
         })?;
-    let sampler = console.map(|c| {
-        let sampler = c.sampler().clone();
-        sampler.set_own_url(format!("http://{}", server.local_addr()));
-        sampler
-    });
+    let sampler = match console {
+        Some(console) => {
+            let sampler = console.sampler().clone();
+            sampler.set_own(own_endpoint(config, server.local_addr())?);
+            Some(sampler)
+        }
+        None => None,
+    };
     Ok(App {
         server,
         sampler,
@@ -315,6 +320,46 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
         http,
         edge: config.gateway.edge.clone(),
         public_tls,
+    })
+}
+
+/// Where the console's sampler reads the gateway itself. With public TLS that is HTTPS, at
+/// `localhost` (a name the gateway's certificate carries, as `mercato certs` issues it) resolved
+/// to the bound address, trusting `[gateway.edge.tls] ca`, else `[tls]`'s CA: a plaintext
+/// request to a TLS port would only ever show the gateway as down.
+fn own_endpoint(config: &Config, addr: SocketAddr) -> Result<console::sampler::Own, StartError> {
+    let Some(public) = &config.gateway.edge.tls else {
+        return Ok(console::sampler::Own {
+            url: format!("http://{addr}"),
+            http: reqwest::Client::new(),
+        });
+    };
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    let mut http = reqwest::Client::builder().resolve("localhost", SocketAddr::new(ip, addr.port()));
+    let ca = public.ca.as_ref().or(config.tls.as_ref().map(|files| &files.ca));
+    if let Some(ca) = ca {
+        let refused = |message: String| StartError::Config {
+            key: "gateway.edge.tls.ca".into(),
+            message,
+        };
+        let pem = std::fs::read(ca).map_err(|e| refused(format!("{}: {e}", ca.display())))?;
+        let roots = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| refused(format!("{}: {e}", ca.display())))?;
+        for root in roots {
+            http = http.add_root_certificate(root);
+        }
+    }
+    let http = http.build().map_err(|e| StartError::Config {
+        key: "gateway.edge.tls".into(),
+        message: e.to_string(),
+    })?;
+    Ok(console::sampler::Own {
+        url: format!("https://localhost:{}", addr.port()),
+        http,
     })
 }
 

@@ -287,6 +287,14 @@ fn print_started(config: &Config, running: &Running, embedded: bool) {
             s.url,
             s.backend.unwrap_or("")
         );
+        // Its own line, so that a probe bound to port 0 can be found.
+        if let Some(probe) = s.probe {
+            let _ = writeln!(
+                out,
+                "  {:<16} http://{probe}",
+                format!("{}-probe", s.name.as_str())
+            );
+        }
     }
     if embedded && let Some(gateway) = running.url(ServiceName::Gateway) {
         let _ = writeln!(out, "Try:");
@@ -547,6 +555,7 @@ mod tests {
         config.gateway.edge.tls = Some(mercato_gateway::PublicTls {
             cert: "gateway.pem".into(),
             key: "gateway.key".into(),
+            ca: None,
         });
         assert_eq!(
             config.url_of(ServiceName::Gateway, addr),

@@ -23,6 +23,8 @@ pub struct Started {
     pub name: ServiceName,
     pub addr: SocketAddr,
     pub url: String,
+    /// Where `/health` and `/ready` answer in plaintext beside a TLS port (`[tls] probe_listen`).
+    pub probe: Option<SocketAddr>,
     /// The storage backend, for services that own a database.
     pub backend: Option<&'static str>,
 }
@@ -173,20 +175,21 @@ async fn start_one(
         ServiceName::Orders => mercato_orders::build(&service_config::orders(config, urls), bus()?).await?,
         ServiceName::PaymentSandbox => {
             let app = mercato_payments::sandbox::build(&service_config::sandbox(config)).await?;
-            running.spawn(config, name, app.local_addr(), |token| {
+            running.spawn(config, name, app.local_addr(), None, |token| {
                 Box::pin(app.run_until_stopped(token))
             });
             return Ok(());
         }
         ServiceName::Gateway => {
             let app = mercato_gateway::build(&service_config::gateway(config, urls)).await?;
-            running.spawn(config, name, app.local_addr(), |token| {
+            running.spawn(config, name, app.local_addr(), None, |token| {
                 Box::pin(app.run_until_stopped(token))
             });
             return Ok(());
         }
     };
-    running.spawn(config, name, app.local_addr(), |token| {
+    let probe = app.probe_addr();
+    running.spawn(config, name, app.local_addr(), probe, |token| {
         Box::pin(app.run_until_stopped(token))
     });
     Ok(())
@@ -199,6 +202,7 @@ impl Running {
         config: &Config,
         name: ServiceName,
         addr: SocketAddr,
+        probe: Option<SocketAddr>,
         run: impl FnOnce(CancellationToken) -> Run,
     ) {
         let task = run(self.shutdown.clone());
@@ -215,6 +219,7 @@ impl Running {
             name,
             addr,
             url,
+            probe,
             backend,
         });
     }

@@ -136,6 +136,10 @@ impl Validate for PreauthConfig {
 pub struct PublicTls {
     pub cert: std::path::PathBuf,
     pub key: std::path::PathBuf,
+    /// The CA (PEM) that issued `cert`, trusted by the console's sampler when it reads the
+    /// gateway itself over HTTPS; without it, `[tls]`'s CA is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<std::path::PathBuf>,
 }
 
 impl PublicTls {

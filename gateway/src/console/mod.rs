@@ -16,6 +16,7 @@ mod pages;
 pub mod sampler;
 pub mod session;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,10 +25,55 @@ use axum::routing::{any, get, post, put};
 use mercato_runtime::Problem;
 use mercato_security::Verifier;
 
+use crate::StartError;
 use crate::admin::Admin;
 use crate::config::{ConsoleConfig, RateClassConfig};
 use crate::upstream::{Group, Upstreams};
 use sampler::Sampler;
+
+/// The console's HTTP clients. With `[tls]` there is one per upstream, over the TLS the
+/// gateway's own calls to that upstream use ([`Upstreams::client_tls`]): it presents the
+/// gateway's certificate and accepts only the service the upstream is named after, so the
+/// services let the console in as the gateway, under the same allow list.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    plain: reqwest::Client,
+    by_upstream: Arc<BTreeMap<String, reqwest::Client>>,
+}
+
+impl Clients {
+    /// Clients for every upstream of `upstreams`, each request bounded by `timeout`.
+    ///
+    /// # Errors
+    /// `[tls]` files that cannot be read, or a client that cannot be built over them.
+    pub fn new(upstreams: &Upstreams, timeout: Duration) -> Result<Self, StartError> {
+        let builder = || reqwest::Client::builder().timeout(timeout);
+        let refused = |message: String| StartError::Config {
+            key: "tls".into(),
+            message,
+        };
+        let mut by_upstream = BTreeMap::new();
+        for name in upstreams.names() {
+            let Some(tls) = upstreams.client_tls(name).map_err(|e| refused(e.to_string()))? else {
+                continue;
+            };
+            let client = mercato_runtime::tls::reqwest_builder(builder(), &tls)
+                .build()
+                .map_err(|e| refused(format!("the console's client for {name}: {e}")))?;
+            by_upstream.insert(name.to_owned(), client);
+        }
+        Ok(Self {
+            plain: builder().build().unwrap_or_default(),
+            by_upstream: Arc::new(by_upstream),
+        })
+    }
+
+    /// The client for calls to `upstream`'s instances.
+    #[must_use]
+    pub fn to(&self, upstream: &str) -> &reqwest::Client {
+        self.by_upstream.get(upstream).unwrap_or(&self.plain)
+    }
+}
 
 /// What the console's handlers share.
 #[derive(Clone)]
@@ -35,9 +81,9 @@ pub struct Console {
     upstreams: Upstreams,
     verifier: Verifier,
     admin: Admin,
-    http: reqwest::Client,
+    clients: Clients,
     config: Arc<ConsoleConfig>,
-    rate_classes: Arc<std::collections::BTreeMap<String, RateClassConfig>>,
+    rate_classes: Arc<BTreeMap<String, RateClassConfig>>,
     sampler: Sampler,
 }
 
@@ -46,29 +92,26 @@ impl Console {
         admin: Admin,
         verifier: Verifier,
         config: &ConsoleConfig,
-        rate_classes: std::collections::BTreeMap<String, RateClassConfig>,
+        rate_classes: BTreeMap<String, RateClassConfig>,
         call_timeout: Duration,
-    ) -> Self {
-        let http = reqwest::Client::builder()
-            .timeout(call_timeout)
-            .build()
-            .unwrap_or_default();
+    ) -> Result<Self, StartError> {
         let upstreams = admin.upstreams().clone();
+        let clients = Clients::new(&upstreams, call_timeout)?;
         let sampler = Sampler::new(
             upstreams.clone(),
-            http.clone(),
+            clients.clone(),
             Duration::from_millis(config.sample_interval_ms),
             config.samples,
         );
-        Self {
+        Ok(Self {
             upstreams,
             verifier,
             admin,
-            http,
+            clients,
             config: Arc::new(config.clone()),
             rate_classes: Arc::new(rate_classes),
             sampler,
-        }
+        })
     }
 
     #[must_use]
@@ -112,7 +155,11 @@ impl Console {
         build: impl Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, Problem> {
         for base in self.instances_of(upstream) {
-            let request = build(self.http.request(method.clone(), format!("{base}{path}")));
+            let request = build(
+                self.clients
+                    .to(upstream)
+                    .request(method.clone(), format!("{base}{path}")),
+            );
             if let Ok(response) = request.send().await {
                 return Ok(response);
             }

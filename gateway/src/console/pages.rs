@@ -132,7 +132,8 @@ impl Console {
     async fn ask_every(&self, path: &str, token: &str) -> Vec<(String, Value)> {
         let asks = self.every_instance().into_iter().map(|(name, base)| async move {
             let response = self
-                .http
+                .clients
+                .to(&name)
                 .get(format!("{base}{path}"))
                 .bearer_auth(token)
                 .send()

@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+use super::Clients;
 use crate::upstream::Upstreams;
 
 /// Routes the sampler itself calls, left out of the request rate.
@@ -63,23 +64,31 @@ pub struct InstanceReport {
 
 type Key = (String, String);
 
+/// Where the gateway itself is read, and the client that reads it: over HTTPS when it serves
+/// its clients TLS, trusting the CA of its public certificate.
+#[derive(Debug, Clone)]
+pub struct Own {
+    pub url: String,
+    pub http: reqwest::Client,
+}
+
 /// The readings of every instance, shared by the sampling task and the console's handlers.
 #[derive(Debug, Clone)]
 pub struct Sampler {
     upstreams: Upstreams,
-    http: reqwest::Client,
-    /// The gateway's own address, known once it is bound.
-    own: Arc<OnceLock<String>>,
+    clients: Clients,
+    /// The gateway itself, known once it is bound.
+    own: Arc<OnceLock<Own>>,
     kept: usize,
     interval: Duration,
     readings: Arc<Mutex<BTreeMap<Key, VecDeque<Reading>>>>,
 }
 
 impl Sampler {
-    pub fn new(upstreams: Upstreams, http: reqwest::Client, interval: Duration, kept: usize) -> Self {
+    pub fn new(upstreams: Upstreams, clients: Clients, interval: Duration, kept: usize) -> Self {
         Self {
             upstreams,
-            http,
+            clients,
             own: Arc::new(OnceLock::new()),
             kept,
             interval,
@@ -88,8 +97,16 @@ impl Sampler {
     }
 
     /// Where the gateway itself answers, so it is sampled as one more instance.
-    pub fn set_own_url(&self, url: String) {
-        let _ = self.own.set(url);
+    pub fn set_own(&self, own: Own) {
+        let _ = self.own.set(own);
+    }
+
+    /// The client for `key`: the gateway's own for itself, else its upstream's.
+    fn client_for(&self, key: &Key) -> &reqwest::Client {
+        match self.own.get() {
+            Some(own) if key.0 == crate::NAME && key.1 == own.url => &own.http,
+            _ => self.clients.to(&key.0),
+        }
     }
 
     fn targets(&self) -> Vec<Key> {
@@ -100,7 +117,7 @@ impl Sampler {
             .map(|(name, instance)| (name, instance.url().trim_end_matches('/').to_owned()))
             .collect();
         if let Some(own) = self.own.get() {
-            targets.push((crate::NAME.to_owned(), own.clone()));
+            targets.push((crate::NAME.to_owned(), own.url.clone()));
         }
         targets.sort();
         targets.dedup();
@@ -121,7 +138,9 @@ impl Sampler {
 
     async fn sample_all(&self) {
         let targets = self.targets();
-        let readings = futures_util::future::join_all(targets.iter().map(|(_, url)| self.read(url))).await;
+        let readings =
+            futures_util::future::join_all(targets.iter().map(|key| self.read(self.client_for(key), &key.1)))
+                .await;
         let mut kept = self
             .readings
             .lock()
@@ -137,19 +156,14 @@ impl Sampler {
         }
     }
 
-    async fn read(&self, url: &str) -> Reading {
+    async fn read(&self, http: &reqwest::Client, url: &str) -> Reading {
         let mut reading = Reading {
             at_ms: now_ms(),
             ..Reading::default()
         };
         // Bounded by the sampling interval: a hung instance shows as down, not as a stall.
         let timeout = self.interval.min(Duration::from_secs(2));
-        let ready = self
-            .http
-            .get(format!("{url}/ready"))
-            .timeout(timeout)
-            .send()
-            .await;
+        let ready = http.get(format!("{url}/ready")).timeout(timeout).send().await;
         match ready {
             Ok(response) => {
                 reading.up = true;
@@ -160,12 +174,7 @@ impl Sampler {
                 return reading;
             }
         }
-        let metrics = self
-            .http
-            .get(format!("{url}/metrics"))
-            .timeout(timeout)
-            .send()
-            .await;
+        let metrics = http.get(format!("{url}/metrics")).timeout(timeout).send().await;
         if let Ok(response) = metrics
             && let Ok(text) = response.text().await
         {

@@ -4,9 +4,11 @@
 //! The access token identity issues is kept in an `HttpOnly`, `SameSite=Strict` cookie scoped to
 //! `/console` (`Secure` when the page was loaded over TLS): scripts never see it and it is never
 //! in a URL. The refresh token is kept the same way in a second cookie scoped to
-//! `/console/api/session`, so it travels only to the calls that renew or end the session: when
-//! a call answers `401`, the page asks for a renewal (`POST /console/api/session/refresh`), which
-//! trades the refresh token with identity for a new pair, and retries. Signing out revokes the
+//! `/console/api/session`, so it travels only to the calls that renew or end the session. The page
+//! learns how long its access token lives (`expires_in`, never the token) and asks for a renewal
+//! (`POST /console/api/session/refresh`) shortly before it ends, which trades the refresh token
+//! with identity for a new pair; a call that still answers `401` (a clock that slept, a token
+//! revoked) renews the same way and is retried. Signing out revokes the
 //! refresh token at identity. A state-changing call must also come from the console's origin (`Origin`) and carry
 //! the session's CSRF token in `x-csrf-token`; that token is a digest of the access token, so
 //! every gateway derives the same one and a page on another site cannot know it.
@@ -33,6 +35,8 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub struct ConsoleAdmin {
     pub subject: String,
     pub token: String,
+    /// When the access token ends, in seconds since the epoch.
+    pub expires_at: u64,
 }
 
 /// The per-session CSRF token.
@@ -102,6 +106,7 @@ impl FromRequestParts<Console> for ConsoleAdmin {
         Ok(Self {
             subject: claims.sub,
             token,
+            expires_at: claims.exp,
         })
     }
 }
@@ -118,11 +123,21 @@ pub struct SignIn {
     password: String,
 }
 
-/// What the page learns of its session: never the token, only who and the CSRF token.
+/// What the page learns of its session: never the token, only who, the CSRF token, and the
+/// seconds the access token has left, so the page renews it before a call is refused.
 #[derive(Debug, Serialize)]
 pub struct SessionView {
     pub admin: String,
     pub csrf: String,
+    pub expires_in: u64,
+}
+
+/// Seconds from now until `exp` (seconds since the epoch); 0 once it has passed.
+fn seconds_until(exp: u64) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    exp.saturating_sub(now)
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,11 +240,12 @@ async fn admin_session(
         return Err(Problem::forbidden("the console needs the admin role"));
     }
     audit(&claims.sub, action, "console", "ok");
+    let max_age = tokens.expires_in.unwrap_or_else(|| seconds_until(claims.exp));
     let view = SessionView {
         admin: claims.sub,
         csrf: csrf_token(&tokens.access_token),
+        expires_in: max_age,
     };
-    let max_age = tokens.expires_in.unwrap_or(900);
     let mut response = Json(view).into_response();
     let headers = response.headers_mut();
     headers.append(header::SET_COOKIE, cookie(&tokens.access_token, max_age, secure));
@@ -274,6 +290,7 @@ pub fn current(admin: &ConsoleAdmin) -> SessionView {
     SessionView {
         admin: admin.subject.clone(),
         csrf: csrf_token(&admin.token),
+        expires_in: seconds_until(admin.expires_at),
     }
 }
 

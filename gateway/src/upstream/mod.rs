@@ -34,7 +34,8 @@ use std::time::Duration;
 
 use http::Uri;
 use mercato_resilience::CircuitBreaker;
-use mercato_security::tls::TlsFiles;
+use mercato_runtime::tls::ClientTls;
+use mercato_security::tls::{TlsError, TlsFiles};
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 
@@ -203,12 +204,11 @@ impl Upstreams {
     /// must be the service `upstream` names.
     fn instance(&self, upstream: &str, uri: Uri) -> Result<Arc<Instance>, String> {
         let tls = if uri.scheme_str() == Some("https") {
-            let Some(files) = &self.tls else {
+            let Some(config) = self.client_tls(upstream).map_err(|e| e.to_string())? else {
                 return Err(format!(
                     "{uri} is https, but the gateway has no [tls] certificate"
                 ));
             };
-            let config = mercato_runtime::tls::client_for(files, upstream).map_err(|e| e.to_string())?;
             Some(UpstreamTls::new(&config, &uri)?)
         } else {
             None
@@ -224,6 +224,20 @@ impl Upstreams {
         let instance = Arc::new(Instance::new(uri, tls, breaker, self.decay));
         self.metrics.set_healthy(upstream, &instance);
         Ok(instance)
+    }
+
+    /// How the gateway's calls reach `upstream` over mutual TLS: its `[tls]` certificate
+    /// presented, and only a server whose certificate names `upstream` accepted. `None` without
+    /// `[tls]`. The proxy's connections, their health checks and the console's client all take
+    /// it from here, so every call to a service is held to the same identity.
+    ///
+    /// # Errors
+    /// A certificate, key or CA that cannot be read.
+    pub fn client_tls(&self, upstream: &str) -> Result<Option<ClientTls>, TlsError> {
+        self.tls
+            .as_ref()
+            .map(|files| mercato_runtime::tls::client_for(files, upstream))
+            .transpose()
     }
 
     /// The names of the upstreams.

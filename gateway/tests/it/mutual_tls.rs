@@ -1,6 +1,6 @@
 //! The gateway and `https://` upstreams served over mutual TLS: it presents its own certificate
-//! and accepts only the service the upstream is named after, for proxied requests and health
-//! checks alike.
+//! and accepts only the service the upstream is named after, for proxied requests, health
+//! checks and the console's calls alike.
 
 use std::sync::Arc;
 
@@ -114,17 +114,27 @@ fn presented(response: &reqwest::Response) -> Vec<u8> {
     info.peer_certificate().unwrap().to_vec()
 }
 
+/// A gateway serving its clients over public TLS with `public`; `adjust` may change the rest.
+async fn gateway_over_public_tls(
+    public: &TlsFiles,
+    adjust: impl FnOnce(&mut mercato_gateway::Config),
+) -> TestGateway {
+    spawn_gateway_with(|config| {
+        config.gateway.edge.tls = Some(mercato_gateway::PublicTls {
+            cert: public.cert.clone(),
+            key: public.key.clone(),
+            ca: None,
+        });
+        adjust(config);
+    })
+    .await
+}
+
 #[tokio::test]
 async fn the_gateway_serves_clients_over_public_tls_and_picks_up_a_replaced_certificate() {
     let pki = Pki::new();
     let public = pki.issue("public");
-    let gw = spawn_gateway_with(|config| {
-        config.gateway.edge.tls = Some(mercato_gateway::PublicTls {
-            cert: public.cert.clone(),
-            key: public.key.clone(),
-        });
-    })
-    .await;
+    let gw = gateway_over_public_tls(&public, |_| {}).await;
     let url = format!("https://localhost:{}/api/echo/hello", gw.addr.port());
     let client = trusting(&public.ca);
     let first = client.get(&url).send().await.unwrap();
@@ -158,7 +168,154 @@ async fn a_public_certificate_that_cannot_be_read_is_refused_at_start() {
     config.edge.tls = Some(mercato_gateway::PublicTls {
         cert: public.cert.clone(),
         key: public.cert.with_extension("missing"),
+        ca: None,
     });
     let refused = config.edge.tls.unwrap().server_config().unwrap_err().to_string();
     assert!(refused.contains("missing"), "{refused}");
+}
+
+/// The console's latest reading of the gateway itself, once there is one, read over HTTPS
+/// trusting `ca`.
+async fn own_reading(gw: &TestGateway, ca: &std::path::Path) -> Value {
+    let system = format!("https://localhost:{}/console/api/system", gw.addr.port());
+    let page = system_page(gw, &trusting(ca), &system, |page| {
+        latest(page, "gateway").is_object()
+    })
+    .await;
+    instance(&page, "gateway").clone()
+}
+
+fn sampled_often(config: &mut mercato_gateway::Config) {
+    config.gateway.console.enabled = true;
+    config.gateway.console.sample_interval_ms = 100;
+}
+
+#[tokio::test]
+async fn the_console_samples_the_gateway_over_https_when_it_serves_public_tls() {
+    let pki = Pki::new();
+    let public = pki.issue("public");
+    let gw = gateway_over_public_tls(&public, |config| {
+        // The CA trusted is `[tls]`'s, which issued the public certificate too.
+        config.tls = Some(pki.issue("gateway"));
+        sampled_often(config);
+    })
+    .await;
+    let own = own_reading(&gw, &public.ca).await;
+    assert_eq!(
+        own["url"],
+        format!("https://localhost:{}", gw.addr.port()),
+        "{own}"
+    );
+    assert_eq!(own["latest"]["up"], true, "{own}");
+    assert_eq!(own["latest"]["ready"]["status"], "ready", "{own}");
+}
+
+#[tokio::test]
+async fn without_tls_to_the_services_the_sampler_trusts_the_ca_named_beside_the_public_certificate() {
+    let pki = Pki::new();
+    let public = pki.issue("public");
+    let gw = gateway_over_public_tls(&public, |config| {
+        if let Some(tls) = &mut config.gateway.edge.tls {
+            tls.ca = Some(public.ca.clone());
+        }
+        sampled_often(config);
+    })
+    .await;
+    let own = own_reading(&gw, &public.ca).await;
+    assert_eq!(own["latest"]["up"], true, "{own}");
+    assert_eq!(own["latest"]["ready"]["status"], "ready", "{own}");
+}
+
+/// The console's System page as an admin reads it through `client` at `url`, once `ready`
+/// says it is complete.
+async fn system_page(
+    gw: &TestGateway,
+    client: &reqwest::Client,
+    url: &str,
+    ready: impl Fn(&Value) -> bool,
+) -> Value {
+    let admin = gw.token("admin-1", &["admin"]);
+    eventually(PATIENCE, "the System page's readings", || async {
+        let page: Value = client
+            .get(url)
+            .header("cookie", format!("mercato_console={admin}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        ready(&page).then_some(page)
+    })
+    .await
+}
+
+/// `upstream`'s instance on the System `page`.
+fn instance<'a>(page: &'a Value, upstream: &str) -> &'a Value {
+    page["instances"]
+        .as_array()
+        .and_then(|all| all.iter().find(|i| i["upstream"] == upstream))
+        .unwrap_or(&Value::Null)
+}
+
+/// The latest reading of `upstream`'s instance on the System `page`.
+fn latest<'a>(page: &'a Value, upstream: &str) -> &'a Value {
+    &instance(page, upstream)["latest"]
+}
+
+#[tokio::test]
+async fn the_console_reads_tls_upstreams_as_the_gateway_and_only_the_service_each_names() {
+    let (gw, _echo, _impostor, _pki) = gateway_over_tls(sampled_often).await;
+    let system = gw.url("/console/api/system");
+    let page = system_page(&gw, &gw.http, &system, |page| {
+        latest(page, "echo").is_object() && latest(page, "other").is_object()
+    })
+    .await;
+    let echo = latest(&page, "echo");
+    assert_eq!(echo["up"], true, "{echo}");
+    assert_eq!(echo["ready"]["status"], "ready", "{echo}");
+    let other = latest(&page, "other");
+    assert_eq!(other["up"], false, "{other}");
+}
+
+/// `GET /console/api/funnel` as an admin: the console reads orders' `/admin/funnel`.
+async fn funnel(gw: &TestGateway) -> (u16, Value) {
+    let admin = gw.token("admin-1", &["admin"]);
+    let response = gw
+        .get("/console/api/funnel")
+        .header("cookie", format!("mercato_console={admin}"))
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_service_lets_the_console_in_only_as_the_gateway() {
+    let pki = Pki::new();
+    let orders = serve_tls(&pki.issue("orders")).await;
+    // A gateway before orders, holding the certificate of `holder`.
+    let holding = |holder: &str| {
+        let files = pki.issue(holder);
+        spawn_gateway_with(|config| {
+            config.upstreams.insert("orders".into(), vec![orders.url()]);
+            config.tls = Some(files);
+            sampled_often(config);
+        })
+    };
+    let (status, seen) = funnel(&holding("gateway").await).await;
+    assert_eq!((status, &seen["caller"]), (200, &json!("gateway")), "{seen}");
+
+    // A gateway holding another service's certificate is refused the admin endpoint, though
+    // /ready, open to every certificate of the CA, still answers it.
+    let as_notifications = holding("notifications").await;
+    let (status, problem) = funnel(&as_notifications).await;
+    assert_eq!(status, 403, "{problem}");
+    let system = as_notifications.url("/console/api/system");
+    let page = system_page(&as_notifications, &as_notifications.http, &system, |page| {
+        latest(page, "orders").is_object()
+    })
+    .await;
+    let reading = latest(&page, "orders");
+    assert_eq!(reading["ready"]["status"], "ready", "{reading}");
 }

@@ -47,30 +47,51 @@ pub struct Resources {
     pub memory_limit_mib: u32,
 }
 
+/// Peak resident memory of a service's process under checkout load, in MiB, with mimalloc as
+/// the allocator: the highest of
+/// - the README's "Performance" run, `scripts/measure-resources.sh --bin target/release/mercato
+///   --rate 200 --secs 20`: orders 81, inventory 67, identity 59;
+/// - `scripts/measure-resources.sh --bin target/debug/mercato --rate 20 --secs 20`, with and
+///   without `--tls --tokens`: identity 101, customers 62, inventory 65, payment-sandbox 59,
+///   payments 65, notifications 62, orders 78, gateway 62;
+/// - for the gateway, 78 at 20 orders/s on the debug build before mimalloc (README,
+///   "Deploying to Kubernetes"), above what it reached since.
+#[must_use]
+pub fn peak_memory_mib(service: ServiceName) -> u32 {
+    match service {
+        ServiceName::Identity => 101,
+        ServiceName::Customers | ServiceName::Notifications => 62,
+        ServiceName::Inventory => 67,
+        ServiceName::PaymentSandbox => 59,
+        ServiceName::Payments => 65,
+        ServiceName::Orders => 81,
+        ServiceName::Gateway => 78,
+    }
+}
+
 /// Requests and limits per service.
 ///
-/// Measured with `scripts/measure-resources.sh --rate 5 --secs 30` on the debug build (every
-/// service as its own `mercato serve` process on PostgreSQL and NATS, `mercato loadgen` through
-/// the gateway; CPU is user + system time over the run, memory is peak RSS), which gave in
-/// millicores / MiB: identity 33 / 95, customers 11 / 41, inventory 95 / 40, payment-sandbox
-/// 3 / 36, payments 88 / 40, notifications 62 / 39, orders 151 / 43, gateway 34 / 37; a run at
-/// 20 orders/s (past what the debug build keeps up with) peaked at identity 153 MiB, orders
-/// 66 MiB, gateway 78 MiB. A release build needs less CPU for the same load, so requests are
-/// about the debug figures at 5 orders/s, memory requests the peak with a quarter more, memory
-/// limits about twice the highest peak, and CPU limits room for bursts and start-up (the HPA
-/// answers sustained load with replicas).
+/// CPU was measured with `scripts/measure-resources.sh --rate 5 --secs 30` on the debug build
+/// (every service as its own `mercato serve` process on PostgreSQL and NATS, `mercato loadgen`
+/// through the gateway; CPU is user + system time over the run), which gave in millicores:
+/// identity 33, customers 11, inventory 95, payment-sandbox 3, payments 88, notifications 62,
+/// orders 151, gateway 34. A release build needs less CPU for the same load, so requests are
+/// about those figures and CPU limits room for bursts and start-up (the HPA answers sustained
+/// load with replicas). Memory requests are the peak ([`peak_memory_mib`]) with a quarter more,
+/// limits at least twice the peak: a pod is never scheduled where its measured peak does not fit.
 #[must_use]
 pub fn resources(service: ServiceName) -> Resources {
     let (cpu_request_m, cpu_limit_m, memory_request_mib, memory_limit_mib) = match service {
-        // Argon2id hashes take 19 MiB each, several at once during registration bursts.
+        // Argon2id hashes take 19 MiB each, several at once during registration bursts: more
+        // than the load above asks for.
         ServiceName::Identity => (100, 1000, 160, 320),
-        ServiceName::Customers => (25, 500, 48, 128),
-        ServiceName::Inventory => (100, 500, 48, 128),
-        ServiceName::PaymentSandbox => (25, 250, 40, 96),
-        ServiceName::Payments => (100, 500, 48, 128),
-        ServiceName::Notifications => (75, 500, 48, 128),
-        ServiceName::Orders => (150, 1000, 80, 192),
-        ServiceName::Gateway => (100, 1000, 96, 192),
+        ServiceName::Customers => (25, 500, 80, 128),
+        ServiceName::Inventory => (100, 500, 88, 160),
+        ServiceName::PaymentSandbox => (25, 250, 80, 128),
+        ServiceName::Payments => (100, 500, 88, 160),
+        ServiceName::Notifications => (75, 500, 80, 128),
+        ServiceName::Orders => (150, 1000, 104, 192),
+        ServiceName::Gateway => (100, 1000, 104, 192),
     };
     Resources {
         cpu_request_m,

@@ -84,11 +84,13 @@ pub(crate) struct Placed {
     pub(crate) quantity: i64,
 }
 
-/// The whole system as separate processes (or as one) on fixed loopback ports, so that a
-/// restarted service comes back where the others and the gateway expect it.
+/// The whole system as separate processes (or as one) on loopback ports each process bound
+/// itself; a restarted service comes back on the port it had, where the others and the gateway
+/// expect it.
 pub(crate) struct Cluster {
     /// First: the processes die before their databases are dropped.
     running: BTreeMap<&'static str, Process>,
+    /// Where each service listens, learnt from its process once it started.
     ports: BTreeMap<&'static str, u16>,
     env: Vec<(String, String)>,
     data_dir: PathBuf,
@@ -105,7 +107,7 @@ pub(crate) struct Cluster {
 }
 
 /// The certificates of a system started with TLS on (`mercato certs`, one per service) and the
-/// plaintext probe port of each service served over mutual TLS.
+/// plaintext probe port of each service served over mutual TLS, as its process reported it.
 pub(crate) struct ClusterTls {
     pub(crate) certs: PathBuf,
     pub(crate) probes: BTreeMap<&'static str, u16>,
@@ -123,24 +125,22 @@ pub(crate) const MUTUAL_TLS: [&str; 6] = [
     "orders",
 ];
 
-/// Free loopback ports, all distinct: one per service, and one per name in `probes` for its
-/// probe port.
-fn free_ports(probes: &[&'static str]) -> (BTreeMap<&'static str, u16>, BTreeMap<&'static str, u16>) {
-    let bind = |names: &[&'static str]| -> Vec<_> {
-        names
-            .iter()
-            .map(|name| (*name, std::net::TcpListener::bind("127.0.0.1:0").unwrap()))
-            .collect()
-    };
-    // All bound at once, so that no two are the same.
-    let (services, probes) = (bind(&SERVICES), bind(probes));
-    let ports = |listeners: &[(&'static str, std::net::TcpListener)]| {
-        listeners
-            .iter()
-            .map(|(name, l)| (*name, l.local_addr().unwrap().port()))
-            .collect()
-    };
-    (ports(&services), ports(&probes))
+/// The order `mercato serve` processes start in: each binds port 0, and a wave is given the
+/// addresses the earlier ones bound. Identity (every service's keys and tokens) and the sandbox
+/// (payments' provider) first; orders calls customers and inventory; the gateway calls them all.
+const WAVES: [&[&str]; 4] = [
+    &["identity", "payment-sandbox"],
+    &["customers", "inventory", "payments", "notifications"],
+    &["orders"],
+    &["gateway"],
+];
+
+/// The port in a URL `mercato` printed.
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {url}"))
 }
 
 fn order_body(quantity: i64, card: &str) -> Value {
@@ -153,7 +153,7 @@ fn order_body(quantity: i64, card: &str) -> Value {
 
 /// Polls `check` until it returns `Ok`; after [`SETTLE`] fails with `what` and the last state
 /// `check` described.
-async fn settles<T, F, Fut>(what: &str, mut check: F) -> T
+pub(crate) async fn settles<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, String>>,
@@ -173,7 +173,7 @@ where
 
 impl ClusterTls {
     /// A CA and a certificate for every service but the sandbox, as an operator makes them.
-    async fn issue(certs: &std::path::Path, probes: BTreeMap<&'static str, u16>) -> Self {
+    async fn issue(certs: &std::path::Path) -> Self {
         let dir = certs.display().to_string();
         let (ok, _, err) = run(&["certs", "init", "--dir", &dir], &[]).await;
         assert!(ok, "{err}");
@@ -183,12 +183,13 @@ impl ClusterTls {
         }
         Self {
             certs: certs.to_owned(),
-            probes,
+            probes: BTreeMap::new(),
             _redis: mercato_testkit::redis::KeyPrefix::new(),
         }
     }
 
-    /// `name`'s own `[tls]`: its certificate, and its probe port when it has one.
+    /// `name`'s own `[tls]`: its certificate, and its probe port when it has one (port 0 until
+    /// its first start reported one).
     fn env(&self, name: &str) -> Vec<(String, String)> {
         if name == "payment-sandbox" {
             return Vec::new();
@@ -200,7 +201,8 @@ impl ClusterTls {
             ("MERCATO_TLS__CERT".to_owned(), files.cert.display().to_string()),
             ("MERCATO_TLS__KEY".to_owned(), files.key.display().to_string()),
         ];
-        if let Some(port) = self.probes.get(name) {
+        if MUTUAL_TLS.contains(&name) {
+            let port = self.probes.get(name).copied().unwrap_or(0);
             env.push((
                 "MERCATO_TLS__PROBE_LISTEN".to_owned(),
                 format!("127.0.0.1:{port}"),
@@ -246,7 +248,6 @@ impl Cluster {
             TestBackend::Postgres => Some(NatsServer::start(db.dir()).await),
             TestBackend::Sqlite => None,
         };
-        let (ports, probes) = free_ports(if tls { &MUTUAL_TLS } else { &[] });
         let mut env: BTreeMap<String, String> = SETTINGS
             .iter()
             .chain(overrides)
@@ -255,17 +256,9 @@ impl Cluster {
         if let Some(nats) = &nats {
             env.insert("MERCATO_BUS__URL".into(), nats.url());
         }
-        env.insert(
-            "MERCATO_PAYMENTS__PROVIDER__URL".into(),
-            format!("http://127.0.0.1:{}", ports["payment-sandbox"]),
-        );
         let mut inventory_url = String::new();
         for name in SERVICES {
             let section = name.to_uppercase();
-            env.insert(
-                format!("MERCATO_SERVICES__{section}__LISTEN"),
-                format!("127.0.0.1:{}", ports[name]),
-            );
             if !matches!(name, "gateway" | "payment-sandbox") {
                 let url = db.service_url(name);
                 if name == "inventory" {
@@ -278,7 +271,7 @@ impl Cluster {
         let logs = db.dir().join("logs");
         std::fs::create_dir_all(&logs).unwrap();
         let tls = if tls {
-            let tls = ClusterTls::issue(&db.dir().join("certs"), probes).await;
+            let tls = ClusterTls::issue(&db.dir().join("certs")).await;
             env.insert("MERCATO_CACHE__REDIS_URL".into(), tls._redis.url().to_owned());
             env.insert("MERCATO_CACHE__KEY_PREFIX".into(), tls._redis.as_str().to_owned());
             let gateway = TlsFiles::in_dir(&tls.certs, "gateway");
@@ -299,7 +292,7 @@ impl Cluster {
         };
         let mut cluster = Self {
             running: BTreeMap::new(),
-            ports,
+            ports: BTreeMap::new(),
             env: env.into_iter().collect(),
             data_dir,
             logs,
@@ -315,14 +308,19 @@ impl Cluster {
             _db: db,
             _turn: turn,
         };
-        // All at once, as an orchestrator starts them: none needs another to start.
-        let mut starting = JoinSet::new();
-        for name in cluster.processes() {
-            starting.spawn(cluster.launch(name));
-        }
-        while let Some(started) = starting.join_next().await {
-            let (name, process) = started.expect("a service starts");
-            cluster.running.insert(name, process);
+        // A wave at a time, each process of a wave at once: none needs another to be ready,
+        // only to know where the ones it calls listen.
+        let waves: &[&[&'static str]] = if cluster.nats.is_some() { &WAVES } else { &[&[UP]] };
+        for wave in waves {
+            let mut starting = JoinSet::new();
+            for name in *wave {
+                starting.spawn(cluster.launch(name));
+            }
+            while let Some(started) = starting.join_next().await {
+                let (name, process) = started.expect("a service starts");
+                cluster.learn(name, &process);
+                cluster.running.insert(name, process);
+            }
         }
         cluster
     }
@@ -332,21 +330,72 @@ impl Cluster {
         if self.nats.is_some() { &SERVICES } else { &[UP] }
     }
 
+    /// The services a process runs: every one in `mercato up`, else the one it serves.
+    fn served_by(name: &'static str) -> Vec<&'static str> {
+        if name == UP { SERVICES.to_vec() } else { vec![name] }
+    }
+
+    /// Records the ports `name`'s process reported: its services', and their probe ports.
+    fn learn(&mut self, name: &'static str, process: &Process) {
+        for service in Self::served_by(name) {
+            self.ports.insert(service, port_of(process.url(service)));
+            if let Some(tls) = &mut self.tls
+                && MUTUAL_TLS.contains(&service)
+            {
+                let probe = port_of(process.url(&format!("{service}-probe")));
+                tls.probes.insert(service, probe);
+            }
+        }
+    }
+
+    /// The settings of every service's address: the ports learnt so far, port 0 for the ones
+    /// `name` serves that have none yet, and payments' provider once the sandbox listens.
+    fn addresses(&self, name: &'static str) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = SERVICES
+            .iter()
+            .filter_map(|service| {
+                let port = match self.ports.get(service) {
+                    Some(port) => *port,
+                    None if Self::served_by(name).contains(service) => 0,
+                    None => return None,
+                };
+                let section = service.to_uppercase();
+                Some((
+                    format!("MERCATO_SERVICES__{section}__LISTEN"),
+                    format!("127.0.0.1:{port}"),
+                ))
+            })
+            .collect();
+        if let Some(port) = self.ports.get("payment-sandbox") {
+            env.push((
+                "MERCATO_PAYMENTS__PROVIDER__URL".to_owned(),
+                format!("http://127.0.0.1:{port}"),
+            ));
+        }
+        env
+    }
+
     fn launch(&self, name: &'static str) -> impl Future<Output = (&'static str, Process)> + Send + 'static {
         let data_dir = self.data_dir.display().to_string();
         let mut env = self.env.clone();
+        env.extend(self.addresses(name));
+        let mut expect: Vec<String> = Self::served_by(name).iter().map(|s| (*s).to_owned()).collect();
         if let Some(tls) = &self.tls {
             env.extend(tls.env(name));
+            if MUTUAL_TLS.contains(&name) {
+                expect.push(format!("{name}-probe"));
+            }
         }
         let log = self.logs.join(format!("{name}.log"));
         async move {
             let env: Vec<(&str, String)> = env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+            let expect: Vec<&str> = expect.iter().map(String::as_str).collect();
             let process = if name == UP {
                 let args = [UP, "--data-dir", &data_dir];
-                Process::spawn_logged(&args, &env, &SERVICES, &log).await
+                Process::spawn_logged(&args, &env, &expect, &log).await
             } else {
                 let args = ["serve", name, "--data-dir", &data_dir];
-                Process::spawn_logged(&args, &env, &[name], &log).await
+                Process::spawn_logged(&args, &env, &expect, &log).await
             };
             (name, process)
         }
@@ -409,6 +458,22 @@ impl Cluster {
             })
             .await;
         }
+    }
+
+    /// A new admin account, made by `mercato admin create` against identity's database, with
+    /// the password "correct horse"; returns its e-mail.
+    pub(crate) async fn admin_account(&self) -> String {
+        let email = unique_email();
+        let data_dir = self.data_dir.display().to_string();
+        let mut env: Vec<(&str, String)> = self.env.iter().map(|(k, v)| (k.as_str(), v.clone())).collect();
+        env.push(("MERCATO_ADMIN_PASSWORD", "correct horse".to_owned()));
+        let (ok, out, err) = run(
+            &["admin", "create", "--email", &email, "--data-dir", &data_dir],
+            &env,
+        )
+        .await;
+        assert!(ok && out.contains("created admin"), "{out}{err}");
+        email
     }
 
     /// A registered customer with a profile; returns their access token.

@@ -102,6 +102,44 @@ fn no_secret_value_is_in_the_manifests() {
     assert!(volumes.contains(manifests::KEYS_SECRET), "{volumes}");
 }
 
+/// Mebibytes in a quantity as the manifests write it (`"88Mi"`).
+fn mib(quantity: &Value) -> u32 {
+    let text = quantity.as_str().unwrap_or_default();
+    text.strip_suffix("Mi")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a quantity in Mi: {quantity}"))
+}
+
+/// No pod is scheduled where the memory its service was measured at does not fit, and its
+/// limit leaves room above that peak.
+#[test]
+fn every_pod_requests_at_least_its_measured_peak_memory_and_its_limit_leaves_headroom() {
+    // README "Performance", with mimalloc: the peaks under load of the busiest services.
+    let readme = [
+        (ServiceName::Orders, 81),
+        (ServiceName::Inventory, 67),
+        (ServiceName::Identity, 59),
+    ];
+    for (service, peak) in readme {
+        assert!(model::peak_memory_mib(service) >= peak, "{service:?}");
+    }
+    let (_, objects) = rendered_objects();
+    for service in ServiceName::ALL {
+        let name = service.as_str();
+        let resources = &deployment(&objects, name)["spec"]["template"]["spec"]["containers"][0]["resources"];
+        let (request, limit) = (
+            mib(&resources["requests"]["memory"]),
+            mib(&resources["limits"]["memory"]),
+        );
+        let peak = model::peak_memory_mib(*service);
+        assert!(
+            request >= peak + peak / 4,
+            "{name}: requests {request} MiB, peaked at {peak}"
+        );
+        assert!(limit >= 2 * peak, "{name}: limit {limit} MiB, peaked at {peak}");
+    }
+}
+
 /// Every pod but the sandbox's holds its own certificate from its own Secret and turns `[tls]`
 /// on; those whose port takes only mutual TLS are reached over `https://` and probed in
 /// plaintext on the probe port, which serves nothing else.

@@ -25,7 +25,8 @@
 //! - `tracing`: one order's trace as a real OTLP collector receives it from a `mercato up`
 //!   process, the log lines that name it, `mercato trace`, and a collector that is away.
 //! - `zero_trust`: every service its own process with TLS on everywhere and service tokens
-//!   required: a checkout over HTTPS, and no port serves a stranger.
+//!   required: a checkout over HTTPS, no port serves a stranger, and the console signs in and
+//!   reads every service.
 
 mod access;
 mod cache;

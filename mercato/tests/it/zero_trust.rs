@@ -1,7 +1,8 @@
 //! The whole system with TLS on everywhere: every service its own `mercato serve` process on
 //! PostgreSQL, NATS and Redis, certificates from `mercato certs`, service tokens required. A
 //! checkout through the gateway over HTTPS confirms; no service's port serves a plaintext
-//! client, a client without a certificate, or one whose certificate another CA issued.
+//! client, a client without a certificate, or one whose certificate another CA issued. The
+//! console signs an admin in through identity and reads every service over the same mutual TLS.
 
 /// Distributed only: TLS is refused in embedded mode.
 mod postgres {
@@ -9,8 +10,10 @@ mod postgres {
     use mercato_security::tls::TlsFiles;
     use mercato_testkit::eventually;
     use mercato_testkit::tls::Pki;
+    use reqwest::header::{COOKIE, ORIGIN, SET_COOKIE};
+    use serde_json::{Value, json};
 
-    use crate::faults::{Cluster, MUTUAL_TLS, VISA};
+    use crate::faults::{Cluster, MUTUAL_TLS, VISA, settles};
     use crate::support::PATIENCE;
 
     /// A client presenting `files` to `service` (and accepting only `service`'s certificate).
@@ -87,6 +90,72 @@ mod postgres {
                 assert!(answer.is_err(), "{name} served {stranger}: {answer:?}");
             }
         }
+        cluster.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_tls_everywhere_the_console_signs_in_and_reads_every_service() {
+        let cluster = Cluster::start_tls(&[("MERCATO_GATEWAY__CONSOLE__SAMPLE_INTERVAL_MS", "200")]).await;
+        let email = cluster.admin_account().await;
+        let gateway = cluster.url("gateway", "");
+        // Signing in goes through identity's token endpoint, reached by the gateway.
+        let signed_in = cluster
+            .http
+            .post(cluster.url("gateway", "/console/api/session"))
+            .header(ORIGIN, &gateway)
+            .json(&json!({"email": email, "password": "correct horse"}))
+            .send()
+            .await
+            .unwrap();
+        let status = signed_in.status();
+        let cookie = signed_in
+            .headers()
+            .get(SET_COOKIE)
+            .map(|c| c.to_str().unwrap().split(';').next().unwrap().to_owned());
+        let answer = signed_in.text().await.unwrap();
+        assert_eq!(status, 200, "{answer}");
+        let cookie = cookie.expect("a session cookie");
+        let console = |path: &str| {
+            cluster
+                .http
+                .get(cluster.url("gateway", path))
+                .header(COOKIE, &cookie)
+        };
+
+        // The System page: every service's /ready and /metrics, read over mutual TLS.
+        let readings = settles("every service to be read as up", || async {
+            let page: Value = console("/console/api/system")
+                .send()
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            let readings: Option<Vec<(&str, Value)>> = MUTUAL_TLS
+                .iter()
+                .map(|name| {
+                    let instance = page["instances"]
+                        .as_array()?
+                        .iter()
+                        .find(|i| i["upstream"] == *name)?;
+                    Some((*name, instance["latest"].clone()))
+                })
+                .collect();
+            match readings {
+                Some(r) if r.iter().all(|(_, latest)| latest["up"] == true) => Ok(r),
+                _ => Err(page.to_string()),
+            }
+        })
+        .await;
+        for (name, latest) in &readings {
+            assert_eq!(latest["ready"]["status"], "ready", "{name}: {latest}");
+        }
+
+        // A page read from a service's admin endpoint, which only the gateway may call.
+        let funnel = console("/console/api/funnel").send().await.unwrap();
+        let status = funnel.status();
+        let body = funnel.text().await.unwrap();
+        assert_eq!(status, 200, "{body}");
         cluster.stop().await;
     }
 }

@@ -1,8 +1,8 @@
 //! The console driven in headless Chromium: sign in, every service healthy, a blue/green switch
 //! and its roll-back, a parked message replayed, an order found with its saga and trace, a
 //! declined one with its compensation and each provider call, the funnel, a session renewed
-//! after its access cookie went and ended by signing out, with screenshots (see
-//! `screenshot_path`).
+//! after its access cookie went and ended by signing out, a session renewed before its access
+//! token ends, with screenshots (see `screenshot_path`).
 //! Run only where Chromium and chromedriver are installed (`scripts/test.sh` says when not).
 
 use mercato_messaging::Bus;
@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::order_ending;
 use super::webdriver::{Browser, screenshot_path};
-use crate::support::{System, customer_at, fresh, poison_registration, unique_email};
+use crate::support::{System, customer_at, fresh, metrics_of, poison_registration, unique_email};
 
 /// A system whose console samples often, so the charts fill within a test.
 async fn system() -> (crate::support::Fixture, System) {
@@ -265,5 +265,55 @@ async fn an_order_is_found_with_its_saga_and_trace_and_a_declined_one_shows_its_
     browser.run("location.reload()").await;
     browser.find("#sign-in").await;
     browser.until("the sign-in form after a reload", signed_out).await;
+    browser.close().await;
+}
+
+/// The gateway's count of console calls to routes starting with `route` answered `status`.
+async fn console_calls(system: &System, route: &str, status: u16) -> f64 {
+    let metrics = metrics_of(&system.http, &system.gateway)
+        .await
+        .unwrap_or_default();
+    let (route, status) = (format!("route=\"{route}"), format!("status_code=\"{status}\""));
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("http_requests_total{") && l.contains(&route) && l.contains(&status))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn the_page_renews_its_session_before_the_access_token_ends_and_no_call_is_refused() {
+    let (_fixture, mut config) = fresh(TestBackend::Sqlite).await;
+    config.gateway.console.sample_interval_ms = 500;
+    // The shortest life identity allows; the page renews 30 s before it ends.
+    config.identity.access_token_ttl_secs = 60;
+    config.service_tokens.ttl_secs = 60;
+    let system = System::start(config).await;
+    let browser = signed_in(&system, 1280, 900).await;
+    // The page, loaded signed out, was refused its session once before the sign-in.
+    let refused = console_calls(&system, "/console", 401).await;
+
+    // The System page calls every half second, so a call falls due right after the renewal time.
+    eventually(
+        std::time::Duration::from_secs(90),
+        "the session renewed",
+        || async {
+            (console_calls(&system, "/console/api/session/refresh\"", 200).await >= 1.0).then_some(())
+        },
+    )
+    .await;
+    let before = console_calls(&system, "/console/api/system\"", 200).await;
+    eventually(
+        PATIENCE,
+        "the page's calls going on after the renewal",
+        || async { (console_calls(&system, "/console/api/system\"", 200).await > before).then_some(()) },
+    )
+    .await;
+    browser.shows(&["System", "Sign out"]).await;
+    assert_eq!(
+        console_calls(&system, "/console", 401).await,
+        refused,
+        "a console call was refused"
+    );
     browser.close().await;
 }

@@ -85,7 +85,10 @@ async fn signing_in_sets_an_http_only_strict_cookie_for_the_console_and_hands_ou
     let token = session.cookie.trim_start_matches("mercato_console=");
     assert!(token.len() > 100, "the cookie holds the access token");
     assert!(!session.answer.to_string().contains(token));
-    assert_eq!(session.answer.as_object().unwrap().len(), 2, "{}", session.answer);
+    assert_eq!(session.answer.as_object().unwrap().len(), 3, "{}", session.answer);
+    // And how long its access token lives, to renew it before then.
+    let expires_in = session.answer["expires_in"].as_u64().unwrap();
+    assert!((890..=900).contains(&expires_in), "{}", session.answer);
     let again = console_call(
         &system,
         reqwest::Method::GET,
