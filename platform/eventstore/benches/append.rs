@@ -1,11 +1,14 @@
 //! Event store append throughput, against a plain `INSERT` with the same transaction pattern.
 //!
 //! Each append is one event in its own transaction (with its outbox row), spread over 100
-//! streams, first from one task and then from eight. SQLite runs on a temporary file with the
-//! production settings (WAL, `synchronous = FULL`); PostgreSQL on a fresh database created on
-//! `MERCATO_BENCH_POSTGRES_URL`'s server (default `postgres://postgres@127.0.0.1:5432/postgres`)
-//! and dropped afterwards, skipped when unreachable. Each case stops early after a few seconds so
-//! the whole run stays near a minute on slow disks.
+//! streams, from one task and then from eight; the two workloads run one after the other for
+//! each number of tasks, after a warm-up that opens every connection of the pool and prepares
+//! both statements, so neither pays for connecting or for cold caches inside its measurement.
+//! SQLite runs on a temporary file with the production settings (WAL, `synchronous = FULL`);
+//! PostgreSQL on a fresh database created on `MERCATO_BENCH_POSTGRES_URL`'s server (default
+//! `postgres://postgres@127.0.0.1:5432/postgres`) and dropped afterwards, skipped when
+//! unreachable. Each case stops early after a few seconds so the whole run stays near a minute
+//! on slow disks.
 //!
 //! `cargo bench -p mercato-eventstore`
 
@@ -19,7 +22,10 @@ use mercato_storage::{DatabaseConfig, Db, Migration, migrate, now_millis, sqlx};
 use serde::{Deserialize, Serialize};
 use tokio::task::JoinSet;
 
-const APPENDS: usize = 2_000;
+const APPENDS: usize = 8_000;
+/// Appends per task of the unmeasured warm-up, for each workload.
+const WARM_UP: usize = 20;
+const WARM: &str = "warm-up";
 const STREAMS: usize = 100;
 const TASKS: usize = 8;
 const CASE_BUDGET: Duration = Duration::from_secs(6);
@@ -133,8 +139,15 @@ async fn writer(
     count
 }
 
-async fn measure(db: &Db, backend: &'static str, workload: Workload, tasks: usize) -> Measurement {
-    let case = format!("{}-{tasks}", workload.label().replace(' ', "-"));
+async fn measure(
+    db: &Db,
+    backend: &'static str,
+    workload: Workload,
+    tasks: usize,
+    appends: usize,
+) -> Measurement {
+    let warm = if backend == WARM { "warm-" } else { "" };
+    let case = format!("{warm}{}-{tasks}", workload.label().replace(' ', "-"));
     let started = Instant::now();
     let deadline = started + CASE_BUDGET;
     let mut writers = JoinSet::new();
@@ -146,7 +159,7 @@ async fn measure(db: &Db, backend: &'static str, workload: Workload, tasks: usiz
             workload,
             case.clone(),
             streams,
-            APPENDS / tasks,
+            appends / tasks,
             deadline,
         ));
     }
@@ -176,13 +189,28 @@ async fn bench_backend(db: &Db, backend: &'static str) -> Vec<Measurement> {
     )
     .await
     .expect("migrate");
+    warm_up(db).await;
     let mut results = Vec::new();
-    for workload in [Workload::EventStore, Workload::PlainInsert] {
-        for tasks in [1, TASKS] {
-            results.push(measure(db, backend, workload, tasks).await);
+    for tasks in [1, TASKS] {
+        for workload in [Workload::EventStore, Workload::PlainInsert] {
+            results.push(measure(db, backend, workload, tasks, APPENDS).await);
         }
     }
     results
+}
+
+/// Opens all of the pool's connections at once, then runs a few appends of each workload from
+/// every task, so the first measured case does not pay for connecting and preparing that the
+/// ones after it find done.
+async fn warm_up(db: &Db) {
+    let mut held = Vec::with_capacity(TASKS);
+    for _ in 0..TASKS {
+        held.push(db.pool().acquire().await.expect("connection"));
+    }
+    drop(held);
+    for workload in [Workload::EventStore, Workload::PlainInsert] {
+        measure(db, WARM, workload, TASKS, WARM_UP * TASKS).await;
+    }
 }
 
 async fn sqlite() -> Vec<Measurement> {
