@@ -241,6 +241,10 @@ fn pool_options(config: &DatabaseConfig, backend: Backend, max_connections: u32)
                     conn.execute(synchronous).await?;
                     conn.execute("PRAGMA foreign_keys = ON").await?;
                     conn.execute(busy.as_str()).await?;
+                    // Sorts, `IN` lists and savepoint journals in memory: as files each was an
+                    // open, writes and an unlink in the temporary directory, several per second
+                    // under load, for data that never outlives its statement or transaction.
+                    conn.execute("PRAGMA temp_store = MEMORY").await?;
                 }
                 Ok(())
             })

@@ -397,6 +397,16 @@ impl ConnectionWorker {
     }
 
     pub(crate) async fn ping(&mut self) -> Result<(), Error> {
+        // The pool pings every connection it hands out and takes back. With nothing queued
+        // there is nothing for a ping to wait behind: the thread is alive while its queue is
+        // open, and the lock waits out the tail of its last command.
+        if self.shared.pending.load(Ordering::Acquire) == 0 {
+            if self.command_tx.is_disconnected() {
+                return Err(Error::WorkerCrashed);
+            }
+            drop(self.shared.conn.lock().await);
+            return Ok(());
+        }
         self.oneshot_cmd(|tx| Command::Ping { tx }).await
     }
 
