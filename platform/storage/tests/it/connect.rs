@@ -62,7 +62,7 @@ async fn ping_answers_and_the_backend_matches_the_url(backend: TestBackend) {
 }
 
 #[tokio::test]
-async fn sqlite_connections_use_wal_full_sync_foreign_keys_memory_temp_store_and_the_configured_busy_timeout() {
+async fn sqlite_connections_use_wal_full_sync_foreign_keys_temp_store_in_memory_and_busy_timeout() {
     let test_db = TestDatabase::new(TestBackend::Sqlite).await;
     let db = Db::connect(&DatabaseConfig {
         sqlite_busy_timeout_ms: 1_234,
