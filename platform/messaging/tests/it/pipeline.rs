@@ -164,13 +164,14 @@ impl Pipeline {
 
     /// The inbox of a second replica of the service, on a connection of its own.
     async fn start_replica<H: Handler>(&self, handler: H) {
+        self.start_replica_with(handler, InboxConfig::default()).await;
+    }
+
+    async fn start_replica_with<H: Handler>(&self, handler: H, config: InboxConfig) {
         let bus = Bus::connect(&self.bus_config)
             .await
             .expect("second bus connection");
-        tokio::spawn(
-            self.inbox_on(bus, handler, InboxConfig::default())
-                .run(self.shutdown.clone()),
-        );
+        tokio::spawn(self.inbox_on(bus, handler, config).run(self.shutdown.clone()));
     }
 
     /// Appends event `n` of `stream` in its own transaction, as a service would.
@@ -486,13 +487,28 @@ async fn two_members_of_a_group_split_the_work_and_no_event_is_handled_by_both(b
     // redeliveries of work still in hand from using up an event's attempts and parking it.
     let pipeline = Pipeline::start_with_ack_wait(backend, 5_000).await;
     pipeline.start_relay();
-    pipeline.start_inbox(Recording::member("a"));
-    pipeline.start_replica(Recording::member("b")).await;
     for n in 1..=10 {
         for s in 0..20 {
             pipeline.append(&format!("split-{s}"), n).await;
         }
     }
+    // All 200 wait on the bus before either member starts, and each takes a few at a time: the
+    // members meet the same backlog, instead of the one in the publisher's process being woken
+    // by every publish and the other, another process, finding the log empty when it looks.
+    eventually(PATIENCE, "the outbox to be published", || async {
+        (pipeline.relay().backlog().await.ok()?.0 == 0).then_some(())
+    })
+    .await;
+    let few = || InboxConfig {
+        batch_size: 4,
+        ..InboxConfig::default()
+    };
+    pipeline.start_replica_with(Recording::member("b"), few()).await;
+    tokio::spawn(
+        pipeline
+            .inbox_with(Recording::member("a"), few())
+            .run(pipeline.shutdown.clone()),
+    );
     let effects = pipeline.wait_for_effects(200).await;
     assert_each_event_once(&effects);
     let by_a = effects.iter().filter(|e| e.0 == "a").count();
