@@ -114,6 +114,9 @@ impl EmbeddedConsumer {
                 handle => foreign.push(Delivery { handle, ..delivery }),
             }
         }
+        if claims.is_empty() {
+            return ack_each(foreign).await;
+        }
         // In a write transaction, not as statements of their own: it joins the writes queued on
         // the file and shares their commit, where a statement alone would be a commit (an `fsync`)
         // of its own and wait for the file's lock outside the process's queue.
