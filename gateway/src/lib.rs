@@ -340,10 +340,14 @@ fn own_endpoint(config: &Config, addr: SocketAddr) -> Result<console::sampler::O
         ip => ip,
     };
     let mut http = reqwest::Client::builder().resolve("localhost", SocketAddr::new(ip, addr.port()));
-    let ca = public.ca.as_ref().or(config.tls.as_ref().map(|files| &files.ca));
-    if let Some(ca) = ca {
+    let ca = match (&public.ca, &config.tls) {
+        (Some(ca), _) => Some((ca, "gateway.edge.tls.ca")),
+        (None, Some(files)) => Some((&files.ca, "tls.ca")),
+        (None, None) => None,
+    };
+    if let Some((ca, key)) = ca {
         let refused = |message: String| StartError::Config {
-            key: "gateway.edge.tls.ca".into(),
+            key: key.into(),
             message,
         };
         let pem = std::fs::read(ca).map_err(|e| refused(format!("{}: {e}", ca.display())))?;
