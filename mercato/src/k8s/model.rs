@@ -78,25 +78,27 @@ pub fn peak_memory_mib(service: ServiceName) -> u32 {
 /// orders 151, gateway 34. A release build needs less CPU for the same load, so requests are
 /// about those figures and CPU limits room for bursts and start-up (the HPA answers sustained
 /// load with replicas). Memory requests are the peak ([`peak_memory_mib`]) with a quarter more,
-/// limits at least twice the peak: a pod is never scheduled where its measured peak does not fit.
+/// rounded up to 8 MiB, limits at least twice the peak: a pod is never scheduled where its
+/// measured peak does not fit.
 #[must_use]
 pub fn resources(service: ServiceName) -> Resources {
-    let (cpu_request_m, cpu_limit_m, memory_request_mib, memory_limit_mib) = match service {
-        // Argon2id hashes take 19 MiB each, several at once during registration bursts: more
-        // than the load above asks for.
-        ServiceName::Identity => (100, 1000, 160, 320),
-        ServiceName::Customers => (25, 500, 80, 128),
-        ServiceName::Inventory => (100, 500, 88, 160),
-        ServiceName::PaymentSandbox => (25, 250, 80, 128),
-        ServiceName::Payments => (100, 500, 88, 160),
-        ServiceName::Notifications => (75, 500, 80, 128),
-        ServiceName::Orders => (150, 1000, 104, 192),
-        ServiceName::Gateway => (100, 1000, 104, 192),
+    let (cpu_request_m, cpu_limit_m, memory_limit_mib) = match service {
+        ServiceName::Identity => (100, 1000, 320),
+        ServiceName::Customers => (25, 500, 128),
+        ServiceName::Inventory | ServiceName::Payments => (100, 500, 160),
+        ServiceName::PaymentSandbox => (25, 250, 128),
+        ServiceName::Notifications => (75, 500, 128),
+        ServiceName::Orders => (150, 1000, 192),
+        ServiceName::Gateway => (100, 1000, 192),
     };
+    let with_headroom = (peak_memory_mib(service) * 5).div_ceil(4).next_multiple_of(8);
+    // Argon2id hashes take 19 MiB each, several at once during registration bursts: more than
+    // the load that set identity's peak asks for.
+    let floor = if service == ServiceName::Identity { 160 } else { 0 };
     Resources {
         cpu_request_m,
         cpu_limit_m,
-        memory_request_mib,
+        memory_request_mib: with_headroom.max(floor),
         memory_limit_mib,
     }
 }
