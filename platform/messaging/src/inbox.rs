@@ -1,10 +1,10 @@
 //! The inbox: an idempotent consumer.
 //!
 //! For each fetched batch, one transaction on the service's own database, with a savepoint per
-//! delivery: skip the event if this subscriber already handled its id; otherwise run the handler
-//! and record the id (and the stream position). A delivery that fails rolls back to its savepoint
-//! alone and is retried or parked; the others commit together, once, and are acknowledged to the
-//! bus together. A redelivery therefore changes nothing, and a crash at any point leaves either
+//! delivery: record the event's id for this subscriber (a record already there means it was
+//! handled: the event is skipped), then run the handler; the batch's stream positions are read
+//! and written once. A delivery that fails rolls back to its savepoint alone and is retried or
+//! parked; the others commit together, once, and are acknowledged to the bus together. A redelivery therefore changes nothing, and a crash at any point leaves either
 //! everything or nothing.
 //!
 //! Order: every envelope carries its position in its stream, and the latest earlier position of
@@ -25,6 +25,7 @@
 //! Retention: the record that an event was handled is kept for `retention_secs`, which start-up
 //! refuses unless it outlasts every redelivery, and then pruned; the per-stream positions stay.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -34,7 +35,7 @@ use tracing::Instrument as _;
 use mercato_runtime::resilience::register_metrics;
 use mercato_runtime::settings::InvalidSetting;
 use mercato_storage::span;
-use mercato_storage::sqlx::{self, Executor as _, Row as _};
+use mercato_storage::sqlx::{self, Executor as _};
 use mercato_storage::{Db, Migration, StorageError, Tx, now_millis};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -572,6 +573,13 @@ impl<H: Handler> Inbox<H> {
     }
 
     /// [`Inbox::apply_batch`]'s transaction; `handled` counts the events applied in it so far.
+    ///
+    /// The bookkeeping is per batch where it can be: the positions of the batch's streams are
+    /// read with one statement and kept in step in memory as deliveries apply (a later delivery
+    /// of the same stream sees the earlier one's position), and written back with one statement
+    /// at the end. Per delivery there is one statement to open its savepoint (releasing the one
+    /// before) and the record of its id, which comes before the handler: a duplicate, found by
+    /// the record's key, is refused before any of the handler's work.
     async fn apply_all(
         &self,
         deliveries: &[(&Envelope, u32)],
@@ -579,6 +587,16 @@ impl<H: Handler> Inbox<H> {
         handled: &mut usize,
     ) -> Result<Vec<Result<Outcome, HandlerError>>, StorageError> {
         let mut tx = self.db.begin().await?;
+        let mut positions = Positions::load(
+            &mut tx,
+            &self.subscriber,
+            deliveries
+                .iter()
+                .filter(|(e, _)| self.spec.handles(&e.event_type))
+                .map(|(e, _)| e.stream_id.as_str()),
+        )
+        .await?;
+        let mut savepoint_open = false;
         let mut outcomes = Vec::with_capacity(deliveries.len());
         for &(envelope, attempt) in deliveries {
             if stop.is_cancelled() {
@@ -589,33 +607,31 @@ impl<H: Handler> Inbox<H> {
                 outcomes.push(Ok(Outcome::Ignored));
                 continue;
             }
-            savepoint(&mut tx, "SAVEPOINT inbox_delivery").await?;
             let span = mercato_runtime::trace::consume(
                 &self.service,
                 &envelope.event_type,
                 envelope.traceparent.as_deref(),
             );
-            let outcome = self.apply_one(&mut tx, envelope, attempt).instrument(span).await;
-            if matches!(outcome, Ok(Outcome::Applied)) {
-                *handled += 1;
-            } else {
-                // A duplicate found by the record's conflict has handler effects to undo.
-                savepoint(&mut tx, "ROLLBACK TO SAVEPOINT inbox_delivery").await?;
-            }
-            savepoint(&mut tx, "RELEASE SAVEPOINT inbox_delivery").await?;
-            if let Err(error) = &outcome
-                && self.parks(error, attempt)
-            {
-                advance(
-                    &mut tx,
-                    &self.subscriber,
-                    &envelope.stream_id,
-                    envelope.stream_seq,
-                )
+            let outcome = self
+                .apply_one(&mut tx, &mut savepoint_open, &positions, envelope, attempt)
+                .instrument(span)
                 .await?;
+            match &outcome {
+                Ok(Outcome::Applied) => {
+                    *handled += 1;
+                    positions.advance(&envelope.stream_id, envelope.stream_seq);
+                }
+                // A message about to be parked moves its stream past itself in the same
+                // transaction, so its successors are not held back.
+                Err(error) if self.parks(error, attempt) => {
+                    positions.advance(&envelope.stream_id, envelope.stream_seq);
+                }
+                _ => {}
             }
             outcomes.push(outcome);
         }
+        // The last savepoint needs no release: the commit ends it with the transaction.
+        positions.save(&mut tx, &self.subscriber).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -631,46 +647,60 @@ impl<H: Handler> Inbox<H> {
         outcomes.pop().unwrap_or(Ok(Outcome::Ignored))
     }
 
-    /// Dedup, order check, handler, record, inside the batch's transaction.
+    /// Source check, order check, then in the delivery's savepoint the record of its id (a
+    /// duplicate stops there) and the handler. A delivery that did not apply has its savepoint
+    /// rolled back; `savepoint_open` says whether one is open in `tx`.
+    ///
+    /// # Errors
+    /// A savepoint statement failed: the transaction itself is in doubt, and so is the batch.
     async fn apply_one(
         &self,
         tx: &mut Tx,
+        savepoint_open: &mut bool,
+        positions: &Positions,
         envelope: &Envelope,
         attempt: u32,
-    ) -> Result<Outcome, HandlerError> {
+    ) -> Result<Result<Outcome, HandlerError>, StorageError> {
         // A category's stream carries only its own service's events, and the bus only lets that
         // service publish there: an envelope naming another source was forged, and is parked.
         if envelope.source != self.spec.category {
-            return Err(HandlerError::Permanent(format!(
+            return Ok(Err(HandlerError::Permanent(format!(
                 "event {} names {} as its source, which may not produce {} events",
                 envelope.id, envelope.source, self.spec.category
-            )));
+            ))));
         }
-        let Some(last) = last_seq_unless_processed(tx, &self.subscriber, envelope).await? else {
-            return Ok(Outcome::Duplicate);
-        };
+        let last = positions.last(&envelope.stream_id);
         let predecessor = envelope.predecessor(&self.spec.event_types);
         if last < predecessor && envelope.stream_seq > 0 {
             if attempt <= self.config.max_reorder_waits {
-                return Ok(Outcome::Early);
+                return Ok(Ok(Outcome::Early));
             }
             tracing::warn!(subscriber = %self.subscriber, stream = %envelope.stream_id, expected = predecessor,
                 got = envelope.stream_seq, "a predecessor never came; applying out of order");
         }
-        if let Err(error) = self.handler.handle(envelope, tx).await {
-            self.handler.rolled_back();
-            return Err(error);
-        }
-        let recorded = record(tx, &self.subscriber, envelope).await;
-        if recorded.is_err() {
-            self.handler.rolled_back();
-        }
-        match recorded {
-            // Another member applied the same delivery concurrently and committed first.
+        let open = if *savepoint_open {
+            "RELEASE SAVEPOINT inbox_delivery; SAVEPOINT inbox_delivery"
+        } else {
+            "SAVEPOINT inbox_delivery"
+        };
+        savepoint(tx, open).await?;
+        *savepoint_open = true;
+        let outcome = match record(tx, &self.subscriber, envelope).await {
+            // Applied before, or by another member concurrently that committed first.
             Err(e) if e.is_conflict() => Ok(Outcome::Duplicate),
             Err(e) => Err(e.into()),
-            Ok(()) => Ok(Outcome::Applied),
+            Ok(()) => match self.handler.handle(envelope, tx).await {
+                Ok(()) => Ok(Outcome::Applied),
+                Err(error) => {
+                    self.handler.rolled_back();
+                    Err(error)
+                }
+            },
+        };
+        if !matches!(outcome, Ok(Outcome::Applied)) {
+            savepoint(tx, "ROLLBACK TO SAVEPOINT inbox_delivery").await?;
         }
+        Ok(outcome)
     }
 }
 
@@ -719,42 +749,68 @@ async fn pause(shutdown: &CancellationToken, delay: Duration) {
     }
 }
 
-/// The last position of `envelope`'s stream this subscriber applied (0 before any), or `None`
-/// when it applied this very event already: one statement, as both are asked of every delivery.
-async fn last_seq_unless_processed(
-    tx: &mut Tx,
-    subscriber: &str,
-    envelope: &Envelope,
-) -> Result<Option<i64>, StorageError> {
-    let row = sqlx::query(
-        "SELECT
-           (SELECT COUNT(*) FROM inbox_processed WHERE subscriber = $1 AND event_id = $2) AS seen,
-           COALESCE((SELECT last_seq FROM inbox_streams WHERE subscriber = $3 AND stream_id = $4), 0) AS last_seq",
-    )
-    .bind(subscriber)
-    .bind(&envelope.id)
-    .bind(subscriber)
-    .bind(&envelope.stream_id)
-    .fetch_one(&mut **tx)
-    .await?;
-    // A count, not EXISTS: an integer on both backends (the key makes it 0 or 1).
-    let seen: i64 = row.try_get("seen")?;
-    let last: i64 = row.try_get("last_seq")?;
-    Ok((seen == 0).then_some(last))
+/// The positions of a batch's streams for one subscriber: read once, moved in memory as the
+/// batch applies, and written back once, never moving one back.
+#[derive(Debug, Default)]
+struct Positions {
+    last: HashMap<String, i64>,
+    moved: HashSet<String>,
 }
 
-async fn advance(tx: &mut Tx, subscriber: &str, stream_id: &str, seq: i64) -> Result<(), StorageError> {
-    sqlx::query(
-        "INSERT INTO inbox_streams (subscriber, stream_id, last_seq) VALUES ($1, $2, $3)
-         ON CONFLICT (subscriber, stream_id) DO UPDATE SET last_seq = $3
-         WHERE inbox_streams.last_seq < $3",
-    )
-    .bind(subscriber)
-    .bind(stream_id)
-    .bind(seq)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+/// Streams per read of [`Positions`].
+const STREAMS_PER_READ: usize = 200;
+
+impl Positions {
+    async fn load<'a>(
+        tx: &mut Tx,
+        subscriber: &str,
+        streams: impl Iterator<Item = &'a str>,
+    ) -> Result<Self, StorageError> {
+        let streams: Vec<&str> = streams.collect::<BTreeSet<_>>().into_iter().collect();
+        let mut positions = Self::default();
+        for chunk in streams.chunks(STREAMS_PER_READ) {
+            let list: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT stream_id, last_seq FROM inbox_streams WHERE subscriber = $1 AND stream_id IN ({})",
+                list.join(", ")
+            );
+            let mut query = sqlx::query_as::<_, (String, i64)>(&sql).bind(subscriber);
+            for stream in chunk {
+                query = query.bind(*stream);
+            }
+            positions.last.extend(query.fetch_all(&mut **tx).await?);
+        }
+        Ok(positions)
+    }
+
+    /// The last position of `stream` applied or passed (0 before any).
+    fn last(&self, stream: &str) -> i64 {
+        self.last.get(stream).copied().unwrap_or(0)
+    }
+
+    fn advance(&mut self, stream: &str, seq: i64) {
+        let last = self.last.entry(stream.to_owned()).or_insert(0);
+        if seq > *last {
+            *last = seq;
+            self.moved.insert(stream.to_owned());
+        }
+    }
+
+    async fn save(&self, tx: &mut Tx, subscriber: &str) -> Result<(), StorageError> {
+        let moved: Vec<([&str; 2], i64)> = self
+            .moved
+            .iter()
+            .map(|stream| ([subscriber, stream.as_str()], self.last(stream)))
+            .collect();
+        crate::latest::store(
+            tx,
+            "inbox_streams",
+            ["subscriber", "stream_id"],
+            "last_seq",
+            &moved,
+        )
+        .await
+    }
 }
 
 async fn record(tx: &mut Tx, subscriber: &str, envelope: &Envelope) -> Result<(), StorageError> {
@@ -764,7 +820,7 @@ async fn record(tx: &mut Tx, subscriber: &str, envelope: &Envelope) -> Result<()
         .bind(now_millis())
         .execute(&mut **tx)
         .await?;
-    advance(tx, subscriber, &envelope.stream_id, envelope.stream_seq).await
+    Ok(())
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ pub mod bus;
 pub mod envelope;
 pub mod health;
 pub mod inbox;
+mod latest;
 pub mod outbox;
 mod preceding;
 pub mod relay;

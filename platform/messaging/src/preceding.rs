@@ -14,8 +14,8 @@ use crate::envelope::Envelope;
 #[derive(Debug, Default)]
 pub(crate) struct Known(HashMap<String, BTreeMap<String, i64>>);
 
-/// Rows per upsert statement: 3 values each.
-const ROWS_PER_STATEMENT: usize = 100;
+/// Streams per read of what is stored.
+const STREAMS_PER_READ: usize = 100;
 
 impl Known {
     /// What is stored for the streams of `envelopes`.
@@ -23,7 +23,7 @@ impl Known {
         let streams: BTreeSet<&str> = envelopes.iter().map(|e| e.stream_id.as_str()).collect();
         let mut known = Self::default();
         let streams: Vec<&str> = streams.into_iter().collect();
-        for chunk in streams.chunks(ROWS_PER_STATEMENT) {
+        for chunk in streams.chunks(STREAMS_PER_READ) {
             let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT stream_id, event_type, last_seq FROM outbox_stream_types WHERE stream_id IN ({})",
@@ -65,24 +65,18 @@ pub(crate) async fn remember(tx: &mut Tx, published: &[Envelope]) -> Result<(), 
             .or_insert(envelope.stream_seq);
         *seq = (*seq).max(envelope.stream_seq);
     }
-    let rows: Vec<_> = latest.into_iter().collect();
-    for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-        let values: Vec<String> = (0..chunk.len())
-            .map(|i| format!("(${}, ${}, ${})", 3 * i + 1, 3 * i + 2, 3 * i + 3))
-            .collect();
-        let sql = format!(
-            "INSERT INTO outbox_stream_types (stream_id, event_type, last_seq) VALUES {}
-             ON CONFLICT (stream_id, event_type) DO UPDATE SET last_seq = excluded.last_seq
-             WHERE outbox_stream_types.last_seq < excluded.last_seq",
-            values.join(", ")
-        );
-        let mut query = sqlx::query(&sql);
-        for ((stream, event_type), seq) in chunk {
-            query = query.bind(*stream).bind(*event_type).bind(*seq);
-        }
-        query.execute(&mut **tx).await?;
-    }
-    Ok(())
+    let rows: Vec<([&str; 2], i64)> = latest
+        .into_iter()
+        .map(|((stream, event_type), seq)| ([stream, event_type], seq))
+        .collect();
+    crate::latest::store(
+        tx,
+        "outbox_stream_types",
+        ["stream_id", "event_type"],
+        "last_seq",
+        &rows,
+    )
+    .await
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 
-use mercato_messaging::inbox::{MIGRATION as INBOX, RETENTION_MIGRATION as INBOX_RETENTION};
+use mercato_messaging::inbox::{MIGRATION as INBOX, Outcome, RETENTION_MIGRATION as INBOX_RETENTION};
 use mercato_messaging::outbox::{self, MIGRATION as OUTBOX};
 use mercato_messaging::relay::{MIGRATION as RELAY, RETENTION_MIGRATION as OUTBOX_RETENTION};
 use mercato_messaging::{
@@ -26,6 +26,7 @@ use crate::support::{Noted, PATIENCE};
 
 backend_tests!(
     an_event_naming_a_source_that_may_not_produce_it_is_refused_for_good,
+    a_redelivered_event_is_refused_by_its_record_before_the_handler_runs,
     a_streams_events_reach_the_handler_in_order_even_when_one_is_redelivered,
     a_relay_that_crashed_between_publishing_and_marking_causes_no_second_effect,
     a_consumer_that_crashes_mid_handler_gets_the_event_again_and_applies_it_once,
@@ -291,6 +292,8 @@ pub(crate) struct Recording {
     pause: Option<(Arc<Notify>, Arc<Notify>)>,
     /// Workers made so far by `for_worker`; each records under a name of its own.
     workers: Arc<AtomicUsize>,
+    /// Every `handle` so far, undone or not.
+    calls: Arc<AtomicI64>,
 }
 
 /// The member names of a handler's extra workers.
@@ -306,6 +309,7 @@ impl Recording {
 
     async fn record(&self, envelope: &Envelope, tx: &mut Tx) -> Result<(), HandlerError> {
         // The payload whatever the envelope's type: tests give `Noted` payloads several types.
+        self.calls.fetch_add(1, Ordering::SeqCst);
         self.open.fetch_add(1, Ordering::SeqCst);
         let event: Noted = serde_json::from_value(envelope.payload.clone())
             .map_err(|e| HandlerError::Permanent(e.to_string()))?;
@@ -831,13 +835,32 @@ async fn an_event_naming_a_source_that_may_not_produce_it_is_refused_for_good(ba
         matches!(&refused, HandlerError::Permanent(reason) if reason.contains("payments")),
         "{refused:?}"
     );
-    assert_eq!(
-        inbox.apply(&genuine, 1).await.expect("apply"),
-        mercato_messaging::inbox::Outcome::Applied
-    );
+    assert_eq!(inbox.apply(&genuine, 1).await.expect("apply"), Outcome::Applied);
     assert_eq!(
         pipeline.effects().await.len(),
         1,
         "the forged event had an effect"
     );
+}
+
+async fn a_redelivered_event_is_refused_by_its_record_before_the_handler_runs(backend: TestBackend) {
+    let pipeline = Pipeline::start(backend).await;
+    let handler = Recording::member("a");
+    let inbox = pipeline.inbox(handler.clone());
+    let first = pipeline.append("order-1", 1).await;
+    let second = pipeline.append("order-1", 2).await;
+    assert_eq!(inbox.apply(&first, 1).await.expect("apply"), Outcome::Applied);
+    assert_eq!(
+        inbox.apply(&first, 2).await.expect("redeliver"),
+        Outcome::Duplicate
+    );
+    assert_eq!(
+        handler.calls.load(Ordering::SeqCst),
+        1,
+        "the duplicate never reached the handler"
+    );
+    // The duplicate's rolled-back savepoint took nothing else with it: the stream goes on.
+    assert_eq!(inbox.apply(&second, 1).await.expect("apply"), Outcome::Applied);
+    assert_eq!(numbers_of(&pipeline.effects().await, "order-1"), [1, 2]);
+    assert_hooks_counted(&handler, 2).await;
 }
