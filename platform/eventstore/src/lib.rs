@@ -50,7 +50,8 @@ use mercato_storage::Migration;
 
 pub use error::EventStoreError;
 pub use projection::{
-    Applied, BoxFuture, CatchUpError, Projection, ProjectionError, catch_up, checkpoint, rebuild, run,
+    Applied, AppliedAll, BoxFuture, CatchUpError, Projection, ProjectionError, catch_up, checkpoint, rebuild,
+    run,
 };
 pub use store::{
     AppendResult, ExpectedVersion, RecordedEvent, append, read_all, read_stream, stream_version,

@@ -34,6 +34,10 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// What applying an event or resetting a projection returns.
 pub type Applied<'a> = BoxFuture<'a, Result<(), ProjectionError>>;
 
+/// What applying a batch returns: on failure, the failing event's place in the batch with its
+/// error.
+pub type AppliedAll<'a> = BoxFuture<'a, Result<(), (usize, ProjectionError)>>;
+
 /// A read model built from the global log.
 ///
 /// Implementations write only through the given transaction: that is what makes an event's
@@ -48,6 +52,19 @@ pub trait Projection: Send + Sync {
     /// Applies one event; events arrive in position order and each takes effect once. Ignore types
     /// you do not use.
     fn apply<'a>(&'a self, tx: &'a mut Tx, event: &'a RecordedEvent) -> Applied<'a>;
+
+    /// Applies a batch of events, in order, in one transaction: [`Projection::apply`] on each
+    /// unless the projection has a cheaper way (one read for the whole batch, say). A failure
+    /// names the event that failed; the runner then rolls the batch back and commits the events
+    /// before it on their own.
+    fn apply_all<'a>(&'a self, tx: &'a mut Tx, events: &'a [RecordedEvent]) -> AppliedAll<'a> {
+        Box::pin(async move {
+            for (index, event) in events.iter().enumerate() {
+                self.apply(tx, event).await.map_err(|error| (index, error))?;
+            }
+            Ok(())
+        })
+    }
 
     /// Empties the projection's read tables, ahead of a [`rebuild`].
     fn reset<'a>(&'a self, tx: &'a mut Tx) -> Applied<'a>;
@@ -64,6 +81,10 @@ impl<P: Projection + ?Sized> Projection for Arc<P> {
 
     fn apply<'a>(&'a self, tx: &'a mut Tx, event: &'a RecordedEvent) -> Applied<'a> {
         (**self).apply(tx, event)
+    }
+
+    fn apply_all<'a>(&'a self, tx: &'a mut Tx, events: &'a [RecordedEvent]) -> AppliedAll<'a> {
+        (**self).apply_all(tx, events)
     }
 
     fn reset<'a>(&'a self, tx: &'a mut Tx) -> Applied<'a> {
@@ -344,32 +365,37 @@ async fn apply_batch<P: Projection + ?Sized>(
     let mut tx = db.begin().await?;
     let from = claim(&mut tx, name).await?;
     let rows = read_all_rows(&mut *tx, from, limit, horizon).await?;
-    let mut last = None;
-    for (index, row) in rows.iter().enumerate() {
-        let outcome = match decode_row(row) {
-            Ok(event) => projection
-                .apply(&mut tx, &event)
-                .await
-                .map(|()| event.position)
-                .map_err(|source| CatchUpError::Apply {
-                    projection: name.to_owned(),
-                    position: event.position,
-                    source,
-                }),
-            Err(malformed) => Err(CatchUpError::Store(malformed)),
-        };
-        match outcome {
-            Ok(position) => last = Some(position),
+    // The events up to the first that does not decode; that one fails the batch after them.
+    let mut events = Vec::with_capacity(rows.len());
+    let mut malformed = None;
+    for row in &rows {
+        match decode_row(row) {
+            Ok(event) => events.push(event),
             Err(error) => {
-                if let Err(e) = tx.rollback().await {
-                    tracing::warn!(projection = name, error = %e, "rolling back a failed batch failed");
-                }
-                return Ok(Batch::Failed { index, error });
+                malformed = Some(CatchUpError::Store(error));
+                break;
             }
         }
     }
-    if let Some(position) = last {
-        save(&mut tx, name, position).await?;
+    let failed = match projection.apply_all(&mut tx, &events).await {
+        Err((index, source)) => Some((
+            index,
+            CatchUpError::Apply {
+                projection: name.to_owned(),
+                position: events.get(index).map_or(0, |e| e.position),
+                source,
+            },
+        )),
+        Ok(()) => malformed.map(|error| (events.len(), error)),
+    };
+    if let Some((index, error)) = failed {
+        if let Err(e) = tx.rollback().await {
+            tracing::warn!(projection = name, error = %e, "rolling back a failed batch failed");
+        }
+        return Ok(Batch::Failed { index, error });
+    }
+    if let Some(last) = events.last() {
+        save(&mut tx, name, last.position).await?;
     }
     tx.commit().await?;
     if !rows.is_empty() {

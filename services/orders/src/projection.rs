@@ -7,9 +7,10 @@
 //! same events the same way and write a row only over an older version, so neither ever takes
 //! the other's row back.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use mercato_eventstore::{Applied, EventStoreError, Projection, ProjectionError, RecordedEvent};
+use mercato_eventstore::{Applied, AppliedAll, EventStoreError, Projection, ProjectionError, RecordedEvent};
 use mercato_storage::Tx;
 
 use crate::domain::{Fact, Status, Step};
@@ -17,6 +18,9 @@ use crate::events::{from_envelope, line_out};
 use crate::store::{self, OrderView};
 
 pub const NAME: &str = "orders.views";
+
+/// Orders per read of row versions in a batch.
+const VERSIONS_PER_READ: usize = 200;
 
 /// How long each saga step may take before the timer acts.
 #[derive(Debug, Clone, Copy)]
@@ -189,6 +193,33 @@ impl Projection for ViewsProjection {
 
     fn apply<'a>(&'a self, tx: &'a mut Tx, event: &'a RecordedEvent) -> Applied<'a> {
         Box::pin(self.project(tx, event))
+    }
+
+    /// Appends write their rows themselves, so the log's events are nearly all held already:
+    /// one read of the batch's row versions finds those, and only the others are folded.
+    fn apply_all<'a>(&'a self, tx: &'a mut Tx, events: &'a [RecordedEvent]) -> AppliedAll<'a> {
+        Box::pin(async move {
+            let mut ids: Vec<&str> = events.iter().map(|e| e.envelope.stream_id.as_str()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            let mut held = HashMap::new();
+            for chunk in ids.chunks(VERSIONS_PER_READ) {
+                held.extend(
+                    store::versions(&mut **tx, chunk)
+                        .await
+                        .map_err(|e| (0, e.into()))?,
+                );
+            }
+            for (index, event) in events.iter().enumerate() {
+                let stream = &event.envelope.stream_id;
+                if held.get(stream).is_some_and(|&version| version >= event.version) {
+                    continue;
+                }
+                self.project(tx, event).await.map_err(|e| (index, e))?;
+                held.insert(stream.clone(), event.version);
+            }
+            Ok(())
+        })
     }
 
     fn reset<'a>(&'a self, tx: &'a mut Tx) -> Applied<'a> {

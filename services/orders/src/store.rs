@@ -92,6 +92,32 @@ where
     row.as_ref().map(view_of).transpose()
 }
 
+/// The versions of the rows of `order_ids` that exist: what a batch of the projection can skip
+/// without reading each row.
+///
+/// # Errors
+/// The database failed.
+pub async fn versions<'e, E>(
+    executor: E,
+    order_ids: &[&str],
+) -> Result<std::collections::HashMap<String, i64>, StorageError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    if order_ids.is_empty() {
+        return Ok(std::collections::HashMap::new());
+    }
+    let sql = format!(
+        "SELECT order_id, version FROM order_views WHERE order_id IN ({})",
+        mercato_kit::store::placeholders(order_ids.len())
+    );
+    let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
+    for id in order_ids {
+        query = query.bind(*id);
+    }
+    Ok(query.fetch_all(executor).await?.into_iter().collect())
+}
+
 /// A customer's orders, newest first, after the cursor `(created_at, order_id)`.
 ///
 /// # Errors

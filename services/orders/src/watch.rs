@@ -3,13 +3,16 @@
 //!
 //! The wake comes from the `orders.views` projection after its batch committed
 //! ([`Announcing`]), never before: a waiter woken early would read the old row and sleep through
-//! the change. Nothing polls the database; a waiter reads the row once when it starts and once per
-//! wake. Only orders someone waits for take room, and at most `capacity` of them at once.
+//! the change. Each wake names the latest version of the order announced so far, so a waiter
+//! reads the row when it starts and again only when a version it has not read was announced;
+//! nothing polls the database. Only orders someone waits for take room, and at most `capacity`
+//! of them at once.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use mercato_eventstore::{Applied, Projection, RecordedEvent};
+use mercato_eventstore::{Applied, AppliedAll, Projection, RecordedEvent};
 use mercato_storage::Tx;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
@@ -26,8 +29,16 @@ pub struct Changes {
 
 #[derive(Debug)]
 struct Slot {
-    signal: Arc<Notify>,
+    signal: Arc<Signal>,
     watchers: usize,
+}
+
+/// What the waiters of one order sleep on, and the latest version of it announced.
+#[derive(Debug, Default)]
+struct Signal {
+    notify: Notify,
+    /// 0 until a change of the order is announced while it is watched.
+    announced: AtomicI64,
 }
 
 impl Changes {
@@ -64,7 +75,7 @@ impl Changes {
             return None;
         }
         let slot = slots.entry(order_id.to_owned()).or_insert_with(|| Slot {
-            signal: Arc::new(Notify::new()),
+            signal: Arc::default(),
             watchers: 0,
         });
         slot.watchers += 1;
@@ -77,15 +88,17 @@ impl Changes {
         })
     }
 
-    /// Wakes everyone waiting for one of `order_ids`.
-    pub fn changed<'a>(&self, order_ids: impl IntoIterator<Item = &'a str>) {
+    /// Wakes everyone waiting for one of `orders`, each named with the version its row has
+    /// reached, at least.
+    pub fn changed<'a>(&self, orders: impl IntoIterator<Item = (&'a str, i64)>) {
         let slots = self.slots();
         if slots.is_empty() {
             return;
         }
-        for order_id in order_ids {
+        for (order_id, version) in orders {
             if let Some(slot) = slots.get(order_id) {
-                slot.signal.notify_waiters();
+                slot.signal.announced.fetch_max(version, Ordering::AcqRel);
+                slot.signal.notify.notify_waiters();
             }
         }
     }
@@ -102,14 +115,20 @@ impl Changes {
 pub struct Watch {
     changes: Arc<Changes>,
     order_id: String,
-    signal: Arc<Notify>,
+    signal: Arc<Signal>,
 }
 
 impl Watch {
     /// The next change. Enable it (`Notified::enable`) before reading the order, so a change
     /// between the read and the wait still wakes it.
     pub fn changed(&self) -> Notified<'_> {
-        self.signal.notified()
+        self.signal.notify.notified()
+    }
+
+    /// True when a version after `read` was announced: the row read at `read` is out of date.
+    #[must_use]
+    pub fn newer_than(&self, read: i64) -> bool {
+        self.signal.announced.load(Ordering::Acquire) > read
     }
 }
 
@@ -141,11 +160,22 @@ pub struct Announcing<P> {
 
 #[derive(Debug, Default)]
 struct Touched {
-    /// Orders applied since the last announcement. A batch that rolls back leaves its orders
-    /// here: a waiter woken for nothing reads its order again and sleeps on.
-    current: HashSet<String>,
+    /// Orders applied since the last announcement, with the latest version applied. A batch that
+    /// rolls back leaves its orders here: a waiter woken for nothing reads its order again and
+    /// sleeps on.
+    current: HashMap<String, i64>,
     /// The orders of the last announcement, announced again with the next.
-    previous: HashSet<String>,
+    previous: HashMap<String, i64>,
+}
+
+impl Touched {
+    fn applied(&mut self, event: &RecordedEvent) {
+        let version = self
+            .current
+            .entry(event.envelope.stream_id.clone())
+            .or_insert(event.version);
+        *version = (*version).max(event.version);
+    }
 }
 
 impl<P> Announcing<P> {
@@ -167,9 +197,17 @@ impl<P: Projection> Projection for Announcing<P> {
         self.touched
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .current
-            .insert(event.envelope.stream_id.clone());
+            .applied(event);
         self.inner.apply(tx, event)
+    }
+
+    fn apply_all<'a>(&'a self, tx: &'a mut Tx, events: &'a [RecordedEvent]) -> AppliedAll<'a> {
+        let mut touched = self.touched.lock().unwrap_or_else(PoisonError::into_inner);
+        for event in events {
+            touched.applied(event);
+        }
+        drop(touched);
+        self.inner.apply_all(tx, events)
     }
 
     fn reset<'a>(&'a self, tx: &'a mut Tx) -> Applied<'a> {
@@ -181,7 +219,8 @@ impl<P: Projection> Projection for Announcing<P> {
         let current = std::mem::take(&mut touched.current);
         let earlier = std::mem::replace(&mut touched.previous, current);
         let announced = touched.previous.iter().chain(earlier.iter());
-        self.changes.changed(announced.map(String::as_str));
+        self.changes
+            .changed(announced.map(|(order_id, &version)| (order_id.as_str(), version)));
         drop(touched);
         self.inner.committed();
     }
@@ -202,7 +241,7 @@ mod tests {
         woken.as_mut().enable();
         let mut asleep = std::pin::pin!(other.changed());
         asleep.as_mut().enable();
-        changes.changed(["a"]);
+        changes.changed([("a", 2)]);
         tokio::time::timeout(Duration::from_secs(5), woken)
             .await
             .expect("the waiter of a is woken");
@@ -234,7 +273,7 @@ mod tests {
         let projection = Announcing::new(Nothing, Arc::clone(&changes));
         let watch = changes.watch("b").unwrap();
         // The next batch applied "b" between the last commit and its announcement.
-        projection.touched.lock().unwrap().current.insert("b".into());
+        projection.touched.lock().unwrap().current.insert("b".into(), 3);
         projection.committed();
         // The waiter, woken too early, read the old row and sleeps again.
         let mut again = std::pin::pin!(watch.changed());
@@ -243,6 +282,20 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), again)
             .await
             .expect("woken again once its batch committed");
+    }
+
+    #[test]
+    fn a_watch_knows_whether_a_version_it_has_not_read_was_announced() {
+        let changes = Changes::new(10, &mut Registry::default());
+        let watch = changes.watch("a").unwrap();
+        assert!(!watch.newer_than(0), "nothing announced yet");
+        changes.changed([("a", 4), ("b", 9)]);
+        assert!(watch.newer_than(3));
+        assert!(!watch.newer_than(4), "version 4 was read");
+        // A repeated, older announcement does not take the version back.
+        changes.changed([("a", 2)]);
+        assert!(!watch.newer_than(4));
+        assert!(watch.newer_than(3));
     }
 
     #[test]

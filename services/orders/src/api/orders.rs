@@ -228,7 +228,8 @@ pub async fn get(
 }
 
 /// The order once it differs from what the client has, or as it is when the wait ends. Reads the
-/// row when it starts and once per wake of the order's watch; with no room to watch, at once.
+/// row when it starts and after each wake that announced a version it has not read; with no room
+/// to watch, at once.
 async fn changed(
     state: &State,
     caller: &Caller,
@@ -236,22 +237,26 @@ async fn changed(
     wait: &Wait,
 ) -> Result<store::OrderView, ApiError> {
     let watch = state.changes.watch(id);
+    let mut view = owned(state, caller, id).await?;
     loop {
-        let wake = watch.as_ref().map(crate::watch::Watch::changed);
-        let mut wake = std::pin::pin!(wake);
-        if let Some(wake) = wake.as_mut().as_pin_mut() {
-            wake.enable();
-        }
-        let view = owned(state, caller, id).await?;
         if wait.seen.differs(&view) || tokio::time::Instant::now() >= wait.until {
             return Ok(view);
         }
-        let Some(wake) = wake.as_pin_mut() else {
+        let Some(watch) = &watch else {
             return Ok(view);
         };
-        if tokio::time::timeout_at(wait.until, wake).await.is_err() {
-            return Ok(view);
+        let mut wake = std::pin::pin!(watch.changed());
+        wake.as_mut().enable();
+        // Enabled before this look, so an announcement after it still wakes the wait below.
+        if !watch.newer_than(view.version) {
+            if tokio::time::timeout_at(wait.until, wake).await.is_err() {
+                return Ok(view);
+            }
+            if !watch.newer_than(view.version) {
+                continue;
+            }
         }
+        view = owned(state, caller, id).await?;
     }
 }
 
