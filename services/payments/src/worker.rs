@@ -109,8 +109,8 @@ impl Inner {
         i64::try_from(self.config.timeout_ms.saturating_add(1_000)).unwrap_or(i64::MAX)
     }
 
-    /// Claims up to `limit` due payments; a row that cannot be claimed now is left for the
-    /// next pass, and the claims already made are kept (they hold leases).
+    /// Claims up to `limit` due payments, in one transaction; a row that cannot be claimed now is
+    /// left for the next pass.
     async fn claim_due(&self, limit: usize) -> Vec<Claim> {
         let now = now_millis();
         let due = match store::due(&self.db, now, limit).await {
@@ -120,18 +120,16 @@ impl Inner {
                 return Vec::new();
             }
         };
-        let mut claims = Vec::with_capacity(due.len());
-        for (order_id, status) in due {
-            match store::claim(&self.db, &order_id, status, now, now + self.lease()).await {
-                Ok(Some(claim)) => claims.push(claim),
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(%order_id, error = %e, "cannot claim a due payment; retrying");
-                    break;
-                }
+        if due.is_empty() {
+            return Vec::new();
+        }
+        match store::claim(&self.db, &due, now, now + self.lease()).await {
+            Ok(claims) => claims,
+            Err(e) => {
+                tracing::warn!(due = due.len(), error = %e, "cannot claim due payments; retrying");
+                Vec::new()
             }
         }
-        claims
     }
 
     async fn process(&self, claim: Claim, shutdown: CancellationToken) {

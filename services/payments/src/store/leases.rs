@@ -74,41 +74,43 @@ pub async fn due(db: &Db, now: i64, limit: usize) -> Result<Vec<(String, Payment
         .collect()
 }
 
-/// Takes the row for one provider call if it is still due in `status`: pushes
-/// `next_attempt_at` to `lease_until` and counts the attempt. `None` when another worker (or a
-/// state change) got there first.
+/// Takes each `due` row for one provider call if it is still due in its status: pushes
+/// `next_attempt_at` to `lease_until` and counts the attempt. All in one transaction, so a pass
+/// that finds many due rows commits once. A row another worker (or a state change) got to
+/// first is left out.
 ///
 /// # Errors
-/// The database failed.
+/// The database failed: nothing was claimed.
 pub async fn claim(
     db: &Db,
-    order_id: &str,
-    status: PaymentStatus,
+    due: &[(String, PaymentStatus)],
     now: i64,
     lease_until: i64,
-) -> Result<Option<Claim>, StorageError> {
+) -> Result<Vec<Claim>, StorageError> {
     let sql = format!(
         "UPDATE payments SET next_attempt_at = $4, attempts = attempts + 1
          WHERE order_id = $1 AND status = $2 AND next_attempt_at <= $3
          RETURNING {COLUMNS}"
     );
+    let mut claims = Vec::with_capacity(due.len());
     let mut tx = db.begin().await?;
-    let row = sqlx::query(&sql)
-        .bind(order_id)
-        .bind(status.as_str())
-        .bind(now)
-        .bind(lease_until)
-        .fetch_optional(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    row.as_ref()
-        .map(|row| {
-            Ok(Claim {
-                payment: Payment::from_row(row)?,
+    for (order_id, status) in due {
+        let row = sqlx::query(&sql)
+            .bind(order_id)
+            .bind(status.as_str())
+            .bind(now)
+            .bind(lease_until)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if let Some(row) = row {
+            claims.push(Claim {
+                payment: Payment::from_row(&row)?,
                 lease_until,
-            })
-        })
-        .transpose()
+            });
+        }
+    }
+    tx.commit().await?;
+    Ok(claims)
 }
 
 /// Records the capture; the payment goes to `refund_pending` instead when a refund was asked
