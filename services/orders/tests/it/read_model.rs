@@ -20,6 +20,7 @@ backend_tests!(
     a_placed_order_is_in_the_read_model_when_the_placement_commits_without_the_projection,
     the_projection_over_the_log_agrees_with_the_rows_appends_wrote_and_never_takes_one_back,
     a_row_behind_its_stream_is_replayed_by_the_next_append,
+    a_projection_batch_skips_the_rows_it_holds_and_folds_a_row_that_is_missing,
 );
 
 const VIEWS: ViewsProjection = ViewsProjection {
@@ -231,6 +232,40 @@ async fn a_row_behind_its_stream_is_replayed_by_the_next_append(backend: TestBac
         orders.row(&order).await,
         row,
         "the replayed row is the one the whole log gives"
+    );
+    orders.db.close().await;
+}
+
+async fn a_projection_batch_skips_the_rows_it_holds_and_folds_a_row_that_is_missing(backend: TestBackend) {
+    let orders = orders(backend).await;
+    let held = orders.place("cust-1").await;
+    let missing = orders.place("cust-2").await;
+    for order in [&held, &missing] {
+        orders.answer(order, Reply::StockReserved).await;
+        orders.answer(order, Reply::PaymentCaptured).await;
+    }
+    let written = [
+        orders.row_at_head(&held).await,
+        orders.row_at_head(&missing).await,
+    ];
+    // A row the appends never wrote (kept from before they did): only the log can give it.
+    sqlx::query("DELETE FROM order_views WHERE order_id = $1")
+        .bind(&missing)
+        .execute(orders.db.pool())
+        .await
+        .unwrap();
+
+    // One batch holds both orders' events, interleaved: the held row's are skipped, the
+    // missing row is folded from its placement on.
+    let events = orders.head(&held).await + orders.head(&missing).await;
+    assert_eq!(
+        catch_up(&orders.db, &VIEWS, 100).await.unwrap(),
+        u64::try_from(events).unwrap()
+    );
+    assert_eq!(
+        [orders.row(&held).await, orders.row(&missing).await],
+        written,
+        "the missing row is what the appends had written"
     );
     orders.db.close().await;
 }
