@@ -769,14 +769,15 @@ impl Positions {
         let streams: Vec<&str> = streams.collect::<BTreeSet<_>>().into_iter().collect();
         let mut positions = Self::default();
         for chunk in streams.chunks(STREAMS_PER_READ) {
-            let list: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
+            let width = mercato_storage::in_list_width(chunk.len());
+            let list: Vec<String> = (2..width + 2).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT stream_id, last_seq FROM inbox_streams WHERE subscriber = $1 AND stream_id IN ({})",
                 list.join(", ")
             );
             let mut query = sqlx::query_as::<_, (String, i64)>(&sql).bind(subscriber);
-            for stream in chunk {
-                query = query.bind(*stream);
+            for i in 0..width {
+                query = query.bind(chunk[i.min(chunk.len() - 1)]);
             }
             positions.last.extend(query.fetch_all(&mut **tx).await?);
         }

@@ -24,14 +24,15 @@ impl Known {
         let mut known = Self::default();
         let streams: Vec<&str> = streams.into_iter().collect();
         for chunk in streams.chunks(STREAMS_PER_READ) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let width = mercato_storage::in_list_width(chunk.len());
+            let placeholders: Vec<String> = (1..=width).map(|i| format!("${i}")).collect();
             let sql = format!(
                 "SELECT stream_id, event_type, last_seq FROM outbox_stream_types WHERE stream_id IN ({})",
                 placeholders.join(", ")
             );
             let mut query = sqlx::query_as::<_, (String, String, i64)>(&sql);
-            for stream in chunk {
-                query = query.bind(*stream);
+            for i in 0..width {
+                query = query.bind(chunk[i.min(chunk.len() - 1)]);
             }
             for (stream, event_type, seq) in query.fetch_all(db.pool()).await? {
                 known.0.entry(stream).or_default().insert(event_type, seq);

@@ -253,14 +253,15 @@ impl Relay {
     async fn mark_now(&self, positions: &[i64], published: &[Envelope]) -> Result<(), StorageError> {
         // An explicit list, not a range: on PostgreSQL a row with a lower position can commit
         // after this pass read the batch, and a range would mark it sent unsent.
-        let placeholders: Vec<String> = (2..positions.len() + 2).map(|i| format!("${i}")).collect();
+        let width = mercato_storage::in_list_width(positions.len());
+        let placeholders: Vec<String> = (2..width + 2).map(|i| format!("${i}")).collect();
         let sql = format!(
             "UPDATE outbox SET published_at = $1 WHERE position IN ({}) AND published_at IS NULL",
             placeholders.join(", ")
         );
         let mut query = sqlx::query(&sql).bind(now_millis());
-        for position in positions {
-            query = query.bind(*position);
+        for i in 0..width {
+            query = query.bind(positions[i.min(positions.len().saturating_sub(1))]);
         }
         let mut tx = self.db.begin().await?;
         query.execute(&mut *tx).await?;

@@ -41,10 +41,39 @@ pub async fn open(
     Ok(db)
 }
 
+/// How many parameters an `IN` list of `n` values is written with: `n` rounded up to a power of
+/// two, the last value bound again in the places left. Lists of many lengths then share a few
+/// statements, each prepared once per connection and planned once, instead of one per length.
+#[must_use]
+pub fn in_list_width(n: usize) -> usize {
+    n.max(1).next_power_of_two()
+}
+
 /// Milliseconds since the Unix epoch, the one time representation stored in databases.
 #[must_use]
 pub fn now_millis() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::in_list_width;
+
+    #[test]
+    fn in_lists_are_written_at_a_few_widths() {
+        for (n, width) in [
+            (0, 1),
+            (1, 1),
+            (2, 2),
+            (3, 4),
+            (5, 8),
+            (100, 128),
+            (128, 128),
+            (200, 256),
+        ] {
+            assert_eq!(in_list_width(n), width, "{n} values");
+        }
+    }
 }

@@ -107,13 +107,14 @@ where
     if order_ids.is_empty() {
         return Ok(std::collections::HashMap::new());
     }
+    let width = mercato_storage::in_list_width(order_ids.len());
     let sql = format!(
         "SELECT order_id, version FROM order_views WHERE order_id IN ({})",
-        mercato_kit::store::placeholders(order_ids.len())
+        mercato_kit::store::placeholders(width)
     );
     let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
-    for id in order_ids {
-        query = query.bind(*id);
+    for i in 0..width {
+        query = query.bind(order_ids[i.min(order_ids.len() - 1)]);
     }
     Ok(query.fetch_all(executor).await?.into_iter().collect())
 }
