@@ -1,13 +1,18 @@
 //! Forwarding a request to its upstream.
 
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Uri, Version};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
@@ -135,13 +140,41 @@ impl Proxy {
     /// Every path not served by the runtime itself goes through the proxy: a service of its own
     /// rather than a handler, as a proxied request needs none of a handler's extractors.
     pub fn router(self) -> Router {
-        let forwarding = tower::service_fn(move |request: Request| {
-            let proxy = self.clone();
-            async move { Ok::<_, std::convert::Infallible>(forward(&proxy, request).await) }
-        });
         Router::new()
             .route("/api/openapi.json", axum::routing::get(crate::openapi::serve))
-            .fallback_service(forwarding)
+            .fallback_service(self.service())
+    }
+
+    /// The proxy as a service, catching its own panics (a `500` problem) as the runtime's router
+    /// does around every route, so that it can also serve without the router.
+    #[must_use]
+    pub fn service(self) -> Forwarding {
+        Forwarding { proxy: self }
+    }
+}
+
+/// See [`Proxy::service`].
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    proxy: Proxy,
+}
+
+impl tower::Service<Request> for Forwarding {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let proxy = self.proxy.clone();
+        // Boxed: the whole exchange's state is large, and every layer above moves its future.
+        Box::pin(async move {
+            let forwarded = AssertUnwindSafe(forward(&proxy, request)).catch_unwind().await;
+            Ok(forwarded.unwrap_or_else(|_| Problem::internal().into_response()))
+        })
     }
 }
 
