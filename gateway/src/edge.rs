@@ -16,7 +16,6 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -98,10 +97,9 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let front = front.clone();
-        let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            front.serve(request.map(Body::new))
+        let connection = front.connection(peer);
+        let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+            connection.serve(request.map(Body::new))
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();

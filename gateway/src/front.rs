@@ -8,9 +8,10 @@
 //! more work than the rest of the middleware together, for the answer known from the path alone.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 
 use axum::Router;
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::response::Response;
 use futures_util::future::{BoxFuture, Either};
 use mercato_runtime::observe::{Observe, ObserveLayer};
@@ -43,7 +44,8 @@ fn is_own(path: &str) -> bool {
 #[derive(Clone)]
 pub struct Front {
     router: Router,
-    proxy: Observe<Forwarding>,
+    observe: ObserveLayer,
+    proxy: Proxy,
 }
 
 impl std::fmt::Debug for Front {
@@ -56,19 +58,42 @@ impl Front {
     /// `router` as the runtime assembled it (its routes under `observe`), and the proxy its
     /// fallback is.
     #[must_use]
-    pub fn new(router: Router, observe: &ObserveLayer, proxy: Proxy) -> Self {
+    pub fn new(router: Router, observe: ObserveLayer, proxy: Proxy) -> Self {
         Self {
             router,
-            proxy: observe.layer(proxy.service()),
+            observe,
+            proxy,
         }
     }
 
-    /// Serves one request.
+    /// The service of the requests of one client connection, from `peer`.
+    #[must_use]
+    pub fn connection(&self, peer: SocketAddr) -> Connection {
+        Connection {
+            peer,
+            router: self.router.clone(),
+            proxy: self.observe.layer(self.proxy.clone().service_for(peer)),
+        }
+    }
+}
+
+/// See [`Front::connection`].
+#[derive(Clone)]
+pub struct Connection {
+    peer: SocketAddr,
+    router: Router,
+    proxy: Observe<Forwarding>,
+}
+
+impl Connection {
+    /// Serves one request. Only the router's requests carry the client's address as an
+    /// extension (its handlers extract it); the proxy was given it with the connection.
     pub fn serve(
         &self,
-        request: Request,
+        mut request: Request,
     ) -> Either<Oneshot<Router, Request>, BoxFuture<'static, Result<Response, Infallible>>> {
         if is_own(request.uri().path()) {
+            request.extensions_mut().insert(ConnectInfo(self.peer));
             Either::Left(self.router.clone().oneshot(request))
         } else {
             // Always ready: neither the middleware nor the proxy waits for capacity here.

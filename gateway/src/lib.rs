@@ -403,7 +403,7 @@ impl App {
         let served = edge::serve(
             listener,
             self.public_tls.map(tokio_rustls::TlsAcceptor::from),
-            front::Front::new(router, &observe, self.proxy),
+            front::Front::new(router, observe, self.proxy),
             readiness,
             &self.http,
             &self.edge,

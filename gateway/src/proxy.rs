@@ -146,10 +146,25 @@ impl Proxy {
     }
 
     /// The proxy as a service, catching its own panics (a `500` problem) as the runtime's router
-    /// does around every route, so that it can also serve without the router.
+    /// does around every route, so that it can also serve without the router. It finds the
+    /// client's address among a request's extensions (`ConnectInfo`, which the edge sets for
+    /// the router).
     #[must_use]
     pub fn service(self) -> Forwarding {
-        Forwarding { proxy: self }
+        Forwarding {
+            proxy: self,
+            peer: None,
+        }
+    }
+
+    /// [`service`](Self::service) for the requests of one client connection, from `peer`: no
+    /// extension per request to carry the address.
+    #[must_use]
+    pub fn service_for(self, peer: SocketAddr) -> Forwarding {
+        Forwarding {
+            proxy: self,
+            peer: Some(peer),
+        }
     }
 }
 
@@ -157,6 +172,7 @@ impl Proxy {
 #[derive(Debug, Clone)]
 pub struct Forwarding {
     proxy: Proxy,
+    peer: Option<SocketAddr>,
 }
 
 impl tower::Service<Request> for Forwarding {
@@ -170,9 +186,12 @@ impl tower::Service<Request> for Forwarding {
 
     fn call(&mut self, request: Request) -> Self::Future {
         let proxy = self.proxy.clone();
+        let peer = self.peer;
         // Boxed: the whole exchange's state is large, and every layer above moves its future.
         Box::pin(async move {
-            let forwarded = AssertUnwindSafe(forward(&proxy, request)).catch_unwind().await;
+            let forwarded = AssertUnwindSafe(forward(&proxy, peer, request))
+                .catch_unwind()
+                .await;
             Ok(forwarded.unwrap_or_else(|_| Problem::internal().into_response()))
         })
     }
@@ -183,10 +202,11 @@ fn labelled(mut response: Response, label: &Arc<str>) -> Response {
     response
 }
 
-async fn forward(proxy: &Proxy, request: Request) -> Response {
+async fn forward(proxy: &Proxy, peer: Option<SocketAddr>, request: Request) -> Response {
     let inner = &proxy.inner;
-    // Set on every request by the edge's connection loop.
-    let Some(&ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() else {
+    // Known to the edge's connection loop, which passes it on.
+    let connected = || request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let Some(peer) = peer.or_else(connected) else {
         tracing::error!("a request without its client's address reached the proxy");
         return Problem::internal().into_response();
     };
@@ -220,7 +240,7 @@ async fn forward_to(
     let listed = strip_hop_by_hop(&mut parts.headers);
     // The runtime set it; put back only if the client's `Connection` named it.
     if listed
-        && let Some(id) = parts.extensions.get::<CorrelationId>()
+        && let Some(id) = CorrelationId::current()
         && !parts.headers.contains_key(correlation::NAME)
     {
         parts.headers.insert(correlation::NAME, id.header_value());

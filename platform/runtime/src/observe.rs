@@ -136,8 +136,9 @@ where
     let method = req.method().clone();
     let template = req.extensions().get::<MatchedPath>().cloned();
     let id = CorrelationId::from_headers(req.headers()).unwrap_or_else(CorrelationId::generate);
+    // The handler finds the id as the task's current one (`CorrelationId::current`), not among
+    // the request's extensions: the first extension of a request allocates their map.
     req.headers_mut().insert(correlation::NAME, id.header_value());
-    req.extensions_mut().insert(id.clone());
     // Named by the route template (the gateway's proxied requests have none: the method alone).
     let span_name = match (&template, crate::trace::enabled()) {
         (_, false) => String::new(),
