@@ -18,7 +18,7 @@ use http::{StatusCode, Uri, Version};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use mercato_resilience::{Deadline, ResilienceError, deadline};
 use mercato_runtime::correlation::{self, CorrelationId};
-use mercato_runtime::observe::{RouteLabel, UNMATCHED};
+use mercato_runtime::observe::{LabelledResponse, UNMATCHED};
 use mercato_runtime::{ClientConfig, Problem, auth};
 use mercato_security::{TokenError, Verifier};
 
@@ -176,9 +176,9 @@ pub struct Forwarding {
 }
 
 impl tower::Service<Request> for Forwarding {
-    type Response = Response;
+    type Response = LabelledResponse;
     type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Response, Infallible>>;
+    type Future = BoxFuture<'static, Result<LabelledResponse, Infallible>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
@@ -192,23 +192,32 @@ impl tower::Service<Request> for Forwarding {
             let forwarded = AssertUnwindSafe(forward(&proxy, peer, request))
                 .catch_unwind()
                 .await;
-            Ok(forwarded.unwrap_or_else(|_| Problem::internal().into_response()))
+            Ok(forwarded.unwrap_or_else(|_| unlabelled(Problem::internal())))
         })
     }
 }
 
-fn labelled(mut response: Response, label: &Arc<str>) -> Response {
-    response.extensions_mut().insert(RouteLabel(Arc::clone(label)));
-    response
+fn labelled(response: Response, label: &Arc<str>) -> LabelledResponse {
+    LabelledResponse {
+        response,
+        route: Some(Arc::clone(label)),
+    }
 }
 
-async fn forward(proxy: &Proxy, peer: Option<SocketAddr>, request: Request) -> Response {
+fn unlabelled(problem: Problem) -> LabelledResponse {
+    LabelledResponse {
+        response: problem.into_response(),
+        route: None,
+    }
+}
+
+async fn forward(proxy: &Proxy, peer: Option<SocketAddr>, request: Request) -> LabelledResponse {
     let inner = &proxy.inner;
     // Known to the edge's connection loop, which passes it on.
     let connected = || request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     let Some(peer) = peer.or_else(connected) else {
         tracing::error!("a request without its client's address reached the proxy");
-        return Problem::internal().into_response();
+        return unlabelled(Problem::internal());
     };
     if has_dot_segment(request.uri().path()) {
         // A route is chosen by its path; an upstream that resolved `..` could be led past it.

@@ -161,6 +161,14 @@ async fn the_admin_api_is_the_gateways_own_under_a_catch_all_route_but_not_names
         assert_eq!(seen["uri"], path);
     }
     assert_eq!(gateway.other.hits(), 4);
+    // Labelled by their route alike, through the router or not.
+    let text = gateway.metrics().await;
+    let line = r#"http_requests_total{method="GET",route="/",status_code="200"} 4"#;
+    assert!(
+        text.contains(line),
+        "missing {line} in
+{text}"
+    );
 }
 
 #[tokio::test]
