@@ -35,7 +35,9 @@
 # user space per request, a figure that does not drift with the machine's load as times do:
 # nginx (one process, master_process off) and the gateway (one worker thread) under valgrind's
 # callgrind, counting only while wrk -t1 -c4 sends requests for INSTRUCTIONS_DURATION (10s),
-# after a warm-up. The kernel's share (the socket calls) is not in it.
+# after a warm-up. The kernel's share (the socket calls) is not in it. CALLGRIND_DIR=dir keeps
+# each measured profile there (dir/nginx.callgrind, dir/gateway-<mode>.callgrind), for
+# callgrind_annotate --inclusive=yes.
 #
 # Installs nginx, wrk, curl and valgrind with apt-get when missing (as root on Debian). Every
 # process runs as a child of this script on free loopback ports and is stopped on exit.
@@ -54,6 +56,7 @@ INSTRUCTIONS=${INSTRUCTIONS:-0}
 OVERLOAD=${OVERLOAD:-1}
 OVERLOAD_SECS=${OVERLOAD_SECS:-10}
 INSTRUCTIONS_DURATION=${INSTRUCTIONS_DURATION:-10s}
+CALLGRIND_DIR=${CALLGRIND_DIR:-}
 
 # Failures are reported on the script's stderr even from inside a silenced poll.
 exec 3>&2
@@ -402,11 +405,15 @@ count_instructions() { # target name pid url [wrk options...]: instructions per 
   callgrind_control --zero "$pid" >/dev/null
   wrk -t1 -c4 -d"$INSTRUCTIONS_DURATION" "$@" "$url/" >"$tmp/wrk.out"
   callgrind_control --dump "$pid" >/dev/null
-  local requests instructions
+  local requests instructions dump
   requests=$(awk '$2 == "requests" && $3 == "in" { print $1 }' "$tmp/wrk.out")
   # The dump after the counters were zeroed holds the measured requests only.
-  instructions=$(awk '/^(summary|totals):/ { total = $2 } END { print total + 0 }' \
-    "$(ls -t "$tmp/$name.callgrind".* | head -n 1)")
+  dump=$(ls -t "$tmp/$name.callgrind".* | head -n 1)
+  instructions=$(awk '/^(summary|totals):/ { total = $2 } END { print total + 0 }' "$dump")
+  if [ -n "$CALLGRIND_DIR" ]; then
+    mkdir -p "$CALLGRIND_DIR"
+    cp "$dump" "$CALLGRIND_DIR/$name.callgrind"
+  fi
   ((requests > 0)) || fail "$target under callgrind served no request"
   instruction_rows+=("$(awk -v target="$target" -v requests="$requests" -v instructions="$instructions" \
     "$WRK_FIELDS"'END {

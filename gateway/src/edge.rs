@@ -1,4 +1,4 @@
-//! The gateway's own connection handling: the runtime's router served by a hyper connection
+//! The gateway's own connection handling: its [`Front`] served by a hyper connection
 //! builder whose limits are the edge's (`[gateway.edge]`): a deadline for request heads, caps on
 //! header count and size, HTTP/2 stream and reset limits, and an idle timeout on request bodies
 //! ([`IdleBody`]). A plain server sets none of these, so a client sending its head one byte a
@@ -15,9 +15,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -29,9 +27,9 @@ use mercato_runtime::{CancellationToken, HttpConfig, Readiness};
 use tokio::net::TcpListener;
 use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
-use tower::ServiceExt as _;
 
 use crate::config::EdgeConfig;
+use crate::front::Front;
 
 /// The header count hyper's HTTP/1 parser allows when it is given no other.
 const HYPER_MAX_HEADERS: usize = 100;
@@ -59,7 +57,7 @@ fn builder(edge: &EdgeConfig) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// Serves `app` on `listener` until `shutdown`, then as the runtime's server does: readiness
+/// Serves `front` on `listener` until `shutdown`, then as the runtime's server does: readiness
 /// reports "stopping", the drain delay passes, the listener closes, and connections get the
 /// shutdown grace to finish their requests.
 ///
@@ -68,7 +66,7 @@ fn builder(edge: &EdgeConfig) -> auto::Builder<TokioExecutor> {
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    app: Router,
+    front: Front,
     readiness: Readiness,
     http: &HttpConfig,
     edge: &EdgeConfig,
@@ -99,10 +97,9 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service = hyper::service::service_fn(move |mut request: http::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            app.clone().oneshot(request.map(Body::new))
+        let connection = front.connection(peer);
+        let service = hyper::service::service_fn(move |request: http::Request<Incoming>| {
+            connection.serve(request.map(Body::new))
         });
         let builder = builder.clone();
         let watcher = graceful.watcher();

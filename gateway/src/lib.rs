@@ -10,6 +10,8 @@
 //! - [`edge`]: client connections under the edge's limits (slow heads and bodies, header caps,
 //!   HTTP/2 resets).
 //! - [`forwarded`]: the client's address, through trusted proxies only.
+//! - [`front`]: the gateway's own endpoints through axum's router, every other path straight to
+//!   the proxy under the same middleware.
 //! - [`preauth`]: failed authentications rationed per client address, and a screen that refuses
 //!   impossible tokens before any decoding.
 //! - [`proxy`]: authenticates, rewrites headers (identity headers are the gateway's alone,
@@ -30,6 +32,7 @@ pub mod console;
 pub mod deploy;
 pub mod edge;
 pub mod forwarded;
+pub mod front;
 pub mod openapi;
 pub mod preauth;
 pub mod proxy;
@@ -103,6 +106,7 @@ pub enum StartError {
 pub struct App {
     server: Server,
     sampler: Option<console::sampler::Sampler>,
+    proxy: proxy::Proxy,
     checker: HealthChecker,
     store: Arc<upstream::shared::StateStore>,
     syncing: upstream::Upstreams,
@@ -286,7 +290,7 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     };
     let service = Service {
         name: NAME,
-        routes: admin.merge(proxy.router()),
+        routes: admin.merge(proxy.clone().router()),
         readiness,
         registry,
         own_fallback: true,
@@ -314,6 +318,7 @@ pub async fn build_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<
     Ok(App {
         server,
         sampler,
+        proxy,
         checker,
         store,
         syncing,
@@ -393,11 +398,12 @@ impl App {
         let checks = tokio::spawn(self.checker.run(checks_stop.clone()));
         let sync = tokio::spawn(self.store.run(self.syncing, checks_stop.clone()));
         let sampling = self.sampler.map(|s| tokio::spawn(s.run(checks_stop.clone())));
-        let (listener, app, readiness) = self.server.into_parts();
+        let observe = self.server.observe_layer();
+        let (listener, router, readiness) = self.server.into_parts();
         let served = edge::serve(
             listener,
             self.public_tls.map(tokio_rustls::TlsAcceptor::from),
-            app,
+            front::Front::new(router, observe, self.proxy),
             readiness,
             &self.http,
             &self.edge,

@@ -1,19 +1,24 @@
 //! Forwarding a request to its upstream.
 
+use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request};
 use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt as _;
+use futures_util::future::BoxFuture;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{StatusCode, Uri, Version};
 use http_body_util::{BodyExt as _, LengthLimitError, Limited};
 use mercato_resilience::{Deadline, ResilienceError, deadline};
 use mercato_runtime::correlation::{self, CorrelationId};
-use mercato_runtime::observe::{RouteLabel, UNMATCHED};
+use mercato_runtime::observe::{LabelledResponse, UNMATCHED};
 use mercato_runtime::{ClientConfig, Problem, auth};
 use mercato_security::{TokenError, Verifier};
 
@@ -135,27 +140,84 @@ impl Proxy {
     /// Every path not served by the runtime itself goes through the proxy: a service of its own
     /// rather than a handler, as a proxied request needs none of a handler's extractors.
     pub fn router(self) -> Router {
-        let forwarding = tower::service_fn(move |request: Request| {
-            let proxy = self.clone();
-            async move { Ok::<_, std::convert::Infallible>(forward(&proxy, request).await) }
-        });
         Router::new()
             .route("/api/openapi.json", axum::routing::get(crate::openapi::serve))
-            .fallback_service(forwarding)
+            .fallback_service(self.service())
+    }
+
+    /// The proxy as a service, catching its own panics (a `500` problem) as the runtime's router
+    /// does around every route, so that it can also serve without the router. It finds the
+    /// client's address among a request's extensions (`ConnectInfo`, which the edge sets for
+    /// the router).
+    #[must_use]
+    pub fn service(self) -> Forwarding {
+        Forwarding {
+            proxy: self,
+            peer: None,
+        }
+    }
+
+    /// [`service`](Self::service) for the requests of one client connection, from `peer`: no
+    /// extension per request to carry the address.
+    #[must_use]
+    pub fn service_for(self, peer: SocketAddr) -> Forwarding {
+        Forwarding {
+            proxy: self,
+            peer: Some(peer),
+        }
     }
 }
 
-fn labelled(mut response: Response, label: &Arc<str>) -> Response {
-    response.extensions_mut().insert(RouteLabel(Arc::clone(label)));
-    response
+/// See [`Proxy::service`].
+#[derive(Debug, Clone)]
+pub struct Forwarding {
+    proxy: Proxy,
+    peer: Option<SocketAddr>,
 }
 
-async fn forward(proxy: &Proxy, request: Request) -> Response {
+impl tower::Service<Request> for Forwarding {
+    type Response = LabelledResponse;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<LabelledResponse, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let proxy = self.proxy.clone();
+        let peer = self.peer;
+        // Boxed: the whole exchange's state is large, and every layer above moves its future.
+        Box::pin(async move {
+            let forwarded = AssertUnwindSafe(forward(&proxy, peer, request))
+                .catch_unwind()
+                .await;
+            Ok(forwarded.unwrap_or_else(|_| unlabelled(Problem::internal())))
+        })
+    }
+}
+
+fn labelled(response: Response, label: &Arc<str>) -> LabelledResponse {
+    LabelledResponse {
+        response,
+        route: Some(Arc::clone(label)),
+    }
+}
+
+fn unlabelled(problem: Problem) -> LabelledResponse {
+    LabelledResponse {
+        response: problem.into_response(),
+        route: None,
+    }
+}
+
+async fn forward(proxy: &Proxy, peer: Option<SocketAddr>, request: Request) -> LabelledResponse {
     let inner = &proxy.inner;
-    // Set on every request by the edge's connection loop.
-    let Some(&ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() else {
+    // Known to the edge's connection loop, which passes it on.
+    let connected = || request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+    let Some(peer) = peer.or_else(connected) else {
         tracing::error!("a request without its client's address reached the proxy");
-        return Problem::internal().into_response();
+        return unlabelled(Problem::internal());
     };
     if has_dot_segment(request.uri().path()) {
         // A route is chosen by its path; an upstream that resolved `..` could be led past it.
@@ -187,7 +249,7 @@ async fn forward_to(
     let listed = strip_hop_by_hop(&mut parts.headers);
     // The runtime set it; put back only if the client's `Connection` named it.
     if listed
-        && let Some(id) = parts.extensions.get::<CorrelationId>()
+        && let Some(id) = CorrelationId::current()
         && !parts.headers.contains_key(correlation::NAME)
     {
         parts.headers.insert(correlation::NAME, id.header_value());

@@ -2,12 +2,15 @@
 //! replaces whatever the client sent, so an upstream never continues a trace the gateway did
 //! not accept. While tracing is off this only drops the client's header.
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use mercato_runtime::trace::{self, TRACEPARENT};
+
+/// [`TRACEPARENT`] as a header name: a string is parsed into a name again on every use.
+const TRACEPARENT_NAME: HeaderName = HeaderName::from_static(TRACEPARENT);
 
 /// The span of the call to `upstream`, with its `traceparent` written onto `headers`.
 pub fn proxy_span(upstream: &str, method: &http::Method, headers: &mut HeaderMap) -> tracing::Span {
-    headers.remove(TRACEPARENT);
+    headers.remove(TRACEPARENT_NAME);
     let span = trace::client_span(upstream, method.as_str());
     trace::context::inject(&span, headers);
     span

@@ -137,6 +137,41 @@ async fn health_ready_and_metrics_are_the_gateways_own_even_under_a_catch_all_ro
 }
 
 #[tokio::test]
+async fn the_admin_api_is_the_gateways_own_under_a_catch_all_route_but_not_names_that_only_begin_like_it() {
+    let gateway = catch_all_gateway().await;
+
+    let admin = gateway.get("/admin/upstreams").send().await.unwrap();
+    expect_problem_of(admin, 401, "unauthorized").await;
+    let posted = gateway.post("/health").send().await.unwrap();
+    assert_eq!(
+        posted.status(),
+        405,
+        "the gateway's own route, for another method"
+    );
+    assert_eq!(gateway.other.hits(), 0, "not proxied");
+
+    // A path below the admin API that none of its routes serves is still proxied.
+    for path in [
+        "/admin/elsewhere",
+        "/administration",
+        "/healthz",
+        "/api/openapi.json/x",
+    ] {
+        let seen = echoed(gateway.get(path).send().await.unwrap()).await;
+        assert_eq!(seen["uri"], path);
+    }
+    assert_eq!(gateway.other.hits(), 4);
+    // Labelled by their route alike, through the router or not.
+    let text = gateway.metrics().await;
+    let line = r#"http_requests_total{method="GET",route="/",status_code="200"} 4"#;
+    assert!(
+        text.contains(line),
+        "missing {line} in
+{text}"
+    );
+}
+
+#[tokio::test]
 async fn metrics_label_proxied_requests_with_the_route_prefix_not_the_path() {
     let gateway = spawn_gateway().await;
     for path in ["/api/echo/items/1", "/api/echo/items/2?q=x"] {

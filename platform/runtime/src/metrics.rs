@@ -2,8 +2,9 @@
 //! histograms whose buckets name the trace of an observation (OpenMetrics exemplars).
 
 use std::borrow::Cow;
-use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use axum::extract::MatchedPath;
@@ -65,22 +66,23 @@ impl EncodeLabelValue for RouteName {
     }
 }
 
+const STANDARD: [Method; 9] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::PATCH,
+    Method::HEAD,
+    Method::OPTIONS,
+    Method::CONNECT,
+    Method::TRACE,
+];
+const NAMES: [&str; 9] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+];
+
 /// A method's label: the standard ones without a copy.
 fn method_label(method: &Method) -> Cow<'static, str> {
-    const STANDARD: [Method; 9] = [
-        Method::GET,
-        Method::POST,
-        Method::PUT,
-        Method::DELETE,
-        Method::PATCH,
-        Method::HEAD,
-        Method::OPTIONS,
-        Method::CONNECT,
-        Method::TRACE,
-    ];
-    const NAMES: [&str; 9] = [
-        "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
-    ];
     STANDARD.iter().position(|m| m == method).map_or_else(
         || Cow::Owned(method.as_str().to_owned()),
         |i| Cow::Borrowed(NAMES[i]),
@@ -104,6 +106,55 @@ fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
 
+/// A request's labels with a standard method (by its place in [`STANDARD`]), to find its
+/// counter and histogram again.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct SeenLabels {
+    method: u8,
+    route: RouteName,
+    status: u16,
+}
+
+/// A multiply-and-rotate hash (rustc's `FxHasher`) for [`SeenLabels`], whose values come from
+/// a small set the service defines (its routes, the standard methods, status codes), never
+/// from a client: a few instructions a word instead of SipHash's rounds.
+#[derive(Default)]
+struct LabelHasher(u64);
+
+impl LabelHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for LabelHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    fn write_u16(&mut self, n: u16) {
+        self.add(u64::from(n));
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Seen = HashMap<SeenLabels, (Counter, Histogram), BuildHasherDefault<LabelHasher>>;
+
 /// `http_requests_total{method,route,status_code}` and
 /// `http_request_duration_seconds{method,route}`; `route` is the route template, never the raw
 /// path, so label cardinality stays bounded.
@@ -111,6 +162,9 @@ fn latency_histogram() -> Histogram {
 pub struct HttpMetrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<DurationLabels, Histogram, fn() -> Histogram>,
+    /// The counter and histogram of each label set seen with a standard method, shared with
+    /// the families: one cheap lookup per request instead of one SipHash lookup in each family.
+    seen: Arc<RwLock<Seen>>,
 }
 
 impl HttpMetrics {
@@ -124,24 +178,63 @@ impl HttpMetrics {
             "Time to produce the response head",
             duration.clone(),
         );
-        Self { requests, duration }
+        Self {
+            requests,
+            duration,
+            seen: Arc::default(),
+        }
     }
 
     /// Counts one request and its latency; a request of a standard method costs no allocation
     /// once its labels were seen.
     pub fn observe(&self, method: &Method, route: RouteName, status: u16, elapsed: Duration) {
+        let Some(index) = STANDARD.iter().position(|m| m == method) else {
+            self.observe_in_families(method, route, status, elapsed);
+            return;
+        };
+        let labels = SeenLabels {
+            // At most 8: the index of one of nine.
+            method: index as u8,
+            route,
+            status,
+        };
+        let seen = self.seen.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some((requests, duration)) = seen.get(&labels) {
+            duration.observe(elapsed.as_secs_f64());
+            requests.inc();
+            return;
+        }
+        drop(seen);
+        let handles = self.observe_in_families(method, labels.route.clone(), status, elapsed);
+        self.seen
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(labels, handles);
+    }
+
+    /// Counts one request and its latency in the families, and returns the counter and the
+    /// histogram counted in.
+    fn observe_in_families(
+        &self,
+        method: &Method,
+        route: RouteName,
+        status: u16,
+        elapsed: Duration,
+    ) -> (Counter, Histogram) {
         let method = method_label(method);
         let duration = DurationLabels { method, route };
-        self.duration
-            .get_or_create(&duration)
-            .observe(elapsed.as_secs_f64());
-        self.requests
+        let histogram = self.duration.get_or_create(&duration).clone();
+        histogram.observe(elapsed.as_secs_f64());
+        let counter = self
+            .requests
             .get_or_create(&RequestLabels {
                 method: duration.method,
                 route: duration.route,
                 status_code: status,
             })
-            .inc();
+            .clone();
+        counter.inc();
+        (counter, histogram)
     }
 }
 
@@ -218,11 +311,23 @@ mod tests {
             404,
             Duration::from_millis(1),
         );
+        // Seen before: counted through the handles kept from the first time.
+        metrics.observe(
+            &Method::GET,
+            RouteName::Shared("/api/orders/{id}".into()),
+            200,
+            Duration::from_millis(30),
+        );
         let text = render(&registry);
         assert!(
             text.contains(
-                r#"http_requests_total{method="GET",route="/api/orders/{id}",status_code="200"} 1"#
-            )
+                r#"http_requests_total{method="GET",route="/api/orders/{id}",status_code="200"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"http_request_duration_seconds_count{method="GET",route="/api/orders/{id}"} 2"#),
+            "{text}"
         );
         assert!(text.contains("http_request_duration_seconds_bucket"));
         assert!(

@@ -34,6 +34,47 @@ pub const UNMATCHED: &str = "unmatched";
 #[derive(Debug, Clone)]
 pub struct RouteLabel(pub Arc<str>);
 
+/// A response with its route label beside it rather than among its extensions, whose first
+/// one allocates the response's map: what a service answers with that [`Observe`] wraps
+/// directly. Where something else takes it as a response (axum's router), the label becomes
+/// a [`RouteLabel`] extension.
+#[derive(Debug)]
+pub struct LabelledResponse {
+    pub response: Response,
+    pub route: Option<Arc<str>>,
+}
+
+impl IntoResponse for LabelledResponse {
+    fn into_response(self) -> Response {
+        let mut response = self.response;
+        if let Some(route) = self.route {
+            response.extensions_mut().insert(RouteLabel(route));
+        }
+        response
+    }
+}
+
+/// What [`Observe`] takes from the service it wraps: a response, and its route label when the
+/// service gave one beside it.
+pub trait IntoObserved {
+    fn into_observed(self) -> (Response, Option<Arc<str>>);
+}
+
+impl<B> IntoObserved for http::Response<B>
+where
+    http::Response<B>: IntoResponse,
+{
+    fn into_observed(self) -> (Response, Option<Arc<str>>) {
+        (self.into_response(), None)
+    }
+}
+
+impl IntoObserved for LabelledResponse {
+    fn into_observed(self) -> (Response, Option<Arc<str>>) {
+        (self.response, self.route)
+    }
+}
+
 /// What the middleware needs.
 #[derive(Debug, Clone)]
 pub struct Observer {
@@ -107,7 +148,7 @@ pub struct Observe<S> {
 
 impl<S> tower::Service<Request> for Observe<S>
 where
-    S: tower::Service<Request, Response: IntoResponse, Error = Infallible> + Clone + Send + 'static,
+    S: tower::Service<Request, Response: IntoObserved, Error = Infallible> + Clone + Send + 'static,
     S::Future: Send + 'static,
 {
     type Response = Response;
@@ -130,14 +171,15 @@ where
 /// Runs one request under its correlation id and span, and records how it went.
 async fn observe<S>(observer: &Observer, mut req: Request, mut next: S) -> Response
 where
-    S: tower::Service<Request, Response: IntoResponse, Error = Infallible>,
+    S: tower::Service<Request, Response: IntoObserved, Error = Infallible>,
 {
     let start = Instant::now();
     let method = req.method().clone();
     let template = req.extensions().get::<MatchedPath>().cloned();
     let id = CorrelationId::from_headers(req.headers()).unwrap_or_else(CorrelationId::generate);
+    // The handler finds the id as the task's current one (`CorrelationId::current`), not among
+    // the request's extensions: the first extension of a request allocates their map.
     req.headers_mut().insert(correlation::NAME, id.header_value());
-    req.extensions_mut().insert(id.clone());
     // Named by the route template (the gateway's proxied requests have none: the method alone).
     let span_name = match (&template, crate::trace::enabled()) {
         (_, false) => String::new(),
@@ -178,15 +220,18 @@ where
     let limit = earliest(sent, observer.timeout.map(Deadline::after));
     let work = async move {
         if too_large {
-            return Problem::payload_too_large(observer.body_limit).into_response();
+            return (
+                Problem::payload_too_large(observer.body_limit).into_response(),
+                None,
+            );
         }
         if sent.is_some_and(Deadline::is_expired) {
             tracing::info!("the caller's deadline passed before the request started; not run");
-            return deadline_exceeded(grpc);
+            return (deadline_exceeded(grpc), None);
         }
         let run = move |req| async move {
             match next.call(req).await {
-                Ok(response) => response.into_response(),
+                Ok(response) => response.into_observed(),
                 Err(never) => match never {},
             }
         };
@@ -200,25 +245,31 @@ where
             Either::Right(run(req))
         };
         match tokio::time::timeout_at(limit.instant(), run).await {
-            Ok(response) => response,
+            Ok(observed) => observed,
             Err(_) if sent == Some(limit) => {
                 tracing::warn!("the caller's deadline passed; request stopped");
-                deadline_exceeded(grpc)
+                (deadline_exceeded(grpc), None)
             }
             Err(_) => {
                 let timeout_ms = observer.timeout.unwrap_or_default().as_millis();
                 tracing::warn!(timeout_ms, "request timed out");
-                timed_out(grpc)
+                (timed_out(grpc), None)
             }
         }
     };
-    let mut response = id.clone().scope(work).instrument(span.clone()).await;
+    let (mut response, label) = id.clone().scope(work).instrument(span.clone()).await;
 
     response
         .headers_mut()
         .insert(correlation::NAME, id.header_value());
-    let route = match (response.extensions().get::<RouteLabel>(), template) {
-        (Some(label), _) => RouteName::Shared(Arc::clone(&label.0)),
+    let label = label.or_else(|| {
+        response
+            .extensions()
+            .get::<RouteLabel>()
+            .map(|l| Arc::clone(&l.0))
+    });
+    let route = match (label, template) {
+        (Some(label), _) => RouteName::Shared(label),
         (None, Some(template)) => RouteName::Template(template),
         (None, None) => RouteName::Static(UNMATCHED),
     };

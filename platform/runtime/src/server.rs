@@ -43,6 +43,7 @@ pub struct Server {
     tls: Option<ServerTls>,
     /// The plaintext listener of `/health` and `/ready`, beside a TLS one, and its routes.
     probe: Option<(tokio::net::TcpListener, Router)>,
+    observe: ObserveLayer,
 }
 
 impl std::fmt::Debug for Server {
@@ -127,14 +128,14 @@ impl Server {
         );
         let observe = ObserveLayer::new(observer);
         let app = match &tls {
-            None => app.layer((observe, guard)),
+            None => app.layer((observe.clone(), guard)),
             Some(tls) => app
                 .layer(guard)
                 .layer(axum::middleware::from_fn_with_state(
                     tls.allow(),
                     crate::tls::authorize,
                 ))
-                .layer(observe),
+                .layer(observe.clone()),
         };
         Ok(Self {
             name,
@@ -144,6 +145,7 @@ impl Server {
             config: config.clone(),
             tls,
             probe,
+            observe,
         })
     }
 
@@ -179,6 +181,13 @@ impl Server {
         &self.readiness
     }
 
+    /// The middleware the router runs every request under (the same metrics), for a server
+    /// that serves some requests without the router: the gateway's proxied ones.
+    #[must_use]
+    pub fn observe_layer(&self) -> ObserveLayer {
+        self.observe.clone()
+    }
+
     /// The bound listener and the assembled router, for a server that runs its own connections
     /// (the gateway, which sets HTTP/1 and HTTP/2 limits at the edge); it then owns the shutdown
     /// steps [`run_until_stopped`](Self::run_until_stopped) takes.
@@ -204,6 +213,7 @@ impl Server {
             config,
             tls,
             probe,
+            observe: _,
         } = self;
         let probes = async {
             match probe {
