@@ -12,36 +12,66 @@ use crate::horizon;
 
 const COLUMNS: &str = "position, version, envelope, recorded_at";
 
-const INSERT: &str = "INSERT INTO events
-        (stream_id, version, event_id, event_type, schema_version, envelope, recorded_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7)
-     RETURNING position";
+/// Events per insert statement: 6 values each plus 3 shared stays far below either backend's
+/// bound on parameters, and appends are a few events each.
+const EVENTS_PER_STATEMENT: usize = 100;
 
-/// [`INSERT`] only if the stream is at version `$8`: the expectation checked in the same
-/// statement, one round trip fewer. A writer that raced it past that version hits
-/// `UNIQUE (stream_id, version)` instead.
-const INSERT_AT_VERSION: &str = "INSERT INTO events
-        (stream_id, version, event_id, event_type, schema_version, envelope, recorded_at)
-     SELECT $1, $2, $3, $4, $5, $6, $7
-     WHERE (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1) = $8
-     RETURNING position";
+/// The values of `n` events: version, event id, type, schema version, body and bus category of
+/// each (`column1` … `column6`), from `$4` on.
+fn appended_values(n: usize) -> String {
+    let rows: Vec<String> = (0..n)
+        .map(|i| {
+            let p = 4 + 6 * i;
+            format!(
+                "(${p}, ${}, ${}, ${}, ${}, ${})",
+                p + 1,
+                p + 2,
+                p + 3,
+                p + 4,
+                p + 5
+            )
+        })
+        .collect();
+    format!("VALUES {}", rows.join(", "))
+}
 
-/// On PostgreSQL, one event appended and put in the outbox by one statement: [`INSERT`] or, with
-/// `$9` not null, [`INSERT_AT_VERSION`]'s check, and the outbox row (category `$8`) written only
-/// when the event was. An append is then one round trip between `BEGIN` and `COMMIT`, as a plain
-/// `INSERT` is. (SQLite has no `INSERT` inside `WITH`.)
-const INSERT_WITH_OUTBOX: &str = "WITH event AS (
-         INSERT INTO events
+/// The insert of an append's events from `source` (the values, or a name for them): `$1` the
+/// stream, `$2` when recorded, `$3` the version the stream must be at (null: no check). The check
+/// reads the stream once for the whole statement (on SQLite too: an `INSERT` whose `SELECT`
+/// reads its own table fills a temporary table first, so the check never sees the statement's
+/// own rows). A writer that raced it past that version hits `UNIQUE (stream_id, version)`.
+fn insert_events(source: &str) -> String {
+    format!(
+        "INSERT INTO events
              (stream_id, version, event_id, event_type, schema_version, envelope, recorded_at)
-         SELECT $1, $2, $3, $4, $5, $6, $7
-         WHERE $9::BIGINT IS NULL
-            OR (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1) = $9
-         RETURNING position
-     ), queued AS (
-         INSERT INTO outbox (event_id, category, stream_id, stream_seq, envelope, created_at)
-         SELECT $3, $8, $1, $2, $6, $7 FROM event
-     )
-     SELECT position FROM event";
+         SELECT $1, column1, column2, column3, column4, column5, $2
+         FROM {source}
+         WHERE $3 IS NULL
+            OR (SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1) = $3
+         RETURNING position, version"
+    )
+}
+
+/// One statement for `n` events of an append. On PostgreSQL it writes their outbox rows too,
+/// only for events that were written: an append is one round trip between `BEGIN` and `COMMIT`,
+/// as a plain `INSERT` is. SQLite has no `INSERT` inside `WITH`; its outbox rows are a second
+/// statement.
+fn insert_statement(backend: Backend, n: usize) -> String {
+    let values = appended_values(n);
+    match backend {
+        Backend::Postgres => format!(
+            "WITH appended AS ({values}), event AS ({}), queued AS (
+                 INSERT INTO outbox (event_id, category, stream_id, stream_seq, envelope, created_at)
+                 SELECT column2, column6, $1, column1, column5, $2
+                 FROM appended JOIN event ON event.version = appended.column1
+                 ORDER BY column1
+             )
+             SELECT position, version FROM event",
+            insert_events("appended")
+        ),
+        Backend::Sqlite => insert_events(&format!("({values})")),
+    }
+}
 
 /// The global log from the start, in commit order, below the horizon `$1` (see
 /// [`crate::horizon`]).
@@ -190,65 +220,75 @@ async fn append_now(
     };
 
     let recorded_at = now_millis();
-    // The most common append, one event, on PostgreSQL: the event and its outbox row together.
-    let fused = backend == Backend::Postgres && events.len() == 1;
     let mut version = current;
-    let mut recorded = Vec::with_capacity(events.len());
     let mut bodies = Vec::with_capacity(events.len());
+    let mut appended = Vec::with_capacity(events.len());
     for mut envelope in events {
         version += 1;
         envelope.stream_id = stream_id.to_owned();
         envelope.stream_seq = version;
         let body = serde_json::to_string(&envelope)
             .map_err(|e| EventStoreError::Malformed(format!("event {}: {e}", envelope.id)))?;
+        bodies.push(body);
+        appended.push(envelope);
+    }
+    let mut recorded = Vec::with_capacity(appended.len());
+    let mut bodies = bodies.into_iter();
+    let mut appended = appended.into_iter().peekable();
+    while appended.peek().is_some() {
+        let chunk: Vec<Envelope> = appended.by_ref().take(EVENTS_PER_STATEMENT).collect();
+        let chunk_bodies: Vec<String> = bodies.by_ref().take(chunk.len()).collect();
+        // The expectation is checked by the first statement; the ones after it follow on.
         let guard = named.filter(|_| recorded.is_empty());
-        let sql = match (fused, guard) {
-            (true, _) => INSERT_WITH_OUTBOX,
-            (false, Some(_)) => INSERT_AT_VERSION,
-            (false, None) => INSERT,
-        };
-        let mut insert = sqlx::query_scalar(sql)
-            .bind(stream_id)
-            .bind(version)
-            .bind(&envelope.id)
-            .bind(&envelope.event_type)
-            .bind(i64::from(envelope.schema_version))
-            .bind(body.as_str())
-            .bind(recorded_at);
-        if fused {
-            insert = insert.bind(envelope.category()).bind(guard);
-        } else if let Some(version) = guard {
-            insert = insert.bind(version);
+        let sql = insert_statement(backend, chunk.len());
+        let mut insert = sqlx::query(&sql).bind(stream_id).bind(recorded_at).bind(guard);
+        for (envelope, body) in chunk.iter().zip(&chunk_bodies) {
+            insert = insert
+                .bind(envelope.stream_seq)
+                .bind(&envelope.id)
+                .bind(&envelope.event_type)
+                .bind(i64::from(envelope.schema_version))
+                .bind(body.as_str())
+                .bind(envelope.category());
         }
-        let position: Option<i64> = insert
-            .fetch_optional(&mut **tx)
+        let rows = insert
+            .fetch_all(&mut **tx)
             .await
             .map_err(|e| classify_insert(e.into(), stream_id, expected))?;
-        let Some(position) = position else {
+        if rows.len() != chunk.len() {
             return Err(conflict(tx, stream_id, expected).await);
-        };
-        bodies.push(body);
-        recorded.push(RecordedEvent {
-            position,
-            version,
-            recorded_at,
-            envelope,
-        });
+        }
+        let mut positions = rows
+            .iter()
+            .map(|row| {
+                Ok((
+                    row.try_get::<i64, _>("version")?,
+                    row.try_get::<i64, _>("position")?,
+                ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        // RETURNING promises no order.
+        positions.sort_unstable();
+        if backend == Backend::Sqlite {
+            let outgoing: Vec<(&Envelope, &str)> = chunk
+                .iter()
+                .zip(&chunk_bodies)
+                .map(|(e, body)| (e, body.as_str()))
+                .collect();
+            outbox::append_serialized(tx, &outgoing).await?;
+        }
+        recorded.extend(
+            positions
+                .into_iter()
+                .zip(chunk)
+                .map(|((version, position), envelope)| RecordedEvent {
+                    position,
+                    version,
+                    recorded_at,
+                    envelope,
+                }),
+        );
     }
-    if fused {
-        return Ok(AppendResult {
-            version,
-            events: recorded,
-        });
-    }
-    // Every event goes out through the outbox: one statement for the append's events, with the
-    // JSON the log stored.
-    let outgoing: Vec<(&Envelope, &str)> = recorded
-        .iter()
-        .zip(&bodies)
-        .map(|(event, body)| (&event.envelope, body.as_str()))
-        .collect();
-    outbox::append_serialized(tx, &outgoing).await?;
     Ok(AppendResult {
         version,
         events: recorded,
