@@ -1,7 +1,6 @@
 //! Prometheus metrics: the registry a service serves at `/metrics`, RED metrics per route, and
 //! histograms whose buckets name the trace of an observation (OpenMetrics exemplars).
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, PoisonError, RwLock};
@@ -77,28 +76,31 @@ const STANDARD: [Method; 9] = [
     Method::CONNECT,
     Method::TRACE,
 ];
-const NAMES: [&str; 9] = [
-    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE",
+/// The standard methods' labels, then the one every other method shares (OpenTelemetry's name
+/// for it): a client that invents methods cannot invent metric series.
+const NAMES: [&str; 10] = [
+    "GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS", "CONNECT", "TRACE", "_OTHER",
 ];
 
-/// A method's label: the standard ones without a copy.
-fn method_label(method: &Method) -> Cow<'static, str> {
-    STANDARD.iter().position(|m| m == method).map_or_else(
-        || Cow::Owned(method.as_str().to_owned()),
-        |i| Cow::Borrowed(NAMES[i]),
-    )
+/// A method's place in [`NAMES`].
+fn method_index(method: &Method) -> u8 {
+    // At most 9: one of ten.
+    STANDARD
+        .iter()
+        .position(|m| m == method)
+        .unwrap_or(STANDARD.len()) as u8
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: Cow<'static, str>,
+    method: &'static str,
     route: RouteName,
     status_code: u16,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DurationLabels {
-    method: Cow<'static, str>,
+    method: &'static str,
     route: RouteName,
 }
 
@@ -106,8 +108,8 @@ fn latency_histogram() -> Histogram {
     Histogram::new(LATENCY_BUCKETS)
 }
 
-/// A request's labels with a standard method (by its place in [`STANDARD`]), to find its
-/// counter and histogram again.
+/// A request's labels (the method by its place in [`NAMES`]), to find its counter and
+/// histogram again.
 #[derive(Debug, PartialEq, Eq, Hash)]
 struct SeenLabels {
     method: u8,
@@ -162,8 +164,7 @@ type Seen = HashMap<SeenLabels, (Counter, Histogram), BuildHasherDefault<LabelHa
 pub struct HttpMetrics {
     requests: Family<RequestLabels, Counter>,
     duration: Family<DurationLabels, Histogram, fn() -> Histogram>,
-    /// The counter and histogram of each label set seen with a standard method, shared with
-    /// the families: one cheap lookup per request instead of one SipHash lookup in each family.
+    /// The counter and histogram of each label set seen, shared with the families: one cheap lookup per request instead of one SipHash lookup in each family.
     seen: Arc<RwLock<Seen>>,
 }
 
@@ -185,16 +186,10 @@ impl HttpMetrics {
         }
     }
 
-    /// Counts one request and its latency; a request of a standard method costs no allocation
-    /// once its labels were seen.
+    /// Counts one request and its latency; it costs no allocation once its labels were seen.
     pub fn observe(&self, method: &Method, route: RouteName, status: u16, elapsed: Duration) {
-        let Some(index) = STANDARD.iter().position(|m| m == method) else {
-            self.observe_in_families(method, route, status, elapsed);
-            return;
-        };
         let labels = SeenLabels {
-            // At most 8: the index of one of nine.
-            method: index as u8,
+            method: method_index(method),
             route,
             status,
         };
@@ -205,7 +200,7 @@ impl HttpMetrics {
             return;
         }
         drop(seen);
-        let handles = self.observe_in_families(method, labels.route.clone(), status, elapsed);
+        let handles = self.observe_in_families(&labels, elapsed);
         self.seen
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -214,15 +209,11 @@ impl HttpMetrics {
 
     /// Counts one request and its latency in the families, and returns the counter and the
     /// histogram counted in.
-    fn observe_in_families(
-        &self,
-        method: &Method,
-        route: RouteName,
-        status: u16,
-        elapsed: Duration,
-    ) -> (Counter, Histogram) {
-        let method = method_label(method);
-        let duration = DurationLabels { method, route };
+    fn observe_in_families(&self, labels: &SeenLabels, elapsed: Duration) -> (Counter, Histogram) {
+        let duration = DurationLabels {
+            method: NAMES[usize::from(labels.method)],
+            route: labels.route.clone(),
+        };
         let histogram = self.duration.get_or_create(&duration).clone();
         histogram.observe(elapsed.as_secs_f64());
         let counter = self
@@ -230,7 +221,7 @@ impl HttpMetrics {
             .get_or_create(&RequestLabels {
                 method: duration.method,
                 route: duration.route,
-                status_code: status,
+                status_code: labels.status,
             })
             .clone();
         counter.inc();
@@ -331,9 +322,30 @@ mod tests {
         );
         assert!(text.contains("http_request_duration_seconds_bucket"));
         assert!(
-            text.contains(r#"http_requests_total{method="PURGE",route="unmatched",status_code="404"} 1"#),
+            text.contains(r#"http_requests_total{method="_OTHER",route="unmatched",status_code="404"} 1"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        let mut registry = Registry::default();
+        let metrics = HttpMetrics::register(&mut registry);
+        for n in 0..50 {
+            let method = Method::from_bytes(format!("INVENTED{n}").as_bytes()).unwrap();
+            metrics.observe(
+                &method,
+                RouteName::Static("unmatched"),
+                405,
+                Duration::from_millis(1),
+            );
+        }
+        let text = render(&registry);
+        assert!(
+            text.contains(r#"http_requests_total{method="_OTHER",route="unmatched",status_code="405"} 50"#),
+            "{text}"
+        );
+        assert!(!text.contains("INVENTED"), "{text}");
     }
 
     fn registry_with_an_exemplar() -> Registry {
