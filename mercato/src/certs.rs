@@ -76,13 +76,13 @@ pub fn run(data_dir: &Path, command: &CertsCommand) -> Result<(), CertsError> {
         CertsCommand::Init { dir, days, force } => {
             let dir = folder(dir);
             init(&dir, time::Duration::days(i64::from(*days)), *force)?;
-            println!("CA written to {}", dir.display());
+            crate::sayln!("CA written to {}", dir.display());
         }
         CertsCommand::Issue { service, dir, hours } => {
             let dir = folder(dir);
             let name = service.as_str();
             issue(&dir, name, time::Duration::hours(i64::from(*hours)))?;
-            println!(
+            crate::sayln!(
                 "{} issued to {} ({})",
                 spiffe_id(name),
                 dir.join(format!("{name}.pem")).display(),

@@ -216,7 +216,7 @@ impl Command {
             Command::Serve { service } => serve(&config, &[service], false).await,
             Command::Migrate { services } => migrate(&config, &services).await,
             Command::Config => {
-                print!("{}", config::render_toml(&config));
+                crate::say!("{}", config::render_toml(&config));
                 Ok(())
             }
             Command::Keys { command } => keys(&config, &command),
@@ -317,7 +317,7 @@ async fn migrate(config: &Config, services: &[ServiceName]) -> anyhow::Result<()
         let database = config.database_for(service);
         let db = mercato_storage::Db::connect(&database).await?;
         let applied = mercato_storage::migrate(&db, service.as_str(), service.migrations()).await?;
-        println!(
+        crate::sayln!(
             "{}: {applied} migration(s) applied ({})",
             service.as_str(),
             db.backend().as_str()
@@ -338,7 +338,7 @@ fn keys(config: &Config, command: &KeysCommand) -> anyhow::Result<()> {
                 .first()
                 .and_then(|k| k.kid.clone())
                 .unwrap_or_default();
-            println!(
+            crate::sayln!(
                 "new signing key {newest}: published now, signing in {} s",
                 config.identity.key_activation_delay().as_secs()
             );
@@ -358,7 +358,7 @@ fn keys(config: &Config, command: &KeysCommand) -> anyhow::Result<()> {
             Some(a) if i < a => "next",
             _ => "retiring",
         };
-        println!("  {kid}  {marker}");
+        crate::sayln!("  {kid}  {marker}");
     }
     Ok(())
 }
@@ -369,12 +369,17 @@ async fn dlq(config: &Config, command: &DlqCommand) -> anyhow::Result<()> {
         DlqCommand::List { limit } => {
             let letters = bus.dead_letters(*limit).await?;
             if letters.is_empty() {
-                println!("no dead letters");
+                crate::sayln!("no dead letters");
             }
             for l in letters {
-                println!(
+                crate::sayln!(
                     "{}  group={}  type={}  event={}  attempts={}  error={}",
-                    l.id, l.group, l.envelope.event_type, l.envelope.id, l.attempts, l.error
+                    l.id,
+                    l.group,
+                    l.envelope.event_type,
+                    l.envelope.id,
+                    l.attempts,
+                    l.error
                 );
             }
         }
@@ -382,7 +387,7 @@ async fn dlq(config: &Config, command: &DlqCommand) -> anyhow::Result<()> {
             if !bus.replay_dead_letter(id).await? {
                 anyhow::bail!("no dead letter {id}");
             }
-            println!("replayed {id}");
+            crate::sayln!("replayed {id}");
         }
     }
     Ok(())
@@ -396,7 +401,7 @@ async fn projections(config: &Config, command: &ProjectionsCommand) -> anyhow::R
     match command {
         ProjectionsCommand::List => {
             for name in kept.iter().flat_map(|(_, names)| names.iter()) {
-                println!("{name}");
+                crate::sayln!("{name}");
             }
         }
         ProjectionsCommand::Rebuild { name } => {
@@ -419,7 +424,7 @@ async fn projections(config: &Config, command: &ProjectionsCommand) -> anyhow::R
                     applied
                 }
             };
-            println!("rebuilt {name} from {} event(s)", applied?);
+            crate::sayln!("rebuilt {name} from {} event(s)", applied?);
         }
     }
     Ok(())
@@ -462,7 +467,7 @@ async fn trace(config: &Config, order_id: &str, urls: Vec<String>) -> anyhow::Re
         !spans.is_empty(),
         "no span of order {order_id} is kept: it is older than the span stores hold, or traces are off"
     );
-    print!("{}", crate::trace::waterfall(&spans));
+    crate::say!("{}", crate::trace::waterfall(&spans));
     Ok(())
 }
 
@@ -485,8 +490,8 @@ async fn deploy_switch(config: &Config, args: &SwitchArgs) -> anyhow::Result<()>
         min_requests: args.min_requests,
         ..mercato_gateway::deploy::SwitchPlan::new(&gateway, &token, &args.upstream, to)
     };
-    let report = mercato_gateway::deploy::switch(&plan, |line| println!("{line}")).await?;
-    println!(
+    let report = mercato_gateway::deploy::switch(&plan, |line| crate::sayln!("{line}")).await?;
+    crate::sayln!(
         "{} is on {}: {} requests, {} failed while watched",
         args.upstream,
         to.as_str(),
@@ -510,8 +515,12 @@ async fn create_admin(config: &Config, email: &str) -> anyhow::Result<()> {
     let outcome = mercato_identity::admin::create_admin(&accounts, email, &password).await;
     db.close().await;
     match outcome? {
-        mercato_identity::admin::AdminOutcome::Created { id } => println!("created admin {email} ({id})"),
-        mercato_identity::admin::AdminOutcome::Promoted { id } => println!("{email} ({id}) is now an admin"),
+        mercato_identity::admin::AdminOutcome::Created { id } => {
+            crate::sayln!("created admin {email} ({id})")
+        }
+        mercato_identity::admin::AdminOutcome::Promoted { id } => {
+            crate::sayln!("{email} ({id}) is now an admin")
+        }
     }
     Ok(())
 }

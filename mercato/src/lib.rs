@@ -15,6 +15,7 @@
 //! - [`access`]: least-privilege users for NATS and Redis, rendered from what services declare.
 //! - [`trace`]: `mercato trace`, an order's trace gathered from every service, as a waterfall.
 //! - [`openapi`]: the public OpenAPI document, generated from the services' handlers.
+//! - [`output`]: standard output that a reader may close early.
 #![forbid(unsafe_code)]
 
 pub mod access;
@@ -25,6 +26,7 @@ pub mod k8s;
 pub mod loadgen;
 pub mod names;
 pub mod openapi;
+pub mod output;
 pub mod service_config;
 pub mod services;
 pub mod trace;

@@ -463,7 +463,7 @@ pub async fn run(mut args: LoadgenArgs) -> anyhow::Result<()> {
         );
     }
     let report = measure(args).await?;
-    print!("{report}");
+    crate::say!("{report}");
     Ok(())
 }
 
@@ -532,7 +532,7 @@ pub async fn measure(args: LoadgenArgs) -> anyhow::Result<Report> {
     for n in 0..args.customers.max(1) {
         tokens.push(Arc::<str>::from(customer(&http, &target, &run_id, n).await?));
     }
-    println!(
+    crate::sayln!(
         "loadgen: {total} orders at {:.1}/s over {} s against {target} ({} customers, card {})",
         args.rate,
         args.duration_secs,

@@ -135,7 +135,7 @@ pub fn run(config: &Config, args: &AccessArgs) -> Result<(), AccessError> {
     match out {
         Some(path) => write_private(path, &text),
         None => {
-            print!("{text}");
+            crate::say!("{text}");
             Ok(())
         }
     }

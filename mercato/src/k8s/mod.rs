@@ -89,7 +89,7 @@ pub fn run(config: &Config, args: &K8sArgs) -> Result<(), K8sError> {
                 files: stale.join(", "),
             });
         }
-        println!(
+        crate::sayln!(
             "{}: {} files match the rendering",
             args.out.display(),
             files.len()
@@ -106,7 +106,7 @@ pub fn run(config: &Config, args: &K8sArgs) -> Result<(), K8sError> {
         }
         std::fs::write(&path, &file.text).map_err(|source| K8sError::Io { path, source })?;
     }
-    println!("wrote {} files under {}", files.len(), args.out.display());
+    crate::sayln!("wrote {} files under {}", files.len(), args.out.display());
     Ok(())
 }
 

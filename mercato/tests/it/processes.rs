@@ -238,6 +238,30 @@ async fn config_prints_the_effective_settings_with_passwords_redacted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stopped_early_ends_the_output_not_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    // A pipe whose reader is gone before the command starts: every write fails with EPIPE, as
+    // it does for `mercato … | head` once `head` has read its lines.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_mercato"));
+    command
+        .args(["config", "--data-dir", &data])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped());
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), command.output())
+        .await
+        .expect("mercato finishes")
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {err}", output.status);
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_rotate_adds_a_key_and_keeps_the_old_one_published() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap().to_owned();
