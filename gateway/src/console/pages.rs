@@ -102,7 +102,20 @@ async fn json_of(response: reqwest::Response, what: &str) -> Result<Option<Value
             .map(Some)
             .map_err(|_| Problem::unavailable(format!("{what} answered something unexpected"), 1)),
         404 => Ok(None),
-        401 | 403 => Err(Problem::forbidden(format!("{what} refused the admin's token"))),
+        401 => Err(Problem::forbidden(format!("{what} refused the admin's token"))),
+        // A service refuses by role or, under mutual TLS, by the caller's certificate: its
+        // problem's detail says which.
+        403 => {
+            let detail = response
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|problem| problem["detail"].as_str().map(str::to_owned));
+            Err(Problem::forbidden(match detail {
+                Some(detail) => format!("{what} refused the console: {detail}"),
+                None => format!("{what} refused the console"),
+            }))
+        }
         status => Err(Problem::unavailable(format!("{what} answered {status}"), 1)),
     }
 }

@@ -311,6 +311,11 @@ async fn a_service_lets_the_console_in_only_as_the_gateway() {
     let as_notifications = holding("notifications").await;
     let (status, problem) = funnel(&as_notifications).await;
     assert_eq!(status, 403, "{problem}");
+    let detail = problem["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("spiffe://mercato/notifications may not call") && !detail.contains("token"),
+        "the refusal names the certificate, not the token: {problem}"
+    );
     let system = as_notifications.url("/console/api/system");
     let page = system_page(&as_notifications, &as_notifications.http, &system, |page| {
         latest(page, "orders").is_object()
