@@ -4,8 +4,9 @@
 //! commit order (see [`crate::horizon`]).
 //!
 //! Runners of the same projection (replicas of a service) take turns on the projection's
-//! checkpoint row: each batch claims it with an upsert, which PostgreSQL locks until commit and
-//! SQLite serialises anyway, so two runners never apply the same event.
+//! checkpoint row: a batch read after the checkpoint moves it first thing in its transaction,
+//! only if it is still where the batch was read from; PostgreSQL locks the row until commit and
+//! SQLite serialises writers anyway, so two runners never apply the same event.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -199,34 +200,62 @@ pub async fn catch_up<P: Projection + ?Sized>(
     projection: &P,
     batch: usize,
 ) -> Result<u64, CatchUpError> {
+    let name = projection.name();
     let horizon = horizon::settle(db.pool()).await?;
-    // Idle polls stay read-only, so they never queue for SQLite's one writer.
-    if !has_pending(db, projection.name(), horizon).await? {
-        return Ok(0);
-    }
+    let limit = batch.max(1);
     let mut applied = 0;
-    let mut limit = batch.max(1);
-    let mut failure = None;
+    let mut from = checkpoint(db.pool(), name).await?;
     loop {
-        match apply_batch(db, projection, limit, horizon).await? {
-            Batch::Committed(count) => {
-                applied += count as u64;
-                if let Some(error) = failure {
-                    return Err(error);
+        // Events never change once committed, so they are read before the transaction: an idle
+        // poll stays read-only (it never queues for SQLite's one writer), and the transaction
+        // holds its locks only while the projection applies.
+        let rows = read_all_rows(db.pool(), from, limit, horizon).await?;
+        if rows.is_empty() {
+            return Ok(applied);
+        }
+        let full = rows.len() == limit;
+        // The events up to the first that does not decode; that one fails the batch after them.
+        let mut events = Vec::with_capacity(rows.len());
+        let mut malformed = None;
+        for row in &rows {
+            match decode_row(row) {
+                Ok(event) => events.push(event),
+                Err(error) => {
+                    malformed = Some(CatchUpError::Store(error));
+                    break;
                 }
-                if count < limit {
-                    return Ok(applied);
-                }
+            }
+        }
+        let failure = match apply_batch(db, projection, from, &events).await? {
+            Batch::Committed => None,
+            Batch::Moved => {
+                // Another runner applied these: go on from where it left the checkpoint.
+                from = checkpoint(db.pool(), name).await?;
+                continue;
             }
             Batch::Failed { index, error } => {
-                // The batch was rolled back whole; commit the events before the failure again, on
-                // their own, so the checkpoint ends just before the event that failed.
-                if index == 0 {
-                    return Err(error);
+                // The batch was rolled back whole; commit the events before the failure again,
+                // on their own, so the checkpoint ends just before the event that failed.
+                events.truncate(index);
+                match apply_batch(db, projection, from, &events).await? {
+                    Batch::Committed => Some(error),
+                    Batch::Moved => {
+                        from = checkpoint(db.pool(), name).await?;
+                        continue;
+                    }
+                    Batch::Failed { .. } => return Err(error),
                 }
-                limit = index;
-                failure = Some(error);
             }
+        };
+        applied += events.len() as u64;
+        if let Some(last) = events.last() {
+            from = last.position;
+        }
+        if let Some(error) = failure.or(malformed) {
+            return Err(error);
+        }
+        if !full {
+            return Ok(applied);
         }
     }
 }
@@ -242,9 +271,7 @@ pub async fn catch_up<P: Projection + ?Sized>(
 pub async fn rebuild<P: Projection + ?Sized>(db: &Db, projection: &P) -> Result<u64, CatchUpError> {
     let name = projection.name();
     let mut tx = db.begin().await?;
-    // Claiming the checkpoint first makes a runner of the same projection wait for the reset
-    // instead of applying into tables that are being emptied.
-    claim(&mut tx, name).await?;
+    restart(&mut tx, name).await?;
     projection
         .reset(&mut tx)
         .await
@@ -252,7 +279,6 @@ pub async fn rebuild<P: Projection + ?Sized>(db: &Db, projection: &P) -> Result<
             projection: name.to_owned(),
             source,
         })?;
-    save(&mut tx, name, 0).await?;
     tx.commit().await?;
     tracing::info!(projection = name, "projection reset; rebuilding from the start");
     catch_up(db, projection, REBUILD_BATCH).await
@@ -347,7 +373,9 @@ fn cause_chain(error: &dyn std::error::Error) -> String {
 }
 
 enum Batch {
-    Committed(usize),
+    Committed,
+    /// Another runner moved the checkpoint first; nothing was applied.
+    Moved,
     /// The transaction was rolled back; `index` is the failing event's place in the batch.
     Failed {
         index: usize,
@@ -355,84 +383,72 @@ enum Batch {
     },
 }
 
+/// Applies `events`, read after the checkpoint at `from`, in one transaction that moves the
+/// checkpoint past them. An empty batch commits nothing.
 async fn apply_batch<P: Projection + ?Sized>(
     db: &Db,
     projection: &P,
-    limit: usize,
-    horizon: i64,
+    from: i64,
+    events: &[RecordedEvent],
 ) -> Result<Batch, CatchUpError> {
+    let Some(last) = events.last() else {
+        return Ok(Batch::Committed);
+    };
     let name = projection.name();
     let mut tx = db.begin().await?;
-    let from = claim(&mut tx, name).await?;
-    let rows = read_all_rows(&mut *tx, from, limit, horizon).await?;
-    // The events up to the first that does not decode; that one fails the batch after them.
-    let mut events = Vec::with_capacity(rows.len());
-    let mut malformed = None;
-    for row in &rows {
-        match decode_row(row) {
-            Ok(event) => events.push(event),
-            Err(error) => {
-                malformed = Some(CatchUpError::Store(error));
-                break;
-            }
-        }
+    // The checkpoint first, as `rebuild` takes it: a runner and a rebuild lock the checkpoint
+    // row before any read-model row, so neither waits on the other while holding what it needs.
+    if !advance(&mut tx, name, from, last.position).await? {
+        return Ok(Batch::Moved);
     }
-    let failed = match projection.apply_all(&mut tx, &events).await {
-        Err((index, source)) => Some((
-            index,
-            CatchUpError::Apply {
-                projection: name.to_owned(),
-                position: events.get(index).map_or(0, |e| e.position),
-                source,
-            },
-        )),
-        Ok(()) => malformed.map(|error| (events.len(), error)),
-    };
-    if let Some((index, error)) = failed {
+    if let Err((index, source)) = projection.apply_all(&mut tx, events).await {
         if let Err(e) = tx.rollback().await {
             tracing::warn!(projection = name, error = %e, "rolling back a failed batch failed");
         }
+        let error = CatchUpError::Apply {
+            projection: name.to_owned(),
+            position: events.get(index).map_or(0, |e| e.position),
+            source,
+        };
         return Ok(Batch::Failed { index, error });
     }
-    if let Some(last) = events.last() {
-        save(&mut tx, name, last.position).await?;
-    }
     tx.commit().await?;
-    if !rows.is_empty() {
-        projection.committed();
-    }
-    Ok(Batch::Committed(rows.len()))
+    projection.committed();
+    Ok(Batch::Committed)
 }
 
-/// True when events below `horizon` exist after the checkpoint; reads only, no write lock.
-async fn has_pending(db: &Db, name: &str, horizon: i64) -> Result<bool, EventStoreError> {
-    let after = checkpoint(db.pool(), name).await?;
-    Ok(!read_all_rows(db.pool(), after, 1, horizon).await?.is_empty())
-}
-
-/// Returns the checkpoint, holding its row until the transaction ends: a second runner of the
-/// same projection waits here (PostgreSQL's row lock; SQLite's single writer) and then reads the
-/// position the first one committed.
-async fn claim(tx: &mut Tx, name: &str) -> Result<i64, EventStoreError> {
-    let position: i64 = sqlx::query_scalar(
-        "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, 0, $2)
-         ON CONFLICT (name) DO UPDATE SET updated_at = excluded.updated_at
+/// Moves the checkpoint from `from` to `to`, holding its row until the transaction ends; false,
+/// with nothing written, when it is no longer at `from` (another runner of the projection
+/// applied those events: PostgreSQL's row lock makes it wait for that runner's commit, SQLite's
+/// single writer serialises anyway).
+async fn advance(tx: &mut Tx, name: &str, from: i64, to: i64) -> Result<bool, EventStoreError> {
+    let moved: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, $3, $4)
+         ON CONFLICT (name) DO UPDATE SET position = excluded.position, updated_at = excluded.updated_at
+         WHERE checkpoints.position = $2
          RETURNING position",
     )
     .bind(name)
+    .bind(from)
+    .bind(to)
     .bind(now_millis())
-    .fetch_one(&mut **tx)
+    .fetch_optional(&mut **tx)
     .await?;
-    Ok(position)
+    Ok(moved.is_some())
 }
 
-async fn save(tx: &mut Tx, name: &str, position: i64) -> Result<(), EventStoreError> {
-    sqlx::query("UPDATE checkpoints SET position = $2, updated_at = $3 WHERE name = $1")
-        .bind(name)
-        .bind(position)
-        .bind(now_millis())
-        .execute(&mut **tx)
-        .await?;
+/// Sets the checkpoint back to the start, holding its row until the transaction ends: a runner
+/// of the same projection waits for the reset instead of applying into emptied tables, and its
+/// batch then finds the checkpoint moved.
+async fn restart(tx: &mut Tx, name: &str) -> Result<(), EventStoreError> {
+    sqlx::query(
+        "INSERT INTO checkpoints (name, position, updated_at) VALUES ($1, 0, $2)
+         ON CONFLICT (name) DO UPDATE SET position = 0, updated_at = excluded.updated_at",
+    )
+    .bind(name)
+    .bind(now_millis())
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
