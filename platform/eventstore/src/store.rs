@@ -1,6 +1,8 @@
 //! Appending to streams with an expected version, and reading streams and the global log.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::sync::OnceLock;
 
 use mercato_messaging::{Envelope, outbox};
 use mercato_storage::sqlx::{self, Any, Executor, Row as _, any::AnyRow};
@@ -52,11 +54,28 @@ fn insert_events(source: &str) -> String {
     )
 }
 
+/// Appends of up to this many events use statements built once per process.
+const BUILT_ONCE: usize = 8;
+
+/// [`build_insert`] for `n` events, built once for the usual sizes.
+fn insert_statement(backend: Backend, n: usize) -> Cow<'static, str> {
+    static POSTGRES: [OnceLock<String>; BUILT_ONCE] = [const { OnceLock::new() }; BUILT_ONCE];
+    static SQLITE: [OnceLock<String>; BUILT_ONCE] = [const { OnceLock::new() }; BUILT_ONCE];
+    let built = match backend {
+        Backend::Postgres => &POSTGRES,
+        Backend::Sqlite => &SQLITE,
+    };
+    match n.checked_sub(1).and_then(|i| built.get(i)) {
+        Some(cell) => Cow::Borrowed(cell.get_or_init(|| build_insert(backend, n))),
+        None => Cow::Owned(build_insert(backend, n)),
+    }
+}
+
 /// One statement for `n` events of an append. On PostgreSQL it writes their outbox rows too,
 /// only for events that were written: an append is one round trip between `BEGIN` and `COMMIT`,
 /// as a plain `INSERT` is. SQLite has no `INSERT` inside `WITH`; its outbox rows are a second
 /// statement.
-fn insert_statement(backend: Backend, n: usize) -> String {
+fn build_insert(backend: Backend, n: usize) -> String {
     let values = appended_values(n);
     match backend {
         Backend::Postgres => format!(
@@ -397,6 +416,27 @@ pub(crate) fn decode_row(row: &AnyRow) -> Result<RecordedEvent, EventStoreError>
 #[cfg(test)]
 mod tests {
     use super::ExpectedVersion::{Any, Exact, NoStream};
+    use super::{BUILT_ONCE, Backend, appended_values, build_insert, insert_statement};
+
+    #[test]
+    fn each_event_takes_the_next_six_placeholders_after_the_three_shared() {
+        assert_eq!(
+            appended_values(2),
+            "VALUES ($4, $5, $6, $7, $8, $9), ($10, $11, $12, $13, $14, $15)"
+        );
+    }
+
+    #[test]
+    fn statements_built_once_equal_those_built_each_time_and_larger_appends_still_build() {
+        for backend in [Backend::Sqlite, Backend::Postgres] {
+            for n in [1, 3, BUILT_ONCE, BUILT_ONCE + 1, 100] {
+                let statement = insert_statement(backend, n);
+                assert_eq!(statement, build_insert(backend, n), "{backend:?} {n}");
+                let last = format!("${})", 3 + 6 * n);
+                assert!(statement.contains(&last), "{backend:?} {n}: {statement}");
+            }
+        }
+    }
 
     #[test]
     fn expectations_admit_exactly_the_versions_they_name() {
