@@ -64,6 +64,20 @@ mod tests {
     }
 
     #[test]
+    fn a_large_number_without_a_fraction_is_read_exactly() {
+        // serde_json's default float parsing may land one step off the nearest double, which
+        // here has a fraction (steps of 0.25 below 2^51): the workspace turns on its
+        // `float_roundtrip` so that what JSON Schema calls an integer stays one.
+        for n in [
+            2_251_799_813_685_247_i64,
+            4_503_599_627_370_495,
+            9_007_199_254_740_991,
+        ] {
+            assert_eq!(parse(&format!(r#"{{"n": {n}.0}}"#)).unwrap(), n);
+        }
+    }
+
+    #[test]
     fn refuses_fractions_overflows_and_other_types() {
         for bad in [
             r#"{"n": 1.5}"#,
