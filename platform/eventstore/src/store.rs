@@ -240,7 +240,6 @@ async fn append_now(
 
     let recorded_at = now_millis();
     let mut version = current;
-    let mut bodies = Vec::with_capacity(events.len());
     let mut appended = Vec::with_capacity(events.len());
     for mut envelope in events {
         version += 1;
@@ -248,20 +247,16 @@ async fn append_now(
         envelope.stream_seq = version;
         let body = serde_json::to_string(&envelope)
             .map_err(|e| EventStoreError::Malformed(format!("event {}: {e}", envelope.id)))?;
-        bodies.push(body);
-        appended.push(envelope);
+        appended.push((envelope, body));
     }
-    let mut recorded = Vec::with_capacity(appended.len());
-    let mut bodies = bodies.into_iter();
-    let mut appended = appended.into_iter().peekable();
-    while appended.peek().is_some() {
-        let chunk: Vec<Envelope> = appended.by_ref().take(EVENTS_PER_STATEMENT).collect();
-        let chunk_bodies: Vec<String> = bodies.by_ref().take(chunk.len()).collect();
+    // (version, position) of each event, in version order.
+    let mut positions = Vec::with_capacity(appended.len());
+    for chunk in appended.chunks(EVENTS_PER_STATEMENT) {
         // The expectation is checked by the first statement; the ones after it follow on.
-        let guard = named.filter(|_| recorded.is_empty());
+        let guard = named.filter(|_| positions.is_empty());
         let sql = insert_statement(backend, chunk.len());
         let mut insert = sqlx::query(&sql).bind(stream_id).bind(recorded_at).bind(guard);
-        for (envelope, body) in chunk.iter().zip(&chunk_bodies) {
+        for (envelope, body) in chunk {
             insert = insert
                 .bind(envelope.stream_seq)
                 .bind(&envelope.id)
@@ -277,41 +272,31 @@ async fn append_now(
         if rows.len() != chunk.len() {
             return Err(conflict(tx, stream_id, expected).await);
         }
-        let mut positions = rows
-            .iter()
-            .map(|row| {
-                Ok((
-                    row.try_get::<i64, _>("version")?,
-                    row.try_get::<i64, _>("position")?,
-                ))
-            })
-            .collect::<Result<Vec<_>, sqlx::Error>>()?;
+        let first = positions.len();
+        for row in &rows {
+            positions.push((
+                row.try_get::<i64, _>("version")?,
+                row.try_get::<i64, _>("position")?,
+            ));
+        }
         // RETURNING promises no order.
-        positions.sort_unstable();
+        positions[first..].sort_unstable();
         if backend == Backend::Sqlite {
-            let outgoing: Vec<(&Envelope, &str)> = chunk
-                .iter()
-                .zip(&chunk_bodies)
-                .map(|(e, body)| (e, body.as_str()))
-                .collect();
+            let outgoing: Vec<(&Envelope, &str)> = chunk.iter().map(|(e, body)| (e, body.as_str())).collect();
             outbox::append_serialized(tx, &outgoing).await?;
         }
-        recorded.extend(
-            positions
-                .into_iter()
-                .zip(chunk)
-                .map(|((version, position), envelope)| RecordedEvent {
-                    position,
-                    version,
-                    recorded_at,
-                    envelope,
-                }),
-        );
     }
-    Ok(AppendResult {
-        version,
-        events: recorded,
-    })
+    let events = positions
+        .into_iter()
+        .zip(appended)
+        .map(|((version, position), (envelope, _))| RecordedEvent {
+            position,
+            version,
+            recorded_at,
+            envelope,
+        })
+        .collect();
+    Ok(AppendResult { version, events })
 }
 
 /// The conflict for a stream that is not at the `expected` version, naming the version it is at.
