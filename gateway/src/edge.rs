@@ -4,12 +4,11 @@
 //! ([`IdleBody`]). A plain server sets none of these, so a client sending its head one byte a
 //! minute would hold a connection and a task for ever.
 //!
-//! hyper itself refuses the smuggling forms at parse time: obsolete line folding, a
+//! hyper itself refuses most smuggling forms at parse time: obsolete line folding, a
 //! `Transfer-Encoding` that does not end in `chunked`, conflicting `Content-Length`s and broken
-//! chunk framing are `400` with the connection closed; a request with both `Content-Length` and
-//! `Transfer-Encoding: chunked` is read as chunked, forwarded without the `Content-Length`, and
-//! its connection closed after the answer (RFC 9112 §6.3), so no byte of it can become a second
-//! request.
+//! chunk framing are `400` with the connection closed. A request with both `Content-Length` and
+//! `Transfer-Encoding` it would read as chunked (dropping the `Content-Length`) and then close
+//! the connection; [`Framed`](crate::framing::Framed), beneath hyper, makes that a `400` too.
 
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -29,6 +28,7 @@ use tokio::time::Sleep;
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::EdgeConfig;
+use crate::framing::Framed;
 use crate::front::Front;
 
 /// The header count hyper's HTTP/1 parser allows when it is given no other.
@@ -73,6 +73,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let builder = builder(edge);
+    let max_head = edge.max_header_bytes;
     let graceful = GracefulShutdown::new();
     let draining = shutdown.clone();
     let drain_delay = Duration::from_millis(http.drain_delay_ms);
@@ -108,14 +109,15 @@ pub async fn serve(
         tokio::spawn(async move {
             let ended = match tls {
                 None => {
-                    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                    let stream = TokioIo::new(Framed::new(stream, peer, max_head));
+                    let connection = builder.serve_connection_with_upgrades(stream, service);
                     watcher.watch(connection.into_owned()).await
                 }
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
-                            let connection =
-                                builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                            let stream = TokioIo::new(Framed::new(stream, peer, max_head));
+                            let connection = builder.serve_connection_with_upgrades(stream, service);
                             watcher.watch(connection.into_owned()).await
                         }
                         Ok(Err(error)) => {

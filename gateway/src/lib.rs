@@ -9,6 +9,8 @@
 //! - [`upstream`]: the instances of each upstream service and the pick among them.
 //! - [`edge`]: client connections under the edge's limits (slow heads and bodies, header caps,
 //!   HTTP/2 resets).
+//! - [`framing`]: each HTTP/1 request's framing followed beneath hyper, so that a head with
+//!   both `Content-Length` and `Transfer-Encoding` is refused with `400`.
 //! - [`forwarded`]: the client's address, through trusted proxies only.
 //! - [`front`]: the gateway's own endpoints through axum's router, every other path straight to
 //!   the proxy under the same middleware.
@@ -32,6 +34,7 @@ pub mod console;
 pub mod deploy;
 pub mod edge;
 pub mod forwarded;
+pub mod framing;
 pub mod front;
 pub mod openapi;
 pub mod preauth;

@@ -49,28 +49,72 @@ async fn expect_refused(gateway: &TestGateway, request: &str, status: &str) {
     assert_eq!(responses(&seen), 1, "{seen:?}");
 }
 
-#[tokio::test]
-async fn content_length_with_chunked_is_read_as_chunked_smuggles_nothing_and_closes_the_connection() {
-    let gateway = spawn_gateway().await;
-    // A front end that believed Content-Length would see one request with a 44-byte body; a
-    // back end that believed the chunking would see a second request, to /api/private.
+/// A front end that believed `Content-Length` would see one request with a 44-byte body; a
+/// back end that believed the chunking would see a second request, to `/api/echo/smuggled`.
+fn smuggling(first_header: &str, second_header: &str) -> String {
     let smuggled = "GET /api/echo/smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    format!(
+        "POST /api/echo/items HTTP/1.1\r\nHost: x\r\n{first_header}\r\n{second_header}\r\n\r\n0\r\n\r\n{smuggled}"
+    )
+}
+
+#[tokio::test]
+async fn content_length_with_transfer_encoding_is_refused_with_400_in_either_order() {
+    let gateway = spawn_gateway().await;
+    let length = format!("Content-Length: {}", 5 + 44);
+    for request in [
+        smuggling(&length, "Transfer-Encoding: chunked"),
+        smuggling("transfer-encoding: chunked", &length.to_uppercase()),
+    ] {
+        expect_refused(&gateway, &request, "400").await;
+    }
+    assert_eq!(gateway.echo.hits(), 0, "nothing went upstream");
+}
+
+#[tokio::test]
+async fn a_conflicting_head_after_pipelined_requests_is_refused_after_their_answers() {
+    let gateway = spawn_gateway().await;
     let request = format!(
-        "POST /api/echo/items HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}",
-        5 + smuggled.len()
+        "POST /api/echo/a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc\
+         POST /api/echo/b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+         {}",
+        smuggling("Content-Length: 49", "Transfer-Encoding: chunked")
     );
 
     let (seen, closed) = exchange(gateway.addr, request.as_bytes()).await;
 
-    assert!(seen.starts_with("HTTP/1.1 200"), "{seen:?}");
-    assert!(seen.contains("\"body_len\":0"), "{seen:?}");
-    assert!(
-        !seen.contains("content-length\":[\""),
-        "no Content-Length went upstream: {seen:?}"
-    );
+    let statuses: Vec<&str> = seen
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &seen[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["200", "200", "400"], "{seen:?}");
     assert!(closed, "the connection stayed open");
-    assert_eq!(responses(&seen), 1, "the smuggled request was answered: {seen:?}");
-    assert_eq!(gateway.echo.hits(), 1);
+    assert_eq!(gateway.echo.hits(), 2);
+}
+
+#[tokio::test]
+async fn a_body_that_reads_like_a_conflicting_head_is_forwarded_as_body() {
+    let gateway = spawn_gateway().await;
+    let inner = smuggling("Content-Length: 49", "Transfer-Encoding: chunked");
+    let request = format!(
+        "POST /api/echo/a HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{inner}\
+         POST /api/echo/b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{inner}\r\n0\r\n\r\n\
+         GET /api/echo/c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        inner.len(),
+        inner.len()
+    );
+
+    let (seen, closed) = exchange(gateway.addr, request.as_bytes()).await;
+
+    assert_eq!(responses(&seen), 3, "{seen:?}");
+    assert!(!seen.contains(" 400 "), "{seen:?}");
+    assert_eq!(
+        seen.matches(&format!("\"body_len\":{}", inner.len())).count(),
+        2,
+        "{seen:?}"
+    );
+    assert!(closed);
+    assert_eq!(gateway.echo.hits(), 3);
 }
 
 /// Malformed request heads and bodies, each a test: refused with `400`, the connection closed,
