@@ -226,6 +226,19 @@ pub fn to_envelope(
     }
 }
 
+/// Whether an event of the order's stream of this type moves the order to another status; the
+/// others change only its step, payment or deadline.
+#[must_use]
+pub fn changes_status(event_type: &str) -> bool {
+    [
+        <OrderConfirmed as mercato_messaging::Event>::TYPE,
+        <OrderCancelled as mercato_messaging::Event>::TYPE,
+        <OrderShipped as mercato_messaging::Event>::TYPE,
+        <OrderDelivered as mercato_messaging::Event>::TYPE,
+    ]
+    .contains(&event_type)
+}
+
 /// The fact an envelope of the order's own stream records.
 ///
 /// # Errors

@@ -3,9 +3,10 @@
 //!
 //! The wake comes from the `orders.views` projection after its batch committed
 //! ([`Announcing`]), never before: a waiter woken early would read the old row and sleep through
-//! the change. Each wake names the latest version of the order announced so far, so a waiter
-//! reads the row when it starts and again only when a version it has not read was announced;
-//! nothing polls the database. Only orders someone waits for take room, and at most `capacity`
+//! the change. Each wake names the latest version of the order announced so far, and the latest
+//! that changed its status, so a waiter reads the row when it starts and again only when a
+//! version it has not read was announced (one waiting for another status: a status change it
+//! has not read); nothing polls the database. Only orders someone waits for take room, and at most `capacity`
 //! of them at once.
 
 use std::collections::HashMap;
@@ -39,6 +40,25 @@ struct Signal {
     notify: Notify,
     /// 0 until a change of the order is announced while it is watched.
     announced: AtomicI64,
+    /// The latest version announced that changed the order's status; 0 until one is.
+    status_announced: AtomicI64,
+}
+
+/// What an announcement says of one order: the version its row has reached, at least, and the
+/// latest version among them that changed its status (0 if none did).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Reached {
+    pub version: i64,
+    pub status_version: i64,
+}
+
+impl Reached {
+    fn include(&mut self, event: &RecordedEvent) {
+        self.version = self.version.max(event.version);
+        if crate::events::changes_status(&event.envelope.event_type) {
+            self.status_version = self.status_version.max(event.version);
+        }
+    }
 }
 
 impl Changes {
@@ -88,17 +108,20 @@ impl Changes {
         })
     }
 
-    /// Wakes everyone waiting for one of `orders`, each named with the version its row has
-    /// reached, at least.
-    pub fn changed<'a>(&self, orders: impl IntoIterator<Item = (&'a str, i64)>) {
+    /// Wakes everyone waiting for one of `orders`, each with what its row has reached.
+    pub fn changed<'a>(&self, orders: impl IntoIterator<Item = (&'a str, Reached)>) {
         let slots = self.slots();
         if slots.is_empty() {
             return;
         }
-        for (order_id, version) in orders {
+        for (order_id, reached) in orders {
             if let Some(slot) = slots.get(order_id) {
-                slot.signal.announced.fetch_max(version, Ordering::AcqRel);
-                slot.signal.notify.notify_waiters();
+                let signal = &slot.signal;
+                signal
+                    .status_announced
+                    .fetch_max(reached.status_version, Ordering::AcqRel);
+                signal.announced.fetch_max(reached.version, Ordering::AcqRel);
+                signal.notify.notify_waiters();
             }
         }
     }
@@ -130,6 +153,13 @@ impl Watch {
     pub fn newer_than(&self, read: i64) -> bool {
         self.signal.announced.load(Ordering::Acquire) > read
     }
+
+    /// True when a change of status after `read` was announced: the status read at `read` is
+    /// out of date.
+    #[must_use]
+    pub fn status_newer_than(&self, read: i64) -> bool {
+        self.signal.status_announced.load(Ordering::Acquire) > read
+    }
 }
 
 impl Drop for Watch {
@@ -160,21 +190,20 @@ pub struct Announcing<P> {
 
 #[derive(Debug, Default)]
 struct Touched {
-    /// Orders applied since the last announcement, with the latest version applied. A batch that
-    /// rolls back leaves its orders here: a waiter woken for nothing reads its order again and
-    /// sleeps on.
-    current: HashMap<String, i64>,
+    /// Orders applied since the last announcement, with what they reached. A batch that rolls
+    /// back leaves its orders here: a waiter woken for nothing reads its order again and sleeps
+    /// on.
+    current: HashMap<String, Reached>,
     /// The orders of the last announcement, announced again with the next.
-    previous: HashMap<String, i64>,
+    previous: HashMap<String, Reached>,
 }
 
 impl Touched {
     fn applied(&mut self, event: &RecordedEvent) {
-        let version = self
-            .current
+        self.current
             .entry(event.envelope.stream_id.clone())
-            .or_insert(event.version);
-        *version = (*version).max(event.version);
+            .or_default()
+            .include(event);
     }
 }
 
@@ -220,7 +249,7 @@ impl<P: Projection> Projection for Announcing<P> {
         let earlier = std::mem::replace(&mut touched.previous, current);
         let announced = touched.previous.iter().chain(earlier.iter());
         self.changes
-            .changed(announced.map(|(order_id, &version)| (order_id.as_str(), version)));
+            .changed(announced.map(|(order_id, &reached)| (order_id.as_str(), reached)));
         drop(touched);
         self.inner.committed();
     }
@@ -241,7 +270,7 @@ mod tests {
         woken.as_mut().enable();
         let mut asleep = std::pin::pin!(other.changed());
         asleep.as_mut().enable();
-        changes.changed([("a", 2)]);
+        changes.changed([("a", reached(2, 0))]);
         tokio::time::timeout(Duration::from_secs(5), woken)
             .await
             .expect("the waiter of a is woken");
@@ -273,7 +302,12 @@ mod tests {
         let projection = Announcing::new(Nothing, Arc::clone(&changes));
         let watch = changes.watch("b").unwrap();
         // The next batch applied "b" between the last commit and its announcement.
-        projection.touched.lock().unwrap().current.insert("b".into(), 3);
+        projection
+            .touched
+            .lock()
+            .unwrap()
+            .current
+            .insert("b".into(), reached(3, 0));
         projection.committed();
         // The waiter, woken too early, read the old row and sleeps again.
         let mut again = std::pin::pin!(watch.changed());
@@ -289,13 +323,68 @@ mod tests {
         let changes = Changes::new(10, &mut Registry::default());
         let watch = changes.watch("a").unwrap();
         assert!(!watch.newer_than(0), "nothing announced yet");
-        changes.changed([("a", 4), ("b", 9)]);
+        changes.changed([("a", reached(4, 0)), ("b", reached(9, 9))]);
         assert!(watch.newer_than(3));
         assert!(!watch.newer_than(4), "version 4 was read");
         // A repeated, older announcement does not take the version back.
-        changes.changed([("a", 2)]);
+        changes.changed([("a", reached(2, 0))]);
         assert!(!watch.newer_than(4));
         assert!(watch.newer_than(3));
+    }
+
+    fn reached(version: i64, status_version: i64) -> Reached {
+        Reached {
+            version,
+            status_version,
+        }
+    }
+
+    #[test]
+    fn a_watch_knows_whether_a_change_of_status_it_has_not_read_was_announced() {
+        let changes = Changes::new(10, &mut Registry::default());
+        let watch = changes.watch("a").unwrap();
+        changes.changed([("a", reached(5, 0))]);
+        assert!(watch.newer_than(3));
+        assert!(!watch.status_newer_than(3), "no change of status yet");
+        changes.changed([("a", reached(8, 7))]);
+        assert!(watch.status_newer_than(6));
+        assert!(!watch.status_newer_than(7), "the status of version 7 was read");
+        changes.changed([("a", reached(9, 0))]);
+        assert!(
+            !watch.status_newer_than(8),
+            "a later version without a change of status"
+        );
+    }
+
+    fn event(version: i64, event_type: &str) -> RecordedEvent {
+        let shipped = mercato_contracts::orders::OrderShipped {
+            order_id: "o1".into(),
+            customer_id: "c1".into(),
+        };
+        let mut envelope = mercato_messaging::Envelope::new(
+            "orders",
+            "o1",
+            &shipped,
+            &mercato_messaging::Context::default(),
+        )
+        .unwrap();
+        event_type.clone_into(&mut envelope.event_type);
+        RecordedEvent {
+            position: version,
+            version,
+            recorded_at: 0,
+            envelope,
+        }
+    }
+
+    #[test]
+    fn an_announcement_names_the_latest_version_and_the_latest_change_of_status() {
+        use mercato_messaging::Event as _;
+        let mut touched = Touched::default();
+        touched.applied(&event(3, mercato_contracts::orders::ChargePayment::TYPE));
+        touched.applied(&event(4, mercato_contracts::orders::OrderConfirmed::TYPE));
+        touched.applied(&event(5, mercato_contracts::orders::CommitReservation::TYPE));
+        assert_eq!(touched.current["o1"], reached(5, 4));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use sha2::{Digest as _, Sha256};
 use super::error::lines_problem;
 use super::input::PlaceOrder;
 use super::output::{OrderOut, Page};
-use super::wait::{Wait, WaitQuery};
+use super::wait::{Seen, Wait, WaitQuery};
 use super::{ApiError, State};
 use crate::domain::{Line, Money, total};
 use crate::store;
@@ -228,8 +228,9 @@ pub async fn get(
 }
 
 /// The order once it differs from what the client has, or as it is when the wait ends. Reads the
-/// row when it starts and after each wake that announced a version it has not read; with no room
-/// to watch, at once.
+/// row when it starts and after each wake that announced a change it has not read (of any kind
+/// for a client that has a version, of status for one that has a status); with no room to
+/// watch, at once.
 async fn changed(
     state: &State,
     caller: &Caller,
@@ -239,20 +240,30 @@ async fn changed(
     let watch = state.changes.watch(id);
     let mut view = owned(state, caller, id).await?;
     loop {
-        if wait.seen.differs(&view) || tokio::time::Instant::now() >= wait.until {
+        if wait.seen.differs(&view) {
             return Ok(view);
         }
         let Some(watch) = &watch else {
             return Ok(view);
         };
+        let unread = |view: &store::OrderView| match wait.seen {
+            Seen::Version(_) => watch.newer_than(view.version),
+            Seen::Status(_) => watch.status_newer_than(view.version),
+        };
         let mut wake = std::pin::pin!(watch.changed());
         wake.as_mut().enable();
         // Enabled before this look, so an announcement after it still wakes the wait below.
-        if !watch.newer_than(view.version) {
-            if tokio::time::timeout_at(wait.until, wake).await.is_err() {
+        if !unread(&view) {
+            let woken = tokio::time::Instant::now() < wait.until
+                && tokio::time::timeout_at(wait.until, wake).await.is_ok();
+            if !woken {
+                // The order as it is: versions that kept the status were not read.
+                if watch.newer_than(view.version) {
+                    view = owned(state, caller, id).await?;
+                }
                 return Ok(view);
             }
-            if !watch.newer_than(view.version) {
+            if !unread(&view) {
                 continue;
             }
         }

@@ -10,12 +10,13 @@ use serde_json::Value;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use crate::support::{TestApp, spawn_app, spawn_for_a_customer};
+use crate::support::{TestApp, spawn_app, spawn_app_with, spawn_for_a_customer};
 
 backend_tests!(
     a_long_poll_answers_at_once_when_the_order_already_differs,
     a_waiting_long_poll_is_answered_when_the_order_changes,
     a_long_poll_answers_the_same_state_when_the_wait_ends,
+    a_long_poll_for_a_status_ends_with_the_latest_version_of_the_order,
     bad_long_poll_parameters_are_named,
     a_long_poll_on_another_customers_order_is_404,
 );
@@ -128,6 +129,42 @@ async fn a_long_poll_answers_the_same_state_when_the_wait_ends(backend: TestBack
     assert_eq!(after["status"], "pending");
     assert_eq!(after["version"], before["version"]);
     assert_eq!(app.metric("orders_watched").await, Some(0.0));
+}
+
+/// A client waiting for the status to leave `pending` is not woken by changes that keep it, but
+/// the answer when the wait ends is the order as it is then, not as the wait first read it.
+async fn a_long_poll_for_a_status_ends_with_the_latest_version_of_the_order(backend: TestBackend) {
+    // No payment answer comes: the order stays pending, charging, past the wait.
+    let app = spawn_app_with(backend, |saga| {
+        saga.payment_timeout_ms = 60_000;
+        saga.reservation_ttl_ms = 120_000;
+    })
+    .await;
+    let mut commands = app.commands().await;
+    let (_, token) = app.customer();
+    let order = app.placed(&token, &[("MUG-001", 1)], "tok_visa").await;
+    let poll = tokio::spawn(
+        app.http
+            .get(app.url(&format!(
+                "/api/orders/{order}?wait_for_change_from=pending&wait_ms=5000"
+            )))
+            .bearer_auth(&token)
+            .send(),
+    );
+    eventually(PATIENCE, "the long poll to wait on the order", || async {
+        (app.metric("orders_watched").await == Some(1.0)).then_some(())
+    })
+    .await;
+    app.stock_reserved(&mut commands, &order).await;
+    let charging_now = |body: &Value| body["payment"]["status"] == "pending";
+    let charging = app.wait_for(&token, &order, "to be charged", charging_now).await;
+
+    let answer = poll.await.unwrap().expect("the service answers");
+    assert_eq!(answer.status(), 200);
+    let body: Value = answer.json().await.unwrap();
+    assert_eq!(body["status"], "pending");
+    assert_eq!(body["version"], charging["version"], "{body}");
+    assert_eq!(body["payment"]["status"], "pending", "{body}");
 }
 
 async fn bad_long_poll_parameters_are_named(backend: TestBackend) {
