@@ -279,26 +279,37 @@ impl HeadScan {
         None
     }
 
+    /// Notes the header fields that frame the body. hyper refuses space before the colon, so
+    /// a name is matched only directly before one; most lines are passed over on their first
+    /// byte, as every head crosses here.
     fn field(&mut self, line: &[u8]) {
-        let Some(colon) = memchr::memchr(b':', line) else {
-            return;
+        let value_of = |name: &[u8]| {
+            (line.get(name.len()) == Some(&b':') && line[..name.len()].eq_ignore_ascii_case(name))
+                .then(|| trim(&line[name.len() + 1..]))
         };
-        let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
-        if name.eq_ignore_ascii_case(b"content-length") {
-            self.content_length = true;
-            // hyper takes a list of equal lengths, on one line or several, as that length.
-            for item in value.split(|&b| b == b',') {
-                match (digits(trim(item)), self.length) {
-                    (Some(n), None) => self.length = Some(n),
-                    (Some(n), Some(before)) if n == before => {}
-                    _ => self.bad_length = true,
+        match line.first().map(|b| b | 0x20) {
+            Some(b'c') => {
+                let Some(value) = value_of(b"content-length") else {
+                    return;
+                };
+                self.content_length = true;
+                // hyper takes a list of equal lengths, on one line or several, as that length.
+                for item in value.split(|&b| b == b',') {
+                    match (digits(trim(item)), self.length) {
+                        (Some(n), None) => self.length = Some(n),
+                        (Some(n), Some(before)) if n == before => {}
+                        _ => self.bad_length = true,
+                    }
                 }
             }
-        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
-            let last = value.rsplit(|&b| b == b',').next().map(trim);
-            self.chunked = Some(last.is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked")));
-        } else if name.eq_ignore_ascii_case(b"upgrade") {
-            self.tunnel = true;
+            Some(b't') => {
+                if let Some(value) = value_of(b"transfer-encoding") {
+                    let last = value.rsplit(|&b| b == b',').next().map(trim);
+                    self.chunked = Some(last.is_some_and(|coding| coding.eq_ignore_ascii_case(b"chunked")));
+                }
+            }
+            Some(b'u') => self.tunnel |= value_of(b"upgrade").is_some(),
+            _ => {}
         }
     }
 
