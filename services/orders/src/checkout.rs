@@ -1,6 +1,7 @@
 //! What orders does: place an order, react to the saga's replies and timeouts, cancel, ship,
-//! deliver. Every change loads the order from its stream, lets the domain decide, and appends
-//! the decision with the version it read, so concurrent changes (a reply racing the timer, a
+//! deliver. Every change loads the order from its stream (a reply may take it as this process
+//! last appended it instead, see [`crate::in_flight`]), lets the domain decide, and appends the
+//! decision with the version it read, so concurrent changes (a reply racing the timer, a
 //! customer racing the saga) cannot both win; the loser retries against the new state. The
 //! order's read-model row is written in the same transaction as the append, so what a client
 //! reads after an answer includes what the answer did.
@@ -19,6 +20,7 @@ use tokio::sync::Notify;
 
 use crate::domain::{Decision, Fact, Line, Order, Reply, Status};
 use crate::events::{Extras, from_envelope, to_envelope};
+use crate::in_flight::InFlight;
 use crate::metrics::{SagaMetrics, Tally, Times};
 use crate::projection::{Deadlines, ViewsProjection, millis};
 use crate::store;
@@ -79,6 +81,8 @@ pub struct Checkout {
     started_at: i64,
     /// Counted after each commit; none in a checkout built without a registry.
     metrics: Option<SagaMetrics>,
+    /// The running sagas' orders as this process last appended to them.
+    in_flight: Arc<InFlight>,
 }
 
 const ATTEMPTS: usize = 3;
@@ -115,7 +119,8 @@ where
 }
 
 /// Appends `facts` to the order's stream in `tx`, expecting the version `order` has, and brings
-/// the order's row of `views` up to them in the same transaction.
+/// the order's row of `views` up to them in the same transaction. Returns when the facts were
+/// recorded (Unix milliseconds); `None` when there were none.
 ///
 /// # Errors
 /// [`EventStoreError::Conflict`] when someone appended first.
@@ -125,9 +130,9 @@ pub async fn append(
     order: Option<&Order>,
     facts: &Decision,
     context: &Context,
-) -> Result<(), OrderError> {
+) -> Result<Option<i64>, OrderError> {
     if facts.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let (stream, expected) = match (order, facts.first()) {
         (Some(o), _) => (o.id.clone(), ExpectedVersion::Exact(o.version)),
@@ -158,7 +163,25 @@ pub async fn append(
     }
     let appended = mercato_eventstore::append(tx, &stream, expected, envelopes).await?;
     views.apply_appended(tx, &appended.events).await?;
-    Ok(())
+    Ok(appended.events.first().map(|e| e.recorded_at))
+}
+
+/// `order` after `facts`, appended at `recorded_at`, with its times.
+fn after(
+    order: Option<&Order>,
+    times: Option<Times>,
+    facts: &Decision,
+    recorded_at: i64,
+) -> Option<(Order, Times)> {
+    let order = facts.iter().cloned().fold(order.cloned(), Order::apply)?;
+    let placed_at = times.map_or(recorded_at, |t| t.placed_at);
+    Some((
+        order,
+        Times {
+            placed_at,
+            last_at: recorded_at,
+        },
+    ))
 }
 
 impl Checkout {
@@ -178,6 +201,19 @@ impl Checkout {
             timing,
             started_at: now_millis(),
             metrics: None,
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// How many running sagas' orders this process remembers.
+    #[must_use]
+    pub fn remembered(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    fn remember(&self, appended: Option<(Order, Times)>) {
+        if let Some((order, times)) = appended {
+            self.in_flight.put(order, times);
         }
     }
 
@@ -239,10 +275,11 @@ impl Checkout {
                 other => other?,
             }
         }
-        append(&mut tx, self.projection, None, &facts, context)
+        let recorded_at = append(&mut tx, self.projection, None, &facts, context)
             .instrument(crate::saga::step_span(&order_id, "order_placed"))
             .await?;
         tx.commit().await?;
+        self.remember(recorded_at.and_then(|at| after(None, None, &facts, at)));
         self.committed();
         self.count(Tally::of(None, &facts, now_millis(), current_trace_id()));
         Ok((order_id, true))
@@ -274,9 +311,13 @@ impl Checkout {
             let mut tx = self.db.begin().await?;
             match append(&mut tx, self.projection, Some(&order), &facts, context).await {
                 Err(OrderError::EventStore(e)) if e.is_conflict() => continue,
-                other => other?,
+                other => {
+                    other?;
+                }
             }
             tx.commit().await?;
+            // A command changes a saga from outside it: the next reply reads the order again.
+            self.in_flight.forget(order_id);
             self.committed();
             self.count(Tally::of(
                 Some((&order, times)),
@@ -310,6 +351,10 @@ impl Checkout {
     /// The saga's reaction to a reply, inside the inbox's transaction: what it counts once that
     /// commits, `None` when it decided nothing.
     ///
+    /// The order is taken as this process last appended to it when it remembers it
+    /// ([`InFlight`]); a decision to append is checked against the stream's version by the
+    /// append itself, and a decision to append nothing is made again on the order as read.
+    ///
     /// # Errors
     /// A conflict (retried by the inbox) or a database failure.
     pub async fn react_in(
@@ -319,6 +364,24 @@ impl Checkout {
         reply: Reply,
         context: &Context,
     ) -> Result<Option<Tally>, OrderError> {
+        if let Some((order, times)) = self.in_flight.get(order_id) {
+            let facts = order.react(reply);
+            if !facts.is_empty() {
+                match append(tx, self.projection, Some(&order), &facts, context).await {
+                    Ok(recorded_at) => return Ok(self.reacted(&order, times, &facts, recorded_at)),
+                    // The stream is at another version: nothing was written and the transaction
+                    // goes on, so read the order and decide again. (A conflict found by the
+                    // unique index instead, `actual: None`, may have ended the transaction: the
+                    // inbox retries that.)
+                    Err(OrderError::EventStore(EventStoreError::Conflict { actual: Some(_), .. })) => {}
+                    Err(other) => {
+                        self.in_flight.forget(order_id);
+                        return Err(other);
+                    }
+                }
+            }
+            self.in_flight.forget(order_id);
+        }
         let Some((order, times)) = load_timed(&mut **tx, order_id).await? else {
             tracing::warn!(
                 order_id,
@@ -328,9 +391,27 @@ impl Checkout {
             return Ok(None);
         };
         let facts = order.react(reply);
-        append(tx, self.projection, Some(&order), &facts, context).await?;
-        Ok((!facts.is_empty())
-            .then(|| Tally::of(Some((&order, times)), &facts, now_millis(), current_trace_id())))
+        let recorded_at = append(tx, self.projection, Some(&order), &facts, context).await?;
+        Ok(self.reacted(&order, times, &facts, recorded_at))
+    }
+
+    /// Remembers the order after a reaction appended `facts` (in a transaction not yet
+    /// committed: the next append checks it) and what the reaction counts.
+    fn reacted(
+        &self,
+        order: &Order,
+        times: Times,
+        facts: &Decision,
+        recorded_at: Option<i64>,
+    ) -> Option<Tally> {
+        let recorded_at = recorded_at?;
+        self.remember(after(Some(order), Some(times), facts, recorded_at));
+        Some(Tally::of(
+            Some((order, times)),
+            facts,
+            now_millis(),
+            current_trace_id(),
+        ))
     }
 
     /// A deadline that passed while no orders process ran (a crash, a restart) says nothing about
@@ -368,9 +449,12 @@ impl Checkout {
             let context = Context::default();
             match append(&mut tx, self.projection, Some(&order), &facts, &context).await {
                 Err(OrderError::EventStore(e)) if e.is_conflict() => continue,
-                other => other?,
+                other => {
+                    other?;
+                }
             }
             tx.commit().await?;
+            self.in_flight.forget(&order_id);
             if !facts.is_empty() {
                 changed += 1;
                 self.count(Tally::of(Some((&order, times)), &facts, now_millis(), None));

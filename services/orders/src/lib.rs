@@ -27,6 +27,7 @@ pub mod checkout;
 pub mod directory;
 pub mod domain;
 pub mod events;
+pub mod in_flight;
 pub mod lookups;
 pub mod metrics;
 pub mod projection;

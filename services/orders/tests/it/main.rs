@@ -5,6 +5,8 @@
 //! - `checkout`: the saga's happy path and each way it ends cancelled, with compensations of
 //!   completed steps only, and answers delivered twice applied once.
 //! - `funnel`: the checkout funnel's query uses the event log's index by time.
+//! - `in_flight`: a reply decided on a remembered order that moved on since is decided again
+//!   on the order as stored.
 //! - `placing`: idempotency keys, ownership, listing, customer cancellation.
 //! - `bad_input`: every invalid field named, unknown products, no profile, no token.
 //! - `metrics`: orders by outcome and reason, phase times, compensations, timeouts and batch
@@ -17,6 +19,7 @@
 mod bad_input;
 mod checkout;
 mod funnel;
+mod in_flight;
 mod long_poll;
 mod metrics;
 mod overload;

@@ -173,6 +173,11 @@ pub fn order_body(items: &[(&str, i64)], card: &str) -> Value {
 }
 
 impl TestApp {
+    /// The service's database, for a test that opens it beside the service.
+    pub fn database(&self) -> &mercato_storage::DatabaseConfig {
+        &self.config.service.database
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
