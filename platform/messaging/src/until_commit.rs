@@ -30,9 +30,9 @@ impl<T> UntilCommit<T> {
         self.entries().push(entry);
     }
 
-    /// The latest `handle`'s effects were undone.
-    pub fn rolled_back(&self) {
-        self.entries().pop();
+    /// The latest `handle`'s effects were undone: what it kept, if anything.
+    pub fn rolled_back(&self) -> Option<T> {
+        self.entries().pop().flatten()
     }
 
     /// The transaction committed: what its handled events kept, in order.
@@ -54,8 +54,8 @@ mod tests {
         kept.handled(Some(1));
         kept.handled(None);
         kept.handled(Some(3));
-        kept.rolled_back();
-        kept.rolled_back();
+        assert_eq!(kept.rolled_back(), Some(3));
+        assert_eq!(kept.rolled_back(), None);
         kept.handled(Some(4));
         assert_eq!(kept.committed(), [1, 4]);
         assert!(kept.committed().is_empty(), "handed over once");

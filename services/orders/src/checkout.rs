@@ -20,10 +20,10 @@ use tokio::sync::Notify;
 
 use crate::domain::{Decision, Fact, Line, Order, Reply, Status};
 use crate::events::{Extras, from_envelope, to_envelope};
-use crate::in_flight::InFlight;
+use crate::in_flight::{InFlight, Remembered};
 use crate::metrics::{SagaMetrics, Tally, Times};
 use crate::projection::{Deadlines, ViewsProjection, millis};
-use crate::store;
+use crate::store::{self, OrderView};
 
 /// Why an order operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -118,9 +118,28 @@ where
     Ok(Order::replay(facts).map(|order| (order, times)))
 }
 
+/// What this process already knows of an order beyond its stream, so an append need not read it
+/// back: see [`crate::in_flight`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Known<'a> {
+    /// The order's read-model row at the order's version.
+    pub view: Option<&'a OrderView>,
+    /// The card the order's charge will use.
+    pub card: Option<&'a str>,
+}
+
+impl<'a> Known<'a> {
+    fn of(remembered: &'a Remembered) -> Self {
+        Self {
+            view: Some(&remembered.view),
+            card: remembered.card.as_deref(),
+        }
+    }
+}
+
 /// Appends `facts` to the order's stream in `tx`, expecting the version `order` has, and brings
-/// the order's row of `views` up to them in the same transaction. Returns when the facts were
-/// recorded (Unix milliseconds); `None` when there were none.
+/// the order's row of `views` up to them in the same transaction. Returns the row as written
+/// (its `updated_at` is when the facts were recorded); `None` when there were no facts.
 ///
 /// # Errors
 /// [`EventStoreError::Conflict`] when someone appended first.
@@ -128,9 +147,10 @@ pub async fn append(
     tx: &mut Tx,
     views: ViewsProjection,
     order: Option<&Order>,
+    known: Known<'_>,
     facts: &Decision,
     context: &Context,
-) -> Result<Option<i64>, OrderError> {
+) -> Result<Option<OrderView>, OrderError> {
     if facts.is_empty() {
         return Ok(None);
     }
@@ -139,14 +159,16 @@ pub async fn append(
         (None, Some(Fact::Placed { order_id, .. })) => (order_id.clone(), ExpectedVersion::NoStream),
         (None, _) => return Err(OrderError::NotFound),
     };
-    let card = if facts.iter().any(|f| matches!(f, Fact::ChargeRequested { .. })) {
-        store::card(tx, &stream).await?
-    } else {
-        None
+    let stored_card;
+    let card = match known.card {
+        Some(card) => Some(card),
+        None if facts.iter().any(|f| matches!(f, Fact::ChargeRequested { .. })) => {
+            stored_card = store::card(tx, &stream).await?;
+            stored_card.as_deref()
+        }
+        None => None,
     };
-    let extras = Extras {
-        card_token: card.as_deref(),
-    };
+    let extras = Extras { card_token: card };
     let placed = order
         .is_none()
         .then(|| Order::replay(facts.iter().take(1).cloned()))
@@ -162,26 +184,22 @@ pub async fn append(
         envelopes.push(to_envelope(before, fact, &extras, context).map_err(EventStoreError::from)?);
     }
     let appended = mercato_eventstore::append(tx, &stream, expected, envelopes).await?;
-    views.apply_appended(tx, &appended.events).await?;
-    Ok(appended.events.first().map(|e| e.recorded_at))
+    let known_view = known
+        .view
+        .filter(|v| order.is_some_and(|o| o.version == v.version));
+    Ok(views.apply_appended(tx, &appended.events, known_view).await?)
 }
 
-/// `order` after `facts`, appended at `recorded_at`, with its times.
-fn after(
-    order: Option<&Order>,
-    times: Option<Times>,
-    facts: &Decision,
-    recorded_at: i64,
-) -> Option<(Order, Times)> {
+/// What to remember of `order` after `facts` were appended and its row became `view`; the card
+/// is kept until the charge has been asked for.
+fn after(order: Option<&Order>, facts: &Decision, view: OrderView, card: Option<&str>) -> Option<Remembered> {
     let order = facts.iter().cloned().fold(order.cloned(), Order::apply)?;
-    let placed_at = times.map_or(recorded_at, |t| t.placed_at);
-    Some((
+    let charged = facts.iter().any(|f| matches!(f, Fact::ChargeRequested { .. }));
+    Some(Remembered {
         order,
-        Times {
-            placed_at,
-            last_at: recorded_at,
-        },
-    ))
+        view,
+        card: card.filter(|_| !charged).map(str::to_owned),
+    })
 }
 
 impl Checkout {
@@ -211,10 +229,27 @@ impl Checkout {
         self.in_flight.len()
     }
 
-    fn remember(&self, appended: Option<(Order, Times)>) {
-        if let Some((order, times)) = appended {
-            self.in_flight.put(order, times);
+    fn remember(&self, appended: Option<Remembered>) {
+        if let Some(remembered) = appended {
+            self.in_flight.put(remembered);
         }
+    }
+
+    /// [`append`] for an order read from its stream, whose row and card are read as needed.
+    async fn append_read(
+        &self,
+        tx: &mut Tx,
+        order: &Order,
+        facts: &Decision,
+        context: &Context,
+    ) -> Result<Option<OrderView>, OrderError> {
+        append(tx, self.projection, Some(order), Known::default(), facts, context).await
+    }
+
+    /// A transaction that appended to `order_id` rolled back: what this process remembers of
+    /// the order may be a version the stream never reached.
+    pub fn rolled_back(&self, order_id: &str) {
+        self.in_flight.forget(order_id);
     }
 
     /// Counts the saga's decisions in `metrics`.
@@ -275,11 +310,15 @@ impl Checkout {
                 other => other?,
             }
         }
-        let recorded_at = append(&mut tx, self.projection, None, &facts, context)
+        let known = Known {
+            view: None,
+            card: Some(card_token),
+        };
+        let view = append(&mut tx, self.projection, None, known, &facts, context)
             .instrument(crate::saga::step_span(&order_id, "order_placed"))
             .await?;
         tx.commit().await?;
-        self.remember(recorded_at.and_then(|at| after(None, None, &facts, at)));
+        self.remember(view.and_then(|view| after(None, &facts, view, Some(card_token))));
         self.committed();
         self.count(Tally::of(None, &facts, now_millis(), current_trace_id()));
         Ok((order_id, true))
@@ -309,7 +348,7 @@ impl Checkout {
                 .ok_or(OrderError::NotFound)?;
             let facts = decide(&order).map_err(|s| OrderError::WrongStatus(s.as_str()))?;
             let mut tx = self.db.begin().await?;
-            match append(&mut tx, self.projection, Some(&order), &facts, context).await {
+            match self.append_read(&mut tx, &order, &facts, context).await {
                 Err(OrderError::EventStore(e)) if e.is_conflict() => continue,
                 other => {
                     other?;
@@ -364,11 +403,15 @@ impl Checkout {
         reply: Reply,
         context: &Context,
     ) -> Result<Option<Tally>, OrderError> {
-        if let Some((order, times)) = self.in_flight.get(order_id) {
+        if let Some(remembered) = self.in_flight.get(order_id) {
+            let order = &remembered.order;
             let facts = order.react(reply);
             if !facts.is_empty() {
-                match append(tx, self.projection, Some(&order), &facts, context).await {
-                    Ok(recorded_at) => return Ok(self.reacted(&order, times, &facts, recorded_at)),
+                let known = Known::of(&remembered);
+                match append(tx, self.projection, Some(order), known, &facts, context).await {
+                    Ok(view) => {
+                        return Ok(self.reacted(order, remembered.times(), &facts, view, known.card));
+                    }
                     // The stream is at another version: nothing was written and the transaction
                     // goes on, so read the order and decide again. (A conflict found by the
                     // unique index instead, `actual: None`, may have ended the transaction: the
@@ -391,8 +434,8 @@ impl Checkout {
             return Ok(None);
         };
         let facts = order.react(reply);
-        let recorded_at = append(tx, self.projection, Some(&order), &facts, context).await?;
-        Ok(self.reacted(&order, times, &facts, recorded_at))
+        let view = self.append_read(tx, &order, &facts, context).await?;
+        Ok(self.reacted(&order, times, &facts, view, None))
     }
 
     /// Remembers the order after a reaction appended `facts` (in a transaction not yet
@@ -402,10 +445,10 @@ impl Checkout {
         order: &Order,
         times: Times,
         facts: &Decision,
-        recorded_at: Option<i64>,
+        view: Option<OrderView>,
+        card: Option<&str>,
     ) -> Option<Tally> {
-        let recorded_at = recorded_at?;
-        self.remember(after(Some(order), Some(times), facts, recorded_at));
+        self.remember(after(Some(order), facts, view?, card));
         Some(Tally::of(
             Some((order, times)),
             facts,
@@ -447,7 +490,7 @@ impl Checkout {
             }
             let facts = order.react(Reply::StepTimedOut);
             let context = Context::default();
-            match append(&mut tx, self.projection, Some(&order), &facts, &context).await {
+            match self.append_read(&mut tx, &order, &facts, &context).await {
                 Err(OrderError::EventStore(e)) if e.is_conflict() => continue,
                 other => {
                     other?;

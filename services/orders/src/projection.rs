@@ -50,9 +50,12 @@ impl ViewsProjection {
     }
 
     /// Brings the row of the order that `appended` (one append's events, in version order) went
-    /// to up to them, in the append's transaction `tx`. A row that lags further behind (the
-    /// projection had not reached it yet, or it was written before appends kept it) is first
-    /// replayed from the stream, so no event's effect is skipped.
+    /// to up to them, in the append's transaction `tx`, and returns the row as written. The row
+    /// before them is `known` when that is the row at the version just before the append (what
+    /// this process wrote there, see [`crate::in_flight`]), none for a stream's first events, and
+    /// otherwise read. A row that lags further behind (the projection had not reached it yet, or
+    /// it was written before appends kept it) is first replayed from the stream, so no event's
+    /// effect is skipped.
     ///
     /// # Errors
     /// The database failed, or an event does not decode or does not fit the order.
@@ -60,12 +63,18 @@ impl ViewsProjection {
         self,
         tx: &mut Tx,
         appended: &[RecordedEvent],
-    ) -> Result<(), ProjectionError> {
+        known: Option<&OrderView>,
+    ) -> Result<Option<OrderView>, ProjectionError> {
         let Some(first) = appended.first() else {
-            return Ok(());
+            return Ok(None);
         };
         let stream_id = &first.envelope.stream_id;
-        let mut view = store::view(&mut **tx, stream_id).await?;
+        let mut view = match known {
+            Some(row) if row.order_id == *stream_id && row.version + 1 == first.version => Some(row.clone()),
+            // Rows come only from events: a stream that had none has no row.
+            _ if first.version == 1 => None,
+            _ => store::view(&mut **tx, stream_id).await?,
+        };
         let held = view.as_ref().map_or(0, |v| v.version);
         let history;
         let events = if held + 1 < first.version {
@@ -83,10 +92,10 @@ impl ViewsProjection {
                 changed = true;
             }
         }
-        match view {
-            Some(view) if changed => Ok(store::upsert(tx, &view).await?),
-            _ => Ok(()),
+        if changed && let Some(view) = &view {
+            store::upsert(tx, view).await?;
         }
+        Ok(view)
     }
 
     /// The row after `event`, from the row before it (`None` before the placement); `None` when

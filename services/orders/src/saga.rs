@@ -66,10 +66,10 @@ pub fn reply_of(envelope: &Envelope) -> Result<Option<(String, Reply)>, HandlerE
 #[derive(Debug)]
 pub struct OnAnswers {
     checkout: Arc<Checkout>,
-    /// The decisions of the inbox's open transaction, counted once it commits. Each of the
-    /// inbox's workers has an `OnAnswers` of its own (`for_worker`), so this is one
-    /// transaction's.
-    decided: UntilCommit<Tally>,
+    /// The decisions of the inbox's open transaction, by order, counted once it commits (and
+    /// their orders forgotten if it rolls back). Each of the inbox's workers has an `OnAnswers`
+    /// of its own (`for_worker`), so this is one transaction's.
+    decided: UntilCommit<(String, Tally)>,
 }
 
 impl OnAnswers {
@@ -81,16 +81,18 @@ impl OnAnswers {
         }
     }
 
-    async fn apply(&self, envelope: &Envelope, tx: &mut Tx) -> Result<Option<Tally>, HandlerError> {
+    async fn apply(&self, envelope: &Envelope, tx: &mut Tx) -> Result<Option<(String, Tally)>, HandlerError> {
         let Some((order_id, reply)) = reply_of(envelope)? else {
             return Ok(None);
         };
         let span = step_span(&order_id, step_of(&reply));
-        self.checkout
+        let tally = self
+            .checkout
             .react_in(tx, &order_id, reply, &envelope.caused_context())
             .instrument(span)
             .await
-            .map_err(handler_error)
+            .map_err(handler_error)?;
+        Ok(tally.map(|tally| (order_id, tally)))
     }
 }
 
@@ -131,13 +133,15 @@ impl Handler for OnAnswers {
 
     fn committed(&self) {
         self.checkout.committed();
-        for tally in self.decided.committed() {
+        for (_, tally) in self.decided.committed() {
             self.checkout.count(tally);
         }
     }
 
     fn rolled_back(&self) {
-        self.decided.rolled_back();
+        if let Some((order_id, _)) = self.decided.rolled_back() {
+            self.checkout.rolled_back(&order_id);
+        }
     }
 
     /// A worker of its own applies its own transactions, so it keeps its own decisions.
