@@ -96,3 +96,17 @@ pub const fn with_platform(migration: Migration) -> [Migration; 9] {
         BY_TIME,
     ]
 }
+
+/// [`with_platform`], then `after`: a migration of the service's own that reads the platform's
+/// tables (the event store's, to fill a new column from the events).
+#[must_use]
+pub const fn with_platform_then(migration: Migration, after: Migration) -> [Migration; 10] {
+    let platform = with_platform(migration);
+    let mut all = [after; 10];
+    let mut i = 0;
+    while i < platform.len() {
+        all[i] = platform[i];
+        i += 1;
+    }
+    all
+}

@@ -1,6 +1,7 @@
 //! Per-service schema migrations.
 //!
-//! Each migration runs once, in version order, in its own transaction together with the row that
+//! Each migration runs once, in the order listed (a service lists a migration of its own after
+//! the platform's when it reads their tables), in its own transaction together with the row that
 //! records it. On PostgreSQL an advisory lock makes replicas that start together take turns; on
 //! SQLite the write lock does the same. A migration whose text changed after it was applied stops
 //! start-up: history is never rewritten silently.

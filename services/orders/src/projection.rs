@@ -129,6 +129,10 @@ impl ViewsProjection {
                 updated_at: at,
                 deadline_at: None,
                 version: event.version,
+                reserved_at: None,
+                paid_at: None,
+                confirmed_at: None,
+                cancelled_at: None,
             },
             (_, Some(view)) if view.version >= event.version => return Ok(None),
             (_, Some(view)) => view,
@@ -151,7 +155,10 @@ impl ViewsProjection {
                 view.payment_status = "pending".into();
                 view.deadline_at = Some(at + millis(self.deadlines.payment));
             }
-            Fact::PaymentCaptured => view.payment_status = "captured".into(),
+            Fact::PaymentCaptured => {
+                view.payment_status = "captured".into();
+                view.paid_at.get_or_insert(at);
+            }
             Fact::PaymentFailed { .. } => view.payment_status = "failed".into(),
             Fact::RefundRequested => {
                 if view.payment_status != "none" {
@@ -159,11 +166,13 @@ impl ViewsProjection {
                 }
             }
             Fact::Confirmed => {
+                view.confirmed_at.get_or_insert(at);
                 view.status = Status::Confirmed.as_str().into();
                 view.step = step_name(Step::Done).into();
                 view.deadline_at = None;
             }
             Fact::Cancelled { reason } => {
+                view.cancelled_at.get_or_insert(at);
                 view.status = Status::Cancelled.as_str().into();
                 view.step = step_name(Step::Done).into();
                 view.cancel_reason = Some(reason.as_str().into());
@@ -171,10 +180,10 @@ impl ViewsProjection {
             }
             Fact::Shipped => view.status = Status::Shipped.as_str().into(),
             Fact::Delivered => view.status = Status::Delivered.as_str().into(),
-            Fact::StockReserved
-            | Fact::StockReservationFailed { .. }
-            | Fact::CommitRequested
-            | Fact::ReleaseRequested => {}
+            Fact::StockReserved => {
+                view.reserved_at.get_or_insert(at);
+            }
+            Fact::StockReservationFailed { .. } | Fact::CommitRequested | Fact::ReleaseRequested => {}
         }
         Ok(Some(view))
     }

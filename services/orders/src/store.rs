@@ -5,12 +5,25 @@ use mercato_contracts::orders::PricedLine;
 use mercato_storage::sqlx::{self, Row as _};
 use mercato_storage::{Migration, StorageError, Tx};
 
-/// Orders' schema: its own tables, then the platform's outbox, inbox and event store.
-pub const MIGRATIONS: &[Migration] = &mercato_eventstore::with_platform(Migration::new(
-    1,
-    "orders",
-    include_str!("../migrations/0001_orders.sql"),
-));
+/// Orders' schema: its own tables, then the platform's outbox, inbox and event store, then the
+/// times of the saga's steps in the read model, filled from the event store for rows already
+/// there (so after it).
+pub const MIGRATIONS: &[Migration] = &mercato_eventstore::with_platform_then(
+    Migration::new(1, "orders", include_str!("../migrations/0001_orders.sql")),
+    Migration::new(
+        2,
+        "order_timeline",
+        concat!(
+            include_str!("../migrations/0002_order_timeline.sql"),
+            include_str!("../migrations/0002_order_timeline_backfill.sql")
+        ),
+    ),
+);
+
+/// Fills the times of the saga's steps in `order_views` from each order's stream (the first
+/// event of each kind, as the timeline always showed), for the rows written before the read
+/// model kept them; the last part of the migration that added them.
+pub const TIMELINE_BACKFILL: &str = include_str!("../migrations/0002_order_timeline_backfill.sql");
 
 /// The checkout funnel's events recorded since `$1` (unix ms): through the event store's index
 /// by time ([`mercato_eventstore::BY_TIME`]), so the window costs what it holds, not the log.
@@ -32,6 +45,11 @@ pub struct OrderView {
     pub updated_at: i64,
     pub deadline_at: Option<i64>,
     pub version: i64,
+    /// When the saga's steps happened (Unix milliseconds), each its first time.
+    pub reserved_at: Option<i64>,
+    pub paid_at: Option<i64>,
+    pub confirmed_at: Option<i64>,
+    pub cancelled_at: Option<i64>,
 }
 
 impl OrderView {
@@ -51,12 +69,17 @@ impl OrderView {
             updated_at: now,
             deadline_at: None,
             version: order.version,
+            reserved_at: None,
+            paid_at: None,
+            confirmed_at: None,
+            cancelled_at: None,
         }
     }
 }
 
 const COLUMNS: &str = "order_id, customer_id, status, step, cancel_reason, lines, total_minor, currency, \
-                       payment_status, created_at, updated_at, deadline_at, version";
+                       payment_status, created_at, updated_at, deadline_at, version, reserved_at, paid_at, \
+                       confirmed_at, cancelled_at";
 
 fn view_of(row: &mercato_storage::sqlx::any::AnyRow) -> Result<OrderView, StorageError> {
     let lines: String = row.get("lines");
@@ -78,6 +101,10 @@ fn view_of(row: &mercato_storage::sqlx::any::AnyRow) -> Result<OrderView, Storag
         updated_at: row.get("updated_at"),
         deadline_at: row.get("deadline_at"),
         version: row.get("version"),
+        reserved_at: row.get("reserved_at"),
+        paid_at: row.get("paid_at"),
+        confirmed_at: row.get("confirmed_at"),
+        cancelled_at: row.get("cancelled_at"),
     })
 }
 
@@ -204,10 +231,12 @@ pub async fn upsert(tx: &mut Tx, v: &OrderView) -> Result<(), StorageError> {
     let lines = serde_json::to_string(&v.lines).map_err(|e| StorageError::Config(e.to_string()))?;
     sqlx::query(
         "INSERT INTO order_views (order_id, customer_id, status, step, cancel_reason, lines, total_minor, currency,
-             payment_status, created_at, updated_at, deadline_at, version)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             payment_status, created_at, updated_at, deadline_at, version, reserved_at, paid_at, confirmed_at,
+             cancelled_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
          ON CONFLICT (order_id) DO UPDATE SET status = $3, step = $4, cancel_reason = $5, lines = $6,
-             total_minor = $7, currency = $8, payment_status = $9, updated_at = $11, deadline_at = $12, version = $13
+             total_minor = $7, currency = $8, payment_status = $9, updated_at = $11, deadline_at = $12, version = $13,
+             reserved_at = $14, paid_at = $15, confirmed_at = $16, cancelled_at = $17
          WHERE order_views.version < $13",
     )
     .bind(&v.order_id)
@@ -223,6 +252,10 @@ pub async fn upsert(tx: &mut Tx, v: &OrderView) -> Result<(), StorageError> {
     .bind(v.updated_at)
     .bind(v.deadline_at)
     .bind(v.version)
+    .bind(v.reserved_at)
+    .bind(v.paid_at)
+    .bind(v.confirmed_at)
+    .bind(v.cancelled_at)
     .execute(&mut **tx)
     .await?;
     Ok(())

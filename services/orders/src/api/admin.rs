@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::output::OrderOut;
+use super::timeline::Timeline;
 use super::{ApiError, State};
 use crate::checkout::OrderError;
 use crate::store;
@@ -65,10 +66,9 @@ pub async fn order(
             data: e.envelope.payload,
         })
         .collect();
-    let timeline = super::timeline::timeline(pool, &id).await?;
     Ok(Json(OrderHistory {
         order: OrderOut {
-            timeline: Some(timeline),
+            timeline: Some(Timeline::of(&view)),
             ..view.into()
         },
         events,

@@ -15,6 +15,7 @@ use sha2::{Digest as _, Sha256};
 use super::error::lines_problem;
 use super::input::PlaceOrder;
 use super::output::{OrderOut, Page};
+use super::timeline::Timeline;
 use super::wait::{Seen, Wait, WaitQuery};
 use super::{ApiError, State};
 use crate::domain::{Line, Money, total};
@@ -220,9 +221,8 @@ pub async fn get(
         None => owned(&state, &caller, &id).await?,
         Some(wait) => changed(&state, &caller, &id, &wait).await?,
     };
-    let timeline = super::timeline::timeline(state.checkout.db.pool(), &id).await?;
     Ok(Json(OrderOut {
-        timeline: Some(timeline),
+        timeline: Some(Timeline::of(&view)),
         ..view.into()
     }))
 }

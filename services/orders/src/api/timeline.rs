@@ -1,15 +1,13 @@
-//! When each step of an order's saga happened, from its stream: the time orders recorded
-//! placement, inventory's hold, the capture and the end, so clients and load generators read
-//! server times instead of their own.
+//! When each step of an order's saga happened: the time orders recorded placement, inventory's
+//! hold, the capture and the end (each the first of its kind in the order's stream), so clients
+//! and load generators read server times instead of their own. The read model's row keeps them
+//! (`crate::projection`), so the timeline costs no read of the stream.
 
 use mercato_contracts::timestamp::rfc3339;
-use mercato_storage::sqlx::{Any, Executor};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::checkout::OrderError;
-use crate::domain::Fact;
-use crate::events::from_envelope;
+use crate::store::OrderView;
 
 #[derive(Debug, Default, Serialize, ToSchema)]
 pub struct Timeline {
@@ -30,26 +28,17 @@ pub struct Timeline {
     pub cancelled_at: Option<String>,
 }
 
-/// The order's timeline.
-///
-/// # Errors
-/// The database failed, or a stored fact does not decode.
-pub async fn timeline<'e, E>(executor: E, order_id: &str) -> Result<Timeline, OrderError>
-where
-    E: Executor<'e, Database = Any>,
-{
-    let mut timeline = Timeline::default();
-    for event in mercato_eventstore::read_stream(executor, order_id).await? {
-        let fact = from_envelope(&event.envelope).map_err(mercato_eventstore::EventStoreError::from)?;
-        let slot = match fact {
-            Fact::Placed { .. } => &mut timeline.placed_at,
-            Fact::StockReserved => &mut timeline.reserved_at,
-            Fact::PaymentCaptured => &mut timeline.paid_at,
-            Fact::Confirmed => &mut timeline.confirmed_at,
-            Fact::Cancelled { .. } => &mut timeline.cancelled_at,
-            _ => continue,
-        };
-        slot.get_or_insert_with(|| rfc3339(event.recorded_at));
+impl Timeline {
+    /// The timeline of the order `view` holds.
+    #[must_use]
+    pub fn of(view: &OrderView) -> Self {
+        let at = |ms: Option<i64>| ms.map(rfc3339);
+        Self {
+            placed_at: Some(rfc3339(view.created_at)),
+            reserved_at: at(view.reserved_at),
+            paid_at: at(view.paid_at),
+            confirmed_at: at(view.confirmed_at),
+            cancelled_at: at(view.cancelled_at),
+        }
     }
-    Ok(timeline)
 }

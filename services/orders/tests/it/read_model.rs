@@ -21,6 +21,7 @@ backend_tests!(
     the_projection_over_the_log_agrees_with_the_rows_appends_wrote_and_never_takes_one_back,
     a_row_behind_its_stream_is_replayed_by_the_next_append,
     a_projection_batch_skips_the_rows_it_holds_and_folds_a_row_that_is_missing,
+    the_row_holds_when_each_step_happened_and_rows_from_before_get_it_from_the_stream,
 );
 
 const VIEWS: ViewsProjection = ViewsProjection {
@@ -268,4 +269,65 @@ async fn a_projection_batch_skips_the_rows_it_holds_and_folds_a_row_that_is_miss
         "the missing row is what the appends had written"
     );
     orders.db.close().await;
+}
+
+async fn the_row_holds_when_each_step_happened_and_rows_from_before_get_it_from_the_stream(
+    backend: TestBackend,
+) {
+    let orders = orders(backend).await;
+    let confirmed = orders.place("cust-1").await;
+    orders.answer(&confirmed, Reply::StockReserved).await;
+    orders.answer(&confirmed, Reply::PaymentCaptured).await;
+    let cancelled = orders.place("cust-1").await;
+    orders
+        .answer(
+            &cancelled,
+            Reply::StockReservationFailed {
+                unknown_product: false,
+            },
+        )
+        .await;
+
+    // Each time is the first event of its kind in the stream.
+    let first_of = |events: &[mercato_eventstore::RecordedEvent], event_type: &str| {
+        events
+            .iter()
+            .find(|e| e.envelope.event_type == event_type)
+            .map(|e| e.recorded_at)
+    };
+    let mut rows = Vec::new();
+    for order in [&confirmed, &cancelled] {
+        let row = orders.row_at_head(order).await;
+        let events = mercato_eventstore::read_stream(orders.db.pool(), order)
+            .await
+            .unwrap();
+        let times = [row.reserved_at, row.paid_at, row.confirmed_at, row.cancelled_at];
+        let expected = [
+            "StockReserved",
+            "PaymentCaptured",
+            "OrderConfirmed",
+            "OrderCancelled",
+        ]
+        .map(|event_type| first_of(&events, event_type));
+        assert_eq!(times, expected, "{row:?}");
+        assert_eq!(row.created_at, events[0].recorded_at);
+        rows.push(row);
+    }
+    assert!(rows[0].confirmed_at.is_some() && rows[0].cancelled_at.is_none());
+    assert!(rows[1].cancelled_at.is_some() && rows[1].reserved_at.is_none());
+
+    // Rows written before the read model kept the times: the migration fills them.
+    sqlx::query(
+        "UPDATE order_views SET reserved_at = NULL, paid_at = NULL, confirmed_at = NULL, cancelled_at = NULL",
+    )
+    .execute(orders.db.pool())
+    .await
+    .unwrap();
+    sqlx::raw_sql(store::TIMELINE_BACKFILL)
+        .execute(orders.db.pool())
+        .await
+        .unwrap();
+    for (order, row) in [&confirmed, &cancelled].into_iter().zip(&rows) {
+        assert_eq!(&orders.row(order).await, row);
+    }
 }
