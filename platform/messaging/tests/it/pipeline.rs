@@ -38,6 +38,7 @@ backend_tests!(
     a_group_of_some_types_applies_them_in_stream_order_through_retries,
     a_consumer_told_to_stop_mid_batch_hands_the_rest_to_another_member_at_once,
     several_workers_keep_each_streams_order_through_retries_and_apply_every_event_once,
+    each_stream_in_the_outbox_is_numbered_from_one_and_each_row_holds_its_number,
 );
 
 /// The effects table; the backends spell only its auto-numbered key differently.
@@ -863,4 +864,30 @@ async fn a_redelivered_event_is_refused_by_its_record_before_the_handler_runs(ba
     assert_eq!(inbox.apply(&second, 1).await.expect("apply"), Outcome::Applied);
     assert_eq!(numbers_of(&pipeline.effects().await, "order-1"), [1, 2]);
     assert_hooks_counted(&handler, 2).await;
+}
+
+async fn each_stream_in_the_outbox_is_numbered_from_one_and_each_row_holds_its_number(backend: TestBackend) {
+    let pipeline = Pipeline::start(backend).await;
+    // Appends to two streams at once, each in its own transaction.
+    let appended = futures_util::future::join_all(
+        (1..=6).map(|n| pipeline.append(if n % 2 == 0 { "even" } else { "odd" }, n)),
+    )
+    .await;
+    let rows: Vec<(String, String, i64, String)> =
+        sqlx::query_as("SELECT event_id, stream_id, stream_seq, envelope FROM outbox ORDER BY position")
+            .fetch_all(pipeline.db.pool())
+            .await
+            .expect("outbox rows");
+    assert_eq!(rows.len(), 6);
+    for stream in ["even", "odd"] {
+        let mut numbers: Vec<i64> = rows.iter().filter(|r| r.1 == stream).map(|r| r.2).collect();
+        numbers.sort_unstable();
+        assert_eq!(numbers, [1, 2, 3], "{stream}: {rows:?}");
+    }
+    for (event_id, _, stream_seq, body) in &rows {
+        let stored: Envelope = serde_json::from_str(body).expect("the row's envelope");
+        assert_eq!(stored.stream_seq, *stream_seq, "{body}");
+        let given = appended.iter().find(|e| &e.id == event_id).expect("appended");
+        assert_eq!(&stored, given, "the row holds the envelope as the caller has it");
+    }
 }
