@@ -274,7 +274,8 @@ impl Checkout {
     }
 
     /// Places an order: its facts, the card for the later charge, and the idempotency key, in
-    /// one transaction. Returns the order id, and whether it was new (false for a replay).
+    /// one transaction. Returns the order id, and the new order's read-model row as written
+    /// (`None` for a replay of an order placed before).
     ///
     /// # Errors
     /// [`OrderError::KeyReused`] for a key used with another request.
@@ -285,11 +286,11 @@ impl Checkout {
         card_token: &str,
         idempotency: Option<(&str, &str)>,
         context: &Context,
-    ) -> Result<(String, bool), OrderError> {
+    ) -> Result<(String, Option<OrderView>), OrderError> {
         if let Some((key, hash)) = idempotency
             && let Some(existing) = self.replay_of(customer_id, key, hash).await?
         {
-            return Ok((existing, false));
+            return Ok((existing, None));
         }
         let order_id = uuid::Uuid::now_v7().to_string();
         let expires_at =
@@ -303,7 +304,7 @@ impl Checkout {
                     drop(tx);
                     // A concurrent request with the same key won; answer what it made.
                     return match self.replay_of(customer_id, key, hash).await? {
-                        Some(existing) => Ok((existing, false)),
+                        Some(existing) => Ok((existing, None)),
                         None => Err(OrderError::Contended),
                     };
                 }
@@ -318,10 +319,11 @@ impl Checkout {
             .instrument(crate::saga::step_span(&order_id, "order_placed"))
             .await?;
         tx.commit().await?;
-        self.remember(view.and_then(|view| after(None, &facts, view, Some(card_token))));
+        let view = view.ok_or(OrderError::NotFound)?;
+        self.remember(after(None, &facts, view.clone(), Some(card_token)));
         self.committed();
         self.count(Tally::of(None, &facts, now_millis(), current_trace_id()));
-        Ok((order_id, true))
+        Ok((order_id, Some(view)))
     }
 
     async fn replay_of(

@@ -76,6 +76,26 @@ async fn owned(state: &State, caller: &Caller, id: &str) -> Result<store::OrderV
     }
 }
 
+/// The order an idempotent replay placed before.
+async fn replayed(state: &State, order_id: &str) -> Result<store::OrderView, ApiError> {
+    let pool = state.checkout.db.pool();
+    match store::view(pool, order_id)
+        .await
+        .map_err(crate::checkout::OrderError::from)?
+    {
+        Some(view) => Ok(view),
+        // Every append writes its order's row, so this order was placed before rows were
+        // written with the append and the projection has not written it yet: it exists all
+        // the same, so answer from its stream.
+        None => {
+            let order = crate::checkout::load(pool, order_id)
+                .await?
+                .ok_or(crate::checkout::OrderError::NotFound)?;
+            Ok(store::OrderView::pending(&order, mercato_storage::now_millis()))
+        }
+    }
+}
+
 fn created(view: store::OrderView) -> Response {
     let location = format!("/api/orders/{}", view.order_id);
     let mut response = (StatusCode::CREATED, Json(OrderOut::from(view))).into_response();
@@ -162,29 +182,19 @@ pub async fn place(
     }
     total(&lines).map_err(lines_problem)?;
     let idempotency = key.as_deref().map(|k| (k, hash.as_str()));
-    let (order_id, new) = state
+    let (order_id, placed) = state
         .checkout
         .place(&caller.subject, lines, &valid.card_token, idempotency, &context())
         .await?;
-    let view = match store::view(state.checkout.db.pool(), &order_id)
-        .await
-        .map_err(crate::checkout::OrderError::from)?
-    {
-        Some(view) => view,
-        // Every append writes its order's row, so this is an idempotent replay of an order
-        // whose row the projection has not written yet (placed before rows were written with
-        // the append): the order exists all the same, so answer from its stream.
-        None => {
-            let order = crate::checkout::load(state.checkout.db.pool(), &order_id)
-                .await?
-                .ok_or(crate::checkout::OrderError::NotFound)?;
-            store::OrderView::pending(&order, mercato_storage::now_millis())
+    let view = match placed {
+        // The row as the placement wrote it.
+        Some(view) => {
+            admission.placed();
+            tracing::info!(%order_id, "order placed");
+            view
         }
+        None => replayed(&state, &order_id).await?,
     };
-    if new {
-        admission.placed();
-        tracing::info!(%order_id, "order placed");
-    }
     Ok(created(view))
 }
 

@@ -77,7 +77,7 @@ async fn placed(checkout: &Checkout) -> String {
         .place("c1", lines, "tok_visa", None, &Context::default())
         .await
         .expect("placed");
-    assert!(new);
+    assert!(new.is_some());
     order_id
 }
 

@@ -81,7 +81,7 @@ impl Orders {
             .place(customer, vec![mug], "tok_visa", None, &Context::default())
             .await
             .expect("place");
-        assert!(new);
+        assert!(new.is_some());
         order
     }
 
