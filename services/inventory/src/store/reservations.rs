@@ -2,6 +2,7 @@
 //! [`transition`], a conditional `UPDATE` on the state it expects: two replicas (or a command and
 //! the expiry sweeper) racing for one reservation cannot both win.
 
+use mercato_storage::sqlx::any::AnyRow;
 use mercato_storage::sqlx::{self, Any, AnyConnection, Row as _};
 use mercato_storage::{StorageError, Tx, now_millis};
 
@@ -111,18 +112,27 @@ pub async fn expire(tx: &mut Tx, order_id: &str, now: i64) -> Result<bool, Stora
 /// # Errors
 /// The database failed or holds a malformed row.
 pub async fn find(conn: &mut AnyConnection, order_id: &str) -> Result<Option<Reservation>, StorageError> {
-    let Some(row) = sqlx::query(
-        "SELECT order_id, state, expires_at, correlation_id, traceparent FROM reservations WHERE order_id = $1",
+    // The reservation and its lines in one round trip: a row per line (one with no line for a
+    // reservation without lines), in SKU order.
+    let rows = sqlx::query(
+        "SELECT r.order_id, r.state, r.expires_at, r.correlation_id, r.traceparent, l.sku, l.quantity
+         FROM reservations r LEFT JOIN reservation_lines l ON l.order_id = r.order_id
+         WHERE r.order_id = $1 ORDER BY l.sku",
     )
     .bind(order_id)
-    .fetch_optional(&mut *conn)
-    .await?
-    else {
+    .fetch_all(&mut *conn)
+    .await?;
+    let Some(row) = rows.first() else {
         return Ok(None);
     };
     let state: String = row.try_get("state")?;
     let state = ReservationState::parse(&state).map_err(|e| corrupt("reservations", order_id, e))?;
-    let lines = lines(&mut *conn, order_id).await?;
+    let mut lines = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if row.try_get::<Option<String>, _>("sku")?.is_some() {
+            lines.push(line_of(row, order_id)?);
+        }
+    }
     Ok(Some(Reservation {
         order_id: row.try_get("order_id")?,
         state,
@@ -145,15 +155,16 @@ where
         .bind(order_id)
         .fetch_all(executor)
         .await?;
-    rows.iter()
-        .map(|row| {
-            let bad = |e: &dyn std::fmt::Display| corrupt("reservation_lines", order_id, e);
-            Ok(ReservationLine {
-                sku: Sku::parse(&row.try_get::<String, _>("sku")?).map_err(|e| bad(&e))?,
-                quantity: Quantity::positive(row.try_get("quantity")?).map_err(|e| bad(&e))?,
-            })
-        })
-        .collect()
+    rows.iter().map(|row| line_of(row, order_id)).collect()
+}
+
+/// A reservation line from a row's `sku` and `quantity`.
+fn line_of(row: &AnyRow, order_id: &str) -> Result<ReservationLine, StorageError> {
+    let bad = |e: &dyn std::fmt::Display| corrupt("reservation_lines", order_id, e);
+    Ok(ReservationLine {
+        sku: Sku::parse(&row.try_get::<String, _>("sku")?).map_err(|e| bad(&e))?,
+        quantity: Quantity::positive(row.try_get("quantity")?).map_err(|e| bad(&e))?,
+    })
 }
 
 /// Up to `limit` held reservations whose time ran out by `now`, the oldest first.
