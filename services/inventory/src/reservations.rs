@@ -66,17 +66,18 @@ pub async fn reserve<'a>(
     for line in &lines {
         store::add_line(tx, order_id, line).await?;
     }
-    // Unknown products first: that answer does not depend on what others hold right now.
-    for line in &lines {
-        if products::find(&mut **tx, &line.sku).await?.is_none() {
-            let sku = line.sku.as_str().to_owned();
-            return refuse(tx, order_id, ReservationFailure::UnknownProduct, sku).await;
-        }
-    }
     for (i, line) in lines.iter().enumerate() {
         if !products::apply(tx, StockMove::Hold, &line.sku, line.quantity).await? {
             for held in &lines[..i] {
                 products::apply(tx, StockMove::Unhold, &held.sku, held.quantity).await?;
+            }
+            // An unknown product is the answer whatever others hold right now, so it is looked
+            // for first, only now: a hold that succeeded found its product, and most do.
+            for line in &lines {
+                if products::find(&mut **tx, &line.sku).await?.is_none() {
+                    let sku = line.sku.as_str().to_owned();
+                    return refuse(tx, order_id, ReservationFailure::UnknownProduct, sku).await;
+                }
             }
             let sku = line.sku.as_str().to_owned();
             return refuse(tx, order_id, ReservationFailure::OutOfStock, sku).await;

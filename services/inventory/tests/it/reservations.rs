@@ -109,6 +109,21 @@ async fn an_unknown_product_fails_the_reservation(backend: TestBackend) {
     assert_eq!(failed.reason, ReservationFailure::UnknownProduct);
     assert_eq!(failed.sku, "not a sku!");
     assert_eq!(app.stock("MUG-001").await, (100, 0));
+
+    // An unknown product is the answer even beside a line that is out of stock, in any order.
+    for lines in [
+        [("CAP-NVY", 1_000), ("ZZZ-NO-SUCH", 1)],
+        [("ZZZ-NO-SUCH", 1), ("CAP-NVY", 1_000)],
+    ] {
+        let both = order_id();
+        app.reserve(&both, 1, &lines, far_future()).await;
+        let failed: StockReservationFailed = answers.for_order(&both).await;
+        assert_eq!(
+            (failed.reason, failed.sku.as_str()),
+            (ReservationFailure::UnknownProduct, "ZZZ-NO-SUCH")
+        );
+    }
+    assert_eq!(app.stock("CAP-NVY").await, (40, 0));
 }
 
 async fn releasing_gives_the_units_back(backend: TestBackend) {
