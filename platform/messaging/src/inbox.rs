@@ -1,11 +1,15 @@
 //! The inbox: an idempotent consumer.
 //!
 //! For each fetched batch, one transaction on the service's own database, with a savepoint per
-//! delivery: record the event's id for this subscriber (a record already there means it was
-//! handled: the event is skipped), then run the handler; the batch's stream positions are read
-//! and written once. A delivery that fails rolls back to its savepoint alone and is retried or
-//! parked; the others commit together, once, and are acknowledged to the bus together. A redelivery therefore changes nothing, and a crash at any point leaves either
-//! everything or nothing.
+//! delivery that runs the handler. What the subscriber recorded of the batch (its streams'
+//! positions, and which of its events were handled before: those are skipped) is read with one
+//! statement first, and the applied events' records and the moved positions are written at the
+//! end. A delivery that fails rolls back to its savepoint alone and is retried or parked; the
+//! others commit together, once, and are acknowledged to the bus together. A redelivery
+//! therefore changes nothing, and a crash at any point leaves either everything or nothing. Two
+//! members that applied the same event at once (a redelivery while the first still ran) both
+//! write its record: the second's key conflict rolls its whole batch back, which is retried and
+//! finds the event handled.
 //!
 //! Order: every envelope carries its position in its stream, and the latest earlier position of
 //! each event type in it. An event that arrives before its predecessor (a redelivery overtook it)
@@ -574,12 +578,12 @@ impl<H: Handler> Inbox<H> {
 
     /// [`Inbox::apply_batch`]'s transaction; `handled` counts the events applied in it so far.
     ///
-    /// The bookkeeping is per batch where it can be: the positions of the batch's streams are
-    /// read with one statement and kept in step in memory as deliveries apply (a later delivery
-    /// of the same stream sees the earlier one's position), and written back with one statement
-    /// at the end. Per delivery there is one statement to open its savepoint (releasing the one
-    /// before) and the record of its id, which comes before the handler: a duplicate, found by
-    /// the record's key, is refused before any of the handler's work.
+    /// The bookkeeping is per batch: one statement reads the positions of the batch's streams
+    /// and which of its events were handled before ([`Ledger`]), both then kept in step in memory
+    /// as deliveries apply (a later delivery of the same stream sees the earlier one's position,
+    /// and a second copy of an event the first's record), and written back at the end. Per
+    /// delivery there is one statement to open its savepoint (releasing the one before); a
+    /// duplicate is refused before any of the handler's work, without one.
     async fn apply_all(
         &self,
         deliveries: &[(&Envelope, u32)],
@@ -587,13 +591,13 @@ impl<H: Handler> Inbox<H> {
         handled: &mut usize,
     ) -> Result<Vec<Result<Outcome, HandlerError>>, StorageError> {
         let mut tx = self.db.begin().await?;
-        let mut positions = Positions::load(
+        let mut ledger = Ledger::load(
             &mut tx,
             &self.subscriber,
             deliveries
                 .iter()
                 .filter(|(e, _)| self.spec.handles(&e.event_type))
-                .map(|(e, _)| e.stream_id.as_str()),
+                .map(|(e, _)| *e),
         )
         .await?;
         let mut savepoint_open = false;
@@ -613,25 +617,25 @@ impl<H: Handler> Inbox<H> {
                 envelope.traceparent.as_deref(),
             );
             let outcome = self
-                .apply_one(&mut tx, &mut savepoint_open, &positions, envelope, attempt)
+                .apply_one(&mut tx, &mut savepoint_open, &ledger, envelope, attempt)
                 .instrument(span)
                 .await?;
             match &outcome {
                 Ok(Outcome::Applied) => {
                     *handled += 1;
-                    positions.advance(&envelope.stream_id, envelope.stream_seq);
+                    ledger.applied(envelope);
                 }
                 // A message about to be parked moves its stream past itself in the same
                 // transaction, so its successors are not held back.
                 Err(error) if self.parks(error, attempt) => {
-                    positions.advance(&envelope.stream_id, envelope.stream_seq);
+                    ledger.advance(&envelope.stream_id, envelope.stream_seq);
                 }
                 _ => {}
             }
             outcomes.push(outcome);
         }
         // The last savepoint needs no release: the commit ends it with the transaction.
-        positions.save(&mut tx, &self.subscriber).await?;
+        ledger.save(&mut tx, &self.subscriber).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -647,9 +651,9 @@ impl<H: Handler> Inbox<H> {
         outcomes.pop().unwrap_or(Ok(Outcome::Ignored))
     }
 
-    /// Source check, order check, then in the delivery's savepoint the record of its id (a
-    /// duplicate stops there) and the handler. A delivery that did not apply has its savepoint
-    /// rolled back; `savepoint_open` says whether one is open in `tx`.
+    /// Source check, order check, duplicate check, then the handler in the delivery's savepoint.
+    /// A delivery whose handler failed has its savepoint rolled back; `savepoint_open` says
+    /// whether one is open in `tx`.
     ///
     /// # Errors
     /// A savepoint statement failed: the transaction itself is in doubt, and so is the batch.
@@ -657,7 +661,7 @@ impl<H: Handler> Inbox<H> {
         &self,
         tx: &mut Tx,
         savepoint_open: &mut bool,
-        positions: &Positions,
+        ledger: &Ledger,
         envelope: &Envelope,
         attempt: u32,
     ) -> Result<Result<Outcome, HandlerError>, StorageError> {
@@ -669,7 +673,7 @@ impl<H: Handler> Inbox<H> {
                 envelope.id, envelope.source, self.spec.category
             ))));
         }
-        let last = positions.last(&envelope.stream_id);
+        let last = ledger.last(&envelope.stream_id);
         let predecessor = envelope.predecessor(&self.spec.event_types);
         if last < predecessor && envelope.stream_seq > 0 {
             if attempt <= self.config.max_reorder_waits {
@@ -678,6 +682,10 @@ impl<H: Handler> Inbox<H> {
             tracing::warn!(subscriber = %self.subscriber, stream = %envelope.stream_id, expected = predecessor,
                 got = envelope.stream_seq, "a predecessor never came; applying out of order");
         }
+        // Applied before, or earlier in this batch.
+        if ledger.recorded(&envelope.id) {
+            return Ok(Ok(Outcome::Duplicate));
+        }
         let open = if *savepoint_open {
             "RELEASE SAVEPOINT inbox_delivery; SAVEPOINT inbox_delivery"
         } else {
@@ -685,22 +693,14 @@ impl<H: Handler> Inbox<H> {
         };
         savepoint(tx, open).await?;
         *savepoint_open = true;
-        let outcome = match record(tx, &self.subscriber, envelope).await {
-            // Applied before, or by another member concurrently that committed first.
-            Err(e) if e.is_conflict() => Ok(Outcome::Duplicate),
-            Err(e) => Err(e.into()),
-            Ok(()) => match self.handler.handle(envelope, tx).await {
-                Ok(()) => Ok(Outcome::Applied),
-                Err(error) => {
-                    self.handler.rolled_back();
-                    Err(error)
-                }
-            },
-        };
-        if !matches!(outcome, Ok(Outcome::Applied)) {
-            savepoint(tx, "ROLLBACK TO SAVEPOINT inbox_delivery").await?;
+        match self.handler.handle(envelope, tx).await {
+            Ok(()) => Ok(Ok(Outcome::Applied)),
+            Err(error) => {
+                self.handler.rolled_back();
+                savepoint(tx, "ROLLBACK TO SAVEPOINT inbox_delivery").await?;
+                Ok(Err(error))
+            }
         }
-        Ok(outcome)
     }
 }
 
@@ -749,44 +749,96 @@ async fn pause(shutdown: &CancellationToken, delay: Duration) {
     }
 }
 
-/// The positions of a batch's streams for one subscriber: read once, moved in memory as the
-/// batch applies, and written back once, never moving one back.
+/// What one subscriber recorded of a batch: its streams' positions and which of its events were
+/// handled before. Read with one statement, kept in step in memory as the batch applies, and
+/// written back at the end (positions never move back; each applied event gets its record).
 #[derive(Debug, Default)]
-struct Positions {
+struct Ledger {
     last: HashMap<String, i64>,
     moved: HashSet<String>,
+    /// Events of the batch handled before it.
+    before: HashSet<String>,
+    /// Events the batch applied, in order: their records are written with the positions.
+    applied: Vec<String>,
 }
 
-/// Streams per read of [`Positions`].
-const STREAMS_PER_READ: usize = 200;
+/// Streams, and events, per read of a [`Ledger`].
+const KEYS_PER_READ: usize = 200;
 
-impl Positions {
+impl Ledger {
     async fn load<'a>(
         tx: &mut Tx,
         subscriber: &str,
-        streams: impl Iterator<Item = &'a str>,
+        events: impl Iterator<Item = &'a Envelope>,
     ) -> Result<Self, StorageError> {
-        let streams: Vec<&str> = streams.collect::<BTreeSet<_>>().into_iter().collect();
-        let mut positions = Self::default();
-        for chunk in streams.chunks(STREAMS_PER_READ) {
-            let width = mercato_storage::in_list_width(chunk.len());
-            let list: Vec<String> = (2..width + 2).map(|i| format!("${i}")).collect();
-            let sql = format!(
-                "SELECT stream_id, last_seq FROM inbox_streams WHERE subscriber = $1 AND stream_id IN ({})",
-                list.join(", ")
-            );
-            let mut query = sqlx::query_as::<_, (String, i64)>(&sql).bind(subscriber);
-            for i in 0..width {
-                query = query.bind(chunk[i.min(chunk.len() - 1)]);
-            }
-            positions.last.extend(query.fetch_all(&mut **tx).await?);
+        let mut streams = BTreeSet::new();
+        let mut ids = BTreeSet::new();
+        for event in events {
+            streams.insert(event.stream_id.as_str());
+            ids.insert(event.id.as_str());
         }
-        Ok(positions)
+        let streams: Vec<&str> = streams.into_iter().collect();
+        let ids: Vec<&str> = ids.into_iter().collect();
+        let mut ledger = Self::default();
+        let (mut streams, mut ids) = (streams.chunks(KEYS_PER_READ), ids.chunks(KEYS_PER_READ));
+        loop {
+            let (some_streams, some_ids) = (streams.next(), ids.next());
+            if some_streams.is_none() && some_ids.is_none() {
+                break;
+            }
+            let (some_streams, some_ids) = (some_streams.unwrap_or_default(), some_ids.unwrap_or_default());
+            // Each list at a width of a few (see `in_list_width`), its last key repeated; an
+            // empty one matches nothing.
+            let (stream_width, id_width) = (
+                mercato_storage::in_list_width(some_streams.len()),
+                mercato_storage::in_list_width(some_ids.len()),
+            );
+            let params = |from: usize, width: usize| -> String {
+                (from..from + width)
+                    .map(|i| format!("${i}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let sql = format!(
+                "SELECT stream_id AS key, last_seq FROM inbox_streams WHERE subscriber = $1 AND stream_id IN ({})
+                 UNION ALL
+                 SELECT event_id AS key, -1 AS last_seq FROM inbox_processed WHERE subscriber = $2 AND event_id IN ({})",
+                params(3, stream_width),
+                params(3 + stream_width, id_width)
+            );
+            let mut query = sqlx::query_as::<_, (String, i64)>(&sql)
+                .bind(subscriber)
+                .bind(subscriber);
+            for list in [(some_streams, stream_width), (some_ids, id_width)] {
+                let (keys, width) = list;
+                for i in 0..width {
+                    query = query.bind(
+                        keys.get(i.min(keys.len().saturating_sub(1)))
+                            .copied()
+                            .unwrap_or(""),
+                    );
+                }
+            }
+            for (key, last_seq) in query.fetch_all(&mut **tx).await? {
+                // Positions start at 1: a record comes back as -1.
+                if last_seq < 0 {
+                    ledger.before.insert(key);
+                } else {
+                    ledger.last.insert(key, last_seq);
+                }
+            }
+        }
+        Ok(ledger)
     }
 
     /// The last position of `stream` applied or passed (0 before any).
     fn last(&self, stream: &str) -> i64 {
         self.last.get(stream).copied().unwrap_or(0)
+    }
+
+    /// Whether the event `id` was handled, before this batch or in it.
+    fn recorded(&self, id: &str) -> bool {
+        self.before.contains(id) || self.applied.iter().any(|applied| applied == id)
     }
 
     fn advance(&mut self, stream: &str, seq: i64) {
@@ -797,6 +849,14 @@ impl Positions {
         }
     }
 
+    /// `envelope` was applied: its stream moves past it, and it gets its record.
+    fn applied(&mut self, envelope: &Envelope) {
+        self.advance(&envelope.stream_id, envelope.stream_seq);
+        self.applied.push(envelope.id.clone());
+    }
+
+    /// Writes the positions that moved and the applied events' records. A record that another
+    /// member wrote meanwhile is a conflict: the batch then rolls back whole and is retried.
     async fn save(&self, tx: &mut Tx, subscriber: &str) -> Result<(), StorageError> {
         let moved: Vec<([&str; 2], i64)> = self
             .moved
@@ -810,19 +870,28 @@ impl Positions {
             "last_seq",
             &moved,
         )
-        .await
+        .await?;
+        let now = now_millis();
+        for chunk in self.applied.chunks(RECORDS_PER_STATEMENT) {
+            let rows: Vec<String> = (0..chunk.len())
+                .map(|i| format!("($1, $2, ${})", i + 3))
+                .collect();
+            let sql = format!(
+                "INSERT INTO inbox_processed (subscriber, processed_at, event_id) VALUES {}",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(subscriber).bind(now);
+            for id in chunk {
+                query = query.bind(id);
+            }
+            query.execute(&mut **tx).await?;
+        }
+        Ok(())
     }
 }
 
-async fn record(tx: &mut Tx, subscriber: &str, envelope: &Envelope) -> Result<(), StorageError> {
-    sqlx::query("INSERT INTO inbox_processed (subscriber, event_id, processed_at) VALUES ($1, $2, $3)")
-        .bind(subscriber)
-        .bind(&envelope.id)
-        .bind(now_millis())
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
+/// Records per insert statement.
+const RECORDS_PER_STATEMENT: usize = 100;
 
 #[cfg(test)]
 mod tests {

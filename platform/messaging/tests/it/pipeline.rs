@@ -39,6 +39,7 @@ backend_tests!(
     a_consumer_told_to_stop_mid_batch_hands_the_rest_to_another_member_at_once,
     several_workers_keep_each_streams_order_through_retries_and_apply_every_event_once,
     each_stream_in_the_outbox_is_numbered_from_one_and_each_row_holds_its_number,
+    two_members_applying_one_event_at_once_keep_one_effect,
 );
 
 /// The effects table; the backends spell only its auto-numbered key differently.
@@ -890,4 +891,66 @@ async fn each_stream_in_the_outbox_is_numbered_from_one_and_each_row_holds_its_n
         let given = appended.iter().find(|e| &e.id == event_id).expect("appended");
         assert_eq!(&stored, given, "the row holds the envelope as the caller has it");
     }
+}
+
+async fn two_members_applying_one_event_at_once_keep_one_effect(backend: TestBackend) {
+    let pipeline = Pipeline::start(backend).await;
+    let event = pipeline.append("race", 1).await;
+    let (started, resume) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let slow = pipeline.inbox(Recording {
+        member: "slow",
+        pause: Some((Arc::clone(&started), Arc::clone(&resume))),
+        ..Recording::default()
+    });
+    let fast = pipeline.inbox(Recording::member("fast"));
+    let slow = {
+        let event = event.clone();
+        tokio::spawn(async move { slow.apply(&event, 1).await })
+    };
+    tokio::time::timeout(PATIENCE, started.notified())
+        .await
+        .expect("the slow member is handling the event");
+    // Both found no record of the event when their batches began. On PostgreSQL the fast one
+    // commits first, and the slow one's record then conflicts: its whole batch rolls back. On
+    // SQLite the fast one's transaction waits for the slow one's, then finds its record.
+    let (fast_outcome, slow_outcome) = match backend {
+        TestBackend::Postgres => {
+            let fast_outcome = fast.apply(&event, 1).await;
+            resume.notify_one();
+            (
+                fast_outcome,
+                mercato_testkit::joined("the slow member", slow).await,
+            )
+        }
+        TestBackend::Sqlite => {
+            let fast_outcome = tokio::spawn({
+                let event = event.clone();
+                async move { fast.apply(&event, 1).await }
+            });
+            resume.notify_one();
+            let slow_outcome = mercato_testkit::joined("the slow member", slow).await;
+            (
+                mercato_testkit::joined("the fast member", fast_outcome).await,
+                slow_outcome,
+            )
+        }
+    };
+    let outcomes = [&fast_outcome, &slow_outcome];
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, Ok(Outcome::Applied)))
+            .count(),
+        1,
+        "one applied: {outcomes:?}"
+    );
+    let effects = pipeline.effects().await;
+    assert_eq!(effects.len(), 1, "{effects:?}");
+    // The one that did not apply, delivered again, finds the event handled.
+    let again = pipeline.inbox(Recording::member("again"));
+    assert_eq!(
+        again.apply(&event, 2).await.expect("apply again"),
+        Outcome::Duplicate
+    );
+    assert_eq!(pipeline.effects().await.len(), 1);
 }
