@@ -93,8 +93,10 @@ export function confirmAction(text) {
   });
 }
 
-// Re-runs the page's refresh every interval while it is shown.
-export function every(ms, refresh) {
+// Re-runs the page's refresh every interval while it is shown. `target` is the container its
+// route rendered into: a page left while its first draw was in flight starts no timer.
+export function every(ms, refresh, target) {
+  if (!target.isConnected) return;
   clearInterval(timer);
   timer = setInterval(() => refresh().catch(() => {}), ms);
 }
@@ -134,12 +136,14 @@ async function route() {
     if (link.getAttribute('href') === '#' + name) link.setAttribute('aria-current', 'page');
     else link.removeAttribute('aria-current');
   }
-  const target = page();
-  target.replaceChildren(el('p', { class: 'muted' }, 'Loading…'));
+  // Each route renders into a container of its own: a draw of the page left behind that was
+  // still in flight (a slow answer) then fills a container no longer shown, not this page.
+  const target = el('div', {}, el('p', { class: 'muted' }, 'Loading…'));
+  page().replaceChildren(target);
   try {
     await render(target, rest.map(decodeURIComponent));
   } catch (error) {
-    showError(error);
+    if (target.isConnected) showError(error);
   }
 }
 

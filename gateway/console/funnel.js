@@ -31,5 +31,5 @@ export async function renderFunnel(target) {
           el('td', {}, Object.entries(m.cancelled_by_reason || {}).map(([r, n]) => `${r} ${n}`).join(', '))))))));
   };
   await draw();
-  every(10000, draw);
+  every(10000, draw, target);
 }

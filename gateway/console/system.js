@@ -66,5 +66,5 @@ export async function renderSystem(target) {
       el('div', { class: 'grid' }, system.instances.map((i) => card(i, views.get(i.url)))));
   };
   await draw();
-  every(5000, draw);
+  every(5000, draw, target);
 }

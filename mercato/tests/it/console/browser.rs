@@ -72,6 +72,40 @@ async fn shows_green_percent(browser: &Browser, system: &System, admin: &str, pe
     assert_eq!(green_percent(system, admin).await, percent);
 }
 
+/// Opens the system page with its answer held back for a second, moves on to the traffic page
+/// at once, and checks that the system page's late draw does not replace it (nor start its
+/// refresh timer): a slow answer under load once left the console showing the system page.
+async fn leaves_the_system_page_while_it_draws(browser: &Browser) {
+    browser
+        .run(
+            "const real = window.fetch;
+             window.systemLanded = false;
+             window.fetch = async (url, options) => {
+               if (!String(url).endsWith('/console/api/system')) return real(url, options);
+               await new Promise((done) => setTimeout(done, 1000));
+               const answer = await real(url, options);
+               setTimeout(() => { window.systemLanded = true; window.fetch = real; }, 500);
+               return answer;
+             };
+             location.hash = '#system';
+             setTimeout(() => { location.hash = '#traffic'; }, 100);",
+        )
+        .await;
+    browser
+        .until(
+            "the held-back system answer to land",
+            "return window.systemLanded === true",
+        )
+        .await;
+    browser
+        .until(
+            "the traffic page still shown",
+            "return document.querySelector('[data-upstream=inventory]') !== null
+                 && document.getElementById('summary') === null",
+        )
+        .await;
+}
+
 #[tokio::test]
 async fn an_admin_sees_every_service_healthy_switches_a_split_and_back_and_replays_a_message() {
     let (_fixture, system) = system().await;
@@ -113,7 +147,7 @@ async fn an_admin_sees_every_service_healthy_switches_a_split_and_back_and_repla
         )
         .await;
     assert_eq!(added.status(), 201);
-    browser.goto(&system.url("/console#traffic")).await;
+    leaves_the_system_page_while_it_draws(&browser).await;
     confirmed(&browser, "[data-upstream=inventory] button:not(.secondary)").await;
     shows_green_percent(&browser, &system, &admin, 100).await;
     browser.screenshot(&screenshot_path("traffic")).await;
