@@ -762,8 +762,8 @@ struct Ledger {
     applied: Vec<String>,
 }
 
-/// Streams, and events, per read of a [`Ledger`].
-const KEYS_PER_READ: usize = 200;
+/// Events per read of a [`Ledger`].
+const EVENTS_PER_READ: usize = 200;
 
 impl Ledger {
     async fn load<'a>(
@@ -771,28 +771,22 @@ impl Ledger {
         subscriber: &str,
         events: impl Iterator<Item = &'a Envelope>,
     ) -> Result<Self, StorageError> {
-        let mut streams = BTreeSet::new();
-        let mut ids = BTreeSet::new();
-        for event in events {
-            streams.insert(event.stream_id.as_str());
-            ids.insert(event.id.as_str());
-        }
-        let streams: Vec<&str> = streams.into_iter().collect();
-        let ids: Vec<&str> = ids.into_iter().collect();
+        let events: Vec<&Envelope> = events.collect();
         let mut ledger = Self::default();
-        let (mut streams, mut ids) = (streams.chunks(KEYS_PER_READ), ids.chunks(KEYS_PER_READ));
-        loop {
-            let (some_streams, some_ids) = (streams.next(), ids.next());
-            if some_streams.is_none() && some_ids.is_none() {
-                break;
-            }
-            let (some_streams, some_ids) = (some_streams.unwrap_or_default(), some_ids.unwrap_or_default());
-            // Each list at a width of a few (see `in_list_width`), its last key repeated; an
-            // empty one matches nothing.
-            let (stream_width, id_width) = (
-                mercato_storage::in_list_width(some_streams.len()),
-                mercato_storage::in_list_width(some_ids.len()),
-            );
+        // A statement per chunk of events, each with both of its lists non-empty; a stream in
+        // two chunks is read twice, which changes nothing.
+        for chunk in events.chunks(EVENTS_PER_READ) {
+            let distinct = |key: fn(&Envelope) -> &str| -> Vec<&str> {
+                let keys: BTreeSet<&str> = chunk.iter().map(|e| key(e)).collect();
+                keys.into_iter().collect()
+            };
+            let streams = distinct(|e| e.stream_id.as_str());
+            let ids = distinct(|e| e.id.as_str());
+            // Each list at a width of a few (see `in_list_width`), its last key repeated.
+            let widths = [
+                mercato_storage::in_list_width(streams.len()),
+                mercato_storage::in_list_width(ids.len()),
+            ];
             let params = |from: usize, width: usize| -> String {
                 (from..from + width)
                     .map(|i| format!("${i}"))
@@ -803,20 +797,15 @@ impl Ledger {
                 "SELECT stream_id AS key, last_seq FROM inbox_streams WHERE subscriber = $1 AND stream_id IN ({})
                  UNION ALL
                  SELECT event_id AS key, -1 AS last_seq FROM inbox_processed WHERE subscriber = $2 AND event_id IN ({})",
-                params(3, stream_width),
-                params(3 + stream_width, id_width)
+                params(3, widths[0]),
+                params(3 + widths[0], widths[1])
             );
             let mut query = sqlx::query_as::<_, (String, i64)>(&sql)
                 .bind(subscriber)
                 .bind(subscriber);
-            for list in [(some_streams, stream_width), (some_ids, id_width)] {
-                let (keys, width) = list;
+            for (keys, width) in [(&streams, widths[0]), (&ids, widths[1])] {
                 for i in 0..width {
-                    query = query.bind(
-                        keys.get(i.min(keys.len().saturating_sub(1)))
-                            .copied()
-                            .unwrap_or(""),
-                    );
+                    query = query.bind(keys[i.min(keys.len() - 1)]);
                 }
             }
             for (key, last_seq) in query.fetch_all(&mut **tx).await? {
