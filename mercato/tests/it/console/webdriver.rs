@@ -171,12 +171,19 @@ impl Browser {
         .await;
     }
 
-    /// Waits until `script` returns true.
+    /// Waits until `script` returns true; one that never does fails with what the page shows
+    /// (an error banner, the sign-in form, another page), which says why.
     pub async fn until(&self, what: &str, script: &str) {
-        eventually(PATIENCE, what, || async {
-            (self.run(script).await == json!(true)).then_some(())
+        let waited = tokio::time::timeout(PATIENCE, async {
+            while self.run(script).await != json!(true) {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
         })
         .await;
+        if waited.is_err() {
+            let shown = self.text().await;
+            panic!("timed out after {PATIENCE:?} waiting for {what}; the page shows:\n{shown}");
+        }
     }
 
     /// A PNG of the window, written to `path`.
