@@ -33,13 +33,15 @@ use crate::resilience::{Outgoing, Resilience, TransportError};
 use crate::routes::RouteTable;
 use crate::upstream::Upstreams;
 use crate::upstream::connections::{PoolSettings, SendError, UpstreamBody};
+use crate::upstream::http1::HOP_BY_HOP_NAMES;
 use crate::{ROLES_HEADER, SUBJECT_HEADER, StartError};
 use tracing::Instrument as _;
 
 const HOPS: usize = 8;
-/// Headers that describe one hop, not the message (RFC 9110 §7.6.1). Header names rather than
-/// strings here and below: a string is parsed into a name again on every use. A static, so that
-/// looking through it does not build the array again.
+/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), in the order of
+/// [`HOP_BY_HOP_NAMES`] (the same as text, to compare a name's length before its bytes). Header
+/// names rather than strings: a string is parsed into a name again on every use. A static, so
+/// that looking through it does not build the array again.
 static HOP_BY_HOP: [HeaderName; HOPS] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -523,18 +525,6 @@ fn upstream_failure(upstream: &str, error: &SendError) -> Problem {
         .with_header(header::RETRY_AFTER, "1")
 }
 
-/// [`HOP_BY_HOP`] as text, to compare a name's length before its bytes.
-static HOP_NAMES: [&str; HOPS] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
 /// The request headers only the gateway sets, and their names as text.
 static OWNED: [HeaderName; 3] = [SUBJECT, ROLES, DEADLINE];
 static OWNED_NAMES: [&str; 3] = [SUBJECT_HEADER, ROLES_HEADER, deadline::HEADER];
@@ -547,7 +537,7 @@ fn index_in(names: &[&str], name: &str) -> Option<usize> {
 }
 
 fn hop_index(name: &str) -> Option<usize> {
-    index_in(&HOP_NAMES, name)
+    index_in(&HOP_BY_HOP_NAMES, name)
 }
 
 /// Removes those of `names` (`text`, the same as text) that `headers` has, looking at each
@@ -607,7 +597,9 @@ fn remove_listed(headers: &mut HeaderMap, connection: &[HeaderValue]) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(str::trim)
-        .filter(|name| !name.is_empty() && !HOP_NAMES.iter().any(|hop| hop.eq_ignore_ascii_case(name)));
+        .filter(|name| {
+            !name.is_empty() && !HOP_BY_HOP_NAMES.iter().any(|hop| hop.eq_ignore_ascii_case(name))
+        });
     let mut any = false;
     for name in listed {
         headers.remove(name);
@@ -683,7 +675,7 @@ mod tests {
 
     #[test]
     fn the_hop_by_hop_names_as_text_are_the_header_names() {
-        for (name, text) in HOP_BY_HOP.iter().zip(HOP_NAMES) {
+        for (name, text) in HOP_BY_HOP.iter().zip(HOP_BY_HOP_NAMES) {
             assert_eq!(name.as_str(), text);
             assert_eq!(hop_index(text).map(|i| &HOP_BY_HOP[i]), Some(name));
         }

@@ -40,7 +40,7 @@ use axum::body::Body;
 use bytes::Bytes;
 use http::{Method, StatusCode, header};
 use http_body::Body as _;
-use http_body_util::{BodyExt as _, LengthLimitError};
+use http_body_util::BodyExt as _;
 use mercato_resilience::classify::IDEMPOTENCY_KEY;
 use mercato_resilience::{
     BulkheadLayer, Deadline, DeadlineCarrier, Replay, ResilienceError, RetryLayer, TimeoutLayer,
@@ -49,7 +49,6 @@ use mercato_resilience::{
 use crate::StartError;
 use crate::adaptive::AdaptiveLimit;
 use crate::config::GatewayConfig;
-use crate::proxy::DEADLINE;
 use crate::upstream::Instance;
 use crate::upstream::Upstreams;
 use crate::upstream::connections::{PoolSettings, SendError, UpstreamBody};
@@ -85,20 +84,7 @@ impl TransportError {
 
 /// True when the client's request body ended the call: it outgrew the limit or failed to stream.
 pub fn caused_by_client(error: &SendError) -> bool {
-    let SendError::Http(error) = error else {
-        return false;
-    };
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = source {
-        if e.is::<LengthLimitError>()
-            || e.downcast_ref::<hyper::Error>()
-                .is_some_and(hyper::Error::is_user)
-        {
-            return true;
-        }
-        source = e.source();
-    }
-    false
+    matches!(error, SendError::Body(_))
 }
 
 /// What one upstream call returns.
@@ -154,10 +140,9 @@ impl DeadlineCarrier for Outgoing {
         Some(Deadline::current().map_or(self.deadline, |current| current.min(self.deadline)))
     }
 
+    /// Kept, not inserted among the headers: the upstream connection writes it into the head as
+    /// `x-request-deadline-ms` when the request goes out, without a header map insert.
     fn set_deadline(&mut self, deadline: Deadline) {
-        self.request
-            .headers_mut()
-            .insert(DEADLINE, deadline.header_value());
         self.deadline = deadline;
     }
 }
@@ -233,10 +218,7 @@ async fn read_refusal(response: http::Response<UpstreamBody>, timeout: Duration)
                 shed,
             )
         }
-        Ok(Err(error)) => (
-            Err(ResilienceError::Inner(TransportError::Http(error.into()))),
-            false,
-        ),
+        Ok(Err(error)) => (Err(ResilienceError::Inner(TransportError::Http(error))), false),
         Err(_) => (Err(ResilienceError::TimedOut(timeout)), false),
     }
 }
@@ -273,7 +255,7 @@ async fn attempt(
         .run(outgoing, |outgoing| {
             Box::pin(async move {
                 connections
-                    .send(outgoing.request, pool)
+                    .send(outgoing.request, Some(outgoing.deadline), pool)
                     .await
                     .map_err(|e| ResilienceError::Inner(TransportError::Http(e)))
             })

@@ -23,17 +23,17 @@ use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use bytes::Bytes;
-use http::{HeaderValue, Uri, header};
+use bytes::{Bytes, BytesMut};
+use http::{HeaderValue, Method, Uri, header};
 use http_body::{Body as HttpBody, Frame, SizeHint};
-use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use mercato_resilience::Deadline;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+
+use super::http1::{self, Decoder, RequestFraming, Step};
 
 /// How connections are opened and kept.
 #[derive(Debug, Clone, Copy)]
@@ -52,10 +52,22 @@ pub enum SendError {
         #[source]
         source: std::io::Error,
     },
-    /// The exchange failed: the connection broke, the answer was not HTTP, or the request's own
-    /// body failed (then [`hyper::Error::is_user`] holds and the body's error is the source).
-    #[error(transparent)]
-    Http(#[from] hyper::Error),
+    /// The connection broke or closed while the request went out or its answer came back.
+    #[error("the connection to {address} failed: {source}")]
+    Connection {
+        address: Arc<str>,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The answer is not HTTP/1.1 as the gateway reads it (see [`http1`]).
+    #[error("the answer from {address} is malformed: {reason}")]
+    Malformed {
+        address: Arc<str>,
+        reason: http1::Malformed,
+    },
+    /// The client's request body failed: it outgrew the limit, stalled or broke off.
+    #[error("the request body failed: {0}")]
+    Body(#[source] axum::Error),
 }
 
 /// How an `https://` instance is reached: the TLS configuration for its service, and the name
@@ -144,30 +156,183 @@ impl AsyncWrite for Io {
     }
 }
 
-type Driver = http1::Connection<TokioIo<Io>, Body>;
-
+/// An open connection: its transport, the bytes read from it and not yet used, and the buffer
+/// request heads are written into (kept, so that a request allocates none).
 struct Connection {
-    sender: http1::SendRequest<Body>,
-    /// `None` once the connection has ended: a finished future is not polled again. Boxed once
-    /// per connection, so that moving a connection (to a request, back to the idle list) is cheap.
-    driver: Option<Box<Driver>>,
+    io: Io,
+    read: BytesMut,
+    write: Vec<u8>,
 }
 
+/// What a connection's read buffer starts with; an answer's head fits many times over.
+const READ_CAPACITY: usize = 8 * 1024;
+/// A request body's bytes are gathered up to this much before they are written.
+const WRITE_BATCH: usize = 64 * 1024;
+
 impl Connection {
-    /// Lets the connection read and write what it can; false once it has ended.
-    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        if let Some(driver) = &mut self.driver
-            && Pin::new(&mut **driver).poll(cx).is_ready()
-        {
-            self.driver = None;
+    fn new(io: Io) -> Self {
+        Self {
+            io,
+            read: BytesMut::with_capacity(READ_CAPACITY),
+            write: Vec::with_capacity(1024),
         }
-        self.driver.is_some()
     }
 
-    /// Whether the connection can take a request now. Driven once without a waker first, so
-    /// that a close or stray bytes from the upstream while it idled end it here.
+    /// Whether the connection can take a request now: the upstream has neither closed it nor
+    /// sent anything while it idled (stray bytes would be read as the next answer).
     fn ready_for_reuse(&mut self) -> bool {
-        self.drive(&mut Context::from_waker(Waker::noop())) && self.sender.is_ready()
+        if !self.read.is_empty() {
+            return false;
+        }
+        let mut probe = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut probe);
+        let mut cx = Context::from_waker(Waker::noop());
+        matches!(
+            Pin::new(&mut self.io).poll_read(&mut cx, &mut probe),
+            Poll::Pending
+        )
+    }
+
+    /// Reads what the upstream has sent into the read buffer; `Ok(0)` at its end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.read.capacity() - self.read.len() < READ_CAPACITY / 2 {
+            self.read.reserve(READ_CAPACITY);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+    }
+
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        poll_fn(|cx| self.poll_fill(cx)).await
+    }
+
+    /// Writes the head in the write buffer and the body after it, framed as `framing`.
+    async fn write_request(&mut self, body: &mut Body, framing: RequestFraming) -> Result<(), Failure> {
+        let mut sent = 0u64;
+        if framing != RequestFraming::Empty {
+            loop {
+                // What the body has ready now goes out with what is gathered; the buffer is
+                // written only when the body makes the request wait, or has grown large.
+                let frame = match poll_fn(|cx| Poll::Ready(Pin::new(&mut *body).poll_frame(cx))).await {
+                    Poll::Ready(frame) => frame,
+                    Poll::Pending => {
+                        self.flush_write().await?;
+                        poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await
+                    }
+                };
+                let data = match frame {
+                    None => break,
+                    Some(Err(error)) => return Err(Failure::Body(error)),
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) => data,
+                        // Trailers are not passed on.
+                        Err(_) => continue,
+                    },
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                sent += data.len() as u64;
+                if framing == RequestFraming::Chunked {
+                    http1::encode_chunk_size(&mut self.write, data.len());
+                }
+                self.write.extend_from_slice(&data);
+                if framing == RequestFraming::Chunked {
+                    self.write.extend_from_slice(b"\r\n");
+                }
+                if self.write.len() >= WRITE_BATCH {
+                    self.flush_write().await?;
+                }
+            }
+            match framing {
+                RequestFraming::Chunked => self.write.extend_from_slice(b"0\r\n\r\n"),
+                RequestFraming::Length(length) if length != sent => {
+                    return Err(Failure::Body(axum::Error::new(LengthMismatch { length, sent })));
+                }
+                _ => {}
+            }
+        }
+        self.flush_write().await
+    }
+
+    async fn flush_write(&mut self) -> Result<(), Failure> {
+        self.io.write_all(&self.write).await.map_err(Failure::Write)?;
+        self.write.clear();
+        Ok(())
+    }
+
+    /// Reads until an answer's head has arrived.
+    async fn read_head(&mut self, method: &Method) -> Result<http1::Head, Failure> {
+        // A taken connection has nothing buffered: parsing before the first read finds nothing.
+        let mut parse = !self.read.is_empty();
+        loop {
+            if parse
+                && let Some(head) = http1::parse_head(&mut self.read, method).map_err(Failure::Malformed)?
+            {
+                return Ok(head);
+            }
+            parse = true;
+            let nothing_yet = self.read.is_empty();
+            match self.fill().await {
+                Ok(0) if nothing_yet => return Err(Failure::ClosedBeforeAnswer),
+                Ok(0) => return Err(Failure::Read(std::io::ErrorKind::UnexpectedEof.into())),
+                Ok(_) => {}
+                Err(error) if nothing_yet => return Err(Failure::ResetBeforeAnswer(error)),
+                Err(error) => return Err(Failure::Read(error)),
+            }
+        }
+    }
+}
+
+/// A request body that ended with more or fewer bytes than its `Content-Length` said.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body had {sent} bytes where content-length said {length}")]
+struct LengthMismatch {
+    length: u64,
+    sent: u64,
+}
+
+/// How one exchange on one connection failed.
+#[derive(Debug)]
+enum Failure {
+    Write(std::io::Error),
+    /// The upstream closed the connection before any byte of an answer.
+    ClosedBeforeAnswer,
+    ResetBeforeAnswer(std::io::Error),
+    Read(std::io::Error),
+    Malformed(http1::Malformed),
+    Body(axum::Error),
+}
+
+impl Failure {
+    /// Whether the request may go again on a new connection, after failing on a reused one.
+    /// An idle connection the upstream was closing as it was taken refuses the write, or ends
+    /// before answering; the request either never arrived or, for a safe method, may arrive twice.
+    fn retry_on_new_connection(&self, method: &Method, body_sent: bool) -> bool {
+        if body_sent {
+            return false;
+        }
+        match self {
+            Self::Write(_) => true,
+            Self::ClosedBeforeAnswer | Self::ResetBeforeAnswer(_) => {
+                matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+            }
+            Self::Read(_) | Self::Malformed(_) | Self::Body(_) => false,
+        }
+    }
+
+    fn into_error(self, address: &Arc<str>) -> SendError {
+        let address = Arc::clone(address);
+        match self {
+            Self::Write(source) | Self::Read(source) | Self::ResetBeforeAnswer(source) => {
+                SendError::Connection { address, source }
+            }
+            Self::ClosedBeforeAnswer => SendError::Connection {
+                address,
+                source: std::io::ErrorKind::UnexpectedEof.into(),
+            },
+            Self::Malformed(reason) => SendError::Malformed { address, reason },
+            Self::Body(source) => SendError::Body(source),
+        }
     }
 }
 
@@ -264,82 +429,97 @@ impl Connections {
             .await
             .map_err(|_| failed(std::io::ErrorKind::TimedOut.into()))?
             .map_err(failed)?;
-        let (sender, driver) = http1::handshake(TokioIo::new(stream)).await?;
-        Ok(Connection {
-            sender,
-            driver: Some(Box::new(driver)),
-        })
+        Ok(Connection::new(stream))
     }
 
     /// Sends `request` (its URI the path and query) on an idle connection or a new one, and
     /// returns the answer once its head has arrived; the body streams on the same connection.
+    /// `deadline`, when given, goes with it as `x-request-deadline-ms`.
     ///
     /// # Errors
     /// See [`SendError`].
     pub async fn send(
         self: &Arc<Self>,
-        mut request: http::Request<Body>,
+        request: http::Request<Body>,
+        deadline: Option<Deadline>,
         settings: PoolSettings,
     ) -> Result<http::Response<UpstreamBody>, SendError> {
+        let (mut parts, mut body) = request.into_parts();
         // The client's `Host` went on as `x-forwarded-host`; the upstream is addressed by its own.
         if let Some(host) = &self.host {
-            request.headers_mut().insert(header::HOST, host.clone());
+            parts.headers.insert(header::HOST, host.clone());
         }
-        let (connection, response) = match self.take(&settings) {
-            Some(mut connection) => match exchange(&mut connection, request).await {
-                Ok(response) => (connection, response),
-                // Closed by the upstream as it was taken: nothing was sent, so a new
-                // connection may carry the request.
-                Err(mut refused) => {
-                    let Some(request) = refused.take_message() else {
-                        return Err(refused.into_error().into());
-                    };
-                    let mut connection = self.connect(&settings).await?;
-                    let response = exchange(&mut connection, request)
-                        .await
-                        .map_err(hyper::client::conn::TrySendError::into_error)?;
-                    (connection, response)
-                }
-            },
-            None => {
-                let mut connection = self.connect(&settings).await?;
-                let response = exchange(&mut connection, request)
-                    .await
-                    .map_err(hyper::client::conn::TrySendError::into_error)?;
-                (connection, response)
-            }
+        let size = body.size_hint();
+        let framing = http1::request_framing(
+            &parts.method,
+            &mut parts.headers,
+            body.is_end_stream(),
+            size.exact(),
+        )
+        .map_err(|reason| SendError::Body(axum::Error::new(reason)))?;
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or("/", http::uri::PathAndQuery::as_str);
+        let head = http1::RequestHead {
+            method: &parts.method,
+            path,
+            headers: &parts.headers,
+            deadline_ms: deadline.map(|d| u64::try_from(d.remaining().as_millis()).unwrap_or(u64::MAX)),
         };
-        let (parts, body) = response.into_parts();
-        let body = UpstreamBody::streaming(
-            body,
-            Lease {
-                home: Arc::clone(self),
-                settings,
-                connection,
-            },
-        );
+        let (mut connection, reused) = match self.take(&settings) {
+            Some(connection) => (connection, true),
+            None => (self.connect(&settings).await?, false),
+        };
+        connection.write.clear();
+        head.encode(&mut connection.write);
+        let mut answer = exchange(&mut connection, &parts.method, &mut body, framing).await;
+        if let Err(failure) = &answer
+            && reused
+            && failure.retry_on_new_connection(&parts.method, framing != RequestFraming::Empty)
+        {
+            let mut fresh = self.connect(&settings).await?;
+            fresh.write.clear();
+            head.encode(&mut fresh.write);
+            connection = fresh;
+            answer = exchange(&mut connection, &parts.method, &mut body, framing).await;
+        }
+        let http1::Head {
+            response,
+            framing,
+            keep_alive,
+        } = answer.map_err(|failure| failure.into_error(&self.address))?;
+        let decoder = Decoder::new(framing);
+        let lease = Lease {
+            home: Arc::clone(self),
+            settings,
+            connection,
+            keep_alive,
+        };
+        let body = if decoder.is_done() {
+            lease.give_back();
+            UpstreamBody(Source::Read(None))
+        } else {
+            UpstreamBody(Source::Streaming {
+                decoder,
+                lease: Some(lease),
+            })
+        };
+        let (parts, ()) = response.into_parts();
         Ok(http::Response::from_parts(parts, body))
     }
 }
 
-/// Sends `request` on `connection`, driving it until the answer's head has arrived.
+/// Writes the request (its head already in the connection's write buffer) and reads the
+/// answer's head.
 async fn exchange(
     connection: &mut Connection,
-    request: http::Request<Body>,
-) -> Result<http::Response<Incoming>, hyper::client::conn::TrySendError<http::Request<Body>>> {
-    let mut sending = std::pin::pin!(connection.sender.try_send_request(request));
-    let driver = &mut connection.driver;
-    poll_fn(|cx| {
-        // The connection first: it writes the request and reads the answer the other waits for.
-        if let Some(running) = driver
-            && Pin::new(&mut **running).poll(cx).is_ready()
-        {
-            // Ended (closed, or failed): the pending request is answered with the error.
-            *driver = None;
-        }
-        sending.as_mut().poll(cx)
-    })
-    .await
+    method: &Method,
+    body: &mut Body,
+    framing: RequestFraming,
+) -> Result<http1::Head, Failure> {
+    connection.write_request(body, framing).await?;
+    connection.read_head(method).await
 }
 
 /// The connection an answer is streaming on, back to its instance once the answer is read.
@@ -347,6 +527,8 @@ struct Lease {
     home: Arc<Connections>,
     settings: PoolSettings,
     connection: Connection,
+    /// The answer allows another request on the connection after it.
+    keep_alive: bool,
 }
 
 impl Lease {
@@ -355,23 +537,24 @@ impl Lease {
             home,
             settings,
             connection,
+            keep_alive,
         } = self;
-        if connection.driver.is_some() {
+        // Bytes past the answer's end would be read as the next answer: such a connection ends.
+        if keep_alive && connection.read.is_empty() {
             home.give_back(connection, &settings);
         }
     }
 }
 
-/// An upstream answer's body: streamed on the connection it came on (which it drives), or
-/// already read whole.
+/// An upstream answer's body: streamed on the connection it came on, or already read whole.
 #[derive(Debug)]
 pub struct UpstreamBody(Source);
 
 enum Source {
     Streaming {
-        body: Incoming,
+        decoder: Decoder,
         /// Given back once the body has ended; dropped (closing the connection) if the body is
-        /// abandoned before.
+        /// abandoned before, or fails.
         lease: Option<Lease>,
     },
     Read(Option<Bytes>),
@@ -380,20 +563,13 @@ enum Source {
 impl std::fmt::Debug for Source {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Streaming { .. } => f.write_str("Streaming"),
+            Self::Streaming { decoder, .. } => f.debug_tuple("Streaming").field(decoder).finish(),
             Self::Read(bytes) => f.debug_tuple("Read").field(bytes).finish(),
         }
     }
 }
 
 impl UpstreamBody {
-    fn streaming(body: Incoming, lease: Lease) -> Self {
-        Self(Source::Streaming {
-            body,
-            lease: Some(lease),
-        })
-    }
-
     /// A body already read whole.
     #[must_use]
     pub fn read(bytes: Bytes) -> Self {
@@ -403,59 +579,78 @@ impl UpstreamBody {
 
 impl HttpBody for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = SendError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, SendError>>> {
         match &mut self.get_mut().0 {
-            Source::Streaming { body, lease } => {
-                if let Some(held) = lease {
-                    held.connection.drive(cx);
-                }
-                let frame = ready!(Pin::new(&mut *body).poll_frame(cx));
-                match &frame {
-                    Some(Ok(_)) if !body.is_end_stream() => {}
-                    // Read to its end: the connection is ready for the next request.
-                    None | Some(Ok(_)) => {
-                        if let Some(mut held) = lease.take() {
-                            held.connection.drive(cx);
+            Source::Streaming { decoder, lease } => loop {
+                let Some(held) = lease else {
+                    return Poll::Ready(None);
+                };
+                let failed =
+                    |held: &Lease, failure: Failure| Some(Err(failure.into_error(&held.home.address)));
+                match decoder.decode(&mut held.connection.read) {
+                    Ok(Step::Data(data)) => {
+                        if decoder.is_done()
+                            && let Some(held) = lease.take()
+                        {
                             held.give_back();
                         }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
-                    Some(Err(_)) => *lease = None,
+                    Ok(Step::End) => {
+                        if let Some(held) = lease.take() {
+                            held.give_back();
+                        }
+                        return Poll::Ready(None);
+                    }
+                    Ok(Step::More) => {}
+                    Err(reason) => {
+                        let error = failed(held, Failure::Malformed(reason));
+                        *lease = None;
+                        return Poll::Ready(error);
+                    }
                 }
-                Poll::Ready(frame)
-            }
+                match ready!(held.connection.poll_fill(cx)) {
+                    Ok(0) if *decoder == Decoder::UntilClose => {
+                        // The upstream's close ends such a body; the connection is spent.
+                        *decoder = Decoder::Done;
+                        *lease = None;
+                        return Poll::Ready(None);
+                    }
+                    Ok(0) => {
+                        let error = failed(held, Failure::Read(std::io::ErrorKind::UnexpectedEof.into()));
+                        *lease = None;
+                        return Poll::Ready(error);
+                    }
+                    Ok(_) => {}
+                    Err(source) => {
+                        let error = failed(held, Failure::Read(source));
+                        *lease = None;
+                        return Poll::Ready(error);
+                    }
+                }
+            },
             Source::Read(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.0 {
-            Source::Streaming { body, .. } => body.is_end_stream(),
+            Source::Streaming { decoder, .. } => decoder.is_done(),
             Source::Read(bytes) => bytes.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.0 {
-            Source::Streaming { body, .. } => body.size_hint(),
+            Source::Streaming { decoder, .. } => decoder
+                .remaining()
+                .map_or_else(SizeHint::default, SizeHint::with_exact),
             Source::Read(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
-        }
-    }
-}
-
-impl Drop for UpstreamBody {
-    fn drop(&mut self) {
-        // An answer without a body (or one whose end was never polled) leaves the connection
-        // ready; anything else still has bytes on the way, and the connection closes.
-        if let Source::Streaming { body, lease } = &mut self.0
-            && body.is_end_stream()
-            && let Some(held) = lease.take()
-        {
-            held.give_back();
         }
     }
 }

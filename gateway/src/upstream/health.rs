@@ -32,7 +32,7 @@ pub async fn probe(
     let ask = async {
         let response = instance
             .connections
-            .send(request, pool)
+            .send(request, None, pool)
             .await
             .map_err(|e| e.to_string())?;
         let status = response.status();

@@ -5,6 +5,7 @@
 //!   estimate.
 //! - [`balancer`]: round robin or power of two choices on the latency estimate.
 //! - [`connections`]: each instance's idle connections, driven by the requests that use them.
+//! - [`http1`]: the HTTP/1.1 those connections speak: request heads written, answers parsed.
 //! - [`health`]: the active checks against every instance's `/ready`.
 //! - [`pick`]: the choice of group and instance for an attempt, and its outcome's record.
 //! - [`changes`]: instances added and removed and the split moved at run time.
@@ -22,6 +23,7 @@ pub mod balancer;
 pub mod changes;
 pub mod connections;
 pub mod health;
+pub mod http1;
 pub mod instance;
 mod metrics;
 pub mod pick;
