@@ -81,14 +81,29 @@ export function time(value) {
   return date.toLocaleTimeString([], { hour12: false }) + '.' + String(date.getMilliseconds()).padStart(3, '0');
 }
 
-// Asks before an action; resolves true only on Confirm.
+// The open question's answer; null while the dialog is not asking anything.
+let answer = null;
+
+// A dialog's `close` event is a task queued after it closes: a question asked again before it
+// ran (a quick click, input handled first under load) would take that event as its own answer.
+// One listener answers whichever question is open, and only once the dialog really is closed.
+document.getElementById('confirm').addEventListener('close', (event) => {
+  if (event.target.open || !answer) return;
+  const settle = answer;
+  answer = null;
+  settle(event.target.returnValue === 'ok');
+});
+
+// Asks before an action; resolves true only on Confirm. A question still open when another is
+// asked is answered no.
 export function confirmAction(text) {
   const dialog = document.getElementById('confirm');
   document.getElementById('confirm-text').textContent = text;
+  answer?.(false);
   return new Promise((resolve) => {
-    dialog.addEventListener('close', () => resolve(dialog.returnValue === 'ok'), { once: true });
+    answer = resolve;
     dialog.returnValue = '';
-    dialog.showModal();
+    if (!dialog.open) dialog.showModal();
     document.getElementById('confirm-ok').focus();
   });
 }
