@@ -264,6 +264,27 @@ impl Verifier {
         self.verified.len()
     }
 
+    /// The verdict on `token` if it is one this verifier verified before (`None` otherwise): its
+    /// claims while its time claims hold and its signing key is still published. Costs a lookup,
+    /// no signature check, so a caller may ask before any screening meant for unknown tokens.
+    pub async fn verify_known(&self, token: &str) -> Option<Result<Arc<Claims>, TokenError>> {
+        let now = jsonwebtoken::get_current_timestamp();
+        let verified = match self.verified.get(token, now, self.config.leeway_secs) {
+            Ok(Some(verified)) => verified,
+            Ok(None) => return None,
+            Err(error) => return Some(Err(error)),
+        };
+        // The signature passed before; the key that made it must still be published.
+        Some(match self.keys.key(&verified.kid).await {
+            Ok(Some(_)) => Ok(verified.claims),
+            Ok(None) => {
+                self.verified.remove(token);
+                Err(TokenError::UnknownKey)
+            }
+            Err(error) => Err(error),
+        })
+    }
+
     /// Checks `token` and returns its claims.
     ///
     /// # Errors
@@ -278,16 +299,11 @@ impl Verifier {
     /// # Errors
     /// A [`TokenError`] naming the first check that failed.
     pub async fn verify_shared(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
+        if let Some(known) = self.verify_known(token).await {
+            return known;
+        }
         let now = jsonwebtoken::get_current_timestamp();
         let leeway = self.config.leeway_secs;
-        if let Some(verified) = self.verified.get(token, now, leeway)? {
-            // The signature passed before; the key that made it must still be published.
-            if self.keys.key(&verified.kid).await?.is_some() {
-                return Ok(verified.claims);
-            }
-            self.verified.remove(token);
-            return Err(TokenError::UnknownKey);
-        }
         let (kid, claims) = self.verify_fully(token).await?;
         let claims = Arc::new(claims);
         let verified = Verified {

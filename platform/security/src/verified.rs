@@ -3,9 +3,12 @@
 //! (about 300 µs of CPU in the gateway).
 //!
 //! An entry is keyed by the whole token and found by comparing every byte, so only the very
-//! same bytes match; the map's hasher is keyed at random per process (SipHash), so a client
-//! cannot choose tokens that collide. Only tokens that passed every check are stored, so their
-//! size is what the identity service issues (under 1 KiB), not what a client sends. A hit
+//! same bytes match. The map hashes only the token's last bytes, the end of its signature, with
+//! a key chosen at random per process ([`SignatureTail`]): SipHash over a whole token cost more
+//! than the rest of the lookup. Only tokens that passed every check are stored, so their
+//! size is what the identity service issues (under 1 KiB), not what a client sends, and the
+//! bytes hashed are the signer's random output, which no client chooses: no one can fill one
+//! bucket, and a lookup of any other token costs one bucket's comparisons. A hit
 //! is still checked against the clock (`exp`, `nbf`, with the verifier's leeway) and against the
 //! key source (the signing key's `kid` must still be published), so a cached token is refused
 //! exactly when a fresh check would refuse it; what it skips is only the signature check that
@@ -13,7 +16,7 @@
 //! expired entries, then everything.
 
 use std::collections::HashMap;
-use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 
 use crate::token::{Claims, TokenError};
@@ -34,7 +37,67 @@ pub struct Verified {
     pub claims: Arc<Claims>,
 }
 
-type Shard = HashMap<Box<str>, Verified, RandomState>;
+type Shard = HashMap<Box<str>, Verified, SignatureTail>;
+
+/// How many of a token's last bytes are hashed: 96 bits of an ES256 signature.
+const TAIL: usize = 16;
+
+/// Hashes a token by its last [`TAIL`] bytes and its length, keyed at random per process; see
+/// the module docs for why that is enough here.
+#[derive(Debug, Clone, Copy)]
+struct SignatureTail {
+    key: u64,
+}
+
+impl SignatureTail {
+    fn new() -> Self {
+        Self { key: rand::random() }
+    }
+}
+
+impl BuildHasher for SignatureTail {
+    type Hasher = TailHasher;
+
+    fn build_hasher(&self) -> TailHasher {
+        TailHasher { state: self.key }
+    }
+}
+
+/// See [`SignatureTail`].
+#[derive(Debug)]
+struct TailHasher {
+    state: u64,
+}
+
+/// The high and low halves of a full product, folded (as foldhash and aHash mix).
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let product = u128::from(a) * u128::from(b);
+    (product as u64) ^ ((product >> 64) as u64)
+}
+
+impl Hasher for TailHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let tail = &bytes[bytes.len().saturating_sub(TAIL)..];
+        let mut words = [0u8; TAIL];
+        words[..tail.len()].copy_from_slice(tail);
+        let (low, high) = words.split_at(8);
+        let low = u64::from_le_bytes(low.try_into().unwrap_or_default());
+        let high = u64::from_le_bytes(high.try_into().unwrap_or_default());
+        // Two rounds, so that every byte reaches every bit of the result, low bits included
+        // (the map picks a bucket by them).
+        let mixed = folded_multiply(self.state ^ low, (bytes.len() as u64) ^ 0x9e37_79b9_7f4a_7c15);
+        self.state = folded_multiply(mixed ^ high, 0x85eb_ca6b_c2b2_ae35);
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        // `str`'s hash ends with a 0xff; nothing to mix for it.
+        self.state ^= u64::from(i);
+    }
+
+    fn finish(&self) -> u64 {
+        self.state
+    }
+}
 
 /// See the module docs.
 #[derive(Debug)]
@@ -48,7 +111,12 @@ impl VerifiedTokens {
     #[must_use]
     pub fn new(capacity: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            shards: {
+                let hasher = SignatureTail::new();
+                (0..SHARDS)
+                    .map(|_| Mutex::new(HashMap::with_hasher(hasher)))
+                    .collect()
+            },
             // Rounded down, so that the shards together never hold more than `capacity`.
             per_shard: (capacity / SHARDS).max(1),
         }
@@ -173,6 +241,34 @@ mod tests {
         assert_eq!(found(&cache, "a.b.c", 1, 0), Ok(Some(10)));
         cache.remove("a.b.c");
         assert_eq!(found(&cache, "a.b.c", 1, 0), Ok(None));
+    }
+
+    #[test]
+    fn tokens_differing_only_before_their_tail_are_told_apart() {
+        let cache = VerifiedTokens::new(100);
+        let tail = "x".repeat(TAIL);
+        cache.insert(&format!("a.{tail}"), verified(0, 10), 0, 0);
+        cache.insert(&format!("b.{tail}"), verified(0, 20), 0, 0);
+        assert_eq!(found(&cache, &format!("a.{tail}"), 1, 0), Ok(Some(10)));
+        assert_eq!(found(&cache, &format!("b.{tail}"), 1, 0), Ok(Some(20)));
+        assert_eq!(found(&cache, &format!("c.{tail}"), 1, 0), Ok(None));
+        assert_eq!(found(&cache, &tail, 1, 0), Ok(None));
+    }
+
+    #[test]
+    fn the_hash_spreads_signature_tails_and_depends_on_the_key() {
+        let a = SignatureTail { key: 1 };
+        let b = SignatureTail { key: 2 };
+        let tokens: Vec<String> = (0..1_000).map(|i| format!("h.p.sig{i:016}")).collect();
+        let buckets: std::collections::BTreeSet<u64> =
+            tokens.iter().map(|t| a.hash_one(t.as_str()) % 256).collect();
+        assert!(
+            buckets.len() > 200,
+            "1,000 tails fell in {} of 256 buckets",
+            buckets.len()
+        );
+        assert_ne!(a.hash_one("h.p.s"), b.hash_one("h.p.s"));
+        assert_eq!(a.hash_one("h.p.s"), a.hash_one(String::from("h.p.s").as_str()));
     }
 
     #[test]
