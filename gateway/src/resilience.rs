@@ -94,11 +94,15 @@ pub type CallResult = Result<http::Response<UpstreamBody>, ResilienceError<Trans
 /// picks the instance).
 #[derive(Debug)]
 pub struct Outgoing {
-    request: http::Request<Body>,
+    /// Shared by the request's attempts: a retry sends the same head again without copying its
+    /// headers (the upstream connection writes what differs, `Host` and the deadline, into the
+    /// head it sends).
+    head: Arc<http::request::Parts>,
+    body: Body,
     /// Kept beside the request rather than among its extensions: nothing past the gateway reads
     /// it there, and an extension costs two allocations on every attempt.
     deadline: Deadline,
-    /// The body is known to be empty, so the request can be rebuilt for another attempt.
+    /// The body is known to be empty, so the request can be sent again.
     replayable: bool,
 }
 
@@ -106,10 +110,11 @@ impl Outgoing {
     /// `request`, bound by `deadline`.
     #[must_use]
     pub fn new(request: http::Request<Body>, deadline: Deadline) -> Self {
-        let body = request.body();
+        let (head, body) = request.into_parts();
         let replayable = body.is_end_stream() || body.size_hint().exact() == Some(0);
         Self {
-            request,
+            head: Arc::new(head),
+            body,
             deadline,
             replayable,
         }
@@ -118,17 +123,9 @@ impl Outgoing {
 
 impl Replay for Outgoing {
     fn replay(&self) -> Option<Self> {
-        if !self.replayable {
-            return None;
-        }
-        let original = &self.request;
-        let mut copy = http::Request::new(Body::empty());
-        *copy.method_mut() = original.method().clone();
-        *copy.uri_mut() = original.uri().clone();
-        *copy.version_mut() = original.version();
-        *copy.headers_mut() = original.headers().clone();
-        Some(Self {
-            request: copy,
+        self.replayable.then(|| Self {
+            head: Arc::clone(&self.head),
+            body: Body::empty(),
             deadline: self.deadline,
             replayable: true,
         })
@@ -149,10 +146,10 @@ impl DeadlineCarrier for Outgoing {
 
 /// Idempotent (by method or by key) and without a body to lose; see the module docs.
 fn retryable(outgoing: &Outgoing) -> bool {
-    let request = &outgoing.request;
+    let head = &outgoing.head;
     outgoing.replayable
-        && (matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS)
-            || request.headers().contains_key(IDEMPOTENCY_KEY))
+        && (matches!(head.method, Method::GET | Method::HEAD | Method::OPTIONS)
+            || head.headers.contains_key(IDEMPOTENCY_KEY))
 }
 
 /// The answers that say "try again" (502, 503, 504) and transport failures on the way to or
@@ -255,7 +252,7 @@ async fn attempt(
         .run(outgoing, |outgoing| {
             Box::pin(async move {
                 connections
-                    .send(outgoing.request, Some(outgoing.deadline), pool)
+                    .send(&outgoing.head, outgoing.body, Some(outgoing.deadline), pool)
                     .await
                     .map_err(|e| ResilienceError::Inner(TransportError::Http(e)))
             })
@@ -435,9 +432,13 @@ mod tests {
     async fn a_replay_keeps_headers_and_deadline_and_has_no_body() {
         let original = outgoing(Method::GET, true, Body::empty());
         let copy = original.replay().unwrap();
-        assert_eq!(copy.request.headers()[IDEMPOTENCY_KEY], "k1");
+        assert_eq!(copy.head.headers[IDEMPOTENCY_KEY], "k1");
+        assert!(
+            Arc::ptr_eq(&copy.head, &original.head),
+            "the head is shared, not copied"
+        );
         assert_eq!(copy.deadline(), original.deadline());
-        assert!(copy.request.body().is_end_stream());
+        assert!(copy.body.is_end_stream());
         assert!(outgoing(Method::GET, false, Body::from("x")).replay().is_none());
     }
 }

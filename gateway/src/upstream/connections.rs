@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
-use http::{HeaderValue, Method, Uri, header};
+use http::{HeaderValue, Method, Uri};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use mercato_resilience::Deadline;
 use rustls_pki_types::ServerName;
@@ -432,39 +432,37 @@ impl Connections {
         Ok(Connection::new(stream))
     }
 
-    /// Sends `request` (its URI the path and query) on an idle connection or a new one, and
-    /// returns the answer once its head has arrived; the body streams on the same connection.
-    /// `deadline`, when given, goes with it as `x-request-deadline-ms`.
+    /// Sends the request with head `request` (its URI the path and query) and `body` on an idle
+    /// connection or a new one, and returns the answer once its head has arrived; the body
+    /// streams on the same connection. The upstream is addressed by its own authority as
+    /// `Host`, and `deadline`, when given, goes with it as `x-request-deadline-ms`.
     ///
     /// # Errors
     /// See [`SendError`].
     pub async fn send(
         self: &Arc<Self>,
-        request: http::Request<Body>,
+        request: &http::request::Parts,
+        mut body: Body,
         deadline: Option<Deadline>,
         settings: PoolSettings,
     ) -> Result<http::Response<UpstreamBody>, SendError> {
-        let (mut parts, mut body) = request.into_parts();
-        // The client's `Host` went on as `x-forwarded-host`; the upstream is addressed by its own.
-        if let Some(host) = &self.host {
-            parts.headers.insert(header::HOST, host.clone());
-        }
         let size = body.size_hint();
-        let framing = http1::request_framing(
-            &parts.method,
-            &mut parts.headers,
+        let (framing, announce) = http1::request_framing(
+            &request.method,
+            &request.headers,
             body.is_end_stream(),
             size.exact(),
         )
         .map_err(|reason| SendError::Body(axum::Error::new(reason)))?;
-        let path = parts
-            .uri
-            .path_and_query()
-            .map_or("/", http::uri::PathAndQuery::as_str);
         let head = http1::RequestHead {
-            method: &parts.method,
-            path,
-            headers: &parts.headers,
+            method: &request.method,
+            path: request
+                .uri
+                .path_and_query()
+                .map_or("/", http::uri::PathAndQuery::as_str),
+            headers: &request.headers,
+            host: self.host.as_ref(),
+            announce,
             deadline_ms: deadline.map(|d| u64::try_from(d.remaining().as_millis()).unwrap_or(u64::MAX)),
         };
         let (mut connection, reused) = match self.take(&settings) {
@@ -473,16 +471,16 @@ impl Connections {
         };
         connection.write.clear();
         head.encode(&mut connection.write);
-        let mut answer = exchange(&mut connection, &parts.method, &mut body, framing).await;
+        let mut answer = exchange(&mut connection, &request.method, &mut body, framing).await;
         if let Err(failure) = &answer
             && reused
-            && failure.retry_on_new_connection(&parts.method, framing != RequestFraming::Empty)
+            && failure.retry_on_new_connection(&request.method, framing != RequestFraming::Empty)
         {
             let mut fresh = self.connect(&settings).await?;
             fresh.write.clear();
             head.encode(&mut fresh.write);
             connection = fresh;
-            answer = exchange(&mut connection, &parts.method, &mut body, framing).await;
+            answer = exchange(&mut connection, &request.method, &mut body, framing).await;
         }
         let http1::Head {
             response,

@@ -24,15 +24,16 @@ pub async fn probe(
     path: &str,
     timeout: Duration,
 ) -> Result<StatusCode, String> {
-    let request = Request::builder()
+    let (request, body) = Request::builder()
         .method(Method::GET)
         .uri(path)
         .body(Body::empty())
-        .map_err(|_| format!("{path:?} is not a path"))?;
+        .map_err(|_| format!("{path:?} is not a path"))?
+        .into_parts();
     let ask = async {
         let response = instance
             .connections
-            .send(request, None, pool)
+            .send(&request, body, None, pool)
             .await
             .map_err(|e| e.to_string())?;
         let status = response.status();

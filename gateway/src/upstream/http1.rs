@@ -18,6 +18,9 @@ pub const MAX_HEAD: usize = 64 * 1024;
 /// The most header fields an answer may have (hyper's default).
 const MAX_HEADERS: usize = 100;
 const FEW_HEADERS: usize = 16;
+/// Room for the fields the gateway adds to an answer (the correlation id, the three rate-limit
+/// fields), so that adding them does not grow the map.
+const ADDED_TO_ANSWERS: usize = 4;
 const TOO_MANY: Malformed = Malformed("too many answer header fields");
 /// The longest chunk-size line, extensions included, and the most trailer bytes.
 const MAX_CHUNK_LINE: usize = 4 * 1024;
@@ -46,42 +49,43 @@ pub enum BodyFraming {
     UntilClose,
 }
 
-/// Chooses the request body's framing from its head and what the body knows of its size, and
-/// adds the field that announces it.
+/// Chooses the request body's framing from its head and what the body knows of its size; the
+/// second value is the field that announces it, when the head has none.
 ///
 /// # Errors
 /// A `Content-Length` that is not a number (hyper's server lets none through).
 pub fn request_framing(
     method: &Method,
-    headers: &mut HeaderMap,
+    headers: &HeaderMap,
     empty: bool,
     exact: Option<u64>,
-) -> Result<RequestFraming, Malformed> {
+) -> Result<(RequestFraming, Option<Announce>), Malformed> {
     if let Some(length) = headers.get(header::CONTENT_LENGTH) {
         let length = parse_length(length.as_bytes()).ok_or(Malformed("invalid request content-length"))?;
-        return Ok(if length == 0 {
+        let framing = if length == 0 {
             RequestFraming::Empty
         } else {
             RequestFraming::Length(length)
-        });
+        };
+        return Ok((framing, None));
     }
     if empty || exact == Some(0) {
         // A body-bearing method says its body is empty, as hyper's client did.
-        if matches!(*method, Method::POST | Method::PUT | Method::PATCH) {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        }
-        return Ok(RequestFraming::Empty);
+        let announce =
+            matches!(*method, Method::POST | Method::PUT | Method::PATCH).then_some(Announce::Length(0));
+        return Ok((RequestFraming::Empty, announce));
     }
     Ok(match exact {
-        Some(length) => {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
-            RequestFraming::Length(length)
-        }
-        None => {
-            headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
-            RequestFraming::Chunked
-        }
+        Some(length) => (RequestFraming::Length(length), Some(Announce::Length(length))),
+        None => (RequestFraming::Chunked, Some(Announce::Chunked)),
     })
+}
+
+/// The field a request head gains to say how its body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Announce {
+    Length(u64),
+    Chunked,
 }
 
 /// A request head to write: `path` is the origin form (path and query).
@@ -90,13 +94,18 @@ pub struct RequestHead<'a> {
     pub method: &'a Method,
     pub path: &'a str,
     pub headers: &'a HeaderMap,
-    /// Written as `x-request-deadline-ms` (the gateway removed any the client sent), straight
-    /// into the head rather than inserted among the headers first.
+    /// Written in place of any `Host` among `headers` (the client's, which the proxy passed on
+    /// as `x-forwarded-host`): the upstream is addressed by its own authority.
+    pub host: Option<&'a HeaderValue>,
+    pub announce: Option<Announce>,
+    /// Written as `x-request-deadline-ms` (the gateway removed any the client sent).
     pub deadline_ms: Option<u64>,
 }
 
 impl RequestHead<'_> {
-    /// Writes the head into `out`.
+    /// Writes the head into `out`. The fields the gateway adds are written straight into it
+    /// rather than inserted among the request's headers first, so that the headers can stay
+    /// shared between a request's attempts.
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.method.as_str().as_bytes());
         out.push(b' ');
@@ -106,11 +115,23 @@ impl RequestHead<'_> {
             self.path.as_bytes()
         });
         out.extend_from_slice(b" HTTP/1.1\r\n");
+        if let Some(host) = self.host {
+            field(out, b"host", host.as_bytes());
+        }
         for (name, value) in self.headers {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            if self.host.is_some() && name == header::HOST {
+                continue;
+            }
+            field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
+        match self.announce {
+            Some(Announce::Length(length)) => {
+                out.extend_from_slice(b"content-length: ");
+                push_number(out, length, 10);
+                out.extend_from_slice(b"\r\n");
+            }
+            Some(Announce::Chunked) => field(out, b"transfer-encoding", b"chunked"),
+            None => {}
         }
         if let Some(ms) = self.deadline_ms {
             out.extend_from_slice(mercato_resilience::deadline::HEADER.as_bytes());
@@ -120,6 +141,13 @@ impl RequestHead<'_> {
         }
         out.extend_from_slice(b"\r\n");
     }
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes a chunk's size line (`{len:x}\r\n`) into `out`.
@@ -240,7 +268,7 @@ fn parse_head_with<const N: usize>(
             }
         }
         let head = buffer.split_to(length).freeze();
-        let mut headers = HeaderMap::with_capacity(kept);
+        let mut headers = HeaderMap::with_capacity(kept + ADDED_TO_ANSWERS);
         for span in &spans[..kept] {
             if span.connection && !names_fields {
                 continue;
