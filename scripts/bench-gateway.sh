@@ -110,14 +110,18 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 taken=" "
-free_port() { # prints a loopback port nothing listens on (never 8080: the range starts above it)
-  local port
+# Sets $port to a loopback port nothing listens on, below the kernel's ephemeral range (where
+# wrk's and the proxies' own connections take their source ports, so a port picked there can be
+# taken by the time a server binds it) and never 8080. Not called in a subshell: $taken must
+# remember every port handed out.
+free_port() {
+  local low=20000 high
+  high=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
   while :; do
-    port=$((20000 + RANDOM % 40000))
+    port=$((low + RANDOM % (high - low)))
     [[ $taken == *" $port "* ]] && continue
     answers "$port" && continue
     taken+="$port "
-    echo "$port"
     return
   done
 }
@@ -221,9 +225,9 @@ status_of() { # url [curl options...]: prints the status code and the body
 
 # --- the upstream and nginx --------------------------------------------------------------------
 
-upstream_port=$(free_port)
-status_port=$(free_port)
-nginx_port=$(free_port)
+free_port; upstream_port=$port
+free_port; status_port=$port
+free_port; nginx_port=$port
 
 start_nginx upstream "$upstream_port" "
   server { listen 127.0.0.1:$upstream_port; location / { return 200 \"ok\"; } }
@@ -424,7 +428,7 @@ count_instructions() { # target name pid url [wrk options...]: instructions per 
 
 if [ "$INSTRUCTIONS" = 1 ]; then
   PATIENCE=300 # valgrind starts slowly
-  port=$(free_port)
+  free_port
   # shellcheck disable=SC2046 # the prefix is words
   start_nginx nginx-callgrind "$port" "$(nginx_proxy "$port")" $(callgrind nginx)
   count_instructions "nginx, plain proxy" nginx "${pids[-1]}" "http://127.0.0.1:$port"
