@@ -218,7 +218,9 @@ where
         None
     };
     let limit = earliest(sent, observer.timeout.map(Deadline::after));
-    let work = async move {
+    // Boxed once: the correlation scope and the span then wrap a pointer, not the request's
+    // whole state, which each wrapper would otherwise copy as it is built and awaited.
+    let work = Box::pin(async move {
         if too_large {
             return (
                 Problem::payload_too_large(observer.body_limit).into_response(),
@@ -256,7 +258,7 @@ where
                 (timed_out(grpc), None)
             }
         }
-    };
+    });
     let (mut response, label) = id.clone().scope(work).instrument(span.clone()).await;
 
     response
