@@ -509,15 +509,29 @@ impl Connections {
 }
 
 /// Writes the request (its head already in the connection's write buffer) and reads the
-/// answer's head.
+/// answer's head. The body is written whole before the answer is read: the services read a
+/// request's body before they answer, and one that answers early is read after the write fails.
 async fn exchange(
     connection: &mut Connection,
     method: &Method,
     body: &mut Body,
     framing: RequestFraming,
 ) -> Result<http1::Head, Failure> {
-    connection.write_request(body, framing).await?;
-    connection.read_head(method).await
+    match connection.write_request(body, framing).await {
+        Ok(()) => connection.read_head(method).await,
+        // An upstream may answer before it has read the whole body (a refusal) and close the
+        // connection: its answer is there to read all the same, and the connection ends after it.
+        Err(Failure::Write(error)) if framing != RequestFraming::Empty => {
+            match connection.read_head(method).await {
+                Ok(head) => Ok(http1::Head {
+                    keep_alive: false,
+                    ..head
+                }),
+                Err(_) => Err(Failure::Write(error)),
+            }
+        }
+        Err(other) => Err(other),
+    }
 }
 
 /// The connection an answer is streaming on, back to its instance once the answer is read.

@@ -232,3 +232,37 @@ async fn an_answer_that_could_smuggle_another_is_a_502_and_its_connection_is_dro
     assert_eq!(ok.text().await.unwrap(), "ok");
     assert_eq!(*accepted.lock().unwrap(), 3);
 }
+
+#[tokio::test]
+async fn an_upstream_that_refuses_a_body_before_reading_it_is_answered_with_its_refusal() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Reads only the head, answers 413 and closes with the body unread.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut read = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !read.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => read.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big!")
+                    .await;
+            });
+        }
+    });
+    let gateway = spawn_gateway_over(vec![url], |config| {
+        config.http.body_limit_bytes = 64 * 1024 * 1024;
+    })
+    .await;
+
+    let body = vec![b'x'; 32 * 1024 * 1024];
+    let response = gateway.post("/api/echo/orders").body(body).send().await.unwrap();
+    assert_eq!(response.status(), 413, "the upstream's own answer, not a 502");
+    assert_eq!(response.text().await.unwrap(), "too big!");
+}
