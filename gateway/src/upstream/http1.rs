@@ -22,7 +22,8 @@ const FEW_HEADERS: usize = 16;
 /// fields), so that adding them does not grow the map.
 const ADDED_TO_ANSWERS: usize = 4;
 const TOO_MANY: Malformed = Malformed("too many answer header fields");
-/// The longest chunk-size line, extensions included, and the most trailer bytes.
+/// The longest chunk-size line (extensions and CRLF included), and the most bytes the trailer
+/// section may take (its closing empty line included).
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 const MAX_TRAILERS: usize = 16 * 1024;
 
@@ -461,6 +462,7 @@ impl Decoder {
                         *state = ChunkState::Size;
                     }
                     ChunkState::Trailers(seen) => {
+                        // `seen` never passes MAX_TRAILERS: each line fits what was left.
                         let Some(line) = line_end(buffer, MAX_TRAILERS - *seen, "trailers too large")? else {
                             return Ok(Step::More);
                         };
@@ -488,14 +490,15 @@ fn take_up_to(left: &mut u64, buffer: &mut BytesMut) -> Step {
     Step::Data(buffer.split_to(take).freeze())
 }
 
-/// The index of the CRLF ending the first line of `buffer`, if it has arrived.
+/// The index of the CRLF ending the first line of `buffer`, if it has arrived; the line with its
+/// CRLF may take at most `limit` bytes.
 fn line_end(buffer: &[u8], limit: usize, too_long: &'static str) -> Result<Option<usize>, Malformed> {
     match memchr::memchr(b'\n', buffer) {
-        Some(lf) if lf > limit => Err(Malformed(too_long)),
+        Some(lf) if lf >= limit => Err(Malformed(too_long)),
         Some(0) => Err(Malformed("bare LF in chunk framing")),
         Some(lf) if buffer[lf - 1] != b'\r' => Err(Malformed("bare LF in chunk framing")),
         Some(lf) => Ok(Some(lf - 1)),
-        None if buffer.len() > limit => Err(Malformed(too_long)),
+        None if buffer.len() >= limit => Err(Malformed(too_long)),
         None => Ok(None),
     }
 }

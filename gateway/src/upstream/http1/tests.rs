@@ -316,3 +316,35 @@ fn an_answer_with_many_fields_is_read_whole_up_to_the_limit() {
     assert_eq!(head.response.headers()["x-98"], "98");
     assert_eq!(head.framing, BodyFraming::Empty);
 }
+
+#[test]
+fn the_trailer_section_is_bounded_to_the_byte() {
+    // One trailer line of `line` bytes (its CRLF included), then the closing empty line.
+    let section = |line: usize| {
+        let mut wire = b"0\r\nX-Pad: ".to_vec();
+        wire.resize(3 + line - 2, b'a');
+        wire.extend_from_slice(b"\r\n\r\n");
+        wire
+    };
+    let (body, after) = decode_in_pieces(BodyFraming::Chunked, &section(MAX_TRAILERS - 2), 1000).unwrap();
+    assert!(body.is_empty() && after.is_empty(), "exactly the limit");
+    for line in [MAX_TRAILERS - 1, MAX_TRAILERS, MAX_TRAILERS + 1, 3 * MAX_TRAILERS] {
+        for split in [1, 1000] {
+            assert_eq!(
+                decode_in_pieces(BodyFraming::Chunked, &section(line), split).unwrap_err(),
+                Malformed("trailers too large"),
+                "{line} bytes in pieces of {split}"
+            );
+        }
+    }
+    // Many small lines add up the same way.
+    let mut wire = b"0\r\n".to_vec();
+    for _ in 0..MAX_TRAILERS / 8 {
+        wire.extend_from_slice(b"X-A: 1\r\n");
+    }
+    wire.extend_from_slice(b"\r\n");
+    assert_eq!(
+        decode_in_pieces(BodyFraming::Chunked, &wire, 64).unwrap_err(),
+        Malformed("trailers too large")
+    );
+}
