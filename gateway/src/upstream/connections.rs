@@ -166,7 +166,8 @@ struct Connection {
 
 /// What a connection's read buffer starts with; an answer's head fits many times over.
 const READ_CAPACITY: usize = 8 * 1024;
-/// A request body's bytes are gathered up to this much before they are written.
+/// A request body's bytes are gathered up to this much before they are written; a frame that
+/// does not fit is written on its own.
 const WRITE_BATCH: usize = 64 * 1024;
 
 impl Connection {
@@ -235,12 +236,16 @@ impl Connection {
                 if framing == RequestFraming::Chunked {
                     http1::encode_chunk_size(&mut self.write, data.len());
                 }
-                self.write.extend_from_slice(&data);
+                if self.write.len() + data.len() <= WRITE_BATCH {
+                    self.write.extend_from_slice(&data);
+                } else {
+                    // A large frame goes out as it is, not copied into the buffer, which then
+                    // stays small on the idle connection.
+                    self.flush_write().await?;
+                    self.io.write_all(&data).await.map_err(Failure::Write)?;
+                }
                 if framing == RequestFraming::Chunked {
                     self.write.extend_from_slice(b"\r\n");
-                }
-                if self.write.len() >= WRITE_BATCH {
-                    self.flush_write().await?;
                 }
             }
             match framing {

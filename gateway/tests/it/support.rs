@@ -154,7 +154,8 @@ async fn upstream(State(state): State<UpstreamState>, request: Request) -> Respo
     echo(state.name, request).await
 }
 
-/// Answers `200` with what reached the upstream `name`: method, URI, headers and body length.
+/// Answers `200` with what reached the upstream `name`: method, URI, headers, body length, and
+/// whether the body is [`pattern`]'s bytes.
 pub async fn echo(name: &str, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let Ok(body) = axum::body::to_bytes(body, usize::MAX).await else {
@@ -173,6 +174,7 @@ pub async fn echo(name: &str, request: Request) -> Response {
         "uri": parts.uri.path_and_query().map(http::uri::PathAndQuery::as_str),
         "headers": headers,
         "body_len": body.len(),
+        "body_matches_pattern": body.iter().enumerate().all(|(i, b)| *b == pattern(i)),
     }))
     .into_response()
 }

@@ -106,10 +106,11 @@ async fn a_large_streamed_response_arrives_intact() {
 async fn a_large_request_body_reaches_the_upstream_whole() {
     let gateway = spawn_gateway_with(|_| {}).await;
     let size = 512 * 1024;
+    let body: Vec<u8> = (0..size).map(pattern).collect();
 
     let response = gateway
         .post("/api/echo/uploads")
-        .body(vec![7u8; size])
+        .body(body.clone())
         .send()
         .await
         .unwrap();
@@ -117,4 +118,31 @@ async fn a_large_request_body_reaches_the_upstream_whole() {
     let seen = echoed(response).await;
     assert_eq!(seen["method"], "POST");
     assert_eq!(seen["body_len"], size);
+    assert_eq!(seen["body_matches_pattern"], true, "every byte in order");
+
+    // Without a length, in frames small and large: chunked upstream, byte for byte.
+    let mut frames = Vec::new();
+    let mut at = 0;
+    for len in [7, 200 * 1024, 1, 64 * 1024, 3, 100_000].into_iter().cycle() {
+        let end = (at + len).min(size);
+        frames.push(Ok::<_, std::io::Error>(Bytes::copy_from_slice(&body[at..end])));
+        at = end;
+        if at == size {
+            break;
+        }
+    }
+    let request = http::Request::post(gateway.url("/api/echo/uploads"))
+        .body(Body::from_stream(futures_util::stream::iter(frames)))
+        .unwrap();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
+    let response = tokio::time::timeout(PATIENCE, client.request(request))
+        .await
+        .expect("the gateway answers")
+        .expect("the gateway answers over HTTP");
+    assert_eq!(response.status(), 200);
+    let seen: serde_json::Value =
+        serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(seen["body_len"], size);
+    assert_eq!(seen["headers"]["transfer-encoding"][0], "chunked");
+    assert_eq!(seen["body_matches_pattern"], true, "every byte in order");
 }
