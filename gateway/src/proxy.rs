@@ -343,7 +343,7 @@ async fn authenticate(
             failed();
             return Some(Err(auth::token_problem(&TokenError::Malformed)));
         }
-        None => inner.verifier.verify_shared(token).await,
+        None => inner.verifier.verify_unknown(token).await,
     };
     Some(verified.map_err(|error| {
         if !error.is_transient() {

@@ -299,9 +299,18 @@ impl Verifier {
     /// # Errors
     /// A [`TokenError`] naming the first check that failed.
     pub async fn verify_shared(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
-        if let Some(known) = self.verify_known(token).await {
-            return known;
+        match self.verify_known(token).await {
+            Some(known) => known,
+            None => self.verify_unknown(token).await,
         }
+    }
+
+    /// Checks a token [`verify_known`](Self::verify_known) did not know, signature included,
+    /// and remembers it when it passes.
+    ///
+    /// # Errors
+    /// A [`TokenError`] naming the first check that failed.
+    pub async fn verify_unknown(&self, token: &str) -> Result<Arc<Claims>, TokenError> {
         let now = jsonwebtoken::get_current_timestamp();
         let leeway = self.config.leeway_secs;
         let (kid, claims) = self.verify_fully(token).await?;
