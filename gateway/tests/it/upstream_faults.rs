@@ -3,7 +3,24 @@ use http_body_util::BodyExt as _;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::support::{PATIENCE, closed_url, echoed, expect_problem_of, pattern, spawn_gateway_with};
+use crate::support::{
+    PATIENCE, TestGateway, closed_url, echoed, expect_problem_of, pattern, spawn_gateway_with,
+};
+
+/// POSTs `frames` to `/api/echo/uploads` as a body of unknown length (sent chunked).
+async fn post_streamed(
+    gateway: &TestGateway,
+    frames: impl IntoIterator<Item = std::io::Result<Bytes>, IntoIter: Send + 'static>,
+) -> http::Response<hyper::body::Incoming> {
+    let request = http::Request::post(gateway.url("/api/echo/uploads"))
+        .body(Body::from_stream(futures_util::stream::iter(frames)))
+        .unwrap();
+    let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
+    tokio::time::timeout(PATIENCE, client.request(request))
+        .await
+        .expect("the gateway answers")
+        .expect("the gateway answers over HTTP")
+}
 
 #[tokio::test]
 async fn an_upstream_that_is_down_is_a_prompt_502() {
@@ -65,15 +82,7 @@ async fn a_chunked_body_that_outgrows_the_limit_is_refused_with_413() {
     let gateway = spawn_gateway_with(|config| config.http.body_limit_bytes = 64 * 1024).await;
     // Without a content length only counting the streamed bytes can catch it.
     let chunks = (0..8).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 16 * 1024])));
-    let request = http::Request::post(gateway.url("/api/echo/uploads"))
-        .body(Body::from_stream(futures_util::stream::iter(chunks)))
-        .unwrap();
-    let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
-
-    let response = tokio::time::timeout(PATIENCE, client.request(request))
-        .await
-        .expect("the gateway answers")
-        .expect("the gateway answers over HTTP");
+    let response = post_streamed(&gateway, chunks).await;
 
     assert_eq!(response.status(), 413);
     assert_eq!(response.headers()["content-type"], "application/problem+json");
@@ -131,14 +140,7 @@ async fn a_large_request_body_reaches_the_upstream_whole() {
             break;
         }
     }
-    let request = http::Request::post(gateway.url("/api/echo/uploads"))
-        .body(Body::from_stream(futures_util::stream::iter(frames)))
-        .unwrap();
-    let client = Client::builder(TokioExecutor::new()).build_http::<Body>();
-    let response = tokio::time::timeout(PATIENCE, client.request(request))
-        .await
-        .expect("the gateway answers")
-        .expect("the gateway answers over HTTP");
+    let response = post_streamed(&gateway, frames).await;
     assert_eq!(response.status(), 200);
     let seen: serde_json::Value =
         serde_json::from_slice(&response.into_body().collect().await.unwrap().to_bytes()).unwrap();
